@@ -1,0 +1,345 @@
+//! The library's error type, and the one place that maps errors to exit codes.
+
+use std::fmt;
+use std::path::PathBuf;
+
+/// Exit code: success.
+pub const EXIT_OK: i32 = 0;
+/// Exit code: an integrity mismatch (a checksum or ETag that does not match).
+pub const EXIT_MISMATCH: i32 = 1;
+/// Exit code: any other error (bad input, network, permissions, interrupted).
+pub const EXIT_ERROR: i32 = 2;
+
+/// Everything that can stop a tally command. Each variant's message is one line that says what
+/// happened and what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Invalid arguments or settings; nothing was sent.
+    #[error("{0}")]
+    Usage(String),
+    /// The local file cannot be used.
+    #[error("{}: {why}", path.display())]
+    Source {
+        /// The path given.
+        path: PathBuf,
+        /// Why, and what to do.
+        why: String,
+    },
+    /// The local file changed after tally started reading it.
+    #[error(
+        "{}: the file changed while it was being uploaded; nothing was completed: upload it again once it is no longer being written",
+        path.display()
+    )]
+    SourceChanged {
+        /// The path.
+        path: PathBuf,
+    },
+    /// The file is larger than S3's largest object.
+    #[error(
+        "the file is {len} bytes, larger than S3's largest object (10,000 parts of 5 GiB = 48.8 TiB); nothing was sent: split it first"
+    )]
+    TooLarge {
+        /// File length.
+        len: u64,
+    },
+    /// Resolving the AWS configuration failed (region, profile, endpoint).
+    #[error("{0}")]
+    Config(String),
+    /// An S3 request failed (after retries, where retrying could help).
+    #[error("{op}{} failed{}: {source}", part.map(|p| format!(" of part {p}")).unwrap_or_default(), upload_id.as_ref().map(|u| format!(" (upload id {u})")).unwrap_or_default())]
+    S3 {
+        /// The S3 operation.
+        op: &'static str,
+        /// The part, for part operations.
+        part: Option<u32>,
+        /// The multipart upload, once one exists.
+        upload_id: Option<String>,
+        /// What S3 (or the network) said.
+        source: S3Error,
+    },
+    /// What S3 reports differs from what tally computed locally.
+    #[error("integrity mismatch: {what}: expected {expected}, S3 reports {actual}{}", upload_id.as_ref().map(|u| format!(" (upload id {u})")).unwrap_or_default())]
+    Mismatch {
+        /// Which value differs (e.g. "part 3 checksum", "object ETag").
+        what: String,
+        /// The value tally computed.
+        expected: String,
+        /// The value S3 returned.
+        actual: String,
+        /// The multipart upload, if any.
+        upload_id: Option<String>,
+    },
+    /// Stopped by Ctrl-C / SIGTERM.
+    #[error("interrupted")]
+    Interrupted,
+    /// A multipart upload failed after it was created; says what became of the upload.
+    #[error("{source}; {}", match abort_error {
+        None => format!("multipart upload {upload_id} was aborted, nothing was stored"),
+        Some(e) => format!("aborting multipart upload {upload_id} also failed ({e}): abort it with `aws s3api abort-multipart-upload --bucket {bucket} --key {key} --upload-id {upload_id}` so its parts are not billed"),
+    })]
+    UploadFailed {
+        /// What stopped the upload.
+        source: Box<Error>,
+        /// Bucket of the upload.
+        bucket: String,
+        /// Key of the upload.
+        key: String,
+        /// The upload id.
+        upload_id: String,
+        /// Why the abort failed, if it did.
+        abort_error: Option<S3Error>,
+    },
+}
+
+impl Error {
+    /// The process exit code for this error: [`EXIT_MISMATCH`] for integrity failures (including a
+    /// part S3 rejected because its bytes did not match their checksum), [`EXIT_ERROR`] otherwise.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Mismatch { .. } => EXIT_MISMATCH,
+            Error::S3 { source, .. } if source.kind == S3ErrorKind::Integrity => EXIT_MISMATCH,
+            Error::UploadFailed { source, .. } => source.exit_code(),
+            _ => EXIT_ERROR,
+        }
+    }
+
+    /// Whether this is an integrity failure.
+    pub fn is_integrity(&self) -> bool {
+        self.exit_code() == EXIT_MISMATCH
+    }
+}
+
+/// What kind of failure an S3 request met: decides whether retrying can help and what to tell the user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum S3ErrorKind {
+    /// Bucket, key or upload does not exist.
+    NotFound,
+    /// The credentials are valid but not allowed to do this.
+    AccessDenied,
+    /// The credentials were refused, missing or expired.
+    Credentials,
+    /// S3 rejected a body whose bytes do not match the checksum or Content-MD5 sent with it.
+    Integrity,
+    /// S3 asked to slow down (503 SlowDown, 429).
+    Throttled,
+    /// A server error, a timeout or a broken connection.
+    Transient,
+    /// The server does not implement this request.
+    Unsupported,
+    /// Any other refusal.
+    Other,
+}
+
+impl S3ErrorKind {
+    /// Whether sending the same request again could succeed.
+    pub fn is_retryable(self) -> bool {
+        matches!(self, S3ErrorKind::Throttled | S3ErrorKind::Transient)
+    }
+}
+
+/// A failed S3 request, reduced to what tally acts on. Never holds credentials or signatures.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3Error {
+    /// The classification.
+    pub kind: S3ErrorKind,
+    /// S3's error code, when the server sent one (e.g. `NoSuchBucket`).
+    pub code: Option<String>,
+    /// HTTP status, when a response arrived.
+    pub status: Option<u16>,
+    /// The server's message, or the transport failure.
+    pub message: String,
+}
+
+impl S3Error {
+    /// Classifies an S3 error code and HTTP status.
+    pub fn from_response(code: Option<&str>, status: Option<u16>, message: String) -> Self {
+        let kind = match (code, status) {
+            (Some("NoSuchBucket" | "NoSuchKey" | "NoSuchUpload" | "NotFound"), _) => {
+                S3ErrorKind::NotFound
+            }
+            (Some("AccessDenied" | "AllAccessDisabled" | "AccountProblem"), _) => {
+                S3ErrorKind::AccessDenied
+            }
+            (
+                Some(
+                    "InvalidAccessKeyId"
+                    | "SignatureDoesNotMatch"
+                    | "ExpiredToken"
+                    | "InvalidToken"
+                    | "TokenRefreshRequired"
+                    | "InvalidSecurity",
+                ),
+                _,
+            ) => S3ErrorKind::Credentials,
+            (
+                Some(
+                    "BadDigest" | "InvalidDigest" | "XAmzContentSHA256Mismatch" | "InvalidChecksum",
+                ),
+                _,
+            ) => S3ErrorKind::Integrity,
+            (
+                Some("SlowDown" | "Throttling" | "ThrottlingException" | "RequestLimitExceeded"),
+                _,
+            )
+            | (_, Some(429 | 503)) => S3ErrorKind::Throttled,
+            (Some("NotImplemented"), _) | (_, Some(501)) => S3ErrorKind::Unsupported,
+            (Some("InternalError" | "RequestTimeout"), _) | (_, Some(500..=599)) => {
+                S3ErrorKind::Transient
+            }
+            (_, Some(404)) => S3ErrorKind::NotFound,
+            (_, Some(403)) => S3ErrorKind::AccessDenied,
+            _ => S3ErrorKind::Other,
+        };
+        S3Error {
+            kind,
+            code: code.map(str::to_owned),
+            status,
+            message,
+        }
+    }
+
+    /// A failure with no response: timeout, refused or broken connection.
+    pub fn transport(message: String) -> Self {
+        S3Error {
+            kind: S3ErrorKind::Transient,
+            code: None,
+            status: None,
+            message,
+        }
+    }
+
+    fn hint(&self) -> &'static str {
+        match (self.kind, self.code.as_deref()) {
+            (S3ErrorKind::NotFound, Some("NoSuchBucket")) => {
+                "the bucket does not exist: check its name, the endpoint and the region"
+            }
+            (S3ErrorKind::NotFound, Some("NoSuchUpload")) => {
+                "the multipart upload no longer exists (aborted or expired): run the command again"
+            }
+            (S3ErrorKind::NotFound, _) => "check the bucket, key, endpoint and region",
+            (S3ErrorKind::AccessDenied, _) => {
+                "the credentials are not allowed to do this: check the IAM policy or bucket policy"
+            }
+            (S3ErrorKind::Credentials, _) => {
+                "the credentials were refused: check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, --profile or your SSO session"
+            }
+            (S3ErrorKind::Integrity, _) => {
+                "S3 received bytes that do not match their checksum (corrupted in transit, or the file changed): nothing wrong was stored; run the command again"
+            }
+            (S3ErrorKind::Throttled, _) => {
+                "S3 kept asking to slow down after retries: run again later or lower --concurrency"
+            }
+            (S3ErrorKind::Transient, _) => {
+                "the request kept failing after retries: check the network and endpoint, then run the command again"
+            }
+            (S3ErrorKind::Unsupported, _) => "this server does not implement the request",
+            (S3ErrorKind::Other, _) => "",
+        }
+    }
+}
+
+impl fmt::Display for S3Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let one_line = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ");
+        match (&self.code, self.status) {
+            (Some(c), Some(s)) => write!(f, "{c} (HTTP {s})")?,
+            (Some(c), None) => write!(f, "{c}")?,
+            (None, Some(s)) => write!(f, "HTTP {s}")?,
+            (None, None) => f.write_str("no response")?,
+        }
+        if !self.message.is_empty() {
+            write!(f, ": {}", one_line(&self.message))?;
+        }
+        match self.hint() {
+            "" => Ok(()),
+            h => write!(f, " - {h}"),
+        }
+    }
+}
+
+impl std::error::Error for S3Error {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classification_table() {
+        let cases = [
+            (
+                Some("NoSuchBucket"),
+                Some(404),
+                S3ErrorKind::NotFound,
+                false,
+            ),
+            (
+                Some("AccessDenied"),
+                Some(403),
+                S3ErrorKind::AccessDenied,
+                false,
+            ),
+            (
+                Some("InvalidAccessKeyId"),
+                Some(403),
+                S3ErrorKind::Credentials,
+                false,
+            ),
+            (
+                Some("SignatureDoesNotMatch"),
+                Some(403),
+                S3ErrorKind::Credentials,
+                false,
+            ),
+            (Some("BadDigest"), Some(400), S3ErrorKind::Integrity, false),
+            (
+                Some("InvalidDigest"),
+                Some(400),
+                S3ErrorKind::Integrity,
+                false,
+            ),
+            (Some("SlowDown"), Some(503), S3ErrorKind::Throttled, true),
+            (None, Some(503), S3ErrorKind::Throttled, true),
+            (
+                Some("InternalError"),
+                Some(500),
+                S3ErrorKind::Transient,
+                true,
+            ),
+            (None, Some(502), S3ErrorKind::Transient, true),
+            (
+                Some("NotImplemented"),
+                Some(501),
+                S3ErrorKind::Unsupported,
+                false,
+            ),
+            (Some("EntityTooSmall"), Some(400), S3ErrorKind::Other, false),
+        ];
+        for (code, status, kind, retry) in cases {
+            let e = S3Error::from_response(code, status, String::new());
+            assert_eq!(e.kind, kind, "{code:?} {status:?}");
+            assert_eq!(e.kind.is_retryable(), retry, "{code:?}");
+        }
+        assert!(S3Error::transport("reset".into()).kind.is_retryable());
+    }
+
+    #[test]
+    fn integrity_failures_exit_1_others_2() {
+        let s3 = |code| Error::S3 {
+            op: "UploadPart",
+            part: Some(3),
+            upload_id: Some("u".into()),
+            source: S3Error::from_response(Some(code), Some(400), "msg\nsecond line".into()),
+        };
+        assert_eq!(s3("BadDigest").exit_code(), EXIT_MISMATCH);
+        assert_eq!(s3("NoSuchBucket").exit_code(), EXIT_ERROR);
+        let text = s3("BadDigest").to_string();
+        assert!(
+            text.starts_with(
+                "UploadPart of part 3 failed (upload id u): BadDigest (HTTP 400): msg second line"
+            ),
+            "{text}"
+        );
+        assert!(!text.contains('\n'));
+        assert_eq!(Error::Usage("x".into()).exit_code(), EXIT_ERROR);
+    }
+}

@@ -1,0 +1,23 @@
+//! tally: an S3 transfer manager that proves every byte arrived.
+//!
+//! Modules in data-flow order:
+//!
+//! - [`cli`] / [`config`]: the command line, and the validated settings built from it;
+//! - [`plan`]: file length -> part ranges within S3's limits;
+//! - [`source`]: the memory-mapped file and zero-copy part bodies;
+//! - [`hash`]: per-part checksum + MD5 in one pass; composite, full-object CRC and ETag;
+//! - [`s3`]: the small S3 boundary (a trait) and its aws-sdk-s3 implementation;
+//! - [`pipeline`]: wires plan -> source -> hash -> upload -> complete -> check;
+//! - [`progress`]: progress events and the terminal bar;
+//! - [`error`]: the error type and exit codes; [`app`]: runs a parsed command.
+
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod hash;
+pub mod pipeline;
+pub mod plan;
+pub mod progress;
+pub mod s3;
+pub mod source;

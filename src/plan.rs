@@ -1,0 +1,262 @@
+//! Part planning: a file length and a requested part size become part ranges within S3's limits.
+//!
+//! Pure arithmetic, property-tested. The requested size is honoured until the object would need more
+//! than [`MAX_PARTS`] parts; then the part size grows, in whole MiB, just enough to fit.
+
+use crate::error::Error;
+
+/// One mebibyte.
+pub const MIB: u64 = 1024 * 1024;
+/// One gibibyte.
+pub const GIB: u64 = 1024 * MIB;
+/// Smallest part S3 accepts, except for the last part of an upload.
+pub const MIN_PART_SIZE: u64 = 5 * MIB;
+/// Largest part S3 accepts.
+pub const MAX_PART_SIZE: u64 = 5 * GIB;
+/// Most parts one multipart upload may have.
+pub const MAX_PARTS: u64 = 10_000;
+/// Largest object S3 stores: 10,000 parts of 5 GiB (48.8 TiB).
+pub const MAX_OBJECT_SIZE: u64 = MAX_PARTS * MAX_PART_SIZE;
+/// Largest body tally sends in one PutObject. AWS documents 5 GB; a body of exactly 5 GiB has been
+/// seen rejected, so tally stays at the decimal figure and uses multipart above it.
+pub const MAX_SINGLE_PUT: u64 = 5_000_000_000;
+
+/// One part of a multipart upload: its 1-based number and byte range in the source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Part {
+    /// S3 part number, 1..=10,000.
+    pub number: u32,
+    /// Offset of the first byte in the source.
+    pub offset: u64,
+    /// Length in bytes.
+    pub len: u64,
+}
+
+impl Part {
+    /// The byte range `offset..offset + len`.
+    pub fn range(&self) -> std::ops::Range<u64> {
+        self.offset..self.offset + self.len
+    }
+}
+
+/// How an object of a given length is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Plan {
+    /// One PutObject carrying the whole body (files up to one part size).
+    Single {
+        /// Object length in bytes.
+        len: u64,
+    },
+    /// A multipart upload of `count` parts of `part_size` bytes (the last may be shorter).
+    Multipart {
+        /// Object length in bytes.
+        len: u64,
+        /// Size of every part but the last.
+        part_size: u64,
+        /// Number of parts.
+        count: u32,
+    },
+}
+
+impl Plan {
+    /// Plans an object of `len` bytes with parts of `requested` bytes.
+    ///
+    /// `requested` must be within [`MIN_PART_SIZE`]..=[`MAX_PART_SIZE`] (checked when the
+    /// configuration is built). Objects larger than [`MAX_OBJECT_SIZE`] are refused.
+    pub fn new(len: u64, requested: u64) -> Result<Plan, Error> {
+        debug_assert!((MIN_PART_SIZE..=MAX_PART_SIZE).contains(&requested));
+        if len > MAX_OBJECT_SIZE {
+            return Err(Error::TooLarge { len });
+        }
+        if len <= requested && len <= MAX_SINGLE_PUT {
+            return Ok(Plan::Single { len });
+        }
+        // Smallest whole-MiB part size that keeps the count within 10,000.
+        let needed = len.div_ceil(MAX_PARTS).div_ceil(MIB) * MIB;
+        let part_size = requested.max(needed);
+        debug_assert!(
+            part_size <= MAX_PART_SIZE,
+            "len <= MAX_OBJECT_SIZE bounds the part size"
+        );
+        let count = len.div_ceil(part_size);
+        Ok(Plan::Multipart {
+            len,
+            part_size,
+            count: u32::try_from(count).expect("at most 10,000 parts"),
+        })
+    }
+
+    /// Object length in bytes.
+    pub fn len(&self) -> u64 {
+        match *self {
+            Plan::Single { len } | Plan::Multipart { len, .. } => len,
+        }
+    }
+
+    /// Whether the object is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Size of every part but the last (the whole length for a single PUT).
+    pub fn part_size(&self) -> u64 {
+        match *self {
+            Plan::Single { len } => len,
+            Plan::Multipart { part_size, .. } => part_size,
+        }
+    }
+
+    /// Number of parts (1 for a single PUT).
+    pub fn count(&self) -> u32 {
+        match *self {
+            Plan::Single { .. } => 1,
+            Plan::Multipart { count, .. } => count,
+        }
+    }
+
+    /// The parts in order; a single PUT is one part covering the whole object.
+    pub fn parts(&self) -> impl ExactSizeIterator<Item = Part> + use<> {
+        let (len, size, count) = (self.len(), self.part_size().max(1), self.count());
+        (0..count).map(move |index| {
+            let offset = u64::from(index) * size;
+            Part {
+                number: index + 1,
+                offset,
+                len: size.min(len - offset),
+            }
+        })
+    }
+}
+
+/// Parses a size such as `100MiB`, `5 GiB`, `64M`, `1048576` (binary units; `MB`/`GB` are decimal).
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    let n: u64 = digits.parse().map_err(|_| {
+        format!("'{text}' is not a size: use a number with an optional unit, e.g. 100MiB")
+    })?;
+    let mult = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kib" => 1 << 10,
+        "m" | "mib" => 1 << 20,
+        "g" | "gib" => 1 << 30,
+        "t" | "tib" => 1 << 40,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        "tb" => 1_000_000_000_000,
+        other => {
+            return Err(format!(
+                "unknown size unit '{other}' in '{text}': use B, KiB, MiB, GiB, TiB (or KB, MB, GB, TB)"
+            ));
+        }
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("size '{text}' is too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const TIB: u64 = 1024 * GIB;
+
+    #[test]
+    fn small_files_go_in_one_put() {
+        assert_eq!(Plan::new(0, 100 * MIB).unwrap(), Plan::Single { len: 0 });
+        assert_eq!(Plan::new(1, 100 * MIB).unwrap(), Plan::Single { len: 1 });
+        assert_eq!(
+            Plan::new(100 * MIB, 100 * MIB).unwrap(),
+            Plan::Single { len: 100 * MIB }
+        );
+        let p = Plan::new(100 * MIB + 1, 100 * MIB).unwrap();
+        assert_eq!(p.count(), 2);
+        assert_eq!(p.parts().last().unwrap().len, 1);
+    }
+
+    #[test]
+    fn a_five_gib_file_with_five_gib_parts_is_not_one_put() {
+        let p = Plan::new(5 * GIB, 5 * GIB).unwrap();
+        assert_eq!(
+            p,
+            Plan::Multipart {
+                len: 5 * GIB,
+                part_size: 5 * GIB,
+                count: 1
+            }
+        );
+    }
+
+    #[test]
+    fn default_part_size_grows_for_a_tebibyte() {
+        let p = Plan::new(TIB, 100 * MIB).unwrap();
+        assert_eq!(p.part_size(), 105 * MIB);
+        assert!(p.count() <= 10_000);
+    }
+
+    #[test]
+    fn largest_object_uses_five_gib_parts() {
+        let p = Plan::new(MAX_OBJECT_SIZE, 100 * MIB).unwrap();
+        assert_eq!(p.part_size(), MAX_PART_SIZE);
+        assert_eq!(p.count(), 10_000);
+        assert!(matches!(
+            Plan::new(MAX_OBJECT_SIZE + 1, 100 * MIB),
+            Err(Error::TooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn sizes_parse_with_units() {
+        for (text, want) in [
+            ("100MiB", 100 * MIB),
+            ("5 GiB", 5 * GIB),
+            ("64m", 64 * MIB),
+            ("1048576", MIB),
+            ("8MB", 8_000_000),
+        ] {
+            assert_eq!(parse_size(text), Ok(want), "{text}");
+        }
+        for bad in ["", "MiB", "12 parsecs", "-5MiB", "99999999999999TiB"] {
+            assert!(parse_size(bad).is_err(), "{bad}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn parts_cover_the_file_within_limits(
+            len in prop_oneof![0..=64 * GIB, 0..=MAX_OBJECT_SIZE, Just(MAX_OBJECT_SIZE), Just(TIB)],
+            requested_mib in 5u64..=5 * 1024,
+        ) {
+            let plan = Plan::new(len, requested_mib * MIB).unwrap();
+            let parts: Vec<Part> = plan.parts().collect();
+            prop_assert_eq!(parts.len() as u64, u64::from(plan.count()));
+            prop_assert!(parts.len() as u64 <= MAX_PARTS);
+            let single = matches!(plan, Plan::Single { .. });
+            prop_assert!(single || plan.part_size() >= requested_mib * MIB);
+            if let Plan::Multipart { part_size, .. } = plan {
+                prop_assert_eq!(part_size % MIB, 0);
+            }
+            let mut next = 0;
+            for (i, part) in parts.iter().enumerate() {
+                prop_assert_eq!(part.number as usize, i + 1);
+                prop_assert_eq!(part.offset, next);
+                prop_assert!(part.len <= MAX_PART_SIZE);
+                if i + 1 < parts.len() {
+                    prop_assert!(part.len >= MIN_PART_SIZE);
+                    prop_assert_eq!(part.len, plan.part_size());
+                }
+                next += part.len;
+            }
+            prop_assert_eq!(next, len);
+            if single {
+                prop_assert!(len <= requested_mib * MIB && len <= MAX_SINGLE_PUT);
+            } else {
+                // The grown size is the smallest whole-MiB size that fits.
+                let smaller = plan.part_size() - MIB;
+                prop_assert!(plan.part_size() == requested_mib * MIB || len.div_ceil(smaller) > MAX_PARTS);
+            }
+        }
+    }
+}

@@ -1,0 +1,79 @@
+//! Progress events, and the terminal view behind them.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+/// Receives progress of a transfer. Called from async tasks: implementations must not block.
+pub trait Progress: Send + Sync {
+    /// The transfer starts: `bytes` in `parts` parts.
+    fn start(&self, bytes: u64, parts: u32);
+    /// One part of `bytes` is stored.
+    fn part_done(&self, bytes: u64);
+    /// The transfer ended (successfully or not): clear any display.
+    fn finish(&self);
+}
+
+/// Reports nothing (pipes, `--quiet`, `--json`, tests).
+#[derive(Debug, Default)]
+pub struct Silent;
+
+impl Progress for Silent {
+    fn start(&self, _: u64, _: u32) {}
+    fn part_done(&self, _: u64) {}
+    fn finish(&self) {}
+}
+
+/// An indicatif bar on standard error: bytes, rate, ETA and parts done.
+#[derive(Debug)]
+pub struct Bar {
+    bar: ProgressBar,
+    done: AtomicU32,
+    total: AtomicU32,
+}
+
+impl Bar {
+    /// A bar drawn on standard error (hidden by indicatif when stderr is not a terminal).
+    pub fn new() -> Bar {
+        let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr_with_hz(4));
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{bar:30} {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta} parts {msg}",
+            )
+            .expect("valid template"),
+        );
+        Bar {
+            bar,
+            done: AtomicU32::new(0),
+            total: AtomicU32::new(0),
+        }
+    }
+}
+
+impl Default for Bar {
+    fn default() -> Self {
+        Bar::new()
+    }
+}
+
+impl Progress for Bar {
+    fn start(&self, bytes: u64, parts: u32) {
+        self.total.store(parts, Ordering::Relaxed);
+        self.bar.set_length(bytes);
+        self.bar.set_message(format!("0/{parts}"));
+        self.bar.enable_steady_tick(Duration::from_millis(250));
+        self.bar.reset_eta();
+    }
+
+    fn part_done(&self, bytes: u64) {
+        self.bar.inc(bytes);
+        let done = self.done.fetch_add(1, Ordering::Relaxed) + 1;
+        let total = self.total.load(Ordering::Relaxed);
+        self.bar.set_message(format!("{done}/{total}"));
+    }
+
+    fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
+}

@@ -1,0 +1,458 @@
+//! The S3 boundary: the few operations tally needs, as one trait, and its aws-sdk-s3 implementation.
+//!
+//! Everything above this module speaks [`S3Api`] with tally's own types; the SDK's types stay here.
+//! Tests wrap the real client in decorators that inject faults (a wrong checksum, a failed part).
+
+use std::future::Future;
+use std::time::Duration;
+
+use aws_config::BehaviorVersion;
+use aws_config::retry::RetryConfig;
+use aws_runtime::auth::PayloadSigningOverride;
+use aws_sdk_s3::config::interceptors::BeforeTransmitInterceptorContextMut;
+use aws_sdk_s3::config::{
+    ConfigBag, Intercept, Region, RequestChecksumCalculation, ResponseChecksumValidation,
+    RuntimeComponents,
+};
+use aws_sdk_s3::error::{BoxError, DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{self as s3t, CompletedMultipartUpload};
+use bytes::Bytes;
+
+use crate::config::{Connection, ObjectUrl};
+use crate::error::{Error, S3Error};
+use crate::hash::{ChecksumAlgorithm, ChecksumType, PartHash};
+
+/// What S3 answered to a write (PutObject, UploadPart, CompleteMultipartUpload).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WriteReply {
+    /// The ETag, quoted as S3 sends it.
+    pub etag: Option<String>,
+    /// The checksum S3 reports for the algorithm in use (base64, `-N` for composites).
+    pub checksum: Option<String>,
+    /// The checksum type S3 reports, if any (`COMPOSITE` / `FULL_OBJECT`).
+    pub checksum_type: Option<String>,
+    /// Server-side encryption applied (`AES256`, `aws:kms`, `aws:kms:dsse`).
+    pub sse: Option<String>,
+    /// The object version, on versioned buckets.
+    pub version_id: Option<String>,
+}
+
+impl WriteReply {
+    /// Whether the ETag is an MD5 of the bytes: not under SSE-KMS (or SSE-C, which tally never sends).
+    pub fn etag_is_md5(&self) -> bool {
+        !matches!(self.sse.as_deref(), Some(s) if s.starts_with("aws:kms"))
+    }
+}
+
+/// A part to list in CompleteMultipartUpload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompletedPart {
+    /// Part number.
+    pub number: u32,
+    /// The ETag UploadPart returned.
+    pub etag: String,
+    /// The part's checksum, base64.
+    pub checksum: String,
+}
+
+/// The S3 operations tally uses. Implementations must be cheap to share across tasks.
+///
+/// Every body comes with its precomputed [`PartHash`]: implementations send the checksum and
+/// Content-MD5 with it so that S3 verifies the bytes on receipt, and must not hash the body again.
+pub trait S3Api: Send + Sync {
+    /// PutObject of a whole (small) object.
+    fn put_object(
+        &self,
+        obj: &ObjectUrl,
+        alg: ChecksumAlgorithm,
+        body: Bytes,
+        hash: &PartHash,
+    ) -> impl Future<Output = Result<WriteReply, S3Error>> + Send;
+
+    /// CreateMultipartUpload with the checksum algorithm and type; returns the upload id.
+    fn create_multipart(
+        &self,
+        obj: &ObjectUrl,
+        alg: ChecksumAlgorithm,
+        kind: ChecksumType,
+    ) -> impl Future<Output = Result<String, S3Error>> + Send;
+
+    /// UploadPart of part `number`.
+    fn upload_part(
+        &self,
+        obj: &ObjectUrl,
+        upload_id: &str,
+        number: u32,
+        alg: ChecksumAlgorithm,
+        body: Bytes,
+        hash: &PartHash,
+    ) -> impl Future<Output = Result<WriteReply, S3Error>> + Send;
+
+    /// CompleteMultipartUpload listing every part with its checksum; `full_object` carries the
+    /// whole-object CRC for FULL_OBJECT uploads.
+    fn complete_multipart(
+        &self,
+        obj: &ObjectUrl,
+        upload_id: &str,
+        alg: ChecksumAlgorithm,
+        parts: &[CompletedPart],
+        full_object: Option<&str>,
+    ) -> impl Future<Output = Result<WriteReply, S3Error>> + Send;
+
+    /// AbortMultipartUpload.
+    fn abort_multipart(
+        &self,
+        obj: &ObjectUrl,
+        upload_id: &str,
+    ) -> impl Future<Output = Result<(), S3Error>> + Send;
+}
+
+/// [`S3Api`] over aws-sdk-s3.
+#[derive(Debug, Clone)]
+pub struct SdkS3 {
+    client: aws_sdk_s3::Client,
+    endpoint: Option<String>,
+}
+
+impl SdkS3 {
+    /// Builds a client from the standard AWS chain (env, profile, SSO, instance metadata) and the
+    /// overrides in `conn`.
+    ///
+    /// The SDK's own request checksums are turned off: tally sends precomputed ones.
+    pub async fn connect(conn: &Connection) -> Result<SdkS3, Error> {
+        let mut loader = aws_config::defaults(BehaviorVersion::latest());
+        if let Some(p) = &conn.profile {
+            loader = loader.profile_name(p);
+        }
+        if let Some(r) = &conn.region {
+            loader = loader.region(Region::new(r.clone()));
+        }
+        let shared = loader.load().await;
+        let endpoint = conn
+            .endpoint_url
+            .clone()
+            .or_else(|| shared.endpoint_url().map(str::to_owned));
+        let mut b = aws_sdk_s3::config::Builder::from(&shared)
+            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+            .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
+            .retry_config(
+                RetryConfig::standard()
+                    .with_max_attempts(8)
+                    .with_initial_backoff(Duration::from_millis(200))
+                    .with_max_backoff(Duration::from_secs(20)),
+            );
+        if shared.region().is_none() {
+            if endpoint.is_some() {
+                b = b.region(Region::from_static("us-east-1"));
+            } else {
+                return Err(Error::Config(
+                    "no AWS region configured: pass --region, set AWS_REGION, or set region in your profile"
+                        .into(),
+                ));
+            }
+        }
+        if let Some(e) = &endpoint {
+            if !(e.starts_with("http://") || e.starts_with("https://")) {
+                return Err(Error::Usage(format!(
+                    "endpoint URL '{e}' must start with http:// or https://"
+                )));
+            }
+            b = b.endpoint_url(e);
+        }
+        let path_style = conn.path_style || endpoint.as_deref().is_some_and(is_local_or_ip);
+        b = b.force_path_style(path_style);
+        Ok(SdkS3 {
+            client: aws_sdk_s3::Client::from_conf(b.build()),
+            endpoint,
+        })
+    }
+
+    /// The custom endpoint in use, if any.
+    pub fn endpoint(&self) -> Option<&str> {
+        self.endpoint.as_deref()
+    }
+
+    /// The underlying SDK client.
+    pub fn client(&self) -> &aws_sdk_s3::Client {
+        &self.client
+    }
+}
+
+/// Whether an endpoint URL names localhost or an IP address (virtual-host addressing cannot work there).
+pub fn is_local_or_ip(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split('/').next().unwrap_or("");
+    let host = if let Some(v6) = authority.strip_prefix('[') {
+        v6.split(']').next().unwrap_or("")
+    } else {
+        authority.rsplit_once(':').map_or(authority, |(h, _)| h)
+    };
+    host == "localhost" || host.ends_with(".localhost") || host.parse::<std::net::IpAddr>().is_ok()
+}
+
+/// Makes SigV4 sign the body with a SHA-256 tally already computed instead of hashing it again.
+#[derive(Debug)]
+struct PrecomputedPayloadHash(String);
+
+impl Intercept for PrecomputedPayloadHash {
+    fn name(&self) -> &'static str {
+        "PrecomputedPayloadHash"
+    }
+
+    fn modify_before_signing(
+        &self,
+        _ctx: &mut BeforeTransmitInterceptorContextMut<'_>,
+        _rc: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        cfg.interceptor_state()
+            .store_put(PayloadSigningOverride::Precomputed(self.0.clone()));
+        Ok(())
+    }
+}
+
+macro_rules! with_checksum {
+    ($builder:expr, $alg:expr, $value:expr) => {
+        match $alg {
+            ChecksumAlgorithm::Sha256 => $builder.checksum_sha256($value),
+            ChecksumAlgorithm::Sha1 => $builder.checksum_sha1($value),
+            ChecksumAlgorithm::Crc32 => $builder.checksum_crc32($value),
+            ChecksumAlgorithm::Crc32c => $builder.checksum_crc32_c($value),
+            ChecksumAlgorithm::Crc64nvme => $builder.checksum_crc64_nvme($value),
+        }
+    };
+}
+
+macro_rules! checksum_of {
+    ($out:expr, $alg:expr) => {
+        match $alg {
+            ChecksumAlgorithm::Sha256 => $out.checksum_sha256(),
+            ChecksumAlgorithm::Sha1 => $out.checksum_sha1(),
+            ChecksumAlgorithm::Crc32 => $out.checksum_crc32(),
+            ChecksumAlgorithm::Crc32c => $out.checksum_crc32_c(),
+            ChecksumAlgorithm::Crc64nvme => $out.checksum_crc64_nvme(),
+        }
+        .map(str::to_owned)
+    };
+}
+
+/// Sends a body-carrying request with its payload hash: the precomputed SHA-256 when there is one,
+/// otherwise UNSIGNED-PAYLOAD (the body is still covered by the signed checksum and Content-MD5
+/// headers, which S3 verifies).
+macro_rules! send_signed {
+    ($req:expr, $alg:expr, $hash:expr) => {
+        if $alg == ChecksumAlgorithm::Sha256 {
+            $req.customize()
+                .interceptor(PrecomputedPayloadHash($hash.checksum.hex()))
+                .send()
+                .await
+        } else {
+            $req.customize().disable_payload_signing().send().await
+        }
+    };
+}
+
+fn sdk_alg(alg: ChecksumAlgorithm) -> s3t::ChecksumAlgorithm {
+    match alg {
+        ChecksumAlgorithm::Sha256 => s3t::ChecksumAlgorithm::Sha256,
+        ChecksumAlgorithm::Sha1 => s3t::ChecksumAlgorithm::Sha1,
+        ChecksumAlgorithm::Crc32 => s3t::ChecksumAlgorithm::Crc32,
+        ChecksumAlgorithm::Crc32c => s3t::ChecksumAlgorithm::Crc32C,
+        ChecksumAlgorithm::Crc64nvme => s3t::ChecksumAlgorithm::Crc64Nvme,
+    }
+}
+
+/// Reduces an SDK error to an [`S3Error`]. Uses only the error code, message, status and the
+/// transport's description: no request headers, so no signatures or keys.
+pub(crate) fn s3_error<E>(e: SdkError<E, aws_sdk_s3::config::http::HttpResponse>) -> S3Error
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    match &e {
+        SdkError::ServiceError(se) => {
+            let status = se.raw().status().as_u16();
+            let err = se.err();
+            S3Error::from_response(
+                err.code(),
+                Some(status),
+                err.message().unwrap_or_default().to_owned(),
+            )
+        }
+        SdkError::ResponseError(r) => S3Error::from_response(
+            None,
+            Some(r.raw().status().as_u16()),
+            "unreadable response".into(),
+        ),
+        SdkError::TimeoutError(_) => S3Error::transport("timed out".into()),
+        _ => {
+            let text = DisplayErrorContext(&e).to_string();
+            if text.contains("credentials") || text.contains("identity") {
+                S3Error {
+                    kind: crate::error::S3ErrorKind::Credentials,
+                    code: None,
+                    status: None,
+                    message: "no usable AWS credentials found".into(),
+                }
+            } else {
+                S3Error::transport(text)
+            }
+        }
+    }
+}
+
+impl S3Api for SdkS3 {
+    async fn put_object(
+        &self,
+        obj: &ObjectUrl,
+        alg: ChecksumAlgorithm,
+        body: Bytes,
+        hash: &PartHash,
+    ) -> Result<WriteReply, S3Error> {
+        let req = self
+            .client
+            .put_object()
+            .bucket(&obj.bucket)
+            .key(&obj.key)
+            .content_length(body.len() as i64)
+            .content_md5(hash.content_md5())
+            .body(ByteStream::from(body));
+        let req = with_checksum!(req, alg, hash.checksum.base64());
+        let out = send_signed!(req, alg, hash).map_err(s3_error)?;
+        Ok(WriteReply {
+            etag: out.e_tag().map(str::to_owned),
+            checksum: checksum_of!(out, alg),
+            checksum_type: out.checksum_type().map(|t| t.as_str().to_owned()),
+            sse: out.server_side_encryption().map(|s| s.as_str().to_owned()),
+            version_id: out.version_id().map(str::to_owned),
+        })
+    }
+
+    async fn create_multipart(
+        &self,
+        obj: &ObjectUrl,
+        alg: ChecksumAlgorithm,
+        kind: ChecksumType,
+    ) -> Result<String, S3Error> {
+        let mut req = self
+            .client
+            .create_multipart_upload()
+            .bucket(&obj.bucket)
+            .key(&obj.key)
+            .checksum_algorithm(sdk_alg(alg));
+        if kind == ChecksumType::FullObject {
+            req = req.checksum_type(s3t::ChecksumType::FullObject);
+        }
+        let out = req.send().await.map_err(s3_error)?;
+        out.upload_id().map(str::to_owned).ok_or_else(|| {
+            S3Error::from_response(
+                None,
+                None,
+                "CreateMultipartUpload returned no upload id".into(),
+            )
+        })
+    }
+
+    async fn upload_part(
+        &self,
+        obj: &ObjectUrl,
+        upload_id: &str,
+        number: u32,
+        alg: ChecksumAlgorithm,
+        body: Bytes,
+        hash: &PartHash,
+    ) -> Result<WriteReply, S3Error> {
+        let req = self
+            .client
+            .upload_part()
+            .bucket(&obj.bucket)
+            .key(&obj.key)
+            .upload_id(upload_id)
+            .part_number(number as i32)
+            .content_length(body.len() as i64)
+            .content_md5(hash.content_md5())
+            .body(ByteStream::from(body));
+        let req = with_checksum!(req, alg, hash.checksum.base64());
+        let out = send_signed!(req, alg, hash).map_err(s3_error)?;
+        Ok(WriteReply {
+            etag: out.e_tag().map(str::to_owned),
+            checksum: checksum_of!(out, alg),
+            checksum_type: None,
+            sse: out.server_side_encryption().map(|s| s.as_str().to_owned()),
+            version_id: None,
+        })
+    }
+
+    async fn complete_multipart(
+        &self,
+        obj: &ObjectUrl,
+        upload_id: &str,
+        alg: ChecksumAlgorithm,
+        parts: &[CompletedPart],
+        full_object: Option<&str>,
+    ) -> Result<WriteReply, S3Error> {
+        let parts = parts
+            .iter()
+            .map(|p| {
+                let b = s3t::CompletedPart::builder()
+                    .part_number(p.number as i32)
+                    .e_tag(&p.etag);
+                with_checksum!(b, alg, &p.checksum).build()
+            })
+            .collect();
+        let mut req = self
+            .client
+            .complete_multipart_upload()
+            .bucket(&obj.bucket)
+            .key(&obj.key)
+            .upload_id(upload_id)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(parts))
+                    .build(),
+            );
+        if let Some(full) = full_object {
+            req = req.checksum_type(s3t::ChecksumType::FullObject);
+            req = with_checksum!(req, alg, full);
+        }
+        let out = req.send().await.map_err(s3_error)?;
+        Ok(WriteReply {
+            etag: out.e_tag().map(str::to_owned),
+            checksum: checksum_of!(out, alg),
+            checksum_type: out.checksum_type().map(|t| t.as_str().to_owned()),
+            sse: out.server_side_encryption().map(|s| s.as_str().to_owned()),
+            version_id: out.version_id().map(str::to_owned),
+        })
+    }
+
+    async fn abort_multipart(&self, obj: &ObjectUrl, upload_id: &str) -> Result<(), S3Error> {
+        self.client
+            .abort_multipart_upload()
+            .bucket(&obj.bucket)
+            .key(&obj.key)
+            .upload_id(upload_id)
+            .send()
+            .await
+            .map_err(s3_error)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_endpoints_use_path_style() {
+        for (url, local) in [
+            ("http://127.0.0.1:3900", true),
+            ("http://localhost:9000/", true),
+            ("http://[::1]:9000", true),
+            ("https://10.0.0.5", true),
+            ("https://s3.us-east-1.amazonaws.com", false),
+            ("https://minio.example.com:9000", false),
+        ] {
+            assert_eq!(is_local_or_ip(url), local, "{url}");
+        }
+    }
+}
