@@ -75,8 +75,8 @@ impl Output {
 
 fn init_logging(out: &OutputArgs) {
     let default = match out.verbose {
-        0 => "warn",
-        1 => "warn,tally=info",
+        0 => "error,tally=warn",
+        1 => "error,tally=info",
         _ => "warn,tally=debug",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()

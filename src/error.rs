@@ -87,7 +87,7 @@ pub enum Error {
         /// The upload id.
         upload_id: String,
         /// Why the abort failed, if it did.
-        abort_error: Option<S3Error>,
+        abort_error: Option<Box<S3Error>>,
     },
 }
 
@@ -189,6 +189,16 @@ impl S3Error {
             (_, Some(404)) => S3ErrorKind::NotFound,
             (_, Some(403)) => S3ErrorKind::AccessDenied,
             _ => S3ErrorKind::Other,
+        };
+        // Some servers (Garage) answer a bad signature with AccessDenied rather than
+        // SignatureDoesNotMatch: the credentials are wrong, not the policy.
+        let lower = message.to_ascii_lowercase();
+        let kind = if kind == S3ErrorKind::AccessDenied
+            && (lower.contains("signature") || lower.contains("access key"))
+        {
+            S3ErrorKind::Credentials
+        } else {
+            kind
         };
         S3Error {
             kind,

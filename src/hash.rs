@@ -93,6 +93,11 @@ impl std::fmt::Display for ChecksumAlgorithm {
 pub struct Digest(Vec<u8>);
 
 impl Digest {
+    /// A digest from its raw bytes.
+    pub fn from_bytes(bytes: Vec<u8>) -> Digest {
+        Digest(bytes)
+    }
+
     /// The raw bytes.
     pub fn as_bytes(&self) -> &[u8] {
         &self.0

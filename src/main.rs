@@ -1,8 +1,9 @@
 //! The `tally` binary: parse, run, map the outcome to an exit code.
 
-use clap::Parser as _;
-
 fn main() {
-    let cli = tally::cli::Cli::parse();
+    let cli = match <tally::cli::Cli as clap::Parser>::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => std::process::exit(tally::cli::usage_error(e)),
+    };
     std::process::exit(tally::app::run(cli));
 }

@@ -254,7 +254,11 @@ fn count_matched(
 
 /// Aborts `upload_id` after `cause` stopped it, and says in the error whether that worked.
 async fn abort<C: S3Api>(s3: &C, target: &ObjectUrl, upload_id: String, cause: Error) -> Error {
-    let abort_error = s3.abort_multipart(target, &upload_id).await.err();
+    let abort_error = s3
+        .abort_multipart(target, &upload_id)
+        .await
+        .err()
+        .map(Box::new);
     Error::UploadFailed {
         source: Box::new(cause),
         bucket: target.bucket.clone(),

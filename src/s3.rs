@@ -129,11 +129,20 @@ impl SdkS3 {
             loader = loader.region(Region::new(r.clone()));
         }
         let shared = loader.load().await;
+        SdkS3::from_shared_config(&shared, conn)
+    }
+
+    /// Builds a client from an already loaded AWS configuration (credentials, region) and the
+    /// overrides in `conn`. `conn.region` and `conn.profile` are applied by [`SdkS3::connect`].
+    pub fn from_shared_config(
+        shared: &aws_config::SdkConfig,
+        conn: &Connection,
+    ) -> Result<SdkS3, Error> {
         let endpoint = conn
             .endpoint_url
             .clone()
             .or_else(|| shared.endpoint_url().map(str::to_owned));
-        let mut b = aws_sdk_s3::config::Builder::from(&shared)
+        let mut b = aws_sdk_s3::config::Builder::from(shared)
             .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
             .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
             .retry_config(

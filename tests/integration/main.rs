@@ -1,0 +1,7 @@
+//! tally's integration tests: the binary and the library against a real S3 server (Garage) on
+//! loopback, cross-checked with the AWS CLI.
+
+#![allow(unreachable_pub, missing_docs)]
+
+mod support;
+mod upload;

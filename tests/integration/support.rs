@@ -1,0 +1,244 @@
+//! Shared helpers: one real Garage per test run, the tally binary, the AWS CLI, test files.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+use sha2::{Digest as _, Sha256};
+
+/// A running S3 server and the credentials of its test key.
+pub struct Server {
+    pub endpoint: String,
+    pub bucket: String,
+    env: HashMap<String, String>,
+    scratch: PathBuf,
+}
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The Garage shared by every test of this run. Started by `scripts/garage` and stopped by the
+/// script's watchdog when this test process exits (`TALLY_TEST_GARAGE_ENV` reuses a running one).
+pub fn garage() -> &'static Server {
+    static GARAGE: OnceLock<Server> = OnceLock::new();
+    GARAGE.get_or_init(|| {
+        let env_file = match std::env::var("TALLY_TEST_GARAGE_ENV") {
+            Ok(f) => PathBuf::from(f),
+            Err(_) => {
+                let dir =
+                    std::env::temp_dir().join(format!("tally-test-garage-{}", std::process::id()));
+                let st = Command::new(repo().join("scripts/garage"))
+                    .arg("start")
+                    .arg(&dir)
+                    .args(["--owner-pid", &std::process::id().to_string()])
+                    .status()
+                    .expect("run scripts/garage");
+                assert!(
+                    st.success(),
+                    "scripts/garage start failed: is garage installed? run scripts/garage install"
+                );
+                dir.join("env")
+            }
+        };
+        Server::from_env_file(&env_file)
+    })
+}
+
+impl Server {
+    fn from_env_file(path: &Path) -> Server {
+        let text = std::fs::read_to_string(path).expect("server env file");
+        let env: HashMap<String, String> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("export "))
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        let scratch = std::env::temp_dir().join(format!("tally-test-files-{}", std::process::id()));
+        std::fs::create_dir_all(&scratch).unwrap();
+        // Empty AWS config files: nothing from the user's ~/.aws leaks into the tests.
+        std::fs::write(scratch.join("aws-config"), "").unwrap();
+        std::fs::write(scratch.join("aws-credentials"), "").unwrap();
+        Server {
+            endpoint: env["AWS_ENDPOINT_URL"].clone(),
+            bucket: env["TALLY_BUCKET"].clone(),
+            env,
+            scratch,
+        }
+    }
+
+    /// The environment a client needs to reach this server, and nothing from the user's ~/.aws.
+    pub fn apply_env(&self, cmd: &mut Command) {
+        for k in [
+            "AWS_PROFILE",
+            "AWS_SESSION_TOKEN",
+            "AWS_ENDPOINT_URL_S3",
+            "AWS_REQUEST_CHECKSUM_CALCULATION",
+            "RUST_LOG",
+        ] {
+            cmd.env_remove(k);
+        }
+        cmd.env("AWS_CONFIG_FILE", self.scratch.join("aws-config"));
+        cmd.env(
+            "AWS_SHARED_CREDENTIALS_FILE",
+            self.scratch.join("aws-credentials"),
+        );
+        cmd.env("AWS_EC2_METADATA_DISABLED", "true");
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+    }
+
+    pub fn secret(&self) -> &str {
+        &self.env["AWS_SECRET_ACCESS_KEY"]
+    }
+
+    pub fn access_key(&self) -> &str {
+        &self.env["AWS_ACCESS_KEY_ID"]
+    }
+
+    /// A fresh directory for one test's files.
+    pub fn temp_dir(&self) -> tempfile::TempDir {
+        tempfile::tempdir_in(&self.scratch).unwrap()
+    }
+
+    /// `s3://BUCKET/KEY`.
+    pub fn url(&self, key: &str) -> String {
+        format!("s3://{}/{key}", self.bucket)
+    }
+
+    /// Runs `tally ARGS` against this server.
+    pub fn tally<I, S>(&self, args: I) -> Output
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tally"));
+        self.apply_env(&mut cmd);
+        cmd.args(args).output().expect("run tally")
+    }
+
+    /// Runs `aws ARGS` (the AWS CLI) against this server; panics unless it succeeds.
+    pub fn aws<I, S>(&self, args: I) -> String
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        let out = self.aws_output(args);
+        assert!(
+            out.status.success(),
+            "aws failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Runs `aws ARGS`, whatever its outcome.
+    pub fn aws_output<I, S>(&self, args: I) -> Output
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        let mut cmd = Command::new("aws");
+        self.apply_env(&mut cmd);
+        cmd.args(args).output().expect("run the AWS CLI")
+    }
+
+    /// `aws s3api head-object --checksum-mode ENABLED`, parsed; None if the object does not exist.
+    pub fn head(&self, key: &str) -> Option<serde_json::Value> {
+        let out = self.aws_output([
+            "s3api",
+            "head-object",
+            "--bucket",
+            &self.bucket,
+            "--key",
+            key,
+            "--checksum-mode",
+            "ENABLED",
+        ]);
+        out.status
+            .success()
+            .then(|| serde_json::from_slice(&out.stdout).expect("head-object JSON"))
+    }
+
+    /// Multipart uploads in progress for `key`, by the AWS CLI.
+    pub fn uploads_in_progress(&self, key: &str) -> usize {
+        let out = self.aws([
+            "s3api",
+            "list-multipart-uploads",
+            "--bucket",
+            &self.bucket,
+            "--prefix",
+            key,
+        ]);
+        if out.trim().is_empty() {
+            return 0;
+        }
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        v["Uploads"]
+            .as_array()
+            .map_or(0, |a| a.iter().filter(|u| u["Key"] == key).count())
+    }
+
+    /// Downloads `key` with the AWS CLI and returns the SHA-256 of the bytes.
+    pub fn download_sha256(&self, key: &str) -> String {
+        let dir = self.temp_dir();
+        let dest = dir.path().join("download");
+        self.aws([
+            "s3",
+            "cp",
+            "--quiet",
+            &self.url(key),
+            dest.to_str().unwrap(),
+        ]);
+        file_sha256(&dest)
+    }
+}
+
+/// Writes `len` pseudo-random bytes (xorshift from `seed`) to `dir/name`.
+pub fn random_file(dir: &Path, name: &str, len: u64, seed: u64) -> PathBuf {
+    use std::io::Write as _;
+    let path = dir.join(name);
+    let mut f = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
+    let mut x = seed | 1;
+    let mut left = len;
+    let mut buf = [0u8; 8];
+    while left > 0 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        buf.copy_from_slice(&x.to_le_bytes());
+        let n = left.min(8) as usize;
+        f.write_all(&buf[..n]).unwrap();
+        left -= n as u64;
+    }
+    f.flush().unwrap();
+    path
+}
+
+pub fn file_sha256(path: &Path) -> String {
+    let data = std::fs::read(path).unwrap();
+    hex(&Sha256::digest(&data))
+}
+
+pub fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Parses tally's `--json` report; panics with tally's stderr if the run failed.
+pub fn json_report(out: &Output) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "tally failed ({:?}): {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("tally --json prints JSON")
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+pub const MIB: u64 = 1024 * 1024;
