@@ -21,7 +21,7 @@ pub fn run(cli: Cli) -> i32 {
                 .build()
                 .expect("a tokio runtime can be built");
             let result = runtime.block_on(upload(&args, &out));
-            out.finish(result.map(|r| (print_upload(&r, &out), r)))
+            out.finish(result.map(|r| (print_upload(&r), r)))
         }
     }
 }
@@ -117,16 +117,15 @@ async fn upload(args: &UploadArgs, out: &Output) -> Result<UploadReport, Error> 
     pipeline::upload(&s3, &cfg, progress.as_ref(), &cancel).await
 }
 
-fn print_upload(r: &UploadReport, _out: &Output) -> String {
+fn print_upload(r: &UploadReport) -> String {
     let check = |c: Check| match c {
         Check::Matched => "matches S3",
         Check::NotReported => "not reported by the server, not compared",
         Check::NotComparableKms => "not compared: under SSE-KMS the ETag is not an MD5",
     };
-    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
     let mut s = format!(
-        "uploaded {:.1} MiB to s3://{}/{} in {:.2} s ({:.1} MiB/s)\n",
-        mib(r.size),
+        "uploaded {} to s3://{}/{} in {:.2} s ({:.1} MiB/s)\n",
+        human_bytes(r.size),
         r.bucket,
         r.key,
         r.seconds,
@@ -134,9 +133,9 @@ fn print_upload(r: &UploadReport, _out: &Output) -> String {
     );
     if r.method == "multipart" {
         s += &format!(
-            "  parts     {} x {:.0} MiB, {} per part, {} echoed back equal by S3\n",
+            "  parts     {} x {}, {} per part, {} echoed back equal by S3\n",
             r.parts,
-            mib(r.part_size),
+            human_bytes(r.part_size),
             r.checksum.algorithm,
             r.checks.part_checksums_matched
         );
@@ -150,7 +149,7 @@ fn print_upload(r: &UploadReport, _out: &Output) -> String {
         );
     }
     s += &format!(
-        "  checksum  {} {} ({:?}): {}\n",
+        "  checksum  {} {} ({}): {}\n",
         r.checksum.algorithm,
         r.checksum.value,
         r.checksum.kind,
@@ -158,4 +157,20 @@ fn print_upload(r: &UploadReport, _out: &Output) -> String {
     );
     s += &format!("  etag      {}: {}\n", r.etag, check(r.checks.etag));
     s
+}
+
+/// `1.5 GiB`, `100 MiB`, `1000 B`.
+fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 || v.fract() == 0.0 {
+        format!("{v:.0} {}", UNITS[unit])
+    } else {
+        format!("{v:.2} {}", UNITS[unit])
+    }
 }

@@ -23,31 +23,45 @@ fn repo() -> PathBuf {
 /// script's watchdog when this test process exits (`TALLY_TEST_GARAGE_ENV` reuses a running one).
 pub fn garage() -> &'static Server {
     static GARAGE: OnceLock<Server> = OnceLock::new();
-    GARAGE.get_or_init(|| {
-        let env_file = match std::env::var("TALLY_TEST_GARAGE_ENV") {
-            Ok(f) => PathBuf::from(f),
-            Err(_) => {
-                let dir =
-                    std::env::temp_dir().join(format!("tally-test-garage-{}", std::process::id()));
-                let st = Command::new(repo().join("scripts/garage"))
-                    .arg("start")
-                    .arg(&dir)
-                    .args(["--owner-pid", &std::process::id().to_string()])
-                    .status()
-                    .expect("run scripts/garage");
-                assert!(
-                    st.success(),
-                    "scripts/garage start failed: is garage installed? run scripts/garage install"
-                );
-                dir.join("env")
-            }
-        };
-        Server::from_env_file(&env_file)
-    })
+    GARAGE.get_or_init(|| start("garage", "TALLY_TEST_GARAGE_ENV"))
+}
+
+/// LocalStack's S3, for what Garage lacks (GetObjectAttributes with parts, tagging,
+/// EntityTooSmall); shared and stopped like [`garage`] (`TALLY_TEST_LOCALSTACK_ENV` reuses one).
+pub fn localstack() -> &'static Server {
+    static LOCALSTACK: OnceLock<Server> = OnceLock::new();
+    LOCALSTACK.get_or_init(|| start("localstack", "TALLY_TEST_LOCALSTACK_ENV"))
+}
+
+/// Both servers, for tests of behaviour where they differ.
+pub fn servers() -> [(&'static str, &'static Server); 2] {
+    [("garage", garage()), ("localstack", localstack())]
+}
+
+fn start(script: &str, reuse_var: &str) -> Server {
+    let env_file = match std::env::var(reuse_var) {
+        Ok(f) => PathBuf::from(f),
+        Err(_) => {
+            let dir =
+                std::env::temp_dir().join(format!("tally-test-{script}-{}", std::process::id()));
+            let st = Command::new(repo().join("scripts").join(script))
+                .arg("start")
+                .arg(&dir)
+                .args(["--owner-pid", &std::process::id().to_string()])
+                .status()
+                .expect("run the server script");
+            assert!(
+                st.success(),
+                "scripts/{script} start failed: run scripts/tools to install it"
+            );
+            dir.join("env")
+        }
+    };
+    Server::from_env_file(&env_file, script)
 }
 
 impl Server {
-    fn from_env_file(path: &Path) -> Server {
+    fn from_env_file(path: &Path, name: &str) -> Server {
         let text = std::fs::read_to_string(path).expect("server env file");
         let env: HashMap<String, String> = text
             .lines()
@@ -55,7 +69,11 @@ impl Server {
             .filter_map(|l| l.split_once('='))
             .map(|(k, v)| (k.to_owned(), v.to_owned()))
             .collect();
-        let scratch = std::env::temp_dir().join(format!("tally-test-files-{}", std::process::id()));
+        // Beside the server's own files, so its watchdog removes them with it.
+        let scratch = path
+            .parent()
+            .unwrap()
+            .join(format!("test-files-{name}-{}", std::process::id()));
         std::fs::create_dir_all(&scratch).unwrap();
         // Empty AWS config files: nothing from the user's ~/.aws leaks into the tests.
         std::fs::write(scratch.join("aws-config"), "").unwrap();
