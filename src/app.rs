@@ -5,25 +5,86 @@ use std::io::IsTerminal as _;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::{Cli, Command, OutputArgs, UploadArgs};
+use crate::config::ObjectUrl;
 use crate::error::{EXIT_ERROR, EXIT_OK, Error};
 use crate::pipeline::{self, Check, UploadReport};
-use crate::progress::{Bar, Progress, Silent};
+use crate::progress::{Bar, Notes, Progress, Silent};
 use crate::s3::SdkS3;
+use crate::uploads::{self, Aborted, UploadInfo};
 
 /// Runs `cli` to completion and returns the process exit code.
 pub fn run(cli: Cli) -> i32 {
-    match cli.command {
+    let output = match &cli.command {
+        Command::Upload(a) => &a.output,
+        Command::Uploads(a) => &a.output,
+        Command::Abort(a) => &a.output,
+    };
+    init_logging(output);
+    let out = Output::from(output);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime can be built");
+    match &cli.command {
         Command::Upload(args) => {
-            init_logging(&args.output);
-            let out = Output::from(&args.output);
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .expect("a tokio runtime can be built");
-            let result = runtime.block_on(upload(&args, &out));
+            let result = runtime.block_on(upload(args, &out));
             out.finish(result.map(|r| (print_upload(&r), r)))
         }
+        Command::Uploads(args) => {
+            let result = runtime.block_on(async {
+                let target = ObjectUrl::parse(&args.target)?;
+                let s3 = SdkS3::connect(&args.connection.to_connection()).await?;
+                uploads::list(&s3, &target).await
+            });
+            out.finish(result.map(|r| (print_uploads(&r), r)))
+        }
+        Command::Abort(args) => {
+            let result = runtime.block_on(async {
+                let target = ObjectUrl::parse(&args.target)?;
+                let s3 = SdkS3::connect(&args.connection.to_connection()).await?;
+                uploads::abort(&s3, &target, args.upload_id.as_deref(), args.all_older_than).await
+            });
+            out.finish(result.map(|r| (print_aborted(&r), r)))
+        }
     }
+}
+
+fn print_uploads(list: &[UploadInfo]) -> String {
+    if list.is_empty() {
+        return "no multipart uploads in progress\n".into();
+    }
+    let mut s = String::new();
+    for u in list {
+        s += &format!(
+            "{}  {}  started {}  {} parts ({})  manifest: {}\n",
+            u.key,
+            u.upload_id,
+            u.initiated.as_deref().unwrap_or("?"),
+            u.parts,
+            human_bytes(u.bytes),
+            u.manifest.as_deref().unwrap_or("none")
+        );
+    }
+    s
+}
+
+fn print_aborted(list: &[Aborted]) -> String {
+    if list.is_empty() {
+        return "nothing to abort\n".into();
+    }
+    list.iter()
+        .map(|a| {
+            format!(
+                "aborted {} {}{}\n",
+                a.key,
+                a.upload_id,
+                a.manifest_removed
+                    .as_deref()
+                    .map(|m| format!(" (removed manifest {m})"))
+                    .unwrap_or_default()
+            )
+        })
+        .collect()
 }
 
 struct Output {
@@ -40,8 +101,10 @@ impl Output {
     }
 
     fn progress(&self) -> Box<dyn Progress> {
-        if self.json || self.quiet || !std::io::stderr().is_terminal() {
+        if self.quiet {
             Box::new(Silent)
+        } else if self.json || !std::io::stderr().is_terminal() {
+            Box::new(Notes)
         } else {
             Box::new(Bar::new())
         }
@@ -141,6 +204,15 @@ fn print_upload(r: &UploadReport) -> String {
         );
         if let Some(u) = &r.upload_id {
             s += &format!("  upload id {u}\n");
+        }
+        if r.resumed {
+            s += &format!(
+                "  resumed   {} parts were already in S3, {} sent now\n",
+                r.parts_skipped, r.parts_sent
+            );
+        }
+        if let Some(m) = &r.manifest {
+            s += &format!("  manifest  {} (kept)\n", m.display());
         }
     } else {
         s += &format!(

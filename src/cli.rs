@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::{Connection, DEFAULT_CONCURRENCY, UploadConfig};
+use crate::config::{Connection, DEFAULT_CONCURRENCY, ResumeOptions, UploadConfig};
 use crate::error::Error;
 use crate::hash::ChecksumAlgorithm;
 use crate::plan::parse_size;
@@ -23,9 +23,68 @@ pub struct Cli {
 /// tally's subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Upload a file with per-part checksums that S3 verifies on receipt.
+    /// Upload a file with per-part checksums that S3 verifies on receipt; resumes an interrupted upload.
     #[command(after_help = EXIT_CODES)]
     Upload(UploadArgs),
+    /// List multipart uploads in progress (and the local manifest of each, if any).
+    Uploads(UploadsArgs),
+    /// Abort multipart uploads in progress, so their parts are no longer stored and billed.
+    Abort(AbortArgs),
+}
+
+/// `tally uploads s3://BUCKET[/PREFIX]`.
+#[derive(Debug, Args)]
+pub struct UploadsArgs {
+    /// s3://BUCKET or s3://BUCKET/PREFIX
+    pub target: String,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub connection: ConnectionArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub output: OutputArgs,
+}
+
+/// `tally abort s3://BUCKET/KEY --upload-id ID` or `tally abort s3://BUCKET[/PREFIX] --all-older-than D`.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("which").required(true).args(["upload_id", "all_older_than"])))]
+pub struct AbortArgs {
+    /// s3://BUCKET/KEY with --upload-id; s3://BUCKET[/PREFIX] with --all-older-than
+    pub target: String,
+    /// The upload to abort.
+    #[arg(long)]
+    pub upload_id: Option<String>,
+    /// Abort every upload under the prefix started longer ago than this (e.g. 36h, 7d).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub all_older_than: Option<std::time::Duration>,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub connection: ConnectionArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub output: OutputArgs,
+}
+
+/// Parses `90s`, `15m`, `36h`, `7d`.
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (n, unit) = t.split_at(split);
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("'{text}' is not a duration: write e.g. 90s, 15m, 36h or 7d"))?;
+    let secs = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => {
+            return Err(format!(
+                "'{text}' is not a duration: write e.g. 90s, 15m, 36h or 7d"
+            ));
+        }
+    };
+    Ok(std::time::Duration::from_secs(n.saturating_mul(secs)))
 }
 
 /// Flags shared by every command that talks to S3.
@@ -75,6 +134,20 @@ pub struct UploadArgs {
     /// Per-part checksum that S3 verifies on receipt.
     #[arg(long, value_enum, default_value = "sha256")]
     pub checksum: ChecksumAlgorithm,
+    /// Manifest (resume journal) path; default: a file in the state directory
+    /// ($TALLY_STATE_DIR, $XDG_STATE_HOME/tally or ~/.local/state/tally) keyed by file and destination.
+    #[arg(long, value_name = "PATH")]
+    pub manifest: Option<PathBuf>,
+    /// Discard the manifest of an interrupted upload (aborting that upload) and start again.
+    #[arg(long)]
+    pub restart: bool,
+    /// On resume, trust the manifest's checksums for parts S3 holds instead of re-reading them from
+    /// the file (faster; a file changed in place without changing size or time goes unnoticed).
+    #[arg(long)]
+    pub trust_manifest: bool,
+    /// Keep the manifest after success, as an audit record of every part's checksum.
+    #[arg(long)]
+    pub keep_manifest: bool,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub connection: ConnectionArgs,
@@ -98,13 +171,20 @@ impl ConnectionArgs {
 impl UploadArgs {
     /// Validates the arguments into an upload configuration.
     pub fn to_config(&self) -> Result<UploadConfig, Error> {
-        UploadConfig::new(
+        let mut cfg = UploadConfig::new(
             self.file.clone(),
             &self.target,
             self.part_size,
             self.concurrency,
             self.checksum,
-        )
+        )?;
+        cfg.resume = ResumeOptions {
+            manifest: self.manifest.clone(),
+            restart: self.restart,
+            trust_manifest: self.trust_manifest,
+            keep_manifest: self.keep_manifest,
+        };
+        Ok(cfg)
     }
 }
 

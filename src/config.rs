@@ -119,6 +119,22 @@ pub struct UploadConfig {
     pub concurrency: usize,
     /// The additional checksum.
     pub checksum: ChecksumAlgorithm,
+    /// How an interrupted upload is resumed.
+    pub resume: ResumeOptions,
+}
+
+/// How `tally upload` treats an earlier, interrupted upload of the same file to the same key.
+#[derive(Debug, Clone, Default)]
+pub struct ResumeOptions {
+    /// Manifest path (`--manifest`); default: a file in the state directory keyed by source and
+    /// destination.
+    pub manifest: Option<PathBuf>,
+    /// Discard an existing manifest and abort its upload (`--restart`).
+    pub restart: bool,
+    /// Skip re-hashing the parts S3 already holds (`--trust-manifest`).
+    pub trust_manifest: bool,
+    /// Keep the manifest after success as an audit record (`--keep-manifest`).
+    pub keep_manifest: bool,
 }
 
 impl UploadConfig {
@@ -147,6 +163,7 @@ impl UploadConfig {
             part_size,
             concurrency,
             checksum,
+            resume: ResumeOptions::default(),
         })
     }
 }

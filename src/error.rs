@@ -42,6 +42,14 @@ pub enum Error {
         /// File length.
         len: u64,
     },
+    /// The manifest (resume journal) cannot be read or written.
+    #[error("manifest {}: {why}: check the state directory (TALLY_STATE_DIR) and free space, or pass --manifest PATH", path.display())]
+    Manifest {
+        /// The manifest or lock path.
+        path: PathBuf,
+        /// The I/O error.
+        why: String,
+    },
     /// Resolving the AWS configuration failed (region, profile, endpoint).
     #[error("{0}")]
     Config(String),
@@ -73,10 +81,7 @@ pub enum Error {
     #[error("interrupted")]
     Interrupted,
     /// A multipart upload failed after it was created; says what became of the upload.
-    #[error("{source}; {}", match abort_error {
-        None => format!("multipart upload {upload_id} was aborted, nothing was stored"),
-        Some(e) => format!("aborting multipart upload {upload_id} also failed ({e}): abort it with `aws s3api abort-multipart-upload --bucket {bucket} --key {key} --upload-id {upload_id}` so its parts are not billed"),
-    })]
+    #[error("{source}; {}", outcome.describe(bucket, key, upload_id))]
     UploadFailed {
         /// What stopped the upload.
         source: Box<Error>,
@@ -86,9 +91,40 @@ pub enum Error {
         key: String,
         /// The upload id.
         upload_id: String,
-        /// Why the abort failed, if it did.
-        abort_error: Option<Box<S3Error>>,
+        /// Kept for resuming, or aborted.
+        outcome: Box<Outcome>,
     },
+}
+
+/// What became of a multipart upload that failed.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Kept, with its manifest, for the same command to resume.
+    Kept {
+        /// The manifest.
+        manifest: PathBuf,
+    },
+    /// Aborted: nothing is stored or billed.
+    Aborted,
+    /// Aborting failed too.
+    AbortFailed(S3Error),
+}
+
+impl Outcome {
+    fn describe(&self, bucket: &str, key: &str, upload_id: &str) -> String {
+        match self {
+            Outcome::Kept { manifest } => format!(
+                "upload {upload_id} is kept for resuming (manifest {}): run the same command again to finish it, or `tally abort s3://{bucket}/{key} --upload-id {upload_id}` to discard it",
+                manifest.display()
+            ),
+            Outcome::Aborted => {
+                format!("multipart upload {upload_id} was aborted, nothing was stored")
+            }
+            Outcome::AbortFailed(e) => format!(
+                "aborting multipart upload {upload_id} also failed ({e}): run `tally abort s3://{bucket}/{key} --upload-id {upload_id}` so its parts are not billed"
+            ),
+        }
+    }
 }
 
 impl Error {

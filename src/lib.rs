@@ -7,7 +7,8 @@
 //! - [`source`]: the memory-mapped file and zero-copy part bodies;
 //! - [`hash`]: per-part checksum + MD5 in one pass; composite, full-object CRC and ETag;
 //! - [`s3`]: the small S3 boundary (a trait) and its aws-sdk-s3 implementation;
-//! - [`pipeline`]: wires plan -> source -> hash -> upload -> complete -> check;
+//! - [`manifest`]: the durable journal of completed parts that makes resume possible;
+//! - [`pipeline`]: wires plan -> source -> hash -> upload -> manifest -> complete -> check;
 //! - [`progress`]: progress events and the terminal bar;
 //! - [`error`]: the error type and exit codes; [`app`]: runs a parsed command.
 
@@ -16,8 +17,11 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod hash;
+pub mod manifest;
 pub mod pipeline;
 pub mod plan;
 pub mod progress;
 pub mod s3;
+mod seam;
 pub mod source;
+pub mod uploads;

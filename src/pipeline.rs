@@ -4,6 +4,9 @@
 //! ahead of the uploads, and at most `concurrency` parts are in flight. A 1 TB file is never hashed
 //! in full before its first part is sent, and memory does not grow with the file.
 
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -12,11 +15,13 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{ObjectUrl, UploadConfig};
-use crate::error::{Error, S3Error};
+use crate::error::{Error, Outcome, S3Error, S3ErrorKind};
 use crate::hash::{self, ChecksumAlgorithm, ChecksumType, ObjectChecksum, PartHash};
+use crate::manifest::{self, CompletedRecord, Header, Journal, Lock, PartRecord};
 use crate::plan::{Part, Plan};
 use crate::progress::Progress;
-use crate::s3::{CompletedPart, S3Api, WriteReply};
+use crate::s3::{CompletedPart, HeldPart, S3Api, WriteReply};
+use crate::seam;
 use crate::source::Source;
 
 /// The outcome of one comparison between a local value and what S3 reported.
@@ -69,6 +74,14 @@ pub struct UploadReport {
     pub version_id: Option<String>,
     /// What S3's replies confirmed.
     pub checks: Checks,
+    /// Parts sent by this run.
+    pub parts_sent: u32,
+    /// Parts already in S3 from an interrupted run, not sent again.
+    pub parts_skipped: u32,
+    /// Whether this run resumed an interrupted upload.
+    pub resumed: bool,
+    /// The manifest kept as an audit record (`--keep-manifest`).
+    pub manifest: Option<PathBuf>,
     /// Wall time in seconds, from opening the file to the last check.
     pub seconds: f64,
     /// Throughput in MiB/s.
@@ -101,14 +114,12 @@ pub async fn upload<C: S3Api>(
 ) -> Result<UploadReport, Error> {
     let started = Instant::now();
     let path = cfg.source.clone();
-    let src = tokio::task::spawn_blocking(move || Source::open(&path))
-        .await
-        .expect("opening the source does not panic")?;
+    let src = Arc::new(blocking(move || Source::open(&path)).await?);
     let plan = Plan::new(src.len(), cfg.part_size)?;
     progress.start(plan.len(), plan.count());
     let result = match plan {
         Plan::Single { .. } => single_put(s3, cfg, &src, progress, cancel).await,
-        Plan::Multipart { .. } => multipart(s3, cfg, &src, &plan, progress, cancel).await,
+        Plan::Multipart { .. } => multipart(s3, cfg, &src, progress, cancel).await,
     };
     progress.finish();
     let mut report = result?;
@@ -172,47 +183,124 @@ async fn single_put<C: S3Api>(
             object_checksum,
             etag: etag_check,
         },
+        parts_sent: 1,
+        parts_skipped: 0,
+        resumed: false,
+        manifest: None,
         seconds: 0.0,
         mib_per_s: 0.0,
     })
 }
 
+/// A part known to be in S3 and equal to the local bytes: what Complete and the report need.
+#[derive(Debug, Clone)]
+struct DonePart {
+    part: Part,
+    hash: PartHash,
+    etag: String,
+    checksum_echoed: bool,
+}
+
+/// What a run starts from: a fresh upload, or one found in a manifest and confirmed by ListParts.
+struct Start {
+    upload_id: String,
+    journal: Arc<Journal>,
+    alg: ChecksumAlgorithm,
+    plan: Plan,
+    done: Vec<DonePart>,
+    resumed: bool,
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(f)
+        .await
+        .expect("blocking file work does not panic")
+}
+
+fn s3_failure(
+    op: &'static str,
+    part: Option<u32>,
+    upload_id: Option<&str>,
+) -> impl FnOnce(S3Error) -> Error {
+    let upload_id = upload_id.map(str::to_owned);
+    move |source| Error::S3 {
+        op,
+        part,
+        upload_id,
+        source,
+    }
+}
+
 async fn multipart<C: S3Api>(
     s3: &C,
     cfg: &UploadConfig,
-    src: &Source,
-    plan: &Plan,
+    src: &Arc<Source>,
     progress: &dyn Progress,
     cancel: &CancellationToken,
 ) -> Result<UploadReport, Error> {
-    let alg = cfg.checksum;
-    let kind = alg.multipart_type();
     let target = &cfg.target;
-    let upload_id = tokio::select! {
-        r = s3.create_multipart(target, alg, kind) => r.map_err(|source| Error::S3 {
-            op: "CreateMultipartUpload",
-            part: None,
-            upload_id: None,
-            source,
-        })?,
+    let abs = src.path().to_owned();
+    let endpoint = s3.endpoint_label();
+    let manifest_path = match &cfg.resume.manifest {
+        Some(p) => p.clone(),
+        None => {
+            let (t, e) = (target.clone(), endpoint.clone());
+            let abs = abs.clone();
+            blocking(move || {
+                manifest::state_dir()
+                    .map(|d| manifest::default_path(&d, &abs, &e, &t.bucket, &t.key))
+            })
+            .await?
+        }
+    };
+    let _lock = {
+        let p = manifest_path.clone();
+        blocking(move || Lock::acquire(&p)).await?
+    };
+    let start = tokio::select! {
+        r = begin(s3, cfg, src, &manifest_path, &endpoint, progress) => r?,
         () = cancel.cancelled() => return Err(Error::Interrupted),
     };
-    tracing::info!(upload_id = %upload_id, "created multipart upload");
+    let upload_id = start.upload_id.clone();
+    let parts_skipped = start.done.len() as u32;
+    for d in &start.done {
+        progress.part_done(d.part.len);
+    }
     let sent = tokio::select! {
-        r = send_parts(s3, cfg, src, plan, &upload_id, progress) => r,
+        r = send_parts(s3, cfg, src, &start, progress) => r,
         () = cancel.cancelled() => Err(Error::Interrupted),
     };
-    let done = match sent {
-        Ok(done) => done,
-        Err(e) => return Err(abort(s3, target, upload_id, e).await),
+    let keep = |cause: Error| Error::UploadFailed {
+        source: Box::new(cause),
+        bucket: target.bucket.clone(),
+        key: target.key.clone(),
+        upload_id: upload_id.clone(),
+        outcome: Box::new(Outcome::Kept {
+            manifest: manifest_path.clone(),
+        }),
     };
-    let hashes: Vec<PartHash> = done.iter().map(|(_, h, _)| h.clone()).collect();
-    let local = hash::multipart_checksum(alg, kind, &hashes);
+    let mut done = match sent {
+        Ok(new) => {
+            let mut all = start.done.clone();
+            all.extend(new);
+            all
+        }
+        Err(e @ Error::Manifest { .. }) => {
+            // Without a journal the upload cannot be resumed: do not leave it billed.
+            return Err(abort(s3, target, upload_id.clone(), e).await);
+        }
+        Err(e) => return Err(keep(e)),
+    };
+    done.sort_by_key(|d| d.part.number);
+    let parts_sent = done.len() as u32 - parts_skipped;
+    let hashes: Vec<PartHash> = done.iter().map(|d| d.hash.clone()).collect();
+    let kind = start.alg.multipart_type();
+    let local = hash::multipart_checksum(start.alg, kind, &hashes);
+    seam::pause("complete").await;
     // Once CompleteMultipartUpload is sent it is not cancelled: its outcome must be known.
-    let reply = match complete(s3, cfg, src, &upload_id, &done, &local).await {
-        Ok(reply) => reply,
-        Err(e) => return Err(abort(s3, target, upload_id, e).await),
-    };
+    let reply = complete(s3, target, src, &upload_id, start.alg, &done, &local)
+        .await
+        .map_err(keep)?;
     // The object exists from here on: a mismatch is reported, there is nothing to abort.
     let etag = hash::multipart_etag(&hashes).trim_matches('"').to_owned();
     let uid = Some(upload_id.as_str());
@@ -223,88 +311,380 @@ async fn multipart<C: S3Api>(
         uid,
     )?;
     let etag_check = compare_etag("object ETag", &etag, &reply, uid)?;
+    let journal = start.journal.clone();
+    let record = CompletedRecord {
+        checksum: reply.checksum.clone().unwrap_or_default(),
+        etag: reply.etag.clone().unwrap_or_default(),
+    };
+    let keep_manifest = cfg.resume.keep_manifest;
+    blocking(move || {
+        if keep_manifest {
+            journal.record_completed(&record)
+        } else {
+            // The lock is still held; its file goes with the manifest it guarded.
+            let _ = std::fs::remove_file(journal.path());
+            let _ = std::fs::remove_file(journal.path().with_extension("lock"));
+            Ok(())
+        }
+    })
+    .await?;
     Ok(UploadReport {
         bucket: target.bucket.clone(),
         key: target.key.clone(),
-        size: plan.len(),
-        part_size: plan.part_size(),
-        parts: plan.count(),
+        size: start.plan.len(),
+        part_size: start.plan.part_size(),
+        parts: start.plan.count(),
         method: "multipart",
         checksum: local,
         etag,
         upload_id: Some(upload_id.clone()),
         version_id: reply.version_id,
         checks: Checks {
-            part_checksums_matched: count_matched(&done, |r| r.checksum.is_some()),
-            part_etags_matched: count_matched(&done, WriteReply::etag_is_md5),
+            part_checksums_matched: done.iter().filter(|d| d.checksum_echoed).count() as u32,
+            part_etags_matched: done.len() as u32,
             object_checksum,
             etag: etag_check,
         },
+        parts_sent,
+        parts_skipped,
+        resumed: start.resumed,
+        manifest: keep_manifest.then(|| manifest_path.clone()),
         seconds: 0.0,
         mib_per_s: 0.0,
     })
 }
 
-fn count_matched(
-    done: &[(Part, PartHash, WriteReply)],
-    compared: impl Fn(&WriteReply) -> bool,
-) -> u32 {
-    done.iter().filter(|(_, _, r)| compared(r)).count() as u32
+/// Finds where to start: resumes the upload in a matching manifest (after checking the file and
+/// asking S3 what it holds), or creates a new upload and its manifest.
+async fn begin<C: S3Api>(
+    s3: &C,
+    cfg: &UploadConfig,
+    src: &Arc<Source>,
+    manifest_path: &Path,
+    endpoint: &str,
+    progress: &dyn Progress,
+) -> Result<Start, Error> {
+    let target = &cfg.target;
+    let path = manifest_path.to_owned();
+    let mut loaded = blocking(move || manifest::load(&path)).await?;
+    if cfg.resume.restart
+        && let Some(old) = loaded.take()
+    {
+        let id = old.header.upload_id;
+        match s3.abort_multipart(target, &id).await {
+            Ok(()) => {}
+            Err(e) if e.kind == S3ErrorKind::NotFound => {}
+            Err(e) => return Err(s3_failure("AbortMultipartUpload", None, Some(&id))(e)),
+        }
+        let path = manifest_path.to_owned();
+        blocking(move || std::fs::remove_file(&path))
+            .await
+            .map_err(|e| Error::Manifest {
+                path: manifest_path.to_owned(),
+                why: e.to_string(),
+            })?;
+        progress.note(&format!(
+            "--restart: aborted upload {id} and discarded its manifest"
+        ));
+    }
+    let fingerprint = {
+        let src = src.clone();
+        blocking(move || manifest::fingerprint(src.bytes())).await
+    };
+    if let Some(old) = loaded {
+        check_header(&old.header, cfg, src, &fingerprint, endpoint, manifest_path)?;
+        let alg = parse_alg(&old.header.checksum, manifest_path)?;
+        let id = old.header.upload_id.clone();
+        match s3.list_parts(target, &id, alg).await {
+            Ok(held) => {
+                let plan = Plan::new(src.len(), old.header.part_size)?;
+                let journal = {
+                    let p = manifest_path.to_owned();
+                    Arc::new(blocking(move || Journal::open(&p)).await?)
+                };
+                let done = reconcile(cfg, src, &plan, alg, &old, &held, &journal, progress).await?;
+                progress.note(&format!(
+                    "resuming upload {id}: {} of {} parts already in S3{} (manifest {})",
+                    done.len(),
+                    plan.count(),
+                    if old.damaged_lines > 0 {
+                        format!(", {} damaged manifest lines skipped", old.damaged_lines)
+                    } else {
+                        String::new()
+                    },
+                    manifest_path.display()
+                ));
+                return Ok(Start {
+                    upload_id: id,
+                    journal,
+                    alg,
+                    plan,
+                    done,
+                    resumed: true,
+                });
+            }
+            Err(e) if e.kind == S3ErrorKind::NotFound => {
+                progress.note(&format!(
+                    "upload {id} from the manifest no longer exists in S3 (aborted, or expired by a lifecycle rule): starting a new upload"
+                ));
+            }
+            Err(e) => return Err(s3_failure("ListParts", None, Some(&id))(e)),
+        }
+    }
+    let alg = cfg.checksum;
+    let plan = Plan::new(src.len(), cfg.part_size)?;
+    let upload_id = s3
+        .create_multipart(target, alg, alg.multipart_type())
+        .await
+        .map_err(s3_failure("CreateMultipartUpload", None, None))?;
+    tracing::info!(upload_id = %upload_id, "created multipart upload");
+    let header = Header {
+        format: manifest::FORMAT,
+        source: src.path().to_owned(),
+        size: src.len(),
+        mtime_ns: mtime_ns(src),
+        fingerprint,
+        bucket: target.bucket.clone(),
+        key: target.key.clone(),
+        endpoint: endpoint.to_owned(),
+        upload_id: upload_id.clone(),
+        part_size: plan.part_size(),
+        checksum: alg.s3_name().to_owned(),
+    };
+    let path = manifest_path.to_owned();
+    let journal = match blocking(move || Journal::create(&path, &header)).await {
+        Ok(j) => Arc::new(j),
+        Err(e) => return Err(abort(s3, target, upload_id, e).await),
+    };
+    progress.note(&format!(
+        "upload {upload_id} started; manifest {} (run the same command to resume if interrupted)",
+        manifest_path.display()
+    ));
+    Ok(Start {
+        upload_id,
+        journal,
+        alg,
+        plan,
+        done: Vec::new(),
+        resumed: false,
+    })
+}
+
+fn mtime_ns(src: &Source) -> i64 {
+    src.fingerprint()
+        .mtime
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+}
+
+fn parse_alg(name: &str, manifest: &Path) -> Result<ChecksumAlgorithm, Error> {
+    use clap::ValueEnum as _;
+    ChecksumAlgorithm::from_str(name, true).map_err(|_| {
+        Error::Usage(format!(
+            "manifest {} names an unknown checksum '{name}': run with --restart",
+            manifest.display()
+        ))
+    })
+}
+
+/// Refuses to resume from a manifest that belongs to another file or destination, or whose file
+/// changed since: completing would mix old and new bytes.
+fn check_header(
+    h: &Header,
+    cfg: &UploadConfig,
+    src: &Source,
+    fingerprint: &str,
+    endpoint: &str,
+    manifest: &Path,
+) -> Result<(), Error> {
+    let target = &cfg.target;
+    if h.bucket != target.bucket
+        || h.key != target.key
+        || h.endpoint != endpoint
+        || h.source != src.path()
+    {
+        return Err(Error::Usage(format!(
+            "manifest {} belongs to another upload ({} to s3://{}/{} at {}): pass the right --manifest, or --restart to discard it",
+            manifest.display(),
+            h.source.display(),
+            h.bucket,
+            h.key,
+            h.endpoint
+        )));
+    }
+    if h.size != src.len() || h.mtime_ns != mtime_ns(src) || h.fingerprint != fingerprint {
+        return Err(Error::Usage(format!(
+            "{} changed since upload {} was interrupted (size, modification time or content); nothing was completed: run with --restart to upload it again from the start",
+            src.path().display(),
+            h.upload_id
+        )));
+    }
+    Ok(())
+}
+
+/// Decides, part by part, what S3 already holds that equals the local file. S3 is the truth: a
+/// recorded part it lacks is sent again; a part it holds that was not recorded (a crash between
+/// send and record) is adopted when its checksum matches the local bytes; a part whose checksum
+/// differs is sent again. Unless `--trust-manifest`, recorded parts are re-hashed from the file.
+#[allow(clippy::too_many_arguments)]
+async fn reconcile(
+    cfg: &UploadConfig,
+    src: &Arc<Source>,
+    plan: &Plan,
+    alg: ChecksumAlgorithm,
+    old: &manifest::Loaded,
+    held: &[HeldPart],
+    journal: &Arc<Journal>,
+    progress: &dyn Progress,
+) -> Result<Vec<DonePart>, Error> {
+    let held: HashMap<u32, &HeldPart> = held.iter().map(|p| (p.number, p)).collect();
+    let records: HashMap<u32, &PartRecord> = old.parts.iter().map(|r| (r.number, r)).collect();
+    let mut done = Vec::new();
+    let mut to_hash = Vec::new();
+    for part in plan.parts() {
+        let Some(h) = held.get(&part.number).filter(|h| h.size == part.len) else {
+            continue;
+        };
+        let record = records.get(&part.number).filter(|r| {
+            r.offset == part.offset && r.len == part.len && held_matches(h, &r.checksum, &r.md5)
+        });
+        match record.and_then(|r| record_hash(r, alg)) {
+            Some(hash) if cfg.resume.trust_manifest => done.push(DonePart {
+                part,
+                hash,
+                etag: h.etag.clone(),
+                checksum_echoed: h.checksum.is_some(),
+            }),
+            _ => to_hash.push((part, (*h).clone(), record.is_some())),
+        }
+    }
+    let checked: Vec<(Part, HeldPart, bool, PartHash)> = stream::iter(to_hash)
+        .map(|(part, h, recorded)| {
+            let body = src.part(&part);
+            async move { (part, h, recorded, hash_on_pool(alg, body).await) }
+        })
+        .buffered(hash_ahead())
+        .collect()
+        .await;
+    for (part, h, recorded, hash) in checked {
+        if !held_matches(&h, &hash.checksum.base64(), &hash::hex(&hash.md5)) {
+            progress.note(&format!(
+                "part {} in S3 differs from the local bytes {}..{}: sending it again",
+                part.number,
+                part.offset,
+                part.offset + part.len
+            ));
+            continue;
+        }
+        if !recorded {
+            let rec = part_record(&part, &hash, &h.etag);
+            let j = journal.clone();
+            blocking(move || j.record_part(&rec)).await?;
+        }
+        done.push(DonePart {
+            part,
+            hash,
+            etag: h.etag.clone(),
+            checksum_echoed: h.checksum.is_some(),
+        });
+    }
+    Ok(done)
+}
+
+/// Whether a part S3 holds has this checksum (or, when S3 does not list checksums, this MD5 as ETag).
+fn held_matches(h: &HeldPart, checksum_b64: &str, md5_hex: &str) -> bool {
+    match &h.checksum {
+        Some(c) => c == checksum_b64,
+        None => h.etag.trim_matches('"') == md5_hex,
+    }
+}
+
+fn record_hash(r: &PartRecord, alg: ChecksumAlgorithm) -> Option<PartHash> {
+    use base64::Engine as _;
+    let checksum = base64::engine::general_purpose::STANDARD
+        .decode(&r.checksum)
+        .ok()?;
+    if checksum.len() != alg.digest_len() || r.md5.len() != 32 {
+        return None;
+    }
+    let mut md5 = [0u8; 16];
+    for (i, b) in md5.iter_mut().enumerate() {
+        *b = u8::from_str_radix(r.md5.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(PartHash {
+        checksum: hash::Digest::from_bytes(checksum),
+        md5,
+        len: r.len,
+    })
+}
+
+fn part_record(part: &Part, hash: &PartHash, etag: &str) -> PartRecord {
+    PartRecord {
+        number: part.number,
+        offset: part.offset,
+        len: part.len,
+        checksum: hash.checksum.base64(),
+        md5: hash::hex(&hash.md5),
+        etag: etag.to_owned(),
+    }
 }
 
 /// Aborts `upload_id` after `cause` stopped it, and says in the error whether that worked.
 async fn abort<C: S3Api>(s3: &C, target: &ObjectUrl, upload_id: String, cause: Error) -> Error {
-    let abort_error = s3
-        .abort_multipart(target, &upload_id)
-        .await
-        .err()
-        .map(Box::new);
+    let outcome = match s3.abort_multipart(target, &upload_id).await {
+        Ok(()) => Outcome::Aborted,
+        Err(e) => Outcome::AbortFailed(e),
+    };
     Error::UploadFailed {
         source: Box::new(cause),
         bucket: target.bucket.clone(),
         key: target.key.clone(),
         upload_id,
-        abort_error,
+        outcome: Box::new(outcome),
     }
 }
 
-/// Hashes and uploads every part, with at most `hash_ahead()` hashed parts waiting and
-/// `cfg.concurrency` in flight, checking each reply. Returns the parts in part-number order.
+/// Hashes and uploads every part not yet done, with at most `hash_ahead()` hashed parts waiting
+/// and `cfg.concurrency` in flight; checks each reply and records it durably before counting it.
 async fn send_parts<C: S3Api>(
     s3: &C,
     cfg: &UploadConfig,
     src: &Source,
-    plan: &Plan,
-    upload_id: &str,
+    start: &Start,
     progress: &dyn Progress,
-) -> Result<Vec<(Part, PartHash, WriteReply)>, Error> {
-    let alg = cfg.checksum;
+) -> Result<Vec<DonePart>, Error> {
+    let alg = start.alg;
     let target = &cfg.target;
-    let mut done: Vec<(Part, PartHash, WriteReply)> = stream::iter(plan.parts())
+    let upload_id = start.upload_id.as_str();
+    let have: std::collections::HashSet<u32> = start.done.iter().map(|d| d.part.number).collect();
+    stream::iter(start.plan.parts().filter(|p| !have.contains(&p.number)))
         .map(|part| {
             let body = src.part(&part);
             async move { (part, body.clone(), hash_on_pool(alg, body).await) }
         })
         .buffered(hash_ahead())
         .map(|(part, body, hash)| async move {
+            seam::pause("part").await;
             let reply = s3
                 .upload_part(target, upload_id, part.number, alg, body, &hash)
                 .await
-                .map_err(|source| Error::S3 {
-                    op: "UploadPart",
-                    part: Some(part.number),
-                    upload_id: Some(upload_id.to_owned()),
-                    source,
-                })?;
+                .map_err(s3_failure("UploadPart", Some(part.number), Some(upload_id)))?;
             check_part(&part, &hash, &reply, upload_id)?;
+            let etag = reply.etag.clone().unwrap_or_default();
+            let rec = part_record(&part, &hash, &etag);
+            let journal = start.journal.clone();
+            blocking(move || journal.record_part(&rec)).await?;
             progress.part_done(part.len);
-            Ok::<_, Error>((part, hash, reply))
+            Ok::<_, Error>(DonePart {
+                part,
+                hash,
+                etag,
+                checksum_echoed: reply.checksum.is_some(),
+            })
         })
         .buffer_unordered(cfg.concurrency)
         .try_collect()
-        .await?;
-    done.sort_by_key(|(p, _, _)| p.number);
-    Ok(done)
+        .await
 }
 
 /// A part's reply must carry an ETag (CompleteMultipartUpload needs it), equal to the part's MD5
@@ -344,30 +724,26 @@ fn check_part(
 /// was not rewritten while it was being sent.
 async fn complete<C: S3Api>(
     s3: &C,
-    cfg: &UploadConfig,
+    target: &ObjectUrl,
     src: &Source,
     upload_id: &str,
-    done: &[(Part, PartHash, WriteReply)],
+    alg: ChecksumAlgorithm,
+    done: &[DonePart],
     local: &ObjectChecksum,
 ) -> Result<WriteReply, Error> {
     src.check_unchanged()?;
     let parts: Vec<CompletedPart> = done
         .iter()
-        .map(|(part, hash, reply)| CompletedPart {
-            number: part.number,
-            etag: reply.etag.clone().unwrap_or_default(),
-            checksum: hash.checksum.base64(),
+        .map(|d| CompletedPart {
+            number: d.part.number,
+            etag: d.etag.clone(),
+            checksum: d.hash.checksum.base64(),
         })
         .collect();
     let full = (local.kind == ChecksumType::FullObject).then_some(local.value.as_str());
-    s3.complete_multipart(&cfg.target, upload_id, cfg.checksum, &parts, full)
+    s3.complete_multipart(target, upload_id, alg, &parts, full)
         .await
-        .map_err(|source: S3Error| Error::S3 {
-            op: "CompleteMultipartUpload",
-            part: None,
-            upload_id: Some(upload_id.to_owned()),
-            source,
-        })
+        .map_err(s3_failure("CompleteMultipartUpload", None, Some(upload_id)))
 }
 
 /// Compares a checksum S3 reported with the local one. Servers that report a composite without

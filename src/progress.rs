@@ -13,6 +13,8 @@ pub trait Progress: Send + Sync {
     fn part_done(&self, bytes: u64);
     /// The transfer ended (successfully or not): clear any display.
     fn finish(&self);
+    /// Something the user should know (resuming, a manifest path, a part sent again).
+    fn note(&self, msg: &str);
 }
 
 /// Reports nothing (pipes, `--quiet`, `--json`, tests).
@@ -23,6 +25,20 @@ impl Progress for Silent {
     fn start(&self, _: u64, _: u32) {}
     fn part_done(&self, _: u64) {}
     fn finish(&self) {}
+    fn note(&self, _: &str) {}
+}
+
+/// No bar, but notes on standard error (pipes, `--json`).
+#[derive(Debug, Default)]
+pub struct Notes;
+
+impl Progress for Notes {
+    fn start(&self, _: u64, _: u32) {}
+    fn part_done(&self, _: u64) {}
+    fn finish(&self) {}
+    fn note(&self, msg: &str) {
+        eprintln!("tally: {msg}");
+    }
 }
 
 /// An indicatif bar on standard error: bytes, rate, ETA and parts done.
@@ -75,5 +91,9 @@ impl Progress for Bar {
 
     fn finish(&self) {
         self.bar.finish_and_clear();
+    }
+
+    fn note(&self, msg: &str) {
+        self.bar.println(format!("tally: {msg}"));
     }
 }

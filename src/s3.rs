@@ -56,6 +56,30 @@ pub struct CompletedPart {
     pub checksum: String,
 }
 
+/// A part S3 holds for an upload in progress (ListParts).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeldPart {
+    /// Part number.
+    pub number: u32,
+    /// Size in bytes.
+    pub size: u64,
+    /// ETag as S3 returns it (quoted).
+    pub etag: String,
+    /// The part's checksum for the upload's algorithm, when the server reports it.
+    pub checksum: Option<String>,
+}
+
+/// A multipart upload in progress (ListMultipartUploads).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InProgress {
+    /// Key.
+    pub key: String,
+    /// Upload id.
+    pub upload_id: String,
+    /// When it was started, seconds since the epoch.
+    pub initiated: Option<i64>,
+}
+
 /// The S3 operations tally uses. Implementations must be cheap to share across tasks.
 ///
 /// Every body comes with its precomputed [`PartHash`]: implementations send the checksum and
@@ -106,6 +130,17 @@ pub trait S3Api: Send + Sync {
         obj: &ObjectUrl,
         upload_id: &str,
     ) -> impl Future<Output = Result<(), S3Error>> + Send;
+
+    /// ListParts, every page, in part-number order. NotFound if the upload no longer exists.
+    fn list_parts(
+        &self,
+        obj: &ObjectUrl,
+        upload_id: &str,
+        alg: ChecksumAlgorithm,
+    ) -> impl Future<Output = Result<Vec<HeldPart>, S3Error>> + Send;
+
+    /// A label for the endpoint, part of what identifies an upload locally ("aws" for AWS).
+    fn endpoint_label(&self) -> String;
 }
 
 /// [`S3Api`] over aws-sdk-s3.
@@ -185,6 +220,43 @@ impl SdkS3 {
     /// The underlying SDK client.
     pub fn client(&self) -> &aws_sdk_s3::Client {
         &self.client
+    }
+
+    /// ListMultipartUploads under `prefix`, every page.
+    pub async fn list_uploads(
+        &self,
+        bucket: &str,
+        prefix: &str,
+    ) -> Result<Vec<InProgress>, S3Error> {
+        let mut out = Vec::new();
+        let (mut key_marker, mut id_marker) = (None::<String>, None::<String>);
+        loop {
+            let page = self
+                .client
+                .list_multipart_uploads()
+                .bucket(bucket)
+                .prefix(prefix)
+                .set_key_marker(key_marker.clone())
+                .set_upload_id_marker(id_marker.clone())
+                .send()
+                .await
+                .map_err(s3_error)?;
+            for u in page.uploads() {
+                out.push(InProgress {
+                    key: u.key().unwrap_or_default().to_owned(),
+                    upload_id: u.upload_id().unwrap_or_default().to_owned(),
+                    initiated: u.initiated().map(|t| t.secs()),
+                });
+            }
+            if page.is_truncated() != Some(true) {
+                return Ok(out);
+            }
+            key_marker = page.next_key_marker().map(str::to_owned);
+            id_marker = page.next_upload_id_marker().map(str::to_owned);
+            if key_marker.is_none() && id_marker.is_none() {
+                return Ok(out);
+            }
+        }
     }
 }
 
@@ -432,6 +504,47 @@ impl S3Api for SdkS3 {
             sse: out.server_side_encryption().map(|s| s.as_str().to_owned()),
             version_id: out.version_id().map(str::to_owned),
         })
+    }
+
+    async fn list_parts(
+        &self,
+        obj: &ObjectUrl,
+        upload_id: &str,
+        alg: ChecksumAlgorithm,
+    ) -> Result<Vec<HeldPart>, S3Error> {
+        let mut out = Vec::new();
+        let mut marker: Option<String> = None;
+        loop {
+            let page = self
+                .client
+                .list_parts()
+                .bucket(&obj.bucket)
+                .key(&obj.key)
+                .upload_id(upload_id)
+                .set_part_number_marker(marker.clone())
+                .send()
+                .await
+                .map_err(s3_error)?;
+            for p in page.parts() {
+                out.push(HeldPart {
+                    number: p.part_number().unwrap_or_default() as u32,
+                    size: p.size().unwrap_or_default() as u64,
+                    etag: p.e_tag().unwrap_or_default().to_owned(),
+                    checksum: checksum_of!(p, alg),
+                });
+            }
+            let next = page.next_part_number_marker().map(str::to_owned);
+            if page.is_truncated() != Some(true) || next.is_none() || next == marker {
+                break;
+            }
+            marker = next;
+        }
+        out.sort_by_key(|p| p.number);
+        Ok(out)
+    }
+
+    fn endpoint_label(&self) -> String {
+        self.endpoint.clone().unwrap_or_else(|| "aws".into())
     }
 
     async fn abort_multipart(&self, obj: &ObjectUrl, upload_id: &str) -> Result<(), S3Error> {

@@ -65,6 +65,8 @@ impl Source {
             ));
         }
         let file = File::open(path).map_err(|e| bad(io_why(&e)))?;
+        // The absolute path identifies the file in a manifest, whatever directory tally runs from.
+        let path = &std::fs::canonicalize(path).map_err(|e| bad(io_why(&e)))?;
         let meta = file.metadata().map_err(|e| bad(io_why(&e)))?;
         let fingerprint = Fingerprint::of(&meta);
         let bytes = if meta.len() == 0 {
@@ -90,7 +92,12 @@ impl Source {
         })
     }
 
-    /// The path the file was opened by.
+    /// All the bytes of the file.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// The file's absolute path.
     pub fn path(&self) -> &Path {
         &self.path
     }

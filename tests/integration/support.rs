@@ -103,6 +103,7 @@ impl Server {
             self.scratch.join("aws-credentials"),
         );
         cmd.env("AWS_EC2_METADATA_DISABLED", "true");
+        cmd.env("TALLY_STATE_DIR", self.scratch.join("state"));
         for (k, v) in &self.env {
             cmd.env(k, v);
         }

@@ -205,6 +205,17 @@ impl<C: S3Api> S3Api for CorruptPart<C> {
     ) -> Result<(), S3Error> {
         self.inner.abort_multipart(obj, upload_id).await
     }
+    async fn list_parts(
+        &self,
+        obj: &tally::config::ObjectUrl,
+        upload_id: &str,
+        alg: ChecksumAlgorithm,
+    ) -> Result<Vec<tally::s3::HeldPart>, S3Error> {
+        self.inner.list_parts(obj, upload_id, alg).await
+    }
+    fn endpoint_label(&self) -> String {
+        self.inner.endpoint_label()
+    }
 }
 
 fn sdk_client(s: &Server) -> SdkS3 {
@@ -248,7 +259,8 @@ async fn wrong_checksum_rejected_on(s: &Server) {
             part: 2,
             md5,
         };
-        let cfg = UploadConfig::new(path.clone(), &s.url(&key), 5 * MIB, 4, alg).unwrap();
+        let mut cfg = UploadConfig::new(path.clone(), &s.url(&key), 5 * MIB, 4, alg).unwrap();
+        cfg.resume.manifest = Some(dir.path().join(format!("{alg}-{md5}.manifest")));
         let cancel = tokio_util::sync::CancellationToken::new();
         let err = tally::pipeline::upload(&client, &cfg, &tally::progress::Silent, &cancel)
             .await
@@ -260,13 +272,22 @@ async fn wrong_checksum_rejected_on(s: &Server) {
         );
         assert_eq!(err.exit_code(), 1);
         assert!(text.contains("of part 2"), "{text}");
-        assert!(text.contains("was aborted"), "{text}");
-        assert!(s.head(&key).is_none(), "nothing may be stored");
+        assert!(text.contains("kept for resuming"), "{text}");
+        assert!(s.head(&key).is_none(), "nothing may be completed");
         assert_eq!(
             s.uploads_in_progress(&key),
-            0,
-            "the upload is aborted, not orphaned"
+            1,
+            "kept, and named in the error"
         );
+        // The same command without the corruption resumes the kept upload and completes it.
+        let r = tally::pipeline::upload(&sdk_client(s), &cfg, &tally::progress::Silent, &cancel)
+            .await
+            .expect("the resumed upload completes");
+        assert!(r.resumed);
+        assert_eq!(r.parts_sent + r.parts_skipped, 3);
+        assert!(r.parts_sent >= 1, "part 2 was never stored");
+        assert_eq!(s.download_sha256(&key), file_sha256(&path));
+        assert_eq!(s.uploads_in_progress(&key), 0);
     }
 }
 

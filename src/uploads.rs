@@ -1,0 +1,211 @@
+//! `tally uploads` and `tally abort`: multipart uploads in progress, so none is paid for unseen.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+
+use crate::config::ObjectUrl;
+use crate::error::{Error, S3ErrorKind};
+use crate::hash::ChecksumAlgorithm;
+use crate::manifest;
+use crate::s3::{S3Api, SdkS3};
+
+/// One upload in progress, with what tally knows of it locally.
+#[derive(Debug, Clone, Serialize)]
+pub struct UploadInfo {
+    /// Key.
+    pub key: String,
+    /// Upload id.
+    pub upload_id: String,
+    /// Start time, UTC, RFC 3339.
+    pub initiated: Option<String>,
+    /// Parts S3 holds.
+    pub parts: usize,
+    /// Bytes S3 holds.
+    pub bytes: u64,
+    /// The local manifest that belongs to it, if any.
+    pub manifest: Option<String>,
+}
+
+/// Lists uploads in progress under `target` (bucket and optional prefix).
+pub async fn list(s3: &SdkS3, target: &ObjectUrl) -> Result<Vec<UploadInfo>, Error> {
+    let found = s3
+        .list_uploads(&target.bucket, &target.key)
+        .await
+        .map_err(|source| Error::S3 {
+            op: "ListMultipartUploads",
+            part: None,
+            upload_id: None,
+            source,
+        })?;
+    let manifests = tokio::task::spawn_blocking(|| {
+        manifest::state_dir()
+            .map(|d| manifest::all_in(&d))
+            .unwrap_or_default()
+    })
+    .await
+    .unwrap_or_default();
+    let mut out = Vec::new();
+    for u in found {
+        let obj = ObjectUrl {
+            bucket: target.bucket.clone(),
+            key: u.key.clone(),
+        };
+        // The algorithm only selects which checksum field is read; counts and sizes do not depend on it.
+        let held = match s3
+            .list_parts(&obj, &u.upload_id, ChecksumAlgorithm::Sha256)
+            .await
+        {
+            Ok(h) => h,
+            Err(e) if e.kind == S3ErrorKind::NotFound => continue,
+            Err(source) => {
+                return Err(Error::S3 {
+                    op: "ListParts",
+                    part: None,
+                    upload_id: Some(u.upload_id),
+                    source,
+                });
+            }
+        };
+        let manifest = manifests
+            .iter()
+            .find(|(_, h)| {
+                h.upload_id == u.upload_id && h.bucket == target.bucket && h.key == u.key
+            })
+            .map(|(p, _)| p.display().to_string());
+        out.push(UploadInfo {
+            key: u.key,
+            upload_id: u.upload_id,
+            initiated: u.initiated.map(rfc3339),
+            parts: held.len(),
+            bytes: held.iter().map(|p| p.size).sum(),
+            manifest,
+        });
+    }
+    Ok(out)
+}
+
+/// What `tally abort` did.
+#[derive(Debug, Clone, Serialize)]
+pub struct Aborted {
+    /// Key.
+    pub key: String,
+    /// Upload id.
+    pub upload_id: String,
+    /// The local manifest removed with it, if any.
+    pub manifest_removed: Option<String>,
+}
+
+/// Aborts one upload (`upload_id`) or every upload under the prefix older than `older_than`, and
+/// removes their local manifests.
+pub async fn abort(
+    s3: &SdkS3,
+    target: &ObjectUrl,
+    upload_id: Option<&str>,
+    older_than: Option<Duration>,
+) -> Result<Vec<Aborted>, Error> {
+    let victims: Vec<(String, String)> = match (upload_id, older_than) {
+        (Some(id), _) => {
+            if target.key.is_empty() {
+                return Err(Error::Usage(
+                    "--upload-id needs the object's key: tally abort s3://BUCKET/KEY --upload-id ID"
+                        .into(),
+                ));
+            }
+            vec![(target.key.clone(), id.to_owned())]
+        }
+        (None, Some(age)) => {
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs() as i64;
+            s3.list_uploads(&target.bucket, &target.key)
+                .await
+                .map_err(|source| Error::S3 {
+                    op: "ListMultipartUploads",
+                    part: None,
+                    upload_id: None,
+                    source,
+                })?
+                .into_iter()
+                .filter(|u| u.initiated.is_some_and(|t| now - t > age.as_secs() as i64))
+                .map(|u| (u.key, u.upload_id))
+                .collect()
+        }
+        (None, None) => {
+            return Err(Error::Usage(
+                "say which uploads to abort: --upload-id ID or --all-older-than DURATION".into(),
+            ));
+        }
+    };
+    let manifests = tokio::task::spawn_blocking(|| {
+        manifest::state_dir()
+            .map(|d| manifest::all_in(&d))
+            .unwrap_or_default()
+    })
+    .await
+    .unwrap_or_default();
+    let mut out = Vec::new();
+    for (key, id) in victims {
+        let obj = ObjectUrl {
+            bucket: target.bucket.clone(),
+            key: key.clone(),
+        };
+        s3.abort_multipart(&obj, &id)
+            .await
+            .map_err(|source| Error::S3 {
+                op: "AbortMultipartUpload",
+                part: None,
+                upload_id: Some(id.clone()),
+                source,
+            })?;
+        let manifest_removed = manifests
+            .iter()
+            .find(|(_, h)| h.upload_id == id && h.bucket == obj.bucket && h.key == key)
+            .and_then(|(p, _)| {
+                std::fs::remove_file(p)
+                    .ok()
+                    .map(|()| p.display().to_string())
+            });
+        out.push(Aborted {
+            key,
+            upload_id: id,
+            manifest_removed,
+        });
+    }
+    Ok(out)
+}
+
+/// Seconds since the epoch as `YYYY-MM-DDTHH:MM:SSZ`.
+pub fn rfc3339(secs: i64) -> String {
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339(1_795_500_000), "2026-11-24T06:00:00Z");
+    }
+}
