@@ -183,6 +183,7 @@ impl UploadArgs {
             restart: self.restart,
             trust_manifest: self.trust_manifest,
             keep_manifest: self.keep_manifest,
+            state_dir: None,
         };
         Ok(cfg)
     }

@@ -135,6 +135,24 @@ pub struct ResumeOptions {
     pub trust_manifest: bool,
     /// Keep the manifest after success as an audit record (`--keep-manifest`).
     pub keep_manifest: bool,
+    /// The state directory; default [`crate::manifest::state_dir`] (from the environment).
+    pub state_dir: Option<PathBuf>,
+}
+
+impl ResumeOptions {
+    /// The state directory, created if missing.
+    pub fn state_dir(&self) -> Result<PathBuf, Error> {
+        match &self.state_dir {
+            Some(d) => {
+                std::fs::create_dir_all(d).map_err(|e| Error::Manifest {
+                    path: d.clone(),
+                    why: e.to_string(),
+                })?;
+                Ok(d.clone())
+            }
+            None => crate::manifest::state_dir(),
+        }
+    }
 }
 
 impl UploadConfig {

@@ -320,7 +320,35 @@ pub fn default_path(dir: &Path, source: &Path, endpoint: &str, bucket: &str, key
     dir.join(format!("{name}.manifest"))
 }
 
-/// Every manifest in `dir` with a readable header, for `tally uploads`.
+/// The link in the state directory that lets `tally uploads` and `tally abort` find a manifest kept
+/// elsewhere (`--manifest PATH`).
+pub fn link_path(dir: &Path, manifest: &Path) -> PathBuf {
+    let digest = Sha256::digest(manifest.as_os_str().as_encoded_bytes());
+    dir.join(format!("link-{}.manifest", crate::hash::hex(&digest[..16])))
+}
+
+/// Records in the state directory `dir` where a manifest outside it lives (a symlink).
+pub fn register(dir: &Path, manifest: &Path) -> Result<(), Error> {
+    let target = std::path::absolute(manifest).map_err(|e| manifest_error(manifest, &e))?;
+    if target.parent() == Some(dir) {
+        return Ok(());
+    }
+    let link = link_path(dir, &target);
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink(&target, &link).map_err(|e| manifest_error(&link, &e))
+}
+
+/// Removes a manifest and its link in the state directory, if any.
+pub fn remove(dir: Option<&Path>, manifest: &Path) {
+    let _ = std::fs::remove_file(manifest);
+    let _ = std::fs::remove_file(manifest.with_extension("lock"));
+    if let (Some(dir), Ok(abs)) = (dir, std::path::absolute(manifest)) {
+        let _ = std::fs::remove_file(link_path(dir, &abs));
+    }
+}
+
+/// Every manifest in `dir` (or linked from it) with a readable header, for `tally uploads`:
+/// the manifest's real path and its header.
 pub fn all_in(dir: &Path) -> Vec<(PathBuf, Header)> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Vec::new();
@@ -329,7 +357,10 @@ pub fn all_in(dir: &Path) -> Vec<(PathBuf, Header)> {
         .filter_map(Result::ok)
         .map(|e| e.path())
         .filter(|p| p.extension().is_some_and(|x| x == "manifest"))
-        .filter_map(|p| load(&p).ok().flatten().map(|l| (p, l.header)))
+        .filter_map(|p| {
+            let real = std::fs::canonicalize(&p).ok()?;
+            load(&real).ok().flatten().map(|l| (real, l.header))
+        })
         .collect()
 }
 

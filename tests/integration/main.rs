@@ -3,5 +3,6 @@
 
 #![allow(unreachable_pub, missing_docs)]
 
+mod resume;
 mod support;
 mod upload;

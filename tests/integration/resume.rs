@@ -1,0 +1,351 @@
+//! Resume against Garage: kill -9 at chosen points, then the same command finishes without
+//! re-sending what S3 holds; changed files, damaged manifests, vanished uploads and a second
+//! process are handled as the README says.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::support::*;
+
+const PARTS: u64 = 12;
+const CONCURRENCY: u64 = 3;
+
+fn file_of_parts(dir: &Path, seed: u64) -> PathBuf {
+    random_file(dir, "big.bin", PARTS * 5 * MIB - 12345, seed)
+}
+
+fn upload_args<'a>(path: &'a Path, url: &'a str, manifest: &'a Path) -> Vec<&'a str> {
+    vec![
+        "upload",
+        path.to_str().unwrap(),
+        url,
+        "--part-size",
+        "5MiB",
+        "--concurrency",
+        "3",
+        "--manifest",
+        manifest.to_str().unwrap(),
+    ]
+}
+
+/// Starts tally with test pauses (debug builds only) so that kills land where intended.
+fn spawn_slow(s: &Server, args: &[&str], part_ms: u64, complete_ms: u64) -> Child {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tally"));
+    s.apply_env(&mut cmd);
+    cmd.env("TALLY_TEST_PAUSE_PART_MS", part_ms.to_string())
+        .env("TALLY_TEST_PAUSE_COMPLETE_MS", complete_ms.to_string())
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    cmd.spawn().unwrap()
+}
+
+/// Intact part records in the manifest (lines after the header).
+fn records(manifest: &Path) -> u64 {
+    std::fs::read(manifest)
+        .map(|b| b.iter().filter(|c| **c == b'\n').count().saturating_sub(1) as u64)
+        .unwrap_or(0)
+}
+
+/// Waits until the manifest holds at least `n` part records (and a header), then kills -9.
+fn kill_at(mut child: Child, manifest: &Path, n: u64) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !(manifest.exists() && records(manifest) >= n) {
+        assert!(Instant::now() < deadline, "tally never reached {n} records");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "tally ended before the kill point"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    records(manifest)
+}
+
+fn held_parts(s: &Server, key: &str) -> u64 {
+    let list = s.aws([
+        "s3api",
+        "list-multipart-uploads",
+        "--bucket",
+        &s.bucket,
+        "--prefix",
+        key,
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&list).unwrap();
+    let id = v["Uploads"][0]["UploadId"]
+        .as_str()
+        .expect("the upload is still in progress")
+        .to_owned();
+    let parts = s.aws([
+        "s3api",
+        "list-parts",
+        "--bucket",
+        &s.bucket,
+        "--key",
+        key,
+        "--upload-id",
+        &id,
+    ]);
+    if parts.trim().is_empty() {
+        return 0;
+    }
+    let v: serde_json::Value = serde_json::from_str(&parts).unwrap();
+    v["Parts"].as_array().map_or(0, |a| a.len() as u64)
+}
+
+#[test]
+fn kill_9_at_chosen_points_then_the_same_command_finishes() {
+    let s = garage();
+    let dir = s.temp_dir();
+    let path = file_of_parts(dir.path(), 21);
+    let want = file_sha256(&path);
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    let mid = 1 + seed % (PARTS - 2);
+    println!("kill points: 0 records, {mid} records (seed {seed}), all records before Complete");
+    // (records to wait for, pause per part, pause before Complete)
+    for (i, (at, part_ms, complete_ms)) in [(0, 400, 0), (mid, 150, 0), (PARTS, 0, 5000)]
+        .into_iter()
+        .enumerate()
+    {
+        let key = format!("resume/kill-{i}");
+        let url = s.url(&key);
+        let manifest = dir.path().join(format!("kill-{i}.manifest"));
+        let args = upload_args(&path, &url, &manifest);
+        let recorded = kill_at(spawn_slow(s, &args, part_ms, complete_ms), &manifest, at);
+        assert!(s.head(&key).is_none(), "killed before completion");
+        let held = held_parts(s, &key);
+        assert!(held >= recorded, "every recorded part is held by S3");
+        assert!(
+            held - recorded <= CONCURRENCY,
+            "at most the parts in flight are unrecorded"
+        );
+        let mut all = args.clone();
+        all.push("--json");
+        let r = json_report(&s.tally(&all));
+        assert_eq!(r["resumed"], true, "kill point {i}");
+        assert_eq!(
+            r["parts_skipped"].as_u64(),
+            Some(held),
+            "nothing S3 holds is sent again"
+        );
+        assert_eq!(r["parts_sent"].as_u64(), Some(PARTS - held));
+        assert_eq!(s.download_sha256(&key), want, "kill point {i}: bytes");
+        assert_eq!(
+            s.head(&key).unwrap()["ETag"]
+                .as_str()
+                .unwrap()
+                .trim_matches('"'),
+            r["etag"]
+        );
+        assert!(!manifest.exists(), "the manifest is removed after success");
+        assert_eq!(s.uploads_in_progress(&key), 0);
+    }
+}
+
+fn interrupted(s: &Server, dir: &Path, key: &str, seed: u64) -> (PathBuf, PathBuf) {
+    let path = file_of_parts(dir, seed);
+    let manifest = dir.join("m.manifest");
+    let url = s.url(key);
+    let args = upload_args(&path, &url, &manifest);
+    kill_at(spawn_slow(s, &args, 150, 0), &manifest, 4);
+    (path, manifest)
+}
+
+#[test]
+fn a_file_changed_after_the_kill_is_refused_and_nothing_completed() {
+    let s = garage();
+    let dir = s.temp_dir();
+    let key = "resume/changed";
+    let (path, manifest) = interrupted(s, dir.path(), key, 22);
+    // Same size, one byte different, and the modification time moves.
+    let mut data = std::fs::read(&path).unwrap();
+    data[7 * 5 * MIB as usize] ^= 0xff;
+    std::thread::sleep(Duration::from_millis(20));
+    std::fs::write(&path, &data).unwrap();
+    let url = s.url(key);
+    let out = s.tally(upload_args(&path, &url, &manifest));
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("changed since upload"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(stderr(&out).contains("--restart"));
+    assert!(s.head(key).is_none(), "nothing completed");
+    // --restart aborts the old upload and sends the new content.
+    let mut args = upload_args(&path, &url, &manifest);
+    args.extend(["--restart", "--json"]);
+    let r = json_report(&s.tally(&args));
+    assert_eq!(r["resumed"], false);
+    assert_eq!(r["parts_sent"].as_u64(), Some(PARTS));
+    assert_eq!(s.download_sha256(key), file_sha256(&path));
+    assert_eq!(s.uploads_in_progress(key), 0, "the old upload was aborted");
+}
+
+#[test]
+fn a_damaged_manifest_resumes_from_its_good_records() {
+    let s = garage();
+    let dir = s.temp_dir();
+    let key = "resume/damaged";
+    let (path, manifest) = interrupted(s, dir.path(), key, 23);
+    let mut bytes = std::fs::read(&manifest).unwrap();
+    let nl: Vec<usize> = bytes
+        .iter()
+        .enumerate()
+        .filter(|(_, b)| **b == b'\n')
+        .map(|(i, _)| i)
+        .collect();
+    assert!(nl.len() >= 4, "header and records");
+    bytes[nl[1] + 30] ^= 0x20; // corrupt record 2
+    bytes.truncate(nl[nl.len() - 2] + 40); // tear the last record in the middle
+    std::fs::write(&manifest, &bytes).unwrap();
+    let held = held_parts(s, key);
+    let url = s.url(key);
+    let mut args = upload_args(&path, &url, &manifest);
+    args.push("--json");
+    let out = s.tally(&args);
+    assert!(
+        stderr(&out).contains("damaged manifest lines skipped"),
+        "{}",
+        stderr(&out)
+    );
+    let r = json_report(&out);
+    assert_eq!(
+        r["parts_skipped"].as_u64(),
+        Some(held),
+        "damaged records are re-checked against S3 and adopted"
+    );
+    assert_eq!(s.download_sha256(key), file_sha256(&path));
+}
+
+#[test]
+fn a_manifest_for_another_key_is_refused() {
+    let s = garage();
+    let dir = s.temp_dir();
+    let (path, manifest) = interrupted(s, dir.path(), "resume/owner", 24);
+    let other = s.url("resume/not-the-owner");
+    let out = s.tally(upload_args(&path, &other, &manifest));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("belongs to another upload"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(s.head("resume/not-the-owner").is_none());
+}
+
+#[test]
+fn an_upload_aborted_between_runs_starts_again_and_says_so() {
+    let s = garage();
+    let dir = s.temp_dir();
+    let key = "resume/aborted";
+    let (path, manifest) = interrupted(s, dir.path(), key, 25);
+    let listed = s.tally(["uploads", &s.url("resume/aborted"), "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    let id = v[0]["upload_id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        v[0]["manifest"].as_str(),
+        Some(manifest.to_str().unwrap()),
+        "uploads names the local manifest"
+    );
+    assert!(v[0]["parts"].as_u64().unwrap() >= 4);
+    // Aborted behind tally's back (a lifecycle rule, another tool):
+    s.aws([
+        "s3api",
+        "abort-multipart-upload",
+        "--bucket",
+        &s.bucket,
+        "--key",
+        key,
+        "--upload-id",
+        &id,
+    ]);
+    let url = s.url(key);
+    let mut args = upload_args(&path, &url, &manifest);
+    args.push("--json");
+    let out = s.tally(&args);
+    assert!(
+        stderr(&out).contains("no longer exists"),
+        "{}",
+        stderr(&out)
+    );
+    let r = json_report(&out);
+    assert_eq!(r["resumed"], false);
+    assert_ne!(r["upload_id"].as_str(), Some(id.as_str()));
+    assert_eq!(s.download_sha256(key), file_sha256(&path));
+}
+
+#[test]
+fn a_second_process_on_the_same_upload_is_refused() {
+    let s = garage();
+    let dir = s.temp_dir();
+    let path = file_of_parts(dir.path(), 26);
+    let manifest = dir.path().join("m.manifest");
+    let key = "resume/twice";
+    let url = s.url(key);
+    let args = upload_args(&path, &url, &manifest);
+    let mut first = spawn_slow(s, &args, 100, 0);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !manifest.exists() {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let out = s.tally(&args);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("another tally is already uploading"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(first.wait().unwrap().success(), "the first one proceeds");
+    assert_eq!(s.download_sha256(key), file_sha256(&path));
+}
+
+#[test]
+fn keep_manifest_leaves_an_audit_record_and_abort_cleans_up() {
+    let s = garage();
+    let dir = s.temp_dir();
+    let path = random_file(dir.path(), "f", 11 * MIB, 27);
+    let manifest = dir.path().join("audit.manifest");
+    let url = s.url("resume/audit");
+    let mut args = upload_args(&path, &url, &manifest);
+    args.extend(["--keep-manifest", "--json"]);
+    let r = json_report(&s.tally(&args));
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    assert_eq!(
+        text.lines()
+            .filter(|l| l.contains("\"type\":\"part\""))
+            .count(),
+        3
+    );
+    assert!(
+        text.contains(r["checksum"]["value"].as_str().unwrap()),
+        "the completed record"
+    );
+    assert!(
+        !text.contains(s.secret()) && !text.contains(s.access_key()),
+        "no credentials"
+    );
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&manifest).unwrap().permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600);
+
+    // tally abort removes an interrupted upload and its manifest.
+    let (_, m2) = interrupted(s, dir.path(), "resume/to-abort", 28);
+    let v: serde_json::Value = serde_json::from_slice(
+        &s.tally(["uploads", &s.url("resume/to-abort"), "--json"])
+            .stdout,
+    )
+    .unwrap();
+    let id = v[0]["upload_id"].as_str().unwrap().to_owned();
+    let out = s.tally(["abort", &s.url("resume/to-abort"), "--upload-id", &id]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(s.uploads_in_progress("resume/to-abort"), 0);
+    assert!(!m2.exists(), "its manifest is removed");
+}
