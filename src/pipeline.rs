@@ -82,6 +82,9 @@ pub struct UploadReport {
     pub resumed: bool,
     /// The manifest kept as an audit record (`--keep-manifest`).
     pub manifest: Option<PathBuf>,
+    /// Seconds from the start of the command to the first part's first byte being sent: the cost
+    /// of getting going (for a resume: reading the manifest, ListParts, re-hashing).
+    pub seconds_to_first_send: Option<f64>,
     /// Wall time in seconds, from opening the file to the last check.
     pub seconds: f64,
     /// Throughput in MiB/s.
@@ -118,8 +121,8 @@ pub async fn upload<C: S3Api>(
     let plan = Plan::new(src.len(), cfg.part_size)?;
     progress.start(plan.len(), plan.count());
     let result = match plan {
-        Plan::Single { .. } => single_put(s3, cfg, &src, progress, cancel).await,
-        Plan::Multipart { .. } => multipart(s3, cfg, &src, progress, cancel).await,
+        Plan::Single { .. } => single_put(s3, cfg, &src, progress, cancel, started).await,
+        Plan::Multipart { .. } => multipart(s3, cfg, &src, progress, cancel, started).await,
     };
     progress.finish();
     let mut report = result?;
@@ -134,6 +137,7 @@ async fn single_put<C: S3Api>(
     src: &Source,
     progress: &dyn Progress,
     cancel: &CancellationToken,
+    started: Instant,
 ) -> Result<UploadReport, Error> {
     let alg = cfg.checksum;
     let part = Part {
@@ -143,6 +147,7 @@ async fn single_put<C: S3Api>(
     };
     let body = src.part(&part);
     let hash = hash_on_pool(alg, body.clone()).await;
+    let seconds_to_first_send = Some(started.elapsed().as_secs_f64());
     let reply = tokio::select! {
         r = s3.put_object(&cfg.target, alg, body, &hash) => r.map_err(|source| Error::S3 {
             op: "PutObject",
@@ -187,6 +192,7 @@ async fn single_put<C: S3Api>(
         parts_skipped: 0,
         resumed: false,
         manifest: None,
+        seconds_to_first_send,
         seconds: 0.0,
         mib_per_s: 0.0,
     })
@@ -237,6 +243,7 @@ async fn multipart<C: S3Api>(
     src: &Arc<Source>,
     progress: &dyn Progress,
     cancel: &CancellationToken,
+    started: Instant,
 ) -> Result<UploadReport, Error> {
     let target = &cfg.target;
     let abs = src.path().to_owned();
@@ -266,8 +273,9 @@ async fn multipart<C: S3Api>(
     for d in &start.done {
         progress.part_done(d.part.len);
     }
+    let first_send = std::sync::OnceLock::new();
     let sent = tokio::select! {
-        r = send_parts(s3, cfg, src, &start, progress) => r,
+        r = send_parts(s3, cfg, src, &start, progress, &first_send) => r,
         () = cancel.cancelled() => Err(Error::Interrupted),
     };
     let keep = |cause: Error| Error::UploadFailed {
@@ -349,6 +357,9 @@ async fn multipart<C: S3Api>(
         parts_skipped,
         resumed: start.resumed,
         manifest: keep_manifest.then(|| manifest_path.clone()),
+        seconds_to_first_send: first_send
+            .get()
+            .map(|t: &Instant| t.duration_since(started).as_secs_f64()),
         seconds: 0.0,
         mib_per_s: 0.0,
     })
@@ -661,6 +672,7 @@ async fn send_parts<C: S3Api>(
     src: &Source,
     start: &Start,
     progress: &dyn Progress,
+    first_send: &std::sync::OnceLock<Instant>,
 ) -> Result<Vec<DonePart>, Error> {
     let alg = start.alg;
     let target = &cfg.target;
@@ -674,6 +686,7 @@ async fn send_parts<C: S3Api>(
         .buffered(hash_ahead())
         .map(|(part, body, hash)| async move {
             seam::pause("part").await;
+            first_send.get_or_init(Instant::now);
             let reply = s3
                 .upload_part(target, upload_id, part.number, alg, body, &hash)
                 .await
