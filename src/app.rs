@@ -6,16 +6,20 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cli::{Cli, Command, OutputArgs, UploadArgs};
 use crate::config::ObjectUrl;
-use crate::error::{EXIT_ERROR, EXIT_OK, Error};
+use crate::error::{EXIT_ERROR, EXIT_MISMATCH, EXIT_OK, Error};
+use crate::hashfile::{self, HashReport};
 use crate::pipeline::{self, Check, UploadReport};
 use crate::progress::{Bar, Notes, Progress, Silent};
 use crate::s3::SdkS3;
 use crate::uploads::{self, Aborted, UploadInfo};
+use crate::verify::{self, Verdict, VerifyOptions, VerifyReport};
 
 /// Runs `cli` to completion and returns the process exit code.
 pub fn run(cli: Cli) -> i32 {
     let output = match &cli.command {
         Command::Upload(a) => &a.output,
+        Command::Verify(a) => &a.output,
+        Command::Hash(a) => &a.output,
         Command::Uploads(a) => &a.output,
         Command::Abort(a) => &a.output,
     };
@@ -29,6 +33,37 @@ pub fn run(cli: Cli) -> i32 {
         Command::Upload(args) => {
             let result = runtime.block_on(upload(args, &out));
             out.finish(result.map(|r| (print_upload(&r), r)))
+        }
+        Command::Verify(args) => {
+            let result = runtime.block_on(async {
+                let target = ObjectUrl::parse(&args.target)?;
+                let s3 = SdkS3::connect(&args.connection.to_connection()).await?;
+                let opts = VerifyOptions {
+                    download: args.download,
+                    etag: args.etag,
+                    wait: args.wait,
+                };
+                verify::verify(&s3, &args.file, &target, &opts).await
+            });
+            let code = match &result {
+                Ok(r) => match r.verdict {
+                    Verdict::Identical => EXIT_OK,
+                    Verdict::Differs => EXIT_MISMATCH,
+                    Verdict::Unverifiable(_) => EXIT_ERROR,
+                },
+                // Whatever went wrong, nothing was verified.
+                Err(_) => EXIT_ERROR,
+            };
+            out.finish(result.map(|r| (print_verify(&args.file, &r), r)))
+                .max(code)
+        }
+        Command::Hash(args) => {
+            let (file, ps, alg) = (args.file.clone(), args.part_size, args.checksum);
+            let result = match parse_hash_args(ps) {
+                Ok(()) => hashfile::hash_file(&file, ps, alg),
+                Err(e) => Err(e),
+            };
+            out.finish(result.map(|r| (print_hash(&r), r)))
         }
         Command::Uploads(args) => {
             let result = runtime.block_on(async {
@@ -228,6 +263,23 @@ fn print_upload(r: &UploadReport) -> String {
         check(r.checks.object_checksum)
     );
     s += &format!("  etag      {}: {}\n", r.etag, check(r.checks.etag));
+    match &r.verified {
+        Some(v) => {
+            let said = |m: Option<bool>| match m {
+                Some(true) => "matches",
+                Some(false) => "DIFFERS",
+                None => "not comparable",
+            };
+            s += &format!(
+                "  verified  read back with {}: checksum {}, ETag {}, {} parts compared one by one\n",
+                v.method,
+                said(v.checksum_matches),
+                said(v.etag_matches),
+                v.parts_compared
+            );
+        }
+        None => s += "  verified  not read back (--no-verify)\n",
+    }
     s
 }
 
@@ -245,4 +297,98 @@ fn human_bytes(n: u64) -> String {
     } else {
         format!("{v:.2} {}", UNITS[unit])
     }
+}
+
+fn parse_hash_args(part_size: u64) -> Result<(), Error> {
+    if (crate::plan::MIN_PART_SIZE..=crate::plan::MAX_PART_SIZE).contains(&part_size) {
+        Ok(())
+    } else {
+        Err(Error::Usage(format!(
+            "--part-size {part_size} bytes is outside S3's limits: choose 5MiB to 5GiB"
+        )))
+    }
+}
+
+fn print_hash(r: &HashReport) -> String {
+    let mut s = format!(
+        "{}  {}\n  md5       {}\n  parts     {} x {} ({})\n",
+        r.file,
+        human_bytes(r.size),
+        r.md5,
+        r.parts.len(),
+        human_bytes(r.part_size),
+        r.method
+    );
+    for p in &r.parts {
+        s += &format!(
+            "  part {:>5}  {}..{}  {}  md5 {}\n",
+            p.number,
+            p.offset,
+            p.offset + p.len,
+            p.checksum,
+            p.md5
+        );
+    }
+    s += &format!(
+        "  checksum  {} {} ({})\n  etag      {}\n",
+        r.checksum.algorithm, r.checksum.value, r.checksum.kind, r.etag
+    );
+    s
+}
+
+fn print_verify(file: &std::path::Path, r: &VerifyReport) -> String {
+    let mark = |m: bool| if m { "matches" } else { "DIFFERS" };
+    let head = match &r.verdict {
+        Verdict::Identical => format!("s3://{}/{} is {}", r.bucket, r.key, file.display()),
+        Verdict::Differs => format!(
+            "s3://{}/{} DIFFERS from {}",
+            r.bucket,
+            r.key,
+            file.display()
+        ),
+        Verdict::Unverifiable(why) => {
+            format!("could not verify s3://{}/{}: {why}", r.bucket, r.key)
+        }
+    };
+    let mut s = format!("{head}\n  method    {}: {}\n", r.method, r.why);
+    s += &format!(
+        "  size      local {} / S3 {}: {}\n",
+        r.size.local,
+        r.size.remote,
+        mark(r.size.matches)
+    );
+    if let Some(c) = &r.checksum {
+        let alg = r.checksum_algorithm.as_deref().unwrap_or("");
+        if c.matches {
+            s += &format!("  checksum  {alg} {}: matches\n", c.remote);
+        } else {
+            s += &format!(
+                "  checksum  {alg}: local {} / S3 {}: DIFFERS\n",
+                c.local, c.remote
+            );
+        }
+    }
+    match (&r.etag, &r.etag_note) {
+        (Some(e), _) if e.matches => s += &format!("  etag      {}: matches\n", e.remote),
+        (Some(e), _) => s += &format!("  etag      local {} / S3 {}: DIFFERS\n", e.local, e.remote),
+        (None, Some(n)) => s += &format!("  etag      {n}\n"),
+        (None, None) => {}
+    }
+    s += &format!(
+        "  parts     {} in the object, {} compared one by one, {} differ\n",
+        r.parts,
+        r.parts_compared,
+        r.differing_parts.len()
+    );
+    for d in &r.differing_parts {
+        s += &format!(
+            "    part {} (bytes {}..{}): local {} / S3 {}\n",
+            d.number, d.range.start, d.range.end, d.local, d.remote
+        );
+    }
+    s += &format!(
+        "  took      {:.2} s ({:.2} GiB/s)\n",
+        r.seconds, r.gib_per_s
+    );
+    s
 }

@@ -11,6 +11,48 @@ use crate::plan::parse_size;
 
 const EXIT_CODES: &str = "Exit codes:\n  0  success\n  1  integrity mismatch: a checksum or ETag S3 reports differs from the local one, or S3 rejected bytes that did not match their checksum\n  2  any other error (bad input, missing file or bucket, credentials, network, interrupted)";
 
+const VERIFY_EXIT_CODES: &str = "Exit codes:\n  0  the object is the local file\n  1  they differ (every differing part is named)\n  2  could not verify (missing object or bucket, access denied, not a file, network), with the reason";
+
+/// `tally verify FILE s3://BUCKET/KEY`.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The local file.
+    pub file: PathBuf,
+    /// The object, s3://BUCKET/KEY.
+    pub target: String,
+    /// Compare the bytes themselves (parallel ranged GETs, nothing stored), whatever else is available.
+    #[arg(long)]
+    pub download: bool,
+    /// Also compare the ETag when a strong checksum already decides (costs an MD5 of the file).
+    #[arg(long)]
+    pub etag: bool,
+    /// Retry with backoff while the object is missing or differs, for up to this long (e.g. 30s, 5m).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub wait: Option<std::time::Duration>,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub connection: ConnectionArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub output: OutputArgs,
+}
+
+/// `tally hash FILE`.
+#[derive(Debug, Args)]
+pub struct HashArgs {
+    /// The local file.
+    pub file: PathBuf,
+    /// Part size, as for upload.
+    #[arg(long, default_value = "100MiB", value_parser = parse_size)]
+    pub part_size: u64,
+    /// Checksum algorithm, as for upload.
+    #[arg(long, value_enum, default_value = "sha256")]
+    pub checksum: ChecksumAlgorithm,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub output: OutputArgs,
+}
+
 /// tally: move large files into S3 and prove every byte arrived.
 #[derive(Debug, Parser)]
 #[command(name = "tally", version, about, after_help = EXIT_CODES)]
@@ -26,6 +68,11 @@ pub enum Command {
     /// Upload a file with per-part checksums that S3 verifies on receipt; resumes an interrupted upload.
     #[command(after_help = EXIT_CODES)]
     Upload(UploadArgs),
+    /// Compare a local file with an object, part by part, whoever uploaded it.
+    #[command(after_help = VERIFY_EXIT_CODES)]
+    Verify(VerifyArgs),
+    /// Print, without any network, the checksums and ETag an upload with these settings would produce.
+    Hash(HashArgs),
     /// List multipart uploads in progress (and the local manifest of each, if any).
     Uploads(UploadsArgs),
     /// Abort multipart uploads in progress, so their parts are no longer stored and billed.
@@ -148,6 +195,9 @@ pub struct UploadArgs {
     /// Keep the manifest after success, as an audit record of every part's checksum.
     #[arg(long)]
     pub keep_manifest: bool,
+    /// Skip the check after completion that reads the object's checksums back from S3.
+    #[arg(long)]
+    pub no_verify: bool,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub connection: ConnectionArgs,
@@ -185,6 +235,7 @@ impl UploadArgs {
             keep_manifest: self.keep_manifest,
             state_dir: None,
         };
+        cfg.verify = !self.no_verify;
         Ok(cfg)
     }
 }

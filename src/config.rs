@@ -121,6 +121,8 @@ pub struct UploadConfig {
     pub checksum: ChecksumAlgorithm,
     /// How an interrupted upload is resumed.
     pub resume: ResumeOptions,
+    /// Read the stored object's checksums back after completing (default on; `--no-verify`).
+    pub verify: bool,
 }
 
 /// How `tally upload` treats an earlier, interrupted upload of the same file to the same key.
@@ -182,6 +184,7 @@ impl UploadConfig {
             concurrency,
             checksum,
             resume: ResumeOptions::default(),
+            verify: true,
         })
     }
 }

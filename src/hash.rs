@@ -203,17 +203,49 @@ impl Hasher {
 ///
 /// CPU-bound (about 1 s per GiB for SHA-256 + MD5 on one core): call it from the rayon pool.
 pub fn hash_part(alg: ChecksumAlgorithm, data: &[u8]) -> PartHash {
-    let mut checksum = Hasher::new(alg);
-    let mut md5 = Md5::new();
-    for chunk in data.chunks(CHUNK) {
-        checksum.update(chunk);
-        md5.update(chunk);
-    }
+    let h = hash_range(Some(alg), true, data);
     PartHash {
-        checksum: checksum.finish(),
-        md5: md5.finalize().into(),
+        checksum: h.checksum.expect("asked for"),
+        md5: h.md5.expect("asked for"),
+        len: h.len,
+    }
+}
+
+/// What [`hash_range`] computed: a checksum and/or an MD5.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RangeHash {
+    /// The checksum, if asked for.
+    pub checksum: Option<Digest>,
+    /// The MD5, if asked for.
+    pub md5: Option<[u8; 16]>,
+    /// Length in bytes.
+    pub len: u64,
+}
+
+/// Hashes `data` in one pass with the checksum `alg` (if any) and MD5 (if `md5`).
+///
+/// CPU-bound: call it from the rayon pool.
+pub fn hash_range(alg: Option<ChecksumAlgorithm>, md5: bool, data: &[u8]) -> RangeHash {
+    let mut checksum = alg.map(Hasher::new);
+    let mut m = md5.then(Md5::new);
+    for chunk in data.chunks(CHUNK) {
+        if let Some(h) = &mut checksum {
+            h.update(chunk);
+        }
+        if let Some(h) = &mut m {
+            h.update(chunk);
+        }
+    }
+    RangeHash {
+        checksum: checksum.map(Hasher::finish),
+        md5: m.map(|h| h.finalize().into()),
         len: data.len() as u64,
     }
+}
+
+/// The MD5 of a whole body.
+pub fn md5(data: &[u8]) -> [u8; 16] {
+    Md5::digest(data).into()
 }
 
 /// The checksum of a whole body with `alg` (no MD5).
@@ -247,11 +279,8 @@ pub fn multipart_checksum(
 ) -> ObjectChecksum {
     let value = match kind {
         ChecksumType::Composite => {
-            let mut h = Hasher::new(alg);
-            for p in parts {
-                h.update(p.checksum.as_bytes());
-            }
-            format!("{}-{}", h.finish().base64(), parts.len())
+            let digests: Vec<&Digest> = parts.iter().map(|p| &p.checksum).collect();
+            composite(alg, &digests)
         }
         ChecksumType::FullObject => full_object_crc(alg, parts).base64(),
     };
@@ -264,24 +293,51 @@ pub fn multipart_checksum(
 
 /// Combines per-part CRCs into the CRC of the whole object, without reading the data again.
 pub fn full_object_crc(alg: ChecksumAlgorithm, parts: &[PartHash]) -> Digest {
+    let pairs: Vec<(&Digest, u64)> = parts.iter().map(|p| (&p.checksum, p.len)).collect();
+    combine_crcs(alg, &pairs)
+}
+
+/// Combines `(crc, length)` pairs, in order, into the CRC of their concatenation.
+pub fn combine_crcs(alg: ChecksumAlgorithm, parts: &[(&Digest, u64)]) -> Digest {
     let crc = alg.crc().expect("full-object checksums are CRCs");
     let mut iter = parts.iter();
-    let Some(first) = iter.next() else {
+    let Some((first, _)) = iter.next() else {
         return checksum(alg, &[]);
     };
-    let combined = iter.fold(first.checksum.crc_value(), |acc, p| {
-        crc_fast::checksum_combine(crc, acc, p.checksum.crc_value(), p.len)
+    let combined = iter.fold(first.crc_value(), |acc, (d, len)| {
+        crc_fast::checksum_combine(crc, acc, d.crc_value(), *len)
     });
     Digest(combined.to_be_bytes()[8 - alg.digest_len()..].to_vec())
 }
 
+/// The composite checksum of parts with these digests: `base64(H(d1 || ... || dN))-N`.
+pub fn composite(alg: ChecksumAlgorithm, digests: &[&Digest]) -> String {
+    let mut h = Hasher::new(alg);
+    for d in digests {
+        h.update(d.as_bytes());
+    }
+    format!("{}-{}", h.finish().base64(), digests.len())
+}
+
+/// Whether an algorithm can be combined into a full-object checksum (the CRCs).
+pub fn is_crc(alg: ChecksumAlgorithm) -> bool {
+    alg.crc().is_some()
+}
+
 /// The ETag S3 gives a multipart object whose parts have these MD5s: `"hex(MD5(md5_1..md5_N))-N"`.
 pub fn multipart_etag(parts: &[PartHash]) -> String {
+    let md5s: Vec<[u8; 16]> = parts.iter().map(|p| p.md5).collect();
+    format!("\"{}\"", etag_of_md5s(&md5s))
+}
+
+/// The unquoted ETag of an object whose parts have these MD5s: the MD5 itself for one part sent
+/// with PutObject is not this; this is the multipart form `hex(MD5(md5_1..md5_N))-N`.
+pub fn etag_of_md5s(md5s: &[[u8; 16]]) -> String {
     let mut h = Md5::new();
-    for p in parts {
-        h.update(p.md5);
+    for m in md5s {
+        h.update(m);
     }
-    format!("\"{}-{}\"", hex(&h.finalize()), parts.len())
+    format!("{}-{}", hex(&h.finalize()), md5s.len())
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@
 //! - [`s3`]: the small S3 boundary (a trait) and its aws-sdk-s3 implementation;
 //! - [`manifest`]: the durable journal of completed parts that makes resume possible;
 //! - [`pipeline`]: wires plan -> source -> hash -> upload -> manifest -> complete -> check;
+//! - [`verify`]: what S3 says about an object, compared part by part with the local file;
 //! - [`progress`]: progress events and the terminal bar;
 //! - [`error`]: the error type and exit codes; [`app`]: runs a parsed command.
 
@@ -17,6 +18,7 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod hash;
+pub mod hashfile;
 pub mod manifest;
 pub mod pipeline;
 pub mod plan;
@@ -25,3 +27,4 @@ pub mod s3;
 mod seam;
 pub mod source;
 pub mod uploads;
+pub mod verify;

@@ -82,6 +82,8 @@ pub struct UploadReport {
     pub resumed: bool,
     /// The manifest kept as an audit record (`--keep-manifest`).
     pub manifest: Option<PathBuf>,
+    /// What reading the stored object back confirmed (absent with `--no-verify`).
+    pub verified: Option<crate::verify::AfterUpload>,
     /// Seconds from the start of the command to the first part's first byte being sent: the cost
     /// of getting going (for a resume: reading the manifest, ListParts, re-hashing).
     pub seconds_to_first_send: Option<f64>,
@@ -171,6 +173,11 @@ async fn single_put<C: S3Api>(
         None,
     )?;
     let etag_check = compare_etag("object ETag", &etag, &reply, None)?;
+    let verified = if cfg.verify {
+        Some(crate::verify::after_upload(s3, &cfg.target, std::slice::from_ref(&hash), None).await?)
+    } else {
+        None
+    };
     Ok(UploadReport {
         bucket: cfg.target.bucket.clone(),
         key: cfg.target.key.clone(),
@@ -192,6 +199,7 @@ async fn single_put<C: S3Api>(
         parts_skipped: 0,
         resumed: false,
         manifest: None,
+        verified,
         seconds_to_first_send,
         seconds: 0.0,
         mib_per_s: 0.0,
@@ -319,6 +327,11 @@ async fn multipart<C: S3Api>(
         uid,
     )?;
     let etag_check = compare_etag("object ETag", &etag, &reply, uid)?;
+    let verified = if cfg.verify {
+        Some(crate::verify::after_upload(s3, target, &hashes, uid).await?)
+    } else {
+        None
+    };
     let journal = start.journal.clone();
     let record = CompletedRecord {
         checksum: reply.checksum.clone().unwrap_or_default(),
@@ -357,6 +370,7 @@ async fn multipart<C: S3Api>(
         parts_skipped,
         resumed: start.resumed,
         manifest: keep_manifest.then(|| manifest_path.clone()),
+        verified,
         seconds_to_first_send: first_send
             .get()
             .map(|t: &Instant| t.duration_since(started).as_secs_f64()),

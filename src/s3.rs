@@ -80,6 +80,69 @@ pub struct InProgress {
     pub initiated: Option<i64>,
 }
 
+/// An object's checksum as S3 reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteChecksum {
+    /// The algorithm.
+    pub algorithm: ChecksumAlgorithm,
+    /// Composite or full-object, when the server says.
+    pub kind: Option<ChecksumType>,
+    /// The base64 value (a composite may carry `-N`).
+    pub value: String,
+}
+
+/// One part of a completed object as GetObjectAttributes lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemotePart {
+    /// Part number.
+    pub number: u32,
+    /// Size in bytes.
+    pub size: u64,
+    /// The part's checksum (base64), when the object has one.
+    pub checksum: Option<String>,
+}
+
+/// GetObjectAttributes (ETag, Checksum, ObjectParts, ObjectSize), every page of parts.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ObjectAttributes {
+    /// Size in bytes.
+    pub size: Option<u64>,
+    /// ETag (unquoted).
+    pub etag: Option<String>,
+    /// The object checksum (GetObjectAttributes gives composites without `-N`).
+    pub checksum: Option<RemoteChecksum>,
+    /// Number of parts, for multipart objects.
+    pub parts_count: Option<u32>,
+    /// Every part with its size and checksum; empty when the object has no per-part checksums.
+    pub parts: Vec<RemotePart>,
+}
+
+/// HeadObject with checksum mode enabled (optionally of one part).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct HeadInfo {
+    /// Content length: the object's, or the part's with `part_number`.
+    pub size: u64,
+    /// ETag (unquoted).
+    pub etag: Option<String>,
+    /// The object checksum.
+    pub checksum: Option<RemoteChecksum>,
+    /// x-amz-mp-parts-count, when asked for a part of a multipart object.
+    pub parts_count: Option<u32>,
+    /// Server-side encryption (`AES256`, `aws:kms`, `aws:kms:dsse`).
+    pub sse: Option<String>,
+    /// Whether the object is encrypted with a customer key (SSE-C).
+    pub sse_c: bool,
+    /// Version id.
+    pub version_id: Option<String>,
+}
+
+impl HeadInfo {
+    /// Whether the ETag is an MD5 of the content (not under SSE-KMS or SSE-C).
+    pub fn etag_is_md5(&self) -> bool {
+        !self.sse_c && !matches!(self.sse.as_deref(), Some(s) if s.starts_with("aws:kms"))
+    }
+}
+
 /// The S3 operations tally uses. Implementations must be cheap to share across tasks.
 ///
 /// Every body comes with its precomputed [`PartHash`]: implementations send the checksum and
@@ -141,6 +204,27 @@ pub trait S3Api: Send + Sync {
 
     /// A label for the endpoint, part of what identifies an upload locally ("aws" for AWS).
     fn endpoint_label(&self) -> String;
+
+    /// GetObjectAttributes with every page of parts; `Ok(None)` when the server does not
+    /// implement it.
+    fn object_attributes(
+        &self,
+        obj: &ObjectUrl,
+    ) -> impl Future<Output = Result<Option<ObjectAttributes>, S3Error>> + Send;
+
+    /// HeadObject with checksum mode, of the object or of one part.
+    fn head_object(
+        &self,
+        obj: &ObjectUrl,
+        part_number: Option<u32>,
+    ) -> impl Future<Output = Result<HeadInfo, S3Error>> + Send;
+
+    /// GetObject of the byte range `range` (kept small by callers: it is held in memory).
+    fn get_range(
+        &self,
+        obj: &ObjectUrl,
+        range: std::ops::Range<u64>,
+    ) -> impl Future<Output = Result<Bytes, S3Error>> + Send;
 }
 
 /// [`S3Api`] over aws-sdk-s3.
@@ -293,6 +377,43 @@ impl Intercept for PrecomputedPayloadHash {
     }
 }
 
+/// Keeps GetObjectAttributes cheap on servers that do not implement it: some (Garage) answer the
+/// request as a plain GET and stream the whole object back. A reply that is not XML, or is larger
+/// than any attributes page, has its body dropped unread, and the call fails as "not implemented".
+#[derive(Debug)]
+struct AttributesGuard;
+
+/// Larger than any GetObjectAttributes page (1,000 parts).
+const MAX_ATTRIBUTES_REPLY: u64 = 16 * 1024 * 1024;
+
+impl Intercept for AttributesGuard {
+    fn name(&self) -> &'static str {
+        "AttributesGuard"
+    }
+
+    fn modify_before_deserialization(
+        &self,
+        ctx: &mut aws_sdk_s3::config::interceptors::BeforeDeserializationInterceptorContextMut<'_>,
+        _rc: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let resp = ctx.response_mut();
+        let headers = resp.headers();
+        let xml = headers
+            .get("content-type")
+            .is_some_and(|t| t.contains("xml"));
+        let len: Option<u64> = headers.get("content-length").and_then(|l| l.parse().ok());
+        if resp.status().is_success() && (!xml || len.is_some_and(|l| l > MAX_ATTRIBUTES_REPLY)) {
+            *resp.body_mut() = aws_sdk_s3::primitives::SdkBody::empty();
+            return Err(
+                "the server answered GetObjectAttributes with something else (not implemented)"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+}
+
 macro_rules! with_checksum {
     ($builder:expr, $alg:expr, $value:expr) => {
         match $alg {
@@ -303,6 +424,29 @@ macro_rules! with_checksum {
             ChecksumAlgorithm::Crc64nvme => $builder.checksum_crc64_nvme($value),
         }
     };
+}
+
+/// The first additional checksum an SDK output carries, with its algorithm.
+macro_rules! any_checksum {
+    ($out:expr) => {
+        [
+            (ChecksumAlgorithm::Sha256, $out.checksum_sha256()),
+            (ChecksumAlgorithm::Sha1, $out.checksum_sha1()),
+            (ChecksumAlgorithm::Crc32, $out.checksum_crc32()),
+            (ChecksumAlgorithm::Crc32c, $out.checksum_crc32_c()),
+            (ChecksumAlgorithm::Crc64nvme, $out.checksum_crc64_nvme()),
+        ]
+        .into_iter()
+        .find_map(|(a, v)| v.map(|v| (a, v.to_owned())))
+    };
+}
+
+fn checksum_type(t: Option<&s3t::ChecksumType>) -> Option<ChecksumType> {
+    match t {
+        Some(s3t::ChecksumType::Composite) => Some(ChecksumType::Composite),
+        Some(s3t::ChecksumType::FullObject) => Some(ChecksumType::FullObject),
+        _ => None,
+    }
 }
 
 macro_rules! checksum_of {
@@ -545,6 +689,121 @@ impl S3Api for SdkS3 {
 
     fn endpoint_label(&self) -> String {
         self.endpoint.clone().unwrap_or_else(|| "aws".into())
+    }
+
+    async fn object_attributes(
+        &self,
+        obj: &ObjectUrl,
+    ) -> Result<Option<ObjectAttributes>, S3Error> {
+        let mut attrs = ObjectAttributes::default();
+        let mut marker: Option<String> = None;
+        loop {
+            let page = self
+                .client
+                .get_object_attributes()
+                .bucket(&obj.bucket)
+                .key(&obj.key)
+                .object_attributes(s3t::ObjectAttributes::Etag)
+                .object_attributes(s3t::ObjectAttributes::Checksum)
+                .object_attributes(s3t::ObjectAttributes::ObjectParts)
+                .object_attributes(s3t::ObjectAttributes::ObjectSize)
+                .max_parts(1000)
+                .set_part_number_marker(marker.clone())
+                .customize()
+                .interceptor(AttributesGuard)
+                .send()
+                .await;
+            let page = match page.map_err(s3_error) {
+                Ok(p) => p,
+                Err(e) if e.kind == crate::error::S3ErrorKind::Unsupported => return Ok(None),
+                // A success status with no S3 error code: the guard dropped a non-attributes reply.
+                Err(e) if e.code.is_none() && e.status.is_none_or(|s| s < 300) => return Ok(None),
+                Err(e) => return Err(e),
+            };
+            attrs.size = page.object_size().map(|s| s as u64).or(attrs.size);
+            attrs.etag = page
+                .e_tag()
+                .map(|e| e.trim_matches('"').to_owned())
+                .or(attrs.etag);
+            if let Some(c) = page.checksum() {
+                attrs.checksum = any_checksum!(c).map(|(algorithm, value)| RemoteChecksum {
+                    algorithm,
+                    kind: checksum_type(c.checksum_type()),
+                    value,
+                });
+            }
+            let Some(parts) = page.object_parts() else {
+                return Ok(Some(attrs));
+            };
+            attrs.parts_count = parts.total_parts_count().map(|n| n as u32);
+            for p in parts.parts() {
+                attrs.parts.push(RemotePart {
+                    number: p.part_number().unwrap_or_default() as u32,
+                    size: p.size().unwrap_or_default() as u64,
+                    checksum: any_checksum!(p).map(|(_, v)| v),
+                });
+            }
+            let next = parts.next_part_number_marker().map(|n| n.to_string());
+            if parts.is_truncated() != Some(true) || next.is_none() || next == marker {
+                return Ok(Some(attrs));
+            }
+            marker = next;
+        }
+    }
+
+    async fn head_object(
+        &self,
+        obj: &ObjectUrl,
+        part_number: Option<u32>,
+    ) -> Result<HeadInfo, S3Error> {
+        let out = self
+            .client
+            .head_object()
+            .bucket(&obj.bucket)
+            .key(&obj.key)
+            .checksum_mode(s3t::ChecksumMode::Enabled)
+            .set_part_number(part_number.map(|n| n as i32))
+            .send()
+            .await
+            .map_err(s3_error)?;
+        Ok(HeadInfo {
+            size: out.content_length().unwrap_or_default() as u64,
+            etag: out.e_tag().map(|e| e.trim_matches('"').to_owned()),
+            checksum: any_checksum!(out).map(|(algorithm, value)| RemoteChecksum {
+                algorithm,
+                kind: checksum_type(out.checksum_type()),
+                value,
+            }),
+            parts_count: out.parts_count().map(|n| n as u32),
+            sse: out.server_side_encryption().map(|s| s.as_str().to_owned()),
+            sse_c: out.sse_customer_algorithm().is_some(),
+            version_id: out.version_id().map(str::to_owned),
+        })
+    }
+
+    async fn get_range(
+        &self,
+        obj: &ObjectUrl,
+        range: std::ops::Range<u64>,
+    ) -> Result<Bytes, S3Error> {
+        if range.is_empty() {
+            return Ok(Bytes::new());
+        }
+        let out = self
+            .client
+            .get_object()
+            .bucket(&obj.bucket)
+            .key(&obj.key)
+            .range(format!("bytes={}-{}", range.start, range.end - 1))
+            .send()
+            .await
+            .map_err(s3_error)?;
+        let body = out
+            .body
+            .collect()
+            .await
+            .map_err(|e| S3Error::transport(format!("reading the body: {e}")))?;
+        Ok(body.into_bytes())
     }
 
     async fn abort_multipart(&self, obj: &ObjectUrl, upload_id: &str) -> Result<(), S3Error> {

@@ -25,7 +25,7 @@ struct Stored {
 struct State {
     next_id: u64,
     uploads: HashMap<String, (ChecksumAlgorithm, BTreeMap<u32, Stored>)>,
-    objects: HashMap<String, Vec<u8>>,
+    objects: HashMap<String, (Vec<u8>, WriteReply)>,
     part_uploads: u32,
     completes: u32,
     crash_after: Option<(u32, bool)>,
@@ -86,7 +86,12 @@ impl FakeS3 {
 
     /// The stored object.
     pub(crate) fn object(&self, key: &str) -> Option<Vec<u8>> {
-        self.state.lock().unwrap().objects.get(key).cloned()
+        self.state
+            .lock()
+            .unwrap()
+            .objects
+            .get(key)
+            .map(|(d, _)| d.clone())
     }
 
     fn verify(alg: ChecksumAlgorithm, body: &[u8], hash: &PartHash) -> Result<(), S3Error> {
@@ -109,16 +114,17 @@ impl S3Api for FakeS3 {
         hash: &PartHash,
     ) -> Result<WriteReply, S3Error> {
         Self::verify(alg, &body, hash)?;
+        let reply = WriteReply {
+            etag: Some(hash.expected_etag()),
+            checksum: Some(hash.checksum.base64()),
+            ..WriteReply::default()
+        };
         self.state
             .lock()
             .unwrap()
             .objects
-            .insert(obj.key.clone(), body.to_vec());
-        Ok(WriteReply {
-            etag: Some(hash.expected_etag()),
-            checksum: Some(hash.checksum.base64()),
-            ..WriteReply::default()
-        })
+            .insert(obj.key.clone(), (body.to_vec(), reply.clone()));
+        Ok(reply)
     }
 
     async fn create_multipart(
@@ -191,6 +197,7 @@ impl S3Api for FakeS3 {
         };
         let mut data = Vec::new();
         let mut raw = Vec::new();
+        let mut md5s = Vec::new();
         for (i, p) in parts.iter().enumerate() {
             let held = stored
                 .get(&p.number)
@@ -200,18 +207,21 @@ impl S3Api for FakeS3 {
             }
             data.extend_from_slice(&held.data);
             raw.extend_from_slice(hash::checksum(alg, &held.data).as_bytes());
+            md5s.push(hash::md5(&held.data));
         }
-        s.uploads.remove(upload_id);
-        s.objects.insert(obj.key.clone(), data);
-        s.completes += 1;
-        Ok(WriteReply {
+        let reply = WriteReply {
             checksum: Some(format!(
                 "{}-{}",
                 hash::checksum(alg, &raw).base64(),
                 parts.len()
             )),
+            etag: Some(format!("\"{}\"", hash::etag_of_md5s(&md5s))),
             ..WriteReply::default()
-        })
+        };
+        s.uploads.remove(upload_id);
+        s.objects.insert(obj.key.clone(), (data, reply.clone()));
+        s.completes += 1;
+        Ok(reply)
     }
 
     async fn abort_multipart(&self, _obj: &ObjectUrl, upload_id: &str) -> Result<(), S3Error> {
@@ -245,5 +255,56 @@ impl S3Api for FakeS3 {
 
     fn endpoint_label(&self) -> String {
         "fake".into()
+    }
+
+    async fn object_attributes(
+        &self,
+        _obj: &ObjectUrl,
+    ) -> Result<Option<super::ObjectAttributes>, S3Error> {
+        Ok(None)
+    }
+
+    async fn head_object(
+        &self,
+        obj: &ObjectUrl,
+        part_number: Option<u32>,
+    ) -> Result<super::HeadInfo, S3Error> {
+        let s = self.state.lock().unwrap();
+        let (data, reply) = s
+            .objects
+            .get(&obj.key)
+            .ok_or_else(|| err("NotFound", 404))?;
+        if part_number.is_some() {
+            return Err(err("NotImplemented", 501));
+        }
+        let alg = ChecksumAlgorithm::Sha256;
+        Ok(super::HeadInfo {
+            size: data.len() as u64,
+            etag: reply
+                .etag
+                .as_deref()
+                .map(|e| e.trim_matches('"').to_owned()),
+            checksum: reply.checksum.clone().map(|value| super::RemoteChecksum {
+                algorithm: alg,
+                kind: None,
+                value,
+            }),
+            ..super::HeadInfo::default()
+        })
+    }
+
+    async fn get_range(
+        &self,
+        obj: &ObjectUrl,
+        range: std::ops::Range<u64>,
+    ) -> Result<Bytes, S3Error> {
+        let s = self.state.lock().unwrap();
+        let (data, _) = s
+            .objects
+            .get(&obj.key)
+            .ok_or_else(|| err("NoSuchKey", 404))?;
+        Ok(Bytes::copy_from_slice(
+            &data[range.start as usize..range.end as usize],
+        ))
     }
 }

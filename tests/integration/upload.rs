@@ -216,6 +216,26 @@ impl<C: S3Api> S3Api for CorruptPart<C> {
     fn endpoint_label(&self) -> String {
         self.inner.endpoint_label()
     }
+    async fn object_attributes(
+        &self,
+        obj: &tally::config::ObjectUrl,
+    ) -> Result<Option<tally::s3::ObjectAttributes>, S3Error> {
+        self.inner.object_attributes(obj).await
+    }
+    async fn head_object(
+        &self,
+        obj: &tally::config::ObjectUrl,
+        part_number: Option<u32>,
+    ) -> Result<tally::s3::HeadInfo, S3Error> {
+        self.inner.head_object(obj, part_number).await
+    }
+    async fn get_range(
+        &self,
+        obj: &tally::config::ObjectUrl,
+        range: std::ops::Range<u64>,
+    ) -> Result<bytes::Bytes, S3Error> {
+        self.inner.get_range(obj, range).await
+    }
 }
 
 fn sdk_client(s: &Server) -> SdkS3 {
