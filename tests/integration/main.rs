@@ -6,3 +6,4 @@
 mod resume;
 mod support;
 mod upload;
+mod verify;

@@ -159,8 +159,18 @@ impl Server {
         I: IntoIterator<Item = S>,
         S: AsRef<std::ffi::OsStr>,
     {
+        self.aws_output_env(&[], args)
+    }
+
+    /// Runs `aws ARGS` with extra environment variables, whatever its outcome.
+    pub fn aws_output_env<I, S>(&self, env: &[(&str, &str)], args: I) -> Output
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
         let mut cmd = Command::new("aws");
         self.apply_env(&mut cmd);
+        cmd.envs(env.iter().copied());
         cmd.args(args).output().expect("run the AWS CLI")
     }
 
