@@ -6,10 +6,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cli::{Cli, Command, OutputArgs, UploadArgs};
 use crate::config::ObjectUrl;
-use crate::error::{EXIT_ERROR, EXIT_MISMATCH, EXIT_OK, Error};
+use crate::error::{EXIT_ERROR, EXIT_MISMATCH, EXIT_OK, EXIT_UNFINISHED, Error};
 use crate::hashfile::{self, HashReport};
 use crate::pipeline::{self, Check, UploadReport};
 use crate::progress::{Bar, Notes, Progress, Silent};
+use crate::remote_md5::{self, Md5Options, Md5Report, TagOutcome};
 use crate::s3::SdkS3;
 use crate::uploads::{self, Aborted, UploadInfo};
 use crate::verify::{self, Verdict, VerifyOptions, VerifyReport};
@@ -20,6 +21,7 @@ pub fn run(cli: Cli) -> i32 {
         Command::Upload(a) => &a.output,
         Command::Verify(a) => &a.output,
         Command::Hash(a) => &a.output,
+        Command::Md5(a) => &a.output,
         Command::Uploads(a) => &a.output,
         Command::Abort(a) => &a.output,
     };
@@ -32,7 +34,18 @@ pub fn run(cli: Cli) -> i32 {
     match &cli.command {
         Command::Upload(args) => {
             let result = runtime.block_on(upload(args, &out));
-            out.finish(result.map(|r| (print_upload(&r), r)))
+            let code = match &result {
+                Ok(r) if r.md5_tag_error.is_some() => EXIT_ERROR,
+                _ => EXIT_OK,
+            };
+            if let Ok(UploadReport {
+                md5_tag_error: Some(e),
+                ..
+            }) = &result
+            {
+                eprintln!("tally: error: the upload succeeded, but {e}");
+            }
+            out.finish(result.map(|r| (print_upload(&r), r))).max(code)
         }
         Command::Verify(args) => {
             let result = runtime.block_on(async {
@@ -64,6 +77,33 @@ pub fn run(cli: Cli) -> i32 {
                 Err(e) => Err(e),
             };
             out.finish(result.map(|r| (print_hash(&r), r)))
+        }
+        Command::Md5(args) => {
+            let result = runtime.block_on(async {
+                let target = ObjectUrl::parse(&args.target)?;
+                let s3 = SdkS3::connect(&args.connection.to_connection()).await?;
+                let cancel = CancellationToken::new();
+                watch_signals(cancel.clone());
+                let opts = Md5Options {
+                    state: args.state.clone(),
+                    time_limit: args.time_limit,
+                    tag: args.tag.clone(),
+                    force_read: false,
+                };
+                remote_md5::remote_md5(&s3, &target, &opts, &cancel).await
+            });
+            let code = match &result {
+                Ok(r) if !r.finished => EXIT_UNFINISHED,
+                Ok(r) if r.tag_error.is_some() => EXIT_ERROR,
+                _ => EXIT_OK,
+            };
+            if let Ok(Md5Report {
+                tag_error: Some(e), ..
+            }) = &result
+            {
+                eprintln!("tally: error: {e}");
+            }
+            out.finish(result.map(|r| (print_md5(&r), r))).max(code)
         }
         Command::Uploads(args) => {
             let result = runtime.block_on(async {
@@ -280,6 +320,12 @@ fn print_upload(r: &UploadReport) -> String {
         }
         None => s += "  verified  not read back (--no-verify)\n",
     }
+    if let Some(n) = r.read_back_reads {
+        s += &format!("  read back the object's MD5 equals the file's (after {n} read(s))\n");
+    }
+    if let (Some(md5), Some((name, outcome))) = (&r.md5, &r.md5_tag) {
+        s += &format!("  md5 tag   {name}={md5}: {outcome:?}\n");
+    }
     s
 }
 
@@ -390,5 +436,48 @@ fn print_verify(file: &std::path::Path, r: &VerifyReport) -> String {
         "  took      {:.2} s ({:.2} GiB/s)\n",
         r.seconds, r.gib_per_s
     );
+    s
+}
+
+fn print_md5(r: &Md5Report) -> String {
+    let url = format!("s3://{}/{}", r.bucket, r.key);
+    let Some(md5) = &r.md5 else {
+        return format!(
+            "not finished: {} of {} bytes hashed ({:.1} MiB/s); state saved in {}: run the same command again to continue\n",
+            r.offset,
+            r.size,
+            r.mib_per_s,
+            r.state_file
+                .as_deref()
+                .map_or("(none)".into(), |p| p.display().to_string())
+        );
+    };
+    let mut s = format!("{md5}  {url}\n");
+    if r.source == "etag" {
+        s += "  from the ETag: a single-part object whose ETag is its MD5 (nothing read)\n";
+    } else {
+        s += &format!(
+            "  read {} bytes{} in {:.2} s ({:.1} MiB/s)\n",
+            r.offset - r.resumed_from,
+            if r.resumed_from > 0 {
+                format!(" (continued from byte {})", r.resumed_from)
+            } else {
+                String::new()
+            },
+            r.seconds,
+            r.mib_per_s
+        );
+    }
+    if let Some((name, outcome)) = &r.tag {
+        s += &match outcome {
+            TagOutcome::Added => format!("  tag {name}={md5} added (other tags kept)\n"),
+            TagOutcome::AlreadyPresent => {
+                format!("  tag {name}={md5} already present: nothing written\n")
+            }
+            TagOutcome::Replaced { old } => {
+                format!("  tag {name} replaced: was {old}, now {md5}\n")
+            }
+        };
+    }
     s
 }

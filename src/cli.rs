@@ -37,6 +37,31 @@ pub struct VerifyArgs {
     pub output: OutputArgs,
 }
 
+const MD5_EXIT_CODES: &str = "Exit codes:\n  0  done (and tagged, with --tag)\n  2  error (the MD5 is still printed if it was computed but tagging failed)\n  3  not finished (--time-limit or Ctrl-C/SIGTERM): the state is saved; run the same command again with the same --state";
+
+/// `tally md5 s3://BUCKET/KEY`.
+#[derive(Debug, Args)]
+pub struct Md5Args {
+    /// The object, s3://BUCKET/KEY.
+    pub target: String,
+    /// Save the hasher's state and offset here (regularly, on Ctrl-C/SIGTERM and on --time-limit);
+    /// a later run with the same file continues from there.
+    #[arg(long, value_name = "FILE")]
+    pub state: Option<PathBuf>,
+    /// Stop cleanly before this much time (e.g. 14m for a 15-minute function), state saved, exit 3.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub time_limit: Option<std::time::Duration>,
+    /// Store the MD5 as an object tag (default name: md5), merged with the existing tags.
+    #[arg(long, value_name = "NAME", num_args = 0..=1, default_missing_value = "md5")]
+    pub tag: Option<String>,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub connection: ConnectionArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub output: OutputArgs,
+}
+
 /// `tally hash FILE`.
 #[derive(Debug, Args)]
 pub struct HashArgs {
@@ -73,6 +98,9 @@ pub enum Command {
     Verify(VerifyArgs),
     /// Print, without any network, the checksums and ETag an upload with these settings would produce.
     Hash(HashArgs),
+    /// The full MD5 of an object in S3 (multipart ETags are not MD5s); resumable; can tag the object.
+    #[command(after_help = MD5_EXIT_CODES)]
+    Md5(Md5Args),
     /// List multipart uploads in progress (and the local manifest of each, if any).
     Uploads(UploadsArgs),
     /// Abort multipart uploads in progress, so their parts are no longer stored and billed.
@@ -198,6 +226,14 @@ pub struct UploadArgs {
     /// Skip the check after completion that reads the object's checksums back from S3.
     #[arg(long)]
     pub no_verify: bool,
+    /// Compute the whole file's MD5 during the upload's single read and store it as an object tag
+    /// (default name: md5).
+    #[arg(long, value_name = "NAME", num_args = 0..=1, default_missing_value = "md5")]
+    pub md5_tag: Option<String>,
+    /// After completing, read the object back and compare its MD5 with the file's, retrying with
+    /// backoff for up to DURATION (default 30s) while it differs; exit 1 if it never matches.
+    #[arg(long, value_name = "DURATION", num_args = 0..=1, default_missing_value = "30s", value_parser = parse_duration)]
+    pub read_back: Option<std::time::Duration>,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub connection: ConnectionArgs,
@@ -236,6 +272,8 @@ impl UploadArgs {
             state_dir: None,
         };
         cfg.verify = !self.no_verify;
+        cfg.md5_tag = self.md5_tag.clone();
+        cfg.read_back = self.read_back;
         Ok(cfg)
     }
 }

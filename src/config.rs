@@ -123,6 +123,10 @@ pub struct UploadConfig {
     pub resume: ResumeOptions,
     /// Read the stored object's checksums back after completing (default on; `--no-verify`).
     pub verify: bool,
+    /// Tag the object with the whole file's MD5 under this name (`--md5-tag`).
+    pub md5_tag: Option<String>,
+    /// Read the object back and compare its MD5, retrying for this long (`--read-back`).
+    pub read_back: Option<std::time::Duration>,
 }
 
 /// How `tally upload` treats an earlier, interrupted upload of the same file to the same key.
@@ -185,6 +189,8 @@ impl UploadConfig {
             checksum,
             resume: ResumeOptions::default(),
             verify: true,
+            md5_tag: None,
+            read_back: None,
         })
     }
 }

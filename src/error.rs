@@ -9,6 +9,9 @@ pub const EXIT_OK: i32 = 0;
 pub const EXIT_MISMATCH: i32 = 1;
 /// Exit code: any other error (bad input, network, permissions, interrupted).
 pub const EXIT_ERROR: i32 = 2;
+/// Exit code of `tally md5`: not finished (time limit or signal); the state is saved: run the same
+/// command again with the same `--state`.
+pub const EXIT_UNFINISHED: i32 = 3;
 
 /// Everything that can stop a tally command. Each variant's message is one line that says what
 /// happened and what to do.

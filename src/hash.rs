@@ -248,6 +248,44 @@ pub fn md5(data: &[u8]) -> [u8; 16] {
     Md5::digest(data).into()
 }
 
+/// The MD5 of a whole file, fed its parts in order on a thread of its own while the parts are
+/// uploaded. The queue holds at most `depth` parts, so the upload can run only that far ahead of
+/// the hasher: the bytes are hashed while still in the page cache, never read from disk twice.
+#[derive(Debug)]
+pub struct SequentialMd5 {
+    tx: tokio::sync::mpsc::Sender<bytes::Bytes>,
+    worker: std::thread::JoinHandle<[u8; 16]>,
+}
+
+impl SequentialMd5 {
+    /// Starts the hasher thread with a queue of `depth` parts.
+    pub fn start(depth: usize) -> SequentialMd5 {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(depth.max(1));
+        let worker = std::thread::spawn(move || {
+            let mut h = Md5::new();
+            while let Some(b) = rx.blocking_recv() {
+                for chunk in b.chunks(CHUNK) {
+                    h.update(chunk);
+                }
+            }
+            h.finalize().into()
+        });
+        SequentialMd5 { tx, worker }
+    }
+
+    /// Queues the next bytes (in file order); waits while the queue is full.
+    pub async fn feed(&self, bytes: bytes::Bytes) {
+        // The worker only stops when the sender is dropped, so this cannot fail.
+        let _ = self.tx.send(bytes).await;
+    }
+
+    /// Waits for the hasher to finish and returns the MD5 (call from a blocking context).
+    pub fn finish(self) -> [u8; 16] {
+        drop(self.tx);
+        self.worker.join().expect("the MD5 thread does not panic")
+    }
+}
+
 /// The checksum of a whole body with `alg` (no MD5).
 pub fn checksum(alg: ChecksumAlgorithm, data: &[u8]) -> Digest {
     let mut h = Hasher::new(alg);

@@ -82,6 +82,14 @@ pub struct UploadReport {
     pub resumed: bool,
     /// The manifest kept as an audit record (`--keep-manifest`).
     pub manifest: Option<PathBuf>,
+    /// The whole file's MD5 (hex), when computed (`--md5-tag`, `--read-back`, or a single PUT).
+    pub md5: Option<String>,
+    /// The MD5 tag written (`--md5-tag`).
+    pub md5_tag: Option<(String, crate::remote_md5::TagOutcome)>,
+    /// Why the MD5 tag could not be written (the upload itself succeeded).
+    pub md5_tag_error: Option<String>,
+    /// Reads it took until the object read back equal (`--read-back`).
+    pub read_back_reads: Option<u32>,
     /// What reading the stored object back confirmed (absent with `--no-verify`).
     pub verified: Option<crate::verify::AfterUpload>,
     /// Seconds from the start of the command to the first part's first byte being sent: the cost
@@ -96,6 +104,29 @@ pub struct UploadReport {
 /// How far hashing may run ahead of the uploads, in parts: enough to keep every hashing thread busy.
 fn hash_ahead() -> usize {
     rayon::current_num_threads().max(1) * 2
+}
+
+/// Read-back and the MD5 tag, once the object exists.
+async fn after_completion<C: S3Api>(
+    s3: &C,
+    cfg: &UploadConfig,
+    report: &mut UploadReport,
+) -> Result<(), Error> {
+    let Some(md5) = report.md5.clone() else {
+        return Ok(());
+    };
+    if let Some(budget) = cfg.read_back {
+        report.read_back_reads =
+            Some(crate::remote_md5::read_back(s3, &cfg.target, &md5, budget).await?);
+    }
+    if let Some(name) = &cfg.md5_tag {
+        let version = report.version_id.clone();
+        match crate::remote_md5::tag_md5(s3, &cfg.target, version.as_deref(), name, &md5).await {
+            Ok(outcome) => report.md5_tag = Some((name.clone(), outcome)),
+            Err(e) => report.md5_tag_error = Some(e.to_string()),
+        }
+    }
+    Ok(())
 }
 
 /// Hashes `body` on the rayon pool; the async task only waits.
@@ -128,6 +159,7 @@ pub async fn upload<C: S3Api>(
     };
     progress.finish();
     let mut report = result?;
+    after_completion(s3, cfg, &mut report).await?;
     report.seconds = started.elapsed().as_secs_f64();
     report.mib_per_s = report.size as f64 / (1024.0 * 1024.0) / report.seconds.max(1e-9);
     Ok(report)
@@ -199,6 +231,10 @@ async fn single_put<C: S3Api>(
         parts_skipped: 0,
         resumed: false,
         manifest: None,
+        md5: Some(hash::hex(&hash.md5)),
+        md5_tag: None,
+        md5_tag_error: None,
+        read_back_reads: None,
         verified,
         seconds_to_first_send,
         seconds: 0.0,
@@ -282,8 +318,10 @@ async fn multipart<C: S3Api>(
         progress.part_done(d.part.len);
     }
     let first_send = std::sync::OnceLock::new();
+    let whole = (cfg.md5_tag.is_some() || cfg.read_back.is_some())
+        .then(|| hash::SequentialMd5::start(2 * hash_ahead()));
     let sent = tokio::select! {
-        r = send_parts(s3, cfg, src, &start, progress, &first_send) => r,
+        r = send_parts(s3, cfg, src, &start, progress, &first_send, whole.as_ref()) => r,
         () = cancel.cancelled() => Err(Error::Interrupted),
     };
     let keep = |cause: Error| Error::UploadFailed {
@@ -308,6 +346,10 @@ async fn multipart<C: S3Api>(
         Err(e) => return Err(keep(e)),
     };
     done.sort_by_key(|d| d.part.number);
+    let whole_md5 = match whole {
+        Some(w) => Some(hash::hex(&blocking(move || w.finish()).await)),
+        None => None,
+    };
     let parts_sent = done.len() as u32 - parts_skipped;
     let hashes: Vec<PartHash> = done.iter().map(|d| d.hash.clone()).collect();
     let kind = start.alg.multipart_type();
@@ -370,6 +412,10 @@ async fn multipart<C: S3Api>(
         parts_skipped,
         resumed: start.resumed,
         manifest: keep_manifest.then(|| manifest_path.clone()),
+        md5: whole_md5,
+        md5_tag: None,
+        md5_tag_error: None,
+        read_back_reads: None,
         verified,
         seconds_to_first_send: first_send
             .get()
@@ -687,17 +733,35 @@ async fn send_parts<C: S3Api>(
     start: &Start,
     progress: &dyn Progress,
     first_send: &std::sync::OnceLock<Instant>,
+    whole_md5: Option<&hash::SequentialMd5>,
 ) -> Result<Vec<DonePart>, Error> {
     let alg = start.alg;
     let target = &cfg.target;
     let upload_id = start.upload_id.as_str();
     let have: std::collections::HashSet<u32> = start.done.iter().map(|d| d.part.number).collect();
-    stream::iter(start.plan.parts().filter(|p| !have.contains(&p.number)))
+    // Every part, in order: the ones S3 already holds are only fed to the whole-file MD5, if any.
+    stream::iter(start.plan.parts())
+        .filter(|p| std::future::ready(whole_md5.is_some() || !have.contains(&p.number)))
         .map(|part| {
             let body = src.part(&part);
-            async move { (part, body.clone(), hash_on_pool(alg, body).await) }
+            let send = !have.contains(&part.number);
+            async move {
+                let hash = if send {
+                    Some(hash_on_pool(alg, body.clone()).await)
+                } else {
+                    None
+                };
+                (part, body, hash)
+            }
         })
         .buffered(hash_ahead())
+        .then(|(part, body, hash)| async move {
+            if let Some(m) = whole_md5 {
+                m.feed(body.clone()).await;
+            }
+            (part, body, hash)
+        })
+        .filter_map(|(part, body, hash)| std::future::ready(hash.map(|h| (part, body, h))))
         .map(|(part, body, hash)| async move {
             seam::pause("part").await;
             first_send.get_or_init(Instant::now);

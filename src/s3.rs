@@ -219,11 +219,28 @@ pub trait S3Api: Send + Sync {
         part_number: Option<u32>,
     ) -> impl Future<Output = Result<HeadInfo, S3Error>> + Send;
 
-    /// GetObject of the byte range `range` (kept small by callers: it is held in memory).
+    /// GetObjectTagging (of `version`, if given).
+    fn get_tags(
+        &self,
+        obj: &ObjectUrl,
+        version: Option<&str>,
+    ) -> impl Future<Output = Result<Vec<(String, String)>, S3Error>> + Send;
+
+    /// PutObjectTagging, replacing the whole tag set (of `version`, if given).
+    fn put_tags(
+        &self,
+        obj: &ObjectUrl,
+        version: Option<&str>,
+        tags: &[(String, String)],
+    ) -> impl Future<Output = Result<(), S3Error>> + Send;
+
+    /// GetObject of the byte range `range` (kept small by callers: it is held in memory), only if
+    /// the object's ETag is still `if_match` when given (else PreconditionFailed).
     fn get_range(
         &self,
         obj: &ObjectUrl,
         range: std::ops::Range<u64>,
+        if_match: Option<&str>,
     ) -> impl Future<Output = Result<Bytes, S3Error>> + Send;
 }
 
@@ -781,10 +798,59 @@ impl S3Api for SdkS3 {
         })
     }
 
+    async fn get_tags(
+        &self,
+        obj: &ObjectUrl,
+        version: Option<&str>,
+    ) -> Result<Vec<(String, String)>, S3Error> {
+        let out = self
+            .client
+            .get_object_tagging()
+            .bucket(&obj.bucket)
+            .key(&obj.key)
+            .set_version_id(version.map(str::to_owned))
+            .send()
+            .await
+            .map_err(s3_error)?;
+        Ok(out
+            .tag_set()
+            .iter()
+            .map(|t| (t.key().to_owned(), t.value().to_owned()))
+            .collect())
+    }
+
+    async fn put_tags(
+        &self,
+        obj: &ObjectUrl,
+        version: Option<&str>,
+        tags: &[(String, String)],
+    ) -> Result<(), S3Error> {
+        let set = tags
+            .iter()
+            .map(|(k, v)| s3t::Tag::builder().key(k).value(v).build())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| S3Error::from_response(None, None, format!("invalid tag: {e}")))?;
+        let tagging = s3t::Tagging::builder()
+            .set_tag_set(Some(set))
+            .build()
+            .map_err(|e| S3Error::from_response(None, None, format!("invalid tags: {e}")))?;
+        self.client
+            .put_object_tagging()
+            .bucket(&obj.bucket)
+            .key(&obj.key)
+            .set_version_id(version.map(str::to_owned))
+            .tagging(tagging)
+            .send()
+            .await
+            .map_err(s3_error)?;
+        Ok(())
+    }
+
     async fn get_range(
         &self,
         obj: &ObjectUrl,
         range: std::ops::Range<u64>,
+        if_match: Option<&str>,
     ) -> Result<Bytes, S3Error> {
         if range.is_empty() {
             return Ok(Bytes::new());
@@ -795,6 +861,7 @@ impl S3Api for SdkS3 {
             .bucket(&obj.bucket)
             .key(&obj.key)
             .range(format!("bytes={}-{}", range.start, range.end - 1))
+            .set_if_match(if_match.map(|e| format!("\"{}\"", e.trim_matches('"'))))
             .send()
             .await
             .map_err(s3_error)?;

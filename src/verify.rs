@@ -493,6 +493,7 @@ async fn compare_bytes<C: S3Api>(
     obj: &ObjectUrl,
     src: &Arc<Source>,
     ranges: &[Range<u64>],
+    etag: Option<&str>,
 ) -> Result<Vec<PartDiff>, Error> {
     let chunks: Vec<(u32, Range<u64>)> = ranges
         .iter()
@@ -508,7 +509,7 @@ async fn compare_bytes<C: S3Api>(
             let src = src.clone();
             async move {
                 let remote = s3
-                    .get_range(obj, r.clone())
+                    .get_range(obj, r.clone(), etag)
                     .await
                     .map_err(s3_err("GetObject"))?;
                 let diff = tokio::task::spawn_blocking(move || {
@@ -603,7 +604,7 @@ async fn verify_once<C: S3Api>(
                 }
             )
         };
-        let diffs = compare_bytes(s3, obj, src, &ranges).await?;
+        let diffs = compare_bytes(s3, obj, src, &ranges, remote.etag.as_deref()).await?;
         report.method = method;
         report.why = why;
         report.parts_compared = ranges.len() as u32;
@@ -634,7 +635,8 @@ async fn verify_once<C: S3Api>(
     };
     if differs && report.differing_parts.is_empty() {
         // The object differs, but nothing per part says where: find the parts by their bytes.
-        report.differing_parts = compare_bytes(s3, obj, src, &ranges).await?;
+        report.differing_parts =
+            compare_bytes(s3, obj, src, &ranges, remote.etag.as_deref()).await?;
         report.parts_compared = ranges.len() as u32;
         report.why = format!("{why}; the differing parts were found by downloading and comparing");
     }

@@ -293,10 +293,28 @@ impl S3Api for FakeS3 {
         })
     }
 
+    async fn get_tags(
+        &self,
+        _obj: &ObjectUrl,
+        _version: Option<&str>,
+    ) -> Result<Vec<(String, String)>, S3Error> {
+        Err(err("NotImplemented", 501))
+    }
+
+    async fn put_tags(
+        &self,
+        _obj: &ObjectUrl,
+        _version: Option<&str>,
+        _tags: &[(String, String)],
+    ) -> Result<(), S3Error> {
+        Err(err("NotImplemented", 501))
+    }
+
     async fn get_range(
         &self,
         obj: &ObjectUrl,
         range: std::ops::Range<u64>,
+        _if_match: Option<&str>,
     ) -> Result<Bytes, S3Error> {
         let s = self.state.lock().unwrap();
         let (data, _) = s

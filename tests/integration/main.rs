@@ -3,6 +3,7 @@
 
 #![allow(unreachable_pub, missing_docs)]
 
+mod md5;
 mod resume;
 mod support;
 mod upload;

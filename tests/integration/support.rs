@@ -230,7 +230,7 @@ pub fn random_file(dir: &Path, name: &str, len: u64, seed: u64) -> PathBuf {
     use std::io::Write as _;
     let path = dir.join(name);
     let mut f = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
-    let mut x = seed | 1;
+    let mut x = seed.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     let mut left = len;
     let mut buf = [0u8; 8];
     while left > 0 {

@@ -229,12 +229,28 @@ impl<C: S3Api> S3Api for CorruptPart<C> {
     ) -> Result<tally::s3::HeadInfo, S3Error> {
         self.inner.head_object(obj, part_number).await
     }
+    async fn get_tags(
+        &self,
+        obj: &tally::config::ObjectUrl,
+        version: Option<&str>,
+    ) -> Result<Vec<(String, String)>, S3Error> {
+        self.inner.get_tags(obj, version).await
+    }
+    async fn put_tags(
+        &self,
+        obj: &tally::config::ObjectUrl,
+        version: Option<&str>,
+        tags: &[(String, String)],
+    ) -> Result<(), S3Error> {
+        self.inner.put_tags(obj, version, tags).await
+    }
     async fn get_range(
         &self,
         obj: &tally::config::ObjectUrl,
         range: std::ops::Range<u64>,
+        if_match: Option<&str>,
     ) -> Result<bytes::Bytes, S3Error> {
-        self.inner.get_range(obj, range).await
+        self.inner.get_range(obj, range, if_match).await
     }
 }
 

@@ -1,0 +1,319 @@
+//! `tally md5`, tags, `--md5-tag` and `--read-back`: MD5s equal md5sum's, runs stopped by a time
+//! limit or SIGKILL continue from their state, a changed object is refused, tags merge.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::support::*;
+
+fn md5sum(path: &Path) -> String {
+    let out = Command::new("md5sum").arg(path).output().unwrap();
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
+fn md5_json(s: &Server, args: &[&str]) -> (Option<i32>, serde_json::Value, String) {
+    let mut all = vec!["md5"];
+    all.extend(args);
+    all.push("--json");
+    let out = s.tally(&all);
+    let v = serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+    (out.status.code(), v, stderr(&out))
+}
+
+#[test]
+fn md5_of_multipart_objects_from_tally_and_the_cli_is_md5sum() {
+    let s = garage();
+    let dir = s.temp_dir();
+    let path = random_file(dir.path(), "f", 19 * MIB + 5, 41);
+    let p = path.to_str().unwrap();
+    assert!(
+        s.tally([
+            "upload",
+            p,
+            &s.url("m/tally"),
+            "--part-size",
+            "5MiB",
+            "--quiet"
+        ])
+        .status
+        .success()
+    );
+    s.aws(["s3", "cp", "--quiet", p, &s.url("m/cli")]);
+    let want = md5sum(&path);
+    for key in ["m/tally", "m/cli"] {
+        let (code, r, err) = md5_json(s, &[&s.url(key)]);
+        assert_eq!(code, Some(0), "{err}");
+        assert_eq!(r["md5"], want, "{key}");
+        assert_eq!(r["source"], "stream", "a multipart ETag is not an MD5");
+    }
+    // A single-part object's ETag is its MD5: nothing is read.
+    let small = random_file(dir.path(), "small", 1000, 42);
+    s.aws([
+        "s3",
+        "cp",
+        "--quiet",
+        small.to_str().unwrap(),
+        &s.url("m/small"),
+    ]);
+    let (_, r, _) = md5_json(s, &[&s.url("m/small")]);
+    assert_eq!(
+        (r["md5"].as_str(), r["source"].as_str()),
+        (Some(md5sum(&small).as_str()), Some("etag"))
+    );
+    // Garage has no tagging: a clear message, and the MD5 is still printed.
+    let (code, r, err) = md5_json(s, &[&s.url("m/tally"), "--tag"]);
+    assert_eq!(code, Some(2));
+    assert_eq!(r["md5"], want);
+    assert!(err.contains("does not support object tagging"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+}
+
+#[test]
+fn a_time_limited_run_continues_from_its_state() {
+    let s = garage();
+    let dir = s.temp_dir();
+    let path = random_file(dir.path(), "f", 64 * MIB, 43);
+    assert!(
+        s.tally([
+            "upload",
+            path.to_str().unwrap(),
+            &s.url("m/limited"),
+            "--part-size",
+            "8MiB",
+            "--quiet"
+        ])
+        .status
+        .success()
+    );
+    let state = dir.path().join("md5.state");
+    let st = state.to_str().unwrap();
+    let url = s.url("m/limited");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tally"));
+    s.apply_env(&mut cmd);
+    let out = cmd
+        .env("TALLY_TEST_PAUSE_CHUNK_MS", "400")
+        .args(["md5", &url, "--state", st, "--time-limit", "2s", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "not finished: {}", stderr(&out));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["finished"], false);
+    let stopped_at = r["offset"].as_u64().unwrap();
+    assert!(stopped_at > 0 && stopped_at < 64 * MIB, "{r}");
+    assert!(state.exists());
+    let (code, r, err) = md5_json(s, &[&url, "--state", st]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(r["resumed_from"].as_u64(), Some(stopped_at));
+    assert_eq!(r["md5"], md5sum(&path));
+    assert!(!state.exists(), "the state is removed once finished");
+}
+
+#[test]
+fn a_killed_run_continues_from_its_last_checkpoint_and_a_changed_object_is_refused() {
+    let s = garage();
+    let dir = s.temp_dir();
+    let path = random_file(dir.path(), "f", 64 * MIB, 44);
+    let p = path.to_str().unwrap();
+    assert!(
+        s.tally([
+            "upload",
+            p,
+            &s.url("m/killed"),
+            "--part-size",
+            "8MiB",
+            "--quiet"
+        ])
+        .status
+        .success()
+    );
+    let state = dir.path().join("md5.state");
+    let st = state.to_str().unwrap();
+    let url = s.url("m/killed");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tally"));
+    s.apply_env(&mut cmd);
+    let mut child = cmd
+        .env("TALLY_TEST_PAUSE_CHUNK_MS", "500")
+        .args(["md5", &url, "--state", st])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !state.exists() {
+        assert!(Instant::now() < deadline, "no checkpoint was written");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "finished before a checkpoint"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let (code, r, err) = md5_json(s, &[&url, "--state", st]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(r["resumed_from"].as_u64().unwrap() > 0, "{r}");
+    assert_eq!(r["md5"], md5sum(&path));
+
+    // Stop a run part-way again, then overwrite the object: the continuation refuses.
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tally"));
+    s.apply_env(&mut cmd);
+    let out = cmd
+        .env("TALLY_TEST_PAUSE_CHUNK_MS", "400")
+        .args(["md5", &url, "--state", st, "--time-limit", "2s"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let other = random_file(dir.path(), "other", 64 * MIB, 45);
+    s.aws(["s3", "cp", "--quiet", other.to_str().unwrap(), &url]);
+    let (code, r, err) = md5_json(s, &[&url, "--state", st]);
+    assert_eq!(code, Some(2), "{r} {err}");
+    assert!(err.contains("changed since the state was saved"), "{err}");
+}
+
+#[test]
+fn tags_merge_once_and_the_ten_tag_limit_is_enforced() {
+    let s = localstack();
+    let dir = s.temp_dir();
+    let path = random_file(dir.path(), "f", 12 * MIB, 46);
+    let p = path.to_str().unwrap();
+    assert!(
+        s.tally([
+            "upload",
+            p,
+            &s.url("m/tagged"),
+            "--part-size",
+            "5MiB",
+            "--quiet"
+        ])
+        .status
+        .success()
+    );
+    let tagging = r#"{"TagSet":[{"Key":"project","Value":"dune"},{"Key":"reel","Value":"7"}]}"#;
+    s.aws([
+        "s3api",
+        "put-object-tagging",
+        "--bucket",
+        &s.bucket,
+        "--key",
+        "m/tagged",
+        "--tagging",
+        tagging,
+    ]);
+    let want = md5sum(&path);
+    let (code, r, err) = md5_json(s, &[&s.url("m/tagged"), "--tag"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(r["tag"], serde_json::json!(["md5", "added"]));
+    let tags = |key: &str| -> Vec<(String, String)> {
+        let out = s.aws([
+            "s3api",
+            "get-object-tagging",
+            "--bucket",
+            &s.bucket,
+            "--key",
+            key,
+        ]);
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let mut t: Vec<(String, String)> = v["TagSet"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| {
+                (
+                    t["Key"].as_str().unwrap().to_owned(),
+                    t["Value"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect();
+        t.sort();
+        t
+    };
+    let expect = vec![
+        ("md5".to_owned(), want.clone()),
+        ("project".to_owned(), "dune".to_owned()),
+        ("reel".to_owned(), "7".to_owned()),
+    ];
+    assert_eq!(tags("m/tagged"), expect, "existing tags survive");
+    let (code, r, _) = md5_json(s, &[&s.url("m/tagged"), "--tag"]);
+    assert_eq!(code, Some(0));
+    assert_eq!(r["tag"], serde_json::json!(["md5", "already_present"]));
+    assert_eq!(tags("m/tagged"), expect, "a second run changes nothing");
+
+    // Ten tags already: refused clearly (LocalStack would accept an eleventh; S3 would not).
+    s.aws(["s3", "cp", "--quiet", p, &s.url("m/full")]);
+    let ten: Vec<String> = (0..10)
+        .map(|i| format!(r#"{{"Key":"k{i}","Value":"v"}}"#))
+        .collect();
+    let tagging = format!(r#"{{"TagSet":[{}]}}"#, ten.join(","));
+    s.aws([
+        "s3api",
+        "put-object-tagging",
+        "--bucket",
+        &s.bucket,
+        "--key",
+        "m/full",
+        "--tagging",
+        &tagging,
+    ]);
+    let (code, r, err) = md5_json(s, &[&s.url("m/full"), "--tag"]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("already has 10 tags"), "{err}");
+    assert_eq!(r["md5"], want, "the MD5 is still reported");
+    assert_eq!(tags("m/full").len(), 10);
+
+    // upload --md5-tag tags the object during the upload's single read.
+    let r = json_report(&s.tally([
+        "upload",
+        p,
+        &s.url("m/at-upload"),
+        "--part-size",
+        "5MiB",
+        "--md5-tag",
+        "--json",
+    ]));
+    assert_eq!(r["md5"], want);
+    assert_eq!(tags("m/at-upload"), vec![("md5".to_owned(), want.clone())]);
+}
+
+#[test]
+fn read_back_fails_when_the_store_returns_other_bytes() {
+    for (name, s) in servers() {
+        let dir = s.temp_dir();
+        let path = random_file(dir.path(), "f", 100_000, 47);
+        let other = random_file(dir.path(), "other", 100_000, 48);
+        let url = s.url("m/readback");
+        // Read-back passes when the store returns what was written.
+        let r = json_report(&s.tally([
+            "upload",
+            path.to_str().unwrap(),
+            &url,
+            "--read-back",
+            "--json",
+        ]));
+        assert_eq!(r["read_back_reads"].as_u64(), Some(1), "{name}");
+        // A second writer replaces the object before every read-back read.
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tally"));
+        s.apply_env(&mut cmd);
+        let child = cmd
+            .env("TALLY_TEST_PAUSE_READBACK_MS", "1500")
+            .args(["upload", path.to_str().unwrap(), &url, "--read-back=4s"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(700));
+        s.aws(["s3", "cp", "--quiet", other.to_str().unwrap(), &url]);
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{name}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("read back"),
+            "{name}: {}",
+            stderr(&out)
+        );
+    }
+}
