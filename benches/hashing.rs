@@ -37,7 +37,7 @@ fn one_core(c: &mut Criterion) {
     g.sample_size(10);
     for alg in ALGS {
         g.bench_function(format!("part {alg}+MD5"), |b| {
-            b.iter(|| hash_part(alg, &buf))
+            b.iter(|| hash_part(alg, true, &buf))
         });
         g.bench_function(format!("checksum only {alg}"), |b| {
             b.iter(|| checksum(alg, &buf))
@@ -55,7 +55,7 @@ fn all_cores(c: &mut Criterion) {
         g.bench_function(format!("part {alg}+MD5"), |b| {
             b.iter(|| {
                 buf.par_chunks(8 << 20)
-                    .map(|p| hash_part(alg, p))
+                    .map(|p| hash_part(alg, true, p))
                     .collect::<Vec<_>>()
             })
         });

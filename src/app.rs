@@ -260,6 +260,7 @@ fn print_upload(r: &UploadReport) -> String {
         Check::Matched => "matches S3",
         Check::NotReported => "not reported by the server, not compared",
         Check::NotComparableKms => "not compared: under SSE-KMS the ETag is not an MD5",
+        Check::NotPredicted => "not predicted (no MD5)",
     };
     let mut s = format!(
         "uploaded {} to s3://{}/{} in {:.2} s ({:.1} MiB/s)\n",
@@ -302,7 +303,10 @@ fn print_upload(r: &UploadReport) -> String {
         r.checksum.kind,
         check(r.checks.object_checksum)
     );
-    s += &format!("  etag      {}: {}\n", r.etag, check(r.checks.etag));
+    match &r.etag {
+        Some(e) => s += &format!("  etag      {e}: {}\n", check(r.checks.etag)),
+        None => s += "  etag      not predicted: no MD5 computed (--content-md5 computes it)\n",
+    }
     match &r.verified {
         Some(v) => {
             let said = |m: Option<bool>| match m {

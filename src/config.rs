@@ -123,6 +123,8 @@ pub struct UploadConfig {
     pub resume: ResumeOptions,
     /// Read the stored object's checksums back after completing (default on; `--no-verify`).
     pub verify: bool,
+    /// Send Content-MD5 with every part, so the ETag can be predicted (`--content-md5`).
+    pub content_md5: bool,
     /// Tag the object with the whole file's MD5 under this name (`--md5-tag`).
     pub md5_tag: Option<String>,
     /// Read the object back and compare its MD5, retrying for this long (`--read-back`).
@@ -189,6 +191,7 @@ impl UploadConfig {
             checksum,
             resume: ResumeOptions::default(),
             verify: true,
+            content_md5: false,
             md5_tag: None,
             read_back: None,
         })

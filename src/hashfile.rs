@@ -58,7 +58,7 @@ pub fn hash_file(
         || {
             parts
                 .par_iter()
-                .map(|p| hash::hash_part(alg, &src.part(p)))
+                .map(|p| hash::hash_part(alg, true, &src.part(p)))
                 .collect::<Vec<PartHash>>()
         },
         || hash::md5(src.bytes()),
@@ -71,12 +71,12 @@ pub fn hash_file(
                 kind: ChecksumType::FullObject,
                 value: hashes[0].checksum.base64(),
             },
-            hash::hex(&hashes[0].md5),
+            hashes[0].md5_hex().expect("computed"),
         ),
         Plan::Multipart { .. } => (
             "multipart",
             hash::multipart_checksum(alg, alg.multipart_type(), &hashes),
-            hash::multipart_etag(&hashes).trim_matches('"').to_owned(),
+            hash::multipart_etag(&hashes).expect("computed"),
         ),
     };
     Ok(HashReport {
@@ -93,7 +93,7 @@ pub fn hash_file(
                 offset: p.offset,
                 len: p.len,
                 checksum: h.checksum.base64(),
-                md5: hash::hex(&h.md5),
+                md5: h.md5_hex().expect("computed"),
             })
             .collect(),
         checksum,

@@ -34,6 +34,8 @@ pub enum Check {
     NotReported,
     /// The ETag is not an MD5 under SSE-KMS, so it was not compared.
     NotComparableKms,
+    /// No MD5 was computed (`--content-md5` computes it), so the ETag was not predicted.
+    NotPredicted,
 }
 
 /// What tally confirmed against S3's replies during the upload.
@@ -66,8 +68,8 @@ pub struct UploadReport {
     pub method: &'static str,
     /// The object checksum computed locally, as S3 prints it.
     pub checksum: ObjectChecksum,
-    /// The ETag computed locally (unquoted).
-    pub etag: String,
+    /// The ETag computed locally (unquoted); None when no MD5 was computed.
+    pub etag: Option<String>,
     /// The multipart upload id (none for a single PUT).
     pub upload_id: Option<String>,
     /// The object version, on versioned buckets.
@@ -130,10 +132,10 @@ async fn after_completion<C: S3Api>(
 }
 
 /// Hashes `body` on the rayon pool; the async task only waits.
-async fn hash_on_pool(alg: ChecksumAlgorithm, body: Bytes) -> PartHash {
+async fn hash_on_pool(alg: ChecksumAlgorithm, md5: bool, body: Bytes) -> PartHash {
     let (tx, rx) = tokio::sync::oneshot::channel();
     rayon::spawn(move || {
-        let _ = tx.send(hash::hash_part(alg, &body));
+        let _ = tx.send(hash::hash_part(alg, md5, &body));
     });
     rx.await.expect("a hashing task never drops its reply")
 }
@@ -180,7 +182,8 @@ async fn single_put<C: S3Api>(
         len: src.len(),
     };
     let body = src.part(&part);
-    let hash = hash_on_pool(alg, body.clone()).await;
+    // One PutObject always carries Content-MD5: its ETag is then the MD5 `tally md5` can use.
+    let hash = hash_on_pool(alg, true, body.clone()).await;
     let seconds_to_first_send = Some(started.elapsed().as_secs_f64());
     let reply = tokio::select! {
         r = s3.put_object(&cfg.target, alg, body, &hash) => r.map_err(|source| Error::S3 {
@@ -197,14 +200,14 @@ async fn single_put<C: S3Api>(
         kind: ChecksumType::FullObject,
         value: hash.checksum.base64(),
     };
-    let etag = hash::hex(&hash.md5);
+    let etag = hash.md5_hex();
     let object_checksum = compare_checksum(
         "object checksum",
         &local.value,
         reply.checksum.as_deref(),
         None,
     )?;
-    let etag_check = compare_etag("object ETag", &etag, &reply, None)?;
+    let etag_check = compare_etag("object ETag", etag.as_deref(), &reply, None)?;
     let verified = if cfg.verify {
         Some(crate::verify::after_upload(s3, &cfg.target, std::slice::from_ref(&hash), None).await?)
     } else {
@@ -231,7 +234,7 @@ async fn single_put<C: S3Api>(
         parts_skipped: 0,
         resumed: false,
         manifest: None,
-        md5: Some(hash::hex(&hash.md5)),
+        md5: hash.md5_hex(),
         md5_tag: None,
         md5_tag_error: None,
         read_back_reads: None,
@@ -360,7 +363,7 @@ async fn multipart<C: S3Api>(
         .await
         .map_err(keep)?;
     // The object exists from here on: a mismatch is reported, there is nothing to abort.
-    let etag = hash::multipart_etag(&hashes).trim_matches('"').to_owned();
+    let etag = hash::multipart_etag(&hashes);
     let uid = Some(upload_id.as_str());
     let object_checksum = compare_checksum(
         "object checksum",
@@ -368,7 +371,7 @@ async fn multipart<C: S3Api>(
         reply.checksum.as_deref(),
         uid,
     )?;
-    let etag_check = compare_etag("object ETag", &etag, &reply, uid)?;
+    let etag_check = compare_etag("object ETag", etag.as_deref(), &reply, uid)?;
     let verified = if cfg.verify {
         Some(crate::verify::after_upload(s3, target, &hashes, uid).await?)
     } else {
@@ -404,7 +407,7 @@ async fn multipart<C: S3Api>(
         version_id: reply.version_id,
         checks: Checks {
             part_checksums_matched: done.iter().filter(|d| d.checksum_echoed).count() as u32,
-            part_etags_matched: done.len() as u32,
+            part_etags_matched: done.iter().filter(|d| d.hash.md5.is_some()).count() as u32,
             object_checksum,
             etag: etag_check,
         },
@@ -626,7 +629,8 @@ async fn reconcile(
             continue;
         };
         let record = records.get(&part.number).filter(|r| {
-            r.offset == part.offset && r.len == part.len && held_matches(h, &r.checksum, &r.md5)
+            let md5 = Some(r.md5.as_str()).filter(|m| !m.is_empty());
+            r.offset == part.offset && r.len == part.len && held_matches(h, &r.checksum, md5)
         });
         match record.and_then(|r| record_hash(r, alg)) {
             Some(hash) if cfg.resume.trust_manifest => done.push(DonePart {
@@ -641,13 +645,14 @@ async fn reconcile(
     let checked: Vec<(Part, HeldPart, bool, PartHash)> = stream::iter(to_hash)
         .map(|(part, h, recorded)| {
             let body = src.part(&part);
-            async move { (part, h, recorded, hash_on_pool(alg, body).await) }
+            let md5 = h.checksum.is_none();
+            async move { (part, h, recorded, hash_on_pool(alg, md5, body).await) }
         })
         .buffered(hash_ahead())
         .collect()
         .await;
     for (part, h, recorded, hash) in checked {
-        if !held_matches(&h, &hash.checksum.base64(), &hash::hex(&hash.md5)) {
+        if !held_matches(&h, &hash.checksum.base64(), hash.md5_hex().as_deref()) {
             progress.note(&format!(
                 "part {} in S3 differs from the local bytes {}..{}: sending it again",
                 part.number,
@@ -672,10 +677,11 @@ async fn reconcile(
 }
 
 /// Whether a part S3 holds has this checksum (or, when S3 does not list checksums, this MD5 as ETag).
-fn held_matches(h: &HeldPart, checksum_b64: &str, md5_hex: &str) -> bool {
-    match &h.checksum {
-        Some(c) => c == checksum_b64,
-        None => h.etag.trim_matches('"') == md5_hex,
+fn held_matches(h: &HeldPart, checksum_b64: &str, md5_hex: Option<&str>) -> bool {
+    match (&h.checksum, md5_hex) {
+        (Some(c), _) => c == checksum_b64,
+        (None, Some(m)) => h.etag.trim_matches('"') == m,
+        (None, None) => false,
     }
 }
 
@@ -684,13 +690,22 @@ fn record_hash(r: &PartRecord, alg: ChecksumAlgorithm) -> Option<PartHash> {
     let checksum = base64::engine::general_purpose::STANDARD
         .decode(&r.checksum)
         .ok()?;
-    if checksum.len() != alg.digest_len() || r.md5.len() != 32 {
+    if checksum.len() != alg.digest_len() {
         return None;
     }
-    let mut md5 = [0u8; 16];
-    for (i, b) in md5.iter_mut().enumerate() {
-        *b = u8::from_str_radix(r.md5.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
+    // An empty MD5 means none was computed (the default); anything else must be one.
+    let md5 = if r.md5.is_empty() {
+        None
+    } else {
+        let mut m = [0u8; 16];
+        if r.md5.len() != 32 {
+            return None;
+        }
+        for (i, b) in m.iter_mut().enumerate() {
+            *b = u8::from_str_radix(r.md5.get(2 * i..2 * i + 2)?, 16).ok()?;
+        }
+        Some(m)
+    };
     Some(PartHash {
         checksum: hash::Digest::from_bytes(checksum),
         md5,
@@ -704,7 +719,7 @@ fn part_record(part: &Part, hash: &PartHash, etag: &str) -> PartRecord {
         offset: part.offset,
         len: part.len,
         checksum: hash.checksum.base64(),
-        md5: hash::hex(&hash.md5),
+        md5: hash.md5_hex().unwrap_or_default(),
         etag: etag.to_owned(),
     }
 }
@@ -739,6 +754,7 @@ async fn send_parts<C: S3Api>(
     let target = &cfg.target;
     let upload_id = start.upload_id.as_str();
     let have: std::collections::HashSet<u32> = start.done.iter().map(|d| d.part.number).collect();
+    let md5 = cfg.content_md5;
     // Every part, in order: the ones S3 already holds are only fed to the whole-file MD5, if any.
     stream::iter(start.plan.parts())
         .filter(|p| std::future::ready(whole_md5.is_some() || !have.contains(&p.number)))
@@ -747,7 +763,7 @@ async fn send_parts<C: S3Api>(
             let send = !have.contains(&part.number);
             async move {
                 let hash = if send {
-                    Some(hash_on_pool(alg, body.clone()).await)
+                    Some(hash_on_pool(alg, md5, body.clone()).await)
                 } else {
                     None
                 };
@@ -811,12 +827,17 @@ fn check_part(
     if reply.etag.is_none() {
         return Err(Error::Mismatch {
             what: format!("{what} ETag"),
-            expected: hash::hex(&hash.md5),
+            expected: hash.md5_hex().unwrap_or_else(|| "an ETag".into()),
             actual: "no ETag".into(),
             upload_id: uid.map(str::to_owned),
         });
     }
-    compare_etag(&format!("{what} ETag"), &hash::hex(&hash.md5), reply, uid)?;
+    compare_etag(
+        &format!("{what} ETag"),
+        hash.md5_hex().as_deref(),
+        reply,
+        uid,
+    )?;
     Ok(())
 }
 
@@ -869,13 +890,16 @@ fn compare_checksum(
 /// ETag something other than an MD5.
 fn compare_etag(
     what: &str,
-    local: &str,
+    local: Option<&str>,
     reply: &WriteReply,
     upload_id: Option<&str>,
 ) -> Result<Check, Error> {
     if !reply.etag_is_md5() {
         return Ok(Check::NotComparableKms);
     }
+    let Some(local) = local else {
+        return Ok(Check::NotPredicted);
+    };
     match reply.etag.as_deref().map(|e| e.trim_matches('"')) {
         None => Ok(Check::NotReported),
         Some(e) if e == local => Ok(Check::Matched),

@@ -557,7 +557,7 @@ impl S3Api for SdkS3 {
             .bucket(&obj.bucket)
             .key(&obj.key)
             .content_length(body.len() as i64)
-            .content_md5(hash.content_md5())
+            .set_content_md5(hash.content_md5())
             .body(ByteStream::from(body));
         let req = with_checksum!(req, alg, hash.checksum.base64());
         let out = send_signed!(req, alg, hash).map_err(s3_error)?;
@@ -612,7 +612,7 @@ impl S3Api for SdkS3 {
             .upload_id(upload_id)
             .part_number(number as i32)
             .content_length(body.len() as i64)
-            .content_md5(hash.content_md5())
+            .set_content_md5(hash.content_md5())
             .body(ByteStream::from(body));
         let req = with_checksum!(req, alg, hash.checksum.base64());
         let out = send_signed!(req, alg, hash).map_err(s3_error)?;

@@ -95,7 +95,7 @@ pub async fn after_upload<C: S3Api>(
         .iter()
         .map(|p| RangeHash {
             checksum: Some(p.checksum.clone()),
-            md5: Some(p.md5),
+            md5: p.md5,
             len: p.len,
         })
         .collect();
@@ -765,12 +765,12 @@ mod tests {
                 .iter()
                 .map(|h| hash::PartHash {
                     checksum: h.checksum.clone().unwrap(),
-                    md5: h.md5.unwrap(),
+                    md5: h.md5,
                     len: h.len,
                 })
                 .collect();
             let want = hash::multipart_checksum(alg, kind, &parts).value;
-            let etag = hash::multipart_etag(&parts).trim_matches('"').to_owned();
+            let etag = hash::multipart_etag(&parts).unwrap();
             let mut remote = RemoteFacts {
                 size: data.len() as u64,
                 etag: Some(etag.clone()),
