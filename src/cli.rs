@@ -177,6 +177,10 @@ pub struct ConnectionArgs {
     /// Use path-style addressing (automatic for localhost and IP endpoints).
     #[arg(long)]
     pub path_style: bool,
+    /// How long S3 may take to answer one request before it is retried, beyond the time its body
+    /// needs at 64 KiB/s (a stalled connection is abandoned, the request sent again).
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    pub timeout: std::time::Duration,
 }
 
 /// Output flags.
@@ -254,6 +258,7 @@ impl ConnectionArgs {
             region: self.region.clone(),
             profile: self.profile.clone(),
             path_style: self.path_style,
+            timeout: self.timeout,
         }
     }
 }

@@ -94,7 +94,7 @@ impl std::fmt::Display for ObjectUrl {
 }
 
 /// Where and as whom to connect. Credentials are never held here: they come from the AWS chain.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Connection {
     /// A custom endpoint (`--endpoint-url`); `AWS_ENDPOINT_URL` is read by the AWS chain otherwise.
     pub endpoint_url: Option<String>,
@@ -104,7 +104,24 @@ pub struct Connection {
     pub profile: Option<String>,
     /// Force path-style addressing (automatic for localhost and IP endpoints).
     pub path_style: bool,
+    /// How long S3 may take to answer a request, beyond the time to send its body (`--timeout`).
+    pub timeout: std::time::Duration,
 }
+
+impl Default for Connection {
+    fn default() -> Self {
+        Connection {
+            endpoint_url: None,
+            region: None,
+            profile: None,
+            path_style: false,
+            timeout: DEFAULT_TIMEOUT,
+        }
+    }
+}
+
+/// Default for [`Connection::timeout`].
+pub const DEFAULT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// A checked upload request.
 #[derive(Debug, Clone)]

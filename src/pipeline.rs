@@ -103,6 +103,9 @@ pub struct UploadReport {
     pub mib_per_s: f64,
 }
 
+/// CompleteMultipartUpload attempts, each sent only after ListParts shows the upload still open.
+const COMPLETE_ATTEMPTS: u32 = 5;
+
 /// How far hashing may run ahead of the uploads, in parts: enough to keep every hashing thread busy.
 fn hash_ahead() -> usize {
     rayon::current_num_threads().max(1) * 2
@@ -761,24 +764,27 @@ async fn send_parts<C: S3Api>(
         .map(|part| {
             let body = src.part(&part);
             let send = !have.contains(&part.number);
+            // A file that shrank would fault (SIGBUS) when its lost pages are read: look first.
+            let unchanged = src.check_unchanged();
             async move {
+                unchanged?;
                 let hash = if send {
                     Some(hash_on_pool(alg, md5, body.clone()).await)
                 } else {
                     None
                 };
-                (part, body, hash)
+                Ok::<_, Error>((part, body, hash))
             }
         })
         .buffered(hash_ahead())
-        .then(|(part, body, hash)| async move {
+        .and_then(|(part, body, hash)| async move {
             if let Some(m) = whole_md5 {
                 m.feed(body.clone()).await;
             }
-            (part, body, hash)
+            Ok((part, body, hash))
         })
-        .filter_map(|(part, body, hash)| std::future::ready(hash.map(|h| (part, body, h))))
-        .map(|(part, body, hash)| async move {
+        .try_filter_map(|(part, body, hash)| std::future::ready(Ok(hash.map(|h| (part, body, h)))))
+        .map_ok(|(part, body, hash)| async move {
             seam::pause("part").await;
             first_send.get_or_init(Instant::now);
             let reply = s3
@@ -798,7 +804,7 @@ async fn send_parts<C: S3Api>(
                 checksum_echoed: reply.checksum.is_some(),
             })
         })
-        .buffer_unordered(cfg.concurrency)
+        .try_buffer_unordered(cfg.concurrency)
         .try_collect()
         .await
 }
@@ -862,9 +868,52 @@ async fn complete<C: S3Api>(
         })
         .collect();
     let full = (local.kind == ChecksumType::FullObject).then_some(local.value.as_str());
-    s3.complete_multipart(target, upload_id, alg, &parts, full)
-        .await
-        .map_err(s3_failure("CompleteMultipartUpload", None, Some(upload_id)))
+    let mut delay = std::time::Duration::from_millis(500);
+    let mut attempt = 1;
+    loop {
+        let err = match s3
+            .complete_multipart(target, upload_id, alg, &parts, full)
+            .await
+        {
+            Ok(reply) => return Ok(reply),
+            Err(e) => e,
+        };
+        // The outcome is unknown (a reset, a timeout, a 5xx, a 200 with an error inside): find
+        // out what S3 did before ever sending another CompleteMultipartUpload.
+        match s3.list_parts(target, upload_id, alg).await {
+            Ok(_) if err.kind.is_retryable() && attempt < COMPLETE_ATTEMPTS => {
+                tracing::warn!(attempt, error = %err, "CompleteMultipartUpload failed; the upload is still open, sending it again");
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+                attempt += 1;
+            }
+            Err(gone) if gone.kind == S3ErrorKind::NotFound => {
+                // The upload is closed: an earlier attempt completed it if the object is ours.
+                let head = s3.head_object(target, None).await.map_err(s3_failure(
+                    "HeadObject",
+                    None,
+                    Some(upload_id),
+                ))?;
+                let ours = head.checksum.as_ref().is_some_and(|c| {
+                    c.value == local.value
+                        || (!c.value.contains('-')
+                            && local.value.split('-').next() == Some(c.value.as_str()))
+                });
+                if ours {
+                    tracing::info!("CompleteMultipartUpload had succeeded; confirmed with HEAD");
+                    return Ok(WriteReply {
+                        etag: head.etag.map(|e| format!("\"{e}\"")),
+                        checksum: head.checksum.map(|c| c.value),
+                        checksum_type: None,
+                        sse: head.sse,
+                        version_id: head.version_id,
+                    });
+                }
+                return Err(s3_failure("CompleteMultipartUpload", None, Some(upload_id))(err));
+            }
+            _ => return Err(s3_failure("CompleteMultipartUpload", None, Some(upload_id))(err)),
+        }
+    }
 }
 
 /// Compares a checksum S3 reported with the local one. Servers that report a composite without

@@ -249,6 +249,25 @@ pub trait S3Api: Send + Sync {
 pub struct SdkS3 {
     client: aws_sdk_s3::Client,
     endpoint: Option<String>,
+    timeout: Duration,
+}
+
+/// The slowest body transfer tally waits for before it calls a request stalled: 64 KiB/s.
+const MIN_BODY_RATE: u64 = 64 * 1024;
+
+/// Per-request timeout for a request carrying `body_len` bytes: the base plus the time the body
+/// needs at [`MIN_BODY_RATE`].
+fn attempt_timeout(base: Duration, body_len: u64) -> Duration {
+    base + Duration::from_secs(body_len / MIN_BODY_RATE)
+}
+
+/// A config override giving one request its own attempt timeout.
+fn timeout_override(d: Duration) -> aws_sdk_s3::config::Builder {
+    aws_sdk_s3::config::Builder::default().timeout_config(
+        aws_sdk_s3::config::timeout::TimeoutConfig::builder()
+            .operation_attempt_timeout(d)
+            .build(),
+    )
 }
 
 impl SdkS3 {
@@ -281,11 +300,20 @@ impl SdkS3 {
         let mut b = aws_sdk_s3::config::Builder::from(shared)
             .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
             .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
+            // Adaptive: standard retries (exponential backoff with jitter, a retry-token bucket
+            // shared by every request of the client) plus a client-side rate limiter that slows
+            // the whole transfer down when S3 throttles, instead of every task hammering.
             .retry_config(
-                RetryConfig::standard()
+                RetryConfig::adaptive()
                     .with_max_attempts(8)
                     .with_initial_backoff(Duration::from_millis(200))
                     .with_max_backoff(Duration::from_secs(20)),
+            )
+            .timeout_config(
+                aws_sdk_s3::config::timeout::TimeoutConfig::builder()
+                    .connect_timeout(conn.timeout.min(Duration::from_secs(10)))
+                    .operation_attempt_timeout(conn.timeout)
+                    .build(),
             );
         if shared.region().is_none() {
             if endpoint.is_some() {
@@ -310,6 +338,7 @@ impl SdkS3 {
         Ok(SdkS3 {
             client: aws_sdk_s3::Client::from_conf(b.build()),
             endpoint,
+            timeout: conn.timeout,
         })
     }
 
@@ -483,14 +512,19 @@ macro_rules! checksum_of {
 /// otherwise UNSIGNED-PAYLOAD (the body is still covered by the signed checksum and Content-MD5
 /// headers, which S3 verifies).
 macro_rules! send_signed {
-    ($req:expr, $alg:expr, $hash:expr) => {
+    ($req:expr, $alg:expr, $hash:expr, $timeout:expr) => {
         if $alg == ChecksumAlgorithm::Sha256 {
             $req.customize()
                 .interceptor(PrecomputedPayloadHash($hash.checksum.hex()))
+                .config_override(timeout_override($timeout))
                 .send()
                 .await
         } else {
-            $req.customize().disable_payload_signing().send().await
+            $req.customize()
+                .disable_payload_signing()
+                .config_override(timeout_override($timeout))
+                .send()
+                .await
         }
     };
 }
@@ -543,6 +577,51 @@ where
     }
 }
 
+/// Up to `d` of random-looking extra wait, so retries from many tasks do not line up.
+fn jitter(d: Duration) -> Duration {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |t| u64::from(t.subsec_nanos()));
+    let mixed = nanos.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 11;
+    Duration::from_nanos(mixed % (d.as_nanos() as u64).max(1))
+}
+
+impl SdkS3 {
+    async fn get_range_once(
+        &self,
+        obj: &ObjectUrl,
+        range: std::ops::Range<u64>,
+        if_match: Option<&str>,
+    ) -> Result<Bytes, S3Error> {
+        let len = range.end - range.start;
+        let out = self
+            .client
+            .get_object()
+            .bucket(&obj.bucket)
+            .key(&obj.key)
+            .range(format!("bytes={}-{}", range.start, range.end - 1))
+            .set_if_match(if_match.map(|e| format!("\"{}\"", e.trim_matches('"'))))
+            .customize()
+            .config_override(timeout_override(attempt_timeout(self.timeout, len)))
+            .send()
+            .await
+            .map_err(s3_error)?;
+        let body = out
+            .body
+            .collect()
+            .await
+            .map_err(|e| S3Error::transport(format!("reading the body: {e}")))?;
+        let bytes = body.into_bytes();
+        if bytes.len() as u64 != len {
+            return Err(S3Error::transport(format!(
+                "short body: {} of {len} bytes",
+                bytes.len()
+            )));
+        }
+        Ok(bytes)
+    }
+}
+
 impl S3Api for SdkS3 {
     async fn put_object(
         &self,
@@ -559,8 +638,9 @@ impl S3Api for SdkS3 {
             .content_length(body.len() as i64)
             .set_content_md5(hash.content_md5())
             .body(ByteStream::from(body));
+        let timeout = attempt_timeout(self.timeout, hash.len);
         let req = with_checksum!(req, alg, hash.checksum.base64());
-        let out = send_signed!(req, alg, hash).map_err(s3_error)?;
+        let out = send_signed!(req, alg, hash, timeout).map_err(s3_error)?;
         Ok(WriteReply {
             etag: out.e_tag().map(str::to_owned),
             checksum: checksum_of!(out, alg),
@@ -614,8 +694,9 @@ impl S3Api for SdkS3 {
             .content_length(body.len() as i64)
             .set_content_md5(hash.content_md5())
             .body(ByteStream::from(body));
+        let timeout = attempt_timeout(self.timeout, hash.len);
         let req = with_checksum!(req, alg, hash.checksum.base64());
-        let out = send_signed!(req, alg, hash).map_err(s3_error)?;
+        let out = send_signed!(req, alg, hash, timeout).map_err(s3_error)?;
         Ok(WriteReply {
             etag: out.e_tag().map(str::to_owned),
             checksum: checksum_of!(out, alg),
@@ -657,7 +738,15 @@ impl S3Api for SdkS3 {
             req = req.checksum_type(s3t::ChecksumType::FullObject);
             req = with_checksum!(req, alg, full);
         }
-        let out = req.send().await.map_err(s3_error)?;
+        // One attempt: the caller confirms what happened before it ever sends another.
+        let out = req
+            .customize()
+            .config_override(
+                aws_sdk_s3::config::Builder::default().retry_config(RetryConfig::disabled()),
+            )
+            .send()
+            .await
+            .map_err(s3_error)?;
         Ok(WriteReply {
             etag: out.e_tag().map(str::to_owned),
             checksum: checksum_of!(out, alg),
@@ -855,22 +944,22 @@ impl S3Api for SdkS3 {
         if range.is_empty() {
             return Ok(Bytes::new());
         }
-        let out = self
-            .client
-            .get_object()
-            .bucket(&obj.bucket)
-            .key(&obj.key)
-            .range(format!("bytes={}-{}", range.start, range.end - 1))
-            .set_if_match(if_match.map(|e| format!("\"{}\"", e.trim_matches('"'))))
-            .send()
-            .await
-            .map_err(s3_error)?;
-        let body = out
-            .body
-            .collect()
-            .await
-            .map_err(|e| S3Error::transport(format!("reading the body: {e}")))?;
-        Ok(body.into_bytes())
+        // The SDK retries a request that fails; a body cut short after the response began is
+        // retried here, with backoff and jitter.
+        let mut delay = Duration::from_millis(200);
+        let mut attempt = 1;
+        loop {
+            match self.get_range_once(obj, range.clone(), if_match).await {
+                Ok(b) => return Ok(b),
+                Err(e) if e.kind.is_retryable() && attempt < 5 => {
+                    tracing::info!(attempt, error = %e, "ranged GET failed; retrying");
+                    tokio::time::sleep(delay + jitter(delay)).await;
+                    delay *= 2;
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     async fn abort_multipart(&self, obj: &ObjectUrl, upload_id: &str) -> Result<(), S3Error> {

@@ -3,7 +3,9 @@
 
 #![allow(unreachable_pub, missing_docs)]
 
+mod faults;
 mod md5;
+mod proxy;
 mod resume;
 mod support;
 mod upload;

@@ -117,7 +117,10 @@ fn kill_9_at_chosen_points_then_the_same_command_finishes() {
         let manifest = dir.path().join(format!("kill-{i}.manifest"));
         let args = upload_args(&path, &url, &manifest);
         let recorded = kill_at(spawn_slow(s, &args, part_ms, complete_ms), &manifest, at);
-        assert!(s.head(&key).is_none(), "kill point {i}: killed before completion");
+        assert!(
+            s.head(&key).is_none(),
+            "kill point {i}: killed before completion"
+        );
         let held = held_parts(s, &key);
         assert!(held >= recorded, "every recorded part is held by S3");
         assert!(
