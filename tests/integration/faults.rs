@@ -274,8 +274,8 @@ fn soak() {
             internal_error: 0.02,
             stall: 0.01,
             stall_for: Duration::from_secs(5),
-            flip_bits: u32::from(n % 3 == 0),
-            complete_200_error: u32::from(n % 2 == 0),
+            flip_bits: u32::from(n.is_multiple_of(3)),
+            complete_200_error: u32::from(n.is_multiple_of(2)),
             cut_get: 0.0,
             first_puts: Vec::new(),
         };
