@@ -189,22 +189,21 @@ impl Output {
         match result {
             Ok((text, report)) => {
                 if self.json {
-                    println!(
-                        "{}",
-                        serde_json::to_string_pretty(&report).expect("reports serialize")
-                    );
+                    let json = serde_json::to_string_pretty(&report).expect("reports serialize");
+                    println!("{}", crate::redact::redact(&json));
                 } else if !self.quiet {
-                    print!("{text}");
+                    print!("{}", crate::redact::redact(&text));
                 }
                 EXIT_OK
             }
             Err(e) => {
                 let code = e.exit_code();
+                let msg = crate::redact::redact(&e.to_string());
                 if self.json {
-                    let v = serde_json::json!({ "error": e.to_string(), "exit_code": code });
+                    let v = serde_json::json!({ "error": msg, "exit_code": code });
                     println!("{v}");
                 }
-                eprintln!("tally: error: {e}");
+                eprintln!("tally: error: {msg}");
                 code
             }
         }
@@ -217,12 +216,22 @@ fn init_logging(out: &OutputArgs) {
         1 => "error,tally=info",
         _ => "warn,tally=debug",
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
+    let from_env = tracing_subscriber::EnvFilter::try_from_default_env().ok();
+    let plain = from_env.is_none() && out.verbose == 0;
+    let filter = from_env.unwrap_or_else(|| tracing_subscriber::EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(|| crate::redact::RedactingStderr);
+    // Without -v or RUST_LOG only warnings show: print them as plain lines.
+    let _ = if plain {
+        builder
+            .without_time()
+            .with_target(false)
+            .with_ansi(false)
+            .try_init()
+    } else {
+        builder.try_init()
+    };
 }
 
 /// The first Ctrl-C / SIGTERM cancels `token` (the upload is stopped and aborted); a second one

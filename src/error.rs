@@ -165,6 +165,8 @@ pub enum S3ErrorKind {
     Transient,
     /// The server does not implement this request.
     Unsupported,
+    /// The bucket lives in another region than the one the request was signed for.
+    WrongRegion,
     /// Any other refusal.
     Other,
 }
@@ -187,6 +189,8 @@ pub struct S3Error {
     pub status: Option<u16>,
     /// The server's message, or the transport failure.
     pub message: String,
+    /// The bucket's region, when S3 named it (x-amz-bucket-region, or the error message).
+    pub region: Option<Box<str>>,
 }
 
 impl S3Error {
@@ -239,12 +243,36 @@ impl S3Error {
         } else {
             kind
         };
+        let region = region_in_message(&message).map(String::into_boxed_str);
+        let kind = match code {
+            Some(
+                "PermanentRedirect" | "IncorrectEndpoint" | "IllegalLocationConstraintException",
+            ) => S3ErrorKind::WrongRegion,
+            Some("AuthorizationHeaderMalformed")
+                if region.is_some() || lower.contains("region") =>
+            {
+                S3ErrorKind::WrongRegion
+            }
+            _ => kind,
+        };
         S3Error {
             kind,
             code: code.map(str::to_owned),
             status,
             message,
+            region,
         }
+    }
+
+    /// Notes the bucket's region S3 sent in `x-amz-bucket-region`.
+    pub fn with_bucket_region(mut self, region: Option<&str>) -> Self {
+        if let Some(r) = region.filter(|r| !r.is_empty()) {
+            self.region = Some(r.into());
+            if matches!(self.status, Some(301 | 400)) || self.kind == S3ErrorKind::WrongRegion {
+                self.kind = S3ErrorKind::WrongRegion;
+            }
+        }
+        self
     }
 
     /// A failure with no response: timeout, refused or broken connection.
@@ -254,6 +282,7 @@ impl S3Error {
             code: None,
             status: None,
             message,
+            region: None,
         }
     }
 
@@ -282,6 +311,12 @@ impl S3Error {
                 "the request kept failing after retries: check the network and endpoint, then run the command again"
             }
             (S3ErrorKind::Unsupported, _) => "this server does not implement the request",
+            (S3ErrorKind::WrongRegion, _) => {
+                "the bucket is in another region: pass --region with the bucket's region"
+            }
+            (S3ErrorKind::Other, None) if self.status == Some(400) => {
+                "a bad request with no explanation (HEAD replies have no body): check --region and the endpoint"
+            }
             (S3ErrorKind::Other, _) => "",
         }
     }
@@ -299,14 +334,31 @@ impl fmt::Display for S3Error {
         if !self.message.is_empty() {
             write!(f, ": {}", one_line(&self.message))?;
         }
-        match self.hint() {
-            "" => Ok(()),
-            h => write!(f, " - {h}"),
+        match (self.kind, &self.region) {
+            (S3ErrorKind::WrongRegion, Some(r)) => {
+                write!(f, " - the bucket is in region {r}: pass --region {r}")
+            }
+            _ => match self.hint() {
+                "" => Ok(()),
+                h => write!(f, " - {h}"),
+            },
         }
     }
 }
 
 impl std::error::Error for S3Error {}
+
+/// The expected region in AWS's "expecting 'us-east-1'" or a "DATE/REGION/s3/aws4_request" scope.
+fn region_in_message(message: &str) -> Option<String> {
+    if let Some(rest) = message.split("expecting '").nth(1) {
+        return rest.split('\'').next().map(str::to_owned);
+    }
+    let expected = message.rsplit("expected").next()?;
+    let scope = expected.split('\'').nth(1)?;
+    let mut parts = scope.split('/');
+    let (_date, region, service) = (parts.next()?, parts.next()?, parts.next()?);
+    (service == "s3").then(|| region.to_owned())
+}
 
 #[cfg(test)]
 mod tests {
@@ -362,6 +414,12 @@ mod tests {
                 false,
             ),
             (Some("EntityTooSmall"), Some(400), S3ErrorKind::Other, false),
+            (
+                Some("PermanentRedirect"),
+                Some(301),
+                S3ErrorKind::WrongRegion,
+                false,
+            ),
         ];
         for (code, status, kind, retry) in cases {
             let e = S3Error::from_response(code, status, String::new());
@@ -369,6 +427,23 @@ mod tests {
             assert_eq!(e.kind.is_retryable(), retry, "{code:?}");
         }
         assert!(S3Error::transport("reset".into()).kind.is_retryable());
+        let garage = "Authorization header malformed, unexpected scope: '20261124/eu-west-1/s3/aws4_request', expected: '20261124/us-east-1/s3/aws4_request'";
+        let aws = "The authorization header is malformed; the region 'eu-west-1' is wrong; expecting 'us-west-2'";
+        for (msg, region) in [(garage, "us-east-1"), (aws, "us-west-2")] {
+            let e =
+                S3Error::from_response(Some("AuthorizationHeaderMalformed"), Some(400), msg.into());
+            assert_eq!(e.kind, S3ErrorKind::WrongRegion);
+            assert!(
+                e.to_string().ends_with(&format!("pass --region {region}")),
+                "{e}"
+            );
+        }
+        let head = S3Error::from_response(None, Some(301), String::new())
+            .with_bucket_region(Some("ap-south-1"));
+        assert!(
+            head.to_string().contains("pass --region ap-south-1"),
+            "{head}"
+        );
     }
 
     #[test]

@@ -23,6 +23,7 @@ pub mod manifest;
 pub mod pipeline;
 pub mod plan;
 pub mod progress;
+pub mod redact;
 pub mod remote_md5;
 pub mod s3;
 mod seam;

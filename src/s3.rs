@@ -333,6 +333,9 @@ impl SdkS3 {
             }
             b = b.endpoint_url(e);
         }
+        if let Some(w) = endpoint.as_deref().and_then(plain_http_warning) {
+            tracing::warn!("{w}");
+        }
         let path_style = conn.path_style || endpoint.as_deref().is_some_and(is_local_or_ip);
         b = b.force_path_style(path_style);
         Ok(SdkS3 {
@@ -400,6 +403,31 @@ pub fn is_local_or_ip(url: &str) -> bool {
         authority.rsplit_once(':').map_or(authority, |(h, _)| h)
     };
     host == "localhost" || host.ends_with(".localhost") || host.parse::<std::net::IpAddr>().is_ok()
+}
+
+/// The warning for an endpoint that sends data unencrypted to another machine, if it does.
+pub fn plain_http_warning(url: &str) -> Option<String> {
+    (url.starts_with("http://") && !is_loopback(url)).then(|| {
+        format!(
+            "{url} is plain http to another machine: requests are signed, but data and metadata cross the network unencrypted; use https"
+        )
+    })
+}
+
+/// Whether an endpoint URL names this machine (localhost, 127.0.0.0/8, ::1).
+pub fn is_loopback(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split('/').next().unwrap_or("");
+    let host = if let Some(v6) = authority.strip_prefix('[') {
+        v6.split(']').next().unwrap_or("")
+    } else {
+        authority.rsplit_once(':').map_or(authority, |(h, _)| h)
+    };
+    host == "localhost"
+        || host.ends_with(".localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Makes SigV4 sign the body with a SHA-256 tally already computed instead of hashing it again.
@@ -554,12 +582,14 @@ where
                 Some(status),
                 err.message().unwrap_or_default().to_owned(),
             )
+            .with_bucket_region(se.raw().headers().get("x-amz-bucket-region"))
         }
         SdkError::ResponseError(r) => S3Error::from_response(
             None,
             Some(r.raw().status().as_u16()),
             "unreadable response".into(),
-        ),
+        )
+        .with_bucket_region(r.raw().headers().get("x-amz-bucket-region")),
         SdkError::TimeoutError(_) => S3Error::transport("timed out".into()),
         _ => {
             let text = DisplayErrorContext(&e).to_string();
@@ -569,6 +599,7 @@ where
                     code: None,
                     status: None,
                     message: "no usable AWS credentials found".into(),
+                    region: None,
                 }
             } else {
                 S3Error::transport(text)
@@ -991,6 +1022,15 @@ mod tests {
         ] {
             assert_eq!(is_local_or_ip(url), local, "{url}");
         }
+        assert!(is_loopback("http://127.0.0.1:3900") && is_loopback("http://[::1]:1"));
+        assert!(!is_loopback("http://10.0.0.5:9000") && !is_loopback("http://minio.lan"));
+        assert!(
+            plain_http_warning("http://10.0.0.5:9000")
+                .unwrap()
+                .contains("unencrypted")
+        );
+        assert!(plain_http_warning("https://10.0.0.5:9000").is_none());
+        assert!(plain_http_warning("http://127.0.0.1:3900").is_none());
     }
 }
 

@@ -4,6 +4,7 @@
 #![allow(unreachable_pub, missing_docs)]
 
 mod faults;
+mod inputs;
 mod md5;
 mod proxy;
 mod resume;

@@ -372,6 +372,7 @@ fn bad_input_is_refused_before_anything_is_sent() {
     let missing = dir.path().join("missing");
     let d = dir.path().to_str().unwrap();
     let url = s.url("bad");
+    let long_key = s.url(&"k".repeat(1025));
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (vec![missing.to_str().unwrap(), &url], "no such file"),
         (vec![d, &url], "is a directory"),
@@ -388,6 +389,7 @@ fn bad_input_is_refused_before_anything_is_sent() {
         (vec![file, &url, "--concurrency", "0"], "--concurrency"),
         (vec![file, &url, "--concurrency", "100000"], "--concurrency"),
         (vec![file, &url, "--checksum", "md4"], "md4"),
+        (vec![file, &long_key], "1,024-byte limit"),
     ];
     for (args, needle) in cases {
         let trap = NoTraffic::new();
