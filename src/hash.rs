@@ -212,6 +212,17 @@ pub fn hash_part(alg: ChecksumAlgorithm, md5: bool, data: &[u8]) -> PartHash {
     }
 }
 
+/// Like [`hash_part`] with the MD5, but the checksum and the MD5 on two threads of the rayon pool:
+/// for a single large body (one PutObject), where there are no other parts to run beside it.
+pub fn hash_part_joined(alg: ChecksumAlgorithm, data: &[u8]) -> PartHash {
+    let (checksum, md5) = rayon::join(|| checksum(alg, data), || md5(data));
+    PartHash {
+        checksum,
+        md5: Some(md5),
+        len: data.len() as u64,
+    }
+}
+
 /// What [`hash_range`] computed: a checksum and/or an MD5.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RangeHash {
@@ -437,6 +448,7 @@ mod tests {
         ] {
             let p = hash_part(alg, true, &data);
             assert_eq!(p.checksum, checksum(alg, &data), "{alg}");
+            assert_eq!(hash_part_joined(alg, &data), p, "{alg}");
             assert_eq!(p.len, data.len() as u64);
         }
     }

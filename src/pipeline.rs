@@ -186,7 +186,15 @@ async fn single_put<C: S3Api>(
     };
     let body = src.part(&part);
     // One PutObject always carries Content-MD5: its ETag is then the MD5 `tally md5` can use.
-    let hash = hash_on_pool(alg, true, body.clone()).await;
+    // Checksum and MD5 run on two threads: there is no other part to hash beside this one.
+    let hash = {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let data = body.clone();
+        rayon::spawn(move || {
+            let _ = tx.send(hash::hash_part_joined(alg, &data));
+        });
+        rx.await.expect("a hashing task never drops its reply")
+    };
     let seconds_to_first_send = Some(started.elapsed().as_secs_f64());
     let reply = tokio::select! {
         r = s3.put_object(&cfg.target, alg, body, &hash) => r.map_err(|source| Error::S3 {

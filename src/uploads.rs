@@ -38,13 +38,7 @@ pub async fn list(s3: &SdkS3, target: &ObjectUrl) -> Result<Vec<UploadInfo>, Err
             upload_id: None,
             source,
         })?;
-    let manifests = tokio::task::spawn_blocking(|| {
-        manifest::state_dir()
-            .map(|d| manifest::all_in(&d))
-            .unwrap_or_default()
-    })
-    .await
-    .unwrap_or_default();
+    let manifests = local_manifests().await;
     let mut out = Vec::new();
     for u in found {
         let obj = ObjectUrl {
@@ -138,13 +132,7 @@ pub async fn abort(
             ));
         }
     };
-    let manifests = tokio::task::spawn_blocking(|| {
-        manifest::state_dir()
-            .map(|d| manifest::all_in(&d))
-            .unwrap_or_default()
-    })
-    .await
-    .unwrap_or_default();
+    let manifests = local_manifests().await;
     let mut out = Vec::new();
     for (key, id) in victims {
         let obj = ObjectUrl {
@@ -174,6 +162,17 @@ pub async fn abort(
         });
     }
     Ok(out)
+}
+
+/// The manifests in the state directory (and linked from it), read off the async threads.
+async fn local_manifests() -> Vec<(std::path::PathBuf, manifest::Header)> {
+    tokio::task::spawn_blocking(|| {
+        manifest::state_dir()
+            .map(|d| manifest::all_in(&d))
+            .unwrap_or_default()
+    })
+    .await
+    .unwrap_or_default()
 }
 
 /// Seconds since the epoch as `YYYY-MM-DDTHH:MM:SSZ`.

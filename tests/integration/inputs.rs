@@ -1,7 +1,7 @@
 //! Bad input met during an upload, and secrets: a file that changes while it is read, a state
 //! directory that cannot be written, and credentials that must never be printed.
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use crate::support::*;
@@ -30,8 +30,7 @@ fn a_file_changing_during_the_upload_is_never_completed() {
         let manifest = dir.path().join("m.manifest");
         let key = format!("inputs/{case}");
         let url = s.url(&key);
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tally"));
-        s.apply_env(&mut cmd);
+        let mut cmd = s.command();
         let child = cmd
             .env("TALLY_TEST_PAUSE_PART_MS", "300")
             .args([
@@ -89,8 +88,7 @@ fn a_state_directory_that_cannot_be_written_stops_before_anything_is_sent() {
     let s = garage();
     let dir = s.temp_dir();
     let path = random_file(dir.path(), "f", 6 * MIB, 72);
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tally"));
-    s.apply_env(&mut cmd);
+    let mut cmd = s.command();
     // /proc is read-only for files even to root.
     let out = cmd
         .env("TALLY_STATE_DIR", "/proc/tally-state")
@@ -131,8 +129,7 @@ fn secrets_never_appear_in_logs_reports_errors_or_manifests() {
         (&["-vv"], None),
     ];
     for (extra, rust_log) in runs {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tally"));
-        s.apply_env(&mut cmd);
+        let mut cmd = s.command();
         if let Some(l) = rust_log {
             cmd.env("RUST_LOG", l);
         }
@@ -167,8 +164,7 @@ fn secrets_never_appear_in_logs_reports_errors_or_manifests() {
         }
     }
     // A refused secret: the error names the problem, never the secret.
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tally"));
-    s.apply_env(&mut cmd);
+    let mut cmd = s.command();
     let wrong = "f".repeat(64);
     let out = cmd
         .env("AWS_SECRET_ACCESS_KEY", &wrong)

@@ -94,8 +94,7 @@ fn a_time_limited_run_continues_from_its_state() {
     let state = dir.path().join("md5.state");
     let st = state.to_str().unwrap();
     let url = s.url("m/limited");
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tally"));
-    s.apply_env(&mut cmd);
+    let mut cmd = s.command();
     let out = cmd
         .env("TALLY_TEST_PAUSE_CHUNK_MS", "400")
         .args(["md5", &url, "--state", st, "--time-limit", "2s", "--json"])
@@ -135,8 +134,7 @@ fn a_killed_run_continues_from_its_last_checkpoint_and_a_changed_object_is_refus
     let state = dir.path().join("md5.state");
     let st = state.to_str().unwrap();
     let url = s.url("m/killed");
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tally"));
-    s.apply_env(&mut cmd);
+    let mut cmd = s.command();
     let mut child = cmd
         .env("TALLY_TEST_PAUSE_CHUNK_MS", "500")
         .args(["md5", &url, "--state", st])
@@ -161,8 +159,7 @@ fn a_killed_run_continues_from_its_last_checkpoint_and_a_changed_object_is_refus
     assert_eq!(r["md5"], md5sum(&path));
 
     // Stop a run part-way again, then overwrite the object: the continuation refuses.
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tally"));
-    s.apply_env(&mut cmd);
+    let mut cmd = s.command();
     let out = cmd
         .env("TALLY_TEST_PAUSE_CHUNK_MS", "400")
         .args(["md5", &url, "--state", st, "--time-limit", "2s"])
@@ -297,8 +294,7 @@ fn read_back_fails_when_the_store_returns_other_bytes() {
         ]));
         assert_eq!(r["read_back_reads"].as_u64(), Some(1), "{name}");
         // A second writer replaces the object before every read-back read.
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tally"));
-        s.apply_env(&mut cmd);
+        let mut cmd = s.command();
         let child = cmd
             .env("TALLY_TEST_PAUSE_READBACK_MS", "1500")
             .args(["upload", path.to_str().unwrap(), &url, "--read-back=4s"])

@@ -3,7 +3,7 @@
 //! process are handled as the README says.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::support::*;
@@ -31,8 +31,7 @@ fn upload_args<'a>(path: &'a Path, url: &'a str, manifest: &'a Path) -> Vec<&'a 
 
 /// Starts tally with test pauses (debug builds only) so that kills land where intended.
 fn spawn_slow(s: &Server, args: &[&str], part_ms: u64, complete_ms: u64) -> Child {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tally"));
-    s.apply_env(&mut cmd);
+    let mut cmd = s.command();
     cmd.env("TALLY_TEST_PAUSE_PART_MS", part_ms.to_string())
         .env("TALLY_TEST_PAUSE_COMPLETE_MS", complete_ms.to_string())
         .args(args)

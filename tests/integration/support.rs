@@ -127,15 +127,20 @@ impl Server {
         format!("s3://{}/{key}", self.bucket)
     }
 
+    /// A `tally` command set up for this server, to add arguments and environment to.
+    pub fn command(&self) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tally"));
+        self.apply_env(&mut cmd);
+        cmd
+    }
+
     /// Runs `tally ARGS` against this server.
     pub fn tally<I, S>(&self, args: I) -> Output
     where
         I: IntoIterator<Item = S>,
         S: AsRef<std::ffi::OsStr>,
     {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tally"));
-        self.apply_env(&mut cmd);
-        cmd.args(args).output().expect("run tally")
+        self.command().args(args).output().expect("run tally")
     }
 
     /// Runs `aws ARGS` (the AWS CLI) against this server; panics unless it succeeds.

@@ -473,8 +473,7 @@ fn missing_bucket_and_wrong_credentials_fail_clearly() {
         assert_one_line_error(&out, "bucket does not exist");
         assert!(stderr(&out).contains("NoSuchBucket"));
     }
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_tally"));
-    s.apply_env(&mut cmd);
+    let mut cmd = s.command();
     let wrong = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
     cmd.env("AWS_SECRET_ACCESS_KEY", wrong);
     let out = cmd

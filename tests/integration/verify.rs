@@ -385,8 +385,7 @@ fn wait_retries_until_the_object_appears() {
     let dir = s.temp_dir();
     let path = random_file(dir.path(), "f", 6 * MIB, 39);
     let url = s.url("v/late");
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_tally"));
-    s.apply_env(&mut cmd);
+    let mut cmd = s.command();
     let child = cmd
         .args([
             "verify",
