@@ -131,6 +131,22 @@ impl Outcome {
 }
 
 impl Error {
+    /// Wraps a failed S3 request of operation `op` (with the part and upload, when there is one):
+    /// for `map_err`.
+    pub fn s3(
+        op: &'static str,
+        part: Option<u32>,
+        upload_id: Option<&str>,
+    ) -> impl FnOnce(S3Error) -> Error + use<> {
+        let upload_id = upload_id.map(str::to_owned);
+        move |source| Error::S3 {
+            op,
+            part,
+            upload_id,
+            source,
+        }
+    }
+
     /// The process exit code for this error: [`EXIT_MISMATCH`] for integrity failures (including a
     /// part S3 rejected because its bytes did not match their checksum), [`EXIT_ERROR`] otherwise.
     pub fn exit_code(&self) -> i32 {

@@ -15,7 +15,7 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{ObjectUrl, UploadConfig};
-use crate::error::{Error, Outcome, S3Error, S3ErrorKind};
+use crate::error::{Error, Outcome, S3ErrorKind};
 use crate::hash::{self, ChecksumAlgorithm, ChecksumType, ObjectChecksum, PartHash};
 use crate::manifest::{self, CompletedRecord, Header, Journal, Lock, PartRecord};
 use crate::plan::{Part, Plan};
@@ -197,12 +197,7 @@ async fn single_put<C: S3Api>(
     };
     let seconds_to_first_send = Some(started.elapsed().as_secs_f64());
     let reply = tokio::select! {
-        r = s3.put_object(&cfg.target, alg, body, &hash) => r.map_err(|source| Error::S3 {
-            op: "PutObject",
-            part: None,
-            upload_id: None,
-            source,
-        })?,
+        r = s3.put_object(&cfg.target, alg, body, &hash) => r.map_err(Error::s3("PutObject", None, None))?,
         () = cancel.cancelled() => return Err(Error::Interrupted),
     };
     progress.part_done(part.len);
@@ -279,20 +274,6 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
     tokio::task::spawn_blocking(f)
         .await
         .expect("blocking file work does not panic")
-}
-
-fn s3_failure(
-    op: &'static str,
-    part: Option<u32>,
-    upload_id: Option<&str>,
-) -> impl FnOnce(S3Error) -> Error {
-    let upload_id = upload_id.map(str::to_owned);
-    move |source| Error::S3 {
-        op,
-        part,
-        upload_id,
-        source,
-    }
 }
 
 async fn multipart<C: S3Api>(
@@ -459,7 +440,7 @@ async fn begin<C: S3Api>(
         match s3.abort_multipart(target, &id).await {
             Ok(()) => {}
             Err(e) if e.kind == S3ErrorKind::NotFound => {}
-            Err(e) => return Err(s3_failure("AbortMultipartUpload", None, Some(&id))(e)),
+            Err(e) => return Err(Error::s3("AbortMultipartUpload", None, Some(&id))(e)),
         }
         let path = manifest_path.to_owned();
         blocking(move || std::fs::remove_file(&path))
@@ -513,7 +494,7 @@ async fn begin<C: S3Api>(
                     "upload {id} from the manifest no longer exists in S3 (aborted, or expired by a lifecycle rule): starting a new upload"
                 ));
             }
-            Err(e) => return Err(s3_failure("ListParts", None, Some(&id))(e)),
+            Err(e) => return Err(Error::s3("ListParts", None, Some(&id))(e)),
         }
     }
     let alg = cfg.checksum;
@@ -521,7 +502,7 @@ async fn begin<C: S3Api>(
     let upload_id = s3
         .create_multipart(target, alg, alg.multipart_type())
         .await
-        .map_err(s3_failure("CreateMultipartUpload", None, None))?;
+        .map_err(Error::s3("CreateMultipartUpload", None, None))?;
     tracing::info!(upload_id = %upload_id, "created multipart upload");
     let header = Header {
         format: manifest::FORMAT,
@@ -798,7 +779,7 @@ async fn send_parts<C: S3Api>(
             let reply = s3
                 .upload_part(target, upload_id, part.number, alg, body, &hash)
                 .await
-                .map_err(s3_failure("UploadPart", Some(part.number), Some(upload_id)))?;
+                .map_err(Error::s3("UploadPart", Some(part.number), Some(upload_id)))?;
             check_part(&part, &hash, &reply, upload_id)?;
             let etag = reply.etag.clone().unwrap_or_default();
             let rec = part_record(&part, &hash, &etag);
@@ -897,7 +878,7 @@ async fn complete<C: S3Api>(
             }
             Err(gone) if gone.kind == S3ErrorKind::NotFound => {
                 // The upload is closed: an earlier attempt completed it if the object is ours.
-                let head = s3.head_object(target, None).await.map_err(s3_failure(
+                let head = s3.head_object(target, None).await.map_err(Error::s3(
                     "HeadObject",
                     None,
                     Some(upload_id),
@@ -917,9 +898,15 @@ async fn complete<C: S3Api>(
                         version_id: head.version_id,
                     });
                 }
-                return Err(s3_failure("CompleteMultipartUpload", None, Some(upload_id))(err));
+                return Err(Error::s3("CompleteMultipartUpload", None, Some(upload_id))(
+                    err,
+                ));
             }
-            _ => return Err(s3_failure("CompleteMultipartUpload", None, Some(upload_id))(err)),
+            _ => {
+                return Err(Error::s3("CompleteMultipartUpload", None, Some(upload_id))(
+                    err,
+                ));
+            }
         }
     }
 }

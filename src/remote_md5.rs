@@ -202,12 +202,7 @@ pub async fn remote_md5<C: S3Api>(
     let head = s3
         .head_object(obj, None)
         .await
-        .map_err(|source| Error::S3 {
-            op: "HeadObject",
-            part: None,
-            upload_id: None,
-            source,
-        })?;
+        .map_err(Error::s3("HeadObject", None, None))?;
     let mut report = Md5Report {
         bucket: obj.bucket.clone(),
         key: obj.key.clone(),
@@ -467,14 +462,7 @@ pub async fn tag_md5<C: S3Api>(
     let mut tags = match s3.get_tags(obj, version).await {
         Ok(t) => t,
         Err(e) if e.kind == S3ErrorKind::Unsupported => return Err(unsupported(&e)),
-        Err(source) => {
-            return Err(Error::S3 {
-                op: "GetObjectTagging",
-                part: None,
-                upload_id: None,
-                source,
-            });
-        }
+        Err(source) => return Err(Error::s3("GetObjectTagging", None, None)(source)),
     };
     let count = tags.len();
     let outcome = match tags.iter_mut().find(|(k, _)| k == name) {
@@ -497,12 +485,7 @@ pub async fn tag_md5<C: S3Api>(
     match s3.put_tags(obj, version, &tags).await {
         Ok(()) => Ok(outcome),
         Err(e) if e.kind == S3ErrorKind::Unsupported => Err(unsupported(&e)),
-        Err(source) => Err(Error::S3 {
-            op: "PutObjectTagging",
-            part: None,
-            upload_id: None,
-            source,
-        }),
+        Err(source) => Err(Error::s3("PutObjectTagging", None, None)(source)),
     }
 }
 

@@ -32,12 +32,7 @@ pub async fn list(s3: &SdkS3, target: &ObjectUrl) -> Result<Vec<UploadInfo>, Err
     let found = s3
         .list_uploads(&target.bucket, &target.key)
         .await
-        .map_err(|source| Error::S3 {
-            op: "ListMultipartUploads",
-            part: None,
-            upload_id: None,
-            source,
-        })?;
+        .map_err(Error::s3("ListMultipartUploads", None, None))?;
     let manifests = local_manifests().await;
     let mut out = Vec::new();
     for u in found {
@@ -52,14 +47,7 @@ pub async fn list(s3: &SdkS3, target: &ObjectUrl) -> Result<Vec<UploadInfo>, Err
         {
             Ok(h) => h,
             Err(e) if e.kind == S3ErrorKind::NotFound => continue,
-            Err(source) => {
-                return Err(Error::S3 {
-                    op: "ListParts",
-                    part: None,
-                    upload_id: Some(u.upload_id),
-                    source,
-                });
-            }
+            Err(source) => return Err(Error::s3("ListParts", None, Some(&u.upload_id))(source)),
         };
         let manifest = manifests
             .iter()
@@ -115,12 +103,7 @@ pub async fn abort(
                 .as_secs() as i64;
             s3.list_uploads(&target.bucket, &target.key)
                 .await
-                .map_err(|source| Error::S3 {
-                    op: "ListMultipartUploads",
-                    part: None,
-                    upload_id: None,
-                    source,
-                })?
+                .map_err(Error::s3("ListMultipartUploads", None, None))?
                 .into_iter()
                 .filter(|u| u.initiated.is_some_and(|t| now - t > age.as_secs() as i64))
                 .map(|u| (u.key, u.upload_id))
@@ -139,14 +122,11 @@ pub async fn abort(
             bucket: target.bucket.clone(),
             key: key.clone(),
         };
-        s3.abort_multipart(&obj, &id)
-            .await
-            .map_err(|source| Error::S3 {
-                op: "AbortMultipartUpload",
-                part: None,
-                upload_id: Some(id.clone()),
-                source,
-            })?;
+        s3.abort_multipart(&obj, &id).await.map_err(Error::s3(
+            "AbortMultipartUpload",
+            None,
+            Some(&id),
+        ))?;
         let manifest_removed = manifests
             .iter()
             .find(|(_, h)| h.upload_id == id && h.bucket == obj.bucket && h.key == key)

@@ -20,7 +20,7 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::config::ObjectUrl;
-use crate::error::{Error, S3Error, S3ErrorKind};
+use crate::error::{Error, S3ErrorKind};
 use crate::hash::{self, ChecksumAlgorithm, ChecksumType, Digest, RangeHash};
 use crate::s3::{HeadInfo, RemoteChecksum, S3Api};
 use crate::source::Source;
@@ -377,15 +377,6 @@ async fn hash_local(
     .expect("hashing does not panic")
 }
 
-fn s3_err(op: &'static str) -> impl FnOnce(S3Error) -> Error {
-    move |source| Error::S3 {
-        op,
-        part: None,
-        upload_id: None,
-        source,
-    }
-}
-
 /// Learns what S3 says about `obj`: HEAD (size, checksum, ETag, encryption), then
 /// GetObjectAttributes where the server has it, then the part layout from HEAD `?partNumber`
 /// when nothing else gives it.
@@ -397,7 +388,7 @@ pub async fn remote_facts<C: S3Api>(
     let head = s3
         .head_object(obj, None)
         .await
-        .map_err(s3_err("HeadObject"))?;
+        .map_err(Error::s3("HeadObject", None, None))?;
     let mut facts = RemoteFacts {
         size: head.size,
         etag: head.etag.clone(),
@@ -410,10 +401,10 @@ pub async fn remote_facts<C: S3Api>(
                 .is_some_and(|c| c.value.contains('-')),
         ..RemoteFacts::default()
     };
-    let attrs = s3
-        .object_attributes(obj)
-        .await
-        .map_err(s3_err("GetObjectAttributes"))?;
+    let attrs =
+        s3.object_attributes(obj)
+            .await
+            .map_err(Error::s3("GetObjectAttributes", None, None))?;
     let why_no_attrs = match &attrs {
         None => "the server does not implement GetObjectAttributes",
         Some(a) if a.parts.is_empty() && a.parts_count.is_some_and(|n| n > 0) => {
@@ -466,10 +457,11 @@ pub async fn remote_facts<C: S3Api>(
 
 /// The part sizes of a multipart object, from HEAD `?partNumber=N` (in parallel).
 async fn part_layout<C: S3Api>(s3: &C, obj: &ObjectUrl) -> Result<Vec<u64>, Error> {
-    let first: HeadInfo = s3
-        .head_object(obj, Some(1))
-        .await
-        .map_err(s3_err("HeadObject ?partNumber"))?;
+    let first: HeadInfo = s3.head_object(obj, Some(1)).await.map_err(Error::s3(
+        "HeadObject ?partNumber",
+        None,
+        None,
+    ))?;
     let count = first.parts_count.unwrap_or(1).max(1);
     let mut sizes = vec![first.size];
     let rest: Vec<u64> = stream::iter(2..=count)
@@ -477,7 +469,7 @@ async fn part_layout<C: S3Api>(s3: &C, obj: &ObjectUrl) -> Result<Vec<u64>, Erro
             s3.head_object(obj, Some(n))
                 .await
                 .map(|h| h.size)
-                .map_err(s3_err("HeadObject ?partNumber"))
+                .map_err(Error::s3("HeadObject ?partNumber", None, None))
         })
         .buffered(FETCH_CONCURRENCY)
         .try_collect()
@@ -508,10 +500,11 @@ async fn compare_bytes<C: S3Api>(
         .map(|(n, r)| {
             let src = src.clone();
             async move {
-                let remote = s3
-                    .get_range(obj, r.clone(), etag)
-                    .await
-                    .map_err(s3_err("GetObject"))?;
+                let remote = s3.get_range(obj, r.clone(), etag).await.map_err(Error::s3(
+                    "GetObject",
+                    None,
+                    None,
+                ))?;
                 let diff = tokio::task::spawn_blocking(move || {
                     let local = &src.bytes()[r.start as usize..r.end as usize];
                     if remote.len() != local.len() {
