@@ -253,7 +253,6 @@ fn ends_with_newline(path: &Path) -> Result<bool, Error> {
 #[derive(Debug)]
 pub struct Lock {
     _file: File,
-    path: PathBuf,
 }
 
 impl Lock {
@@ -268,18 +267,13 @@ impl Lock {
             .open(&path)
             .map_err(|e| manifest_error(&path, &e))?;
         match file.try_lock() {
-            Ok(()) => Ok(Lock { _file: file, path }),
+            Ok(()) => Ok(Lock { _file: file }),
             Err(std::fs::TryLockError::WouldBlock) => Err(Error::Usage(format!(
                 "another tally is already uploading this file to this destination (lock {}): wait for it to finish, or stop it first",
                 path.display()
             ))),
             Err(std::fs::TryLockError::Error(e)) => Err(manifest_error(&path, &e)),
         }
-    }
-
-    /// Path of the lock file.
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 }
 

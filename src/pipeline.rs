@@ -134,13 +134,18 @@ async fn after_completion<C: S3Api>(
     Ok(())
 }
 
-/// Hashes `body` on the rayon pool; the async task only waits.
-async fn hash_on_pool(alg: ChecksumAlgorithm, md5: bool, body: Bytes) -> PartHash {
+/// Runs CPU work `f` on the rayon pool; the async task only waits.
+async fn on_pool<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
     let (tx, rx) = tokio::sync::oneshot::channel();
     rayon::spawn(move || {
-        let _ = tx.send(hash::hash_part(alg, md5, &body));
+        let _ = tx.send(f());
     });
-    rx.await.expect("a hashing task never drops its reply")
+    rx.await.expect("a pool task never drops its reply")
+}
+
+/// Hashes `body` on the rayon pool.
+async fn hash_on_pool(alg: ChecksumAlgorithm, md5: bool, body: Bytes) -> PartHash {
+    on_pool(move || hash::hash_part(alg, md5, &body)).await
 }
 
 /// Uploads `cfg.source` to `cfg.target` and checks S3's replies against the local hashes.
@@ -187,14 +192,8 @@ async fn single_put<C: S3Api>(
     let body = src.part(&part);
     // One PutObject always carries Content-MD5: its ETag is then the MD5 `tally md5` can use.
     // Checksum and MD5 run on two threads: there is no other part to hash beside this one.
-    let hash = {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let data = body.clone();
-        rayon::spawn(move || {
-            let _ = tx.send(hash::hash_part_joined(alg, &data));
-        });
-        rx.await.expect("a hashing task never drops its reply")
-    };
+    let data = body.clone();
+    let hash = on_pool(move || hash::hash_part_joined(alg, &data)).await;
     let seconds_to_first_send = Some(started.elapsed().as_secs_f64());
     let reply = tokio::select! {
         r = s3.put_object(&cfg.target, alg, body, &hash) => r.map_err(Error::s3("PutObject", None, None))?,
@@ -736,7 +735,7 @@ async fn abort<C: S3Api>(s3: &C, target: &ObjectUrl, upload_id: String, cause: E
 async fn send_parts<C: S3Api>(
     s3: &C,
     cfg: &UploadConfig,
-    src: &Source,
+    src: &Arc<Source>,
     start: &Start,
     progress: &dyn Progress,
     first_send: &std::sync::OnceLock<Instant>,
@@ -753,15 +752,15 @@ async fn send_parts<C: S3Api>(
         .map(|part| {
             let body = src.part(&part);
             let send = !have.contains(&part.number);
-            // A file that shrank would fault (SIGBUS) when its lost pages are read: look first.
-            let unchanged = src.check_unchanged();
+            let (src, data) = (src.clone(), body.clone());
             async move {
-                unchanged?;
-                let hash = if send {
-                    Some(hash_on_pool(alg, md5, body.clone()).await)
-                } else {
-                    None
-                };
+                // A file that shrank would fault (SIGBUS) when its lost pages are read: look
+                // first. The stat and the hashing both run on the pool, off the async threads.
+                let hash = on_pool(move || {
+                    src.check_unchanged()?;
+                    Ok::<_, Error>(send.then(|| hash::hash_part(alg, md5, &data)))
+                })
+                .await?;
                 Ok::<_, Error>((part, body, hash))
             }
         })
@@ -841,13 +840,14 @@ fn check_part(
 async fn complete<C: S3Api>(
     s3: &C,
     target: &ObjectUrl,
-    src: &Source,
+    src: &Arc<Source>,
     upload_id: &str,
     alg: ChecksumAlgorithm,
     done: &[DonePart],
     local: &ObjectChecksum,
 ) -> Result<WriteReply, Error> {
-    src.check_unchanged()?;
+    let s = src.clone();
+    blocking(move || s.check_unchanged()).await?;
     let parts: Vec<CompletedPart> = done
         .iter()
         .map(|d| CompletedPart {

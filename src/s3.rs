@@ -345,16 +345,6 @@ impl SdkS3 {
         })
     }
 
-    /// The custom endpoint in use, if any.
-    pub fn endpoint(&self) -> Option<&str> {
-        self.endpoint.as_deref()
-    }
-
-    /// The underlying SDK client.
-    pub fn client(&self) -> &aws_sdk_s3::Client {
-        &self.client
-    }
-
     /// ListMultipartUploads under `prefix`, every page.
     pub async fn list_uploads(
         &self,

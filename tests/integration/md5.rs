@@ -32,18 +32,7 @@ fn md5_of_multipart_objects_from_tally_and_the_cli_is_md5sum() {
     let dir = s.temp_dir();
     let path = random_file(dir.path(), "f", 19 * MIB + 5, 41);
     let p = path.to_str().unwrap();
-    assert!(
-        s.tally([
-            "upload",
-            p,
-            &s.url("m/tally"),
-            "--part-size",
-            "5MiB",
-            "--quiet"
-        ])
-        .status
-        .success()
-    );
+    s.put(&path, "m/tally", "5MiB");
     s.aws(["s3", "cp", "--quiet", p, &s.url("m/cli")]);
     let want = md5sum(&path);
     for key in ["m/tally", "m/cli"] {
@@ -79,18 +68,7 @@ fn a_time_limited_run_continues_from_its_state() {
     let s = garage();
     let dir = s.temp_dir();
     let path = random_file(dir.path(), "f", 64 * MIB, 43);
-    assert!(
-        s.tally([
-            "upload",
-            path.to_str().unwrap(),
-            &s.url("m/limited"),
-            "--part-size",
-            "8MiB",
-            "--quiet"
-        ])
-        .status
-        .success()
-    );
+    s.put(&path, "m/limited", "8MiB");
     let state = dir.path().join("md5.state");
     let st = state.to_str().unwrap();
     let url = s.url("m/limited");
@@ -118,19 +96,7 @@ fn a_killed_run_continues_from_its_last_checkpoint_and_a_changed_object_is_refus
     let s = garage();
     let dir = s.temp_dir();
     let path = random_file(dir.path(), "f", 64 * MIB, 44);
-    let p = path.to_str().unwrap();
-    assert!(
-        s.tally([
-            "upload",
-            p,
-            &s.url("m/killed"),
-            "--part-size",
-            "8MiB",
-            "--quiet"
-        ])
-        .status
-        .success()
-    );
+    s.put(&path, "m/killed", "8MiB");
     let state = dir.path().join("md5.state");
     let st = state.to_str().unwrap();
     let url = s.url("m/killed");
@@ -179,18 +145,7 @@ fn tags_merge_once_and_the_ten_tag_limit_is_enforced() {
     let dir = s.temp_dir();
     let path = random_file(dir.path(), "f", 12 * MIB, 46);
     let p = path.to_str().unwrap();
-    assert!(
-        s.tally([
-            "upload",
-            p,
-            &s.url("m/tagged"),
-            "--part-size",
-            "5MiB",
-            "--quiet"
-        ])
-        .status
-        .success()
-    );
+    s.put(&path, "m/tagged", "5MiB");
     let tagging = r#"{"TagSet":[{"Key":"project","Value":"dune"},{"Key":"reel","Value":"7"}]}"#;
     s.aws([
         "s3api",

@@ -143,6 +143,24 @@ impl Server {
         self.command().args(args).output().expect("run tally")
     }
 
+    /// Uploads `path` to `key` with tally (`--part-size part_size --quiet`); panics with tally's
+    /// error unless it succeeds.
+    pub fn put(&self, path: &Path, key: &str, part_size: &str) {
+        let out = self.tally([
+            "upload",
+            path.to_str().unwrap(),
+            &self.url(key),
+            "--part-size",
+            part_size,
+            "--quiet",
+        ]);
+        assert!(
+            out.status.success(),
+            "tally upload failed: {}",
+            stderr(&out)
+        );
+    }
+
     /// Runs `aws ARGS` (the AWS CLI) against this server; panics unless it succeeds.
     pub fn aws<I, S>(&self, args: I) -> String
     where

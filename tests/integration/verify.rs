@@ -43,18 +43,7 @@ fn objects_from_tally_and_the_aws_cli_verify_and_a_changed_byte_names_its_part()
             p,
             &s.url("v/cli-sha256"),
         ]);
-        assert!(
-            s.tally([
-                "upload",
-                p,
-                &s.url("v/tally"),
-                "--part-size",
-                "5MiB",
-                "--quiet"
-            ])
-            .status
-            .success()
-        );
+        s.put(&path, "v/tally", "5MiB");
         for key in ["v/cli-default", "v/cli-sha256", "v/tally"] {
             let (code, r) = verify(s, &path, key, &[]);
             assert_eq!(code, Some(0), "{name} {key}: {r}");
@@ -105,20 +94,8 @@ fn objects_from_tally_and_the_aws_cli_verify_and_a_changed_byte_names_its_part()
 fn the_method_follows_what_the_server_offers() {
     let dir = garage().temp_dir();
     let path = random_file(dir.path(), "f", 11 * MIB, 32);
-    let p = path.to_str().unwrap();
     for (name, s) in servers() {
-        assert!(
-            s.tally([
-                "upload",
-                p,
-                &s.url("v/method"),
-                "--part-size",
-                "5MiB",
-                "--quiet"
-            ])
-            .status
-            .success()
-        );
+        s.put(&path, "v/method", "5MiB");
         let (code, r) = verify(s, &path, "v/method", &[]);
         assert_eq!(code, Some(0));
         // Garage lacks GetObjectAttributes: tally says so and uses HEAD; LocalStack has it.
@@ -172,18 +149,7 @@ fn a_truncated_copy_is_a_size_difference() {
     let s = garage();
     let dir = s.temp_dir();
     let path = random_file(dir.path(), "f", 6 * MIB, 34);
-    assert!(
-        s.tally([
-            "upload",
-            path.to_str().unwrap(),
-            &s.url("v/trunc"),
-            "--part-size",
-            "5MiB",
-            "--quiet"
-        ])
-        .status
-        .success()
-    );
+    s.put(&path, "v/trunc", "5MiB");
     let short = dir.path().join("short");
     std::fs::write(&short, &std::fs::read(&path).unwrap()[..5 * MIB as usize]).unwrap();
     let (code, r) = verify(s, &short, "v/trunc", &[]);
