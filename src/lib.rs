@@ -25,6 +25,7 @@ pub mod plan;
 pub mod progress;
 pub mod redact;
 pub mod remote_md5;
+pub mod retry;
 pub mod s3;
 mod seam;
 pub mod source;
