@@ -17,6 +17,7 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod exec;
 pub mod hash;
 pub mod hashfile;
 pub mod manifest;

@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{ObjectUrl, UploadConfig};
 use crate::error::{Error, Outcome, S3ErrorKind};
+use crate::exec::{blocking, hash_ahead, on_pool};
 use crate::hash::{self, ChecksumAlgorithm, ChecksumType, ObjectChecksum, PartHash};
 use crate::manifest::{self, CompletedRecord, Header, Journal, Lock, PartRecord};
 use crate::plan::{Part, Plan};
@@ -106,10 +107,6 @@ pub struct UploadReport {
 /// CompleteMultipartUpload attempts, each sent only after ListParts shows the upload still open.
 const COMPLETE_ATTEMPTS: u32 = 5;
 
-/// How far hashing may run ahead of the uploads, in parts: enough to keep every hashing thread busy.
-fn hash_ahead() -> usize {
-    rayon::current_num_threads().max(1) * 2
-}
 
 /// Read-back and the MD5 tag, once the object exists.
 async fn after_completion<C: S3Api>(
@@ -134,14 +131,6 @@ async fn after_completion<C: S3Api>(
     Ok(())
 }
 
-/// Runs CPU work `f` on the rayon pool; the async task only waits.
-async fn on_pool<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    rayon::spawn(move || {
-        let _ = tx.send(f());
-    });
-    rx.await.expect("a pool task never drops its reply")
-}
 
 /// Hashes `body` on the rayon pool.
 async fn hash_on_pool(alg: ChecksumAlgorithm, md5: bool, body: Bytes) -> PartHash {
@@ -269,11 +258,6 @@ struct Start {
     resumed: bool,
 }
 
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    tokio::task::spawn_blocking(f)
-        .await
-        .expect("blocking file work does not panic")
-}
 
 async fn multipart<C: S3Api>(
     s3: &C,
