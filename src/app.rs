@@ -8,10 +8,10 @@ use crate::cli::{Cli, Command, OutputArgs, UploadArgs};
 use crate::config::ObjectUrl;
 use crate::error::{EXIT_ERROR, EXIT_MISMATCH, EXIT_OK, EXIT_UNFINISHED, Error};
 use crate::hashfile::{self, HashReport};
-use crate::pipeline::{self, Check, UploadReport};
 use crate::progress::{Bar, Notes, Progress, Silent};
 use crate::remote_md5::{self, Md5Options, Md5Report, TagOutcome};
 use crate::s3::SdkS3;
+use crate::upload::{self, Check, Method, UploadReport};
 use crate::uploads::{self, Aborted, UploadInfo};
 use crate::verify::{self, Verdict, VerifyOptions, VerifyReport};
 
@@ -261,7 +261,7 @@ async fn upload(args: &UploadArgs, out: &Output) -> Result<UploadReport, Error> 
     let cancel = CancellationToken::new();
     watch_signals(cancel.clone());
     let progress = out.progress();
-    pipeline::upload(&s3, &cfg, progress.as_ref(), &cancel).await
+    upload::upload(&s3, &cfg, progress.as_ref(), &cancel).await
 }
 
 fn print_upload(r: &UploadReport) -> String {
@@ -279,7 +279,7 @@ fn print_upload(r: &UploadReport) -> String {
         r.seconds,
         r.mib_per_s
     );
-    if r.method == "multipart" {
+    if r.method == Method::Multipart {
         s += &format!(
             "  parts     {} x {}, {} per part, {} echoed back equal by S3\n",
             r.parts,

@@ -71,7 +71,7 @@ pub struct HashArgs {
     #[arg(long, default_value = "100MiB", value_parser = parse_size)]
     pub part_size: u64,
     /// Checksum algorithm, as for upload.
-    #[arg(long, value_enum, default_value = "sha256")]
+    #[arg(long, default_value = "sha256", value_parser = checksum_parser())]
     pub checksum: ChecksumAlgorithm,
     #[command(flatten)]
     #[allow(missing_docs)]
@@ -211,7 +211,7 @@ pub struct UploadArgs {
     #[arg(long, default_value_t = DEFAULT_CONCURRENCY)]
     pub concurrency: usize,
     /// Per-part checksum that S3 verifies on receipt.
-    #[arg(long, value_enum, default_value = "sha256")]
+    #[arg(long, default_value = "sha256", value_parser = checksum_parser())]
     pub checksum: ChecksumAlgorithm,
     /// Manifest (resume journal) path; default: a file in the state directory
     /// ($TALLY_STATE_DIR, $XDG_STATE_HOME/tally or ~/.local/state/tally) keyed by file and destination.
@@ -310,4 +310,14 @@ pub fn usage_error(e: clap::Error) -> i32 {
     let msg = msg.strip_prefix("error: ").unwrap_or(&msg);
     eprintln!("tally: error: {msg} (see tally --help)");
     crate::error::EXIT_ERROR
+}
+
+/// `--checksum`: the algorithms listed in `--help`, parsed without clap knowing the type.
+fn checksum_parser() -> impl clap::builder::TypedValueParser<Value = ChecksumAlgorithm> {
+    use clap::builder::TypedValueParser as _;
+    clap::builder::PossibleValuesParser::new(["sha256", "sha1", "crc32", "crc32c", "crc64nvme"])
+        .map(|s| {
+            s.parse::<ChecksumAlgorithm>()
+                .expect("every listed name parses")
+        })
 }

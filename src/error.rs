@@ -80,6 +80,23 @@ pub enum Error {
         /// The multipart upload, if any.
         upload_id: Option<String>,
     },
+    /// An interrupted upload's manifest cannot be resumed by this command; nothing was completed.
+    #[error("manifest {}: {why}", manifest.display())]
+    ResumeRefused {
+        /// The manifest.
+        manifest: PathBuf,
+        /// Why, and what to do.
+        why: String,
+    },
+    /// Another tally process drives this upload (it holds the lock).
+    #[error(
+        "another tally is already uploading this file to this destination (lock {}): wait for it to finish, or stop it first",
+        lock.display()
+    )]
+    Busy {
+        /// The lock file.
+        lock: PathBuf,
+    },
     /// Stopped by Ctrl-C / SIGTERM.
     #[error("interrupted")]
     Interrupted,

@@ -10,13 +10,13 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use crc_fast::CrcAlgorithm;
 use md5::{Digest as _, Md5};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Bytes hashed per step: small enough that a chunk read for the checksum is still in L2 for MD5.
 const CHUNK: usize = 256 * 1024;
 
 /// An additional checksum algorithm S3 can verify on receipt.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum ChecksumAlgorithm {
     /// SHA-256 (composite for multipart): also the SigV4 payload hash, so nothing is hashed twice.
@@ -41,7 +41,30 @@ pub enum ChecksumType {
     FullObject,
 }
 
+impl std::str::FromStr for ChecksumAlgorithm {
+    type Err = String;
+
+    /// Parses a name in any case: `sha256`, `SHA256`, `crc64nvme`, ...
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        ChecksumAlgorithm::ALL
+            .into_iter()
+            .find(|a| a.s3_name().eq_ignore_ascii_case(s))
+            .ok_or_else(|| {
+                format!("unknown checksum algorithm '{s}': choose sha256, sha1, crc32, crc32c or crc64nvme")
+            })
+    }
+}
+
 impl ChecksumAlgorithm {
+    /// Every algorithm, in the order `--help` lists them.
+    pub const ALL: [ChecksumAlgorithm; 5] = [
+        Self::Sha256,
+        Self::Sha1,
+        Self::Crc32,
+        Self::Crc32c,
+        Self::Crc64nvme,
+    ];
+
     /// The name S3 uses (`SHA256`, `CRC64NVME`, ...).
     pub fn s3_name(self) -> &'static str {
         match self {

@@ -6,22 +6,31 @@
 //! - [`plan`]: file length -> part ranges within S3's limits;
 //! - [`source`]: the memory-mapped file and zero-copy part bodies;
 //! - [`hash`]: per-part checksum + MD5 in one pass; composite, full-object CRC and ETag;
+//!   [`hashfile`]: `tally hash`, the offline prediction of what an upload would produce;
+//! - [`exec`]: where work runs (the rayon pool for hashing, blocking threads for files);
+//! - [`engine`]: the one budget every transfer of a command shares (requests in flight, bytes
+//!   ahead) and the part pipeline: reserve -> hash -> send;
 //! - [`s3`]: the small S3 boundary (a trait) and its aws-sdk-s3 implementation;
+//!   [`retry`]: the one backoff policy for the loops tally runs itself;
 //! - [`manifest`]: the durable journal of completed parts that makes resume possible;
-//! - [`pipeline`]: wires plan -> source -> hash -> upload -> manifest -> complete -> check;
+//! - [`upload`]: `tally upload`: single PUT or multipart (create/resume, send, complete), report;
+//!   [`uploads`]: `tally uploads` / `tally abort`, the uploads in progress;
 //! - [`verify`]: what S3 says about an object, compared part by part with the local file;
-//! - [`progress`]: progress events and the terminal bar;
+//!   [`remote_md5`]: `tally md5`, the full MD5 of an object, resumable, as a tag;
+//! - [`progress`]: progress events and the terminal bar; [`redact`]: credentials out of all output;
 //! - [`error`]: the error type and exit codes; [`app`]: runs a parsed command.
+//!
+//! Test-only pauses (`seam`) exist in debug builds only.
 
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod engine;
 pub mod error;
 pub mod exec;
 pub mod hash;
 pub mod hashfile;
 pub mod manifest;
-pub mod pipeline;
 pub mod plan;
 pub mod progress;
 pub mod redact;
@@ -30,5 +39,6 @@ pub mod retry;
 pub mod s3;
 mod seam;
 pub mod source;
+pub mod upload;
 pub mod uploads;
 pub mod verify;

@@ -48,8 +48,8 @@ pub struct Header {
     pub upload_id: String,
     /// Part size in bytes (after growing to fit 10,000 parts).
     pub part_size: u64,
-    /// Checksum algorithm (S3 name).
-    pub checksum: String,
+    /// Checksum algorithm (stored by its S3 name).
+    pub checksum: crate::hash::ChecksumAlgorithm,
 }
 
 /// One part S3 acknowledged.
@@ -268,10 +268,7 @@ impl Lock {
             .map_err(|e| manifest_error(&path, &e))?;
         match file.try_lock() {
             Ok(()) => Ok(Lock { _file: file }),
-            Err(std::fs::TryLockError::WouldBlock) => Err(Error::Usage(format!(
-                "another tally is already uploading this file to this destination (lock {}): wait for it to finish, or stop it first",
-                path.display()
-            ))),
+            Err(std::fs::TryLockError::WouldBlock) => Err(Error::Busy { lock: path }),
             Err(std::fs::TryLockError::Error(e)) => Err(manifest_error(&path, &e)),
         }
     }
@@ -398,7 +395,7 @@ mod tests {
             endpoint: "aws".into(),
             upload_id: "upload-1".into(),
             part_size: 100 << 20,
-            checksum: "SHA256".into(),
+            checksum: crate::hash::ChecksumAlgorithm::Sha256,
         }
     }
 

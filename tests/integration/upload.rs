@@ -301,7 +301,7 @@ async fn wrong_checksum_rejected_on(s: &Server) {
         cfg.resume.manifest = Some(dir.path().join(format!("{alg}-{md5}.manifest")));
         cfg.resume.state_dir = Some(dir.path().join("state"));
         let cancel = tokio_util::sync::CancellationToken::new();
-        let err = tally::pipeline::upload(&client, &cfg, &tally::progress::Silent, &cancel)
+        let err = tally::upload::upload(&client, &cfg, &tally::progress::Silent, &cancel)
             .await
             .expect_err("S3 must reject the corrupted part");
         let text = err.to_string();
@@ -319,7 +319,7 @@ async fn wrong_checksum_rejected_on(s: &Server) {
             "kept, and named in the error"
         );
         // The same command without the corruption resumes the kept upload and completes it.
-        let r = tally::pipeline::upload(&sdk_client(s), &cfg, &tally::progress::Silent, &cancel)
+        let r = tally::upload::upload(&sdk_client(s), &cfg, &tally::progress::Silent, &cancel)
             .await
             .expect("the resumed upload completes");
         assert!(r.resumed);

@@ -1,0 +1,423 @@
+//! The transfer engine: one budget for every transfer of a command, and the part pipeline.
+//!
+//! This is the file that schedules parts across files. A command (one file, or many) makes one
+//! [`Engine`]; every transfer it runs shares its two limits:
+//!
+//! - **requests in flight**: every S3 request of every transfer goes through [`Limited`], which
+//!   holds one of `concurrency` slots for the duration of the call (its SDK retries included). The
+//!   slots are handed out first come, first served, so a huge file's parts and a tree's small files
+//!   interleave instead of one starving the other.
+//! - **bytes ahead**: before a part's bytes are touched (hashed from the memory map, or, for a
+//!   download, received), its length is reserved from a byte budget, and released only once S3
+//!   acknowledged the part and the manifest recorded it. Reservations are taken in part order
+//!   within a transfer, so the oldest part of every transfer can always finish: the budget cannot
+//!   deadlock, and memory does not grow with the number or the size of the files.
+//!
+//! [`Engine::parts`] is the pipeline a transfer runs its parts through: reserve (in order) ->
+//! prepare on the CPU pool (at most [`crate::exec::hash_ahead`] ahead, results kept in order so a
+//! whole-file hash can follow) -> an in-order hook -> the network step (at most the transfer's own
+//! concurrency, in any order). Uploads hash then send; a download would fetch then hash and write,
+//! through the same gates.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::{Stream, StreamExt as _, TryStreamExt as _, stream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::config::ObjectUrl;
+use crate::error::{Error, S3Error};
+use crate::hash::{ChecksumAlgorithm, ChecksumType, PartHash};
+use crate::s3::{CompletedPart, HeadInfo, HeldPart, ObjectAttributes, S3Api, WriteReply};
+
+/// The byte budget is counted in KiB, so that a semaphore's `u32` acquisitions cover 5 GiB parts.
+const UNIT: u64 = 1024;
+
+/// The two limits every transfer of a command shares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// S3 requests in flight at most, across every transfer (`--concurrency`).
+    pub concurrency: usize,
+    /// Bytes reserved at most: parts being hashed, waiting to be sent, or in flight.
+    pub bytes_ahead: u64,
+}
+
+impl Limits {
+    /// The default for `concurrency` slots and parts of `part_size`: every slot busy with one part,
+    /// and every hashing thread with [`crate::exec::hash_ahead`] parts ready behind them.
+    pub fn for_parts(concurrency: usize, part_size: u64) -> Limits {
+        let parts = concurrency + crate::exec::hash_ahead();
+        Limits {
+            concurrency,
+            bytes_ahead: part_size.saturating_mul(parts as u64),
+        }
+    }
+}
+
+/// The shared budget of one command. Cheap to share by reference across the transfers' tasks.
+#[derive(Debug)]
+pub struct Engine {
+    limits: Limits,
+    requests: Arc<Semaphore>,
+    bytes: Arc<Semaphore>,
+    byte_units: u32,
+}
+
+/// Bytes of the budget held by one part; released when dropped.
+#[derive(Debug)]
+pub struct Reservation {
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Engine {
+    /// An engine with these limits (a concurrency of 0 is taken as 1).
+    pub fn new(limits: Limits) -> Engine {
+        let concurrency = limits.concurrency.max(1);
+        let byte_units =
+            u32::try_from(limits.bytes_ahead.div_ceil(UNIT).max(1)).unwrap_or(u32::MAX);
+        Engine {
+            limits: Limits {
+                concurrency,
+                ..limits
+            },
+            requests: Arc::new(Semaphore::new(concurrency)),
+            bytes: Arc::new(Semaphore::new(byte_units as usize)),
+            byte_units,
+        }
+    }
+
+    /// The limits this engine enforces.
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// Reserves `len` bytes of the budget, waiting for earlier reservations to be released. A part
+    /// larger than the whole budget takes all of it (and so runs alone) rather than waiting forever.
+    pub async fn reserve(&self, len: u64) -> Reservation {
+        let units = u32::try_from(len.div_ceil(UNIT))
+            .unwrap_or(u32::MAX)
+            .min(self.byte_units);
+        let permit = self
+            .bytes
+            .clone()
+            .acquire_many_owned(units)
+            .await
+            .expect("the engine never closes its budget");
+        Reservation { _permit: permit }
+    }
+
+    /// Runs one S3 request `fut` in one of the `concurrency` slots.
+    pub async fn request<T>(&self, fut: impl Future<Output = T>) -> T {
+        let _slot = self
+            .requests
+            .acquire()
+            .await
+            .expect("the engine never closes its slots");
+        fut.await
+    }
+
+    /// The S3 client `s3` with every request counted against this engine's slots.
+    pub fn limit<'a, C: S3Api>(&'a self, s3: &'a C) -> Limited<'a, C> {
+        Limited {
+            inner: s3,
+            engine: self,
+        }
+    }
+
+    /// Runs `items` (the parts of one transfer, in order) through the pipeline:
+    /// - `len(item)` bytes are reserved, in order;
+    /// - `prepare(item)` runs (CPU work: it should use [`crate::exec::on_pool`]), at most
+    ///   [`crate::exec::hash_ahead`] items ahead, and its results are passed on in order;
+    /// - `in_order(prepared)` sees each result in item order (a whole-file hash);
+    /// - `send(prepared)` runs at most `concurrency` at a time, in any order; the reservation is
+    ///   released when it returns.
+    ///
+    /// Returns the `send` results (in completion order), or the first error.
+    pub fn parts<'s, I, P, D, FP, FutP, FO, FutO, FS, FutS>(
+        &'s self,
+        items: impl IntoIterator<Item = I> + 's,
+        len: impl Fn(&I) -> u64 + 's,
+        prepare: FP,
+        in_order: FO,
+        send: FS,
+        concurrency: usize,
+    ) -> impl Stream<Item = Result<D, Error>> + 's
+    where
+        I: 's,
+        P: 's,
+        D: 's,
+        FP: Fn(I) -> FutP + 's,
+        FutP: Future<Output = Result<P, Error>> + 's,
+        FO: Fn(P) -> FutO + 's,
+        FutO: Future<Output = Result<P, Error>> + 's,
+        FS: Fn(P) -> FutS + 's,
+        FutS: Future<Output = Result<D, Error>> + 's,
+    {
+        stream::iter(items)
+            .then(move |item| {
+                let n = len(&item);
+                async move { (self.reserve(n).await, item) }
+            })
+            .map(move |(held, item)| {
+                let prepared = prepare(item);
+                async move { prepared.await.map(|p| (held, p)) }
+            })
+            .buffered(crate::exec::hash_ahead())
+            .and_then(move |(held, p)| {
+                let next = in_order(p);
+                async move { next.await.map(|p| (held, p)) }
+            })
+            .map_ok(move |(held, p)| {
+                let sent = send(p);
+                async move {
+                    let out = sent.await;
+                    drop(held);
+                    out
+                }
+            })
+            .try_buffer_unordered(concurrency.max(1))
+    }
+}
+
+/// An S3 client whose every request holds one of its engine's slots. Everything a command sends
+/// (parts, single PUTs, Create/Complete, ListParts, the read-back after an upload) goes through one.
+#[derive(Debug)]
+pub struct Limited<'a, C> {
+    inner: &'a C,
+    engine: &'a Engine,
+}
+
+impl<C: S3Api> S3Api for Limited<'_, C> {
+    async fn put_object(
+        &self,
+        obj: &ObjectUrl,
+        alg: ChecksumAlgorithm,
+        body: Bytes,
+        hash: &PartHash,
+    ) -> Result<WriteReply, S3Error> {
+        let inner = self.inner.put_object(obj, alg, body, hash);
+        self.engine.request(inner).await
+    }
+
+    async fn create_multipart(
+        &self,
+        obj: &ObjectUrl,
+        alg: ChecksumAlgorithm,
+        kind: ChecksumType,
+    ) -> Result<String, S3Error> {
+        let inner = self.inner.create_multipart(obj, alg, kind);
+        self.engine.request(inner).await
+    }
+
+    async fn upload_part(
+        &self,
+        obj: &ObjectUrl,
+        upload_id: &str,
+        number: u32,
+        alg: ChecksumAlgorithm,
+        body: Bytes,
+        hash: &PartHash,
+    ) -> Result<WriteReply, S3Error> {
+        let inner = self
+            .inner
+            .upload_part(obj, upload_id, number, alg, body, hash);
+        self.engine.request(inner).await
+    }
+
+    async fn complete_multipart(
+        &self,
+        obj: &ObjectUrl,
+        upload_id: &str,
+        alg: ChecksumAlgorithm,
+        parts: &[CompletedPart],
+        full_object: Option<&str>,
+    ) -> Result<WriteReply, S3Error> {
+        let inner = self
+            .inner
+            .complete_multipart(obj, upload_id, alg, parts, full_object);
+        self.engine.request(inner).await
+    }
+
+    async fn abort_multipart(&self, obj: &ObjectUrl, upload_id: &str) -> Result<(), S3Error> {
+        let inner = self.inner.abort_multipart(obj, upload_id);
+        self.engine.request(inner).await
+    }
+
+    async fn list_parts(
+        &self,
+        obj: &ObjectUrl,
+        upload_id: &str,
+        alg: ChecksumAlgorithm,
+    ) -> Result<Vec<HeldPart>, S3Error> {
+        let inner = self.inner.list_parts(obj, upload_id, alg);
+        self.engine.request(inner).await
+    }
+
+    fn endpoint_label(&self) -> String {
+        self.inner.endpoint_label()
+    }
+
+    async fn object_attributes(
+        &self,
+        obj: &ObjectUrl,
+    ) -> Result<Option<ObjectAttributes>, S3Error> {
+        let inner = self.inner.object_attributes(obj);
+        self.engine.request(inner).await
+    }
+
+    async fn head_object(
+        &self,
+        obj: &ObjectUrl,
+        part_number: Option<u32>,
+    ) -> Result<HeadInfo, S3Error> {
+        let inner = self.inner.head_object(obj, part_number);
+        self.engine.request(inner).await
+    }
+
+    async fn get_tags(
+        &self,
+        obj: &ObjectUrl,
+        version: Option<&str>,
+    ) -> Result<Vec<(String, String)>, S3Error> {
+        let inner = self.inner.get_tags(obj, version);
+        self.engine.request(inner).await
+    }
+
+    async fn put_tags(
+        &self,
+        obj: &ObjectUrl,
+        version: Option<&str>,
+        tags: &[(String, String)],
+    ) -> Result<(), S3Error> {
+        let inner = self.inner.put_tags(obj, version, tags);
+        self.engine.request(inner).await
+    }
+
+    async fn get_range(
+        &self,
+        obj: &ObjectUrl,
+        range: std::ops::Range<u64>,
+        if_match: Option<&str>,
+    ) -> Result<Bytes, S3Error> {
+        let inner = self.inner.get_range(obj, range, if_match);
+        self.engine.request(inner).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn requests_never_exceed_the_slots() {
+        let engine = Engine::new(Limits {
+            concurrency: 3,
+            bytes_ahead: 1 << 30,
+        });
+        let now = AtomicUsize::new(0);
+        let peak = AtomicUsize::new(0);
+        let tasks = (0..40).map(|_| {
+            engine.request(async {
+                let n = now.fetch_add(1, Ordering::SeqCst) + 1;
+                peak.fetch_max(n, Ordering::SeqCst);
+                tokio::task::yield_now().await;
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                now.fetch_sub(1, Ordering::SeqCst);
+            })
+        });
+        futures::future::join_all(tasks).await;
+        assert_eq!(
+            peak.load(Ordering::SeqCst),
+            3,
+            "three slots, all used, never more"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn parts_of_several_transfers_share_the_byte_budget_without_deadlock() {
+        // A budget of 3 parts of 1 MiB, 4 transfers of 6 parts each, every stage yielding.
+        let mib = 1 << 20;
+        let engine = Engine::new(Limits {
+            concurrency: 8,
+            bytes_ahead: 3 * mib,
+        });
+        let held = AtomicU64::new(0);
+        let peak = AtomicU64::new(0);
+        let order_ok = AtomicUsize::new(0);
+        let transfer = |t: u32| {
+            let (engine, held, peak, order_ok) = (&engine, &held, &peak, &order_ok);
+            let next = std::sync::Mutex::new(0u32);
+            async move {
+                let next = &next;
+                let sent: Vec<u32> = engine
+                    .parts(
+                        0..6u32,
+                        |_| mib,
+                        move |i| async move {
+                            let h = held.fetch_add(mib, Ordering::SeqCst) + mib;
+                            peak.fetch_max(h, Ordering::SeqCst);
+                            tokio::task::yield_now().await;
+                            Ok(i)
+                        },
+                        move |i| async move {
+                            let mut n = next.lock().unwrap();
+                            if *n == i {
+                                order_ok.fetch_add(1, Ordering::SeqCst);
+                            }
+                            *n += 1;
+                            Ok(i)
+                        },
+                        move |i| async move {
+                            tokio::time::sleep(Duration::from_millis(u64::from(1 + (i + t) % 3)))
+                                .await;
+                            held.fetch_sub(mib, Ordering::SeqCst);
+                            Ok(i)
+                        },
+                        4,
+                    )
+                    .try_collect()
+                    .await
+                    .unwrap();
+                sent.len()
+            }
+        };
+        let done = tokio::time::timeout(
+            Duration::from_secs(60),
+            futures::future::join_all((0..4).map(transfer)),
+        )
+        .await
+        .expect("the pipeline finished (no deadlock)");
+        assert_eq!(done, vec![6; 4]);
+        assert_eq!(
+            order_ok.load(Ordering::SeqCst),
+            24,
+            "the in-order hook saw every part in order"
+        );
+        assert!(
+            peak.load(Ordering::SeqCst) <= 3 * mib,
+            "at most the budget was held at once: {}",
+            peak.load(Ordering::SeqCst)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_part_larger_than_the_budget_runs_alone() {
+        let engine = Engine::new(Limits {
+            concurrency: 1,
+            bytes_ahead: 4096,
+        });
+        let big = tokio::time::timeout(Duration::from_secs(10), engine.reserve(1 << 30))
+            .await
+            .expect("a part over the budget is admitted");
+        use futures::FutureExt as _;
+        assert!(
+            engine.reserve(1).now_or_never().is_none(),
+            "nothing else runs beside it"
+        );
+        drop(big);
+        assert!(engine.reserve(1).now_or_never().is_some(), "released");
+    }
+}

@@ -1,0 +1,327 @@
+//! `tally upload`: one file, or many under one budget, to S3 with a checksum per part.
+//!
+//! The stages, in the order a file meets them:
+//! [`single`] (one PutObject) or [`multipart`] (create or [`resume`], then [`send`] the parts
+//! through the engine, then [`complete`]); the [`report`] says what S3's replies confirmed.
+//! Every transfer of a command shares one [`Engine`]: see `engine.rs` for how parts of many files
+//! are scheduled under one budget.
+
+pub mod complete;
+pub mod multipart;
+pub mod report;
+pub mod resume;
+pub mod send;
+pub mod single;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures::{StreamExt as _, stream};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::UploadConfig;
+use crate::engine::{Engine, Limits};
+use crate::error::Error;
+use crate::exec::blocking;
+use crate::plan::Plan;
+use crate::progress::Progress;
+use crate::s3::S3Api;
+use crate::source::Source;
+
+pub use report::{Check, Checks, Method, UploadReport};
+
+/// One file's upload in progress: what every stage of it shares.
+pub struct Run<'a, C> {
+    /// The S3 client, every request of which holds one of the engine's slots.
+    pub s3: &'a C,
+    /// The command's shared budget.
+    pub engine: &'a Engine,
+    /// What to upload where, and how.
+    pub cfg: &'a UploadConfig,
+    /// The memory-mapped file.
+    pub src: Arc<Source>,
+    /// Where progress and notes go.
+    pub progress: &'a dyn Progress,
+    /// Ctrl-C / SIGTERM.
+    pub cancel: &'a CancellationToken,
+    /// When this file's upload started.
+    pub started: Instant,
+}
+
+/// Uploads `cfg.source` to `cfg.target` and checks S3's replies against the local hashes: the
+/// one-file case of [`upload_many`], with the default budget for its part size and concurrency.
+///
+/// On failure after CreateMultipartUpload the upload is kept for resuming (the error names it and
+/// its manifest), except when no manifest could be written: then it is aborted. `cancel` stops the
+/// upload the same way.
+pub async fn upload<C: S3Api>(
+    s3: &C,
+    cfg: &UploadConfig,
+    progress: &dyn Progress,
+    cancel: &CancellationToken,
+) -> Result<UploadReport, Error> {
+    let engine = Engine::new(Limits::for_parts(cfg.concurrency, cfg.part_size));
+    upload_file(&engine, s3, cfg, progress, cancel).await
+}
+
+/// Uploads every file in `cfgs` under one budget (`limits`): at most `limits.concurrency` requests
+/// in flight across all of them and at most `limits.bytes_ahead` bytes hashed ahead or in flight;
+/// small files go many at a time and big files' parts interleave. Each file keeps its own manifest,
+/// resume and checks. Results come back in the order of `cfgs`; one file failing does not stop the
+/// others (`cancel` stops them all).
+pub async fn upload_many<C: S3Api>(
+    s3: &C,
+    limits: Limits,
+    cfgs: &[UploadConfig],
+    progress: &dyn Progress,
+    cancel: &CancellationToken,
+) -> Vec<Result<UploadReport, Error>> {
+    let engine = Engine::new(limits);
+    let engine = &engine;
+    let mut out: Vec<(usize, Result<UploadReport, Error>)> = stream::iter(cfgs.iter().enumerate())
+        .map(|(i, cfg)| async move { (i, upload_file(engine, s3, cfg, progress, cancel).await) })
+        .buffer_unordered(engine.limits().concurrency)
+        .collect()
+        .await;
+    out.sort_by_key(|(i, _)| *i);
+    out.into_iter().map(|(_, r)| r).collect()
+}
+
+/// Uploads one file through `engine`.
+pub async fn upload_file<C: S3Api>(
+    engine: &Engine,
+    s3: &C,
+    cfg: &UploadConfig,
+    progress: &dyn Progress,
+    cancel: &CancellationToken,
+) -> Result<UploadReport, Error> {
+    let started = Instant::now();
+    let s3 = engine.limit(s3);
+    let path = cfg.source.clone();
+    let src = Arc::new(blocking(move || Source::open(&path)).await?);
+    let run = Run {
+        s3: &s3,
+        engine,
+        cfg,
+        src,
+        progress,
+        cancel,
+        started,
+    };
+    // Boxed: the pipeline's future type is deep, and callers' futures stay small.
+    let result = Box::pin(run.write()).await;
+    progress.finish();
+    let mut report = result?;
+    after_completion(&s3, cfg, &mut report).await?;
+    report.seconds = started.elapsed().as_secs_f64();
+    report.mib_per_s = report.size as f64 / (1024.0 * 1024.0) / report.seconds.max(1e-9);
+    Ok(report)
+}
+
+impl<C: S3Api> Run<'_, C> {
+    /// Writes the object: one PutObject, unless the file needs parts or an earlier multipart
+    /// upload of it is kept (then that one is resumed, never bypassed, so it cannot be orphaned).
+    async fn write(&self) -> Result<UploadReport, Error> {
+        let plan = Plan::new(self.src.len(), self.cfg.part_size)?;
+        let manifest = multipart::manifest_path(self).await;
+        let kept = match &manifest {
+            Ok(p) => {
+                let p = p.clone();
+                blocking(move || p.exists()).await
+            }
+            // No state directory: no manifest of an earlier run can be found (or written).
+            Err(_) => false,
+        };
+        match plan {
+            Plan::Single { .. } if !kept => single::put(self).await,
+            _ => multipart::upload(self, &manifest?).await,
+        }
+    }
+}
+
+/// Read-back and the MD5 tag, once the object exists.
+async fn after_completion<C: S3Api>(
+    s3: &C,
+    cfg: &UploadConfig,
+    report: &mut UploadReport,
+) -> Result<(), Error> {
+    let Some(md5) = report.md5.clone() else {
+        return Ok(());
+    };
+    if let Some(budget) = cfg.read_back {
+        report.read_back_reads =
+            Some(crate::remote_md5::read_back(s3, &cfg.target, &md5, budget).await?);
+    }
+    if let Some(name) = &cfg.md5_tag {
+        let version = report.version_id.clone();
+        match crate::remote_md5::tag_md5(s3, &cfg.target, version.as_deref(), name, &md5).await {
+            Ok(outcome) => report.md5_tag = Some((name.clone(), outcome)),
+            Err(e) => report.md5_tag_error = Some(e.to_string()),
+        }
+    }
+    Ok(())
+}
+
+/// The file's modification time in nanoseconds since the epoch, as manifests record it.
+pub(crate) fn mtime_ns(src: &Source) -> i64 {
+    src.fingerprint()
+        .mtime
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+}
+
+/// Removes an upload's local state (manifest, lock, link in the state directory), or, with
+/// `--keep-manifest`, leaves the manifest as a record.
+pub(crate) fn forget(cfg: &UploadConfig, manifest: &Path) {
+    crate::manifest::remove(cfg.resume.state_dir().ok().as_deref(), manifest);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hash::ChecksumAlgorithm;
+    use crate::plan::MIB;
+    use crate::progress::Silent;
+    use crate::s3::fake::FakeS3;
+    use proptest::prelude::*;
+    use std::path::{Path, PathBuf};
+
+    fn data(len: u64, seed: u64) -> Vec<u8> {
+        let mut x = seed | 1;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+
+    fn config(dir: &Path, file: PathBuf, concurrency: usize, trust: bool) -> UploadConfig {
+        let mut cfg = UploadConfig::new(
+            file,
+            "s3://bkt/obj",
+            5 * MIB,
+            concurrency,
+            ChecksumAlgorithm::Sha256,
+        )
+        .unwrap();
+        cfg.resume.manifest = Some(dir.join("m.manifest"));
+        cfg.resume.state_dir = Some(dir.join("state"));
+        cfg.resume.trust_manifest = trust;
+        cfg
+    }
+
+    /// Runs an upload until it ends or the fake crashes; a crash drops the upload future with
+    /// everything in flight, as a kill -9 would (no cleanup code runs).
+    async fn run(fake: &FakeS3, cfg: &UploadConfig) -> Option<Result<UploadReport, Error>> {
+        let cancel = CancellationToken::new();
+        tokio::select! {
+            r = upload(fake, cfg, &Silent, &cancel) => Some(r),
+            () = fake.crashed() => None,
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
+
+        /// Reference model: whatever the sequence of "send parts / crash (with the part in flight
+        /// stored or not) / resume", the object ends equal to the file, completed once, with every
+        /// part exactly once, and no more parts re-sent than were in flight at each crash.
+        #[test]
+        fn resume_after_crashes_ends_with_every_part_exactly_once(
+            parts in 2u64..7,
+            short in 0u64..5000,
+            concurrency in 1usize..4,
+            crashes in proptest::collection::vec((0u32..8, any::<bool>()), 0..4),
+            trust in any::<bool>(),
+            seed in any::<u64>(),
+        ) {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let dir = tempfile::tempdir().unwrap();
+                let file = dir.path().join("src.bin");
+                let bytes = data(parts * 5 * MIB - short, seed);
+                std::fs::write(&file, &bytes).unwrap();
+                let cfg = config(dir.path(), file, concurrency, trust);
+                let fake = FakeS3::default();
+                let mut crashed = 0;
+                let mut finished = false;
+                for (after, store) in crashes {
+                    fake.crash_after(after, store);
+                    match run(&fake, &cfg).await {
+                        None => crashed += 1,
+                        Some(r) => {
+                            r.unwrap();
+                            finished = true;
+                            break;
+                        }
+                    }
+                    // Let the dropped run's last journal write land or not, like a killed process's.
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                }
+                fake.disarm();
+                if !finished {
+                    let r = run(&fake, &cfg).await.unwrap().unwrap();
+                    assert_eq!(u64::from(r.parts_sent + r.parts_skipped), parts);
+                    assert_eq!(r.resumed, crashed > 0);
+                }
+                assert_eq!(fake.object("obj").as_deref(), Some(&bytes[..]));
+                assert_eq!(fake.completes(), 1);
+                assert_eq!(fake.uploads_in_progress(), 0);
+                let bound = parts + crashed * concurrency as u64;
+                assert!(
+                    u64::from(fake.part_uploads()) <= bound,
+                    "{} part uploads for {parts} parts and {crashed} crashes at concurrency {concurrency}",
+                    fake.part_uploads()
+                );
+                assert!(!dir.path().join("m.manifest").exists());
+            });
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_resume_re_hashes_skipped_parts_unless_trusted() {
+        // Part 2 changes on disk after the crash, keeping size and time, outside the fingerprint's
+        // samples. The default resume re-hashes it and sends it again; --trust-manifest does not
+        // look, and keeps S3's old part 2: the documented trade-off.
+        for trust in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let file = dir.path().join("src.bin");
+            let mut bytes = data(3 * 5 * MIB, 9);
+            std::fs::write(&file, &bytes).unwrap();
+            let cfg = config(dir.path(), file.clone(), 1, trust);
+            let fake = FakeS3::default();
+            fake.crash_after(2, false);
+            assert!(run(&fake, &cfg).await.is_none());
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            let mtime = std::fs::metadata(&file).unwrap().modified().unwrap();
+            bytes[6 * MIB as usize] ^= 1;
+            std::fs::write(&file, &bytes).unwrap();
+            let f = std::fs::File::options().write(true).open(&file).unwrap();
+            f.set_modified(mtime).unwrap();
+            drop(f);
+            fake.disarm();
+            let r = run(&fake, &cfg)
+                .await
+                .unwrap()
+                .unwrap_or_else(|e| panic!("trust={trust}: {e}"));
+            if trust {
+                assert_eq!(
+                    r.parts_skipped, 2,
+                    "trusted: parts 1 and 2 taken from the manifest"
+                );
+                assert_ne!(fake.object("obj").as_deref(), Some(&bytes[..]));
+            } else {
+                assert_eq!(r.parts_skipped, 1, "part 1 verified, part 2 sent again");
+                assert_eq!(fake.object("obj").as_deref(), Some(&bytes[..]));
+            }
+        }
+    }
+}

@@ -1,0 +1,169 @@
+//! CompleteMultipartUpload, sent once and confirmed before any resend; then the report.
+
+use crate::error::{Error, S3ErrorKind};
+use crate::exec::blocking;
+use crate::hash::{self, ChecksumAlgorithm, ChecksumType, ObjectChecksum, PartHash};
+use crate::manifest::CompletedRecord;
+use crate::retry::Policy;
+use crate::s3::{CompletedPart, S3Api, WriteReply};
+
+use super::multipart::{DonePart, Start};
+use super::report::{Checks, Method, UploadReport, compare_checksum, compare_etag, same_checksum};
+use super::{Run, forget};
+
+/// The object checksum these parts make (composite `-N`, or the combined full-object CRC).
+pub fn local_checksum(alg: ChecksumAlgorithm, done: &[DonePart]) -> ObjectChecksum {
+    let hashes: Vec<PartHash> = done.iter().map(|d| d.hash.clone()).collect();
+    hash::multipart_checksum(alg, alg.multipart_type(), &hashes)
+}
+
+/// Sends CompleteMultipartUpload listing every part with its checksum, after making sure the file
+/// was not rewritten while it was being sent. When the outcome is unknown (a reset, a timeout, a
+/// 5xx, a 200 with an error inside), ListParts says whether the upload is still open (then it is
+/// sent again, with backoff) or closed (then HEAD says whether the object is ours).
+pub async fn complete<C: S3Api>(
+    run: &Run<'_, C>,
+    upload_id: &str,
+    alg: ChecksumAlgorithm,
+    done: &[DonePart],
+    local: &ObjectChecksum,
+) -> Result<WriteReply, Error> {
+    let (s3, target) = (run.s3, &run.cfg.target);
+    let s = run.src.clone();
+    blocking(move || s.check_unchanged()).await?;
+    let parts: Vec<CompletedPart> = done
+        .iter()
+        .map(|d| CompletedPart {
+            number: d.part.number,
+            etag: d.etag.clone(),
+            checksum: d.hash.checksum.base64(),
+        })
+        .collect();
+    let full = (local.kind == ChecksumType::FullObject).then_some(local.value.as_str());
+    let failed = |e| Error::s3("CompleteMultipartUpload", None, Some(upload_id))(e);
+    let mut backoff = Policy::CONFIRMED.start();
+    loop {
+        let err = match s3
+            .complete_multipart(target, upload_id, alg, &parts, full)
+            .await
+        {
+            Ok(reply) => return Ok(reply),
+            Err(e) => e,
+        };
+        match s3.list_parts(target, upload_id, alg).await {
+            Ok(_) if err.kind.is_retryable() => {
+                tracing::warn!(attempt = backoff.attempt(), error = %err, "CompleteMultipartUpload failed; the upload is still open, sending it again");
+                if !backoff.wait().await {
+                    return Err(failed(err));
+                }
+            }
+            Err(gone) if gone.kind == S3ErrorKind::NotFound => {
+                // The upload is closed: an earlier attempt completed it if the object is ours.
+                let head = s3.head_object(target, None).await.map_err(Error::s3(
+                    "HeadObject",
+                    None,
+                    Some(upload_id),
+                ))?;
+                let ours = head
+                    .checksum
+                    .as_ref()
+                    .is_some_and(|c| same_checksum(&local.value, &c.value));
+                if ours {
+                    tracing::info!("CompleteMultipartUpload had succeeded; confirmed with HEAD");
+                    return Ok(reply_from_head(head));
+                }
+                return Err(failed(err));
+            }
+            _ => return Err(failed(err)),
+        }
+    }
+}
+
+/// What HEAD says of a completed object, in the shape of Complete's reply.
+pub fn reply_from_head(head: crate::s3::HeadInfo) -> WriteReply {
+    WriteReply {
+        etag: head.etag.map(|e| format!("\"{e}\"")),
+        checksum: head.checksum.map(|c| c.value),
+        checksum_type: None,
+        sse: head.sse,
+        version_id: head.version_id,
+    }
+}
+
+/// Checks the completed object (Complete's reply, then the stored attributes read back), settles
+/// the manifest (removed, or kept as a record with `--keep-manifest`) and builds the report.
+pub async fn finish<C: S3Api>(
+    run: &Run<'_, C>,
+    start: &Start,
+    done: &[DonePart],
+    local: ObjectChecksum,
+    reply: WriteReply,
+) -> Result<UploadReport, Error> {
+    let cfg = run.cfg;
+    let target = &cfg.target;
+    let upload_id = start.upload_id.as_str();
+    let hashes: Vec<PartHash> = done.iter().map(|d| d.hash.clone()).collect();
+    // The object exists from here on: a mismatch is reported, there is nothing to abort.
+    let etag = hash::multipart_etag(&hashes);
+    let uid = Some(upload_id);
+    let object_checksum = compare_checksum(
+        "object checksum",
+        &local.value,
+        reply.checksum.as_deref(),
+        uid,
+    )?;
+    let etag_check = compare_etag("object ETag", etag.as_deref(), &reply, uid)?;
+    let verified = if cfg.verify {
+        Some(crate::verify::after_upload(run.s3, target, &hashes, uid).await?)
+    } else {
+        None
+    };
+    let journal = start.journal.clone();
+    let record = CompletedRecord {
+        checksum: reply.checksum.clone().unwrap_or_default(),
+        etag: reply.etag.clone().unwrap_or_default(),
+    };
+    let keep_manifest = cfg.resume.keep_manifest;
+    let settle_cfg = cfg.clone();
+    blocking(move || {
+        if keep_manifest {
+            journal.record_completed(&record)
+        } else {
+            // The lock is still held; its file goes with the manifest it guarded.
+            forget(&settle_cfg, journal.path());
+            Ok(())
+        }
+    })
+    .await?;
+    let parts_skipped = start.done.len() as u32;
+    Ok(UploadReport {
+        bucket: target.bucket.clone(),
+        key: target.key.clone(),
+        size: start.plan.len(),
+        part_size: start.plan.part_size(),
+        parts: start.plan.count(),
+        method: Method::Multipart,
+        checksum: local,
+        etag,
+        upload_id: Some(upload_id.to_owned()),
+        version_id: reply.version_id,
+        checks: Checks {
+            part_checksums_matched: done.iter().filter(|d| d.checksum_echoed).count() as u32,
+            part_etags_matched: done.iter().filter(|d| d.hash.md5.is_some()).count() as u32,
+            object_checksum,
+            etag: etag_check,
+        },
+        parts_sent: done.len() as u32 - parts_skipped,
+        parts_skipped,
+        resumed: start.resumed,
+        manifest: keep_manifest.then(|| start.manifest.clone()),
+        md5: None,
+        md5_tag: None,
+        md5_tag_error: None,
+        read_back_reads: None,
+        verified,
+        seconds_to_first_send: None,
+        seconds: 0.0,
+        mib_per_s: 0.0,
+    })
+}

@@ -1,0 +1,154 @@
+//! A multipart upload: find or create it, send the parts not yet in S3, complete, report.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::config::ObjectUrl;
+use crate::error::{Error, Outcome};
+use crate::exec::blocking;
+use crate::hash::{self, PartHash};
+use crate::manifest::{self, Journal, Lock};
+use crate::plan::{Part, Plan};
+use crate::s3::S3Api;
+use crate::seam;
+
+use super::resume::{self, Begun};
+use super::{Run, UploadReport, complete, send, single};
+
+/// A part known to be in S3 and equal to the local bytes: what Complete and the report need.
+#[derive(Debug, Clone)]
+pub struct DonePart {
+    /// Where it is in the file.
+    pub part: Part,
+    /// Its checksum (and MD5, when computed).
+    pub hash: PartHash,
+    /// The ETag S3 gave it (quoted, as S3 sends it).
+    pub etag: String,
+    /// Whether S3 echoed its checksum back.
+    pub checksum_echoed: bool,
+}
+
+/// What a run starts from: a fresh upload, or one found in a manifest and confirmed by ListParts.
+pub struct Start {
+    /// The upload id.
+    pub upload_id: String,
+    /// The manifest's journal, appended to as parts are acknowledged.
+    pub journal: Arc<Journal>,
+    /// The checksum algorithm of the upload (the manifest's, when resuming).
+    pub alg: crate::hash::ChecksumAlgorithm,
+    /// The parts (the manifest's part size, when resuming).
+    pub plan: Plan,
+    /// Parts S3 already holds, equal to the local bytes.
+    pub done: Vec<DonePart>,
+    /// Whether this resumes an interrupted upload.
+    pub resumed: bool,
+    /// The manifest's path.
+    pub manifest: PathBuf,
+}
+
+/// Where this upload's manifest lives: `--manifest`, or the state directory's name for this source
+/// and destination.
+pub async fn manifest_path<C: S3Api>(run: &Run<'_, C>) -> Result<PathBuf, Error> {
+    if let Some(p) = &run.cfg.resume.manifest {
+        return Ok(p.clone());
+    }
+    let (t, e) = (run.cfg.target.clone(), run.s3.endpoint_label());
+    let abs = run.src.path().to_owned();
+    blocking(move || {
+        manifest::state_dir().map(|d| manifest::default_path(&d, &abs, &e, &t.bucket, &t.key))
+    })
+    .await
+}
+
+/// Drives the multipart upload whose manifest is (or will be) `manifest_path`, holding its lock.
+pub async fn upload<C: S3Api>(
+    run: &Run<'_, C>,
+    manifest_path: &Path,
+) -> Result<UploadReport, Error> {
+    let _lock = {
+        let p = manifest_path.to_owned();
+        blocking(move || Lock::acquire(&p)).await?
+    };
+    let begun = tokio::select! {
+        r = resume::begin(run, manifest_path) => r?,
+        () = run.cancel.cancelled() => return Err(Error::Interrupted),
+    };
+    let start = match begun {
+        Begun::Parts(start) => start,
+        // Nothing kept, or --restart discarded it, and the file fits one PutObject.
+        Begun::Single => return single::put(run).await,
+        Begun::Done(report) => return Ok(*report),
+    };
+    let target = &run.cfg.target;
+    let upload_id = start.upload_id.clone();
+    run.progress.start(start.plan.len(), start.plan.count());
+    for d in &start.done {
+        run.progress.part_done(d.part.len);
+    }
+    let first_send = std::sync::OnceLock::new();
+    let whole = (run.cfg.md5_tag.is_some() || run.cfg.read_back.is_some())
+        .then(|| hash::SequentialMd5::start(2 * crate::exec::hash_ahead()));
+    let sent = tokio::select! {
+        r = send::parts(run, &start, &first_send, whole.as_ref()) => r,
+        () = run.cancel.cancelled() => Err(Error::Interrupted),
+    };
+    let keep = |cause: Error| kept(target, &upload_id, manifest_path, cause);
+    let mut done = match sent {
+        Ok(new) => {
+            let mut all = start.done.clone();
+            all.extend(new);
+            all
+        }
+        Err(e @ Error::Manifest { .. }) => {
+            // Without a journal the upload cannot be resumed: do not leave it billed.
+            return Err(abort(run.s3, target, upload_id.clone(), e).await);
+        }
+        Err(e) => return Err(keep(e)),
+    };
+    done.sort_by_key(|d| d.part.number);
+    let whole_md5 = match whole {
+        Some(w) => Some(hash::hex(&blocking(move || w.finish()).await)),
+        None => None,
+    };
+    seam::pause("complete").await;
+    // Once CompleteMultipartUpload is sent it is not cancelled: its outcome must be known.
+    let local = complete::local_checksum(start.alg, &done);
+    let reply = complete::complete(run, &upload_id, start.alg, &done, &local)
+        .await
+        .map_err(keep)?;
+    let mut report = complete::finish(run, &start, &done, local, reply).await?;
+    report.md5 = whole_md5;
+    report.seconds_to_first_send = first_send
+        .get()
+        .map(|t: &Instant| t.duration_since(run.started).as_secs_f64());
+    Ok(report)
+}
+
+/// The error for an upload stopped by `cause` and kept, with its manifest, for resuming.
+pub fn kept(target: &ObjectUrl, upload_id: &str, manifest: &Path, cause: Error) -> Error {
+    Error::UploadFailed {
+        source: Box::new(cause),
+        bucket: target.bucket.clone(),
+        key: target.key.clone(),
+        upload_id: upload_id.to_owned(),
+        outcome: Box::new(Outcome::Kept {
+            manifest: manifest.to_owned(),
+        }),
+    }
+}
+
+/// Aborts `upload_id` after `cause` stopped it, and says in the error whether that worked.
+pub async fn abort<C: S3Api>(s3: &C, target: &ObjectUrl, upload_id: String, cause: Error) -> Error {
+    let outcome = match s3.abort_multipart(target, &upload_id).await {
+        Ok(()) => Outcome::Aborted,
+        Err(e) => Outcome::AbortFailed(e),
+    };
+    Error::UploadFailed {
+        source: Box::new(cause),
+        bucket: target.bucket.clone(),
+        key: target.key.clone(),
+        upload_id,
+        outcome: Box::new(outcome),
+    }
+}

@@ -1,0 +1,404 @@
+//! Where a multipart upload starts: a kept upload found in its manifest and confirmed by S3, an
+//! upload an earlier run already completed, or a new one.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use futures::{StreamExt as _, stream};
+
+use crate::error::{Error, S3ErrorKind};
+use crate::exec::{blocking, hash_ahead, on_pool};
+use crate::hash::{self, ChecksumAlgorithm, PartHash};
+use crate::manifest::{self, Header, Journal, PartRecord};
+use crate::plan::{Part, Plan};
+use crate::s3::{HeldPart, S3Api};
+
+use super::multipart::{DonePart, Start, abort};
+use super::report::same_checksum;
+use super::send::part_record;
+use super::{Run, UploadReport, complete, forget, mtime_ns};
+
+/// How a multipart run begins.
+pub enum Begun {
+    /// Send the parts not in `Start::done`, then complete.
+    Parts(Start),
+    /// No upload is kept (or `--restart` discarded it) and the file fits one PutObject.
+    Single,
+    /// An earlier run completed this upload but was stopped before removing its manifest: the
+    /// object in S3 is this file. Nothing is sent.
+    Done(Box<UploadReport>),
+}
+
+/// Finds where to start: resumes the upload in a matching manifest (after checking the file and
+/// asking S3 what it holds), or creates a new upload and its manifest.
+pub async fn begin<C: S3Api>(run: &Run<'_, C>, manifest_path: &Path) -> Result<Begun, Error> {
+    let (s3, cfg, src) = (run.s3, run.cfg, &run.src);
+    let target = &cfg.target;
+    let endpoint = s3.endpoint_label();
+    let path = manifest_path.to_owned();
+    let mut loaded = blocking(move || manifest::load(&path)).await?;
+    if cfg.resume.restart
+        && let Some(old) = loaded.take()
+    {
+        let id = old.header.upload_id;
+        match s3.abort_multipart(target, &id).await {
+            Ok(()) => {}
+            Err(e) if e.kind == S3ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::s3("AbortMultipartUpload", None, Some(&id))(e)),
+        }
+        let path = manifest_path.to_owned();
+        blocking(move || std::fs::remove_file(&path))
+            .await
+            .map_err(|e| Error::Manifest {
+                path: manifest_path.to_owned(),
+                why: e.to_string(),
+            })?;
+        run.progress.note(&format!(
+            "--restart: aborted upload {id} and discarded its manifest"
+        ));
+    }
+    let fingerprint = {
+        let src = src.clone();
+        blocking(move || manifest::fingerprint(src.bytes())).await
+    };
+    if let Some(old) = loaded {
+        check_header(&old.header, run, &fingerprint, &endpoint, manifest_path)?;
+        let alg = old.header.checksum;
+        let plan = Plan::new(src.len(), old.header.part_size)?;
+        let id = old.header.upload_id.clone();
+        if alg != cfg.checksum
+            || plan.part_size() != Plan::new(src.len(), cfg.part_size)?.part_size()
+        {
+            run.progress.note(&format!(
+                "resuming upload {id} with its own part size ({} bytes) and checksum ({alg}), not the ones given; --restart starts over with yours",
+                plan.part_size()
+            ));
+        }
+        match s3.list_parts(target, &id, alg).await {
+            Ok(held) => {
+                let journal = {
+                    let p = manifest_path.to_owned();
+                    Arc::new(blocking(move || Journal::open(&p)).await?)
+                };
+                let done = reconcile(run, &plan, alg, &old, &held, &journal).await?;
+                run.progress.note(&format!(
+                    "resuming upload {id}: {} of {} parts already in S3{} (manifest {})",
+                    done.len(),
+                    plan.count(),
+                    if old.damaged_lines > 0 {
+                        format!(", {} damaged manifest lines skipped", old.damaged_lines)
+                    } else {
+                        String::new()
+                    },
+                    manifest_path.display()
+                ));
+                return Ok(Begun::Parts(Start {
+                    upload_id: id,
+                    journal,
+                    alg,
+                    plan,
+                    done,
+                    resumed: true,
+                    manifest: manifest_path.to_owned(),
+                }));
+            }
+            Err(e) if e.kind == S3ErrorKind::NotFound => {
+                if let Some(report) = already_complete(run, &old, &plan, manifest_path).await? {
+                    return Ok(Begun::Done(Box::new(report)));
+                }
+                run.progress.note(&format!(
+                    "upload {id} from the manifest no longer exists in S3 (aborted, or expired by a lifecycle rule): starting a new upload"
+                ));
+                let path = manifest_path.to_owned();
+                blocking(move || std::fs::remove_file(path)).await.ok();
+            }
+            Err(e) => return Err(Error::s3("ListParts", None, Some(&id))(e)),
+        }
+    }
+    let alg = cfg.checksum;
+    let plan = Plan::new(src.len(), cfg.part_size)?;
+    if let Plan::Single { .. } = plan {
+        return Ok(Begun::Single);
+    }
+    let upload_id = s3
+        .create_multipart(target, alg, alg.multipart_type())
+        .await
+        .map_err(Error::s3("CreateMultipartUpload", None, None))?;
+    tracing::info!(upload_id = %upload_id, "created multipart upload");
+    let header = Header {
+        format: manifest::FORMAT,
+        source: src.path().to_owned(),
+        size: src.len(),
+        mtime_ns: mtime_ns(src),
+        fingerprint,
+        bucket: target.bucket.clone(),
+        key: target.key.clone(),
+        endpoint: endpoint.clone(),
+        upload_id: upload_id.clone(),
+        part_size: plan.part_size(),
+        checksum: alg,
+    };
+    let path = manifest_path.to_owned();
+    let custom = cfg.resume.manifest.is_some();
+    let resume = cfg.resume.clone();
+    let created = blocking(move || {
+        let journal = Journal::create(&path, &header)?;
+        if custom {
+            manifest::register(&resume.state_dir()?, &path)?;
+        }
+        Ok(journal)
+    });
+    let journal = match created.await {
+        Ok(j) => Arc::new(j),
+        Err(e) => return Err(abort(s3, target, upload_id, e).await),
+    };
+    run.progress.note(&format!(
+        "upload {upload_id} started; manifest {} (run the same command to resume if interrupted)",
+        manifest_path.display()
+    ));
+    Ok(Begun::Parts(Start {
+        upload_id,
+        journal,
+        alg,
+        plan,
+        done: Vec::new(),
+        resumed: false,
+        manifest: manifest_path.to_owned(),
+    }))
+}
+
+/// Refuses to resume from a manifest that belongs to another file or destination, or whose file
+/// changed since: completing would mix old and new bytes.
+fn check_header<C: S3Api>(
+    h: &Header,
+    run: &Run<'_, C>,
+    fingerprint: &str,
+    endpoint: &str,
+    manifest: &Path,
+) -> Result<(), Error> {
+    let (target, src) = (&run.cfg.target, &run.src);
+    if h.bucket != target.bucket
+        || h.key != target.key
+        || h.endpoint != endpoint
+        || h.source != src.path()
+    {
+        return Err(Error::ResumeRefused {
+            manifest: manifest.to_owned(),
+            why: format!(
+                "it belongs to another upload ({} to s3://{}/{} at {}): pass the right --manifest, or --restart to discard it",
+                h.source.display(),
+                h.bucket,
+                h.key,
+                h.endpoint
+            ),
+        });
+    }
+    if h.size != src.len() || h.mtime_ns != mtime_ns(src) || h.fingerprint != fingerprint {
+        return Err(Error::ResumeRefused {
+            manifest: manifest.to_owned(),
+            why: format!(
+                "{} changed since upload {} was interrupted (size, modification time or content); nothing was completed: run with --restart to upload it again from the start",
+                src.path().display(),
+                h.upload_id
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// The manifest's upload no longer exists. If a run completed it and was stopped before removing
+/// the manifest, the object in S3 is this file: its size and checksum equal what the manifest's
+/// parts predict (re-hashed from the file unless `--trust-manifest`). Then the manifest is settled
+/// and the upload reported done, with nothing sent. `None` when that cannot be shown.
+async fn already_complete<C: S3Api>(
+    run: &Run<'_, C>,
+    old: &manifest::Loaded,
+    plan: &Plan,
+    manifest_path: &Path,
+) -> Result<Option<UploadReport>, Error> {
+    let alg = old.header.checksum;
+    let records: HashMap<u32, &PartRecord> = old.parts.iter().map(|r| (r.number, r)).collect();
+    let mut recorded = Vec::new();
+    for part in plan.parts() {
+        match records.get(&part.number) {
+            Some(r) if r.offset == part.offset && r.len == part.len => {
+                recorded.push((part, (*r).clone()));
+            }
+            // A part was never recorded: no run could have completed this upload.
+            _ => return Ok(None),
+        }
+    }
+    let head = match run.s3.head_object(&run.cfg.target, None).await {
+        Ok(h) => h,
+        Err(e) if e.kind == S3ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::s3("HeadObject", None, None)(e)),
+    };
+    let Some(remote) = head.checksum.clone().filter(|_| head.size == plan.len()) else {
+        return Ok(None);
+    };
+    let hashes: Vec<Option<PartHash>> = if run.cfg.resume.trust_manifest {
+        recorded.iter().map(|(_, r)| record_hash(r, alg)).collect()
+    } else {
+        stream::iter(recorded.iter().cloned())
+            .map(|(part, r)| {
+                let body = run.src.part(&part);
+                let md5 = !r.md5.is_empty();
+                async move { Some(on_pool(move || hash::hash_part(alg, md5, &body)).await) }
+            })
+            .buffered(hash_ahead())
+            .collect()
+            .await
+    };
+    let Some(hashes) = hashes.into_iter().collect::<Option<Vec<PartHash>>>() else {
+        return Ok(None);
+    };
+    let local = hash::multipart_checksum(alg, alg.multipart_type(), &hashes);
+    if !same_checksum(&local.value, &remote.value) {
+        return Ok(None);
+    }
+    run.progress.note(&format!(
+        "upload {} had already completed (the run that completed it stopped before removing its manifest): s3://{}/{} has this file's size and checksum; nothing sent",
+        old.header.upload_id, run.cfg.target.bucket, run.cfg.target.key
+    ));
+    let done: Vec<DonePart> = recorded
+        .into_iter()
+        .zip(hashes)
+        .map(|((part, r), hash)| DonePart {
+            part,
+            hash,
+            etag: r.etag,
+            checksum_echoed: false,
+        })
+        .collect();
+    let journal = {
+        let p = manifest_path.to_owned();
+        Arc::new(blocking(move || Journal::open(&p)).await?)
+    };
+    let start = Start {
+        upload_id: old.header.upload_id.clone(),
+        journal,
+        alg,
+        plan: *plan,
+        done: done.clone(),
+        resumed: true,
+        manifest: manifest_path.to_owned(),
+    };
+    let reply = complete::reply_from_head(head);
+    let report = complete::finish(run, &start, &done, local, reply).await;
+    if report.is_err() {
+        // Do not leave the manifest of an upload that no longer exists behind a failed check.
+        let (cfg, p) = (run.cfg.clone(), manifest_path.to_owned());
+        blocking(move || forget(&cfg, &p)).await;
+    }
+    report.map(Some)
+}
+
+/// Decides, part by part, what S3 already holds that equals the local file. S3 is the truth: a
+/// recorded part it lacks is sent again; a part it holds that was not recorded (a crash between
+/// send and record) is adopted when its checksum matches the local bytes; a part whose checksum
+/// differs is sent again. Unless `--trust-manifest`, recorded parts are re-hashed from the file.
+async fn reconcile<C: S3Api>(
+    run: &Run<'_, C>,
+    plan: &Plan,
+    alg: ChecksumAlgorithm,
+    old: &manifest::Loaded,
+    held: &[HeldPart],
+    journal: &Arc<Journal>,
+) -> Result<Vec<DonePart>, Error> {
+    let held: HashMap<u32, &HeldPart> = held.iter().map(|p| (p.number, p)).collect();
+    let records: HashMap<u32, &PartRecord> = old.parts.iter().map(|r| (r.number, r)).collect();
+    let mut done = Vec::new();
+    let mut to_hash = Vec::new();
+    for part in plan.parts() {
+        let Some(h) = held.get(&part.number).filter(|h| h.size == part.len) else {
+            continue;
+        };
+        let record = records.get(&part.number).filter(|r| {
+            let md5 = Some(r.md5.as_str()).filter(|m| !m.is_empty());
+            r.offset == part.offset && r.len == part.len && held_matches(h, &r.checksum, md5)
+        });
+        match record.and_then(|r| record_hash(r, alg)) {
+            Some(hash) if run.cfg.resume.trust_manifest => done.push(DonePart {
+                part,
+                hash,
+                etag: h.etag.clone(),
+                checksum_echoed: h.checksum.is_some(),
+            }),
+            _ => to_hash.push((part, (*h).clone(), record.is_some())),
+        }
+    }
+    let checked: Vec<(Part, HeldPart, bool, PartHash)> = stream::iter(to_hash)
+        .map(|(part, h, recorded)| {
+            let body = run.src.part(&part);
+            let md5 = h.checksum.is_none();
+            async move {
+                let hash = on_pool(move || hash::hash_part(alg, md5, &body)).await;
+                (part, h, recorded, hash)
+            }
+        })
+        .buffered(hash_ahead())
+        .collect()
+        .await;
+    for (part, h, recorded, hash) in checked {
+        if !held_matches(&h, &hash.checksum.base64(), hash.md5_hex().as_deref()) {
+            run.progress.note(&format!(
+                "part {} in S3 differs from the local bytes {}..{}: sending it again",
+                part.number,
+                part.offset,
+                part.offset + part.len
+            ));
+            continue;
+        }
+        if !recorded {
+            let rec = part_record(&part, &hash, &h.etag);
+            let j = journal.clone();
+            blocking(move || j.record_part(&rec)).await?;
+        }
+        done.push(DonePart {
+            part,
+            hash,
+            etag: h.etag.clone(),
+            checksum_echoed: h.checksum.is_some(),
+        });
+    }
+    Ok(done)
+}
+
+/// Whether a part S3 holds has this checksum (or, when S3 does not list checksums, this MD5 as ETag).
+fn held_matches(h: &HeldPart, checksum_b64: &str, md5_hex: Option<&str>) -> bool {
+    match (&h.checksum, md5_hex) {
+        (Some(c), _) => c == checksum_b64,
+        (None, Some(m)) => h.etag.trim_matches('"') == m,
+        (None, None) => false,
+    }
+}
+
+/// A part's hash as its manifest line recorded it, if the line is well formed for `alg`.
+fn record_hash(r: &PartRecord, alg: ChecksumAlgorithm) -> Option<PartHash> {
+    use base64::Engine as _;
+    let checksum = base64::engine::general_purpose::STANDARD
+        .decode(&r.checksum)
+        .ok()?;
+    if checksum.len() != alg.digest_len() {
+        return None;
+    }
+    // An empty MD5 means none was computed (the default); anything else must be one.
+    let md5 = if r.md5.is_empty() {
+        None
+    } else {
+        let mut m = [0u8; 16];
+        if r.md5.len() != 32 {
+            return None;
+        }
+        for (i, b) in m.iter_mut().enumerate() {
+            *b = u8::from_str_radix(r.md5.get(2 * i..2 * i + 2)?, 16).ok()?;
+        }
+        Some(m)
+    };
+    Some(PartHash {
+        checksum: hash::Digest::from_bytes(checksum),
+        md5,
+        len: r.len,
+    })
+}

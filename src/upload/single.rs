@@ -1,0 +1,97 @@
+//! One PutObject, for a file that fits in one part.
+
+use crate::error::Error;
+use crate::exec::on_pool;
+use crate::hash::{self, ChecksumType, ObjectChecksum};
+use crate::plan::Part;
+use crate::s3::S3Api;
+
+use super::Run;
+use super::report::{Check, Checks, Method, UploadReport, compare_checksum, compare_etag};
+
+/// Sends the whole file in one PutObject with its checksum and Content-MD5, and checks the reply.
+pub async fn put<C: S3Api>(run: &Run<'_, C>) -> Result<UploadReport, Error> {
+    let (cfg, src) = (run.cfg, &run.src);
+    let alg = cfg.checksum;
+    let part = Part {
+        number: 1,
+        offset: 0,
+        len: src.len(),
+    };
+    run.progress.start(part.len, 1);
+    let _held = run.engine.reserve(part.len).await;
+    let body = src.part(&part);
+    // One PutObject always carries Content-MD5: its ETag is then the MD5 `tally md5` can use.
+    // Checksum and MD5 run on two threads: there is no other part to hash beside this one.
+    let data = body.clone();
+    let checked = src.clone();
+    let hash = on_pool(move || {
+        checked.check_unchanged()?;
+        Ok::<_, Error>(hash::hash_part_joined(alg, &data))
+    })
+    .await?;
+    let seconds_to_first_send = Some(run.started.elapsed().as_secs_f64());
+    let reply = tokio::select! {
+        r = run.s3.put_object(&cfg.target, alg, body, &hash) => r,
+        () = run.cancel.cancelled() => return Err(Error::Interrupted),
+    };
+    let reply = match reply {
+        Ok(r) => r,
+        // A file cut short under the mapping fails the send: say what really happened.
+        Err(e) => return Err(send::changed_or(src, Error::s3("PutObject", None, None)(e)).await),
+    };
+    run.progress.part_done(part.len);
+    let local = ObjectChecksum {
+        algorithm: alg,
+        kind: ChecksumType::FullObject,
+        value: hash.checksum.base64(),
+    };
+    let etag = hash.md5_hex();
+    let object_checksum = compare_checksum(
+        "object checksum",
+        &local.value,
+        reply.checksum.as_deref(),
+        None,
+    )?;
+    let etag_check = compare_etag("object ETag", etag.as_deref(), &reply, None)?;
+    let verified = if cfg.verify {
+        Some(
+            crate::verify::after_upload(run.s3, &cfg.target, std::slice::from_ref(&hash), None)
+                .await?,
+        )
+    } else {
+        None
+    };
+    Ok(UploadReport {
+        bucket: cfg.target.bucket.clone(),
+        key: cfg.target.key.clone(),
+        size: src.len(),
+        part_size: src.len(),
+        parts: 1,
+        method: Method::SinglePut,
+        checksum: local,
+        etag,
+        upload_id: None,
+        version_id: reply.version_id,
+        checks: Checks {
+            part_checksums_matched: u32::from(object_checksum == Check::Matched),
+            part_etags_matched: u32::from(etag_check == Check::Matched),
+            object_checksum,
+            etag: etag_check,
+        },
+        parts_sent: 1,
+        parts_skipped: 0,
+        resumed: false,
+        manifest: None,
+        md5: hash.md5_hex(),
+        md5_tag: None,
+        md5_tag_error: None,
+        read_back_reads: None,
+        verified,
+        seconds_to_first_send,
+        seconds: 0.0,
+        mib_per_s: 0.0,
+    })
+}
+
+use super::send;
