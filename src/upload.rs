@@ -324,4 +324,111 @@ mod tests {
             }
         }
     }
+
+    /// The manifest as a run killed between CompleteMultipartUpload and removing it leaves it:
+    /// every part recorded, no completion line.
+    fn strip_completion(manifest: &Path) {
+        let text = std::fs::read_to_string(manifest).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines.last().unwrap().contains("completed"), "{text}");
+        let kept = lines[..lines.len() - 1].join("\n") + "\n";
+        std::fs::write(manifest, kept).unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_kept_upload_is_resumed_even_when_the_file_now_fits_one_put() {
+        // Interrupted with 5 MiB parts; run again at the default part size, which would take the
+        // whole 18 MiB file in one PutObject and orphan the kept upload.
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("src.bin");
+        let bytes = data(18 * MIB, 3);
+        std::fs::write(&file, &bytes).unwrap();
+        let cfg = config(dir.path(), file.clone(), 1, false);
+        let fake = FakeS3::default();
+        fake.crash_after(2, true);
+        assert!(run(&fake, &cfg).await.is_none());
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        fake.disarm();
+        let mut again = cfg.clone();
+        again.part_size = 100 * MIB;
+        let r = run(&fake, &again).await.unwrap().unwrap();
+        assert_eq!(r.method, Method::Multipart, "resumed, not a single PUT");
+        assert!(r.resumed && r.parts_skipped >= 2, "{r:?}");
+        assert_eq!(r.part_size, 5 * MIB, "the manifest's part size");
+        assert_eq!(fake.object("obj").as_deref(), Some(&bytes[..]));
+        assert_eq!(fake.completes(), 1);
+        assert_eq!(fake.uploads_in_progress(), 0, "nothing left billed");
+        assert!(!dir.path().join("m.manifest").exists());
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_restart_to_one_put_aborts_the_kept_upload_and_its_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("src.bin");
+        let bytes = data(18 * MIB, 4);
+        std::fs::write(&file, &bytes).unwrap();
+        let cfg = config(dir.path(), file.clone(), 1, false);
+        let fake = FakeS3::default();
+        fake.crash_after(1, true);
+        assert!(run(&fake, &cfg).await.is_none());
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        fake.disarm();
+        assert_eq!(fake.uploads_in_progress(), 1);
+        let mut again = cfg.clone();
+        again.part_size = 100 * MIB;
+        again.resume.restart = true;
+        let r = run(&fake, &again).await.unwrap().unwrap();
+        assert_eq!(r.method, Method::SinglePut);
+        assert_eq!(fake.object("obj").as_deref(), Some(&bytes[..]));
+        assert_eq!(fake.uploads_in_progress(), 0, "the kept upload was aborted");
+        assert_eq!(fake.completes(), 0);
+        for left in ["m.manifest", "m.lock"] {
+            assert!(!dir.path().join(left).exists(), "{left} left behind");
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn an_upload_completed_before_its_manifest_was_removed_is_done_without_sending() {
+        for trust in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let file = dir.path().join("src.bin");
+            let bytes = data(3 * 5 * MIB + 7, 5);
+            std::fs::write(&file, &bytes).unwrap();
+            let mut cfg = config(dir.path(), file.clone(), 2, trust);
+            cfg.resume.keep_manifest = true;
+            let fake = FakeS3::default();
+            let first = run(&fake, &cfg).await.unwrap().unwrap();
+            strip_completion(&dir.path().join("m.manifest"));
+            let (sent, completes) = (fake.part_uploads(), fake.completes());
+            cfg.resume.keep_manifest = false;
+            let r = run(&fake, &cfg).await.unwrap().unwrap();
+            assert_eq!((r.parts_sent, r.parts_skipped), (0, 4), "trust={trust}");
+            assert!(r.resumed);
+            assert_eq!(r.checksum, first.checksum);
+            assert_eq!(fake.part_uploads(), sent, "no part sent again");
+            assert_eq!(fake.completes(), completes, "not completed again");
+            assert!(!dir.path().join("m.manifest").exists(), "manifest settled");
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_replaced_object_is_not_taken_for_the_completed_upload() {
+        // Same state as above, but another writer replaced the object since: the upload is gone
+        // and the object is not this file, so a new upload is made.
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("src.bin");
+        let bytes = data(2 * 5 * MIB + 1, 6);
+        std::fs::write(&file, &bytes).unwrap();
+        let mut cfg = config(dir.path(), file.clone(), 2, false);
+        cfg.resume.keep_manifest = true;
+        let fake = FakeS3::default();
+        run(&fake, &cfg).await.unwrap().unwrap();
+        strip_completion(&dir.path().join("m.manifest"));
+        fake.replace_object("obj", b"someone else's bytes".to_vec());
+        cfg.resume.keep_manifest = false;
+        let r = run(&fake, &cfg).await.unwrap().unwrap();
+        assert_eq!(r.parts_sent, 3, "uploaded again");
+        assert_eq!(fake.object("obj").as_deref(), Some(&bytes[..]));
+        assert_eq!(fake.uploads_in_progress(), 0);
+    }
 }

@@ -94,6 +94,24 @@ impl FakeS3 {
             .map(|(d, _)| d.clone())
     }
 
+    /// Another writer's PutObject of `data` at `key` (SHA-256 checksum, MD5 ETag).
+    pub(crate) fn replace_object(&self, key: &str, data: Vec<u8>) {
+        use base64::Engine as _;
+        use sha2::Digest as _;
+        let reply = WriteReply {
+            etag: Some(format!("\"{}\"", hash::hex(&md5::Md5::digest(&data)))),
+            checksum: Some(
+                base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(&data)),
+            ),
+            ..WriteReply::default()
+        };
+        self.state
+            .lock()
+            .unwrap()
+            .objects
+            .insert(key.to_owned(), (data, reply));
+    }
+
     fn verify(alg: ChecksumAlgorithm, body: &[u8], hash: &PartHash) -> Result<(), S3Error> {
         if hash::checksum(alg, body) != hash.checksum {
             return Err(err("BadDigest", 400));

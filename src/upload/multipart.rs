@@ -77,7 +77,13 @@ pub async fn upload<C: S3Api>(
     let start = match begun {
         Begun::Parts(start) => start,
         // Nothing kept, or --restart discarded it, and the file fits one PutObject.
-        Begun::Single => return single::put(run).await,
+        Begun::Single => {
+            let put = single::put(run).await;
+            // The lock (still held) goes with the discarded upload's state.
+            let (cfg, p) = (run.cfg.clone(), manifest_path.to_owned());
+            blocking(move || super::forget(&cfg, &p)).await;
+            return put;
+        }
         Begun::Done(report) => return Ok(*report),
     };
     let target = &run.cfg.target;
