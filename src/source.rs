@@ -72,14 +72,25 @@ impl Source {
         let bytes = if meta.len() == 0 {
             Bytes::new()
         } else {
-            // SAFETY: the mapping is read-only and private to this process, and `Bytes` keeps it
-            // alive for as long as any part body refers to it. What the OS cannot promise is that
-            // nobody else writes the file meanwhile. If another process modifies the file while it
-            // is mapped, the bytes read may be old or new: a part whose bytes change between hashing
-            // and sending no longer matches the checksum sent with it and S3 rejects it (BadDigest),
-            // and `Source::check_unchanged` refuses to complete an upload whose file changed. If the
-            // file is truncated, reading the pages past the new end raises SIGBUS and the process
-            // dies before anything is completed. Neither case can produce a wrong object.
+            // SAFETY: the mapping is read-only (shared with the page cache, never written through),
+            // and `Bytes` keeps it alive for as long as any part body refers to it. What the OS
+            // cannot promise is that nobody else changes the file meanwhile, and Rust's rule that
+            // the bytes behind a `&[u8]` do not change is then broken by another process. What
+            // really happens:
+            // - another process writes the file: a read sees old or new bytes. A part whose bytes
+            //   change between hashing and sending no longer matches the checksum sent with it and
+            //   S3 rejects it (BadDigest); `Source::check_unchanged` (size, times, inode) runs before
+            //   each part is hashed, before it is sent and before completing, and refuses to
+            //   complete an upload whose file changed.
+            // - the file is truncated: its pages past the new end are gone. The size check before
+            //   each hash and each send makes this a narrow window, but it remains. If the kernel
+            //   copies such a page into the socket (the HTTP client's write of a part body), the
+            //   write fails with EFAULT ("Bad address"); tally then finds the file changed and
+            //   reports that, exit 2, the upload kept. If tally's own code reads such a page
+            //   (hashing, the whole-file MD5), the kernel raises SIGBUS and the process dies at
+            //   once, as under kill -9: the journal is intact, the upload kept, and the next run
+            //   refuses to resume the changed file (it names --restart).
+            // No case completes an object from bytes other than the file's at one moment.
             let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| bad(io_why(&e)))?;
             // Sequential read-ahead helps the hashing pass; the advice is only a hint.
             let _ = map.advise(memmap2::Advice::Sequential);
