@@ -234,7 +234,7 @@ fn init_logging(out: &OutputArgs) {
     };
 }
 
-/// The first Ctrl-C / SIGTERM cancels `token` (the upload is stopped and aborted); a second one
+/// The first Ctrl-C / SIGTERM cancels `token` (the upload stops and is kept for resuming); a second one
 /// exits at once.
 fn watch_signals(token: CancellationToken) {
     tokio::spawn(async move {
