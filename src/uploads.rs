@@ -8,7 +8,7 @@ use crate::config::ObjectUrl;
 use crate::error::{Error, S3ErrorKind};
 use crate::hash::ChecksumAlgorithm;
 use crate::manifest;
-use crate::s3::{S3Api, SdkS3};
+use crate::s3::MultipartWrite;
 
 /// One upload in progress, with what tally knows of it locally.
 #[derive(Debug, Clone, Serialize)]
@@ -28,7 +28,7 @@ pub struct UploadInfo {
 }
 
 /// Lists uploads in progress under `target` (bucket and optional prefix).
-pub async fn list(s3: &SdkS3, target: &ObjectUrl) -> Result<Vec<UploadInfo>, Error> {
+pub async fn list<C: MultipartWrite>(s3: &C, target: &ObjectUrl) -> Result<Vec<UploadInfo>, Error> {
     let found = s3
         .list_uploads(&target.bucket, &target.key)
         .await
@@ -80,8 +80,8 @@ pub struct Aborted {
 
 /// Aborts one upload (`upload_id`) or every upload under the prefix older than `older_than`, and
 /// removes their local manifests.
-pub async fn abort(
-    s3: &SdkS3,
+pub async fn abort<C: MultipartWrite>(
+    s3: &C,
     target: &ObjectUrl,
     upload_id: Option<&str>,
     older_than: Option<Duration>,
