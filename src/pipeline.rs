@@ -479,8 +479,7 @@ async fn begin<C: S3Api>(
     }
     let alg = cfg.checksum;
     let plan = Plan::new(src.len(), cfg.part_size)?;
-    let upload_id = s3
-        .create_multipart(target, alg, alg.multipart_type())
+    let upload_id = crate::s3::create_upload(s3, target, alg, alg.multipart_type())
         .await
         .map_err(Error::s3("CreateMultipartUpload", None, None))?;
     tracing::info!(upload_id = %upload_id, "created multipart upload");

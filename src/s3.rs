@@ -13,6 +13,7 @@ use crate::config::ObjectUrl;
 use crate::error::S3Error;
 use crate::hash::{ChecksumAlgorithm, ChecksumType, PartHash};
 
+mod create;
 mod endpoint;
 mod errors;
 #[cfg(any(test, feature = "fake"))]
@@ -21,6 +22,7 @@ mod interceptors;
 mod paging;
 mod sdk;
 
+pub use create::create_upload;
 pub use endpoint::{is_local_or_ip, is_loopback, plain_http_warning};
 pub use sdk::SdkS3;
 
@@ -184,7 +186,7 @@ pub trait MultipartWrite: Send + Sync {
     ) -> impl Future<Output = Result<WriteReply, S3Error>> + Send;
 
     /// CreateMultipartUpload with the checksum algorithm and type, sent once (no retries: a
-    /// lost reply may have created an upload: `create_upload` finds it); returns the upload id.
+    /// lost reply may have created an upload: [`create_upload`] finds it); returns the upload id.
     fn create_multipart(
         &self,
         obj: &ObjectUrl,

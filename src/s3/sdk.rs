@@ -282,7 +282,16 @@ impl MultipartWrite for SdkS3 {
         if kind == ChecksumType::FullObject {
             req = req.checksum_type(s3t::ChecksumType::FullObject);
         }
-        let out = req.send().await.map_err(s3_error)?;
+        // One attempt: a lost reply may have created an upload, which `create_upload` looks for
+        // before it ever sends another.
+        let out = req
+            .customize()
+            .config_override(
+                aws_sdk_s3::config::Builder::default().retry_config(RetryConfig::disabled()),
+            )
+            .send()
+            .await
+            .map_err(s3_error)?;
         out.upload_id().map(str::to_owned).ok_or_else(|| {
             S3Error::from_response(
                 None,
