@@ -21,6 +21,7 @@ pub mod fake;
 mod interceptors;
 mod paging;
 mod sdk;
+mod watch;
 
 pub use create::create_upload;
 pub use endpoint::{is_local_or_ip, is_loopback, plain_http_warning};

@@ -13,6 +13,7 @@ use super::endpoint::{is_local_or_ip, plain_http_warning};
 use super::errors::s3_error;
 use super::interceptors::{AttributesGuard, PrecomputedPayloadHash};
 use super::paging::paginate;
+use super::watch::{NEVER_ANSWERED, Watch, WatchedClient, default_client};
 use super::{
     CompletedPart, HeadInfo, HeldPart, InProgress, MultipartWrite, ObjectAttributes, ObjectRead,
     RemoteChecksum, RemotePart, Tagging, WriteReply,
@@ -27,6 +28,8 @@ use crate::retry;
 pub struct SdkS3 {
     client: aws_sdk_s3::Client,
     endpoint: Option<String>,
+    /// The endpoint as errors name it.
+    display: String,
     timeout: Duration,
 }
 
@@ -116,9 +119,19 @@ impl SdkS3 {
         }
         let path_style = conn.path_style || endpoint.as_deref().is_some_and(is_local_or_ip);
         b = b.force_path_style(path_style);
+        b = b.http_client(WatchedClient {
+            inner: shared.http_client().unwrap_or_else(default_client),
+            watch: Watch::new(NEVER_ANSWERED, conn.timeout),
+        });
+        let conf = b.build();
+        let display = endpoint.clone().unwrap_or_else(|| {
+            let region = conf.region().map_or("us-east-1", |r| r.as_ref());
+            format!("https://s3.{region}.amazonaws.com")
+        });
         Ok(SdkS3 {
-            client: aws_sdk_s3::Client::from_conf(b.build()),
+            client: aws_sdk_s3::Client::from_conf(conf),
             endpoint,
+            display,
             timeout: conn.timeout,
         })
     }
@@ -222,7 +235,7 @@ impl SdkS3 {
             .config_override(timeout_override(attempt_timeout(self.timeout, len)))
             .send()
             .await
-            .map_err(s3_error)?;
+            .map_err(|e| s3_error(e, &self.display))?;
         let body = out
             .body
             .collect()
@@ -257,7 +270,7 @@ impl MultipartWrite for SdkS3 {
             .body(ByteStream::from(body));
         let timeout = attempt_timeout(self.timeout, hash.len);
         let req = with_checksum!(req, alg, hash.checksum.base64());
-        let out = send_signed!(req, alg, hash, timeout).map_err(s3_error)?;
+        let out = send_signed!(req, alg, hash, timeout).map_err(|e| s3_error(e, &self.display))?;
         Ok(WriteReply {
             etag: out.e_tag().map(str::to_owned),
             checksum: checksum_of!(out, alg),
@@ -291,7 +304,7 @@ impl MultipartWrite for SdkS3 {
             )
             .send()
             .await
-            .map_err(s3_error)?;
+            .map_err(|e| s3_error(e, &self.display))?;
         out.upload_id().map(str::to_owned).ok_or_else(|| {
             S3Error::from_response(
                 None,
@@ -322,7 +335,7 @@ impl MultipartWrite for SdkS3 {
             .body(ByteStream::from(body));
         let timeout = attempt_timeout(self.timeout, hash.len);
         let req = with_checksum!(req, alg, hash.checksum.base64());
-        let out = send_signed!(req, alg, hash, timeout).map_err(s3_error)?;
+        let out = send_signed!(req, alg, hash, timeout).map_err(|e| s3_error(e, &self.display))?;
         Ok(WriteReply {
             etag: out.e_tag().map(str::to_owned),
             checksum: checksum_of!(out, alg),
@@ -372,7 +385,7 @@ impl MultipartWrite for SdkS3 {
             )
             .send()
             .await
-            .map_err(s3_error)?;
+            .map_err(|e| s3_error(e, &self.display))?;
         Ok(WriteReply {
             etag: out.e_tag().map(str::to_owned),
             checksum: checksum_of!(out, alg),
@@ -390,7 +403,7 @@ impl MultipartWrite for SdkS3 {
             .upload_id(upload_id)
             .send()
             .await
-            .map_err(s3_error)?;
+            .map_err(|e| s3_error(e, &self.display))?;
         Ok(())
     }
 
@@ -410,7 +423,7 @@ impl MultipartWrite for SdkS3 {
                 .set_part_number_marker(marker)
                 .send()
                 .await
-                .map_err(s3_error)?;
+                .map_err(|e| s3_error(e, &self.display))?;
             let held: Vec<HeldPart> = page
                 .parts()
                 .iter()
@@ -445,7 +458,7 @@ impl MultipartWrite for SdkS3 {
                     .set_upload_id_marker(id_marker)
                     .send()
                     .await
-                    .map_err(s3_error)?;
+                    .map_err(|e| s3_error(e, &self.display))?;
                 let uploads: Vec<InProgress> = page
                     .uploads()
                     .iter()
@@ -493,7 +506,7 @@ impl ObjectRead for SdkS3 {
                 .interceptor(AttributesGuard)
                 .send()
                 .await
-                .map_err(s3_error)?;
+                .map_err(|e| s3_error(e, &self.display))?;
             let parts = page.object_parts();
             let next = parts
                 .filter(|p| p.is_truncated() == Some(true))
@@ -549,7 +562,7 @@ impl ObjectRead for SdkS3 {
             .set_part_number(part_number.map(|n| n as i32))
             .send()
             .await
-            .map_err(s3_error)?;
+            .map_err(|e| s3_error(e, &self.display))?;
         Ok(HeadInfo {
             size: out.content_length().unwrap_or_default() as u64,
             etag: out.e_tag().map(|e| e.trim_matches('"').to_owned()),
@@ -606,7 +619,7 @@ impl Tagging for SdkS3 {
             .set_version_id(version.map(str::to_owned))
             .send()
             .await
-            .map_err(s3_error)?;
+            .map_err(|e| s3_error(e, &self.display))?;
         Ok(out
             .tag_set()
             .iter()
@@ -637,7 +650,7 @@ impl Tagging for SdkS3 {
             .tagging(tagging)
             .send()
             .await
-            .map_err(s3_error)?;
+            .map_err(|e| s3_error(e, &self.display))?;
         Ok(())
     }
 }
