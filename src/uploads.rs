@@ -181,6 +181,35 @@ pub fn rfc3339(secs: i64) -> String {
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn lists_and_aborts_uploads_of_a_fake() {
+        use crate::hash::{ChecksumType, hash_part};
+        use crate::s3::fake::FakeS3;
+        let fake = FakeS3::default();
+        let obj = ObjectUrl {
+            bucket: "bkt".into(),
+            key: "dir/a".into(),
+        };
+        let alg = ChecksumAlgorithm::Sha256;
+        let id = fake
+            .create_multipart(&obj, alg, ChecksumType::Composite)
+            .await
+            .unwrap();
+        let body = bytes::Bytes::from(vec![1u8; 1000]);
+        let h = hash_part(alg, true, &body);
+        fake.upload_part(&obj, &id, 1, alg, body, &h).await.unwrap();
+        let dir = ObjectUrl {
+            bucket: "bkt".into(),
+            key: "dir/".into(),
+        };
+        let found = list(&fake, &dir).await.unwrap();
+        assert_eq!(found.len(), 1);
+        assert_eq!((found[0].parts, found[0].bytes), (1, 1000));
+        let gone = abort(&fake, &obj, Some(&id), None).await.unwrap();
+        assert_eq!(gone[0].upload_id, id);
+        assert_eq!(fake.uploads_in_progress(), 0);
+    }
+
     #[test]
     fn dates() {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
