@@ -4,7 +4,9 @@
 //!
 //! - **An endpoint that never answered** (wrong port, a listener that is not S3, a blackhole):
 //!   until the first HTTP response of the run arrives, every request ends at a shared deadline
-//!   ([`NEVER_ANSWERED`] after the first request) and is not retried; a refused connection, an
+//!   ([`NEVER_ANSWERED`] after the first request, or after the last byte of a request body the
+//!   connection took, so a slow first PutObject that is still moving is not cut) and is not
+//!   retried; a refused connection, an
 //!   unknown host or a failed TLS handshake ends at once. Once anything answered, the normal
 //!   retry budget applies.
 //! - **A reply that stalls after the body was sent**: the attempt timeout has to allow for the
@@ -17,7 +19,7 @@
 //! and the cause, which `errors` turns into one line.
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -63,6 +65,8 @@ impl std::error::Error for NetFailure {}
 pub(crate) struct Watch {
     answered: AtomicBool,
     first_request: OnceLock<Instant>,
+    /// Milliseconds after `first_request` at which a request body last moved.
+    last_progress_ms: AtomicU64,
     never_answered: Duration,
     reply_timeout: Duration,
 }
@@ -72,6 +76,7 @@ impl Watch {
         Arc::new(Watch {
             answered: AtomicBool::new(false),
             first_request: OnceLock::new(),
+            last_progress_ms: AtomicU64::new(0),
             never_answered,
             reply_timeout,
         })
@@ -79,6 +84,23 @@ impl Watch {
 
     fn answered(&self) -> bool {
         self.answered.load(Ordering::SeqCst)
+    }
+
+    fn start(&self) -> Instant {
+        *self.first_request.get_or_init(Instant::now)
+    }
+
+    /// Notes that a request body moved.
+    fn progress(&self) {
+        let ms = self.start().elapsed().as_millis() as u64;
+        self.last_progress_ms.fetch_max(ms, Ordering::SeqCst);
+    }
+
+    /// When an endpoint that has never answered is given up.
+    fn deadline(&self) -> Instant {
+        self.start()
+            + Duration::from_millis(self.last_progress_ms.load(Ordering::SeqCst))
+            + self.never_answered
     }
 }
 
@@ -162,6 +184,7 @@ impl BodySent {
 struct Noted {
     inner: SdkBody,
     sent: Arc<BodySent>,
+    watch: Arc<Watch>,
 }
 
 impl http_body::Body for Noted {
@@ -173,6 +196,9 @@ impl http_body::Body for Noted {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(_))) = &polled {
+            self.watch.progress();
+        }
         match &polled {
             Poll::Ready(None) | Poll::Ready(Some(Err(_))) => self.sent.mark(),
             Poll::Ready(Some(Ok(_))) if http_body::Body::is_end_stream(&self.inner) => {
@@ -245,8 +271,7 @@ impl HttpConnector for WatchedConnector {
             waited,
             fatal,
         };
-        let deadline = *watch.first_request.get_or_init(Instant::now) + watch.never_answered;
-        if !watch.answered() && Instant::now() >= deadline {
+        if !watch.answered() && Instant::now() >= watch.deadline() {
             let e = failure(NetworkCause::NeverAnswered, watch.never_answered, true);
             return HttpConnectorFuture::ready(Err(ConnectorError::user(Box::new(e))));
         }
@@ -260,6 +285,7 @@ impl HttpConnector for WatchedConnector {
             *request.body_mut() = SdkBody::from_body_1_x(Noted {
                 inner: body,
                 sent: sent.clone(),
+                watch: watch.clone(),
             });
         }
         let call = self.inner.call(request);
@@ -270,7 +296,10 @@ impl HttpConnector for WatchedConnector {
                 tokio::time::sleep(reply_timeout).await;
             };
             let silent = async {
-                tokio::time::sleep_until(deadline).await;
+                // The deadline moves while a body moves: wait until it stops moving.
+                while Instant::now() < watch.deadline() {
+                    tokio::time::sleep_until(watch.deadline()).await;
+                }
                 if watch.answered() {
                     std::future::pending::<()>().await;
                 }
@@ -452,6 +481,29 @@ mod tests {
         let e = c.call(put(10)).await.unwrap_err();
         assert_eq!(start.elapsed().as_secs(), 30);
         assert!(failure(e).2, "fatal");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_first_body_that_moves_is_not_cut_by_the_deadline() {
+        // Nothing answered yet; the first request's body takes 100 s (past the 30 s deadline)
+        // and the reply comes 20 s after it.
+        let watch = Watch::new(Duration::from_secs(30), Duration::from_secs(60));
+        let c = connector(
+            Server {
+                rate: 1,
+                reply_after: Some(Duration::from_secs(20)),
+            },
+            &watch,
+        );
+        let mut req = put(0);
+        *req.body_mut() = SdkBody::from_body_1_x(http_body_util::StreamBody::new(
+            futures::stream::iter((0..1000).map(|_| {
+                Ok::<_, std::io::Error>(http_body::Frame::data(bytes::Bytes::from_static(b"x")))
+            })),
+        ));
+        c.call(req)
+            .await
+            .expect("a moving body is not an endpoint that never answers");
     }
 
     #[tokio::test(start_paused = true)]
