@@ -29,7 +29,10 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use crate::config::ObjectUrl;
 use crate::error::{Error, S3Error};
 use crate::hash::{ChecksumAlgorithm, ChecksumType, PartHash};
-use crate::s3::{CompletedPart, HeadInfo, HeldPart, ObjectAttributes, S3Api, WriteReply};
+use crate::s3::{
+    CompletedPart, HeadInfo, HeldPart, InProgress, MultipartWrite, ObjectAttributes, ObjectRead,
+    S3Api, Tagging, WriteReply,
+};
 
 /// The byte budget is counted in KiB, so that a semaphore's `u32` acquisitions cover 5 GiB parts.
 const UNIT: u64 = 1024;
@@ -188,7 +191,7 @@ pub struct Limited<'a, C> {
     engine: &'a Engine,
 }
 
-impl<C: S3Api> S3Api for Limited<'_, C> {
+impl<C: MultipartWrite> MultipartWrite for Limited<'_, C> {
     async fn put_object(
         &self,
         obj: &ObjectUrl,
@@ -254,10 +257,17 @@ impl<C: S3Api> S3Api for Limited<'_, C> {
         self.engine.request(inner).await
     }
 
+    async fn list_uploads(&self, bucket: &str, prefix: &str) -> Result<Vec<InProgress>, S3Error> {
+        let inner = self.inner.list_uploads(bucket, prefix);
+        self.engine.request(inner).await
+    }
+
     fn endpoint_label(&self) -> String {
         self.inner.endpoint_label()
     }
+}
 
+impl<C: ObjectRead> ObjectRead for Limited<'_, C> {
     async fn object_attributes(
         &self,
         obj: &ObjectUrl,
@@ -275,6 +285,18 @@ impl<C: S3Api> S3Api for Limited<'_, C> {
         self.engine.request(inner).await
     }
 
+    async fn get_range(
+        &self,
+        obj: &ObjectUrl,
+        range: std::ops::Range<u64>,
+        if_match: Option<&str>,
+    ) -> Result<Bytes, S3Error> {
+        let inner = self.inner.get_range(obj, range, if_match);
+        self.engine.request(inner).await
+    }
+}
+
+impl<C: Tagging> Tagging for Limited<'_, C> {
     async fn get_tags(
         &self,
         obj: &ObjectUrl,
@@ -291,16 +313,6 @@ impl<C: S3Api> S3Api for Limited<'_, C> {
         tags: &[(String, String)],
     ) -> Result<(), S3Error> {
         let inner = self.inner.put_tags(obj, version, tags);
-        self.engine.request(inner).await
-    }
-
-    async fn get_range(
-        &self,
-        obj: &ObjectUrl,
-        range: std::ops::Range<u64>,
-        if_match: Option<&str>,
-    ) -> Result<Bytes, S3Error> {
-        let inner = self.inner.get_range(obj, range, if_match);
         self.engine.request(inner).await
     }
 }

@@ -200,8 +200,86 @@ pub enum S3ErrorKind {
     Unsupported,
     /// The bucket lives in another region than the one the request was signed for.
     WrongRegion,
+    /// The endpoint cannot be reached or never answered (refused, unknown host, TLS failure,
+    /// silent): retrying will not help until the endpoint or the network is fixed.
+    Unreachable,
     /// Any other refusal.
     Other,
+}
+
+/// Why no answer came from the endpoint: decides the one line tally prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NetworkCause {
+    /// Nothing listens on that port (connection refused).
+    Refused,
+    /// The host name does not resolve.
+    Dns,
+    /// The TLS handshake failed (certificate, or TLS to a plain-http port).
+    Tls,
+    /// Connecting took longer than the connect timeout.
+    ConnectTimeout,
+    /// The endpoint has not answered a single request within its time (see `S3Error::network`).
+    NeverAnswered,
+    /// No reply within its time after the request body was sent.
+    NoReply,
+    /// The connection was closed or reset before the reply.
+    Reset,
+    /// The attempt as a whole took longer than its timeout.
+    TimedOut,
+    /// Any other transport failure.
+    Other,
+}
+
+impl NetworkCause {
+    /// What happened, naming the endpoint; `waited` is how long tally waited, where that matters.
+    fn describe(self, endpoint: &str, waited: std::time::Duration) -> String {
+        match self {
+            NetworkCause::Refused => format!("{endpoint} refused the connection"),
+            NetworkCause::Dns => format!("the host name of {endpoint} does not resolve"),
+            NetworkCause::Tls => format!("the TLS handshake with {endpoint} failed"),
+            NetworkCause::ConnectTimeout => format!("connecting to {endpoint} timed out"),
+            NetworkCause::NeverAnswered => format!(
+                "{endpoint} has not answered any request in {} s",
+                waited.as_secs()
+            ),
+            NetworkCause::NoReply => format!(
+                "{endpoint} sent no reply within {} s after the request was sent",
+                waited.as_secs()
+            ),
+            NetworkCause::Reset => {
+                format!("the connection to {endpoint} was closed before the reply")
+            }
+            NetworkCause::TimedOut => format!("the request to {endpoint} timed out"),
+            NetworkCause::Other => format!("the request to {endpoint} failed"),
+        }
+    }
+
+    /// What to do about it.
+    fn remedy(self) -> &'static str {
+        match self {
+            NetworkCause::Refused => {
+                "check --endpoint-url (or AWS_ENDPOINT_URL): is the server running and listening on that port?"
+            }
+            NetworkCause::Dns => {
+                "check the host name in --endpoint-url (or AWS_ENDPOINT_URL, --region) and your DNS"
+            }
+            NetworkCause::Tls => {
+                "check the server's certificate, or use http:// if the server does not speak TLS"
+            }
+            NetworkCause::ConnectTimeout => {
+                "check the host and port in the endpoint and any firewall in between"
+            }
+            NetworkCause::NeverAnswered => {
+                "check --endpoint-url: is it an S3 server, and is it overloaded?"
+            }
+            NetworkCause::NoReply | NetworkCause::TimedOut => {
+                "the server or network is stalled: run the same command again later (it resumes), or raise --timeout"
+            }
+            NetworkCause::Reset | NetworkCause::Other => {
+                "the request kept failing after retries: check the network and endpoint, then run the same command again"
+            }
+        }
+    }
 }
 
 impl S3ErrorKind {
@@ -224,6 +302,8 @@ pub struct S3Error {
     pub message: String,
     /// The bucket's region, when S3 named it (x-amz-bucket-region, or the error message).
     pub region: Option<Box<str>>,
+    /// Why no answer came, for failures without a response.
+    pub network: Option<NetworkCause>,
 }
 
 impl S3Error {
@@ -294,6 +374,7 @@ impl S3Error {
             status,
             message,
             region,
+            network: None,
         }
     }
 
@@ -316,6 +397,29 @@ impl S3Error {
             status: None,
             message,
             region: None,
+            network: None,
+        }
+    }
+
+    /// No answer from `endpoint` (never credentials: a scheme and host), because of `cause`,
+    /// after waiting `waited`; `fatal` when retrying cannot help (the endpoint never answered).
+    pub fn network(
+        endpoint: &str,
+        cause: NetworkCause,
+        waited: std::time::Duration,
+        fatal: bool,
+    ) -> Self {
+        S3Error {
+            kind: if fatal {
+                S3ErrorKind::Unreachable
+            } else {
+                S3ErrorKind::Transient
+            },
+            code: None,
+            status: None,
+            message: cause.describe(endpoint, waited),
+            region: None,
+            network: Some(cause),
         }
     }
 
@@ -344,6 +448,9 @@ impl S3Error {
                 "the request kept failing after retries: check the network and endpoint, then run the command again"
             }
             (S3ErrorKind::Unsupported, _) => "this server does not implement the request",
+            (S3ErrorKind::Unreachable, _) => {
+                "check --endpoint-url (or AWS_ENDPOINT_URL) and the network"
+            }
             (S3ErrorKind::WrongRegion, _) => {
                 "the bucket is in another region: pass --region with the bucket's region"
             }
@@ -358,6 +465,9 @@ impl S3Error {
 impl fmt::Display for S3Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let one_line = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ");
+        if let Some(cause) = self.network {
+            return write!(f, "{} - {}", one_line(&self.message), cause.remedy());
+        }
         match (&self.code, self.status) {
             (Some(c), Some(s)) => write!(f, "{c} (HTTP {s})")?,
             (Some(c), None) => write!(f, "{c}")?,
@@ -477,6 +587,54 @@ mod tests {
             head.to_string().contains("pass --region ap-south-1"),
             "{head}"
         );
+    }
+
+    #[test]
+    fn network_failures_are_one_line_naming_the_endpoint_and_a_remedy() {
+        use NetworkCause::*;
+        let ep = "http://127.0.0.1:1";
+        for (cause, fatal, says) in [
+            (Refused, true, "refused the connection"),
+            (Dns, true, "does not resolve"),
+            (Tls, true, "TLS handshake"),
+            (ConnectTimeout, false, "connecting to"),
+            (NeverAnswered, true, "has not answered any request in 30 s"),
+            (NoReply, false, "no reply within 30 s after"),
+            (Reset, false, "was closed before the reply"),
+            (TimedOut, false, "timed out"),
+            (Other, false, "failed"),
+        ] {
+            let e = Error::S3 {
+                op: "PutObject",
+                part: None,
+                upload_id: None,
+                source: S3Error::network(ep, cause, std::time::Duration::from_secs(30), fatal),
+            };
+            let text = e.to_string();
+            assert!(
+                text.contains(ep) && text.contains(says),
+                "{cause:?}: {text}"
+            );
+            assert!(
+                text.contains(" - check") || text.contains(" - the "),
+                "{text}"
+            );
+            assert!(!text.contains('\n') && !text.contains("Error {"), "{text}");
+            assert_eq!(e.exit_code(), EXIT_ERROR);
+            let kind = if fatal {
+                S3ErrorKind::Unreachable
+            } else {
+                S3ErrorKind::Transient
+            };
+            assert_eq!(e_kind(&e), kind, "{cause:?}");
+        }
+    }
+
+    fn e_kind(e: &Error) -> S3ErrorKind {
+        match e {
+            Error::S3 { source, .. } => source.kind,
+            _ => unreachable!(),
+        }
     }
 
     #[test]

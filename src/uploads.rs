@@ -8,7 +8,7 @@ use crate::config::ObjectUrl;
 use crate::error::{Error, S3ErrorKind};
 use crate::hash::ChecksumAlgorithm;
 use crate::manifest;
-use crate::s3::{S3Api, SdkS3};
+use crate::s3::MultipartWrite;
 
 /// One upload in progress, with what tally knows of it locally.
 #[derive(Debug, Clone, Serialize)]
@@ -28,7 +28,7 @@ pub struct UploadInfo {
 }
 
 /// Lists uploads in progress under `target` (bucket and optional prefix).
-pub async fn list(s3: &SdkS3, target: &ObjectUrl) -> Result<Vec<UploadInfo>, Error> {
+pub async fn list<C: MultipartWrite>(s3: &C, target: &ObjectUrl) -> Result<Vec<UploadInfo>, Error> {
     let found = s3
         .list_uploads(&target.bucket, &target.key)
         .await
@@ -80,8 +80,8 @@ pub struct Aborted {
 
 /// Aborts one upload (`upload_id`) or every upload under the prefix older than `older_than`, and
 /// removes their local manifests.
-pub async fn abort(
-    s3: &SdkS3,
+pub async fn abort<C: MultipartWrite>(
+    s3: &C,
     target: &ObjectUrl,
     upload_id: Option<&str>,
     older_than: Option<Duration>,
@@ -180,6 +180,35 @@ pub fn rfc3339(secs: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn lists_and_aborts_uploads_of_a_fake() {
+        use crate::hash::{ChecksumType, hash_part};
+        use crate::s3::fake::FakeS3;
+        let fake = FakeS3::default();
+        let obj = ObjectUrl {
+            bucket: "bkt".into(),
+            key: "dir/a".into(),
+        };
+        let alg = ChecksumAlgorithm::Sha256;
+        let id = fake
+            .create_multipart(&obj, alg, ChecksumType::Composite)
+            .await
+            .unwrap();
+        let body = bytes::Bytes::from(vec![1u8; 1000]);
+        let h = hash_part(alg, true, &body);
+        fake.upload_part(&obj, &id, 1, alg, body, &h).await.unwrap();
+        let dir = ObjectUrl {
+            bucket: "bkt".into(),
+            key: "dir/".into(),
+        };
+        let found = list(&fake, &dir).await.unwrap();
+        assert_eq!(found.len(), 1);
+        assert_eq!((found[0].parts, found[0].bytes), (1, 1000));
+        let gone = abort(&fake, &obj, Some(&id), None).await.unwrap();
+        assert_eq!(gone[0].upload_id, id);
+        assert_eq!(fake.uploads_in_progress(), 0);
+    }
 
     #[test]
     fn dates() {

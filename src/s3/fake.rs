@@ -1,18 +1,59 @@
-//! An in-memory S3 for unit and property tests: verifies checksums and MD5s like S3, validates
-//! CompleteMultipartUpload like S3, counts requests, and can "crash" (stop answering) after a
-//! given number of part uploads so a test can drop the upload mid-flight like a kill -9.
+//! An in-memory S3 for unit, property and integration tests (feature `fake`).
+//!
+//! It checks what S3 checks, with its own code: each body against the checksum and Content-MD5
+//! sent with it, and CompleteMultipartUpload's part list. It builds composite checksums, the
+//! full-object CRC and multipart ETags from the stored bytes with the hash crates directly, never
+//! with tally's `hash` module, so a bug there cannot be agreed with here. ListParts comes in pages
+//! ([`FakeS3::set_page_size`]) through the same marker loop as the real client. It counts requests,
+//! can "crash" (stop answering) after a given number of part uploads so a test can drop an upload
+//! mid-flight like a kill -9, and can lose the reply of CreateMultipartUpload after creating the
+//! upload, as a reset connection does.
 
 use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
 use bytes::Bytes;
-use md5::{Digest as _, Md5};
+use md5::Digest as _;
 
-use super::{CompletedPart, HeldPart, S3Api, WriteReply};
+use super::paging::paginate;
+use super::{
+    CompletedPart, HeadInfo, HeldPart, InProgress, MultipartWrite, ObjectAttributes, ObjectRead,
+    RemoteChecksum, Tagging, WriteReply,
+};
 use crate::config::ObjectUrl;
 use crate::error::S3Error;
-use crate::hash::{self, ChecksumAlgorithm, ChecksumType, PartHash};
+use crate::hash::{ChecksumAlgorithm, ChecksumType, PartHash};
+
+/// The raw digest of `data` with `alg`, computed with the hash crates directly.
+fn digest(alg: ChecksumAlgorithm, data: &[u8]) -> Vec<u8> {
+    let crc = |a, width: usize| crc_fast::checksum(a, data).to_be_bytes()[8 - width..].to_vec();
+    match alg {
+        ChecksumAlgorithm::Sha256 => sha2::Sha256::digest(data).to_vec(),
+        ChecksumAlgorithm::Sha1 => sha1::Sha1::digest(data).to_vec(),
+        ChecksumAlgorithm::Crc32 => crc(crc_fast::CrcAlgorithm::Crc32IsoHdlc, 4),
+        ChecksumAlgorithm::Crc32c => crc(crc_fast::CrcAlgorithm::Crc32Iscsi, 4),
+        ChecksumAlgorithm::Crc64nvme => crc(crc_fast::CrcAlgorithm::Crc64Nvme, 8),
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().fold(String::new(), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+fn md5(data: &[u8]) -> [u8; 16] {
+    <[u8; 16]>::from(md5::Md5::digest(data))
+}
+
+fn quoted_md5(data: &[u8]) -> String {
+    format!("\"{}\"", hex(&md5(data)))
+}
 
 #[derive(Debug, Clone)]
 struct Stored {
@@ -21,19 +62,32 @@ struct Stored {
     etag: String,
 }
 
+#[derive(Debug, Clone)]
+struct Upload {
+    key: String,
+    alg: ChecksumAlgorithm,
+    kind: ChecksumType,
+    initiated: i64,
+    parts: BTreeMap<u32, Stored>,
+}
+
 #[derive(Debug, Default)]
 struct State {
     next_id: u64,
-    uploads: HashMap<String, (ChecksumAlgorithm, BTreeMap<u32, Stored>)>,
-    objects: HashMap<String, (Vec<u8>, WriteReply)>,
+    uploads: HashMap<String, Upload>,
+    objects: HashMap<String, (Vec<u8>, ChecksumAlgorithm, WriteReply)>,
     part_uploads: u32,
+    creates: u32,
     completes: u32,
+    list_parts_pages: u32,
     crash_after: Option<(u32, bool)>,
+    lose_create_replies: u32,
+    page_size: Option<usize>,
 }
 
 /// The fake. See the module docs.
 #[derive(Debug, Default)]
-pub(crate) struct FakeS3 {
+pub struct FakeS3 {
     state: Mutex<State>,
     crashed: AtomicBool,
     crash: tokio::sync::Notify,
@@ -46,20 +100,22 @@ fn err(code: &str, status: u16) -> S3Error {
 impl FakeS3 {
     /// After `n` more UploadPart requests, the next one (stored first if `store`) never answers
     /// and [`FakeS3::crashed`] resolves.
-    pub(crate) fn crash_after(&self, n: u32, store: bool) {
+    pub fn crash_after(&self, n: u32, store: bool) {
         let mut s = self.state.lock().unwrap();
         s.crash_after = Some((s.part_uploads + n, store));
         self.crashed.store(false, Ordering::SeqCst);
     }
 
     /// Answers normally again.
-    pub(crate) fn disarm(&self) {
-        self.state.lock().unwrap().crash_after = None;
+    pub fn disarm(&self) {
+        let mut s = self.state.lock().unwrap();
+        s.crash_after = None;
+        s.lose_create_replies = 0;
         self.crashed.store(false, Ordering::SeqCst);
     }
 
     /// Resolves once a crash was triggered.
-    pub(crate) async fn crashed(&self) {
+    pub async fn crashed(&self) {
         loop {
             let notified = self.crash.notified();
             if self.crashed.load(Ordering::SeqCst) {
@@ -69,64 +125,115 @@ impl FakeS3 {
         }
     }
 
+    /// The next `n` CreateMultipartUpload requests create their upload, then fail as if the
+    /// connection broke before the reply arrived.
+    pub fn lose_create_replies(&self, n: u32) {
+        self.state.lock().unwrap().lose_create_replies = n;
+    }
+
+    /// ListParts answers at most `n` parts a page (S3: 1,000).
+    pub fn set_page_size(&self, n: usize) {
+        self.state.lock().unwrap().page_size = Some(n.max(1));
+    }
+
     /// UploadPart requests that reached the server so far.
-    pub(crate) fn part_uploads(&self) -> u32 {
+    pub fn part_uploads(&self) -> u32 {
         self.state.lock().unwrap().part_uploads
     }
 
+    /// CreateMultipartUpload requests that reached the server so far.
+    pub fn creates(&self) -> u32 {
+        self.state.lock().unwrap().creates
+    }
+
     /// Successful CompleteMultipartUpload calls.
-    pub(crate) fn completes(&self) -> u32 {
+    pub fn completes(&self) -> u32 {
         self.state.lock().unwrap().completes
     }
 
+    /// ListParts pages served so far.
+    pub fn list_parts_pages(&self) -> u32 {
+        self.state.lock().unwrap().list_parts_pages
+    }
+
     /// Uploads in progress.
-    pub(crate) fn uploads_in_progress(&self) -> usize {
+    pub fn uploads_in_progress(&self) -> usize {
         self.state.lock().unwrap().uploads.len()
     }
 
     /// The stored object.
-    pub(crate) fn object(&self, key: &str) -> Option<Vec<u8>> {
+    pub fn object(&self, key: &str) -> Option<Vec<u8>> {
         self.state
             .lock()
             .unwrap()
             .objects
             .get(key)
-            .map(|(d, _)| d.clone())
+            .map(|(d, _, _)| d.clone())
     }
 
     /// Another writer's PutObject of `data` at `key` (SHA-256 checksum, MD5 ETag).
-    pub(crate) fn replace_object(&self, key: &str, data: Vec<u8>) {
+    pub fn replace_object(&self, key: &str, data: Vec<u8>) {
         use base64::Engine as _;
-        use sha2::Digest as _;
+        let b64 = base64::engine::general_purpose::STANDARD;
         let reply = WriteReply {
-            etag: Some(format!("\"{}\"", hash::hex(&md5::Md5::digest(&data)))),
-            checksum: Some(
-                base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(&data)),
-            ),
+            etag: Some(format!("\"{}\"", crate::hash::hex(&md5(&data)))),
+            checksum: Some(b64.encode(digest(ChecksumAlgorithm::Sha256, &data))),
             ..WriteReply::default()
         };
         self.state
             .lock()
             .unwrap()
             .objects
-            .insert(key.to_owned(), (data, reply));
+            .insert(key.to_owned(), (data, ChecksumAlgorithm::Sha256, reply));
     }
 
-    fn verify(alg: ChecksumAlgorithm, body: &[u8], hash: &PartHash) -> Result<(), S3Error> {
-        if hash::checksum(alg, body) != hash.checksum {
+    /// Accepts a body as S3 does: its checksum and (when sent) Content-MD5 must match its bytes.
+    fn verify(alg: ChecksumAlgorithm, body: &[u8], hash: &PartHash) -> Result<String, S3Error> {
+        let actual = digest(alg, body);
+        if actual != hash.checksum.as_bytes() {
             return Err(err("BadDigest", 400));
         }
-        if hash
-            .md5
-            .is_some_and(|m| <[u8; 16]>::from(Md5::digest(body)) != m)
-        {
+        if hash.md5.is_some_and(|m| md5(body) != m) {
             return Err(err("BadDigest", 400));
         }
-        Ok(())
+        Ok(B64.encode(actual))
+    }
+
+    /// One ListParts page: parts after `marker`, at most the page size, and the next marker.
+    fn parts_page(
+        &self,
+        upload_id: &str,
+        marker: Option<u32>,
+    ) -> Result<(Vec<HeldPart>, Option<u32>), S3Error> {
+        let mut s = self.state.lock().unwrap();
+        s.list_parts_pages += 1;
+        let size = s.page_size.unwrap_or(1000);
+        let up = s
+            .uploads
+            .get(upload_id)
+            .ok_or_else(|| err("NoSuchUpload", 404))?;
+        let after = marker.unwrap_or(0);
+        let mut rest = up.parts.range(after + 1..);
+        let page: Vec<HeldPart> = rest
+            .by_ref()
+            .take(size)
+            .map(|(n, p)| HeldPart {
+                number: *n,
+                size: p.data.len() as u64,
+                etag: p.etag.clone(),
+                checksum: Some(p.checksum.clone()),
+            })
+            .collect();
+        let next = if rest.next().is_some() {
+            page.last().map(|p| p.number)
+        } else {
+            None
+        };
+        Ok((page, next))
     }
 }
 
-impl S3Api for FakeS3 {
+impl MultipartWrite for FakeS3 {
     async fn put_object(
         &self,
         obj: &ObjectUrl,
@@ -134,30 +241,47 @@ impl S3Api for FakeS3 {
         body: Bytes,
         hash: &PartHash,
     ) -> Result<WriteReply, S3Error> {
-        Self::verify(alg, &body, hash)?;
+        let checksum = Self::verify(alg, &body, hash)?;
         let reply = WriteReply {
-            etag: Some(format!("\"{}\"", hash::hex(&hash::md5(&body)))),
-            checksum: Some(hash.checksum.base64()),
+            etag: Some(quoted_md5(&body)),
+            checksum: Some(checksum),
             ..WriteReply::default()
         };
         self.state
             .lock()
             .unwrap()
             .objects
-            .insert(obj.key.clone(), (body.to_vec(), reply.clone()));
+            .insert(obj.key.clone(), (body.to_vec(), alg, reply.clone()));
         Ok(reply)
     }
 
     async fn create_multipart(
         &self,
-        _obj: &ObjectUrl,
+        obj: &ObjectUrl,
         alg: ChecksumAlgorithm,
-        _kind: ChecksumType,
+        kind: ChecksumType,
     ) -> Result<String, S3Error> {
         let mut s = self.state.lock().unwrap();
+        s.creates += 1;
         s.next_id += 1;
         let id = format!("upload-{}", s.next_id);
-        s.uploads.insert(id.clone(), (alg, BTreeMap::new()));
+        let initiated = s.next_id as i64;
+        s.uploads.insert(
+            id.clone(),
+            Upload {
+                key: obj.key.clone(),
+                alg,
+                kind,
+                initiated,
+                parts: BTreeMap::new(),
+            },
+        );
+        if s.lose_create_replies > 0 {
+            s.lose_create_replies -= 1;
+            return Err(S3Error::transport(
+                "fake: connection reset before the reply".into(),
+            ));
+        }
         Ok(id)
     }
 
@@ -170,23 +294,27 @@ impl S3Api for FakeS3 {
         body: Bytes,
         hash: &PartHash,
     ) -> Result<WriteReply, S3Error> {
-        Self::verify(alg, &body, hash)?;
+        let checksum = Self::verify(alg, &body, hash)?;
+        let etag = quoted_md5(&body);
         let crash = {
             let mut s = self.state.lock().unwrap();
             s.part_uploads += 1;
             let crash = s.crash_after.filter(|(at, _)| s.part_uploads > *at);
             let store = crash.is_none_or(|(_, store)| store);
-            let Some((_, parts)) = s.uploads.get_mut(upload_id) else {
+            let Some(up) = s.uploads.get_mut(upload_id) else {
                 return Err(err("NoSuchUpload", 404));
             };
+            if up.alg != alg {
+                return Err(err("InvalidRequest", 400));
+            }
             if store {
-                parts.insert(
+                up.parts.insert(
                     number,
                     Stored {
                         // A copy, as a server has: the body is a view of the caller's memory map.
                         data: Bytes::copy_from_slice(&body),
-                        checksum: hash.checksum.base64(),
-                        etag: format!("\"{}\"", hash::hex(&hash::md5(&body))),
+                        checksum: checksum.clone(),
+                        etag: etag.clone(),
                     },
                 );
             }
@@ -198,8 +326,8 @@ impl S3Api for FakeS3 {
             std::future::pending::<()>().await;
         }
         Ok(WriteReply {
-            etag: Some(format!("\"{}\"", hash::hex(&hash::md5(&body)))),
-            checksum: Some(hash.checksum.base64()),
+            etag: Some(etag),
+            checksum: Some(checksum),
             ..WriteReply::default()
         })
     }
@@ -210,37 +338,47 @@ impl S3Api for FakeS3 {
         upload_id: &str,
         _alg: ChecksumAlgorithm,
         parts: &[CompletedPart],
-        _full_object: Option<&str>,
+        full_object: Option<&str>,
     ) -> Result<WriteReply, S3Error> {
         let mut s = self.state.lock().unwrap();
-        let Some((alg, stored)) = s.uploads.get(upload_id).cloned() else {
+        let Some(up) = s.uploads.get(upload_id).cloned() else {
             return Err(err("NoSuchUpload", 404));
         };
         let mut data = Vec::new();
         let mut raw = Vec::new();
         let mut md5s = Vec::new();
         for (i, p) in parts.iter().enumerate() {
-            let held = stored
+            let held = up
+                .parts
                 .get(&p.number)
                 .ok_or_else(|| err("InvalidPart", 400))?;
             if p.number as usize != i + 1 || held.etag != p.etag || held.checksum != p.checksum {
                 return Err(err("InvalidPart", 400));
             }
             data.extend_from_slice(&held.data);
-            raw.extend_from_slice(hash::checksum(alg, &held.data).as_bytes());
-            md5s.push(hash::md5(&held.data));
+            raw.extend_from_slice(&digest(up.alg, &held.data));
+            md5s.extend_from_slice(&md5(&held.data));
         }
+        let checksum = match up.kind {
+            ChecksumType::FullObject => {
+                let whole = B64.encode(digest(up.alg, &data));
+                if full_object.is_some_and(|f| f != whole) {
+                    return Err(err("BadDigest", 400));
+                }
+                whole
+            }
+            ChecksumType::Composite => {
+                format!("{}-{}", B64.encode(digest(up.alg, &raw)), parts.len())
+            }
+        };
         let reply = WriteReply {
-            checksum: Some(format!(
-                "{}-{}",
-                hash::checksum(alg, &raw).base64(),
-                parts.len()
-            )),
-            etag: Some(format!("\"{}\"", hash::etag_of_md5s(&md5s))),
+            checksum: Some(checksum),
+            etag: Some(format!("\"{}-{}\"", hex(&md5(&md5s)), parts.len())),
             ..WriteReply::default()
         };
         s.uploads.remove(upload_id);
-        s.objects.insert(obj.key.clone(), (data, reply.clone()));
+        s.objects
+            .insert(obj.key.clone(), (data, up.alg, reply.clone()));
         s.completes += 1;
         Ok(reply)
     }
@@ -258,30 +396,36 @@ impl S3Api for FakeS3 {
         upload_id: &str,
         _alg: ChecksumAlgorithm,
     ) -> Result<Vec<HeldPart>, S3Error> {
+        let pages = paginate(|marker| async move { self.parts_page(upload_id, marker) }).await?;
+        Ok(pages.into_iter().flatten().collect())
+    }
+
+    async fn list_uploads(&self, _bucket: &str, prefix: &str) -> Result<Vec<InProgress>, S3Error> {
         let s = self.state.lock().unwrap();
-        let (_, parts) = s
+        let mut out: Vec<InProgress> = s
             .uploads
-            .get(upload_id)
-            .ok_or_else(|| err("NoSuchUpload", 404))?;
-        Ok(parts
             .iter()
-            .map(|(n, p)| HeldPart {
-                number: *n,
-                size: p.data.len() as u64,
-                etag: p.etag.clone(),
-                checksum: Some(p.checksum.clone()),
+            .filter(|(_, u)| u.key.starts_with(prefix))
+            .map(|(id, u)| InProgress {
+                key: u.key.clone(),
+                upload_id: id.clone(),
+                initiated: Some(u.initiated),
             })
-            .collect())
+            .collect();
+        out.sort_by(|a, b| (&a.key, a.initiated).cmp(&(&b.key, b.initiated)));
+        Ok(out)
     }
 
     fn endpoint_label(&self) -> String {
         "fake".into()
     }
+}
 
+impl ObjectRead for FakeS3 {
     async fn object_attributes(
         &self,
         _obj: &ObjectUrl,
-    ) -> Result<Option<super::ObjectAttributes>, S3Error> {
+    ) -> Result<Option<ObjectAttributes>, S3Error> {
         Ok(None)
     }
 
@@ -289,31 +433,48 @@ impl S3Api for FakeS3 {
         &self,
         obj: &ObjectUrl,
         part_number: Option<u32>,
-    ) -> Result<super::HeadInfo, S3Error> {
+    ) -> Result<HeadInfo, S3Error> {
         let s = self.state.lock().unwrap();
-        let (data, reply) = s
+        let (data, alg, reply) = s
             .objects
             .get(&obj.key)
             .ok_or_else(|| err("NotFound", 404))?;
         if part_number.is_some() {
             return Err(err("NotImplemented", 501));
         }
-        let alg = ChecksumAlgorithm::Sha256;
-        Ok(super::HeadInfo {
+        Ok(HeadInfo {
             size: data.len() as u64,
             etag: reply
                 .etag
                 .as_deref()
                 .map(|e| e.trim_matches('"').to_owned()),
-            checksum: reply.checksum.clone().map(|value| super::RemoteChecksum {
-                algorithm: alg,
+            checksum: reply.checksum.clone().map(|value| RemoteChecksum {
+                algorithm: *alg,
                 kind: None,
                 value,
             }),
-            ..super::HeadInfo::default()
+            ..HeadInfo::default()
         })
     }
 
+    async fn get_range(
+        &self,
+        obj: &ObjectUrl,
+        range: std::ops::Range<u64>,
+        _if_match: Option<&str>,
+    ) -> Result<Bytes, S3Error> {
+        let s = self.state.lock().unwrap();
+        let (data, _, _) = s
+            .objects
+            .get(&obj.key)
+            .ok_or_else(|| err("NoSuchKey", 404))?;
+        Ok(Bytes::copy_from_slice(
+            &data[range.start as usize..range.end as usize],
+        ))
+    }
+}
+
+impl Tagging for FakeS3 {
     async fn get_tags(
         &self,
         _obj: &ObjectUrl,
@@ -330,20 +491,73 @@ impl S3Api for FakeS3 {
     ) -> Result<(), S3Error> {
         Err(err("NotImplemented", 501))
     }
+}
 
-    async fn get_range(
-        &self,
-        obj: &ObjectUrl,
-        range: std::ops::Range<u64>,
-        _if_match: Option<&str>,
-    ) -> Result<Bytes, S3Error> {
-        let s = self.state.lock().unwrap();
-        let (data, _) = s
-            .objects
-            .get(&obj.key)
-            .ok_or_else(|| err("NoSuchKey", 404))?;
-        Ok(Bytes::copy_from_slice(
-            &data[range.start as usize..range.end as usize],
-        ))
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn obj() -> ObjectUrl {
+        ObjectUrl {
+            bucket: "b".into(),
+            key: "k".into(),
+        }
+    }
+
+    fn sha256_part(data: &[u8]) -> PartHash {
+        PartHash {
+            checksum: crate::hash::Digest::from_bytes(sha2::Sha256::digest(data).to_vec()),
+            md5: Some(md5(data)),
+            len: data.len() as u64,
+        }
+    }
+
+    #[tokio::test]
+    async fn list_parts_follows_every_page() {
+        let fake = FakeS3::default();
+        fake.set_page_size(2);
+        let alg = ChecksumAlgorithm::Sha256;
+        let id = fake
+            .create_multipart(&obj(), alg, ChecksumType::Composite)
+            .await
+            .unwrap();
+        for n in 1..=7u32 {
+            let body = Bytes::from(vec![n as u8; 10]);
+            let h = sha256_part(&body);
+            fake.upload_part(&obj(), &id, n, alg, body, &h)
+                .await
+                .unwrap();
+        }
+        let held = fake.list_parts(&obj(), &id, alg).await.unwrap();
+        let numbers: Vec<u32> = held.iter().map(|p| p.number).collect();
+        assert_eq!(numbers, (1..=7).collect::<Vec<_>>());
+        assert_eq!(fake.list_parts_pages(), 4, "7 parts at 2 a page");
+    }
+
+    #[tokio::test]
+    async fn a_body_that_does_not_match_its_checksum_is_refused() {
+        let fake = FakeS3::default();
+        let mut h = sha256_part(b"hello");
+        let e = fake
+            .put_object(
+                &obj(),
+                ChecksumAlgorithm::Sha256,
+                Bytes::from_static(b"hellO"),
+                &h,
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(e.code.as_deref(), Some("BadDigest"));
+        h.md5 = Some([0; 16]);
+        let e = fake
+            .put_object(
+                &obj(),
+                ChecksumAlgorithm::Sha256,
+                Bytes::from_static(b"hello"),
+                &h,
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(e.code.as_deref(), Some("BadDigest"), "a wrong Content-MD5");
     }
 }

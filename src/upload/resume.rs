@@ -121,8 +121,7 @@ pub async fn begin<C: S3Api>(run: &Run<'_, C>, manifest_path: &Path) -> Result<B
     if let Plan::Single { .. } = plan {
         return Ok(Begun::Single);
     }
-    let upload_id = s3
-        .create_multipart(target, alg, alg.multipart_type())
+    let upload_id = crate::s3::create_upload(s3, target, alg, alg.multipart_type())
         .await
         .map_err(Error::s3("CreateMultipartUpload", None, None))?;
     tracing::info!(upload_id = %upload_id, "created multipart upload");

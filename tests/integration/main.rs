@@ -6,6 +6,7 @@
 mod faults;
 mod inputs;
 mod md5;
+mod network;
 mod proxy;
 mod resume;
 mod support;

@@ -42,12 +42,23 @@ pub struct Stats {
     pub faults: AtomicU32,
     pub flipped: AtomicU32,
     pub complete_errors: AtomicU32,
+    /// CreateMultipartUpload requests that reached the server.
+    pub creates: AtomicU32,
 }
 
 pub struct Proxy {
     pub url: String,
     pub stats: Arc<Stats>,
     stop: Arc<AtomicBool>,
+    drop_create_reply: Arc<AtomicBool>,
+}
+
+impl Proxy {
+    /// Drops the reply of the next CreateMultipartUpload (POST ?uploads) after the server created
+    /// the upload, as a reset connection does.
+    pub fn drop_next_create_reply(&self) {
+        self.drop_create_reply.store(true, Ordering::SeqCst);
+    }
 }
 
 impl Drop for Proxy {
@@ -67,6 +78,7 @@ struct Shared {
     flips_left: AtomicU32,
     complete_errors_left: AtomicU32,
     puts_seen: AtomicU32,
+    drop_create_reply: Arc<AtomicBool>,
 }
 
 impl Shared {
@@ -87,6 +99,7 @@ impl Proxy {
         let url = format!("http://{}", listener.local_addr().unwrap());
         let stop = Arc::new(AtomicBool::new(false));
         let stats = Arc::new(Stats::default());
+        let drop_create_reply = Arc::new(AtomicBool::new(false));
         let shared = Arc::new(Shared {
             upstream: upstream
                 .trim_start_matches("http://")
@@ -96,6 +109,7 @@ impl Proxy {
             flips_left: AtomicU32::new(plan.flip_bits),
             complete_errors_left: AtomicU32::new(plan.complete_200_error),
             puts_seen: AtomicU32::new(0),
+            drop_create_reply: drop_create_reply.clone(),
             plan,
             stats: stats.clone(),
             stop: stop.clone(),
@@ -110,7 +124,12 @@ impl Proxy {
                 std::thread::spawn(move || serve(conn, &shared));
             }
         });
-        Proxy { url, stats, stop }
+        Proxy {
+            url,
+            stats,
+            stop,
+            drop_create_reply,
+        }
     }
 }
 
@@ -295,6 +314,17 @@ fn serve(client: TcpStream, shared: &Shared) {
                     let _ = client.shutdown(Shutdown::Both);
                     return;
                 };
+                let is_create = req.method == "POST"
+                    && req.target.contains("?uploads")
+                    && !req.target.contains("uploadId=");
+                if is_create {
+                    shared.stats.creates.fetch_add(1, Ordering::SeqCst);
+                }
+                if is_create && shared.drop_create_reply.swap(false, Ordering::SeqCst) {
+                    shared.stats.faults.fetch_add(1, Ordering::SeqCst);
+                    let _ = client.shutdown(Shutdown::Both);
+                    return;
+                }
                 if fault == "reset-after" {
                     // The server got (and may have acted on) the request; the client never hears.
                     shared.stats.faults.fetch_add(1, Ordering::SeqCst);

@@ -11,7 +11,7 @@ use sha2::Sha256;
 use tally::config::{Connection, UploadConfig};
 use tally::error::S3Error;
 use tally::hash::{ChecksumAlgorithm, ChecksumType, Digest, PartHash};
-use tally::s3::{CompletedPart, S3Api, SdkS3, WriteReply};
+use tally::s3::{CompletedPart, MultipartWrite, ObjectRead, SdkS3, Tagging, WriteReply};
 
 use crate::support::*;
 
@@ -146,7 +146,7 @@ struct CorruptPart<C> {
     md5: bool,
 }
 
-impl<C: S3Api> S3Api for CorruptPart<C> {
+impl<C: MultipartWrite> MultipartWrite for CorruptPart<C> {
     async fn put_object(
         &self,
         obj: &tally::config::ObjectUrl,
@@ -214,9 +214,19 @@ impl<C: S3Api> S3Api for CorruptPart<C> {
     ) -> Result<Vec<tally::s3::HeldPart>, S3Error> {
         self.inner.list_parts(obj, upload_id, alg).await
     }
+    async fn list_uploads(
+        &self,
+        bucket: &str,
+        prefix: &str,
+    ) -> Result<Vec<tally::s3::InProgress>, S3Error> {
+        self.inner.list_uploads(bucket, prefix).await
+    }
     fn endpoint_label(&self) -> String {
         self.inner.endpoint_label()
     }
+}
+
+impl<C: ObjectRead> ObjectRead for CorruptPart<C> {
     async fn object_attributes(
         &self,
         obj: &tally::config::ObjectUrl,
@@ -230,6 +240,17 @@ impl<C: S3Api> S3Api for CorruptPart<C> {
     ) -> Result<tally::s3::HeadInfo, S3Error> {
         self.inner.head_object(obj, part_number).await
     }
+    async fn get_range(
+        &self,
+        obj: &tally::config::ObjectUrl,
+        range: std::ops::Range<u64>,
+        if_match: Option<&str>,
+    ) -> Result<bytes::Bytes, S3Error> {
+        self.inner.get_range(obj, range, if_match).await
+    }
+}
+
+impl<C: Tagging> Tagging for CorruptPart<C> {
     async fn get_tags(
         &self,
         obj: &tally::config::ObjectUrl,
@@ -244,14 +265,6 @@ impl<C: S3Api> S3Api for CorruptPart<C> {
         tags: &[(String, String)],
     ) -> Result<(), S3Error> {
         self.inner.put_tags(obj, version, tags).await
-    }
-    async fn get_range(
-        &self,
-        obj: &tally::config::ObjectUrl,
-        range: std::ops::Range<u64>,
-        if_match: Option<&str>,
-    ) -> Result<bytes::Bytes, S3Error> {
-        self.inner.get_range(obj, range, if_match).await
     }
 }
 

@@ -1,0 +1,656 @@
+//! [`SdkS3`]: the S3 traits over aws-sdk-s3 (client set-up, retries and timeouts, the operations).
+
+use std::time::Duration;
+
+use aws_config::BehaviorVersion;
+use aws_config::retry::RetryConfig;
+use aws_sdk_s3::config::{Region, RequestChecksumCalculation, ResponseChecksumValidation};
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{self as s3t, CompletedMultipartUpload};
+use bytes::Bytes;
+
+use super::endpoint::{is_local_or_ip, plain_http_warning};
+use super::errors::s3_error;
+use super::interceptors::{AttributesGuard, PrecomputedPayloadHash};
+use super::paging::paginate;
+use super::watch::{NEVER_ANSWERED, Watch, WatchedClient, default_client};
+use super::{
+    CompletedPart, HeadInfo, HeldPart, InProgress, MultipartWrite, ObjectAttributes, ObjectRead,
+    RemoteChecksum, RemotePart, Tagging, WriteReply,
+};
+use crate::config::{Connection, ObjectUrl};
+use crate::error::{Error, S3Error, S3ErrorKind};
+use crate::hash::{ChecksumAlgorithm, ChecksumType, PartHash};
+use crate::retry;
+
+/// [`super::S3Api`] over aws-sdk-s3.
+#[derive(Debug, Clone)]
+pub struct SdkS3 {
+    client: aws_sdk_s3::Client,
+    endpoint: Option<String>,
+    /// The endpoint as errors name it.
+    display: String,
+    timeout: Duration,
+}
+
+/// The slowest body transfer tally waits for before it calls a request stalled: 64 KiB/s.
+const MIN_BODY_RATE: u64 = 64 * 1024;
+
+/// Per-request timeout for a request carrying `body_len` bytes: the base plus the time the body
+/// needs at [`MIN_BODY_RATE`].
+fn attempt_timeout(base: Duration, body_len: u64) -> Duration {
+    base + Duration::from_secs(body_len / MIN_BODY_RATE)
+}
+
+/// A config override giving one request its own attempt timeout.
+fn timeout_override(d: Duration) -> aws_sdk_s3::config::Builder {
+    aws_sdk_s3::config::Builder::default().timeout_config(
+        aws_sdk_s3::config::timeout::TimeoutConfig::builder()
+            .operation_attempt_timeout(d)
+            .build(),
+    )
+}
+
+impl SdkS3 {
+    /// Builds a client from the standard AWS chain (env, profile, SSO, instance metadata) and the
+    /// overrides in `conn`.
+    ///
+    /// The SDK's own request checksums are turned off: tally sends precomputed ones.
+    pub async fn connect(conn: &Connection) -> Result<SdkS3, Error> {
+        let mut loader = aws_config::defaults(BehaviorVersion::latest());
+        if let Some(p) = &conn.profile {
+            loader = loader.profile_name(p);
+        }
+        if let Some(r) = &conn.region {
+            loader = loader.region(Region::new(r.clone()));
+        }
+        let shared = loader.load().await;
+        SdkS3::from_shared_config(&shared, conn)
+    }
+
+    /// Builds a client from an already loaded AWS configuration (credentials, region) and the
+    /// overrides in `conn`. `conn.region` and `conn.profile` are applied by [`SdkS3::connect`].
+    pub fn from_shared_config(
+        shared: &aws_config::SdkConfig,
+        conn: &Connection,
+    ) -> Result<SdkS3, Error> {
+        let endpoint = conn
+            .endpoint_url
+            .clone()
+            .or_else(|| shared.endpoint_url().map(str::to_owned));
+        let mut b = aws_sdk_s3::config::Builder::from(shared)
+            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+            .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
+            // Adaptive: standard retries (exponential backoff with jitter, a retry-token bucket
+            // shared by every request of the client) plus a client-side rate limiter that slows
+            // the whole transfer down when S3 throttles, instead of every task hammering.
+            .retry_config(
+                RetryConfig::adaptive()
+                    .with_max_attempts(8)
+                    .with_initial_backoff(Duration::from_millis(200))
+                    .with_max_backoff(Duration::from_secs(20)),
+            )
+            .timeout_config(
+                aws_sdk_s3::config::timeout::TimeoutConfig::builder()
+                    .connect_timeout(conn.timeout.min(Duration::from_secs(10)))
+                    .operation_attempt_timeout(conn.timeout)
+                    .build(),
+            );
+        if shared.region().is_none() {
+            if endpoint.is_some() {
+                b = b.region(Region::from_static("us-east-1"));
+            } else {
+                return Err(Error::Config(
+                    "no AWS region configured: pass --region, set AWS_REGION, or set region in your profile"
+                        .into(),
+                ));
+            }
+        }
+        if let Some(e) = &endpoint {
+            if !(e.starts_with("http://") || e.starts_with("https://")) {
+                return Err(Error::Usage(format!(
+                    "endpoint URL '{e}' must start with http:// or https://"
+                )));
+            }
+            b = b.endpoint_url(e);
+        }
+        if let Some(w) = endpoint.as_deref().and_then(plain_http_warning) {
+            tracing::warn!("{w}");
+        }
+        let path_style = conn.path_style || endpoint.as_deref().is_some_and(is_local_or_ip);
+        b = b.force_path_style(path_style);
+        b = b.http_client(WatchedClient {
+            inner: shared.http_client().unwrap_or_else(default_client),
+            watch: Watch::new(NEVER_ANSWERED, conn.timeout),
+        });
+        let conf = b.build();
+        let display = endpoint.clone().unwrap_or_else(|| {
+            let region = conf.region().map_or("us-east-1", |r| r.as_ref());
+            format!("https://s3.{region}.amazonaws.com")
+        });
+        Ok(SdkS3 {
+            client: aws_sdk_s3::Client::from_conf(conf),
+            endpoint,
+            display,
+            timeout: conn.timeout,
+        })
+    }
+}
+
+macro_rules! with_checksum {
+    ($builder:expr, $alg:expr, $value:expr) => {
+        match $alg {
+            ChecksumAlgorithm::Sha256 => $builder.checksum_sha256($value),
+            ChecksumAlgorithm::Sha1 => $builder.checksum_sha1($value),
+            ChecksumAlgorithm::Crc32 => $builder.checksum_crc32($value),
+            ChecksumAlgorithm::Crc32c => $builder.checksum_crc32_c($value),
+            ChecksumAlgorithm::Crc64nvme => $builder.checksum_crc64_nvme($value),
+        }
+    };
+}
+
+/// The first additional checksum an SDK output carries, with its algorithm.
+macro_rules! any_checksum {
+    ($out:expr) => {
+        [
+            (ChecksumAlgorithm::Sha256, $out.checksum_sha256()),
+            (ChecksumAlgorithm::Sha1, $out.checksum_sha1()),
+            (ChecksumAlgorithm::Crc32, $out.checksum_crc32()),
+            (ChecksumAlgorithm::Crc32c, $out.checksum_crc32_c()),
+            (ChecksumAlgorithm::Crc64nvme, $out.checksum_crc64_nvme()),
+        ]
+        .into_iter()
+        .find_map(|(a, v)| v.map(|v| (a, v.to_owned())))
+    };
+}
+
+fn checksum_type(t: Option<&s3t::ChecksumType>) -> Option<ChecksumType> {
+    match t {
+        Some(s3t::ChecksumType::Composite) => Some(ChecksumType::Composite),
+        Some(s3t::ChecksumType::FullObject) => Some(ChecksumType::FullObject),
+        _ => None,
+    }
+}
+
+macro_rules! checksum_of {
+    ($out:expr, $alg:expr) => {
+        match $alg {
+            ChecksumAlgorithm::Sha256 => $out.checksum_sha256(),
+            ChecksumAlgorithm::Sha1 => $out.checksum_sha1(),
+            ChecksumAlgorithm::Crc32 => $out.checksum_crc32(),
+            ChecksumAlgorithm::Crc32c => $out.checksum_crc32_c(),
+            ChecksumAlgorithm::Crc64nvme => $out.checksum_crc64_nvme(),
+        }
+        .map(str::to_owned)
+    };
+}
+
+/// Sends a body-carrying request with its payload hash: the precomputed SHA-256 when there is one,
+/// otherwise UNSIGNED-PAYLOAD (the body is still covered by the signed checksum and Content-MD5
+/// headers, which S3 verifies).
+macro_rules! send_signed {
+    ($req:expr, $alg:expr, $hash:expr, $timeout:expr) => {
+        if $alg == ChecksumAlgorithm::Sha256 {
+            $req.customize()
+                .interceptor(PrecomputedPayloadHash($hash.checksum.hex()))
+                .config_override(timeout_override($timeout))
+                .send()
+                .await
+        } else {
+            $req.customize()
+                .disable_payload_signing()
+                .config_override(timeout_override($timeout))
+                .send()
+                .await
+        }
+    };
+}
+
+fn sdk_alg(alg: ChecksumAlgorithm) -> s3t::ChecksumAlgorithm {
+    match alg {
+        ChecksumAlgorithm::Sha256 => s3t::ChecksumAlgorithm::Sha256,
+        ChecksumAlgorithm::Sha1 => s3t::ChecksumAlgorithm::Sha1,
+        ChecksumAlgorithm::Crc32 => s3t::ChecksumAlgorithm::Crc32,
+        ChecksumAlgorithm::Crc32c => s3t::ChecksumAlgorithm::Crc32C,
+        ChecksumAlgorithm::Crc64nvme => s3t::ChecksumAlgorithm::Crc64Nvme,
+    }
+}
+
+impl SdkS3 {
+    async fn get_range_once(
+        &self,
+        obj: &ObjectUrl,
+        range: std::ops::Range<u64>,
+        if_match: Option<&str>,
+    ) -> Result<Bytes, S3Error> {
+        let len = range.end - range.start;
+        let out = self
+            .client
+            .get_object()
+            .bucket(&obj.bucket)
+            .key(&obj.key)
+            .range(format!("bytes={}-{}", range.start, range.end - 1))
+            .set_if_match(if_match.map(|e| format!("\"{}\"", e.trim_matches('"'))))
+            .customize()
+            .config_override(timeout_override(attempt_timeout(self.timeout, len)))
+            .send()
+            .await
+            .map_err(|e| s3_error(e, &self.display))?;
+        let body = out
+            .body
+            .collect()
+            .await
+            .map_err(|e| S3Error::transport(format!("reading the body: {e}")))?;
+        let bytes = body.into_bytes();
+        if bytes.len() as u64 != len {
+            return Err(S3Error::transport(format!(
+                "short body: {} of {len} bytes",
+                bytes.len()
+            )));
+        }
+        Ok(bytes)
+    }
+}
+
+impl MultipartWrite for SdkS3 {
+    async fn put_object(
+        &self,
+        obj: &ObjectUrl,
+        alg: ChecksumAlgorithm,
+        body: Bytes,
+        hash: &PartHash,
+    ) -> Result<WriteReply, S3Error> {
+        let req = self
+            .client
+            .put_object()
+            .bucket(&obj.bucket)
+            .key(&obj.key)
+            .content_length(body.len() as i64)
+            .set_content_md5(hash.content_md5())
+            .body(ByteStream::from(body));
+        let timeout = attempt_timeout(self.timeout, hash.len);
+        let req = with_checksum!(req, alg, hash.checksum.base64());
+        let out = send_signed!(req, alg, hash, timeout).map_err(|e| s3_error(e, &self.display))?;
+        Ok(WriteReply {
+            etag: out.e_tag().map(str::to_owned),
+            checksum: checksum_of!(out, alg),
+            checksum_type: out.checksum_type().map(|t| t.as_str().to_owned()),
+            sse: out.server_side_encryption().map(|s| s.as_str().to_owned()),
+            version_id: out.version_id().map(str::to_owned),
+        })
+    }
+
+    async fn create_multipart(
+        &self,
+        obj: &ObjectUrl,
+        alg: ChecksumAlgorithm,
+        kind: ChecksumType,
+    ) -> Result<String, S3Error> {
+        let mut req = self
+            .client
+            .create_multipart_upload()
+            .bucket(&obj.bucket)
+            .key(&obj.key)
+            .checksum_algorithm(sdk_alg(alg));
+        if kind == ChecksumType::FullObject {
+            req = req.checksum_type(s3t::ChecksumType::FullObject);
+        }
+        // One attempt: a lost reply may have created an upload, which `create_upload` looks for
+        // before it ever sends another.
+        let out = req
+            .customize()
+            .config_override(
+                aws_sdk_s3::config::Builder::default().retry_config(RetryConfig::disabled()),
+            )
+            .send()
+            .await
+            .map_err(|e| s3_error(e, &self.display))?;
+        out.upload_id().map(str::to_owned).ok_or_else(|| {
+            S3Error::from_response(
+                None,
+                None,
+                "CreateMultipartUpload returned no upload id".into(),
+            )
+        })
+    }
+
+    async fn upload_part(
+        &self,
+        obj: &ObjectUrl,
+        upload_id: &str,
+        number: u32,
+        alg: ChecksumAlgorithm,
+        body: Bytes,
+        hash: &PartHash,
+    ) -> Result<WriteReply, S3Error> {
+        let req = self
+            .client
+            .upload_part()
+            .bucket(&obj.bucket)
+            .key(&obj.key)
+            .upload_id(upload_id)
+            .part_number(number as i32)
+            .content_length(body.len() as i64)
+            .set_content_md5(hash.content_md5())
+            .body(ByteStream::from(body));
+        let timeout = attempt_timeout(self.timeout, hash.len);
+        let req = with_checksum!(req, alg, hash.checksum.base64());
+        let out = send_signed!(req, alg, hash, timeout).map_err(|e| s3_error(e, &self.display))?;
+        Ok(WriteReply {
+            etag: out.e_tag().map(str::to_owned),
+            checksum: checksum_of!(out, alg),
+            checksum_type: None,
+            sse: out.server_side_encryption().map(|s| s.as_str().to_owned()),
+            version_id: None,
+        })
+    }
+
+    async fn complete_multipart(
+        &self,
+        obj: &ObjectUrl,
+        upload_id: &str,
+        alg: ChecksumAlgorithm,
+        parts: &[CompletedPart],
+        full_object: Option<&str>,
+    ) -> Result<WriteReply, S3Error> {
+        let parts = parts
+            .iter()
+            .map(|p| {
+                let b = s3t::CompletedPart::builder()
+                    .part_number(p.number as i32)
+                    .e_tag(&p.etag);
+                with_checksum!(b, alg, &p.checksum).build()
+            })
+            .collect();
+        let mut req = self
+            .client
+            .complete_multipart_upload()
+            .bucket(&obj.bucket)
+            .key(&obj.key)
+            .upload_id(upload_id)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(parts))
+                    .build(),
+            );
+        if let Some(full) = full_object {
+            req = req.checksum_type(s3t::ChecksumType::FullObject);
+            req = with_checksum!(req, alg, full);
+        }
+        // One attempt: the caller confirms what happened before it ever sends another.
+        let out = req
+            .customize()
+            .config_override(
+                aws_sdk_s3::config::Builder::default().retry_config(RetryConfig::disabled()),
+            )
+            .send()
+            .await
+            .map_err(|e| s3_error(e, &self.display))?;
+        Ok(WriteReply {
+            etag: out.e_tag().map(str::to_owned),
+            checksum: checksum_of!(out, alg),
+            checksum_type: out.checksum_type().map(|t| t.as_str().to_owned()),
+            sse: out.server_side_encryption().map(|s| s.as_str().to_owned()),
+            version_id: out.version_id().map(str::to_owned),
+        })
+    }
+
+    async fn abort_multipart(&self, obj: &ObjectUrl, upload_id: &str) -> Result<(), S3Error> {
+        self.client
+            .abort_multipart_upload()
+            .bucket(&obj.bucket)
+            .key(&obj.key)
+            .upload_id(upload_id)
+            .send()
+            .await
+            .map_err(|e| s3_error(e, &self.display))?;
+        Ok(())
+    }
+
+    async fn list_parts(
+        &self,
+        obj: &ObjectUrl,
+        upload_id: &str,
+        alg: ChecksumAlgorithm,
+    ) -> Result<Vec<HeldPart>, S3Error> {
+        let client = &self.client;
+        let pages = paginate(|marker: Option<String>| async move {
+            let page = client
+                .list_parts()
+                .bucket(&obj.bucket)
+                .key(&obj.key)
+                .upload_id(upload_id)
+                .set_part_number_marker(marker)
+                .send()
+                .await
+                .map_err(|e| s3_error(e, &self.display))?;
+            let held: Vec<HeldPart> = page
+                .parts()
+                .iter()
+                .map(|p| HeldPart {
+                    number: p.part_number().unwrap_or_default() as u32,
+                    size: p.size().unwrap_or_default() as u64,
+                    etag: p.e_tag().unwrap_or_default().to_owned(),
+                    checksum: checksum_of!(p, alg),
+                })
+                .collect();
+            let next = (page.is_truncated() == Some(true))
+                .then(|| page.next_part_number_marker().map(str::to_owned))
+                .flatten();
+            Ok((held, next))
+        })
+        .await?;
+        let mut out: Vec<HeldPart> = pages.into_iter().flatten().collect();
+        out.sort_by_key(|p| p.number);
+        Ok(out)
+    }
+
+    async fn list_uploads(&self, bucket: &str, prefix: &str) -> Result<Vec<InProgress>, S3Error> {
+        let client = &self.client;
+        let pages = paginate(
+            |marker: Option<(Option<String>, Option<String>)>| async move {
+                let (key_marker, id_marker) = marker.unwrap_or_default();
+                let page = client
+                    .list_multipart_uploads()
+                    .bucket(bucket)
+                    .prefix(prefix)
+                    .set_key_marker(key_marker)
+                    .set_upload_id_marker(id_marker)
+                    .send()
+                    .await
+                    .map_err(|e| s3_error(e, &self.display))?;
+                let uploads: Vec<InProgress> = page
+                    .uploads()
+                    .iter()
+                    .map(|u| InProgress {
+                        key: u.key().unwrap_or_default().to_owned(),
+                        upload_id: u.upload_id().unwrap_or_default().to_owned(),
+                        initiated: u.initiated().map(|t| t.secs()),
+                    })
+                    .collect();
+                let next = (
+                    page.next_key_marker().map(str::to_owned),
+                    page.next_upload_id_marker().map(str::to_owned),
+                );
+                let more = page.is_truncated() == Some(true) && next != (None, None);
+                Ok((uploads, more.then_some(next)))
+            },
+        )
+        .await?;
+        Ok(pages.into_iter().flatten().collect())
+    }
+
+    fn endpoint_label(&self) -> String {
+        self.endpoint.clone().unwrap_or_else(|| "aws".into())
+    }
+}
+
+impl ObjectRead for SdkS3 {
+    async fn object_attributes(
+        &self,
+        obj: &ObjectUrl,
+    ) -> Result<Option<ObjectAttributes>, S3Error> {
+        let client = &self.client;
+        let pages = paginate(|marker: Option<String>| async move {
+            let page = client
+                .get_object_attributes()
+                .bucket(&obj.bucket)
+                .key(&obj.key)
+                .object_attributes(s3t::ObjectAttributes::Etag)
+                .object_attributes(s3t::ObjectAttributes::Checksum)
+                .object_attributes(s3t::ObjectAttributes::ObjectParts)
+                .object_attributes(s3t::ObjectAttributes::ObjectSize)
+                .max_parts(1000)
+                .set_part_number_marker(marker)
+                .customize()
+                .interceptor(AttributesGuard)
+                .send()
+                .await
+                .map_err(|e| s3_error(e, &self.display))?;
+            let parts = page.object_parts();
+            let next = parts
+                .filter(|p| p.is_truncated() == Some(true))
+                .and_then(|p| p.next_part_number_marker().map(|n| n.to_string()));
+            Ok((page, next))
+        })
+        .await;
+        let pages = match pages {
+            Ok(p) => p,
+            Err(e) if e.kind == S3ErrorKind::Unsupported => return Ok(None),
+            // A success status with no S3 error code: the guard dropped a non-attributes reply.
+            Err(e) if e.code.is_none() && e.status.is_none_or(|s| s < 300) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let mut attrs = ObjectAttributes::default();
+        for page in &pages {
+            attrs.size = page.object_size().map(|s| s as u64).or(attrs.size);
+            attrs.etag = page
+                .e_tag()
+                .map(|e| e.trim_matches('"').to_owned())
+                .or(attrs.etag);
+            if let Some(c) = page.checksum() {
+                attrs.checksum = any_checksum!(c).map(|(algorithm, value)| RemoteChecksum {
+                    algorithm,
+                    kind: checksum_type(c.checksum_type()),
+                    value,
+                });
+            }
+            let Some(parts) = page.object_parts() else {
+                continue;
+            };
+            attrs.parts_count = parts.total_parts_count().map(|n| n as u32);
+            attrs.parts.extend(parts.parts().iter().map(|p| RemotePart {
+                number: p.part_number().unwrap_or_default() as u32,
+                size: p.size().unwrap_or_default() as u64,
+                checksum: any_checksum!(p).map(|(_, v)| v),
+            }));
+        }
+        Ok(Some(attrs))
+    }
+
+    async fn head_object(
+        &self,
+        obj: &ObjectUrl,
+        part_number: Option<u32>,
+    ) -> Result<HeadInfo, S3Error> {
+        let out = self
+            .client
+            .head_object()
+            .bucket(&obj.bucket)
+            .key(&obj.key)
+            .checksum_mode(s3t::ChecksumMode::Enabled)
+            .set_part_number(part_number.map(|n| n as i32))
+            .send()
+            .await
+            .map_err(|e| s3_error(e, &self.display))?;
+        Ok(HeadInfo {
+            size: out.content_length().unwrap_or_default() as u64,
+            etag: out.e_tag().map(|e| e.trim_matches('"').to_owned()),
+            checksum: any_checksum!(out).map(|(algorithm, value)| RemoteChecksum {
+                algorithm,
+                kind: checksum_type(out.checksum_type()),
+                value,
+            }),
+            parts_count: out.parts_count().map(|n| n as u32),
+            sse: out.server_side_encryption().map(|s| s.as_str().to_owned()),
+            sse_c: out.sse_customer_algorithm().is_some(),
+            version_id: out.version_id().map(str::to_owned),
+        })
+    }
+
+    async fn get_range(
+        &self,
+        obj: &ObjectUrl,
+        range: std::ops::Range<u64>,
+        if_match: Option<&str>,
+    ) -> Result<Bytes, S3Error> {
+        if range.is_empty() {
+            return Ok(Bytes::new());
+        }
+        // The SDK retries a request that fails; a body cut short after the response began is
+        // read again here.
+        let mut backoff = retry::Policy::RANGED_READ.start();
+        loop {
+            match self.get_range_once(obj, range.clone(), if_match).await {
+                Ok(b) => return Ok(b),
+                Err(e) if e.kind.is_retryable() => {
+                    tracing::info!(attempt = backoff.attempt(), error = %e, "ranged GET failed");
+                    if !backoff.wait().await {
+                        return Err(e);
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+impl Tagging for SdkS3 {
+    async fn get_tags(
+        &self,
+        obj: &ObjectUrl,
+        version: Option<&str>,
+    ) -> Result<Vec<(String, String)>, S3Error> {
+        let out = self
+            .client
+            .get_object_tagging()
+            .bucket(&obj.bucket)
+            .key(&obj.key)
+            .set_version_id(version.map(str::to_owned))
+            .send()
+            .await
+            .map_err(|e| s3_error(e, &self.display))?;
+        Ok(out
+            .tag_set()
+            .iter()
+            .map(|t| (t.key().to_owned(), t.value().to_owned()))
+            .collect())
+    }
+
+    async fn put_tags(
+        &self,
+        obj: &ObjectUrl,
+        version: Option<&str>,
+        tags: &[(String, String)],
+    ) -> Result<(), S3Error> {
+        let set = tags
+            .iter()
+            .map(|(k, v)| s3t::Tag::builder().key(k).value(v).build())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| S3Error::from_response(None, None, format!("invalid tag: {e}")))?;
+        let tagging = s3t::Tagging::builder()
+            .set_tag_set(Some(set))
+            .build()
+            .map_err(|e| S3Error::from_response(None, None, format!("invalid tags: {e}")))?;
+        self.client
+            .put_object_tagging()
+            .bucket(&obj.bucket)
+            .key(&obj.key)
+            .set_version_id(version.map(str::to_owned))
+            .tagging(tagging)
+            .send()
+            .await
+            .map_err(|e| s3_error(e, &self.display))?;
+        Ok(())
+    }
+}
