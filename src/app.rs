@@ -9,7 +9,8 @@ use crate::config::ObjectUrl;
 use crate::error::{EXIT_ERROR, EXIT_MISMATCH, EXIT_OK, EXIT_UNFINISHED, Error};
 use crate::hashfile::{self, HashReport};
 use crate::progress::{Bar, Notes, Progress, Silent};
-use crate::remote_md5::{self, Md5Options, Md5Report, TagOutcome};
+use crate::remote::md5::{self as remote_md5, Md5Options, Md5Report, Md5Source};
+use crate::remote::tags::TagOutcome;
 use crate::s3::SdkS3;
 use crate::upload::{self, Check, Method, UploadReport};
 use crate::uploads::{self, Aborted, UploadInfo};
@@ -466,7 +467,7 @@ fn print_md5(r: &Md5Report) -> String {
         );
     };
     let mut s = format!("{md5}  {url}\n");
-    if r.source == "etag" {
+    if r.source == Md5Source::Etag {
         s += "  from the ETag: a single-part object whose ETag is its MD5 (nothing read)\n";
     } else {
         s += &format!(

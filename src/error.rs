@@ -114,6 +114,82 @@ pub enum Error {
         /// Kept for resuming, or aborted.
         outcome: Box<Outcome>,
     },
+    /// The object in S3 is not the one a saved state or an earlier read of this run came from.
+    #[error("{url} {}", when.describe(then.as_deref(), now.as_deref()))]
+    ObjectChanged {
+        /// The object, `s3://bucket/key`.
+        url: String,
+        /// The ETag it had (when the state was saved, or when the read began).
+        then: Option<String>,
+        /// The ETag it has now, when known.
+        now: Option<String>,
+        /// Since when.
+        when: Changed,
+    },
+    /// A saved state (`tally md5 --state`) cannot be read, written or used.
+    #[error("state file {}: {why}: check the path, or remove the file to start over", path.display())]
+    StateFile {
+        /// The state file.
+        path: PathBuf,
+        /// Why.
+        why: String,
+    },
+    /// The server does not implement a request tally needs for what was asked.
+    #[error("this server does not support {what} ({source}): {consequence}")]
+    Unsupported {
+        /// The feature (e.g. "object tagging").
+        what: &'static str,
+        /// What was therefore not done.
+        consequence: &'static str,
+        /// What the server answered.
+        source: S3Error,
+    },
+    /// Adding a tag would pass S3's limit of tags per object.
+    #[error(
+        "{url} already has {count} tags, S3's limit: the tag '{name}' was not added (remove a tag first)"
+    )]
+    TooManyTags {
+        /// The object, `s3://bucket/key`.
+        url: String,
+        /// Tags it has.
+        count: usize,
+        /// The tag that was not added.
+        name: String,
+    },
+    /// A broken invariant inside tally (a worker thread gone): a bug, please report it.
+    #[error("internal error: {0}: please report this as a bug")]
+    Internal(&'static str),
+}
+
+/// Since when an object changed (see [`Error::ObjectChanged`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Changed {
+    /// Since a saved state was written: the state no longer applies.
+    SinceStateSaved {
+        /// The state file.
+        state: PathBuf,
+    },
+    /// While this run was reading it (a GET with `If-Match` was refused).
+    WhileRead,
+}
+
+impl Changed {
+    fn describe(&self, then: Option<&str>, now: Option<&str>) -> String {
+        let etags = match (then, now) {
+            (Some(t), Some(n)) => format!(" (ETag {t} then, {n} now)"),
+            (Some(t), None) => format!(" (its ETag is no longer {t})"),
+            _ => String::new(),
+        };
+        match self {
+            Changed::SinceStateSaved { state } => format!(
+                "changed since the state was saved{etags}: remove {} to hash the new object from the start",
+                state.display()
+            ),
+            Changed::WhileRead => format!(
+                "was replaced while it was being read{etags}: run the command again to read the new object"
+            ),
+        }
+    }
 }
 
 /// What became of a multipart upload that failed.
@@ -198,6 +274,8 @@ pub enum S3ErrorKind {
     Transient,
     /// The server does not implement this request.
     Unsupported,
+    /// A condition sent with the request (`If-Match`) no longer holds: the object was replaced.
+    PreconditionFailed,
     /// The bucket lives in another region than the one the request was signed for.
     WrongRegion,
     /// The endpoint cannot be reached or never answered (refused, unknown host, TLS failure,
@@ -339,6 +417,7 @@ impl S3Error {
             )
             | (_, Some(429 | 503)) => S3ErrorKind::Throttled,
             (Some("NotImplemented"), _) | (_, Some(501)) => S3ErrorKind::Unsupported,
+            (Some("PreconditionFailed"), _) | (_, Some(412)) => S3ErrorKind::PreconditionFailed,
             (Some("InternalError" | "RequestTimeout"), _) | (_, Some(500..=599)) => {
                 S3ErrorKind::Transient
             }
@@ -451,6 +530,9 @@ impl S3Error {
             (S3ErrorKind::Unreachable, _) => {
                 "check --endpoint-url (or AWS_ENDPOINT_URL) and the network"
             }
+            (S3ErrorKind::PreconditionFailed, _) => {
+                "the object changed since tally began reading it: run the command again"
+            }
             (S3ErrorKind::WrongRegion, _) => {
                 "the bucket is in another region: pass --region with the bucket's region"
             }
@@ -557,6 +639,13 @@ mod tests {
                 false,
             ),
             (Some("EntityTooSmall"), Some(400), S3ErrorKind::Other, false),
+            (
+                Some("PreconditionFailed"),
+                Some(412),
+                S3ErrorKind::PreconditionFailed,
+                false,
+            ),
+            (None, Some(412), S3ErrorKind::PreconditionFailed, false),
             (
                 Some("PermanentRedirect"),
                 Some(301),

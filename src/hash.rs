@@ -283,41 +283,76 @@ pub fn md5(data: &[u8]) -> [u8; 16] {
     Md5::digest(data).into()
 }
 
-/// The MD5 of a whole file, fed its parts in order on a thread of its own while the parts are
-/// uploaded. The queue holds at most `depth` parts, so the upload can run only that far ahead of
-/// the hasher: the bytes are hashed while still in the page cache, never read from disk twice.
+/// The one MD5 worker: a hasher on a thread of its own, fed bytes in order through a bounded queue,
+/// so async threads only move bytes. Used for the whole file during an upload (`--md5-tag`,
+/// `--read-back`) and for an object read back from S3 (`tally md5`).
+///
+/// The queue holds at most `depth` messages, so the producer can run only that far ahead of the
+/// hasher: an upload's bytes are hashed while still in the page cache, never read from disk twice.
+/// [`SequentialMd5::snapshot`] returns the hasher's state after every byte fed so far (the queue
+/// is in order), for saving and resuming later ([`SequentialMd5::resume`]).
 #[derive(Debug)]
 pub struct SequentialMd5 {
-    tx: tokio::sync::mpsc::Sender<bytes::Bytes>,
-    worker: std::thread::JoinHandle<[u8; 16]>,
+    tx: tokio::sync::mpsc::Sender<Md5Msg>,
+    worker: std::thread::JoinHandle<Md5>,
+}
+
+#[derive(Debug)]
+enum Md5Msg {
+    Data(bytes::Bytes),
+    Snapshot(tokio::sync::oneshot::Sender<Md5>),
 }
 
 impl SequentialMd5 {
-    /// Starts the hasher thread with a queue of `depth` parts.
+    /// Starts the hasher thread with a queue of `depth` messages.
     pub fn start(depth: usize) -> SequentialMd5 {
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(depth.max(1));
+        SequentialMd5::resume(Md5::new(), depth)
+    }
+
+    /// Starts the hasher thread from `hasher`, a state that already holds some bytes.
+    pub fn resume(hasher: Md5, depth: usize) -> SequentialMd5 {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Md5Msg>(depth.max(1));
         let worker = std::thread::spawn(move || {
-            let mut h = Md5::new();
-            while let Some(b) = rx.blocking_recv() {
-                for chunk in b.chunks(CHUNK) {
-                    h.update(chunk);
+            let mut h = hasher;
+            while let Some(msg) = rx.blocking_recv() {
+                match msg {
+                    Md5Msg::Data(b) => {
+                        for chunk in b.chunks(CHUNK) {
+                            h.update(chunk);
+                        }
+                    }
+                    Md5Msg::Snapshot(reply) => {
+                        let _ = reply.send(h.clone());
+                    }
                 }
             }
-            h.finalize().into()
+            h
         });
         SequentialMd5 { tx, worker }
     }
 
-    /// Queues the next bytes (in file order); waits while the queue is full.
+    /// Queues the next bytes (in order); waits while the queue is full.
     pub async fn feed(&self, bytes: bytes::Bytes) {
-        // The worker only stops when the sender is dropped, so this cannot fail.
-        let _ = self.tx.send(bytes).await;
+        // The worker only stops when the sender is dropped (or if it panicked, which `finish`
+        // reports), so a failed send loses nothing that could still be hashed.
+        let _ = self.tx.send(Md5Msg::Data(bytes)).await;
+    }
+
+    /// The hasher's state after every byte fed so far; `None` if the worker is gone (a bug).
+    pub async fn snapshot(&self) -> Option<Md5> {
+        let (reply, state) = tokio::sync::oneshot::channel();
+        self.tx.send(Md5Msg::Snapshot(reply)).await.ok()?;
+        state.await.ok()
     }
 
     /// Waits for the hasher to finish and returns the MD5 (call from a blocking context).
     pub fn finish(self) -> [u8; 16] {
         drop(self.tx);
-        self.worker.join().expect("the MD5 thread does not panic")
+        self.worker
+            .join()
+            .expect("the MD5 thread does not panic")
+            .finalize()
+            .into()
     }
 }
 
@@ -547,6 +582,30 @@ mod tests {
         assert_ne!(
             multipart_etag(&parts(&other, 4096, ChecksumAlgorithm::Crc32c)),
             Some(want)
+        );
+    }
+
+    #[tokio::test]
+    async fn the_md5_worker_snapshots_and_resumes_to_the_md5_of_everything_fed() {
+        // RFC 1321's test vector for "abc...z", split across feeds and a snapshot.
+        let text = b"abcdefghijklmnopqrstuvwxyz";
+        let w = SequentialMd5::start(2);
+        w.feed(bytes::Bytes::from_static(&text[..10])).await;
+        w.feed(bytes::Bytes::from_static(&text[10..20])).await;
+        let state = w.snapshot().await.expect("the worker runs");
+        w.feed(bytes::Bytes::from_static(&text[20..])).await;
+        let whole = tokio::task::spawn_blocking(move || w.finish())
+            .await
+            .unwrap();
+        assert_eq!(hex(&whole), "c3fcd3d76192e4007dfb496cca67e13b");
+        let resumed = SequentialMd5::resume(state, 1);
+        resumed.feed(bytes::Bytes::from_static(&text[20..])).await;
+        let again = tokio::task::spawn_blocking(move || resumed.finish())
+            .await
+            .unwrap();
+        assert_eq!(
+            again, whole,
+            "a snapshot holds exactly the bytes fed before it"
         );
     }
 }

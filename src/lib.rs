@@ -15,8 +15,9 @@
 //! - [`manifest`]: the durable journal of completed parts that makes resume possible;
 //! - [`upload`]: `tally upload`: single PUT or multipart (create/resume, send, complete), report;
 //!   [`uploads`]: `tally uploads` / `tally abort`, the uploads in progress;
+//! - [`remote`]: what S3 holds, read without the local file: facts, the ranged reader, remote MD5;
+//! - [`compare`]: one vocabulary for "local value vs what S3 reported";
 //! - [`verify`]: what S3 says about an object, compared part by part with the local file;
-//!   [`remote_md5`]: `tally md5`, the full MD5 of an object, resumable, as a tag;
 //! - [`progress`]: progress events and the terminal bar; [`redact`]: credentials out of all output;
 //! - [`error`]: the error type and exit codes; [`app`]: runs a parsed command.
 //!
@@ -24,6 +25,7 @@
 
 pub mod app;
 pub mod cli;
+pub mod compare;
 pub mod config;
 pub mod engine;
 pub mod error;
@@ -34,7 +36,7 @@ pub mod manifest;
 pub mod plan;
 pub mod progress;
 pub mod redact;
-pub mod remote_md5;
+pub mod remote;
 pub mod retry;
 pub mod s3;
 mod seam;

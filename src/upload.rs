@@ -151,11 +151,11 @@ async fn after_completion<C: S3Api>(
     };
     if let Some(budget) = cfg.read_back {
         report.read_back_reads =
-            Some(crate::remote_md5::read_back(s3, &cfg.target, &md5, budget).await?);
+            Some(crate::remote::md5::read_back(s3, &cfg.target, &md5, budget).await?);
     }
     if let Some(name) = &cfg.md5_tag {
         let version = report.version_id.clone();
-        match crate::remote_md5::tag_md5(s3, &cfg.target, version.as_deref(), name, &md5).await {
+        match crate::remote::tags::tag_md5(s3, &cfg.target, version.as_deref(), name, &md5).await {
             Ok(outcome) => report.md5_tag = Some((name.clone(), outcome)),
             Err(e) => report.md5_tag_error = Some(e.to_string()),
         }

@@ -90,7 +90,7 @@ pub struct UploadReport {
     /// The whole file's MD5 (hex), when computed (`--md5-tag`, `--read-back`, or a single PUT).
     pub md5: Option<String>,
     /// The MD5 tag written (`--md5-tag`).
-    pub md5_tag: Option<(String, crate::remote_md5::TagOutcome)>,
+    pub md5_tag: Option<(String, crate::remote::tags::TagOutcome)>,
     /// Why the MD5 tag could not be written (the upload itself succeeded).
     pub md5_tag_error: Option<String>,
     /// Reads it took until the object read back equal (`--read-back`).

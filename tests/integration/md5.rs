@@ -268,3 +268,50 @@ fn read_back_fails_when_the_store_returns_other_bytes() {
         );
     }
 }
+
+/// Issue 15: a `--time-limit` shorter than one piece's hashing (here 1 s against a 1.1 s pause per
+/// piece) still hashes a piece per run (it used to hash nothing and exit 3 forever), and the runs
+/// add up to md5sum's MD5.
+#[test]
+fn every_run_under_a_short_time_limit_makes_progress() {
+    let s = garage();
+    let dir = s.temp_dir();
+    let path = random_file(dir.path(), "f", 40 * MIB + 3, 49);
+    s.put(&path, "m/short-limit", "8MiB");
+    let state = dir.path().join("md5.state");
+    let st = state.to_str().unwrap();
+    let url = s.url("m/short-limit");
+    let pieces = (40 * MIB + 3).div_ceil(8 * MIB);
+    let mut offset = 0;
+    let mut runs = 0;
+    loop {
+        runs += 1;
+        assert!(runs <= pieces, "more runs than the object has 8 MiB pieces");
+        let mut cmd = s.command();
+        let out = cmd
+            .env("TALLY_TEST_PAUSE_CHUNK_MS", "1100")
+            .args(["md5", &url, "--state", st, "--time-limit", "1s", "--json"])
+            .output()
+            .unwrap();
+        let r: serde_json::Value =
+            serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+        match out.status.code() {
+            Some(3) => {
+                let now = r["offset"].as_u64().unwrap_or(0);
+                assert!(
+                    now > offset,
+                    "run {runs} made no progress: {r} {}",
+                    stderr(&out)
+                );
+                offset = now;
+            }
+            Some(0) => {
+                assert_eq!(r["md5"], md5sum(&path));
+                break;
+            }
+            c => panic!("run {runs} exited {c:?}: {}", stderr(&out)),
+        }
+    }
+    assert!(runs > 1, "the limit stopped no run");
+    assert!(!state.exists(), "the state is removed once finished");
+}

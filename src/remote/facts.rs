@@ -1,0 +1,206 @@
+//! What S3 says about an object, reduced to what a comparison (verify, upload's read-back, the
+//! coming download) needs: size, ETag and what it is, the object checksum, the part layout and
+//! each part's checksum where the server lists them.
+//!
+//! Where the truth comes from, in order: GetObjectAttributes (every part's size and checksum,
+//! paged); where the server lacks it (Garage) or lists no per-part checksums, the part sizes from
+//! HEAD `?partNumber=N` and the object checksum and ETag from HEAD.
+
+use std::ops::Range;
+
+use futures::{StreamExt as _, TryStreamExt as _, stream};
+use serde::Serialize;
+
+use crate::compare::EtagKind;
+use crate::config::ObjectUrl;
+use crate::error::Error;
+use crate::remote::ranged::Pinned;
+use crate::s3::{HeadInfo, ObjectRead, RemoteChecksum};
+
+/// HEAD `?partNumber` requests in flight.
+const HEADS_IN_FLIGHT: usize = 16;
+
+/// Where the remote truth came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Method {
+    /// GetObjectAttributes with per-part checksums.
+    ObjectAttributes,
+    /// The part layout from HEAD `?partNumber`, the object checksum and ETag from HEAD.
+    HeadLayout,
+    /// The bytes themselves, by ranged GETs.
+    Download,
+}
+
+impl std::fmt::Display for Method {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Method::ObjectAttributes => "GetObjectAttributes",
+            Method::HeadLayout => "HEAD",
+            Method::Download => "download",
+        })
+    }
+}
+
+/// What S3 says about an object.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RemoteFacts {
+    /// Size in bytes.
+    pub size: u64,
+    /// ETag, unquoted.
+    pub etag: Option<String>,
+    /// What the ETag is: an MD5 unless SSE-KMS or SSE-C.
+    pub etag_kind: EtagKind,
+    /// Version id, on versioned buckets.
+    pub version_id: Option<String>,
+    /// The object checksum.
+    pub checksum: Option<RemoteChecksum>,
+    /// Part sizes in order (one entry for a single-part object).
+    pub layout: Vec<u64>,
+    /// Whether the object was uploaded in parts (its ETag and composite carry `-N`).
+    pub multipart: bool,
+    /// Each part's checksum, when GetObjectAttributes lists them (else empty).
+    pub part_checksums: Vec<Option<String>>,
+}
+
+impl RemoteFacts {
+    /// The byte range of each part.
+    pub fn ranges(&self) -> Vec<Range<u64>> {
+        let mut at = 0;
+        self.layout
+            .iter()
+            .map(|len| {
+                let r = at..at + len;
+                at += len;
+                r
+            })
+            .collect()
+    }
+
+    /// The object as it was when these facts were read, for pinning reads to it.
+    pub fn pinned(&self) -> Pinned {
+        Pinned {
+            etag: self.etag.clone(),
+            version_id: self.version_id.clone(),
+        }
+    }
+}
+
+/// The facts, and how they were learned.
+#[derive(Debug, Clone)]
+pub struct Learned {
+    /// What S3 says.
+    pub facts: RemoteFacts,
+    /// Where the truth came from.
+    pub method: Method,
+    /// Why that method (for the report).
+    pub why: String,
+}
+
+/// Learns what S3 says about `obj`: HEAD (size, checksum, ETag, encryption), then
+/// GetObjectAttributes where the server has it, then the part layout from HEAD `?partNumber`
+/// when nothing else gives it (or `known_layout`, when the caller knows it: right after an upload).
+pub async fn remote_facts<C: ObjectRead>(
+    s3: &C,
+    obj: &ObjectUrl,
+    known_layout: Option<&[u64]>,
+) -> Result<Learned, Error> {
+    let head = s3
+        .head_object(obj, None)
+        .await
+        .map_err(Error::s3("HeadObject", None, None))?;
+    let mut facts = RemoteFacts {
+        size: head.size,
+        etag: head.etag.clone(),
+        etag_kind: EtagKind::of(head.sse.as_deref(), head.sse_c),
+        version_id: head.version_id.clone(),
+        checksum: head.checksum.clone(),
+        multipart: head.etag.as_deref().is_some_and(|e| e.contains('-'))
+            || head
+                .checksum
+                .as_ref()
+                .is_some_and(|c| c.value.contains('-')),
+        ..RemoteFacts::default()
+    };
+    let attrs =
+        s3.object_attributes(obj)
+            .await
+            .map_err(Error::s3("GetObjectAttributes", None, None))?;
+    let why_no_attrs = match &attrs {
+        None => "the server does not implement GetObjectAttributes",
+        Some(a) if a.parts.is_empty() && a.parts_count.is_some_and(|n| n > 0) => {
+            "GetObjectAttributes lists no per-part checksums for this object"
+        }
+        Some(_) => "",
+    };
+    if let Some(a) = &attrs {
+        if facts.checksum.is_none() {
+            facts.checksum = a.checksum.clone();
+        }
+        if a.parts_count.is_some_and(|n| n > 0) {
+            facts.multipart = true;
+        }
+        let complete = !a.parts.is_empty()
+            && a.parts_count == Some(a.parts.len() as u32)
+            && a.parts
+                .iter()
+                .enumerate()
+                .all(|(i, p)| p.number as usize == i + 1);
+        if complete {
+            facts.layout = a.parts.iter().map(|p| p.size).collect();
+            facts.part_checksums = a.parts.iter().map(|p| p.checksum.clone()).collect();
+            return Ok(Learned {
+                facts,
+                method: Method::ObjectAttributes,
+                why: "GetObjectAttributes lists every part's size and checksum".into(),
+            });
+        }
+    }
+    if !facts.multipart {
+        facts.layout = vec![facts.size];
+        let why = if attrs.is_some() {
+            "a single-part object: its checksum and ETag cover it whole"
+        } else {
+            "a single-part object (the server does not implement GetObjectAttributes)"
+        };
+        return Ok(Learned {
+            facts,
+            method: Method::HeadLayout,
+            why: why.into(),
+        });
+    }
+    facts.layout = match known_layout {
+        Some(l) => l.to_vec(),
+        None => part_layout(s3, obj).await?,
+    };
+    Ok(Learned {
+        facts,
+        method: Method::HeadLayout,
+        why: format!(
+            "{why_no_attrs}: part sizes from HEAD ?partNumber, checksum and ETag from HEAD"
+        ),
+    })
+}
+
+/// The part sizes of a multipart object, from HEAD `?partNumber=N` (in parallel).
+pub async fn part_layout<C: ObjectRead>(s3: &C, obj: &ObjectUrl) -> Result<Vec<u64>, Error> {
+    let first: HeadInfo = s3.head_object(obj, Some(1)).await.map_err(Error::s3(
+        "HeadObject ?partNumber",
+        None,
+        None,
+    ))?;
+    let count = first.parts_count.unwrap_or(1).max(1);
+    let mut sizes = vec![first.size];
+    let rest: Vec<u64> = stream::iter(2..=count)
+        .map(|n| async move {
+            s3.head_object(obj, Some(n))
+                .await
+                .map(|h| h.size)
+                .map_err(Error::s3("HeadObject ?partNumber", None, None))
+        })
+        .buffered(HEADS_IN_FLIGHT)
+        .try_collect()
+        .await?;
+    sizes.extend(rest);
+    Ok(sizes)
+}

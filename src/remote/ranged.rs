@@ -1,0 +1,490 @@
+//! The one ordered ranged-GET reader: bodies of an object's byte ranges, in order, with a bounded
+//! window of requests in flight, every GET pinned to the object's ETag.
+//!
+//! The caller gives the ranges (the object's parts, or [`pieces`] of at most [`PIECE`] bytes), a
+//! [`Window`] bounded in bytes and in requests, and the object they must come from ([`Pinned`]).
+//! The reader is a [`Stream`] of results in range order. Bytes it holds (requested and not yet
+//! handed over) never exceed `window.bytes`, except that one range larger than the window is
+//! still read, alone. Each GET carries `If-Match` with the ETag: an object replaced while it is
+//! read ends the stream with [`Error::ObjectChanged`], never with bytes of two objects.
+//!
+//! Work that can run per range while the next ones download (comparing with the local file,
+//! hashing a part, writing a part of a download at its offset) goes in the reader itself with
+//! [`RangedReader::with`]: it runs inside the window, several ranges at once, and its result is
+//! what comes out in order. Work that must see the bytes in order (one MD5) takes them from the
+//! stream.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::ops::Range;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use futures::stream::{FuturesOrdered, Stream, StreamExt as _};
+
+use crate::config::ObjectUrl;
+use crate::error::{Changed, Error, S3Error, S3ErrorKind};
+use crate::s3::ObjectRead;
+
+/// Bytes per ranged GET when reading a whole object (each is held in memory until consumed).
+pub const PIECE: u64 = 8 * 1024 * 1024;
+
+/// How much may be in flight: at most `requests` GETs, holding at most `bytes` bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    /// Bytes requested and not yet handed to the caller.
+    pub bytes: u64,
+    /// Requests in flight.
+    pub requests: usize,
+}
+
+impl Window {
+    /// 16 requests, 128 MiB: 16 GETs of [`PIECE`] bytes.
+    pub const DEFAULT: Window = Window {
+        bytes: 16 * PIECE,
+        requests: 16,
+    };
+}
+
+/// One range to read, with the index of the caller's range it belongs to (its part).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Piece {
+    /// Index into the caller's ranges.
+    pub of: usize,
+    /// Bytes of the object.
+    pub range: Range<u64>,
+}
+
+impl Piece {
+    /// Its length in bytes.
+    pub fn len(&self) -> u64 {
+        self.range.end - self.range.start
+    }
+
+    /// Whether it is empty.
+    pub fn is_empty(&self) -> bool {
+        self.range.is_empty()
+    }
+}
+
+/// Cuts each of `ranges` into pieces of at most `max` bytes, in order (empty ranges give none).
+/// With `max` at least the largest range, each range is one piece (part-aligned reads).
+pub fn pieces(ranges: &[Range<u64>], max: u64) -> Vec<Piece> {
+    let max = max.max(1);
+    ranges
+        .iter()
+        .enumerate()
+        .flat_map(|(of, r)| {
+            let mut at = r.start;
+            std::iter::from_fn(move || {
+                (at < r.end).then(|| {
+                    let end = r.end.min(at.saturating_add(max));
+                    let p = Piece { of, range: at..end };
+                    at = end;
+                    p
+                })
+            })
+        })
+        .collect()
+}
+
+/// The object the reads must come from.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Pinned {
+    /// Its ETag (unquoted or quoted), sent as `If-Match` with every GET; `None` reads unpinned.
+    pub etag: Option<String>,
+    /// Its version id, where known: named in errors. (`S3Api::get_range` does not take a version
+    /// yet, so the ETag is what pins the reads.)
+    pub version_id: Option<String>,
+}
+
+/// A body read: its piece and exactly its bytes.
+#[derive(Debug, Clone)]
+pub struct Chunk {
+    /// Which bytes.
+    pub piece: Piece,
+    /// The bytes.
+    pub body: Bytes,
+}
+
+type Start<'a, T> = Box<dyn FnMut(Piece) -> BoxFuture<'a, Result<T, Error>> + Send + 'a>;
+
+/// The reader (see the module docs). A [`Stream`] of `Result<T, Error>` in range order; it ends
+/// after the first error.
+pub struct RangedReader<'a, T> {
+    pending: VecDeque<Piece>,
+    in_flight: FuturesOrdered<BoxFuture<'a, Result<T, Error>>>,
+    /// The length of each piece in flight, in order.
+    lens: VecDeque<u64>,
+    held: u64,
+    window: Window,
+    start: Start<'a, T>,
+    done: bool,
+}
+
+impl<'a> RangedReader<'a, Chunk> {
+    /// Reads `pieces` of `obj`, pinned to `pin`, yielding each body in order.
+    pub fn new<C: ObjectRead>(
+        s3: &'a C,
+        obj: &'a ObjectUrl,
+        pin: &'a Pinned,
+        pieces: Vec<Piece>,
+        window: Window,
+    ) -> Self {
+        RangedReader::with(s3, obj, pin, pieces, window, |c| async move { Ok(c) })
+    }
+}
+
+impl<'a, T: Send + 'a> RangedReader<'a, T> {
+    /// Reads `pieces` of `obj`, pinned to `pin`, and runs `then` on each body as it arrives (several
+    /// at once, inside the window); yields `then`'s results in order.
+    pub fn with<C, F, Fut>(
+        s3: &'a C,
+        obj: &'a ObjectUrl,
+        pin: &'a Pinned,
+        pieces: Vec<Piece>,
+        window: Window,
+        then: F,
+    ) -> Self
+    where
+        C: ObjectRead,
+        F: Fn(Chunk) -> Fut + Send + Sync + 'a,
+        Fut: Future<Output = Result<T, Error>> + Send + 'a,
+    {
+        let then = std::sync::Arc::new(then);
+        let start: Start<'a, T> = Box::new(move |piece: Piece| {
+            let then = then.clone();
+            Box::pin(async move {
+                let body = get(s3, obj, pin, &piece).await?;
+                then(Chunk { piece, body }).await
+            })
+        });
+        RangedReader {
+            pending: pieces.into_iter().filter(|p| !p.is_empty()).collect(),
+            in_flight: FuturesOrdered::new(),
+            lens: VecDeque::new(),
+            held: 0,
+            window,
+            start,
+            done: false,
+        }
+    }
+
+    /// Bytes requested and not yet handed over.
+    pub fn held(&self) -> u64 {
+        self.held
+    }
+
+    /// Starts requests while the window has room (always one, when none is in flight).
+    fn fill(&mut self) {
+        while let Some(next) = self.pending.front() {
+            let len = next.len();
+            let room = self.in_flight.is_empty()
+                || (self.in_flight.len() < self.window.requests
+                    && self.held + len <= self.window.bytes);
+            if !room {
+                break;
+            }
+            let piece = self.pending.pop_front().expect("a front exists");
+            self.in_flight.push_back((self.start)(piece));
+            self.lens.push_back(len);
+            self.held += len;
+        }
+    }
+}
+
+impl<'a, T: Send + 'a> Stream for RangedReader<'a, T> {
+    type Item = Result<T, Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        self.fill();
+        match self.in_flight.poll_next_unpin(cx) {
+            Poll::Ready(Some(item)) => {
+                let len = self.lens.pop_front().unwrap_or(0);
+                self.held -= len;
+                if item.is_err() {
+                    // Stop: drop what is in flight, start nothing more.
+                    self.done = true;
+                    self.pending.clear();
+                    self.in_flight = FuturesOrdered::new();
+                    self.lens.clear();
+                    self.held = 0;
+                }
+                Poll::Ready(Some(item))
+            }
+            Poll::Ready(None) => {
+                self.done = true;
+                Poll::Ready(None)
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+/// One GET of `piece`, pinned; exactly its bytes or an error.
+async fn get<C: ObjectRead>(
+    s3: &C,
+    obj: &ObjectUrl,
+    pin: &Pinned,
+    piece: &Piece,
+) -> Result<Bytes, Error> {
+    let body = s3
+        .get_range(obj, piece.range.clone(), pin.etag.as_deref())
+        .await
+        .map_err(|e| {
+            if e.kind == S3ErrorKind::PreconditionFailed {
+                Error::ObjectChanged {
+                    url: format!("s3://{}/{}", obj.bucket, obj.key),
+                    then: pin.etag.as_ref().map(|e| e.trim_matches('"').to_owned()),
+                    now: None,
+                    when: Changed::WhileRead,
+                }
+            } else {
+                Error::s3("GetObject", None, None)(e)
+            }
+        })?;
+    if body.len() as u64 != piece.len() {
+        return Err(Error::s3("GetObject", None, None)(S3Error::transport(
+            format!(
+                "short read: {} of {} bytes at offset {}",
+                body.len(),
+                piece.len(),
+                piece.range.start
+            ),
+        )));
+    }
+    Ok(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use futures::TryStreamExt as _;
+
+    use super::*;
+    use crate::hash::{self, ChecksumAlgorithm};
+    use crate::s3::fake::FakeS3;
+    use crate::s3::{HeadInfo, ObjectAttributes};
+    #[allow(unused_imports)]
+    use crate::s3::{MultipartWrite as _, ObjectRead as _, Tagging as _};
+
+    /// FakeS3 with `If-Match` honoured against the stored ETag, answers that finish in reverse
+    /// order of request within each batch (later ranges first), and a count of bytes requested.
+    #[derive(Default)]
+    struct Slow {
+        inner: FakeS3,
+        requested: AtomicU64,
+        finished: Mutex<Vec<u64>>,
+        /// After this many GETs, the object is replaced (before the next one is answered).
+        replace_after: Option<usize>,
+        gets: AtomicU64,
+    }
+
+    impl ObjectRead for Slow {
+        async fn object_attributes(
+            &self,
+            obj: &ObjectUrl,
+        ) -> Result<Option<ObjectAttributes>, S3Error> {
+            self.inner.object_attributes(obj).await
+        }
+        async fn head_object(
+            &self,
+            obj: &ObjectUrl,
+            part_number: Option<u32>,
+        ) -> Result<HeadInfo, S3Error> {
+            self.inner.head_object(obj, part_number).await
+        }
+        async fn get_range(
+            &self,
+            obj: &ObjectUrl,
+            range: Range<u64>,
+            if_match: Option<&str>,
+        ) -> Result<Bytes, S3Error> {
+            let n = self.gets.fetch_add(1, Ordering::SeqCst) as usize + 1;
+            self.requested
+                .fetch_add(range.end - range.start, Ordering::SeqCst);
+            // Later requests of a batch answer first: each waits fewer turns the later it started.
+            let turns = 64u64.saturating_sub(range.start / 1000);
+            for _ in 0..turns {
+                tokio::task::yield_now().await;
+            }
+            if self.replace_after.is_some_and(|after| n > after) {
+                put(&self.inner, obj, b"another object, replaced mid-read").await;
+            }
+            if let Some(want) = if_match {
+                let now = self.inner.head_object(obj, None).await?;
+                if now.etag.as_deref() != Some(want.trim_matches('"')) {
+                    return Err(S3Error::from_response(
+                        Some("PreconditionFailed"),
+                        Some(412),
+                        "fake: If-Match".into(),
+                    ));
+                }
+            }
+            let b = self.inner.get_range(obj, range.clone(), if_match).await?;
+            self.finished.lock().unwrap().push(range.start);
+            Ok(b)
+        }
+    }
+
+    async fn put(s3: &FakeS3, obj: &ObjectUrl, data: &[u8]) -> String {
+        let alg = ChecksumAlgorithm::Sha256;
+        let h = hash::hash_part(alg, true, data);
+        let reply = s3
+            .put_object(obj, alg, Bytes::copy_from_slice(data), &h)
+            .await
+            .unwrap();
+        reply.etag.unwrap().trim_matches('"').to_owned()
+    }
+
+    fn data(len: usize) -> Vec<u8> {
+        (0..len as u32)
+            .map(|i| (i.wrapping_mul(31) % 251) as u8)
+            .collect()
+    }
+
+    #[test]
+    fn pieces_cover_each_range_in_order_within_the_limit() {
+        let p = pieces(&[0..25, 25..25, 25..30], 10);
+        let got: Vec<(usize, Range<u64>)> = p.into_iter().map(|p| (p.of, p.range)).collect();
+        assert_eq!(got, vec![(0, 0..10), (0, 10..20), (0, 20..25), (2, 25..30)]);
+        let whole = pieces(&[0..25, 25..30], u64::MAX);
+        assert_eq!(whole.len(), 2, "part-aligned: one piece per range");
+    }
+
+    #[tokio::test]
+    async fn bodies_come_in_order_within_the_byte_window() {
+        let s3 = Slow::default();
+        let obj = ObjectUrl::parse("s3://bkt/obj").unwrap();
+        let content = data(10_000);
+        let etag = put(&s3.inner, &obj, &content).await;
+        let pin = Pinned {
+            etag: Some(etag),
+            version_id: None,
+        };
+        // Uneven pieces and a window of 2,500 bytes but 16 requests: the bytes bind, not the count.
+        let ranges: Vec<Range<u64>> = [0..1000, 1000..1700, 1700..4000, 4000..10_000].to_vec();
+        let window = Window {
+            bytes: 2500,
+            requests: 16,
+        };
+        let mut reader = RangedReader::new(&s3, &obj, &pin, pieces(&ranges, 1000), window);
+        let mut got = Vec::new();
+        let mut consumed = 0u64;
+        let mut most_held = 0u64;
+        while let Some(c) = reader.try_next().await.unwrap() {
+            // What was requested but not yet handed over, at the moment a body is handed over.
+            let outstanding = s3.requested.load(Ordering::SeqCst) - consumed;
+            most_held = most_held.max(outstanding);
+            assert!(reader.held() + c.piece.len() <= window.bytes);
+            consumed += c.piece.len();
+            got.push((c.piece.of, c.piece.range.clone()));
+            assert_eq!(
+                &c.body[..],
+                &content[c.piece.range.start as usize..c.piece.range.end as usize]
+            );
+        }
+        let want: Vec<(usize, Range<u64>)> = pieces(&ranges, 1000)
+            .into_iter()
+            .map(|p| (p.of, p.range))
+            .collect();
+        assert_eq!(got, want, "every piece, in order, once");
+        assert!(most_held <= window.bytes, "held {most_held} bytes");
+        assert!(
+            most_held > window.bytes / 2,
+            "the window is used: {most_held}"
+        );
+        let finished = s3.finished.lock().unwrap().clone();
+        assert!(
+            finished.windows(2).any(|w| w[0] > w[1]),
+            "the server answered out of order ({finished:?}), the reader still yielded in order"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_range_larger_than_the_window_is_still_read_alone() {
+        let s3 = Slow::default();
+        let obj = ObjectUrl::parse("s3://bkt/obj").unwrap();
+        let content = data(5000);
+        let pin = Pinned {
+            etag: Some(put(&s3.inner, &obj, &content).await),
+            version_id: None,
+        };
+        let window = Window {
+            bytes: 1000,
+            requests: 4,
+        };
+        let bodies: Vec<Chunk> = RangedReader::new(
+            &s3,
+            &obj,
+            &pin,
+            pieces(std::slice::from_ref(&(0..5000)), 3000),
+            window,
+        )
+        .try_collect()
+        .await
+        .unwrap();
+        let joined: Vec<u8> = bodies.iter().flat_map(|c| c.body.to_vec()).collect();
+        assert_eq!(joined, content);
+    }
+
+    #[tokio::test]
+    async fn an_object_replaced_mid_read_is_caught_by_if_match() {
+        let s3 = Slow {
+            replace_after: Some(3),
+            ..Slow::default()
+        };
+        let obj = ObjectUrl::parse("s3://bkt/obj").unwrap();
+        let content = data(10_000);
+        let etag = put(&s3.inner, &obj, &content).await;
+        let pin = Pinned {
+            etag: Some(etag.clone()),
+            version_id: None,
+        };
+        let mut reader = RangedReader::new(
+            &s3,
+            &obj,
+            &pin,
+            pieces(std::slice::from_ref(&(0..10_000)), 1000),
+            Window {
+                bytes: 2000,
+                requests: 2,
+            },
+        );
+        let mut good = 0;
+        let err = loop {
+            match reader.next().await {
+                Some(Ok(c)) => {
+                    assert_eq!(
+                        &c.body[..],
+                        &content[c.piece.range.start as usize..c.piece.range.end as usize],
+                        "only the first object's bytes are ever handed over"
+                    );
+                    good += 1;
+                }
+                Some(Err(e)) => break e,
+                None => panic!("the replaced object was read to the end"),
+            }
+        };
+        assert!(good <= 3, "{good} bodies before the replacement");
+        match &err {
+            Error::ObjectChanged {
+                then,
+                when: Changed::WhileRead,
+                ..
+            } => assert_eq!(then.as_deref(), Some(etag.as_str())),
+            e => panic!("not ObjectChanged: {e}"),
+        }
+        assert!(
+            reader.next().await.is_none(),
+            "the stream ends after an error"
+        );
+    }
+}

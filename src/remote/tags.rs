@@ -1,0 +1,74 @@
+//! Storing an MD5 as an object tag, merged with the tags the object already has.
+
+use serde::Serialize;
+
+use crate::config::ObjectUrl;
+use crate::error::{Error, S3Error, S3ErrorKind};
+use crate::s3::S3Api;
+
+/// The tag-set limit S3 enforces (LocalStack does not: tally checks).
+pub const MAX_TAGS: usize = 10;
+
+/// What happened to the tag.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TagOutcome {
+    /// The tag was added, the other tags kept.
+    Added,
+    /// The object already carried the same tag: nothing was written.
+    AlreadyPresent,
+    /// A tag of that name held another value; it now holds this MD5.
+    Replaced {
+        /// The value it held.
+        old: String,
+    },
+}
+
+/// Stores `md5_hex` as tag `name`, merged with the object's existing tags (never dropping them).
+/// Does nothing if the same tag is already there; refuses clearly past S3's 10-tag limit.
+pub async fn tag_md5<C: S3Api>(
+    s3: &C,
+    obj: &ObjectUrl,
+    version: Option<&str>,
+    name: &str,
+    md5_hex: &str,
+) -> Result<TagOutcome, Error> {
+    let failed = |op: &'static str, source: S3Error| {
+        if source.kind == S3ErrorKind::Unsupported {
+            Error::Unsupported {
+                what: "object tagging",
+                consequence: "the MD5 was not stored as a tag",
+                source,
+            }
+        } else {
+            Error::s3(op, None, None)(source)
+        }
+    };
+    let mut tags = s3
+        .get_tags(obj, version)
+        .await
+        .map_err(|e| failed("GetObjectTagging", e))?;
+    let count = tags.len();
+    let outcome = match tags.iter_mut().find(|(k, _)| k == name) {
+        Some((_, v)) if v == md5_hex => return Ok(TagOutcome::AlreadyPresent),
+        Some((_, v)) => {
+            let old = std::mem::replace(v, md5_hex.to_owned());
+            TagOutcome::Replaced { old }
+        }
+        None if count >= MAX_TAGS => {
+            return Err(Error::TooManyTags {
+                url: format!("s3://{}/{}", obj.bucket, obj.key),
+                count,
+                name: name.to_owned(),
+            });
+        }
+        None => {
+            tags.push((name.to_owned(), md5_hex.to_owned()));
+            TagOutcome::Added
+        }
+    };
+    s3.put_tags(obj, version, &tags)
+        .await
+        .map_err(|e| failed("PutObjectTagging", e))?;
+    Ok(outcome)
+}

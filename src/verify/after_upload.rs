@@ -1,0 +1,95 @@
+//! After an upload: the stored object's attributes read back and compared with the hashes the
+//! upload computed (no second read of the file).
+
+use serde::Serialize;
+
+use crate::compare::{Check, mismatch};
+use crate::config::ObjectUrl;
+use crate::error::Error;
+use crate::hash::{self, RangeHash};
+use crate::remote::facts::{Method, remote_facts};
+use crate::s3::S3Api;
+
+use super::compare::compare;
+
+/// What `tally upload` confirmed by reading the stored object's attributes back after completing.
+#[derive(Debug, Clone, Serialize)]
+pub struct AfterUpload {
+    /// Where the truth came from.
+    pub method: Method,
+    /// Why.
+    pub why: String,
+    /// The stored object's checksum equals the local one (None: S3 reported none, or none that
+    /// can be derived from the parts). Never false: a difference is an error.
+    pub checksum_matches: Option<bool>,
+    /// The stored ETag equals the local one (None: not an MD5, not reported, or no MD5 computed).
+    /// Never false: a difference is an error.
+    pub etag_matches: Option<bool>,
+    /// The ETag's outcome in the shared vocabulary (why it was not compared, when it was not).
+    pub etag: Check,
+    /// Parts whose stored checksum was compared one by one.
+    pub parts_compared: u32,
+}
+
+/// Reads the stored object's attributes back after an upload and compares them with the hashes
+/// the upload computed. Fails with a mismatch naming what differs.
+pub async fn after_upload<C: S3Api>(
+    s3: &C,
+    obj: &ObjectUrl,
+    parts: &[hash::PartHash],
+    upload_id: Option<&str>,
+) -> Result<AfterUpload, Error> {
+    let layout: Vec<u64> = parts.iter().map(|p| p.len).collect();
+    let learned = remote_facts(s3, obj, Some(&layout)).await?;
+    let remote = &learned.facts;
+    let local_size: u64 = layout.iter().sum();
+    if remote.size != local_size {
+        return Err(mismatch(
+            "stored object size",
+            &local_size.to_string(),
+            &remote.size.to_string(),
+            upload_id,
+        ));
+    }
+    let local: Vec<RangeHash> = parts
+        .iter()
+        .map(|p| RangeHash {
+            checksum: Some(p.checksum.clone()),
+            md5: p.md5,
+            len: p.len,
+        })
+        .collect();
+    let c = compare(local_size, &local, remote);
+    if let Some(d) = c.differing_parts.first() {
+        return Err(mismatch(
+            &format!("stored part {} checksum", d.number),
+            &d.local,
+            &d.remote,
+            upload_id,
+        ));
+    }
+    if let Some(x) = c.checksum.as_ref().filter(|x| !x.matches) {
+        return Err(mismatch(
+            "stored object checksum",
+            &x.local,
+            &x.remote,
+            upload_id,
+        ));
+    }
+    if let Some(x) = c.etag.as_ref().filter(|x| !x.matches) {
+        return Err(mismatch(
+            "stored object ETag",
+            &x.local,
+            &x.remote,
+            upload_id,
+        ));
+    }
+    Ok(AfterUpload {
+        method: learned.method,
+        why: learned.why,
+        checksum_matches: c.checksum.map(|x| x.matches),
+        etag_matches: c.etag.map(|x| x.matches),
+        etag: c.etag_check,
+        parts_compared: c.parts_compared,
+    })
+}
