@@ -270,7 +270,9 @@ fn print_upload(r: &UploadReport) -> String {
         Check::Matched => "matches S3",
         Check::NotReported => "not reported by the server, not compared",
         Check::NotComparableKms => "not compared: under SSE-KMS the ETag is not an MD5",
+        Check::NotComparableSseC => "not compared: under SSE-C the ETag is not an MD5",
         Check::NotPredicted => "not predicted (no MD5)",
+        Check::Mismatch => "DIFFERS from S3",
     };
     let mut s = format!(
         "uploaded {} to s3://{}/{} in {:.2} s ({:.1} MiB/s)\n",

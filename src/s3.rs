@@ -45,7 +45,7 @@ pub struct WriteReply {
 impl WriteReply {
     /// Whether the ETag is an MD5 of the bytes: not under SSE-KMS (or SSE-C, which tally never sends).
     pub fn etag_is_md5(&self) -> bool {
-        !matches!(self.sse.as_deref(), Some(s) if s.starts_with("aws:kms"))
+        crate::compare::EtagKind::of(self.sse.as_deref(), false).is_md5()
     }
 }
 
@@ -143,7 +143,7 @@ pub struct HeadInfo {
 impl HeadInfo {
     /// Whether the ETag is an MD5 of the content (not under SSE-KMS or SSE-C).
     pub fn etag_is_md5(&self) -> bool {
-        !self.sse_c && !matches!(self.sse.as_deref(), Some(s) if s.starts_with("aws:kms"))
+        crate::compare::EtagKind::of(self.sse.as_deref(), self.sse_c).is_md5()
     }
 }
 /// Reading objects: HEAD, GetObjectAttributes and ranged GETs.

@@ -8,7 +8,7 @@ use crate::retry::Policy;
 use crate::s3::{CompletedPart, S3Api, WriteReply};
 
 use super::multipart::{DonePart, Start};
-use super::report::{Checks, Method, UploadReport, compare_checksum, compare_etag, same_checksum};
+use super::report::{Checks, Method, UploadReport, compare_checksum, compare_etag};
 use super::{Run, forget};
 
 /// The object checksum these parts make (composite `-N`, or the combined full-object CRC).
@@ -64,10 +64,9 @@ pub async fn complete<C: S3Api>(
                     None,
                     Some(upload_id),
                 ))?;
-                let ours = head
-                    .checksum
-                    .as_ref()
-                    .is_some_and(|c| same_checksum(&local.value, &c.value));
+                let ours = head.checksum.as_ref().is_some_and(|c| {
+                    crate::compare::checksum(&local.value, Some(&c.value)).matched()
+                });
                 if ours {
                     tracing::info!("CompleteMultipartUpload had succeeded; confirmed with HEAD");
                     return Ok(reply_from_head(head));

@@ -4,6 +4,8 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
+pub use crate::compare::Check;
+use crate::compare::{self, EtagKind};
 use crate::error::Error;
 use crate::hash::ObjectChecksum;
 use crate::s3::WriteReply;
@@ -25,20 +27,6 @@ impl std::fmt::Display for Method {
             Method::Multipart => "multipart",
         })
     }
-}
-
-/// The outcome of one comparison between a local value and what S3 reported.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Check {
-    /// S3 reported the value tally computed.
-    Matched,
-    /// S3 did not report the value, so it could not be compared.
-    NotReported,
-    /// The ETag is not an MD5 under SSE-KMS, so it was not compared.
-    NotComparableKms,
-    /// No MD5 was computed (`--content-md5` computes it), so the ETag was not predicted.
-    NotPredicted,
 }
 
 /// What tally confirmed against S3's replies during the upload.
@@ -106,57 +94,26 @@ pub struct UploadReport {
     pub mib_per_s: f64,
 }
 
-/// Compares a checksum S3 reported with the local one. Servers that report a composite without
-/// its `-N` suffix (as GetObjectAttributes does) are compared on the value alone.
+/// Compares a checksum S3 reported with the local one (the `-N` rule is `compare`'s): a
+/// difference is an integrity error naming `what`.
 pub(crate) fn compare_checksum(
     what: &str,
     local: &str,
     reported: Option<&str>,
     upload_id: Option<&str>,
 ) -> Result<Check, Error> {
-    let Some(reported) = reported else {
-        return Ok(Check::NotReported);
-    };
-    if same_checksum(local, reported) {
-        Ok(Check::Matched)
-    } else {
-        Err(mismatch(what, local, reported, upload_id))
-    }
+    compare::checksum(local, reported).require(what, local, reported, upload_id)
 }
 
-/// Whether S3's `reported` checksum is the `local` one: equal, or equal to its value without the
-/// composite's `-N` suffix when S3 left that off.
-pub(crate) fn same_checksum(local: &str, reported: &str) -> bool {
-    let local_value = local.split_once('-').map_or(local, |(v, _)| v);
-    reported == local || (!reported.contains('-') && reported == local_value)
-}
-
-/// Compares an ETag (unquoted hex, with `-N` for multipart) with S3's, unless SSE-KMS makes the
-/// ETag something other than an MD5.
+/// Compares an ETag (unquoted hex, with `-N` for multipart) with the one in S3's reply, unless
+/// encryption makes it something other than an MD5.
 pub(crate) fn compare_etag(
     what: &str,
     local: Option<&str>,
     reply: &WriteReply,
     upload_id: Option<&str>,
 ) -> Result<Check, Error> {
-    if !reply.etag_is_md5() {
-        return Ok(Check::NotComparableKms);
-    }
-    let Some(local) = local else {
-        return Ok(Check::NotPredicted);
-    };
-    match reply.etag.as_deref().map(|e| e.trim_matches('"')) {
-        None => Ok(Check::NotReported),
-        Some(e) if e == local => Ok(Check::Matched),
-        Some(e) => Err(mismatch(what, local, e, upload_id)),
-    }
-}
-
-pub(crate) fn mismatch(what: &str, expected: &str, actual: &str, upload_id: Option<&str>) -> Error {
-    Error::Mismatch {
-        what: what.to_owned(),
-        expected: expected.to_owned(),
-        actual: actual.to_owned(),
-        upload_id: upload_id.map(str::to_owned),
-    }
+    let kind = EtagKind::of(reply.sse.as_deref(), false);
+    let reported = reply.etag.as_deref().map(|e| e.trim_matches('"'));
+    compare::etag(local, reported, kind).require(what, local.unwrap_or(""), reported, upload_id)
 }

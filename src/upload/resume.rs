@@ -15,7 +15,6 @@ use crate::plan::{Part, Plan};
 use crate::s3::{HeldPart, S3Api};
 
 use super::multipart::{DonePart, Start, abort};
-use super::report::same_checksum;
 use super::send::part_record;
 use super::{Run, UploadReport, complete, forget, mtime_ns};
 
@@ -253,7 +252,7 @@ async fn already_complete<C: S3Api>(
         return Ok(None);
     };
     let local = hash::multipart_checksum(alg, alg.multipart_type(), &hashes);
-    if !same_checksum(&local.value, &remote.value) {
+    if !crate::compare::checksum(&local.value, Some(&remote.value)).matched() {
         return Ok(None);
     }
     run.progress.note(&format!(
