@@ -30,8 +30,8 @@ use crate::config::ObjectUrl;
 use crate::error::{Error, S3Error};
 use crate::hash::{ChecksumAlgorithm, ChecksumType, PartHash};
 use crate::s3::{
-    CompletedPart, HeadInfo, HeldPart, InProgress, MultipartWrite, ObjectAttributes, ObjectRead,
-    S3Api, Tagging, WriteReply,
+    CompletedPart, ETag, HeadInfo, HeldPart, InProgress, MultipartWrite, ObjectAttributes,
+    ObjectRead, S3Api, Tagging, WriteReply,
 };
 
 /// The byte budget is counted in KiB, so that a semaphore's `u32` acquisitions cover 5 GiB parts.
@@ -289,7 +289,7 @@ impl<C: ObjectRead> ObjectRead for Limited<'_, C> {
         &self,
         obj: &ObjectUrl,
         range: std::ops::Range<u64>,
-        if_match: Option<&str>,
+        if_match: Option<&ETag>,
     ) -> Result<Bytes, S3Error> {
         let inner = self.inner.get_range(obj, range, if_match);
         self.engine.request(inner).await

@@ -66,7 +66,7 @@ pub struct PartRecord {
     /// Its MD5, hex.
     pub md5: String,
     /// The ETag S3 returned.
-    pub etag: String,
+    pub etag: crate::s3::ETag,
 }
 
 /// The object that was completed (kept with `--keep-manifest` as an audit record).
@@ -75,7 +75,7 @@ pub struct CompletedRecord {
     /// The object checksum S3 reported.
     pub checksum: String,
     /// The ETag S3 reported.
-    pub etag: String,
+    pub etag: Option<crate::s3::ETag>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -406,7 +406,7 @@ mod tests {
             len: 10,
             checksum: format!("c{n}"),
             md5: format!("m{n}"),
-            etag: format!("\"e{n}\""),
+            etag: crate::s3::ETag::new(&format!("e{n}")),
         }
     }
 

@@ -16,6 +16,7 @@ use crate::hash::{ChecksumAlgorithm, ChecksumType, PartHash};
 mod create;
 mod endpoint;
 mod errors;
+mod etag;
 #[cfg(any(test, feature = "fake"))]
 pub mod fake;
 mod interceptors;
@@ -25,13 +26,14 @@ mod watch;
 
 pub use create::create_upload;
 pub use endpoint::{is_local_or_ip, is_loopback, plain_http_warning};
+pub use etag::ETag;
 pub use sdk::SdkS3;
 
 /// What S3 answered to a write (PutObject, UploadPart, CompleteMultipartUpload).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct WriteReply {
-    /// The ETag, quoted as S3 sends it.
-    pub etag: Option<String>,
+    /// The ETag.
+    pub etag: Option<ETag>,
     /// The checksum S3 reports for the algorithm in use (base64, `-N` for composites).
     pub checksum: Option<String>,
     /// The checksum type S3 reports, if any (`COMPOSITE` / `FULL_OBJECT`).
@@ -55,7 +57,7 @@ pub struct CompletedPart {
     /// Part number.
     pub number: u32,
     /// The ETag UploadPart returned.
-    pub etag: String,
+    pub etag: ETag,
     /// The part's checksum, base64.
     pub checksum: String,
 }
@@ -67,8 +69,8 @@ pub struct HeldPart {
     pub number: u32,
     /// Size in bytes.
     pub size: u64,
-    /// ETag as S3 returns it (quoted).
-    pub etag: String,
+    /// Its ETag.
+    pub etag: ETag,
     /// The part's checksum for the upload's algorithm, when the server reports it.
     pub checksum: Option<String>,
 }
@@ -111,8 +113,8 @@ pub struct RemotePart {
 pub struct ObjectAttributes {
     /// Size in bytes.
     pub size: Option<u64>,
-    /// ETag (unquoted).
-    pub etag: Option<String>,
+    /// The ETag.
+    pub etag: Option<ETag>,
     /// The object checksum (GetObjectAttributes gives composites without `-N`).
     pub checksum: Option<RemoteChecksum>,
     /// Number of parts, for multipart objects.
@@ -126,8 +128,8 @@ pub struct ObjectAttributes {
 pub struct HeadInfo {
     /// Content length: the object's, or the part's with `part_number`.
     pub size: u64,
-    /// ETag (unquoted).
-    pub etag: Option<String>,
+    /// The ETag.
+    pub etag: Option<ETag>,
     /// The object checksum.
     pub checksum: Option<RemoteChecksum>,
     /// x-amz-mp-parts-count, when asked for a part of a multipart object.
@@ -168,7 +170,7 @@ pub trait ObjectRead: Send + Sync {
         &self,
         obj: &ObjectUrl,
         range: std::ops::Range<u64>,
-        if_match: Option<&str>,
+        if_match: Option<&ETag>,
     ) -> impl Future<Output = Result<Bytes, S3Error>> + Send;
 }
 

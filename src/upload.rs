@@ -180,6 +180,7 @@ pub(crate) fn forget(cfg: &UploadConfig, manifest: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::Limits;
     use crate::hash::ChecksumAlgorithm;
     use crate::plan::MIB;
     use crate::progress::Silent;
@@ -429,6 +430,53 @@ mod tests {
         let r = run(&fake, &cfg).await.unwrap().unwrap();
         assert_eq!(r.parts_sent, 3, "uploaded again");
         assert_eq!(fake.object("obj").as_deref(), Some(&bytes[..]));
+        assert_eq!(fake.uploads_in_progress(), 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn many_files_share_one_budget_and_small_files_go_together() {
+        // Twelve small files (one PutObject each) and one of four parts; each file may send eight
+        // requests at once, the command three. The fake holds requests until four are in flight
+        // (for 5 s at most): three arrive together, and the fourth never does.
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfgs = Vec::new();
+        let mut contents = Vec::new();
+        for i in 0..13u64 {
+            let len = if i == 12 { 4 * 5 * MIB - 9 } else { 1000 + i };
+            let file = dir.path().join(format!("f{i}.bin"));
+            let bytes = data(len, 100 + i);
+            std::fs::write(&file, &bytes).unwrap();
+            let mut cfg = UploadConfig::new(
+                file,
+                &format!("s3://bkt/f{i}"),
+                5 * MIB,
+                8,
+                ChecksumAlgorithm::Sha256,
+            )
+            .unwrap();
+            cfg.resume.manifest = Some(dir.path().join(format!("m{i}.manifest")));
+            cfg.resume.state_dir = Some(dir.path().join("state"));
+            cfgs.push(cfg);
+            contents.push(bytes);
+        }
+        let fake = FakeS3::default();
+        fake.gather(4, std::time::Duration::from_secs(5));
+        let limits = Limits {
+            concurrency: 3,
+            bytes_ahead: 12 * MIB,
+        };
+        let cancel = CancellationToken::new();
+        let reports = upload_many(&fake, limits, &cfgs, &Silent, &cancel).await;
+        for (i, (r, bytes)) in reports.into_iter().zip(&contents).enumerate() {
+            let r = r.unwrap_or_else(|e| panic!("file {i}: {e}"));
+            assert_eq!(r.key, format!("f{i}"), "results in the order given");
+            assert_eq!(fake.object(&format!("f{i}")).as_deref(), Some(&bytes[..]));
+        }
+        assert_eq!(
+            fake.peak_in_flight(),
+            3,
+            "three requests in flight together across files, never more"
+        );
         assert_eq!(fake.uploads_in_progress(), 0);
     }
 }

@@ -15,7 +15,7 @@ use crate::compare::EtagKind;
 use crate::config::ObjectUrl;
 use crate::error::Error;
 use crate::remote::ranged::Pinned;
-use crate::s3::{HeadInfo, ObjectRead, RemoteChecksum};
+use crate::s3::{ETag, HeadInfo, ObjectRead, RemoteChecksum};
 
 /// HEAD `?partNumber` requests in flight.
 const HEADS_IN_FLIGHT: usize = 16;
@@ -47,8 +47,8 @@ impl std::fmt::Display for Method {
 pub struct RemoteFacts {
     /// Size in bytes.
     pub size: u64,
-    /// ETag, unquoted.
-    pub etag: Option<String>,
+    /// The ETag.
+    pub etag: Option<ETag>,
     /// What the ETag is: an MD5 unless SSE-KMS or SSE-C.
     pub etag_kind: EtagKind,
     /// Version id, on versioned buckets.
@@ -115,7 +115,7 @@ pub async fn remote_facts<C: ObjectRead>(
         etag_kind: EtagKind::of(head.sse.as_deref(), head.sse_c),
         version_id: head.version_id.clone(),
         checksum: head.checksum.clone(),
-        multipart: head.etag.as_deref().is_some_and(|e| e.contains('-'))
+        multipart: head.etag.as_ref().is_some_and(|e| e.parts().is_some())
             || head
                 .checksum
                 .as_ref()

@@ -32,7 +32,7 @@ use crate::remote::md5_state::{self, SavedState};
 use crate::remote::ranged::{PIECE, Pinned, RangedReader, Window, pieces};
 use crate::remote::tags::{TagOutcome, tag_md5};
 use crate::retry::Policy;
-use crate::s3::{HeadInfo, S3Api};
+use crate::s3::{ETag, HeadInfo, S3Api};
 
 /// Pieces queued for the MD5 worker beyond the reader's window.
 const MD5_QUEUE: usize = 4;
@@ -83,7 +83,7 @@ pub struct Md5Report {
     /// Object size.
     pub size: u64,
     /// The object's ETag.
-    pub etag: Option<String>,
+    pub etag: Option<ETag>,
     /// The object's version id.
     pub version_id: Option<String>,
     /// `etag` (the ETag is the MD5) or `stream` (the object was read).
@@ -171,7 +171,8 @@ pub async fn remote_md5<C: S3Api>(
     };
     let etag_md5 = head
         .etag
-        .as_deref()
+        .as_ref()
+        .map(ETag::as_str)
         .filter(|_| head.etag_is_md5())
         .and_then(md5_from_hex);
     let digest = match etag_md5.filter(|_| !opts.force_read) {

@@ -83,7 +83,11 @@ impl SavedState {
             hasher: HASHER.into(),
             bucket: obj.bucket.clone(),
             key: obj.key.clone(),
-            etag: head.etag.clone().unwrap_or_default(),
+            etag: head
+                .etag
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_default(),
             version_id: head.version_id.clone(),
             size: head.size,
             offset: 0,
@@ -137,7 +141,11 @@ impl SavedState {
                 self.bucket, self.key
             ))));
         }
-        let etag = now.etag.clone().unwrap_or_default();
+        let etag = now
+            .etag
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default();
         if self.etag != etag || self.version_id != now.version_id || self.size != now.size {
             return Err(Error::ObjectChanged {
                 url: format!("s3://{}/{}", obj.bucket, obj.key),

@@ -21,8 +21,8 @@ use md5::Digest as _;
 
 use super::paging::paginate;
 use super::{
-    CompletedPart, HeadInfo, HeldPart, InProgress, MultipartWrite, ObjectAttributes, ObjectRead,
-    RemoteChecksum, Tagging, WriteReply,
+    CompletedPart, ETag, HeadInfo, HeldPart, InProgress, MultipartWrite, ObjectAttributes,
+    ObjectRead, RemoteChecksum, Tagging, WriteReply,
 };
 use crate::config::ObjectUrl;
 use crate::error::S3Error;
@@ -51,15 +51,15 @@ fn md5(data: &[u8]) -> [u8; 16] {
     <[u8; 16]>::from(md5::Md5::digest(data))
 }
 
-fn quoted_md5(data: &[u8]) -> String {
-    format!("\"{}\"", hex(&md5(data)))
+fn md5_etag(data: &[u8]) -> ETag {
+    ETag::new(&hex(&md5(data)))
 }
 
 #[derive(Debug, Clone)]
 struct Stored {
     data: Bytes,
     checksum: String,
-    etag: String,
+    etag: ETag,
 }
 
 #[derive(Debug, Clone)]
@@ -91,6 +91,19 @@ pub struct FakeS3 {
     state: Mutex<State>,
     crashed: AtomicBool,
     crash: tokio::sync::Notify,
+    in_flight: std::sync::atomic::AtomicUsize,
+    peak_in_flight: std::sync::atomic::AtomicUsize,
+    gather: std::sync::atomic::AtomicUsize,
+    gather_for: Mutex<std::time::Duration>,
+}
+
+/// One request in flight at the fake, counted until dropped.
+struct InFlight<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 fn err(code: &str, status: u16) -> S3Error {
@@ -98,6 +111,41 @@ fn err(code: &str, status: u16) -> S3Error {
 }
 
 impl FakeS3 {
+    /// Counts a request as in flight and lets other tasks run, as a network round trip would, so
+    /// that requests sent together overlap here and [`FakeS3::peak_in_flight`] sees them.
+    async fn request(&self) -> InFlight<'_> {
+        let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        self.peak_in_flight.fetch_max(now, Ordering::SeqCst);
+        let want = self.gather.load(Ordering::SeqCst);
+        if want > 0 {
+            // Bounded: a client that never has `want` requests out at once is seen to proceed
+            // one at a time, and the test's assertion on the peak says so.
+            let until = std::time::Instant::now() + *self.gather_for.lock().unwrap();
+            while self.in_flight.load(Ordering::SeqCst) < want && std::time::Instant::now() < until
+            {
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            }
+            self.gather.store(0, Ordering::SeqCst);
+        }
+        for _ in 0..4 {
+            tokio::task::yield_now().await;
+        }
+        InFlight(&self.in_flight)
+    }
+
+    /// Holds the next requests until `n` are in flight together (once; at most `within`), so
+    /// that a test can show a client sends `n` at a time without racing the scheduler, or (when
+    /// `n` is one more than the client may send) that it never sends more.
+    pub fn gather(&self, n: usize, within: std::time::Duration) {
+        *self.gather_for.lock().unwrap() = within;
+        self.gather.store(n, Ordering::SeqCst);
+    }
+
+    /// The most requests that were ever in flight at once.
+    pub fn peak_in_flight(&self) -> usize {
+        self.peak_in_flight.load(Ordering::SeqCst)
+    }
+
     /// After `n` more UploadPart requests, the next one (stored first if `store`) never answers
     /// and [`FakeS3::crashed`] resolves.
     pub fn crash_after(&self, n: u32, store: bool) {
@@ -176,7 +224,7 @@ impl FakeS3 {
         use base64::Engine as _;
         let b64 = base64::engine::general_purpose::STANDARD;
         let reply = WriteReply {
-            etag: Some(format!("\"{}\"", crate::hash::hex(&md5(&data)))),
+            etag: Some(md5_etag(&data)),
             checksum: Some(b64.encode(digest(ChecksumAlgorithm::Sha256, &data))),
             ..WriteReply::default()
         };
@@ -241,9 +289,10 @@ impl MultipartWrite for FakeS3 {
         body: Bytes,
         hash: &PartHash,
     ) -> Result<WriteReply, S3Error> {
+        let _in_flight = self.request().await;
         let checksum = Self::verify(alg, &body, hash)?;
         let reply = WriteReply {
-            etag: Some(quoted_md5(&body)),
+            etag: Some(md5_etag(&body)),
             checksum: Some(checksum),
             ..WriteReply::default()
         };
@@ -261,6 +310,7 @@ impl MultipartWrite for FakeS3 {
         alg: ChecksumAlgorithm,
         kind: ChecksumType,
     ) -> Result<String, S3Error> {
+        let _in_flight = self.request().await;
         let mut s = self.state.lock().unwrap();
         s.creates += 1;
         s.next_id += 1;
@@ -294,8 +344,9 @@ impl MultipartWrite for FakeS3 {
         body: Bytes,
         hash: &PartHash,
     ) -> Result<WriteReply, S3Error> {
+        let _in_flight = self.request().await;
         let checksum = Self::verify(alg, &body, hash)?;
-        let etag = quoted_md5(&body);
+        let etag = md5_etag(&body);
         let crash = {
             let mut s = self.state.lock().unwrap();
             s.part_uploads += 1;
@@ -340,6 +391,7 @@ impl MultipartWrite for FakeS3 {
         parts: &[CompletedPart],
         full_object: Option<&str>,
     ) -> Result<WriteReply, S3Error> {
+        let _in_flight = self.request().await;
         let mut s = self.state.lock().unwrap();
         let Some(up) = s.uploads.get(upload_id).cloned() else {
             return Err(err("NoSuchUpload", 404));
@@ -373,7 +425,7 @@ impl MultipartWrite for FakeS3 {
         };
         let reply = WriteReply {
             checksum: Some(checksum),
-            etag: Some(format!("\"{}-{}\"", hex(&md5(&md5s)), parts.len())),
+            etag: Some(ETag::new(&format!("{}-{}", hex(&md5(&md5s)), parts.len()))),
             ..WriteReply::default()
         };
         s.uploads.remove(upload_id);
@@ -384,6 +436,7 @@ impl MultipartWrite for FakeS3 {
     }
 
     async fn abort_multipart(&self, _obj: &ObjectUrl, upload_id: &str) -> Result<(), S3Error> {
+        let _in_flight = self.request().await;
         match self.state.lock().unwrap().uploads.remove(upload_id) {
             Some(_) => Ok(()),
             None => Err(err("NoSuchUpload", 404)),
@@ -396,11 +449,13 @@ impl MultipartWrite for FakeS3 {
         upload_id: &str,
         _alg: ChecksumAlgorithm,
     ) -> Result<Vec<HeldPart>, S3Error> {
+        let _in_flight = self.request().await;
         let pages = paginate(|marker| async move { self.parts_page(upload_id, marker) }).await?;
         Ok(pages.into_iter().flatten().collect())
     }
 
     async fn list_uploads(&self, _bucket: &str, prefix: &str) -> Result<Vec<InProgress>, S3Error> {
+        let _in_flight = self.request().await;
         let s = self.state.lock().unwrap();
         let mut out: Vec<InProgress> = s
             .uploads
@@ -426,6 +481,7 @@ impl ObjectRead for FakeS3 {
         &self,
         _obj: &ObjectUrl,
     ) -> Result<Option<ObjectAttributes>, S3Error> {
+        let _in_flight = self.request().await;
         Ok(None)
     }
 
@@ -434,6 +490,7 @@ impl ObjectRead for FakeS3 {
         obj: &ObjectUrl,
         part_number: Option<u32>,
     ) -> Result<HeadInfo, S3Error> {
+        let _in_flight = self.request().await;
         let s = self.state.lock().unwrap();
         let (data, alg, reply) = s
             .objects
@@ -444,10 +501,7 @@ impl ObjectRead for FakeS3 {
         }
         Ok(HeadInfo {
             size: data.len() as u64,
-            etag: reply
-                .etag
-                .as_deref()
-                .map(|e| e.trim_matches('"').to_owned()),
+            etag: reply.etag.clone(),
             checksum: reply.checksum.clone().map(|value| RemoteChecksum {
                 algorithm: *alg,
                 kind: None,
@@ -461,13 +515,17 @@ impl ObjectRead for FakeS3 {
         &self,
         obj: &ObjectUrl,
         range: std::ops::Range<u64>,
-        _if_match: Option<&str>,
+        if_match: Option<&ETag>,
     ) -> Result<Bytes, S3Error> {
+        let _in_flight = self.request().await;
         let s = self.state.lock().unwrap();
-        let (data, _, _) = s
+        let (data, _, reply) = s
             .objects
             .get(&obj.key)
             .ok_or_else(|| err("NoSuchKey", 404))?;
+        if if_match.is_some_and(|want| reply.etag.as_ref() != Some(want)) {
+            return Err(err("PreconditionFailed", 412));
+        }
         Ok(Bytes::copy_from_slice(
             &data[range.start as usize..range.end as usize],
         ))

@@ -15,8 +15,8 @@ use super::interceptors::{AttributesGuard, PrecomputedPayloadHash};
 use super::paging::paginate;
 use super::watch::{NEVER_ANSWERED, Watch, WatchedClient, default_client};
 use super::{
-    CompletedPart, HeadInfo, HeldPart, InProgress, MultipartWrite, ObjectAttributes, ObjectRead,
-    RemoteChecksum, RemotePart, Tagging, WriteReply,
+    CompletedPart, ETag, HeadInfo, HeldPart, InProgress, MultipartWrite, ObjectAttributes,
+    ObjectRead, RemoteChecksum, RemotePart, Tagging, WriteReply,
 };
 use crate::config::{Connection, ObjectUrl};
 use crate::error::{Error, S3Error, S3ErrorKind};
@@ -221,7 +221,7 @@ impl SdkS3 {
         &self,
         obj: &ObjectUrl,
         range: std::ops::Range<u64>,
-        if_match: Option<&str>,
+        if_match: Option<&ETag>,
     ) -> Result<Bytes, S3Error> {
         let len = range.end - range.start;
         let out = self
@@ -230,7 +230,7 @@ impl SdkS3 {
             .bucket(&obj.bucket)
             .key(&obj.key)
             .range(format!("bytes={}-{}", range.start, range.end - 1))
-            .set_if_match(if_match.map(|e| format!("\"{}\"", e.trim_matches('"'))))
+            .set_if_match(if_match.map(ETag::quoted))
             .customize()
             .config_override(timeout_override(attempt_timeout(self.timeout, len)))
             .send()
@@ -272,7 +272,7 @@ impl MultipartWrite for SdkS3 {
         let req = with_checksum!(req, alg, hash.checksum.base64());
         let out = send_signed!(req, alg, hash, timeout).map_err(|e| s3_error(e, &self.display))?;
         Ok(WriteReply {
-            etag: out.e_tag().map(str::to_owned),
+            etag: out.e_tag().map(ETag::new),
             checksum: checksum_of!(out, alg),
             checksum_type: out.checksum_type().map(|t| t.as_str().to_owned()),
             sse: out.server_side_encryption().map(|s| s.as_str().to_owned()),
@@ -337,7 +337,7 @@ impl MultipartWrite for SdkS3 {
         let req = with_checksum!(req, alg, hash.checksum.base64());
         let out = send_signed!(req, alg, hash, timeout).map_err(|e| s3_error(e, &self.display))?;
         Ok(WriteReply {
-            etag: out.e_tag().map(str::to_owned),
+            etag: out.e_tag().map(ETag::new),
             checksum: checksum_of!(out, alg),
             checksum_type: None,
             sse: out.server_side_encryption().map(|s| s.as_str().to_owned()),
@@ -358,7 +358,7 @@ impl MultipartWrite for SdkS3 {
             .map(|p| {
                 let b = s3t::CompletedPart::builder()
                     .part_number(p.number as i32)
-                    .e_tag(&p.etag);
+                    .e_tag(p.etag.quoted());
                 with_checksum!(b, alg, &p.checksum).build()
             })
             .collect();
@@ -387,7 +387,7 @@ impl MultipartWrite for SdkS3 {
             .await
             .map_err(|e| s3_error(e, &self.display))?;
         Ok(WriteReply {
-            etag: out.e_tag().map(str::to_owned),
+            etag: out.e_tag().map(ETag::new),
             checksum: checksum_of!(out, alg),
             checksum_type: out.checksum_type().map(|t| t.as_str().to_owned()),
             sse: out.server_side_encryption().map(|s| s.as_str().to_owned()),
@@ -430,7 +430,7 @@ impl MultipartWrite for SdkS3 {
                 .map(|p| HeldPart {
                     number: p.part_number().unwrap_or_default() as u32,
                     size: p.size().unwrap_or_default() as u64,
-                    etag: p.e_tag().unwrap_or_default().to_owned(),
+                    etag: ETag::new(p.e_tag().unwrap_or_default()),
                     checksum: checksum_of!(p, alg),
                 })
                 .collect();
@@ -524,10 +524,7 @@ impl ObjectRead for SdkS3 {
         let mut attrs = ObjectAttributes::default();
         for page in &pages {
             attrs.size = page.object_size().map(|s| s as u64).or(attrs.size);
-            attrs.etag = page
-                .e_tag()
-                .map(|e| e.trim_matches('"').to_owned())
-                .or(attrs.etag);
+            attrs.etag = page.e_tag().map(ETag::new).or(attrs.etag.take());
             if let Some(c) = page.checksum() {
                 attrs.checksum = any_checksum!(c).map(|(algorithm, value)| RemoteChecksum {
                     algorithm,
@@ -565,7 +562,7 @@ impl ObjectRead for SdkS3 {
             .map_err(|e| s3_error(e, &self.display))?;
         Ok(HeadInfo {
             size: out.content_length().unwrap_or_default() as u64,
-            etag: out.e_tag().map(|e| e.trim_matches('"').to_owned()),
+            etag: out.e_tag().map(ETag::new),
             checksum: any_checksum!(out).map(|(algorithm, value)| RemoteChecksum {
                 algorithm,
                 kind: checksum_type(out.checksum_type()),
@@ -582,7 +579,7 @@ impl ObjectRead for SdkS3 {
         &self,
         obj: &ObjectUrl,
         range: std::ops::Range<u64>,
-        if_match: Option<&str>,
+        if_match: Option<&ETag>,
     ) -> Result<Bytes, S3Error> {
         if range.is_empty() {
             return Ok(Bytes::new());

@@ -81,7 +81,7 @@ pub async fn complete<C: S3Api>(
 /// What HEAD says of a completed object, in the shape of Complete's reply.
 pub fn reply_from_head(head: crate::s3::HeadInfo) -> WriteReply {
     WriteReply {
-        etag: head.etag.map(|e| format!("\"{e}\"")),
+        etag: head.etag,
         checksum: head.checksum.map(|c| c.value),
         checksum_type: None,
         sse: head.sse,
@@ -120,7 +120,7 @@ pub async fn finish<C: S3Api>(
     let journal = start.journal.clone();
     let record = CompletedRecord {
         checksum: reply.checksum.clone().unwrap_or_default(),
-        etag: reply.etag.clone().unwrap_or_default(),
+        etag: reply.etag.clone(),
     };
     let keep_manifest = cfg.resume.keep_manifest;
     let settle_cfg = cfg.clone();

@@ -23,8 +23,8 @@ pub struct DonePart {
     pub part: Part,
     /// Its checksum (and MD5, when computed).
     pub hash: PartHash,
-    /// The ETag S3 gave it (quoted, as S3 sends it).
-    pub etag: String,
+    /// The ETag S3 gave it.
+    pub etag: crate::s3::ETag,
     /// Whether S3 echoed its checksum back.
     pub checksum_echoed: bool,
 }

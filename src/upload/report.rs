@@ -114,6 +114,6 @@ pub(crate) fn compare_etag(
     upload_id: Option<&str>,
 ) -> Result<Check, Error> {
     let kind = EtagKind::of(reply.sse.as_deref(), false);
-    let reported = reply.etag.as_deref().map(|e| e.trim_matches('"'));
+    let reported = reply.etag.as_ref().map(crate::s3::ETag::as_str);
     compare::etag(local, reported, kind).require(what, local.unwrap_or(""), reported, upload_id)
 }

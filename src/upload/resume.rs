@@ -367,7 +367,7 @@ async fn reconcile<C: S3Api>(
 fn held_matches(h: &HeldPart, checksum_b64: &str, md5_hex: Option<&str>) -> bool {
     match (&h.checksum, md5_hex) {
         (Some(c), _) => c == checksum_b64,
-        (None, Some(m)) => h.etag.trim_matches('"') == m,
+        (None, Some(m)) => h.etag.as_str() == m,
         (None, None) => false,
     }
 }

@@ -11,7 +11,7 @@ use crate::exec::{blocking, on_pool};
 use crate::hash::{self, PartHash};
 use crate::manifest::PartRecord;
 use crate::plan::Part;
-use crate::s3::{S3Api, WriteReply};
+use crate::s3::{ETag, S3Api, WriteReply};
 use crate::seam;
 use crate::source::Source;
 
@@ -83,8 +83,7 @@ pub async fn parts<C: S3Api>(
                         return Err(changed_or(&run.src, err).await);
                     }
                 };
-                check_part(&part, &hash, &reply, upload_id)?;
-                let etag = reply.etag.clone().unwrap_or_default();
+                let etag = check_part(&part, &hash, &reply, upload_id)?;
                 let rec = part_record(&part, &hash, &etag);
                 let journal = start.journal.clone();
                 blocking(move || journal.record_part(&rec)).await?;
@@ -115,13 +114,13 @@ pub async fn changed_or(src: &std::sync::Arc<Source>, err: Error) -> Error {
 }
 
 /// A part's reply must carry an ETag (CompleteMultipartUpload needs it), equal to the part's MD5
-/// unless SSE-KMS is in force, and any checksum S3 echoes must be the one sent.
+/// unless SSE-KMS is in force, and any checksum S3 echoes must be the one sent. Returns the ETag.
 pub fn check_part(
     part: &Part,
     hash: &PartHash,
     reply: &WriteReply,
     upload_id: &str,
-) -> Result<(), Error> {
+) -> Result<ETag, Error> {
     let what = format!(
         "part {} (bytes {}..{})",
         part.number,
@@ -135,31 +134,31 @@ pub fn check_part(
         reply.checksum.as_deref(),
         uid,
     )?;
-    if reply.etag.is_none() {
+    let Some(etag) = reply.etag.clone() else {
         return Err(Error::Mismatch {
             what: format!("{what} ETag"),
             expected: hash.md5_hex().unwrap_or_else(|| "an ETag".into()),
             actual: "no ETag".into(),
             upload_id: uid.map(str::to_owned),
         });
-    }
+    };
     compare_etag(
         &format!("{what} ETag"),
         hash.md5_hex().as_deref(),
         reply,
         uid,
     )?;
-    Ok(())
+    Ok(etag)
 }
 
 /// The manifest line for a part S3 acknowledged.
-pub fn part_record(part: &Part, hash: &PartHash, etag: &str) -> PartRecord {
+pub fn part_record(part: &Part, hash: &PartHash, etag: &ETag) -> PartRecord {
     PartRecord {
         number: part.number,
         offset: part.offset,
         len: part.len,
         checksum: hash.checksum.base64(),
         md5: hash.md5_hex().unwrap_or_default(),
-        etag: etag.to_owned(),
+        etag: etag.clone(),
     }
 }

@@ -145,12 +145,12 @@ pub fn compare(local_size: u64, local: &[RangeHash], remote: &RemoteFacts) -> Co
     let (etag, etag_check) = if same_size {
         let check = compare::etag(
             local_etag.as_deref(),
-            remote.etag.as_deref(),
+            remote.etag.as_ref().map(crate::s3::ETag::as_str),
             remote.etag_kind,
         );
         let values = match (check, local_etag, &remote.etag) {
             (Check::Matched | Check::Mismatch, Some(l), Some(r)) => {
-                Some(Compared::new(l, r.trim_matches('"').to_owned()))
+                Some(Compared::new(l, r.to_string()))
             }
             _ => None,
         };
@@ -294,7 +294,7 @@ mod tests {
             let l = local(&data, &sizes, Some(alg), true);
             let mut remote = RemoteFacts {
                 size: data.len() as u64,
-                etag: Some(etag.clone()),
+                etag: Some(etag.as_str().into()),
                 etag_kind: EtagKind::Md5,
                 checksum: Some(RemoteChecksum {
                     algorithm: alg,
@@ -373,7 +373,11 @@ mod tests {
         let l = local(data, &[data.len() as u64], None, true);
         let remote = RemoteFacts {
             size: data.len() as u64,
-            etag: Some(hash::hex(&<[u8; 16]>::from(Md5::digest(data)))),
+            etag: Some(
+                hash::hex(&<[u8; 16]>::from(Md5::digest(data)))
+                    .as_str()
+                    .into(),
+            ),
             etag_kind: EtagKind::Kms,
             layout: vec![data.len() as u64],
             ..RemoteFacts::default()

@@ -244,7 +244,7 @@ impl<C: ObjectRead> ObjectRead for CorruptPart<C> {
         &self,
         obj: &tally::config::ObjectUrl,
         range: std::ops::Range<u64>,
-        if_match: Option<&str>,
+        if_match: Option<&tally::s3::ETag>,
     ) -> Result<bytes::Bytes, S3Error> {
         self.inner.get_range(obj, range, if_match).await
     }
