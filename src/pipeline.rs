@@ -107,7 +107,6 @@ pub struct UploadReport {
 /// CompleteMultipartUpload attempts, each sent only after ListParts shows the upload still open.
 const COMPLETE_ATTEMPTS: u32 = 5;
 
-
 /// Read-back and the MD5 tag, once the object exists.
 async fn after_completion<C: S3Api>(
     s3: &C,
@@ -130,7 +129,6 @@ async fn after_completion<C: S3Api>(
     }
     Ok(())
 }
-
 
 /// Hashes `body` on the rayon pool.
 async fn hash_on_pool(alg: ChecksumAlgorithm, md5: bool, body: Bytes) -> PartHash {
@@ -257,7 +255,6 @@ struct Start {
     done: Vec<DonePart>,
     resumed: bool,
 }
-
 
 async fn multipart<C: S3Api>(
     s3: &C,

@@ -154,7 +154,10 @@ mod tests {
     fn jitter_stays_within_one_delay() {
         let mut b = Policy::RANGED_READ.start();
         let d = b.next_delay().unwrap();
-        assert!(d >= Duration::from_millis(200) && d < Duration::from_millis(400), "{d:?}");
+        assert!(
+            d >= Duration::from_millis(200) && d < Duration::from_millis(400),
+            "{d:?}"
+        );
     }
 
     #[test]
