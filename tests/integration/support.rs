@@ -498,6 +498,18 @@ impl Running {
             std::thread::sleep(Duration::from_millis(10));
         };
         self.child = None;
+        // Its output ends when it ends, unless a process it started still holds the pipes.
+        let drained = Instant::now() + Duration::from_secs(30);
+        for h in [&self.out, &self.err].into_iter().flatten() {
+            while !h.is_finished() {
+                assert!(
+                    Instant::now() < drained,
+                    "{} ended but something it started still holds its output",
+                    self.what
+                );
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
         Output {
             status,
             stdout: self
