@@ -140,8 +140,15 @@ struct Shared {
     upstream: String,
     stats: Arc<Stats>,
     stop: Arc<AtomicBool>,
-    /// Requests seen per kind, and per request identity with how often random faults hit it.
-    counts: Mutex<(HashMap<Op, u32>, HashMap<String, (u64, u32)>)>,
+    counts: Mutex<Counts>,
+}
+
+/// Requests seen per kind; per request identity, how often it was seen and how often a random
+/// fault hit it.
+#[derive(Default)]
+struct Counts {
+    per_op: HashMap<Op, u32>,
+    per_request: HashMap<String, (u64, u32)>,
 }
 
 /// splitmix64.
@@ -182,7 +189,7 @@ impl Proxy {
                 .trim_start_matches("http://")
                 .trim_end_matches('/')
                 .to_owned(),
-            counts: Mutex::new((HashMap::new(), HashMap::new())),
+            counts: Mutex::new(Counts::default()),
             plan,
             stats: stats.clone(),
             stop: stop.clone(),
@@ -253,11 +260,11 @@ fn decide(shared: &Shared, op: Op, id: &str, len: usize) -> (Option<Fault>, bool
     let p = &shared.plan;
     let mut counts = shared.counts.lock().unwrap();
     let nth = {
-        let n = counts.0.entry(op).or_insert(0);
+        let n = counts.per_op.entry(op).or_insert(0);
         *n += 1;
         *n
     };
-    let (seen, random_hits) = counts.1.entry(id.to_owned()).or_insert((0, 0));
+    let (seen, random_hits) = counts.per_request.entry(id.to_owned()).or_insert((0, 0));
     *seen += 1;
     let dice = Dice(mix(p.seed) ^ mix(fnv(id)) ^ mix(*seen));
     if let Some(f) = p.forced.iter().find(|f| f.op == op && f.nth == nth) {
