@@ -1,50 +1,94 @@
 //! Under faults: through the fault-injecting proxy, uploads end byte-identical or stop resumable
-//! and finish on a later run; never an object with wrong bytes. Every plan's seed is printed.
+//! (the upload kept, the next run resuming it) and finish on a later run; never an object with
+//! wrong bytes. Each test forces the faults it is about at exact requests; random ones come on
+//! top from a printed seed that replays exactly (`TALLY_FAULT_SEED` sets it).
 
 use std::path::Path;
 use std::process::Output;
 use std::time::Duration;
 
-use crate::proxy::{Plan, Proxy};
+use crate::proxy::{Event, Fault, Force, Op, Plan, Proxy};
 use crate::support::*;
 
 /// Runs of the same command allowed before the upload must have finished.
 const MAX_RUNS: usize = 8;
 
-fn upload_via(s: &Server, proxy: &Proxy, path: &Path, key: &str, manifest: &Path) -> Output {
-    s.tally([
-        "upload",
-        path.to_str().unwrap(),
-        &s.url(key),
-        "--endpoint-url",
-        &proxy.url,
-        "--part-size",
-        "8MiB",
-        "--concurrency",
-        "8",
-        "--timeout",
-        "3s",
-        "--manifest",
-        manifest.to_str().unwrap(),
-        "--json",
-    ])
+/// tally's `--timeout` in these tests, in seconds: the attempt timeout of a request without a
+/// body (a part's also allows for its body at 64 KiB/s).
+const TIMEOUT_S: u64 = 3;
+
+/// One run through the proxy may take this long before it counts as hung.
+const RUN_BOUND: Duration = Duration::from_secs(600);
+
+fn upload_via(
+    s: &Server,
+    proxy: &Proxy,
+    path: &Path,
+    key: &str,
+    manifest: &Path,
+    bound: Duration,
+) -> Output {
+    let timeout = format!("{TIMEOUT_S}s");
+    s.tally_within(
+        bound,
+        [
+            "upload",
+            path.to_str().unwrap(),
+            &s.url(key),
+            "--endpoint-url",
+            &proxy.url,
+            "--part-size",
+            "8MiB",
+            "--concurrency",
+            "8",
+            "--timeout",
+            &timeout,
+            "--manifest",
+            manifest.to_str().unwrap(),
+            "--json",
+        ],
+    )
+}
+
+fn force(op: Op, nth: u32, fault: Fault) -> Force {
+    Force { op, nth, fault }
+}
+
+/// How an upload under faults went.
+struct Survived {
+    runs: usize,
+    /// The last run's report.
+    report: serde_json::Value,
+    /// Exit codes of the runs that stopped.
+    stops: Vec<i32>,
+    proxy: Proxy,
 }
 
 /// Uploads `len` bytes through a proxy following `plan`, running the same command again while it
-/// stops (at most [`MAX_RUNS`] times). Checks after every stop that nothing was completed and that
-/// the stop is resumable, and at the end that the object is the file. Returns (runs, report).
-fn survive(name: &str, plan: Plan, len: u64) -> (usize, serde_json::Value) {
+/// stops (at most [`MAX_RUNS`] times). After every stop: nothing was completed, and the upload
+/// was kept for resuming (still in progress on the server, its manifest in place), unless the
+/// run stopped before any upload was created. At the end: the object is the file, nothing is
+/// left in progress, every forced fault happened, and a run after a kept upload resumed it.
+fn survive(name: &str, plan: Plan, len: u64) -> Survived {
+    survive_within(name, plan, len, RUN_BOUND)
+}
+
+/// [`survive`], each run bounded by `bound`.
+fn survive_within(name: &str, plan: Plan, len: u64, bound: Duration) -> Survived {
     let s = garage();
     let seed = plan.seed;
     println!("plan {name}: seed {seed}: {plan:?}");
     let dir = s.temp_dir();
     let path = random_file(dir.path(), "f", len, seed);
-    let key = format!("faults/{name}-{seed}");
+    let key = unique(&format!("faults/{name}-{seed}"));
     let manifest = dir.path().join("m.manifest");
-    let forced = plan.first_puts.len() as u32 + plan.flip_bits + plan.complete_200_error;
+    let forced = plan.forced.len() as u32;
     let proxy = Proxy::start(&s.endpoint, plan);
+    let mut kept = false;
+    let mut stops = Vec::new();
     for run in 1..=MAX_RUNS {
-        let out = upload_via(s, &proxy, &path, &key, &manifest);
+        let out = upload_via(s, &proxy, &path, &key, &manifest, bound);
+        let st = &proxy.stats;
         if out.status.success() {
             let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
             assert_eq!(
@@ -63,43 +107,71 @@ fn survive(name: &str, plan: Plan, len: u64) -> (usize, serde_json::Value) {
                 "plan {name} seed {seed}: no part missing or twice"
             );
             assert_eq!(s.uploads_in_progress(&key), 0, "plan {name} seed {seed}");
-            let st = &proxy.stats;
-            let seen = st.faults.load(std::sync::atomic::Ordering::SeqCst)
-                + st.flipped.load(std::sync::atomic::Ordering::SeqCst)
-                + st.complete_errors.load(std::sync::atomic::Ordering::SeqCst);
-            assert!(
-                seen >= forced,
-                "plan {name} seed {seed}: the faults were injected"
+            assert_eq!(
+                st.get(&st.forced),
+                forced,
+                "plan {name} seed {seed}: every forced fault was injected"
             );
+            if kept {
+                assert_eq!(
+                    r["resumed"], true,
+                    "plan {name} seed {seed}: run {run} resumed the kept upload"
+                );
+            }
             println!(
                 "plan {name}: finished on run {run}; proxy saw {} requests, {} faults",
-                proxy
-                    .stats
-                    .requests
-                    .load(std::sync::atomic::Ordering::SeqCst),
-                proxy.stats.faults.load(std::sync::atomic::Ordering::SeqCst)
+                st.get(&st.requests),
+                st.get(&st.faults)
             );
-            return (run, r);
+            return Survived {
+                runs: run,
+                report: r,
+                stops,
+                proxy,
+            };
         }
         let err = stderr(&out);
+        let code = out.status.code();
         assert!(
-            matches!(out.status.code(), Some(1 | 2)),
-            "plan {name} seed {seed}: run {run}: {err}"
+            matches!(code, Some(1 | 2)),
+            "plan {name} seed {seed}: run {run}: {code:?}: {err}"
         );
+        stops.push(code.unwrap());
         assert!(
             s.head(&key).is_none(),
             "plan {name} seed {seed}: completed although it failed"
         );
-        assert!(
-            err.contains("kept for resuming") || !manifest.exists(),
-            "plan {name} seed {seed}: a stop must be resumable: {err}"
-        );
+        let in_progress = s.uploads_in_progress(&key);
+        if err.contains("kept for resuming") {
+            assert_eq!(
+                in_progress, 1,
+                "plan {name} seed {seed}: run {run}: the kept upload is still in progress: {err}"
+            );
+            assert!(
+                manifest.exists(),
+                "plan {name} seed {seed}: run {run}: its manifest is kept"
+            );
+            kept = true;
+        } else {
+            assert!(
+                err.contains("CreateMultipartUpload") && in_progress == 0 && !kept,
+                "plan {name} seed {seed}: run {run}: a stop must keep the upload for resuming \
+                 ({in_progress} in progress): {err}"
+            );
+        }
         println!("plan {name}: run {run} stopped: {}", err.trim());
     }
     panic!("plan {name} seed {seed}: not finished after {MAX_RUNS} runs");
 }
 
+/// The plan seed: `TALLY_FAULT_SEED` to replay a printed one, else from the clock.
 fn seed() -> u64 {
+    if let Some(s) = std::env::var("TALLY_FAULT_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        return s;
+    }
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -115,7 +187,11 @@ fn connection_resets_before_during_and_after_bodies() {
             reset_before_body: 0.05,
             reset_during_body: 0.05,
             reset_after_body: 0.05,
-            first_puts: vec!["reset-before", "reset-during", "reset-after"],
+            forced: vec![
+                force(Op::Part, 1, Fault::ResetBefore),
+                force(Op::Part, 2, Fault::ResetDuring),
+                force(Op::Part, 3, Fault::ResetAfter),
+            ],
             ..Plan::default()
         },
         96 * MIB,
@@ -130,58 +206,96 @@ fn slowdown_and_internal_errors() {
             seed: seed(),
             slowdown: 0.15,
             internal_error: 0.05,
-            first_puts: vec!["slowdown", "internal"],
+            forced: vec![
+                force(Op::Part, 1, Fault::SlowDown),
+                force(Op::Part, 2, Fault::Internal),
+            ],
             ..Plan::default()
         },
         96 * MIB,
     );
 }
 
+/// Stalled requests are held open, silent, until the proxy stops: only tally's own timeout gets
+/// it out: without a working timeout a run hangs and its bound fails the test. The first
+/// CreateMultipartUpload and the first CompleteMultipartUpload stall (nothing else is in flight
+/// then); the next request comes only after about `--timeout` (measured at the proxy, which sees
+/// the request a little after tally started its clock: the bound allows 1 s for that).
 #[test]
 fn stalled_responses_past_the_timeout() {
-    survive(
+    let done = survive_within(
         "stalls",
         Plan {
             seed: seed(),
             stall: 0.04,
-            stall_for: Duration::from_secs(8),
-            first_puts: vec!["stall"],
+            forced: vec![
+                force(Op::Create, 1, Fault::Stall),
+                force(Op::Complete, 1, Fault::Stall),
+            ],
             ..Plan::default()
         },
         64 * MIB,
+        Duration::from_secs(180),
     );
+    let events = done.proxy.stats.events();
+    let stalled: Vec<(usize, &Event)> = events
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| e.forced && e.fault == Some(Fault::Stall))
+        .collect();
+    assert_eq!(stalled.len(), 2, "{events:?}");
+    for (i, e) in stalled {
+        let next = events
+            .get(i + 1)
+            .unwrap_or_else(|| panic!("nothing came after the stalled {:?}", e.op));
+        let waited = next.at.duration_since(e.at);
+        println!(
+            "stalled {:?}: next request ({:?}) after {waited:?}",
+            e.op, next.op
+        );
+        assert!(
+            waited >= Duration::from_secs(TIMEOUT_S - 1),
+            "the stalled {:?} was given up after {waited:?}, before the {TIMEOUT_S} s timeout",
+            e.op
+        );
+    }
 }
 
 #[test]
 fn complete_answered_200_with_an_error_inside() {
-    let (_, r) = survive(
+    let done = survive(
         "complete-200-error",
         Plan {
             seed: seed(),
-            complete_200_error: 1,
-            ..Plan::default()
-        },
-        32 * MIB,
-    );
-    assert_eq!(r["checks"]["object_checksum"], "matched");
-}
-
-#[test]
-fn a_flipped_bit_is_rejected_then_resumed() {
-    let (runs, r) = survive(
-        "bit-flip",
-        Plan {
-            seed: seed(),
-            flip_bits: 1,
+            forced: vec![force(Op::Complete, 1, Fault::Complete200Error)],
             ..Plan::default()
         },
         32 * MIB,
     );
     assert_eq!(
-        runs, 2,
-        "the corrupted part stops the first run (BadDigest), the second finishes"
+        done.runs, 1,
+        "the upload is still open: Complete is sent again in the same run"
     );
-    assert_eq!(r["resumed"], true);
+    assert_eq!(done.report["checks"]["object_checksum"], "matched");
+}
+
+#[test]
+fn a_flipped_bit_is_rejected_then_resumed() {
+    let done = survive(
+        "bit-flip",
+        Plan {
+            seed: seed(),
+            forced: vec![force(Op::Part, 1, Fault::FlipBit)],
+            ..Plan::default()
+        },
+        32 * MIB,
+    );
+    assert_eq!(
+        (done.runs, done.stops),
+        (2, vec![1]),
+        "the corrupted part stops the first run as an integrity failure (exit 1), the second finishes"
+    );
+    assert_eq!(done.report["resumed"], true);
 }
 
 /// The mixed plan of the issue on a 1 GiB upload.
@@ -195,8 +309,10 @@ fn a_mixed_plan_on_a_gibibyte() {
             reset_during_body: 0.02,
             reset_after_body: 0.01,
             slowdown: 0.05,
-            flip_bits: 1,
-            complete_200_error: 1,
+            forced: vec![
+                force(Op::Part, 1, Fault::FlipBit),
+                force(Op::Complete, 1, Fault::Complete200Error),
+            ],
             ..Plan::default()
         },
         1024 * MIB,
@@ -209,35 +325,59 @@ fn downloads_cut_short_are_read_again() {
     let dir = s.temp_dir();
     let path = random_file(dir.path(), "f", 40 * MIB, 61);
     let p = path.to_str().unwrap();
-    s.put(&path, "faults/cut", "8MiB");
+    let key = unique("faults/cut");
+    s.put(&path, &key, "8MiB");
+    let url = s.url(&key);
+    // The first GET of each command is cut; random cuts on top hit a range at most twice more.
     let plan = Plan {
         seed: seed(),
         cut_get: 0.3,
+        forced: vec![force(Op::Get, 1, Fault::CutGet)],
         ..Plan::default()
     };
     println!("plan cut-get: seed {}", plan.seed);
+    let timeout = format!("{TIMEOUT_S}s");
+    let proxy = Proxy::start(&s.endpoint, plan.clone());
+    let out = s.tally([
+        "verify",
+        p,
+        &url,
+        "--download",
+        "--endpoint-url",
+        &proxy.url,
+        "--timeout",
+        &timeout,
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        proxy.stats.get(&proxy.stats.forced),
+        1,
+        "verify's first GET was cut"
+    );
     let proxy = Proxy::start(&s.endpoint, plan);
-    let url = s.url("faults/cut");
-    let ep = ["--endpoint-url", proxy.url.as_str(), "--timeout", "3s"];
-    let mut verify = vec!["verify", p, &url, "--download"];
-    verify.extend(ep);
-    let out = s.tally(&verify);
+    let out = s.tally([
+        "md5",
+        &url,
+        "--json",
+        "--endpoint-url",
+        &proxy.url,
+        "--timeout",
+        &timeout,
+    ]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let mut md5 = vec!["md5", &url, "--json"];
-    md5.extend(ep);
-    let out = s.tally(&md5);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        proxy.stats.get(&proxy.stats.forced),
+        1,
+        "md5's first GET was cut"
+    );
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let want = std::process::Command::new("md5sum")
-        .arg(p)
-        .output()
-        .unwrap();
+    let want = run_bounded(
+        std::process::Command::new("md5sum").arg(p),
+        Duration::from_secs(60),
+        "md5sum",
+    );
     let want = String::from_utf8(want.stdout).unwrap();
     assert_eq!(r["md5"].as_str(), want.split_whitespace().next());
-    assert!(
-        proxy.stats.faults.load(std::sync::atomic::Ordering::SeqCst) > 0,
-        "the plan cut some GETs"
-    );
 }
 
 /// Runs many seeded mixed plans for a bounded time (`TALLY_SOAK_SECS`, default 300) and prints how
@@ -262,15 +402,20 @@ fn soak() {
             slowdown: 0.05,
             internal_error: 0.02,
             stall: 0.01,
-            stall_for: Duration::from_secs(5),
-            flip_bits: u32::from(n.is_multiple_of(3)),
-            complete_200_error: u32::from(n.is_multiple_of(2)),
             cut_get: 0.0,
-            first_puts: Vec::new(),
+            forced: [
+                n.is_multiple_of(3)
+                    .then_some(force(Op::Part, 1, Fault::FlipBit)),
+                n.is_multiple_of(2)
+                    .then_some(force(Op::Complete, 1, Fault::Complete200Error)),
+            ]
+            .into_iter()
+            .flatten()
+            .collect(),
         };
         let seed = plan.seed;
         match std::panic::catch_unwind(|| survive("soak", plan, 64 * MIB)) {
-            Ok((1, _)) => first += 1,
+            Ok(d) if d.runs == 1 => first += 1,
             Ok(_) => resumed += 1,
             Err(_) => {
                 failed += 1;

@@ -1,24 +1,8 @@
 //! Bad input met during an upload, and secrets: a file that changes while it is read, a state
 //! directory that cannot be written, and credentials that must never be printed.
 
-use std::process::Stdio;
-use std::time::{Duration, Instant};
-
+use crate::proxy::{Plan, Proxy};
 use crate::support::*;
-
-fn wait_for_records(manifest: &std::path::Path, n: usize) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let lines = std::fs::read(manifest)
-            .map(|b| b.iter().filter(|c| **c == b'\n').count())
-            .unwrap_or(0);
-        if lines > n {
-            return;
-        }
-        assert!(Instant::now() < deadline, "no progress");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
 
 /// A file that grows or shrinks while it is uploaded is detected and never completed.
 #[test]
@@ -28,11 +12,15 @@ fn a_file_changing_during_the_upload_is_never_completed() {
         let dir = s.temp_dir();
         let path = random_file(dir.path(), "f", 40 * MIB, 71);
         let manifest = dir.path().join("m.manifest");
-        let key = format!("inputs/{case}");
+        let key = unique(&format!("inputs/{case}"));
         let url = s.url(&key);
+        // One part at a time; tally holds before sending part 2 (part 1 is sent and recorded),
+        // the file changes, then it goes on. Hashing runs ahead of the sends by 2 x the pool's
+        // threads (exec::hash_ahead), so the pool is pinned to 2 threads: parts 1-5 are checked
+        // before the change and part 6's check sees it, whatever the machine's core count.
+        let seams = Seams::new(&dir.path().join("seams"));
         let mut cmd = s.command();
-        let child = cmd
-            .env("TALLY_TEST_PAUSE_PART_MS", "300")
+        cmd.env("RAYON_NUM_THREADS", "2")
             .args([
                 "upload",
                 path.to_str().unwrap(),
@@ -42,12 +30,10 @@ fn a_file_changing_during_the_upload_is_never_completed() {
                 "--concurrency",
                 "1",
             ])
-            .args(["--manifest", manifest.to_str().unwrap()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        wait_for_records(&manifest, 1);
+            .args(["--manifest", manifest.to_str().unwrap()]);
+        seams.hold(&mut cmd, "part", &[2]);
+        let mut child = Running::spawn(&mut cmd, &format!("tally upload ({case})"));
+        seams.reached(&mut child, "part", 2);
         let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
         if change > 0 {
             f.set_len(40 * MIB + change).unwrap();
@@ -55,7 +41,8 @@ fn a_file_changing_during_the_upload_is_never_completed() {
             f.set_len(30 * MIB).unwrap();
         }
         drop(f);
-        let out = child.wait_with_output().unwrap();
+        seams.go("part", 2);
+        let out = child.finish(TALLY_BOUND);
         assert!(!out.status.success(), "{case}");
         let err = stderr(&out);
         assert!(
@@ -80,6 +67,7 @@ fn a_file_changing_during_the_upload_is_never_completed() {
             stderr(&again)
         );
         assert!(s.head(&key).is_none());
+        s.abort_uploads(&key);
     }
 }
 
@@ -88,19 +76,21 @@ fn a_state_directory_that_cannot_be_written_stops_before_anything_is_sent() {
     let s = garage();
     let dir = s.temp_dir();
     let path = random_file(dir.path(), "f", 6 * MIB, 72);
+    let key = unique("inputs/ro");
+    // Through a proxy that counts requests: nothing may reach the server.
+    let proxy = Proxy::start(&s.endpoint, Plan::default());
     let mut cmd = s.command();
     // /proc is read-only for files even to root.
-    let out = cmd
-        .env("TALLY_STATE_DIR", "/proc/tally-state")
-        .args([
-            "upload",
-            path.to_str().unwrap(),
-            &s.url("inputs/ro"),
-            "--part-size",
-            "5MiB",
-        ])
-        .output()
-        .unwrap();
+    cmd.env("TALLY_STATE_DIR", "/proc/tally-state").args([
+        "upload",
+        path.to_str().unwrap(),
+        &s.url(&key),
+        "--endpoint-url",
+        &proxy.url,
+        "--part-size",
+        "5MiB",
+    ]);
+    let out = run_bounded(&mut cmd, TALLY_BOUND, "tally upload (state dir in /proc)");
     assert_eq!(out.status.code(), Some(2));
     let err = stderr(&out);
     assert!(
@@ -109,10 +99,14 @@ fn a_state_directory_that_cannot_be_written_stops_before_anything_is_sent() {
     );
     assert_eq!(err.lines().count(), 1, "{err}");
     assert_eq!(
-        s.uploads_in_progress("inputs/ro"),
+        proxy
+            .stats
+            .requests
+            .load(std::sync::atomic::Ordering::SeqCst),
         0,
-        "no upload was started"
+        "no request was sent"
     );
+    assert_eq!(s.uploads_in_progress(&key), 0, "no upload was started");
 }
 
 /// Credentials never appear in anything tally prints, even at trace level, nor in manifests.
@@ -133,18 +127,16 @@ fn secrets_never_appear_in_logs_reports_errors_or_manifests() {
         if let Some(l) = rust_log {
             cmd.env("RUST_LOG", l);
         }
-        let out = cmd
-            .args([
-                "upload",
-                path.to_str().unwrap(),
-                &url,
-                "--part-size",
-                "5MiB",
-            ])
-            .args(["--manifest", manifest.to_str().unwrap()])
-            .args(extra)
-            .output()
-            .unwrap();
+        cmd.args([
+            "upload",
+            path.to_str().unwrap(),
+            &url,
+            "--part-size",
+            "5MiB",
+        ])
+        .args(["--manifest", manifest.to_str().unwrap()])
+        .args(extra);
+        let out = run_bounded(&mut cmd, TALLY_BOUND, "tally upload (secrets)");
         assert!(out.status.success(), "{}", stderr(&out));
         let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
         if rust_log.is_some() {
@@ -166,8 +158,7 @@ fn secrets_never_appear_in_logs_reports_errors_or_manifests() {
     // A refused secret: the error names the problem, never the secret.
     let mut cmd = s.command();
     let wrong = "f".repeat(64);
-    let out = cmd
-        .env("AWS_SECRET_ACCESS_KEY", &wrong)
+    cmd.env("AWS_SECRET_ACCESS_KEY", &wrong)
         .env("RUST_LOG", "trace")
         .args([
             "upload",
@@ -176,9 +167,8 @@ fn secrets_never_appear_in_logs_reports_errors_or_manifests() {
             "--part-size",
             "5MiB",
             "--json",
-        ])
-        .output()
-        .unwrap();
+        ]);
+    let out = run_bounded(&mut cmd, TALLY_BOUND, "tally upload (wrong secret)");
     assert_eq!(out.status.code(), Some(2));
     let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
     assert!(!all.contains(&wrong) && !all.contains(s.access_key()));

@@ -2,13 +2,20 @@
 //! limit or SIGKILL continue from their state, a changed object is refused, tags merge.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::support::*;
 
+/// `tally md5` reads in ranges of this size (remote_md5.rs `CHUNK`).
+const CHUNK: u64 = 8 * MIB;
+
 fn md5sum(path: &Path) -> String {
-    let out = Command::new("md5sum").arg(path).output().unwrap();
+    let out = run_bounded(
+        Command::new("md5sum").arg(path),
+        Duration::from_secs(60),
+        "md5sum",
+    );
     String::from_utf8(out.stdout)
         .unwrap()
         .split_whitespace()
@@ -63,26 +70,41 @@ fn md5_of_multipart_objects_from_tally_and_the_cli_is_md5sum() {
     assert_eq!(err.lines().count(), 1, "{err}");
 }
 
+/// Runs `tally md5 URL --state ST --time-limit 2s --json` so that the limit stops it after its
+/// first chunk, whatever the machine's speed: tally holds with the first chunk in hand until the
+/// limit has certainly passed (2 s after the hold began, later than tally's own start), then goes
+/// on, counts that chunk and meets its deadline.
+fn stopped_by_the_time_limit(s: &Server, dir: &Path, url: &str, st: &str) -> std::process::Output {
+    let seams = Seams::new(&dir.join(format!("seams-limit-{}", unique("x"))));
+    let mut cmd = s.command();
+    cmd.args(["md5", url, "--state", st, "--time-limit", "2s", "--json"]);
+    seams.hold(&mut cmd, "chunk", &[1]);
+    let mut child = Running::spawn(&mut cmd, "tally md5 --time-limit 2s");
+    let held = seams.reached(&mut child, "chunk", 1);
+    std::thread::sleep((held + Duration::from_secs(2)).saturating_duration_since(Instant::now()));
+    seams.go("chunk", 1);
+    child.finish(TALLY_BOUND)
+}
+
 #[test]
 fn a_time_limited_run_continues_from_its_state() {
     let s = garage();
     let dir = s.temp_dir();
     let path = random_file(dir.path(), "f", 64 * MIB, 43);
-    s.put(&path, "m/limited", "8MiB");
+    let key = unique("m/limited");
+    s.put(&path, &key, "8MiB");
     let state = dir.path().join("md5.state");
     let st = state.to_str().unwrap();
-    let url = s.url("m/limited");
-    let mut cmd = s.command();
-    let out = cmd
-        .env("TALLY_TEST_PAUSE_CHUNK_MS", "400")
-        .args(["md5", &url, "--state", st, "--time-limit", "2s", "--json"])
-        .output()
-        .unwrap();
+    let url = s.url(&key);
+    let out = stopped_by_the_time_limit(s, dir.path(), &url, st);
     assert_eq!(out.status.code(), Some(3), "not finished: {}", stderr(&out));
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(r["finished"], false);
     let stopped_at = r["offset"].as_u64().unwrap();
-    assert!(stopped_at > 0 && stopped_at < 64 * MIB, "{r}");
+    assert_eq!(
+        stopped_at, CHUNK,
+        "stopped after the one chunk let through: {r}"
+    );
     assert!(state.exists());
     let (code, r, err) = md5_json(s, &[&url, "--state", st]);
     assert_eq!(code, Some(0), "{err}");
@@ -96,41 +118,34 @@ fn a_killed_run_continues_from_its_last_checkpoint_and_a_changed_object_is_refus
     let s = garage();
     let dir = s.temp_dir();
     let path = random_file(dir.path(), "f", 64 * MIB, 44);
-    s.put(&path, "m/killed", "8MiB");
+    let key = unique("m/killed");
+    s.put(&path, &key, "8MiB");
     let state = dir.path().join("md5.state");
     let st = state.to_str().unwrap();
-    let url = s.url("m/killed");
+    let url = s.url(&key);
+    // Hold the first chunk past the 2 s checkpoint interval, so that counting it saves the state;
+    // hold the second, and kill -9 there.
+    let seams = Seams::new(&dir.path().join("seams-kill"));
     let mut cmd = s.command();
-    let mut child = cmd
-        .env("TALLY_TEST_PAUSE_CHUNK_MS", "500")
-        .args(["md5", &url, "--state", st])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !state.exists() {
-        assert!(Instant::now() < deadline, "no checkpoint was written");
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "finished before a checkpoint"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
+    cmd.args(["md5", &url, "--state", st]);
+    seams.hold(&mut cmd, "chunk", &[1, 2]);
+    let mut child = Running::spawn(&mut cmd, "tally md5 (to be killed)");
+    let held = seams.reached(&mut child, "chunk", 1);
+    assert!(!state.exists(), "no checkpoint before the first chunk");
+    std::thread::sleep(
+        (held + Duration::from_millis(2100)).saturating_duration_since(Instant::now()),
+    );
+    seams.go("chunk", 1);
+    seams.reached(&mut child, "chunk", 2);
+    assert!(state.exists(), "the first chunk was checkpointed");
+    child.kill9();
     let (code, r, err) = md5_json(s, &[&url, "--state", st]);
     assert_eq!(code, Some(0), "{err}");
-    assert!(r["resumed_from"].as_u64().unwrap() > 0, "{r}");
+    assert_eq!(r["resumed_from"].as_u64(), Some(CHUNK), "{r}");
     assert_eq!(r["md5"], md5sum(&path));
 
     // Stop a run part-way again, then overwrite the object: the continuation refuses.
-    let mut cmd = s.command();
-    let out = cmd
-        .env("TALLY_TEST_PAUSE_CHUNK_MS", "400")
-        .args(["md5", &url, "--state", st, "--time-limit", "2s"])
-        .output()
-        .unwrap();
+    let out = stopped_by_the_time_limit(s, dir.path(), &url, st);
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     let other = random_file(dir.path(), "other", 64 * MIB, 45);
     s.aws(["s3", "cp", "--quiet", other.to_str().unwrap(), &url]);
@@ -238,7 +253,7 @@ fn read_back_fails_when_the_store_returns_other_bytes() {
         let dir = s.temp_dir();
         let path = random_file(dir.path(), "f", 100_000, 47);
         let other = random_file(dir.path(), "other", 100_000, 48);
-        let url = s.url("m/readback");
+        let url = s.url(&unique("m/readback"));
         // Read-back passes when the store returns what was written.
         let r = json_report(&s.tally([
             "upload",
@@ -248,18 +263,17 @@ fn read_back_fails_when_the_store_returns_other_bytes() {
             "--json",
         ]));
         assert_eq!(r["read_back_reads"].as_u64(), Some(1), "{name}");
-        // A second writer replaces the object before every read-back read.
+        // A second writer replaces the object once tally's upload and its checks are done, before
+        // its first read-back read; every read then returns the other bytes.
+        let seams = Seams::new(&dir.path().join("seams"));
         let mut cmd = s.command();
-        let child = cmd
-            .env("TALLY_TEST_PAUSE_READBACK_MS", "1500")
-            .args(["upload", path.to_str().unwrap(), &url, "--read-back=4s"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(Duration::from_millis(700));
+        cmd.args(["upload", path.to_str().unwrap(), &url, "--read-back=4s"]);
+        seams.hold(&mut cmd, "readback", &[1]);
+        let mut child = Running::spawn(&mut cmd, "tally upload --read-back");
+        seams.reached(&mut child, "readback", 1);
         s.aws(["s3", "cp", "--quiet", other.to_str().unwrap(), &url]);
-        let out = child.wait_with_output().unwrap();
+        seams.go("readback", 1);
+        let out = child.finish(TALLY_BOUND);
         assert_eq!(out.status.code(), Some(1), "{name}: {}", stderr(&out));
         assert!(
             stderr(&out).contains("read back"),

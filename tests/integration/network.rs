@@ -3,7 +3,7 @@
 
 use std::sync::atomic::Ordering;
 
-use crate::proxy::{Plan, Proxy};
+use crate::proxy::{Fault, Force, Op, Plan, Proxy};
 use crate::support::*;
 
 #[test]
@@ -11,9 +11,19 @@ fn a_lost_create_reply_leaves_exactly_one_upload_and_none_open() {
     for (name, s) in servers() {
         let dir = s.temp_dir();
         let path = random_file(dir.path(), "f", 12 * MIB, 7);
-        let key = format!("network/lost-create-{}", std::process::id());
-        let proxy = Proxy::start(&s.endpoint, Plan::default());
-        proxy.drop_next_create_reply();
+        let key = unique("network/lost-create");
+        // The first CreateMultipartUpload reaches the server, and its reply is lost.
+        let proxy = Proxy::start(
+            &s.endpoint,
+            Plan {
+                forced: vec![Force {
+                    op: Op::Create,
+                    nth: 1,
+                    fault: Fault::ResetAfter,
+                }],
+                ..Plan::default()
+            },
+        );
         let out = s.tally([
             "upload",
             path.to_str().unwrap(),
@@ -26,13 +36,18 @@ fn a_lost_create_reply_leaves_exactly_one_upload_and_none_open() {
         ]);
         assert!(out.status.success(), "{name}: {}", stderr(&out));
         assert_eq!(
-            proxy.stats.faults.load(Ordering::SeqCst),
+            proxy.stats.forced.load(Ordering::SeqCst),
             1,
             "{name}: the Create reply was dropped"
         );
+        let creates = proxy
+            .stats
+            .events()
+            .iter()
+            .filter(|e| e.op == Op::Create)
+            .count();
         assert_eq!(
-            proxy.stats.creates.load(Ordering::SeqCst),
-            1,
+            creates, 1,
             "{name}: the upload the lost reply created was adopted, not created again"
         );
         assert_eq!(s.uploads_in_progress(&key), 0, "{name}: nothing left open");

@@ -1,18 +1,79 @@
 //! A fault-injecting HTTP/1.1 proxy for tests, between tally and the real local server.
 //!
-//! Driven by a seeded random plan (the seed is printed, so a failing run can be replayed): resets
-//! before, during or after a request body, stalled responses, 503 SlowDown and 500 InternalError,
-//! CompleteMultipartUpload answered 200 with an `<Error>` body, one bit flipped in a part's body on
-//! the way to the server, GET responses cut short. Loopback only; every connection thread checks a
-//! stop flag, and the proxy stops when dropped.
+//! Two kinds of faults. Forced faults hit exactly the requests a test names ("the 1st
+//! CreateMultipartUpload", "the 2nd UploadPart"), so every kind a test is about happens on every
+//! run. Random faults come on top, from a seeded plan that replays exactly: the dice for a request
+//! depend only on the seed, the request (method, path, query without the upload id, Range) and how
+//! many times that same request was seen before, never on thread timing or arrival order. A random
+//! fault hits any one request at most [`RANDOM_PER_REQUEST`] times, so it never exhausts a retry
+//! budget by itself.
+//!
+//! Faults: resets before, during or after a request body; stalls (the connection is held open,
+//! silent, until the proxy stops: only a client-side timeout gets out); 503 SlowDown and 500
+//! InternalError; CompleteMultipartUpload answered 200 with an `<Error>` body; one bit flipped in a
+//! part's body on the way to the server; GET responses cut short. Loopback only; every connection
+//! thread checks a stop flag, and the proxy stops when dropped.
 
+use std::collections::HashMap;
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// What the proxy does to requests, as shares of all requests (0.0..=1.0) and counts.
+/// The most times a random fault hits one request (retries of it included).
+pub const RANDOM_PER_REQUEST: u32 = 2;
+
+/// Random stalls only hit requests with a body smaller than this: for them tally's attempt
+/// timeout is about `--timeout` (a part's timeout also allows for its body at 64 KiB/s).
+pub const STALL_MAX_BODY: usize = 64 * 1024;
+
+/// Kinds of S3 requests, as the proxy tells them apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Op {
+    /// CreateMultipartUpload (`POST ?uploads`).
+    Create,
+    /// UploadPart or PutObject (a `PUT` with a body).
+    Part,
+    /// CompleteMultipartUpload (`POST ?uploadId=`).
+    Complete,
+    /// ListParts (`GET ?uploadId=`).
+    ListParts,
+    /// GetObject (a `GET` of the object itself, ranged or not).
+    Get,
+    /// HeadObject.
+    Head,
+    /// Anything else.
+    Other,
+}
+
+/// What the proxy does to one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    ResetBefore,
+    ResetDuring,
+    ResetAfter,
+    Stall,
+    SlowDown,
+    Internal,
+    /// CompleteMultipartUpload forwarded, answered 200 with an `<Error>` body (not forwarded).
+    Complete200Error,
+    /// One bit of the body flipped on the way to the server.
+    FlipBit,
+    /// The response cut in the middle.
+    CutGet,
+}
+
+/// A fault for the `nth` (from 1) request of kind `op` the proxy sees.
+#[derive(Debug, Clone, Copy)]
+pub struct Force {
+    pub op: Op,
+    pub nth: u32,
+    pub fault: Fault,
+}
+
+/// What the proxy does to requests: random faults as shares of all requests (0.0..=1.0), and
+/// forced ones.
 #[derive(Debug, Clone, Default)]
 pub struct Plan {
     pub seed: u64,
@@ -20,45 +81,50 @@ pub struct Plan {
     pub reset_during_body: f64,
     pub reset_after_body: f64,
     pub stall: f64,
-    pub stall_for: Duration,
     pub slowdown: f64,
     pub internal_error: f64,
-    /// CompleteMultipartUpload requests answered 200 with an `<Error>` body (the first N).
-    pub complete_200_error: u32,
-    /// UploadPart/PutObject bodies with one bit flipped (the first N with a body).
-    pub flip_bits: u32,
     /// Share of GET responses cut short.
     pub cut_get: f64,
-    /// Faults given, in order, to the first body-carrying PUTs (so each kind happens at least
-    /// once whatever the dice say): "reset-before", "reset-during", "reset-after", "stall",
-    /// "slowdown", "internal".
-    pub first_puts: Vec<&'static str>,
+    pub forced: Vec<Force>,
+}
+
+/// One request as the proxy saw it.
+#[derive(Debug, Clone)]
+pub struct Event {
+    pub at: Instant,
+    pub op: Op,
+    pub fault: Option<Fault>,
+    pub forced: bool,
 }
 
 /// What the proxy did.
 #[derive(Debug, Default)]
 pub struct Stats {
     pub requests: AtomicU32,
+    /// Faults injected (flips and 200-with-error Completes included).
     pub faults: AtomicU32,
-    pub flipped: AtomicU32,
-    pub complete_errors: AtomicU32,
-    /// CreateMultipartUpload requests that reached the server.
-    pub creates: AtomicU32,
+    /// Forced faults injected.
+    pub forced: AtomicU32,
+    /// Responses received from the server (forwarded or not).
+    pub answered: AtomicU32,
+    pub log: Mutex<Vec<Event>>,
+}
+
+impl Stats {
+    pub fn get(&self, n: &AtomicU32) -> u32 {
+        n.load(Ordering::SeqCst)
+    }
+
+    /// The requests seen so far, in arrival order.
+    pub fn events(&self) -> Vec<Event> {
+        self.log.lock().unwrap().clone()
+    }
 }
 
 pub struct Proxy {
     pub url: String,
     pub stats: Arc<Stats>,
     stop: Arc<AtomicBool>,
-    drop_create_reply: Arc<AtomicBool>,
-}
-
-impl Proxy {
-    /// Drops the reply of the next CreateMultipartUpload (POST ?uploads) after the server created
-    /// the upload, as a reset connection does.
-    pub fn drop_next_create_reply(&self) {
-        self.drop_create_reply.store(true, Ordering::SeqCst);
-    }
 }
 
 impl Drop for Proxy {
@@ -72,23 +138,42 @@ impl Drop for Proxy {
 struct Shared {
     plan: Plan,
     upstream: String,
-    rng: AtomicU64,
     stats: Arc<Stats>,
     stop: Arc<AtomicBool>,
-    flips_left: AtomicU32,
-    complete_errors_left: AtomicU32,
-    puts_seen: AtomicU32,
-    drop_create_reply: Arc<AtomicBool>,
+    counts: Mutex<Counts>,
 }
 
-impl Shared {
-    /// A uniform number in [0, 1) from the seeded sequence.
-    fn roll(&self) -> f64 {
-        let mut x = self.rng.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::SeqCst);
-        x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        x ^= x >> 31;
-        (x >> 11) as f64 / (1u64 << 53) as f64
+/// Requests seen per kind; per request identity, how often it was seen and how often a random
+/// fault hit it.
+#[derive(Default)]
+struct Counts {
+    per_op: HashMap<Op, u32>,
+    per_request: HashMap<String, (u64, u32)>,
+}
+
+/// splitmix64.
+fn mix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
+}
+
+/// FNV-1a.
+fn fnv(s: &str) -> u64 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// The dice of one request: uniform numbers in [0, 1), one per `salt`, fixed by the seed, the
+/// request's identity and its occurrence.
+#[derive(Clone, Copy)]
+struct Dice(u64);
+
+impl Dice {
+    fn roll(self, salt: u64) -> f64 {
+        (mix(self.0 ^ mix(salt)) >> 11) as f64 / (1u64 << 53) as f64
     }
 }
 
@@ -99,17 +184,12 @@ impl Proxy {
         let url = format!("http://{}", listener.local_addr().unwrap());
         let stop = Arc::new(AtomicBool::new(false));
         let stats = Arc::new(Stats::default());
-        let drop_create_reply = Arc::new(AtomicBool::new(false));
         let shared = Arc::new(Shared {
             upstream: upstream
                 .trim_start_matches("http://")
                 .trim_end_matches('/')
                 .to_owned(),
-            rng: AtomicU64::new(plan.seed),
-            flips_left: AtomicU32::new(plan.flip_bits),
-            complete_errors_left: AtomicU32::new(plan.complete_200_error),
-            puts_seen: AtomicU32::new(0),
-            drop_create_reply: drop_create_reply.clone(),
+            counts: Mutex::new(Counts::default()),
             plan,
             stats: stats.clone(),
             stop: stop.clone(),
@@ -124,12 +204,7 @@ impl Proxy {
                 std::thread::spawn(move || serve(conn, &shared));
             }
         });
-        Proxy {
-            url,
-            stats,
-            stop,
-            drop_create_reply,
-        }
+        Proxy { url, stats, stop }
     }
 }
 
@@ -145,6 +220,89 @@ fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
         .iter()
         .find(|(k, _)| k.eq_ignore_ascii_case(name))
         .map(|(_, v)| v.as_str())
+}
+
+/// The kind of request and its identity (method, path, query without the upload id, Range).
+fn classify(method: &str, target: &str, headers: &[(String, String)], len: usize) -> (Op, String) {
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let keys: Vec<&str> = query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| p.split('=').next().unwrap_or(p))
+        .collect();
+    let has = |k: &str| keys.contains(&k);
+    let op = match method {
+        "POST" if has("uploads") => Op::Create,
+        "POST" if has("uploadId") => Op::Complete,
+        "PUT" if len > 0 && !has("tagging") => Op::Part,
+        "GET" if has("uploadId") => Op::ListParts,
+        "GET"
+            if keys
+                .iter()
+                .all(|k| ["partNumber", "versionId", "x-id"].contains(k)) =>
+        {
+            Op::Get
+        }
+        "HEAD" => Op::Head,
+        _ => Op::Other,
+    };
+    let query: Vec<&str> = query
+        .split('&')
+        .filter(|p| !p.starts_with("uploadId="))
+        .collect();
+    let range = header(headers, "range").unwrap_or("");
+    (op, format!("{method} {path}?{} {range}", query.join("&")))
+}
+
+/// Decides the fault for a request: a forced one if the plan names it, else the dice (unless
+/// random faults already hit this request [`RANDOM_PER_REQUEST`] times), and whether it was forced.
+fn decide(shared: &Shared, op: Op, id: &str, len: usize) -> (Option<Fault>, bool) {
+    let p = &shared.plan;
+    let mut counts = shared.counts.lock().unwrap();
+    let nth = {
+        let n = counts.per_op.entry(op).or_insert(0);
+        *n += 1;
+        *n
+    };
+    let (seen, random_hits) = counts.per_request.entry(id.to_owned()).or_insert((0, 0));
+    *seen += 1;
+    let dice = Dice(mix(p.seed) ^ mix(fnv(id)) ^ mix(*seen));
+    if let Some(f) = p.forced.iter().find(|f| f.op == op && f.nth == nth) {
+        return (Some(f.fault), true);
+    }
+    if *random_hits >= RANDOM_PER_REQUEST {
+        return (None, false);
+    }
+    let roll = dice.roll(1);
+    let mut acc = 0.0;
+    let mut pick = |share: f64, applies: bool| {
+        if !applies {
+            return false;
+        }
+        acc += share;
+        roll < acc
+    };
+    let fault = if pick(p.reset_before_body, true) {
+        Some(Fault::ResetBefore)
+    } else if pick(p.reset_during_body, len > 0) {
+        Some(Fault::ResetDuring)
+    } else if pick(p.reset_after_body, true) {
+        Some(Fault::ResetAfter)
+    } else if pick(p.stall, len < STALL_MAX_BODY) {
+        Some(Fault::Stall)
+    } else if pick(p.slowdown, true) {
+        Some(Fault::SlowDown)
+    } else if pick(p.internal_error, true) {
+        Some(Fault::Internal)
+    } else if op == Op::Get && dice.roll(2) < p.cut_get {
+        Some(Fault::CutGet)
+    } else {
+        None
+    };
+    if fault.is_some() {
+        *random_hits += 1;
+    }
+    (fault, false)
 }
 
 fn read_head(r: &mut BufReader<TcpStream>) -> Option<(String, Vec<(String, String)>)> {
@@ -216,42 +374,28 @@ fn serve(client: TcpStream, shared: &Shared) {
         if header(&headers, "expect").is_some_and(|v| v.eq_ignore_ascii_case("100-continue")) {
             let _ = client.write_all(b"HTTP/1.1 100 Continue\r\n\r\n");
         }
-        shared.stats.requests.fetch_add(1, Ordering::SeqCst);
-        let p = &shared.plan;
-        let roll = shared.roll();
-        let mut acc = 0.0;
-        let mut pick = |share: f64| {
-            acc += share;
-            roll < acc
-        };
-        let forced = (method == "PUT" && len > 0)
-            .then(|| shared.puts_seen.fetch_add(1, Ordering::SeqCst) as usize)
-            .and_then(|i| p.first_puts.get(i).copied());
-        let fault = if let Some(f) = forced {
-            f
-        } else if pick(p.reset_before_body) {
-            "reset-before"
-        } else if pick(p.reset_during_body) && len > 0 {
-            "reset-during"
-        } else if pick(p.reset_after_body) {
-            "reset-after"
-        } else if pick(p.stall) {
-            "stall"
-        } else if pick(p.slowdown) {
-            "slowdown"
-        } else if pick(p.internal_error) {
-            "internal"
-        } else {
-            ""
-        };
-        if fault == "reset-before" {
-            shared.stats.faults.fetch_add(1, Ordering::SeqCst);
+        let (op, id) = classify(&method, &target, &headers, len);
+        let (fault, forced) = decide(shared, op, &id, len);
+        let st = &shared.stats;
+        st.requests.fetch_add(1, Ordering::SeqCst);
+        if fault.is_some() {
+            st.faults.fetch_add(1, Ordering::SeqCst);
+            if forced {
+                st.forced.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        st.log.lock().unwrap().push(Event {
+            at: Instant::now(),
+            op,
+            fault,
+            forced,
+        });
+        if fault == Some(Fault::ResetBefore) {
             let _ = client.shutdown(Shutdown::Both);
             return;
         }
         let mut body = vec![0u8; len];
-        if fault == "reset-during" {
-            shared.stats.faults.fetch_add(1, Ordering::SeqCst);
+        if fault == Some(Fault::ResetDuring) {
             let _ = reader.read_exact(&mut body[..len / 2]);
             let _ = client.shutdown(Shutdown::Both);
             return;
@@ -265,33 +409,19 @@ fn serve(client: TcpStream, shared: &Shared) {
             headers,
             body,
         };
-        let is_complete = req.method == "POST" && req.target.contains("uploadId=");
-        let is_part_put = req.method == "PUT" && !req.body.is_empty();
         let response = match fault {
-            "slowdown" => {
-                shared.stats.faults.fetch_add(1, Ordering::SeqCst);
-                error_response(503, "Slow Down", "SlowDown")
-            }
-            "internal" => {
-                shared.stats.faults.fetch_add(1, Ordering::SeqCst);
-                error_response(500, "Internal Server Error", "InternalError")
-            }
-            "stall" => {
-                shared.stats.faults.fetch_add(1, Ordering::SeqCst);
-                let until = Instant::now() + p.stall_for;
-                while Instant::now() < until && !shared.stop.load(Ordering::SeqCst) {
-                    std::thread::sleep(Duration::from_millis(50));
+            Some(Fault::SlowDown) => error_response(503, "Slow Down", "SlowDown"),
+            Some(Fault::Internal) => error_response(500, "Internal Server Error", "InternalError"),
+            Some(Fault::Stall) => {
+                // Silent, with the connection open, until the proxy stops: only the client's own
+                // timeout ends this request.
+                while !shared.stop.load(Ordering::SeqCst) {
+                    std::thread::sleep(Duration::from_millis(20));
                 }
                 let _ = client.shutdown(Shutdown::Both);
                 return;
             }
-            _ if is_complete
-                && shared
-                    .complete_errors_left
-                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-                    .is_ok() =>
-            {
-                shared.stats.complete_errors.fetch_add(1, Ordering::SeqCst);
+            Some(Fault::Complete200Error) => {
                 let body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>InternalError</Code><Message>injected: 200 with an error inside</Message></Error>";
                 format!(
                     "HTTP/1.1 200 OK\r\nContent-Type: application/xml\r\nContent-Length: {}\r\n\r\n{body}",
@@ -300,13 +430,7 @@ fn serve(client: TcpStream, shared: &Shared) {
                 .into_bytes()
             }
             _ => {
-                if is_part_put
-                    && shared
-                        .flips_left
-                        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-                        .is_ok()
-                {
-                    shared.stats.flipped.fetch_add(1, Ordering::SeqCst);
+                if fault == Some(Fault::FlipBit) && !req.body.is_empty() {
                     let i = req.body.len() / 2;
                     req.body[i] ^= 0x10;
                 }
@@ -314,25 +438,13 @@ fn serve(client: TcpStream, shared: &Shared) {
                     let _ = client.shutdown(Shutdown::Both);
                     return;
                 };
-                let is_create = req.method == "POST"
-                    && req.target.contains("?uploads")
-                    && !req.target.contains("uploadId=");
-                if is_create {
-                    shared.stats.creates.fetch_add(1, Ordering::SeqCst);
-                }
-                if is_create && shared.drop_create_reply.swap(false, Ordering::SeqCst) {
-                    shared.stats.faults.fetch_add(1, Ordering::SeqCst);
-                    let _ = client.shutdown(Shutdown::Both);
-                    return;
-                }
-                if fault == "reset-after" {
+                st.answered.fetch_add(1, Ordering::SeqCst);
+                if fault == Some(Fault::ResetAfter) {
                     // The server got (and may have acted on) the request; the client never hears.
-                    shared.stats.faults.fetch_add(1, Ordering::SeqCst);
                     let _ = client.shutdown(Shutdown::Both);
                     return;
                 }
-                if req.method == "GET" && shared.roll() < p.cut_get && resp.len() > 1024 {
-                    shared.stats.faults.fetch_add(1, Ordering::SeqCst);
+                if fault == Some(Fault::CutGet) {
                     let _ = client.write_all(&resp[..resp.len() / 2]);
                     let _ = client.shutdown(Shutdown::Both);
                     return;

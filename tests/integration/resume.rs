@@ -3,14 +3,11 @@
 //! process are handled as the README says.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::support::*;
 
 const PARTS: u64 = 12;
-const CONCURRENCY: u64 = 3;
-
 fn file_of_parts(dir: &Path, seed: u64) -> PathBuf {
     random_file(dir, "big.bin", PARTS * 5 * MIB - 12345, seed)
 }
@@ -29,15 +26,12 @@ fn upload_args<'a>(path: &'a Path, url: &'a str, manifest: &'a Path) -> Vec<&'a 
     ]
 }
 
-/// Starts tally with test pauses (debug builds only) so that kills land where intended.
-fn spawn_slow(s: &Server, args: &[&str], part_ms: u64, complete_ms: u64) -> Child {
+/// Starts tally holding at the listed occurrences of `stage` (a debug-build seam).
+fn spawn_held(s: &Server, args: &[&str], seams: &Seams, stage: &str, at: &[u64]) -> Running {
     let mut cmd = s.command();
-    cmd.env("TALLY_TEST_PAUSE_PART_MS", part_ms.to_string())
-        .env("TALLY_TEST_PAUSE_COMPLETE_MS", complete_ms.to_string())
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    cmd.spawn().unwrap()
+    cmd.args(args);
+    seams.hold(&mut cmd, stage, at);
+    Running::spawn(&mut cmd, "tally upload (held at a seam)")
 }
 
 /// Intact part records in the manifest (lines after the header).
@@ -47,19 +41,24 @@ fn records(manifest: &Path) -> u64 {
         .unwrap_or(0)
 }
 
-/// Waits until the manifest holds at least `n` part records (and a header), then kills -9.
-fn kill_at(mut child: Child, manifest: &Path, n: u64) -> u64 {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !(manifest.exists() && records(manifest) >= n) {
-        assert!(Instant::now() < deadline, "tally never reached {n} records");
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "tally ended before the kill point"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
+/// Runs `args` until exactly `n` parts are recorded and nothing else is in flight, then kill -9:
+/// tally holds before sending part `n + 1` (or, with `n == PARTS`, before Complete), the parts
+/// that passed the seam before it are waited for until the manifest records them, and only then
+/// is it killed. Returns the records left in the manifest.
+fn kill_at(s: &Server, args: &[&str], manifest: &Path, seams: &Seams, n: u64) -> u64 {
+    let (stage, at) = if n == PARTS {
+        ("complete", 1)
+    } else {
+        ("part", n + 1)
+    };
+    let mut child = spawn_held(s, args, seams, stage, &[at]);
+    seams.reached(&mut child, stage, at);
+    assert!(
+        manifest.exists(),
+        "the manifest exists before the first part is sent"
+    );
+    child.wait_for(&format!("{n} part records"), || records(manifest) >= n);
+    child.kill9();
     records(manifest)
 }
 
@@ -73,10 +72,12 @@ fn held_parts(s: &Server, key: &str) -> u64 {
         key,
     ]);
     let v: serde_json::Value = serde_json::from_str(&list).unwrap();
-    let id = v["Uploads"][0]["UploadId"]
-        .as_str()
-        .expect("the upload is still in progress")
-        .to_owned();
+    let ups: Vec<&serde_json::Value> = v["Uploads"]
+        .as_array()
+        .map(|a| a.iter().filter(|u| u["Key"] == key).collect())
+        .unwrap_or_default();
+    assert_eq!(ups.len(), 1, "one upload of {key} is in progress: {v}");
+    let id = ups[0]["UploadId"].as_str().unwrap().to_owned();
     let parts = s.aws([
         "s3api",
         "list-parts",
@@ -106,25 +107,26 @@ fn kill_9_at_chosen_points_then_the_same_command_finishes() {
         .as_nanos() as u64;
     let mid = 1 + seed % (PARTS - 2);
     println!("kill points: 0 records, {mid} records (seed {seed}), all records before Complete");
-    // (records to wait for, pause per part, pause before Complete)
-    for (i, (at, part_ms, complete_ms)) in [(0, 400, 0), (mid, 150, 0), (PARTS, 0, 5000)]
-        .into_iter()
-        .enumerate()
-    {
-        let key = format!("resume/kill-{i}");
+    for (i, at) in [0, mid, PARTS].into_iter().enumerate() {
+        let key = unique(&format!("resume/kill-{i}"));
         let url = s.url(&key);
         let manifest = dir.path().join(format!("kill-{i}.manifest"));
         let args = upload_args(&path, &url, &manifest);
-        let recorded = kill_at(spawn_slow(s, &args, part_ms, complete_ms), &manifest, at);
+        let seams = Seams::new(&dir.path().join(format!("seams-{i}")));
+        let recorded = kill_at(s, &args, &manifest, &seams, at);
+        assert_eq!(
+            recorded, at,
+            "kill point {i}: killed with exactly {at} records"
+        );
         assert!(
             s.head(&key).is_none(),
             "kill point {i}: killed before completion"
         );
+        // Nothing was in flight at the kill: S3 holds exactly the recorded parts.
         let held = held_parts(s, &key);
-        assert!(held >= recorded, "every recorded part is held by S3");
-        assert!(
-            held - recorded <= CONCURRENCY,
-            "at most the parts in flight are unrecorded"
+        assert_eq!(
+            held, recorded,
+            "kill point {i}: S3 holds the recorded parts"
         );
         let mut all = args.clone();
         all.push("--json");
@@ -151,7 +153,8 @@ fn interrupted(s: &Server, dir: &Path, key: &str, seed: u64) -> (PathBuf, PathBu
     let manifest = dir.join("m.manifest");
     let url = s.url(key);
     let args = upload_args(&path, &url, &manifest);
-    kill_at(spawn_slow(s, &args, 150, 0), &manifest, 4);
+    let seams = Seams::new(&dir.join("seams"));
+    assert_eq!(kill_at(s, &args, &manifest, &seams, 4), 4);
     (path, manifest)
 }
 
@@ -159,13 +162,20 @@ fn interrupted(s: &Server, dir: &Path, key: &str, seed: u64) -> (PathBuf, PathBu
 fn a_file_changed_after_the_kill_is_refused_and_nothing_completed() {
     let s = garage();
     let dir = s.temp_dir();
-    let key = "resume/changed";
+    let key = &unique("resume/changed");
     let (path, manifest) = interrupted(s, dir.path(), key, 22);
-    // Same size, one byte different, and the modification time moves.
+    // Same size, one byte different, and the modification time moves (set explicitly: the
+    // clock's granularity could otherwise leave it equal).
+    let before = std::fs::metadata(&path).unwrap().modified().unwrap();
     let mut data = std::fs::read(&path).unwrap();
     data[7 * 5 * MIB as usize] ^= 0xff;
-    std::thread::sleep(Duration::from_millis(20));
     std::fs::write(&path, &data).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_modified(before + Duration::from_secs(2))
+        .unwrap();
     let url = s.url(key);
     let out = s.tally(upload_args(&path, &url, &manifest));
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
@@ -190,7 +200,7 @@ fn a_file_changed_after_the_kill_is_refused_and_nothing_completed() {
 fn a_damaged_manifest_resumes_from_its_good_records() {
     let s = garage();
     let dir = s.temp_dir();
-    let key = "resume/damaged";
+    let key = &unique("resume/damaged");
     let (path, manifest) = interrupted(s, dir.path(), key, 23);
     let mut bytes = std::fs::read(&manifest).unwrap();
     let nl: Vec<usize> = bytes
@@ -226,8 +236,10 @@ fn a_damaged_manifest_resumes_from_its_good_records() {
 fn a_manifest_for_another_key_is_refused() {
     let s = garage();
     let dir = s.temp_dir();
-    let (path, manifest) = interrupted(s, dir.path(), "resume/owner", 24);
-    let other = s.url("resume/not-the-owner");
+    let owner = unique("resume/owner");
+    let not_owner = unique("resume/not-the-owner");
+    let (path, manifest) = interrupted(s, dir.path(), &owner, 24);
+    let other = s.url(&not_owner);
     let out = s.tally(upload_args(&path, &other, &manifest));
     assert_eq!(out.status.code(), Some(2));
     assert!(
@@ -235,16 +247,17 @@ fn a_manifest_for_another_key_is_refused() {
         "{}",
         stderr(&out)
     );
-    assert!(s.head("resume/not-the-owner").is_none());
+    assert!(s.head(&not_owner).is_none());
+    s.abort_uploads(&owner);
 }
 
 #[test]
 fn an_upload_aborted_between_runs_starts_again_and_says_so() {
     let s = garage();
     let dir = s.temp_dir();
-    let key = "resume/aborted";
+    let key = &unique("resume/aborted");
     let (path, manifest) = interrupted(s, dir.path(), key, 25);
-    let listed = s.tally(["uploads", &s.url("resume/aborted"), "--json"]);
+    let listed = s.tally(["uploads", &s.url(key), "--json"]);
     let v: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
     let id = v[0]["upload_id"].as_str().unwrap().to_owned();
     assert_eq!(
@@ -285,23 +298,28 @@ fn a_second_process_on_the_same_upload_is_refused() {
     let dir = s.temp_dir();
     let path = file_of_parts(dir.path(), 26);
     let manifest = dir.path().join("m.manifest");
-    let key = "resume/twice";
+    let key = &unique("resume/twice");
     let url = s.url(key);
     let args = upload_args(&path, &url, &manifest);
-    let mut first = spawn_slow(s, &args, 100, 0);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !manifest.exists() {
-        assert!(Instant::now() < deadline);
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    // The first holds before its first part, with its lock and manifest in place, until the
+    // second has been refused.
+    let seams = Seams::new(&dir.path().join("seams"));
+    let mut first = spawn_held(s, &args, &seams, "part", &[1]);
+    seams.reached(&mut first, "part", 1);
     let out = s.tally(&args);
+    seams.go("part", 1);
     assert_eq!(out.status.code(), Some(2));
     assert!(
         stderr(&out).contains("another tally is already uploading"),
         "{}",
         stderr(&out)
     );
-    assert!(first.wait().unwrap().success(), "the first one proceeds");
+    let first = first.finish(TALLY_BOUND);
+    assert!(
+        first.status.success(),
+        "the first one proceeds: {}",
+        stderr(&first)
+    );
     assert_eq!(s.download_sha256(key), file_sha256(&path));
 }
 
@@ -311,7 +329,7 @@ fn keep_manifest_leaves_an_audit_record_and_abort_cleans_up() {
     let dir = s.temp_dir();
     let path = random_file(dir.path(), "f", 11 * MIB, 27);
     let manifest = dir.path().join("audit.manifest");
-    let url = s.url("resume/audit");
+    let url = s.url(&unique("resume/audit"));
     let mut args = upload_args(&path, &url, &manifest);
     args.extend(["--keep-manifest", "--json"]);
     let r = json_report(&s.tally(&args));
@@ -336,15 +354,15 @@ fn keep_manifest_leaves_an_audit_record_and_abort_cleans_up() {
     assert_eq!(mode & 0o777, 0o600);
 
     // tally abort removes an interrupted upload and its manifest.
-    let (_, m2) = interrupted(s, dir.path(), "resume/to-abort", 28);
-    let v: serde_json::Value = serde_json::from_slice(
-        &s.tally(["uploads", &s.url("resume/to-abort"), "--json"])
-            .stdout,
-    )
-    .unwrap();
+    let to_abort = unique("resume/to-abort");
+    let sub = dir.path().join("to-abort");
+    std::fs::create_dir(&sub).unwrap();
+    let (_, m2) = interrupted(s, &sub, &to_abort, 28);
+    let v: serde_json::Value =
+        serde_json::from_slice(&s.tally(["uploads", &s.url(&to_abort), "--json"]).stdout).unwrap();
     let id = v[0]["upload_id"].as_str().unwrap().to_owned();
-    let out = s.tally(["abort", &s.url("resume/to-abort"), "--upload-id", &id]);
+    let out = s.tally(["abort", &s.url(&to_abort), "--upload-id", &id]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(s.uploads_in_progress("resume/to-abort"), 0);
+    assert_eq!(s.uploads_in_progress(&to_abort), 0);
     assert!(!m2.exists(), "its manifest is removed");
 }

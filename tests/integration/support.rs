@@ -1,9 +1,13 @@
-//! Shared helpers: one real Garage per test run, the tally binary, the AWS CLI, test files.
+//! Shared helpers: one real Garage per test run, the tally binary, the AWS CLI, test files, and
+//! the bounds and seams that keep every test deterministic: every child process runs under a time
+//! bound ([`run_bounded`], [`Running`]), every wait for another process waits for an event
+//! ([`Seams`], [`wait_for`]) with a bound that fails with a clear message.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 use sha2::{Digest as _, Sha256};
 
@@ -44,15 +48,18 @@ fn start(script: &str, reuse_var: &str) -> Server {
         Err(_) => {
             let dir =
                 std::env::temp_dir().join(format!("tally-test-{script}-{}", std::process::id()));
-            let st = Command::new(repo().join("scripts").join(script))
-                .arg("start")
-                .arg(&dir)
-                .args(["--owner-pid", &std::process::id().to_string()])
-                .status()
-                .expect("run the server script");
+            let out = run_bounded(
+                Command::new(repo().join("scripts").join(script))
+                    .arg("start")
+                    .arg(&dir)
+                    .args(["--owner-pid", &std::process::id().to_string()]),
+                Duration::from_secs(400),
+                &format!("scripts/{script} start"),
+            );
             assert!(
-                st.success(),
-                "scripts/{script} start failed: run scripts/tools to install it"
+                out.status.success(),
+                "scripts/{script} start failed (run scripts/tools to install it): {}",
+                stderr(&out)
             );
             dir.join("env")
         }
@@ -140,7 +147,20 @@ impl Server {
         I: IntoIterator<Item = S>,
         S: AsRef<std::ffi::OsStr>,
     {
-        self.command().args(args).output().expect("run tally")
+        self.tally_within(TALLY_BOUND, args)
+    }
+
+    /// Runs `tally ARGS` against this server; a run longer than `bound` is killed and fails the
+    /// test.
+    pub fn tally_within<I, S>(&self, bound: Duration, args: I) -> Output
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        let mut cmd = self.command();
+        cmd.args(args);
+        let what = describe(&cmd);
+        run_bounded(&mut cmd, bound, &what)
     }
 
     /// Uploads `path` to `key` with tally (`--part-size part_size --quiet`); panics with tally's
@@ -194,7 +214,9 @@ impl Server {
         let mut cmd = Command::new("aws");
         self.apply_env(&mut cmd);
         cmd.envs(env.iter().copied());
-        cmd.args(args).output().expect("run the AWS CLI")
+        cmd.args(args);
+        let what = describe(&cmd);
+        run_bounded(&mut cmd, AWS_BOUND, &what)
     }
 
     /// `aws s3api head-object --checksum-mode ENABLED`, parsed; None if the object does not exist.
@@ -231,6 +253,36 @@ impl Server {
         v["Uploads"]
             .as_array()
             .map_or(0, |a| a.iter().filter(|u| u["Key"] == key).count())
+    }
+
+    /// Aborts every multipart upload in progress for exactly `key` (a test's leftovers).
+    pub fn abort_uploads(&self, key: &str) {
+        let list = self.aws([
+            "s3api",
+            "list-multipart-uploads",
+            "--bucket",
+            &self.bucket,
+            "--prefix",
+            key,
+        ]);
+        if list.trim().is_empty() {
+            return;
+        }
+        let v: serde_json::Value = serde_json::from_str(&list).unwrap();
+        for u in v["Uploads"].as_array().into_iter().flatten() {
+            if u["Key"] == key {
+                self.aws([
+                    "s3api",
+                    "abort-multipart-upload",
+                    "--bucket",
+                    &self.bucket,
+                    "--key",
+                    key,
+                    "--upload-id",
+                    u["UploadId"].as_str().unwrap(),
+                ]);
+            }
+        }
     }
 
     /// Downloads `key` with the AWS CLI and returns the SHA-256 of the bytes.
@@ -294,3 +346,232 @@ pub fn stderr(out: &Output) -> String {
 }
 
 pub const MIB: u64 = 1024 * 1024;
+
+/// How long one tally run may take before it counts as hung (debug build, busy machine).
+pub const TALLY_BOUND: Duration = Duration::from_secs(300);
+/// How long one AWS CLI call may take.
+pub const AWS_BOUND: Duration = Duration::from_secs(120);
+/// How long a test waits for an event another process causes (a seam reached, a record written).
+pub const EVENT_BOUND: Duration = Duration::from_secs(120);
+
+/// `key-RUN`, unique to this test process: for tests that assert a key is absent, so that a
+/// reused server (`TALLY_TEST_GARAGE_ENV`) cannot hold it from an earlier run.
+pub fn unique(key: &str) -> String {
+    static RUN: OnceLock<String> = OnceLock::new();
+    let run = RUN.get_or_init(|| {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        format!("{}-{:x}", std::process::id(), nanos % (1 << 40))
+    });
+    format!("{key}-{run}")
+}
+
+/// The program and arguments of `cmd`, for messages.
+fn describe(cmd: &Command) -> String {
+    let mut s = cmd.get_program().to_string_lossy().into_owned();
+    if let Some(name) = Path::new(&s).file_name() {
+        s = name.to_string_lossy().into_owned();
+    }
+    for a in cmd.get_args() {
+        s.push(' ');
+        s.push_str(&a.to_string_lossy());
+    }
+    s
+}
+
+/// Runs `cmd` to its end, capturing its output; if it runs longer than `bound` it is killed and
+/// the test fails saying `what` hung.
+pub fn run_bounded(cmd: &mut Command, bound: Duration, what: &str) -> Output {
+    Running::spawn(cmd, what).finish(bound)
+}
+
+/// A child process with its stdout and stderr drained by threads (so it never blocks on a full
+/// pipe), killed when dropped: a failing test leaves nothing running.
+pub struct Running {
+    child: Option<Child>,
+    what: String,
+    out: Option<std::thread::JoinHandle<Vec<u8>>>,
+    err: Option<std::thread::JoinHandle<Vec<u8>>>,
+}
+
+fn drain(
+    r: Option<impl std::io::Read + Send + 'static>,
+) -> Option<std::thread::JoinHandle<Vec<u8>>> {
+    r.map(|mut r| {
+        std::thread::spawn(move || {
+            let mut v = Vec::new();
+            let _ = r.read_to_end(&mut v);
+            v
+        })
+    })
+}
+
+impl Running {
+    /// Starts `cmd` with stdin closed and stdout and stderr captured.
+    pub fn spawn(cmd: &mut Command, what: &str) -> Running {
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
+        let out = drain(child.stdout.take());
+        let err = drain(child.stderr.take());
+        Running {
+            child: Some(child),
+            what: what.to_owned(),
+            out,
+            err,
+        }
+    }
+
+    /// The exit status if it has ended.
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        self.child.as_mut().unwrap().try_wait().unwrap()
+    }
+
+    /// Panics with its output if it has ended (`while` says what the test was waiting for).
+    pub fn assert_running(&mut self, while_: &str) {
+        if self.exited().is_some() {
+            let what = self.what.clone();
+            let out = self.collect(Duration::from_secs(5));
+            panic!(
+                "{what} ended ({:?}) while the test waited for {while_}: {}",
+                out.status.code(),
+                stderr(&out)
+            );
+        }
+    }
+
+    /// Polls `cond` every 10 ms until it holds, while this process runs; fails with its output if
+    /// it ends first, or saying `what` never happened after [`EVENT_BOUND`].
+    pub fn wait_for(&mut self, what: &str, mut cond: impl FnMut() -> bool) {
+        let until = Instant::now() + EVENT_BOUND;
+        while !cond() {
+            self.assert_running(what);
+            assert!(
+                Instant::now() < until,
+                "waited {} s for {what}: it never happened",
+                EVENT_BOUND.as_secs()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// kill -9, then reap it.
+    pub fn kill9(mut self) {
+        let mut child = self.child.take().unwrap();
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    /// Waits at most `bound` for it to end and returns its output; kills it and fails the test
+    /// if it does not end in time.
+    pub fn finish(mut self, bound: Duration) -> Output {
+        self.collect(bound)
+    }
+
+    fn collect(&mut self, bound: Duration) -> Output {
+        let until = Instant::now() + bound;
+        let status = loop {
+            if let Some(st) = self.exited() {
+                break st;
+            }
+            if Instant::now() >= until {
+                let mut child = self.child.take().unwrap();
+                let _ = child.kill();
+                let _ = child.wait();
+                let err = self
+                    .err
+                    .take()
+                    .map(|h| h.join().unwrap())
+                    .unwrap_or_default();
+                panic!(
+                    "{} hung: still running after {} s, killed; its stderr: {}",
+                    self.what,
+                    bound.as_secs(),
+                    String::from_utf8_lossy(&err)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        self.child = None;
+        // Its output ends when it ends, unless a process it started still holds the pipes.
+        let drained = Instant::now() + Duration::from_secs(30);
+        for h in [&self.out, &self.err].into_iter().flatten() {
+            while !h.is_finished() {
+                assert!(
+                    Instant::now() < drained,
+                    "{} ended but something it started still holds its output",
+                    self.what
+                );
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        Output {
+            status,
+            stdout: self
+                .out
+                .take()
+                .map(|h| h.join().unwrap())
+                .unwrap_or_default(),
+            stderr: self
+                .err
+                .take()
+                .map(|h| h.join().unwrap())
+                .unwrap_or_default(),
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// The event seams of a tally child (`src/seam.rs`): set them on a command, wait until tally
+/// holds at one, act, then let it go.
+pub struct Seams {
+    dir: PathBuf,
+}
+
+impl Seams {
+    /// Seams signalled through the fresh directory `dir`.
+    pub fn new(dir: &Path) -> Seams {
+        std::fs::create_dir_all(dir).unwrap();
+        Seams {
+            dir: dir.to_owned(),
+        }
+    }
+
+    /// Makes `cmd` hold at the listed occurrences (from 1) of `stage`, and at every occurrence
+    /// after the first listed one until its go.
+    pub fn hold(&self, cmd: &mut Command, stage: &str, occurrences: &[u64]) {
+        let list: Vec<String> = occurrences.iter().map(u64::to_string).collect();
+        cmd.env("TALLY_TEST_SEAM_DIR", &self.dir).env(
+            format!("TALLY_TEST_SEAM_{}", stage.to_ascii_uppercase()),
+            list.join(","),
+        );
+    }
+
+    /// Waits (bounded) until `child` holds at occurrence `n` of `stage`; fails with the child's
+    /// output if it ends first. Returns when the test saw it.
+    pub fn reached(&self, child: &mut Running, stage: &str, n: u64) -> Instant {
+        let file = self.dir.join(format!("{stage}-{n}.reached"));
+        child.wait_for(&format!("tally to reach seam {stage} #{n}"), || {
+            file.exists()
+        });
+        Instant::now()
+    }
+
+    /// Lets tally go on from occurrence `n` of `stage` (and the later ones it held).
+    pub fn go(&self, stage: &str, n: u64) {
+        std::fs::write(self.dir.join(format!("{stage}-{n}.go")), "").unwrap();
+    }
+}

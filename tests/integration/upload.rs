@@ -303,7 +303,7 @@ async fn wrong_checksum_rejected_on(s: &Server) {
         (ChecksumAlgorithm::Crc32c, false),
         (ChecksumAlgorithm::Crc32c, true),
     ] {
-        let key = format!("corrupt/{alg}-{md5}");
+        let key = unique(&format!("corrupt/{alg}-{md5}"));
         let client = CorruptPart {
             inner: sdk_client(s),
             part: 2,
@@ -424,11 +424,12 @@ fn an_unreadable_file_is_refused() {
     std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o000);
     std::fs::set_permissions(&path, perms).unwrap();
     // Root reads anything: run tally as nobody then (directories on the way are world-readable).
-    let root = std::process::Command::new("id")
-        .arg("-u")
-        .output()
-        .unwrap()
-        .stdout
+    let root = run_bounded(
+        std::process::Command::new("id").arg("-u"),
+        std::time::Duration::from_secs(30),
+        "id -u",
+    )
+    .stdout
         == b"0\n";
     let mut parent = dir.path().to_owned();
     while parent.parent().is_some() {
@@ -455,16 +456,14 @@ fn an_unreadable_file_is_refused() {
         std::process::Command::new(env!("CARGO_BIN_EXE_tally"))
     };
     s.apply_env(&mut cmd);
-    let out = cmd
-        .args([
-            "upload",
-            "--endpoint-url",
-            &trap.url(),
-            path.to_str().unwrap(),
-            &s.url("unreadable"),
-        ])
-        .output()
-        .unwrap();
+    cmd.args([
+        "upload",
+        "--endpoint-url",
+        &trap.url(),
+        path.to_str().unwrap(),
+        &s.url(&unique("unreadable")),
+    ]);
+    let out = run_bounded(&mut cmd, TALLY_BOUND, "tally upload (unreadable file)");
     assert_one_line_error(&out, "permission denied");
     trap.assert_untouched();
 }
@@ -489,23 +488,22 @@ fn missing_bucket_and_wrong_credentials_fail_clearly() {
     let mut cmd = s.command();
     let wrong = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
     cmd.env("AWS_SECRET_ACCESS_KEY", wrong);
-    let out = cmd
-        .args([
-            "upload",
-            big.to_str().unwrap(),
-            &s.url("wrong-creds"),
-            "--part-size",
-            "5MiB",
-            "-vv",
-        ])
-        .output()
-        .unwrap();
+    let wrong_key = unique("wrong-creds");
+    cmd.args([
+        "upload",
+        big.to_str().unwrap(),
+        &s.url(&wrong_key),
+        "--part-size",
+        "5MiB",
+        "-vv",
+    ]);
+    let out = run_bounded(&mut cmd, TALLY_BOUND, "tally upload (wrong credentials)");
     assert_one_line_error(&out, "credentials were refused");
     assert!(
         !stderr(&out).contains(wrong),
         "the secret leaked into the output"
     );
-    assert!(s.head("wrong-creds").is_none());
+    assert!(s.head(&wrong_key).is_none());
 }
 
 #[test]

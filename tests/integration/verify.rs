@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+use crate::proxy::{Op, Plan, Proxy};
 use crate::support::*;
 
 fn verify(s: &Server, file: &Path, key: &str, extra: &[&str]) -> (Option<i32>, serde_json::Value) {
@@ -170,7 +171,7 @@ fn what_cannot_be_verified_exits_2_with_a_reason() {
             .success()
     );
     let cases: [(&str, String, &str); 4] = [
-        (p, s.url("v/missing"), "NotFound"),
+        (p, s.url(&unique("v/missing")), "NotFound"),
         (p, "s3://no-such-bucket-tally/k".into(), "404"),
         (p, "s3://tally-denied/k".into(), "403"),
         (
@@ -228,10 +229,11 @@ fn hash_predicts_what_s3_reports() {
         );
     }
     // The whole-file MD5 is md5sum's.
-    let md5sum = std::process::Command::new("md5sum")
-        .arg(p)
-        .output()
-        .unwrap();
+    let md5sum = run_bounded(
+        std::process::Command::new("md5sum").arg(p),
+        std::time::Duration::from_secs(60),
+        "md5sum",
+    );
     let want = String::from_utf8(md5sum.stdout).unwrap();
     let h = json_report(&s.tally(["hash", p, "--json"]));
     assert_eq!(
@@ -350,24 +352,36 @@ fn wait_retries_until_the_object_appears() {
     let s = garage();
     let dir = s.temp_dir();
     let path = random_file(dir.path(), "f", 6 * MIB, 39);
-    let url = s.url("v/late");
+    let key = unique("v/late");
+    let url = s.url(&key);
+    // Through a proxy, to see tally's first look answered (the object is absent then) before the
+    // object is written behind its back.
+    let proxy = Proxy::start(&s.endpoint, Plan::default());
     let mut cmd = s.command();
-    let child = cmd
-        .args([
-            "verify",
-            path.to_str().unwrap(),
-            &url,
-            "--wait",
-            "60s",
-            "--json",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(std::time::Duration::from_secs(2));
+    cmd.args([
+        "verify",
+        path.to_str().unwrap(),
+        &url,
+        "--wait",
+        "60s",
+        "--json",
+        "--endpoint-url",
+        &proxy.url,
+    ]);
+    let mut child = Running::spawn(&mut cmd, "tally verify --wait");
+    let until = std::time::Instant::now() + EVENT_BOUND;
+    while proxy.stats.get(&proxy.stats.answered) == 0 {
+        child.assert_running("its first request to be answered");
+        assert!(
+            std::time::Instant::now() < until,
+            "tally verify sent nothing"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let first = proxy.stats.events()[0].op;
+    assert_eq!(first, Op::Head, "the first look is a HEAD, answered 404");
     s.aws(["s3", "cp", "--quiet", path.to_str().unwrap(), &url]);
-    let out = child.wait_with_output().unwrap();
+    let out = child.finish(TALLY_BOUND);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(r["attempts"].as_u64().unwrap() > 1, "{r}");
@@ -375,7 +389,7 @@ fn wait_retries_until_the_object_appears() {
     let out = s.tally([
         "verify",
         path.to_str().unwrap(),
-        &s.url("v/never"),
+        &s.url(&unique("v/never")),
         "--wait",
         "3s",
     ]);
