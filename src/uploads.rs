@@ -33,7 +33,7 @@ pub async fn list<C: MultipartWrite>(s3: &C, target: &ObjectUrl) -> Result<Vec<U
         .list_uploads(&target.bucket, &target.key)
         .await
         .map_err(Error::s3("ListMultipartUploads", None, None))?;
-    let manifests = local_manifests().await;
+    let (_, manifests) = local_manifests().await;
     let mut out = Vec::new();
     for u in found {
         let obj = ObjectUrl {
@@ -115,7 +115,7 @@ pub async fn abort<C: MultipartWrite>(
             ));
         }
     };
-    let manifests = local_manifests().await;
+    let (state_dir, manifests) = local_manifests().await;
     let mut out = Vec::new();
     for (key, id) in victims {
         let obj = ObjectUrl {
@@ -127,14 +127,23 @@ pub async fn abort<C: MultipartWrite>(
             None,
             Some(&id),
         ))?;
-        let manifest_removed = manifests
+        let found = manifests
             .iter()
             .find(|(_, h)| h.upload_id == id && h.bucket == obj.bucket && h.key == key)
-            .and_then(|(p, _)| {
-                std::fs::remove_file(p)
-                    .ok()
-                    .map(|()| p.display().to_string())
-            });
+            .map(|(p, _)| p.clone());
+        // All of the upload's local state goes: the manifest, its lock and its link.
+        let dir = state_dir.clone();
+        let manifest_removed = match found {
+            Some(p) => {
+                crate::exec::blocking(move || {
+                    let existed = p.exists();
+                    manifest::remove(dir.as_deref(), &p);
+                    (existed && !p.exists()).then(|| p.display().to_string())
+                })
+                .await
+            }
+            None => None,
+        };
         out.push(Aborted {
             key,
             upload_id: id,
@@ -144,15 +153,19 @@ pub async fn abort<C: MultipartWrite>(
     Ok(out)
 }
 
-/// The manifests in the state directory (and linked from it), read off the async threads.
-async fn local_manifests() -> Vec<(std::path::PathBuf, manifest::Header)> {
-    tokio::task::spawn_blocking(|| {
-        manifest::state_dir()
-            .map(|d| manifest::all_in(&d))
-            .unwrap_or_default()
+/// The state directory, and the manifests in it (and linked from it), read off the async threads.
+async fn local_manifests() -> (
+    Option<std::path::PathBuf>,
+    Vec<(std::path::PathBuf, manifest::Header)>,
+) {
+    crate::exec::blocking(|| match manifest::state_dir() {
+        Ok(d) => {
+            let all = manifest::all_in(&d);
+            (Some(d), all)
+        }
+        Err(_) => (None, Vec::new()),
     })
     .await
-    .unwrap_or_default()
 }
 
 /// Seconds since the epoch as `YYYY-MM-DDTHH:MM:SSZ`.

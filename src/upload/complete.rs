@@ -122,6 +122,9 @@ pub async fn finish<C: S3Api>(
         checksum: reply.checksum.clone().unwrap_or_default(),
         etag: reply.etag.clone(),
     };
+    // The object is complete; a kill from here on leaves a manifest whose upload no longer
+    // exists, which the next run recognises as done (resume::already_complete).
+    crate::seam::pause("completed").await;
     let keep_manifest = cfg.resume.keep_manifest;
     let settle_cfg = cfg.clone();
     blocking(move || {

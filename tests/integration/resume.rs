@@ -366,3 +366,211 @@ fn keep_manifest_leaves_an_audit_record_and_abort_cleans_up() {
     assert_eq!(s.uploads_in_progress(&to_abort), 0);
     assert!(!m2.exists(), "its manifest is removed");
 }
+
+/// The manifests (and locks, and links) in a state directory.
+fn state_files(state: &Path) -> Vec<String> {
+    std::fs::read_dir(state.join("manifests"))
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The one manifest in a state directory.
+fn the_manifest(state: &Path) -> PathBuf {
+    let found: Vec<PathBuf> = state_files(state)
+        .into_iter()
+        .filter(|n| n.ends_with(".manifest"))
+        .map(|n| state.join("manifests").join(n))
+        .collect();
+    assert_eq!(found.len(), 1, "one manifest in {}", state.display());
+    found[0].clone()
+}
+
+#[test]
+fn a_kept_upload_is_resumed_even_when_the_default_part_size_would_take_one_put() {
+    // The issue's case: 90 MiB uploaded with --part-size 5MiB, killed; the same upload without
+    // --part-size (100 MiB, so one PutObject would do) must resume the kept upload, not bypass it.
+    let s = garage();
+    let dir = s.temp_dir();
+    let state = dir.path().join("state");
+    let path = random_file(dir.path(), "f90.bin", 90 * MIB, 31);
+    let key = unique("resume/part-size-changed");
+    let url = s.url(&key);
+    let seams = Seams::new(&dir.path().join("seams"));
+    let mut cmd = s.command();
+    cmd.env("TALLY_STATE_DIR", &state).args([
+        "upload",
+        path.to_str().unwrap(),
+        &url,
+        "--part-size",
+        "5MiB",
+        "--concurrency",
+        "2",
+    ]);
+    seams.hold(&mut cmd, "part", &[5]);
+    let mut child = Running::spawn(&mut cmd, "tally upload --part-size 5MiB (held at part 5)");
+    seams.reached(&mut child, "part", 5);
+    let manifest = the_manifest(&state);
+    child.wait_for("4 part records", || records(&manifest) >= 4);
+    child.kill9();
+    assert_eq!(s.uploads_in_progress(&key), 1, "the upload is kept");
+
+    let mut again = s.command();
+    again
+        .env("TALLY_STATE_DIR", &state)
+        .args(["upload", path.to_str().unwrap(), &url, "--json"]);
+    let out = run_bounded(
+        &mut again,
+        Duration::from_secs(300),
+        "tally upload (no --part-size)",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let r = json_report(&out);
+    assert_eq!(r["method"], "multipart", "resumed, not one PutObject");
+    assert_eq!(r["resumed"], true);
+    assert_eq!(
+        r["part_size"].as_u64(),
+        Some(5 * MIB),
+        "the manifest's part size"
+    );
+    assert!(r["parts_skipped"].as_u64().unwrap() >= 4, "{r}");
+    assert!(
+        stderr(&out).contains("its own part size"),
+        "says the flags were not used: {}",
+        stderr(&out)
+    );
+    assert_eq!(s.uploads_in_progress(&key), 0, "no upload left billed");
+    assert_eq!(s.download_sha256(&key), file_sha256(&path));
+    assert_eq!(
+        state_files(&state),
+        Vec::<String>::new(),
+        "no manifest or lock left"
+    );
+}
+
+#[test]
+fn a_kill_after_complete_is_finished_by_the_next_run_without_sending() {
+    // Killed between CompleteMultipartUpload and removing the manifest: the next run sees the
+    // object is this file (HEAD: size and the checksum the manifest predicts), reports it done,
+    // removes the manifest and sends nothing (counted on a proxy).
+    use crate::proxy::{Op, Plan, Proxy};
+    let s = garage();
+    let dir = s.temp_dir();
+    let state = dir.path().join("state");
+    let path = file_of_parts(dir.path(), 32);
+    let key = unique("resume/after-complete");
+    let url = s.url(&key);
+    let seams = Seams::new(&dir.path().join("seams"));
+    let mut cmd = s.command();
+    cmd.env("TALLY_STATE_DIR", &state).args([
+        "upload",
+        path.to_str().unwrap(),
+        &url,
+        "--part-size",
+        "5MiB",
+    ]);
+    seams.hold(&mut cmd, "completed", &[1]);
+    let mut child = Running::spawn(&mut cmd, "tally upload (held after Complete)");
+    seams.reached(&mut child, "completed", 1);
+    child.kill9();
+    assert!(s.head(&key).is_some(), "the object was completed");
+    let manifest = the_manifest(&state);
+    assert!(manifest.exists(), "the kill left the manifest");
+
+    let proxy = Proxy::start(&s.endpoint, Plan::default());
+    let mut again = s.command();
+    again.env("TALLY_STATE_DIR", &state).args([
+        "upload",
+        path.to_str().unwrap(),
+        &url,
+        "--part-size",
+        "5MiB",
+        "--json",
+        "--endpoint-url",
+        &proxy.url,
+    ]);
+    let out = run_bounded(
+        &mut again,
+        Duration::from_secs(300),
+        "tally upload (after the kill)",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let r = json_report(&out);
+    assert_eq!(
+        (r["parts_sent"].as_u64(), r["resumed"].as_bool()),
+        (Some(0), Some(true))
+    );
+    assert!(
+        stderr(&out).contains("had already completed"),
+        "{}",
+        stderr(&out)
+    );
+    let sent: Vec<Op> = proxy
+        .stats
+        .events()
+        .iter()
+        .map(|e| e.op)
+        .filter(|op| matches!(op, Op::Part | Op::Create | Op::Complete))
+        .collect();
+    assert!(sent.is_empty(), "nothing sent: {sent:?}");
+    assert_eq!(
+        s.head(&key).unwrap()["ChecksumSHA256"],
+        r["checksum"]["value"],
+        "the report's checksum is the object's"
+    );
+    assert_eq!(s.download_sha256(&key), file_sha256(&path));
+    assert_eq!(
+        state_files(&state),
+        Vec::<String>::new(),
+        "manifest and lock removed"
+    );
+}
+
+#[test]
+fn abort_removes_the_manifest_its_lock_and_its_link() {
+    let s = garage();
+    let dir = s.temp_dir();
+    let state = dir.path().join("state");
+    let path = file_of_parts(dir.path(), 33);
+    let key = unique("resume/abort-all");
+    let url = s.url(&key);
+    // A manifest outside the state directory: the state directory holds a link to it.
+    let manifest = dir.path().join("elsewhere.manifest");
+    let seams = Seams::new(&dir.path().join("seams"));
+    let mut cmd = s.command();
+    cmd.env("TALLY_STATE_DIR", &state)
+        .args(upload_args(&path, &url, &manifest));
+    seams.hold(&mut cmd, "part", &[3]);
+    let mut child = Running::spawn(&mut cmd, "tally upload (held at part 3)");
+    seams.reached(&mut child, "part", 3);
+    child.kill9();
+    let header = std::fs::read_to_string(&manifest).unwrap();
+    let id = header
+        .split("\"upload_id\":\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_owned();
+    assert!(manifest.with_extension("lock").exists());
+    assert_eq!(
+        state_files(&state).len(),
+        1,
+        "the link: {:?}",
+        state_files(&state)
+    );
+    let mut abort = s.command();
+    abort
+        .env("TALLY_STATE_DIR", &state)
+        .args(["abort", &url, "--upload-id", &id]);
+    let out = run_bounded(&mut abort, Duration::from_secs(120), "tally abort");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(s.uploads_in_progress(&key), 0);
+    assert!(!manifest.exists(), "manifest removed");
+    assert!(!manifest.with_extension("lock").exists(), "lock removed");
+    assert_eq!(state_files(&state), Vec::<String>::new(), "link removed");
+}
