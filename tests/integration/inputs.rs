@@ -8,66 +8,72 @@ use crate::support::*;
 #[test]
 fn a_file_changing_during_the_upload_is_never_completed() {
     let s = garage();
-    for (case, change) in [("grows", 1u64 << 20), ("shrinks", 0)] {
-        let dir = s.temp_dir();
-        let path = random_file(dir.path(), "f", 40 * MIB, 71);
-        let manifest = dir.path().join("m.manifest");
-        let key = unique(&format!("inputs/{case}"));
-        let url = s.url(&key);
-        // One part at a time; tally holds before sending part 2 (part 1 is sent and recorded),
-        // the file changes, then it goes on. Hashing runs ahead of the sends by 2 x the pool's
-        // threads (exec::hash_ahead), so the pool is pinned to 2 threads: parts 1-5 are checked
-        // before the change and part 6's check sees it, whatever the machine's core count.
-        let seams = Seams::new(&dir.path().join("seams"));
-        let mut cmd = s.command();
-        cmd.env("RAYON_NUM_THREADS", "2")
-            .args([
+    // Hashing runs ahead of the sends by 2 x the pool's threads (exec::hash_ahead): with 8
+    // threads every part of this file is hashed before the change, so only the check before each
+    // send (and, had the kernel's copy of a lost page failed, the check after it) can see it.
+    for threads in ["1", "2", "8"] {
+        for (case, change) in [("grows", 1u64 << 20), ("shrinks", 0)] {
+            let case = &format!("{case}, {threads} hashing threads");
+            let dir = s.temp_dir();
+            let path = random_file(dir.path(), "f", 40 * MIB, 71);
+            let manifest = dir.path().join("m.manifest");
+            let key = unique(&format!("inputs/change-{threads}-{change}"));
+            let url = s.url(&key);
+            // One part at a time; tally holds before sending part 2 (part 1 is sent and recorded),
+            // the file changes, then it goes on.
+            let seams = Seams::new(&dir.path().join("seams"));
+            let mut cmd = s.command();
+            cmd.env("RAYON_NUM_THREADS", threads)
+                .args([
+                    "upload",
+                    path.to_str().unwrap(),
+                    &url,
+                    "--part-size",
+                    "5MiB",
+                    "--concurrency",
+                    "1",
+                ])
+                .args(["--manifest", manifest.to_str().unwrap()]);
+            seams.hold(&mut cmd, "part", &[2]);
+            let mut child = Running::spawn(&mut cmd, &format!("tally upload ({case})"));
+            seams.reached(&mut child, "part", 2);
+            let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+            if change > 0 {
+                f.set_len(40 * MIB + change).unwrap();
+            } else {
+                f.set_len(30 * MIB).unwrap();
+            }
+            drop(f);
+            seams.go("part", 2);
+            let out = child.finish(TALLY_BOUND);
+            assert_eq!(out.status.code(), Some(2), "{case}: {}", stderr(&out));
+            let err = stderr(&out);
+            assert!(
+                err.contains("changed while it was being uploaded"),
+                "{case}: {err}"
+            );
+            let errors: Vec<&str> = err.lines().filter(|l| l.contains("error")).collect();
+            assert_eq!(errors.len(), 1, "{case}: one line: {err}");
+            assert!(s.head(&key).is_none(), "{case}: never completed");
+            // The kept upload cannot be resumed with the changed file: it is refused, not mixed.
+            let again = s.tally([
                 "upload",
                 path.to_str().unwrap(),
                 &url,
                 "--part-size",
                 "5MiB",
-                "--concurrency",
-                "1",
-            ])
-            .args(["--manifest", manifest.to_str().unwrap()]);
-        seams.hold(&mut cmd, "part", &[2]);
-        let mut child = Running::spawn(&mut cmd, &format!("tally upload ({case})"));
-        seams.reached(&mut child, "part", 2);
-        let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
-        if change > 0 {
-            f.set_len(40 * MIB + change).unwrap();
-        } else {
-            f.set_len(30 * MIB).unwrap();
+                "--manifest",
+                manifest.to_str().unwrap(),
+            ]);
+            assert_eq!(again.status.code(), Some(2), "{case}");
+            assert!(
+                stderr(&again).contains("changed since upload"),
+                "{case}: {}",
+                stderr(&again)
+            );
+            assert!(s.head(&key).is_none());
+            s.abort_uploads(&key);
         }
-        drop(f);
-        seams.go("part", 2);
-        let out = child.finish(TALLY_BOUND);
-        assert!(!out.status.success(), "{case}");
-        let err = stderr(&out);
-        assert!(
-            err.contains("changed while it was being uploaded"),
-            "{case}: {err}"
-        );
-        assert!(s.head(&key).is_none(), "{case}: never completed");
-        // The kept upload cannot be resumed with the changed file: it is refused, not mixed.
-        let again = s.tally([
-            "upload",
-            path.to_str().unwrap(),
-            &url,
-            "--part-size",
-            "5MiB",
-            "--manifest",
-            manifest.to_str().unwrap(),
-        ]);
-        assert_eq!(again.status.code(), Some(2), "{case}");
-        assert!(
-            stderr(&again).contains("changed since upload"),
-            "{case}: {}",
-            stderr(&again)
-        );
-        assert!(s.head(&key).is_none());
-        s.abort_uploads(&key);
     }
 }
 
