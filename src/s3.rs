@@ -22,6 +22,8 @@ pub mod fake;
 mod interceptors;
 mod paging;
 mod sdk;
+#[cfg(any(test, feature = "fake"))]
+pub mod tamper;
 mod watch;
 
 pub use create::create_upload;

@@ -9,9 +9,8 @@ use base64::engine::general_purpose::STANDARD as B64;
 use md5::{Digest as _, Md5};
 use sha2::Sha256;
 use tally::config::{Connection, UploadConfig};
-use tally::error::S3Error;
-use tally::hash::{ChecksumAlgorithm, ChecksumType, Digest, PartHash};
-use tally::s3::{CompletedPart, MultipartWrite, ObjectRead, SdkS3, Tagging, WriteReply};
+use tally::hash::{ChecksumAlgorithm, Digest};
+use tally::s3::SdkS3;
 
 use crate::support::*;
 
@@ -139,43 +138,11 @@ fn every_checksum_algorithm_round_trips_on(s: &Server) {
     }
 }
 
-/// Wraps the real client and corrupts what is sent with one part: its checksum or its MD5.
-struct CorruptPart<C> {
-    inner: C,
-    part: u32,
-    md5: bool,
-}
-
-impl<C: MultipartWrite> MultipartWrite for CorruptPart<C> {
-    async fn put_object(
-        &self,
-        obj: &tally::config::ObjectUrl,
-        alg: ChecksumAlgorithm,
-        body: bytes::Bytes,
-        hash: &PartHash,
-    ) -> Result<WriteReply, S3Error> {
-        self.inner.put_object(obj, alg, body, hash).await
-    }
-    async fn create_multipart(
-        &self,
-        obj: &tally::config::ObjectUrl,
-        alg: ChecksumAlgorithm,
-        kind: ChecksumType,
-    ) -> Result<String, S3Error> {
-        self.inner.create_multipart(obj, alg, kind).await
-    }
-    async fn upload_part(
-        &self,
-        obj: &tally::config::ObjectUrl,
-        upload_id: &str,
-        number: u32,
-        alg: ChecksumAlgorithm,
-        body: bytes::Bytes,
-        hash: &PartHash,
-    ) -> Result<WriteReply, S3Error> {
-        let mut hash = hash.clone();
-        if number == self.part {
-            if self.md5 {
+/// The real client, sending a corrupted checksum or MD5 with part `part`.
+fn corrupt_part<C>(inner: C, part: u32, md5: bool) -> tally::s3::tamper::Tamper<C> {
+    tally::s3::tamper::Tamper::new(inner).part_sent(move |number, hash| {
+        if number == part {
+            if md5 {
                 hash.md5.as_mut().expect("--content-md5 computes it")[0] ^= 1;
             } else {
                 let mut raw = hash.checksum.as_bytes().to_vec();
@@ -183,89 +150,7 @@ impl<C: MultipartWrite> MultipartWrite for CorruptPart<C> {
                 hash.checksum = Digest::from_bytes(raw);
             }
         }
-        self.inner
-            .upload_part(obj, upload_id, number, alg, body, &hash)
-            .await
-    }
-    async fn complete_multipart(
-        &self,
-        obj: &tally::config::ObjectUrl,
-        upload_id: &str,
-        alg: ChecksumAlgorithm,
-        parts: &[CompletedPart],
-        full_object: Option<&str>,
-    ) -> Result<WriteReply, S3Error> {
-        self.inner
-            .complete_multipart(obj, upload_id, alg, parts, full_object)
-            .await
-    }
-    async fn abort_multipart(
-        &self,
-        obj: &tally::config::ObjectUrl,
-        upload_id: &str,
-    ) -> Result<(), S3Error> {
-        self.inner.abort_multipart(obj, upload_id).await
-    }
-    async fn list_parts(
-        &self,
-        obj: &tally::config::ObjectUrl,
-        upload_id: &str,
-        alg: ChecksumAlgorithm,
-    ) -> Result<Vec<tally::s3::HeldPart>, S3Error> {
-        self.inner.list_parts(obj, upload_id, alg).await
-    }
-    async fn list_uploads(
-        &self,
-        bucket: &str,
-        prefix: &str,
-    ) -> Result<Vec<tally::s3::InProgress>, S3Error> {
-        self.inner.list_uploads(bucket, prefix).await
-    }
-    fn endpoint_label(&self) -> String {
-        self.inner.endpoint_label()
-    }
-}
-
-impl<C: ObjectRead> ObjectRead for CorruptPart<C> {
-    async fn object_attributes(
-        &self,
-        obj: &tally::config::ObjectUrl,
-    ) -> Result<Option<tally::s3::ObjectAttributes>, S3Error> {
-        self.inner.object_attributes(obj).await
-    }
-    async fn head_object(
-        &self,
-        obj: &tally::config::ObjectUrl,
-        part_number: Option<u32>,
-    ) -> Result<tally::s3::HeadInfo, S3Error> {
-        self.inner.head_object(obj, part_number).await
-    }
-    async fn get_range(
-        &self,
-        obj: &tally::config::ObjectUrl,
-        range: std::ops::Range<u64>,
-        if_match: Option<&tally::s3::ETag>,
-    ) -> Result<bytes::Bytes, S3Error> {
-        self.inner.get_range(obj, range, if_match).await
-    }
-}
-
-impl<C: Tagging> Tagging for CorruptPart<C> {
-    async fn get_tags(
-        &self,
-        obj: &tally::config::ObjectUrl,
-        version: Option<&str>,
-    ) -> Result<Vec<(String, String)>, S3Error> {
-        self.inner.get_tags(obj, version).await
-    }
-    async fn put_tags(
-        &self,
-        obj: &tally::config::ObjectUrl,
-        version: Option<&str>,
-        tags: &[(String, String)],
-    ) -> Result<(), S3Error> {
-        self.inner.put_tags(obj, version, tags).await
-    }
+    })
 }
 
 fn sdk_client(s: &Server) -> SdkS3 {
@@ -304,11 +189,7 @@ async fn wrong_checksum_rejected_on(s: &Server) {
         (ChecksumAlgorithm::Crc32c, true),
     ] {
         let key = unique(&format!("corrupt/{alg}-{md5}"));
-        let client = CorruptPart {
-            inner: sdk_client(s),
-            part: 2,
-            md5,
-        };
+        let client = corrupt_part(sdk_client(s), 2, md5);
         let mut cfg = UploadConfig::new(path.clone(), &s.url(&key), 5 * MIB, 4, alg).unwrap();
         cfg.content_md5 = md5;
         cfg.resume.manifest = Some(dir.path().join(format!("{alg}-{md5}.manifest")));

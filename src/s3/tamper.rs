@@ -1,0 +1,189 @@
+//! A decorator for tests (feature `fake`): any client, with hooks that alter what one request
+//! sends or what its reply says, so a test shows what tally does when bytes, checksums or replies
+//! go wrong, against the fake or a real server, without forwarding every method by hand.
+
+use bytes::Bytes;
+
+use super::{
+    CompletedPart, ETag, HeadInfo, HeldPart, InProgress, MultipartWrite, ObjectAttributes,
+    ObjectRead, Tagging, WriteReply,
+};
+use crate::config::ObjectUrl;
+use crate::error::S3Error;
+use crate::hash::{ChecksumAlgorithm, ChecksumType, PartHash};
+
+type PartHook = Box<dyn Fn(u32, &mut PartHash) + Send + Sync>;
+type ReplyHook = Box<dyn Fn(u32, &mut WriteReply) + Send + Sync>;
+type CompleteHook = Box<dyn Fn(&mut WriteReply) + Send + Sync>;
+
+/// `inner` with hooks; every operation without a hook is forwarded unchanged.
+pub struct Tamper<C> {
+    inner: C,
+    part_sent: Option<PartHook>,
+    part_reply: Option<ReplyHook>,
+    complete_reply: Option<CompleteHook>,
+}
+
+impl<C> Tamper<C> {
+    /// `inner`, unchanged until hooks are added.
+    pub fn new(inner: C) -> Tamper<C> {
+        Tamper {
+            inner,
+            part_sent: None,
+            part_reply: None,
+            complete_reply: None,
+        }
+    }
+
+    /// Alters the precomputed hash sent with UploadPart `number` (its checksum or Content-MD5
+    /// header), not the body: the server then sees bytes that do not match what was declared.
+    pub fn part_sent(mut self, f: impl Fn(u32, &mut PartHash) + Send + Sync + 'static) -> Self {
+        self.part_sent = Some(Box::new(f));
+        self
+    }
+
+    /// Alters the reply to UploadPart `number`.
+    pub fn part_reply(mut self, f: impl Fn(u32, &mut WriteReply) + Send + Sync + 'static) -> Self {
+        self.part_reply = Some(Box::new(f));
+        self
+    }
+
+    /// Alters the reply to CompleteMultipartUpload.
+    pub fn complete_reply(mut self, f: impl Fn(&mut WriteReply) + Send + Sync + 'static) -> Self {
+        self.complete_reply = Some(Box::new(f));
+        self
+    }
+
+    /// The wrapped client.
+    pub fn inner(&self) -> &C {
+        &self.inner
+    }
+}
+
+impl<C: MultipartWrite> MultipartWrite for Tamper<C> {
+    async fn put_object(
+        &self,
+        obj: &ObjectUrl,
+        alg: ChecksumAlgorithm,
+        body: Bytes,
+        hash: &PartHash,
+    ) -> Result<WriteReply, S3Error> {
+        self.inner.put_object(obj, alg, body, hash).await
+    }
+
+    async fn create_multipart(
+        &self,
+        obj: &ObjectUrl,
+        alg: ChecksumAlgorithm,
+        kind: ChecksumType,
+    ) -> Result<String, S3Error> {
+        self.inner.create_multipart(obj, alg, kind).await
+    }
+
+    async fn upload_part(
+        &self,
+        obj: &ObjectUrl,
+        upload_id: &str,
+        number: u32,
+        alg: ChecksumAlgorithm,
+        body: Bytes,
+        hash: &PartHash,
+    ) -> Result<WriteReply, S3Error> {
+        let mut sent = hash.clone();
+        if let Some(f) = &self.part_sent {
+            f(number, &mut sent);
+        }
+        let mut reply = self
+            .inner
+            .upload_part(obj, upload_id, number, alg, body, &sent)
+            .await?;
+        if let Some(f) = &self.part_reply {
+            f(number, &mut reply);
+        }
+        Ok(reply)
+    }
+
+    async fn complete_multipart(
+        &self,
+        obj: &ObjectUrl,
+        upload_id: &str,
+        alg: ChecksumAlgorithm,
+        parts: &[CompletedPart],
+        full_object: Option<&str>,
+    ) -> Result<WriteReply, S3Error> {
+        let mut reply = self
+            .inner
+            .complete_multipart(obj, upload_id, alg, parts, full_object)
+            .await?;
+        if let Some(f) = &self.complete_reply {
+            f(&mut reply);
+        }
+        Ok(reply)
+    }
+
+    async fn abort_multipart(&self, obj: &ObjectUrl, upload_id: &str) -> Result<(), S3Error> {
+        self.inner.abort_multipart(obj, upload_id).await
+    }
+
+    async fn list_parts(
+        &self,
+        obj: &ObjectUrl,
+        upload_id: &str,
+        alg: ChecksumAlgorithm,
+    ) -> Result<Vec<HeldPart>, S3Error> {
+        self.inner.list_parts(obj, upload_id, alg).await
+    }
+
+    async fn list_uploads(&self, bucket: &str, prefix: &str) -> Result<Vec<InProgress>, S3Error> {
+        self.inner.list_uploads(bucket, prefix).await
+    }
+
+    fn endpoint_label(&self) -> String {
+        self.inner.endpoint_label()
+    }
+}
+
+impl<C: ObjectRead> ObjectRead for Tamper<C> {
+    async fn object_attributes(
+        &self,
+        obj: &ObjectUrl,
+    ) -> Result<Option<ObjectAttributes>, S3Error> {
+        self.inner.object_attributes(obj).await
+    }
+
+    async fn head_object(
+        &self,
+        obj: &ObjectUrl,
+        part_number: Option<u32>,
+    ) -> Result<HeadInfo, S3Error> {
+        self.inner.head_object(obj, part_number).await
+    }
+
+    async fn get_range(
+        &self,
+        obj: &ObjectUrl,
+        range: std::ops::Range<u64>,
+        if_match: Option<&ETag>,
+    ) -> Result<Bytes, S3Error> {
+        self.inner.get_range(obj, range, if_match).await
+    }
+}
+
+impl<C: Tagging> Tagging for Tamper<C> {
+    async fn get_tags(
+        &self,
+        obj: &ObjectUrl,
+        version: Option<&str>,
+    ) -> Result<Vec<(String, String)>, S3Error> {
+        self.inner.get_tags(obj, version).await
+    }
+
+    async fn put_tags(
+        &self,
+        obj: &ObjectUrl,
+        version: Option<&str>,
+        tags: &[(String, String)],
+    ) -> Result<(), S3Error> {
+        self.inner.put_tags(obj, version, tags).await
+    }
+}
