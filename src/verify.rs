@@ -35,14 +35,12 @@ use crate::source::Source;
 
 /// The outcome.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "verdict", content = "reason", rename_all = "snake_case")]
+#[serde(tag = "verdict", rename_all = "snake_case")]
 pub enum Verdict {
     /// Every comparison made matched, and at least one compared content.
     Identical,
     /// Something differs.
     Differs,
-    /// Nothing could decide (with the reason).
-    Unverifiable(String),
 }
 
 /// The report of one verification.
