@@ -196,6 +196,18 @@ impl FakeS3 {
             .count()
     }
 
+    /// The numbers of the parts the uploads in progress hold, in order.
+    pub fn held_parts(&self) -> Vec<u32> {
+        let s = self.state.lock().unwrap();
+        let mut v: Vec<u32> = s
+            .uploads
+            .values()
+            .flat_map(|u| u.parts.keys().copied())
+            .collect();
+        v.sort_unstable();
+        v
+    }
+
     /// Sets when upload `upload_id` was started (seconds since the epoch; the fake otherwise
     /// numbers them 1, 2, ...); false if there is no such upload.
     pub fn set_initiated(&self, upload_id: &str, secs: i64) -> bool {
