@@ -225,18 +225,50 @@ mod tests {
         }
     }
 
+    /// `len` pseudo-random bytes, eight at a time (fast enough unoptimized for 100+ MiB).
+    fn data_fast(len: u64, seed: u64) -> Vec<u8> {
+        let mut x = seed | 1;
+        let mut out = Vec::with_capacity(len as usize + 8);
+        while (out.len() as u64) < len {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            out.extend_from_slice(&x.to_le_bytes());
+        }
+        out.truncate(len as usize);
+        out
+    }
+
+    const ALGORITHMS: [ChecksumAlgorithm; 5] = [
+        ChecksumAlgorithm::Sha256,
+        ChecksumAlgorithm::Sha1,
+        ChecksumAlgorithm::Crc32,
+        ChecksumAlgorithm::Crc32c,
+        ChecksumAlgorithm::Crc64nvme,
+    ];
+
     proptest! {
         #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
 
         /// Reference model: whatever the sequence of "send parts / crash (with the part in flight
-        /// stored or not) / resume", the object ends equal to the file, completed once, with every
-        /// part exactly once, and no more parts re-sent than were in flight at each crash.
+        /// stored or not) / the server loses a stored part / resume", for every checksum algorithm
+        /// (CRC64NVME's full-object CRC combined over adopted, skipped and sent parts), with and
+        /// without Content-MD5, with ListParts in pages of any size and a last part of any size,
+        /// the object ends equal to the file, completed once, with every part exactly once, and
+        /// no more parts sent than the file's, plus those in flight at each crash, plus those
+        /// the server lost.
         #[test]
         fn resume_after_crashes_ends_with_every_part_exactly_once(
-            parts in 2u64..7,
-            short in 0u64..5000,
+            parts in prop_oneof![3 => 2u64..8, 1 => 8u64..25],
+            short in prop_oneof![0u64..5000, (5 * MIB - 5000)..(5 * MIB)],
             concurrency in 1usize..4,
-            crashes in proptest::collection::vec((0u32..8, any::<bool>()), 0..4),
+            crashes in proptest::collection::vec(
+                (0u32..10, any::<bool>(), proptest::option::of(0u32..64)),
+                1..4,
+            ),
+            alg in proptest::sample::select(ALGORITHMS.to_vec()),
+            content_md5 in any::<bool>(),
+            page in proptest::option::of(1usize..5),
             trust in any::<bool>(),
             seed in any::<u64>(),
         ) {
@@ -248,13 +280,19 @@ mod tests {
             rt.block_on(async {
                 let dir = tempfile::tempdir().unwrap();
                 let file = dir.path().join("src.bin");
-                let bytes = data(parts * 5 * MIB - short, seed);
+                let bytes = data_fast(parts * 5 * MIB - short, seed);
                 std::fs::write(&file, &bytes).unwrap();
-                let cfg = config(dir.path(), file, concurrency, trust);
+                let mut cfg = config(dir.path(), file, concurrency, trust);
+                cfg.checksum = alg;
+                cfg.content_md5 = content_md5;
                 let fake = FakeS3::default();
+                if let Some(n) = page {
+                    fake.set_page_size(n);
+                }
                 let mut crashed = 0;
+                let mut lost = 0;
                 let mut finished = false;
-                for (after, store) in crashes {
+                for (after, store, lose) in crashes {
                     fake.crash_after(after, store);
                     match run(&fake, &cfg).await {
                         None => crashed += 1,
@@ -266,25 +304,127 @@ mod tests {
                     }
                     // Let the dropped run's last journal write land or not, like a killed process's.
                     tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                    // The server loses a part it stored (recorded or not): it must be sent again.
+                    let held = fake.held_parts();
+                    if let Some(k) = lose.filter(|_| !held.is_empty()) {
+                        lost += fake.lose_part(held[k as usize % held.len()]) as u64;
+                    }
                 }
                 fake.disarm();
                 if !finished {
+                    // S3 is the truth: every part it holds is the file's (kept, or adopted when
+                    // never recorded), on every page; exactly the others are sent.
+                    let held = fake.held_parts().len() as u64;
+                    let before = fake.part_uploads();
                     let r = run(&fake, &cfg).await.unwrap().unwrap();
-                    assert_eq!(u64::from(r.parts_sent + r.parts_skipped), parts);
+                    assert_eq!(u64::from(r.parts_skipped), held, "every part S3 holds is kept");
+                    assert_eq!(u64::from(r.parts_sent), parts - held, "exactly the parts S3 lacks are sent");
+                    assert_eq!(u64::from(fake.part_uploads() - before), parts - held);
                     assert_eq!(r.resumed, crashed > 0);
                 }
-                assert_eq!(fake.object("obj").as_deref(), Some(&bytes[..]));
+                assert_eq!(fake.object("obj").as_deref(), Some(&bytes[..]), "{alg} md5={content_md5}");
                 assert_eq!(fake.completes(), 1);
                 assert_eq!(fake.uploads_in_progress(), 0);
-                let bound = parts + crashed * concurrency as u64;
+                let bound = parts + crashed * concurrency as u64 + lost;
                 assert!(
                     u64::from(fake.part_uploads()) <= bound,
-                    "{} part uploads for {parts} parts and {crashed} crashes at concurrency {concurrency}",
+                    "{} part uploads for {parts} parts, {crashed} crashes at concurrency {concurrency}, {lost} lost",
                     fake.part_uploads()
                 );
                 assert!(!dir.path().join("m.manifest").exists());
             });
         }
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_part_the_server_lost_is_sent_again() {
+        // Three of four parts recorded; the server then loses part 2 (recorded in the manifest).
+        // The resume must not trust the manifest over ListParts: part 2 goes again.
+        for trust in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let file = dir.path().join("src.bin");
+            let bytes = data_fast(4 * 5 * MIB - 1, 12);
+            std::fs::write(&file, &bytes).unwrap();
+            let cfg = config(dir.path(), file, 1, trust);
+            let fake = FakeS3::default();
+            fake.crash_after(3, false);
+            assert!(run(&fake, &cfg).await.is_none());
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            fake.disarm();
+            assert_eq!(fake.lose_part(2), 1);
+            let r = run(&fake, &cfg).await.unwrap().unwrap();
+            assert_eq!(
+                (r.parts_skipped, r.parts_sent),
+                (2, 2),
+                "trust={trust}: parts 2 and 4 sent"
+            );
+            assert_eq!(fake.part_uploads(), 4 + 2, "trust={trust}");
+            assert_eq!(
+                fake.object("obj").as_deref(),
+                Some(&bytes[..]),
+                "trust={trust}"
+            );
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_resume_after_an_in_place_change_in_the_sampled_bytes_is_refused() {
+        // The file keeps its size and modification time, but a byte of its first MiB (inside the
+        // fingerprint's samples, in part 1, which S3 already holds) changed: resuming would mix
+        // old and new bytes. Only the fingerprint can tell: it must refuse, completing nothing.
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("src.bin");
+        let mut bytes = data_fast(3 * 5 * MIB, 13);
+        std::fs::write(&file, &bytes).unwrap();
+        let cfg = config(dir.path(), file.clone(), 1, false);
+        let fake = FakeS3::default();
+        fake.crash_after(2, false);
+        assert!(run(&fake, &cfg).await.is_none());
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        fake.disarm();
+        let mtime = std::fs::metadata(&file).unwrap().modified().unwrap();
+        bytes[1000] ^= 1;
+        std::fs::write(&file, &bytes).unwrap();
+        let f = std::fs::File::options().write(true).open(&file).unwrap();
+        f.set_modified(mtime).unwrap();
+        drop(f);
+        let e = run(&fake, &cfg)
+            .await
+            .unwrap()
+            .expect_err("the resume must be refused");
+        assert!(matches!(e, Error::ResumeRefused { .. }), "{e}");
+        assert!(e.to_string().contains("changed since upload"), "{e}");
+        assert_eq!(e.exit_code(), 2);
+        assert_eq!(fake.completes(), 0, "nothing completed");
+        assert_eq!(fake.part_uploads(), 3, "nothing sent");
+        assert_eq!(fake.uploads_in_progress(), 1, "the upload is kept");
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_resume_reads_every_page_of_list_parts() {
+        // Six parts in S3 (five recorded, the sixth stored but never acknowledged), two a page:
+        // the resume must see all six over three pages, adopt the sixth and send only the seventh.
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("src.bin");
+        let bytes = data_fast(7 * 5 * MIB - 3, 14);
+        std::fs::write(&file, &bytes).unwrap();
+        let cfg = config(dir.path(), file, 1, false);
+        let fake = FakeS3::default();
+        fake.set_page_size(2);
+        fake.crash_after(5, true);
+        assert!(run(&fake, &cfg).await.is_none());
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        fake.disarm();
+        let pages = fake.list_parts_pages();
+        let r = run(&fake, &cfg).await.unwrap().unwrap();
+        assert_eq!(
+            fake.list_parts_pages() - pages,
+            3,
+            "six parts at two a page"
+        );
+        assert_eq!((r.parts_skipped, r.parts_sent), (6, 1), "{r:?}");
+        assert_eq!(fake.part_uploads(), 7, "no part sent twice");
+        assert_eq!(fake.object("obj").as_deref(), Some(&bytes[..]));
     }
 
     #[tokio::test(flavor = "multi_thread")]

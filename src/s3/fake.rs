@@ -7,7 +7,9 @@
 //! ([`FakeS3::set_page_size`]) through the same marker loop as the real client. It counts requests,
 //! can "crash" (stop answering) after a given number of part uploads so a test can drop an upload
 //! mid-flight like a kill -9, and can lose the reply of CreateMultipartUpload after creating the
-//! upload, as a reset connection does.
+//! upload, as a reset connection does. Between runs a test can lose a stored part
+//! ([`FakeS3::lose_part`], as a part expired by the server would be) or date an upload
+//! ([`FakeS3::set_initiated`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
@@ -182,6 +184,38 @@ impl FakeS3 {
     /// ListParts answers at most `n` parts a page (S3: 1,000).
     pub fn set_page_size(&self, n: usize) {
         self.state.lock().unwrap().page_size = Some(n.max(1));
+    }
+
+    /// Drops part `number` from every upload in progress, as a server that lost or expired it
+    /// would; returns how many uploads held it.
+    pub fn lose_part(&self, number: u32) -> usize {
+        let mut s = self.state.lock().unwrap();
+        s.uploads
+            .values_mut()
+            .filter_map(|u| u.parts.remove(&number))
+            .count()
+    }
+
+    /// The numbers of the parts the uploads in progress hold, in order.
+    pub fn held_parts(&self) -> Vec<u32> {
+        let s = self.state.lock().unwrap();
+        let mut v: Vec<u32> = s
+            .uploads
+            .values()
+            .flat_map(|u| u.parts.keys().copied())
+            .collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// Sets when upload `upload_id` was started (seconds since the epoch; the fake otherwise
+    /// numbers them 1, 2, ...); false if there is no such upload.
+    pub fn set_initiated(&self, upload_id: &str, secs: i64) -> bool {
+        let mut s = self.state.lock().unwrap();
+        s.uploads
+            .get_mut(upload_id)
+            .map(|u| u.initiated = secs)
+            .is_some()
     }
 
     /// UploadPart requests that reached the server so far.

@@ -3,6 +3,7 @@
 
 #![allow(unreachable_pub, missing_docs)]
 
+mod claims;
 mod faults;
 mod inputs;
 mod md5;

@@ -95,6 +95,17 @@ pub struct Event {
     pub op: Op,
     pub fault: Option<Fault>,
     pub forced: bool,
+    /// The request's method and target (path and query).
+    pub target: String,
+    /// The request's headers, as received.
+    pub headers: Vec<(String, String)>,
+}
+
+impl Event {
+    /// The value of header `name` (any case), if the request carried it.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        header(&self.headers, name)
+    }
 }
 
 /// What the proxy did.
@@ -389,6 +400,8 @@ fn serve(client: TcpStream, shared: &Shared) {
             op,
             fault,
             forced,
+            target: format!("{method} {target}"),
+            headers: headers.clone(),
         });
         if fault == Some(Fault::ResetBefore) {
             let _ = client.shutdown(Shutdown::Both);
