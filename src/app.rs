@@ -329,7 +329,7 @@ fn print_upload(r: &UploadReport) -> String {
                 "  verified  read back with {}: checksum {}, ETag {}, {} parts compared one by one\n",
                 v.method,
                 said(v.checksum_matches),
-                said(v.etag_matches),
+                check(v.etag),
                 v.parts_compared
             );
         }
