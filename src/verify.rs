@@ -301,9 +301,8 @@ mod tests {
     use bytes::Bytes;
 
     use super::*;
+    use crate::s3::MultipartWrite as _;
     use crate::s3::fake::FakeS3;
-    #[allow(unused_imports)]
-    use crate::s3::{MultipartWrite as _, ObjectRead as _, Tagging as _};
 
     #[tokio::test]
     async fn download_names_the_first_differing_byte() {

@@ -372,8 +372,7 @@ mod tests {
     use super::*;
     use crate::hash::ChecksumAlgorithm;
     use crate::s3::fake::FakeS3;
-    #[allow(unused_imports)]
-    use crate::s3::{MultipartWrite as _, ObjectRead as _, Tagging as _};
+    use crate::s3::{MultipartWrite as _, ObjectRead as _};
 
     fn data(len: usize) -> Vec<u8> {
         let mut x = 0x9E37_79B9_7F4A_7C15u64;

@@ -270,10 +270,9 @@ mod tests {
 
     use super::*;
     use crate::hash::{self, ChecksumAlgorithm};
+    use crate::s3::MultipartWrite as _;
     use crate::s3::fake::FakeS3;
     use crate::s3::{HeadInfo, ObjectAttributes};
-    #[allow(unused_imports)]
-    use crate::s3::{MultipartWrite as _, ObjectRead as _, Tagging as _};
 
     /// FakeS3 (which honours `If-Match`) with answers that finish in reverse
     /// order of request within each batch (later ranges first), and a count of bytes requested.
