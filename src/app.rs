@@ -19,6 +19,8 @@ use crate::verify::{self, Verdict, VerifyOptions, VerifyReport};
 /// Runs `cli` to completion and returns the process exit code.
 pub fn run(cli: Cli) -> i32 {
     let output = match &cli.command {
+        Command::Completions(a) => return completions(a.shell),
+        Command::Man => return man_page(),
         Command::Upload(a) => &a.output,
         Command::Verify(a) => &a.output,
         Command::Hash(a) => &a.output,
@@ -121,6 +123,8 @@ pub fn run(cli: Cli) -> i32 {
             });
             out.finish(result.map(|r| (print_aborted(&r), r)))
         }
+        // Answered above, before logging and the runtime.
+        Command::Completions(_) | Command::Man => EXIT_OK,
     }
 }
 
@@ -232,6 +236,25 @@ fn init_logging(out: &OutputArgs) {
     } else {
         builder.try_init()
     };
+}
+
+/// Writes the completion script for `shell` to standard output.
+fn completions(shell: clap_complete::Shell) -> i32 {
+    use clap::CommandFactory as _;
+    clap_complete::generate(shell, &mut Cli::command(), "tally", &mut std::io::stdout());
+    EXIT_OK
+}
+
+/// Writes the manual page (roff) to standard output.
+fn man_page() -> i32 {
+    use clap::CommandFactory as _;
+    match clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()) {
+        Ok(()) => EXIT_OK,
+        Err(e) => {
+            eprintln!("tally: error: writing the manual page: {e}");
+            EXIT_ERROR
+        }
+    }
 }
 
 /// The first Ctrl-C / SIGTERM cancels `token` (the upload stops and is kept for resuming); a second one

@@ -105,6 +105,17 @@ pub enum Command {
     Uploads(UploadsArgs),
     /// Abort multipart uploads in progress, so their parts are no longer stored and billed.
     Abort(AbortArgs),
+    /// Print a completion script for a shell: `tally completions bash > /etc/bash_completion.d/tally`.
+    Completions(CompletionsArgs),
+    /// Print tally's manual page (roff, generated from these definitions): `tally man > tally.1`.
+    Man,
+}
+
+/// `tally completions SHELL`.
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell: bash, zsh, fish, elvish or powershell.
+    pub shell: clap_complete::Shell,
 }
 
 /// `tally uploads s3://BUCKET[/PREFIX]`.

@@ -4,6 +4,7 @@
 #![allow(unreachable_pub, missing_docs)]
 
 mod claims;
+mod cli;
 mod faults;
 mod inputs;
 mod md5;
