@@ -11,13 +11,11 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use md5::{Digest as _, Md5};
 use tally::config::{ObjectUrl, UploadConfig};
-use tally::error::{Error, S3Error};
-use tally::hash::{ChecksumAlgorithm, ChecksumType, PartHash};
+use tally::error::Error;
+use tally::hash::{ChecksumAlgorithm, ChecksumType};
+use tally::s3::MultipartWrite;
 use tally::s3::fake::FakeS3;
-use tally::s3::{
-    CompletedPart, ETag, HeadInfo, HeldPart, InProgress, MultipartWrite, ObjectAttributes,
-    ObjectRead, Tagging, WriteReply,
-};
+use tally::s3::tamper::Tamper;
 
 use crate::proxy::{Fault, Force, Op, Plan, Proxy};
 use crate::support::*;
@@ -25,30 +23,8 @@ use crate::support::*;
 // ---------------------------------------------------------------------------------------------
 // The fake, wrapped.
 
-/// The fake, with one thing going wrong on purpose.
-struct Meddle {
-    inner: FakeS3,
-    /// UploadPart's reply for this part carries another checksum than the one S3 computed.
-    part_reply: Option<u32>,
-    /// CompleteMultipartUpload's reply carries another checksum.
-    complete_reply: bool,
-    /// Before the first UploadPart, the manifest at this path is made unwritable: its open file
-    /// description is swapped for /dev/full, so its next append fails (ENOSPC), as on a full disk.
-    jam_manifest: Option<PathBuf>,
-    jammed: std::sync::atomic::AtomicBool,
-}
-
-impl Meddle {
-    fn new(inner: FakeS3) -> Meddle {
-        Meddle {
-            inner,
-            part_reply: None,
-            complete_reply: false,
-            jam_manifest: None,
-            jammed: std::sync::atomic::AtomicBool::new(false),
-        }
-    }
-}
+/// The fake, with one thing going wrong on purpose (hooks of the library's `Tamper`).
+type Meddle = Tamper<FakeS3>;
 
 /// A base64 value with its first character changed.
 fn tampered(value: &str) -> String {
@@ -91,126 +67,6 @@ fn jam(path: &Path) -> usize {
     n
 }
 
-impl MultipartWrite for Meddle {
-    async fn put_object(
-        &self,
-        obj: &ObjectUrl,
-        alg: ChecksumAlgorithm,
-        body: bytes::Bytes,
-        hash: &PartHash,
-    ) -> Result<WriteReply, S3Error> {
-        self.inner.put_object(obj, alg, body, hash).await
-    }
-    async fn create_multipart(
-        &self,
-        obj: &ObjectUrl,
-        alg: ChecksumAlgorithm,
-        kind: ChecksumType,
-    ) -> Result<String, S3Error> {
-        self.inner.create_multipart(obj, alg, kind).await
-    }
-    async fn upload_part(
-        &self,
-        obj: &ObjectUrl,
-        upload_id: &str,
-        number: u32,
-        alg: ChecksumAlgorithm,
-        body: bytes::Bytes,
-        hash: &PartHash,
-    ) -> Result<WriteReply, S3Error> {
-        if let Some(m) = &self.jam_manifest
-            && !self.jammed.swap(true, std::sync::atomic::Ordering::SeqCst)
-        {
-            assert_eq!(jam(m), 1, "the manifest is open once, for appending");
-        }
-        let mut reply = self
-            .inner
-            .upload_part(obj, upload_id, number, alg, body, hash)
-            .await?;
-        if self.part_reply == Some(number) {
-            reply.checksum = reply.checksum.map(|c| tampered(&c));
-        }
-        Ok(reply)
-    }
-    async fn complete_multipart(
-        &self,
-        obj: &ObjectUrl,
-        upload_id: &str,
-        alg: ChecksumAlgorithm,
-        parts: &[CompletedPart],
-        full_object: Option<&str>,
-    ) -> Result<WriteReply, S3Error> {
-        let mut reply = self
-            .inner
-            .complete_multipart(obj, upload_id, alg, parts, full_object)
-            .await?;
-        if self.complete_reply {
-            reply.checksum = reply.checksum.map(|c| tampered(&c));
-        }
-        Ok(reply)
-    }
-    async fn abort_multipart(&self, obj: &ObjectUrl, upload_id: &str) -> Result<(), S3Error> {
-        self.inner.abort_multipart(obj, upload_id).await
-    }
-    async fn list_parts(
-        &self,
-        obj: &ObjectUrl,
-        upload_id: &str,
-        alg: ChecksumAlgorithm,
-    ) -> Result<Vec<HeldPart>, S3Error> {
-        self.inner.list_parts(obj, upload_id, alg).await
-    }
-    async fn list_uploads(&self, bucket: &str, prefix: &str) -> Result<Vec<InProgress>, S3Error> {
-        self.inner.list_uploads(bucket, prefix).await
-    }
-    fn endpoint_label(&self) -> String {
-        self.inner.endpoint_label()
-    }
-}
-
-impl ObjectRead for Meddle {
-    async fn object_attributes(
-        &self,
-        obj: &ObjectUrl,
-    ) -> Result<Option<ObjectAttributes>, S3Error> {
-        self.inner.object_attributes(obj).await
-    }
-    async fn head_object(
-        &self,
-        obj: &ObjectUrl,
-        part_number: Option<u32>,
-    ) -> Result<HeadInfo, S3Error> {
-        self.inner.head_object(obj, part_number).await
-    }
-    async fn get_range(
-        &self,
-        obj: &ObjectUrl,
-        range: std::ops::Range<u64>,
-        if_match: Option<&ETag>,
-    ) -> Result<bytes::Bytes, S3Error> {
-        self.inner.get_range(obj, range, if_match).await
-    }
-}
-
-impl Tagging for Meddle {
-    async fn get_tags(
-        &self,
-        obj: &ObjectUrl,
-        version: Option<&str>,
-    ) -> Result<Vec<(String, String)>, S3Error> {
-        self.inner.get_tags(obj, version).await
-    }
-    async fn put_tags(
-        &self,
-        obj: &ObjectUrl,
-        version: Option<&str>,
-        tags: &[(String, String)],
-    ) -> Result<(), S3Error> {
-        self.inner.put_tags(obj, version, tags).await
-    }
-}
-
-/// A config for `len` random bytes in `dir`, to `s3://bkt/obj` in 5 MiB parts, one at a time.
 fn fake_config(dir: &Path, len: u64, alg: ChecksumAlgorithm) -> UploadConfig {
     let file = random_file(dir, "src.bin", len, len ^ 0x5eed);
     let mut cfg = UploadConfig::new(file, "s3://bkt/obj", 5 * MIB, 1, alg).unwrap();
@@ -232,8 +88,11 @@ async fn a_part_reply_with_another_checksum_is_an_integrity_error() {
     for alg in [ChecksumAlgorithm::Sha256, ChecksumAlgorithm::Crc64nvme] {
         let dir = tempfile::tempdir().unwrap();
         let cfg = fake_config(dir.path(), 3 * 5 * MIB - 7, alg);
-        let mut s3 = Meddle::new(FakeS3::default());
-        s3.part_reply = Some(2);
+        let s3 = Tamper::new(FakeS3::default()).part_reply(|number, reply| {
+            if number == 2 {
+                reply.checksum = reply.checksum.as_deref().map(tampered);
+            }
+        });
         let e = upload_with(&s3, &cfg)
             .await
             .expect_err("a part reply with another checksum must fail the upload");
@@ -245,8 +104,8 @@ async fn a_part_reply_with_another_checksum_is_an_integrity_error() {
             "{alg}: {text}"
         );
         assert!(text.contains("kept for resuming"), "{alg}: {text}");
-        assert_eq!(s3.inner.completes(), 0, "{alg}: nothing completed");
-        assert_eq!(s3.inner.uploads_in_progress(), 1, "{alg}: kept");
+        assert_eq!(s3.inner().completes(), 0, "{alg}: nothing completed");
+        assert_eq!(s3.inner().uploads_in_progress(), 1, "{alg}: kept");
     }
 }
 
@@ -255,8 +114,9 @@ async fn a_complete_reply_with_another_checksum_is_an_integrity_error() {
     for alg in [ChecksumAlgorithm::Sha256, ChecksumAlgorithm::Crc64nvme] {
         let dir = tempfile::tempdir().unwrap();
         let cfg = fake_config(dir.path(), 2 * 5 * MIB + 3, alg);
-        let mut s3 = Meddle::new(FakeS3::default());
-        s3.complete_reply = true;
+        let s3 = Tamper::new(FakeS3::default()).complete_reply(|reply| {
+            reply.checksum = reply.checksum.as_deref().map(tampered);
+        });
         let e = upload_with(&s3, &cfg)
             .await
             .expect_err("a Complete reply with another checksum must fail the upload");
@@ -271,19 +131,34 @@ async fn a_complete_reply_with_another_checksum_is_an_integrity_error() {
 async fn a_manifest_that_cannot_be_written_after_create_aborts_the_upload() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = fake_config(dir.path(), 2 * 5 * MIB + 1, ChecksumAlgorithm::Sha256);
-    let mut s3 = Meddle::new(FakeS3::default());
-    s3.jam_manifest = cfg.resume.manifest.clone();
+    // Before the first UploadPart, the manifest is made unwritable: its open file description is
+    // swapped for /dev/full, so its next append fails (ENOSPC), as on a full disk.
+    let manifest = cfg.resume.manifest.clone().unwrap();
+    let jammed = std::sync::atomic::AtomicBool::new(false);
+    let s3 = Tamper::new(FakeS3::default()).part_sent(move |_, _| {
+        if !jammed.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            assert_eq!(
+                jam(&manifest),
+                1,
+                "the manifest is open once, for appending"
+            );
+        }
+    });
     let e = upload_with(&s3, &cfg)
         .await
         .expect_err("an upload whose manifest cannot be written must stop");
     let text = e.to_string();
-    assert_eq!(s3.inner.creates(), 1, "stopped after CreateMultipartUpload");
     assert_eq!(
-        s3.inner.uploads_in_progress(),
+        s3.inner().creates(),
+        1,
+        "stopped after CreateMultipartUpload"
+    );
+    assert_eq!(
+        s3.inner().uploads_in_progress(),
         0,
         "an upload that cannot be resumed is aborted: {text}"
     );
-    assert_eq!(s3.inner.completes(), 0);
+    assert_eq!(s3.inner().completes(), 0);
     assert!(text.contains("manifest"), "{text}");
     assert!(text.contains("was aborted"), "{text}");
     assert_eq!(e.exit_code(), 2);
