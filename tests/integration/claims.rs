@@ -626,31 +626,6 @@ fn md5_hex(data: &[u8]) -> String {
     hex(&Md5::digest(data))
 }
 
-fn tag_set(s: &Server, key: &str) -> Vec<(String, String)> {
-    let out = s.aws([
-        "s3api",
-        "get-object-tagging",
-        "--bucket",
-        &s.bucket,
-        "--key",
-        key,
-    ]);
-    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    let mut t: Vec<(String, String)> = v["TagSet"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| {
-            (
-                t["Key"].as_str().unwrap().to_owned(),
-                t["Value"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect();
-    t.sort();
-    t
-}
-
 #[test]
 fn md5_tag_replaces_a_stale_value_and_says_so() {
     let s = localstack();
@@ -682,7 +657,7 @@ fn md5_tag_replaces_a_stale_value_and_says_so() {
         "{r}"
     );
     assert_eq!(
-        tag_set(s, &key),
+        s.tags(&key),
         vec![
             ("md5".to_owned(), want),
             ("reel".to_owned(), "7".to_owned())

@@ -176,30 +176,7 @@ fn tags_merge_once_and_the_ten_tag_limit_is_enforced() {
     let (code, r, err) = md5_json(s, &[&s.url("m/tagged"), "--tag"]);
     assert_eq!(code, Some(0), "{err}");
     assert_eq!(r["tag"], serde_json::json!(["md5", "added"]));
-    let tags = |key: &str| -> Vec<(String, String)> {
-        let out = s.aws([
-            "s3api",
-            "get-object-tagging",
-            "--bucket",
-            &s.bucket,
-            "--key",
-            key,
-        ]);
-        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-        let mut t: Vec<(String, String)> = v["TagSet"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|t| {
-                (
-                    t["Key"].as_str().unwrap().to_owned(),
-                    t["Value"].as_str().unwrap().to_owned(),
-                )
-            })
-            .collect();
-        t.sort();
-        t
-    };
+    let tags = |key: &str| s.tags(key);
     let expect = vec![
         ("md5".to_owned(), want.clone()),
         ("project".to_owned(), "dune".to_owned()),

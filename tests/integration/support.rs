@@ -237,6 +237,32 @@ impl Server {
     }
 
     /// Multipart uploads in progress for `key`, by the AWS CLI.
+    /// The object's tags as the AWS CLI reads them, sorted.
+    pub fn tags(&self, key: &str) -> Vec<(String, String)> {
+        let out = self.aws([
+            "s3api",
+            "get-object-tagging",
+            "--bucket",
+            &self.bucket,
+            "--key",
+            key,
+        ]);
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let mut t: Vec<(String, String)> = v["TagSet"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| {
+                (
+                    t["Key"].as_str().unwrap().to_owned(),
+                    t["Value"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect();
+        t.sort();
+        t
+    }
+
     pub fn uploads_in_progress(&self, key: &str) -> usize {
         let out = self.aws([
             "s3api",
