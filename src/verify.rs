@@ -9,6 +9,7 @@
 
 mod after_upload;
 pub mod compare;
+mod prove;
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -20,6 +21,7 @@ use serde::Serialize;
 
 pub use self::after_upload::{AfterUpload, after_upload};
 pub use self::compare::{Comparison, PartDiff};
+pub use self::prove::{Proof, prove};
 pub use crate::compare::Compared;
 pub use crate::remote::facts::{Method, RemoteFacts};
 

@@ -97,6 +97,7 @@ pub struct FakeS3 {
     peak_in_flight: std::sync::atomic::AtomicUsize,
     gather: std::sync::atomic::AtomicUsize,
     gather_for: Mutex<std::time::Duration>,
+    requests: std::sync::atomic::AtomicU32,
 }
 
 /// One request in flight at the fake, counted until dropped.
@@ -116,6 +117,7 @@ impl FakeS3 {
     /// Counts a request as in flight and lets other tasks run, as a network round trip would, so
     /// that requests sent together overlap here and [`FakeS3::peak_in_flight`] sees them.
     async fn request(&self) -> InFlight<'_> {
+        self.requests.fetch_add(1, Ordering::SeqCst);
         let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
         self.peak_in_flight.fetch_max(now, Ordering::SeqCst);
         let want = self.gather.load(Ordering::SeqCst);
@@ -216,6 +218,11 @@ impl FakeS3 {
             .get_mut(upload_id)
             .map(|u| u.initiated = secs)
             .is_some()
+    }
+
+    /// Requests of any kind that reached the server so far.
+    pub fn requests(&self) -> u32 {
+        self.requests.load(Ordering::SeqCst)
     }
 
     /// UploadPart requests that reached the server so far.

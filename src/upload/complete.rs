@@ -148,6 +148,7 @@ pub async fn finish<C: S3Api>(
         checksum: local,
         etag,
         upload_id: Some(upload_id.to_owned()),
+        stored_etag: reply.etag.as_ref().map(|e| e.as_str().to_owned()),
         version_id: reply.version_id,
         checks: Checks {
             part_checksums_matched: done.iter().filter(|d| d.checksum_echoed).count() as u32,

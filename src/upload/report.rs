@@ -65,6 +65,8 @@ pub struct UploadReport {
     pub upload_id: Option<String>,
     /// The object version, on versioned buckets.
     pub version_id: Option<String>,
+    /// The ETag S3 returned for the object (unquoted), when it returned one.
+    pub stored_etag: Option<String>,
     /// What S3's replies confirmed.
     pub checks: Checks,
     /// Parts sent by this run.

@@ -72,6 +72,7 @@ pub async fn put<C: S3Api>(run: &Run<'_, C>) -> Result<UploadReport, Error> {
         checksum: local,
         etag,
         upload_id: None,
+        stored_etag: reply.etag.as_ref().map(|e| e.as_str().to_owned()),
         version_id: reply.version_id,
         checks: Checks {
             part_checksums_matched: u32::from(object_checksum == Check::Matched),
