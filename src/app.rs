@@ -12,6 +12,7 @@ use crate::progress::{Bar, Notes, Progress, Silent};
 use crate::remote::md5::{self as remote_md5, Md5Options, Md5Report, Md5Source};
 use crate::remote::tags::TagOutcome;
 use crate::s3::SdkS3;
+use crate::upload::tree::{Action, FileLine, TreeConfig, TreeReport};
 use crate::upload::{self, Check, Method, UploadReport};
 use crate::uploads::{self, Aborted, UploadInfo};
 use crate::verify::{self, Verdict, VerifyOptions, VerifyReport};
@@ -35,7 +36,14 @@ pub fn run(cli: Cli) -> i32 {
         .build()
         .expect("a tokio runtime can be built");
     match &cli.command {
+        Command::Upload(args) if args.file.is_dir() => runtime.block_on(upload_tree(args, &out)),
         Command::Upload(args) => {
+            if args.tree.any() {
+                return out.finish::<()>(Err(Error::Usage(format!(
+                    "--include, --exclude and --no-follow-symlinks need a directory; {} is not one",
+                    args.file.display()
+                ))));
+            }
             let result = runtime.block_on(upload(args, &out));
             let code = match &result {
                 Ok(r) if r.md5_tag_error.is_some() => EXIT_ERROR,
@@ -285,6 +293,120 @@ async fn upload(args: &UploadArgs, out: &Output) -> Result<UploadReport, Error> 
     watch_signals(cancel.clone());
     let progress = out.progress();
     upload::upload(&s3, &cfg, progress.as_ref(), &cancel).await
+}
+
+/// `tally upload DIR s3://BUCKET/PREFIX/`: one line per file as it finishes (`--json`), failures
+/// and warnings on standard error as they happen, the grouped summary at the end.
+async fn upload_tree(args: &UploadArgs, out: &Output) -> i32 {
+    let cfg = match tree_config(args) {
+        Ok(c) => c,
+        Err(e) => return out.finish::<()>(Err(e)),
+    };
+    let s3 = match SdkS3::connect(&args.connection.to_connection()).await {
+        Ok(s) => s,
+        Err(e) => return out.finish::<()>(Err(e)),
+    };
+    let cancel = CancellationToken::new();
+    watch_signals(cancel.clone());
+    let progress = out.progress();
+    let json = out.json;
+    let quiet = out.quiet;
+    let on_line = move |line: &FileLine| {
+        if json {
+            let text = serde_json::to_string(line).expect("lines serialize");
+            println!("{}", crate::redact::redact(&text));
+        }
+        if quiet && line.action != Action::Failed {
+            return;
+        }
+        match line.action {
+            Action::Failed => eprintln!(
+                "tally: FAILED {}: {}",
+                line.path,
+                line.reason.as_deref().unwrap_or("")
+            ),
+            Action::Ignored => eprintln!(
+                "tally: warning: {}: {}",
+                line.path,
+                line.reason.as_deref().unwrap_or("")
+            ),
+            _ => {}
+        }
+    };
+    let result = upload::tree::upload_tree(&s3, &cfg, progress.as_ref(), &cancel, &on_line).await;
+    match result {
+        Ok(report) => {
+            if json {
+                let v = serde_json::json!({ "summary": &report });
+                println!("{}", crate::redact::redact(&v.to_string()));
+            } else if !quiet {
+                print!("{}", crate::redact::redact(&print_tree(&report)));
+            }
+            report.exit_code
+        }
+        Err(e) => out.finish::<()>(Err(e)),
+    }
+}
+
+/// The tree upload's settings from the command line.
+fn tree_config(args: &UploadArgs) -> Result<TreeConfig, Error> {
+    if args.manifest.is_some() {
+        return Err(Error::Usage(
+            "--manifest names one file's manifest; a directory's manifests go to the state directory (TALLY_STATE_DIR): leave --manifest out"
+                .into(),
+        ));
+    }
+    let mut prefix = ObjectUrl::parse(&args.target)?;
+    if !prefix.key.is_empty() && !prefix.key.ends_with('/') {
+        prefix.key.push('/');
+    }
+    let mut base = args.to_config()?;
+    base.target = prefix.clone();
+    Ok(TreeConfig {
+        root: args.file.clone(),
+        walk: args.tree.walk_options(prefix.key.len())?,
+        prefix,
+        base,
+    })
+}
+
+fn print_tree(r: &TreeReport) -> String {
+    let mut s = String::new();
+    for g in &r.groups {
+        s += &format!("  {g}\n");
+    }
+    if r.groups_omitted > 0 {
+        s += &format!(
+            "  ... and {} more lines (--json lists every file)\n",
+            r.groups_omitted
+        );
+    }
+    let verdict = if r.exit_code == EXIT_OK {
+        "every file is in S3 and proven"
+    } else if !r.complete {
+        "STOPPED before the end: run the same command again to finish"
+    } else {
+        "NOT every file is in S3 and proven: see the FAILED lines above"
+    };
+    s += &format!(
+        "s3://{}/{}: {} files, {}: {} uploaded ({}), {} skipped as proven identical ({}), {} failed, {} ignored, in {:.2} s ({:.1} MiB/s)\n  {verdict}\n",
+        r.bucket,
+        r.prefix,
+        r.files,
+        human_bytes(r.bytes),
+        r.uploaded,
+        human_bytes(r.uploaded_bytes),
+        r.skipped,
+        human_bytes(r.skipped_bytes),
+        r.failed,
+        r.ignored,
+        r.seconds,
+        r.mib_per_s
+    );
+    if r.files == 0 && r.failed == 0 {
+        s = format!("nothing to upload: no files under the directory\n{s}");
+    }
+    s
 }
 
 fn print_upload(r: &UploadReport) -> String {

@@ -9,7 +9,13 @@ use crate::error::Error;
 use crate::hash::ChecksumAlgorithm;
 use crate::plan::parse_size;
 
-const EXIT_CODES: &str = "Exit codes:\n  0  success\n  1  integrity mismatch: a checksum or ETag S3 reports differs from the local one, or S3 rejected bytes that did not match their checksum\n  2  any other error (bad input, missing file or bucket, credentials, network, interrupted)";
+macro_rules! exit_codes {
+    () => {
+        "Exit codes:\n  0  success (for a directory: every file is in S3 and proven)\n  1  integrity mismatch: a checksum or ETag S3 reports differs from the local one, or S3 rejected bytes that did not match their checksum\n  2  any other error (bad input, missing file or bucket, credentials, network, interrupted; for a directory: any file that could not be uploaded or proven, named in the report)"
+    };
+}
+
+const EXIT_CODES: &str = exit_codes!();
 
 const VERIFY_EXIT_CODES: &str = "Exit codes:\n  0  the object is the local file\n  1  they differ (every differing part is named)\n  2  could not verify (missing object or bucket, access denied, not a file, network), with the reason";
 
@@ -91,7 +97,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Upload a file with per-part checksums that S3 verifies on receipt; resumes an interrupted upload.
-    #[command(after_help = EXIT_CODES)]
+    #[command(after_help = UPLOAD_HELP)]
     Upload(UploadArgs),
     /// Compare a local file with an object, part by part, whoever uploaded it.
     #[command(after_help = VERIFY_EXIT_CODES)]
@@ -208,12 +214,95 @@ pub struct OutputArgs {
     pub verbose: u8,
 }
 
-/// `tally upload FILE s3://BUCKET/KEY`.
+/// Which entries of a directory a tree command takes.
+#[derive(Debug, Clone, Default, Args)]
+pub struct TreeArgs {
+    /// With a directory: take entries matching PATTERN (repeatable). With --exclude, the first
+    /// matching rule in command-line order decides; no match: taken. A pattern without / matches
+    /// a name at any depth, with / the path from the top; ** crosses folders; a trailing / matches
+    /// folders only; an excluded folder is not read.
+    #[arg(long, value_name = "PATTERN", value_parser = ordered)]
+    pub include: Vec<Ordered>,
+    /// With a directory: leave out entries matching PATTERN (repeatable; see --include).
+    #[arg(long, value_name = "PATTERN", value_parser = ordered)]
+    pub exclude: Vec<Ordered>,
+    /// With a directory: skip symbolic links (each reported) instead of following them; followed
+    /// links that loop back are reported and skipped either way.
+    #[arg(long)]
+    pub no_follow_symlinks: bool,
+}
+
+/// A filter pattern with its place on the command line (clap parses arguments left to right, so
+/// the sequence number keeps --include and --exclude in the order they were written).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ordered {
+    seq: usize,
+    pattern: String,
+}
+
+fn ordered(text: &str) -> Result<Ordered, String> {
+    static SEQ: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    Ok(Ordered {
+        seq: SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        pattern: text.to_owned(),
+    })
+}
+
+impl TreeArgs {
+    /// The rules in command-line order.
+    pub fn rules(&self) -> Vec<crate::tree::Rule> {
+        use crate::tree::Rule;
+        let mut all: Vec<(usize, Rule)> = self
+            .include
+            .iter()
+            .map(|o| (o.seq, Rule::Include(o.pattern.clone())))
+            .chain(
+                self.exclude
+                    .iter()
+                    .map(|o| (o.seq, Rule::Exclude(o.pattern.clone()))),
+            )
+            .collect();
+        all.sort_by_key(|(seq, _)| *seq);
+        all.into_iter().map(|(_, r)| r).collect()
+    }
+
+    /// The walk's options, for keys made of a prefix of `key_prefix_len` bytes.
+    pub fn walk_options(&self, key_prefix_len: usize) -> Result<crate::tree::WalkOptions, Error> {
+        Ok(crate::tree::WalkOptions {
+            filters: crate::tree::Filters::new(self.rules())?,
+            follow_symlinks: !self.no_follow_symlinks,
+            key_prefix_len,
+        })
+    }
+
+    /// Whether any tree flag was given (they need a directory).
+    pub fn any(&self) -> bool {
+        !self.include.is_empty() || !self.exclude.is_empty() || self.no_follow_symlinks
+    }
+}
+
+const UPLOAD_HELP: &str = concat!(
+    "Examples:
+  tally upload A001C003.mov s3://media/raw/                 one file, to raw/A001C003.mov
+  tally upload reel1/ s3://media/scans/reel1/               a tree: every file under reel1/
+  tally upload reel1/ s3://media/scans/reel1/ --exclude '*.tmp' --exclude .DS_Store
+  tally upload reel1/ s3://media/scans/reel1/ --include '*/' --include '*.dpx' --exclude '*'
+  tally upload reel1/ s3://media/scans/reel1/ --json > reel1.jsonl   one JSON line per file
+
+A tree run skips a file only when the object at its key is proven to hold the same bytes (its
+checksum compared with the file's, hashed again); run it again after an interruption and it finishes.
+
+",
+    exit_codes!()
+);
+
+/// `tally upload FILE|DIR s3://BUCKET/KEY|PREFIX/`.
 #[derive(Debug, Args)]
 pub struct UploadArgs {
-    /// The local file.
+    /// The local file, or a directory: every regular file under it.
     pub file: PathBuf,
-    /// Destination, s3://BUCKET/KEY (a key ending in / gets the file name appended).
+    /// Destination, s3://BUCKET/KEY (a key ending in / gets the file name appended); for a
+    /// directory, s3://BUCKET/PREFIX/ (each file goes to PREFIX + its path under the directory).
     pub target: String,
     /// Part size, e.g. 100MiB, 1GiB (5MiB..5GiB); grows by itself so no object needs more than 10,000 parts.
     #[arg(long, default_value = "100MiB", value_parser = parse_size)]
@@ -232,7 +321,9 @@ pub struct UploadArgs {
     #[arg(long)]
     pub restart: bool,
     /// On resume, trust the manifest's checksums for parts S3 holds instead of re-reading them from
-    /// the file (faster; a file changed in place without changing size or time goes unnoticed).
+    /// the file; for a directory, skip files the last run proved when their size, time and inode
+    /// and the object's ETag are unchanged, without reading them (faster; a file changed in place
+    /// with its size and time restored goes unnoticed).
     #[arg(long)]
     pub trust_manifest: bool,
     /// Keep the manifest after success, as an audit record of every part's checksum.
@@ -242,6 +333,9 @@ pub struct UploadArgs {
     /// and checked (MD5 costs ~2.6x SHA-256 here; S3 already verifies each part's checksum).
     #[arg(long)]
     pub content_md5: bool,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub tree: TreeArgs,
     /// Skip the check after completion that reads the object's checksums back from S3.
     #[arg(long)]
     pub no_verify: bool,
