@@ -402,8 +402,10 @@ async fn one_file<C: S3Api>(
         version_id: None,
         checksum: None,
     };
-    if let Some(known) = record.lookup(&entry.rel).filter(|k| k.same_file(&proven)) {
-        if let Some(why) = still_there(engine, s3, &target, known).await {
+    if let Some(known) = record.lookup(&entry.rel).filter(|k| k.same_file(&proven))
+        && let Some(why) = still_there(engine, s3, &target, known).await
+    {
+        {
             line.action = Action::Skipped;
             line.reason = Some(why);
             line.checksum = known.checksum.clone();
