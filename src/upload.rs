@@ -99,7 +99,8 @@ pub async fn upload_file<C: S3Api>(
 ) -> Result<UploadReport, Error> {
     let s3 = engine.limit(s3);
     let run = Run::open(&s3, engine, cfg, progress, cancel).await?;
-    run.upload().await
+    // Boxed: the pipeline's future type is deep, and callers' futures stay small.
+    Box::pin(run.upload()).await
 }
 
 /// What [`upload_or_skip`] did.
@@ -151,7 +152,7 @@ pub async fn upload_or_skip<C: S3Api>(
             crate::verify::Proof::Differs { why } => why,
         }
     };
-    let report = run.upload().await?;
+    let report = Box::pin(run.upload()).await?;
     Ok(Sent::Uploaded {
         report: Box::new(report),
         why,

@@ -405,15 +405,13 @@ async fn one_file<C: S3Api>(
     if let Some(known) = record.lookup(&entry.rel).filter(|k| k.same_file(&proven))
         && let Some(why) = still_there(engine, s3, &target, known).await
     {
-        {
-            line.action = Action::Skipped;
-            line.reason = Some(why);
-            line.checksum = known.checksum.clone();
-            line.etag = known.etag.clone();
-            line.version_id = known.version_id.clone();
-            record.add(known);
-            return Ok(line);
-        }
+        line.action = Action::Skipped;
+        line.reason = Some(why);
+        line.checksum = known.checksum.clone();
+        line.etag = known.etag.clone();
+        line.version_id = known.version_id.clone();
+        record.add(known);
+        return Ok(line);
     }
     let mut fcfg = cfg.base.clone();
     fcfg.source = entry.path.clone();
