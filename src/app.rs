@@ -337,6 +337,7 @@ fn print_upload(r: &UploadReport) -> String {
         r.checksum.kind,
         check(r.checks.object_checksum)
     );
+    s += &print_object_settings(&r.object);
     match &r.etag {
         Some(e) => s += &format!("  etag      {e}: {}\n", check(r.checks.etag)),
         None => s += "  etag      not predicted: no MD5 computed (--content-md5 computes it)\n",
@@ -364,6 +365,30 @@ fn print_upload(r: &UploadReport) -> String {
     if let (Some(md5), Some((name, outcome))) = (&r.md5, &r.md5_tag) {
         s += &format!("  md5 tag   {name}={md5}: {outcome:?}\n");
     }
+    s
+}
+
+/// The object settings sent (S3's write replies do not echo them) and the encryption confirmed.
+fn print_object_settings(o: &crate::upload::report::ObjectReport) -> String {
+    let class = o
+        .storage_class_requested
+        .map_or("the bucket's default".to_owned(), |c| c.to_string());
+    let mut s = format!(
+        "  object    requested: storage class {class}, content type {}, {} metadata, {} tags\n",
+        o.content_type_requested.as_deref().unwrap_or("none"),
+        o.metadata_requested,
+        o.tags_requested
+    );
+    let sse = match (&o.sse_requested, &o.sse_confirmed) {
+        (None, None) => return s,
+        (Some(r), Some(c)) if r == c => format!("{c} (confirmed by S3's reply)"),
+        (req, Some(c)) => format!(
+            "{c} (confirmed by S3's reply; requested {})",
+            req.as_deref().unwrap_or("none")
+        ),
+        (Some(r), None) => format!("{r} requested; S3's reply did not confirm it"),
+    };
+    s += &format!("  sse       {sse}\n");
     s
 }
 

@@ -8,7 +8,9 @@ use crate::retry::Policy;
 use crate::s3::{CompletedPart, S3Api, WriteReply};
 
 use super::multipart::{DonePart, Start};
-use super::report::{Checks, Method, UploadReport, compare_checksum, compare_etag};
+use super::report::{
+    Checks, Method, ObjectReport, UploadReport, compare_checksum, compare_etag,
+};
 use super::{Run, forget};
 
 /// The object checksum these parts make (composite `-N`, or the combined full-object CRC).
@@ -111,7 +113,15 @@ pub async fn finish<C: S3Api>(
         reply.checksum.as_deref(),
         uid,
     )?;
-    let etag_check = compare_etag("object ETag", etag.as_deref(), &reply, uid)?;
+    let settings = cfg.object.for_file(&cfg.source);
+    let etag_check = compare_etag(
+        "object ETag",
+        etag.as_deref(),
+        &reply,
+        settings.sse.as_ref(),
+        uid,
+    )?;
+    let object = ObjectReport::new(&settings, &reply);
     let verified = if cfg.verify {
         Some(crate::verify::after_upload(run.s3, target, &hashes, uid).await?)
     } else {
@@ -164,6 +174,7 @@ pub async fn finish<C: S3Api>(
         md5_tag_error: None,
         read_back_reads: None,
         verified,
+        object,
         seconds_to_first_send: None,
         seconds: 0.0,
         mib_per_s: 0.0,
