@@ -368,27 +368,50 @@ fn print_upload(r: &UploadReport) -> String {
     s
 }
 
-/// The object settings sent (S3's write replies do not echo them) and the encryption confirmed.
+/// The object settings sent, each with what S3 reported back (HEAD after the upload, or the
+/// write's reply for the encryption), never claimed when S3 said nothing.
 fn print_object_settings(o: &crate::upload::report::ObjectReport) -> String {
-    let class = o
-        .storage_class_requested
-        .map_or("the bucket's default".to_owned(), |c| c.to_string());
-    let mut s = format!(
-        "  object    requested: storage class {class}, content type {}, {} metadata, {} tags\n",
-        o.content_type_requested.as_deref().unwrap_or("none"),
-        o.metadata_requested,
-        o.tags_requested
-    );
-    let sse = match (&o.sse_requested, &o.sse_confirmed) {
-        (None, None) => return s,
-        (Some(r), Some(c)) if r == c => format!("{c} (confirmed by S3's reply)"),
-        (req, Some(c)) => format!(
-            "{c} (confirmed by S3's reply; requested {})",
-            req.as_deref().unwrap_or("none")
-        ),
-        (Some(r), None) => format!("{r} requested; S3's reply did not confirm it"),
+    let said = |requested: Option<String>, reported: Option<String>, unset: &str| match (
+        requested, reported,
+    ) {
+        (Some(r), Some(x)) if r == x => format!("{r} (S3 reports it)"),
+        (Some(r), Some(x)) => format!("{r} requested, but S3 reports {x}"),
+        (Some(r), None) => format!("{r} requested, not reported back by the server"),
+        (None, Some(x)) => format!("{x} (S3 reports it; none requested)"),
+        (None, None) => unset.to_owned(),
     };
-    s += &format!("  sse       {sse}\n");
+    let class = said(
+        o.storage_class_requested.map(|c| c.to_string()),
+        o.storage_class_reported.clone(),
+        "the bucket's default",
+    );
+    let ctype = said(
+        o.content_type_requested.clone(),
+        o.content_type_reported.clone(),
+        "none",
+    );
+    let count = |requested: usize, reported: Option<usize>| match reported {
+        Some(n) if n == requested => format!("{n} (S3 reports {n})"),
+        Some(n) => format!("{requested} requested, but S3 reports {n}"),
+        None => format!("{requested} requested, not reported back by the server"),
+    };
+    let mut s = format!("  storage   {class}\n  type      {ctype}\n");
+    if o.metadata_requested > 0 || o.metadata_reported.is_some_and(|n| n > 0) {
+        s += &format!(
+            "  metadata  {}\n",
+            count(o.metadata_requested, o.metadata_reported)
+        );
+    }
+    if o.tags_requested > 0 {
+        s += &format!(
+            "  tags      {}\n",
+            count(o.tags_requested, o.tags_reported.map(|n| n as usize))
+        );
+    }
+    if o.sse_requested.is_some() || o.sse_reported.is_some() {
+        let sse = said(o.sse_requested.clone(), o.sse_reported.clone(), "none");
+        s += &format!("  sse       {sse}\n");
+    }
     s
 }
 

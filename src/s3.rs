@@ -142,6 +142,14 @@ pub struct HeadInfo {
     pub sse_c: bool,
     /// Version id.
     pub version_id: Option<String>,
+    /// x-amz-storage-class (AWS omits it for STANDARD; Garage never sends it).
+    pub storage_class: Option<String>,
+    /// Content-Type.
+    pub content_type: Option<String>,
+    /// Number of user metadata entries (x-amz-meta-*).
+    pub metadata_count: usize,
+    /// x-amz-tagging-count, when the server sends it.
+    pub tag_count: Option<u32>,
 }
 
 impl HeadInfo {

@@ -95,6 +95,8 @@ pub struct Learned {
     pub method: Method,
     /// Why that method (for the report).
     pub why: String,
+    /// The HEAD reply these facts started from (storage class, content type, ... for reports).
+    pub head: HeadInfo,
 }
 
 /// Learns what S3 says about `obj`: HEAD (size, checksum, ETag, encryption), then
@@ -153,6 +155,7 @@ pub async fn remote_facts<C: ObjectRead>(
                 facts,
                 method: Method::ObjectAttributes,
                 why: "GetObjectAttributes lists every part's size and checksum".into(),
+                head,
             });
         }
     }
@@ -167,6 +170,7 @@ pub async fn remote_facts<C: ObjectRead>(
             facts,
             method: Method::HeadLayout,
             why: why.into(),
+            head,
         });
     }
     facts.layout = match known_layout {
@@ -179,6 +183,7 @@ pub async fn remote_facts<C: ObjectRead>(
         why: format!(
             "{why_no_attrs}: part sizes from HEAD ?partNumber, checksum and ETag from HEAD"
         ),
+        head,
     })
 }
 

@@ -579,6 +579,7 @@ impl ObjectRead for FakeS3 {
         if part_number.is_some() {
             return Err(err("NotImplemented", 501));
         }
+        let settings = s.settings.get(&obj.key);
         Ok(HeadInfo {
             size: data.len() as u64,
             etag: reply.etag.clone(),
@@ -588,6 +589,12 @@ impl ObjectRead for FakeS3 {
                 value,
             }),
             sse: reply.sse.clone(),
+            storage_class: settings
+                .and_then(|x| x.storage_class)
+                .map(|c| c.as_str().to_owned()),
+            content_type: settings.and_then(|x| x.content_type.clone()),
+            metadata_count: settings.map_or(0, |x| x.metadata.len()),
+            tag_count: s.tags.get(&obj.key).map(|t| t.len() as u32),
             ..HeadInfo::default()
         })
     }

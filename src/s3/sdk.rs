@@ -603,6 +603,10 @@ impl ObjectRead for SdkS3 {
             sse: out.server_side_encryption().map(|s| s.as_str().to_owned()),
             sse_c: out.sse_customer_algorithm().is_some(),
             version_id: out.version_id().map(str::to_owned),
+            storage_class: out.storage_class().map(|c| c.as_str().to_owned()),
+            content_type: out.content_type().map(str::to_owned),
+            metadata_count: out.metadata().map_or(0, |m| m.len()),
+            tag_count: out.tag_count().map(|n| n as u32),
         })
     }
 

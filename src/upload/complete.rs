@@ -121,12 +121,12 @@ pub async fn finish<C: S3Api>(
         settings.sse.as_ref(),
         uid,
     )?;
-    let object = ObjectReport::new(&settings, &reply);
     let verified = if cfg.verify {
         Some(crate::verify::after_upload(run.s3, target, &hashes, uid).await?)
     } else {
         None
     };
+    let object = ObjectReport::new(&settings, &reply, verified.as_ref().map(|v| &v.head));
     let journal = start.journal.clone();
     let record = CompletedRecord {
         checksum: reply.checksum.clone().unwrap_or_default(),

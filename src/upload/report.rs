@@ -97,34 +97,55 @@ pub struct UploadReport {
     pub mib_per_s: f64,
 }
 
-/// What was asked of S3 beyond the bytes, and what its reply confirmed. S3's write replies
-/// confirm the encryption only; the rest is what tally sent (labelled `requested`).
+/// What was asked of S3 beyond the bytes, and what S3 reported back: the encryption from the
+/// write's reply, the rest from the HEAD of the check after the upload (absent with `--no-verify`,
+/// or where the server does not report it: Garage reports no storage class and no tag count).
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct ObjectReport {
     /// The storage class sent (none: the bucket's default, STANDARD).
     pub storage_class_requested: Option<StorageClass>,
+    /// The storage class HEAD reported (AWS omits it for STANDARD).
+    pub storage_class_reported: Option<String>,
     /// The Content-Type sent (given, or guessed from the file name).
     pub content_type_requested: Option<String>,
+    /// The Content-Type HEAD reported.
+    pub content_type_reported: Option<String>,
     /// User metadata entries sent.
     pub metadata_requested: usize,
-    /// Tags sent with the object (the `--md5-tag` is reported apart).
+    /// User metadata entries HEAD reported (none: not read back).
+    pub metadata_reported: Option<usize>,
+    /// Tags sent with the object (the `--md5-tag`, added after, is reported apart).
     pub tags_requested: usize,
+    /// The tag count HEAD reported (x-amz-tagging-count; none: not reported).
+    pub tags_reported: Option<u32>,
     /// The server-side encryption asked for (`AES256`, `aws:kms`).
     pub sse_requested: Option<String>,
-    /// The server-side encryption S3's reply says was applied (none: the reply said nothing).
-    pub sse_confirmed: Option<String>,
+    /// The server-side encryption S3 reported (the write's reply, else HEAD).
+    pub sse_reported: Option<String>,
 }
 
 impl ObjectReport {
-    /// The report of `settings` (as sent, resolved for the file) and S3's write `reply`.
-    pub fn new(settings: &ObjectSettings, reply: &WriteReply) -> ObjectReport {
+    /// The report of `settings` (as sent, resolved for the file), S3's write `reply` and the
+    /// `head` read back after the upload, if any.
+    pub fn new(
+        settings: &ObjectSettings,
+        reply: &WriteReply,
+        head: Option<&crate::s3::HeadInfo>,
+    ) -> ObjectReport {
         ObjectReport {
             storage_class_requested: settings.storage_class,
+            storage_class_reported: head.and_then(|h| h.storage_class.clone()),
             content_type_requested: settings.content_type.clone(),
+            content_type_reported: head.and_then(|h| h.content_type.clone()),
             metadata_requested: settings.metadata.len(),
+            metadata_reported: head.map(|h| h.metadata_count),
             tags_requested: settings.tags.len(),
+            tags_reported: head.and_then(|h| h.tag_count),
             sse_requested: settings.sse.as_ref().map(|s| s.as_str().to_owned()),
-            sse_confirmed: reply.sse.clone(),
+            sse_reported: reply
+                .sse
+                .clone()
+                .or_else(|| head.and_then(|h| h.sse.clone())),
         }
     }
 }

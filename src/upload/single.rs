@@ -63,7 +63,6 @@ pub async fn put<C: S3Api>(run: &Run<'_, C>) -> Result<UploadReport, Error> {
         settings.sse.as_ref(),
         None,
     )?;
-    let object = ObjectReport::new(&settings, &reply);
     let verified = if cfg.verify {
         Some(
             crate::verify::after_upload(run.s3, &cfg.target, std::slice::from_ref(&hash), None)
@@ -72,6 +71,7 @@ pub async fn put<C: S3Api>(run: &Run<'_, C>) -> Result<UploadReport, Error> {
     } else {
         None
     };
+    let object = ObjectReport::new(&settings, &reply, verified.as_ref().map(|v| &v.head));
     Ok(UploadReport {
         bucket: cfg.target.bucket.clone(),
         key: cfg.target.key.clone(),
