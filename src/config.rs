@@ -345,7 +345,11 @@ impl ObjectSettings {
         if total > MAX_TAGS {
             return Err(Error::Usage(format!(
                 "{total} tags (--tag{}); S3 allows {MAX_TAGS} per object: drop some",
-                if md5_tag.is_some() { " and --md5-tag" } else { "" }
+                if md5_tag.is_some() {
+                    " and --md5-tag"
+                } else {
+                    ""
+                }
             )));
         }
         let sse = match (sse, kms_key_id) {

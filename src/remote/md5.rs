@@ -390,7 +390,12 @@ mod tests {
     async fn multipart(s3: &FakeS3, obj: &ObjectUrl, content: &[u8], part: usize) {
         let alg = ChecksumAlgorithm::Sha256;
         let id = s3
-            .create_multipart(obj, alg, alg.multipart_type(), &crate::config::ObjectSettings::default())
+            .create_multipart(
+                obj,
+                alg,
+                alg.multipart_type(),
+                &crate::config::ObjectSettings::default(),
+            )
             .await
             .unwrap();
         let mut done = Vec::new();

@@ -9,7 +9,7 @@ use crate::s3::{CompletedPart, S3Api, WriteReply};
 
 use super::multipart::{DonePart, Start};
 use super::report::{
-    Checks, Method, ObjectReport, UploadReport, compare_checksum, compare_etag,
+    Check, Checks, Method, ObjectReport, UploadReport, compare_checksum, compare_etag,
 };
 use super::{Run, forget};
 
@@ -161,7 +161,15 @@ pub async fn finish<C: S3Api>(
         version_id: reply.version_id,
         checks: Checks {
             part_checksums_matched: done.iter().filter(|d| d.checksum_echoed).count() as u32,
-            part_etags_matched: done.iter().filter(|d| d.hash.md5.is_some()).count() as u32,
+            // Under SSE-KMS (or SSE-C) no part ETag is an MD5: none was compared.
+            part_etags_matched: if matches!(
+                etag_check,
+                Check::NotComparableKms | Check::NotComparableSseC
+            ) {
+                0
+            } else {
+                done.iter().filter(|d| d.hash.md5.is_some()).count() as u32
+            },
             object_checksum,
             etag: etag_check,
         },

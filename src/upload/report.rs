@@ -171,10 +171,7 @@ pub(crate) fn compare_etag(
     requested: Option<&Sse>,
     upload_id: Option<&str>,
 ) -> Result<Check, Error> {
-    let sse = reply
-        .sse
-        .as_deref()
-        .or_else(|| requested.map(Sse::as_str));
+    let sse = reply.sse.as_deref().or_else(|| requested.map(Sse::as_str));
     let kind = EtagKind::of(sse, false);
     let reported = reply.etag.as_ref().map(crate::s3::ETag::as_str);
     compare::etag(local, reported, kind).require(what, local.unwrap_or(""), reported, upload_id)

@@ -83,7 +83,8 @@ pub async fn parts<C: S3Api>(
                         return Err(changed_or(&run.src, err).await);
                     }
                 };
-                let etag = check_part(&part, &hash, &reply, run.cfg.object.sse.as_ref(), upload_id)?;
+                let etag =
+                    check_part(&part, &hash, &reply, run.cfg.object.sse.as_ref(), upload_id)?;
                 let rec = part_record(&part, &hash, &etag);
                 let journal = start.journal.clone();
                 blocking(move || journal.record_part(&rec)).await?;
