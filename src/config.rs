@@ -614,4 +614,64 @@ mod tests {
         );
         assert!(mk(DEFAULT_PART_SIZE, MAX_CONCURRENCY + 1).is_err());
     }
+
+    #[test]
+    fn tags_are_url_encoded_and_content_types_guessed() {
+        let s = ObjectSettings::new(
+            None,
+            None,
+            &[],
+            &["shot=010 & 020".into(), "path=a/b=c".into()],
+            None,
+            None,
+            None,
+        )
+        .unwrap();
+        // application/x-www-form-urlencoded, written out by hand.
+        assert_eq!(
+            s.tagging().as_deref(),
+            Some("shot=010+%26+020&path=a%2Fb%3Dc")
+        );
+        assert_eq!(ObjectSettings::default().tagging(), None);
+        for (name, want) in [
+            ("A001.MOV", "video/quicktime"),
+            ("scan.000001.dpx", "image/dpx"),
+            ("beauty.exr", "image/x-exr"),
+            ("clip.mxf", "application/mxf"),
+            ("A001.R3D", "application/octet-stream"),
+            ("A001.ari", "application/octet-stream"),
+            ("take.braw", "application/octet-stream"),
+            ("noext", "application/octet-stream"),
+        ] {
+            assert_eq!(guess_content_type(Path::new(name)), want, "{name}");
+        }
+        let given = ObjectSettings {
+            content_type: Some("video/x-braw".into()),
+            ..ObjectSettings::default()
+        };
+        assert_eq!(
+            given.for_file(Path::new("t.braw")).content_type.as_deref(),
+            Some("video/x-braw")
+        );
+    }
+
+    #[test]
+    fn metadata_is_limited_to_2_kb_of_keys_and_values() {
+        let mk = |v: usize| {
+            ObjectSettings::new(
+                None,
+                None,
+                &[format!("ab={}", "x".repeat(v))],
+                &[],
+                None,
+                None,
+                None,
+            )
+        };
+        assert!(mk(2046).is_ok(), "2 + 2046 = 2048 bytes");
+        let e = mk(2047).unwrap_err().to_string();
+        assert!(e.contains("2049 bytes") && e.contains("2048"), "{e}");
+        let storage: StorageClass = "glacier_ir".parse().unwrap();
+        assert_eq!(storage, StorageClass::GlacierIr);
+    }
 }
