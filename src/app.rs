@@ -459,6 +459,7 @@ fn print_upload(r: &UploadReport) -> String {
         r.checksum.kind,
         check(r.checks.object_checksum)
     );
+    s += &print_object_settings(&r.object);
     match &r.etag {
         Some(e) => s += &format!("  etag      {e}: {}\n", check(r.checks.etag)),
         None => s += "  etag      not predicted: no MD5 computed (--content-md5 computes it)\n",
@@ -485,6 +486,53 @@ fn print_upload(r: &UploadReport) -> String {
     }
     if let (Some(md5), Some((name, outcome))) = (&r.md5, &r.md5_tag) {
         s += &format!("  md5 tag   {name}={md5}: {outcome:?}\n");
+    }
+    s
+}
+
+/// The object settings sent, each with what S3 reported back (HEAD after the upload, or the
+/// write's reply for the encryption), never claimed when S3 said nothing.
+fn print_object_settings(o: &crate::upload::report::ObjectReport) -> String {
+    let said = |requested: Option<String>, reported: Option<String>, unset: &str| match (
+        requested, reported,
+    ) {
+        (Some(r), Some(x)) if r == x => format!("{r} (S3 reports it)"),
+        (Some(r), Some(x)) => format!("{r} requested, but S3 reports {x}"),
+        (Some(r), None) => format!("{r} requested, not reported back by the server"),
+        (None, Some(x)) => format!("{x} (S3 reports it; none requested)"),
+        (None, None) => unset.to_owned(),
+    };
+    let class = said(
+        o.storage_class_requested.map(|c| c.to_string()),
+        o.storage_class_reported.clone(),
+        "the bucket's default",
+    );
+    let ctype = said(
+        o.content_type_requested.clone(),
+        o.content_type_reported.clone(),
+        "none",
+    );
+    let count = |requested: usize, reported: Option<usize>| match reported {
+        Some(n) if n == requested => format!("{n} (S3 reports {n})"),
+        Some(n) => format!("{requested} requested, but S3 reports {n}"),
+        None => format!("{requested} requested, not reported back by the server"),
+    };
+    let mut s = format!("  storage   {class}\n  type      {ctype}\n");
+    if o.metadata_requested > 0 || o.metadata_reported.is_some_and(|n| n > 0) {
+        s += &format!(
+            "  metadata  {}\n",
+            count(o.metadata_requested, o.metadata_reported)
+        );
+    }
+    if o.tags_requested > 0 {
+        s += &format!(
+            "  tags      {}\n",
+            count(o.tags_requested, o.tags_reported.map(|n| n as usize))
+        );
+    }
+    if o.sse_requested.is_some() || o.sse_reported.is_some() {
+        let sse = said(o.sse_requested.clone(), o.sse_reported.clone(), "none");
+        s += &format!("  sse       {sse}\n");
     }
     s
 }

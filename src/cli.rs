@@ -4,7 +4,9 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::{Connection, DEFAULT_CONCURRENCY, ResumeOptions, UploadConfig};
+use crate::config::{
+    Connection, DEFAULT_CONCURRENCY, ObjectSettings, ResumeOptions, StorageClass, UploadConfig,
+};
 use crate::error::Error;
 use crate::hash::ChecksumAlgorithm;
 use crate::plan::parse_size;
@@ -347,6 +349,28 @@ pub struct UploadArgs {
     /// backoff for up to DURATION (default 30s) while it differs; exit 1 if it never matches.
     #[arg(long, value_name = "DURATION", num_args = 0..=1, default_missing_value = "30s", value_parser = parse_duration)]
     pub read_back: Option<std::time::Duration>,
+    /// Storage class of the object (default: the bucket's, STANDARD).
+    #[arg(long, value_name = "CLASS", value_parser = storage_class_parser(), ignore_case = true)]
+    pub storage_class: Option<StorageClass>,
+    /// User metadata stored with the object (x-amz-meta-KEY), repeatable: --metadata camera=A
+    /// --metadata reel=R001. Keys: ASCII letters, digits, - _ . ; values: printable ASCII; 2 KB in all.
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub metadata: Vec<String>,
+    /// Object tag set at upload, repeatable: --tag project=x --tag stage=raw (at most 10 tags,
+    /// --md5-tag included; keys up to 128 characters, values up to 256).
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub tag: Vec<String>,
+    /// Content-Type of the object (default: guessed from the file's extension, else
+    /// application/octet-stream).
+    #[arg(long, value_name = "TYPE")]
+    pub content_type: Option<String>,
+    /// Server-side encryption: aws:kms (SSE-KMS; the ETag is then not an MD5 and is never
+    /// compared) or AES256 (SSE-S3).
+    #[arg(long, value_name = "MODE", value_parser = ["aws:kms", "AES256"], ignore_case = true)]
+    pub sse: Option<String>,
+    /// The KMS key for --sse aws:kms (default: the bucket's or account's S3 key).
+    #[arg(long, value_name = "ID", requires = "sse")]
+    pub sse_kms_key_id: Option<String>,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub connection: ConnectionArgs,
@@ -389,6 +413,15 @@ impl UploadArgs {
         cfg.content_md5 = self.content_md5;
         cfg.md5_tag = self.md5_tag.clone();
         cfg.read_back = self.read_back;
+        cfg.object = ObjectSettings::new(
+            self.storage_class,
+            self.content_type.clone(),
+            &self.metadata,
+            &self.tag,
+            self.sse.as_deref(),
+            self.sse_kms_key_id.clone(),
+            self.md5_tag.as_deref(),
+        )?;
         Ok(cfg)
     }
 }
@@ -425,4 +458,11 @@ fn checksum_parser() -> impl clap::builder::TypedValueParser<Value = ChecksumAlg
             s.parse::<ChecksumAlgorithm>()
                 .expect("every listed name parses")
         })
+}
+
+/// `--storage-class`: S3's names, in any case.
+fn storage_class_parser() -> impl clap::builder::TypedValueParser<Value = StorageClass> {
+    use clap::builder::TypedValueParser as _;
+    clap::builder::PossibleValuesParser::new(StorageClass::ALL.map(StorageClass::as_str))
+        .map(|s| s.parse::<StorageClass>().expect("every listed name parses"))
 }

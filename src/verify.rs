@@ -319,6 +319,7 @@ mod tests {
             alg,
             Bytes::copy_from_slice(&content),
             &hash::hash_part(alg, true, &content),
+            &crate::config::ObjectSettings::default(),
         )
         .await
         .unwrap();

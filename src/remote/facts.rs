@@ -121,6 +121,8 @@ pub struct Learned {
     pub method: Method,
     /// Why that method (for the report).
     pub why: String,
+    /// The HEAD reply these facts started from (storage class, content type, ... for reports).
+    pub head: HeadInfo,
 }
 
 /// Learns what S3 says about `obj`: HEAD (size, checksum, ETag, encryption), then
@@ -143,6 +145,7 @@ pub async fn remote_facts<C: ObjectRead>(
             facts,
             method: Method::HeadLayout,
             why: "a single-part object: its checksum and ETag cover it whole".into(),
+            head,
         });
     }
     let attrs =
@@ -176,6 +179,7 @@ pub async fn remote_facts<C: ObjectRead>(
                 facts,
                 method: Method::ObjectAttributes,
                 why: "GetObjectAttributes lists every part's size and checksum".into(),
+                head,
             });
         }
     }
@@ -190,6 +194,7 @@ pub async fn remote_facts<C: ObjectRead>(
             facts,
             method: Method::HeadLayout,
             why: why.into(),
+            head,
         });
     }
     facts.layout = match known_layout {
@@ -202,6 +207,7 @@ pub async fn remote_facts<C: ObjectRead>(
         why: format!(
             "{why_no_attrs}: part sizes from HEAD ?partNumber, checksum and ETag from HEAD"
         ),
+        head,
     })
 }
 

@@ -11,6 +11,7 @@ mod md5;
 mod network;
 mod proxy;
 mod resume;
+mod settings;
 mod support;
 mod tree_upload;
 mod upload;
