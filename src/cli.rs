@@ -100,7 +100,7 @@ pub struct Cli {
 pub enum Command {
     /// Upload a file with per-part checksums that S3 verifies on receipt; resumes an interrupted upload.
     #[command(after_help = UPLOAD_HELP)]
-    Upload(UploadArgs),
+    Upload(Box<UploadArgs>),
     /// Compare a local file with an object, part by part, whoever uploaded it.
     #[command(after_help = VERIFY_EXIT_CODES)]
     Verify(VerifyArgs),
