@@ -12,5 +12,6 @@ mod network;
 mod proxy;
 mod resume;
 mod support;
+mod tree;
 mod upload;
 mod verify;
