@@ -478,6 +478,9 @@ fn hash_dir(args: &HashArgs, out: &Output, runtime: &tokio::runtime::Runtime) ->
         args.checksum,
         |line| {
             print_tree_line(out, line);
+            if out.json {
+                return;
+            }
             match line {
                 TreeLine::Hashed { path, report } => {
                     seq.push(path, report.size, "hashed");

@@ -82,7 +82,8 @@ pub struct HashArgs {
 }
 
 /// How `--include` / `--exclude` choose the entries of a directory, for `--help`.
-pub const TREE_RULES: &str = "Directories: every regular file under DIR is taken, hidden files included, in S3 key order.
+pub const TREE_RULES: &str =
+    "Directories: every regular file under DIR is taken, hidden files included, in S3 key order.
   --include/--exclude GLOB, repeatable, rsync-like: the rules are tried in command-line order and
   the first that matches decides; an entry no rule matches is taken.
   A GLOB without '/' matches the name at any depth (*.tmp, .DS_Store); with a '/' it is anchored at

@@ -21,7 +21,12 @@ fn tally(args: &[&str]) -> Output {
 fn tree(root: &Path) {
     for (i, n) in [1, 2, 3, 5].iter().enumerate() {
         std::fs::create_dir_all(root.join("reel1")).unwrap();
-        random_file(root, &format!("reel1/shot_010.{n:06}.dpx"), 1000 + i as u64, *n);
+        random_file(
+            root,
+            &format!("reel1/shot_010.{n:06}.dpx"),
+            1000 + i as u64,
+            *n,
+        );
     }
     std::fs::create_dir_all(root.join("reel1/sidecars")).unwrap();
     std::fs::write(root.join("reel1/sidecars/shot_010.xml"), b"").unwrap();
@@ -81,7 +86,13 @@ fn hash_dir_matches_hashlib_in_key_order_and_names_every_odd_entry() {
     let t = tempfile::tempdir().unwrap();
     let root = t.path();
     tree(root);
-    let out = tally(&["hash", root.to_str().unwrap(), "--part-size", "5MiB", "--json"]);
+    let out = tally(&[
+        "hash",
+        root.to_str().unwrap(),
+        "--part-size",
+        "5MiB",
+        "--json",
+    ]);
     assert_eq!(
         out.status.code(),
         Some(2),
@@ -183,7 +194,11 @@ fn hash_dir_text_groups_the_sequence_and_warnings_alone_exit_0() {
         text.contains("reel1/shot_010.[000001-000005].dpx  4 files (1 missing)  3.9 KiB  hashed"),
         "{text}"
     );
-    assert!(stderr(&out).contains("tally: warning: fifo: a FIFO"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("tally: warning: fifo: a FIFO"),
+        "{}",
+        stderr(&out)
+    );
 
     // Links not followed: each one a warning, nothing under the linked directory.
     let out = tally(&["hash", r, "--no-follow-symlinks", "--json"]);
@@ -194,11 +209,22 @@ fn hash_dir_text_groups_the_sequence_and_warnings_alone_exit_0() {
         .filter(|l| l["code"] == "symlink_not_followed")
         .map(|l| l["path"].as_str().unwrap())
         .collect();
-    assert_eq!(not_followed, ["dangling", "link to big.mov", "sidecars-link"]);
+    assert_eq!(
+        not_followed,
+        ["dangling", "link to big.mov", "sidecars-link"]
+    );
 
     // The rsync idiom: every directory, the frames, nothing else.
     let out = tally(&[
-        "hash", r, "--include", "*/", "--include", "*.dpx", "--exclude", "*", "--json",
+        "hash",
+        r,
+        "--include",
+        "*/",
+        "--include",
+        "*.dpx",
+        "--exclude",
+        "*",
+        "--json",
     ]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let paths: Vec<String> = json_lines(&out)
@@ -217,7 +243,15 @@ fn hash_dir_text_groups_the_sequence_and_warnings_alone_exit_0() {
     );
     // The same rules the other way round: `*` matches first, nothing is taken.
     let out = tally(&[
-        "hash", r, "--exclude", "*", "--include", "*/", "--include", "*.dpx", "--json",
+        "hash",
+        r,
+        "--exclude",
+        "*",
+        "--include",
+        "*/",
+        "--include",
+        "*.dpx",
+        "--json",
     ]);
     let lines = json_lines(&out);
     assert_eq!(lines.len(), 1, "only the summary: {lines:?}");
@@ -235,5 +269,8 @@ fn hash_empty_dir_says_nothing_to_hash_and_bad_patterns_are_one_line() {
     assert_eq!(out.status.code(), Some(2));
     let err = stderr(&out);
     assert_eq!(err.lines().count(), 1, "{err}");
-    assert!(err.starts_with("tally: error: --exclude 'a[' is not a valid pattern"), "{err}");
+    assert!(
+        err.starts_with("tally: error: --exclude 'a[' is not a valid pattern"),
+        "{err}"
+    );
 }
