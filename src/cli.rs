@@ -70,11 +70,11 @@ pub struct Md5Args {
     pub output: OutputArgs,
 }
 
-/// `tally hash FILE`.
+/// `tally hash FILE|DIR`.
 #[derive(Debug, Args)]
 pub struct HashArgs {
-    /// The local file.
-    pub file: PathBuf,
+    /// The local file, or a directory: every regular file under it, in S3 key order.
+    pub path: PathBuf,
     /// Part size, as for upload.
     #[arg(long, default_value = "100MiB", value_parser = parse_size)]
     pub part_size: u64,
@@ -83,7 +83,125 @@ pub struct HashArgs {
     pub checksum: ChecksumAlgorithm,
     #[command(flatten)]
     #[allow(missing_docs)]
+    pub tree: TreeArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
     pub output: OutputArgs,
+}
+
+/// How `--include` / `--exclude` choose the entries of a directory, for `--help`.
+pub const TREE_RULES: &str =
+    "Directories: every regular file under DIR is taken, hidden files included, in S3 key order.
+  --include/--exclude GLOB, repeatable, rsync-like: the rules are tried in command-line order and
+  the first that matches decides; an entry no rule matches is taken.
+  A GLOB without '/' matches the name at any depth (*.tmp, .DS_Store); with a '/' it is anchored at
+  DIR and matches the whole relative path (reel1/*.dpx). '*' and '?' do not cross '/', '**' does
+  (**/cache, reel1/**). A trailing '/' matches directories only (cache/). An excluded directory is
+  not read at all, so to keep only .dpx files at every depth write
+  --include '*/' --include '*.dpx' --exclude '*'.
+  Symbolic links are followed (loops are detected and skipped); --no-follow-symlinks skips them.
+  Sockets, FIFOs and devices are skipped with a warning. An unreadable or vanished entry, a name
+  that is not UTF-8, a key over 1,024 bytes or a link to nothing is named and skipped, the rest goes
+  on, and the command exits 2 at the end.";
+
+const HASH_HELP: &str = "Examples:
+  tally hash clip.mov                        the checksums and ETag an upload would produce
+  tally hash scans/ --json                   one JSON line per file, then a summary line
+  tally hash scans/ --exclude '*.tmp' --exclude '.DS_Store'
+
+Files of a directory are hashed several at a time and printed in S3 key order; numbered frames
+(shot_010.000001.dpx ...) are grouped into sequences in the summary.
+
+";
+
+const HASH_EXIT_CODES: &str = "Exit codes:\n  0  every file was hashed (warnings, e.g. a FIFO skipped, allowed)\n  2  bad input, or an entry of a directory could not be hashed (each is named)";
+
+fn hash_help() -> String {
+    format!("{HASH_HELP}{TREE_RULES}\n\n{HASH_EXIT_CODES}")
+}
+
+/// Which entries of a directory a command takes: `--include`, `--exclude` (in command-line order:
+/// the first rule that matches decides, see [`TREE_RULES`]) and `--no-follow-symlinks`.
+///
+/// Flatten it into a command's arguments with `#[command(flatten)]`. Its parser is written by hand
+/// because the order of the rules across the two flags matters and derived fields lose it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TreeArgs {
+    /// The rules, in command-line order.
+    pub rules: Vec<crate::tree::Rule>,
+    /// Skip symbolic links instead of following them.
+    pub no_follow_symlinks: bool,
+}
+
+impl TreeArgs {
+    /// The walk's options (no key prefix: set `key_prefix_len` for uploads).
+    pub fn walk_options(&self) -> Result<crate::tree::WalkOptions, Error> {
+        Ok(crate::tree::WalkOptions {
+            filters: crate::tree::Filters::new(self.rules.clone())?,
+            follow_symlinks: !self.no_follow_symlinks,
+            key_prefix_len: 0,
+        })
+    }
+
+    /// Whether any tree flag was given (they need a directory).
+    pub fn any(&self) -> bool {
+        !self.rules.is_empty() || self.no_follow_symlinks
+    }
+}
+
+impl clap::FromArgMatches for TreeArgs {
+    fn from_arg_matches(m: &clap::ArgMatches) -> Result<Self, clap::Error> {
+        use crate::tree::Rule;
+        let mut rules: Vec<(usize, Rule)> = Vec::new();
+        for (id, make) in [
+            ("include", Rule::Include as fn(String) -> Rule),
+            ("exclude", Rule::Exclude),
+        ] {
+            if let (Some(values), Some(at)) = (m.get_many::<String>(id), m.indices_of(id)) {
+                rules.extend(at.zip(values.map(|v| make(v.clone()))));
+            }
+        }
+        rules.sort_by_key(|(at, _)| *at);
+        Ok(TreeArgs {
+            rules: rules.into_iter().map(|(_, r)| r).collect(),
+            no_follow_symlinks: m.get_flag("no_follow_symlinks"),
+        })
+    }
+
+    fn update_from_arg_matches(&mut self, m: &clap::ArgMatches) -> Result<(), clap::Error> {
+        *self = TreeArgs::from_arg_matches(m)?;
+        Ok(())
+    }
+}
+
+impl Args for TreeArgs {
+    fn augment_args(cmd: clap::Command) -> clap::Command {
+        use clap::{Arg, ArgAction};
+        cmd.arg(
+            Arg::new("include")
+                .long("include")
+                .value_name("GLOB")
+                .action(ArgAction::Append)
+                .help("For directories: take entries matching GLOB (repeatable; rules apply in command-line order, the first match decides)"),
+        )
+        .arg(
+            Arg::new("exclude")
+                .long("exclude")
+                .value_name("GLOB")
+                .action(ArgAction::Append)
+                .help("For directories: leave out entries matching GLOB; an excluded directory is not read (repeatable)"),
+        )
+        .arg(
+            Arg::new("no_follow_symlinks")
+                .long("no-follow-symlinks")
+                .action(ArgAction::SetTrue)
+                .help("For directories: skip symbolic links (default: follow them, loops detected)"),
+        )
+    }
+
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        TreeArgs::augment_args(cmd)
+    }
 }
 
 /// tally: move large files into S3 and prove every byte arrived.
@@ -99,12 +217,14 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Upload a file with per-part checksums that S3 verifies on receipt; resumes an interrupted upload.
-    #[command(after_help = UPLOAD_HELP)]
+    #[command(after_help = upload_help())]
     Upload(Box<UploadArgs>),
     /// Compare a local file with an object, part by part, whoever uploaded it.
     #[command(after_help = VERIFY_EXIT_CODES)]
     Verify(VerifyArgs),
-    /// Print, without any network, the checksums and ETag an upload with these settings would produce.
+    /// Print, without any network, the checksums and ETag an upload with these settings would
+    /// produce, for a file or every file of a directory.
+    #[command(after_help = hash_help())]
     Hash(HashArgs),
     /// The full MD5 of an object in S3 (multipart ETags are not MD5s); resumable; can tag the object.
     #[command(after_help = MD5_EXIT_CODES)]
@@ -216,75 +336,7 @@ pub struct OutputArgs {
     pub verbose: u8,
 }
 
-/// Which entries of a directory a tree command takes.
-#[derive(Debug, Clone, Default, Args)]
-pub struct TreeArgs {
-    /// With a directory: take entries matching PATTERN (repeatable). With --exclude, the first
-    /// matching rule in command-line order decides; no match: taken. A pattern without / matches
-    /// a name at any depth, with / the path from the top; ** crosses folders; a trailing / matches
-    /// folders only; an excluded folder is not read.
-    #[arg(long, value_name = "PATTERN", value_parser = ordered)]
-    pub include: Vec<Ordered>,
-    /// With a directory: leave out entries matching PATTERN (repeatable; see --include).
-    #[arg(long, value_name = "PATTERN", value_parser = ordered)]
-    pub exclude: Vec<Ordered>,
-    /// With a directory: skip symbolic links (each reported) instead of following them; followed
-    /// links that loop back are reported and skipped either way.
-    #[arg(long)]
-    pub no_follow_symlinks: bool,
-}
-
-/// A filter pattern with its place on the command line (clap parses arguments left to right, so
-/// the sequence number keeps --include and --exclude in the order they were written).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Ordered {
-    seq: usize,
-    pattern: String,
-}
-
-fn ordered(text: &str) -> Result<Ordered, String> {
-    static SEQ: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    Ok(Ordered {
-        seq: SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
-        pattern: text.to_owned(),
-    })
-}
-
-impl TreeArgs {
-    /// The rules in command-line order.
-    pub fn rules(&self) -> Vec<crate::tree::Rule> {
-        use crate::tree::Rule;
-        let mut all: Vec<(usize, Rule)> = self
-            .include
-            .iter()
-            .map(|o| (o.seq, Rule::Include(o.pattern.clone())))
-            .chain(
-                self.exclude
-                    .iter()
-                    .map(|o| (o.seq, Rule::Exclude(o.pattern.clone()))),
-            )
-            .collect();
-        all.sort_by_key(|(seq, _)| *seq);
-        all.into_iter().map(|(_, r)| r).collect()
-    }
-
-    /// The walk's options, for keys made of a prefix of `key_prefix_len` bytes.
-    pub fn walk_options(&self, key_prefix_len: usize) -> Result<crate::tree::WalkOptions, Error> {
-        Ok(crate::tree::WalkOptions {
-            filters: crate::tree::Filters::new(self.rules())?,
-            follow_symlinks: !self.no_follow_symlinks,
-            key_prefix_len,
-        })
-    }
-
-    /// Whether any tree flag was given (they need a directory).
-    pub fn any(&self) -> bool {
-        !self.include.is_empty() || !self.exclude.is_empty() || self.no_follow_symlinks
-    }
-}
-
-const UPLOAD_HELP: &str = concat!(
-    "Examples:
+const UPLOAD_EXAMPLES: &str = "Examples:
   tally upload A001C003.mov s3://media/raw/                 one file, to raw/A001C003.mov
   tally upload reel1/ s3://media/scans/reel1/               a tree: every file under reel1/
   tally upload reel1/ s3://media/scans/reel1/ --exclude '*.tmp' --exclude .DS_Store
@@ -292,11 +344,11 @@ const UPLOAD_HELP: &str = concat!(
   tally upload reel1/ s3://media/scans/reel1/ --json > reel1.jsonl   one JSON line per file
 
 A tree run skips a file only when the object at its key is proven to hold the same bytes (its
-checksum compared with the file's, hashed again); run it again after an interruption and it finishes.
+checksum compared with the file's, hashed again); run it again after an interruption and it finishes.";
 
-",
-    exit_codes!()
-);
+fn upload_help() -> String {
+    format!("{UPLOAD_EXAMPLES}\n\n{TREE_RULES}\n\n{EXIT_CODES}")
+}
 
 /// `tally upload FILE|DIR s3://BUCKET/KEY|PREFIX/`.
 #[derive(Debug, Args)]

@@ -268,7 +268,10 @@ pub async fn upload_tree<C: S3Api>(
         blocking(move || Record::open(&path, trust)).await?
     };
     let record = std::sync::Arc::new(record);
-    let walk = crate::tree::walk(&cfg.root, cfg.walk.clone())?;
+    let walk = {
+        let (root, opts) = (cfg.root.clone(), cfg.walk.clone());
+        blocking(move || crate::tree::walk(&root, opts)).await?
+    };
     let stop = cancel.child_token();
     let mut report = TreeReport {
         bucket: cfg.prefix.bucket.clone(),

@@ -13,6 +13,7 @@ mod proxy;
 mod resume;
 mod settings;
 mod support;
+mod tree;
 mod tree_upload;
 mod upload;
 mod verify;

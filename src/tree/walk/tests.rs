@@ -478,3 +478,36 @@ fn an_empty_directory_yields_nothing() {
     let t = tempfile::tempdir().unwrap();
     assert!(all(t.path(), WalkOptions::default()).is_empty());
 }
+
+#[test]
+fn dropping_the_walk_stops_it() {
+    let t = tempfile::tempdir().unwrap();
+    let r = t.path();
+    let dirs = CHANNEL_ENTRIES + 100;
+    for i in 0..dirs {
+        write(r, &format!("d{i:05}/f"), b"");
+    }
+    let (listed_tx, listed_rx) = std_mpsc::channel::<()>();
+    let hooks = Hooks {
+        after_list: Some(Box::new(move |_: &Path| listed_tx.send(()).unwrap())),
+        ..Hooks::default()
+    };
+    let mut w = walk_with(r, WalkOptions::default(), hooks).unwrap();
+    assert!(matches!(w.blocking_next(), Some(Found::File(_))));
+    drop(w);
+    // The hook (and its sender) goes when the walk's thread ends: count what it listed until then.
+    let mut listed = 0;
+    loop {
+        match listed_rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(()) => listed += 1,
+            Err(std_mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(std_mpsc::RecvTimeoutError::Timeout) => panic!("the walk did not stop"),
+        }
+    }
+    // The root, then one directory per queued file: the queue's bound, not the tree.
+    assert!(
+        listed <= CHANNEL_ENTRIES + 3,
+        "listed {listed} of {} dirs",
+        dirs + 1
+    );
+}
