@@ -4,7 +4,7 @@ use std::io::IsTerminal as _;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{Cli, Command, HashArgs, OutputArgs, TreeArgs, UploadArgs};
+use crate::cli::{Cli, Command, HashArgs, OutputArgs, TreeArgs, UploadArgs, VerifyArgs};
 use crate::config::ObjectUrl;
 use crate::error::{EXIT_ERROR, EXIT_MISMATCH, EXIT_OK, EXIT_UNFINISHED, Error};
 use crate::hashfile::{self, HashReport, TreeLine};
@@ -12,8 +12,9 @@ use crate::progress::{Bar, Notes, Progress, Silent};
 use crate::remote::md5::{self as remote_md5, Md5Options, Md5Report, Md5Source};
 use crate::remote::tags::TagOutcome;
 use crate::s3::SdkS3;
+use crate::tree::report::{Action, FileLine, TreeReport};
 use crate::tree::{self, Grouper, Item, Sequence};
-use crate::upload::tree::{Action, FileLine, TreeConfig, TreeReport};
+use crate::upload::tree::TreeConfig;
 use crate::upload::{self, Check, Method, UploadReport};
 use crate::uploads::{self, Aborted, UploadInfo};
 use crate::verify::{self, Verdict, VerifyOptions, VerifyReport};
@@ -59,7 +60,14 @@ pub fn run(cli: Cli) -> i32 {
             }
             out.finish(result.map(|r| (print_upload(&r), r))).max(code)
         }
+        Command::Verify(args) if args.file.is_dir() => runtime.block_on(verify_tree(args, &out)),
         Command::Verify(args) => {
+            if args.tree.any() {
+                return out.finish::<()>(Err(Error::Usage(format!(
+                    "--include, --exclude and --no-follow-symlinks need a directory; {} is not one",
+                    args.file.display()
+                ))));
+            }
             let result = runtime.block_on(async {
                 let target = ObjectUrl::parse(&args.target)?;
                 let s3 = SdkS3::connect(&args.connection.to_connection()).await?;
@@ -315,42 +323,78 @@ async fn upload_tree(args: &UploadArgs, out: &Output) -> i32 {
     let cancel = CancellationToken::new();
     watch_signals(cancel.clone());
     let progress = out.progress();
-    let json = out.json;
-    let quiet = out.quiet;
-    let on_line = move |line: &FileLine| {
-        if json {
-            let text = serde_json::to_string(line).expect("lines serialize");
-            println!("{}", crate::redact::redact(&text));
-        }
-        if quiet && line.action != Action::Failed {
-            return;
-        }
-        match line.action {
-            Action::Failed => eprintln!(
-                "tally: FAILED {}: {}",
-                line.path,
-                line.reason.as_deref().unwrap_or("")
-            ),
-            Action::Ignored => eprintln!(
-                "tally: warning: {}: {}",
-                line.path,
-                line.reason.as_deref().unwrap_or("")
-            ),
-            _ => {}
-        }
-    };
+    let on_line = out.tree_lines();
     let result = upload::tree::upload_tree(&s3, &cfg, progress.as_ref(), &cancel, &on_line).await;
-    match result {
-        Ok(report) => {
-            if json {
-                let v = serde_json::json!({ "summary": &report });
-                println!("{}", crate::redact::redact(&v.to_string()));
-            } else if !quiet {
-                print!("{}", crate::redact::redact(&print_tree(&report)));
-            }
-            report.exit_code
+    out.finish_tree(result, "every file is in S3 and proven")
+}
+
+/// `tally verify DIR s3://BUCKET/PREFIX/`.
+async fn verify_tree(args: &VerifyArgs, out: &Output) -> i32 {
+    let run = async {
+        let mut prefix = ObjectUrl::parse(&args.target)?;
+        if !prefix.key.is_empty() && !prefix.key.ends_with('/') {
+            prefix.key.push('/');
         }
-        Err(e) => out.finish::<()>(Err(e)),
+        let walk = crate::tree::WalkOptions {
+            key_prefix_len: prefix.key.len(),
+            ..args.tree.walk_options()?
+        };
+        let s3 = SdkS3::connect(&args.connection.to_connection()).await?;
+        let cancel = CancellationToken::new();
+        watch_signals(cancel.clone());
+        let opts = VerifyOptions {
+            download: args.download,
+            etag: args.etag,
+            wait: args.wait,
+        };
+        let progress = out.progress();
+        let on_line = out.tree_lines();
+        let cfg = verify::tree::TreeVerify {
+            root: args.file.clone(),
+            prefix,
+            walk,
+            opts,
+        };
+        verify::tree::verify_tree(&s3, &cfg, progress.as_ref(), &cancel, &on_line).await
+    };
+    let result = run.await;
+    out.finish_tree(result, "every file is its object")
+}
+
+impl Output {
+    /// What a tree command does with each entry's line as it finishes: a JSON line with `--json`;
+    /// failures, differences and warnings on standard error as they happen.
+    fn tree_lines(&self) -> impl Fn(&FileLine) + Send + Sync + use<> {
+        let (json, quiet) = (self.json, self.quiet);
+        move |line: &FileLine| {
+            if json {
+                let text = serde_json::to_string(line).expect("lines serialize");
+                println!("{}", crate::redact::redact(&text));
+            }
+            let reason = line.reason.as_deref().unwrap_or("");
+            match line.action {
+                Action::Failed => eprintln!("tally: FAILED {}: {reason}", line.path),
+                Action::Differs => eprintln!("tally: DIFFERS {}: {reason}", line.path),
+                Action::Ignored if !quiet => eprintln!("tally: warning: {}: {reason}", line.path),
+                _ => {}
+            }
+        }
+    }
+
+    /// Prints a tree command's summary (a last JSON line with `--json`) and returns its exit code.
+    fn finish_tree(&self, result: Result<TreeReport, Error>, all_good: &str) -> i32 {
+        match result {
+            Ok(report) => {
+                if self.json {
+                    let v = serde_json::json!({ "summary": &report });
+                    println!("{}", crate::redact::redact(&v.to_string()));
+                } else if !self.quiet {
+                    print!("{}", crate::redact::redact(&print_tree(&report, all_good)));
+                }
+                report.exit_code
+            }
+            Err(e) => self.finish::<()>(Err(e)),
+        }
     }
 }
 
@@ -379,7 +423,7 @@ fn tree_config(args: &UploadArgs) -> Result<TreeConfig, Error> {
     })
 }
 
-fn print_tree(r: &TreeReport) -> String {
+fn print_tree(r: &TreeReport, all_good: &str) -> String {
     let mut s = String::new();
     for g in &r.groups {
         s += &format!("  {g}\n");
@@ -391,30 +435,46 @@ fn print_tree(r: &TreeReport) -> String {
         );
     }
     let verdict = if r.exit_code == EXIT_OK {
-        "every file is in S3 and proven"
+        all_good.to_owned()
     } else if !r.complete {
-        "STOPPED before the end: run the same command again to finish"
+        "STOPPED before the end: run the same command again to finish".to_owned()
     } else {
-        "NOT every file is in S3 and proven: see the FAILED lines above"
+        format!("NOT {all_good}: see the FAILED / DIFFERS lines above")
     };
+    let mut counts = Vec::new();
+    let mut count = |n: u64, what: String| {
+        if n > 0 {
+            counts.push(format!("{n} {what}"));
+        }
+    };
+    count(
+        r.uploaded,
+        format!("uploaded ({})", human_bytes(r.uploaded_bytes)),
+    );
+    count(
+        r.skipped,
+        format!(
+            "skipped as proven identical ({})",
+            human_bytes(r.skipped_bytes)
+        ),
+    );
+    count(r.identical, "identical".into());
+    count(r.differs, "DIFFER".into());
+    count(r.failed, "FAILED".into());
+    count(r.ignored, "ignored".into());
+    if counts.is_empty() {
+        counts.push("nothing to do: no files under the directory".into());
+    }
     s += &format!(
-        "s3://{}/{}: {} files, {}: {} uploaded ({}), {} skipped as proven identical ({}), {} failed, {} ignored, in {:.2} s ({:.1} MiB/s)\n  {verdict}\n",
+        "s3://{}/{}: {} files, {}: {}, in {:.2} s ({:.1} MiB/s)\n  {verdict}\n",
         r.bucket,
         r.prefix,
         r.files,
         human_bytes(r.bytes),
-        r.uploaded,
-        human_bytes(r.uploaded_bytes),
-        r.skipped,
-        human_bytes(r.skipped_bytes),
-        r.failed,
-        r.ignored,
+        counts.join(", "),
         r.seconds,
         r.mib_per_s
     );
-    if r.files == 0 && r.failed == 0 {
-        s = format!("nothing to upload: no files under the directory\n{s}");
-    }
     s
 }
 

@@ -19,15 +19,19 @@ macro_rules! exit_codes {
 
 const EXIT_CODES: &str = exit_codes!();
 
-const VERIFY_EXIT_CODES: &str = "Exit codes:\n  0  the object is the local file\n  1  they differ (every differing part is named)\n  2  could not verify (missing object or bucket, access denied, not a file, network), with the reason";
+const VERIFY_EXIT_CODES: &str = "Exit codes:\n  0  the object is the local file (for a directory: every file is its object)\n  1  they differ (every differing part is named; for a directory: some file differs)\n  2  could not verify (missing object or bucket, access denied, not a file, network), with the reason";
 
-/// `tally verify FILE s3://BUCKET/KEY`.
+/// `tally verify FILE s3://BUCKET/KEY` or `tally verify DIR s3://BUCKET/PREFIX/`.
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
-    /// The local file.
+    /// The local file, or a directory: every regular file under it.
     pub file: PathBuf,
-    /// The object, s3://BUCKET/KEY.
+    /// The object, s3://BUCKET/KEY; for a directory, s3://BUCKET/PREFIX/ (each file is compared
+    /// with PREFIX + its path under the directory).
     pub target: String,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub tree: TreeArgs,
     /// Compare the bytes themselves (parallel ranged GETs, nothing stored), whatever else is available.
     #[arg(long)]
     pub download: bool,

@@ -399,3 +399,80 @@ fn odd_entries_are_reported_and_the_rest_of_the_tree_lands() {
         String::from_utf8_lossy(&out.stdout)
     );
 }
+
+#[test]
+fn verify_dir_names_the_file_and_part_that_differ_and_the_missing_object() {
+    let s = garage();
+    let dir = s.temp_dir();
+    let root = dir.path().join("B002");
+    let want = media_tree(&root);
+    let prefix = unique("tree/verify") + "/";
+    let url = s.url(&prefix);
+    let out = s.tally(upload_args(&root, &url, &[]));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+
+    let verify = |extra: &[&str]| {
+        let mut args = vec!["verify", root.to_str().unwrap(), url.as_str(), "--json"];
+        args.extend_from_slice(extra);
+        s.tally(args)
+    };
+    let out = verify(&[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let (files, summary) = lines(&out);
+    assert_eq!(files.len(), want.len());
+    assert!(
+        files.values().all(|l| l["action"] == "identical"),
+        "{files:?}"
+    );
+    assert_eq!(summary["identical"], want.len(), "{summary}");
+
+    // One byte of the multipart file changed (its second 5 MiB part), same size.
+    let big = root.join("A001C003.mov");
+    let mut data = std::fs::read(&big).unwrap();
+    data[(5 * MIB + 10) as usize] ^= 1;
+    std::fs::write(&big, &data).unwrap();
+    let out = verify(&[]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let (files, _) = lines(&out);
+    // The link to it differs too: it is the same file.
+    for rel in ["A001C003.mov", "reel1/link.mov"] {
+        assert_eq!(files[rel]["action"], "differs", "{rel}: {}", files[rel]);
+        assert!(
+            files[rel]["reason"]
+                .as_str()
+                .unwrap()
+                .contains("parts differ: 2"),
+            "{rel}: {}",
+            files[rel]
+        );
+    }
+    assert_eq!(
+        files
+            .values()
+            .filter(|l| l["action"] == "identical")
+            .count(),
+        want.len() - 2
+    );
+    assert!(stderr(&out).contains("DIFFERS"), "{}", stderr(&out));
+
+    // A file whose object is gone: could not verify, exit 2, named.
+    s.aws([
+        "s3",
+        "rm",
+        "--quiet",
+        &s.url(&format!("{prefix}sidecar.xml")),
+    ]);
+    let out = verify(&["--exclude", "A001C003.mov", "--exclude", "link.mov"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let (files, _) = lines(&out);
+    assert_eq!(files["sidecar.xml"]["action"], "failed");
+    assert!(
+        files["sidecar.xml"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("no object"),
+        "{}",
+        files["sidecar.xml"]
+    );
+    assert!(!files.contains_key("A001C003.mov"), "excluded");
+}
