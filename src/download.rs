@@ -487,3 +487,349 @@ fn finish(mut r: DownloadReport, started: Instant) -> DownloadReport {
     r.mib_per_s = fetched as f64 / (1u64 << 20) as f64 / r.seconds.max(1e-9);
     r
 }
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::error::EXIT_MISMATCH;
+    use crate::hash::{self, ChecksumAlgorithm, ChecksumType};
+    use crate::progress::Silent;
+    use crate::s3::fake::FakeS3;
+    use crate::s3::tamper::Tamper;
+    use crate::s3::{CompletedPart, MultipartWrite as _};
+
+    fn url(key: &str) -> ObjectUrl {
+        ObjectUrl::parse(&format!("s3://bkt/{key}")).unwrap()
+    }
+
+    fn data(len: usize, seed: u32) -> Vec<u8> {
+        (0..len as u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761).wrapping_add(seed) >> 13) as u8)
+            .collect()
+    }
+
+    async fn put_single(s3: &FakeS3, key: &str, body: &[u8]) {
+        let alg = ChecksumAlgorithm::Sha256;
+        s3.put_object(
+            &url(key),
+            alg,
+            Bytes::copy_from_slice(body),
+            &hash::hash_part(alg, true, body),
+        )
+        .await
+        .unwrap();
+    }
+
+    async fn put_multipart(s3: &FakeS3, key: &str, body: &[u8], part: usize, alg: ChecksumAlgorithm) {
+        let obj = url(key);
+        let kind = alg.multipart_type();
+        let id = s3.create_multipart(&obj, alg, kind).await.unwrap();
+        let mut parts = Vec::new();
+        let mut hashes = Vec::new();
+        for (i, c) in body.chunks(part).enumerate() {
+            let h = hash::hash_part(alg, true, c);
+            let r = s3
+                .upload_part(&obj, &id, i as u32 + 1, alg, Bytes::copy_from_slice(c), &h)
+                .await
+                .unwrap();
+            parts.push(CompletedPart {
+                number: i as u32 + 1,
+                etag: r.etag.unwrap(),
+                checksum: h.checksum.base64(),
+            });
+            hashes.push(h);
+        }
+        let full = (kind == ChecksumType::FullObject)
+            .then(|| hash::full_object_crc(alg, &hashes).base64());
+        s3.complete_multipart(&obj, &id, alg, &parts, full.as_deref())
+            .await
+            .unwrap();
+    }
+
+    fn opts() -> DownloadOptions {
+        DownloadOptions {
+            force: false,
+            concurrency: 3,
+        }
+    }
+
+    fn kinds(r: &DownloadReport) -> Vec<&'static str> {
+        r.checked.iter().map(|p| p.kind).collect()
+    }
+
+    /// Nothing but DEST is left in its folder.
+    fn only_dest(dir: &Path, dest: &Path) {
+        let names: Vec<PathBuf> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        assert_eq!(names, vec![dest.to_owned()]);
+    }
+
+    #[tokio::test]
+    async fn each_kind_of_object_is_checked_against_what_s3_has() {
+        let body = data(70_000, 1);
+        let cases: [(&str, bool, Option<ChecksumAlgorithm>, Vec<&str>, u32); 5] = [
+            (
+                "sha256 parts, GetObjectAttributes",
+                true,
+                Some(ChecksumAlgorithm::Sha256),
+                vec!["part_checksums", "composite_checksum"],
+                4,
+            ),
+            (
+                "sha256 parts, no GetObjectAttributes",
+                false,
+                Some(ChecksumAlgorithm::Sha256),
+                vec!["composite_checksum"],
+                0,
+            ),
+            (
+                "crc64nvme full object",
+                false,
+                Some(ChecksumAlgorithm::Crc64nvme),
+                vec!["full_object_crc"],
+                0,
+            ),
+            (
+                "crc32c parts, GetObjectAttributes, MD5 for the weak CRC",
+                true,
+                Some(ChecksumAlgorithm::Crc32c),
+                vec!["part_checksums", "composite_checksum", "multipart_etag"],
+                4,
+            ),
+            ("single PUT", false, None, vec!["object_checksum"], 1),
+        ];
+        for (what, attrs, alg, want, alone) in cases {
+            let s3 = FakeS3::default();
+            if attrs {
+                s3.answer_attributes();
+            }
+            match alg {
+                Some(a) => put_multipart(&s3, "k", &body, 20_000, a).await,
+                None => put_single(&s3, "k", &body).await,
+            }
+            let dir = tempfile::tempdir().unwrap();
+            let dest = dir.path().join("out");
+            let r = download(&s3, &url("k"), &dest, &opts(), &Silent)
+                .await
+                .unwrap_or_else(|e| panic!("{what}: {e}"));
+            assert_eq!(std::fs::read(&dest).unwrap(), body, "{what}: byte-exact");
+            assert_eq!(kinds(&r), want, "{what}");
+            assert_eq!(r.parts_checked_alone, alone, "{what}");
+            assert!(r.verified, "{what}");
+            only_dest(dir.path(), &dest);
+        }
+    }
+
+    #[tokio::test]
+    async fn an_empty_object_is_checked_without_a_get() {
+        let s3 = Tamper::new(FakeS3::default()).body_received(|_, _, _| {});
+        put_single(s3.inner(), "empty", b"").await;
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("e");
+        let r = download(&s3, &url("empty"), &dest, &opts(), &Silent)
+            .await
+            .unwrap();
+        assert_eq!(std::fs::read(&dest).unwrap(), b"");
+        assert_eq!(kinds(&r), vec!["object_checksum"]);
+        assert_eq!(s3.streamed_gets(), 0);
+    }
+
+    /// Flips one bit in the bytes of part `part` (of `size`-byte parts) on the GETs `when` says.
+    fn flipper(
+        size: u64,
+        part: u32,
+        when: impl Fn(u32) -> bool + Send + Sync + 'static,
+    ) -> impl Fn(u32, u64, &mut Vec<u8>) + Send + Sync + 'static {
+        let seen = std::sync::atomic::AtomicU32::new(0);
+        move |_, at, piece| {
+            let first = (part as u64 - 1) * size;
+            if at == first {
+                let n = seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+                if when(n) {
+                    piece[7] ^= 0x04;
+                }
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_corrupted_part_is_fetched_again_or_named() {
+        let body = data(80_000, 2);
+        // Once: the part is fetched again and the file is exact.
+        let s3 = Tamper::new(FakeS3::default()).body_received(flipper(20_000, 2, |n| n == 1));
+        s3.inner().answer_attributes();
+        put_multipart(s3.inner(), "k", &body, 20_000, ChecksumAlgorithm::Sha256).await;
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("out");
+        let r = download(&s3, &url("k"), &dest, &opts(), &Silent)
+            .await
+            .unwrap();
+        assert_eq!(std::fs::read(&dest).unwrap(), body);
+        assert_eq!(r.parts_refetched, vec![2]);
+        assert_eq!(r.parts_fetched, 5, "4 parts and part 2 again");
+        // Every time: exit 1 naming part 2, nothing renamed; the good parts stay for a resume.
+        let s3 = Tamper::new(FakeS3::default()).body_received(flipper(20_000, 2, |_| true));
+        s3.inner().answer_attributes();
+        put_multipart(s3.inner(), "k", &body, 20_000, ChecksumAlgorithm::Sha256).await;
+        let dest2 = dir.path().join("out2");
+        let e = download(&s3, &url("k"), &dest2, &opts(), &Silent)
+            .await
+            .unwrap_err();
+        assert_eq!(e.exit_code(), EXIT_MISMATCH, "{e}");
+        let text = e.to_string();
+        assert!(
+            text.contains("part 2 (bytes 20000..40000)") && text.contains("SHA256 part checksum"),
+            "{text}"
+        );
+        assert!(!dest2.exists());
+        let (_, parts) = journal::load(&dest::journal_path(&dest2)).unwrap().unwrap();
+        assert_eq!(
+            parts.iter().map(|p| p.number).collect::<Vec<_>>(),
+            vec![1, 3, 4]
+        );
+    }
+
+    #[tokio::test]
+    async fn without_part_checksums_a_failed_whole_check_fetches_everything_once() {
+        let body = data(80_000, 3);
+        let s3 = Tamper::new(FakeS3::default()).body_received(flipper(20_000, 3, |n| n == 1));
+        put_multipart(s3.inner(), "k", &body, 20_000, ChecksumAlgorithm::Sha256).await;
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("out");
+        let r = download(&s3, &url("k"), &dest, &opts(), &Silent)
+            .await
+            .unwrap();
+        assert_eq!(std::fs::read(&dest).unwrap(), body);
+        assert!(r.refetched_whole);
+        assert_eq!(r.parts_fetched, 8);
+        assert_eq!(kinds(&r), vec!["composite_checksum"]);
+        let s3 = Tamper::new(FakeS3::default()).body_received(flipper(20_000, 3, |_| true));
+        put_multipart(s3.inner(), "k", &body, 20_000, ChecksumAlgorithm::Sha256).await;
+        let dest2 = dir.path().join("out2");
+        let e = download(&s3, &url("k"), &dest2, &opts(), &Silent)
+            .await
+            .unwrap_err();
+        assert_eq!(e.exit_code(), EXIT_MISMATCH);
+        assert!(e.to_string().contains("the object arrived different from S3's SHA256 object checksum"), "{e}");
+        assert!(!dest2.exists());
+    }
+
+    #[tokio::test]
+    async fn a_resumed_download_fetches_only_the_parts_not_recorded() {
+        let body = data(100_000, 4);
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("out");
+        // First run: part 4 never arrives intact; parts 1, 2, 3 and 5 are recorded.
+        let s3 = Tamper::new(FakeS3::default()).body_received(flipper(20_000, 4, |_| true));
+        s3.inner().answer_attributes();
+        put_multipart(s3.inner(), "k", &body, 20_000, ChecksumAlgorithm::Sha256).await;
+        download(&s3, &url("k"), &dest, &opts(), &Silent)
+            .await
+            .unwrap_err();
+        let inner = s3.into_inner();
+        let s3 = Tamper::new(inner).body_received(|_, _, _| {});
+        let r = download(&s3, &url("k"), &dest, &opts(), &Silent)
+            .await
+            .unwrap();
+        assert_eq!(std::fs::read(&dest).unwrap(), body);
+        assert_eq!(s3.streamed_gets(), 1, "only part 4 fetched");
+        assert_eq!(r.parts_resumed, 4);
+        assert_eq!(r.parts_checked_alone, 5, "resumed parts were checked alone");
+        only_dest(dir.path(), &dest);
+        // A journal for another object: started over, and said so.
+        let s3 = Tamper::new(FakeS3::default()).body_received(flipper(20_000, 4, |_| true));
+        s3.inner().answer_attributes();
+        put_multipart(s3.inner(), "k", &body, 20_000, ChecksumAlgorithm::Sha256).await;
+        let dest2 = dir.path().join("out2");
+        download(&s3, &url("k"), &dest2, &opts(), &Silent)
+            .await
+            .unwrap_err();
+        let other = data(100_000, 5);
+        let inner = s3.into_inner();
+        put_multipart(&inner, "k", &other, 20_000, ChecksumAlgorithm::Sha256).await;
+        let s3 = Tamper::new(inner).body_received(|_, _, _| {});
+        let r = download(&s3, &url("k"), &dest2, &opts(), &Silent)
+            .await
+            .unwrap();
+        assert_eq!(std::fs::read(&dest2).unwrap(), other);
+        assert_eq!(s3.streamed_gets(), 5);
+        assert!(
+            r.restarted_because.as_deref().is_some_and(|w| w.contains("ETag")),
+            "{:?}",
+            r.restarted_because
+        );
+    }
+
+    /// Replaces the object once the first part is recorded.
+    struct ReplaceAfterFirst<'a>(&'a FakeS3, std::sync::atomic::AtomicBool);
+
+    impl Progress for ReplaceAfterFirst<'_> {
+        fn start(&self, _: u64, _: u32) {}
+        fn part_done(&self, _: u64) {
+            if !self.1.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                self.0.replace_object("k", b"another writer's bytes".to_vec());
+            }
+        }
+        fn finish(&self) {}
+        fn note(&self, _: &str) {}
+    }
+
+    #[tokio::test]
+    async fn an_object_replaced_mid_way_stops_the_download_and_leaves_nothing() {
+        let body = data(60_000, 6);
+        let s3 = FakeS3::default();
+        put_multipart(&s3, "k", &body, 20_000, ChecksumAlgorithm::Sha256).await;
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("out");
+        let watcher = ReplaceAfterFirst(&s3, Default::default());
+        let one = DownloadOptions {
+            force: false,
+            concurrency: 1,
+        };
+        let e = download(&s3, &url("k"), &dest, &one, &watcher)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, Error::ObjectChanged { .. }), "{e}");
+        assert_eq!(e.exit_code(), crate::error::EXIT_ERROR);
+        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert!(left.is_empty(), "no DEST, no partial, no journal: {left:?}");
+    }
+
+    #[tokio::test]
+    async fn an_existing_destination_is_kept_unless_proven_identical_or_forced() {
+        let body = data(50_000, 7);
+        let s3 = Tamper::new(FakeS3::default()).body_received(|_, _, _| {});
+        put_single(s3.inner(), "k", &body).await;
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("out");
+        std::fs::write(&dest, &body).unwrap();
+        let r = download(&s3, &url("k"), &dest, &opts(), &Silent)
+            .await
+            .unwrap();
+        assert!(r.already_present && r.verified);
+        assert_eq!(s3.streamed_gets(), 0, "nothing fetched");
+        let mut other = body.clone();
+        other[100] ^= 1;
+        std::fs::write(&dest, &other).unwrap();
+        let e = download(&s3, &url("k"), &dest, &opts(), &Silent)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, Error::Destination { .. }), "{e}");
+        assert!(e.to_string().contains("--force"), "{e}");
+        assert_eq!(std::fs::read(&dest).unwrap(), other, "kept");
+        let force = DownloadOptions {
+            force: true,
+            ..opts()
+        };
+        let r = download(&s3, &url("k"), &dest, &force, &Silent)
+            .await
+            .unwrap();
+        assert!(!r.already_present);
+        assert_eq!(std::fs::read(&dest).unwrap(), body);
+        only_dest(dir.path(), &dest);
+    }
+}

@@ -69,9 +69,19 @@ impl<C> Tamper<C> {
         self
     }
 
+    /// Streamed GETs answered so far (counted once [`Tamper::body_received`] is set).
+    pub fn streamed_gets(&self) -> u32 {
+        self.gets.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// The wrapped client.
     pub fn inner(&self) -> &C {
         &self.inner
+    }
+
+    /// The wrapped client, hooks dropped.
+    pub fn into_inner(self) -> C {
+        self.inner
     }
 }
 
