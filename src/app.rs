@@ -328,7 +328,9 @@ fn print_download(r: &DownloadReport) -> String {
     } else {
         s += &format!(
             "  NOT verified: {}; the bytes were written as received, unchecked\n",
-            r.not_verified.as_deref().unwrap_or("nothing could be compared")
+            r.not_verified
+                .as_deref()
+                .unwrap_or("nothing could be compared")
         );
     }
     if r.parts_resumed > 0 {

@@ -342,10 +342,7 @@ fn open_or_start(
     let partial_len = std::fs::metadata(partial).ok().map(|m| m.len());
     let why = match (&loaded, partial_len) {
         (None, None) => None,
-        (None, Some(_)) => Some(format!(
-            "{} has no journal beside it",
-            partial.display()
-        )),
+        (None, Some(_)) => Some(format!("{} has no journal beside it", partial.display())),
         (Some((h, _)), _) if h != header => Some(format!(
             "the object is not the one {} was a copy of ({})",
             partial.display(),
@@ -411,6 +408,8 @@ fn what_changed(old: &Header, new: &Header) -> String {
         format!("{} bytes then, {} now", old.size, new.size)
     } else if old.version_id != new.version_id {
         "another version".into()
+    } else if old.endpoint != new.endpoint {
+        format!("endpoint {} then, {} now", old.endpoint, new.endpoint)
     } else {
         "another object or another tally version".into()
     }
@@ -522,7 +521,13 @@ mod tests {
         .unwrap();
     }
 
-    async fn put_multipart(s3: &FakeS3, key: &str, body: &[u8], part: usize, alg: ChecksumAlgorithm) {
+    async fn put_multipart(
+        s3: &FakeS3,
+        key: &str,
+        body: &[u8],
+        part: usize,
+        alg: ChecksumAlgorithm,
+    ) {
         let obj = url(key);
         let kind = alg.multipart_type();
         let id = s3.create_multipart(&obj, alg, kind).await.unwrap();
@@ -714,7 +719,11 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(e.exit_code(), EXIT_MISMATCH);
-        assert!(e.to_string().contains("the object arrived different from S3's SHA256 object checksum"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("the object arrived different from S3's SHA256 object checksum"),
+            "{e}"
+        );
         assert!(!dest2.exists());
     }
 
@@ -758,7 +767,9 @@ mod tests {
         assert_eq!(std::fs::read(&dest2).unwrap(), other);
         assert_eq!(s3.streamed_gets(), 5);
         assert!(
-            r.restarted_because.as_deref().is_some_and(|w| w.contains("ETag")),
+            r.restarted_because
+                .as_deref()
+                .is_some_and(|w| w.contains("ETag")),
             "{:?}",
             r.restarted_because
         );
@@ -771,7 +782,8 @@ mod tests {
         fn start(&self, _: u64, _: u32) {}
         fn part_done(&self, _: u64) {
             if !self.1.swap(true, std::sync::atomic::Ordering::SeqCst) {
-                self.0.replace_object("k", b"another writer's bytes".to_vec());
+                self.0
+                    .replace_object("k", b"another writer's bytes".to_vec());
             }
         }
         fn finish(&self) {}

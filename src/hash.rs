@@ -276,7 +276,9 @@ pub struct RangeHasher {
 
 impl std::fmt::Debug for RangeHasher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RangeHasher").field("len", &self.len).finish()
+        f.debug_struct("RangeHasher")
+            .field("len", &self.len)
+            .finish()
     }
 }
 

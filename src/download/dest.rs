@@ -52,8 +52,7 @@ pub fn resolve(dest: &Path, key: &str) -> Result<PathBuf, Error> {
     if target.is_dir() {
         return Err(Error::Destination {
             path: target,
-            why: "is a directory: give a file path, or DIR/ to download into that directory"
-                .into(),
+            why: "is a directory: give a file path, or DIR/ to download into that directory".into(),
         });
     }
     let dir = parent_dir(&target);
@@ -103,7 +102,10 @@ mod tests {
         assert_eq!(resolve(d, "a/b/clip.mov").unwrap(), d.join("clip.mov"));
         let slash = PathBuf::from(format!("{}/", d.display()));
         assert_eq!(resolve(&slash, "clip.mov").unwrap(), d.join("clip.mov"));
-        assert_eq!(resolve(&d.join("x.mov"), "clip.mov").unwrap(), d.join("x.mov"));
+        assert_eq!(
+            resolve(&d.join("x.mov"), "clip.mov").unwrap(),
+            d.join("x.mov")
+        );
         assert!(matches!(resolve(d, "a/.."), Err(Error::Usage(_))));
         // A directory where the file would go.
         std::fs::create_dir(d.join("clip.mov")).unwrap();

@@ -119,14 +119,14 @@ pub async fn part<C: ObjectRead>(
                 return Err(Error::s3("GetObject", Some(number), None)(e));
             }
             Err(Failed::S3(e)) => Error::s3("GetObject", Some(number), None)(e),
-            Err(Failed::Length(got)) => Error::s3("GetObject", Some(number), None)(
-                S3Error::transport(format!(
+            Err(Failed::Length(got)) => {
+                Error::s3("GetObject", Some(number), None)(S3Error::transport(format!(
                     "the body of bytes {}..{} was {got} bytes long, not {}",
                     range.start,
                     range.end,
                     range.end - range.start
-                )),
-            ),
+                )))
+            }
         };
         tracing::info!(part = number, attempt, error = %failure, "part fetch failed");
         if !backoff.wait().await {
@@ -165,9 +165,9 @@ async fn once<C: ObjectRead>(
     let mut pending: Option<tokio::task::JoinHandle<std::io::Result<RangeHasher>>> = None;
     let mut idle = Some(hasher);
     let flush = |buf: &mut BytesMut,
-                     pending: &mut Option<tokio::task::JoinHandle<_>>,
-                     hasher: RangeHasher,
-                     at: &mut u64| {
+                 pending: &mut Option<tokio::task::JoinHandle<_>>,
+                 hasher: RangeHasher,
+                 at: &mut u64| {
         let data = buf.split().freeze();
         let offset = *at;
         *at += data.len() as u64;
@@ -196,7 +196,9 @@ async fn once<C: ObjectRead>(
         if buf.len() >= BUFFER {
             let h = match pending.take() {
                 Some(p) => finish_pending(p).await?,
-                None => idle.take().expect("a hasher is idle when nothing is pending"),
+                None => idle
+                    .take()
+                    .expect("a hasher is idle when nothing is pending"),
             };
             flush(&mut buf, &mut pending, h, &mut at);
         }
@@ -206,7 +208,9 @@ async fn once<C: ObjectRead>(
     }
     let mut h = match pending.take() {
         Some(p) => finish_pending(p).await?,
-        None => idle.take().expect("a hasher is idle when nothing is pending"),
+        None => idle
+            .take()
+            .expect("a hasher is idle when nothing is pending"),
     };
     if !buf.is_empty() {
         flush(&mut buf, &mut pending, h, &mut at);

@@ -252,10 +252,7 @@ mod tests {
         let damaged = text.replacen("\"number\":1", "\"number\":7", 1);
         std::fs::write(&p, damaged).unwrap();
         let (_, parts) = load(&p).unwrap().unwrap();
-        assert_eq!(
-            parts.iter().map(|p| p.number).collect::<Vec<_>>(),
-            vec![2]
-        );
+        assert_eq!(parts.iter().map(|p| p.number).collect::<Vec<_>>(), vec![2]);
         assert!(load(&dir.path().join("none")).unwrap().is_none());
     }
 }

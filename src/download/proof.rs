@@ -219,9 +219,7 @@ pub fn proofs(facts: &RemoteFacts, alone: &[Option<Against>], c: &Comparison) ->
             Proof {
                 kind: "composite_checksum",
                 algorithm: Some(a.to_string()),
-                text: format!(
-                    "the object's {a} composite checksum, from the {n} parts' checksums"
-                ),
+                text: format!("the object's {a} composite checksum, from the {n} parts' checksums"),
             }
         });
     }

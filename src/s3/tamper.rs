@@ -205,10 +205,7 @@ impl<C: ObjectRead> ObjectRead for Tamper<C> {
             .get_stream(obj, range.clone(), if_match, version_id)
             .await?;
         if let Some(f) = &self.body_received {
-            let n = self
-                .gets
-                .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
-                + 1;
+            let n = self.gets.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
             let f = f.clone();
             let mut at = range.start;
             reply.body = Box::pin(futures::StreamExt::map(reply.body, move |piece| {
