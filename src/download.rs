@@ -170,8 +170,12 @@ pub async fn download<C: S3Api>(
     let partial = dest::partial_path(&dest);
     let jpath = dest::journal_path(&dest);
     let (p, j, h) = (partial.clone(), jpath.clone(), header.clone());
-    let opened = blocking(move || open_or_start(&p, &j, &h)).await?;
-    let (file, journal, done, restarted) = opened;
+    let Opened {
+        file,
+        journal,
+        done,
+        restarted,
+    } = blocking(move || open_or_start(&p, &j, &h)).await?;
     if let Some(why) = &restarted {
         progress.note(&format!("starting over: {why}"));
     }
@@ -330,14 +334,19 @@ async fn fetch_all<C: S3Api>(
     Ok(done)
 }
 
+/// The partial file and its journal, opened.
+struct Opened {
+    file: std::fs::File,
+    journal: Journal,
+    /// Parts recorded by an earlier run (valid for this layout).
+    done: Vec<PartLine>,
+    /// Why an earlier partial download was discarded.
+    restarted: Option<String>,
+}
+
 /// Opens the partial file and its journal: resumed when the journal's header matches `header`
 /// and the partial file has the object's size, else started over (and why). Blocking.
-#[allow(clippy::type_complexity)]
-fn open_or_start(
-    partial: &Path,
-    jpath: &Path,
-    header: &Header,
-) -> Result<(std::fs::File, Journal, Vec<PartLine>, Option<String>), Error> {
+fn open_or_start(partial: &Path, jpath: &Path, header: &Header) -> Result<Opened, Error> {
     let loaded = journal::load(jpath)?;
     let partial_len = std::fs::metadata(partial).ok().map(|m| m.len());
     let why = match (&loaded, partial_len) {
@@ -381,7 +390,12 @@ fn open_or_start(
                         && p.hash().is_some()
                 })
                 .collect();
-            return Ok((file, Journal::open(jpath)?, parts, None));
+            return Ok(Opened {
+                file,
+                journal: Journal::open(jpath)?,
+                done: parts,
+                restarted: None,
+            });
         }
     };
     let file = OpenOptions::new()
@@ -394,7 +408,12 @@ fn open_or_start(
     file.set_len(header.size)
         .map_err(|e| dest::io_error(partial, &e))?;
     let journal = Journal::create(jpath, header)?;
-    Ok((file, journal, Vec::new(), why))
+    Ok(Opened {
+        file,
+        journal,
+        done: Vec::new(),
+        restarted: why,
+    })
 }
 
 fn what_changed(old: &Header, new: &Header) -> String {
@@ -576,7 +595,14 @@ mod tests {
     #[tokio::test]
     async fn each_kind_of_object_is_checked_against_what_s3_has() {
         let body = data(70_000, 1);
-        let cases: [(&str, bool, Option<ChecksumAlgorithm>, Vec<&str>, u32); 5] = [
+        type Case = (
+            &'static str,
+            bool,
+            Option<ChecksumAlgorithm>,
+            Vec<&'static str>,
+            u32,
+        );
+        let cases: [Case; 5] = [
             (
                 "sha256 parts, GetObjectAttributes",
                 true,

@@ -187,12 +187,23 @@ async fn once<C: ObjectRead>(
         }
     };
     while let Some(piece) = body.next().await {
-        let piece = piece.map_err(Failed::S3)?;
-        received += piece.len() as u64;
-        if received > len {
-            return Err(Failed::Length(received));
+        let broken = match piece {
+            Ok(p) if received + p.len() as u64 <= len => {
+                received += p.len() as u64;
+                buf.extend_from_slice(&p);
+                None
+            }
+            Ok(p) => Some(Failed::Length(received + p.len() as u64)),
+            Err(e) => Some(Failed::S3(e)),
+        };
+        if let Some(failed) = broken {
+            // The write in flight ends before the range is fetched again, so that it can never
+            // land on top of the next attempt's bytes.
+            if let Some(p) = pending.take() {
+                let _ = p.await;
+            }
+            return Err(failed);
         }
-        buf.extend_from_slice(&piece);
         if buf.len() >= BUFFER {
             let h = match pending.take() {
                 Some(p) => finish_pending(p).await?,
@@ -203,9 +214,6 @@ async fn once<C: ObjectRead>(
             flush(&mut buf, &mut pending, h, &mut at);
         }
     }
-    if received != len {
-        return Err(Failed::Length(received));
-    }
     let mut h = match pending.take() {
         Some(p) => finish_pending(p).await?,
         None => idle
@@ -215,6 +223,9 @@ async fn once<C: ObjectRead>(
     if !buf.is_empty() {
         flush(&mut buf, &mut pending, h, &mut at);
         h = finish_pending(pending.take().expect("just flushed")).await?;
+    }
+    if received != len {
+        return Err(Failed::Length(received));
     }
     Ok((h.finish(), checksum))
 }
