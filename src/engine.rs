@@ -301,6 +301,7 @@ impl<C: ObjectRead> ObjectRead for Limited<'_, C> {
         &self,
         obj: &ObjectUrl,
         range: std::ops::Range<u64>,
+        part: Option<u32>,
         if_match: Option<&ETag>,
         version_id: Option<&str>,
     ) -> Result<RangeBody, S3Error> {
@@ -313,7 +314,7 @@ impl<C: ObjectRead> ObjectRead for Limited<'_, C> {
             .expect("the engine never closes its slots");
         let mut reply = self
             .inner
-            .get_stream(obj, range, if_match, version_id)
+            .get_stream(obj, range, part, if_match, version_id)
             .await?;
         reply.body = Box::pin(reply.body.map(move |piece| {
             let _held = &slot;

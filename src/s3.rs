@@ -199,7 +199,9 @@ pub trait ObjectRead: Send + Sync {
 
     /// GetObject of the byte range `range` as a stream (see [`RangeBody`]), with checksum mode on,
     /// only if the object's ETag is still `if_match` when given (else PreconditionFailed), of
-    /// version `version_id` when given. The caller checks the length of what arrives.
+    /// version `version_id` when given. With `part`, the range is that part of a multipart object
+    /// and is asked for as `?partNumber=N` (S3 then sends the part's own checksum); else with a
+    /// `Range` header. The caller checks the length of what arrives.
     ///
     /// The default reads the range with [`ObjectRead::get_range`] (held whole in memory, no
     /// checksum header, version ignored): for test doubles only; real clients stream.
@@ -207,10 +209,11 @@ pub trait ObjectRead: Send + Sync {
         &self,
         obj: &ObjectUrl,
         range: std::ops::Range<u64>,
+        part: Option<u32>,
         if_match: Option<&ETag>,
         version_id: Option<&str>,
     ) -> impl Future<Output = Result<RangeBody, S3Error>> + Send {
-        let _ = version_id;
+        let _ = (part, version_id);
         let read = self.get_range(obj, range, if_match);
         async move {
             let body = read.await?;

@@ -77,7 +77,9 @@ pub async fn part<C: ObjectRead>(
     let mut corrupt = 0;
     loop {
         let attempt = backoff.attempt();
-        let failure = match once(s3, ctx, range.clone()).await {
+        // A part of a multipart object is asked for by its number, so that S3 sends its checksum.
+        let by_number = ctx.plan.multipart.then_some(number);
+        let failure = match once(s3, ctx, range.clone(), by_number).await {
             Ok((hash, reply)) => {
                 let against = ctx.plan.against(i, reply.as_ref());
                 match against.as_ref().map(|a| a.check(&hash)) {
@@ -135,12 +137,13 @@ pub async fn part<C: ObjectRead>(
     }
 }
 
-/// One GET of `range`: streamed into the file at its offsets and hashed; returns the hashes and
+/// One GET of `range` (as part `part`, when given): streamed into the file at its offsets and hashed; returns the hashes and
 /// the checksum the reply carried.
 async fn once<C: ObjectRead>(
     s3: &C,
     ctx: &Ctx<'_>,
     range: Range<u64>,
+    part: Option<u32>,
 ) -> Result<(RangeHash, Option<RemoteChecksum>), Failed> {
     let len = range.end - range.start;
     let hasher = RangeHasher::new(ctx.plan.alg, ctx.plan.md5);
@@ -151,6 +154,7 @@ async fn once<C: ObjectRead>(
         .get_stream(
             ctx.obj,
             range.clone(),
+            part,
             ctx.pin.etag.as_ref(),
             ctx.pin.version_id.as_deref(),
         )

@@ -620,6 +620,7 @@ impl ObjectRead for FakeS3 {
         &self,
         obj: &ObjectUrl,
         range: std::ops::Range<u64>,
+        _part: Option<u32>,
         if_match: Option<&ETag>,
         _version_id: Option<&str>,
     ) -> Result<super::RangeBody, S3Error> {

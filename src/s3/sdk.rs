@@ -257,16 +257,17 @@ impl SdkS3 {
         &self,
         obj: &ObjectUrl,
         range: std::ops::Range<u64>,
+        part: Option<u32>,
         if_match: Option<&ETag>,
         version_id: Option<&str>,
     ) -> Result<super::RangeBody, S3Error> {
         let len = range.end - range.start;
-        let out = self
-            .client
-            .get_object()
-            .bucket(&obj.bucket)
-            .key(&obj.key)
-            .range(format!("bytes={}-{}", range.start, range.end.max(1) - 1))
+        let req = self.client.get_object().bucket(&obj.bucket).key(&obj.key);
+        let req = match part {
+            Some(n) => req.part_number(n as i32),
+            None => req.range(format!("bytes={}-{}", range.start, range.end.max(1) - 1)),
+        };
+        let out = req
             .set_if_match(if_match.map(ETag::quoted))
             .set_version_id(version_id.map(str::to_owned))
             .customize()
@@ -654,6 +655,7 @@ impl ObjectRead for SdkS3 {
         &self,
         obj: &ObjectUrl,
         range: std::ops::Range<u64>,
+        part: Option<u32>,
         if_match: Option<&ETag>,
         version_id: Option<&str>,
     ) -> Result<super::RangeBody, S3Error> {
@@ -666,7 +668,8 @@ impl ObjectRead for SdkS3 {
         }
         // The SDK retries a request that fails before its reply; a body cut short later is the
         // caller's to fetch again (it hashes as it goes, so it starts the range over).
-        self.get_stream_once(obj, range, if_match, version_id).await
+        self.get_stream_once(obj, range, part, if_match, version_id)
+            .await
     }
 }
 

@@ -197,12 +197,13 @@ impl<C: ObjectRead> ObjectRead for Tamper<C> {
         &self,
         obj: &ObjectUrl,
         range: std::ops::Range<u64>,
+        part: Option<u32>,
         if_match: Option<&ETag>,
         version_id: Option<&str>,
     ) -> Result<super::RangeBody, S3Error> {
         let mut reply = self
             .inner
-            .get_stream(obj, range.clone(), if_match, version_id)
+            .get_stream(obj, range.clone(), part, if_match, version_id)
             .await?;
         if let Some(f) = &self.body_received {
             let n = self.gets.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;

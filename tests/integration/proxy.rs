@@ -64,6 +64,8 @@ pub enum Fault {
     CutGet,
     /// One bit of a GET response's body flipped on the way to the client.
     FlipGetBody,
+    /// Answered 501 NotImplemented (not forwarded), as a server lacking the request does.
+    NotImplemented,
 }
 
 /// A fault for the `nth` (from 1) request of kind `op` the proxy sees.
@@ -154,8 +156,9 @@ struct Shared {
     stats: Arc<Stats>,
     stop: Arc<AtomicBool>,
     counts: Mutex<Counts>,
-    /// Every GET with exactly this `Range` header gets [`Fault::FlipGetBody`].
-    flip_range: Option<String>,
+    /// Every GET whose identity (method, path, query, Range) contains this gets
+    /// [`Fault::FlipGetBody`].
+    flip: Option<String>,
 }
 
 /// Requests seen per kind; per request identity, how often it was seen and how often a random
@@ -198,9 +201,10 @@ impl Proxy {
         Proxy::start_flipping(upstream, plan, None)
     }
 
-    /// Like [`Proxy::start`], and every GET whose `Range` header is `flip_range` gets one bit of
-    /// its response body flipped ([`Fault::FlipGetBody`], counted as forced).
-    pub fn start_flipping(upstream: &str, plan: Plan, flip_range: Option<String>) -> Proxy {
+    /// Like [`Proxy::start`], and every GET whose method, path, query or `Range` header contains
+    /// `flip` (e.g. `partNumber=2&`, `bytes=0-99`) gets one bit of its response body flipped
+    /// ([`Fault::FlipGetBody`], counted as forced).
+    pub fn start_flipping(upstream: &str, plan: Plan, flip: Option<String>) -> Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let stop = Arc::new(AtomicBool::new(false));
@@ -211,7 +215,7 @@ impl Proxy {
                 .trim_end_matches('/')
                 .to_owned(),
             counts: Mutex::new(Counts::default()),
-            flip_range,
+            flip,
             plan,
             stats: stats.clone(),
             stop: stop.clone(),
@@ -292,12 +296,7 @@ fn decide(shared: &Shared, op: Op, id: &str, len: usize) -> (Option<Fault>, bool
     if let Some(f) = p.forced.iter().find(|f| f.op == op && f.nth == nth) {
         return (Some(f.fault), true);
     }
-    if op == Op::Get
-        && shared
-            .flip_range
-            .as_deref()
-            .is_some_and(|r| id.ends_with(&format!(" {r}")))
-    {
+    if op == Op::Get && shared.flip.as_deref().is_some_and(|m| id.contains(m)) {
         return (Some(Fault::FlipGetBody), true);
     }
     if *random_hits >= RANDOM_PER_REQUEST {
@@ -444,6 +443,7 @@ fn serve(client: TcpStream, shared: &Shared) {
         let response = match fault {
             Some(Fault::SlowDown) => error_response(503, "Slow Down", "SlowDown"),
             Some(Fault::Internal) => error_response(500, "Internal Server Error", "InternalError"),
+            Some(Fault::NotImplemented) => error_response(501, "Not Implemented", "NotImplemented"),
             Some(Fault::Stall) => {
                 // Silent, with the connection open, until the proxy stops: only the client's own
                 // timeout ends this request.
