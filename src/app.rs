@@ -4,8 +4,11 @@ use std::io::IsTerminal as _;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{Cli, Command, HashArgs, OutputArgs, TreeArgs, UploadArgs, VerifyArgs};
+use crate::cli::{
+    Cli, Command, DownloadArgs, HashArgs, OutputArgs, TreeArgs, UploadArgs, VerifyArgs,
+};
 use crate::config::ObjectUrl;
+use crate::download::{self, DownloadOptions, DownloadReport};
 use crate::error::{EXIT_ERROR, EXIT_MISMATCH, EXIT_OK, EXIT_UNFINISHED, Error};
 use crate::hashfile::{self, HashReport, TreeLine};
 use crate::progress::{Bar, Notes, Progress, Silent};
@@ -26,6 +29,7 @@ pub fn run(cli: Cli) -> i32 {
         Command::Man => return man_page(),
         Command::Upload(a) => &a.output,
         Command::Verify(a) => &a.output,
+        Command::Download(a) => &a.output,
         Command::Hash(a) => &a.output,
         Command::Md5(a) => &a.output,
         Command::Uploads(a) => &a.output,
@@ -90,6 +94,10 @@ pub fn run(cli: Cli) -> i32 {
                 .max(code)
         }
         Command::Hash(args) if args.path.is_dir() => hash_dir(args, &out, &runtime),
+        Command::Download(args) => {
+            let result = runtime.block_on(download(args, &out));
+            out.finish(result.map(|r| (print_download(&r), r)))
+        }
         Command::Hash(args) => {
             let (file, ps, alg) = (args.path.clone(), args.part_size, args.checksum);
             let result = match parse_hash_args(ps) {
@@ -475,6 +483,67 @@ fn print_tree(r: &TreeReport, all_good: &str) -> String {
         r.seconds,
         r.mib_per_s
     );
+    s
+}
+
+async fn download(args: &DownloadArgs, out: &Output) -> Result<DownloadReport, Error> {
+    let target = ObjectUrl::parse(&args.source)?;
+    let s3 = SdkS3::connect(&args.connection.to_connection()).await?;
+    let opts = DownloadOptions {
+        force: args.force,
+        concurrency: args.concurrency,
+    };
+    let progress = out.progress();
+    download::download(&s3, &target, &args.dest, &opts, progress.as_ref()).await
+}
+
+fn print_download(r: &DownloadReport) -> String {
+    let url = format!("s3://{}/{}", r.bucket, r.key);
+    let mut s = if r.already_present {
+        format!(
+            "{} is already there and proven identical to {url}: nothing fetched\n",
+            r.dest.display()
+        )
+    } else {
+        format!(
+            "downloaded {url} to {} ({}, {} parts) in {:.2} s ({:.1} MiB/s)\n",
+            r.dest.display(),
+            human_bytes(r.size),
+            r.parts,
+            r.seconds,
+            r.mib_per_s
+        )
+    };
+    if r.verified {
+        for p in &r.checked {
+            s += &format!("  checked   {}\n", p.text);
+        }
+    } else {
+        s += &format!(
+            "  NOT verified: {}; the bytes were written as received, unchecked\n",
+            r.not_verified
+                .as_deref()
+                .unwrap_or("nothing could be compared")
+        );
+    }
+    if r.parts_resumed > 0 {
+        s += &format!(
+            "  resumed   {} parts were already verified from an interrupted run\n",
+            r.parts_resumed
+        );
+    }
+    if let Some(why) = &r.restarted_because {
+        s += &format!("  restarted {why}\n");
+    }
+    if !r.parts_refetched.is_empty() {
+        s += &format!(
+            "  refetched part(s) {:?}: their bytes arrived different from S3's checksum and were fetched again\n",
+            r.parts_refetched
+        );
+    }
+    if r.refetched_whole {
+        s += "  refetched every part once: the whole-object check failed the first time\n";
+    }
     s
 }
 

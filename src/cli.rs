@@ -74,6 +74,29 @@ pub struct Md5Args {
     pub output: OutputArgs,
 }
 
+const DOWNLOAD_EXIT_CODES: &str = "Exit codes:\n  0  downloaded and checked (or already there, proven identical)\n  1  bytes that never matched S3's checksum or ETag, even fetched again (the part is named); nothing renamed\n  2  any other error (missing object, destination folder, disk full, object replaced during the download, network)";
+
+/// `tally download s3://BUCKET/KEY DEST`.
+#[derive(Debug, Args)]
+pub struct DownloadArgs {
+    /// The object, s3://BUCKET/KEY.
+    pub source: String,
+    /// The file to write; an existing directory, or a path ending in /, gets the key's last segment.
+    pub dest: PathBuf,
+    /// Replace an existing file even when it is not proven identical to the object.
+    #[arg(long)]
+    pub force: bool,
+    /// Parts in flight at most.
+    #[arg(long, default_value_t = DEFAULT_CONCURRENCY)]
+    pub concurrency: usize,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub connection: ConnectionArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub output: OutputArgs,
+}
+
 /// `tally hash FILE|DIR`.
 #[derive(Debug, Args)]
 pub struct HashArgs {
@@ -223,6 +246,9 @@ pub enum Command {
     /// Upload a file with per-part checksums that S3 verifies on receipt; resumes an interrupted upload.
     #[command(after_help = upload_help())]
     Upload(Box<UploadArgs>),
+    /// Download an object, each part checked against S3's checksums before it counts; resumable.
+    #[command(after_help = DOWNLOAD_EXIT_CODES)]
+    Download(DownloadArgs),
     /// Compare a local file with an object, part by part, whoever uploaded it.
     #[command(after_help = VERIFY_EXIT_CODES)]
     Verify(VerifyArgs),

@@ -31,7 +31,7 @@ use crate::error::{Error, S3Error};
 use crate::hash::{ChecksumAlgorithm, ChecksumType, PartHash};
 use crate::s3::{
     CompletedPart, ETag, HeadInfo, HeldPart, InProgress, MultipartWrite, ObjectAttributes,
-    ObjectRead, S3Api, Tagging, WriteReply,
+    ObjectRead, RangeBody, S3Api, Tagging, WriteReply,
 };
 
 /// The byte budget is counted in KiB, so that a semaphore's `u32` acquisitions cover 5 GiB parts.
@@ -295,6 +295,34 @@ impl<C: ObjectRead> ObjectRead for Limited<'_, C> {
     ) -> Result<Bytes, S3Error> {
         let inner = self.inner.get_range(obj, range, if_match);
         self.engine.request(inner).await
+    }
+
+    /// Holds its slot until the body is read to its end or dropped, not only until the reply's
+    /// headers: a streamed body is the request's transfer.
+    async fn get_stream(
+        &self,
+        obj: &ObjectUrl,
+        range: std::ops::Range<u64>,
+        part: Option<u32>,
+        if_match: Option<&ETag>,
+        version_id: Option<&str>,
+    ) -> Result<RangeBody, S3Error> {
+        let slot = self
+            .engine
+            .requests
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the engine never closes its slots");
+        let mut reply = self
+            .inner
+            .get_stream(obj, range, part, if_match, version_id)
+            .await?;
+        reply.body = Box::pin(reply.body.map(move |piece| {
+            let _held = &slot;
+            piece
+        }));
+        Ok(reply)
     }
 }
 

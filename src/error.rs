@@ -156,6 +156,33 @@ pub enum Error {
         /// The tag that was not added.
         name: String,
     },
+    /// A download's destination cannot be used (missing or read-only folder, a directory in the
+    /// way, an existing file that differs, a full disk).
+    #[error("{}: {why}", path.display())]
+    Destination {
+        /// The destination (or the folder that is wrong).
+        path: PathBuf,
+        /// Why, and what to do.
+        why: String,
+    },
+    /// Downloaded bytes that never matched what S3 holds for them, after fetching them again.
+    #[error(
+        "{url}: {what} arrived different from {against} on each of {attempts} fetches (computed {computed}, S3 says {expected}); nothing was renamed to the destination: check the network path (proxy, middlebox) and run the same command again"
+    )]
+    Corrupt {
+        /// The object, `s3://bucket/key`.
+        url: String,
+        /// Which bytes (e.g. "part 3 (bytes 10485760..15728640)", "the object").
+        what: String,
+        /// What they were checked against (e.g. "S3's SHA256 part checksum").
+        against: String,
+        /// The value the received bytes hash to.
+        computed: String,
+        /// The value S3 reports.
+        expected: String,
+        /// Fetches made.
+        attempts: u32,
+    },
     /// A broken invariant inside tally (a worker thread gone): a bug, please report it.
     #[error("internal error: {0}: please report this as a bug")]
     Internal(&'static str),
@@ -244,7 +271,7 @@ impl Error {
     /// part S3 rejected because its bytes did not match their checksum), [`EXIT_ERROR`] otherwise.
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::Mismatch { .. } => EXIT_MISMATCH,
+            Error::Mismatch { .. } | Error::Corrupt { .. } => EXIT_MISMATCH,
             Error::S3 { source, .. } if source.kind == S3ErrorKind::Integrity => EXIT_MISMATCH,
             Error::UploadFailed { source, .. } => source.exit_code(),
             _ => EXIT_ERROR,

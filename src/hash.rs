@@ -261,20 +261,57 @@ pub struct RangeHash {
 ///
 /// CPU-bound: call it from the rayon pool.
 pub fn hash_range(alg: Option<ChecksumAlgorithm>, md5: bool, data: &[u8]) -> RangeHash {
-    let mut checksum = alg.map(Hasher::new);
-    let mut m = md5.then(Md5::new);
-    for chunk in data.chunks(CHUNK) {
-        if let Some(h) = &mut checksum {
-            h.update(chunk);
-        }
-        if let Some(h) = &mut m {
-            h.update(chunk);
+    let mut h = RangeHasher::new(alg, md5);
+    h.update(data);
+    h.finish()
+}
+
+/// [`hash_range`] fed piece by piece, for bytes that arrive in pieces (a download's body): the
+/// same one pass, the same result as hashing the concatenation at once.
+pub struct RangeHasher {
+    checksum: Option<Hasher>,
+    md5: Option<Md5>,
+    len: u64,
+}
+
+impl std::fmt::Debug for RangeHasher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RangeHasher")
+            .field("len", &self.len)
+            .finish()
+    }
+}
+
+impl RangeHasher {
+    /// A hasher for the checksum `alg` (if any) and MD5 (if `md5`).
+    pub fn new(alg: Option<ChecksumAlgorithm>, md5: bool) -> RangeHasher {
+        RangeHasher {
+            checksum: alg.map(Hasher::new),
+            md5: md5.then(Md5::new),
+            len: 0,
         }
     }
-    RangeHash {
-        checksum: checksum.map(Hasher::finish),
-        md5: m.map(|h| h.finalize().into()),
-        len: data.len() as u64,
+
+    /// Feeds the next bytes (CPU-bound: call it off the async threads).
+    pub fn update(&mut self, data: &[u8]) {
+        for chunk in data.chunks(CHUNK) {
+            if let Some(h) = &mut self.checksum {
+                h.update(chunk);
+            }
+            if let Some(h) = &mut self.md5 {
+                h.update(chunk);
+            }
+        }
+        self.len += data.len() as u64;
+    }
+
+    /// The digests of every byte fed.
+    pub fn finish(self) -> RangeHash {
+        RangeHash {
+            checksum: self.checksum.map(Hasher::finish),
+            md5: self.md5.map(|h| h.finalize().into()),
+            len: self.len,
+        }
     }
 }
 

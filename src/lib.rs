@@ -13,6 +13,9 @@
 //!   ahead) and the part pipeline: reserve -> hash -> send;
 //! - [`s3`]: the small S3 boundary (a trait) and its aws-sdk-s3 implementation;
 //!   [`retry`]: the one backoff policy for the loops tally runs itself;
+//! - [`download`]: `tally download`: part-aligned streaming GETs, each part checked before it
+//!   counts, a journal for resume, the file renamed into place only once proven;
+//!   [`fsx`]: the one atomic write-and-rename policy;
 //! - [`manifest`]: the durable journal of completed parts that makes resume possible;
 //! - [`upload`]: `tally upload`: single PUT or multipart (create/resume, send, complete), report;
 //!   [`uploads`]: `tally uploads` / `tally abort`, the uploads in progress;
@@ -28,9 +31,11 @@ pub mod app;
 pub mod cli;
 pub mod compare;
 pub mod config;
+pub mod download;
 pub mod engine;
 pub mod error;
 pub mod exec;
+pub mod fsx;
 pub mod hash;
 pub mod hashfile;
 pub mod manifest;

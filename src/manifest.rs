@@ -109,12 +109,23 @@ pub struct Loaded {
 }
 
 fn encode(line: &Line) -> Vec<u8> {
-    let json = serde_json::to_string(line).expect("manifest lines serialize");
+    encode_line(line)
+}
+
+fn decode(raw: &[u8]) -> Option<Line> {
+    decode_line(raw)
+}
+
+/// One journal line, `CRC32C<TAB>JSON\n` (the format of this manifest and of a download's
+/// journal).
+pub(crate) fn encode_line<T: Serialize>(line: &T) -> Vec<u8> {
+    let json = serde_json::to_string(line).expect("journal lines serialize");
     let crc = crc_fast::checksum(crc_fast::CrcAlgorithm::Crc32Iscsi, json.as_bytes());
     format!("{crc:08x}\t{json}\n").into_bytes()
 }
 
-fn decode(raw: &[u8]) -> Option<Line> {
+/// A line written by [`encode_line`] (without its newline); `None` if torn or damaged.
+pub(crate) fn decode_line<T: serde::de::DeserializeOwned>(raw: &[u8]) -> Option<T> {
     let text = std::str::from_utf8(raw).ok()?;
     let (crc, json) = text.split_once('\t')?;
     let want = u64::from_str_radix(crc, 16).ok()?;
@@ -186,23 +197,8 @@ pub struct Journal {
 impl Journal {
     /// Creates a manifest holding only `header`, atomically replacing any previous one.
     pub fn create(path: &Path, header: &Header) -> Result<Journal, Error> {
-        let dir = path.parent().unwrap_or(Path::new("."));
-        let tmp = path.with_extension("manifest.tmp");
-        let err = |e: std::io::Error| manifest_error(path, &e);
-        {
-            let mut f = OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&tmp)
-                .map_err(err)?;
-            f.write_all(&encode(&Line::Header(header.clone())))
-                .map_err(err)?;
-            f.sync_all().map_err(err)?;
-        }
-        std::fs::rename(&tmp, path).map_err(err)?;
-        File::open(dir).and_then(|d| d.sync_all()).map_err(err)?;
+        crate::fsx::write_atomic(path, &encode(&Line::Header(header.clone())), 0o600)
+            .map_err(|e| manifest_error(path, &e))?;
         Journal::open(path)
     }
 

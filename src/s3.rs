@@ -158,6 +158,28 @@ impl HeadInfo {
         crate::compare::EtagKind::of(self.sse.as_deref(), self.sse_c).is_md5()
     }
 }
+/// The body of a ranged GET as it arrives, with what the reply said about those bytes.
+pub struct RangeBody {
+    /// The checksum header of the reply, asked for with checksum mode: a part's own checksum when
+    /// the range is exactly one part on servers that send it; the object's for a whole-object
+    /// read; `None` when the server sent none.
+    pub checksum: Option<RemoteChecksum>,
+    /// The object's ETag, as the reply gives it.
+    pub etag: Option<ETag>,
+    /// The body, in the pieces the transport delivers (a few KiB to a few hundred KiB each):
+    /// nothing is collected, so memory stays bounded whatever the range's length.
+    pub body: futures::stream::BoxStream<'static, Result<Bytes, S3Error>>,
+}
+
+impl std::fmt::Debug for RangeBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RangeBody")
+            .field("checksum", &self.checksum)
+            .field("etag", &self.etag)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Reading objects: HEAD, GetObjectAttributes and ranged GETs.
 pub trait ObjectRead: Send + Sync {
     /// GetObjectAttributes with every page of parts; `Ok(None)` when the server does not
@@ -182,6 +204,34 @@ pub trait ObjectRead: Send + Sync {
         range: std::ops::Range<u64>,
         if_match: Option<&ETag>,
     ) -> impl Future<Output = Result<Bytes, S3Error>> + Send;
+
+    /// GetObject of the byte range `range` as a stream (see [`RangeBody`]), with checksum mode on,
+    /// only if the object's ETag is still `if_match` when given (else PreconditionFailed), of
+    /// version `version_id` when given. With `part`, the range is that part of a multipart object
+    /// and is asked for as `?partNumber=N` (S3 then sends the part's own checksum); else with a
+    /// `Range` header. The caller checks the length of what arrives.
+    ///
+    /// The default reads the range with [`ObjectRead::get_range`] (held whole in memory, no
+    /// checksum header, version ignored): for test doubles only; real clients stream.
+    fn get_stream(
+        &self,
+        obj: &ObjectUrl,
+        range: std::ops::Range<u64>,
+        part: Option<u32>,
+        if_match: Option<&ETag>,
+        version_id: Option<&str>,
+    ) -> impl Future<Output = Result<RangeBody, S3Error>> + Send {
+        let _ = (part, version_id);
+        let read = self.get_range(obj, range, if_match);
+        async move {
+            let body = read.await?;
+            Ok(RangeBody {
+                checksum: None,
+                etag: None,
+                body: Box::pin(futures::stream::once(async move { Ok(body) })),
+            })
+        }
+    }
 }
 
 /// Writing objects: PutObject and the multipart upload life cycle.

@@ -178,25 +178,8 @@ pub fn load(path: &Path) -> Result<Option<SavedState>, Error> {
 /// Writes the state atomically (temporary file, fsync, rename, fsync the directory): a crash
 /// leaves the old state or the new one.
 pub fn save(path: &Path, s: &SavedState) -> Result<(), Error> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let tmp = path.with_extension("tmp");
-    let write = || -> std::io::Result<()> {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(&serde_json::to_vec_pretty(s).expect("a state serializes"))?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::File::open(dir)?.sync_all()?;
-        }
-        Ok(())
-    };
-    write().map_err(|e| Error::StateFile {
+    let bytes = serde_json::to_vec_pretty(s).expect("a state serializes");
+    crate::fsx::write_atomic(path, &bytes, 0o600).map_err(|e| Error::StateFile {
         path: path.to_owned(),
         why: e.to_string(),
     })

@@ -90,6 +90,10 @@ struct State {
     crash_after: Option<(u32, bool)>,
     lose_create_replies: u32,
     page_size: Option<usize>,
+    /// Each completed multipart object's parts: size and checksum (base64).
+    layouts: HashMap<String, Vec<(u64, String)>>,
+    /// Whether GetObjectAttributes is answered (with every part of multipart objects).
+    attributes: bool,
 }
 
 /// The fake. See the module docs.
@@ -309,9 +313,17 @@ impl FakeS3 {
             ..WriteReply::default()
         };
         let mut st = self.state.lock().unwrap();
+        st.layouts.remove(key);
         st.objects
             .insert(key.to_owned(), (data, ChecksumAlgorithm::Sha256, reply));
         Self::store_settings(&mut st, key, &ObjectSettings::default());
+    }
+
+    /// Answers GetObjectAttributes (size, ETag, checksum, and each part's size and checksum for
+    /// multipart objects), as AWS and LocalStack do; by default it answers as Garage does
+    /// (not implemented).
+    pub fn answer_attributes(&self) {
+        self.state.lock().unwrap().attributes = true;
     }
 
     /// Accepts a body as S3 does: its checksum and (when sent) Content-MD5 must match its bytes.
@@ -378,6 +390,7 @@ impl MultipartWrite for FakeS3 {
             ..WriteReply::default()
         };
         let mut s = self.state.lock().unwrap();
+        s.layouts.remove(&obj.key);
         s.objects
             .insert(obj.key.clone(), (body.to_vec(), alg, reply.clone()));
         Self::store_settings(&mut s, &obj.key, settings);
@@ -483,6 +496,7 @@ impl MultipartWrite for FakeS3 {
         let mut data = Vec::new();
         let mut raw = Vec::new();
         let mut md5s = Vec::new();
+        let mut layout = Vec::new();
         for (i, p) in parts.iter().enumerate() {
             let held = up
                 .parts
@@ -492,6 +506,7 @@ impl MultipartWrite for FakeS3 {
                 return Err(err("InvalidPart", 400));
             }
             data.extend_from_slice(&held.data);
+            layout.push((held.data.len() as u64, held.checksum.clone()));
             raw.extend_from_slice(&digest(up.alg, &held.data));
             md5s.extend_from_slice(&md5(&held.data));
         }
@@ -515,6 +530,7 @@ impl MultipartWrite for FakeS3 {
             ..WriteReply::default()
         };
         s.uploads.remove(upload_id);
+        s.layouts.insert(obj.key.clone(), layout);
         s.objects
             .insert(obj.key.clone(), (data, up.alg, reply.clone()));
         Self::store_settings(&mut s, &obj.key, &up.settings);
@@ -566,10 +582,39 @@ impl MultipartWrite for FakeS3 {
 impl ObjectRead for FakeS3 {
     async fn object_attributes(
         &self,
-        _obj: &ObjectUrl,
+        obj: &ObjectUrl,
     ) -> Result<Option<ObjectAttributes>, S3Error> {
         let _in_flight = self.request().await;
-        Ok(None)
+        let s = self.state.lock().unwrap();
+        if !s.attributes {
+            return Ok(None);
+        }
+        let (data, alg, reply) = s
+            .objects
+            .get(&obj.key)
+            .ok_or_else(|| err("NoSuchKey", 404))?;
+        let layout = s.layouts.get(&obj.key);
+        Ok(Some(ObjectAttributes {
+            size: Some(data.len() as u64),
+            etag: reply.etag.clone(),
+            checksum: reply.checksum.as_ref().map(|v| RemoteChecksum {
+                algorithm: *alg,
+                kind: None,
+                // GetObjectAttributes gives a composite without its `-N`.
+                value: v.split('-').next().unwrap_or(v).to_owned(),
+            }),
+            parts_count: layout.map(|l| l.len() as u32),
+            parts: layout
+                .into_iter()
+                .flatten()
+                .enumerate()
+                .map(|(i, (size, checksum))| super::RemotePart {
+                    number: i as u32 + 1,
+                    size: *size,
+                    checksum: Some(checksum.clone()),
+                })
+                .collect(),
+        }))
     }
 
     async fn head_object(
@@ -583,12 +628,20 @@ impl ObjectRead for FakeS3 {
             .objects
             .get(&obj.key)
             .ok_or_else(|| err("NotFound", 404))?;
-        if part_number.is_some() {
-            return Err(err("NotImplemented", 501));
-        }
         let settings = s.settings.get(&obj.key);
+        let layout = s.layouts.get(&obj.key);
+        let size = match (part_number, layout) {
+            (None, _) => data.len() as u64,
+            (Some(n), Some(l)) => l
+                .get(n as usize - 1)
+                .map(|(size, _)| *size)
+                .ok_or_else(|| err("InvalidPartNumber", 416))?,
+            (Some(1), None) => data.len() as u64,
+            (Some(_), None) => return Err(err("InvalidPartNumber", 416)),
+        };
         Ok(HeadInfo {
-            size: data.len() as u64,
+            size,
+            parts_count: part_number.and(layout.map(|l| l.len() as u32)),
             etag: reply.etag.clone(),
             checksum: reply.checksum.clone().map(|value| RemoteChecksum {
                 algorithm: *alg,
@@ -625,6 +678,52 @@ impl ObjectRead for FakeS3 {
             &data[range.start as usize..range.end as usize],
         ))
     }
+
+    /// The range in pieces of [`FakeS3::STREAM_PIECE`] bytes; the object's checksum comes with a
+    /// read of the whole object, as S3 sends it.
+    async fn get_stream(
+        &self,
+        obj: &ObjectUrl,
+        range: std::ops::Range<u64>,
+        _part: Option<u32>,
+        if_match: Option<&ETag>,
+        _version_id: Option<&str>,
+    ) -> Result<super::RangeBody, S3Error> {
+        let _in_flight = self.request().await;
+        let s = self.state.lock().unwrap();
+        let (data, alg, reply) = s
+            .objects
+            .get(&obj.key)
+            .ok_or_else(|| err("NoSuchKey", 404))?;
+        if if_match.is_some_and(|want| reply.etag.as_ref() != Some(want)) {
+            return Err(err("PreconditionFailed", 412));
+        }
+        let whole = range.start == 0 && range.end == data.len() as u64;
+        let checksum = reply
+            .checksum
+            .clone()
+            .filter(|_| whole)
+            .map(|value| RemoteChecksum {
+                algorithm: *alg,
+                kind: None,
+                value,
+            });
+        let bytes = Bytes::copy_from_slice(&data[range.start as usize..range.end as usize]);
+        let pieces: Vec<Result<Bytes, S3Error>> = (0..bytes.len())
+            .step_by(Self::STREAM_PIECE)
+            .map(|at| Ok(bytes.slice(at..(at + Self::STREAM_PIECE).min(bytes.len()))))
+            .collect();
+        Ok(super::RangeBody {
+            checksum,
+            etag: reply.etag.clone(),
+            body: Box::pin(futures::stream::iter(pieces)),
+        })
+    }
+}
+
+impl FakeS3 {
+    /// Bytes per piece of a streamed body.
+    pub const STREAM_PIECE: usize = 16 * 1024;
 }
 
 impl Tagging for FakeS3 {

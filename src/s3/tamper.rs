@@ -15,6 +15,7 @@ use crate::hash::{ChecksumAlgorithm, ChecksumType, PartHash};
 type PartHook = Box<dyn Fn(u32, &mut PartHash) + Send + Sync>;
 type ReplyHook = Box<dyn Fn(u32, &mut WriteReply) + Send + Sync>;
 type CompleteHook = Box<dyn Fn(&mut WriteReply) + Send + Sync>;
+type BodyHook = std::sync::Arc<dyn Fn(u32, u64, &mut Vec<u8>) + Send + Sync>;
 
 /// `inner` with hooks; every operation without a hook is forwarded unchanged.
 pub struct Tamper<C> {
@@ -22,6 +23,8 @@ pub struct Tamper<C> {
     part_sent: Option<PartHook>,
     part_reply: Option<ReplyHook>,
     complete_reply: Option<CompleteHook>,
+    body_received: Option<BodyHook>,
+    gets: std::sync::atomic::AtomicU32,
 }
 
 impl<C> Tamper<C> {
@@ -32,7 +35,19 @@ impl<C> Tamper<C> {
             part_sent: None,
             part_reply: None,
             complete_reply: None,
+            body_received: None,
+            gets: std::sync::atomic::AtomicU32::new(0),
         }
+    }
+
+    /// Alters the bytes of streamed GETs as they arrive: called with the GET's number (from 1, in
+    /// the order they were answered), the offset of the piece in the object, and the piece.
+    pub fn body_received(
+        mut self,
+        f: impl Fn(u32, u64, &mut Vec<u8>) + Send + Sync + 'static,
+    ) -> Self {
+        self.body_received = Some(std::sync::Arc::new(f));
+        self
     }
 
     /// Alters the precomputed hash sent with UploadPart `number` (its checksum or Content-MD5
@@ -54,9 +69,19 @@ impl<C> Tamper<C> {
         self
     }
 
+    /// Streamed GETs answered so far (counted once [`Tamper::body_received`] is set).
+    pub fn streamed_gets(&self) -> u32 {
+        self.gets.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// The wrapped client.
     pub fn inner(&self) -> &C {
         &self.inner
+    }
+
+    /// The wrapped client, hooks dropped.
+    pub fn into_inner(self) -> C {
+        self.inner
     }
 }
 
@@ -168,6 +193,34 @@ impl<C: ObjectRead> ObjectRead for Tamper<C> {
         if_match: Option<&ETag>,
     ) -> Result<Bytes, S3Error> {
         self.inner.get_range(obj, range, if_match).await
+    }
+
+    async fn get_stream(
+        &self,
+        obj: &ObjectUrl,
+        range: std::ops::Range<u64>,
+        part: Option<u32>,
+        if_match: Option<&ETag>,
+        version_id: Option<&str>,
+    ) -> Result<super::RangeBody, S3Error> {
+        let mut reply = self
+            .inner
+            .get_stream(obj, range.clone(), part, if_match, version_id)
+            .await?;
+        if let Some(f) = &self.body_received {
+            let n = self.gets.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+            let f = f.clone();
+            let mut at = range.start;
+            reply.body = Box::pin(futures::StreamExt::map(reply.body, move |piece| {
+                piece.map(|b| {
+                    let mut v = b.to_vec();
+                    f(n, at, &mut v);
+                    at += b.len() as u64;
+                    Bytes::from(v)
+                })
+            }));
+        }
+        Ok(reply)
     }
 }
 

@@ -5,6 +5,7 @@
 
 mod claims;
 mod cli;
+mod download;
 mod faults;
 mod inputs;
 mod md5;

@@ -62,6 +62,10 @@ pub enum Fault {
     FlipBit,
     /// The response cut in the middle.
     CutGet,
+    /// One bit of a GET response's body flipped on the way to the client.
+    FlipGetBody,
+    /// Answered 501 NotImplemented (not forwarded), as a server lacking the request does.
+    NotImplemented,
 }
 
 /// A fault for the `nth` (from 1) request of kind `op` the proxy sees.
@@ -152,6 +156,9 @@ struct Shared {
     stats: Arc<Stats>,
     stop: Arc<AtomicBool>,
     counts: Mutex<Counts>,
+    /// Every GET whose identity (method, path, query, Range) contains this gets
+    /// [`Fault::FlipGetBody`].
+    flip: Option<String>,
 }
 
 /// Requests seen per kind; per request identity, how often it was seen and how often a random
@@ -191,6 +198,13 @@ impl Dice {
 impl Proxy {
     /// Starts a proxy to `upstream` (http://host:port) with `plan`.
     pub fn start(upstream: &str, plan: Plan) -> Proxy {
+        Proxy::start_flipping(upstream, plan, None)
+    }
+
+    /// Like [`Proxy::start`], and every GET whose method, path, query or `Range` header contains
+    /// `flip` (e.g. `partNumber=2&`, `bytes=0-99`) gets one bit of its response body flipped
+    /// ([`Fault::FlipGetBody`], counted as forced).
+    pub fn start_flipping(upstream: &str, plan: Plan, flip: Option<String>) -> Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let stop = Arc::new(AtomicBool::new(false));
@@ -201,6 +215,7 @@ impl Proxy {
                 .trim_end_matches('/')
                 .to_owned(),
             counts: Mutex::new(Counts::default()),
+            flip,
             plan,
             stats: stats.clone(),
             stop: stop.clone(),
@@ -280,6 +295,9 @@ fn decide(shared: &Shared, op: Op, id: &str, len: usize) -> (Option<Fault>, bool
     let dice = Dice(mix(p.seed) ^ mix(fnv(id)) ^ mix(*seen));
     if let Some(f) = p.forced.iter().find(|f| f.op == op && f.nth == nth) {
         return (Some(f.fault), true);
+    }
+    if op == Op::Get && shared.flip.as_deref().is_some_and(|m| id.contains(m)) {
+        return (Some(Fault::FlipGetBody), true);
     }
     if *random_hits >= RANDOM_PER_REQUEST {
         return (None, false);
@@ -425,6 +443,7 @@ fn serve(client: TcpStream, shared: &Shared) {
         let response = match fault {
             Some(Fault::SlowDown) => error_response(503, "Slow Down", "SlowDown"),
             Some(Fault::Internal) => error_response(500, "Internal Server Error", "InternalError"),
+            Some(Fault::NotImplemented) => error_response(501, "Not Implemented", "NotImplemented"),
             Some(Fault::Stall) => {
                 // Silent, with the connection open, until the proxy stops: only the client's own
                 // timeout ends this request.
@@ -457,6 +476,10 @@ fn serve(client: TcpStream, shared: &Shared) {
                     let _ = client.shutdown(Shutdown::Both);
                     return;
                 }
+                let mut resp = resp;
+                if fault == Some(Fault::FlipGetBody) {
+                    flip_response_body(&mut resp);
+                }
                 if fault == Some(Fault::CutGet) {
                     let _ = client.write_all(&resp[..resp.len() / 2]);
                     let _ = client.shutdown(Shutdown::Both);
@@ -478,5 +501,30 @@ fn serve(client: TcpStream, shared: &Shared) {
             let _ = client.shutdown(Shutdown::Both);
             return;
         }
+    }
+}
+
+/// Flips one bit in the middle of a response's body (Content-Length or chunked framing).
+fn flip_response_body(resp: &mut [u8]) {
+    let Some(head_end) = resp.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return;
+    };
+    let head = String::from_utf8_lossy(&resp[..head_end]).to_ascii_lowercase();
+    let body = head_end + 4;
+    let (start, len) = if head.contains("transfer-encoding: chunked") {
+        // The first chunk: its size line, then its data.
+        let Some(line_end) = resp[body..].windows(2).position(|w| w == b"\r\n") else {
+            return;
+        };
+        let size = std::str::from_utf8(&resp[body..body + line_end])
+            .ok()
+            .and_then(|s| usize::from_str_radix(s.split(';').next()?.trim(), 16).ok())
+            .unwrap_or(0);
+        (body + line_end + 2, size)
+    } else {
+        (body, resp.len() - body)
+    };
+    if len > 0 && start + len <= resp.len() {
+        resp[start + len / 2] ^= 0x10;
     }
 }

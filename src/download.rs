@@ -1,0 +1,877 @@
+//! `tally download s3://BUCKET/KEY DEST`: the object's own part layout decides the ranges, each
+//! part is streamed into `DEST.tally-partial` at its offset and hashed as it arrives, checked
+//! before it counts, and recorded in a journal; only a fully proven file is renamed to DEST.
+//!
+//! The stages, in order:
+//! 1. [`dest`]: DEST (a file, or a folder the key's last segment goes into), checked before
+//!    anything is fetched; an existing DEST is kept unless `--force` or proven identical (with
+//!    `verify`'s comparison, nothing fetched).
+//! 2. [`crate::remote::facts`]: size, ETag, version, checksums, part layout; [`proof::plan`]:
+//!    what each part and the whole object can be checked against.
+//! 3. [`journal`]: resume from a journal whose header still matches the object, else start over.
+//! 4. [`fetch`]: the parts through the shared [`Engine`] (its request slots and byte budget),
+//!    every GET pinned with `If-Match` (and the version id), each part checked on arrival where
+//!    S3 knows its checksum and fetched again when it does not match.
+//! 5. The whole-object check ([`crate::verify::compare`]): composite checksum, full-object CRC,
+//!    multipart ETag. A failure there cannot name a part: every part is fetched once more, then
+//!    the run stops with exit 1.
+//! 6. fsync the file, rename it to DEST, fsync the folder ([`crate::fsx`]), remove the journal.
+
+pub mod dest;
+pub mod fetch;
+pub mod journal;
+pub mod proof;
+
+use std::fs::OpenOptions;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures::TryStreamExt as _;
+use serde::Serialize;
+
+use crate::config::ObjectUrl;
+use crate::engine::{Engine, Limits};
+use crate::error::Error;
+use crate::exec::blocking;
+use crate::hash::RangeHash;
+use crate::progress::Progress;
+use crate::remote::facts::{Method, remote_facts};
+use crate::s3::S3Api;
+use crate::verify::{self, Compared, Verdict, VerifyOptions};
+
+use self::fetch::{Ctx, Fetched};
+use self::journal::{Header, Journal, PartLine};
+use self::proof::{Against, Proof};
+
+/// Options of `tally download`.
+#[derive(Debug, Clone)]
+pub struct DownloadOptions {
+    /// Replace an existing DEST that is not proven identical.
+    pub force: bool,
+    /// Parts in flight at most.
+    pub concurrency: usize,
+}
+
+/// The report of one download.
+#[derive(Debug, Clone, Serialize)]
+pub struct DownloadReport {
+    /// Bucket.
+    pub bucket: String,
+    /// Key.
+    pub key: String,
+    /// The file written (or found identical).
+    pub dest: PathBuf,
+    /// Size in bytes.
+    pub size: u64,
+    /// Parts in the object.
+    pub parts: u32,
+    /// Where the part layout and checksums came from.
+    pub method: Method,
+    /// Why that method.
+    pub why: String,
+    /// Whether anything proved the bytes (false: nothing could be compared, see `not_verified`).
+    pub verified: bool,
+    /// Everything the bytes were checked against (empty when nothing could be).
+    pub checked: Vec<Proof>,
+    /// Why nothing could be checked, when nothing was.
+    pub not_verified: Option<String>,
+    /// Parts checked on their own (each against its own checksum).
+    pub parts_checked_alone: u32,
+    /// The object checksum as computed and as S3 reports it, when compared.
+    pub checksum: Option<Compared>,
+    /// The ETag as computed and as S3 reports it, when compared.
+    pub etag: Option<Compared>,
+    /// DEST already held the object (proven identical): nothing was fetched.
+    pub already_present: bool,
+    /// Parts found verified in the journal of an interrupted run (not fetched again).
+    pub parts_resumed: u32,
+    /// Why an earlier partial download was discarded, if one was.
+    pub restarted_because: Option<String>,
+    /// GETs of parts made (fetches again included).
+    pub parts_fetched: u32,
+    /// Parts whose bytes arrived different from S3's checksum and were fetched again.
+    pub parts_refetched: Vec<u32>,
+    /// Whether every part was fetched a second time because the whole-object check failed.
+    pub refetched_whole: bool,
+    /// Seconds spent.
+    pub seconds: f64,
+    /// Bytes fetched per second, MiB/s.
+    pub mib_per_s: f64,
+}
+
+/// Bytes of the engine's budget a part holds while it streams: two buffers, whatever its size.
+const WINDOW: u64 = 2 * fetch::BUFFER as u64;
+
+/// Downloads `obj` to `dest` (a file path, or a folder: see [`dest::resolve`]).
+pub async fn download<C: S3Api>(
+    s3: &C,
+    obj: &ObjectUrl,
+    dest: &Path,
+    opts: &DownloadOptions,
+    progress: &dyn Progress,
+) -> Result<DownloadReport, Error> {
+    let started = Instant::now();
+    if obj.key.is_empty() || obj.key.ends_with('/') {
+        return Err(Error::Usage(format!(
+            "{obj} names a prefix, not an object: give the object's full key"
+        )));
+    }
+    let concurrency = opts.concurrency.max(1);
+    let engine = Engine::new(Limits {
+        concurrency,
+        bytes_ahead: WINDOW * concurrency as u64,
+    });
+    let s3l = engine.limit(s3);
+    let (d, key) = (dest.to_owned(), obj.key.clone());
+    let dest = blocking(move || dest::resolve(&d, &key)).await?;
+    let learned = remote_facts(&s3l, obj, None).await?;
+    let facts = learned.facts;
+    let mut report = DownloadReport {
+        bucket: obj.bucket.clone(),
+        key: obj.key.clone(),
+        dest: dest.clone(),
+        size: facts.size,
+        parts: facts.layout.len() as u32,
+        method: learned.method,
+        why: learned.why,
+        verified: false,
+        checked: Vec::new(),
+        not_verified: None,
+        parts_checked_alone: 0,
+        checksum: None,
+        etag: None,
+        already_present: false,
+        parts_resumed: 0,
+        restarted_because: None,
+        parts_fetched: 0,
+        parts_refetched: Vec::new(),
+        refetched_whole: false,
+        seconds: 0.0,
+        mib_per_s: 0.0,
+    };
+    let d = dest.clone();
+    if blocking(move || d.exists()).await && !opts.force {
+        return already_there(&s3l, obj, &dest, report, started).await;
+    }
+    let plan = proof::plan(&facts);
+    let header = Header {
+        format: journal::FORMAT,
+        endpoint: s3.endpoint_label(),
+        bucket: obj.bucket.clone(),
+        key: obj.key.clone(),
+        etag: facts.etag.as_ref().map(|e| e.as_str().to_owned()),
+        version_id: facts.version_id.clone(),
+        size: facts.size,
+        layout: facts.layout.clone(),
+        checksum: plan.alg,
+        md5: plan.md5,
+    };
+    let partial = dest::partial_path(&dest);
+    let jpath = dest::journal_path(&dest);
+    let (p, j, h) = (partial.clone(), jpath.clone(), header.clone());
+    let Opened {
+        file,
+        journal,
+        done,
+        restarted,
+    } = blocking(move || open_or_start(&p, &j, &h)).await?;
+    if let Some(why) = &restarted {
+        progress.note(&format!("starting over: {why}"));
+    }
+    report.restarted_because = restarted;
+    let ranges = facts.ranges();
+    let mut hashes: Vec<Option<RangeHash>> = vec![None; ranges.len()];
+    let mut alone: Vec<Option<Against>> = vec![None; ranges.len()];
+    for line in &done {
+        let i = line.number as usize - 1;
+        hashes[i] = line.hash();
+        if line.checked_alone {
+            alone[i] = plan.against(i, None);
+        }
+    }
+    report.parts_resumed = hashes.iter().filter(|h| h.is_some()).count() as u32;
+    if report.parts_resumed > 0 {
+        progress.note(&format!(
+            "resuming: {} of {} parts already verified in {}",
+            report.parts_resumed,
+            ranges.len(),
+            partial.display()
+        ));
+    }
+    let pin = facts.pinned();
+    let ctx = Ctx {
+        obj,
+        pin: &pin,
+        file: Arc::new(file),
+        path: partial.clone(),
+        plan: &plan,
+        progress,
+    };
+    let journal = Arc::new(journal);
+    progress.start(facts.size, ranges.len() as u32);
+    let todo: Vec<usize> = (0..ranges.len()).filter(|i| hashes[*i].is_none()).collect();
+    let outcome = async {
+        fetch_all(&engine, s3, &ctx, &journal, &ranges, todo, &mut report)
+            .await?
+            .into_iter()
+            .for_each(|(i, f)| {
+                hashes[i] = Some(f.hash);
+                alone[i] = f.against;
+            });
+        loop {
+            let local: Vec<RangeHash> = hashes.iter().flatten().cloned().collect();
+            let c = verify::compare::compare(facts.size, &local, &facts);
+            if !proof::differs(&c) {
+                return Ok(c);
+            }
+            let (what, computed, expected) =
+                proof::failing(&c, &facts).unwrap_or_default();
+            if report.refetched_whole {
+                return Err(Error::Corrupt {
+                    url: obj.to_string(),
+                    what: "the object".into(),
+                    against: what,
+                    computed,
+                    expected,
+                    attempts: 2,
+                });
+            }
+            progress.note(&format!(
+                "the parts together do not match {what}, and no part can be named: fetching every part again"
+            ));
+            report.refetched_whole = true;
+            let all: Vec<usize> = (0..ranges.len()).collect();
+            for (i, f) in fetch_all(&engine, s3, &ctx, &journal, &ranges, all, &mut report).await? {
+                hashes[i] = Some(f.hash);
+                alone[i] = f.against;
+            }
+        }
+    }
+    .await;
+    progress.finish();
+    let c = match outcome {
+        Ok(c) => c,
+        Err(e) => {
+            if matches!(e, Error::ObjectChanged { .. }) {
+                // The journal and the bytes are of the old object: nothing is worth keeping.
+                let (p, j) = (partial.clone(), jpath.clone());
+                blocking(move || {
+                    let _ = std::fs::remove_file(&p);
+                    let _ = std::fs::remove_file(&j);
+                })
+                .await;
+            }
+            return Err(e);
+        }
+    };
+    report.checked = proof::proofs(&facts, &alone, &c);
+    report.parts_checked_alone = alone.iter().filter(|a| a.is_some()).count() as u32;
+    report.verified = !report.checked.is_empty();
+    if !report.verified {
+        report.not_verified = Some(proof::nothing_because(&facts));
+    }
+    report.checksum = c.checksum;
+    report.etag = c.etag;
+    let file = ctx.file.clone();
+    let (p, j, d) = (partial, jpath, dest.clone());
+    blocking(move || -> Result<(), Error> {
+        file.sync_all().map_err(|e| dest::io_error(&p, &e))?;
+        crate::fsx::rename_into_place(&p, &d).map_err(|e| dest::io_error(&d, &e))?;
+        let _ = std::fs::remove_file(&j);
+        let _ = crate::fsx::sync_dir(crate::fsx::parent_dir(&d));
+        Ok(())
+    })
+    .await?;
+    Ok(finish(report, started))
+}
+
+/// Runs the parts `todo` through the engine: fetch, write, check, sync, record.
+async fn fetch_all<C: S3Api>(
+    engine: &Engine,
+    s3: &C,
+    ctx: &Ctx<'_>,
+    journal: &Arc<Journal>,
+    ranges: &[std::ops::Range<u64>],
+    todo: Vec<usize>,
+    report: &mut DownloadReport,
+) -> Result<Vec<(usize, Fetched)>, Error> {
+    let s3l = engine.limit(s3);
+    let concurrency = engine.limits().concurrency;
+    let s3l = &s3l;
+    let done: Vec<(usize, Fetched)> = engine
+        .parts(
+            todo,
+            |i| (ranges[*i].end - ranges[*i].start).min(WINDOW),
+            |i| async move { Ok(i) },
+            |i| async move { Ok(i) },
+            move |i| async move {
+                let range = ranges[i].clone();
+                let f = fetch::part(s3l, ctx, i, range.clone()).await?;
+                let line = PartLine::new(i as u32 + 1, range.start, &f.hash, f.against.is_some());
+                let (file, j, path) = (ctx.file.clone(), journal.clone(), ctx.path.clone());
+                blocking(move || {
+                    file.sync_data().map_err(|e| dest::io_error(&path, &e))?;
+                    j.record(&line)
+                })
+                .await?;
+                ctx.progress.part_done(range.end - range.start);
+                crate::seam::pause("dlpart").await;
+                Ok((i, f))
+            },
+            concurrency,
+        )
+        .try_collect()
+        .await?;
+    for (i, f) in &done {
+        report.parts_fetched += f.attempts;
+        if f.corrupt > 0 {
+            report.parts_refetched.push(*i as u32 + 1);
+        }
+    }
+    report.parts_refetched.sort_unstable();
+    report.parts_refetched.dedup();
+    Ok(done)
+}
+
+/// The partial file and its journal, opened.
+struct Opened {
+    file: std::fs::File,
+    journal: Journal,
+    /// Parts recorded by an earlier run (valid for this layout).
+    done: Vec<PartLine>,
+    /// Why an earlier partial download was discarded.
+    restarted: Option<String>,
+}
+
+/// Opens the partial file and its journal: resumed when the journal's header matches `header`
+/// and the partial file has the object's size, else started over (and why). Blocking.
+fn open_or_start(partial: &Path, jpath: &Path, header: &Header) -> Result<Opened, Error> {
+    let loaded = journal::load(jpath)?;
+    let partial_len = std::fs::metadata(partial).ok().map(|m| m.len());
+    let why = match (&loaded, partial_len) {
+        (None, None) => None,
+        (None, Some(_)) => Some(format!("{} has no journal beside it", partial.display())),
+        (Some((h, _)), _) if h != header => Some(format!(
+            "the object is not the one {} was a copy of ({})",
+            partial.display(),
+            what_changed(h, header)
+        )),
+        (Some(_), None) => Some(format!("{} is missing", partial.display())),
+        (Some(_), Some(len)) if len != header.size => Some(format!(
+            "{} is {len} bytes, not {}",
+            partial.display(),
+            header.size
+        )),
+        (Some(_), Some(_)) => {
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(partial)
+                .map_err(|e| dest::io_error(partial, &e))?;
+            let parts = loaded.map(|(_, p)| p).unwrap_or_default();
+            let layout = &header.layout;
+            let starts: Vec<u64> = layout
+                .iter()
+                .scan(0, |at, len| {
+                    let s = *at;
+                    *at += len;
+                    Some(s)
+                })
+                .collect();
+            let parts = parts
+                .into_iter()
+                .filter(|p| {
+                    let i = p.number as usize;
+                    i >= 1
+                        && i <= layout.len()
+                        && p.offset == starts[i - 1]
+                        && p.len == layout[i - 1]
+                        && p.hash().is_some()
+                })
+                .collect();
+            return Ok(Opened {
+                file,
+                journal: Journal::open(jpath)?,
+                done: parts,
+                restarted: None,
+            });
+        }
+    };
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(partial)
+        .map_err(|e| dest::io_error(partial, &e))?;
+    file.set_len(header.size)
+        .map_err(|e| dest::io_error(partial, &e))?;
+    let journal = Journal::create(jpath, header)?;
+    Ok(Opened {
+        file,
+        journal,
+        done: Vec::new(),
+        restarted: why,
+    })
+}
+
+fn what_changed(old: &Header, new: &Header) -> String {
+    if old.etag != new.etag {
+        format!(
+            "ETag {} then, {} now",
+            old.etag.as_deref().unwrap_or("none"),
+            new.etag.as_deref().unwrap_or("none")
+        )
+    } else if old.size != new.size {
+        format!("{} bytes then, {} now", old.size, new.size)
+    } else if old.version_id != new.version_id {
+        "another version".into()
+    } else if old.endpoint != new.endpoint {
+        format!("endpoint {} then, {} now", old.endpoint, new.endpoint)
+    } else {
+        "another object or another tally version".into()
+    }
+}
+
+/// DEST exists and `--force` was not given: proven identical (nothing fetched), or refused.
+async fn already_there<C: S3Api>(
+    s3: &C,
+    obj: &ObjectUrl,
+    dest: &Path,
+    mut report: DownloadReport,
+    started: Instant,
+) -> Result<DownloadReport, Error> {
+    let v = verify::verify(s3, dest, obj, &VerifyOptions::default()).await?;
+    if v.verdict != Verdict::Identical {
+        return Err(Error::Destination {
+            path: dest.to_owned(),
+            why: format!(
+                "already exists and is not the object ({}): pass --force to replace it, or choose another destination",
+                if v.size.matches {
+                    "its content differs".to_owned()
+                } else {
+                    format!("{} bytes, the object {}", v.size.local, v.size.remote)
+                }
+            ),
+        });
+    }
+    report.already_present = true;
+    report.method = v.method;
+    report.why = v.why;
+    report.checksum = v.checksum.clone();
+    report.etag = v.etag.clone();
+    report.parts_checked_alone = v.parts_compared;
+    let mut checked = Vec::new();
+    if v.parts_compared > 0 {
+        checked.push(Proof {
+            kind: if v.method == Method::Download {
+                "bytes"
+            } else {
+                "part_checksums"
+            },
+            algorithm: v.checksum_algorithm.clone(),
+            text: format!(
+                "{} parts of the existing file compared one by one with the object",
+                v.parts_compared
+            ),
+        });
+    }
+    if v.checksum.as_ref().is_some_and(|c| c.matches) {
+        checked.push(Proof {
+            kind: "object_checksum",
+            algorithm: v.checksum_algorithm.clone(),
+            text: format!(
+                "the existing file against the object's {} checksum",
+                v.checksum_algorithm.as_deref().unwrap_or("")
+            ),
+        });
+    }
+    if v.etag.as_ref().is_some_and(|e| e.matches) {
+        checked.push(Proof {
+            kind: "etag",
+            algorithm: None,
+            text: "the existing file against the object's ETag".into(),
+        });
+    }
+    report.verified = !checked.is_empty();
+    report.checked = checked;
+    Ok(finish(report, started))
+}
+
+fn finish(mut r: DownloadReport, started: Instant) -> DownloadReport {
+    r.seconds = started.elapsed().as_secs_f64();
+    let fetched = if r.already_present { 0 } else { r.size };
+    r.mib_per_s = fetched as f64 / (1u64 << 20) as f64 / r.seconds.max(1e-9);
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::error::EXIT_MISMATCH;
+    use crate::hash::{self, ChecksumAlgorithm, ChecksumType};
+    use crate::progress::Silent;
+    use crate::s3::fake::FakeS3;
+    use crate::s3::tamper::Tamper;
+    use crate::s3::{CompletedPart, MultipartWrite as _};
+
+    fn url(key: &str) -> ObjectUrl {
+        ObjectUrl::parse(&format!("s3://bkt/{key}")).unwrap()
+    }
+
+    fn data(len: usize, seed: u32) -> Vec<u8> {
+        (0..len as u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761).wrapping_add(seed) >> 13) as u8)
+            .collect()
+    }
+
+    async fn put_single(s3: &FakeS3, key: &str, body: &[u8]) {
+        let alg = ChecksumAlgorithm::Sha256;
+        s3.put_object(
+            &url(key),
+            alg,
+            Bytes::copy_from_slice(body),
+            &hash::hash_part(alg, true, body),
+            &crate::config::ObjectSettings::default(),
+        )
+        .await
+        .unwrap();
+    }
+
+    async fn put_multipart(
+        s3: &FakeS3,
+        key: &str,
+        body: &[u8],
+        part: usize,
+        alg: ChecksumAlgorithm,
+    ) {
+        let obj = url(key);
+        let kind = alg.multipart_type();
+        let id = s3
+            .create_multipart(&obj, alg, kind, &crate::config::ObjectSettings::default())
+            .await
+            .unwrap();
+        let mut parts = Vec::new();
+        let mut hashes = Vec::new();
+        for (i, c) in body.chunks(part).enumerate() {
+            let h = hash::hash_part(alg, true, c);
+            let r = s3
+                .upload_part(&obj, &id, i as u32 + 1, alg, Bytes::copy_from_slice(c), &h)
+                .await
+                .unwrap();
+            parts.push(CompletedPart {
+                number: i as u32 + 1,
+                etag: r.etag.unwrap(),
+                checksum: h.checksum.base64(),
+            });
+            hashes.push(h);
+        }
+        let full = (kind == ChecksumType::FullObject)
+            .then(|| hash::full_object_crc(alg, &hashes).base64());
+        s3.complete_multipart(&obj, &id, alg, &parts, full.as_deref())
+            .await
+            .unwrap();
+    }
+
+    fn opts() -> DownloadOptions {
+        DownloadOptions {
+            force: false,
+            concurrency: 3,
+        }
+    }
+
+    fn kinds(r: &DownloadReport) -> Vec<&'static str> {
+        r.checked.iter().map(|p| p.kind).collect()
+    }
+
+    /// Nothing but DEST is left in its folder.
+    fn only_dest(dir: &Path, dest: &Path) {
+        let names: Vec<PathBuf> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        assert_eq!(names, vec![dest.to_owned()]);
+    }
+
+    #[tokio::test]
+    async fn each_kind_of_object_is_checked_against_what_s3_has() {
+        let body = data(70_000, 1);
+        type Case = (
+            &'static str,
+            bool,
+            Option<ChecksumAlgorithm>,
+            Vec<&'static str>,
+            u32,
+        );
+        let cases: [Case; 5] = [
+            (
+                "sha256 parts, GetObjectAttributes",
+                true,
+                Some(ChecksumAlgorithm::Sha256),
+                vec!["part_checksums", "composite_checksum"],
+                4,
+            ),
+            (
+                "sha256 parts, no GetObjectAttributes",
+                false,
+                Some(ChecksumAlgorithm::Sha256),
+                vec!["composite_checksum"],
+                0,
+            ),
+            (
+                "crc64nvme full object",
+                false,
+                Some(ChecksumAlgorithm::Crc64nvme),
+                vec!["full_object_crc"],
+                0,
+            ),
+            (
+                "crc32c parts, GetObjectAttributes, MD5 for the weak CRC",
+                true,
+                Some(ChecksumAlgorithm::Crc32c),
+                vec!["part_checksums", "composite_checksum", "multipart_etag"],
+                4,
+            ),
+            ("single PUT", false, None, vec!["object_checksum"], 1),
+        ];
+        for (what, attrs, alg, want, alone) in cases {
+            let s3 = FakeS3::default();
+            if attrs {
+                s3.answer_attributes();
+            }
+            match alg {
+                Some(a) => put_multipart(&s3, "k", &body, 20_000, a).await,
+                None => put_single(&s3, "k", &body).await,
+            }
+            let dir = tempfile::tempdir().unwrap();
+            let dest = dir.path().join("out");
+            let r = download(&s3, &url("k"), &dest, &opts(), &Silent)
+                .await
+                .unwrap_or_else(|e| panic!("{what}: {e}"));
+            assert_eq!(std::fs::read(&dest).unwrap(), body, "{what}: byte-exact");
+            assert_eq!(kinds(&r), want, "{what}");
+            assert_eq!(r.parts_checked_alone, alone, "{what}");
+            assert!(r.verified, "{what}");
+            only_dest(dir.path(), &dest);
+        }
+    }
+
+    #[tokio::test]
+    async fn an_empty_object_is_checked_without_a_get() {
+        let s3 = Tamper::new(FakeS3::default()).body_received(|_, _, _| {});
+        put_single(s3.inner(), "empty", b"").await;
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("e");
+        let r = download(&s3, &url("empty"), &dest, &opts(), &Silent)
+            .await
+            .unwrap();
+        assert_eq!(std::fs::read(&dest).unwrap(), b"");
+        assert_eq!(kinds(&r), vec!["object_checksum"]);
+        assert_eq!(s3.streamed_gets(), 0);
+    }
+
+    /// Flips one bit in the bytes of part `part` (of `size`-byte parts) on the GETs `when` says.
+    fn flipper(
+        size: u64,
+        part: u32,
+        when: impl Fn(u32) -> bool + Send + Sync + 'static,
+    ) -> impl Fn(u32, u64, &mut Vec<u8>) + Send + Sync + 'static {
+        let seen = std::sync::atomic::AtomicU32::new(0);
+        move |_, at, piece| {
+            let first = (part as u64 - 1) * size;
+            if at == first {
+                let n = seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+                if when(n) {
+                    piece[7] ^= 0x04;
+                }
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_corrupted_part_is_fetched_again_or_named() {
+        let body = data(80_000, 2);
+        // Once: the part is fetched again and the file is exact.
+        let s3 = Tamper::new(FakeS3::default()).body_received(flipper(20_000, 2, |n| n == 1));
+        s3.inner().answer_attributes();
+        put_multipart(s3.inner(), "k", &body, 20_000, ChecksumAlgorithm::Sha256).await;
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("out");
+        let r = download(&s3, &url("k"), &dest, &opts(), &Silent)
+            .await
+            .unwrap();
+        assert_eq!(std::fs::read(&dest).unwrap(), body);
+        assert_eq!(r.parts_refetched, vec![2]);
+        assert_eq!(r.parts_fetched, 5, "4 parts and part 2 again");
+        // Every time: exit 1 naming part 2, nothing renamed; the good parts stay for a resume.
+        let s3 = Tamper::new(FakeS3::default()).body_received(flipper(20_000, 2, |_| true));
+        s3.inner().answer_attributes();
+        put_multipart(s3.inner(), "k", &body, 20_000, ChecksumAlgorithm::Sha256).await;
+        let dest2 = dir.path().join("out2");
+        let e = download(&s3, &url("k"), &dest2, &opts(), &Silent)
+            .await
+            .unwrap_err();
+        assert_eq!(e.exit_code(), EXIT_MISMATCH, "{e}");
+        let text = e.to_string();
+        assert!(
+            text.contains("part 2 (bytes 20000..40000)") && text.contains("SHA256 part checksum"),
+            "{text}"
+        );
+        assert!(!dest2.exists());
+        let (_, parts) = journal::load(&dest::journal_path(&dest2)).unwrap().unwrap();
+        assert_eq!(
+            parts.iter().map(|p| p.number).collect::<Vec<_>>(),
+            vec![1, 3, 4]
+        );
+    }
+
+    #[tokio::test]
+    async fn without_part_checksums_a_failed_whole_check_fetches_everything_once() {
+        let body = data(80_000, 3);
+        let s3 = Tamper::new(FakeS3::default()).body_received(flipper(20_000, 3, |n| n == 1));
+        put_multipart(s3.inner(), "k", &body, 20_000, ChecksumAlgorithm::Sha256).await;
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("out");
+        let r = download(&s3, &url("k"), &dest, &opts(), &Silent)
+            .await
+            .unwrap();
+        assert_eq!(std::fs::read(&dest).unwrap(), body);
+        assert!(r.refetched_whole);
+        assert_eq!(r.parts_fetched, 8);
+        assert_eq!(kinds(&r), vec!["composite_checksum"]);
+        let s3 = Tamper::new(FakeS3::default()).body_received(flipper(20_000, 3, |_| true));
+        put_multipart(s3.inner(), "k", &body, 20_000, ChecksumAlgorithm::Sha256).await;
+        let dest2 = dir.path().join("out2");
+        let e = download(&s3, &url("k"), &dest2, &opts(), &Silent)
+            .await
+            .unwrap_err();
+        assert_eq!(e.exit_code(), EXIT_MISMATCH);
+        assert!(
+            e.to_string()
+                .contains("the object arrived different from S3's SHA256 object checksum"),
+            "{e}"
+        );
+        assert!(!dest2.exists());
+    }
+
+    #[tokio::test]
+    async fn a_resumed_download_fetches_only_the_parts_not_recorded() {
+        let body = data(100_000, 4);
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("out");
+        // First run: part 4 never arrives intact; parts 1, 2, 3 and 5 are recorded.
+        let s3 = Tamper::new(FakeS3::default()).body_received(flipper(20_000, 4, |_| true));
+        s3.inner().answer_attributes();
+        put_multipart(s3.inner(), "k", &body, 20_000, ChecksumAlgorithm::Sha256).await;
+        download(&s3, &url("k"), &dest, &opts(), &Silent)
+            .await
+            .unwrap_err();
+        let inner = s3.into_inner();
+        let s3 = Tamper::new(inner).body_received(|_, _, _| {});
+        let r = download(&s3, &url("k"), &dest, &opts(), &Silent)
+            .await
+            .unwrap();
+        assert_eq!(std::fs::read(&dest).unwrap(), body);
+        assert_eq!(s3.streamed_gets(), 1, "only part 4 fetched");
+        assert_eq!(r.parts_resumed, 4);
+        assert_eq!(r.parts_checked_alone, 5, "resumed parts were checked alone");
+        only_dest(dir.path(), &dest);
+        // A journal for another object: started over, and said so.
+        let s3 = Tamper::new(FakeS3::default()).body_received(flipper(20_000, 4, |_| true));
+        s3.inner().answer_attributes();
+        put_multipart(s3.inner(), "k", &body, 20_000, ChecksumAlgorithm::Sha256).await;
+        let dest2 = dir.path().join("out2");
+        download(&s3, &url("k"), &dest2, &opts(), &Silent)
+            .await
+            .unwrap_err();
+        let other = data(100_000, 5);
+        let inner = s3.into_inner();
+        put_multipart(&inner, "k", &other, 20_000, ChecksumAlgorithm::Sha256).await;
+        let s3 = Tamper::new(inner).body_received(|_, _, _| {});
+        let r = download(&s3, &url("k"), &dest2, &opts(), &Silent)
+            .await
+            .unwrap();
+        assert_eq!(std::fs::read(&dest2).unwrap(), other);
+        assert_eq!(s3.streamed_gets(), 5);
+        assert!(
+            r.restarted_because
+                .as_deref()
+                .is_some_and(|w| w.contains("ETag")),
+            "{:?}",
+            r.restarted_because
+        );
+    }
+
+    /// Replaces the object once the first part is recorded.
+    struct ReplaceAfterFirst<'a>(&'a FakeS3, std::sync::atomic::AtomicBool);
+
+    impl Progress for ReplaceAfterFirst<'_> {
+        fn start(&self, _: u64, _: u32) {}
+        fn part_done(&self, _: u64) {
+            if !self.1.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                self.0
+                    .replace_object("k", b"another writer's bytes".to_vec());
+            }
+        }
+        fn finish(&self) {}
+        fn note(&self, _: &str) {}
+    }
+
+    #[tokio::test]
+    async fn an_object_replaced_mid_way_stops_the_download_and_leaves_nothing() {
+        let body = data(60_000, 6);
+        let s3 = FakeS3::default();
+        put_multipart(&s3, "k", &body, 20_000, ChecksumAlgorithm::Sha256).await;
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("out");
+        let watcher = ReplaceAfterFirst(&s3, Default::default());
+        let one = DownloadOptions {
+            force: false,
+            concurrency: 1,
+        };
+        let e = download(&s3, &url("k"), &dest, &one, &watcher)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, Error::ObjectChanged { .. }), "{e}");
+        assert_eq!(e.exit_code(), crate::error::EXIT_ERROR);
+        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert!(left.is_empty(), "no DEST, no partial, no journal: {left:?}");
+    }
+
+    #[tokio::test]
+    async fn an_existing_destination_is_kept_unless_proven_identical_or_forced() {
+        let body = data(50_000, 7);
+        let s3 = Tamper::new(FakeS3::default()).body_received(|_, _, _| {});
+        put_single(s3.inner(), "k", &body).await;
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("out");
+        std::fs::write(&dest, &body).unwrap();
+        let r = download(&s3, &url("k"), &dest, &opts(), &Silent)
+            .await
+            .unwrap();
+        assert!(r.already_present && r.verified);
+        assert_eq!(s3.streamed_gets(), 0, "nothing fetched");
+        let mut other = body.clone();
+        other[100] ^= 1;
+        std::fs::write(&dest, &other).unwrap();
+        let e = download(&s3, &url("k"), &dest, &opts(), &Silent)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, Error::Destination { .. }), "{e}");
+        assert!(e.to_string().contains("--force"), "{e}");
+        assert_eq!(std::fs::read(&dest).unwrap(), other, "kept");
+        let force = DownloadOptions {
+            force: true,
+            ..opts()
+        };
+        let r = download(&s3, &url("k"), &dest, &force, &Silent)
+            .await
+            .unwrap();
+        assert!(!r.already_present);
+        assert_eq!(std::fs::read(&dest).unwrap(), body);
+        only_dest(dir.path(), &dest);
+    }
+}
