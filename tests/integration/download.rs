@@ -450,3 +450,41 @@ fn bad_destinations_and_missing_objects_are_one_line_exit_2() {
     let _r = Mounted(ro.clone());
     one_line_2(&run(&url, &ro.join("x")), "read-only");
 }
+
+#[test]
+fn memory_stays_bounded_whatever_the_part_size() {
+    // One 96 MiB part (a single PUT): collecting it whole would take at least 96 MiB.
+    let s = garage();
+    let dir = s.temp_dir();
+    let src = random_file(dir.path(), "src.bin", 96 * MIB, 361);
+    let key = unique("dl/memory");
+    s.put(&src, &key, "100MiB");
+    let dest = dir.path().join("out");
+    let time = Path::new("/usr/bin/time");
+    assert!(
+        time.exists(),
+        "/usr/bin/time (GNU time) measures the peak RSS"
+    );
+    let mut cmd = std::process::Command::new(time);
+    cmd.args(["-f", "peak-rss-kib %M", env!("CARGO_BIN_EXE_tally")]);
+    s.apply_env(&mut cmd);
+    cmd.args(download_args(&s.url(&key), &dest, &[]));
+    let out = run_bounded(&mut cmd, TALLY_BOUND, "time tally download");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(file_sha256(&dest), file_sha256(&src));
+    let err = stderr(&out);
+    let kib: u64 = err
+        .lines()
+        .find_map(|l| l.strip_prefix("peak-rss-kib "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no peak RSS in {err}"));
+    assert!(
+        kib < 64 * 1024,
+        "peak RSS {} MiB for a 96 MiB part: a part is never held whole",
+        kib / 1024
+    );
+    eprintln!(
+        "peak RSS {} MiB for a 96 MiB single-part download",
+        kib / 1024
+    );
+}
