@@ -4,15 +4,20 @@ use std::io::IsTerminal as _;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{Cli, Command, DownloadArgs, OutputArgs, UploadArgs};
+use crate::cli::{
+    Cli, Command, DownloadArgs, HashArgs, OutputArgs, TreeArgs, UploadArgs, VerifyArgs,
+};
 use crate::config::ObjectUrl;
 use crate::download::{self, DownloadOptions, DownloadReport};
 use crate::error::{EXIT_ERROR, EXIT_MISMATCH, EXIT_OK, EXIT_UNFINISHED, Error};
-use crate::hashfile::{self, HashReport};
+use crate::hashfile::{self, HashReport, TreeLine};
 use crate::progress::{Bar, Notes, Progress, Silent};
 use crate::remote::md5::{self as remote_md5, Md5Options, Md5Report, Md5Source};
 use crate::remote::tags::TagOutcome;
 use crate::s3::SdkS3;
+use crate::tree::report::{Action, FileLine, TreeReport};
+use crate::tree::{self, Grouper, Item, Sequence};
+use crate::upload::tree::TreeConfig;
 use crate::upload::{self, Check, Method, UploadReport};
 use crate::uploads::{self, Aborted, UploadInfo};
 use crate::verify::{self, Verdict, VerifyOptions, VerifyReport};
@@ -37,7 +42,14 @@ pub fn run(cli: Cli) -> i32 {
         .build()
         .expect("a tokio runtime can be built");
     match &cli.command {
+        Command::Upload(args) if args.file.is_dir() => runtime.block_on(upload_tree(args, &out)),
         Command::Upload(args) => {
+            if args.tree.any() {
+                return out.finish::<()>(Err(Error::Usage(format!(
+                    "--include, --exclude and --no-follow-symlinks need a directory; {} is not one",
+                    args.file.display()
+                ))));
+            }
             let result = runtime.block_on(upload(args, &out));
             let code = match &result {
                 Ok(r) if r.md5_tag_error.is_some() => EXIT_ERROR,
@@ -52,7 +64,14 @@ pub fn run(cli: Cli) -> i32 {
             }
             out.finish(result.map(|r| (print_upload(&r), r))).max(code)
         }
+        Command::Verify(args) if args.file.is_dir() => runtime.block_on(verify_tree(args, &out)),
         Command::Verify(args) => {
+            if args.tree.any() {
+                return out.finish::<()>(Err(Error::Usage(format!(
+                    "--include, --exclude and --no-follow-symlinks need a directory; {} is not one",
+                    args.file.display()
+                ))));
+            }
             let result = runtime.block_on(async {
                 let target = ObjectUrl::parse(&args.target)?;
                 let s3 = SdkS3::connect(&args.connection.to_connection()).await?;
@@ -74,13 +93,18 @@ pub fn run(cli: Cli) -> i32 {
             out.finish(result.map(|r| (print_verify(&args.file, &r), r)))
                 .max(code)
         }
+        Command::Hash(args) if args.path.is_dir() => hash_dir(args, &out, &runtime),
         Command::Download(args) => {
             let result = runtime.block_on(download(args, &out));
             out.finish(result.map(|r| (print_download(&r), r)))
         }
         Command::Hash(args) => {
-            let (file, ps, alg) = (args.file.clone(), args.part_size, args.checksum);
+            let (file, ps, alg) = (args.path.clone(), args.part_size, args.checksum);
             let result = match parse_hash_args(ps) {
+                Ok(()) if args.tree != TreeArgs::default() => Err(Error::Usage(format!(
+                    "--include, --exclude and --no-follow-symlinks apply to directories, and {} is not one",
+                    file.display()
+                ))),
                 Ok(()) => hashfile::hash_file(&file, ps, alg),
                 Err(e) => Err(e),
             };
@@ -293,6 +317,175 @@ async fn upload(args: &UploadArgs, out: &Output) -> Result<UploadReport, Error> 
     upload::upload(&s3, &cfg, progress.as_ref(), &cancel).await
 }
 
+/// `tally upload DIR s3://BUCKET/PREFIX/`: one line per file as it finishes (`--json`), failures
+/// and warnings on standard error as they happen, the grouped summary at the end.
+async fn upload_tree(args: &UploadArgs, out: &Output) -> i32 {
+    let cfg = match tree_config(args) {
+        Ok(c) => c,
+        Err(e) => return out.finish::<()>(Err(e)),
+    };
+    let s3 = match SdkS3::connect(&args.connection.to_connection()).await {
+        Ok(s) => s,
+        Err(e) => return out.finish::<()>(Err(e)),
+    };
+    let cancel = CancellationToken::new();
+    watch_signals(cancel.clone());
+    let progress = out.progress();
+    let on_line = out.tree_lines();
+    let result = upload::tree::upload_tree(&s3, &cfg, progress.as_ref(), &cancel, &on_line).await;
+    out.finish_tree(result, "every file is in S3 and proven")
+}
+
+/// `tally verify DIR s3://BUCKET/PREFIX/`.
+async fn verify_tree(args: &VerifyArgs, out: &Output) -> i32 {
+    let run = async {
+        let mut prefix = ObjectUrl::parse(&args.target)?;
+        if !prefix.key.is_empty() && !prefix.key.ends_with('/') {
+            prefix.key.push('/');
+        }
+        let walk = crate::tree::WalkOptions {
+            key_prefix_len: prefix.key.len(),
+            ..args.tree.walk_options()?
+        };
+        let s3 = SdkS3::connect(&args.connection.to_connection()).await?;
+        let cancel = CancellationToken::new();
+        watch_signals(cancel.clone());
+        let opts = VerifyOptions {
+            download: args.download,
+            etag: args.etag,
+            wait: args.wait,
+        };
+        let progress = out.progress();
+        let on_line = out.tree_lines();
+        let cfg = verify::tree::TreeVerify {
+            root: args.file.clone(),
+            prefix,
+            walk,
+            opts,
+        };
+        verify::tree::verify_tree(&s3, &cfg, progress.as_ref(), &cancel, &on_line).await
+    };
+    let result = run.await;
+    out.finish_tree(result, "every file is its object")
+}
+
+impl Output {
+    /// What a tree command does with each entry's line as it finishes: a JSON line with `--json`;
+    /// failures, differences and warnings on standard error as they happen.
+    fn tree_lines(&self) -> impl Fn(&FileLine) + Send + Sync + use<> {
+        let (json, quiet) = (self.json, self.quiet);
+        move |line: &FileLine| {
+            if json {
+                let text = serde_json::to_string(line).expect("lines serialize");
+                println!("{}", crate::redact::redact(&text));
+            }
+            let reason = line.reason.as_deref().unwrap_or("");
+            match line.action {
+                Action::Failed => eprintln!("tally: FAILED {}: {reason}", line.path),
+                Action::Differs => eprintln!("tally: DIFFERS {}: {reason}", line.path),
+                Action::Ignored if !quiet => eprintln!("tally: warning: {}: {reason}", line.path),
+                _ => {}
+            }
+        }
+    }
+
+    /// Prints a tree command's summary (a last JSON line with `--json`) and returns its exit code.
+    fn finish_tree(&self, result: Result<TreeReport, Error>, all_good: &str) -> i32 {
+        match result {
+            Ok(report) => {
+                if self.json {
+                    let v = serde_json::json!({ "summary": &report });
+                    println!("{}", crate::redact::redact(&v.to_string()));
+                } else if !self.quiet {
+                    print!("{}", crate::redact::redact(&print_tree(&report, all_good)));
+                }
+                report.exit_code
+            }
+            Err(e) => self.finish::<()>(Err(e)),
+        }
+    }
+}
+
+/// The tree upload's settings from the command line.
+fn tree_config(args: &UploadArgs) -> Result<TreeConfig, Error> {
+    if args.manifest.is_some() {
+        return Err(Error::Usage(
+            "--manifest names one file's manifest; a directory's manifests go to the state directory (TALLY_STATE_DIR): leave --manifest out"
+                .into(),
+        ));
+    }
+    let mut prefix = ObjectUrl::parse(&args.target)?;
+    if !prefix.key.is_empty() && !prefix.key.ends_with('/') {
+        prefix.key.push('/');
+    }
+    let mut base = args.to_config()?;
+    base.target = prefix.clone();
+    Ok(TreeConfig {
+        root: args.file.clone(),
+        walk: crate::tree::WalkOptions {
+            key_prefix_len: prefix.key.len(),
+            ..args.tree.walk_options()?
+        },
+        prefix,
+        base,
+    })
+}
+
+fn print_tree(r: &TreeReport, all_good: &str) -> String {
+    let mut s = String::new();
+    for g in &r.groups {
+        s += &format!("  {g}\n");
+    }
+    if r.groups_omitted > 0 {
+        s += &format!(
+            "  ... and {} more lines (--json lists every file)\n",
+            r.groups_omitted
+        );
+    }
+    let verdict = if r.exit_code == EXIT_OK {
+        all_good.to_owned()
+    } else if !r.complete {
+        "STOPPED before the end: run the same command again to finish".to_owned()
+    } else {
+        format!("NOT {all_good}: see the FAILED / DIFFERS lines above")
+    };
+    let mut counts = Vec::new();
+    let mut count = |n: u64, what: String| {
+        if n > 0 {
+            counts.push(format!("{n} {what}"));
+        }
+    };
+    count(
+        r.uploaded,
+        format!("uploaded ({})", human_bytes(r.uploaded_bytes)),
+    );
+    count(
+        r.skipped,
+        format!(
+            "skipped as proven identical ({})",
+            human_bytes(r.skipped_bytes)
+        ),
+    );
+    count(r.identical, "identical".into());
+    count(r.differs, "DIFFER".into());
+    count(r.failed, "FAILED".into());
+    count(r.ignored, "ignored".into());
+    if counts.is_empty() {
+        counts.push("nothing to do: no files under the directory".into());
+    }
+    s += &format!(
+        "s3://{}/{}: {} files, {}: {}, in {:.2} s ({:.1} MiB/s)\n  {verdict}\n",
+        r.bucket,
+        r.prefix,
+        r.files,
+        human_bytes(r.bytes),
+        counts.join(", "),
+        r.seconds,
+        r.mib_per_s
+    );
+    s
+}
+
 async fn download(args: &DownloadArgs, out: &Output) -> Result<DownloadReport, Error> {
     let target = ObjectUrl::parse(&args.source)?;
     let s3 = SdkS3::connect(&args.connection.to_connection()).await?;
@@ -404,6 +597,7 @@ fn print_upload(r: &UploadReport) -> String {
         r.checksum.kind,
         check(r.checks.object_checksum)
     );
+    s += &print_object_settings(&r.object);
     match &r.etag {
         Some(e) => s += &format!("  etag      {e}: {}\n", check(r.checks.etag)),
         None => s += "  etag      not predicted: no MD5 computed (--content-md5 computes it)\n",
@@ -430,6 +624,53 @@ fn print_upload(r: &UploadReport) -> String {
     }
     if let (Some(md5), Some((name, outcome))) = (&r.md5, &r.md5_tag) {
         s += &format!("  md5 tag   {name}={md5}: {outcome:?}\n");
+    }
+    s
+}
+
+/// The object settings sent, each with what S3 reported back (HEAD after the upload, or the
+/// write's reply for the encryption), never claimed when S3 said nothing.
+fn print_object_settings(o: &crate::upload::report::ObjectReport) -> String {
+    let said = |requested: Option<String>, reported: Option<String>, unset: &str| match (
+        requested, reported,
+    ) {
+        (Some(r), Some(x)) if r == x => format!("{r} (S3 reports it)"),
+        (Some(r), Some(x)) => format!("{r} requested, but S3 reports {x}"),
+        (Some(r), None) => format!("{r} requested, not reported back by the server"),
+        (None, Some(x)) => format!("{x} (S3 reports it; none requested)"),
+        (None, None) => unset.to_owned(),
+    };
+    let class = said(
+        o.storage_class_requested.map(|c| c.to_string()),
+        o.storage_class_reported.clone(),
+        "the bucket's default",
+    );
+    let ctype = said(
+        o.content_type_requested.clone(),
+        o.content_type_reported.clone(),
+        "none",
+    );
+    let count = |requested: usize, reported: Option<usize>| match reported {
+        Some(n) if n == requested => format!("{n} (S3 reports {n})"),
+        Some(n) => format!("{requested} requested, but S3 reports {n}"),
+        None => format!("{requested} requested, not reported back by the server"),
+    };
+    let mut s = format!("  storage   {class}\n  type      {ctype}\n");
+    if o.metadata_requested > 0 || o.metadata_reported.is_some_and(|n| n > 0) {
+        s += &format!(
+            "  metadata  {}\n",
+            count(o.metadata_requested, o.metadata_reported)
+        );
+    }
+    if o.tags_requested > 0 {
+        s += &format!(
+            "  tags      {}\n",
+            count(o.tags_requested, o.tags_reported.map(|n| n as usize))
+        );
+    }
+    if o.sse_requested.is_some() || o.sse_reported.is_some() {
+        let sse = said(o.sse_requested.clone(), o.sse_reported.clone(), "none");
+        s += &format!("  sse       {sse}\n");
     }
     s
 }
@@ -485,6 +726,159 @@ fn print_hash(r: &HashReport) -> String {
         r.checksum.algorithm, r.checksum.value, r.checksum.kind, r.etag
     );
     s
+}
+
+/// Sequences listed in a summary at most (each is one line; the rest are counted).
+const MAX_SEQUENCE_LINES: usize = 1000;
+
+/// The sequences of a summary: numbered frames grouped as they stream past.
+struct Sequences {
+    grouper: Grouper<&'static str>,
+    kept: Vec<Sequence<&'static str>>,
+    more: u64,
+}
+
+impl Sequences {
+    fn push(&mut self, rel: &str, size: u64, label: &'static str) {
+        let closed = self.grouper.push(rel, size, label);
+        self.add(closed);
+    }
+
+    fn add(&mut self, items: Vec<Item<&'static str>>) {
+        for item in items {
+            if let Item::Sequence(s) = item {
+                if self.kept.len() < MAX_SEQUENCE_LINES {
+                    self.kept.push(s);
+                } else {
+                    self.more += 1;
+                }
+            }
+        }
+    }
+}
+
+/// `tally hash DIR`: a line per file in S3 key order as soon as it and those before it are hashed
+/// (text on stdout; skipped entries on stderr), then a summary with the sequences; exit 2 if any
+/// entry could not be hashed.
+fn hash_dir(args: &HashArgs, out: &Output, runtime: &tokio::runtime::Runtime) -> i32 {
+    let walk = parse_hash_args(args.part_size)
+        .and_then(|()| args.tree.walk_options())
+        .and_then(|opts| tree::walk(&args.path, opts));
+    let walk = match walk {
+        Ok(w) => w,
+        Err(e) => return out.finish::<()>(Err(e)),
+    };
+    let mut seq = Sequences {
+        grouper: Grouper::new(),
+        kept: Vec::new(),
+        more: 0,
+    };
+    let summary = runtime.block_on(hashfile::hash_tree(
+        &args.path,
+        walk,
+        args.part_size,
+        args.checksum,
+        |line| {
+            print_tree_line(out, line);
+            if out.json {
+                return;
+            }
+            match line {
+                TreeLine::Hashed { path, report } => {
+                    seq.push(path, report.size, "hashed");
+                }
+                TreeLine::Failed { path, .. } => seq.push(path, 0, "failed"),
+                TreeLine::Skipped { .. } | TreeLine::Summary(_) => {}
+            }
+        },
+    ));
+    let rest = seq.grouper.finish();
+    seq.add(rest);
+    let dir = args.path.display();
+    if out.json {
+        print_tree_line(out, &TreeLine::Summary(summary.clone()));
+    } else if !out.quiet {
+        let mut s = if summary.files == 0 && summary.skipped == 0 {
+            format!("nothing to hash: {dir} holds no files\n")
+        } else {
+            format!(
+                "hashed {} files, {} in {:.2} s",
+                tree::sequence::thousands(summary.files),
+                tree::sequence::size_text(summary.bytes),
+                summary.seconds
+            )
+        };
+        if summary.skipped > 0 || summary.failed > 0 {
+            s += &format!(
+                "; {} skipped, {} failed (named above)",
+                summary.skipped, summary.failed
+            );
+        }
+        if !s.ends_with('\n') {
+            s.push('\n');
+        }
+        if !seq.kept.is_empty() {
+            s += "sequences:\n";
+            for q in seq.kept {
+                s += &format!("  {}\n", Item::Sequence(q));
+            }
+            if seq.more > 0 {
+                s += &format!("  and {} more sequences\n", seq.more);
+            }
+        }
+        print!("{}", crate::redact::redact(&s));
+    }
+    if summary.failed > 0 {
+        let n = summary.failed;
+        let entries = if n == 1 { "entry" } else { "entries" };
+        eprintln!("tally: error: {n} {entries} of {dir} could not be hashed (each is named above)");
+        EXIT_ERROR
+    } else {
+        EXIT_OK
+    }
+}
+
+fn print_tree_line(out: &Output, line: &TreeLine) {
+    use crate::redact::redact;
+    if out.json {
+        let json = serde_json::to_string(line).expect("reports serialize");
+        say(&redact(&json));
+    }
+    match line {
+        TreeLine::Hashed { path, report } if !out.json && !out.quiet => {
+            let c = &report.checksum;
+            say(&redact(&format!(
+                "{path}  {}  {} {} ({})  etag {}",
+                tree::sequence::size_text(report.size),
+                c.algorithm,
+                c.value,
+                c.kind,
+                report.etag
+            )));
+        }
+        TreeLine::Skipped {
+            path,
+            reason,
+            failure,
+            ..
+        } => {
+            if *failure {
+                eprintln!("tally: error: {}", redact(&format!("{path}: {reason}")));
+            } else if !out.json && !out.quiet {
+                eprintln!("tally: warning: {}", redact(&format!("{path}: {reason}")));
+            }
+        }
+        TreeLine::Failed { reason, .. } => eprintln!("tally: error: {}", redact(reason)),
+        _ => {}
+    }
+}
+
+/// Prints one line of a streamed report; when standard output is gone (`| head`), stops quietly.
+fn say(line: &str) {
+    use std::io::Write as _;
+    if writeln!(std::io::stdout().lock(), "{line}").is_err() {
+        std::process::exit(EXIT_ERROR);
+    }
 }
 
 fn print_verify(file: &std::path::Path, r: &VerifyReport) -> String {

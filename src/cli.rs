@@ -4,22 +4,34 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::{Connection, DEFAULT_CONCURRENCY, ResumeOptions, UploadConfig};
+use crate::config::{
+    Connection, DEFAULT_CONCURRENCY, ObjectSettings, ResumeOptions, StorageClass, UploadConfig,
+};
 use crate::error::Error;
 use crate::hash::ChecksumAlgorithm;
 use crate::plan::parse_size;
 
-const EXIT_CODES: &str = "Exit codes:\n  0  success\n  1  integrity mismatch: a checksum or ETag S3 reports differs from the local one, or S3 rejected bytes that did not match their checksum\n  2  any other error (bad input, missing file or bucket, credentials, network, interrupted)";
+macro_rules! exit_codes {
+    () => {
+        "Exit codes:\n  0  success (for a directory: every file is in S3 and proven)\n  1  integrity mismatch: a checksum or ETag S3 reports differs from the local one, or S3 rejected bytes that did not match their checksum\n  2  any other error (bad input, missing file or bucket, credentials, network, interrupted; for a directory: any file that could not be uploaded or proven, named in the report)"
+    };
+}
 
-const VERIFY_EXIT_CODES: &str = "Exit codes:\n  0  the object is the local file\n  1  they differ (every differing part is named)\n  2  could not verify (missing object or bucket, access denied, not a file, network), with the reason";
+const EXIT_CODES: &str = exit_codes!();
 
-/// `tally verify FILE s3://BUCKET/KEY`.
+const VERIFY_EXIT_CODES: &str = "Exit codes:\n  0  the object is the local file (for a directory: every file is its object)\n  1  they differ (every differing part is named; for a directory: some file differs)\n  2  could not verify (missing object or bucket, access denied, not a file, network), with the reason";
+
+/// `tally verify FILE s3://BUCKET/KEY` or `tally verify DIR s3://BUCKET/PREFIX/`.
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
-    /// The local file.
+    /// The local file, or a directory: every regular file under it.
     pub file: PathBuf,
-    /// The object, s3://BUCKET/KEY.
+    /// The object, s3://BUCKET/KEY; for a directory, s3://BUCKET/PREFIX/ (each file is compared
+    /// with PREFIX + its path under the directory).
     pub target: String,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub tree: TreeArgs,
     /// Compare the bytes themselves (parallel ranged GETs, nothing stored), whatever else is available.
     #[arg(long)]
     pub download: bool,
@@ -85,11 +97,11 @@ pub struct DownloadArgs {
     pub output: OutputArgs,
 }
 
-/// `tally hash FILE`.
+/// `tally hash FILE|DIR`.
 #[derive(Debug, Args)]
 pub struct HashArgs {
-    /// The local file.
-    pub file: PathBuf,
+    /// The local file, or a directory: every regular file under it, in S3 key order.
+    pub path: PathBuf,
     /// Part size, as for upload.
     #[arg(long, default_value = "100MiB", value_parser = parse_size)]
     pub part_size: u64,
@@ -98,7 +110,125 @@ pub struct HashArgs {
     pub checksum: ChecksumAlgorithm,
     #[command(flatten)]
     #[allow(missing_docs)]
+    pub tree: TreeArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
     pub output: OutputArgs,
+}
+
+/// How `--include` / `--exclude` choose the entries of a directory, for `--help`.
+pub const TREE_RULES: &str =
+    "Directories: every regular file under DIR is taken, hidden files included, in S3 key order.
+  --include/--exclude GLOB, repeatable, rsync-like: the rules are tried in command-line order and
+  the first that matches decides; an entry no rule matches is taken.
+  A GLOB without '/' matches the name at any depth (*.tmp, .DS_Store); with a '/' it is anchored at
+  DIR and matches the whole relative path (reel1/*.dpx). '*' and '?' do not cross '/', '**' does
+  (**/cache, reel1/**). A trailing '/' matches directories only (cache/). An excluded directory is
+  not read at all, so to keep only .dpx files at every depth write
+  --include '*/' --include '*.dpx' --exclude '*'.
+  Symbolic links are followed (loops are detected and skipped); --no-follow-symlinks skips them.
+  Sockets, FIFOs and devices are skipped with a warning. An unreadable or vanished entry, a name
+  that is not UTF-8, a key over 1,024 bytes or a link to nothing is named and skipped, the rest goes
+  on, and the command exits 2 at the end.";
+
+const HASH_HELP: &str = "Examples:
+  tally hash clip.mov                        the checksums and ETag an upload would produce
+  tally hash scans/ --json                   one JSON line per file, then a summary line
+  tally hash scans/ --exclude '*.tmp' --exclude '.DS_Store'
+
+Files of a directory are hashed several at a time and printed in S3 key order; numbered frames
+(shot_010.000001.dpx ...) are grouped into sequences in the summary.
+
+";
+
+const HASH_EXIT_CODES: &str = "Exit codes:\n  0  every file was hashed (warnings, e.g. a FIFO skipped, allowed)\n  2  bad input, or an entry of a directory could not be hashed (each is named)";
+
+fn hash_help() -> String {
+    format!("{HASH_HELP}{TREE_RULES}\n\n{HASH_EXIT_CODES}")
+}
+
+/// Which entries of a directory a command takes: `--include`, `--exclude` (in command-line order:
+/// the first rule that matches decides, see [`TREE_RULES`]) and `--no-follow-symlinks`.
+///
+/// Flatten it into a command's arguments with `#[command(flatten)]`. Its parser is written by hand
+/// because the order of the rules across the two flags matters and derived fields lose it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TreeArgs {
+    /// The rules, in command-line order.
+    pub rules: Vec<crate::tree::Rule>,
+    /// Skip symbolic links instead of following them.
+    pub no_follow_symlinks: bool,
+}
+
+impl TreeArgs {
+    /// The walk's options (no key prefix: set `key_prefix_len` for uploads).
+    pub fn walk_options(&self) -> Result<crate::tree::WalkOptions, Error> {
+        Ok(crate::tree::WalkOptions {
+            filters: crate::tree::Filters::new(self.rules.clone())?,
+            follow_symlinks: !self.no_follow_symlinks,
+            key_prefix_len: 0,
+        })
+    }
+
+    /// Whether any tree flag was given (they need a directory).
+    pub fn any(&self) -> bool {
+        !self.rules.is_empty() || self.no_follow_symlinks
+    }
+}
+
+impl clap::FromArgMatches for TreeArgs {
+    fn from_arg_matches(m: &clap::ArgMatches) -> Result<Self, clap::Error> {
+        use crate::tree::Rule;
+        let mut rules: Vec<(usize, Rule)> = Vec::new();
+        for (id, make) in [
+            ("include", Rule::Include as fn(String) -> Rule),
+            ("exclude", Rule::Exclude),
+        ] {
+            if let (Some(values), Some(at)) = (m.get_many::<String>(id), m.indices_of(id)) {
+                rules.extend(at.zip(values.map(|v| make(v.clone()))));
+            }
+        }
+        rules.sort_by_key(|(at, _)| *at);
+        Ok(TreeArgs {
+            rules: rules.into_iter().map(|(_, r)| r).collect(),
+            no_follow_symlinks: m.get_flag("no_follow_symlinks"),
+        })
+    }
+
+    fn update_from_arg_matches(&mut self, m: &clap::ArgMatches) -> Result<(), clap::Error> {
+        *self = TreeArgs::from_arg_matches(m)?;
+        Ok(())
+    }
+}
+
+impl Args for TreeArgs {
+    fn augment_args(cmd: clap::Command) -> clap::Command {
+        use clap::{Arg, ArgAction};
+        cmd.arg(
+            Arg::new("include")
+                .long("include")
+                .value_name("GLOB")
+                .action(ArgAction::Append)
+                .help("For directories: take entries matching GLOB (repeatable; rules apply in command-line order, the first match decides)"),
+        )
+        .arg(
+            Arg::new("exclude")
+                .long("exclude")
+                .value_name("GLOB")
+                .action(ArgAction::Append)
+                .help("For directories: leave out entries matching GLOB; an excluded directory is not read (repeatable)"),
+        )
+        .arg(
+            Arg::new("no_follow_symlinks")
+                .long("no-follow-symlinks")
+                .action(ArgAction::SetTrue)
+                .help("For directories: skip symbolic links (default: follow them, loops detected)"),
+        )
+    }
+
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        TreeArgs::augment_args(cmd)
+    }
 }
 
 /// tally: move large files into S3 and prove every byte arrived.
@@ -114,15 +244,17 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Upload a file with per-part checksums that S3 verifies on receipt; resumes an interrupted upload.
-    #[command(after_help = EXIT_CODES)]
-    Upload(UploadArgs),
+    #[command(after_help = upload_help())]
+    Upload(Box<UploadArgs>),
     /// Download an object, each part checked against S3's checksums before it counts; resumable.
     #[command(after_help = DOWNLOAD_EXIT_CODES)]
     Download(DownloadArgs),
     /// Compare a local file with an object, part by part, whoever uploaded it.
     #[command(after_help = VERIFY_EXIT_CODES)]
     Verify(VerifyArgs),
-    /// Print, without any network, the checksums and ETag an upload with these settings would produce.
+    /// Print, without any network, the checksums and ETag an upload with these settings would
+    /// produce, for a file or every file of a directory.
+    #[command(after_help = hash_help())]
     Hash(HashArgs),
     /// The full MD5 of an object in S3 (multipart ETags are not MD5s); resumable; can tag the object.
     #[command(after_help = MD5_EXIT_CODES)]
@@ -234,12 +366,27 @@ pub struct OutputArgs {
     pub verbose: u8,
 }
 
-/// `tally upload FILE s3://BUCKET/KEY`.
+const UPLOAD_EXAMPLES: &str = "Examples:
+  tally upload A001C003.mov s3://media/raw/                 one file, to raw/A001C003.mov
+  tally upload reel1/ s3://media/scans/reel1/               a tree: every file under reel1/
+  tally upload reel1/ s3://media/scans/reel1/ --exclude '*.tmp' --exclude .DS_Store
+  tally upload reel1/ s3://media/scans/reel1/ --include '*/' --include '*.dpx' --exclude '*'
+  tally upload reel1/ s3://media/scans/reel1/ --json > reel1.jsonl   one JSON line per file
+
+A tree run skips a file only when the object at its key is proven to hold the same bytes (its
+checksum compared with the file's, hashed again); run it again after an interruption and it finishes.";
+
+fn upload_help() -> String {
+    format!("{UPLOAD_EXAMPLES}\n\n{TREE_RULES}\n\n{EXIT_CODES}")
+}
+
+/// `tally upload FILE|DIR s3://BUCKET/KEY|PREFIX/`.
 #[derive(Debug, Args)]
 pub struct UploadArgs {
-    /// The local file.
+    /// The local file, or a directory: every regular file under it.
     pub file: PathBuf,
-    /// Destination, s3://BUCKET/KEY (a key ending in / gets the file name appended).
+    /// Destination, s3://BUCKET/KEY (a key ending in / gets the file name appended); for a
+    /// directory, s3://BUCKET/PREFIX/ (each file goes to PREFIX + its path under the directory).
     pub target: String,
     /// Part size, e.g. 100MiB, 1GiB (5MiB..5GiB); grows by itself so no object needs more than 10,000 parts.
     #[arg(long, default_value = "100MiB", value_parser = parse_size)]
@@ -258,7 +405,9 @@ pub struct UploadArgs {
     #[arg(long)]
     pub restart: bool,
     /// On resume, trust the manifest's checksums for parts S3 holds instead of re-reading them from
-    /// the file (faster; a file changed in place without changing size or time goes unnoticed).
+    /// the file; for a directory, skip files the last run proved when their size, time and inode
+    /// and the object's ETag are unchanged, without reading them (faster; a file changed in place
+    /// with its size and time restored goes unnoticed).
     #[arg(long)]
     pub trust_manifest: bool,
     /// Keep the manifest after success, as an audit record of every part's checksum.
@@ -268,6 +417,9 @@ pub struct UploadArgs {
     /// and checked (MD5 costs ~2.6x SHA-256 here; S3 already verifies each part's checksum).
     #[arg(long)]
     pub content_md5: bool,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub tree: TreeArgs,
     /// Skip the check after completion that reads the object's checksums back from S3.
     #[arg(long)]
     pub no_verify: bool,
@@ -279,6 +431,28 @@ pub struct UploadArgs {
     /// backoff for up to DURATION (default 30s) while it differs; exit 1 if it never matches.
     #[arg(long, value_name = "DURATION", num_args = 0..=1, default_missing_value = "30s", value_parser = parse_duration)]
     pub read_back: Option<std::time::Duration>,
+    /// Storage class of the object (default: the bucket's, STANDARD).
+    #[arg(long, value_name = "CLASS", value_parser = storage_class_parser(), ignore_case = true)]
+    pub storage_class: Option<StorageClass>,
+    /// User metadata stored with the object (x-amz-meta-KEY), repeatable: --metadata camera=A
+    /// --metadata reel=R001. Keys: ASCII letters, digits, - _ . ; values: printable ASCII; 2 KB in all.
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub metadata: Vec<String>,
+    /// Object tag set at upload, repeatable: --tag project=x --tag stage=raw (at most 10 tags,
+    /// --md5-tag included; keys up to 128 characters, values up to 256).
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub tag: Vec<String>,
+    /// Content-Type of the object (default: guessed from the file's extension, else
+    /// application/octet-stream).
+    #[arg(long, value_name = "TYPE")]
+    pub content_type: Option<String>,
+    /// Server-side encryption: aws:kms (SSE-KMS; the ETag is then not an MD5 and is never
+    /// compared) or AES256 (SSE-S3).
+    #[arg(long, value_name = "MODE", value_parser = ["aws:kms", "AES256"], ignore_case = true)]
+    pub sse: Option<String>,
+    /// The KMS key for --sse aws:kms (default: the bucket's or account's S3 key).
+    #[arg(long, value_name = "ID", requires = "sse")]
+    pub sse_kms_key_id: Option<String>,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub connection: ConnectionArgs,
@@ -321,6 +495,15 @@ impl UploadArgs {
         cfg.content_md5 = self.content_md5;
         cfg.md5_tag = self.md5_tag.clone();
         cfg.read_back = self.read_back;
+        cfg.object = ObjectSettings::new(
+            self.storage_class,
+            self.content_type.clone(),
+            &self.metadata,
+            &self.tag,
+            self.sse.as_deref(),
+            self.sse_kms_key_id.clone(),
+            self.md5_tag.as_deref(),
+        )?;
         Ok(cfg)
     }
 }
@@ -357,4 +540,11 @@ fn checksum_parser() -> impl clap::builder::TypedValueParser<Value = ChecksumAlg
             s.parse::<ChecksumAlgorithm>()
                 .expect("every listed name parses")
         })
+}
+
+/// `--storage-class`: S3's names, in any case.
+fn storage_class_parser() -> impl clap::builder::TypedValueParser<Value = StorageClass> {
+    use clap::builder::TypedValueParser as _;
+    clap::builder::PossibleValuesParser::new(StorageClass::ALL.map(StorageClass::as_str))
+        .map(|s| s.parse::<StorageClass>().expect("every listed name parses"))
 }

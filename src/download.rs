@@ -535,6 +535,7 @@ mod tests {
             alg,
             Bytes::copy_from_slice(body),
             &hash::hash_part(alg, true, body),
+            &crate::config::ObjectSettings::default(),
         )
         .await
         .unwrap();
@@ -549,7 +550,10 @@ mod tests {
     ) {
         let obj = url(key);
         let kind = alg.multipart_type();
-        let id = s3.create_multipart(&obj, alg, kind).await.unwrap();
+        let id = s3
+            .create_multipart(&obj, alg, kind, &crate::config::ObjectSettings::default())
+            .await
+            .unwrap();
         let mut parts = Vec::new();
         let mut hashes = Vec::new();
         for (i, c) in body.chunks(part).enumerate() {

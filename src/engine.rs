@@ -26,7 +26,7 @@ use bytes::Bytes;
 use futures::{Stream, StreamExt as _, TryStreamExt as _, stream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::config::ObjectUrl;
+use crate::config::{ObjectSettings, ObjectUrl};
 use crate::error::{Error, S3Error};
 use crate::hash::{ChecksumAlgorithm, ChecksumType, PartHash};
 use crate::s3::{
@@ -198,8 +198,9 @@ impl<C: MultipartWrite> MultipartWrite for Limited<'_, C> {
         alg: ChecksumAlgorithm,
         body: Bytes,
         hash: &PartHash,
+        settings: &ObjectSettings,
     ) -> Result<WriteReply, S3Error> {
-        let inner = self.inner.put_object(obj, alg, body, hash);
+        let inner = self.inner.put_object(obj, alg, body, hash, settings);
         self.engine.request(inner).await
     }
 
@@ -208,8 +209,9 @@ impl<C: MultipartWrite> MultipartWrite for Limited<'_, C> {
         obj: &ObjectUrl,
         alg: ChecksumAlgorithm,
         kind: ChecksumType,
+        settings: &ObjectSettings,
     ) -> Result<String, S3Error> {
-        let inner = self.inner.create_multipart(obj, alg, kind);
+        let inner = self.inner.create_multipart(obj, alg, kind, settings);
         self.engine.request(inner).await
     }
 

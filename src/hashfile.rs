@@ -1,4 +1,4 @@
-//! `tally hash FILE`: without any network, what an upload with these settings would produce.
+//! `tally hash FILE|DIR`: without any network, what an upload with these settings would produce.
 
 use rayon::prelude::*;
 use serde::Serialize;
@@ -7,6 +7,7 @@ use crate::error::Error;
 use crate::hash::{self, ChecksumAlgorithm, ChecksumType, ObjectChecksum, PartHash};
 use crate::plan::Plan;
 use crate::source::Source;
+use crate::tree::{Found, Walk};
 
 /// One part's hashes.
 #[derive(Debug, Clone, Serialize)]
@@ -99,4 +100,127 @@ pub fn hash_file(
         checksum,
         etag,
     })
+}
+
+/// One line of `tally hash DIR --json` (its `action` field says which).
+#[derive(Debug, Serialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum TreeLine {
+    /// A file, hashed as `tally hash FILE` would.
+    Hashed {
+        /// Relative to the directory, `/`-separated: the key below an upload's prefix.
+        path: String,
+        /// Its hashes.
+        #[serde(flatten)]
+        report: HashReport,
+    },
+    /// An entry the walk did not take.
+    Skipped {
+        /// Relative to the directory.
+        path: String,
+        /// A short name for the reason (`broken_symlink`, `fifo`, ...).
+        code: &'static str,
+        /// The reason, and what to do.
+        reason: String,
+        /// Whether it makes the run fail (exit 2) or is a warning.
+        failure: bool,
+    },
+    /// A file the walk found that could not be hashed.
+    Failed {
+        /// Relative to the directory.
+        path: String,
+        /// Why, and what to do.
+        reason: String,
+    },
+    /// The last line.
+    Summary(TreeSummary),
+}
+
+/// The totals of `tally hash DIR`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct TreeSummary {
+    /// Files hashed.
+    pub files: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Entries skipped (warnings and failures).
+    pub skipped: u64,
+    /// Skipped entries that are failures, plus files that could not be hashed.
+    pub failed: u64,
+    /// Wall time.
+    pub seconds: f64,
+}
+
+impl TreeSummary {
+    fn count(&mut self, line: &TreeLine) {
+        match line {
+            TreeLine::Hashed { report, .. } => {
+                self.files += 1;
+                self.bytes += report.size;
+            }
+            TreeLine::Skipped { failure, .. } => {
+                self.skipped += 1;
+                self.failed += u64::from(*failure);
+            }
+            TreeLine::Failed { .. } => self.failed += 1,
+            TreeLine::Summary(_) => {}
+        }
+    }
+}
+
+/// `tally hash DIR`: hashes every file `walk` yields as [`hash_file`] would, a few at a time
+/// ([`crate::exec::hash_ahead`] files in flight, each on the blocking pool, its parts on the
+/// rayon pool), and hands each line to `emit` in the walk's order (S3 key order) as soon as it and
+/// every line before it are done. Memory: the walk's bound plus the lines in flight.
+pub async fn hash_tree(
+    root: &std::path::Path,
+    walk: Walk,
+    part_size: u64,
+    alg: ChecksumAlgorithm,
+    mut emit: impl FnMut(&TreeLine),
+) -> TreeSummary {
+    use futures::StreamExt as _;
+    let started = std::time::Instant::now();
+    let root = root.to_path_buf();
+    let mut lines = walk
+        .map(|found| {
+            let root = root.clone();
+            async move {
+                match found {
+                    Found::File(entry) => {
+                        let path = entry.path;
+                        match crate::exec::blocking(move || hash_file(&path, part_size, alg)).await
+                        {
+                            Ok(report) => TreeLine::Hashed {
+                                path: entry.rel,
+                                report,
+                            },
+                            Err(e) => TreeLine::Failed {
+                                path: entry.rel,
+                                reason: e.to_string(),
+                            },
+                        }
+                    }
+                    Found::Skipped(skip) => TreeLine::Skipped {
+                        path: skip
+                            .path
+                            .strip_prefix(&root)
+                            .unwrap_or(&skip.path)
+                            .to_string_lossy()
+                            .into_owned(),
+                        code: skip.reason.code(),
+                        reason: skip.reason.to_string(),
+                        failure: skip.reason.is_failure(),
+                    },
+                }
+            }
+        })
+        .buffered(crate::exec::hash_ahead());
+    let mut summary = TreeSummary::default();
+    while let Some(line) = lines.next().await {
+        summary.count(&line);
+        emit(&line);
+    }
+    summary.seconds = started.elapsed().as_secs_f64();
+    summary
 }

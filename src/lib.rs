@@ -4,6 +4,7 @@
 //!
 //! - [`cli`] / [`config`]: the command line, and the validated settings built from it;
 //! - [`plan`]: file length -> part ranges within S3's limits;
+//! - [`tree`]: a directory as a stream of files in S3 key order (filters, odd entries, sequences);
 //! - [`source`]: the memory-mapped file and zero-copy part bodies;
 //! - [`hash`]: per-part checksum + MD5 in one pass; composite, full-object CRC and ETag;
 //!   [`hashfile`]: `tally hash`, the offline prediction of what an upload would produce;
@@ -46,6 +47,7 @@ pub mod retry;
 pub mod s3;
 mod seam;
 pub mod source;
+pub mod tree;
 pub mod upload;
 pub mod uploads;
 pub mod verify;

@@ -50,6 +50,15 @@ pub struct Header {
     pub part_size: u64,
     /// Checksum algorithm (stored by its S3 name).
     pub checksum: crate::hash::ChecksumAlgorithm,
+    /// The object settings the upload was created with, as given (a content type guessed from
+    /// the file name is not stored: the same file gives the same guess). Absent in manifests
+    /// written before tally had settings: those uploads had none.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub object: crate::config::ObjectSettings,
+}
+
+fn is_default(s: &crate::config::ObjectSettings) -> bool {
+    *s == crate::config::ObjectSettings::default()
 }
 
 /// One part S3 acknowledged.
@@ -392,6 +401,7 @@ mod tests {
             upload_id: "upload-1".into(),
             part_size: 100 << 20,
             checksum: crate::hash::ChecksumAlgorithm::Sha256,
+            object: crate::config::ObjectSettings::default(),
         }
     }
 

@@ -15,6 +15,10 @@ pub trait Progress: Send + Sync {
     fn finish(&self);
     /// Something the user should know (resuming, a manifest path, a part sent again).
     fn note(&self, msg: &str);
+    /// A tree's walk found a file of `bytes`: the totals grow.
+    fn found(&self, _bytes: u64) {}
+    /// One file of a tree is done; `skipped` when nothing was sent (its bytes count as done).
+    fn file_done(&self, _bytes: u64, _skipped: bool) {}
 }
 
 /// Reports nothing (pipes, `--quiet`, `--json`, tests).
@@ -47,6 +51,8 @@ pub struct Bar {
     bar: ProgressBar,
     done: AtomicU32,
     total: AtomicU32,
+    files_found: AtomicU32,
+    files_done: AtomicU32,
 }
 
 impl Bar {
@@ -63,6 +69,8 @@ impl Bar {
             bar,
             done: AtomicU32::new(0),
             total: AtomicU32::new(0),
+            files_found: AtomicU32::new(0),
+            files_done: AtomicU32::new(0),
         }
     }
 }
@@ -85,6 +93,9 @@ impl Progress for Bar {
     fn part_done(&self, bytes: u64) {
         self.bar.inc(bytes);
         let done = self.done.fetch_add(1, Ordering::Relaxed) + 1;
+        if self.files_found.load(Ordering::Relaxed) > 0 {
+            return; // a tree: the message counts files
+        }
         let total = self.total.load(Ordering::Relaxed);
         self.bar.set_message(format!("{done}/{total}"));
     }
@@ -95,5 +106,37 @@ impl Progress for Bar {
 
     fn note(&self, msg: &str) {
         self.bar.println(format!("tally: {msg}"));
+    }
+
+    fn found(&self, bytes: u64) {
+        if self.files_found.fetch_add(1, Ordering::Relaxed) == 0 {
+            self.bar.set_style(
+                ProgressStyle::with_template(
+                    "{bar:30} {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta} files {msg}",
+                )
+                .expect("valid template"),
+            );
+            self.bar.enable_steady_tick(Duration::from_millis(250));
+        }
+        self.bar.inc_length(bytes);
+        self.files_message();
+    }
+
+    fn file_done(&self, bytes: u64, skipped: bool) {
+        if skipped {
+            self.bar.inc(bytes);
+        }
+        self.files_done.fetch_add(1, Ordering::Relaxed);
+        self.files_message();
+    }
+}
+
+impl Bar {
+    fn files_message(&self) {
+        let (done, found) = (
+            self.files_done.load(Ordering::Relaxed),
+            self.files_found.load(Ordering::Relaxed),
+        );
+        self.bar.set_message(format!("{done}/{found}"));
     }
 }

@@ -9,7 +9,7 @@ use std::future::Future;
 
 use bytes::Bytes;
 
-use crate::config::ObjectUrl;
+use crate::config::{ObjectSettings, ObjectUrl};
 use crate::error::S3Error;
 use crate::hash::{ChecksumAlgorithm, ChecksumType, PartHash};
 
@@ -142,6 +142,14 @@ pub struct HeadInfo {
     pub sse_c: bool,
     /// Version id.
     pub version_id: Option<String>,
+    /// x-amz-storage-class (AWS omits it for STANDARD; Garage never sends it).
+    pub storage_class: Option<String>,
+    /// Content-Type.
+    pub content_type: Option<String>,
+    /// Number of user metadata entries (x-amz-meta-*).
+    pub metadata_count: usize,
+    /// x-amz-tagging-count, when the server sends it.
+    pub tag_count: Option<u32>,
 }
 
 impl HeadInfo {
@@ -231,22 +239,27 @@ pub trait ObjectRead: Send + Sync {
 /// Every body comes with its precomputed [`PartHash`]: implementations send the checksum and
 /// Content-MD5 with it so that S3 verifies the bytes on receipt, and must not hash the body again.
 pub trait MultipartWrite: Send + Sync {
-    /// PutObject of a whole (small) object.
+    /// PutObject of a whole (small) object, with its storage class, content type, metadata,
+    /// tags and encryption (`settings`, already resolved for the file).
     fn put_object(
         &self,
         obj: &ObjectUrl,
         alg: ChecksumAlgorithm,
         body: Bytes,
         hash: &PartHash,
+        settings: &ObjectSettings,
     ) -> impl Future<Output = Result<WriteReply, S3Error>> + Send;
 
     /// CreateMultipartUpload with the checksum algorithm and type, sent once (no retries: a
     /// lost reply may have created an upload: [`create_upload`] finds it); returns the upload id.
+    /// The object's settings (storage class, content type, metadata, tags, encryption) are given
+    /// here, once for the whole upload.
     fn create_multipart(
         &self,
         obj: &ObjectUrl,
         alg: ChecksumAlgorithm,
         kind: ChecksumType,
+        settings: &ObjectSettings,
     ) -> impl Future<Output = Result<String, S3Error>> + Send;
 
     /// UploadPart of part `number`.

@@ -12,6 +12,7 @@ pub mod report;
 pub mod resume;
 pub mod send;
 pub mod single;
+pub mod tree;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -96,27 +97,111 @@ pub async fn upload_file<C: S3Api>(
     progress: &dyn Progress,
     cancel: &CancellationToken,
 ) -> Result<UploadReport, Error> {
-    let started = Instant::now();
     let s3 = engine.limit(s3);
-    let path = cfg.source.clone();
-    let src = Arc::new(blocking(move || Source::open(&path)).await?);
-    let run = Run {
-        s3: &s3,
-        engine,
-        cfg,
-        src,
-        progress,
-        cancel,
-        started,
-    };
+    let run = Run::open(&s3, engine, cfg, progress, cancel).await?;
     // Boxed: the pipeline's future type is deep, and callers' futures stay small.
-    let result = Box::pin(run.write()).await;
-    progress.finish();
-    let mut report = result?;
-    after_completion(&s3, cfg, &mut report).await?;
-    report.seconds = started.elapsed().as_secs_f64();
-    report.mib_per_s = report.size as f64 / (1024.0 * 1024.0) / report.seconds.max(1e-9);
-    Ok(report)
+    Box::pin(run.upload()).await
+}
+
+/// What [`upload_or_skip`] did.
+#[derive(Debug)]
+pub enum Sent {
+    /// The file was uploaded (or an interrupted upload of it finished): `why` says why it was sent.
+    Uploaded {
+        /// The upload's report.
+        report: Box<UploadReport>,
+        /// Why it was sent: new, resumed, or how the object differed.
+        why: String,
+    },
+    /// The object already is the file: nothing sent.
+    Skipped {
+        /// What S3 says about the object.
+        facts: Box<crate::remote::facts::RemoteFacts>,
+        /// What was compared.
+        proof: String,
+    },
+}
+
+/// Uploads one file of a tree, unless the object at its key is already proven to be the file
+/// (see [`crate::verify::prove`]: one HEAD and a local hash in the common case). An interrupted
+/// upload of the file (a kept manifest) is resumed, never bypassed.
+pub async fn upload_or_skip<C: S3Api>(
+    engine: &Engine,
+    s3: &C,
+    cfg: &UploadConfig,
+    progress: &dyn Progress,
+    cancel: &CancellationToken,
+) -> Result<Sent, Error> {
+    let s3 = engine.limit(s3);
+    let run = Run::open(&s3, engine, cfg, progress, cancel).await?;
+    let why = if run.kept_manifest().await {
+        "an interrupted upload of it was resumed".to_owned()
+    } else {
+        let proof = tokio::select! {
+            p = crate::verify::prove(run.s3, &run.src, &cfg.target, cfg.part_size) => p?,
+            () = cancel.cancelled() => return Err(Error::Interrupted),
+        };
+        match proof {
+            crate::verify::Proof::Same { facts, how } => {
+                return Ok(Sent::Skipped {
+                    facts: Box::new(facts),
+                    proof: how,
+                });
+            }
+            crate::verify::Proof::Missing => "new".to_owned(),
+            crate::verify::Proof::Differs { why } => why,
+        }
+    };
+    let report = Box::pin(run.upload()).await?;
+    Ok(Sent::Uploaded {
+        report: Box::new(report),
+        why,
+    })
+}
+
+impl<'a, C: S3Api> Run<'a, C> {
+    /// Opens (maps) the file of `cfg`.
+    async fn open(
+        s3: &'a C,
+        engine: &'a Engine,
+        cfg: &'a UploadConfig,
+        progress: &'a dyn Progress,
+        cancel: &'a CancellationToken,
+    ) -> Result<Run<'a, C>, Error> {
+        let started = Instant::now();
+        let path = cfg.source.clone();
+        let src = Arc::new(blocking(move || Source::open(&path)).await?);
+        Ok(Run {
+            s3,
+            engine,
+            cfg,
+            src,
+            progress,
+            cancel,
+            started,
+        })
+    }
+
+    /// Writes the object, then the read-back and MD5 tag; fills in the timings.
+    async fn upload(&self) -> Result<UploadReport, Error> {
+        // Boxed: the pipeline's future type is deep, and callers' futures stay small.
+        let result = Box::pin(self.write()).await;
+        self.progress.finish();
+        let mut report = result?;
+        after_completion(self.s3, self.cfg, &mut report).await?;
+        report.seconds = self.started.elapsed().as_secs_f64();
+        report.mib_per_s = report.size as f64 / (1024.0 * 1024.0) / report.seconds.max(1e-9);
+        Ok(report)
+    }
+
+    /// Whether an earlier, interrupted multipart upload of this file to this key is kept.
+    async fn kept_manifest(&self) -> bool {
+        match multipart::manifest_path(self).await {
+            Ok(p) => blocking(move || p.exists()).await,
+            // No state directory: no manifest of an earlier run can be found (or written).
+            Err(_) => false,
+        }
+    }
 }
 
 impl<C: S3Api> Run<'_, C> {
@@ -125,14 +210,7 @@ impl<C: S3Api> Run<'_, C> {
     async fn write(&self) -> Result<UploadReport, Error> {
         let plan = Plan::new(self.src.len(), self.cfg.part_size)?;
         let manifest = multipart::manifest_path(self).await;
-        let kept = match &manifest {
-            Ok(p) => {
-                let p = p.clone();
-                blocking(move || p.exists()).await
-            }
-            // No state directory: no manifest of an earlier run can be found (or written).
-            Err(_) => false,
-        };
+        let kept = self.kept_manifest().await;
         match plan {
             Plan::Single { .. } if !kept => single::put(self).await,
             _ => multipart::upload(self, &manifest?).await,
@@ -246,6 +324,52 @@ mod tests {
         ChecksumAlgorithm::Crc32c,
         ChecksumAlgorithm::Crc64nvme,
     ];
+
+    /// The tree's question, file by file: a file already uploaded is skipped with one request, a
+    /// same-size edit is sent again, a missing object is sent; for each algorithm and both layouts.
+    #[tokio::test]
+    async fn upload_or_skip_skips_only_what_is_proven() {
+        for alg in ALGORITHMS {
+            for len in [3 * MIB, 12 * MIB + 7] {
+                let dir = tempfile::tempdir().unwrap();
+                let file = dir.path().join("f");
+                let mut bytes = data_fast(len, len + alg as u64);
+                std::fs::write(&file, &bytes).unwrap();
+                let mut cfg = config(dir.path(), file.clone(), 4, false);
+                cfg.resume.manifest = None;
+                let fake = FakeS3::default();
+                let engine = Engine::new(Limits::for_parts(4, cfg.part_size));
+                let cancel = CancellationToken::new();
+                let go = || upload_or_skip(&engine, &fake, &cfg, &Silent, &cancel);
+                let first = go().await.unwrap();
+                assert!(
+                    matches!(&first, Sent::Uploaded { why, .. } if why == "new"),
+                    "{alg:?} {len}: {first:?}"
+                );
+                let before = fake.requests();
+                let again = go().await.unwrap();
+                assert!(
+                    matches!(again, Sent::Skipped { .. }),
+                    "{alg:?} {len}: {again:?}"
+                );
+                assert_eq!(
+                    fake.requests() - before,
+                    1,
+                    "{alg:?} {len}: one HEAD proves it"
+                );
+                // One byte changed in place, same size: sent again, and the object is the new file.
+                let at = (len / 2) as usize;
+                bytes[at] ^= 0x01;
+                std::fs::write(&file, &bytes).unwrap();
+                let edited = go().await.unwrap();
+                assert!(
+                    matches!(&edited, Sent::Uploaded { why, .. } if why.contains("differs")),
+                    "{alg:?} {len}: {edited:?}"
+                );
+                assert_eq!(fake.object("obj").unwrap(), bytes, "{alg:?} {len}");
+            }
+        }
+    }
 
     proptest! {
         #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]

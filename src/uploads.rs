@@ -205,7 +205,12 @@ mod tests {
         };
         let alg = ChecksumAlgorithm::Sha256;
         let id = fake
-            .create_multipart(&obj, alg, ChecksumType::Composite)
+            .create_multipart(
+                &obj,
+                alg,
+                ChecksumType::Composite,
+                &crate::config::ObjectSettings::default(),
+            )
             .await
             .unwrap();
         let body = bytes::Bytes::from(vec![1u8; 1000]);

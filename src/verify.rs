@@ -9,6 +9,8 @@
 
 mod after_upload;
 pub mod compare;
+mod prove;
+pub mod tree;
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -20,6 +22,7 @@ use serde::Serialize;
 
 pub use self::after_upload::{AfterUpload, after_upload};
 pub use self::compare::{Comparison, PartDiff};
+pub use self::prove::{Proof, prove};
 pub use crate::compare::Compared;
 pub use crate::remote::facts::{Method, RemoteFacts};
 
@@ -317,6 +320,7 @@ mod tests {
             alg,
             Bytes::copy_from_slice(&content),
             &hash::hash_part(alg, true, &content),
+            &crate::config::ObjectSettings::default(),
         )
         .await
         .unwrap();

@@ -77,6 +77,32 @@ impl RemoteFacts {
             .collect()
     }
 
+    /// What one HEAD says: everything but the part layout and the parts' checksums (the layout is
+    /// left empty; see [`RemoteFacts::multipart`] for whether it has parts).
+    pub fn from_head(head: &HeadInfo) -> RemoteFacts {
+        RemoteFacts {
+            size: head.size,
+            etag: head.etag.clone(),
+            etag_kind: EtagKind::of(head.sse.as_deref(), head.sse_c),
+            version_id: head.version_id.clone(),
+            checksum: head.checksum.clone(),
+            multipart: head.etag.as_ref().is_some_and(|e| e.parts().is_some())
+                || head
+                    .checksum
+                    .as_ref()
+                    .is_some_and(|c| c.value.contains('-')),
+            ..RemoteFacts::default()
+        }
+    }
+
+    /// The number of parts the ETag or checksum names (`-N`), for a multipart object.
+    pub fn parts_named(&self) -> Option<u32> {
+        self.etag.as_ref().and_then(ETag::parts).or_else(|| {
+            let c = self.checksum.as_ref()?;
+            c.value.rsplit_once('-').and_then(|(_, n)| n.parse().ok())
+        })
+    }
+
     /// The object as it was when these facts were read, for pinning reads to it.
     pub fn pinned(&self) -> Pinned {
         Pinned {
@@ -95,6 +121,8 @@ pub struct Learned {
     pub method: Method,
     /// Why that method (for the report).
     pub why: String,
+    /// The HEAD reply these facts started from (storage class, content type, ... for reports).
+    pub head: HeadInfo,
 }
 
 /// Learns what S3 says about `obj`: HEAD (size, checksum, ETag, encryption), then
@@ -109,19 +137,17 @@ pub async fn remote_facts<C: ObjectRead>(
         .head_object(obj, None)
         .await
         .map_err(Error::s3("HeadObject", None, None))?;
-    let mut facts = RemoteFacts {
-        size: head.size,
-        etag: head.etag.clone(),
-        etag_kind: EtagKind::of(head.sse.as_deref(), head.sse_c),
-        version_id: head.version_id.clone(),
-        checksum: head.checksum.clone(),
-        multipart: head.etag.as_ref().is_some_and(|e| e.parts().is_some())
-            || head
-                .checksum
-                .as_ref()
-                .is_some_and(|c| c.value.contains('-')),
-        ..RemoteFacts::default()
-    };
+    let mut facts = RemoteFacts::from_head(&head);
+    if !facts.multipart && facts.checksum.is_some() {
+        // A single-part object with its checksum: GetObjectAttributes would add nothing.
+        facts.layout = vec![facts.size];
+        return Ok(Learned {
+            facts,
+            method: Method::HeadLayout,
+            why: "a single-part object: its checksum and ETag cover it whole".into(),
+            head,
+        });
+    }
     let attrs =
         s3.object_attributes(obj)
             .await
@@ -153,6 +179,7 @@ pub async fn remote_facts<C: ObjectRead>(
                 facts,
                 method: Method::ObjectAttributes,
                 why: "GetObjectAttributes lists every part's size and checksum".into(),
+                head,
             });
         }
     }
@@ -167,6 +194,7 @@ pub async fn remote_facts<C: ObjectRead>(
             facts,
             method: Method::HeadLayout,
             why: why.into(),
+            head,
         });
     }
     facts.layout = match known_layout {
@@ -179,6 +207,7 @@ pub async fn remote_facts<C: ObjectRead>(
         why: format!(
             "{why_no_attrs}: part sizes from HEAD ?partNumber, checksum and ETag from HEAD"
         ),
+        head,
     })
 }
 

@@ -390,7 +390,12 @@ mod tests {
     async fn multipart(s3: &FakeS3, obj: &ObjectUrl, content: &[u8], part: usize) {
         let alg = ChecksumAlgorithm::Sha256;
         let id = s3
-            .create_multipart(obj, alg, alg.multipart_type())
+            .create_multipart(
+                obj,
+                alg,
+                alg.multipart_type(),
+                &crate::config::ObjectSettings::default(),
+            )
             .await
             .unwrap();
         let mut done = Vec::new();
@@ -515,6 +520,7 @@ mod tests {
             alg,
             Bytes::copy_from_slice(&content),
             &hash::hash_part(alg, true, &content),
+            &crate::config::ObjectSettings::default(),
         )
         .await
         .unwrap();

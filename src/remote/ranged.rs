@@ -328,7 +328,13 @@ mod tests {
         let alg = ChecksumAlgorithm::Sha256;
         let h = hash::hash_part(alg, true, data);
         let reply = s3
-            .put_object(obj, alg, Bytes::copy_from_slice(data), &h)
+            .put_object(
+                obj,
+                alg,
+                Bytes::copy_from_slice(data),
+                &h,
+                &crate::config::ObjectSettings::default(),
+            )
             .await
             .unwrap();
         reply.etag.unwrap()

@@ -11,7 +11,7 @@
 use std::collections::HashSet;
 
 use super::{InProgress, MultipartWrite};
-use crate::config::ObjectUrl;
+use crate::config::{ObjectSettings, ObjectUrl};
 use crate::error::{S3Error, S3ErrorKind};
 use crate::hash::{ChecksumAlgorithm, ChecksumType};
 use crate::retry;
@@ -33,12 +33,13 @@ async fn uploads_of<C: MultipartWrite>(
 
 /// Creates a multipart upload of `obj` and returns its id, adopting the upload a lost reply
 /// created instead of leaving it behind (see the module docs). Retries with
-/// [`retry::Policy::CONFIRMED`].
+/// [`retry::Policy::CONFIRMED`]. `settings` go with every attempt.
 pub async fn create_upload<C: MultipartWrite>(
     s3: &C,
     obj: &ObjectUrl,
     alg: ChecksumAlgorithm,
     kind: ChecksumType,
+    settings: &ObjectSettings,
 ) -> Result<String, S3Error> {
     let before: HashSet<String> = uploads_of(s3, obj)
         .await?
@@ -55,7 +56,7 @@ pub async fn create_upload<C: MultipartWrite>(
     // Whether an attempt may have created an upload we never heard of.
     let mut unknown = false;
     loop {
-        match s3.create_multipart(obj, alg, kind).await {
+        match s3.create_multipart(obj, alg, kind, settings).await {
             Ok(id) => {
                 if unknown {
                     // An earlier attempt's upload may exist besides this one: abort it.
@@ -137,10 +138,18 @@ mod tests {
         let (alg, kind) = (ChecksumAlgorithm::Sha256, ChecksumType::Composite);
         // Uploads that were there before, of this key and of a longer key with it as a prefix,
         // are never adopted.
-        let old = fake.create_multipart(&obj("k"), alg, kind).await.unwrap();
-        fake.create_multipart(&obj("k2"), alg, kind).await.unwrap();
+        let none = ObjectSettings::default();
+        let old = fake
+            .create_multipart(&obj("k"), alg, kind, &none)
+            .await
+            .unwrap();
+        fake.create_multipart(&obj("k2"), alg, kind, &none)
+            .await
+            .unwrap();
         fake.lose_create_replies(1);
-        let id = create_upload(&fake, &obj("k"), alg, kind).await.unwrap();
+        let id = create_upload(&fake, &obj("k"), alg, kind, &none)
+            .await
+            .unwrap();
         assert_eq!(fake.creates(), 3, "one Create for this upload");
         let open: Vec<String> = fake
             .list_uploads("b", "k")

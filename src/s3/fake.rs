@@ -26,7 +26,7 @@ use super::{
     CompletedPart, ETag, HeadInfo, HeldPart, InProgress, MultipartWrite, ObjectAttributes,
     ObjectRead, RemoteChecksum, Tagging, WriteReply,
 };
-use crate::config::ObjectUrl;
+use crate::config::{ObjectSettings, ObjectUrl, Sse};
 use crate::error::S3Error;
 use crate::hash::{ChecksumAlgorithm, ChecksumType, PartHash};
 
@@ -71,6 +71,7 @@ struct Upload {
     kind: ChecksumType,
     initiated: i64,
     parts: BTreeMap<u32, Stored>,
+    settings: ObjectSettings,
 }
 
 #[derive(Debug, Default)]
@@ -78,6 +79,10 @@ struct State {
     next_id: u64,
     uploads: HashMap<String, Upload>,
     objects: HashMap<String, (Vec<u8>, ChecksumAlgorithm, WriteReply)>,
+    /// Each object's settings as its PutObject or CreateMultipartUpload gave them.
+    settings: HashMap<String, ObjectSettings>,
+    /// Each object's tag set (set at upload, replaced by PutObjectTagging).
+    tags: HashMap<String, Vec<(String, String)>>,
     part_uploads: u32,
     creates: u32,
     completes: u32,
@@ -101,6 +106,7 @@ pub struct FakeS3 {
     peak_in_flight: std::sync::atomic::AtomicUsize,
     gather: std::sync::atomic::AtomicUsize,
     gather_for: Mutex<std::time::Duration>,
+    requests: std::sync::atomic::AtomicU32,
 }
 
 /// One request in flight at the fake, counted until dropped.
@@ -120,6 +126,7 @@ impl FakeS3 {
     /// Counts a request as in flight and lets other tasks run, as a network round trip would, so
     /// that requests sent together overlap here and [`FakeS3::peak_in_flight`] sees them.
     async fn request(&self) -> InFlight<'_> {
+        self.requests.fetch_add(1, Ordering::SeqCst);
         let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
         self.peak_in_flight.fetch_max(now, Ordering::SeqCst);
         let want = self.gather.load(Ordering::SeqCst);
@@ -222,6 +229,11 @@ impl FakeS3 {
             .is_some()
     }
 
+    /// Requests of any kind that reached the server so far.
+    pub fn requests(&self) -> u32 {
+        self.requests.load(Ordering::SeqCst)
+    }
+
     /// UploadPart requests that reached the server so far.
     pub fn part_uploads(&self) -> u32 {
         self.state.lock().unwrap().part_uploads
@@ -257,6 +269,40 @@ impl FakeS3 {
             .map(|(d, _, _)| d.clone())
     }
 
+    /// The settings (storage class, content type, metadata, tags, encryption) the object was
+    /// written with.
+    pub fn settings(&self, key: &str) -> Option<ObjectSettings> {
+        self.state.lock().unwrap().settings.get(key).cloned()
+    }
+
+    /// The object's tag set.
+    pub fn tags(&self, key: &str) -> Option<Vec<(String, String)>> {
+        self.state.lock().unwrap().tags.get(key).cloned()
+    }
+
+    /// Stores what S3 keeps with an object besides its bytes.
+    fn store_settings(s: &mut State, key: &str, settings: &ObjectSettings) {
+        s.settings.insert(key.to_owned(), settings.clone());
+        s.tags.insert(key.to_owned(), settings.tags.clone());
+    }
+
+    /// What S3 says of the encryption in its replies.
+    fn sse(settings: &ObjectSettings) -> Option<String> {
+        settings.sse.as_ref().map(|s| s.as_str().to_owned())
+    }
+
+    /// The ETag of an object written with `settings` whose MD5-style ETag would be `md5_style`:
+    /// under SSE-KMS an opaque value that is no MD5 of anything tally computes, as on AWS.
+    fn etag_under(settings: &ObjectSettings, md5_style: ETag) -> ETag {
+        match settings.sse {
+            Some(Sse::Kms { .. }) => {
+                let opaque = sha2::Sha256::digest(md5_style.as_str().as_bytes());
+                ETag::new(&hex(&opaque[..16]))
+            }
+            _ => md5_style,
+        }
+    }
+
     /// Another writer's PutObject of `data` at `key` (SHA-256 checksum, MD5 ETag).
     pub fn replace_object(&self, key: &str, data: Vec<u8>) {
         use base64::Engine as _;
@@ -266,10 +312,11 @@ impl FakeS3 {
             checksum: Some(b64.encode(digest(ChecksumAlgorithm::Sha256, &data))),
             ..WriteReply::default()
         };
-        let mut s = self.state.lock().unwrap();
-        s.layouts.remove(key);
-        s.objects
+        let mut st = self.state.lock().unwrap();
+        st.layouts.remove(key);
+        st.objects
             .insert(key.to_owned(), (data, ChecksumAlgorithm::Sha256, reply));
+        Self::store_settings(&mut st, key, &ObjectSettings::default());
     }
 
     /// Answers GetObjectAttributes (size, ETag, checksum, and each part's size and checksum for
@@ -332,18 +379,21 @@ impl MultipartWrite for FakeS3 {
         alg: ChecksumAlgorithm,
         body: Bytes,
         hash: &PartHash,
+        settings: &ObjectSettings,
     ) -> Result<WriteReply, S3Error> {
         let _in_flight = self.request().await;
         let checksum = Self::verify(alg, &body, hash)?;
         let reply = WriteReply {
-            etag: Some(md5_etag(&body)),
+            etag: Some(Self::etag_under(settings, md5_etag(&body))),
             checksum: Some(checksum),
+            sse: Self::sse(settings),
             ..WriteReply::default()
         };
         let mut s = self.state.lock().unwrap();
         s.layouts.remove(&obj.key);
         s.objects
             .insert(obj.key.clone(), (body.to_vec(), alg, reply.clone()));
+        Self::store_settings(&mut s, &obj.key, settings);
         Ok(reply)
     }
 
@@ -352,6 +402,7 @@ impl MultipartWrite for FakeS3 {
         obj: &ObjectUrl,
         alg: ChecksumAlgorithm,
         kind: ChecksumType,
+        settings: &ObjectSettings,
     ) -> Result<String, S3Error> {
         let _in_flight = self.request().await;
         let mut s = self.state.lock().unwrap();
@@ -367,6 +418,7 @@ impl MultipartWrite for FakeS3 {
                 kind,
                 initiated,
                 parts: BTreeMap::new(),
+                settings: settings.clone(),
             },
         );
         if s.lose_create_replies > 0 {
@@ -389,8 +441,7 @@ impl MultipartWrite for FakeS3 {
     ) -> Result<WriteReply, S3Error> {
         let _in_flight = self.request().await;
         let checksum = Self::verify(alg, &body, hash)?;
-        let etag = md5_etag(&body);
-        let crash = {
+        let (crash, etag, sse) = {
             let mut s = self.state.lock().unwrap();
             s.part_uploads += 1;
             let crash = s.crash_after.filter(|(at, _)| s.part_uploads > *at);
@@ -401,6 +452,8 @@ impl MultipartWrite for FakeS3 {
             if up.alg != alg {
                 return Err(err("InvalidRequest", 400));
             }
+            let etag = Self::etag_under(&up.settings, md5_etag(&body));
+            let sse = Self::sse(&up.settings);
             if store {
                 up.parts.insert(
                     number,
@@ -412,7 +465,7 @@ impl MultipartWrite for FakeS3 {
                     },
                 );
             }
-            crash.is_some()
+            (crash.is_some(), etag, sse)
         };
         if crash {
             self.crashed.store(true, Ordering::SeqCst);
@@ -422,6 +475,7 @@ impl MultipartWrite for FakeS3 {
         Ok(WriteReply {
             etag: Some(etag),
             checksum: Some(checksum),
+            sse,
             ..WriteReply::default()
         })
     }
@@ -468,15 +522,18 @@ impl MultipartWrite for FakeS3 {
                 format!("{}-{}", B64.encode(digest(up.alg, &raw)), parts.len())
             }
         };
+        let etag = ETag::new(&format!("{}-{}", hex(&md5(&md5s)), parts.len()));
         let reply = WriteReply {
             checksum: Some(checksum),
-            etag: Some(ETag::new(&format!("{}-{}", hex(&md5(&md5s)), parts.len()))),
+            etag: Some(Self::etag_under(&up.settings, etag)),
+            sse: Self::sse(&up.settings),
             ..WriteReply::default()
         };
         s.uploads.remove(upload_id);
         s.layouts.insert(obj.key.clone(), layout);
         s.objects
             .insert(obj.key.clone(), (data, up.alg, reply.clone()));
+        Self::store_settings(&mut s, &obj.key, &up.settings);
         s.completes += 1;
         Ok(reply)
     }
@@ -571,6 +628,7 @@ impl ObjectRead for FakeS3 {
             .objects
             .get(&obj.key)
             .ok_or_else(|| err("NotFound", 404))?;
+        let settings = s.settings.get(&obj.key);
         let layout = s.layouts.get(&obj.key);
         let size = match (part_number, layout) {
             (None, _) => data.len() as u64,
@@ -590,6 +648,13 @@ impl ObjectRead for FakeS3 {
                 kind: None,
                 value,
             }),
+            sse: reply.sse.clone(),
+            storage_class: settings
+                .and_then(|x| x.storage_class)
+                .map(|c| c.as_str().to_owned()),
+            content_type: settings.and_then(|x| x.content_type.clone()),
+            metadata_count: settings.map_or(0, |x| x.metadata.len()),
+            tag_count: s.tags.get(&obj.key).map(|t| t.len() as u32),
             ..HeadInfo::default()
         })
     }
@@ -664,19 +729,30 @@ impl FakeS3 {
 impl Tagging for FakeS3 {
     async fn get_tags(
         &self,
-        _obj: &ObjectUrl,
+        obj: &ObjectUrl,
         _version: Option<&str>,
     ) -> Result<Vec<(String, String)>, S3Error> {
-        Err(err("NotImplemented", 501))
+        let _in_flight = self.request().await;
+        let s = self.state.lock().unwrap();
+        if !s.objects.contains_key(&obj.key) {
+            return Err(err("NoSuchKey", 404));
+        }
+        Ok(s.tags.get(&obj.key).cloned().unwrap_or_default())
     }
 
     async fn put_tags(
         &self,
-        _obj: &ObjectUrl,
+        obj: &ObjectUrl,
         _version: Option<&str>,
-        _tags: &[(String, String)],
+        tags: &[(String, String)],
     ) -> Result<(), S3Error> {
-        Err(err("NotImplemented", 501))
+        let _in_flight = self.request().await;
+        let mut s = self.state.lock().unwrap();
+        if !s.objects.contains_key(&obj.key) {
+            return Err(err("NoSuchKey", 404));
+        }
+        s.tags.insert(obj.key.clone(), tags.to_vec());
+        Ok(())
     }
 }
 
@@ -705,7 +781,12 @@ mod tests {
         fake.set_page_size(2);
         let alg = ChecksumAlgorithm::Sha256;
         let id = fake
-            .create_multipart(&obj(), alg, ChecksumType::Composite)
+            .create_multipart(
+                &obj(),
+                alg,
+                ChecksumType::Composite,
+                &ObjectSettings::default(),
+            )
             .await
             .unwrap();
         for n in 1..=7u32 {
@@ -731,6 +812,7 @@ mod tests {
                 ChecksumAlgorithm::Sha256,
                 Bytes::from_static(b"hellO"),
                 &h,
+                &ObjectSettings::default(),
             )
             .await
             .unwrap_err();
@@ -742,6 +824,7 @@ mod tests {
                 ChecksumAlgorithm::Sha256,
                 Bytes::from_static(b"hello"),
                 &h,
+                &ObjectSettings::default(),
             )
             .await
             .unwrap_err();

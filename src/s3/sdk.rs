@@ -18,7 +18,7 @@ use super::{
     CompletedPart, ETag, HeadInfo, HeldPart, InProgress, MultipartWrite, ObjectAttributes,
     ObjectRead, RemoteChecksum, RemotePart, Tagging, WriteReply,
 };
-use crate::config::{Connection, ObjectUrl};
+use crate::config::{Connection, ObjectSettings, ObjectUrl, Sse};
 use crate::error::{Error, S3Error, S3ErrorKind};
 use crate::hash::{ChecksumAlgorithm, ChecksumType, PartHash};
 use crate::retry;
@@ -162,6 +162,33 @@ macro_rules! any_checksum {
         .into_iter()
         .find_map(|(a, v)| v.map(|v| (a, v.to_owned())))
     };
+}
+
+/// Adds an object's settings (storage class, content type, metadata, tags, encryption) to a
+/// PutObject or CreateMultipartUpload request.
+macro_rules! with_settings {
+    ($builder:expr, $settings:expr) => {{
+        let s: &ObjectSettings = $settings;
+        let mut b = $builder
+            .set_storage_class(s.storage_class.map(|c| s3t::StorageClass::from(c.as_str())))
+            .set_content_type(s.content_type.clone())
+            .set_tagging(s.tagging())
+            .set_server_side_encryption(
+                s.sse
+                    .as_ref()
+                    .map(|e| s3t::ServerSideEncryption::from(e.as_str())),
+            );
+        if let Some(Sse::Kms {
+            key_id: Some(id), ..
+        }) = &s.sse
+        {
+            b = b.ssekms_key_id(id);
+        }
+        for (k, v) in &s.metadata {
+            b = b.metadata(k, v);
+        }
+        b
+    }};
 }
 
 fn checksum_type(t: Option<&s3t::ChecksumType>) -> Option<ChecksumType> {
@@ -309,6 +336,7 @@ impl MultipartWrite for SdkS3 {
         alg: ChecksumAlgorithm,
         body: Bytes,
         hash: &PartHash,
+        settings: &ObjectSettings,
     ) -> Result<WriteReply, S3Error> {
         let req = self
             .client
@@ -318,6 +346,7 @@ impl MultipartWrite for SdkS3 {
             .content_length(body.len() as i64)
             .set_content_md5(hash.content_md5())
             .body(ByteStream::from(body));
+        let req = with_settings!(req, settings);
         let timeout = attempt_timeout(self.timeout, hash.len);
         let req = with_checksum!(req, alg, hash.checksum.base64());
         let out = send_signed!(req, alg, hash, timeout).map_err(|e| s3_error(e, &self.display))?;
@@ -335,13 +364,15 @@ impl MultipartWrite for SdkS3 {
         obj: &ObjectUrl,
         alg: ChecksumAlgorithm,
         kind: ChecksumType,
+        settings: &ObjectSettings,
     ) -> Result<String, S3Error> {
-        let mut req = self
+        let req = self
             .client
             .create_multipart_upload()
             .bucket(&obj.bucket)
             .key(&obj.key)
             .checksum_algorithm(sdk_alg(alg));
+        let mut req = with_settings!(req, settings);
         if kind == ChecksumType::FullObject {
             req = req.checksum_type(s3t::ChecksumType::FullObject);
         }
@@ -622,6 +653,10 @@ impl ObjectRead for SdkS3 {
             sse: out.server_side_encryption().map(|s| s.as_str().to_owned()),
             sse_c: out.sse_customer_algorithm().is_some(),
             version_id: out.version_id().map(str::to_owned),
+            storage_class: out.storage_class().map(|c| c.as_str().to_owned()),
+            content_type: out.content_type().map(str::to_owned),
+            metadata_count: out.metadata().map_or(0, |m| m.len()),
+            tag_count: out.tag_count().map(|n| n as u32),
         })
     }
 

@@ -8,7 +8,7 @@ use super::{
     CompletedPart, ETag, HeadInfo, HeldPart, InProgress, MultipartWrite, ObjectAttributes,
     ObjectRead, Tagging, WriteReply,
 };
-use crate::config::ObjectUrl;
+use crate::config::{ObjectSettings, ObjectUrl};
 use crate::error::S3Error;
 use crate::hash::{ChecksumAlgorithm, ChecksumType, PartHash};
 
@@ -92,8 +92,9 @@ impl<C: MultipartWrite> MultipartWrite for Tamper<C> {
         alg: ChecksumAlgorithm,
         body: Bytes,
         hash: &PartHash,
+        settings: &ObjectSettings,
     ) -> Result<WriteReply, S3Error> {
-        self.inner.put_object(obj, alg, body, hash).await
+        self.inner.put_object(obj, alg, body, hash, settings).await
     }
 
     async fn create_multipart(
@@ -101,8 +102,9 @@ impl<C: MultipartWrite> MultipartWrite for Tamper<C> {
         obj: &ObjectUrl,
         alg: ChecksumAlgorithm,
         kind: ChecksumType,
+        settings: &ObjectSettings,
     ) -> Result<String, S3Error> {
-        self.inner.create_multipart(obj, alg, kind).await
+        self.inner.create_multipart(obj, alg, kind, settings).await
     }
 
     async fn upload_part(

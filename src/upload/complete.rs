@@ -8,7 +8,9 @@ use crate::retry::Policy;
 use crate::s3::{CompletedPart, S3Api, WriteReply};
 
 use super::multipart::{DonePart, Start};
-use super::report::{Checks, Method, UploadReport, compare_checksum, compare_etag};
+use super::report::{
+    Check, Checks, Method, ObjectReport, UploadReport, compare_checksum, compare_etag,
+};
 use super::{Run, forget};
 
 /// The object checksum these parts make (composite `-N`, or the combined full-object CRC).
@@ -111,12 +113,20 @@ pub async fn finish<C: S3Api>(
         reply.checksum.as_deref(),
         uid,
     )?;
-    let etag_check = compare_etag("object ETag", etag.as_deref(), &reply, uid)?;
+    let settings = cfg.object.for_file(&cfg.source);
+    let etag_check = compare_etag(
+        "object ETag",
+        etag.as_deref(),
+        &reply,
+        settings.sse.as_ref(),
+        uid,
+    )?;
     let verified = if cfg.verify {
         Some(crate::verify::after_upload(run.s3, target, &hashes, uid).await?)
     } else {
         None
     };
+    let object = ObjectReport::new(&settings, &reply, verified.as_ref().map(|v| &v.head));
     let journal = start.journal.clone();
     let record = CompletedRecord {
         checksum: reply.checksum.clone().unwrap_or_default(),
@@ -148,10 +158,19 @@ pub async fn finish<C: S3Api>(
         checksum: local,
         etag,
         upload_id: Some(upload_id.to_owned()),
+        stored_etag: reply.etag.as_ref().map(|e| e.as_str().to_owned()),
         version_id: reply.version_id,
         checks: Checks {
             part_checksums_matched: done.iter().filter(|d| d.checksum_echoed).count() as u32,
-            part_etags_matched: done.iter().filter(|d| d.hash.md5.is_some()).count() as u32,
+            // Under SSE-KMS (or SSE-C) no part ETag is an MD5: none was compared.
+            part_etags_matched: if matches!(
+                etag_check,
+                Check::NotComparableKms | Check::NotComparableSseC
+            ) {
+                0
+            } else {
+                done.iter().filter(|d| d.hash.md5.is_some()).count() as u32
+            },
             object_checksum,
             etag: etag_check,
         },
@@ -164,6 +183,7 @@ pub async fn finish<C: S3Api>(
         md5_tag_error: None,
         read_back_reads: None,
         verified,
+        object,
         seconds_to_first_send: None,
         seconds: 0.0,
         mib_per_s: 0.0,

@@ -6,6 +6,7 @@ use serde::Serialize;
 
 pub use crate::compare::Check;
 use crate::compare::{self, EtagKind};
+use crate::config::{ObjectSettings, Sse, StorageClass};
 use crate::error::Error;
 use crate::hash::ObjectChecksum;
 use crate::s3::WriteReply;
@@ -65,6 +66,8 @@ pub struct UploadReport {
     pub upload_id: Option<String>,
     /// The object version, on versioned buckets.
     pub version_id: Option<String>,
+    /// The ETag S3 returned for the object (unquoted), when it returned one.
+    pub stored_etag: Option<String>,
     /// What S3's replies confirmed.
     pub checks: Checks,
     /// Parts sent by this run.
@@ -85,6 +88,8 @@ pub struct UploadReport {
     pub read_back_reads: Option<u32>,
     /// What reading the stored object back confirmed (absent with `--no-verify`).
     pub verified: Option<crate::verify::AfterUpload>,
+    /// The object settings sent, and the encryption S3 confirmed.
+    pub object: ObjectReport,
     /// Seconds from the start of the command to the first part's first byte being sent: the cost
     /// of getting going (for a resume: reading the manifest, ListParts, re-hashing).
     pub seconds_to_first_send: Option<f64>,
@@ -92,6 +97,59 @@ pub struct UploadReport {
     pub seconds: f64,
     /// Throughput in MiB/s.
     pub mib_per_s: f64,
+}
+
+/// What was asked of S3 beyond the bytes, and what S3 reported back: the encryption from the
+/// write's reply, the rest from the HEAD of the check after the upload (absent with `--no-verify`,
+/// or where the server does not report it: Garage reports no storage class and no tag count).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ObjectReport {
+    /// The storage class sent (none: the bucket's default, STANDARD).
+    pub storage_class_requested: Option<StorageClass>,
+    /// The storage class HEAD reported (AWS omits it for STANDARD).
+    pub storage_class_reported: Option<String>,
+    /// The Content-Type sent (given, or guessed from the file name).
+    pub content_type_requested: Option<String>,
+    /// The Content-Type HEAD reported.
+    pub content_type_reported: Option<String>,
+    /// User metadata entries sent.
+    pub metadata_requested: usize,
+    /// User metadata entries HEAD reported (none: not read back).
+    pub metadata_reported: Option<usize>,
+    /// Tags sent with the object (the `--md5-tag`, added after, is reported apart).
+    pub tags_requested: usize,
+    /// The tag count HEAD reported (x-amz-tagging-count; none: not reported).
+    pub tags_reported: Option<u32>,
+    /// The server-side encryption asked for (`AES256`, `aws:kms`).
+    pub sse_requested: Option<String>,
+    /// The server-side encryption S3 reported (the write's reply, else HEAD).
+    pub sse_reported: Option<String>,
+}
+
+impl ObjectReport {
+    /// The report of `settings` (as sent, resolved for the file), S3's write `reply` and the
+    /// `head` read back after the upload, if any.
+    pub fn new(
+        settings: &ObjectSettings,
+        reply: &WriteReply,
+        head: Option<&crate::s3::HeadInfo>,
+    ) -> ObjectReport {
+        ObjectReport {
+            storage_class_requested: settings.storage_class,
+            storage_class_reported: head.and_then(|h| h.storage_class.clone()),
+            content_type_requested: settings.content_type.clone(),
+            content_type_reported: head.and_then(|h| h.content_type.clone()),
+            metadata_requested: settings.metadata.len(),
+            metadata_reported: head.map(|h| h.metadata_count),
+            tags_requested: settings.tags.len(),
+            tags_reported: head.and_then(|h| h.tag_count),
+            sse_requested: settings.sse.as_ref().map(|s| s.as_str().to_owned()),
+            sse_reported: reply
+                .sse
+                .clone()
+                .or_else(|| head.and_then(|h| h.sse.clone())),
+        }
+    }
 }
 
 /// Compares a checksum S3 reported with the local one (the `-N` rule is `compare`'s): a
@@ -106,14 +164,17 @@ pub(crate) fn compare_checksum(
 }
 
 /// Compares an ETag (unquoted hex, with `-N` for multipart) with the one in S3's reply, unless
-/// encryption makes it something other than an MD5.
+/// encryption makes it something other than an MD5: as the reply says, or, when it says nothing,
+/// as `requested` (the `--sse` sent) implies.
 pub(crate) fn compare_etag(
     what: &str,
     local: Option<&str>,
     reply: &WriteReply,
+    requested: Option<&Sse>,
     upload_id: Option<&str>,
 ) -> Result<Check, Error> {
-    let kind = EtagKind::of(reply.sse.as_deref(), false);
+    let sse = reply.sse.as_deref().or_else(|| requested.map(Sse::as_str));
+    let kind = EtagKind::of(sse, false);
     let reported = reply.etag.as_ref().map(crate::s3::ETag::as_str);
     compare::etag(local, reported, kind).require(what, local.unwrap_or(""), reported, upload_id)
 }

@@ -120,7 +120,8 @@ pub async fn begin<C: S3Api>(run: &Run<'_, C>, manifest_path: &Path) -> Result<B
     if let Plan::Single { .. } = plan {
         return Ok(Begun::Single);
     }
-    let upload_id = crate::s3::create_upload(s3, target, alg, alg.multipart_type())
+    let settings = cfg.object.for_file(&cfg.source);
+    let upload_id = crate::s3::create_upload(s3, target, alg, alg.multipart_type(), &settings)
         .await
         .map_err(Error::s3("CreateMultipartUpload", None, None))?;
     tracing::info!(upload_id = %upload_id, "created multipart upload");
@@ -136,6 +137,7 @@ pub async fn begin<C: S3Api>(run: &Run<'_, C>, manifest_path: &Path) -> Result<B
         upload_id: upload_id.clone(),
         part_size: plan.part_size(),
         checksum: alg,
+        object: cfg.object.clone(),
     };
     let path = manifest_path.to_owned();
     let custom = cfg.resume.manifest.is_some();
@@ -189,6 +191,17 @@ fn check_header<C: S3Api>(
                 h.bucket,
                 h.key,
                 h.endpoint
+            ),
+        });
+    }
+    let changed = h.object.differences(&run.cfg.object);
+    if !changed.is_empty() {
+        return Err(Error::ResumeRefused {
+            manifest: manifest.to_owned(),
+            why: format!(
+                "the interrupted upload of {} was started with other object settings ({}): run the same command with the same settings, or add --restart",
+                src.path().display(),
+                changed.join("; ")
             ),
         });
     }

@@ -83,7 +83,8 @@ pub async fn parts<C: S3Api>(
                         return Err(changed_or(&run.src, err).await);
                     }
                 };
-                let etag = check_part(&part, &hash, &reply, upload_id)?;
+                let etag =
+                    check_part(&part, &hash, &reply, run.cfg.object.sse.as_ref(), upload_id)?;
                 let rec = part_record(&part, &hash, &etag);
                 let journal = start.journal.clone();
                 blocking(move || journal.record_part(&rec)).await?;
@@ -119,6 +120,7 @@ pub fn check_part(
     part: &Part,
     hash: &PartHash,
     reply: &WriteReply,
+    sse: Option<&crate::config::Sse>,
     upload_id: &str,
 ) -> Result<ETag, Error> {
     let what = format!(
@@ -146,6 +148,7 @@ pub fn check_part(
         &format!("{what} ETag"),
         hash.md5_hex().as_deref(),
         reply,
+        sse,
         uid,
     )?;
     Ok(etag)

@@ -7,7 +7,9 @@ use crate::plan::Part;
 use crate::s3::S3Api;
 
 use super::Run;
-use super::report::{Check, Checks, Method, UploadReport, compare_checksum, compare_etag};
+use super::report::{
+    Check, Checks, Method, ObjectReport, UploadReport, compare_checksum, compare_etag,
+};
 
 /// Sends the whole file in one PutObject with its checksum and Content-MD5, and checks the reply.
 pub async fn put<C: S3Api>(run: &Run<'_, C>) -> Result<UploadReport, Error> {
@@ -31,8 +33,9 @@ pub async fn put<C: S3Api>(run: &Run<'_, C>) -> Result<UploadReport, Error> {
     })
     .await?;
     let seconds_to_first_send = Some(run.started.elapsed().as_secs_f64());
+    let settings = cfg.object.for_file(&cfg.source);
     let reply = tokio::select! {
-        r = run.s3.put_object(&cfg.target, alg, body, &hash) => r,
+        r = run.s3.put_object(&cfg.target, alg, body, &hash, &settings) => r,
         () = run.cancel.cancelled() => return Err(Error::Interrupted),
     };
     let reply = match reply {
@@ -53,7 +56,13 @@ pub async fn put<C: S3Api>(run: &Run<'_, C>) -> Result<UploadReport, Error> {
         reply.checksum.as_deref(),
         None,
     )?;
-    let etag_check = compare_etag("object ETag", etag.as_deref(), &reply, None)?;
+    let etag_check = compare_etag(
+        "object ETag",
+        etag.as_deref(),
+        &reply,
+        settings.sse.as_ref(),
+        None,
+    )?;
     let verified = if cfg.verify {
         Some(
             crate::verify::after_upload(run.s3, &cfg.target, std::slice::from_ref(&hash), None)
@@ -62,6 +71,7 @@ pub async fn put<C: S3Api>(run: &Run<'_, C>) -> Result<UploadReport, Error> {
     } else {
         None
     };
+    let object = ObjectReport::new(&settings, &reply, verified.as_ref().map(|v| &v.head));
     Ok(UploadReport {
         bucket: cfg.target.bucket.clone(),
         key: cfg.target.key.clone(),
@@ -72,6 +82,7 @@ pub async fn put<C: S3Api>(run: &Run<'_, C>) -> Result<UploadReport, Error> {
         checksum: local,
         etag,
         upload_id: None,
+        stored_etag: reply.etag.as_ref().map(|e| e.as_str().to_owned()),
         version_id: reply.version_id,
         checks: Checks {
             part_checksums_matched: u32::from(object_checksum == Check::Matched),
@@ -88,6 +99,7 @@ pub async fn put<C: S3Api>(run: &Run<'_, C>) -> Result<UploadReport, Error> {
         md5_tag_error: None,
         read_back_reads: None,
         verified,
+        object,
         seconds_to_first_send,
         seconds: 0.0,
         mib_per_s: 0.0,

@@ -29,6 +29,10 @@ pub struct AfterUpload {
     pub etag: Check,
     /// Parts whose stored checksum was compared one by one.
     pub parts_compared: u32,
+    /// The HEAD reply read back (storage class, content type, metadata, tags, encryption), for
+    /// the upload report's object settings.
+    #[serde(skip)]
+    pub head: crate::s3::HeadInfo,
 }
 
 /// Reads the stored object's attributes back after an upload and compares them with the hashes
@@ -91,5 +95,6 @@ pub async fn after_upload<C: S3Api>(
         etag_matches: c.etag.map(|x| x.matches),
         etag: c.etag_check,
         parts_compared: c.parts_compared,
+        head: learned.head,
     })
 }

@@ -173,11 +173,21 @@ async fn abort_all_older_than_aborts_only_the_old_uploads() {
         key: key.into(),
     };
     let old = fake
-        .create_multipart(&obj("p/old"), alg, ChecksumType::Composite)
+        .create_multipart(
+            &obj("p/old"),
+            alg,
+            ChecksumType::Composite,
+            &Default::default(),
+        )
         .await
         .unwrap();
     let new = fake
-        .create_multipart(&obj("p/new"), alg, ChecksumType::Composite)
+        .create_multipart(
+            &obj("p/new"),
+            alg,
+            ChecksumType::Composite,
+            &Default::default(),
+        )
         .await
         .unwrap();
     let now = std::time::SystemTime::now()

@@ -1,0 +1,242 @@
+//! What a tree command reports: one [`FileLine`] per entry as it finishes (a JSON line with
+//! `--json`), and the [`TreeReport`] at the end, with files and numbered sequences in key order.
+
+use serde::Serialize;
+
+use crate::error::{EXIT_ERROR, EXIT_OK, Error, S3ErrorKind};
+
+/// What happened to one entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// Sent (or an interrupted upload of it finished), and checked.
+    Uploaded,
+    /// Already in S3, proven identical: nothing sent.
+    Skipped,
+    /// Not in S3 as it should be: the reason says why.
+    Failed,
+    /// Not a file tally takes (a socket, a FIFO, a device, a symlink not followed, a loop).
+    Ignored,
+    /// Compared with its object: the same bytes (`verify`).
+    Identical,
+    /// Compared with its object: different, or no object (`verify`).
+    Differs,
+}
+
+impl Action {
+    /// The word the summary uses.
+    pub fn label(self) -> &'static str {
+        match self {
+            Action::Uploaded => "uploaded",
+            Action::Skipped => "skipped (proven identical)",
+            Action::Failed => "FAILED",
+            Action::Ignored => "ignored",
+            Action::Identical => "identical",
+            Action::Differs => "DIFFERS",
+        }
+    }
+}
+
+/// One entry's outcome: a JSON line with `--json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct FileLine {
+    /// The local path.
+    pub path: String,
+    /// Relative to the tree's root, `/`-separated (empty when the name could not be used).
+    pub rel: String,
+    /// The object's key.
+    pub key: Option<String>,
+    /// Size in bytes.
+    pub size: Option<u64>,
+    /// What happened.
+    pub action: Action,
+    /// Why: what was compared for a skip, why it was sent, or what went wrong.
+    pub reason: Option<String>,
+    /// The object's checksum as S3 reports it (`ALGORITHM value`).
+    pub checksum: Option<String>,
+    /// The object's ETag.
+    pub etag: Option<String>,
+    /// The object's version id, on versioned buckets.
+    pub version_id: Option<String>,
+    /// The exit code this entry asks for (0 for uploaded, skipped and ignored).
+    #[serde(skip)]
+    pub exit_code: i32,
+}
+
+/// The whole tree's outcome: the last JSON line with `--json`.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct TreeReport {
+    /// Bucket.
+    pub bucket: String,
+    /// Key prefix.
+    pub prefix: String,
+    /// Files found.
+    pub files: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Files uploaded.
+    pub uploaded: u64,
+    /// Bytes uploaded.
+    pub uploaded_bytes: u64,
+    /// Files skipped, proven identical.
+    pub skipped: u64,
+    /// Their bytes.
+    pub skipped_bytes: u64,
+    /// Files compared and found identical (`verify`).
+    pub identical: u64,
+    /// Files that differ from their objects, or have none (`verify`).
+    pub differs: u64,
+    /// Entries that failed (files not uploaded or not proven, unusable names, unreadable files).
+    pub failed: u64,
+    /// Entries ignored with a warning (sockets, FIFOs, devices, symlinks not followed, loops).
+    pub ignored: u64,
+    /// Whether the walk reached every entry (not interrupted or stopped).
+    pub complete: bool,
+    /// Seconds spent.
+    pub seconds: f64,
+    /// Bytes uploaded (or compared) per second, MiB/s.
+    pub mib_per_s: f64,
+    /// 0 only when every file is in S3 and proven; 1 for an integrity mismatch; 2 otherwise.
+    pub exit_code: i32,
+    /// The summary's lines: files and numbered sequences in key order (text output only).
+    #[serde(skip)]
+    pub groups: Vec<String>,
+    /// Summary lines left out beyond [`MAX_GROUP_LINES`].
+    #[serde(skip)]
+    pub groups_omitted: u64,
+}
+
+/// Lines of files and sequences the text summary prints at most (`--json` has every file).
+pub const MAX_GROUP_LINES: usize = 200;
+
+/// Feeds the sequence grouper in walk order from outcomes that finish in any order: an outcome
+/// waits here only until every entry the walk found before it has finished (a small record each).
+#[derive(Default)]
+pub struct InOrder {
+    next: u64,
+    waiting: std::collections::BTreeMap<u64, Option<(String, u64, &'static str)>>,
+    grouper: crate::tree::Grouper<&'static str>,
+}
+
+impl InOrder {
+    /// Entry `index` of the walk finished; `item` is what the summary shows of it (None: nothing).
+    pub fn done(
+        &mut self,
+        index: u64,
+        item: Option<(String, u64, &'static str)>,
+        into: &mut TreeReport,
+    ) {
+        self.waiting.insert(index, item);
+        while let Some(item) = self.waiting.remove(&self.next) {
+            self.next += 1;
+            if let Some((rel, size, label)) = item {
+                let closed = self.grouper.push(&rel, size, label);
+                Self::emit(closed, into);
+            }
+        }
+    }
+
+    /// Everything is done: the open sequences close.
+    pub fn finish(mut self, into: &mut TreeReport) {
+        // Entries that never finished (a stop) leave gaps: what finished still counts.
+        let rest: Vec<_> = std::mem::take(&mut self.waiting)
+            .into_values()
+            .flatten()
+            .collect();
+        for (rel, size, label) in rest {
+            let closed = self.grouper.push(&rel, size, label);
+            Self::emit(closed, into);
+        }
+        let closed = self.grouper.finish();
+        Self::emit(closed, into);
+    }
+
+    fn emit(items: Vec<crate::tree::Item<&'static str>>, into: &mut TreeReport) {
+        for item in items {
+            if into.groups.len() < MAX_GROUP_LINES {
+                into.groups.push(item.to_string());
+            } else {
+                into.groups_omitted += 1;
+            }
+        }
+    }
+}
+
+impl TreeReport {
+    /// Counts `line`.
+    pub fn add(&mut self, line: &FileLine) {
+        let size = line.size.unwrap_or(0);
+        match line.action {
+            Action::Uploaded => {
+                self.files += 1;
+                self.bytes += size;
+                self.uploaded += 1;
+                self.uploaded_bytes += size;
+            }
+            Action::Skipped => {
+                self.files += 1;
+                self.bytes += size;
+                self.skipped += 1;
+                self.skipped_bytes += size;
+            }
+            Action::Failed => {
+                self.files += u64::from(line.size.is_some());
+                self.bytes += size;
+                self.failed += 1;
+            }
+            Action::Identical => {
+                self.files += 1;
+                self.bytes += size;
+                self.identical += 1;
+            }
+            Action::Differs => {
+                self.files += 1;
+                self.bytes += size;
+                self.differs += 1;
+            }
+            Action::Ignored => self.ignored += 1,
+        }
+        self.exit_code = self.exit_code.max(line.exit_code);
+    }
+}
+
+/// Errors after which no other file can succeed either: the run stops.
+pub fn stops_everything(e: &Error) -> bool {
+    let kind = match e {
+        Error::S3 { source, .. } => Some((source.kind, source.code.as_deref())),
+        Error::UploadFailed { source, .. } => match source.as_ref() {
+            Error::S3 { source, .. } => Some((source.kind, source.code.as_deref())),
+            _ => None,
+        },
+        Error::Manifest { .. } | Error::Config(_) => return true,
+        _ => None,
+    };
+    matches!(
+        kind,
+        Some((
+            S3ErrorKind::Credentials | S3ErrorKind::WrongRegion | S3ErrorKind::Unreachable,
+            _
+        )) | Some((S3ErrorKind::NotFound, Some("NoSuchBucket")))
+    )
+}
+
+/// The line for an entry the walk did not hand over as a file.
+pub fn skipped_entry(skip: &crate::tree::Skip) -> FileLine {
+    let failure = skip.reason.is_failure();
+    FileLine {
+        path: skip.path.display().to_string(),
+        rel: String::new(),
+        key: None,
+        size: None,
+        action: if failure {
+            Action::Failed
+        } else {
+            Action::Ignored
+        },
+        reason: Some(skip.reason.to_string()),
+        checksum: None,
+        etag: None,
+        version_id: None,
+        exit_code: if failure { EXIT_ERROR } else { EXIT_OK },
+    }
+}

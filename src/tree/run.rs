@@ -1,0 +1,83 @@
+//! The one loop every tree command drives: the walk's entries in, at most `concurrency` files in
+//! progress, each outcome handed on as it finishes and counted, the summary fed in key order; an
+//! error that stops everything cancels the rest (files in flight end as they do on Ctrl-C).
+
+use std::future::Future;
+
+use futures::StreamExt as _;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::Error;
+use crate::progress::Progress;
+use crate::tree::report::{Action, FileLine, InOrder, TreeReport, skipped_entry};
+use crate::tree::{FileEntry, Found, Walk};
+
+/// Runs `per_file` on every file of `walk`, `concurrency` at a time, into `report`. Returns the
+/// error that stopped the run, if one did (after cancelling `stop` and draining what was in flight).
+pub async fn run<F, Fut>(
+    walk: Walk,
+    concurrency: usize,
+    stop: &CancellationToken,
+    progress: &dyn Progress,
+    report: &mut TreeReport,
+    on_line: &(dyn Fn(&FileLine) + Send + Sync),
+    per_file: F,
+) -> Option<Error>
+where
+    F: Fn(FileEntry) -> Fut,
+    Fut: Future<Output = Result<FileLine, (FileLine, Error)>>,
+{
+    let per_file = &per_file;
+    let mut outcomes = walk
+        .inspect(|found| {
+            if let Found::File(entry) = found {
+                progress.found(entry.size);
+            }
+        })
+        .enumerate()
+        .map(|(index, found)| async move {
+            let line = match found {
+                Found::File(entry) => {
+                    let size = entry.size;
+                    let line = per_file(entry).await;
+                    let nothing_sent = line
+                        .as_ref()
+                        .is_ok_and(|l| matches!(l.action, Action::Skipped | Action::Identical));
+                    progress.file_done(size, nothing_sent);
+                    line
+                }
+                Found::Skipped(skip) => Ok(skipped_entry(&skip)),
+            };
+            (index as u64, line)
+        })
+        .buffer_unordered(concurrency);
+    let mut fatal = None;
+    let mut in_order = InOrder::default();
+    while let Some((index, outcome)) = outcomes.next().await {
+        let line = match outcome {
+            Ok(line) => line,
+            Err((line, e)) => {
+                if fatal.is_none() {
+                    fatal = Some(e);
+                    stop.cancel();
+                }
+                line
+            }
+        };
+        on_line(&line);
+        report.add(&line);
+        let shown = (!line.rel.is_empty() && line.action != Action::Ignored).then(|| {
+            (
+                line.rel.clone(),
+                line.size.unwrap_or(0),
+                line.action.label(),
+            )
+        });
+        in_order.done(index, shown, report);
+    }
+    drop(outcomes);
+    in_order.finish(report);
+    progress.finish();
+    report.complete = !stop.is_cancelled();
+    fatal
+}

@@ -1,0 +1,236 @@
+//! `tally upload DIR s3://BUCKET/PREFIX/`: every regular file under DIR, one scheduler, one budget.
+//!
+//! The walk ([`crate::tree::walk`]) streams entries in key order; each file becomes the key
+//! PREFIX + its relative path and goes through [`upload_or_skip`]: resumed when an interrupted
+//! upload of it is kept, skipped when the object is proven to be the file, uploaded otherwise. At
+//! most `--concurrency` files are in progress at once and every request of every file holds one of
+//! the engine's `--concurrency` slots, so small files go many at a time and big files' parts
+//! interleave under one byte budget. What was proven goes into the tree's [`record`].
+//!
+//! Outcomes are handed to the caller as they finish (one JSON line per file with `--json`); the
+//! summary keeps counts and the failures, never the whole tree.
+
+pub mod record;
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{ObjectUrl, UploadConfig};
+use crate::engine::{Engine, Limits};
+use crate::error::{EXIT_ERROR, EXIT_OK, Error};
+use crate::exec::blocking;
+use crate::progress::Progress;
+use crate::s3::{ObjectRead as _, S3Api};
+use crate::tree::report::{Action, FileLine, TreeReport, stops_everything};
+use crate::tree::{FileEntry, WalkOptions};
+
+use self::record::{Proven, Record};
+use super::{Sent, upload_or_skip};
+
+/// A checked tree upload.
+#[derive(Debug, Clone)]
+pub struct TreeConfig {
+    /// The local directory.
+    pub root: PathBuf,
+    /// Bucket and key prefix (empty or ending in `/`).
+    pub prefix: ObjectUrl,
+    /// The settings every file is uploaded with (its source and target are replaced per file).
+    pub base: UploadConfig,
+    /// What the walk takes.
+    pub walk: WalkOptions,
+}
+
+/// Uploads the tree of `cfg`, handing each entry's outcome to `on_line` as it finishes.
+///
+/// Returns the summary; `Err` only when nothing can be done (the root cannot be read) or an error
+/// stopped everything (credentials, a missing bucket, an unreachable endpoint): files finished before
+/// it were reported through `on_line`, files in flight are kept for resuming.
+pub async fn upload_tree<C: S3Api>(
+    s3: &C,
+    cfg: &TreeConfig,
+    progress: &dyn Progress,
+    cancel: &CancellationToken,
+    on_line: &(dyn Fn(&FileLine) + Send + Sync),
+) -> Result<TreeReport, Error> {
+    let started = Instant::now();
+    let engine = Engine::new(Limits::for_parts(cfg.base.concurrency, cfg.base.part_size));
+    let record = {
+        let root = std::path::absolute(&cfg.root).map_err(|e| Error::Source {
+            path: cfg.root.clone(),
+            why: format!("{e}"),
+        })?;
+        let dir = cfg.base.resume.state_dir()?;
+        let path = record::path_for(
+            &dir,
+            &root,
+            &s3.endpoint_label(),
+            &cfg.prefix.bucket,
+            &cfg.prefix.key,
+        );
+        let trust = cfg.base.resume.trust_manifest;
+        blocking(move || Record::open(&path, trust)).await?
+    };
+    let record = std::sync::Arc::new(record);
+    let walk = {
+        let (root, opts) = (cfg.root.clone(), cfg.walk.clone());
+        blocking(move || crate::tree::walk(&root, opts)).await?
+    };
+    let stop = cancel.child_token();
+    let mut report = TreeReport {
+        bucket: cfg.prefix.bucket.clone(),
+        prefix: cfg.prefix.key.clone(),
+        ..TreeReport::default()
+    };
+    let (engine, rec, stop_ref) = (&engine, &*record, &stop);
+    let fatal = crate::tree::run::run(
+        walk,
+        cfg.base.concurrency,
+        &stop,
+        progress,
+        &mut report,
+        on_line,
+        |entry| one_file(engine, s3, cfg, entry, rec, progress, stop_ref),
+    )
+    .await;
+    if let Ok(record) = std::sync::Arc::try_unwrap(record) {
+        let complete = report.complete;
+        if let Err(e) = blocking(move || record.close(complete)).await {
+            tracing::warn!("{e}");
+        }
+    }
+    report.seconds = started.elapsed().as_secs_f64();
+    report.mib_per_s = report.uploaded_bytes as f64 / (1024.0 * 1024.0) / report.seconds.max(1e-9);
+    if let Some(e) = fatal {
+        return Err(e);
+    }
+    if cancel.is_cancelled() {
+        report.exit_code = report.exit_code.max(EXIT_ERROR);
+    }
+    Ok(report)
+}
+
+/// One file: skipped on the record's word (`--trust-manifest`, object unchanged), else
+/// [`upload_or_skip`]. `Err` carries an error that stops the whole run.
+async fn one_file<C: S3Api>(
+    engine: &Engine,
+    s3: &C,
+    cfg: &TreeConfig,
+    entry: FileEntry,
+    record: &Record,
+    progress: &dyn Progress,
+    stop: &CancellationToken,
+) -> Result<FileLine, (FileLine, Error)> {
+    let target = ObjectUrl {
+        bucket: cfg.prefix.bucket.clone(),
+        key: format!("{}{}", cfg.prefix.key, entry.rel),
+    };
+    let mut line = FileLine {
+        path: entry.path.display().to_string(),
+        rel: entry.rel.clone(),
+        key: Some(target.key.clone()),
+        size: Some(entry.size),
+        action: Action::Failed,
+        reason: None,
+        checksum: None,
+        etag: None,
+        version_id: None,
+        exit_code: EXIT_OK,
+    };
+    let mut proven = Proven {
+        rel: entry.rel.clone(),
+        size: entry.size,
+        mtime_ns: entry.mtime_ns,
+        dev: entry.dev,
+        ino: entry.ino,
+        etag: None,
+        version_id: None,
+        checksum: None,
+    };
+    if let Some(known) = record.lookup(&entry.rel).filter(|k| k.same_file(&proven))
+        && let Some(why) = still_there(engine, s3, &target, known).await
+    {
+        line.action = Action::Skipped;
+        line.reason = Some(why);
+        line.checksum = known.checksum.clone();
+        line.etag = known.etag.clone();
+        line.version_id = known.version_id.clone();
+        record.add(known);
+        return Ok(line);
+    }
+    let mut fcfg = cfg.base.clone();
+    fcfg.source = entry.path.clone();
+    fcfg.target = target;
+    let file_progress = FileProgress(progress);
+    match upload_or_skip(engine, s3, &fcfg, &file_progress, stop).await {
+        Ok(Sent::Skipped { facts, proof }) => {
+            line.action = Action::Skipped;
+            line.reason = Some(format!("proven identical: {proof}"));
+            line.checksum = facts
+                .checksum
+                .as_ref()
+                .map(|c| format!("{} {}", c.algorithm, c.value));
+            line.etag = facts.etag.as_ref().map(|e| e.as_str().to_owned());
+            line.version_id = facts.version_id.clone();
+        }
+        Ok(Sent::Uploaded { report, why }) => {
+            line.action = Action::Uploaded;
+            line.reason = Some(why);
+            line.checksum = Some(format!(
+                "{} {}",
+                report.checksum.algorithm, report.checksum.value
+            ));
+            line.etag = report.stored_etag.clone();
+            line.version_id = report.version_id.clone();
+        }
+        Err(e) => {
+            line.reason = Some(crate::redact::redact(&e.to_string()));
+            line.exit_code = e.exit_code();
+            if stops_everything(&e) {
+                return Err((line, e));
+            }
+            return Ok(line);
+        }
+    }
+    proven.etag = line.etag.clone();
+    proven.version_id = line.version_id.clone();
+    proven.checksum = line.checksum.clone();
+    record.add(&proven);
+    Ok(line)
+}
+
+/// With `--trust-manifest`: whether the object the record proved is still there, unchanged (one
+/// HEAD: same size and ETag, and version id where recorded). Returns the reason for the report.
+async fn still_there<C: S3Api>(
+    engine: &Engine,
+    s3: &C,
+    obj: &ObjectUrl,
+    known: &Proven,
+) -> Option<String> {
+    let head = engine.limit(s3).head_object(obj, None).await.ok()?;
+    let same = head.size == known.size
+        && known.etag.is_some()
+        && head.etag.as_ref().map(|e| e.as_str()) == known.etag.as_deref()
+        && (known.version_id.is_none() || head.version_id == known.version_id);
+    same.then(|| {
+        "trusted the record (--trust-manifest): file unchanged in size, mtime and inode; object ETag unchanged"
+            .to_owned()
+    })
+}
+
+/// A file's progress inside the tree's: parts count toward the tree's bytes; a file's start and
+/// end do not redraw anything, and its notes (an upload started, resumed) go to the log (`-v`):
+/// each file's outcome and reason are in its report line.
+struct FileProgress<'a>(&'a dyn Progress);
+
+impl Progress for FileProgress<'_> {
+    fn start(&self, _bytes: u64, _parts: u32) {}
+    fn part_done(&self, bytes: u64) {
+        self.0.part_done(bytes);
+    }
+    fn finish(&self) {}
+    fn note(&self, msg: &str) {
+        tracing::info!("{msg}");
+    }
+}

@@ -1,0 +1,249 @@
+//! The record of what a tree upload proved: for each file, the local facts it had (size, mtime,
+//! device, inode) and the object it was proven identical to (ETag, version id, checksum).
+//!
+//! Written by every tree upload, read only with `--trust-manifest`: then a file whose size, mtime,
+//! device and inode equal the record's, and whose object still has the recorded ETag (one HEAD), is
+//! skipped without reading it. That is the trade-off `--trust-manifest` documents: a file changed
+//! in place with its size and mtime restored goes unnoticed. By default every file is proven again.
+//!
+//! On disk: `<state dir>/trees/<digest of root, endpoint, bucket, prefix>.record`, JSON lines. A run
+//! appends what it proves to `….record.next`; a run that walked the whole tree replaces the record
+//! with it (files gone from the tree, or not proven this time, drop out); an interrupted run's
+//! `.next` is folded into the record by the next run before it starts its own. The record is only a
+//! shortcut: losing it costs a re-read, never a wrong skip. It is held in memory while a
+//! `--trust-manifest` run uses it (about 200 bytes per file).
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{BufRead as _, BufReader, BufWriter, Write as _};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+
+use crate::error::Error;
+
+/// One file proven identical to its object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Proven {
+    /// Path relative to the tree's root, `/`-separated.
+    pub rel: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Modification time, nanoseconds since the epoch.
+    pub mtime_ns: i64,
+    /// Device of the file.
+    pub dev: u64,
+    /// Inode of the file.
+    pub ino: u64,
+    /// The object's ETag (unquoted).
+    pub etag: Option<String>,
+    /// The object's version id, on versioned buckets.
+    pub version_id: Option<String>,
+    /// The object's checksum, as S3 reports it (for the report).
+    pub checksum: Option<String>,
+}
+
+impl Proven {
+    /// Whether the local facts equal `other`'s (the object facts are checked against S3 apart).
+    pub fn same_file(&self, other: &Proven) -> bool {
+        (self.size, self.mtime_ns, self.dev, self.ino)
+            == (other.size, other.mtime_ns, other.dev, other.ino)
+    }
+}
+
+/// An open record: the earlier run's entries (when loaded) and this run's, being appended.
+#[derive(Debug)]
+pub struct Record {
+    path: PathBuf,
+    known: HashMap<String, Proven>,
+    out: Mutex<Option<BufWriter<File>>>,
+}
+
+/// Where the record of uploading the tree at `root` (absolute) to `endpoint`/`bucket`/`prefix` lives.
+pub fn path_for(
+    state_dir: &Path,
+    root: &Path,
+    endpoint: &str,
+    bucket: &str,
+    prefix: &str,
+) -> PathBuf {
+    let mut h = Sha256::new();
+    for part in [
+        root.as_os_str().as_encoded_bytes(),
+        endpoint.as_bytes(),
+        bucket.as_bytes(),
+        prefix.as_bytes(),
+    ] {
+        h.update((part.len() as u64).to_le_bytes());
+        h.update(part);
+    }
+    let name = crate::hash::hex(&h.finalize()[..16]);
+    state_dir.join("trees").join(format!("{name}.record"))
+}
+
+fn next_of(path: &Path) -> PathBuf {
+    let mut p = path.as_os_str().to_owned();
+    p.push(".next");
+    PathBuf::from(p)
+}
+
+fn record_error(path: &Path, e: &std::io::Error) -> Error {
+    Error::Manifest {
+        path: path.to_owned(),
+        why: e.to_string(),
+    }
+}
+
+/// Reads the entries of a record file into `into` (later lines win); a torn last line is ignored.
+fn read_into(path: &Path, into: &mut HashMap<String, Proven>) -> Result<(), Error> {
+    let file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(record_error(path, &e)),
+    };
+    for line in BufReader::new(file).lines() {
+        let line = line.map_err(|e| record_error(path, &e))?;
+        if let Ok(p) = serde_json::from_str::<Proven>(&line) {
+            into.insert(p.rel.clone(), p);
+        }
+    }
+    Ok(())
+}
+
+/// Writes `entries` as the record at `path`, atomically (temporary file, fsync, rename).
+fn write_all<'a>(path: &Path, entries: impl Iterator<Item = &'a Proven>) -> Result<(), Error> {
+    let tmp = path.with_extension("record.tmp");
+    let write = || -> std::io::Result<()> {
+        let mut w = BufWriter::new(File::create(&tmp)?);
+        for p in entries {
+            serde_json::to_writer(&mut w, p)?;
+            w.write_all(b"\n")?;
+        }
+        w.into_inner().map_err(std::io::Error::other)?.sync_all()?;
+        std::fs::rename(&tmp, path)
+    };
+    write().map_err(|e| record_error(path, &e))
+}
+
+impl Record {
+    /// Opens the record at `path`: folds an interrupted run's entries into it, loads it when
+    /// `load` (for `--trust-manifest`), and starts this run's list.
+    pub fn open(path: &Path, load: bool) -> Result<Record, Error> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| record_error(dir, &e))?;
+        }
+        let next = next_of(path);
+        let mut known = HashMap::new();
+        if next.exists() {
+            read_into(path, &mut known)?;
+            read_into(&next, &mut known)?;
+            let mut all: Vec<&Proven> = known.values().collect();
+            all.sort_by(|a, b| a.rel.cmp(&b.rel));
+            write_all(path, all.into_iter())?;
+            let _ = std::fs::remove_file(&next);
+        } else if load {
+            read_into(path, &mut known)?;
+        }
+        if !load {
+            known.clear();
+        }
+        let out = File::create(&next).map_err(|e| record_error(&next, &e))?;
+        Ok(Record {
+            path: path.to_owned(),
+            known,
+            out: Mutex::new(Some(BufWriter::new(out))),
+        })
+    }
+
+    /// What an earlier run proved about `rel` (only when loaded).
+    pub fn lookup(&self, rel: &str) -> Option<&Proven> {
+        self.known.get(rel)
+    }
+
+    /// Adds a file this run proved. A failure to write only loses the shortcut: it is logged.
+    pub fn add(&self, p: &Proven) {
+        let mut out = self.out.lock().expect("record lock");
+        let Some(w) = out.as_mut() else { return };
+        let written = serde_json::to_writer(&mut *w, p)
+            .map_err(std::io::Error::other)
+            .and_then(|()| w.write_all(b"\n"));
+        if let Err(e) = written {
+            tracing::warn!(
+                "the tree record {} cannot be written ({e}); the next run will prove every file again",
+                self.path.display()
+            );
+            *out = None;
+        }
+    }
+
+    /// Ends this run's list: after a complete walk it becomes the record; otherwise it is kept to
+    /// be folded in by the next run.
+    pub fn close(self, complete: bool) -> Result<(), Error> {
+        let next = next_of(&self.path);
+        let out = self.out.lock().expect("record lock").take();
+        let Some(w) = out else {
+            let _ = std::fs::remove_file(&next);
+            return Ok(());
+        };
+        w.into_inner()
+            .map_err(std::io::Error::other)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| record_error(&next, &e))?;
+        if complete {
+            std::fs::rename(&next, &self.path).map_err(|e| record_error(&self.path, &e))?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn proven(rel: &str, size: u64, etag: &str) -> Proven {
+        Proven {
+            rel: rel.into(),
+            size,
+            mtime_ns: 7,
+            dev: 1,
+            ino: 2,
+            etag: Some(etag.into()),
+            version_id: None,
+            checksum: None,
+        }
+    }
+
+    #[test]
+    fn a_complete_run_replaces_the_record_and_an_interrupted_one_is_folded_in() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = path_for(dir.path(), "/r".as_ref(), "e", "b", "p/");
+        // First run proves a and b, completes.
+        let r = Record::open(&path, true).unwrap();
+        assert!(r.lookup("a").is_none());
+        r.add(&proven("a", 1, "e1"));
+        r.add(&proven("b", 2, "e2"));
+        r.close(true).unwrap();
+        // Second run proves only a (b is gone from the tree): after it, b is no longer recorded.
+        let r = Record::open(&path, true).unwrap();
+        assert_eq!(r.lookup("b").unwrap().etag.as_deref(), Some("e2"));
+        r.add(&proven("a", 1, "e1"));
+        r.close(true).unwrap();
+        let r = Record::open(&path, true).unwrap();
+        assert!(r.lookup("b").is_none());
+        assert!(r.lookup("a").is_some());
+        // Interrupted run: proves c with a new a, does not complete.
+        r.add(&proven("a", 3, "e3"));
+        r.add(&proven("c", 4, "e4"));
+        r.close(false).unwrap();
+        // The next run sees all three, the interrupted run's a winning.
+        let r = Record::open(&path, true).unwrap();
+        assert_eq!(r.lookup("a").unwrap().etag.as_deref(), Some("e3"));
+        assert_eq!(r.lookup("c").unwrap().size, 4);
+        // Without loading, nothing is known (default runs prove every file).
+        r.close(false).unwrap();
+        let r = Record::open(&path, false).unwrap();
+        assert!(r.lookup("a").is_none());
+    }
+}
