@@ -95,6 +95,11 @@ pub fn run(cli: Cli) -> i32 {
         }
         Command::Hash(args) if args.path.is_dir() => hash_dir(args, &out, &runtime),
         Command::Download(args) => {
+            let is_prefix = ObjectUrl::parse(&args.source)
+                .is_ok_and(|u| u.key.is_empty() || u.key.ends_with('/'));
+            if is_prefix {
+                return runtime.block_on(download_tree(args, &out));
+            }
             let result = runtime.block_on(download(args, &out));
             out.finish(result.map(|r| (print_download(&r), r)))
         }
@@ -460,6 +465,10 @@ fn print_tree(r: &TreeReport, all_good: &str) -> String {
         format!("uploaded ({})", human_bytes(r.uploaded_bytes)),
     );
     count(
+        r.downloaded,
+        format!("downloaded ({})", human_bytes(r.downloaded_bytes)),
+    );
+    count(
         r.skipped,
         format!(
             "skipped as proven identical ({})",
@@ -495,6 +504,37 @@ async fn download(args: &DownloadArgs, out: &Output) -> Result<DownloadReport, E
     };
     let progress = out.progress();
     download::download(&s3, &target, &args.dest, &opts, progress.as_ref()).await
+}
+
+/// `tally download s3://BUCKET/PREFIX/ DIR/`.
+async fn download_tree(args: &DownloadArgs, out: &Output) -> i32 {
+    let run = async {
+        let prefix = ObjectUrl::parse(&args.source)?;
+        let s3 = SdkS3::connect(&args.connection.to_connection()).await?;
+        let cancel = CancellationToken::new();
+        watch_signals(cancel.clone());
+        let opts = DownloadOptions {
+            force: args.force,
+            concurrency: args.concurrency,
+        };
+        let progress = out.progress();
+        let on_line = out.tree_lines();
+        download::tree::download_tree(
+            &s3,
+            &prefix,
+            &args.dest,
+            &opts,
+            progress.as_ref(),
+            &cancel,
+            &on_line,
+        )
+        .await
+    };
+    let result = run.await;
+    out.finish_tree(
+        result,
+        "every object is downloaded, each checked as its line says (--json)",
+    )
 }
 
 fn print_download(r: &DownloadReport) -> String {

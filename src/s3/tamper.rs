@@ -195,6 +195,14 @@ impl<C: ObjectRead> ObjectRead for Tamper<C> {
         self.inner.get_range(obj, range, if_match).await
     }
 
+    async fn list_objects(
+        &self,
+        bucket: &str,
+        prefix: &str,
+    ) -> Result<Vec<super::ListedObject>, S3Error> {
+        self.inner.list_objects(bucket, prefix).await
+    }
+
     async fn get_stream(
         &self,
         obj: &ObjectUrl,
