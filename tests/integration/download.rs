@@ -488,3 +488,111 @@ fn memory_stays_bounded_whatever_the_part_size() {
         kib / 1024
     );
 }
+
+/// The JSON lines of a tree command: one per object, then `{"summary": ...}`.
+fn tree_lines(out: &std::process::Output) -> (Vec<serde_json::Value>, serde_json::Value) {
+    let mut lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON lines"))
+        .collect();
+    let summary = lines.pop().expect("a summary")["summary"].clone();
+    (lines, summary)
+}
+
+#[test]
+fn a_prefix_downloads_into_a_folder_refusing_keys_that_would_leave_it() {
+    let s = garage();
+    let dir = s.temp_dir();
+    let pfx = unique("dl/tree");
+    let a = random_file(dir.path(), "a.bin", 2 * 5 * MIB + 99, 371);
+    let b = random_file(dir.path(), "b.bin", 70_000, 372);
+    let c = random_file(dir.path(), "c.bin", 9 * MIB, 373);
+    s.put(&a, &format!("{pfx}/a.bin"), "5MiB");
+    s.put(&b, &format!("{pfx}/sub/b.bin"), "5MiB");
+    s.aws([
+        "s3",
+        "cp",
+        "--quiet",
+        c.to_str().unwrap(),
+        &s.url(&format!("{pfx}/sub/deeper/c.bin")),
+    ]);
+    // A folder marker, and keys that would leave the folder.
+    let put = |key: &str| {
+        s.put(&b, key, "5MiB");
+    };
+    s.aws([
+        "s3api",
+        "put-object",
+        "--bucket",
+        &s.bucket,
+        "--key",
+        &format!("{pfx}/empty-folder/"),
+    ]);
+    for bad in ["../escape.bin", "x//double.bin", "C:/drive.bin"] {
+        put(&format!("{pfx}/{bad}"));
+    }
+    let listed = s.aws([
+        "s3api",
+        "list-objects-v2",
+        "--bucket",
+        &s.bucket,
+        "--prefix",
+        &format!("{pfx}/"),
+    ]);
+    let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    assert_eq!(
+        listed["Contents"].as_array().unwrap().len(),
+        7,
+        "the server keeps every key as given: {listed}"
+    );
+    let outer = dir.path().join("outer");
+    let into = outer.join("into");
+    std::fs::create_dir_all(&into).unwrap();
+    let url = s.url(&format!("{pfx}/"));
+    let out = s.tally(["download", &url, into.to_str().unwrap(), "--json"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let (lines, summary) = tree_lines(&out);
+    assert_eq!(lines.len(), 7, "one line per object");
+    assert_eq!(summary["downloaded"], 3);
+    assert_eq!(summary["failed"], 3);
+    assert_eq!(summary["ignored"], 1, "the folder marker");
+    for bad in ["../escape.bin", "x//double.bin", "C:/drive.bin"] {
+        let l = lines
+            .iter()
+            .find(|l| l["rel"] == bad)
+            .unwrap_or_else(|| panic!("a line for {bad}"));
+        assert_eq!(l["action"], "failed");
+        assert!(
+            l["reason"].as_str().unwrap().contains("unsafe local path"),
+            "{l}"
+        );
+    }
+    let err = stderr(&out);
+    assert_eq!(
+        err.lines()
+            .filter(|l| l.starts_with("tally: FAILED"))
+            .count(),
+        3,
+        "{err}"
+    );
+    for (rel, src) in [("a.bin", &a), ("sub/b.bin", &b), ("sub/deeper/c.bin", &c)] {
+        assert_eq!(file_sha256(&into.join(rel)), file_sha256(src), "{rel}");
+        let l = lines.iter().find(|l| l["rel"] == rel).unwrap();
+        assert!(
+            l["reason"].as_str().unwrap().starts_with("checked: "),
+            "{l}"
+        );
+    }
+    assert_eq!(
+        listing(&outer),
+        ["into"],
+        "nothing written beside the folder"
+    );
+    assert_eq!(listing(&into), ["a.bin", "sub"]);
+    assert_eq!(listing(&into.join("sub")), ["b.bin", "deeper"]);
+    // Again: every file already there is proven identical and skipped.
+    let out = s.tally(["download", &url, into.to_str().unwrap(), "--json"]);
+    let (_, summary) = tree_lines(&out);
+    assert_eq!(summary["skipped"], 3, "{summary}");
+    assert_eq!(summary["downloaded"], 0);
+}
