@@ -677,6 +677,30 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_object_nothing_can_check_is_written_and_said_to_be_not_verified() {
+        // No checksum, and an ETag that is not an MD5 (SSE-KMS): nothing to compare with.
+        let s3 = Tamper::new(FakeS3::default()).head_reply(|h| {
+            h.checksum = None;
+            h.sse = Some("aws:kms".into());
+        });
+        let body = data(30_000, 8);
+        put_single(s3.inner(), "kms", &body).await;
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("k");
+        let r = download(&s3, &url("kms"), &dest, &opts(), &Silent)
+            .await
+            .unwrap();
+        assert_eq!(std::fs::read(&dest).unwrap(), body);
+        assert!(!r.verified);
+        assert!(r.checked.is_empty());
+        assert_eq!(
+            r.not_verified.as_deref(),
+            Some("S3 reports no checksum for this object and its ETag is not an MD5 under SSE-KMS")
+        );
+        assert!(r.etag.is_none(), "the ETag was not compared");
+    }
+
+    #[tokio::test]
     async fn an_empty_object_is_checked_without_a_get() {
         let s3 = Tamper::new(FakeS3::default()).body_received(|_, _, _| {});
         put_single(s3.inner(), "empty", b"").await;
