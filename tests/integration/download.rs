@@ -226,6 +226,64 @@ fn without_get_object_attributes_each_part_is_checked_against_the_checksum_its_g
 }
 
 #[test]
+fn on_garage_a_flipped_bit_fails_the_composite_and_every_part_is_fetched_once_more() {
+    // Garage knows no part's checksum: only the whole object's composite can catch the flip.
+    let s = garage();
+    let dir = s.temp_dir();
+    let (src, key) = four_parts(s, dir.path(), "flip-garage", 381);
+    let url = s.url(&key);
+    let proxy = Proxy::start(
+        &s.endpoint,
+        Plan {
+            forced: vec![Force {
+                op: Op::Get,
+                nth: 2,
+                fault: Fault::FlipGetBody,
+            }],
+            ..Plan::default()
+        },
+    );
+    let dest = dir.path().join("out");
+    let out = s.tally([
+        "download",
+        &url,
+        dest.to_str().unwrap(),
+        "--endpoint-url",
+        &proxy.url,
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(file_sha256(&dest), file_sha256(&src), "byte-exact");
+    assert_eq!(gets(&proxy).len(), 8, "4 parts, then all 4 again");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(
+            "  checked   the object's SHA256 composite checksum, from the 4 parts' checksums"
+        ) && text.contains("refetched every part once"),
+        "{text}"
+    );
+    assert!(!text.contains("NOT verified"), "{text}");
+    // Every GET of part 3 flipped: exit 1 for the object, which cannot name a part; no DEST.
+    let proxy = Proxy::start_flipping(&s.endpoint, Plan::default(), Some("partNumber=3".into()));
+    let dest = dir.path().join("never");
+    let out = s.tally([
+        "download",
+        &url,
+        dest.to_str().unwrap(),
+        "--endpoint-url",
+        &proxy.url,
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(
+            "the object arrived different from S3's SHA256 object checksum on each of 2 fetches"
+        ),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!dest.exists());
+}
+
+#[test]
 fn a_bit_flipped_in_a_get_body_is_fetched_again_or_the_part_is_named() {
     let s = localstack();
     let dir = s.temp_dir();
