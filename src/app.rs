@@ -338,7 +338,11 @@ async fn upload_tree(args: &UploadArgs, out: &Output) -> i32 {
     let progress = out.progress();
     let on_line = out.tree_lines();
     let result = upload::tree::upload_tree(&s3, &cfg, progress.as_ref(), &cancel, &on_line).await;
-    out.finish_tree(result, "every file is in S3 and proven")
+    out.finish_tree(
+        result,
+        "every file is in S3 and proven",
+        "nothing to upload",
+    )
 }
 
 /// `tally verify DIR s3://BUCKET/PREFIX/`.
@@ -371,7 +375,7 @@ async fn verify_tree(args: &VerifyArgs, out: &Output) -> i32 {
         verify::tree::verify_tree(&s3, &cfg, progress.as_ref(), &cancel, &on_line).await
     };
     let result = run.await;
-    out.finish_tree(result, "every file is its object")
+    out.finish_tree(result, "every file is its object", "nothing to verify")
 }
 
 impl Output {
@@ -395,14 +399,17 @@ impl Output {
     }
 
     /// Prints a tree command's summary (a last JSON line with `--json`) and returns its exit code.
-    fn finish_tree(&self, result: Result<TreeReport, Error>, all_good: &str) -> i32 {
+    fn finish_tree(&self, result: Result<TreeReport, Error>, all_good: &str, nothing: &str) -> i32 {
         match result {
             Ok(report) => {
                 if self.json {
                     let v = serde_json::json!({ "summary": &report });
                     println!("{}", crate::redact::redact(&v.to_string()));
                 } else if !self.quiet {
-                    print!("{}", crate::redact::redact(&print_tree(&report, all_good)));
+                    print!(
+                        "{}",
+                        crate::redact::redact(&print_tree(&report, all_good, nothing))
+                    );
                 }
                 report.exit_code
             }
@@ -436,7 +443,7 @@ fn tree_config(args: &UploadArgs) -> Result<TreeConfig, Error> {
     })
 }
 
-fn print_tree(r: &TreeReport, all_good: &str) -> String {
+fn print_tree(r: &TreeReport, all_good: &str, nothing: &str) -> String {
     let mut s = String::new();
     for g in &r.groups {
         s += &format!("  {g}\n");
@@ -480,7 +487,7 @@ fn print_tree(r: &TreeReport, all_good: &str) -> String {
     count(r.failed, "FAILED".into());
     count(r.ignored, "ignored".into());
     if counts.is_empty() {
-        counts.push("nothing to do: no files under the directory".into());
+        counts.push(format!("{nothing}: no files under the directory"));
     }
     s += &format!(
         "s3://{}/{}: {} files, {}: {}, in {:.2} s ({:.1} MiB/s)\n  {verdict}\n",

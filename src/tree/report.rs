@@ -116,6 +116,9 @@ pub struct TreeReport {
 /// Lines of files and sequences the text summary prints at most (`--json` has every file).
 pub const MAX_GROUP_LINES: usize = 200;
 
+/// Outcomes kept waiting for an earlier one at most (about 100 bytes each).
+pub const MAX_WAITING: usize = 4096;
+
 /// Feeds the sequence grouper in walk order from outcomes that finish in any order: an outcome
 /// waits here only until every entry the walk found before it has finished (a small record each).
 #[derive(Default)]
@@ -133,9 +136,25 @@ impl InOrder {
         item: Option<(String, u64, &'static str)>,
         into: &mut TreeReport,
     ) {
+        if index < self.next {
+            // Its place was given up (see below): it joins the summary where it is.
+            if let Some((rel, size, label)) = item {
+                let closed = self.grouper.push(&rel, size, label);
+                Self::emit(closed, into);
+            }
+            return;
+        }
         self.waiting.insert(index, item);
-        while let Some(item) = self.waiting.remove(&self.next) {
-            self.next += 1;
+        loop {
+            let next = match self.waiting.first_key_value() {
+                Some((&i, _)) if i == self.next => i,
+                // Too many finished behind one still in progress (a big file among many small
+                // ones): give up the gap's place, so the memory stays bounded.
+                Some((&i, _)) if self.waiting.len() > MAX_WAITING => i,
+                _ => break,
+            };
+            let item = self.waiting.remove(&next).flatten();
+            self.next = next + 1;
             if let Some((rel, size, label)) = item {
                 let closed = self.grouper.push(&rel, size, label);
                 Self::emit(closed, into);
@@ -251,5 +270,67 @@ pub fn skipped_entry(skip: &crate::tree::Skip) -> FileLine {
         etag: None,
         version_id: None,
         exit_code: if failure { EXIT_ERROR } else { EXIT_OK },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(i: u64) -> Option<(String, u64, &'static str)> {
+        Some((format!("shot.{i:04}.dpx"), 10, "uploaded"))
+    }
+
+    #[test]
+    fn outcomes_finishing_out_of_order_group_as_in_key_order() {
+        let mut report = TreeReport::default();
+        let mut in_order = InOrder::default();
+        // Finish order 3, 1, 0, 2, 4 (and a non-shown entry, 5).
+        for i in [3, 1, 0, 2, 4] {
+            in_order.done(i, frame(i), &mut report);
+        }
+        in_order.done(5, None, &mut report);
+        in_order.finish(&mut report);
+        assert_eq!(
+            report.groups,
+            ["shot.[0000-0004].dpx  5 files  50 B  uploaded"]
+        );
+    }
+
+    #[test]
+    fn the_wait_for_a_slow_entry_is_bounded() {
+        let mut report = TreeReport::default();
+        let mut in_order = InOrder::default();
+        // Entry 0 is slow; everything after it finishes first.
+        let n = MAX_WAITING as u64 + 100;
+        for i in 1..=n {
+            in_order.done(i, frame(i), &mut report);
+            assert!(in_order.waiting.len() <= MAX_WAITING, "at {i}");
+        }
+        in_order.done(0, frame(0), &mut report);
+        in_order.finish(&mut report);
+        let files: u64 = report
+            .groups
+            .iter()
+            .map(|g| {
+                if g.contains(" files ") {
+                    g.split("  ")
+                        .nth(1)
+                        .unwrap()
+                        .trim_end_matches(" files")
+                        .replace(',', "")
+                        .parse::<u64>()
+                        .unwrap()
+                } else {
+                    1
+                }
+            })
+            .sum();
+        assert_eq!(
+            files,
+            n + 1,
+            "every entry is in the summary: {:?}",
+            report.groups
+        );
     }
 }

@@ -58,9 +58,11 @@ where
         let line = match outcome {
             Ok(line) => line,
             Err((line, e)) => {
+                // The run ends with this error, printed once, as the command's error.
                 if fatal.is_none() {
                     fatal = Some(e);
                     stop.cancel();
+                    continue;
                 }
                 line
             }

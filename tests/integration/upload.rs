@@ -269,7 +269,11 @@ fn bad_input_is_refused_before_anything_is_sent() {
     let long_key = s.url(&"k".repeat(1025));
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (vec![missing.to_str().unwrap(), &url], "no such file"),
-        (vec![d, &url], "is a directory"),
+        (
+            vec![d, &url, "--manifest", "m.manifest"],
+            "--manifest names one file's manifest",
+        ),
+        (vec![file, &url, "--include", "*.mov"], "need a directory"),
         (vec!["/dev/null", &url], "not a regular file"),
         (vec![file, "tally/key"], "not an S3 URL"),
         (vec![file, "s3://"], "bucket name is missing"),
