@@ -341,7 +341,7 @@ async fn upload_tree(args: &UploadArgs, out: &Output) -> i32 {
     out.finish_tree(
         result,
         "every file is in S3 and proven",
-        "nothing to upload",
+        "nothing to upload: no files under the directory",
     )
 }
 
@@ -375,7 +375,11 @@ async fn verify_tree(args: &VerifyArgs, out: &Output) -> i32 {
         verify::tree::verify_tree(&s3, &cfg, progress.as_ref(), &cancel, &on_line).await
     };
     let result = run.await;
-    out.finish_tree(result, "every file is its object", "nothing to verify")
+    out.finish_tree(
+        result,
+        "every file is its object",
+        "nothing to verify: no files under the directory",
+    )
 }
 
 impl Output {
@@ -487,7 +491,7 @@ fn print_tree(r: &TreeReport, all_good: &str, nothing: &str) -> String {
     count(r.failed, "FAILED".into());
     count(r.ignored, "ignored".into());
     if counts.is_empty() {
-        counts.push(format!("{nothing}: no files under the directory"));
+        counts.push(nothing.to_owned());
     }
     s += &format!(
         "s3://{}/{}: {} files, {}: {}, in {:.2} s ({:.1} MiB/s)\n  {verdict}\n",
@@ -541,6 +545,7 @@ async fn download_tree(args: &DownloadArgs, out: &Output) -> i32 {
     out.finish_tree(
         result,
         "every object is downloaded, each checked as its line says (--json)",
+        "nothing to download: no objects under the prefix",
     )
 }
 
