@@ -95,6 +95,11 @@ pub fn run(cli: Cli) -> i32 {
         }
         Command::Hash(args) if args.path.is_dir() => hash_dir(args, &out, &runtime),
         Command::Download(args) => {
+            let is_prefix = ObjectUrl::parse(&args.source)
+                .is_ok_and(|u| u.key.is_empty() || u.key.ends_with('/'));
+            if is_prefix {
+                return runtime.block_on(download_tree(args, &out));
+            }
             let result = runtime.block_on(download(args, &out));
             out.finish(result.map(|r| (print_download(&r), r)))
         }
@@ -336,7 +341,7 @@ async fn upload_tree(args: &UploadArgs, out: &Output) -> i32 {
     out.finish_tree(
         result,
         "every file is in S3 and proven",
-        "nothing to upload",
+        "nothing to upload: no files under the directory",
     )
 }
 
@@ -370,7 +375,11 @@ async fn verify_tree(args: &VerifyArgs, out: &Output) -> i32 {
         verify::tree::verify_tree(&s3, &cfg, progress.as_ref(), &cancel, &on_line).await
     };
     let result = run.await;
-    out.finish_tree(result, "every file is its object", "nothing to verify")
+    out.finish_tree(
+        result,
+        "every file is its object",
+        "nothing to verify: no files under the directory",
+    )
 }
 
 impl Output {
@@ -467,6 +476,10 @@ fn print_tree(r: &TreeReport, all_good: &str, nothing: &str) -> String {
         format!("uploaded ({})", human_bytes(r.uploaded_bytes)),
     );
     count(
+        r.downloaded,
+        format!("downloaded ({})", human_bytes(r.downloaded_bytes)),
+    );
+    count(
         r.skipped,
         format!(
             "skipped as proven identical ({})",
@@ -478,7 +491,7 @@ fn print_tree(r: &TreeReport, all_good: &str, nothing: &str) -> String {
     count(r.failed, "FAILED".into());
     count(r.ignored, "ignored".into());
     if counts.is_empty() {
-        counts.push(format!("{nothing}: no files under the directory"));
+        counts.push(nothing.to_owned());
     }
     s += &format!(
         "s3://{}/{}: {} files, {}: {}, in {:.2} s ({:.1} MiB/s)\n  {verdict}\n",
@@ -502,6 +515,38 @@ async fn download(args: &DownloadArgs, out: &Output) -> Result<DownloadReport, E
     };
     let progress = out.progress();
     download::download(&s3, &target, &args.dest, &opts, progress.as_ref()).await
+}
+
+/// `tally download s3://BUCKET/PREFIX/ DIR/`.
+async fn download_tree(args: &DownloadArgs, out: &Output) -> i32 {
+    let run = async {
+        let prefix = ObjectUrl::parse(&args.source)?;
+        let s3 = SdkS3::connect(&args.connection.to_connection()).await?;
+        let cancel = CancellationToken::new();
+        watch_signals(cancel.clone());
+        let opts = DownloadOptions {
+            force: args.force,
+            concurrency: args.concurrency,
+        };
+        let progress = out.progress();
+        let on_line = out.tree_lines();
+        download::tree::download_tree(
+            &s3,
+            &prefix,
+            &args.dest,
+            &opts,
+            progress.as_ref(),
+            &cancel,
+            &on_line,
+        )
+        .await
+    };
+    let result = run.await;
+    out.finish_tree(
+        result,
+        "every object is downloaded, each checked as its line says (--json)",
+        "nothing to download: no objects under the prefix",
+    )
 }
 
 fn print_download(r: &DownloadReport) -> String {

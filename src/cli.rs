@@ -79,9 +79,10 @@ const DOWNLOAD_EXIT_CODES: &str = "Exit codes:\n  0  downloaded and checked (or 
 /// `tally download s3://BUCKET/KEY DEST`.
 #[derive(Debug, Args)]
 pub struct DownloadArgs {
-    /// The object, s3://BUCKET/KEY.
+    /// The object, s3://BUCKET/KEY; or every object under a prefix, s3://BUCKET/PREFIX/.
     pub source: String,
     /// The file to write; an existing directory, or a path ending in /, gets the key's last segment.
+    /// For a prefix: the folder the objects go into (it must exist).
     pub dest: PathBuf,
     /// Replace an existing file even when it is not proven identical to the object.
     #[arg(long)]

@@ -21,6 +21,7 @@ pub mod dest;
 pub mod fetch;
 pub mod journal;
 pub mod proof;
+pub mod tree;
 
 use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
@@ -103,8 +104,29 @@ pub struct DownloadReport {
 /// Bytes of the engine's budget a part holds while it streams: two buffers, whatever its size.
 const WINDOW: u64 = 2 * fetch::BUFFER as u64;
 
+/// The engine of a download command: `concurrency` request slots, two buffers per part each.
+pub fn engine(concurrency: usize) -> Engine {
+    let concurrency = concurrency.max(1);
+    Engine::new(Limits {
+        concurrency,
+        bytes_ahead: WINDOW * concurrency as u64,
+    })
+}
+
 /// Downloads `obj` to `dest` (a file path, or a folder: see [`dest::resolve`]).
 pub async fn download<C: S3Api>(
+    s3: &C,
+    obj: &ObjectUrl,
+    dest: &Path,
+    opts: &DownloadOptions,
+    progress: &dyn Progress,
+) -> Result<DownloadReport, Error> {
+    download_with(&engine(opts.concurrency), s3, obj, dest, opts, progress).await
+}
+
+/// [`download`] under the budget of `engine`, shared with the other transfers of the command.
+pub async fn download_with<C: S3Api>(
+    engine: &Engine,
     s3: &C,
     obj: &ObjectUrl,
     dest: &Path,
@@ -114,14 +136,9 @@ pub async fn download<C: S3Api>(
     let started = Instant::now();
     if obj.key.is_empty() || obj.key.ends_with('/') {
         return Err(Error::Usage(format!(
-            "{obj} names a prefix, not an object: give the object's full key"
+            "{obj} names a prefix, not an object: give the object's full key, or DIR/ as the destination"
         )));
     }
-    let concurrency = opts.concurrency.max(1);
-    let engine = Engine::new(Limits {
-        concurrency,
-        bytes_ahead: WINDOW * concurrency as u64,
-    });
     let s3l = engine.limit(s3);
     let (d, key) = (dest.to_owned(), obj.key.clone());
     let dest = blocking(move || dest::resolve(&d, &key)).await?;
@@ -212,7 +229,7 @@ pub async fn download<C: S3Api>(
     progress.start(facts.size, ranges.len() as u32);
     let todo: Vec<usize> = (0..ranges.len()).filter(|i| hashes[*i].is_none()).collect();
     let outcome = async {
-        fetch_all(&engine, s3, &ctx, &journal, &ranges, todo, &mut report)
+        fetch_all(engine, s3, &ctx, &journal, &ranges, todo, &mut report)
             .await?
             .into_iter()
             .for_each(|(i, f)| {
@@ -242,7 +259,7 @@ pub async fn download<C: S3Api>(
             ));
             report.refetched_whole = true;
             let all: Vec<usize> = (0..ranges.len()).collect();
-            for (i, f) in fetch_all(&engine, s3, &ctx, &journal, &ranges, all, &mut report).await? {
+            for (i, f) in fetch_all(engine, s3, &ctx, &journal, &ranges, all, &mut report).await? {
                 hashes[i] = Some(f.hash);
                 alone[i] = f.against;
             }
@@ -657,6 +674,30 @@ mod tests {
             assert!(r.verified, "{what}");
             only_dest(dir.path(), &dest);
         }
+    }
+
+    #[tokio::test]
+    async fn an_object_nothing_can_check_is_written_and_said_to_be_not_verified() {
+        // No checksum, and an ETag that is not an MD5 (SSE-KMS): nothing to compare with.
+        let s3 = Tamper::new(FakeS3::default()).head_reply(|h| {
+            h.checksum = None;
+            h.sse = Some("aws:kms".into());
+        });
+        let body = data(30_000, 8);
+        put_single(s3.inner(), "kms", &body).await;
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("k");
+        let r = download(&s3, &url("kms"), &dest, &opts(), &Silent)
+            .await
+            .unwrap();
+        assert_eq!(std::fs::read(&dest).unwrap(), body);
+        assert!(!r.verified);
+        assert!(r.checked.is_empty());
+        assert_eq!(
+            r.not_verified.as_deref(),
+            Some("S3 reports no checksum for this object and its ETag is not an MD5 under SSE-KMS")
+        );
+        assert!(r.etag.is_none(), "the ETag was not compared");
     }
 
     #[tokio::test]

@@ -297,6 +297,15 @@ impl<C: ObjectRead> ObjectRead for Limited<'_, C> {
         self.engine.request(inner).await
     }
 
+    async fn list_objects(
+        &self,
+        bucket: &str,
+        prefix: &str,
+    ) -> Result<Vec<crate::s3::ListedObject>, S3Error> {
+        let inner = self.inner.list_objects(bucket, prefix);
+        self.engine.request(inner).await
+    }
+
     /// Holds its slot until the body is read to its end or dropped, not only until the reply's
     /// headers: a streamed body is the request's transfer.
     async fn get_stream(

@@ -180,6 +180,15 @@ impl std::fmt::Debug for RangeBody {
     }
 }
 
+/// One object of a listing (ListObjectsV2).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedObject {
+    /// Its key.
+    pub key: String,
+    /// Size in bytes.
+    pub size: u64,
+}
+
 /// Reading objects: HEAD, GetObjectAttributes and ranged GETs.
 pub trait ObjectRead: Send + Sync {
     /// GetObjectAttributes with every page of parts; `Ok(None)` when the server does not
@@ -204,6 +213,23 @@ pub trait ObjectRead: Send + Sync {
         range: std::ops::Range<u64>,
         if_match: Option<&ETag>,
     ) -> impl Future<Output = Result<Bytes, S3Error>> + Send;
+
+    /// ListObjectsV2 of `bucket` under `prefix`, every page, in key order. The default answers
+    /// NotImplemented (test doubles that do not list).
+    fn list_objects(
+        &self,
+        bucket: &str,
+        prefix: &str,
+    ) -> impl Future<Output = Result<Vec<ListedObject>, S3Error>> + Send {
+        let _ = (bucket, prefix);
+        async {
+            Err(S3Error::from_response(
+                Some("NotImplemented"),
+                Some(501),
+                "listing objects".into(),
+            ))
+        }
+    }
 
     /// GetObject of the byte range `range` as a stream (see [`RangeBody`]), with checksum mode on,
     /// only if the object's ETag is still `if_match` when given (else PreconditionFailed), of

@@ -679,6 +679,26 @@ impl ObjectRead for FakeS3 {
         ))
     }
 
+    async fn list_objects(
+        &self,
+        _bucket: &str,
+        prefix: &str,
+    ) -> Result<Vec<super::ListedObject>, S3Error> {
+        let _in_flight = self.request().await;
+        let s = self.state.lock().unwrap();
+        let mut v: Vec<super::ListedObject> = s
+            .objects
+            .iter()
+            .filter(|(k, _)| k.starts_with(prefix))
+            .map(|(k, (d, _, _))| super::ListedObject {
+                key: k.clone(),
+                size: d.len() as u64,
+            })
+            .collect();
+        v.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(v)
+    }
+
     /// The range in pieces of [`FakeS3::STREAM_PIECE`] bytes; the object's checksum comes with a
     /// read of the whole object, as S3 sends it.
     async fn get_stream(

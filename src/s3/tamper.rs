@@ -16,6 +16,7 @@ type PartHook = Box<dyn Fn(u32, &mut PartHash) + Send + Sync>;
 type ReplyHook = Box<dyn Fn(u32, &mut WriteReply) + Send + Sync>;
 type CompleteHook = Box<dyn Fn(&mut WriteReply) + Send + Sync>;
 type BodyHook = std::sync::Arc<dyn Fn(u32, u64, &mut Vec<u8>) + Send + Sync>;
+type HeadHook = Box<dyn Fn(&mut HeadInfo) + Send + Sync>;
 
 /// `inner` with hooks; every operation without a hook is forwarded unchanged.
 pub struct Tamper<C> {
@@ -24,6 +25,7 @@ pub struct Tamper<C> {
     part_reply: Option<ReplyHook>,
     complete_reply: Option<CompleteHook>,
     body_received: Option<BodyHook>,
+    head_reply: Option<HeadHook>,
     gets: std::sync::atomic::AtomicU32,
 }
 
@@ -36,6 +38,7 @@ impl<C> Tamper<C> {
             part_reply: None,
             complete_reply: None,
             body_received: None,
+            head_reply: None,
             gets: std::sync::atomic::AtomicU32::new(0),
         }
     }
@@ -66,6 +69,12 @@ impl<C> Tamper<C> {
     /// Alters the reply to CompleteMultipartUpload.
     pub fn complete_reply(mut self, f: impl Fn(&mut WriteReply) + Send + Sync + 'static) -> Self {
         self.complete_reply = Some(Box::new(f));
+        self
+    }
+
+    /// Alters every HeadObject reply (of the object or of a part).
+    pub fn head_reply(mut self, f: impl Fn(&mut HeadInfo) + Send + Sync + 'static) -> Self {
+        self.head_reply = Some(Box::new(f));
         self
     }
 
@@ -183,7 +192,11 @@ impl<C: ObjectRead> ObjectRead for Tamper<C> {
         obj: &ObjectUrl,
         part_number: Option<u32>,
     ) -> Result<HeadInfo, S3Error> {
-        self.inner.head_object(obj, part_number).await
+        let mut reply = self.inner.head_object(obj, part_number).await?;
+        if let Some(f) = &self.head_reply {
+            f(&mut reply);
+        }
+        Ok(reply)
     }
 
     async fn get_range(
@@ -193,6 +206,14 @@ impl<C: ObjectRead> ObjectRead for Tamper<C> {
         if_match: Option<&ETag>,
     ) -> Result<Bytes, S3Error> {
         self.inner.get_range(obj, range, if_match).await
+    }
+
+    async fn list_objects(
+        &self,
+        bucket: &str,
+        prefix: &str,
+    ) -> Result<Vec<super::ListedObject>, S3Error> {
+        self.inner.list_objects(bucket, prefix).await
     }
 
     async fn get_stream(

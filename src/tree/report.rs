@@ -11,6 +11,8 @@ use crate::error::{EXIT_ERROR, EXIT_OK, Error, S3ErrorKind};
 pub enum Action {
     /// Sent (or an interrupted upload of it finished), and checked.
     Uploaded,
+    /// Fetched (`download`) and checked as the report says.
+    Downloaded,
     /// Already in S3, proven identical: nothing sent.
     Skipped,
     /// Not in S3 as it should be: the reason says why.
@@ -28,6 +30,7 @@ impl Action {
     pub fn label(self) -> &'static str {
         match self {
             Action::Uploaded => "uploaded",
+            Action::Downloaded => "downloaded",
             Action::Skipped => "skipped (proven identical)",
             Action::Failed => "FAILED",
             Action::Ignored => "ignored",
@@ -78,6 +81,10 @@ pub struct TreeReport {
     pub uploaded: u64,
     /// Bytes uploaded.
     pub uploaded_bytes: u64,
+    /// Files downloaded (`download`).
+    pub downloaded: u64,
+    /// Bytes downloaded.
+    pub downloaded_bytes: u64,
     /// Files skipped, proven identical.
     pub skipped: u64,
     /// Their bytes.
@@ -191,6 +198,12 @@ impl TreeReport {
                 self.bytes += size;
                 self.uploaded += 1;
                 self.uploaded_bytes += size;
+            }
+            Action::Downloaded => {
+                self.files += 1;
+                self.bytes += size;
+                self.downloaded += 1;
+                self.downloaded_bytes += size;
             }
             Action::Skipped => {
                 self.files += 1;

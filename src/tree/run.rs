@@ -10,12 +10,13 @@ use tokio_util::sync::CancellationToken;
 use crate::error::Error;
 use crate::progress::Progress;
 use crate::tree::report::{Action, FileLine, InOrder, TreeReport, skipped_entry};
-use crate::tree::{FileEntry, Found, Walk};
+use crate::tree::{FileEntry, Found};
 
-/// Runs `per_file` on every file of `walk`, `concurrency` at a time, into `report`. Returns the
+/// Runs `per_file` on every file of `walk` (a directory's [`crate::tree::Walk`], or a download's
+/// listing), `concurrency` at a time, into `report`. Returns the
 /// error that stopped the run, if one did (after cancelling `stop` and draining what was in flight).
 pub async fn run<F, Fut>(
-    walk: Walk,
+    walk: impl futures::Stream<Item = Found> + Unpin,
     concurrency: usize,
     stop: &CancellationToken,
     progress: &dyn Progress,

@@ -226,6 +226,64 @@ fn without_get_object_attributes_each_part_is_checked_against_the_checksum_its_g
 }
 
 #[test]
+fn on_garage_a_flipped_bit_fails_the_composite_and_every_part_is_fetched_once_more() {
+    // Garage knows no part's checksum: only the whole object's composite can catch the flip.
+    let s = garage();
+    let dir = s.temp_dir();
+    let (src, key) = four_parts(s, dir.path(), "flip-garage", 381);
+    let url = s.url(&key);
+    let proxy = Proxy::start(
+        &s.endpoint,
+        Plan {
+            forced: vec![Force {
+                op: Op::Get,
+                nth: 2,
+                fault: Fault::FlipGetBody,
+            }],
+            ..Plan::default()
+        },
+    );
+    let dest = dir.path().join("out");
+    let out = s.tally([
+        "download",
+        &url,
+        dest.to_str().unwrap(),
+        "--endpoint-url",
+        &proxy.url,
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(file_sha256(&dest), file_sha256(&src), "byte-exact");
+    assert_eq!(gets(&proxy).len(), 8, "4 parts, then all 4 again");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(
+            "  checked   the object's SHA256 composite checksum, from the 4 parts' checksums"
+        ) && text.contains("refetched every part once"),
+        "{text}"
+    );
+    assert!(!text.contains("NOT verified"), "{text}");
+    // Every GET of part 3 flipped: exit 1 for the object, which cannot name a part; no DEST.
+    let proxy = Proxy::start_flipping(&s.endpoint, Plan::default(), Some("partNumber=3".into()));
+    let dest = dir.path().join("never");
+    let out = s.tally([
+        "download",
+        &url,
+        dest.to_str().unwrap(),
+        "--endpoint-url",
+        &proxy.url,
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(
+            "the object arrived different from S3's SHA256 object checksum on each of 2 fetches"
+        ),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!dest.exists());
+}
+
+#[test]
 fn a_bit_flipped_in_a_get_body_is_fetched_again_or_the_part_is_named() {
     let s = localstack();
     let dir = s.temp_dir();
@@ -449,4 +507,150 @@ fn bad_destinations_and_missing_objects_are_one_line_exit_2() {
     assert!(mount_tmpfs(&ro, "ro,size=1m"));
     let _r = Mounted(ro.clone());
     one_line_2(&run(&url, &ro.join("x")), "read-only");
+}
+
+#[test]
+fn memory_stays_bounded_whatever_the_part_size() {
+    // One 96 MiB part (a single PUT): collecting it whole would take at least 96 MiB.
+    let s = garage();
+    let dir = s.temp_dir();
+    let src = random_file(dir.path(), "src.bin", 96 * MIB, 361);
+    let key = unique("dl/memory");
+    s.put(&src, &key, "100MiB");
+    let dest = dir.path().join("out");
+    let time = Path::new("/usr/bin/time");
+    assert!(
+        time.exists(),
+        "/usr/bin/time (GNU time) measures the peak RSS"
+    );
+    let mut cmd = std::process::Command::new(time);
+    cmd.args(["-f", "peak-rss-kib %M", env!("CARGO_BIN_EXE_tally")]);
+    s.apply_env(&mut cmd);
+    cmd.args(download_args(&s.url(&key), &dest, &[]));
+    let out = run_bounded(&mut cmd, TALLY_BOUND, "time tally download");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(file_sha256(&dest), file_sha256(&src));
+    let err = stderr(&out);
+    let kib: u64 = err
+        .lines()
+        .find_map(|l| l.strip_prefix("peak-rss-kib "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no peak RSS in {err}"));
+    assert!(
+        kib < 64 * 1024,
+        "peak RSS {} MiB for a 96 MiB part: a part is never held whole",
+        kib / 1024
+    );
+    eprintln!(
+        "peak RSS {} MiB for a 96 MiB single-part download",
+        kib / 1024
+    );
+}
+
+/// The JSON lines of a tree command: one per object, then `{"summary": ...}`.
+fn tree_lines(out: &std::process::Output) -> (Vec<serde_json::Value>, serde_json::Value) {
+    let mut lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON lines"))
+        .collect();
+    let summary = lines.pop().expect("a summary")["summary"].clone();
+    (lines, summary)
+}
+
+#[test]
+fn a_prefix_downloads_into_a_folder_refusing_keys_that_would_leave_it() {
+    let s = garage();
+    let dir = s.temp_dir();
+    let pfx = unique("dl/tree");
+    let a = random_file(dir.path(), "a.bin", 2 * 5 * MIB + 99, 371);
+    let b = random_file(dir.path(), "b.bin", 70_000, 372);
+    let c = random_file(dir.path(), "c.bin", 9 * MIB, 373);
+    s.put(&a, &format!("{pfx}/a.bin"), "5MiB");
+    s.put(&b, &format!("{pfx}/sub/b.bin"), "5MiB");
+    s.aws([
+        "s3",
+        "cp",
+        "--quiet",
+        c.to_str().unwrap(),
+        &s.url(&format!("{pfx}/sub/deeper/c.bin")),
+    ]);
+    // A folder marker, and keys that would leave the folder.
+    let put = |key: &str| {
+        s.put(&b, key, "5MiB");
+    };
+    s.aws([
+        "s3api",
+        "put-object",
+        "--bucket",
+        &s.bucket,
+        "--key",
+        &format!("{pfx}/empty-folder/"),
+    ]);
+    for bad in ["../escape.bin", "x//double.bin", "C:/drive.bin"] {
+        put(&format!("{pfx}/{bad}"));
+    }
+    let listed = s.aws([
+        "s3api",
+        "list-objects-v2",
+        "--bucket",
+        &s.bucket,
+        "--prefix",
+        &format!("{pfx}/"),
+    ]);
+    let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    assert_eq!(
+        listed["Contents"].as_array().unwrap().len(),
+        7,
+        "the server keeps every key as given: {listed}"
+    );
+    let outer = dir.path().join("outer");
+    let into = outer.join("into");
+    std::fs::create_dir_all(&into).unwrap();
+    let url = s.url(&format!("{pfx}/"));
+    let out = s.tally(["download", &url, into.to_str().unwrap(), "--json"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let (lines, summary) = tree_lines(&out);
+    assert_eq!(lines.len(), 7, "one line per object");
+    assert_eq!(summary["downloaded"], 3);
+    assert_eq!(summary["failed"], 3);
+    assert_eq!(summary["ignored"], 1, "the folder marker");
+    for bad in ["../escape.bin", "x//double.bin", "C:/drive.bin"] {
+        let l = lines
+            .iter()
+            .find(|l| l["rel"] == bad)
+            .unwrap_or_else(|| panic!("a line for {bad}"));
+        assert_eq!(l["action"], "failed");
+        assert!(
+            l["reason"].as_str().unwrap().contains("unsafe local path"),
+            "{l}"
+        );
+    }
+    let err = stderr(&out);
+    assert_eq!(
+        err.lines()
+            .filter(|l| l.starts_with("tally: FAILED"))
+            .count(),
+        3,
+        "{err}"
+    );
+    for (rel, src) in [("a.bin", &a), ("sub/b.bin", &b), ("sub/deeper/c.bin", &c)] {
+        assert_eq!(file_sha256(&into.join(rel)), file_sha256(src), "{rel}");
+        let l = lines.iter().find(|l| l["rel"] == rel).unwrap();
+        assert!(
+            l["reason"].as_str().unwrap().starts_with("checked: "),
+            "{l}"
+        );
+    }
+    assert_eq!(
+        listing(&outer),
+        ["into"],
+        "nothing written beside the folder"
+    );
+    assert_eq!(listing(&into), ["a.bin", "sub"]);
+    assert_eq!(listing(&into.join("sub")), ["b.bin", "deeper"]);
+    // Again: every file already there is proven identical and skipped.
+    let out = s.tally(["download", &url, into.to_str().unwrap(), "--json"]);
+    let (_, summary) = tree_lines(&out);
+    assert_eq!(summary["skipped"], 3, "{summary}");
+    assert_eq!(summary["downloaded"], 0);
 }

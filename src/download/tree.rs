@@ -1,0 +1,315 @@
+//! `tally download s3://BUCKET/PREFIX/ DIR/`: every object under the prefix (ListObjectsV2) to
+//! DIR + the rest of its key, each as `tally download` fetches one, many at a time under one
+//! engine, through the tree loop every tree command shares ([`crate::tree::run`]).
+//!
+//! A key that would map outside DIR (a `..` or `.` segment, an absolute path, an empty segment, a
+//! backslash, a `C:`-style drive prefix) is not downloaded: it is reported on its own line and the
+//! run ends with exit 2. Folders are created one level at a time, never through a symbolic link,
+//! so nothing is written outside DIR. Local files already proven identical are skipped.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::config::ObjectUrl;
+use crate::engine::Engine;
+use crate::error::{EXIT_ERROR, EXIT_OK, Error};
+use crate::exec::blocking;
+use crate::progress::{Progress, Silent};
+use crate::s3::{ObjectRead as _, S3Api};
+use crate::tree::report::{Action, FileLine, TreeReport, stops_everything};
+use crate::tree::{FileEntry, Found};
+
+use super::{DownloadOptions, download_with};
+
+/// Objects downloaded at once (their parts share the engine's request slots).
+pub const OBJECTS_IN_FLIGHT: usize = 16;
+
+/// Why `rel` (a key below the prefix) cannot name a file inside the destination folder.
+pub fn unsafe_because(rel: &str) -> Option<&'static str> {
+    if rel.is_empty() {
+        return Some("nothing is left of the key below the prefix");
+    }
+    if rel.starts_with('/') {
+        return Some("it is an absolute path");
+    }
+    if rel.contains('\\') {
+        return Some("it contains a backslash (a Windows path separator)");
+    }
+    if rel.contains('\0') {
+        return Some("it contains a NUL byte");
+    }
+    let first = rel.split('/').next().unwrap_or("");
+    if first.len() >= 2 && first.as_bytes()[1] == b':' && first.as_bytes()[0].is_ascii_alphabetic()
+    {
+        return Some("it starts with a Windows drive prefix");
+    }
+    for seg in rel.split('/') {
+        match seg {
+            "" => return Some("it has an empty path segment (//)"),
+            "." | ".." => return Some("it has a '.' or '..' segment"),
+            _ => {}
+        }
+    }
+    None
+}
+
+/// Creates the folders of `rel`'s parent under `root`, one level at a time, refusing anything in
+/// the way that is not a real folder (a file, a symbolic link). Blocking.
+fn make_folders(root: &Path, rel: &str) -> Result<PathBuf, String> {
+    let mut at = root.to_owned();
+    let segments: Vec<&str> = rel.split('/').collect();
+    for seg in &segments[..segments.len() - 1] {
+        at.push(seg);
+        match std::fs::symlink_metadata(&at) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => {
+                return Err(format!(
+                    "{} is in the way: not a folder (a file or a symbolic link)",
+                    at.display()
+                ));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => match std::fs::create_dir(&at) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    if !std::fs::symlink_metadata(&at).is_ok_and(|m| m.is_dir()) {
+                        return Err(format!("{} is in the way: not a folder", at.display()));
+                    }
+                }
+                Err(e) => return Err(format!("cannot create {}: {e}", at.display())),
+            },
+            Err(e) => return Err(format!("{}: {e}", at.display())),
+        }
+    }
+    let target = at.join(segments[segments.len() - 1]);
+    if std::fs::symlink_metadata(&target).is_ok_and(|m| m.file_type().is_symlink()) {
+        return Err(format!(
+            "{} is a symbolic link: tally does not write through it",
+            target.display()
+        ));
+    }
+    Ok(target)
+}
+
+/// Downloads every object under `prefix` (a key that is empty or ends in `/`) into `dir`,
+/// handing each outcome to `on_line` as it finishes.
+pub async fn download_tree<C: S3Api>(
+    s3: &C,
+    prefix: &ObjectUrl,
+    dir: &Path,
+    opts: &DownloadOptions,
+    progress: &dyn Progress,
+    cancel: &CancellationToken,
+    on_line: &(dyn Fn(&FileLine) + Send + Sync),
+) -> Result<TreeReport, Error> {
+    let started = Instant::now();
+    let d = dir.to_owned();
+    let root = blocking(move || {
+        if d.is_dir() {
+            Ok(d)
+        } else {
+            Err(Error::Destination {
+                why: if d.exists() {
+                    "is not a folder: a prefix is downloaded into a folder (DIR/)".into()
+                } else {
+                    "the destination folder does not exist: create it first".into()
+                },
+                path: d,
+            })
+        }
+    })
+    .await?;
+    let engine = super::engine(opts.concurrency);
+    let listed = engine
+        .limit(s3)
+        .list_objects(&prefix.bucket, &prefix.key)
+        .await
+        .map_err(Error::s3("ListObjectsV2", None, None))?;
+    let entries = futures::stream::iter(listed.into_iter().map(|o| {
+        let rel = o.key[prefix.key.len().min(o.key.len())..].to_owned();
+        Found::File(FileEntry {
+            path: root.join(&rel),
+            rel,
+            size: o.size,
+            mtime_ns: 0,
+            dev: 0,
+            ino: 0,
+        })
+    }));
+    let stop = cancel.child_token();
+    let mut report = TreeReport {
+        bucket: prefix.bucket.clone(),
+        prefix: prefix.key.clone(),
+        ..TreeReport::default()
+    };
+    let (engine, stop_ref, root_ref) = (&engine, &stop, &root);
+    let fatal = crate::tree::run::run(
+        entries,
+        OBJECTS_IN_FLIGHT,
+        &stop,
+        progress,
+        &mut report,
+        on_line,
+        |entry| one_object(engine, s3, prefix, root_ref, entry, opts, stop_ref),
+    )
+    .await;
+    report.seconds = started.elapsed().as_secs_f64();
+    report.mib_per_s =
+        report.downloaded_bytes as f64 / (1024.0 * 1024.0) / report.seconds.max(1e-9);
+    if let Some(e) = fatal {
+        return Err(e);
+    }
+    if cancel.is_cancelled() {
+        report.exit_code = report.exit_code.max(EXIT_ERROR);
+    }
+    Ok(report)
+}
+
+async fn one_object<C: S3Api>(
+    engine: &Engine,
+    s3: &C,
+    prefix: &ObjectUrl,
+    root: &Path,
+    entry: FileEntry,
+    opts: &DownloadOptions,
+    stop: &CancellationToken,
+) -> Result<FileLine, (FileLine, Error)> {
+    let obj = ObjectUrl {
+        bucket: prefix.bucket.clone(),
+        key: format!("{}{}", prefix.key, entry.rel),
+    };
+    let mut line = FileLine {
+        path: entry.path.display().to_string(),
+        rel: entry.rel.clone(),
+        key: Some(obj.key.clone()),
+        size: Some(entry.size),
+        action: Action::Failed,
+        reason: None,
+        checksum: None,
+        etag: None,
+        version_id: None,
+        exit_code: EXIT_OK,
+    };
+    if entry.size == 0 && (entry.rel.is_empty() || entry.rel.ends_with('/')) {
+        line.action = Action::Ignored;
+        line.reason = Some("a folder marker (an empty object whose key ends in /)".into());
+        return Ok(line);
+    }
+    if let Some(why) = unsafe_because(&entry.rel) {
+        line.path = obj.key.clone();
+        line.reason = Some(format!(
+            "not downloaded: the key maps to an unsafe local path: {why}"
+        ));
+        line.exit_code = EXIT_ERROR;
+        return Ok(line);
+    }
+    let (r, rel) = (root.to_owned(), entry.rel.clone());
+    let target = match blocking(move || make_folders(&r, &rel)).await {
+        Ok(t) => t,
+        Err(why) => {
+            line.reason = Some(format!("not downloaded: {why}"));
+            line.exit_code = EXIT_ERROR;
+            return Ok(line);
+        }
+    };
+    let result = tokio::select! {
+        r = download_with(engine, s3, &obj, &target, opts, &Silent) => r,
+        () = stop.cancelled() => Err(Error::Interrupted),
+    };
+    match result {
+        Ok(r) => {
+            line.action = if r.already_present {
+                Action::Skipped
+            } else {
+                Action::Downloaded
+            };
+            line.reason = Some(if r.verified {
+                let checked: Vec<&str> = r.checked.iter().map(|p| p.text.as_str()).collect();
+                format!("checked: {}", checked.join("; "))
+            } else {
+                format!(
+                    "NOT verified: {}",
+                    r.not_verified
+                        .as_deref()
+                        .unwrap_or("nothing could be compared")
+                )
+            });
+            line.checksum = r.checksum.map(|c| c.remote);
+            line.etag = r.etag.map(|e| e.remote);
+        }
+        Err(e) => {
+            line.reason = Some(crate::redact::redact(&e.to_string()));
+            line.exit_code = e.exit_code();
+            if stops_everything(&e) {
+                return Err((line, e));
+            }
+        }
+    }
+    Ok(line)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_that_would_leave_the_folder_are_refused() {
+        for bad in [
+            "../x",
+            "a/../../x",
+            "/etc/passwd",
+            "a//b",
+            "./a",
+            "a/.",
+            "C:/Windows/x",
+            "c:x",
+            "a:b",
+            "a\\..\\b",
+            "",
+        ] {
+            assert!(unsafe_because(bad).is_some(), "{bad:?} must be refused");
+        }
+        for good in [
+            "a",
+            "a/b/c.mov",
+            "..a",
+            "a..",
+            ".hidden",
+            "C/x",
+            "ab:c",
+            "reel 1/A001.mov",
+        ] {
+            assert_eq!(unsafe_because(good), None, "{good:?} is fine");
+        }
+    }
+
+    #[test]
+    fn folders_are_made_inside_and_never_through_a_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        let outside = dir.path().join("outside");
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        assert_eq!(
+            make_folders(&root, "a/b/c.mov").unwrap(),
+            root.join("a/b/c.mov")
+        );
+        assert!(root.join("a/b").is_dir());
+        std::os::unix::fs::symlink(&outside, root.join("link")).unwrap();
+        let e = make_folders(&root, "link/x/y").unwrap_err();
+        assert!(e.contains("in the way"), "{e}");
+        assert!(
+            std::fs::read_dir(&outside).unwrap().next().is_none(),
+            "nothing outside"
+        );
+        std::fs::write(root.join("file"), b"").unwrap();
+        assert!(make_folders(&root, "file/x").is_err());
+        std::os::unix::fs::symlink(outside.join("t"), root.join("t")).unwrap();
+        assert!(
+            make_folders(&root, "t")
+                .unwrap_err()
+                .contains("symbolic link")
+        );
+    }
+}
