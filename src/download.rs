@@ -204,7 +204,13 @@ pub async fn download_with<C: S3Api>(
         let i = line.number as usize - 1;
         hashes[i] = line.hash();
         if line.checked_alone {
-            alone[i] = plan.against(i, None);
+            // Checked against a part checksum known up front, else against the one its GET
+            // carried (recorded as the part's own checksum, which matched it).
+            alone[i] = plan.against(i, None).or_else(|| {
+                plan.alg
+                    .zip(line.checksum.clone())
+                    .map(|(a, v)| Against::ReplyChecksum(a, v))
+            });
         }
     }
     report.parts_resumed = hashes.iter().filter(|h| h.is_some()).count() as u32;
