@@ -297,12 +297,13 @@ impl<C: ObjectRead> ObjectRead for Limited<'_, C> {
         self.engine.request(inner).await
     }
 
-    async fn list_objects(
+    async fn list_page(
         &self,
         bucket: &str,
         prefix: &str,
-    ) -> Result<Vec<crate::s3::ListedObject>, S3Error> {
-        let inner = self.inner.list_objects(bucket, prefix);
+        token: Option<&str>,
+    ) -> Result<crate::s3::ListPage, S3Error> {
+        let inner = self.inner.list_page(bucket, prefix, token);
         self.engine.request(inner).await
     }
 

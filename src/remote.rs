@@ -7,9 +7,11 @@
 //!   to the ETag (verify `--download`, `tally md5`, download);
 //! - [`md5`]: `tally md5` (the ETag shortcut, or the object read and hashed) and `--read-back`;
 //! - [`md5_state`]: the saved hasher state as a value ([`md5_state::SavedState`]) and its file;
-//! - [`tags`]: the MD5 stored as a tag, merged with the object's tags.
+//! - [`tags`]: the MD5 stored as a tag, merged with the object's tags;
+//! - [`listing`]: the objects under a prefix as a stream, one page held at a time.
 
 pub mod facts;
+pub mod listing;
 pub mod md5;
 pub mod md5_state;
 pub mod ranged;

@@ -189,6 +189,16 @@ pub struct ListedObject {
     pub size: u64,
 }
 
+/// One page of a listing (ListObjectsV2): its objects in key order, and the token of the next
+/// page, `None` after the last.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ListPage {
+    /// The objects of this page.
+    pub objects: Vec<ListedObject>,
+    /// The continuation token of the next page.
+    pub next: Option<String>,
+}
+
 /// Reading objects: HEAD, GetObjectAttributes and ranged GETs.
 pub trait ObjectRead: Send + Sync {
     /// GetObjectAttributes with every page of parts; `Ok(None)` when the server does not
@@ -214,14 +224,16 @@ pub trait ObjectRead: Send + Sync {
         if_match: Option<&ETag>,
     ) -> impl Future<Output = Result<Bytes, S3Error>> + Send;
 
-    /// ListObjectsV2 of `bucket` under `prefix`, every page, in key order. The default answers
-    /// NotImplemented (test doubles that do not list).
-    fn list_objects(
+    /// One page of ListObjectsV2 of `bucket` under `prefix` (the first with `token` None), in key
+    /// order; read a whole listing as a stream with [`crate::remote::listing`].
+    /// The default answers NotImplemented (test doubles that do not list).
+    fn list_page(
         &self,
         bucket: &str,
         prefix: &str,
-    ) -> impl Future<Output = Result<Vec<ListedObject>, S3Error>> + Send {
-        let _ = (bucket, prefix);
+        token: Option<&str>,
+    ) -> impl Future<Output = Result<ListPage, S3Error>> + Send {
+        let _ = (bucket, prefix, token);
         async {
             Err(S3Error::from_response(
                 Some("NotImplemented"),

@@ -122,20 +122,40 @@ pub enum Sent {
     },
 }
 
+/// What a listing of the destination said about a key, before a file is uploaded to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Listed {
+    /// No listing (none made, or not allowed): ask the object itself.
+    #[default]
+    Unknown,
+    /// The listing has no object at the key.
+    Absent,
+    /// The listing has an object of this size at the key.
+    Size(u64),
+}
+
 /// Uploads one file of a tree, unless the object at its key is already proven to be the file
 /// (see [`crate::verify::prove`]: one HEAD and a local hash in the common case). An interrupted
-/// upload of the file (a kept manifest) is resumed, never bypassed.
+/// upload of the file (a kept manifest) is resumed, never bypassed. `listed` spares the HEAD where
+/// a listing already says there is no object, or one of another size.
 pub async fn upload_or_skip<C: S3Api>(
     engine: &Engine,
     s3: &C,
     cfg: &UploadConfig,
     progress: &dyn Progress,
     cancel: &CancellationToken,
+    listed: Listed,
 ) -> Result<Sent, Error> {
     let s3 = engine.limit(s3);
     let run = Run::open(&s3, engine, cfg, progress, cancel).await?;
     let why = if run.kept_manifest().await {
         "an interrupted upload of it was resumed".to_owned()
+    } else if listed == Listed::Absent {
+        "new".to_owned()
+    } else if let Listed::Size(n) = listed
+        && n != run.src.len()
+    {
+        format!("the object has {n} bytes, the file {}", run.src.len())
     } else {
         let proof = tokio::select! {
             p = crate::verify::prove(run.s3, &run.src, &cfg.target, cfg.part_size) => p?,
@@ -340,7 +360,7 @@ mod tests {
                 let fake = FakeS3::default();
                 let engine = Engine::new(Limits::for_parts(4, cfg.part_size));
                 let cancel = CancellationToken::new();
-                let go = || upload_or_skip(&engine, &fake, &cfg, &Silent, &cancel);
+                let go = || upload_or_skip(&engine, &fake, &cfg, &Silent, &cancel, Listed::Unknown);
                 let first = go().await.unwrap();
                 assert!(
                     matches!(&first, Sent::Uploaded { why, .. } if why == "new"),

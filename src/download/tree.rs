@@ -10,6 +10,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use futures::TryStreamExt as _;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::ObjectUrl;
@@ -17,7 +18,7 @@ use crate::engine::Engine;
 use crate::error::{EXIT_ERROR, EXIT_OK, Error};
 use crate::exec::blocking;
 use crate::progress::{Progress, Silent};
-use crate::s3::{ObjectRead as _, S3Api};
+use crate::s3::S3Api;
 use crate::tree::report::{Action, FileLine, TreeReport, stops_everything};
 use crate::tree::{FileEntry, Found};
 
@@ -121,22 +122,21 @@ pub async fn download_tree<C: S3Api>(
     })
     .await?;
     let engine = super::engine(opts.concurrency);
-    let listed = engine
-        .limit(s3)
-        .list_objects(&prefix.bucket, &prefix.key)
-        .await
-        .map_err(Error::s3("ListObjectsV2", None, None))?;
-    let entries = futures::stream::iter(listed.into_iter().map(|o| {
-        let rel = o.key[prefix.key.len().min(o.key.len())..].to_owned();
-        Found::File(FileEntry {
-            path: root.join(&rel),
-            rel,
-            size: o.size,
-            mtime_ns: 0,
-            dev: 0,
-            ino: 0,
-        })
-    }));
+    let limited = engine.limit(s3);
+    // One page of the listing at a time: a prefix of millions of objects is never held whole.
+    let entries = Box::pin(
+        crate::remote::listing::objects(&limited, &prefix.bucket, &prefix.key).map_ok(|o| {
+            let rel = o.key[prefix.key.len().min(o.key.len())..].to_owned();
+            Found::File(FileEntry {
+                path: root.join(&rel),
+                rel,
+                size: o.size,
+                mtime_ns: 0,
+                dev: 0,
+                ino: 0,
+            })
+        }),
+    );
     let stop = cancel.child_token();
     let mut report = TreeReport {
         bucket: prefix.bucket.clone(),

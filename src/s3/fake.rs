@@ -679,24 +679,36 @@ impl ObjectRead for FakeS3 {
         ))
     }
 
-    async fn list_objects(
+    async fn list_page(
         &self,
         _bucket: &str,
         prefix: &str,
-    ) -> Result<Vec<super::ListedObject>, S3Error> {
+        token: Option<&str>,
+    ) -> Result<super::ListPage, S3Error> {
         let _in_flight = self.request().await;
         let s = self.state.lock().unwrap();
-        let mut v: Vec<super::ListedObject> = s
+        let page = s.page_size.unwrap_or(1000).max(1);
+        // The token is the last key of the page before (the fake's own format).
+        let mut keys: Vec<(&String, u64)> = s
             .objects
             .iter()
-            .filter(|(k, _)| k.starts_with(prefix))
-            .map(|(k, (d, _, _))| super::ListedObject {
+            .filter(|(k, _)| k.starts_with(prefix) && token.is_none_or(|t| k.as_str() > t))
+            .map(|(k, (d, _, _))| (k, d.len() as u64))
+            .collect();
+        keys.sort();
+        let more = keys.len() > page;
+        keys.truncate(page);
+        let objects: Vec<super::ListedObject> = keys
+            .into_iter()
+            .map(|(k, size)| super::ListedObject {
                 key: k.clone(),
-                size: d.len() as u64,
+                size,
             })
             .collect();
-        v.sort_by(|a, b| a.key.cmp(&b.key));
-        Ok(v)
+        let next = more
+            .then(|| objects.last().map(|o| o.key.clone()))
+            .flatten();
+        Ok(super::ListPage { objects, next })
     }
 
     /// The range in pieces of [`FakeS3::STREAM_PIECE`] bytes; the object's checksum comes with a

@@ -686,36 +686,34 @@ impl ObjectRead for SdkS3 {
         }
     }
 
-    async fn list_objects(
+    async fn list_page(
         &self,
         bucket: &str,
         prefix: &str,
-    ) -> Result<Vec<super::ListedObject>, S3Error> {
-        let client = &self.client;
-        let pages = paginate(|token: Option<String>| async move {
-            let page = client
-                .list_objects_v2()
-                .bucket(bucket)
-                .prefix(prefix)
-                .set_continuation_token(token)
-                .send()
-                .await
-                .map_err(|e| s3_error(e, &self.display))?;
-            let listed: Vec<super::ListedObject> = page
+        token: Option<&str>,
+    ) -> Result<super::ListPage, S3Error> {
+        let page = self
+            .client
+            .list_objects_v2()
+            .bucket(bucket)
+            .prefix(prefix)
+            .set_continuation_token(token.map(str::to_owned))
+            .send()
+            .await
+            .map_err(|e| s3_error(e, &self.display))?;
+        Ok(super::ListPage {
+            objects: page
                 .contents()
                 .iter()
                 .map(|o| super::ListedObject {
                     key: o.key().unwrap_or_default().to_owned(),
                     size: o.size().unwrap_or_default().max(0) as u64,
                 })
-                .collect();
-            let next = (page.is_truncated() == Some(true))
+                .collect(),
+            next: (page.is_truncated() == Some(true))
                 .then(|| page.next_continuation_token().map(str::to_owned))
-                .flatten();
-            Ok((listed, next))
+                .flatten(),
         })
-        .await?;
-        Ok(pages.into_iter().flatten().collect())
     }
 
     async fn get_stream(

@@ -208,12 +208,13 @@ impl<C: ObjectRead> ObjectRead for Tamper<C> {
         self.inner.get_range(obj, range, if_match).await
     }
 
-    async fn list_objects(
+    async fn list_page(
         &self,
         bucket: &str,
         prefix: &str,
-    ) -> Result<Vec<super::ListedObject>, S3Error> {
-        self.inner.list_objects(bucket, prefix).await
+        token: Option<&str>,
+    ) -> Result<super::ListPage, S3Error> {
+        self.inner.list_page(bucket, prefix, token).await
     }
 
     async fn get_stream(

@@ -6,7 +6,7 @@ use serde::Serialize;
 use crate::error::{EXIT_ERROR, EXIT_OK, Error, S3ErrorKind};
 
 /// What happened to one entry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum Action {
     /// Sent (or an interrupted upload of it finished), and checked.
@@ -16,6 +16,7 @@ pub enum Action {
     /// Already in S3, proven identical: nothing sent.
     Skipped,
     /// Not in S3 as it should be: the reason says why.
+    #[default]
     Failed,
     /// Not a file tally takes (a socket, a FIFO, a device, a symlink not followed, a loop).
     Ignored,
@@ -41,7 +42,7 @@ impl Action {
 }
 
 /// One entry's outcome: a JSON line with `--json`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Default)]
 pub struct FileLine {
     /// The local path.
     pub path: String,

@@ -13,10 +13,10 @@ use crate::tree::report::{Action, FileLine, InOrder, TreeReport, skipped_entry};
 use crate::tree::{FileEntry, Found};
 
 /// Runs `per_file` on every file of `walk` (a directory's [`crate::tree::Walk`], or a download's
-/// listing), `concurrency` at a time, into `report`. Returns the
+/// listing, whose error stops the run), `concurrency` at a time, into `report`. Returns the
 /// error that stopped the run, if one did (after cancelling `stop` and draining what was in flight).
 pub async fn run<F, Fut>(
-    walk: impl futures::Stream<Item = Found> + Unpin,
+    walk: impl futures::Stream<Item = Result<Found, Error>> + Unpin,
     concurrency: usize,
     stop: &CancellationToken,
     progress: &dyn Progress,
@@ -31,14 +31,14 @@ where
     let per_file = &per_file;
     let mut outcomes = walk
         .inspect(|found| {
-            if let Found::File(entry) = found {
+            if let Ok(Found::File(entry)) = found {
                 progress.found(entry.size);
             }
         })
         .enumerate()
         .map(|(index, found)| async move {
             let line = match found {
-                Found::File(entry) => {
+                Ok(Found::File(entry)) => {
                     let size = entry.size;
                     let line = per_file(entry).await;
                     let nothing_sent = line
@@ -47,7 +47,9 @@ where
                     progress.file_done(size, nothing_sent);
                     line
                 }
-                Found::Skipped(skip) => Ok(skipped_entry(&skip)),
+                Ok(Found::Skipped(skip)) => Ok(skipped_entry(&skip)),
+                // The entries themselves could not be read (a listing failed): the run stops.
+                Err(e) => Err((FileLine::default(), e)),
             };
             (index as u64, line)
         })

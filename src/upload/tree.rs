@@ -24,10 +24,12 @@ use crate::exec::blocking;
 use crate::progress::Progress;
 use crate::s3::{ObjectRead as _, S3Api};
 use crate::tree::report::{Action, FileLine, TreeReport, stops_everything};
-use crate::tree::{FileEntry, WalkOptions};
+use crate::tree::{FileEntry, Found, WalkOptions};
+
+use futures::StreamExt as _;
 
 use self::record::{Proven, Record};
-use super::{Sent, upload_or_skip};
+use super::{Listed, Sent, upload_or_skip};
 
 /// A checked tree upload.
 #[derive(Debug, Clone)]
@@ -83,15 +85,54 @@ pub async fn upload_tree<C: S3Api>(
         prefix: cfg.prefix.key.clone(),
         ..TreeReport::default()
     };
-    let (engine, rec, stop_ref) = (&engine, &*record, &stop);
+    // The destination's listing, merged with the walk (both in key order): a file with no object,
+    // or one of another size, is sent without asking the object first.
+    let limited = engine.limit(s3);
+    let listing = crate::remote::listing::objects(&limited, &cfg.prefix.bucket, &cfg.prefix.key);
+    let lister = Lister {
+        cursor: tokio::sync::Mutex::new(Some(crate::remote::listing::Cursor::new(Box::pin(
+            listing,
+        )))),
+        known: std::sync::Mutex::new(std::collections::HashMap::new()),
+    };
+    let lister = &lister;
+    let walk = walk.then(move |found| async move {
+        if let Found::File(entry) = &found {
+            let key = format!("{}{}", cfg.prefix.key, entry.rel);
+            let listed = lister.find(&key).await;
+            lister
+                .known
+                .lock()
+                .expect("lock")
+                .insert(entry.rel.clone(), listed);
+        }
+        Ok(found)
+    });
+    let ctx = Ctx {
+        engine: &engine,
+        s3,
+        cfg,
+        record: &record,
+        progress,
+        stop: &stop,
+    };
+    let ctx = &ctx;
     let fatal = crate::tree::run::run(
-        walk,
+        Box::pin(walk),
         cfg.base.concurrency,
         &stop,
         progress,
         &mut report,
         on_line,
-        |entry| one_file(engine, s3, cfg, entry, rec, progress, stop_ref),
+        |entry| {
+            let listed = lister
+                .known
+                .lock()
+                .expect("lock")
+                .remove(&entry.rel)
+                .unwrap_or_default();
+            ctx.one_file(entry, listed)
+        },
     )
     .await;
     if let Ok(record) = std::sync::Arc::try_unwrap(record) {
@@ -111,93 +152,140 @@ pub async fn upload_tree<C: S3Api>(
     Ok(report)
 }
 
-/// One file: skipped on the record's word (`--trust-manifest`, object unchanged), else
-/// [`upload_or_skip`]. `Err` carries an error that stops the whole run.
-async fn one_file<C: S3Api>(
-    engine: &Engine,
-    s3: &C,
-    cfg: &TreeConfig,
-    entry: FileEntry,
-    record: &Record,
-    progress: &dyn Progress,
-    stop: &CancellationToken,
-) -> Result<FileLine, (FileLine, Error)> {
-    let target = ObjectUrl {
-        bucket: cfg.prefix.bucket.clone(),
-        key: format!("{}{}", cfg.prefix.key, entry.rel),
-    };
-    let mut line = FileLine {
-        path: entry.path.display().to_string(),
-        rel: entry.rel.clone(),
-        key: Some(target.key.clone()),
-        size: Some(entry.size),
-        action: Action::Failed,
-        reason: None,
-        checksum: None,
-        etag: None,
-        version_id: None,
-        exit_code: EXIT_OK,
-    };
-    let mut proven = Proven {
-        rel: entry.rel.clone(),
-        size: entry.size,
-        mtime_ns: entry.mtime_ns,
-        dev: entry.dev,
-        ino: entry.ino,
-        etag: None,
-        version_id: None,
-        checksum: None,
-    };
-    if let Some(known) = record.lookup(&entry.rel).filter(|k| k.same_file(&proven))
-        && let Some(why) = still_there(engine, s3, &target, known).await
-    {
-        line.action = Action::Skipped;
-        line.reason = Some(why);
-        line.checksum = known.checksum.clone();
-        line.etag = known.etag.clone();
-        line.version_id = known.version_id.clone();
-        record.add(known);
-        return Ok(line);
-    }
-    let mut fcfg = cfg.base.clone();
-    fcfg.source = entry.path.clone();
-    fcfg.target = target;
-    let file_progress = FileProgress(progress);
-    match upload_or_skip(engine, s3, &fcfg, &file_progress, stop).await {
-        Ok(Sent::Skipped { facts, proof }) => {
-            line.action = Action::Skipped;
-            line.reason = Some(format!("proven identical: {proof}"));
-            line.checksum = facts
-                .checksum
-                .as_ref()
-                .map(|c| format!("{} {}", c.algorithm, c.value));
-            line.etag = facts.etag.as_ref().map(|e| e.as_str().to_owned());
-            line.version_id = facts.version_id.clone();
-        }
-        Ok(Sent::Uploaded { report, why }) => {
-            line.action = Action::Uploaded;
-            line.reason = Some(why);
-            line.checksum = Some(format!(
-                "{} {}",
-                report.checksum.algorithm, report.checksum.value
-            ));
-            line.etag = report.stored_etag.clone();
-            line.version_id = report.version_id.clone();
-        }
-        Err(e) => {
-            line.reason = Some(crate::redact::redact(&e.to_string()));
-            line.exit_code = e.exit_code();
-            if stops_everything(&e) {
-                return Err((line, e));
+/// The destination's listing, asked in walk order; what it said about each file waits here until
+/// the file's turn (at most the files in progress).
+struct Lister<S> {
+    /// `None` once the listing failed or was refused: every file then asks its object.
+    cursor: tokio::sync::Mutex<Option<crate::remote::listing::Cursor<S>>>,
+    known: std::sync::Mutex<std::collections::HashMap<String, Listed>>,
+}
+
+impl<S> Lister<S>
+where
+    S: futures::Stream<Item = Result<crate::s3::ListedObject, Error>> + Unpin,
+{
+    async fn find(&self, key: &str) -> Listed {
+        let mut cursor = self.cursor.lock().await;
+        let Some(c) = cursor.as_mut() else {
+            return Listed::Unknown;
+        };
+        match c.find(key).await {
+            Ok(Some(o)) => Listed::Size(o.size),
+            Ok(None) => Listed::Absent,
+            Err(e) => {
+                // Not allowed to list (a policy with PutObject but no ListBucket), or the server
+                // cannot: each file asks its own object instead.
+                tracing::info!("listing the destination failed ({e}); each file asks its object");
+                *cursor = None;
+                Listed::Unknown
             }
+        }
+    }
+}
+
+/// What every file of one tree upload shares.
+struct Ctx<'a, C> {
+    engine: &'a Engine,
+    s3: &'a C,
+    cfg: &'a TreeConfig,
+    record: &'a Record,
+    progress: &'a dyn Progress,
+    stop: &'a CancellationToken,
+}
+
+impl<C: S3Api> Ctx<'_, C> {
+    /// One file: skipped on the record's word (`--trust-manifest`, object unchanged), else
+    /// [`upload_or_skip`]. `Err` carries an error that stops the whole run.
+    async fn one_file(
+        &self,
+        entry: FileEntry,
+        listed: Listed,
+    ) -> Result<FileLine, (FileLine, Error)> {
+        let Ctx {
+            engine,
+            s3,
+            cfg,
+            record,
+            progress,
+            stop,
+        } = *self;
+        let target = ObjectUrl {
+            bucket: cfg.prefix.bucket.clone(),
+            key: format!("{}{}", cfg.prefix.key, entry.rel),
+        };
+        let mut line = FileLine {
+            path: entry.path.display().to_string(),
+            rel: entry.rel.clone(),
+            key: Some(target.key.clone()),
+            size: Some(entry.size),
+            action: Action::Failed,
+            reason: None,
+            checksum: None,
+            etag: None,
+            version_id: None,
+            exit_code: EXIT_OK,
+        };
+        let mut proven = Proven {
+            rel: entry.rel.clone(),
+            size: entry.size,
+            mtime_ns: entry.mtime_ns,
+            dev: entry.dev,
+            ino: entry.ino,
+            etag: None,
+            version_id: None,
+            checksum: None,
+        };
+        if let Some(known) = record.lookup(&entry.rel).filter(|k| k.same_file(&proven))
+            && let Some(why) = still_there(engine, s3, &target, known).await
+        {
+            line.action = Action::Skipped;
+            line.reason = Some(why);
+            line.checksum = known.checksum.clone();
+            line.etag = known.etag.clone();
+            line.version_id = known.version_id.clone();
+            record.add(known);
             return Ok(line);
         }
+        let mut fcfg = cfg.base.clone();
+        fcfg.source = entry.path.clone();
+        fcfg.target = target;
+        let file_progress = FileProgress(progress);
+        match upload_or_skip(engine, s3, &fcfg, &file_progress, stop, listed).await {
+            Ok(Sent::Skipped { facts, proof }) => {
+                line.action = Action::Skipped;
+                line.reason = Some(format!("proven identical: {proof}"));
+                line.checksum = facts
+                    .checksum
+                    .as_ref()
+                    .map(|c| format!("{} {}", c.algorithm, c.value));
+                line.etag = facts.etag.as_ref().map(|e| e.as_str().to_owned());
+                line.version_id = facts.version_id.clone();
+            }
+            Ok(Sent::Uploaded { report, why }) => {
+                line.action = Action::Uploaded;
+                line.reason = Some(why);
+                line.checksum = Some(format!(
+                    "{} {}",
+                    report.checksum.algorithm, report.checksum.value
+                ));
+                line.etag = report.stored_etag.clone();
+                line.version_id = report.version_id.clone();
+            }
+            Err(e) => {
+                line.reason = Some(crate::redact::redact(&e.to_string()));
+                line.exit_code = e.exit_code();
+                if stops_everything(&e) {
+                    return Err((line, e));
+                }
+                return Ok(line);
+            }
+        }
+        proven.etag = line.etag.clone();
+        proven.version_id = line.version_id.clone();
+        proven.checksum = line.checksum.clone();
+        record.add(&proven);
+        Ok(line)
     }
-    proven.etag = line.etag.clone();
-    proven.version_id = line.version_id.clone();
-    proven.checksum = line.checksum.clone();
-    record.add(&proven);
-    Ok(line)
 }
 
 /// With `--trust-manifest`: whether the object the record proved is still there, unchanged (one
@@ -232,5 +320,49 @@ impl Progress for FileProgress<'_> {
     fn finish(&self) {}
     fn note(&self, msg: &str) {
         tracing::info!("{msg}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::s3::ListedObject;
+
+    fn lister(
+        items: Vec<Result<ListedObject, Error>>,
+    ) -> Lister<futures::stream::Iter<std::vec::IntoIter<Result<ListedObject, Error>>>> {
+        Lister {
+            cursor: tokio::sync::Mutex::new(Some(crate::remote::listing::Cursor::new(
+                futures::stream::iter(items),
+            ))),
+            known: std::sync::Mutex::new(std::collections::HashMap::new()),
+        }
+    }
+
+    fn obj(key: &str, size: u64) -> Result<ListedObject, Error> {
+        Ok(ListedObject {
+            key: key.into(),
+            size,
+        })
+    }
+
+    #[tokio::test]
+    async fn the_listing_answers_in_walk_order_and_a_refused_listing_falls_back_to_asking() {
+        let l = lister(vec![obj("p/a", 1), obj("p/c", 3)]);
+        assert_eq!(l.find("p/a").await, Listed::Size(1));
+        assert_eq!(l.find("p/b").await, Listed::Absent);
+        assert_eq!(l.find("p/c").await, Listed::Size(3));
+        assert_eq!(l.find("p/d").await, Listed::Absent);
+        // A listing that fails (AccessDenied: PutObject allowed, ListBucket not) says nothing,
+        // for this key and every later one: each file then asks its object.
+        let denied = Error::s3("ListObjectsV2", None, None)(crate::error::S3Error::from_response(
+            Some("AccessDenied"),
+            Some(403),
+            "denied".into(),
+        ));
+        let l = lister(vec![obj("p/a", 1), Err(denied), obj("p/z", 1)]);
+        assert_eq!(l.find("p/a").await, Listed::Size(1));
+        assert_eq!(l.find("p/b").await, Listed::Unknown);
+        assert_eq!(l.find("p/z").await, Listed::Unknown);
     }
 }

@@ -66,7 +66,7 @@ pub async fn verify_tree<C: S3Api>(
     };
     let (limited, stop_ref) = (&limited, &stop);
     let fatal = crate::tree::run::run(
-        walk,
+        futures::StreamExt::map(walk, Ok),
         FILES_IN_FLIGHT,
         &stop,
         progress,

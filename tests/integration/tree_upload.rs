@@ -162,10 +162,25 @@ fn a_tree_round_trips_and_a_second_run_sends_nothing_but_a_same_size_edit() {
         let prefix = unique(&format!("tree/{name}")) + "/";
         let url = s.url(&prefix);
 
-        let out = s.tally(upload_args(&root, &url, &[]));
+        let proxy = Proxy::start(&s.endpoint, Plan::default());
+        let out = s.tally(via(&proxy, upload_args(&root, &url, &[])));
         assert_eq!(out.status.code(), Some(0), "{name}: {}", stderr(&out));
         let (files, summary) = lines(&out);
         assert_eq!(files.len(), want.len(), "{name}: one line per file");
+        // The listing says the prefix is empty: no file asks its object before it is sent; the
+        // one HEAD per file is the read-back after it was stored.
+        let heads = proxy
+            .stats
+            .events()
+            .iter()
+            .filter(|e| e.op == Op::Head)
+            .count();
+        assert_eq!(
+            heads,
+            want.len(),
+            "{name}: one HEAD per file, after its upload"
+        );
+        drop(proxy);
         for (rel, l) in &files {
             assert_eq!(l["action"], "uploaded", "{name}: {rel}: {l}");
             assert_eq!(l["key"], format!("{prefix}{rel}"), "{name}: {rel}");
