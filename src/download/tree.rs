@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::ObjectUrl;
 use crate::engine::Engine;
-use crate::error::{EXIT_ERROR, EXIT_OK, Error};
+use crate::error::{EXIT_ERROR, Error};
 use crate::exec::blocking;
 use crate::progress::{Progress, Silent};
 use crate::s3::S3Api;
@@ -138,11 +138,7 @@ pub async fn download_tree<C: S3Api>(
         }),
     );
     let stop = cancel.child_token();
-    let mut report = TreeReport {
-        bucket: prefix.bucket.clone(),
-        prefix: prefix.key.clone(),
-        ..TreeReport::default()
-    };
+    let mut report = TreeReport::new(prefix);
     let (engine, stop_ref, root_ref) = (&engine, &stop, &root);
     let fatal = crate::tree::run::run(
         entries,
@@ -154,16 +150,8 @@ pub async fn download_tree<C: S3Api>(
         |entry| one_object(engine, s3, prefix, root_ref, entry, opts, stop_ref),
     )
     .await;
-    report.seconds = started.elapsed().as_secs_f64();
-    report.mib_per_s =
-        report.downloaded_bytes as f64 / (1024.0 * 1024.0) / report.seconds.max(1e-9);
-    if let Some(e) = fatal {
-        return Err(e);
-    }
-    if cancel.is_cancelled() {
-        report.exit_code = report.exit_code.max(EXIT_ERROR);
-    }
-    Ok(report)
+    let bytes = report.downloaded_bytes;
+    report.end(started, bytes, fatal, cancel)
 }
 
 async fn one_object<C: S3Api>(
@@ -179,18 +167,7 @@ async fn one_object<C: S3Api>(
         bucket: prefix.bucket.clone(),
         key: format!("{}{}", prefix.key, entry.rel),
     };
-    let mut line = FileLine {
-        path: entry.path.display().to_string(),
-        rel: entry.rel.clone(),
-        key: Some(obj.key.clone()),
-        size: Some(entry.size),
-        action: Action::Failed,
-        reason: None,
-        checksum: None,
-        etag: None,
-        version_id: None,
-        exit_code: EXIT_OK,
-    };
+    let mut line = FileLine::for_entry(&entry, &obj.key);
     if entry.size == 0 && (entry.rel.is_empty() || entry.rel.ends_with('/')) {
         line.action = Action::Ignored;
         line.reason = Some("a folder marker (an empty object whose key ends in /)".into());

@@ -189,7 +189,50 @@ impl InOrder {
     }
 }
 
+impl FileLine {
+    /// The line of `entry`, whose object is `key`, before anything happened to it (a failure until
+    /// the command says otherwise).
+    pub fn for_entry(entry: &crate::tree::FileEntry, key: &str) -> FileLine {
+        FileLine {
+            path: entry.path.display().to_string(),
+            rel: entry.rel.clone(),
+            key: Some(key.to_owned()),
+            size: Some(entry.size),
+            ..FileLine::default()
+        }
+    }
+}
+
 impl TreeReport {
+    /// An empty report for a tree under `prefix`.
+    pub fn new(prefix: &crate::config::ObjectUrl) -> TreeReport {
+        TreeReport {
+            bucket: prefix.bucket.clone(),
+            prefix: prefix.key.clone(),
+            ..TreeReport::default()
+        }
+    }
+
+    /// Ends the report of a run that started at `started` and moved `bytes`: the error that stopped
+    /// it, if any, else the report (exit 2 at least when Ctrl-C / SIGTERM stopped it).
+    pub fn end(
+        mut self,
+        started: std::time::Instant,
+        bytes: u64,
+        fatal: Option<Error>,
+        cancel: &tokio_util::sync::CancellationToken,
+    ) -> Result<TreeReport, Error> {
+        if let Some(e) = fatal {
+            return Err(e);
+        }
+        self.seconds = started.elapsed().as_secs_f64();
+        self.mib_per_s = bytes as f64 / (1024.0 * 1024.0) / self.seconds.max(1e-9);
+        if cancel.is_cancelled() {
+            self.exit_code = self.exit_code.max(EXIT_ERROR);
+        }
+        Ok(self)
+    }
+
     /// Counts `line`.
     pub fn add(&mut self, line: &FileLine) {
         let size = line.size.unwrap_or(0);

@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{ObjectUrl, UploadConfig};
 use crate::engine::{Engine, Limits};
-use crate::error::{EXIT_ERROR, EXIT_OK, Error};
+use crate::error::Error;
 use crate::exec::blocking;
 use crate::progress::Progress;
 use crate::s3::{ObjectRead as _, S3Api};
@@ -80,11 +80,7 @@ pub async fn upload_tree<C: S3Api>(
         blocking(move || crate::tree::walk(&root, opts)).await?
     };
     let stop = cancel.child_token();
-    let mut report = TreeReport {
-        bucket: cfg.prefix.bucket.clone(),
-        prefix: cfg.prefix.key.clone(),
-        ..TreeReport::default()
-    };
+    let mut report = TreeReport::new(&cfg.prefix);
     // The destination's listing, merged with the walk (both in key order): a file with no object,
     // or one of another size, is sent without asking the object first.
     let limited = engine.limit(s3);
@@ -141,15 +137,8 @@ pub async fn upload_tree<C: S3Api>(
             tracing::warn!("{e}");
         }
     }
-    report.seconds = started.elapsed().as_secs_f64();
-    report.mib_per_s = report.uploaded_bytes as f64 / (1024.0 * 1024.0) / report.seconds.max(1e-9);
-    if let Some(e) = fatal {
-        return Err(e);
-    }
-    if cancel.is_cancelled() {
-        report.exit_code = report.exit_code.max(EXIT_ERROR);
-    }
-    Ok(report)
+    let bytes = report.uploaded_bytes;
+    report.end(started, bytes, fatal, cancel)
 }
 
 /// The destination's listing, asked in walk order; what it said about each file waits here until
@@ -213,18 +202,7 @@ impl<C: S3Api> Ctx<'_, C> {
             bucket: cfg.prefix.bucket.clone(),
             key: format!("{}{}", cfg.prefix.key, entry.rel),
         };
-        let mut line = FileLine {
-            path: entry.path.display().to_string(),
-            rel: entry.rel.clone(),
-            key: Some(target.key.clone()),
-            size: Some(entry.size),
-            action: Action::Failed,
-            reason: None,
-            checksum: None,
-            etag: None,
-            version_id: None,
-            exit_code: EXIT_OK,
-        };
+        let mut line = FileLine::for_entry(&entry, &target.key);
         let mut proven = Proven {
             rel: entry.rel.clone(),
             size: entry.size,

@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::ObjectUrl;
 use crate::engine::{Engine, Limits};
-use crate::error::{EXIT_ERROR, EXIT_MISMATCH, EXIT_OK, Error, S3ErrorKind};
+use crate::error::{EXIT_ERROR, EXIT_MISMATCH, Error, S3ErrorKind};
 use crate::exec::blocking;
 use crate::progress::Progress;
 use crate::s3::S3Api;
@@ -59,11 +59,7 @@ pub async fn verify_tree<C: S3Api>(
     };
     let (prefix, opts) = (&cfg.prefix, &cfg.opts);
     let stop = cancel.child_token();
-    let mut report = TreeReport {
-        bucket: prefix.bucket.clone(),
-        prefix: prefix.key.clone(),
-        ..TreeReport::default()
-    };
+    let mut report = TreeReport::new(prefix);
     let (limited, stop_ref) = (&limited, &stop);
     let fatal = crate::tree::run::run(
         futures::StreamExt::map(walk, Ok),
@@ -75,15 +71,8 @@ pub async fn verify_tree<C: S3Api>(
         |entry| one_file(limited, prefix, entry, opts, stop_ref),
     )
     .await;
-    report.seconds = started.elapsed().as_secs_f64();
-    report.mib_per_s = report.bytes as f64 / (1024.0 * 1024.0) / report.seconds.max(1e-9);
-    if let Some(e) = fatal {
-        return Err(e);
-    }
-    if cancel.is_cancelled() {
-        report.exit_code = report.exit_code.max(EXIT_ERROR);
-    }
-    Ok(report)
+    let bytes = report.bytes;
+    report.end(started, bytes, fatal, cancel)
 }
 
 async fn one_file<C: S3Api>(
@@ -97,18 +86,7 @@ async fn one_file<C: S3Api>(
         bucket: prefix.bucket.clone(),
         key: format!("{}{}", prefix.key, entry.rel),
     };
-    let mut line = FileLine {
-        path: entry.path.display().to_string(),
-        rel: entry.rel.clone(),
-        key: Some(obj.key.clone()),
-        size: Some(entry.size),
-        action: Action::Failed,
-        reason: None,
-        checksum: None,
-        etag: None,
-        version_id: None,
-        exit_code: EXIT_OK,
-    };
+    let mut line = FileLine::for_entry(&entry, &obj.key);
     let result = tokio::select! {
         r = verify(s3, &entry.path, &obj, opts) => r,
         () = stop.cancelled() => Err(Error::Interrupted),
