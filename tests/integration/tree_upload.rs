@@ -163,10 +163,22 @@ fn a_tree_round_trips_and_a_second_run_sends_nothing_but_a_same_size_edit() {
         let url = s.url(&prefix);
 
         let proxy = Proxy::start(&s.endpoint, Plan::default());
-        let out = s.tally(via(&proxy, upload_args(&root, &url, &[])));
+        let out = s.tally(via(
+            &proxy,
+            upload_args(&root, &url, &["--metadata", "reel=A001"]),
+        ));
         assert_eq!(out.status.code(), Some(0), "{name}: {}", stderr(&out));
         let (files, summary) = lines(&out);
         assert_eq!(files.len(), want.len(), "{name}: one line per file");
+        // Object settings reach every file of the tree; the content type is guessed per file.
+        let head = s
+            .head(&format!("{prefix}reel1/shot_010.000003.dpx"))
+            .unwrap();
+        assert_eq!(head["Metadata"]["reel"], "A001", "{name}: {head}");
+        assert_eq!(head["ContentType"], "image/dpx", "{name}: {head}");
+        let head = s.head(&format!("{prefix}sound dir/täke 1.wav")).unwrap();
+        assert_eq!(head["Metadata"]["reel"], "A001", "{name}: {head}");
+        assert_eq!(head["ContentType"], "audio/wav", "{name}: {head}");
         // The listing says the prefix is empty: no file asks its object before it is sent; the
         // one HEAD per file is the read-back after it was stored.
         let heads = proxy
