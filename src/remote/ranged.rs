@@ -11,8 +11,13 @@
 //! Work that can run per range while the next ones download (comparing with the local file,
 //! hashing a part, writing a part of a download at its offset) goes in the reader itself with
 //! [`RangedReader::with`]: it runs inside the window, several ranges at once, and its result is
-//! what comes out in order. Work that must see the bytes in order (one MD5) takes them from the
-//! stream.
+//! what comes out in order.
+//!
+//! Work that must see the bytes in order (one MD5) uses [`StreamReader`] instead: it hands over
+//! each range's body as the transport delivers it (pieces of a few KiB to a few hundred KiB),
+//! never collected into a copy. The front range streams straight through; the ranges behind it
+//! download at the same time, their pieces kept (as they came, no copy) until the front one is
+//! done, and the window bounds those bytes.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -26,6 +31,7 @@ use futures::stream::{FuturesOrdered, Stream, StreamExt as _};
 
 use crate::config::ObjectUrl;
 use crate::error::{Changed, Error, S3Error, S3ErrorKind};
+use crate::retry::{Backoff, Policy};
 use crate::s3::{ETag, ObjectRead};
 
 /// Bytes per ranged GET when reading a whole object (each is held in memory until consumed).
@@ -45,6 +51,12 @@ impl Window {
     pub const DEFAULT: Window = Window {
         bytes: 16 * PIECE,
         requests: 16,
+    };
+    /// For a [`StreamReader`]: 4 GETs of [`PIECE`] bytes, 32 MiB. Bytes pass through as they
+    /// arrive, so the window is only what the ranges behind the front one download meanwhile.
+    pub const STREAM: Window = Window {
+        bytes: 4 * PIECE,
+        requests: 4,
     };
 }
 
@@ -226,6 +238,267 @@ impl<'a, T: Send + 'a> Stream for RangedReader<'a, T> {
     }
 }
 
+/// Bytes of an object handed over in order by a [`StreamReader`].
+#[derive(Debug, Clone)]
+pub struct Streamed {
+    /// The piece they belong to.
+    pub piece: Piece,
+    /// The next bytes of the piece, as the transport delivered them.
+    pub body: Bytes,
+    /// Whether these are the piece's last bytes.
+    pub last: bool,
+}
+
+/// Opens a streamed GET of a range of the object (pinned).
+type Open<'a> = std::sync::Arc<
+    dyn Fn(Range<u64>) -> BoxFuture<'a, Result<crate::s3::RangeBody, S3Error>> + Send + Sync + 'a,
+>;
+
+/// One piece being read: what arrived of it and is not yet handed over, in order.
+struct Slot<'a> {
+    bytes: futures::stream::BoxStream<'a, Result<Streamed, Error>>,
+    kept: VecDeque<Streamed>,
+    /// The piece's last bytes have arrived (they may still be in `kept`).
+    arrived: bool,
+}
+
+/// The ordered streaming reader (see the module docs): a [`Stream`] of [`Streamed`] bytes in the
+/// order of the pieces and of the bytes in each; it ends after the first error. At most
+/// `window.requests` GETs are open and at most `window.bytes` bytes are requested and not yet
+/// handed over (one piece larger than the window is still read, alone). Every GET carries
+/// `If-Match` with the ETag, as [`RangedReader`]'s do. A body that breaks off or ends short is
+/// read on from where it stopped (a GET of the rest of the piece), under [`Policy::RANGED_READ`];
+/// what was handed over is never sent twice.
+pub struct StreamReader<'a> {
+    pending: VecDeque<Piece>,
+    slots: VecDeque<Slot<'a>>,
+    held: u64,
+    window: Window,
+    open: Open<'a>,
+    obj: &'a ObjectUrl,
+    pin: &'a Pinned,
+    done: bool,
+}
+
+impl<'a> StreamReader<'a> {
+    /// Reads `pieces` of `obj`, pinned to `pin`, within `window`.
+    pub fn new<C: ObjectRead>(
+        s3: &'a C,
+        obj: &'a ObjectUrl,
+        pin: &'a Pinned,
+        pieces: Vec<Piece>,
+        window: Window,
+    ) -> Self {
+        let open: Open<'a> = std::sync::Arc::new(move |range: Range<u64>| {
+            Box::pin(s3.get_stream(obj, range, None, pin.etag.as_ref(), None))
+        });
+        StreamReader {
+            pending: pieces.into_iter().filter(|p| !p.is_empty()).collect(),
+            slots: VecDeque::new(),
+            held: 0,
+            window,
+            open,
+            obj,
+            pin,
+            done: false,
+        }
+    }
+
+    /// Bytes requested and not yet handed over.
+    pub fn held(&self) -> u64 {
+        self.held
+    }
+
+    /// Opens GETs while the window has room (always one, when none is open).
+    fn fill(&mut self) {
+        while let Some(next) = self.pending.front() {
+            let len = next.len();
+            let room = self.slots.is_empty()
+                || (self.slots.len() < self.window.requests
+                    && self.held + len <= self.window.bytes);
+            if !room {
+                break;
+            }
+            let piece = self.pending.pop_front().expect("a front exists");
+            self.slots.push_back(Slot {
+                bytes: piece_bytes(self.open.clone(), self.obj, self.pin, piece),
+                kept: VecDeque::new(),
+                arrived: false,
+            });
+            self.held += len;
+        }
+    }
+
+    /// Ends the stream with `e`.
+    fn fail(&mut self, e: Error) -> Poll<Option<Result<Streamed, Error>>> {
+        self.done = true;
+        self.pending.clear();
+        self.slots.clear();
+        self.held = 0;
+        Poll::Ready(Some(Err(e)))
+    }
+}
+
+impl Stream for StreamReader<'_> {
+    type Item = Result<Streamed, Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        if this.done {
+            return Poll::Ready(None);
+        }
+        this.fill();
+        // The pieces behind the front one download meanwhile: keep what arrives (bounded by the
+        // window, which counted their whole length when they were opened).
+        let mut failed = None;
+        for slot in this.slots.iter_mut().skip(1) {
+            while !slot.arrived && failed.is_none() {
+                match slot.bytes.poll_next_unpin(cx) {
+                    Poll::Ready(Some(Ok(s))) => {
+                        slot.arrived = s.last;
+                        slot.kept.push_back(s);
+                    }
+                    Poll::Ready(Some(Err(e))) => failed = Some(e),
+                    Poll::Ready(None) => {
+                        failed = Some(Error::Internal("a ranged GET ended before its piece"));
+                    }
+                    Poll::Pending => break,
+                }
+            }
+        }
+        if let Some(e) = failed {
+            return this.fail(e);
+        }
+        let Some(front) = this.slots.front_mut() else {
+            this.done = true;
+            return Poll::Ready(None);
+        };
+        let next = match front.kept.pop_front() {
+            Some(s) => Some(Ok(s)),
+            None => match front.bytes.poll_next_unpin(cx) {
+                Poll::Ready(next) => next,
+                Poll::Pending => return Poll::Pending,
+            },
+        };
+        match next {
+            Some(Ok(s)) => {
+                this.held -= s.body.len() as u64;
+                if s.last {
+                    this.slots.pop_front();
+                }
+                Poll::Ready(Some(Ok(s)))
+            }
+            Some(Err(e)) => this.fail(e),
+            None => this.fail(Error::Internal("a ranged GET ended before its piece")),
+        }
+    }
+}
+
+/// The bytes of `piece` as they arrive, through as many GETs as it takes: each one after a body
+/// broke off asks only for the rest. Ends after the piece's last bytes or an error.
+fn piece_bytes<'a>(
+    open: Open<'a>,
+    obj: &'a ObjectUrl,
+    pin: &'a Pinned,
+    piece: Piece,
+) -> futures::stream::BoxStream<'a, Result<Streamed, Error>> {
+    struct At {
+        body: Option<futures::stream::BoxStream<'static, Result<Bytes, S3Error>>>,
+        received: u64,
+        backoff: Option<Backoff>,
+        over: bool,
+    }
+    let start = At {
+        body: None,
+        received: 0,
+        backoff: None,
+        over: false,
+    };
+    let len = piece.len();
+    Box::pin(futures::stream::unfold(start, move |mut at| {
+        let (open, piece) = (open.clone(), piece.clone());
+        async move {
+            if at.over {
+                return None;
+            }
+            loop {
+                let body = match &mut at.body {
+                    Some(b) => b,
+                    None => match open(piece.range.start + at.received..piece.range.end).await {
+                        Ok(reply) => at.body.insert(reply.body),
+                        Err(e) => {
+                            at.over = true;
+                            return Some((Err(replaced_or(obj, pin, e)), at));
+                        }
+                    },
+                };
+                let failure = match body.next().await {
+                    Some(Ok(b)) if b.is_empty() => continue,
+                    Some(Ok(b)) if at.received + b.len() as u64 <= len => {
+                        at.received += b.len() as u64;
+                        let last = at.received == len;
+                        if last {
+                            // Every byte is here: the connection goes back to the pool.
+                            at.over = true;
+                            at.body = None;
+                        }
+                        let s = Streamed {
+                            piece: piece.clone(),
+                            body: b,
+                            last,
+                        };
+                        return Some((Ok(s), at));
+                    }
+                    Some(Ok(b)) => {
+                        at.over = true;
+                        let e = S3Error::transport(format!(
+                            "long read: {} bytes where {len} were asked for at offset {}",
+                            at.received + b.len() as u64,
+                            piece.range.start
+                        ));
+                        return Some((Err(Error::s3("GetObject", None, None)(e)), at));
+                    }
+                    Some(Err(e)) => e,
+                    None => S3Error::transport(format!(
+                        "short read: {} of {len} bytes at offset {}",
+                        at.received, piece.range.start
+                    )),
+                };
+                at.body = None;
+                let backoff = at
+                    .backoff
+                    .get_or_insert_with(|| Policy::RANGED_READ.start());
+                if failure.kind.is_retryable() {
+                    tracing::info!(
+                        attempt = backoff.attempt(),
+                        error = %failure,
+                        "ranged GET broke off; reading on from where it stopped"
+                    );
+                    if backoff.wait().await {
+                        continue;
+                    }
+                }
+                at.over = true;
+                return Some((Err(Error::s3("GetObject", None, None)(failure)), at));
+            }
+        }
+    }))
+}
+
+/// `e`, or [`Error::ObjectChanged`] when the GET's `If-Match` failed.
+fn replaced_or(obj: &ObjectUrl, pin: &Pinned, e: S3Error) -> Error {
+    if e.kind == S3ErrorKind::PreconditionFailed {
+        Error::ObjectChanged {
+            url: format!("s3://{}/{}", obj.bucket, obj.key),
+            then: pin.etag.as_ref().map(ETag::to_string),
+            now: None,
+            when: Changed::WhileRead,
+        }
+    } else {
+        Error::s3("GetObject", None, None)(e)
+    }
+}
+
 /// One GET of `piece`, pinned; exactly its bytes or an error.
 async fn get<C: ObjectRead>(
     s3: &C,
@@ -236,18 +509,7 @@ async fn get<C: ObjectRead>(
     let body = s3
         .get_range(obj, piece.range.clone(), pin.etag.as_ref())
         .await
-        .map_err(|e| {
-            if e.kind == S3ErrorKind::PreconditionFailed {
-                Error::ObjectChanged {
-                    url: format!("s3://{}/{}", obj.bucket, obj.key),
-                    then: pin.etag.as_ref().map(ETag::to_string),
-                    now: None,
-                    when: Changed::WhileRead,
-                }
-            } else {
-                Error::s3("GetObject", None, None)(e)
-            }
-        })?;
+        .map_err(|e| replaced_or(obj, pin, e))?;
     if body.len() as u64 != piece.len() {
         return Err(Error::s3("GetObject", None, None)(S3Error::transport(
             format!(
