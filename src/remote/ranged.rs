@@ -745,4 +745,253 @@ mod tests {
             "the stream ends after an error"
         );
     }
+
+    /// FakeS3 whose streamed bodies come in chunks of `chunk` bytes, each after a few yields (fewer
+    /// the later the range starts, so later ranges finish first), and which can break bodies off.
+    #[derive(Default)]
+    struct Chunky {
+        inner: FakeS3,
+        chunk: usize,
+        /// Ranges asked for, in order.
+        asked: Mutex<Vec<Range<u64>>>,
+        /// Range starts in the order their last chunk was sent.
+        finished: std::sync::Arc<Mutex<Vec<u64>>>,
+        /// (range start, chunks): the first GET starting there fails after that many chunks.
+        fail_once: Option<(u64, usize)>,
+        /// (range start, chunks): the first GET starting there ends cleanly after that many.
+        short_once: Option<(u64, usize)>,
+        /// GETs starting in the 1000 bytes from here always fail after their first chunk.
+        fail_always: Option<u64>,
+    }
+
+    impl ObjectRead for Chunky {
+        async fn object_attributes(
+            &self,
+            obj: &ObjectUrl,
+        ) -> Result<Option<ObjectAttributes>, S3Error> {
+            self.inner.object_attributes(obj).await
+        }
+        async fn head_object(
+            &self,
+            obj: &ObjectUrl,
+            part_number: Option<u32>,
+        ) -> Result<HeadInfo, S3Error> {
+            self.inner.head_object(obj, part_number).await
+        }
+        async fn get_range(
+            &self,
+            obj: &ObjectUrl,
+            range: Range<u64>,
+            if_match: Option<&ETag>,
+        ) -> Result<Bytes, S3Error> {
+            self.inner.get_range(obj, range, if_match).await
+        }
+        async fn get_stream(
+            &self,
+            obj: &ObjectUrl,
+            range: Range<u64>,
+            _part: Option<u32>,
+            if_match: Option<&ETag>,
+            _version_id: Option<&str>,
+        ) -> Result<crate::s3::RangeBody, S3Error> {
+            let first = {
+                let mut asked = self.asked.lock().unwrap();
+                let first = !asked.iter().any(|r| r.start == range.start);
+                asked.push(range.clone());
+                first
+            };
+            let all = self.inner.get_range(obj, range.clone(), if_match).await?;
+            let mut chunks: Vec<Result<Bytes, S3Error>> = all
+                .chunks(self.chunk)
+                .map(|c| Ok(Bytes::copy_from_slice(c)))
+                .collect();
+            match (self.fail_once, self.short_once, self.fail_always) {
+                (Some((at, n)), _, _) if first && at == range.start => {
+                    chunks.truncate(n);
+                    chunks.push(Err(S3Error::transport("connection reset".into())));
+                }
+                (_, Some((at, n)), _) if first && at == range.start => chunks.truncate(n),
+                (_, _, Some(at)) if (at..at + 1000).contains(&range.start) => {
+                    chunks.truncate(1);
+                    chunks.push(Err(S3Error::transport("connection reset".into())));
+                }
+                _ => {}
+            }
+            let turns = 64u64.saturating_sub(range.start / 1000);
+            let finished = self.finished.clone();
+            let count = chunks.len();
+            let body = futures::stream::iter(chunks.into_iter().enumerate()).then(move |(i, c)| {
+                let finished = finished.clone();
+                async move {
+                    for _ in 0..turns {
+                        tokio::task::yield_now().await;
+                    }
+                    if i + 1 == count {
+                        finished.lock().unwrap().push(range.start);
+                    }
+                    c
+                }
+            });
+            Ok(crate::s3::RangeBody {
+                checksum: None,
+                etag: None,
+                body: Box::pin(body),
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn streamed_bytes_come_in_order_within_the_byte_window() {
+        let s3 = Chunky {
+            chunk: 128,
+            ..Chunky::default()
+        };
+        let obj = ObjectUrl::parse("s3://bkt/obj").unwrap();
+        let content = data(10_000);
+        let pin = Pinned {
+            etag: Some(put(&s3.inner, &obj, &content).await),
+            version_id: None,
+        };
+        let ranges: Vec<Range<u64>> = [0..1000, 1000..1700, 1700..4000, 4000..10_000].to_vec();
+        let window = Window {
+            bytes: 2500,
+            requests: 16,
+        };
+        let want = pieces(&ranges, 1000);
+        let mut reader = StreamReader::new(&s3, &obj, &pin, want.clone(), window);
+        let (mut got, mut ends) = (Vec::new(), Vec::new());
+        let mut most_asked = 0u64;
+        while let Some(s) = reader.try_next().await.unwrap() {
+            let asked: u64 = s3
+                .asked
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|r| r.end - r.start)
+                .sum();
+            let outstanding = asked - got.len() as u64;
+            most_asked = most_asked.max(outstanding);
+            assert!(
+                outstanding <= window.bytes,
+                "{outstanding} bytes outstanding"
+            );
+            assert!(reader.held() <= window.bytes);
+            let at = s.piece.range.start as usize + got.len()
+                - want
+                    .iter()
+                    .take_while(|p| p.range != s.piece.range)
+                    .map(|p| p.len() as usize)
+                    .sum::<usize>();
+            assert_eq!(at, got.len(), "bytes of {:?} out of place", s.piece.range);
+            got.extend_from_slice(&s.body);
+            if s.last {
+                assert_eq!(
+                    got.len() as u64,
+                    s.piece.range.end,
+                    "last means the piece's end"
+                );
+                ends.push(s.piece.clone());
+            }
+        }
+        assert_eq!(got, content, "every byte, in order, once");
+        assert_eq!(ends, want, "each piece ended once, in order");
+        assert!(
+            most_asked > window.bytes / 2,
+            "the window is used: {most_asked}"
+        );
+        let finished = s3.finished.lock().unwrap().clone();
+        assert!(
+            finished.windows(2).any(|w| w[0] > w[1]),
+            "later bodies ended first ({finished:?}), the bytes still came in order"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_body_cut_off_or_short_is_read_on_from_where_it_stopped() {
+        let s3 = Chunky {
+            chunk: 100,
+            fail_once: Some((2000, 3)),
+            short_once: Some((3000, 5)),
+            ..Chunky::default()
+        };
+        let obj = ObjectUrl::parse("s3://bkt/obj").unwrap();
+        let content = data(5000);
+        let pin = Pinned {
+            etag: Some(put(&s3.inner, &obj, &content).await),
+            version_id: None,
+        };
+        let window = Window {
+            bytes: 2000,
+            requests: 2,
+        };
+        let got: Vec<Streamed> = StreamReader::new(
+            &s3,
+            &obj,
+            &pin,
+            pieces(std::slice::from_ref(&(0..5000)), 1000),
+            window,
+        )
+        .try_collect()
+        .await
+        .unwrap();
+        let joined: Vec<u8> = got.iter().flat_map(|s| s.body.to_vec()).collect();
+        assert_eq!(joined, content, "every byte once, none twice");
+        let asked = s3.asked.lock().unwrap().clone();
+        assert!(
+            asked.contains(&(2300..3000)),
+            "the rest after 3 chunks: {asked:?}"
+        );
+        assert!(
+            asked.contains(&(3500..4000)),
+            "the rest after 5 chunks: {asked:?}"
+        );
+        assert_eq!(asked.len(), 7, "five pieces, two read on: {asked:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_body_that_keeps_breaking_off_ends_the_stream_after_the_policy_s_attempts() {
+        let s3 = Chunky {
+            chunk: 100,
+            fail_always: Some(1000),
+            ..Chunky::default()
+        };
+        let obj = ObjectUrl::parse("s3://bkt/obj").unwrap();
+        let content = data(3000);
+        let pin = Pinned {
+            etag: Some(put(&s3.inner, &obj, &content).await),
+            version_id: None,
+        };
+        let mut reader = StreamReader::new(
+            &s3,
+            &obj,
+            &pin,
+            pieces(std::slice::from_ref(&(0..3000)), 1000),
+            Window::STREAM,
+        );
+        let mut handed = 0;
+        let err = loop {
+            match reader.next().await {
+                Some(Ok(s)) => handed += s.body.len(),
+                Some(Err(e)) => break e,
+                None => panic!("a piece that always breaks off was read to the end"),
+            }
+        };
+        assert!(matches!(err, Error::S3 { .. }), "{err}");
+        assert!(err.to_string().contains("connection reset"), "{err}");
+        // Each GET of the second piece hands over one chunk, then breaks off; the next asks for
+        // the rest, until the policy's attempts are used up.
+        let attempts = u64::from(Policy::RANGED_READ.attempts.unwrap());
+        assert_eq!(handed as u64, 1000 + 100 * attempts);
+        let asked = s3.asked.lock().unwrap().clone();
+        let of_second: Vec<Range<u64>> = asked
+            .into_iter()
+            .filter(|r| r.start >= 1000 && r.start < 2000)
+            .collect();
+        let want: Vec<Range<u64>> = (0..attempts).map(|i| 1000 + 100 * i..2000).collect();
+        assert_eq!(of_second, want);
+        assert!(
+            reader.next().await.is_none(),
+            "the stream ends after an error"
+        );
+    }
 }
