@@ -58,9 +58,14 @@ pub async fn parts<C: S3Api>(
                     let (ahead, range) = (src.clone(), part.range());
                     blocking(move || ahead.will_need(range)).await.ok();
                     // A file that shrank would fault (SIGBUS) when its lost pages are read: look
-                    // first. The stat and the hashing both run on the pool.
+                    // first. The stat and the hashing both run on the pool; the part's pages are
+                    // mapped in one call before hashing (not one fault per 64 KiB).
+                    let range = part.range();
                     let hash = on_pool(move || {
                         src.check_unchanged()?;
+                        if send {
+                            src.populate(range).ok();
+                        }
                         Ok::<_, Error>(send.then(|| hash::hash_part(alg, md5, &data)))
                     })
                     .await?;
