@@ -46,14 +46,24 @@ pub struct Limits {
     pub bytes_ahead: u64,
 }
 
+/// The most bytes a command holds by default (hashed ahead, waiting or in flight): 1 GiB, about
+/// 100 Gbit/s (12.5 GB/s) times the ~80 ms an 8 MiB part takes on one S3 connection (README,
+/// "Performance"), and what bounds resident memory, since a part's pages are released once S3
+/// acknowledged it (`Source::part`).
+pub const DEFAULT_BYTES_AHEAD: u64 = 1 << 30;
+
 impl Limits {
     /// The default for `concurrency` slots and parts of `part_size`: every slot busy with one part,
-    /// and every hashing thread with [`crate::exec::hash_ahead`] parts ready behind them.
+    /// and every hashing thread with [`crate::exec::hash_ahead`] parts ready behind them, but never
+    /// more than [`DEFAULT_BYTES_AHEAD`] bytes (with 100 MiB parts, 10 at once instead of 68). A
+    /// part larger than the budget still runs, alone ([`Engine::reserve`]).
     pub fn for_parts(concurrency: usize, part_size: u64) -> Limits {
         let parts = concurrency + crate::exec::hash_ahead();
         Limits {
             concurrency,
-            bytes_ahead: part_size.saturating_mul(parts as u64),
+            bytes_ahead: part_size
+                .saturating_mul(parts as u64)
+                .min(DEFAULT_BYTES_AHEAD),
         }
     }
 }
@@ -453,6 +463,21 @@ mod tests {
             "at most the budget was held at once: {}",
             peak.load(Ordering::SeqCst)
         );
+    }
+
+    #[test]
+    fn the_default_budget_is_every_slot_busy_but_at_most_a_gibibyte() {
+        let mib = 1u64 << 20;
+        let ahead = crate::exec::hash_ahead() as u64;
+        // Small parts: every slot and every hashing thread busy fits in the cap.
+        assert_eq!(
+            Limits::for_parts(8, 8 * mib).bytes_ahead,
+            (8 + ahead) * 8 * mib
+        );
+        // The defaults (64 slots, 100 MiB parts) would touch 6.4 GiB and more: capped.
+        assert_eq!(Limits::for_parts(64, 100 * mib).bytes_ahead, 1024 * mib);
+        // Parts bigger than the cap: the budget is the cap, and one part still runs.
+        assert_eq!(Limits::for_parts(4, 5 * 1024 * mib).bytes_ahead, 1024 * mib);
     }
 
     #[tokio::test]

@@ -1,10 +1,18 @@
 //! The local file, memory-mapped once: zero-copy part bodies and a fingerprint to detect change.
 //!
-//! This module holds tally's only `unsafe` block.
+//! Resident memory follows the parts in use, not the file: a part body ([`Source::part`]) gives
+//! its pages of the mapping back (`MADV_DONTNEED`) when its last user drops it (the hash, the
+//! send and its retries, the whole-file MD5), and [`Source::will_need`] starts reading the next
+//! parts into the page cache before they are hashed. The pages stay in the kernel's page cache:
+//! nothing is read twice unless the kernel itself evicted them meanwhile.
+//!
+//! This module holds tally's only `unsafe` code: the mapping, and releasing its pages.
 
 use std::fs::File;
+use std::ops::Range;
 use std::os::unix::fs::{FileTypeExt as _, MetadataExt as _};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use bytes::Bytes;
@@ -38,13 +46,63 @@ impl Fingerprint {
 
 /// A regular file mapped read-only into memory.
 ///
-/// Part bodies are [`Bytes`] slices of the mapping: handing one to the HTTP client copies nothing,
-/// and the mapping lives until the last slice is dropped.
+/// Part bodies are [`Bytes`] views of the mapping: handing one to the HTTP client copies nothing,
+/// the mapping lives until the last view is dropped, and the last view of a part releases that
+/// part's pages.
 #[derive(Debug)]
 pub struct Source {
     path: PathBuf,
-    bytes: Bytes,
+    /// `None` for an empty file (nothing to map).
+    map: Option<Arc<memmap2::Mmap>>,
     fingerprint: Fingerprint,
+}
+
+/// A range of the mapping whose pages are released when it is dropped: the owner behind every
+/// [`Bytes`] that [`Source::range`] hands out (clones and slices of it share it).
+struct Pages {
+    map: Arc<memmap2::Mmap>,
+    range: Range<usize>,
+}
+
+impl AsRef<[u8]> for Pages {
+    fn as_ref(&self) -> &[u8] {
+        &self.map[self.range.clone()]
+    }
+}
+
+impl Drop for Pages {
+    fn drop(&mut self) {
+        release(&self.map, self.range.clone());
+    }
+}
+
+/// Drops `range`'s pages from this process's resident memory (`MADV_DONTNEED`): a hint whose
+/// failure changes nothing but the memory figure, so it is only logged.
+fn release(map: &memmap2::Mmap, range: Range<usize>) {
+    let range = range.start.min(map.len())..range.end.min(map.len());
+    if range.is_empty() {
+        return;
+    }
+    // SAFETY: `map` is a read-only shared mapping of a file (`Mmap::map`: PROT_READ, MAP_SHARED),
+    // never written through. MADV_DONTNEED on such a mapping only unmaps the pages from this
+    // process: the next read of an address in the range faults the page back in from the page
+    // cache (or the file), with the same bytes, exactly as after the kernel reclaimed a clean
+    // file page under memory pressure, which it may do at any moment anyway. So references into
+    // the range that are still alive (another view of the same part, the mapping as a whole)
+    // keep seeing the file's bytes; nothing is zeroed or freed under them. (The zeroing that
+    // makes `UncheckedAdvice::DontNeed` unsafe in general happens only to private or anonymous
+    // mappings.) What another process's write or truncation can do to the file is described at
+    // the mapping in `Source::open`, and holds here unchanged.
+    let done = unsafe {
+        map.unchecked_advise_range(
+            memmap2::UncheckedAdvice::DontNeed,
+            range.start,
+            range.end - range.start,
+        )
+    };
+    if let Err(e) = done {
+        tracing::debug!(error = %e, "releasing pages of the mapping failed");
+    }
 }
 
 impl Source {
@@ -69,8 +127,8 @@ impl Source {
         let path = &std::fs::canonicalize(path).map_err(|e| bad(io_why(&e)))?;
         let meta = file.metadata().map_err(|e| bad(io_why(&e)))?;
         let fingerprint = Fingerprint::of(&meta);
-        let bytes = if meta.len() == 0 {
-            Bytes::new()
+        let map = if meta.len() == 0 {
+            None
         } else {
             // SAFETY: the mapping is read-only (shared with the page cache, never written through),
             // and `Bytes` keeps it alive for as long as any part body refers to it. What the OS
@@ -91,21 +149,24 @@ impl Source {
             //   once, as under kill -9: the journal is intact, the upload kept, and the next run
             //   refuses to resume the changed file (it names --restart).
             // No case completes an object from bytes other than the file's at one moment.
+            // Releasing pages of the mapping (`release`) changes none of this: see there.
             let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| bad(io_why(&e)))?;
             // Sequential read-ahead helps the hashing pass; the advice is only a hint.
             let _ = map.advise(memmap2::Advice::Sequential);
-            Bytes::from_owner(map)
+            Some(Arc::new(map))
         };
         Ok(Source {
             path: path.to_owned(),
-            bytes,
+            map,
             fingerprint,
         })
     }
 
-    /// All the bytes of the file.
+    /// All the bytes of the file. Pages read through this slice stay resident until the mapping
+    /// is dropped or [`Source::release`] is called: for reading the file in parts, prefer
+    /// [`Source::range`] / [`Source::part`], which release their pages by themselves.
     pub fn bytes(&self) -> &[u8] {
-        &self.bytes
+        self.map.as_deref().map_or(&[], |m| &m[..])
     }
 
     /// The file's absolute path.
@@ -115,12 +176,12 @@ impl Source {
 
     /// Length in bytes at open time.
     pub fn len(&self) -> u64 {
-        self.bytes.len() as u64
+        self.bytes().len() as u64
     }
 
     /// Whether the file is empty.
     pub fn is_empty(&self) -> bool {
-        self.bytes.is_empty()
+        self.bytes().is_empty()
     }
 
     /// The fingerprint taken when the file was opened.
@@ -128,10 +189,88 @@ impl Source {
         self.fingerprint
     }
 
-    /// The bytes of `part`, without copying.
+    /// The bytes of `part`, without copying (see [`Source::range`]).
     pub fn part(&self, part: &Part) -> Bytes {
-        let r = part.range();
-        self.bytes.slice(r.start as usize..r.end as usize)
+        self.range(part.range())
+    }
+
+    /// The bytes of `range` (clamped to the file), without copying. When the last clone or slice
+    /// of the returned [`Bytes`] is dropped, the range's pages are released ([`Source::release`]):
+    /// take each range once and share that value among its users, so that the pages go only when
+    /// every use of them is done.
+    pub fn range(&self, range: Range<u64>) -> Bytes {
+        let Some(map) = &self.map else {
+            return Bytes::new();
+        };
+        let range = self.clamp(range);
+        if range.is_empty() {
+            return Bytes::new();
+        }
+        Bytes::from_owner(Pages {
+            map: map.clone(),
+            range,
+        })
+    }
+
+    /// Drops the pages of `range` (clamped to the file) from this process's resident memory now.
+    /// They stay in the kernel's page cache: reading them again costs a page fault, not a read of
+    /// the disk (unless the kernel evicted them meanwhile). Safe with views of the range still in
+    /// use: they read the same bytes again. Pages are whole: a page (or a huge page, where the
+    /// kernel maps the file with them) that `range` only partly covers is released whole, and
+    /// faulted back in if its other bytes are read.
+    ///
+    /// Why `MADV_DONTNEED` and not `MADV_PAGEOUT` or `MADV_COLD`: PAGEOUT also evicts the pages
+    /// from the page cache (a `tally verify` of the file right after the upload would read the disk
+    /// again), and COLD only ages them, leaving the resident figure as it was.
+    pub fn release(&self, range: Range<u64>) {
+        if let Some(map) = &self.map {
+            release(map, self.clamp(range));
+        }
+    }
+
+    /// Asks the kernel to start reading the pages of `range` (clamped to the file) into the page
+    /// cache now (`MADV_WILLNEED`), so that hashing them later does not wait for the disk. A hint:
+    /// it maps nothing (the resident figure does not move) and may start I/O, so call it from a
+    /// blocking thread. An error means only that the hint was not taken.
+    pub fn will_need(&self, range: Range<u64>) -> std::io::Result<()> {
+        let Some(map) = &self.map else {
+            return Ok(());
+        };
+        let range = self.clamp(range);
+        if range.is_empty() {
+            return Ok(());
+        }
+        map.advise_range(
+            memmap2::Advice::WillNeed,
+            range.start,
+            range.end - range.start,
+        )
+    }
+
+    /// Maps the pages of `range` (clamped to the file) into this process now, in one call
+    /// (`MADV_POPULATE_READ`), instead of one page fault per 64 KiB when they are first read: for
+    /// a part about to be hashed. Waits for the disk if they are not cached (call it where the
+    /// reading would have waited: on the pool, just before hashing). An error (a file cut short,
+    /// a kernel before 5.14) means only that the pages will be faulted in as they are read.
+    pub fn populate(&self, range: Range<u64>) -> std::io::Result<()> {
+        let Some(map) = &self.map else {
+            return Ok(());
+        };
+        let range = self.clamp(range);
+        if range.is_empty() {
+            return Ok(());
+        }
+        map.advise_range(
+            memmap2::Advice::PopulateRead,
+            range.start,
+            range.end - range.start,
+        )
+    }
+
+    fn clamp(&self, range: Range<u64>) -> Range<usize> {
+        let len = self.len();
+        let end = range.end.min(len);
+        range.start.min(end) as usize..end as usize
     }
 
     /// Fails if the file on disk is no longer the one that was mapped (size, times or inode moved).
@@ -181,6 +320,119 @@ mod tests {
             s.check_unchanged(),
             Err(Error::SourceChanged { .. })
         ));
+    }
+
+    /// KiB of the mapping starting at `at` resident in this process, from /proc/self/smaps (that
+    /// one mapping's line: other tests' memory does not count).
+    fn resident_kib(at: *const u8) -> u64 {
+        let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+        let head = format!("{:x}-", at as usize);
+        let mut lines = smaps.lines().skip_while(|l| !l.starts_with(&head));
+        assert!(lines.next().is_some(), "the mapping at {head} is in smaps");
+        let rss = lines.find(|l| l.starts_with("Rss:")).expect("an Rss line");
+        rss.split_whitespace().nth(1).unwrap().parse().unwrap()
+    }
+
+    /// `len` bytes that differ from page to page, written to a fresh file.
+    fn file_of(len: usize) -> (tempfile::NamedTempFile, Vec<u8>) {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        let data: Vec<u8> = (0..len)
+            .map(|i| (i % 251) as u8 ^ (i >> 12) as u8)
+            .collect();
+        f.write_all(&data).unwrap();
+        f.flush().unwrap();
+        (f, data)
+    }
+
+    /// Reads one byte of every 4 KiB page of `bytes` (which maps each page).
+    fn touch(bytes: &[u8]) -> u64 {
+        bytes.iter().step_by(4096).map(|&b| u64::from(b)).sum()
+    }
+
+    const MIB: usize = 1024 * 1024;
+
+    #[test]
+    fn released_pages_leave_the_resident_set_and_read_back_the_same_bytes() {
+        let (f, data) = file_of(8 * MIB);
+        let s = Source::open(f.path()).unwrap();
+        let at = s.bytes().as_ptr();
+        std::hint::black_box(touch(s.bytes()));
+        assert_eq!(resident_kib(at), 8 * 1024, "every page read is resident");
+        s.release(0..4 * MIB as u64);
+        assert_eq!(resident_kib(at), 4 * 1024, "the first half is released");
+        assert!(
+            s.bytes() == &data[..],
+            "released pages read back the file's bytes"
+        );
+        assert_eq!(resident_kib(at), 8 * 1024, "and are resident again");
+        s.release(0..u64::MAX);
+        assert_eq!(resident_kib(at), 0, "a range past the end is clamped");
+    }
+
+    #[test]
+    fn a_part_releases_its_pages_when_its_last_view_is_dropped() {
+        // Offsets 2 MiB apart: where the kernel maps the file with huge pages, releasing part of
+        // one releases all of it (reads fault it back in), so the part covers whole ones.
+        let (f, data) = file_of(8 * MIB);
+        let s = Source::open(f.path()).unwrap();
+        let at = s.bytes().as_ptr();
+        let part = s.part(&Part {
+            number: 2,
+            offset: 2 * MIB as u64,
+            len: 4 * MIB as u64,
+        });
+        let (copy, head) = (part.clone(), part.slice(..10));
+        // Every page (a fault may map more than the page it hit: the kernel maps whole folios).
+        std::hint::black_box(touch(s.bytes()));
+        assert_eq!(&part[..], &data[2 * MIB..6 * MIB]);
+        assert_eq!(resident_kib(at), 8 * 1024);
+        drop(part);
+        drop(copy);
+        assert_eq!(
+            resident_kib(at),
+            8 * 1024,
+            "a view of the part is still alive"
+        );
+        assert_eq!(&head[..], &data[2 * MIB..2 * MIB + 10]);
+        drop(head);
+        assert_eq!(
+            resident_kib(at),
+            4 * 1024,
+            "the last view released exactly the part's pages"
+        );
+    }
+
+    #[test]
+    fn populate_maps_the_range_at_once() {
+        let (f, data) = file_of(8 * MIB);
+        let s = Source::open(f.path()).unwrap();
+        let at = s.bytes().as_ptr();
+        assert_eq!(resident_kib(at), 0);
+        s.populate(2 * MIB as u64..6 * MIB as u64).unwrap();
+        assert_eq!(
+            resident_kib(at),
+            4 * 1024,
+            "the range, no more, before any read"
+        );
+        assert!(s.bytes()[2 * MIB..6 * MIB] == data[2 * MIB..6 * MIB]);
+        // (2 MiB steps: the kernel may map a file in huge pages, whole.)
+        s.populate(6 * MIB as u64..u64::MAX).unwrap();
+        assert_eq!(resident_kib(at), 6 * 1024, "clamped to the file");
+    }
+
+    #[test]
+    fn will_need_maps_nothing_and_takes_any_range() {
+        let (f, _) = file_of(4 * MIB);
+        let s = Source::open(f.path()).unwrap();
+        let at = s.bytes().as_ptr();
+        s.will_need(MIB as u64..2 * MIB as u64).unwrap();
+        s.will_need(3 * MIB as u64..u64::MAX).unwrap();
+        s.will_need(u64::MAX - 1..u64::MAX).unwrap();
+        assert_eq!(
+            resident_kib(at),
+            0,
+            "read-ahead fills the page cache, not this process's memory"
+        );
     }
 
     #[test]

@@ -3,14 +3,15 @@
 //!
 //! A multipart ETag is not an MD5, yet catalogues and partners ask for one. When the ETag is the MD5
 //! (one PutObject, not SSE-KMS/SSE-C) it is used without reading anything. Otherwise the object is
-//! read by the ranged reader (pieces of 8 MiB, a bounded window, every GET pinned to the ETag) and
-//! fed, in order, to the one MD5 worker ([`SequentialMd5`]) on its own thread, so the async
-//! threads only move bytes.
+//! read by the streaming reader ([`StreamReader`]: GETs of 8 MiB pieces, a window of 32 MiB, every
+//! GET pinned to the ETag) and its bodies are fed as they arrive, in order and without a copy, to
+//! the one MD5 worker ([`SequentialMd5`]) on its own thread, so the async threads only move bytes.
 //!
-//! With `--state FILE` the hasher's state and the byte offset ([`SavedState`]) are saved regularly,
-//! on Ctrl-C/SIGTERM, on `--time-limit` and on errors; a later run with the same file continues
-//! from there, and refuses if the object changed in between. Every run hashes at least one piece
-//! before the time limit can stop it, so a short limit still makes progress.
+//! With `--state FILE` the hasher's state and the byte offset ([`SavedState`]) are saved regularly
+//! (after a piece), on Ctrl-C/SIGTERM, on `--time-limit` and on errors; a later run with the same
+//! file continues from there, and refuses if the object changed in between. The time limit stops a
+//! run between pieces, and every run hashes at least one piece before it can, so a short limit
+//! still makes progress.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -29,13 +30,14 @@ use crate::error::{Changed, Error, S3ErrorKind};
 use crate::exec::blocking;
 use crate::hash::{self, SequentialMd5};
 use crate::remote::md5_state::{self, SavedState};
-use crate::remote::ranged::{PIECE, Pinned, RangedReader, Window, pieces};
+use crate::remote::ranged::{PIECE, Pinned, StreamReader, Window, pieces};
 use crate::remote::tags::{TagOutcome, tag_md5};
 use crate::retry::Policy;
 use crate::s3::{ETag, HeadInfo, S3Api};
 
-/// Pieces queued for the MD5 worker beyond the reader's window.
-const MD5_QUEUE: usize = 4;
+/// Bodies (as the transport delivers them, a few KiB to a few hundred KiB each) queued for the MD5
+/// worker beyond the reader's window.
+const MD5_QUEUE: usize = 64;
 /// Save the state after at least this many bytes...
 const CHECKPOINT_BYTES: u64 = 256 * 1024 * 1024;
 /// ...or this much time, whichever comes first (a checkpoint is one small fsync'd file).
@@ -229,14 +231,17 @@ async fn stream_md5<C: S3Api>(
         etag: head.etag.clone(),
         version_id: head.version_id.clone(),
     };
-    let mut reader = RangedReader::new(
+    let mut reader = StreamReader::new(
         s3,
         obj,
         &pin,
         pieces(std::slice::from_ref(&(from..head.size)), PIECE),
-        Window::DEFAULT,
+        Window::STREAM,
     );
+    // Bytes fed to the worker: what a checkpoint saves, wherever the run stops.
     let mut offset = from;
+    // Between two pieces (where the time limit may stop the run).
+    let mut between = true;
     let mut last_save = (offset, Instant::now());
     let sleep_until = |d: Option<Instant>| async move {
         match d {
@@ -248,8 +253,9 @@ async fn stream_md5<C: S3Api>(
         if offset == head.size {
             break Ok(true);
         }
-        // The time limit stops a run only once it has hashed something: every run progresses.
-        let limit = deadline.filter(|_| offset > from);
+        // The time limit stops a run only between pieces and once it has hashed something: every
+        // run progresses.
+        let limit = deadline.filter(|_| between && offset > from);
         let next = tokio::select! {
             biased;
             () = cancel.cancelled() => break Ok(false),
@@ -263,10 +269,14 @@ async fn stream_md5<C: S3Api>(
                 ));
             }
             Some(Err(e)) => break Err(e),
-            Some(Ok(chunk)) => {
+            Some(Ok(bytes)) => {
+                offset += bytes.body.len() as u64;
+                md5.feed(bytes.body).await;
+                between = bytes.last;
+                if !bytes.last {
+                    continue;
+                }
                 crate::seam::pause("chunk").await;
-                offset += chunk.body.len() as u64;
-                md5.feed(chunk.body).await;
                 if opts.state.is_some()
                     && (offset - last_save.0 >= CHECKPOINT_BYTES
                         || last_save.1.elapsed() >= CHECKPOINT_EVERY)

@@ -11,8 +11,13 @@
 //! Work that can run per range while the next ones download (comparing with the local file,
 //! hashing a part, writing a part of a download at its offset) goes in the reader itself with
 //! [`RangedReader::with`]: it runs inside the window, several ranges at once, and its result is
-//! what comes out in order. Work that must see the bytes in order (one MD5) takes them from the
-//! stream.
+//! what comes out in order.
+//!
+//! Work that must see the bytes in order (one MD5) uses [`StreamReader`] instead: it hands over
+//! each range's body as the transport delivers it (pieces of a few KiB to a few hundred KiB),
+//! never collected into a copy. The front range streams straight through; the ranges behind it
+//! download at the same time, their pieces kept (as they came, no copy) until the front one is
+//! done, and the window bounds those bytes.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -26,6 +31,7 @@ use futures::stream::{FuturesOrdered, Stream, StreamExt as _};
 
 use crate::config::ObjectUrl;
 use crate::error::{Changed, Error, S3Error, S3ErrorKind};
+use crate::retry::{Backoff, Policy};
 use crate::s3::{ETag, ObjectRead};
 
 /// Bytes per ranged GET when reading a whole object (each is held in memory until consumed).
@@ -45,6 +51,12 @@ impl Window {
     pub const DEFAULT: Window = Window {
         bytes: 16 * PIECE,
         requests: 16,
+    };
+    /// For a [`StreamReader`]: 4 GETs of [`PIECE`] bytes, 32 MiB. Bytes pass through as they
+    /// arrive, so the window is only what the ranges behind the front one download meanwhile.
+    pub const STREAM: Window = Window {
+        bytes: 4 * PIECE,
+        requests: 4,
     };
 }
 
@@ -226,6 +238,267 @@ impl<'a, T: Send + 'a> Stream for RangedReader<'a, T> {
     }
 }
 
+/// Bytes of an object handed over in order by a [`StreamReader`].
+#[derive(Debug, Clone)]
+pub struct Streamed {
+    /// The piece they belong to.
+    pub piece: Piece,
+    /// The next bytes of the piece, as the transport delivered them.
+    pub body: Bytes,
+    /// Whether these are the piece's last bytes.
+    pub last: bool,
+}
+
+/// Opens a streamed GET of a range of the object (pinned).
+type Open<'a> = std::sync::Arc<
+    dyn Fn(Range<u64>) -> BoxFuture<'a, Result<crate::s3::RangeBody, S3Error>> + Send + Sync + 'a,
+>;
+
+/// One piece being read: what arrived of it and is not yet handed over, in order.
+struct Slot<'a> {
+    bytes: futures::stream::BoxStream<'a, Result<Streamed, Error>>,
+    kept: VecDeque<Streamed>,
+    /// The piece's last bytes have arrived (they may still be in `kept`).
+    arrived: bool,
+}
+
+/// The ordered streaming reader (see the module docs): a [`Stream`] of [`Streamed`] bytes in the
+/// order of the pieces and of the bytes in each; it ends after the first error. At most
+/// `window.requests` GETs are open and at most `window.bytes` bytes are requested and not yet
+/// handed over (one piece larger than the window is still read, alone). Every GET carries
+/// `If-Match` with the ETag, as [`RangedReader`]'s do. A body that breaks off or ends short is
+/// read on from where it stopped (a GET of the rest of the piece), under [`Policy::RANGED_READ`];
+/// what was handed over is never sent twice.
+pub struct StreamReader<'a> {
+    pending: VecDeque<Piece>,
+    slots: VecDeque<Slot<'a>>,
+    held: u64,
+    window: Window,
+    open: Open<'a>,
+    obj: &'a ObjectUrl,
+    pin: &'a Pinned,
+    done: bool,
+}
+
+impl<'a> StreamReader<'a> {
+    /// Reads `pieces` of `obj`, pinned to `pin`, within `window`.
+    pub fn new<C: ObjectRead>(
+        s3: &'a C,
+        obj: &'a ObjectUrl,
+        pin: &'a Pinned,
+        pieces: Vec<Piece>,
+        window: Window,
+    ) -> Self {
+        let open: Open<'a> = std::sync::Arc::new(move |range: Range<u64>| {
+            Box::pin(s3.get_stream(obj, range, None, pin.etag.as_ref(), None))
+        });
+        StreamReader {
+            pending: pieces.into_iter().filter(|p| !p.is_empty()).collect(),
+            slots: VecDeque::new(),
+            held: 0,
+            window,
+            open,
+            obj,
+            pin,
+            done: false,
+        }
+    }
+
+    /// Bytes requested and not yet handed over.
+    pub fn held(&self) -> u64 {
+        self.held
+    }
+
+    /// Opens GETs while the window has room (always one, when none is open).
+    fn fill(&mut self) {
+        while let Some(next) = self.pending.front() {
+            let len = next.len();
+            let room = self.slots.is_empty()
+                || (self.slots.len() < self.window.requests
+                    && self.held + len <= self.window.bytes);
+            if !room {
+                break;
+            }
+            let piece = self.pending.pop_front().expect("a front exists");
+            self.slots.push_back(Slot {
+                bytes: piece_bytes(self.open.clone(), self.obj, self.pin, piece),
+                kept: VecDeque::new(),
+                arrived: false,
+            });
+            self.held += len;
+        }
+    }
+
+    /// Ends the stream with `e`.
+    fn fail(&mut self, e: Error) -> Poll<Option<Result<Streamed, Error>>> {
+        self.done = true;
+        self.pending.clear();
+        self.slots.clear();
+        self.held = 0;
+        Poll::Ready(Some(Err(e)))
+    }
+}
+
+impl Stream for StreamReader<'_> {
+    type Item = Result<Streamed, Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        if this.done {
+            return Poll::Ready(None);
+        }
+        this.fill();
+        // The pieces behind the front one download meanwhile: keep what arrives (bounded by the
+        // window, which counted their whole length when they were opened).
+        let mut failed = None;
+        for slot in this.slots.iter_mut().skip(1) {
+            while !slot.arrived && failed.is_none() {
+                match slot.bytes.poll_next_unpin(cx) {
+                    Poll::Ready(Some(Ok(s))) => {
+                        slot.arrived = s.last;
+                        slot.kept.push_back(s);
+                    }
+                    Poll::Ready(Some(Err(e))) => failed = Some(e),
+                    Poll::Ready(None) => {
+                        failed = Some(Error::Internal("a ranged GET ended before its piece"));
+                    }
+                    Poll::Pending => break,
+                }
+            }
+        }
+        if let Some(e) = failed {
+            return this.fail(e);
+        }
+        let Some(front) = this.slots.front_mut() else {
+            this.done = true;
+            return Poll::Ready(None);
+        };
+        let next = match front.kept.pop_front() {
+            Some(s) => Some(Ok(s)),
+            None => match front.bytes.poll_next_unpin(cx) {
+                Poll::Ready(next) => next,
+                Poll::Pending => return Poll::Pending,
+            },
+        };
+        match next {
+            Some(Ok(s)) => {
+                this.held -= s.body.len() as u64;
+                if s.last {
+                    this.slots.pop_front();
+                }
+                Poll::Ready(Some(Ok(s)))
+            }
+            Some(Err(e)) => this.fail(e),
+            None => this.fail(Error::Internal("a ranged GET ended before its piece")),
+        }
+    }
+}
+
+/// The bytes of `piece` as they arrive, through as many GETs as it takes: each one after a body
+/// broke off asks only for the rest. Ends after the piece's last bytes or an error.
+fn piece_bytes<'a>(
+    open: Open<'a>,
+    obj: &'a ObjectUrl,
+    pin: &'a Pinned,
+    piece: Piece,
+) -> futures::stream::BoxStream<'a, Result<Streamed, Error>> {
+    struct At {
+        body: Option<futures::stream::BoxStream<'static, Result<Bytes, S3Error>>>,
+        received: u64,
+        backoff: Option<Backoff>,
+        over: bool,
+    }
+    let start = At {
+        body: None,
+        received: 0,
+        backoff: None,
+        over: false,
+    };
+    let len = piece.len();
+    Box::pin(futures::stream::unfold(start, move |mut at| {
+        let (open, piece) = (open.clone(), piece.clone());
+        async move {
+            if at.over {
+                return None;
+            }
+            loop {
+                let body = match &mut at.body {
+                    Some(b) => b,
+                    None => match open(piece.range.start + at.received..piece.range.end).await {
+                        Ok(reply) => at.body.insert(reply.body),
+                        Err(e) => {
+                            at.over = true;
+                            return Some((Err(replaced_or(obj, pin, e)), at));
+                        }
+                    },
+                };
+                let failure = match body.next().await {
+                    Some(Ok(b)) if b.is_empty() => continue,
+                    Some(Ok(b)) if at.received + b.len() as u64 <= len => {
+                        at.received += b.len() as u64;
+                        let last = at.received == len;
+                        if last {
+                            // Every byte is here: the connection goes back to the pool.
+                            at.over = true;
+                            at.body = None;
+                        }
+                        let s = Streamed {
+                            piece: piece.clone(),
+                            body: b,
+                            last,
+                        };
+                        return Some((Ok(s), at));
+                    }
+                    Some(Ok(b)) => {
+                        at.over = true;
+                        let e = S3Error::transport(format!(
+                            "long read: {} bytes where {len} were asked for at offset {}",
+                            at.received + b.len() as u64,
+                            piece.range.start
+                        ));
+                        return Some((Err(Error::s3("GetObject", None, None)(e)), at));
+                    }
+                    Some(Err(e)) => e,
+                    None => S3Error::transport(format!(
+                        "short read: {} of {len} bytes at offset {}",
+                        at.received, piece.range.start
+                    )),
+                };
+                at.body = None;
+                let backoff = at
+                    .backoff
+                    .get_or_insert_with(|| Policy::RANGED_READ.start());
+                if failure.kind.is_retryable() {
+                    tracing::info!(
+                        attempt = backoff.attempt(),
+                        error = %failure,
+                        "ranged GET broke off; reading on from where it stopped"
+                    );
+                    if backoff.wait().await {
+                        continue;
+                    }
+                }
+                at.over = true;
+                return Some((Err(Error::s3("GetObject", None, None)(failure)), at));
+            }
+        }
+    }))
+}
+
+/// `e`, or [`Error::ObjectChanged`] when the GET's `If-Match` failed.
+fn replaced_or(obj: &ObjectUrl, pin: &Pinned, e: S3Error) -> Error {
+    if e.kind == S3ErrorKind::PreconditionFailed {
+        Error::ObjectChanged {
+            url: format!("s3://{}/{}", obj.bucket, obj.key),
+            then: pin.etag.as_ref().map(ETag::to_string),
+            now: None,
+            when: Changed::WhileRead,
+        }
+    } else {
+        Error::s3("GetObject", None, None)(e)
+    }
+}
+
 /// One GET of `piece`, pinned; exactly its bytes or an error.
 async fn get<C: ObjectRead>(
     s3: &C,
@@ -236,18 +509,7 @@ async fn get<C: ObjectRead>(
     let body = s3
         .get_range(obj, piece.range.clone(), pin.etag.as_ref())
         .await
-        .map_err(|e| {
-            if e.kind == S3ErrorKind::PreconditionFailed {
-                Error::ObjectChanged {
-                    url: format!("s3://{}/{}", obj.bucket, obj.key),
-                    then: pin.etag.as_ref().map(ETag::to_string),
-                    now: None,
-                    when: Changed::WhileRead,
-                }
-            } else {
-                Error::s3("GetObject", None, None)(e)
-            }
-        })?;
+        .map_err(|e| replaced_or(obj, pin, e))?;
     if body.len() as u64 != piece.len() {
         return Err(Error::s3("GetObject", None, None)(S3Error::transport(
             format!(
@@ -478,6 +740,255 @@ mod tests {
             } => assert_eq!(then.as_deref(), Some(etag.as_str())),
             e => panic!("not ObjectChanged: {e}"),
         }
+        assert!(
+            reader.next().await.is_none(),
+            "the stream ends after an error"
+        );
+    }
+
+    /// FakeS3 whose streamed bodies come in chunks of `chunk` bytes, each after a few yields (fewer
+    /// the later the range starts, so later ranges finish first), and which can break bodies off.
+    #[derive(Default)]
+    struct Chunky {
+        inner: FakeS3,
+        chunk: usize,
+        /// Ranges asked for, in order.
+        asked: Mutex<Vec<Range<u64>>>,
+        /// Range starts in the order their last chunk was sent.
+        finished: std::sync::Arc<Mutex<Vec<u64>>>,
+        /// (range start, chunks): the first GET starting there fails after that many chunks.
+        fail_once: Option<(u64, usize)>,
+        /// (range start, chunks): the first GET starting there ends cleanly after that many.
+        short_once: Option<(u64, usize)>,
+        /// GETs starting in the 1000 bytes from here always fail after their first chunk.
+        fail_always: Option<u64>,
+    }
+
+    impl ObjectRead for Chunky {
+        async fn object_attributes(
+            &self,
+            obj: &ObjectUrl,
+        ) -> Result<Option<ObjectAttributes>, S3Error> {
+            self.inner.object_attributes(obj).await
+        }
+        async fn head_object(
+            &self,
+            obj: &ObjectUrl,
+            part_number: Option<u32>,
+        ) -> Result<HeadInfo, S3Error> {
+            self.inner.head_object(obj, part_number).await
+        }
+        async fn get_range(
+            &self,
+            obj: &ObjectUrl,
+            range: Range<u64>,
+            if_match: Option<&ETag>,
+        ) -> Result<Bytes, S3Error> {
+            self.inner.get_range(obj, range, if_match).await
+        }
+        async fn get_stream(
+            &self,
+            obj: &ObjectUrl,
+            range: Range<u64>,
+            _part: Option<u32>,
+            if_match: Option<&ETag>,
+            _version_id: Option<&str>,
+        ) -> Result<crate::s3::RangeBody, S3Error> {
+            let first = {
+                let mut asked = self.asked.lock().unwrap();
+                let first = !asked.iter().any(|r| r.start == range.start);
+                asked.push(range.clone());
+                first
+            };
+            let all = self.inner.get_range(obj, range.clone(), if_match).await?;
+            let mut chunks: Vec<Result<Bytes, S3Error>> = all
+                .chunks(self.chunk)
+                .map(|c| Ok(Bytes::copy_from_slice(c)))
+                .collect();
+            match (self.fail_once, self.short_once, self.fail_always) {
+                (Some((at, n)), _, _) if first && at == range.start => {
+                    chunks.truncate(n);
+                    chunks.push(Err(S3Error::transport("connection reset".into())));
+                }
+                (_, Some((at, n)), _) if first && at == range.start => chunks.truncate(n),
+                (_, _, Some(at)) if (at..at + 1000).contains(&range.start) => {
+                    chunks.truncate(1);
+                    chunks.push(Err(S3Error::transport("connection reset".into())));
+                }
+                _ => {}
+            }
+            let turns = 64u64.saturating_sub(range.start / 1000);
+            let finished = self.finished.clone();
+            let count = chunks.len();
+            let body = futures::stream::iter(chunks.into_iter().enumerate()).then(move |(i, c)| {
+                let finished = finished.clone();
+                async move {
+                    for _ in 0..turns {
+                        tokio::task::yield_now().await;
+                    }
+                    if i + 1 == count {
+                        finished.lock().unwrap().push(range.start);
+                    }
+                    c
+                }
+            });
+            Ok(crate::s3::RangeBody {
+                checksum: None,
+                etag: None,
+                body: Box::pin(body),
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn streamed_bytes_come_in_order_within_the_byte_window() {
+        let s3 = Chunky {
+            chunk: 128,
+            ..Chunky::default()
+        };
+        let obj = ObjectUrl::parse("s3://bkt/obj").unwrap();
+        let content = data(10_000);
+        let pin = Pinned {
+            etag: Some(put(&s3.inner, &obj, &content).await),
+            version_id: None,
+        };
+        let ranges: Vec<Range<u64>> = [0..1000, 1000..1700, 1700..4000, 4000..10_000].to_vec();
+        let window = Window {
+            bytes: 2500,
+            requests: 16,
+        };
+        let want = pieces(&ranges, 1000);
+        let mut reader = StreamReader::new(&s3, &obj, &pin, want.clone(), window);
+        let (mut got, mut ends) = (Vec::new(), Vec::new());
+        let mut most_asked = 0u64;
+        while let Some(s) = reader.try_next().await.unwrap() {
+            let asked: u64 = s3
+                .asked
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|r| r.end - r.start)
+                .sum();
+            let outstanding = asked - got.len() as u64;
+            most_asked = most_asked.max(outstanding);
+            assert!(
+                outstanding <= window.bytes,
+                "{outstanding} bytes outstanding"
+            );
+            assert!(reader.held() <= window.bytes);
+            let at = s.piece.range.start as usize + got.len()
+                - want
+                    .iter()
+                    .take_while(|p| p.range != s.piece.range)
+                    .map(|p| p.len() as usize)
+                    .sum::<usize>();
+            assert_eq!(at, got.len(), "bytes of {:?} out of place", s.piece.range);
+            got.extend_from_slice(&s.body);
+            if s.last {
+                assert_eq!(
+                    got.len() as u64,
+                    s.piece.range.end,
+                    "last means the piece's end"
+                );
+                ends.push(s.piece.clone());
+            }
+        }
+        assert_eq!(got, content, "every byte, in order, once");
+        assert_eq!(ends, want, "each piece ended once, in order");
+        assert!(
+            most_asked > window.bytes / 2,
+            "the window is used: {most_asked}"
+        );
+        let finished = s3.finished.lock().unwrap().clone();
+        assert!(
+            finished.windows(2).any(|w| w[0] > w[1]),
+            "later bodies ended first ({finished:?}), the bytes still came in order"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_body_cut_off_or_short_is_read_on_from_where_it_stopped() {
+        let s3 = Chunky {
+            chunk: 100,
+            fail_once: Some((2000, 3)),
+            short_once: Some((3000, 5)),
+            ..Chunky::default()
+        };
+        let obj = ObjectUrl::parse("s3://bkt/obj").unwrap();
+        let content = data(5000);
+        let pin = Pinned {
+            etag: Some(put(&s3.inner, &obj, &content).await),
+            version_id: None,
+        };
+        let window = Window {
+            bytes: 2000,
+            requests: 2,
+        };
+        let got: Vec<Streamed> = StreamReader::new(
+            &s3,
+            &obj,
+            &pin,
+            pieces(std::slice::from_ref(&(0..5000)), 1000),
+            window,
+        )
+        .try_collect()
+        .await
+        .unwrap();
+        let joined: Vec<u8> = got.iter().flat_map(|s| s.body.to_vec()).collect();
+        assert_eq!(joined, content, "every byte once, none twice");
+        let asked = s3.asked.lock().unwrap().clone();
+        assert!(
+            asked.contains(&(2300..3000)),
+            "the rest after 3 chunks: {asked:?}"
+        );
+        assert!(
+            asked.contains(&(3500..4000)),
+            "the rest after 5 chunks: {asked:?}"
+        );
+        assert_eq!(asked.len(), 7, "five pieces, two read on: {asked:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_body_that_keeps_breaking_off_ends_the_stream_after_the_policy_s_attempts() {
+        let s3 = Chunky {
+            chunk: 100,
+            fail_always: Some(1000),
+            ..Chunky::default()
+        };
+        let obj = ObjectUrl::parse("s3://bkt/obj").unwrap();
+        let content = data(3000);
+        let pin = Pinned {
+            etag: Some(put(&s3.inner, &obj, &content).await),
+            version_id: None,
+        };
+        let mut reader = StreamReader::new(
+            &s3,
+            &obj,
+            &pin,
+            pieces(std::slice::from_ref(&(0..3000)), 1000),
+            Window::STREAM,
+        );
+        let mut handed = 0;
+        let err = loop {
+            match reader.next().await {
+                Some(Ok(s)) => handed += s.body.len(),
+                Some(Err(e)) => break e,
+                None => panic!("a piece that always breaks off was read to the end"),
+            }
+        };
+        assert!(matches!(err, Error::S3 { .. }), "{err}");
+        assert!(err.to_string().contains("connection reset"), "{err}");
+        // Each GET of the second piece hands over one chunk, then breaks off; the next asks for
+        // the rest, until the policy's attempts are used up.
+        let attempts = u64::from(Policy::RANGED_READ.attempts.unwrap());
+        assert_eq!(handed as u64, 1000 + 100 * attempts);
+        let asked = s3.asked.lock().unwrap().clone();
+        let of_second: Vec<Range<u64>> = asked
+            .into_iter()
+            .filter(|r| r.start >= 1000 && r.start < 2000)
+            .collect();
+        let want: Vec<Range<u64>> = (0..attempts).map(|i| 1000 + 100 * i..2000).collect();
+        assert_eq!(of_second, want);
         assert!(
             reader.next().await.is_none(),
             "the stream ends after an error"

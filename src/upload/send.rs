@@ -23,6 +23,12 @@ use super::report::{compare_checksum, compare_etag};
 /// order, hashing at most `hash_ahead` parts ahead, at most `--concurrency` parts of this file in
 /// flight, and the engine's request slots shared with every other transfer); checks each reply
 /// and records it durably before counting it.
+///
+/// Each part's body is taken from the mapping once ([`Source::part`]) and shared by the hash, the
+/// whole-file MD5 and the send (the SDK's retries resend the same value); its pages are read ahead
+/// when the part is admitted and released when the last of these drops it, i.e. once S3
+/// acknowledged the part and the MD5 has it. Resident memory is then bounded by the engine's byte
+/// budget, whatever the file's size.
 pub async fn parts<C: S3Api>(
     run: &Run<'_, C>,
     start: &Start,
@@ -47,10 +53,19 @@ pub async fn parts<C: S3Api>(
                 let send = !have.contains(&part.number);
                 let (src, data) = (run.src.clone(), body.clone());
                 async move {
+                    // Read the part into the page cache now, while the parts before it are hashed
+                    // (a hint that may start I/O, so on a blocking thread).
+                    let (ahead, range) = (src.clone(), part.range());
+                    blocking(move || ahead.will_need(range)).await.ok();
                     // A file that shrank would fault (SIGBUS) when its lost pages are read: look
-                    // first. The stat and the hashing both run on the pool.
+                    // first. The stat and the hashing both run on the pool; the part's pages are
+                    // mapped in one call before hashing (not one fault per 64 KiB).
+                    let range = part.range();
                     let hash = on_pool(move || {
                         src.check_unchanged()?;
+                        if send {
+                            src.populate(range).ok();
+                        }
                         Ok::<_, Error>(send.then(|| hash::hash_part(alg, md5, &data)))
                     })
                     .await?;
