@@ -105,7 +105,14 @@ async fn hash_local(
     on_pool(move || {
         ranges
             .par_iter()
-            .map(|r| hash::hash_range(alg, md5, &src.bytes()[r.start as usize..r.end as usize]))
+            .map(|r| {
+                // Mapped in one call, hashed, and given back: verifying (or proving, for a tree)
+                // a file never holds more of it resident than the ranges being hashed.
+                let _ = src.populate(r.clone());
+                let h = hash::hash_range(alg, md5, &src.bytes()[r.start as usize..r.end as usize]);
+                src.release(r.clone());
+                h
+            })
             .collect()
     })
     .await
