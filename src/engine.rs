@@ -480,6 +480,51 @@ mod tests {
         assert_eq!(Limits::for_parts(4, 5 * 1024 * mib).bytes_ahead, 1024 * mib);
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn parts_larger_than_the_budget_all_finish_one_at_a_time() {
+        // Three transfers of four 1 MiB parts under a 4 KiB budget: each part takes the whole
+        // budget, so they run one after another, and every one of them finishes.
+        let engine = Engine::new(Limits {
+            concurrency: 8,
+            bytes_ahead: 4096,
+        });
+        let (now, peak) = (AtomicUsize::new(0), AtomicUsize::new(0));
+        let transfer = |_| {
+            let (engine, now, peak) = (&engine, &now, &peak);
+            async move {
+                engine
+                    .parts(
+                        0..4u32,
+                        |_| 1 << 20,
+                        move |i| async move {
+                            let n = now.fetch_add(1, Ordering::SeqCst) + 1;
+                            peak.fetch_max(n, Ordering::SeqCst);
+                            Ok(i)
+                        },
+                        |i| async move { Ok(i) },
+                        move |i| async move {
+                            tokio::task::yield_now().await;
+                            now.fetch_sub(1, Ordering::SeqCst);
+                            Ok(i)
+                        },
+                        4,
+                    )
+                    .try_collect::<Vec<u32>>()
+                    .await
+                    .unwrap()
+                    .len()
+            }
+        };
+        let done = tokio::time::timeout(
+            Duration::from_secs(60),
+            futures::future::join_all((0..3).map(transfer)),
+        )
+        .await
+        .expect("parts over the budget never deadlock");
+        assert_eq!(done, vec![4; 3]);
+        assert_eq!(peak.load(Ordering::SeqCst), 1, "one part at a time");
+    }
+
     #[tokio::test]
     async fn a_part_larger_than_the_budget_runs_alone() {
         let engine = Engine::new(Limits {

@@ -28,7 +28,8 @@ use super::report::{compare_checksum, compare_etag};
 /// whole-file MD5 and the send (the SDK's retries resend the same value); its pages are read ahead
 /// when the part is admitted and released when the last of these drops it, i.e. once S3
 /// acknowledged the part and the MD5 has it. Resident memory is then bounded by the engine's byte
-/// budget, whatever the file's size.
+/// budget whatever the file's size, plus, with `--md5-tag`, the acknowledged parts still queued for
+/// the MD5 worker when it is slower than the network (its queue's depth, `multipart.rs`).
 pub async fn parts<C: S3Api>(
     run: &Run<'_, C>,
     start: &Start,
