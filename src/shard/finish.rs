@@ -203,6 +203,8 @@ pub async fn finish<C: S3Api>(
             Err(e) => return Err(Error::s3("HeadObject", None, Some(uid))(e)),
         }
     }
+    // Tests act here: an object written between the HEAD above and Complete.
+    crate::seam::pause("complete").await;
     let mut if_none_match = !plan.replace;
     let reply = match complete::confirmed(s3, &target, uid, alg, &parts, &local, if_none_match)
         .await
