@@ -448,7 +448,7 @@ fn a_slurm_array_job_and_its_dependent_finish_job_upload_one_object() {
         out.display(),
         out.display()
     );
-    sbatch(&[
+    let finish_job = sbatch(&[
         "--parsable",
         &format!("--dependency=afterok:{array}"),
         "--output",
@@ -457,8 +457,12 @@ fn a_slurm_array_job_and_its_dependent_finish_job_upload_one_object() {
         &finish_cmd,
     ]);
     let rc = out.join("finish.rc");
+    // Slurm logs every job that ends (completed, failed, or cancelled because the array failed:
+    // DependencyParameters=kill_invalid_depend) to its jobcomp log.
+    let jobcomp = cluster.join("log/jobcomp.log");
+    let ended = format!("JobId={finish_job} ");
     wait_for(Duration::from_secs(600), "the dependent finish job to end", || {
-        rc.exists() && !std::fs::read_to_string(&rc).unwrap().is_empty()
+        std::fs::read_to_string(&jobcomp).is_ok_and(|t| t.contains(&ended))
     });
     let logs = || {
         std::fs::read_dir(&out)
@@ -475,10 +479,11 @@ fn a_slurm_array_job_and_its_dependent_finish_job_upload_one_object() {
             .join("\n")
     };
     assert_eq!(
-        std::fs::read_to_string(&rc).unwrap().trim(),
+        std::fs::read_to_string(&rc).unwrap_or_default().trim(),
         "0",
-        "finish failed: {}",
-        logs()
+        "the finish job did not succeed: {}\n{}",
+        logs(),
+        std::fs::read_to_string(&jobcomp).unwrap_or_default()
     );
     for i in 0..4 {
         let r: serde_json::Value =
