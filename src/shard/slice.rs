@@ -114,7 +114,8 @@ mod tests {
 
     #[test]
     fn each_scheduler_names_the_slice() {
-        let cases: [(&[(&str, &str)], u32, &str); 6] = [
+        type Case<'a> = (&'a [(&'a str, &'a str)], u32, &'a str);
+        let cases: [Case; 6] = [
             (
                 &[
                     ("AWS_BATCH_JOB_ARRAY_INDEX", "2"),

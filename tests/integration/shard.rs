@@ -62,7 +62,14 @@ fn assert_object_is(s: &Server, key: &str, path: &Path, what: &str) {
 }
 
 /// `tally shard plan` of `path` to `key` in `shards` slices, plan at `plan`; returns the report.
-fn plan(s: &Server, path: &Path, key: &str, shards: u32, plan: &str, extra: &[&str]) -> serde_json::Value {
+fn plan(
+    s: &Server,
+    path: &Path,
+    key: &str,
+    shards: u32,
+    plan: &str,
+    extra: &[&str],
+) -> serde_json::Value {
     let shards = shards.to_string();
     let url = s.url(key);
     let mut args = vec!["shard", "plan", path.to_str().unwrap(), &url];
@@ -97,7 +104,11 @@ fn held_parts(s: &Server, key: &str, upload_id: &str) -> Vec<u64> {
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     v["Parts"]
         .as_array()
-        .map(|a| a.iter().map(|p| p["PartNumber"].as_u64().unwrap()).collect())
+        .map(|a| {
+            a.iter()
+                .map(|p| p["PartNumber"].as_u64().unwrap())
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -121,7 +132,11 @@ fn four_processes_with_aws_batch_or_kubernetes_variables_upload_one_object() {
     for scheduler in ["aws-batch", "kubernetes"] {
         let key = unique(&format!("shard/{scheduler}/master.mov"));
         let at = if scheduler == "aws-batch" {
-            dir.path().join("batch-plan.json").to_str().unwrap().to_owned()
+            dir.path()
+                .join("batch-plan.json")
+                .to_str()
+                .unwrap()
+                .to_owned()
         } else {
             s.url(&unique("shard/plans/k8s.json"))
         };
@@ -151,7 +166,10 @@ fn four_processes_with_aws_batch_or_kubernetes_variables_upload_one_object() {
                 "JOB_COMPLETION_INDEX"
             };
             assert_eq!(r["index_from"], from, "{scheduler}");
-            let (a, b) = (r["first_part"].as_u64().unwrap(), r["last_part"].as_u64().unwrap());
+            let (a, b) = (
+                r["first_part"].as_u64().unwrap(),
+                r["last_part"].as_u64().unwrap(),
+            );
             assert_eq!(r["parts_sent"].as_u64(), Some(b - a + 1), "{scheduler} {i}");
             covered.extend(a..=b);
         }
@@ -224,19 +242,31 @@ fn a_shard_killed_with_sigkill_and_run_again_resends_at_most_its_in_flight_parts
     assert!(held.iter().all(|n| slice.contains(n)), "{held:?}");
 
     let r = run_json(
-        &s.tally(["shard", "run", at, "--index", "1", "--json"].iter().chain(&via)),
+        &s.tally(
+            ["shard", "run", at, "--index", "1", "--json"]
+                .iter()
+                .chain(&via),
+        ),
         "the run again",
     );
     let slice_len = slice.clone().count() as u64;
     assert_eq!(r["parts_skipped"].as_u64(), Some(held.len() as u64), "{r}");
-    assert_eq!(r["parts_sent"].as_u64(), Some(slice_len - held.len() as u64), "{r}");
+    assert_eq!(
+        r["parts_sent"].as_u64(),
+        Some(slice_len - held.len() as u64),
+        "{r}"
+    );
     let resent = parts_seen() as u64 - slice_len;
     assert!(
         resent <= in_flight,
         "{resent} parts sent twice, {in_flight} were in flight at the kill"
     );
     run_json(
-        &s.tally(["shard", "run", at, "--index", "0", "--json"].iter().chain(&via)),
+        &s.tally(
+            ["shard", "run", at, "--index", "0", "--json"]
+                .iter()
+                .chain(&via),
+        ),
         "slice 0",
     );
     run_json(
@@ -291,7 +321,10 @@ fn finish_before_every_slice_ran_and_a_changed_file_are_refused() {
         ]);
         let err = stderr(&out);
         assert_eq!(out.status.code(), Some(2), "{err}");
-        assert!(err.contains("not the file planned") && err.contains(why), "{err}");
+        assert!(
+            err.contains("not the file planned") && err.contains(why),
+            "{err}"
+        );
     }
     let mut cmd = s.command();
     cmd.args(["shard", "run", at])
@@ -461,9 +494,11 @@ fn a_slurm_array_job_and_its_dependent_finish_job_upload_one_object() {
     // DependencyParameters=kill_invalid_depend) to its jobcomp log.
     let jobcomp = cluster.join("log/jobcomp.log");
     let ended = format!("JobId={finish_job} ");
-    wait_for(Duration::from_secs(600), "the dependent finish job to end", || {
-        std::fs::read_to_string(&jobcomp).is_ok_and(|t| t.contains(&ended))
-    });
+    wait_for(
+        Duration::from_secs(600),
+        "the dependent finish job to end",
+        || std::fs::read_to_string(&jobcomp).is_ok_and(|t| t.contains(&ended)),
+    );
     let logs = || {
         std::fs::read_dir(&out)
             .unwrap()
