@@ -487,6 +487,74 @@ mod tests {
         }
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn a_plan_in_s3_is_read_back_until_the_read_returns_what_was_written() {
+        // The first two HEADs see a stale, empty object: the plan is read again, with backoff,
+        // until the read returns the bytes written.
+        use std::sync::atomic::{AtomicU32, Ordering};
+        let heads = std::sync::Arc::new(AtomicU32::new(0));
+        let seen = heads.clone();
+        let s3 = crate::s3::tamper::Tamper::new(FakeS3::default()).head_reply(move |h| {
+            if seen.fetch_add(1, Ordering::SeqCst) < 2 {
+                h.size = 0;
+            }
+        });
+        let at = PlanAt::parse("s3://bkt/plans/master.json").unwrap();
+        let reads = write(&s3, &at, &sample()).await.unwrap();
+        assert_eq!(reads, Some(3), "two stale reads, then the plan");
+        assert_eq!(read(&s3, &at).await.unwrap(), sample());
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn slices_sent_in_any_order_complete_once_every_part_is_there() {
+        use crate::progress::Silent;
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("master.mov");
+        let bytes: Vec<u8> = (0..13 * 5 * MIB - 7).map(|i| (i * 31 % 251) as u8).collect();
+        std::fs::write(&file, &bytes).unwrap();
+        let fake = FakeS3::default();
+        let cfg = UploadConfig::new(
+            file.clone(),
+            "s3://bkt/master.mov",
+            5 * MIB,
+            2,
+            ChecksumAlgorithm::Sha256,
+        )
+        .unwrap();
+        let at = PlanAt::File(dir.path().join("plan.json"));
+        let report = plan(&fake, &cfg, 4, false, &at).await.unwrap();
+        assert_eq!(report.slices, vec![(1, 3), (4, 6), (7, 9), (10, 13)]);
+        let again = plan(&fake, &cfg, 4, false, &at).await.unwrap_err();
+        assert!(matches!(again, Error::Shard(ShardError::PlanExists { .. })), "{again}");
+        assert_eq!(fake.uploads_in_progress(), 1, "the second plan created nothing");
+        let p = read(&fake, &at).await.unwrap();
+        let cancel = tokio_util::sync::CancellationToken::new();
+        let worker = |index| super::super::Worker {
+            at: at.clone(),
+            plan: p.clone(),
+            assigned: super::super::Assigned { index, from: "--index" },
+            file: None,
+            concurrency: 2,
+        };
+        for i in [2, 0] {
+            let r = super::super::run(&fake, &worker(i), &Silent, &cancel).await.unwrap();
+            assert_eq!(r.parts_sent, r.last_part - r.first_part + 1);
+        }
+        let e = super::super::finish(&fake, &at, &p, true, &Silent).await.unwrap_err();
+        assert!(
+            matches!(&e, Error::Shard(ShardError::Incomplete { missing: 7, slices, .. }) if slices == "1, 3"),
+            "{e}"
+        );
+        assert_eq!(fake.completes(), 0, "nothing completed");
+        for i in [3, 1] {
+            super::super::run(&fake, &worker(i), &Silent, &cancel).await.unwrap();
+        }
+        let f = super::super::finish(&fake, &at, &p, true, &Silent).await.unwrap();
+        assert!(f.if_none_match);
+        assert_eq!(fake.object("master.mov").as_deref(), Some(&bytes[..]));
+        assert_eq!(fake.completes(), 1);
+    }
+
     #[tokio::test]
     async fn a_plan_round_trips_through_a_file_and_s3_and_an_edited_one_is_refused() {
         let dir = tempfile::tempdir().unwrap();
