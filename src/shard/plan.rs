@@ -510,7 +510,9 @@ mod tests {
         use crate::progress::Silent;
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("master.mov");
-        let bytes: Vec<u8> = (0..13 * 5 * MIB - 7).map(|i| (i * 31 % 251) as u8).collect();
+        let bytes: Vec<u8> = (0..13 * 5 * MIB - 7)
+            .map(|i| (i * 31 % 251) as u8)
+            .collect();
         std::fs::write(&file, &bytes).unwrap();
         let fake = FakeS3::default();
         let cfg = UploadConfig::new(
@@ -525,31 +527,49 @@ mod tests {
         let report = plan(&fake, &cfg, 4, false, &at).await.unwrap();
         assert_eq!(report.slices, vec![(1, 3), (4, 6), (7, 9), (10, 13)]);
         let again = plan(&fake, &cfg, 4, false, &at).await.unwrap_err();
-        assert!(matches!(again, Error::Shard(ShardError::PlanExists { .. })), "{again}");
-        assert_eq!(fake.uploads_in_progress(), 1, "the second plan created nothing");
+        assert!(
+            matches!(again, Error::Shard(ShardError::PlanExists { .. })),
+            "{again}"
+        );
+        assert_eq!(
+            fake.uploads_in_progress(),
+            1,
+            "the second plan created nothing"
+        );
         let p = read(&fake, &at).await.unwrap();
         let cancel = tokio_util::sync::CancellationToken::new();
         let worker = |index| super::super::Worker {
             at: at.clone(),
             plan: p.clone(),
-            assigned: super::super::Assigned { index, from: "--index" },
+            assigned: super::super::Assigned {
+                index,
+                from: "--index",
+            },
             file: None,
             concurrency: 2,
         };
         for i in [2, 0] {
-            let r = super::super::run(&fake, &worker(i), &Silent, &cancel).await.unwrap();
+            let r = super::super::run(&fake, &worker(i), &Silent, &cancel)
+                .await
+                .unwrap();
             assert_eq!(r.parts_sent, r.last_part - r.first_part + 1);
         }
-        let e = super::super::finish(&fake, &at, &p, true, &Silent).await.unwrap_err();
+        let e = super::super::finish(&fake, &at, &p, true, &Silent)
+            .await
+            .unwrap_err();
         assert!(
             matches!(&e, Error::Shard(ShardError::Incomplete { missing: 7, slices, .. }) if slices == "1, 3"),
             "{e}"
         );
         assert_eq!(fake.completes(), 0, "nothing completed");
         for i in [3, 1] {
-            super::super::run(&fake, &worker(i), &Silent, &cancel).await.unwrap();
+            super::super::run(&fake, &worker(i), &Silent, &cancel)
+                .await
+                .unwrap();
         }
-        let f = super::super::finish(&fake, &at, &p, true, &Silent).await.unwrap();
+        let f = super::super::finish(&fake, &at, &p, true, &Silent)
+            .await
+            .unwrap();
         assert!(f.if_none_match);
         assert_eq!(fake.object("master.mov").as_deref(), Some(&bytes[..]));
         assert_eq!(fake.completes(), 1);
