@@ -5,7 +5,8 @@ use std::io::IsTerminal as _;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::{
-    Cli, Command, DownloadArgs, HashArgs, OutputArgs, TreeArgs, UploadArgs, VerifyArgs,
+    Cli, Command, DownloadArgs, HashArgs, OutputArgs, ShardCommand, TreeArgs, UploadArgs,
+    VerifyArgs,
 };
 use crate::config::ObjectUrl;
 use crate::download::{self, DownloadOptions, DownloadReport};
@@ -34,6 +35,7 @@ pub fn run(cli: Cli) -> i32 {
         Command::Md5(a) => &a.output,
         Command::Uploads(a) => &a.output,
         Command::Abort(a) => &a.output,
+        Command::Shard(c) => c.output(),
     };
     init_logging(output);
     let out = Output::from(output);
@@ -158,6 +160,7 @@ pub fn run(cli: Cli) -> i32 {
             });
             out.finish(result.map(|r| (print_aborted(&r), r)))
         }
+        Command::Shard(c) => runtime.block_on(shard(c, &out)),
         // Answered above, before logging and the runtime.
         Command::Completions(_) | Command::Man => EXIT_OK,
     }
@@ -311,6 +314,62 @@ fn watch_signals(token: CancellationToken) {
             }
         }
     });
+}
+
+/// `tally shard plan|run|finish`.
+async fn shard(command: &ShardCommand, out: &Output) -> i32 {
+    use crate::shard::{self, PlanAt};
+    match command {
+        ShardCommand::Plan(a) => {
+            let result = async {
+                let mut cfg = crate::config::UploadConfig::new(
+                    a.file.clone(),
+                    &a.target,
+                    a.part_size,
+                    1,
+                    a.checksum,
+                )?;
+                cfg.verify = false;
+                let at = PlanAt::parse(&a.plan)?;
+                let s3 = SdkS3::connect(&a.connection.to_connection()).await?;
+                shard::plan::plan(&s3, &cfg, a.shards, a.replace, &at).await
+            }
+            .await;
+            out.finish(result.map(|r| (r.text(), r)))
+        }
+        ShardCommand::Run(a) => {
+            let result = async {
+                let at = PlanAt::parse(&a.plan)?;
+                let s3 = SdkS3::connect(&a.connection.to_connection()).await?;
+                let plan = shard::plan::read(&s3, &at).await?;
+                let assigned = shard::assigned(a.index, plan.shards, |k| std::env::var(k).ok())?;
+                let worker = shard::run::Worker {
+                    at,
+                    plan,
+                    assigned,
+                    file: a.file.clone(),
+                    concurrency: a.concurrency,
+                };
+                let cancel = CancellationToken::new();
+                watch_signals(cancel.clone());
+                let progress = out.progress();
+                shard::run(&s3, &worker, progress.as_ref(), &cancel).await
+            }
+            .await;
+            out.finish(result.map(|r| (r.text(), r)))
+        }
+        ShardCommand::Finish(a) => {
+            let result = async {
+                let at = PlanAt::parse(&a.plan)?;
+                let s3 = SdkS3::connect(&a.connection.to_connection()).await?;
+                let plan = shard::plan::read(&s3, &at).await?;
+                let progress = out.progress();
+                shard::finish(&s3, &at, &plan, !a.no_verify, progress.as_ref()).await
+            }
+            .await;
+            out.finish(result.map(|r| (r.text(), r)))
+        }
+    }
 }
 
 async fn upload(args: &UploadArgs, out: &Output) -> Result<UploadReport, Error> {

@@ -260,6 +260,10 @@ pub enum Command {
     /// The full MD5 of an object in S3 (multipart ETags are not MD5s); resumable; can tag the object.
     #[command(after_help = MD5_EXIT_CODES)]
     Md5(Md5Args),
+    /// One file uploaded by many machines: plan a shared upload, run one slice per worker (AWS
+    /// Batch, Kubernetes or Slurm array jobs), finish it.
+    #[command(subcommand)]
+    Shard(ShardCommand),
     /// List multipart uploads in progress (and the local manifest of each, if any).
     Uploads(UploadsArgs),
     /// Abort multipart uploads in progress, so their parts are no longer stored and billed.
@@ -268,6 +272,104 @@ pub enum Command {
     Completions(CompletionsArgs),
     /// Print tally's manual page (roff, generated from these definitions): `tally man > tally.1`.
     Man,
+}
+
+const SHARD_EXIT_CODES: &str = "Exit codes:\n  0  done\n  1  integrity mismatch (a part or the object differs from its checksum)\n  2  any other error: refused (another file, count or endpoint than the plan's; an existing object), parts missing at finish (the slices to run again are named; nothing completed), network, interrupted";
+
+/// `tally shard plan|run|finish`.
+#[derive(Debug, Subcommand)]
+pub enum ShardCommand {
+    /// Create the multipart upload (part size and checksum as `tally upload` chooses them) and
+    /// write PLAN, a file on a shared file system or an s3:// object.
+    #[command(after_help = SHARD_EXIT_CODES)]
+    Plan(ShardPlanArgs),
+    /// Send one slice of the plan's parts; the index is --index, or AWS_BATCH_JOB_ARRAY_INDEX,
+    /// JOB_COMPLETION_INDEX or SLURM_ARRAY_TASK_ID. Run again, it sends only what S3 lacks.
+    #[command(after_help = SHARD_EXIT_CODES)]
+    Run(ShardRunArgs),
+    /// Complete the upload once every slice is in S3 (with every part's checksum), and verify it.
+    #[command(after_help = SHARD_EXIT_CODES)]
+    Finish(ShardFinishArgs),
+}
+
+impl ShardCommand {
+    /// The output flags of the subcommand.
+    pub fn output(&self) -> &OutputArgs {
+        match self {
+            ShardCommand::Plan(a) => &a.output,
+            ShardCommand::Run(a) => &a.output,
+            ShardCommand::Finish(a) => &a.output,
+        }
+    }
+}
+
+/// `tally shard plan FILE s3://BUCKET/KEY --shards N --plan PLAN`.
+#[derive(Debug, Args)]
+pub struct ShardPlanArgs {
+    /// The local file (every worker must see it, e.g. on a shared file system).
+    pub file: PathBuf,
+    /// Destination, s3://BUCKET/KEY (a key ending in / gets the file name appended).
+    pub target: String,
+    /// Number of workers: the parts are cut into this many contiguous slices.
+    #[arg(long)]
+    pub shards: u32,
+    /// Where to write the plan: a path every worker can read, or s3://BUCKET/KEY.
+    #[arg(long, value_name = "PLAN")]
+    pub plan: String,
+    /// Part size, as for upload.
+    #[arg(long, default_value = "100MiB", value_parser = parse_size)]
+    pub part_size: u64,
+    /// Per-part checksum that S3 verifies on receipt, as for upload.
+    #[arg(long, default_value = "sha256", value_parser = checksum_parser())]
+    pub checksum: ChecksumAlgorithm,
+    /// Allow finish to replace an object already at the key (default: refuse, and complete with
+    /// If-None-Match: * so none is replaced even in a race).
+    #[arg(long)]
+    pub replace: bool,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub connection: ConnectionArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub output: OutputArgs,
+}
+
+/// `tally shard run PLAN [--index I]`.
+#[derive(Debug, Args)]
+pub struct ShardRunArgs {
+    /// The plan: a path or s3://BUCKET/KEY.
+    pub plan: String,
+    /// The slice to send, 0-based (default: from the scheduler's variables).
+    #[arg(long)]
+    pub index: Option<u32>,
+    /// The file, when this worker sees it at another path than the plan's.
+    #[arg(long, value_name = "PATH")]
+    pub file: Option<PathBuf>,
+    /// Parts in flight at most.
+    #[arg(long, default_value_t = DEFAULT_CONCURRENCY)]
+    pub concurrency: usize,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub connection: ConnectionArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub output: OutputArgs,
+}
+
+/// `tally shard finish PLAN`.
+#[derive(Debug, Args)]
+pub struct ShardFinishArgs {
+    /// The plan: a path or s3://BUCKET/KEY.
+    pub plan: String,
+    /// Skip the check after completion that reads the object's checksums back from S3.
+    #[arg(long)]
+    pub no_verify: bool,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub connection: ConnectionArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub output: OutputArgs,
 }
 
 /// `tally completions SHELL`.

@@ -254,6 +254,20 @@ impl<C: MultipartWrite> MultipartWrite for Limited<'_, C> {
         self.engine.request(inner).await
     }
 
+    async fn complete_multipart_if_absent(
+        &self,
+        obj: &ObjectUrl,
+        upload_id: &str,
+        alg: ChecksumAlgorithm,
+        parts: &[CompletedPart],
+        full_object: Option<&str>,
+    ) -> Result<WriteReply, S3Error> {
+        let inner =
+            self.inner
+                .complete_multipart_if_absent(obj, upload_id, alg, parts, full_object);
+        self.engine.request(inner).await
+    }
+
     async fn abort_multipart(&self, obj: &ObjectUrl, upload_id: &str) -> Result<(), S3Error> {
         let inner = self.inner.abort_multipart(obj, upload_id);
         self.engine.request(inner).await

@@ -183,6 +183,9 @@ pub enum Error {
         /// Fetches made.
         attempts: u32,
     },
+    /// A `tally shard` command refused or stopped.
+    #[error(transparent)]
+    Shard(#[from] crate::shard::ShardError),
     /// A broken invariant inside tally (a worker thread gone): a bug, please report it.
     #[error("internal error: {0}: please report this as a bug")]
     Internal(&'static str),
@@ -274,6 +277,7 @@ impl Error {
             Error::Mismatch { .. } | Error::Corrupt { .. } => EXIT_MISMATCH,
             Error::S3 { source, .. } if source.kind == S3ErrorKind::Integrity => EXIT_MISMATCH,
             Error::UploadFailed { source, .. } => source.exit_code(),
+            Error::Shard(e) => e.exit_code(),
             _ => EXIT_ERROR,
         }
     }

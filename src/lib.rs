@@ -19,6 +19,7 @@
 //! - [`manifest`]: the durable journal of completed parts that makes resume possible;
 //! - [`upload`]: `tally upload`: single PUT or multipart (create/resume, send, complete), report;
 //!   [`uploads`]: `tally uploads` / `tally abort`, the uploads in progress;
+//!   [`shard`]: `tally shard plan/run/finish`, one upload shared by the workers of a scheduler;
 //! - [`remote`]: what S3 holds, read without the local file: facts, the ranged reader, remote MD5;
 //! - [`compare`]: one vocabulary for "local value vs what S3 reported";
 //! - [`verify`]: what S3 says about an object, compared part by part with the local file;
@@ -46,6 +47,7 @@ pub mod remote;
 pub mod retry;
 pub mod s3;
 mod seam;
+pub mod shard;
 pub mod source;
 pub mod tree;
 pub mod upload;

@@ -322,6 +322,18 @@ pub trait MultipartWrite: Send + Sync {
         full_object: Option<&str>,
     ) -> impl Future<Output = Result<WriteReply, S3Error>> + Send;
 
+    /// [`MultipartWrite::complete_multipart`] only if no object exists at the key yet
+    /// (`If-None-Match: *`): PreconditionFailed when one does, and nothing is replaced. A server
+    /// that ignores the header completes as usual; one that refuses it answers Unsupported.
+    fn complete_multipart_if_absent(
+        &self,
+        obj: &ObjectUrl,
+        upload_id: &str,
+        alg: ChecksumAlgorithm,
+        parts: &[CompletedPart],
+        full_object: Option<&str>,
+    ) -> impl Future<Output = Result<WriteReply, S3Error>> + Send;
+
     /// AbortMultipartUpload.
     fn abort_multipart(
         &self,

@@ -538,6 +538,22 @@ impl MultipartWrite for FakeS3 {
         Ok(reply)
     }
 
+    async fn complete_multipart_if_absent(
+        &self,
+        obj: &ObjectUrl,
+        upload_id: &str,
+        alg: ChecksumAlgorithm,
+        parts: &[CompletedPart],
+        full_object: Option<&str>,
+    ) -> Result<WriteReply, S3Error> {
+        if self.state.lock().unwrap().objects.contains_key(&obj.key) {
+            let _in_flight = self.request().await;
+            return Err(err("PreconditionFailed", 412));
+        }
+        self.complete_multipart(obj, upload_id, alg, parts, full_object)
+            .await
+    }
+
     async fn abort_multipart(&self, _obj: &ObjectUrl, upload_id: &str) -> Result<(), S3Error> {
         let _in_flight = self.request().await;
         match self.state.lock().unwrap().uploads.remove(upload_id) {

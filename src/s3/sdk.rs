@@ -329,6 +329,61 @@ impl SdkS3 {
     }
 }
 
+impl SdkS3 {
+    /// CompleteMultipartUpload, one attempt (the caller confirms what happened before it ever
+    /// sends another), with `If-None-Match` when given.
+    async fn complete_once(
+        &self,
+        obj: &ObjectUrl,
+        upload_id: &str,
+        alg: ChecksumAlgorithm,
+        parts: &[CompletedPart],
+        full_object: Option<&str>,
+        if_none_match: Option<&str>,
+    ) -> Result<WriteReply, S3Error> {
+        let parts = parts
+            .iter()
+            .map(|p| {
+                let b = s3t::CompletedPart::builder()
+                    .part_number(p.number as i32)
+                    .e_tag(p.etag.quoted());
+                with_checksum!(b, alg, &p.checksum).build()
+            })
+            .collect();
+        let mut req = self
+            .client
+            .complete_multipart_upload()
+            .bucket(&obj.bucket)
+            .key(&obj.key)
+            .upload_id(upload_id)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(parts))
+                    .build(),
+            )
+            .set_if_none_match(if_none_match.map(str::to_owned));
+        if let Some(full) = full_object {
+            req = req.checksum_type(s3t::ChecksumType::FullObject);
+            req = with_checksum!(req, alg, full);
+        }
+        let out = req
+            .customize()
+            .config_override(
+                aws_sdk_s3::config::Builder::default().retry_config(RetryConfig::disabled()),
+            )
+            .send()
+            .await
+            .map_err(|e| s3_error(e, &self.display))?;
+        Ok(WriteReply {
+            etag: out.e_tag().map(ETag::new),
+            checksum: checksum_of!(out, alg),
+            checksum_type: out.checksum_type().map(|t| t.as_str().to_owned()),
+            sse: out.server_side_encryption().map(|s| s.as_str().to_owned()),
+            version_id: out.version_id().map(str::to_owned),
+        })
+    }
+}
+
 impl MultipartWrite for SdkS3 {
     async fn put_object(
         &self,
@@ -434,46 +489,20 @@ impl MultipartWrite for SdkS3 {
         parts: &[CompletedPart],
         full_object: Option<&str>,
     ) -> Result<WriteReply, S3Error> {
-        let parts = parts
-            .iter()
-            .map(|p| {
-                let b = s3t::CompletedPart::builder()
-                    .part_number(p.number as i32)
-                    .e_tag(p.etag.quoted());
-                with_checksum!(b, alg, &p.checksum).build()
-            })
-            .collect();
-        let mut req = self
-            .client
-            .complete_multipart_upload()
-            .bucket(&obj.bucket)
-            .key(&obj.key)
-            .upload_id(upload_id)
-            .multipart_upload(
-                CompletedMultipartUpload::builder()
-                    .set_parts(Some(parts))
-                    .build(),
-            );
-        if let Some(full) = full_object {
-            req = req.checksum_type(s3t::ChecksumType::FullObject);
-            req = with_checksum!(req, alg, full);
-        }
-        // One attempt: the caller confirms what happened before it ever sends another.
-        let out = req
-            .customize()
-            .config_override(
-                aws_sdk_s3::config::Builder::default().retry_config(RetryConfig::disabled()),
-            )
-            .send()
+        self.complete_once(obj, upload_id, alg, parts, full_object, None)
             .await
-            .map_err(|e| s3_error(e, &self.display))?;
-        Ok(WriteReply {
-            etag: out.e_tag().map(ETag::new),
-            checksum: checksum_of!(out, alg),
-            checksum_type: out.checksum_type().map(|t| t.as_str().to_owned()),
-            sse: out.server_side_encryption().map(|s| s.as_str().to_owned()),
-            version_id: out.version_id().map(str::to_owned),
-        })
+    }
+
+    async fn complete_multipart_if_absent(
+        &self,
+        obj: &ObjectUrl,
+        upload_id: &str,
+        alg: ChecksumAlgorithm,
+        parts: &[CompletedPart],
+        full_object: Option<&str>,
+    ) -> Result<WriteReply, S3Error> {
+        self.complete_once(obj, upload_id, alg, parts, full_object, Some("*"))
+            .await
     }
 
     async fn abort_multipart(&self, obj: &ObjectUrl, upload_id: &str) -> Result<(), S3Error> {

@@ -157,6 +157,24 @@ impl<C: MultipartWrite> MultipartWrite for Tamper<C> {
         Ok(reply)
     }
 
+    async fn complete_multipart_if_absent(
+        &self,
+        obj: &ObjectUrl,
+        upload_id: &str,
+        alg: ChecksumAlgorithm,
+        parts: &[CompletedPart],
+        full_object: Option<&str>,
+    ) -> Result<WriteReply, S3Error> {
+        let mut reply = self
+            .inner
+            .complete_multipart_if_absent(obj, upload_id, alg, parts, full_object)
+            .await?;
+        if let Some(f) = &self.complete_reply {
+            f(&mut reply);
+        }
+        Ok(reply)
+    }
+
     async fn abort_multipart(&self, obj: &ObjectUrl, upload_id: &str) -> Result<(), S3Error> {
         self.inner.abort_multipart(obj, upload_id).await
     }

@@ -1,5 +1,6 @@
 //! CompleteMultipartUpload, sent once and confirmed before any resend; then the report.
 
+use crate::config::ObjectUrl;
 use crate::error::{Error, S3ErrorKind};
 use crate::exec::blocking;
 use crate::hash::{self, ChecksumAlgorithm, ChecksumType, ObjectChecksum, PartHash};
@@ -30,7 +31,6 @@ pub async fn complete<C: S3Api>(
     done: &[DonePart],
     local: &ObjectChecksum,
 ) -> Result<WriteReply, Error> {
-    let (s3, target) = (run.s3, &run.cfg.target);
     let s = run.src.clone();
     blocking(move || s.check_unchanged()).await?;
     let parts: Vec<CompletedPart> = done
@@ -41,14 +41,42 @@ pub async fn complete<C: S3Api>(
             checksum: d.hash.checksum.base64(),
         })
         .collect();
+    confirmed(
+        run.s3,
+        &run.cfg.target,
+        upload_id,
+        alg,
+        &parts,
+        local,
+        false,
+    )
+    .await
+}
+
+/// Sends CompleteMultipartUpload of `parts` (in order, each with its checksum) until its outcome
+/// is known, as [`complete`] describes; with `if_absent`, only if no object exists at the key
+/// (`If-None-Match: *`: a key that is taken answers PreconditionFailed, nothing is replaced).
+pub async fn confirmed<C: S3Api>(
+    s3: &C,
+    target: &ObjectUrl,
+    upload_id: &str,
+    alg: ChecksumAlgorithm,
+    parts: &[CompletedPart],
+    local: &ObjectChecksum,
+    if_absent: bool,
+) -> Result<WriteReply, Error> {
     let full = (local.kind == ChecksumType::FullObject).then_some(local.value.as_str());
     let failed = |e| Error::s3("CompleteMultipartUpload", None, Some(upload_id))(e);
     let mut backoff = Policy::CONFIRMED.start();
     loop {
-        let err = match s3
-            .complete_multipart(target, upload_id, alg, &parts, full)
-            .await
-        {
+        let sent = if if_absent {
+            s3.complete_multipart_if_absent(target, upload_id, alg, parts, full)
+                .await
+        } else {
+            s3.complete_multipart(target, upload_id, alg, parts, full)
+                .await
+        };
+        let err = match sent {
             Ok(reply) => return Ok(reply),
             Err(e) => e,
         };
@@ -127,7 +155,7 @@ pub async fn finish<C: S3Api>(
         None
     };
     let object = ObjectReport::new(&settings, &reply, verified.as_ref().map(|v| &v.head));
-    let journal = start.journal.clone();
+    let (journal, manifest) = (start.journal.clone(), start.manifest.clone());
     let record = CompletedRecord {
         checksum: reply.checksum.clone().unwrap_or_default(),
         etag: reply.etag.clone(),
@@ -137,12 +165,11 @@ pub async fn finish<C: S3Api>(
     crate::seam::pause("completed").await;
     let keep_manifest = cfg.resume.keep_manifest;
     let settle_cfg = cfg.clone();
-    blocking(move || {
-        if keep_manifest {
-            journal.record_completed(&record)
-        } else {
+    blocking(move || match journal {
+        Some(journal) if keep_manifest => journal.record_completed(&record),
+        _ => {
             // The lock is still held; its file goes with the manifest it guarded.
-            forget(&settle_cfg, journal.path());
+            forget(&settle_cfg, &manifest);
             Ok(())
         }
     })

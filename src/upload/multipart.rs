@@ -1,5 +1,6 @@
 //! A multipart upload: find or create it, send the parts not yet in S3, complete, report.
 
+use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -33,8 +34,9 @@ pub struct DonePart {
 pub struct Start {
     /// The upload id.
     pub upload_id: String,
-    /// The manifest's journal, appended to as parts are acknowledged.
-    pub journal: Arc<Journal>,
+    /// The manifest's journal, appended to as parts are acknowledged; `None` when S3's ListParts
+    /// is the only record (`tally shard run`: every worker of a shared upload asks S3).
+    pub journal: Option<Arc<Journal>>,
     /// The checksum algorithm of the upload (the manifest's, when resuming).
     pub alg: crate::hash::ChecksumAlgorithm,
     /// The parts (the manifest's part size, when resuming).
@@ -45,6 +47,17 @@ pub struct Start {
     pub resumed: bool,
     /// The manifest's path.
     pub manifest: PathBuf,
+    /// The part numbers this run sends: all of the plan's for `tally upload`, one slice of them
+    /// for `tally shard run` (other workers send the rest).
+    pub slice: RangeInclusive<u32>,
+}
+
+impl Start {
+    /// The plan's parts within [`Start::slice`], in order.
+    pub fn parts(&self) -> impl Iterator<Item = Part> + use<> {
+        let slice = self.slice.clone();
+        self.plan.parts().filter(move |p| slice.contains(&p.number))
+    }
 }
 
 /// Where this upload's manifest lives: `--manifest`, or the state directory's name for this source

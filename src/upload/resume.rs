@@ -80,7 +80,8 @@ pub async fn begin<C: S3Api>(run: &Run<'_, C>, manifest_path: &Path) -> Result<B
                     let p = manifest_path.to_owned();
                     Arc::new(blocking(move || Journal::open(&p)).await?)
                 };
-                let done = reconcile(run, &plan, alg, &old, &held, &journal).await?;
+                let done =
+                    reconcile(run, plan.parts(), alg, &old.parts, &held, Some(&journal)).await?;
                 run.progress.note(&format!(
                     "resuming upload {id}: {} of {} parts already in S3{} (manifest {})",
                     done.len(),
@@ -94,12 +95,13 @@ pub async fn begin<C: S3Api>(run: &Run<'_, C>, manifest_path: &Path) -> Result<B
                 ));
                 return Ok(Begun::Parts(Start {
                     upload_id: id,
-                    journal,
+                    journal: Some(journal),
                     alg,
                     plan,
                     done,
                     resumed: true,
                     manifest: manifest_path.to_owned(),
+                    slice: 1..=plan.count(),
                 }));
             }
             Err(e) if e.kind == S3ErrorKind::NotFound => {
@@ -159,12 +161,13 @@ pub async fn begin<C: S3Api>(run: &Run<'_, C>, manifest_path: &Path) -> Result<B
     ));
     Ok(Begun::Parts(Start {
         upload_id,
-        journal,
+        journal: Some(journal),
         alg,
         plan,
         done: Vec::new(),
         resumed: false,
         manifest: manifest_path.to_owned(),
+        slice: 1..=plan.count(),
     }))
 }
 
@@ -288,12 +291,13 @@ async fn already_complete<C: S3Api>(
     };
     let start = Start {
         upload_id: old.header.upload_id.clone(),
-        journal,
+        journal: Some(journal),
         alg,
         plan: *plan,
         done: done.clone(),
         resumed: true,
         manifest: manifest_path.to_owned(),
+        slice: 1..=plan.count(),
     };
     let reply = complete::reply_from_head(head);
     let report = complete::finish(run, &start, &done, local, reply).await;
@@ -305,23 +309,25 @@ async fn already_complete<C: S3Api>(
     report.map(Some)
 }
 
-/// Decides, part by part, what S3 already holds that equals the local file. S3 is the truth: a
-/// recorded part it lacks is sent again; a part it holds that was not recorded (a crash between
-/// send and record) is adopted when its checksum matches the local bytes; a part whose checksum
-/// differs is sent again. Unless `--trust-manifest`, recorded parts are re-hashed from the file.
-async fn reconcile<C: S3Api>(
+/// Decides, for each of `parts`, whether S3 already holds it equal to the local file. S3 is the
+/// truth: a recorded part it lacks is sent again; a part it holds that was not recorded (a crash
+/// between send and record, or a part sent by another `tally shard run` worker) is adopted when
+/// its checksum matches the local bytes, and recorded in `journal` if there is one; a part whose
+/// checksum differs is sent again. Unless `--trust-manifest`, recorded parts are re-hashed from
+/// the file.
+pub(crate) async fn reconcile<C: S3Api>(
     run: &Run<'_, C>,
-    plan: &Plan,
+    parts: impl IntoIterator<Item = Part>,
     alg: ChecksumAlgorithm,
-    old: &manifest::Loaded,
+    records: &[PartRecord],
     held: &[HeldPart],
-    journal: &Arc<Journal>,
+    journal: Option<&Arc<Journal>>,
 ) -> Result<Vec<DonePart>, Error> {
     let held: HashMap<u32, &HeldPart> = held.iter().map(|p| (p.number, p)).collect();
-    let records: HashMap<u32, &PartRecord> = old.parts.iter().map(|r| (r.number, r)).collect();
+    let records: HashMap<u32, &PartRecord> = records.iter().map(|r| (r.number, r)).collect();
     let mut done = Vec::new();
     let mut to_hash = Vec::new();
-    for part in plan.parts() {
+    for part in parts {
         let Some(h) = held.get(&part.number).filter(|h| h.size == part.len) else {
             continue;
         };
@@ -361,9 +367,9 @@ async fn reconcile<C: S3Api>(
             ));
             continue;
         }
-        if !recorded {
+        if let Some(j) = journal.filter(|_| !recorded) {
             let rec = part_record(&part, &hash, &h.etag);
-            let j = journal.clone();
+            let j = j.clone();
             blocking(move || j.record_part(&rec)).await?;
         }
         done.push(DonePart {

@@ -13,6 +13,7 @@ mod network;
 mod proxy;
 mod resume;
 mod settings;
+mod shard;
 mod support;
 mod tree;
 mod tree_upload;
