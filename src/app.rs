@@ -44,6 +44,12 @@ pub fn run(cli: Cli) -> i32 {
     match &cli.command {
         Command::Upload(args) if args.file.is_dir() => runtime.block_on(upload_tree(args, &out)),
         Command::Upload(args) => {
+            if args.mhl {
+                return out.finish::<()>(Err(Error::Usage(format!(
+                    "--mhl writes an ASC MHL generation for a directory; {} is not one: upload its folder",
+                    args.file.display()
+                ))));
+            }
             if args.tree.any() {
                 return out.finish::<()>(Err(Error::Usage(format!(
                     "--include, --exclude and --no-follow-symlinks need a directory; {} is not one",
@@ -397,6 +403,9 @@ impl Output {
                 Action::Failed => eprintln!("tally: FAILED {}: {reason}", line.path),
                 Action::Differs => eprintln!("tally: DIFFERS {}: {reason}", line.path),
                 Action::Ignored if !quiet => eprintln!("tally: warning: {}: {reason}", line.path),
+                _ if !quiet && line.mhl.as_deref() == Some("new") => {
+                    eprintln!("tally: new (not in the ASC MHL history): {}", line.path);
+                }
                 _ => {}
             }
         }
@@ -444,6 +453,7 @@ fn tree_config(args: &UploadArgs) -> Result<TreeConfig, Error> {
         },
         prefix,
         base,
+        mhl: args.mhl,
     })
 }
 
@@ -493,6 +503,9 @@ fn print_tree(r: &TreeReport, all_good: &str, nothing: &str) -> String {
     if counts.is_empty() {
         counts.push(nothing.to_owned());
     }
+    if let Some(m) = &r.mhl {
+        s += &mhl_summary(m);
+    }
     s += &format!(
         "s3://{}/{}: {} files, {}: {}, in {:.2} s ({:.1} MiB/s)\n  {verdict}\n",
         r.bucket,
@@ -503,6 +516,28 @@ fn print_tree(r: &TreeReport, all_good: &str, nothing: &str) -> String {
         r.seconds,
         r.mib_per_s
     );
+    s
+}
+
+/// The ASC MHL lines of a tree upload's summary.
+fn mhl_summary(m: &crate::mhl::session::Summary) -> String {
+    let mut s = String::new();
+    if m.history {
+        s += &format!(
+            "ASC MHL history: {} verified, {} new, {} MISMATCHED (not uploaded), {} MISSING\n",
+            m.verified, m.new, m.mismatched, m.missing
+        );
+    }
+    if let Some(g) = &m.generation {
+        s += &format!(
+            "ASC MHL generation {g} written to {}",
+            m.written_to.as_deref().unwrap_or("?")
+        );
+        if let Some(why) = &m.source_read_only {
+            s += &format!(" (the source cannot be written: {why})");
+        }
+        s += &format!("; uploaded: {}\n", m.uploaded.join(", "));
+    }
     s
 }
 

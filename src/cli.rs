@@ -421,6 +421,12 @@ pub struct UploadArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub tree: TreeArgs,
+    /// Directory uploads: write an ASC MHL generation (process "transfer", the s3:// location,
+    /// each file's hashes and S3 facts) into DIR/ascmhl/ (or only the state directory when DIR is
+    /// read-only), update ascmhl_chain.xml and upload both with the tree. A tree's ascmhl/ history
+    /// is checked with or without this flag: a file that does not match it is not uploaded.
+    #[arg(long)]
+    pub mhl: bool,
     /// Skip the check after completion that reads the object's checksums back from S3.
     #[arg(long)]
     pub no_verify: bool,
