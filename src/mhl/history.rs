@@ -356,3 +356,143 @@ pub fn read_chain(path: &Path) -> Result<Vec<ChainEntry>, MhlError> {
     })?;
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mhl::hashes::data_hashes;
+
+    fn generation(files: &[(&str, u64, &[(&str, &str, &str)])], ignore: &[&str]) -> String {
+        let mut s = String::from(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<hashlist version=\"2.0\" xmlns=\"urn:ASC:MHL:v2.0\">\n<creatorinfo><creationdate>2020-01-16T09:15:00+00:00</creationdate><hostname>h</hostname><tool version=\"1\">t</tool></creatorinfo>\n<processinfo><process>in-place</process><roothash><content><xxh64>ffffffffffffffff</xxh64></content><structure><xxh64>eeeeeeeeeeeeeeee</xxh64></structure></roothash>",
+        );
+        if !ignore.is_empty() {
+            s += "<ignore>";
+            for p in ignore {
+                s += &format!("<pattern>{p}</pattern>");
+            }
+            s += "</ignore>";
+        }
+        s += "</processinfo>\n<hashes>\n";
+        for (path, size, hashes) in files {
+            s += &format!("<hash><path size=\"{size}\">{path}</path>");
+            for (f, action, v) in *hashes {
+                s += &format!("<{f} action=\"{action}\" hashdate=\"2020-01-16T09:15:00+00:00\">{v}</{f}>");
+            }
+            s += "</hash>\n";
+        }
+        s += "<directoryhash><path>Clips</path><content><xxh64>1111111111111111</xxh64></content><structure><xxh64>2222222222222222</xxh64></structure></directoryhash>\n";
+        s += "</hashes>\n</hashlist>\n";
+        s
+    }
+
+    /// Writes generation files and a chain holding each one's C4.
+    fn history(dir: &Path, gens: &[(&str, String)]) {
+        let a = dir.join(FOLDER);
+        std::fs::create_dir_all(&a).unwrap();
+        let mut chain = Vec::new();
+        for (i, (name, text)) in gens.iter().enumerate() {
+            std::fs::write(a.join(name), text).unwrap();
+            chain.push(ChainEntry {
+                sequence: i as u32 + 1,
+                path: (*name).to_owned(),
+                format: HashFormat::C4,
+                value: data_hashes(text.as_bytes(), &[HashFormat::C4])
+                    .get(HashFormat::C4)
+                    .unwrap()
+                    .to_owned(),
+            });
+        }
+        let bytes = crate::mhl::generation::chain_bytes(&chain).unwrap();
+        std::fs::write(a.join(CHAIN), bytes).unwrap();
+    }
+
+    #[test]
+    fn the_newest_value_per_format_wins_and_a_failed_one_never_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let g1 = generation(
+            &[
+                ("Clips/a & b.mov", 3, &[("xxh64", "original", "AAAAAAAAAAAAAAAA")]),
+                ("Clips/c.mov", 4, &[("xxh64", "original", "cccccccccccccccc")]),
+            ],
+            &[".DS_Store", "ascmhl", "ascmhl/"],
+        )
+        .replace("a & b", "a &amp; b");
+        let g2 = generation(
+            &[(
+                "Clips/a &amp; b.mov",
+                5,
+                &[
+                    ("md5", "original", "5eb63bbbe01eeed093cb22bb8f5acdc3"),
+                    ("xxh64", "verified", "bbbbbbbbbbbbbbbb"),
+                ],
+            )],
+            &[],
+        );
+        let g3 = generation(
+            &[("Clips/a &amp; b.mov", 6, &[("xxh64", "failed", "dddddddddddddddd")])],
+            &["*.tmp"],
+        );
+        history(
+            dir.path(),
+            &[
+                ("0001_A_2020-01-16_091500Z.mhl", g1),
+                ("0002_A_2020-01-17_091500Z.mhl", g2),
+                ("0003_A_2020-01-18_091500Z.mhl", g3),
+            ],
+        );
+        let h = History::load(dir.path()).unwrap().unwrap();
+        let k = h.known("Clips/a & b.mov").expect("the escaped name is read unescaped");
+        let xxh = &k.hashes[&HashFormat::Xxh64];
+        assert_eq!(xxh.0, "bbbbbbbbbbbbbbbb", "generation 2's value, not 3's failed one");
+        assert_eq!(h.generation_name(xxh.1), "0002_A_2020-01-17_091500Z.mhl");
+        assert_eq!(
+            k.hashes[&HashFormat::Md5].0,
+            "5eb63bbbe01eeed093cb22bb8f5acdc3"
+        );
+        assert_eq!(k.size, Some(6), "the newest size");
+        assert_eq!(h.known("Clips/c.mov").unwrap().hashes[&HashFormat::Xxh64].0, "cccccccccccccccc");
+        assert!(h.known("Clips").is_none(), "directory hashes are not files");
+        assert_eq!(h.ignore, ["*.tmp"], "the newest generation's patterns");
+        assert_eq!(h.next_number(), 4);
+        assert_eq!(h.unseen().len(), 2);
+        h.known("Clips/c.mov").unwrap().mark_seen();
+        assert_eq!(h.unseen(), [("Clips/a & b.mov", Some(6))]);
+    }
+
+    #[test]
+    fn a_generation_changed_after_the_chain_recorded_it_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let g1 = generation(&[("a", 1, &[("xxh64", "original", "0123456789abcdef")])], &[]);
+        history(dir.path(), &[("0001_A_2020-01-16_091500Z.mhl", g1.clone())]);
+        assert!(History::load(dir.path()).is_ok());
+        // One value changed: the C4 the chain holds no longer matches.
+        let p = dir.path().join(FOLDER).join("0001_A_2020-01-16_091500Z.mhl");
+        std::fs::write(&p, g1.replace("0123456789abcdef", "0123456789abcdee")).unwrap();
+        let e = History::load(dir.path()).unwrap_err();
+        assert!(matches!(e, MhlError::ModifiedGeneration { .. }), "{e}");
+        assert!(e.is_integrity());
+        assert!(e.to_string().contains("0001_A_2020-01-16_091500Z.mhl"), "{e}");
+        // Removed: missing; and generations without any chain.
+        std::fs::remove_file(&p).unwrap();
+        let e = History::load(dir.path()).unwrap_err();
+        assert!(matches!(e, MhlError::MissingGeneration { .. }), "{e}");
+        std::fs::write(&p, &g1).unwrap();
+        std::fs::remove_file(dir.path().join(FOLDER).join(CHAIN)).unwrap();
+        let e = History::load(dir.path()).unwrap_err();
+        assert!(matches!(e, MhlError::NoChain { .. }), "{e}");
+        // No ascmhl/ at all: no history.
+        assert!(History::load(&dir.path().join("nowhere")).unwrap().is_none());
+    }
+
+    #[test]
+    fn generation_names_follow_the_reference_tools_rule() {
+        assert_eq!(generation_number("0001_A_2020-01-16_091500Z.mhl").unwrap().number, 1);
+        assert_eq!(generation_number("12345_x.mhl").unwrap().number, 12345);
+        assert_eq!(generation_number("0002.mhl").unwrap().number, 2);
+        assert!(generation_number("001_x.mhl").is_none());
+        assert!(generation_number("._0001_x.mhl").is_none());
+        assert!(generation_number("ascmhl_chain.xml").is_none());
+        assert!(generation_number("packinglist_x.mhl").is_none());
+    }
+}
