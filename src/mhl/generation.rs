@@ -94,10 +94,6 @@ pub struct GenerationWriter {
     hashes_open: bool,
 }
 
-fn text(s: &str) -> Event<'_> {
-    Event::Text(BytesText::new(s))
-}
-
 /// Writes `<name>value</name>` (with `attrs`).
 fn element<W: Write>(
     w: &mut quick_xml::Writer<W>,
@@ -159,7 +155,8 @@ impl GenerationWriter {
     /// Appends one file's `<hash>`.
     pub fn add(&mut self, e: &HashEntry) -> std::io::Result<()> {
         if !self.hashes_open {
-            self.w.write_event(Event::Start(BytesStart::new("hashes")))?;
+            self.w
+                .write_event(Event::Start(BytesStart::new("hashes")))?;
             self.hashes_open = true;
         }
         let mut hashes = e.hashes.clone();
@@ -168,7 +165,9 @@ impl GenerationWriter {
         let size = e.size.to_string();
         let modified = e.modified.map(date_time);
         self.w.create_element("hash").write_inner_content(|w| {
-            let mut path = w.create_element("path").with_attribute(("size", size.as_str()));
+            let mut path = w
+                .create_element("path")
+                .with_attribute(("size", size.as_str()));
             if let Some(m) = &modified {
                 path = path.with_attribute(("lastmodificationdate", m.as_str()));
             }
@@ -245,7 +244,6 @@ pub fn chain_bytes(entries: &[ChainEntry]) -> std::io::Result<Vec<u8>> {
         })?;
     let mut bytes = w.into_inner();
     bytes.push(b'\n');
-    let _ = text; // (kept for symmetry with the generation writer)
     Ok(bytes)
 }
 
@@ -289,7 +287,10 @@ mod tests {
         // 2020-01-16 09:15:00 UTC = 1579166100 (date -u -d '2020-01-16 09:15:00' +%s).
         let t = UNIX_EPOCH + Duration::from_secs(1_579_166_100);
         assert_eq!(date_time(t), "2020-01-16T09:15:00+00:00");
-        assert_eq!(file_name(1, "A002R2EC", t), "0001_A002R2EC_2020-01-16_091500Z.mhl");
+        assert_eq!(
+            file_name(1, "A002R2EC", t),
+            "0001_A002R2EC_2020-01-16_091500Z.mhl"
+        );
         // A leap day and the end of a year (date -u -d '2024-02-29 23:59:59' +%s = 1709251199).
         let t = UNIX_EPOCH + Duration::from_secs(1_709_251_199);
         assert_eq!(date_time(t), "2024-02-29T23:59:59+00:00");

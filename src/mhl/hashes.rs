@@ -66,7 +66,9 @@ impl FromStr for HashFormat {
         HashFormat::ALL
             .into_iter()
             .find(|f| f.name() == s)
-            .ok_or_else(|| format!("'{s}' is not an ASC MHL hash format (c4, md5, sha1, xxh128, xxh3, xxh64)"))
+            .ok_or_else(|| {
+                format!("'{s}' is not an ASC MHL hash format (c4, md5, sha1, xxh128, xxh3, xxh64)")
+            })
     }
 }
 
@@ -158,7 +160,9 @@ impl Hashers {
                 HashFormat::Md5 => crate::hash::hex(&self.md5.clone().expect("md5").finalize()),
                 HashFormat::Sha1 => crate::hash::hex(&self.sha1.clone().expect("sha1").finalize()),
                 HashFormat::C4 => c4_id(&self.sha512.clone().expect("sha512").finalize()),
-                HashFormat::Xxh64 => format!("{:016x}", self.xxh64.as_ref().expect("xxh64").digest()),
+                HashFormat::Xxh64 => {
+                    format!("{:016x}", self.xxh64.as_ref().expect("xxh64").digest())
+                }
                 HashFormat::Xxh3 => format!("{:016x}", self.xxh3.as_ref().expect("xxh3").digest()),
                 HashFormat::Xxh128 => {
                     format!("{:032x}", self.xxh3.as_ref().expect("xxh3").digest128())
@@ -191,9 +195,18 @@ mod tests {
         let h = data_hashes(b"hello world", &HashFormat::ALL);
         assert_eq!(h.get(HashFormat::Xxh64), Some("45ab6734b21e6968"));
         assert_eq!(h.get(HashFormat::Xxh3), Some("d447b1ea40e6988b"));
-        assert_eq!(h.get(HashFormat::Xxh128), Some("df8d09e93f874900a99b8775cc15b6c7"));
-        assert_eq!(h.get(HashFormat::Md5), Some("5eb63bbbe01eeed093cb22bb8f5acdc3"));
-        assert_eq!(h.get(HashFormat::Sha1), Some("2aae6c35c94fcfb415dbe95f408b9ce91ee846ed"));
+        assert_eq!(
+            h.get(HashFormat::Xxh128),
+            Some("df8d09e93f874900a99b8775cc15b6c7")
+        );
+        assert_eq!(
+            h.get(HashFormat::Md5),
+            Some("5eb63bbbe01eeed093cb22bb8f5acdc3")
+        );
+        assert_eq!(
+            h.get(HashFormat::Sha1),
+            Some("2aae6c35c94fcfb415dbe95f408b9ce91ee846ed")
+        );
         assert_eq!(h.get(HashFormat::C4), Some(C4_HELLO_WORLD));
     }
 
@@ -217,7 +230,9 @@ mod tests {
     fn a_file_read_in_chunks_hashes_as_the_whole() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("f");
-        let data: Vec<u8> = (0..(CHUNK * 2 + 12345)).map(|i| (i * 7 % 251) as u8).collect();
+        let data: Vec<u8> = (0..(CHUNK * 2 + 12345))
+            .map(|i| (i * 7 % 251) as u8)
+            .collect();
         std::fs::write(&p, &data).unwrap();
         let whole = data_hashes(&data, &HashFormat::ALL);
         assert_eq!(file_hashes(&p, &HashFormat::ALL).unwrap(), whole);

@@ -7,9 +7,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use super::MhlError;
 use super::hashes::{HashFormat, file_hashes};
 use super::xml::{self, Ev};
-use super::MhlError;
 
 /// The history folder's name.
 pub const FOLDER: &str = "ascmhl";
@@ -181,11 +181,11 @@ impl History {
                         entry = Some(Entry::default());
                     } else if stack.len() == 4 && stack[2] == "hash" {
                         if stack[3] == "path" {
-                            if let (Some(e), Some(s)) = (entry.as_mut(), xml::attr(attrs, "size"))
-                            {
-                                e.size = Some(s.parse().map_err(|_| {
-                                    format!("size '{s}' is not a number")
-                                })?);
+                            if let (Some(e), Some(s)) = (entry.as_mut(), xml::attr(attrs, "size")) {
+                                e.size = Some(
+                                    s.parse()
+                                        .map_err(|_| format!("size '{s}' is not a number"))?,
+                                );
                             }
                         } else {
                             pending_failed = xml::attr(attrs, "action") == Some("failed");
@@ -202,7 +202,8 @@ impl History {
                         if stack[3] == "path" {
                             e.path = text.to_owned();
                         } else if let Ok(f) = stack[3].parse::<HashFormat>() {
-                            e.hashes.push((f, text.to_ascii_lowercase_if_hex(f), pending_failed));
+                            e.hashes
+                                .push((f, text.to_ascii_lowercase_if_hex(f), pending_failed));
                         }
                     } else if stack.len() == 3 && stack[2] == "hash" {
                         if let Some(e) = entry.take() {
@@ -271,9 +272,7 @@ impl History {
 
     /// The name of the generation at `index` of [`History::generations`].
     pub fn generation_name(&self, index: usize) -> &str {
-        self.generations
-            .get(index)
-            .map_or("?", |g| g.name.as_str())
+        self.generations.get(index).map_or("?", |g| g.name.as_str())
     }
 }
 
@@ -319,7 +318,7 @@ pub fn read_chain(path: &Path) -> Result<Vec<ChainEntry>, MhlError> {
     let mut file: Option<String> = None;
     let mut hash: Option<(HashFormat, String)> = None;
     xml::walk(path, |stack, ev| {
-        if !xml::ends_with(stack, &["hashlist"]) && !(stack.len() == 3 && stack[1] == "hashlist") {
+        if stack.len() < 2 || stack[1] != "hashlist" {
             return Ok(());
         }
         match ev {
@@ -362,7 +361,10 @@ mod tests {
     use super::*;
     use crate::mhl::hashes::data_hashes;
 
-    fn generation(files: &[(&str, u64, &[(&str, &str, &str)])], ignore: &[&str]) -> String {
+    /// (format, action, value).
+    type Recorded<'a> = &'a [(&'a str, &'a str, &'a str)];
+
+    fn generation(files: &[(&str, u64, Recorded<'_>)], ignore: &[&str]) -> String {
         let mut s = String::from(
             "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<hashlist version=\"2.0\" xmlns=\"urn:ASC:MHL:v2.0\">\n<creatorinfo><creationdate>2020-01-16T09:15:00+00:00</creationdate><hostname>h</hostname><tool version=\"1\">t</tool></creatorinfo>\n<processinfo><process>in-place</process><roothash><content><xxh64>ffffffffffffffff</xxh64></content><structure><xxh64>eeeeeeeeeeeeeeee</xxh64></structure></roothash>",
         );
@@ -377,7 +379,9 @@ mod tests {
         for (path, size, hashes) in files {
             s += &format!("<hash><path size=\"{size}\">{path}</path>");
             for (f, action, v) in *hashes {
-                s += &format!("<{f} action=\"{action}\" hashdate=\"2020-01-16T09:15:00+00:00\">{v}</{f}>");
+                s += &format!(
+                    "<{f} action=\"{action}\" hashdate=\"2020-01-16T09:15:00+00:00\">{v}</{f}>"
+                );
             }
             s += "</hash>\n";
         }
@@ -412,8 +416,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let g1 = generation(
             &[
-                ("Clips/a & b.mov", 3, &[("xxh64", "original", "AAAAAAAAAAAAAAAA")]),
-                ("Clips/c.mov", 4, &[("xxh64", "original", "cccccccccccccccc")]),
+                (
+                    "Clips/a & b.mov",
+                    3,
+                    &[("xxh64", "original", "AAAAAAAAAAAAAAAA")],
+                ),
+                (
+                    "Clips/c.mov",
+                    4,
+                    &[("xxh64", "original", "cccccccccccccccc")],
+                ),
             ],
             &[".DS_Store", "ascmhl", "ascmhl/"],
         )
@@ -430,7 +442,11 @@ mod tests {
             &[],
         );
         let g3 = generation(
-            &[("Clips/a &amp; b.mov", 6, &[("xxh64", "failed", "dddddddddddddddd")])],
+            &[(
+                "Clips/a &amp; b.mov",
+                6,
+                &[("xxh64", "failed", "dddddddddddddddd")],
+            )],
             &["*.tmp"],
         );
         history(
@@ -442,16 +458,24 @@ mod tests {
             ],
         );
         let h = History::load(dir.path()).unwrap().unwrap();
-        let k = h.known("Clips/a & b.mov").expect("the escaped name is read unescaped");
+        let k = h
+            .known("Clips/a & b.mov")
+            .expect("the escaped name is read unescaped");
         let xxh = &k.hashes[&HashFormat::Xxh64];
-        assert_eq!(xxh.0, "bbbbbbbbbbbbbbbb", "generation 2's value, not 3's failed one");
+        assert_eq!(
+            xxh.0, "bbbbbbbbbbbbbbbb",
+            "generation 2's value, not 3's failed one"
+        );
         assert_eq!(h.generation_name(xxh.1), "0002_A_2020-01-17_091500Z.mhl");
         assert_eq!(
             k.hashes[&HashFormat::Md5].0,
             "5eb63bbbe01eeed093cb22bb8f5acdc3"
         );
         assert_eq!(k.size, Some(6), "the newest size");
-        assert_eq!(h.known("Clips/c.mov").unwrap().hashes[&HashFormat::Xxh64].0, "cccccccccccccccc");
+        assert_eq!(
+            h.known("Clips/c.mov").unwrap().hashes[&HashFormat::Xxh64].0,
+            "cccccccccccccccc"
+        );
         assert!(h.known("Clips").is_none(), "directory hashes are not files");
         assert_eq!(h.ignore, ["*.tmp"], "the newest generation's patterns");
         assert_eq!(h.next_number(), 4);
@@ -463,16 +487,25 @@ mod tests {
     #[test]
     fn a_generation_changed_after_the_chain_recorded_it_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let g1 = generation(&[("a", 1, &[("xxh64", "original", "0123456789abcdef")])], &[]);
+        let g1 = generation(
+            &[("a", 1, &[("xxh64", "original", "0123456789abcdef")])],
+            &[],
+        );
         history(dir.path(), &[("0001_A_2020-01-16_091500Z.mhl", g1.clone())]);
         assert!(History::load(dir.path()).is_ok());
         // One value changed: the C4 the chain holds no longer matches.
-        let p = dir.path().join(FOLDER).join("0001_A_2020-01-16_091500Z.mhl");
+        let p = dir
+            .path()
+            .join(FOLDER)
+            .join("0001_A_2020-01-16_091500Z.mhl");
         std::fs::write(&p, g1.replace("0123456789abcdef", "0123456789abcdee")).unwrap();
         let e = History::load(dir.path()).unwrap_err();
         assert!(matches!(e, MhlError::ModifiedGeneration { .. }), "{e}");
         assert!(e.is_integrity());
-        assert!(e.to_string().contains("0001_A_2020-01-16_091500Z.mhl"), "{e}");
+        assert!(
+            e.to_string().contains("0001_A_2020-01-16_091500Z.mhl"),
+            "{e}"
+        );
         // Removed: missing; and generations without any chain.
         std::fs::remove_file(&p).unwrap();
         let e = History::load(dir.path()).unwrap_err();
@@ -482,12 +515,21 @@ mod tests {
         let e = History::load(dir.path()).unwrap_err();
         assert!(matches!(e, MhlError::NoChain { .. }), "{e}");
         // No ascmhl/ at all: no history.
-        assert!(History::load(&dir.path().join("nowhere")).unwrap().is_none());
+        assert!(
+            History::load(&dir.path().join("nowhere"))
+                .unwrap()
+                .is_none()
+        );
     }
 
     #[test]
     fn generation_names_follow_the_reference_tools_rule() {
-        assert_eq!(generation_number("0001_A_2020-01-16_091500Z.mhl").unwrap().number, 1);
+        assert_eq!(
+            generation_number("0001_A_2020-01-16_091500Z.mhl")
+                .unwrap()
+                .number,
+            1
+        );
         assert_eq!(generation_number("12345_x.mhl").unwrap().number, 12345);
         assert_eq!(generation_number("0002.mhl").unwrap().number, 2);
         assert!(generation_number("001_x.mhl").is_none());

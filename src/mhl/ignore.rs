@@ -35,7 +35,9 @@ impl Ignore {
                     dirs_only,
                     anchored,
                 }),
-                Err(e) => tracing::warn!("ASC MHL ignore pattern '{p}' is not usable ({e}); left out"),
+                Err(e) => {
+                    tracing::warn!("ASC MHL ignore pattern '{p}' is not usable ({e}); left out")
+                }
             }
         }
         Ignore(out)

@@ -22,11 +22,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
+use super::MhlError;
 use super::generation::{self, Action, GenerationWriter, HashEntry, Header, S3Facts};
 use super::hashes::{FileHashes, HashFormat, file_hashes};
 use super::history::{CHAIN, ChainEntry, FOLDER, History};
 use super::ignore::Ignore;
-use super::MhlError;
 use crate::config::{ObjectUrl, UploadConfig};
 use crate::engine::Engine;
 use crate::error::{EXIT_ERROR, EXIT_MISMATCH, Error};
@@ -72,7 +72,11 @@ pub enum Checked {
     /// Every format the history holds matches.
     Verified(FileHashes, SystemTime),
     /// At least one format differs: (format, recorded, actual, generation file).
-    Mismatch(FileHashes, SystemTime, Vec<(HashFormat, String, String, String)>),
+    Mismatch(
+        FileHashes,
+        SystemTime,
+        Vec<(HashFormat, String, String, String)>,
+    ),
     /// The file could not be read for the check.
     Unreadable(String),
 }
@@ -80,14 +84,11 @@ pub enum Checked {
 /// The ASC MHL side of one tree upload.
 pub struct Session {
     root: PathBuf,
-    root_name: String,
     history: Option<History>,
     ignore: Ignore,
     new_formats: Vec<HashFormat>,
     writer: Option<Mutex<Option<GenerationWriter>>>,
     number: u32,
-    created: SystemTime,
-    location: String,
     bucket: String,
     state_dir: PathBuf,
     summary: Mutex<Summary>,
@@ -136,7 +137,7 @@ impl Session {
                 created,
                 hostname: gethostname::gethostname().to_string_lossy().into_owned(),
                 tool_version: env!("CARGO_PKG_VERSION").to_owned(),
-                location: location.clone(),
+                location,
                 ignore: ignore_patterns.clone(),
             };
             let w = GenerationWriter::create(&path, &header).map_err(|e| write_error(&path, &e))?;
@@ -150,14 +151,11 @@ impl Session {
         };
         Ok(Some(Session {
             root: abs,
-            root_name,
             history,
             ignore: Ignore::new(&ignore_patterns),
             new_formats,
             writer,
             number,
-            created,
-            location,
             bucket: prefix.bucket.clone(),
             state_dir: dir,
             summary: Mutex::new(summary),
@@ -180,11 +178,13 @@ impl Session {
             _ => return Checked::New(None),
         };
         let path = entry.path.clone();
-        let hashed = blocking(move || file_hashes(&path, &formats).map(|h| (h, SystemTime::now())))
-            .await;
+        let hashed =
+            blocking(move || file_hashes(&path, &formats).map(|h| (h, SystemTime::now()))).await;
         let (hashes, at) = match hashed {
             Ok(h) => h,
-            Err(e) => return Checked::Unreadable(format!("cannot be read for the ASC MHL check: {e}")),
+            Err(e) => {
+                return Checked::Unreadable(format!("cannot be read for the ASC MHL check: {e}"));
+            }
         };
         let Some(k) = known.filter(|k| !k.hashes.is_empty()) else {
             return Checked::New(Some((hashes, at)));
@@ -347,7 +347,11 @@ impl Session {
         let mut summary = self.summary.lock().expect("lock").clone();
         if !complete {
             // Interrupted: what was not reached is not missing, and no generation is written.
-            if let Some(w) = self.writer.as_ref().and_then(|w| w.lock().expect("lock").take()) {
+            if let Some(w) = self
+                .writer
+                .as_ref()
+                .and_then(|w| w.lock().expect("lock").take())
+            {
                 let _ = std::fs::remove_file(w.path());
             }
             return (lines, summary);
@@ -373,13 +377,21 @@ impl Session {
                 });
             }
         }
-        let Some(writer) = self.writer.as_ref().and_then(|w| w.lock().expect("lock").take()) else {
+        let Some(writer) = self
+            .writer
+            .as_ref()
+            .and_then(|w| w.lock().expect("lock").take())
+        else {
             return (lines, summary);
         };
         let placed = {
             let this = &self;
             let temp = writer.path().to_owned();
-            let chain = self.history.as_ref().map(|h| h.chain.clone()).unwrap_or_default();
+            let chain = self
+                .history
+                .as_ref()
+                .map(|h| h.chain.clone())
+                .unwrap_or_default();
             let (root, number, dir) = (this.root.clone(), this.number, this.state_dir.clone());
             blocking(move || place(writer, &temp, &root, &dir, number, chain)).await
         };
@@ -418,7 +430,6 @@ impl Session {
                 }),
             }
         }
-        let _ = (&self.created, &self.location, &self.root_name);
         (lines, summary)
     }
 }

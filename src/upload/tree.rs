@@ -150,7 +150,16 @@ pub async fn upload_tree<C: S3Api>(
         let complete = report.complete && fatal.is_none();
         let filters = &cfg.walk.filters;
         let (lines, summary) = mhl
-            .finish(&engine, s3, &cfg.base, &cfg.prefix, filters, complete, progress, cancel)
+            .finish(
+                &engine,
+                s3,
+                &cfg.base,
+                &cfg.prefix,
+                filters,
+                complete,
+                progress,
+                cancel,
+            )
             .await;
         for line in &lines {
             on_line(line);
@@ -228,11 +237,7 @@ impl<C: S3Api> Ctx<'_, C> {
 
     /// One file: skipped on the record's word (`--trust-manifest`, object unchanged), else
     /// [`upload_or_skip`]. `Err` carries an error that stops the whole run.
-    async fn send(
-        &self,
-        entry: FileEntry,
-        listed: Listed,
-    ) -> Result<FileLine, (FileLine, Error)> {
+    async fn send(&self, entry: FileEntry, listed: Listed) -> Result<FileLine, (FileLine, Error)> {
         let Ctx {
             engine,
             s3,

@@ -14,9 +14,8 @@ const ASCMHL_BOUND: std::time::Duration = std::time::Duration::from_secs(120);
 /// Runs the reference tool (`ascmhl` or `ascmhl-debug`); the test fails clearly when it is not
 /// installed.
 fn ascmhl(tool: &str, args: &[&str]) -> Output {
-    let found = std::env::var_os("PATH").is_some_and(|p| {
-        std::env::split_paths(&p).any(|d| d.join(tool).is_file())
-    });
+    let found = std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()));
     assert!(
         found,
         "{tool} is not on PATH: run scripts/tools and put its bin directory first on PATH"
@@ -70,7 +69,12 @@ fn generations(root: &Path) -> Vec<PathBuf> {
 }
 
 /// The `--json` lines: file lines by `rel` (or path), and the summary.
-fn lines(out: &Output) -> (std::collections::BTreeMap<String, serde_json::Value>, serde_json::Value) {
+fn lines(
+    out: &Output,
+) -> (
+    std::collections::BTreeMap<String, serde_json::Value>,
+    serde_json::Value,
+) {
     let mut files = std::collections::BTreeMap::new();
     let mut summary = None;
     for l in String::from_utf8_lossy(&out.stdout).lines() {
@@ -79,11 +83,29 @@ fn lines(out: &Output) -> (std::collections::BTreeMap<String, serde_json::Value>
         if let Some(s) = v.get("summary") {
             summary = Some(s.clone());
         } else {
-            let k = v["rel"].as_str().filter(|r| !r.is_empty()).map(str::to_owned);
-            files.insert(k.unwrap_or_else(|| v["path"].as_str().unwrap().to_owned()), v);
+            let k = v["rel"]
+                .as_str()
+                .filter(|r| !r.is_empty())
+                .map(str::to_owned);
+            files.insert(
+                k.unwrap_or_else(|| v["path"].as_str().unwrap().to_owned()),
+                v,
+            );
         }
     }
-    (files, summary.unwrap_or_else(|| panic!("no summary: {}", stderr(out))))
+    (
+        files,
+        summary.unwrap_or_else(|| panic!("no summary: {}", stderr(out))),
+    )
+}
+
+/// The action the generation `xml` records for the value `value` of `format`.
+fn action_of<'a>(xml: &'a str, format: &str, value: &str) -> Option<&'a str> {
+    let line = xml.lines().find(|l| {
+        l.trim_start().starts_with(&format!("<{format} "))
+            && l.contains(&format!(">{value}</{format}>"))
+    })?;
+    line.split("action=\"").nth(1)?.split('"').next()
 }
 
 fn upload(s: &Server, root: &Path, url: &str, extra: &[&str]) -> Output {
@@ -111,42 +133,91 @@ fn a_transfer_generation_passes_the_reference_tool_here_and_after_a_download() {
     let out = upload(s, &root, &url, &["--mhl"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let (files, summary) = lines(&out);
-    for rel in ["Clips/c1.mov", "Clips/c2.mov", "Sound & Notes/t<1>.wav", "readme.txt"] {
+    for rel in [
+        "Clips/c1.mov",
+        "Clips/c2.mov",
+        "Sound & Notes/t<1>.wav",
+        "readme.txt",
+    ] {
         assert_eq!(files[rel]["action"], "uploaded", "{rel}: {}", files[rel]);
         assert_eq!(files[rel]["mhl"], "verified", "{rel}: {}", files[rel]);
     }
     let m = &summary["mhl"];
     assert_eq!(m["verified"], 4, "{m}");
-    assert_eq!((m["new"].as_u64(), m["mismatched"].as_u64(), m["missing"].as_u64()), (Some(0), Some(0), Some(0)));
+    assert_eq!(
+        (
+            m["new"].as_u64(),
+            m["mismatched"].as_u64(),
+            m["missing"].as_u64()
+        ),
+        (Some(0), Some(0), Some(0))
+    );
 
     // The source now has tally's generation 0002 in its chain.
     let gens = generations(&root);
     assert_eq!(gens.len(), 2, "{gens:?}");
     let name = gens[1].file_name().unwrap().to_str().unwrap().to_owned();
-    assert!(name.starts_with("0002_A001_") && name.ends_with("Z.mhl"), "{name}");
+    assert!(
+        name.starts_with("0002_A001_") && name.ends_with("Z.mhl"),
+        "{name}"
+    );
     assert_eq!(m["generation"], name.as_str());
     let xml = std::fs::read_to_string(&gens[1]).unwrap();
     assert!(xml.contains("<process>transfer</process>"), "{xml}");
-    assert!(xml.contains(&format!("<location>{url}</location>")), "{xml}");
-    assert!(xml.contains(&format!("<key>{prefix}Clips/c2.mov</key>")), "{xml}");
+    assert!(
+        xml.contains(&format!("<location>{url}</location>")),
+        "{xml}"
+    );
+    assert!(
+        xml.contains(&format!("<key>{prefix}Clips/c2.mov</key>")),
+        "{xml}"
+    );
     assert!(xml.contains("Sound &amp; Notes/t&lt;1&gt;.wav"), "{xml}");
     // Each file's xxh64 as the reference tool computes it, recorded as verified.
-    let c2 = ascmhl("ascmhl-debug", &["hash", "-h", "xxh64", root.join("Clips/c2.mov").to_str().unwrap()]);
+    let c2 = ascmhl(
+        "ascmhl-debug",
+        &[
+            "hash",
+            "-h",
+            "xxh64",
+            root.join("Clips/c2.mov").to_str().unwrap(),
+        ],
+    );
     let c2 = text(&c2).trim().rsplit(' ').next().unwrap().to_owned();
-    assert!(
-        xml.contains(&format!("action=\"verified\"")) && xml.contains(&format!(">{c2}</xxh64>")),
-        "c2's xxh64 {c2} verified: {xml}"
+    assert_eq!(
+        action_of(&xml, "xxh64", &c2),
+        Some("verified"),
+        "c2's xxh64 {c2}: {xml}"
     );
 
     let r = root.to_str().unwrap();
     let v = ascmhl("ascmhl-debug", &["verify", r]);
-    assert_eq!(v.status.code(), Some(0), "ascmhl-debug verify on the source: {}", text(&v));
-    let x = ascmhl("ascmhl-debug", &["xsd-schema-check", "-xsd", &fixture("ASCMHL.xsd"), gens[1].to_str().unwrap()]);
+    assert_eq!(
+        v.status.code(),
+        Some(0),
+        "ascmhl-debug verify on the source: {}",
+        text(&v)
+    );
+    let x = ascmhl(
+        "ascmhl-debug",
+        &[
+            "xsd-schema-check",
+            "-xsd",
+            &fixture("ASCMHL.xsd"),
+            gens[1].to_str().unwrap(),
+        ],
+    );
     assert_eq!(x.status.code(), Some(0), "XSD: {}", text(&x));
     let chain = root.join("ascmhl/ascmhl_chain.xml");
     let x = ascmhl(
         "ascmhl-debug",
-        &["xsd-schema-check", "-df", "-xsd", &fixture("ASCMHLDirectory__combined.xsd"), chain.to_str().unwrap()],
+        &[
+            "xsd-schema-check",
+            "-df",
+            "-xsd",
+            &fixture("ASCMHLDirectory__combined.xsd"),
+            chain.to_str().unwrap(),
+        ],
     );
     assert_eq!(x.status.code(), Some(0), "chain XSD: {}", text(&x));
     let info = ascmhl("ascmhl", &["info", "-v", r]);
@@ -163,9 +234,18 @@ fn a_transfer_generation_passes_the_reference_tool_here_and_after_a_download() {
     // Read back with the AWS CLI: the folder, its ascmhl/ included, passes the reference check.
     let down = dir.path().join("down/A001");
     s.aws(["s3", "sync", "--quiet", &url, down.to_str().unwrap()]);
-    assert_eq!(generations(&down).len(), 2, "the generation was uploaded with the tree");
+    assert_eq!(
+        generations(&down).len(),
+        2,
+        "the generation was uploaded with the tree"
+    );
     let v = ascmhl("ascmhl-debug", &["verify", down.to_str().unwrap()]);
-    assert_eq!(v.status.code(), Some(0), "ascmhl-debug verify on the download: {}", text(&v));
+    assert_eq!(
+        v.status.code(),
+        Some(0),
+        "ascmhl-debug verify on the download: {}",
+        text(&v)
+    );
 }
 
 #[test]
@@ -176,7 +256,10 @@ fn a_changed_byte_is_not_uploaded_and_missing_and_new_files_are_reported() {
     card(&root);
     let c2 = root.join("Clips/c2.mov");
     let hash = |p: &Path| {
-        let o = ascmhl("ascmhl-debug", &["hash", "-h", "xxh64", p.to_str().unwrap()]);
+        let o = ascmhl(
+            "ascmhl-debug",
+            &["hash", "-h", "xxh64", p.to_str().unwrap()],
+        );
         text(&o).trim().rsplit(' ').next().unwrap().to_owned()
     };
     let before = hash(&c2);
@@ -195,21 +278,51 @@ fn a_changed_byte_is_not_uploaded_and_missing_and_new_files_are_reported() {
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let (files, summary) = lines(&out);
     let l = &files["Clips/c2.mov"];
-    assert_eq!((l["action"].as_str(), l["mhl"].as_str()), (Some("failed"), Some("mismatch")), "{l}");
+    assert_eq!(
+        (l["action"].as_str(), l["mhl"].as_str()),
+        (Some("failed"), Some("mismatch")),
+        "{l}"
+    );
     let reason = l["reason"].as_str().unwrap();
-    assert!(reason.contains(&before) && reason.contains(&after), "both values: {reason}");
+    assert!(
+        reason.contains(&before) && reason.contains(&after),
+        "both values: {reason}"
+    );
     let err = stderr(&out);
-    assert!(err.contains(&format!("FAILED {}", c2.display())) && err.contains(&after), "{err}");
-    assert!(s.head(&format!("{prefix}Clips/c2.mov")).is_none(), "the changed file is not in S3");
+    assert!(
+        err.contains(&format!("FAILED {}", c2.display())) && err.contains(&after),
+        "{err}"
+    );
+    assert!(
+        s.head(&format!("{prefix}Clips/c2.mov")).is_none(),
+        "the changed file is not in S3"
+    );
     assert_eq!(s.uploads_in_progress(&format!("{prefix}Clips/c2.mov")), 0);
-    assert!(s.head(&format!("{prefix}Clips/c1.mov")).is_some(), "the others land");
+    assert!(
+        s.head(&format!("{prefix}Clips/c1.mov")).is_some(),
+        "the others land"
+    );
     assert!(s.head(&format!("{prefix}Sound & Notes/t<1>.wav")).is_some());
     let l = &files["Clips/c3.mov"];
-    assert_eq!((l["action"].as_str(), l["mhl"].as_str()), (Some("uploaded"), Some("new")), "{l}");
-    assert!(err.contains("new (not in the ASC MHL history)") && err.contains("c3.mov"), "{err}");
+    assert_eq!(
+        (l["action"].as_str(), l["mhl"].as_str()),
+        (Some("uploaded"), Some("new")),
+        "{l}"
+    );
+    assert!(
+        err.contains("new (not in the ASC MHL history)") && err.contains("c3.mov"),
+        "{err}"
+    );
     let l = &files["readme.txt"];
-    assert_eq!((l["action"].as_str(), l["mhl"].as_str()), (Some("failed"), Some("missing")), "{l}");
-    assert!(err.contains("missing") && err.contains("readme.txt"), "{err}");
+    assert_eq!(
+        (l["action"].as_str(), l["mhl"].as_str()),
+        (Some("failed"), Some("missing")),
+        "{l}"
+    );
+    assert!(
+        err.contains("missing") && err.contains("readme.txt"),
+        "{err}"
+    );
     let m = &summary["mhl"];
     assert_eq!(
         [&m["verified"], &m["new"], &m["mismatched"], &m["missing"]].map(|v| v.as_u64().unwrap()),
@@ -220,10 +333,18 @@ fn a_changed_byte_is_not_uploaded_and_missing_and_new_files_are_reported() {
     let gens = generations(&root);
     assert_eq!(gens.len(), 2, "{gens:?}");
     let xml = std::fs::read_to_string(&gens[1]).unwrap();
-    assert!(xml.contains(&format!("<xxh64 action=\"failed\"")) && xml.contains(&after), "{xml}");
+    assert_eq!(action_of(&xml, "xxh64", &after), Some("failed"), "{xml}");
     let c3 = hash(&root.join("Clips/c3.mov"));
-    assert!(xml.contains(&format!("original\"")) && xml.contains(&c3), "{xml}");
-    let x = ascmhl("ascmhl-debug", &["xsd-schema-check", "-xsd", &fixture("ASCMHL.xsd"), gens[1].to_str().unwrap()]);
+    assert_eq!(action_of(&xml, "xxh64", &c3), Some("original"), "{xml}");
+    let x = ascmhl(
+        "ascmhl-debug",
+        &[
+            "xsd-schema-check",
+            "-xsd",
+            &fixture("ASCMHL.xsd"),
+            gens[1].to_str().unwrap(),
+        ],
+    );
     assert_eq!(x.status.code(), Some(0), "XSD: {}", text(&x));
     // The reference tool agrees the folder does not match its history.
     let v = ascmhl("ascmhl-debug", &["verify", root.to_str().unwrap()]);
@@ -246,8 +367,14 @@ fn a_modified_generation_stops_the_upload_before_anything_is_sent() {
     let out = upload(s, &root, &s.url(&prefix), &[]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let err = stderr(&out);
-    assert!(err.contains("was modified") && err.contains(g.file_name().unwrap().to_str().unwrap()), "{err}");
+    assert!(
+        err.contains("was modified") && err.contains(g.file_name().unwrap().to_str().unwrap()),
+        "{err}"
+    );
     assert_eq!(err.lines().count(), 1, "one line: {err}");
     let listed = s.aws_output(["s3", "ls", "--recursive", &s.url(&prefix)]);
-    assert!(String::from_utf8_lossy(&listed.stdout).trim().is_empty(), "nothing uploaded");
+    assert!(
+        String::from_utf8_lossy(&listed.stdout).trim().is_empty(),
+        "nothing uploaded"
+    );
 }
