@@ -190,6 +190,21 @@ fn a_transfer_generation_passes_the_reference_tool_here_and_after_a_download() {
         "c2's xxh64 {c2}: {xml}"
     );
 
+    // The chain lists it with its C4 as the reference tool computes it.
+    let c4 = ascmhl(
+        "ascmhl-debug",
+        &["hash", "-h", "c4", gens[1].to_str().unwrap()],
+    );
+    let c4 = text(&c4).trim().rsplit(' ').next().unwrap().to_owned();
+    let chain_xml = std::fs::read_to_string(root.join("ascmhl/ascmhl_chain.xml")).unwrap();
+    let ours = chain_xml
+        .split("<hashlist sequencenr=\"2\">")
+        .nth(1)
+        .unwrap_or_default();
+    assert!(
+        ours.contains(&format!("<path>{name}</path>")) && ours.contains(&format!("<c4>{c4}</c4>")),
+        "generation 2 with c4 {c4} in the chain: {chain_xml}"
+    );
     let r = root.to_str().unwrap();
     let v = ascmhl("ascmhl-debug", &["verify", r]);
     assert_eq!(
