@@ -77,7 +77,7 @@ pub enum MhlError {
         why: String,
     },
     /// The new generation or chain cannot be written.
-    #[error("cannot write the ASC MHL history at {}: {why}: check free space and permissions of the state directory (TALLY_STATE_DIR)", path.display())]
+    #[error("cannot write the ASC MHL history at {}: {why}: check free space and permissions there (the state directory is TALLY_STATE_DIR)", path.display())]
     Write {
         /// The file or folder.
         path: PathBuf,

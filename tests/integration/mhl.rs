@@ -393,3 +393,86 @@ fn a_modified_generation_stops_the_upload_before_anything_is_sent() {
         "nothing uploaded"
     );
 }
+
+/// A read-only view of a folder (a bind mount remounted read-only, as a write-protected card
+/// looks), unmounted when dropped. Needs root, as the test machines run.
+struct ReadOnly(PathBuf);
+
+impl ReadOnly {
+    fn of(src: &Path, at: &Path) -> ReadOnly {
+        std::fs::create_dir_all(at).unwrap();
+        for args in [
+            vec!["--bind", src.to_str().unwrap(), at.to_str().unwrap()],
+            vec!["-o", "remount,bind,ro", at.to_str().unwrap()],
+        ] {
+            let out = run_bounded(Command::new("mount").args(&args), ASCMHL_BOUND, "mount");
+            assert!(
+                out.status.success(),
+                "mount {args:?} failed (this test needs root to mount a read-only view): {}",
+                text(&out)
+            );
+        }
+        ReadOnly(at.to_owned())
+    }
+}
+
+impl Drop for ReadOnly {
+    fn drop(&mut self) {
+        let _ = run_bounded(Command::new("umount").arg(&self.0), ASCMHL_BOUND, "umount");
+    }
+}
+
+#[test]
+fn a_read_only_source_is_never_modified_and_its_generation_goes_to_s3_and_the_state_dir() {
+    let s = garage();
+    let dir = s.temp_dir();
+    let src = dir.path().join("card/A004");
+    card(&src);
+    let ro = ReadOnly::of(&src, &dir.path().join("mnt/A004"));
+    assert!(
+        std::fs::write(ro.0.join("probe"), b"x").is_err(),
+        "the view is read-only"
+    );
+    let before: Vec<PathBuf> = generations(&src);
+    let chain_before = std::fs::read(src.join("ascmhl/ascmhl_chain.xml")).unwrap();
+    let prefix = unique("mhl/ro") + "/";
+    let url = s.url(&prefix);
+
+    let out = upload(s, &ro.0, &url, &["--mhl"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let (_, summary) = lines(&out);
+    let m = &summary["mhl"];
+    assert!(m["source_read_only"].is_string(), "{m}");
+    let written = PathBuf::from(m["written_to"].as_str().unwrap());
+    assert!(
+        !written.starts_with(&src) && !written.starts_with(&ro.0),
+        "{m}"
+    );
+    let name = m["generation"].as_str().unwrap();
+    assert!(
+        written.join(name).is_file() && written.join("ascmhl_chain.xml").is_file(),
+        "{m}"
+    );
+    // The source is untouched.
+    assert_eq!(generations(&src), before);
+    assert_eq!(
+        std::fs::read(src.join("ascmhl/ascmhl_chain.xml")).unwrap(),
+        chain_before
+    );
+    drop(ro);
+    // S3 has the whole history: the card's generation, tally's, and the chain listing both.
+    let down = dir.path().join("down/A004");
+    s.aws(["s3", "sync", "--quiet", &url, down.to_str().unwrap()]);
+    let got = generations(&down);
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert!(got[1].ends_with(name), "{got:?}");
+    let v = ascmhl("ascmhl-debug", &["verify", down.to_str().unwrap()]);
+    assert_eq!(
+        v.status.code(),
+        Some(0),
+        "ascmhl-debug verify on the download: {}",
+        text(&v)
+    );
+    let info = text(&ascmhl("ascmhl", &["info", "-v", down.to_str().unwrap()]));
+    assert!(info.contains("ProcessInfo: transfer"), "{info}");
+}
