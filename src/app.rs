@@ -378,7 +378,13 @@ async fn verify_tree(args: &VerifyArgs, out: &Output) -> i32 {
             walk,
             opts,
         };
-        verify::tree::verify_tree(&s3, &cfg, progress.as_ref(), &cancel, &on_line).await
+        let mut report =
+            verify::tree::verify_tree(&s3, &cfg, progress.as_ref(), &cancel, &on_line).await?;
+        if report.complete {
+            // A folder carrying an ASC MHL history is also checked against it.
+            crate::mhl::check::check_folder(&args.file, &mut report, &on_line).await?;
+        }
+        Ok(report)
     };
     let result = run.await;
     out.finish_tree(
@@ -524,7 +530,7 @@ fn mhl_summary(m: &crate::mhl::session::Summary) -> String {
     let mut s = String::new();
     if m.history {
         s += &format!(
-            "ASC MHL history: {} verified, {} new, {} MISMATCHED (not uploaded), {} MISSING\n",
+            "ASC MHL history: {} verified, {} new, {} MISMATCHED, {} MISSING\n",
             m.verified, m.new, m.mismatched, m.missing
         );
     }
@@ -565,7 +571,7 @@ async fn download_tree(args: &DownloadArgs, out: &Output) -> i32 {
         };
         let progress = out.progress();
         let on_line = out.tree_lines();
-        download::tree::download_tree(
+        let mut report = download::tree::download_tree(
             &s3,
             &prefix,
             &args.dest,
@@ -574,7 +580,12 @@ async fn download_tree(args: &DownloadArgs, out: &Output) -> i32 {
             &cancel,
             &on_line,
         )
-        .await
+        .await?;
+        if report.complete {
+            // A tree carrying an ASC MHL history is checked against it once it is all here.
+            crate::mhl::check::check_folder(&args.dest, &mut report, &on_line).await?;
+        }
+        Ok(report)
     };
     let result = run.await;
     out.finish_tree(

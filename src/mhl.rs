@@ -8,8 +8,10 @@
 //!   the newest value per file and format;
 //! - [`generation`]: the generation and chain writers (quick-xml);
 //! - [`ignore`]: the history's ignore patterns;
-//! - [`session`]: the check before each file is sent, and the generation after the run.
+//! - [`session`]: the check before each file is sent, and the generation after the run;
+//! - [`check`]: a downloaded or verified folder checked against its own history.
 
+pub mod check;
 pub mod generation;
 pub mod hashes;
 pub mod history;

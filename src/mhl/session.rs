@@ -162,6 +162,33 @@ impl Session {
         }))
     }
 
+    /// A session that only checks the folder `root` against its history (no generation):
+    /// `None` when it has none. Blocking.
+    pub fn for_check(root: &Path) -> Result<Option<Session>, Error> {
+        let Some(history) = History::load(root)? else {
+            return Ok(None);
+        };
+        let patterns = if history.ignore.is_empty() {
+            vec![".DS_Store".into(), FOLDER.into(), format!("{FOLDER}/")]
+        } else {
+            history.ignore.clone()
+        };
+        Ok(Some(Session {
+            root: std::path::absolute(root).unwrap_or_else(|_| root.to_owned()),
+            ignore: Ignore::new(&patterns),
+            new_formats: history.formats.clone(),
+            history: Some(history),
+            writer: None,
+            number: 0,
+            bucket: String::new(),
+            state_dir: PathBuf::new(),
+            summary: Mutex::new(Summary {
+                history: true,
+                ..Summary::default()
+            }),
+        }))
+    }
+
     /// Checks `entry` against the history (reads the file when there is something to compare
     /// or a generation to write).
     pub async fn check(&self, entry: &FileEntry) -> Checked {
@@ -328,6 +355,40 @@ impl Session {
         }
     }
 
+    /// The lines of the files the history lists that the folder lacks (left out: files
+    /// `filters` exclude and ignored ones; keys under `key_prefix`), and the summary so far with
+    /// them counted. Call after every file was checked.
+    pub fn missing(
+        &self,
+        filters: &crate::tree::Filters,
+        key_prefix: &str,
+    ) -> (Vec<FileLine>, Summary) {
+        let mut lines = Vec::new();
+        let mut summary = self.summary.lock().expect("lock").clone();
+        if let Some(h) = &self.history {
+            for (rel, size) in h.unseen() {
+                if !included(filters, rel) || self.ignore.ignores(rel) {
+                    continue;
+                }
+                summary.missing += 1;
+                lines.push(FileLine {
+                    path: self.root.join(rel).display().to_string(),
+                    rel: rel.to_owned(),
+                    key: Some(format!("{}{rel}", key_prefix)),
+                    size: None,
+                    reason: Some(format!(
+                        "missing: listed in the ASC MHL history ({size}) but not in the folder",
+                        size = size.map_or("size unknown".into(), |s| format!("{s} bytes"))
+                    )),
+                    exit_code: EXIT_MISMATCH,
+                    mhl: Some("missing".into()),
+                    ..FileLine::default()
+                });
+            }
+        }
+        (lines, summary)
+    }
+
     /// Ends the session: the lines of missing files, then (with `--mhl`, after a complete run)
     /// the generation and chain written and uploaded under the prefix. Lines for what failed
     /// there are returned with the missing ones.
@@ -343,9 +404,9 @@ impl Session {
         progress: &dyn Progress,
         cancel: &CancellationToken,
     ) -> (Vec<FileLine>, Summary) {
-        let mut lines = Vec::new();
-        let mut summary = self.summary.lock().expect("lock").clone();
         if !complete {
+            let summary = self.summary.lock().expect("lock").clone();
+            let lines = Vec::new();
             // Interrupted: what was not reached is not missing, and no generation is written.
             if let Some(w) = self
                 .writer
@@ -356,27 +417,8 @@ impl Session {
             }
             return (lines, summary);
         }
-        if let Some(h) = &self.history {
-            for (rel, size) in h.unseen() {
-                if !included(filters, rel) || self.ignore.ignores(rel) {
-                    continue;
-                }
-                summary.missing += 1;
-                lines.push(FileLine {
-                    path: self.root.join(rel).display().to_string(),
-                    rel: rel.to_owned(),
-                    key: Some(format!("{}{rel}", prefix.key)),
-                    size: None,
-                    reason: Some(format!(
-                        "missing: listed in the ASC MHL history ({size}) but not in the folder",
-                        size = size.map_or("size unknown".into(), |s| format!("{s} bytes"))
-                    )),
-                    exit_code: EXIT_MISMATCH,
-                    mhl: Some("missing".into()),
-                    ..FileLine::default()
-                });
-            }
-        }
+        let (mut lines, summary) = self.missing(filters, &prefix.key);
+        let mut summary = summary;
         let Some(writer) = self
             .writer
             .as_ref()

@@ -476,3 +476,79 @@ fn a_read_only_source_is_never_modified_and_its_generation_goes_to_s3_and_the_st
     let info = text(&ascmhl("ascmhl", &["info", "-v", down.to_str().unwrap()]));
     assert!(info.contains("ProcessInfo: transfer"), "{info}");
 }
+
+#[test]
+fn a_download_and_a_verify_check_the_folder_against_its_history() {
+    let s = garage();
+    let dir = s.temp_dir();
+    let root = dir.path().join("A005");
+    card(&root);
+    let prefix = unique("mhl/down") + "/";
+    let url = s.url(&prefix);
+    let out = upload(s, &root, &url, &["--mhl"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+
+    // The whole tree back: every file checked against the history that came with it.
+    let down = dir.path().join("down/A005");
+    std::fs::create_dir_all(&down).unwrap();
+    let out = s.tally(["download", &url, down.to_str().unwrap(), "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let (_, summary) = lines(&out);
+    let m = &summary["mhl"];
+    assert_eq!(
+        [&m["verified"], &m["new"], &m["mismatched"], &m["missing"]].map(|v| v.as_u64().unwrap()),
+        [4, 0, 0, 0],
+        "{m}"
+    );
+
+    // Another writer replaces one object with other bytes (S3's own checksums agree with the new
+    // bytes, so only the history can tell) and deletes another.
+    let other = dir.path().join("other.mov");
+    std::fs::write(&other, b"not the take").unwrap();
+    s.aws([
+        "s3",
+        "cp",
+        "--quiet",
+        other.to_str().unwrap(),
+        &s.url(&format!("{prefix}Clips/c1.mov")),
+    ]);
+    s.aws([
+        "s3",
+        "rm",
+        "--quiet",
+        &s.url(&format!("{prefix}readme.txt")),
+    ]);
+    let down2 = dir.path().join("down2/A005");
+    std::fs::create_dir_all(&down2).unwrap();
+    let out = s.tally(["download", &url, down2.to_str().unwrap(), "--json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let (files, summary) = lines(&out);
+    let c1: Vec<_> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains("\"mhl\":\"mismatch\""))
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(c1.len(), 1, "{c1:?}");
+    // The history's xxh64 of "hello world" (the reference tool's test vector) and the new bytes'.
+    assert!(
+        c1[0].contains("Clips/c1.mov") && c1[0].contains("45ab6734b21e6968"),
+        "{c1:?}"
+    );
+    assert_eq!(files["readme.txt"]["mhl"], "missing", "{files:?}");
+    let m = &summary["mhl"];
+    assert_eq!(
+        (m["mismatched"].as_u64(), m["missing"].as_u64()),
+        (Some(1), Some(1)),
+        "{m}"
+    );
+
+    // `tally verify DIR` on the second download, whose files are S3's bytes: only the history
+    // check can fail, and it names c1.
+    let out = s.tally(["verify", down2.to_str().unwrap(), &url, "--json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("\"mhl\":\"mismatch\"") && text.contains("Clips/c1.mov"),
+        "{text}"
+    );
+}
