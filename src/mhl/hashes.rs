@@ -1,9 +1,11 @@
 //! Whole-file hashes in ASC MHL's formats and encodings: md5 and sha1 as lowercase hex, xxh64,
 //! xxh3 and xxh128 as xxHash's canonical (big-endian) hex, c4 as the C4 id of the SHA-512 digest.
 //!
-//! Temporary home: the checksum work of issue 14 publishes `hash::file_hashes(path, formats)` and a
-//! per-file `FileHashes` in the upload report; this module has the same shape so that switching to
-//! it is one line. Until then the tree upload reads a file a second time for these hashes.
+//! Temporary home: the checksum work of issue 14 publishes `hash::file_hashes(path, formats)`,
+//! `hash::FileHashFormat` and `hash::FileHashes` (with `get` and `iter`, as here); once it is on
+//! main this module becomes `pub use crate::hash::{FileHashFormat as HashFormat, FileHashes,
+//! file_hashes};` (callers only use `get`, `iter` and the error's text). Until the tree upload
+//! takes the upload's own whole-file hashes, its check reads a file a second time.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -74,9 +76,14 @@ impl FromStr for HashFormat {
 
 /// A file's hashes: format -> value as ASC MHL writes it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct FileHashes(pub BTreeMap<HashFormat, String>);
+pub struct FileHashes(BTreeMap<HashFormat, String>);
 
 impl FileHashes {
+    /// Every value, in the XSD's format order.
+    pub fn iter(&self) -> impl Iterator<Item = (HashFormat, &str)> {
+        self.0.iter().map(|(f, v)| (*f, v.as_str()))
+    }
+
     /// The value in `format`, when computed.
     pub fn get(&self, format: HashFormat) -> Option<&str> {
         self.0.get(&format).map(String::as_str)

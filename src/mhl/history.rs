@@ -122,6 +122,12 @@ impl History {
         }
         let chain = read_chain(&chain_path)?;
         for c in &chain {
+            if c.path.is_empty() || c.path.contains(['/', '\\']) || c.path == ".." {
+                return Err(MhlError::Malformed {
+                    path: chain_path,
+                    why: format!("generation path '{}' is not a file name in ascmhl/", c.path),
+                });
+            }
             let file = dir.join(&c.path);
             if !file.exists() {
                 return Err(MhlError::MissingGeneration {
@@ -520,6 +526,28 @@ mod tests {
                 .unwrap()
                 .is_none()
         );
+    }
+
+    #[test]
+    fn a_chain_path_outside_ascmhl_is_refused_before_anything_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("secret"), b"x").unwrap();
+        let a = dir.path().join("card").join(FOLDER);
+        std::fs::create_dir_all(&a).unwrap();
+        let chain = [ChainEntry {
+            sequence: 1,
+            path: "../../secret".into(),
+            format: HashFormat::C4,
+            value: "c4x".into(),
+        }];
+        std::fs::write(
+            a.join(CHAIN),
+            crate::mhl::generation::chain_bytes(&chain).unwrap(),
+        )
+        .unwrap();
+        let e = History::load(&dir.path().join("card")).unwrap_err();
+        assert!(matches!(e, MhlError::Malformed { .. }), "{e}");
+        assert!(e.to_string().contains("../../secret"), "{e}");
     }
 
     #[test]

@@ -15,6 +15,7 @@
 //! the history goes to the state directory only. Either way `ascmhl/` (generation and chain) is
 //! uploaded under the prefix. Nothing is written when the run stopped before the end.
 
+use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -204,14 +205,28 @@ impl Session {
             _ if self.writer.is_some() => self.new_formats.clone(),
             _ => return Checked::New(None),
         };
-        let path = entry.path.clone();
-        let hashed =
-            blocking(move || file_hashes(&path, &formats).map(|h| (h, SystemTime::now()))).await;
+        let (path, walked) = (entry.path.clone(), (entry.size, entry.mtime_ns));
+        let hashed = blocking(move || {
+            let unreadable = |e: &dyn std::fmt::Display| {
+                format!("cannot be read for the ASC MHL check: {e} (not uploaded)")
+            };
+            let h = file_hashes(&path, &formats).map_err(|e| unreadable(&e))?;
+            // A file still being written (or replaced) since the walk saw it: its hash says
+            // nothing about what will be sent.
+            let now = std::fs::metadata(&path).map_err(|e| unreadable(&e))?;
+            let mtime_ns = now
+                .mtime()
+                .saturating_mul(1_000_000_000)
+                .saturating_add(now.mtime_nsec());
+            if (now.len(), mtime_ns) != walked {
+                return Err("changed while it was being checked against its ASC MHL history: run again once it is complete (not uploaded)".into());
+            }
+            Ok::<_, String>((h, SystemTime::now()))
+        })
+        .await;
         let (hashes, at) = match hashed {
             Ok(h) => h,
-            Err(e) => {
-                return Checked::Unreadable(format!("cannot be read for the ASC MHL check: {e}"));
-            }
+            Err(e) => return Checked::Unreadable(e),
         };
         let Some(k) = known.filter(|k| !k.hashes.is_empty()) else {
             return Checked::New(Some((hashes, at)));
@@ -337,9 +352,8 @@ impl Session {
             modified: Some(mtime(entry.mtime_ns)),
             hashdate: at,
             hashes: hashes
-                .0
-                .into_iter()
-                .map(|(f, v)| (f, v, action_of(f)))
+                .iter()
+                .map(|(f, v)| (f, v.to_owned(), action_of(f)))
                 .collect(),
             s3,
         };
@@ -516,7 +530,10 @@ fn place(
         .unwrap_or_default()
         .to_owned();
     let c4 = file_hashes(temp, &[HashFormat::C4])
-        .map_err(|e| write_error(temp, &e))?
+        .map_err(|e| MhlError::Write {
+            path: temp.to_owned(),
+            why: e.to_string(),
+        })?
         .get(HashFormat::C4)
         .unwrap_or_default()
         .to_owned();
