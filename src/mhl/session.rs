@@ -617,3 +617,89 @@ fn mtime(ns: i64) -> SystemTime {
     }
     UNIX_EPOCH + Duration::from_nanos(ns as u64)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mhl::hashes::data_hashes;
+
+    /// A folder with `a` = "hello world" and a history (written with tally's own writer) holding
+    /// its xxh64 from the reference tool's test vector.
+    fn card() -> (tempfile::TempDir, FileEntry) {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a");
+        std::fs::write(&a, b"hello world").unwrap();
+        let hist = dir.path().join(FOLDER);
+        std::fs::create_dir_all(&hist).unwrap();
+        let name = "0001_x_2020-01-16_091500Z.mhl";
+        let header = Header {
+            created: UNIX_EPOCH,
+            hostname: "h".into(),
+            tool_version: "1".into(),
+            location: "s3://b/p/".into(),
+            ignore: vec![],
+        };
+        let mut w = GenerationWriter::create(&hist.join(name), &header).unwrap();
+        w.add(&HashEntry {
+            path: "a".into(),
+            size: 11,
+            modified: None,
+            hashdate: UNIX_EPOCH,
+            hashes: vec![(
+                HashFormat::Xxh64,
+                "45ab6734b21e6968".into(),
+                Action::Original,
+            )],
+            s3: None,
+        })
+        .unwrap();
+        w.finish().unwrap();
+        let bytes = std::fs::read(hist.join(name)).unwrap();
+        let c4 = data_hashes(&bytes, &[HashFormat::C4]);
+        let chain = [ChainEntry {
+            sequence: 1,
+            path: name.into(),
+            format: HashFormat::C4,
+            value: c4.get(HashFormat::C4).unwrap().into(),
+        }];
+        std::fs::write(hist.join(CHAIN), generation::chain_bytes(&chain).unwrap()).unwrap();
+        let meta = std::fs::metadata(&a).unwrap();
+        let entry = FileEntry {
+            path: a,
+            rel: "a".into(),
+            size: 11,
+            mtime_ns: meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
+            dev: meta.dev(),
+            ino: meta.ino(),
+        };
+        (dir, entry)
+    }
+
+    #[tokio::test]
+    async fn a_file_that_is_not_what_the_walk_saw_is_not_checked_as_if_it_were() {
+        let (dir, entry) = card();
+        let s = Session::for_check(dir.path()).unwrap().unwrap();
+        assert!(matches!(s.check(&entry).await, Checked::Verified(..)));
+        let mut stale = entry.clone();
+        stale.mtime_ns -= 1;
+        match s.check(&stale).await {
+            Checked::Unreadable(why) => assert!(why.contains("changed while"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        // A changed byte is a mismatch naming the recorded value and the generation.
+        std::fs::write(&entry.path, b"hello worle").unwrap();
+        let meta = std::fs::metadata(&entry.path).unwrap();
+        let now = FileEntry {
+            mtime_ns: meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
+            ..entry
+        };
+        let checked = s.check(&now).await;
+        let line = s.refusal(&checked, &now, "p/a").expect("refused");
+        assert_eq!(line.exit_code, EXIT_MISMATCH);
+        let why = line.reason.unwrap();
+        assert!(
+            why.contains("45ab6734b21e6968") && why.contains("0001_x_2020-01-16_091500Z.mhl"),
+            "{why}"
+        );
+    }
+}
