@@ -106,6 +106,12 @@ pub fn run(cli: Cli) -> i32 {
             if is_prefix {
                 return runtime.block_on(download_tree(args, &out));
             }
+            if args.mhl {
+                return out.finish::<()>(Err(Error::Usage(
+                    "--mhl writes an ASC MHL generation for a downloaded folder: give a prefix ending in /"
+                        .into(),
+                )));
+            }
             let result = runtime.block_on(download(args, &out));
             out.finish(result.map(|r| (print_download(&r), r)))
         }
@@ -382,7 +388,7 @@ async fn verify_tree(args: &VerifyArgs, out: &Output) -> i32 {
             verify::tree::verify_tree(&s3, &cfg, progress.as_ref(), &cancel, &on_line).await?;
         if report.complete {
             // A folder carrying an ASC MHL history is also checked against it.
-            crate::mhl::check::check_folder(&args.file, &mut report, &on_line).await?;
+            crate::mhl::check::check_folder(&args.file, None, &mut report, &on_line).await?;
         }
         Ok(report)
     };
@@ -583,7 +589,13 @@ async fn download_tree(args: &DownloadArgs, out: &Output) -> i32 {
         .await?;
         if report.complete {
             // A tree carrying an ASC MHL history is checked against it once it is all here.
-            crate::mhl::check::check_folder(&args.dest, &mut report, &on_line).await?;
+            let state = if args.mhl {
+                Some(crate::manifest::state_dir()?)
+            } else {
+                None
+            };
+            let generation = state.as_deref().map(|d| (&prefix, d));
+            crate::mhl::check::check_folder(&args.dest, generation, &mut report, &on_line).await?;
         }
         Ok(report)
     };

@@ -90,6 +90,11 @@ pub struct DownloadArgs {
     /// Parts in flight at most.
     #[arg(long, default_value_t = DEFAULT_CONCURRENCY)]
     pub concurrency: usize,
+    /// Prefix downloads: after every object is here, add an ASC MHL generation (process
+    /// "transfer", location = DIR) to DIR/ascmhl/ recording each file's hashes (a tree that came
+    /// with an ascmhl/ history is checked against it with or without this flag).
+    #[arg(long)]
+    pub mhl: bool,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub connection: ConnectionArgs,

@@ -1,17 +1,19 @@
 //! A local folder checked against its own `ascmhl/` history, after `tally download` of a prefix
 //! and in `tally verify DIR`: every file hashed in the formats its history holds and compared
 //! with the newest value, files the history does not list counted as new (in the summary's
-//! `mhl.new`), files it lists that the folder lacks reported as missing. A second read of each file (the download's own checks read the
-//! bytes as they arrive); nothing is written.
+//! `mhl.new`), files it lists that the folder lacks reported as missing. A second read of each
+//! file (the download's own checks read the bytes as they arrive). After a download with `--mhl`,
+//! a generation recording the folder is added to its `ascmhl/`; otherwise nothing is written.
 
 use std::path::Path;
 
 use futures::StreamExt as _;
 
 use super::session::Session;
+use crate::config::ObjectUrl;
 use crate::error::Error;
 use crate::exec::blocking;
-use crate::tree::report::{FileLine, TreeReport};
+use crate::tree::report::{Action, FileLine, TreeReport};
 use crate::tree::{Filters, Found, WalkOptions};
 
 /// Files hashed at once.
@@ -20,14 +22,24 @@ const IN_FLIGHT: usize = 4;
 /// Checks the folder `root` against its history, when it has one: each finding goes to
 /// `on_line` and into `report` (exit 1 for a mismatch or a missing file), the counts into
 /// `report.mhl`. Does nothing without a history.
+///
+/// `generation`: after a download with `--mhl`, the source prefix and the state directory: a
+/// generation recording the files as they are here is added to `root/ascmhl/` (a history is
+/// started when the tree came without one).
 pub async fn check_folder(
     root: &Path,
+    generation: Option<(&ObjectUrl, &Path)>,
     report: &mut TreeReport,
     on_line: &(dyn Fn(&FileLine) + Send + Sync),
 ) -> Result<(), Error> {
     let session = {
         let root = root.to_owned();
-        blocking(move || Session::for_check(&root)).await?
+        let generation = generation.map(|(u, d)| (u.clone(), d.to_owned()));
+        blocking(move || match generation {
+            Some((source, state)) => Session::open_download(&root, &source, &state),
+            None => Session::for_check(&root),
+        })
+        .await?
     };
     let Some(session) = session else {
         return Ok(());
@@ -52,7 +64,11 @@ pub async fn check_folder(
                 l.key = None;
                 l
             });
-            let mut scratch = FileLine::default();
+            // The file is here (downloaded, or compared with its object): recorded as present.
+            let mut scratch = FileLine {
+                action: Action::Downloaded,
+                ..FileLine::default()
+            };
             session.record(&entry, checked, &mut scratch);
             line
         })
@@ -65,7 +81,8 @@ pub async fn check_folder(
         report.exit_code = report.exit_code.max(line.exit_code);
     }
     drop(checks);
-    let (lines, summary) = session.missing(&Filters::default(), "");
+    let (mut lines, mut summary) = session.missing(&Filters::default(), "");
+    session.write_generation(&mut lines, &mut summary).await;
     for line in &lines {
         on_line(line);
         report.failed += 1;

@@ -105,6 +105,38 @@ impl Session {
         write: bool,
         state_dir: &Path,
     ) -> Result<Option<Session>, Error> {
+        let location = format!("s3://{}/{}", prefix.bucket, prefix.key);
+        Session::start(
+            root,
+            prefix,
+            location,
+            prefix.bucket.clone(),
+            write,
+            state_dir,
+        )
+    }
+
+    /// The session of a download of `source` into the folder `root` with `--mhl`: every file
+    /// checked against the history that came with it, and a generation (location: the folder)
+    /// written into `root/ascmhl/`. Blocking.
+    pub fn open_download(
+        root: &Path,
+        source: &ObjectUrl,
+        state_dir: &Path,
+    ) -> Result<Option<Session>, Error> {
+        let abs = std::path::absolute(root).unwrap_or_else(|_| root.to_owned());
+        let location = abs.display().to_string();
+        Session::start(root, source, location, String::new(), true, state_dir)
+    }
+
+    fn start(
+        root: &Path,
+        prefix: &ObjectUrl,
+        location: String,
+        bucket: String,
+        write: bool,
+        state_dir: &Path,
+    ) -> Result<Option<Session>, Error> {
         let history = History::load(root)?;
         if history.is_none() && !write {
             return Ok(None);
@@ -128,7 +160,6 @@ impl Session {
         };
         let number = history.as_ref().map_or(1, History::next_number);
         let created = SystemTime::now();
-        let location = format!("s3://{}/{}", prefix.bucket, prefix.key);
         let dir = work_dir(state_dir, &abs, prefix);
         let writer = if write {
             std::fs::create_dir_all(&dir).map_err(|e| write_error(&dir, &e))?;
@@ -157,7 +188,7 @@ impl Session {
             new_formats,
             writer,
             number,
-            bucket: prefix.bucket.clone(),
+            bucket,
             state_dir: dir,
             summary: Mutex::new(summary),
         }))
@@ -286,7 +317,11 @@ impl Session {
     /// Records what happened to `entry` (its `line`, after the upload or the refusal): counts it,
     /// tags the line, and adds its `<hash>` to the generation when it is in S3 or failed its check.
     pub fn record(&self, entry: &FileEntry, checked: Checked, line: &mut FileLine) {
-        let in_s3 = matches!(line.action, LineAction::Uploaded | LineAction::Skipped);
+        // In S3 (uploaded or proven there), or here after a download.
+        let in_s3 = matches!(
+            line.action,
+            LineAction::Uploaded | LineAction::Skipped | LineAction::Downloaded
+        );
         let (hashes, at, action_of): (FileHashes, SystemTime, Box<dyn Fn(HashFormat) -> Action>) =
             match checked {
                 Checked::Outside | Checked::Unreadable(_) => return,
@@ -339,7 +374,7 @@ impl Session {
                 }
             };
         let Some(writer) = &self.writer else { return };
-        let s3 = in_s3.then(|| S3Facts {
+        let s3 = (in_s3 && !self.bucket.is_empty()).then(|| S3Facts {
             bucket: self.bucket.clone(),
             key: line.key.clone().unwrap_or_default(),
             version_id: line.version_id.clone(),
@@ -403,6 +438,47 @@ impl Session {
         (lines, summary)
     }
 
+    /// Closes the generation (after every file was recorded) and puts it with the updated chain
+    /// into `ascmhl/` (the source's, or the state directory's when the source is read-only). A
+    /// failure becomes a line. `None` without `--mhl`, or when it failed.
+    pub async fn write_generation(
+        &self,
+        lines: &mut Vec<FileLine>,
+        summary: &mut Summary,
+    ) -> Option<Placed> {
+        let writer = self
+            .writer
+            .as_ref()
+            .and_then(|w| w.lock().expect("lock").take())?;
+        let placed = {
+            let this = &self;
+            let temp = writer.path().to_owned();
+            let chain = self
+                .history
+                .as_ref()
+                .map(|h| h.chain.clone())
+                .unwrap_or_default();
+            let (root, number, dir) = (this.root.clone(), this.number, this.state_dir.clone());
+            blocking(move || place(writer, &temp, &root, &dir, number, chain)).await
+        };
+        let placed = match placed {
+            Ok(p) => p,
+            Err(e) => {
+                lines.push(FileLine {
+                    path: self.root.join(FOLDER).display().to_string(),
+                    reason: Some(e.to_string()),
+                    exit_code: EXIT_ERROR,
+                    ..FileLine::default()
+                });
+                return None;
+            }
+        };
+        summary.generation = Some(placed.name.clone());
+        summary.written_to = Some(placed.dir.display().to_string());
+        summary.source_read_only = placed.read_only.clone();
+        Some(placed)
+    }
+
     /// Ends the session: the lines of missing files, then (with `--mhl`, after a complete run)
     /// the generation and chain written and uploaded under the prefix. Lines for what failed
     /// there are returned with the missing ones.
@@ -433,39 +509,9 @@ impl Session {
         }
         let (mut lines, summary) = self.missing(filters, &prefix.key);
         let mut summary = summary;
-        let Some(writer) = self
-            .writer
-            .as_ref()
-            .and_then(|w| w.lock().expect("lock").take())
-        else {
+        let Some(placed) = self.write_generation(&mut lines, &mut summary).await else {
             return (lines, summary);
         };
-        let placed = {
-            let this = &self;
-            let temp = writer.path().to_owned();
-            let chain = self
-                .history
-                .as_ref()
-                .map(|h| h.chain.clone())
-                .unwrap_or_default();
-            let (root, number, dir) = (this.root.clone(), this.number, this.state_dir.clone());
-            blocking(move || place(writer, &temp, &root, &dir, number, chain)).await
-        };
-        let placed = match placed {
-            Ok(p) => p,
-            Err(e) => {
-                lines.push(FileLine {
-                    path: self.root.join(FOLDER).display().to_string(),
-                    reason: Some(e.to_string()),
-                    exit_code: EXIT_ERROR,
-                    ..FileLine::default()
-                });
-                return (lines, summary);
-            }
-        };
-        summary.generation = Some(placed.name.clone());
-        summary.written_to = Some(placed.dir.display().to_string());
-        summary.source_read_only = placed.read_only.clone();
         for name in [placed.name.as_str(), CHAIN] {
             let key = format!("{}{FOLDER}/{name}", prefix.key);
             let mut cfg = base.clone();
@@ -507,10 +553,13 @@ fn included(filters: &crate::tree::Filters, rel: &str) -> bool {
 }
 
 /// Where the finished generation went.
-struct Placed {
-    name: String,
-    dir: PathBuf,
-    read_only: Option<String>,
+pub struct Placed {
+    /// The generation's file name.
+    pub name: String,
+    /// The `ascmhl/` folder it is in.
+    pub dir: PathBuf,
+    /// Why the source's own `ascmhl/` could not be written, when it could not.
+    pub read_only: Option<String>,
 }
 
 /// Closes the generation, computes its C4, and puts it with the updated chain into the source's

@@ -552,3 +552,54 @@ fn a_download_and_a_verify_check_the_folder_against_its_history() {
         "{text}"
     );
 }
+
+#[test]
+fn a_download_with_mhl_adds_a_generation_the_reference_tool_accepts() {
+    let s = garage();
+    let dir = s.temp_dir();
+    let root = dir.path().join("A006");
+    card(&root);
+    let prefix = unique("mhl/dlgen") + "/";
+    let url = s.url(&prefix);
+    let out = upload(s, &root, &url, &["--mhl"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+
+    let down = dir.path().join("down/A006");
+    std::fs::create_dir_all(&down).unwrap();
+    let out = s.tally(["download", &url, down.to_str().unwrap(), "--json", "--mhl"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let (_, summary) = lines(&out);
+    let m = &summary["mhl"];
+    assert_eq!(m["verified"], 4, "{m}");
+    let gens = generations(&down);
+    assert_eq!(
+        gens.len(),
+        3,
+        "the card's, the upload's, the download's: {gens:?}"
+    );
+    let name = gens[2].file_name().unwrap().to_str().unwrap();
+    assert!(name.starts_with("0003_A006_"), "{name}");
+    assert_eq!(m["generation"], name, "{m}");
+    let xml = std::fs::read_to_string(&gens[2]).unwrap();
+    let abs = std::path::absolute(&down).unwrap();
+    assert!(
+        xml.contains(&format!("<location>{}</location>", abs.display())),
+        "{xml}"
+    );
+    let c1 = "45ab6734b21e6968"; // xxh64 of "hello world" (the reference tool's vector)
+    assert_eq!(action_of(&xml, "xxh64", c1), Some("verified"), "{xml}");
+    let v = ascmhl("ascmhl-debug", &["verify", down.to_str().unwrap()]);
+    assert_eq!(v.status.code(), Some(0), "{}", text(&v));
+    let x = ascmhl(
+        "ascmhl-debug",
+        &[
+            "xsd-schema-check",
+            "-xsd",
+            &fixture("ASCMHL.xsd"),
+            gens[2].to_str().unwrap(),
+        ],
+    );
+    assert_eq!(x.status.code(), Some(0), "XSD: {}", text(&x));
+    let info = text(&ascmhl("ascmhl", &["info", "-v", down.to_str().unwrap()]));
+    assert!(info.contains("Generation 3"), "{info}");
+}
