@@ -46,6 +46,12 @@ pub fn run(cli: Cli) -> i32 {
     match &cli.command {
         Command::Upload(args) if args.file.is_dir() => runtime.block_on(upload_tree(args, &out)),
         Command::Upload(args) => {
+            if args.mhl {
+                return out.finish::<()>(Err(Error::Usage(format!(
+                    "--mhl writes an ASC MHL generation for a directory; {} is not one: upload its folder",
+                    args.file.display()
+                ))));
+            }
             if args.tree.any() {
                 return out.finish::<()>(Err(Error::Usage(format!(
                     "--include, --exclude and --no-follow-symlinks need a directory; {} is not one",
@@ -101,6 +107,12 @@ pub fn run(cli: Cli) -> i32 {
                 .is_ok_and(|u| u.key.is_empty() || u.key.ends_with('/'));
             if is_prefix {
                 return runtime.block_on(download_tree(args, &out));
+            }
+            if args.mhl {
+                return out.finish::<()>(Err(Error::Usage(
+                    "--mhl writes an ASC MHL generation for a downloaded folder: give a prefix ending in /"
+                        .into(),
+                )));
             }
             let result = runtime.block_on(download(args, &out));
             out.finish(result.map(|r| (print_download(&r), r)))
@@ -431,7 +443,13 @@ async fn verify_tree(args: &VerifyArgs, out: &Output) -> i32 {
             walk,
             opts,
         };
-        verify::tree::verify_tree(&s3, &cfg, progress.as_ref(), &cancel, &on_line).await
+        let mut report =
+            verify::tree::verify_tree(&s3, &cfg, progress.as_ref(), &cancel, &on_line).await?;
+        if report.complete {
+            // A folder carrying an ASC MHL history is also checked against it.
+            crate::mhl::check::check_folder(&args.file, None, &mut report, &on_line).await?;
+        }
+        Ok(report)
     };
     let result = run.await;
     out.finish_tree(
@@ -456,6 +474,9 @@ impl Output {
                 Action::Failed => eprintln!("tally: FAILED {}: {reason}", line.path),
                 Action::Differs => eprintln!("tally: DIFFERS {}: {reason}", line.path),
                 Action::Ignored if !quiet => eprintln!("tally: warning: {}: {reason}", line.path),
+                _ if !quiet && line.mhl.as_deref() == Some("new") => {
+                    eprintln!("tally: new (not in the ASC MHL history): {}", line.path);
+                }
                 _ => {}
             }
         }
@@ -503,6 +524,7 @@ fn tree_config(args: &UploadArgs) -> Result<TreeConfig, Error> {
         },
         prefix,
         base,
+        mhl: args.mhl,
     })
 }
 
@@ -552,6 +574,9 @@ fn print_tree(r: &TreeReport, all_good: &str, nothing: &str) -> String {
     if counts.is_empty() {
         counts.push(nothing.to_owned());
     }
+    if let Some(m) = &r.mhl {
+        s += &mhl_summary(m);
+    }
     s += &format!(
         "s3://{}/{}: {} files, {}: {}, in {:.2} s ({:.1} MiB/s)\n  {verdict}\n",
         r.bucket,
@@ -562,6 +587,28 @@ fn print_tree(r: &TreeReport, all_good: &str, nothing: &str) -> String {
         r.seconds,
         r.mib_per_s
     );
+    s
+}
+
+/// The ASC MHL lines of a tree upload's summary.
+fn mhl_summary(m: &crate::mhl::session::Summary) -> String {
+    let mut s = String::new();
+    if m.history {
+        s += &format!(
+            "ASC MHL history: {} verified, {} new, {} MISMATCHED, {} MISSING\n",
+            m.verified, m.new, m.mismatched, m.missing
+        );
+    }
+    if let Some(g) = &m.generation {
+        s += &format!(
+            "ASC MHL generation {g} written to {}",
+            m.written_to.as_deref().unwrap_or("?")
+        );
+        if let Some(why) = &m.source_read_only {
+            s += &format!(" (the source cannot be written: {why})");
+        }
+        s += &format!("; uploaded: {}\n", m.uploaded.join(", "));
+    }
     s
 }
 
@@ -589,7 +636,7 @@ async fn download_tree(args: &DownloadArgs, out: &Output) -> i32 {
         };
         let progress = out.progress();
         let on_line = out.tree_lines();
-        download::tree::download_tree(
+        let mut report = download::tree::download_tree(
             &s3,
             &prefix,
             &args.dest,
@@ -598,7 +645,18 @@ async fn download_tree(args: &DownloadArgs, out: &Output) -> i32 {
             &cancel,
             &on_line,
         )
-        .await
+        .await?;
+        if report.complete {
+            // A tree carrying an ASC MHL history is checked against it once it is all here.
+            let state = if args.mhl {
+                Some(crate::manifest::state_dir()?)
+            } else {
+                None
+            };
+            let generation = state.as_deref().map(|d| (&prefix, d));
+            crate::mhl::check::check_folder(&args.dest, generation, &mut report, &on_line).await?;
+        }
+        Ok(report)
     };
     let result = run.await;
     out.finish_tree(

@@ -90,6 +90,11 @@ pub struct DownloadArgs {
     /// Parts in flight at most.
     #[arg(long, default_value_t = DEFAULT_CONCURRENCY)]
     pub concurrency: usize,
+    /// Prefix downloads: after every object is here, add an ASC MHL generation (process
+    /// "transfer", location = DIR) to DIR/ascmhl/ recording each file's hashes (a tree that came
+    /// with an ascmhl/ history is checked against it with or without this flag).
+    #[arg(long)]
+    pub mhl: bool,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub connection: ConnectionArgs,
@@ -523,6 +528,12 @@ pub struct UploadArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub tree: TreeArgs,
+    /// Directory uploads: write an ASC MHL generation (process "transfer", the s3:// location,
+    /// each file's hashes and S3 facts) into DIR/ascmhl/ (or only the state directory when DIR is
+    /// read-only), update ascmhl_chain.xml and upload both with the tree. A tree's ascmhl/ history
+    /// is checked with or without this flag: a file that does not match it is not uploaded.
+    #[arg(long)]
+    pub mhl: bool,
     /// Skip the check after completion that reads the object's checksums back from S3.
     #[arg(long)]
     pub no_verify: bool,

@@ -189,6 +189,9 @@ pub enum Error {
     /// A broken invariant inside tally (a worker thread gone): a bug, please report it.
     #[error("internal error: {0}: please report this as a bug")]
     Internal(&'static str),
+    /// An ASC MHL history that cannot be used, or a generation that cannot be written.
+    #[error(transparent)]
+    Mhl(#[from] crate::mhl::MhlError),
 }
 
 /// Since when an object changed (see [`Error::ObjectChanged`]).
@@ -278,6 +281,7 @@ impl Error {
             Error::S3 { source, .. } if source.kind == S3ErrorKind::Integrity => EXIT_MISMATCH,
             Error::UploadFailed { source, .. } => source.exit_code(),
             Error::Shard(e) => e.exit_code(),
+            Error::Mhl(e) if e.is_integrity() => EXIT_MISMATCH,
             _ => EXIT_ERROR,
         }
     }

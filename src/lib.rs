@@ -17,6 +17,7 @@
 //!   counts, a journal for resume, the file renamed into place only once proven;
 //!   [`fsx`]: the one atomic write-and-rename policy;
 //! - [`manifest`]: the durable journal of completed parts that makes resume possible;
+//! - [`mhl`]: ASC MHL histories: checked before a tree is sent, a generation written for it;
 //! - [`upload`]: `tally upload`: single PUT or multipart (create/resume, send, complete), report;
 //!   [`uploads`]: `tally uploads` / `tally abort`, the uploads in progress;
 //!   [`shard`]: `tally shard plan/run/finish`, one upload shared by the workers of a scheduler;
@@ -40,6 +41,7 @@ pub mod fsx;
 pub mod hash;
 pub mod hashfile;
 pub mod manifest;
+pub mod mhl;
 pub mod plan;
 pub mod progress;
 pub mod redact;

@@ -62,6 +62,10 @@ pub struct FileLine {
     pub etag: Option<String>,
     /// The object's version id, on versioned buckets.
     pub version_id: Option<String>,
+    /// The ASC MHL check: `verified`, `new`, `mismatch`, `missing`, `unreadable` (trees with
+    /// an `ascmhl/` history, or `--mhl`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mhl: Option<String>,
     /// The exit code this entry asks for (0 for uploaded, skipped and ignored).
     #[serde(skip)]
     pub exit_code: i32,
@@ -106,6 +110,9 @@ pub struct TreeReport {
     pub mib_per_s: f64,
     /// 0 only when every file is in S3 and proven; 1 for an integrity mismatch; 2 otherwise.
     pub exit_code: i32,
+    /// What the ASC MHL check found, and the generation written (`--mhl`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mhl: Option<crate::mhl::session::Summary>,
     /// The summary's lines: files and numbered sequences in key order (text output only).
     #[serde(skip)]
     pub groups: Vec<String>,
@@ -313,6 +320,7 @@ pub fn skipped_entry(skip: &crate::tree::Skip) -> FileLine {
         checksum: None,
         etag: None,
         version_id: None,
+        mhl: None,
         exit_code: if failure { EXIT_ERROR } else { EXIT_OK },
     }
 }

@@ -42,6 +42,9 @@ pub struct TreeConfig {
     pub base: UploadConfig,
     /// What the walk takes.
     pub walk: WalkOptions,
+    /// `--mhl`: write an ASC MHL generation for this transfer (a tree's `ascmhl/` history is
+    /// checked with or without it).
+    pub mhl: bool,
 }
 
 /// Uploads the tree of `cfg`, handing each entry's outcome to `on_line` as it finishes.
@@ -75,6 +78,11 @@ pub async fn upload_tree<C: S3Api>(
         blocking(move || Record::open(&path, trust)).await?
     };
     let record = std::sync::Arc::new(record);
+    let mhl = {
+        let (root, prefix, write) = (cfg.root.clone(), cfg.prefix.clone(), cfg.mhl);
+        let dir = cfg.base.resume.state_dir()?;
+        blocking(move || crate::mhl::session::Session::open(&root, &prefix, write, &dir)).await?
+    };
     let walk = {
         let (root, opts) = (cfg.root.clone(), cfg.walk.clone());
         blocking(move || crate::tree::walk(&root, opts)).await?
@@ -111,6 +119,7 @@ pub async fn upload_tree<C: S3Api>(
         record: &record,
         progress,
         stop: &stop,
+        mhl: mhl.as_ref(),
     };
     let ctx = &ctx;
     let fatal = crate::tree::run::run(
@@ -136,6 +145,27 @@ pub async fn upload_tree<C: S3Api>(
         if let Err(e) = blocking(move || record.close(complete)).await {
             tracing::warn!("{e}");
         }
+    }
+    if let Some(mhl) = mhl {
+        let complete = report.complete && fatal.is_none();
+        let filters = &cfg.walk.filters;
+        let (lines, summary) = mhl
+            .finish(
+                &engine,
+                s3,
+                &cfg.base,
+                &cfg.prefix,
+                filters,
+                complete,
+                progress,
+                cancel,
+            )
+            .await;
+        for line in &lines {
+            on_line(line);
+            report.add(line);
+        }
+        report.mhl = Some(summary);
     }
     let bytes = report.uploaded_bytes;
     report.end(started, bytes, fatal, cancel)
@@ -180,16 +210,34 @@ struct Ctx<'a, C> {
     record: &'a Record,
     progress: &'a dyn Progress,
     stop: &'a CancellationToken,
+    mhl: Option<&'a crate::mhl::session::Session>,
 }
 
 impl<C: S3Api> Ctx<'_, C> {
-    /// One file: skipped on the record's word (`--trust-manifest`, object unchanged), else
-    /// [`upload_or_skip`]. `Err` carries an error that stops the whole run.
+    /// One file: checked against the tree's ASC MHL history first, when it has one (a file that
+    /// does not match is not sent), then [`Ctx::send`]; what happened is recorded for `--mhl`.
     async fn one_file(
         &self,
         entry: FileEntry,
         listed: Listed,
     ) -> Result<FileLine, (FileLine, Error)> {
+        let Some(mhl) = self.mhl else {
+            return self.send(entry, listed).await;
+        };
+        let checked = mhl.check(&entry).await;
+        let key = format!("{}{}", self.cfg.prefix.key, entry.rel);
+        let mut out = match mhl.refusal(&checked, &entry, &key) {
+            Some(line) => Ok(line),
+            None => self.send(entry.clone(), listed).await,
+        };
+        let (Ok(line) | Err((line, _))) = &mut out;
+        mhl.record(&entry, checked, line);
+        out
+    }
+
+    /// One file: skipped on the record's word (`--trust-manifest`, object unchanged), else
+    /// [`upload_or_skip`]. `Err` carries an error that stops the whole run.
+    async fn send(&self, entry: FileEntry, listed: Listed) -> Result<FileLine, (FileLine, Error)> {
         let Ctx {
             engine,
             s3,
@@ -197,6 +245,7 @@ impl<C: S3Api> Ctx<'_, C> {
             record,
             progress,
             stop,
+            ..
         } = *self;
         let target = ObjectUrl {
             bucket: cfg.prefix.bucket.clone(),

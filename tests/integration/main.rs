@@ -9,6 +9,7 @@ mod download;
 mod faults;
 mod inputs;
 mod md5;
+mod mhl;
 mod network;
 mod proxy;
 mod resume;

@@ -1,0 +1,568 @@
+//! Reading an `ascmhl/` history: the chain (`ascmhl_chain.xml`), each generation checked against
+//! the hash the chain records for it, then every generation's file hashes, oldest first, so that
+//! for each path the newest value per format wins. Values recorded with `action="failed"` never
+//! become the reference (they are what a damaged copy had), as in the reference tool.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use super::MhlError;
+use super::hashes::{HashFormat, file_hashes};
+use super::xml::{self, Ev};
+
+/// The history folder's name.
+pub const FOLDER: &str = "ascmhl";
+/// The chain file's name.
+pub const CHAIN: &str = "ascmhl_chain.xml";
+
+/// One `<hashlist>` of the chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainEntry {
+    /// `sequencenr`.
+    pub sequence: u32,
+    /// The generation file's name, relative to `ascmhl/`.
+    pub path: String,
+    /// The format of the hash recorded (c4 per the specification).
+    pub format: HashFormat,
+    /// The hash of the generation file.
+    pub value: String,
+}
+
+/// A generation file found in `ascmhl/`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GenerationFile {
+    /// The number its name starts with.
+    pub number: u32,
+    /// Its name.
+    pub name: String,
+}
+
+/// What the history knows about one file.
+#[derive(Debug, Default)]
+pub struct Known {
+    /// The size the newest generation listing it recorded.
+    pub size: Option<u64>,
+    /// Per format: the newest value not marked failed, and the index (in
+    /// [`History::generations`]) of the generation that recorded it.
+    pub hashes: BTreeMap<HashFormat, (String, usize)>,
+    /// Whether the folder has it (set while a tree is walked).
+    seen: AtomicBool,
+}
+
+impl Known {
+    /// Marks the file as found in the folder.
+    pub fn mark_seen(&self) {
+        self.seen.store(true, Ordering::Relaxed);
+    }
+}
+
+/// A loaded, chain-checked history.
+#[derive(Debug)]
+pub struct History {
+    /// The `ascmhl/` folder.
+    pub dir: PathBuf,
+    /// The chain, in file order.
+    pub chain: Vec<ChainEntry>,
+    /// The generation files, by number.
+    pub generations: Vec<GenerationFile>,
+    /// The newest generation's ignore patterns.
+    pub ignore: Vec<String>,
+    /// The formats the newest generation with file hashes used (what new files get).
+    pub formats: Vec<HashFormat>,
+    files: HashMap<String, Known>,
+}
+
+/// One `<hash>` being read.
+#[derive(Default)]
+struct Entry {
+    path: String,
+    size: Option<u64>,
+    hashes: Vec<(HashFormat, String, bool)>,
+}
+
+impl History {
+    /// Loads the history of the folder `root` (`root/ascmhl/`); `None` when there is none.
+    /// Blocking: reads the chain, hashes every generation file once to check the chain, and
+    /// reads every generation.
+    pub fn load(root: &Path) -> Result<Option<History>, MhlError> {
+        let dir = root.join(FOLDER);
+        let names = match std::fs::read_dir(&dir) {
+            Ok(rd) => {
+                let mut names = Vec::new();
+                for e in rd {
+                    let e = e.map_err(|e| MhlError::Unreadable {
+                        path: dir.clone(),
+                        why: e.to_string(),
+                    })?;
+                    if let Some(n) = e.file_name().to_str() {
+                        names.push(n.to_owned());
+                    }
+                }
+                names
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => return Ok(None),
+            Err(e) => {
+                return Err(MhlError::Unreadable {
+                    path: dir,
+                    why: e.to_string(),
+                });
+            }
+        };
+        let mut generations: Vec<GenerationFile> =
+            names.iter().filter_map(|n| generation_number(n)).collect();
+        generations.sort_by(|a, b| a.number.cmp(&b.number).then(a.name.cmp(&b.name)));
+        let chain_path = dir.join(CHAIN);
+        if !chain_path.exists() {
+            if generations.is_empty() {
+                return Ok(None);
+            }
+            return Err(MhlError::NoChain { dir });
+        }
+        let chain = read_chain(&chain_path)?;
+        for c in &chain {
+            if c.path.is_empty() || c.path.contains(['/', '\\']) || c.path == ".." {
+                return Err(MhlError::Malformed {
+                    path: chain_path,
+                    why: format!("generation path '{}' is not a file name in ascmhl/", c.path),
+                });
+            }
+            let file = dir.join(&c.path);
+            if !file.exists() {
+                return Err(MhlError::MissingGeneration {
+                    path: file,
+                    chain: chain_path.clone(),
+                });
+            }
+            let actual = file_hashes(&file, &[c.format])
+                .map_err(|e| MhlError::Unreadable {
+                    path: file.clone(),
+                    why: e.to_string(),
+                })?
+                .get(c.format)
+                .unwrap_or_default()
+                .to_owned();
+            if actual != c.value {
+                return Err(MhlError::ModifiedGeneration {
+                    path: file,
+                    format: c.format,
+                    recorded: c.value.clone(),
+                    actual,
+                });
+            }
+        }
+        let mut h = History {
+            dir,
+            chain,
+            generations: Vec::new(),
+            ignore: Vec::new(),
+            formats: Vec::new(),
+            files: HashMap::new(),
+        };
+        for (index, g) in generations.iter().enumerate() {
+            h.read_generation(index, &h.dir.join(&g.name))?;
+        }
+        h.generations = generations;
+        Ok(Some(h))
+    }
+
+    fn read_generation(&mut self, index: usize, path: &Path) -> Result<(), MhlError> {
+        let mut entry: Option<Entry> = None;
+        let mut pending_failed = false;
+        let mut ignore: Option<Vec<String>> = None;
+        let mut formats: Vec<HashFormat> = Vec::new();
+        let mut is_hashlist = false;
+        let files = &mut self.files;
+        xml::walk(path, |stack, ev| {
+            if stack.len() == 1 {
+                if let Ev::Start(_) = ev {
+                    is_hashlist = stack[0] == "hashlist";
+                }
+                return Ok(());
+            }
+            match ev {
+                Ev::Start(attrs) => {
+                    if xml::ends_with(stack, &["hashes", "hash"]) && stack.len() == 3 {
+                        entry = Some(Entry::default());
+                    } else if stack.len() == 4 && stack[2] == "hash" {
+                        if stack[3] == "path" {
+                            if let (Some(e), Some(s)) = (entry.as_mut(), xml::attr(attrs, "size")) {
+                                e.size = Some(
+                                    s.parse()
+                                        .map_err(|_| format!("size '{s}' is not a number"))?,
+                                );
+                            }
+                        } else {
+                            pending_failed = xml::attr(attrs, "action") == Some("failed");
+                        }
+                    } else if xml::ends_with(stack, &["processinfo", "ignore"]) {
+                        ignore.get_or_insert_with(Vec::new);
+                    }
+                }
+                Ev::End(text) => {
+                    if stack.len() == 4 && stack[2] == "hash" {
+                        let Some(e) = entry.as_mut() else {
+                            return Ok(());
+                        };
+                        if stack[3] == "path" {
+                            e.path = text.to_owned();
+                        } else if let Ok(f) = stack[3].parse::<HashFormat>() {
+                            e.hashes
+                                .push((f, text.to_ascii_lowercase_if_hex(f), pending_failed));
+                        }
+                    } else if stack.len() == 3 && stack[2] == "hash" {
+                        if let Some(e) = entry.take() {
+                            if e.path.is_empty() {
+                                return Err("a <hash> without a <path>".into());
+                            }
+                            let k = files.entry(e.path).or_default();
+                            if e.size.is_some() {
+                                k.size = e.size;
+                            }
+                            for (f, v, failed) in e.hashes {
+                                if !formats.contains(&f) {
+                                    formats.push(f);
+                                }
+                                if !failed {
+                                    k.hashes.insert(f, (v, index));
+                                }
+                            }
+                        }
+                    } else if xml::ends_with(stack, &["processinfo", "ignore", "pattern"]) {
+                        ignore.get_or_insert_with(Vec::new).push(text.to_owned());
+                    }
+                }
+            }
+            Ok(())
+        })?;
+        if !is_hashlist {
+            return Err(MhlError::Malformed {
+                path: path.to_owned(),
+                why: "not an ASC MHL generation (no <hashlist> root)".into(),
+            });
+        }
+        if let Some(i) = ignore {
+            self.ignore = i;
+        }
+        if !formats.is_empty() {
+            formats.sort();
+            self.formats = formats;
+        }
+        Ok(())
+    }
+
+    /// What the history knows about the file at `rel` (relative to the root, `/`-separated).
+    pub fn known(&self, rel: &str) -> Option<&Known> {
+        self.files.get(rel)
+    }
+
+    /// The paths the history lists that were not marked seen, sorted, with their recorded sizes.
+    pub fn unseen(&self) -> Vec<(&str, Option<u64>)> {
+        let mut v: Vec<_> = self
+            .files
+            .iter()
+            .filter(|(_, k)| !k.seen.load(Ordering::Relaxed))
+            .map(|(p, k)| (p.as_str(), k.size))
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// The number the next generation gets.
+    pub fn next_number(&self) -> u32 {
+        let files = self.generations.iter().map(|g| g.number);
+        let chain = self.chain.iter().map(|c| c.sequence);
+        files.chain(chain).max().unwrap_or(0) + 1
+    }
+
+    /// The name of the generation at `index` of [`History::generations`].
+    pub fn generation_name(&self, index: usize) -> &str {
+        self.generations.get(index).map_or("?", |g| g.name.as_str())
+    }
+}
+
+/// Hex values compare in lowercase (the reference tool writes lowercase); C4 ids are case-sensitive.
+trait LowerHex {
+    fn to_ascii_lowercase_if_hex(&self, f: HashFormat) -> String;
+}
+
+impl LowerHex for str {
+    fn to_ascii_lowercase_if_hex(&self, f: HashFormat) -> String {
+        if f == HashFormat::C4 {
+            self.to_owned()
+        } else {
+            self.to_ascii_lowercase()
+        }
+    }
+}
+
+/// `0001_A001_2020-01-16_091500Z.mhl` -> generation 1 (the reference tool's rule: a name
+/// `^\d{4,}(_.+)?\.mhl$`, not starting with `._`).
+fn generation_number(name: &str) -> Option<GenerationFile> {
+    let stem = name.strip_suffix(".mhl")?;
+    if name.starts_with("._") {
+        return None;
+    }
+    let digits = stem.split('_').next()?;
+    if digits.len() < 4 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    if stem.len() > digits.len() && stem.len() == digits.len() + 1 {
+        return None; // "0001_" with nothing after the underscore
+    }
+    Some(GenerationFile {
+        number: digits.parse().ok()?,
+        name: name.to_owned(),
+    })
+}
+
+/// Reads `ascmhl_chain.xml`.
+pub fn read_chain(path: &Path) -> Result<Vec<ChainEntry>, MhlError> {
+    let mut out = Vec::new();
+    let mut seq: Option<u32> = None;
+    let mut file: Option<String> = None;
+    let mut hash: Option<(HashFormat, String)> = None;
+    xml::walk(path, |stack, ev| {
+        if stack.len() < 2 || stack[1] != "hashlist" {
+            return Ok(());
+        }
+        match ev {
+            Ev::Start(attrs) if stack.len() == 2 => {
+                let s = xml::attr(attrs, "sequencenr").unwrap_or("0");
+                seq = Some(
+                    s.parse()
+                        .map_err(|_| format!("sequencenr '{s}' is not a number"))?,
+                );
+                file = None;
+                hash = None;
+            }
+            Ev::End(text) if stack.len() == 3 => {
+                if stack[2] == "path" {
+                    file = Some(text.to_owned());
+                } else if let Ok(f) = stack[2].parse::<HashFormat>() {
+                    hash = Some((f, text.to_ascii_lowercase_if_hex(f)));
+                }
+            }
+            Ev::End(_) if stack.len() == 2 => {
+                let (Some(path), Some((format, value))) = (file.take(), hash.take()) else {
+                    return Err("a <hashlist> without its <path> and <c4>".into());
+                };
+                out.push(ChainEntry {
+                    sequence: seq.take().unwrap_or(0),
+                    path,
+                    format,
+                    value,
+                });
+            }
+            _ => {}
+        }
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mhl::hashes::data_hashes;
+
+    /// (format, action, value).
+    type Recorded<'a> = &'a [(&'a str, &'a str, &'a str)];
+
+    fn generation(files: &[(&str, u64, Recorded<'_>)], ignore: &[&str]) -> String {
+        let mut s = String::from(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<hashlist version=\"2.0\" xmlns=\"urn:ASC:MHL:v2.0\">\n<creatorinfo><creationdate>2020-01-16T09:15:00+00:00</creationdate><hostname>h</hostname><tool version=\"1\">t</tool></creatorinfo>\n<processinfo><process>in-place</process><roothash><content><xxh64>ffffffffffffffff</xxh64></content><structure><xxh64>eeeeeeeeeeeeeeee</xxh64></structure></roothash>",
+        );
+        if !ignore.is_empty() {
+            s += "<ignore>";
+            for p in ignore {
+                s += &format!("<pattern>{p}</pattern>");
+            }
+            s += "</ignore>";
+        }
+        s += "</processinfo>\n<hashes>\n";
+        for (path, size, hashes) in files {
+            s += &format!("<hash><path size=\"{size}\">{path}</path>");
+            for (f, action, v) in *hashes {
+                s += &format!(
+                    "<{f} action=\"{action}\" hashdate=\"2020-01-16T09:15:00+00:00\">{v}</{f}>"
+                );
+            }
+            s += "</hash>\n";
+        }
+        s += "<directoryhash><path>Clips</path><content><xxh64>1111111111111111</xxh64></content><structure><xxh64>2222222222222222</xxh64></structure></directoryhash>\n";
+        s += "</hashes>\n</hashlist>\n";
+        s
+    }
+
+    /// Writes generation files and a chain holding each one's C4.
+    fn history(dir: &Path, gens: &[(&str, String)]) {
+        let a = dir.join(FOLDER);
+        std::fs::create_dir_all(&a).unwrap();
+        let mut chain = Vec::new();
+        for (i, (name, text)) in gens.iter().enumerate() {
+            std::fs::write(a.join(name), text).unwrap();
+            chain.push(ChainEntry {
+                sequence: i as u32 + 1,
+                path: (*name).to_owned(),
+                format: HashFormat::C4,
+                value: data_hashes(text.as_bytes(), &[HashFormat::C4])
+                    .get(HashFormat::C4)
+                    .unwrap()
+                    .to_owned(),
+            });
+        }
+        let bytes = crate::mhl::generation::chain_bytes(&chain).unwrap();
+        std::fs::write(a.join(CHAIN), bytes).unwrap();
+    }
+
+    #[test]
+    fn the_newest_value_per_format_wins_and_a_failed_one_never_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let g1 = generation(
+            &[
+                (
+                    "Clips/a & b.mov",
+                    3,
+                    &[("xxh64", "original", "AAAAAAAAAAAAAAAA")],
+                ),
+                (
+                    "Clips/c.mov",
+                    4,
+                    &[("xxh64", "original", "cccccccccccccccc")],
+                ),
+            ],
+            &[".DS_Store", "ascmhl", "ascmhl/"],
+        )
+        .replace("a & b", "a &amp; b");
+        let g2 = generation(
+            &[(
+                "Clips/a &amp; b.mov",
+                5,
+                &[
+                    ("md5", "original", "5eb63bbbe01eeed093cb22bb8f5acdc3"),
+                    ("xxh64", "verified", "bbbbbbbbbbbbbbbb"),
+                ],
+            )],
+            &[],
+        );
+        let g3 = generation(
+            &[(
+                "Clips/a &amp; b.mov",
+                6,
+                &[("xxh64", "failed", "dddddddddddddddd")],
+            )],
+            &["*.tmp"],
+        );
+        history(
+            dir.path(),
+            &[
+                ("0001_A_2020-01-16_091500Z.mhl", g1),
+                ("0002_A_2020-01-17_091500Z.mhl", g2),
+                ("0003_A_2020-01-18_091500Z.mhl", g3),
+            ],
+        );
+        let h = History::load(dir.path()).unwrap().unwrap();
+        let k = h
+            .known("Clips/a & b.mov")
+            .expect("the escaped name is read unescaped");
+        let xxh = &k.hashes[&HashFormat::Xxh64];
+        assert_eq!(
+            xxh.0, "bbbbbbbbbbbbbbbb",
+            "generation 2's value, not 3's failed one"
+        );
+        assert_eq!(h.generation_name(xxh.1), "0002_A_2020-01-17_091500Z.mhl");
+        assert_eq!(
+            k.hashes[&HashFormat::Md5].0,
+            "5eb63bbbe01eeed093cb22bb8f5acdc3"
+        );
+        assert_eq!(k.size, Some(6), "the newest size");
+        assert_eq!(
+            h.known("Clips/c.mov").unwrap().hashes[&HashFormat::Xxh64].0,
+            "cccccccccccccccc"
+        );
+        assert!(h.known("Clips").is_none(), "directory hashes are not files");
+        assert_eq!(h.ignore, ["*.tmp"], "the newest generation's patterns");
+        assert_eq!(h.next_number(), 4);
+        assert_eq!(h.unseen().len(), 2);
+        h.known("Clips/c.mov").unwrap().mark_seen();
+        assert_eq!(h.unseen(), [("Clips/a & b.mov", Some(6))]);
+    }
+
+    #[test]
+    fn a_generation_changed_after_the_chain_recorded_it_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let g1 = generation(
+            &[("a", 1, &[("xxh64", "original", "0123456789abcdef")])],
+            &[],
+        );
+        history(dir.path(), &[("0001_A_2020-01-16_091500Z.mhl", g1.clone())]);
+        assert!(History::load(dir.path()).is_ok());
+        // One value changed: the C4 the chain holds no longer matches.
+        let p = dir
+            .path()
+            .join(FOLDER)
+            .join("0001_A_2020-01-16_091500Z.mhl");
+        std::fs::write(&p, g1.replace("0123456789abcdef", "0123456789abcdee")).unwrap();
+        let e = History::load(dir.path()).unwrap_err();
+        assert!(matches!(e, MhlError::ModifiedGeneration { .. }), "{e}");
+        assert!(e.is_integrity());
+        assert!(
+            e.to_string().contains("0001_A_2020-01-16_091500Z.mhl"),
+            "{e}"
+        );
+        // Removed: missing; and generations without any chain.
+        std::fs::remove_file(&p).unwrap();
+        let e = History::load(dir.path()).unwrap_err();
+        assert!(matches!(e, MhlError::MissingGeneration { .. }), "{e}");
+        std::fs::write(&p, &g1).unwrap();
+        std::fs::remove_file(dir.path().join(FOLDER).join(CHAIN)).unwrap();
+        let e = History::load(dir.path()).unwrap_err();
+        assert!(matches!(e, MhlError::NoChain { .. }), "{e}");
+        // No ascmhl/ at all: no history.
+        assert!(
+            History::load(&dir.path().join("nowhere"))
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn a_chain_path_outside_ascmhl_is_refused_before_anything_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("secret"), b"x").unwrap();
+        let a = dir.path().join("card").join(FOLDER);
+        std::fs::create_dir_all(&a).unwrap();
+        let chain = [ChainEntry {
+            sequence: 1,
+            path: "../../secret".into(),
+            format: HashFormat::C4,
+            value: "c4x".into(),
+        }];
+        std::fs::write(
+            a.join(CHAIN),
+            crate::mhl::generation::chain_bytes(&chain).unwrap(),
+        )
+        .unwrap();
+        let e = History::load(&dir.path().join("card")).unwrap_err();
+        assert!(matches!(e, MhlError::Malformed { .. }), "{e}");
+        assert!(e.to_string().contains("../../secret"), "{e}");
+    }
+
+    #[test]
+    fn generation_names_follow_the_reference_tools_rule() {
+        assert_eq!(
+            generation_number("0001_A_2020-01-16_091500Z.mhl")
+                .unwrap()
+                .number,
+            1
+        );
+        assert_eq!(generation_number("12345_x.mhl").unwrap().number, 12345);
+        assert_eq!(generation_number("0002.mhl").unwrap().number, 2);
+        assert!(generation_number("001_x.mhl").is_none());
+        assert!(generation_number("._0001_x.mhl").is_none());
+        assert!(generation_number("ascmhl_chain.xml").is_none());
+        assert!(generation_number("packinglist_x.mhl").is_none());
+    }
+}
