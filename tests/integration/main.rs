@@ -13,6 +13,7 @@ mod network;
 mod proxy;
 mod resume;
 mod settings;
+mod sums;
 mod support;
 mod tree;
 mod tree_upload;
