@@ -366,13 +366,8 @@ mod tests {
         out
     }
 
-    const ALGORITHMS: [ChecksumAlgorithm; 5] = [
-        ChecksumAlgorithm::Sha256,
-        ChecksumAlgorithm::Sha1,
-        ChecksumAlgorithm::Crc32,
-        ChecksumAlgorithm::Crc32c,
-        ChecksumAlgorithm::Crc64nvme,
-    ];
+    /// Every algorithm, the five S3 added in 2026 included.
+    const ALGORITHMS: [ChecksumAlgorithm; 10] = ChecksumAlgorithm::ALL;
 
     /// The tree's question, file by file: a file already uploaded is skipped with one request, a
     /// same-size edit is sent again, a missing object is sent; for each algorithm and both layouts.
