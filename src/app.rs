@@ -60,15 +60,16 @@ pub fn run(cli: Cli) -> i32 {
             }
             let result = runtime.block_on(upload(args, &out));
             let code = match &result {
-                Ok(r) if r.md5_tag_error.is_some() => EXIT_ERROR,
+                Ok(r) if r.md5_tag_error.is_some() || r.file_hash_tag_error.is_some() => EXIT_ERROR,
                 _ => EXIT_OK,
             };
-            if let Ok(UploadReport {
-                md5_tag_error: Some(e),
-                ..
-            }) = &result
-            {
-                eprintln!("tally: error: the upload succeeded, but {e}");
+            if let Ok(r) = &result {
+                for e in [&r.md5_tag_error, &r.file_hash_tag_error]
+                    .into_iter()
+                    .flatten()
+                {
+                    eprintln!("tally: error: the upload succeeded, but {e}");
+                }
             }
             out.finish(result.map(|r| (print_upload(&r), r))).max(code)
         }
@@ -124,7 +125,12 @@ pub fn run(cli: Cli) -> i32 {
                     "--include, --exclude and --no-follow-symlinks apply to directories, and {} is not one",
                     file.display()
                 ))),
-                Ok(()) => hashfile::hash_file(&file, ps, alg),
+                Ok(()) => hashfile::hash_file(
+                    &file,
+                    ps,
+                    alg,
+                    args.file_hash.as_deref().unwrap_or_default(),
+                ),
                 Err(e) => Err(e),
             };
             out.finish(result.map(|r| (print_hash(&r), r)))
@@ -719,7 +725,7 @@ fn print_download(r: &DownloadReport) -> String {
 fn print_upload(r: &UploadReport) -> String {
     let check = |c: Check| match c {
         Check::Matched => "matches S3",
-        Check::NotReported => "not reported by the server, not compared",
+        Check::NotReported => "not verified by the server (its reply did not carry it)",
         Check::NotComparableKms => "not compared: under SSE-KMS the ETag is not an MD5",
         Check::NotComparableSseC => "not compared: under SSE-C the ETag is not an MD5",
         Check::NotPredicted => "not predicted (no MD5)",
@@ -735,11 +741,15 @@ fn print_upload(r: &UploadReport) -> String {
     );
     if r.method == Method::Multipart {
         s += &format!(
-            "  parts     {} x {}, {} per part, {} echoed back equal by S3\n",
+            "  parts     {} x {}, {} per part, {} echoed back equal by S3{}\n",
             r.parts,
             human_bytes(r.part_size),
             r.checksum.algorithm,
-            r.checks.part_checksums_matched
+            r.checks.part_checksums_matched,
+            match r.parts - r.checks.part_checksums_matched.min(r.parts) {
+                0 => String::new(),
+                n => format!(" ({n} not verified by the server: not echoed)"),
+            }
         );
         if let Some(u) = &r.upload_id {
             s += &format!("  upload id {u}\n");
@@ -753,10 +763,15 @@ fn print_upload(r: &UploadReport) -> String {
         if let Some(m) = &r.manifest {
             s += &format!("  manifest  {} (kept)\n", m.display());
         }
+    } else if r.checks.object_checksum == Check::Matched {
+        s += &format!(
+            "  single PUT with Content-MD5 and {} (S3 echoed the checksum: verified on receipt)\n",
+            r.checksum.algorithm
+        );
     } else {
         s += &format!(
-            "  single PUT with Content-MD5 and {} (verified by S3 on receipt)\n",
-            r.checksum.algorithm
+            "  single PUT with Content-MD5 and {}: the {} checksum was not verified by the server (its reply did not carry it)\n",
+            r.checksum.algorithm, r.checksum.algorithm
         );
     }
     s += &format!(
@@ -776,17 +791,20 @@ fn print_upload(r: &UploadReport) -> String {
             let said = |m: Option<bool>| match m {
                 Some(true) => "matches",
                 Some(false) => "DIFFERS",
-                None => "not comparable",
+                None => "not compared (the server reports none to compare)",
             };
             s += &format!(
-                "  verified  read back with {}: checksum {}, ETag {}, {} parts compared one by one\n",
+                "  read back with {}: checksum {}, ETag {}, {} parts compared one by one\n",
                 v.method,
                 said(v.checksum_matches),
                 check(v.etag),
                 v.parts_compared
             );
+            if let Some(note) = &v.checksum_note {
+                s += &format!("            {note}\n");
+            }
         }
-        None => s += "  verified  not read back (--no-verify)\n",
+        None => s += "  read back not done (--no-verify)\n",
     }
     if let Some(n) = r.read_back_reads {
         s += &format!("  read back the object's MD5 equals the file's (after {n} read(s))\n");
@@ -794,7 +812,18 @@ fn print_upload(r: &UploadReport) -> String {
     if let (Some(md5), Some((name, outcome))) = (&r.md5, &r.md5_tag) {
         s += &format!("  md5 tag   {name}={md5}: {outcome:?}\n");
     }
+    s += &print_file_hashes(&r.file_hashes);
+    for (name, outcome) in &r.file_hash_tags {
+        s += &format!("  tag       {name}: {outcome:?}\n");
+    }
     s
+}
+
+/// The whole-file hashes, one line each (`  xxh64     45ab6734b21e6968`).
+fn print_file_hashes(h: &crate::hash::FileHashes) -> String {
+    h.iter()
+        .map(|(f, v)| format!("  {:<9} {v} (whole file)\n", f.name()))
+        .collect()
 }
 
 /// The object settings sent, each with what S3 reported back (HEAD after the upload, or the
@@ -894,6 +923,7 @@ fn print_hash(r: &HashReport) -> String {
         "  checksum  {} {} ({})\n  etag      {}\n",
         r.checksum.algorithm, r.checksum.value, r.checksum.kind, r.etag
     );
+    s += &print_file_hashes(&r.file_hashes);
     s
 }
 
@@ -947,6 +977,7 @@ fn hash_dir(args: &HashArgs, out: &Output, runtime: &tokio::runtime::Runtime) ->
         walk,
         args.part_size,
         args.checksum,
+        args.file_hash.as_deref().unwrap_or_default(),
         |line| {
             print_tree_line(out, line);
             if out.json {
@@ -1017,12 +1048,17 @@ fn print_tree_line(out: &Output, line: &TreeLine) {
         TreeLine::Hashed { path, report } if !out.json && !out.quiet => {
             let c = &report.checksum;
             say(&redact(&format!(
-                "{path}  {}  {} {} ({})  etag {}",
+                "{path}  {}  {} {} ({})  etag {}{}",
                 tree::sequence::size_text(report.size),
                 c.algorithm,
                 c.value,
                 c.kind,
-                report.etag
+                report.etag,
+                report
+                    .file_hashes
+                    .iter()
+                    .map(|(f, v)| format!("  {f} {v}"))
+                    .collect::<String>()
             )));
         }
         TreeLine::Skipped {

@@ -8,7 +8,11 @@ use crate::config::{
     Connection, DEFAULT_CONCURRENCY, ObjectSettings, ResumeOptions, StorageClass, UploadConfig,
 };
 use crate::error::Error;
-use crate::hash::ChecksumAlgorithm;
+use crate::hash::{ChecksumAlgorithm, FileHashFormat};
+
+/// The formats `--file-hash` takes, as one comma-separated value (an alias: clap would read a
+/// `Vec` as repeated values).
+pub type FileHashList = Vec<FileHashFormat>;
 use crate::plan::parse_size;
 
 macro_rules! exit_codes {
@@ -114,6 +118,9 @@ pub struct HashArgs {
     /// Checksum algorithm, as for upload.
     #[arg(long, default_value = "sha256", value_parser = checksum_parser())]
     pub checksum: ChecksumAlgorithm,
+    /// Whole-file hashes, as for upload: xxh64, xxh128, xxh3, md5, sha1, sha256, c4.
+    #[arg(long, value_name = "FORMATS", value_parser = file_hash_parser)]
+    pub file_hash: Option<FileHashList>,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub tree: TreeArgs,
@@ -545,6 +552,16 @@ pub struct UploadArgs {
     /// backoff for up to DURATION (default 30s) while it differs; exit 1 if it never matches.
     #[arg(long, value_name = "DURATION", num_args = 0..=1, default_missing_value = "30s", value_parser = parse_duration)]
     pub read_back: Option<std::time::Duration>,
+    /// Whole-file hashes to compute during the upload's single read, comma-separated:
+    /// xxh64, xxh128, xxh3, md5, sha1, sha256, c4 (ASC MHL's formats and encodings); reported per
+    /// file (text and --json). An interrupted upload, resumed, reads the parts already sent once
+    /// more for these hashes only.
+    #[arg(long, value_name = "FORMATS", value_parser = file_hash_parser)]
+    pub file_hash: Option<FileHashList>,
+    /// Store each --file-hash value as an object tag named after its format (xxh64=...), merged
+    /// with the object's tags, after the upload (they count against S3's 10 tags).
+    #[arg(long, requires = "file_hash")]
+    pub file_hash_tag: bool,
     /// Storage class of the object (default: the bucket's, STANDARD).
     #[arg(long, value_name = "CLASS", value_parser = storage_class_parser(), ignore_case = true)]
     pub storage_class: Option<StorageClass>,
@@ -609,6 +626,8 @@ impl UploadArgs {
         cfg.content_md5 = self.content_md5;
         cfg.md5_tag = self.md5_tag.clone();
         cfg.read_back = self.read_back;
+        cfg.file_hashes = self.file_hash.clone().unwrap_or_default();
+        cfg.file_hash_tag = self.file_hash_tag;
         cfg.object = ObjectSettings::new(
             self.storage_class,
             self.content_type.clone(),
@@ -618,6 +637,7 @@ impl UploadArgs {
             self.sse_kms_key_id.clone(),
             self.md5_tag.as_deref(),
         )?;
+        cfg.check_file_hash_tags()?;
         Ok(cfg)
     }
 }
@@ -646,14 +666,21 @@ pub fn usage_error(e: clap::Error) -> i32 {
     crate::error::EXIT_ERROR
 }
 
+/// `--file-hash`: a comma-separated list of formats.
+fn file_hash_parser(s: &str) -> Result<FileHashList, String> {
+    FileHashFormat::parse_list(s)
+}
+
 /// `--checksum`: the algorithms listed in `--help`, parsed without clap knowing the type.
 fn checksum_parser() -> impl clap::builder::TypedValueParser<Value = ChecksumAlgorithm> {
     use clap::builder::TypedValueParser as _;
-    clap::builder::PossibleValuesParser::new(["sha256", "sha1", "crc32", "crc32c", "crc64nvme"])
-        .map(|s| {
-            s.parse::<ChecksumAlgorithm>()
-                .expect("every listed name parses")
-        })
+    clap::builder::PossibleValuesParser::new(
+        ChecksumAlgorithm::ALL.map(ChecksumAlgorithm::cli_name),
+    )
+    .map(|s| {
+        s.parse::<ChecksumAlgorithm>()
+            .expect("every listed name parses")
+    })
 }
 
 /// `--storage-class`: S3's names, in any case.

@@ -489,6 +489,11 @@ pub struct UploadConfig {
     pub md5_tag: Option<String>,
     /// Read the object back and compare its MD5, retrying for this long (`--read-back`).
     pub read_back: Option<std::time::Duration>,
+    /// Whole-file hashes computed during the upload's single read (`--file-hash`).
+    pub file_hashes: Vec<crate::hash::FileHashFormat>,
+    /// Store each of [`UploadConfig::file_hashes`] as an object tag named after its format
+    /// (`--file-hash-tag`).
+    pub file_hash_tag: bool,
     /// What S3 stores with the object besides its bytes (storage class, content type, metadata,
     /// tags, encryption); the same for every file of a command.
     pub object: ObjectSettings,
@@ -527,6 +532,49 @@ impl ResumeOptions {
 }
 
 impl UploadConfig {
+    /// The tags `--file-hash-tag` adds after the upload: each format's name and nothing else
+    /// (the MD5 under `--md5-tag`'s own name is that flag's).
+    pub fn file_hash_tag_names(&self) -> Vec<&'static str> {
+        if self.file_hash_tag {
+            self.file_hashes.iter().map(|f| f.name()).collect()
+        } else {
+            Vec::new()
+        }
+    }
+
+    /// Checks `--file-hash-tag`'s tags against `--tag` and `--md5-tag` (no name twice, unless
+    /// `--md5-tag md5` and the `md5` file hash, which carry the same value) and S3's 10-tag limit.
+    pub fn check_file_hash_tags(&self) -> Result<(), Error> {
+        let names = self.file_hash_tag_names();
+        if names.is_empty() {
+            return Ok(());
+        }
+        for n in &names {
+            if self.object.tags.iter().any(|(k, _)| k == n) {
+                return Err(Error::Usage(format!(
+                    "tag '{n}' is given twice (--tag, --file-hash-tag): give each tag once"
+                )));
+            }
+            if *n != "md5" && self.md5_tag.as_deref() == Some(*n) {
+                return Err(Error::Usage(format!(
+                    "tag '{n}' is given twice (--md5-tag, --file-hash-tag): give each tag once"
+                )));
+            }
+        }
+        let md5_extra = self
+            .md5_tag
+            .as_deref()
+            .is_some_and(|m| !(m == "md5" && names.contains(&"md5")));
+        let total = self.object.tags.len() + usize::from(md5_extra) + names.len();
+        if total > crate::remote::tags::MAX_TAGS {
+            return Err(Error::Usage(format!(
+                "{total} tags (--tag, --md5-tag and --file-hash-tag); S3 allows {} per object: drop some",
+                crate::remote::tags::MAX_TAGS
+            )));
+        }
+        Ok(())
+    }
+
     /// Checks the settings; nothing touches the network or the file yet.
     pub fn new(
         source: PathBuf,
@@ -557,6 +605,8 @@ impl UploadConfig {
             content_md5: false,
             md5_tag: None,
             read_back: None,
+            file_hashes: Vec::new(),
+            file_hash_tag: false,
             object: ObjectSettings::default(),
         })
     }

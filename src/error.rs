@@ -144,6 +144,17 @@ pub enum Error {
         /// What the server answered.
         source: S3Error,
     },
+    /// The server refused the checksum algorithm asked for (CreateMultipartUpload answered 400,
+    /// as Garage and LocalStack do for the algorithms S3 added in 2026); nothing was uploaded.
+    #[error(
+        "the server does not accept {algorithm} checksums ({source}): use --checksum sha256 or crc64nvme; nothing was uploaded"
+    )]
+    ChecksumRefused {
+        /// The algorithm refused.
+        algorithm: crate::hash::ChecksumAlgorithm,
+        /// What the server answered.
+        source: S3Error,
+    },
     /// Adding a tag would pass S3's limit of tags per object.
     #[error(
         "{url} already has {count} tags, S3's limit: the tag '{name}' was not added (remove a tag first)"

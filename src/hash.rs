@@ -12,8 +12,14 @@ use crc_fast::CrcAlgorithm;
 use md5::{Digest as _, Md5};
 use serde::{Deserialize, Serialize};
 
+mod file;
+mod sequential;
+
+pub use file::{FileHashFormat, FileHasher, FileHashes, WholeFile, c4_id, file_hashes};
+pub use sequential::{Feed, Sequential, SequentialFile, SequentialMd5};
+
 /// Bytes hashed per step: small enough that a chunk read for the checksum is still in L2 for MD5.
-const CHUNK: usize = 256 * 1024;
+pub(crate) const CHUNK: usize = 256 * 1024;
 
 /// An additional checksum algorithm S3 can verify on receipt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -29,6 +35,17 @@ pub enum ChecksumAlgorithm {
     Crc32c,
     /// CRC-64/NVME (always full-object).
     Crc64nvme,
+    /// SHA-512 (composite for multipart; S3 since 2026-04).
+    Sha512,
+    /// MD5 as an additional checksum, `x-amz-checksum-md5` (composite for multipart; S3 since
+    /// 2026-04). Not the same header as Content-MD5, though the part digest is the same.
+    Md5,
+    /// XXH64, canonical big-endian (composite for multipart; S3 since 2026-04).
+    Xxhash64,
+    /// XXH3 64-bit, canonical big-endian (composite for multipart; S3 since 2026-04).
+    Xxhash3,
+    /// XXH3 128-bit, canonical big-endian (composite for multipart; S3 since 2026-04).
+    Xxhash128,
 }
 
 /// How S3 combines part checksums into the object's checksum.
@@ -50,19 +67,26 @@ impl std::str::FromStr for ChecksumAlgorithm {
             .into_iter()
             .find(|a| a.s3_name().eq_ignore_ascii_case(s))
             .ok_or_else(|| {
-                format!("unknown checksum algorithm '{s}': choose sha256, sha1, crc32, crc32c or crc64nvme")
+                format!(
+                    "unknown checksum algorithm '{s}': choose sha256, sha1, crc32, crc32c, crc64nvme, sha512, md5, xxhash64, xxhash3 or xxhash128"
+                )
             })
     }
 }
 
 impl ChecksumAlgorithm {
     /// Every algorithm, in the order `--help` lists them.
-    pub const ALL: [ChecksumAlgorithm; 5] = [
+    pub const ALL: [ChecksumAlgorithm; 10] = [
         Self::Sha256,
         Self::Sha1,
         Self::Crc32,
         Self::Crc32c,
         Self::Crc64nvme,
+        Self::Sha512,
+        Self::Md5,
+        Self::Xxhash64,
+        Self::Xxhash3,
+        Self::Xxhash128,
     ];
 
     /// The name S3 uses (`SHA256`, `CRC64NVME`, ...).
@@ -73,7 +97,38 @@ impl ChecksumAlgorithm {
             Self::Crc32 => "CRC32",
             Self::Crc32c => "CRC32C",
             Self::Crc64nvme => "CRC64NVME",
+            Self::Sha512 => "SHA512",
+            Self::Md5 => "MD5",
+            Self::Xxhash64 => "XXHASH64",
+            Self::Xxhash3 => "XXHASH3",
+            Self::Xxhash128 => "XXHASH128",
         }
+    }
+
+    /// The name `--checksum` takes (`sha256`, `xxhash64`, ...).
+    pub fn cli_name(self) -> &'static str {
+        match self {
+            Self::Sha256 => "sha256",
+            Self::Sha1 => "sha1",
+            Self::Crc32 => "crc32",
+            Self::Crc32c => "crc32c",
+            Self::Crc64nvme => "crc64nvme",
+            Self::Sha512 => "sha512",
+            Self::Md5 => "md5",
+            Self::Xxhash64 => "xxhash64",
+            Self::Xxhash3 => "xxhash3",
+            Self::Xxhash128 => "xxhash128",
+        }
+    }
+
+    /// Whether this is one of the algorithms S3 added in April 2026 (SHA512, MD5, XXHASH64/3/128):
+    /// S3-compatible servers may ignore them on a PutObject and refuse them on
+    /// CreateMultipartUpload (Garage 2.5 and LocalStack 2026.3 do), so their echo is never assumed.
+    pub fn is_recent(self) -> bool {
+        matches!(
+            self,
+            Self::Sha512 | Self::Md5 | Self::Xxhash64 | Self::Xxhash3 | Self::Xxhash128
+        )
     }
 
     /// The checksum type tally uses for a multipart upload with this algorithm: S3's default,
@@ -90,7 +145,7 @@ impl ChecksumAlgorithm {
             Self::Crc32 => Some(CrcAlgorithm::Crc32IsoHdlc),
             Self::Crc32c => Some(CrcAlgorithm::Crc32Iscsi),
             Self::Crc64nvme => Some(CrcAlgorithm::Crc64Nvme),
-            Self::Sha256 | Self::Sha1 => None,
+            _ => None,
         }
     }
 
@@ -101,6 +156,10 @@ impl ChecksumAlgorithm {
             Self::Sha1 => 20,
             Self::Crc32 | Self::Crc32c => 4,
             Self::Crc64nvme => 8,
+            Self::Sha512 => 64,
+            Self::Md5 => 16,
+            Self::Xxhash64 | Self::Xxhash3 => 8,
+            Self::Xxhash128 => 16,
         }
     }
 }
@@ -194,14 +253,31 @@ enum Hasher {
     Sha256(sha2::Sha256),
     Sha1(sha1::Sha1),
     Crc(crc_fast::Digest, usize),
+    Sha512(Box<sha2::Sha512>),
+    Md5(Md5),
+    Xxh64(xxhash_rust::xxh64::Xxh64),
+    // XXH3's streaming state is large (a 256-byte buffer and more): kept off the stack.
+    Xxh3(Box<xxhash_rust::xxh3::Xxh3Default>),
+    Xxh128(Box<xxhash_rust::xxh3::Xxh3Default>),
 }
 
 impl Hasher {
     fn new(alg: ChecksumAlgorithm) -> Self {
-        match (alg, alg.crc()) {
-            (_, Some(crc)) => Hasher::Crc(crc_fast::Digest::new(crc), alg.digest_len()),
-            (ChecksumAlgorithm::Sha1, None) => Hasher::Sha1(sha1::Sha1::new()),
-            (_, None) => Hasher::Sha256(sha2::Sha256::new()),
+        if let Some(crc) = alg.crc() {
+            return Hasher::Crc(crc_fast::Digest::new(crc), alg.digest_len());
+        }
+        match alg {
+            ChecksumAlgorithm::Sha1 => Hasher::Sha1(sha1::Sha1::new()),
+            ChecksumAlgorithm::Sha512 => Hasher::Sha512(Box::new(sha2::Sha512::new())),
+            ChecksumAlgorithm::Md5 => Hasher::Md5(Md5::new()),
+            ChecksumAlgorithm::Xxhash64 => Hasher::Xxh64(xxhash_rust::xxh64::Xxh64::new(0)),
+            ChecksumAlgorithm::Xxhash3 => {
+                Hasher::Xxh3(Box::new(xxhash_rust::xxh3::Xxh3Default::new()))
+            }
+            ChecksumAlgorithm::Xxhash128 => {
+                Hasher::Xxh128(Box::new(xxhash_rust::xxh3::Xxh3Default::new()))
+            }
+            _ => Hasher::Sha256(sha2::Sha256::new()),
         }
     }
 
@@ -210,14 +286,24 @@ impl Hasher {
             Hasher::Sha256(h) => h.update(data),
             Hasher::Sha1(h) => h.update(data),
             Hasher::Crc(h, _) => h.update(data),
+            Hasher::Sha512(h) => h.update(data),
+            Hasher::Md5(h) => h.update(data),
+            Hasher::Xxh64(h) => h.update(data),
+            Hasher::Xxh3(h) | Hasher::Xxh128(h) => h.update(data),
         }
     }
 
+    /// The digest; xxHash values in their canonical (big-endian) form, as S3 and ASC MHL use them.
     fn finish(self) -> Digest {
         match self {
             Hasher::Sha256(h) => Digest(h.finalize().to_vec()),
             Hasher::Sha1(h) => Digest(h.finalize().to_vec()),
             Hasher::Crc(h, width) => Digest(h.finalize().to_be_bytes()[8 - width..].to_vec()),
+            Hasher::Sha512(h) => Digest(h.finalize().to_vec()),
+            Hasher::Md5(h) => Digest(h.finalize().to_vec()),
+            Hasher::Xxh64(h) => Digest(h.digest().to_be_bytes().to_vec()),
+            Hasher::Xxh3(h) => Digest(h.digest().to_be_bytes().to_vec()),
+            Hasher::Xxh128(h) => Digest(h.digest128().to_be_bytes().to_vec()),
         }
     }
 }
@@ -238,12 +324,42 @@ pub fn hash_part(alg: ChecksumAlgorithm, md5: bool, data: &[u8]) -> PartHash {
 /// Like [`hash_part`] with the MD5, but the checksum and the MD5 on two threads of the rayon pool:
 /// for a single large body (one PutObject), where there are no other parts to run beside it.
 pub fn hash_part_joined(alg: ChecksumAlgorithm, data: &[u8]) -> PartHash {
+    if alg == ChecksumAlgorithm::Md5 {
+        return hash_part(alg, true, data);
+    }
     let (checksum, md5) = rayon::join(|| checksum(alg, data), || md5(data));
     PartHash {
         checksum,
         md5: Some(md5),
         len: data.len() as u64,
     }
+}
+
+/// Hashes the body of one PutObject: its checksum with `alg` on one thread of the rayon pool, and
+/// on another its MD5 (for Content-MD5) with the whole-file `formats` in the same pass (the body
+/// is the whole file). With MD5 as the checksum the one MD5 serves both.
+pub fn hash_single(
+    alg: ChecksumAlgorithm,
+    formats: &[FileHashFormat],
+    data: &[u8],
+) -> (PartHash, WholeFile) {
+    let whole = || {
+        let mut h = FileHasher::new(formats).with_md5();
+        h.update(data);
+        h.finish()
+    };
+    let (checksum, whole) = if alg == ChecksumAlgorithm::Md5 {
+        let w = whole();
+        (Digest(w.md5.expect("asked for").to_vec()), w)
+    } else {
+        rayon::join(|| checksum(alg, data), whole)
+    };
+    let part = PartHash {
+        checksum,
+        md5: whole.md5,
+        len: data.len() as u64,
+    };
+    (part, whole)
 }
 
 /// What [`hash_range`] computed: a checksum and/or an MD5.
@@ -271,6 +387,8 @@ pub fn hash_range(alg: Option<ChecksumAlgorithm>, md5: bool, data: &[u8]) -> Ran
 pub struct RangeHasher {
     checksum: Option<Hasher>,
     md5: Option<Md5>,
+    /// The checksum is MD5 and the MD5 is asked for too: one digest serves both.
+    md5_is_checksum: bool,
     len: u64,
 }
 
@@ -285,9 +403,11 @@ impl std::fmt::Debug for RangeHasher {
 impl RangeHasher {
     /// A hasher for the checksum `alg` (if any) and MD5 (if `md5`).
     pub fn new(alg: Option<ChecksumAlgorithm>, md5: bool) -> RangeHasher {
+        let md5_is_checksum = md5 && alg == Some(ChecksumAlgorithm::Md5);
         RangeHasher {
-            checksum: alg.map(Hasher::new),
+            checksum: alg.filter(|_| !md5_is_checksum).map(Hasher::new),
             md5: md5.then(Md5::new),
+            md5_is_checksum,
             len: 0,
         }
     }
@@ -307,9 +427,15 @@ impl RangeHasher {
 
     /// The digests of every byte fed.
     pub fn finish(self) -> RangeHash {
+        let md5: Option<[u8; 16]> = self.md5.map(|h| h.finalize().into());
+        let checksum = if self.md5_is_checksum {
+            md5.map(|m| Digest(m.to_vec()))
+        } else {
+            self.checksum.map(Hasher::finish)
+        };
         RangeHash {
-            checksum: self.checksum.map(Hasher::finish),
-            md5: self.md5.map(|h| h.finalize().into()),
+            checksum,
+            md5,
             len: self.len,
         }
     }
@@ -318,79 +444,6 @@ impl RangeHasher {
 /// The MD5 of a whole body.
 pub fn md5(data: &[u8]) -> [u8; 16] {
     Md5::digest(data).into()
-}
-
-/// The one MD5 worker: a hasher on a thread of its own, fed bytes in order through a bounded queue,
-/// so async threads only move bytes. Used for the whole file during an upload (`--md5-tag`,
-/// `--read-back`) and for an object read back from S3 (`tally md5`).
-///
-/// The queue holds at most `depth` messages, so the producer can run only that far ahead of the
-/// hasher: an upload's bytes are hashed while still in the page cache, never read from disk twice.
-/// [`SequentialMd5::snapshot`] returns the hasher's state after every byte fed so far (the queue
-/// is in order), for saving and resuming later ([`SequentialMd5::resume`]).
-#[derive(Debug)]
-pub struct SequentialMd5 {
-    tx: tokio::sync::mpsc::Sender<Md5Msg>,
-    worker: std::thread::JoinHandle<Md5>,
-}
-
-#[derive(Debug)]
-enum Md5Msg {
-    Data(bytes::Bytes),
-    Snapshot(tokio::sync::oneshot::Sender<Md5>),
-}
-
-impl SequentialMd5 {
-    /// Starts the hasher thread with a queue of `depth` messages.
-    pub fn start(depth: usize) -> SequentialMd5 {
-        SequentialMd5::resume(Md5::new(), depth)
-    }
-
-    /// Starts the hasher thread from `hasher`, a state that already holds some bytes.
-    pub fn resume(hasher: Md5, depth: usize) -> SequentialMd5 {
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<Md5Msg>(depth.max(1));
-        let worker = std::thread::spawn(move || {
-            let mut h = hasher;
-            while let Some(msg) = rx.blocking_recv() {
-                match msg {
-                    Md5Msg::Data(b) => {
-                        for chunk in b.chunks(CHUNK) {
-                            h.update(chunk);
-                        }
-                    }
-                    Md5Msg::Snapshot(reply) => {
-                        let _ = reply.send(h.clone());
-                    }
-                }
-            }
-            h
-        });
-        SequentialMd5 { tx, worker }
-    }
-
-    /// Queues the next bytes (in order); waits while the queue is full.
-    pub async fn feed(&self, bytes: bytes::Bytes) {
-        // The worker only stops when the sender is dropped (or if it panicked, which `finish`
-        // reports), so a failed send loses nothing that could still be hashed.
-        let _ = self.tx.send(Md5Msg::Data(bytes)).await;
-    }
-
-    /// The hasher's state after every byte fed so far; `None` if the worker is gone (a bug).
-    pub async fn snapshot(&self) -> Option<Md5> {
-        let (reply, state) = tokio::sync::oneshot::channel();
-        self.tx.send(Md5Msg::Snapshot(reply)).await.ok()?;
-        state.await.ok()
-    }
-
-    /// Waits for the hasher to finish and returns the MD5 (call from a blocking context).
-    pub fn finish(self) -> [u8; 16] {
-        drop(self.tx);
-        self.worker
-            .join()
-            .expect("the MD5 thread does not panic")
-            .finalize()
-            .into()
-    }
 }
 
 /// The checksum of a whole body with `alg` (no MD5).
@@ -534,17 +587,72 @@ mod tests {
     #[test]
     fn chunked_hash_equals_one_shot_hash() {
         let data: Vec<u8> = (0..3 * CHUNK + 17).map(|i| (i * 31 % 251) as u8).collect();
-        for alg in [
-            ChecksumAlgorithm::Sha256,
-            ChecksumAlgorithm::Sha1,
-            ChecksumAlgorithm::Crc32,
-            ChecksumAlgorithm::Crc32c,
-            ChecksumAlgorithm::Crc64nvme,
-        ] {
+        for alg in ChecksumAlgorithm::ALL {
             let p = hash_part(alg, true, &data);
             assert_eq!(p.checksum, checksum(alg, &data), "{alg}");
             assert_eq!(hash_part_joined(alg, &data), p, "{alg}");
             assert_eq!(p.len, data.len() as u64);
+        }
+    }
+
+    #[test]
+    fn the_2026_algorithms_give_the_reference_values_whole_and_composite() {
+        // S3's own example (aws-sdk-go-v2#3404): XXHASH64 of "hello world" as S3 prints it, the
+        // canonical big-endian digest 45ab6734b21e6968 in base64.
+        assert_eq!(
+            checksum(ChecksumAlgorithm::Xxhash64, b"hello world").base64(),
+            "RatnNLIeaWg="
+        );
+        // Computed outside tally with python3's hashlib and the xxhash package (4.1.0) over
+        // bytes((i * 31 + 7) % 251 for i in range(1_000_003)): the whole body in base64, and the
+        // composite of its parts of 300,000 bytes, base64(H(d1 || d2 || d3 || d4)) + "-4".
+        let data: Vec<u8> = (0..1_000_003u64)
+            .map(|i| ((i * 31 + 7) % 251) as u8)
+            .collect();
+        let cases = [
+            (
+                ChecksumAlgorithm::Sha512,
+                "lIWSTS+C/dR21HQD49Ya26Ybza59RtfawwNZDFWDhaQOT/jWf5zebVReMqyPAgMeY02JMKtvKmZDUYecaCqeOg==",
+                "DNWHV2ELG1ZEYkt+hm3FZZrKJSovYc/sKtK6yOWiOP6kdt0CVKf5oX6sYDrfkNQu3R5Kt2ZOzRcbV2gRbB9Ttw==-4",
+            ),
+            (
+                ChecksumAlgorithm::Md5,
+                "l63MEnf+tBxJNVQu8nK22Q==",
+                "/Vwc6sdVsXHdesa8mofCyg==-4",
+            ),
+            (
+                ChecksumAlgorithm::Xxhash64,
+                "ZVZsj0ShojY=",
+                "gPJaihrVX40=-4",
+            ),
+            (ChecksumAlgorithm::Xxhash3, "ezmGRCVG/S4=", "TYsT0rXmAHQ=-4"),
+            (
+                ChecksumAlgorithm::Xxhash128,
+                "qqU1odx66oh7OYZEJUb9Lg==",
+                "TbH1ZU54jjGmVby36AcC1Q==-4",
+            ),
+        ];
+        for (alg, whole, want_composite) in cases {
+            assert!(alg.is_recent(), "{alg}");
+            assert_eq!(alg.multipart_type(), ChecksumType::Composite, "{alg}");
+            assert_eq!(checksum(alg, &data).base64(), whole, "{alg}");
+            assert_eq!(checksum(alg, &data).as_bytes().len(), alg.digest_len());
+            for md5 in [false, true] {
+                let ps: Vec<PartHash> = data
+                    .chunks(300_000)
+                    .map(|c| hash_part(alg, md5, c))
+                    .collect();
+                let got = multipart_checksum(alg, ChecksumType::Composite, &ps);
+                assert_eq!(got.value, want_composite, "{alg} md5={md5}");
+            }
+            // With MD5 as the checksum and Content-MD5 asked for, one digest serves both.
+            let p = hash_part_joined(alg, &data);
+            assert_eq!(p.checksum.base64(), whole, "{alg}");
+            assert_eq!(
+                p.md5.map(|m| hex(&m)).as_deref(),
+                Some("97adcc1277feb41c4935542ef272b6d9")
+            );
+            assert_eq!(alg.cli_name().parse::<ChecksumAlgorithm>(), Ok(alg));
         }
     }
 

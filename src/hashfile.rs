@@ -4,7 +4,10 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::error::Error;
-use crate::hash::{self, ChecksumAlgorithm, ChecksumType, ObjectChecksum, PartHash};
+use crate::hash::{
+    self, ChecksumAlgorithm, ChecksumType, FileHashFormat, FileHasher, FileHashes, ObjectChecksum,
+    PartHash,
+};
 use crate::plan::Plan;
 use crate::source::Source;
 use crate::tree::{Found, Walk};
@@ -43,27 +46,37 @@ pub struct HashReport {
     pub checksum: ObjectChecksum,
     /// The ETag S3 would report (without SSE-KMS/SSE-C).
     pub etag: String,
+    /// The whole file's hashes (`--file-hash`): format -> value, as ASC MHL writes them.
+    #[serde(skip_serializing_if = "FileHashes::is_empty")]
+    pub file_hashes: FileHashes,
 }
 
-/// Hashes `path` as an upload with `part_size` and `alg` would, plus the whole file's MD5.
-/// Blocking and CPU-bound: parts on the rayon pool, the whole-file MD5 beside them.
+/// Hashes `path` as an upload with `part_size` and `alg` would, plus the whole file's MD5 and its
+/// hashes in `formats` (`--file-hash`). Blocking and CPU-bound: parts on the rayon pool, the
+/// whole-file digests beside them in one sequential pass.
 pub fn hash_file(
     path: &std::path::Path,
     part_size: u64,
     alg: ChecksumAlgorithm,
+    formats: &[FileHashFormat],
 ) -> Result<HashReport, Error> {
     let src = Source::open(path)?;
     let plan = Plan::new(src.len(), part_size)?;
     let parts: Vec<_> = plan.parts().collect();
-    let (hashes, md5) = rayon::join(
+    let (hashes, whole) = rayon::join(
         || {
             parts
                 .par_iter()
                 .map(|p| hash::hash_part(alg, true, &src.part(p)))
                 .collect::<Vec<PartHash>>()
         },
-        || hash::md5(src.bytes()),
+        || {
+            let mut h = FileHasher::new(formats).with_md5();
+            h.update(src.bytes());
+            h.finish()
+        },
     );
+    let md5 = whole.md5.expect("asked for");
     let (method, checksum, etag) = match plan {
         Plan::Single { .. } => (
             "single_put",
@@ -99,6 +112,7 @@ pub fn hash_file(
             .collect(),
         checksum,
         etag,
+        file_hashes: whole.hashes,
     })
 }
 
@@ -177,6 +191,7 @@ pub async fn hash_tree(
     walk: Walk,
     part_size: u64,
     alg: ChecksumAlgorithm,
+    formats: &[FileHashFormat],
     mut emit: impl FnMut(&TreeLine),
 ) -> TreeSummary {
     use futures::StreamExt as _;
@@ -185,11 +200,15 @@ pub async fn hash_tree(
     let mut lines = walk
         .map(|found| {
             let root = root.clone();
+            let formats = formats.to_vec();
             async move {
                 match found {
                     Found::File(entry) => {
                         let path = entry.path;
-                        match crate::exec::blocking(move || hash_file(&path, part_size, alg)).await
+                        match crate::exec::blocking(move || {
+                            hash_file(&path, part_size, alg, &formats)
+                        })
+                        .await
                         {
                             Ok(report) => TreeLine::Hashed {
                                 path: entry.rel,

@@ -85,6 +85,9 @@ pub struct CompletedRecord {
     pub checksum: String,
     /// The ETag S3 reported.
     pub etag: Option<crate::s3::ETag>,
+    /// The whole file's hashes computed during the upload (`--file-hash`).
+    #[serde(default, skip_serializing_if = "crate::hash::FileHashes::is_empty")]
+    pub file_hashes: crate::hash::FileHashes,
 }
 
 #[derive(Debug, Serialize, Deserialize)]

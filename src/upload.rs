@@ -244,6 +244,35 @@ async fn after_completion<C: S3Api>(
     cfg: &UploadConfig,
     report: &mut UploadReport,
 ) -> Result<(), Error> {
+    let tags: Vec<(&str, String)> = cfg
+        .file_hash_tag_names()
+        .into_iter()
+        .zip(cfg.file_hashes.iter())
+        .filter_map(|(name, f)| report.file_hashes.get(*f).map(|v| (name, v.to_owned())))
+        .collect();
+    if !tags.is_empty() {
+        let wanted: Vec<(&str, &str)> = tags.iter().map(|(n, v)| (*n, v.as_str())).collect();
+        let version = report.version_id.clone();
+        let consequence = "the file hashes were not stored as tags";
+        match crate::remote::tags::tag_values(
+            s3,
+            &cfg.target,
+            version.as_deref(),
+            &wanted,
+            consequence,
+        )
+        .await
+        {
+            Ok(outcomes) => {
+                report.file_hash_tags = tags
+                    .iter()
+                    .map(|(n, _)| (*n).to_owned())
+                    .zip(outcomes)
+                    .collect();
+            }
+            Err(e) => report.file_hash_tag_error = Some(e.to_string()),
+        }
+    }
     let Some(md5) = report.md5.clone() else {
         return Ok(());
     };
@@ -337,13 +366,8 @@ mod tests {
         out
     }
 
-    const ALGORITHMS: [ChecksumAlgorithm; 5] = [
-        ChecksumAlgorithm::Sha256,
-        ChecksumAlgorithm::Sha1,
-        ChecksumAlgorithm::Crc32,
-        ChecksumAlgorithm::Crc32c,
-        ChecksumAlgorithm::Crc64nvme,
-    ];
+    /// Every algorithm, the five S3 added in 2026 included.
+    const ALGORITHMS: [ChecksumAlgorithm; 10] = ChecksumAlgorithm::ALL;
 
     /// The tree's question, file by file: a file already uploaded is skipped with one request, a
     /// same-size edit is sent again, a missing object is sent; for each algorithm and both layouts.

@@ -39,6 +39,12 @@ fn digest(alg: ChecksumAlgorithm, data: &[u8]) -> Vec<u8> {
         ChecksumAlgorithm::Crc32 => crc(crc_fast::CrcAlgorithm::Crc32IsoHdlc, 4),
         ChecksumAlgorithm::Crc32c => crc(crc_fast::CrcAlgorithm::Crc32Iscsi, 4),
         ChecksumAlgorithm::Crc64nvme => crc(crc_fast::CrcAlgorithm::Crc64Nvme, 8),
+        ChecksumAlgorithm::Sha512 => sha2::Sha512::digest(data).to_vec(),
+        ChecksumAlgorithm::Md5 => md5(data).to_vec(),
+        // The one-shot functions, not the streaming states tally's hash module uses.
+        ChecksumAlgorithm::Xxhash64 => xxhash_rust::xxh64::xxh64(data, 0).to_be_bytes().to_vec(),
+        ChecksumAlgorithm::Xxhash3 => xxhash_rust::xxh3::xxh3_64(data).to_be_bytes().to_vec(),
+        ChecksumAlgorithm::Xxhash128 => xxhash_rust::xxh3::xxh3_128(data).to_be_bytes().to_vec(),
     }
 }
 
@@ -94,6 +100,8 @@ struct State {
     layouts: HashMap<String, Vec<(u64, String)>>,
     /// Whether GetObjectAttributes is answered (with every part of multipart objects).
     attributes: bool,
+    /// Whether the 2026 algorithms are treated as Garage and LocalStack treat them.
+    recent_unsupported: bool,
 }
 
 /// The fake. See the module docs.
@@ -190,6 +198,13 @@ impl FakeS3 {
     /// connection broke before the reply arrived.
     pub fn lose_create_replies(&self, n: u32) {
         self.state.lock().unwrap().lose_create_replies = n;
+    }
+
+    /// Treats the algorithms S3 added in 2026 (SHA512, MD5, XXHASH64/3/128) as Garage 2.5 and
+    /// LocalStack 2026.3 do: a PutObject's checksum is ignored (not checked, not stored, not
+    /// echoed) and CreateMultipartUpload with one is refused (400 InvalidRequest).
+    pub fn without_recent_algorithms(&self) {
+        self.state.lock().unwrap().recent_unsupported = true;
     }
 
     /// ListParts answers at most `n` parts a page (S3: 1,000).
@@ -382,10 +397,19 @@ impl MultipartWrite for FakeS3 {
         settings: &ObjectSettings,
     ) -> Result<WriteReply, S3Error> {
         let _in_flight = self.request().await;
-        let checksum = Self::verify(alg, &body, hash)?;
+        let ignored = alg.is_recent() && self.state.lock().unwrap().recent_unsupported;
+        let checksum = if ignored {
+            // As Garage and LocalStack: the header is not looked at; Content-MD5 still is.
+            if hash.md5.is_some_and(|m| md5(&body) != m) {
+                return Err(err("BadDigest", 400));
+            }
+            None
+        } else {
+            Some(Self::verify(alg, &body, hash)?)
+        };
         let reply = WriteReply {
             etag: Some(Self::etag_under(settings, md5_etag(&body))),
-            checksum: Some(checksum),
+            checksum,
             sse: Self::sse(settings),
             ..WriteReply::default()
         };
@@ -406,6 +430,13 @@ impl MultipartWrite for FakeS3 {
     ) -> Result<String, S3Error> {
         let _in_flight = self.request().await;
         let mut s = self.state.lock().unwrap();
+        if alg.is_recent() && s.recent_unsupported {
+            return Err(S3Error::from_response(
+                Some("InvalidRequest"),
+                Some(400),
+                format!("fake: unsupported checksum algorithm {alg}"),
+            ));
+        }
         s.creates += 1;
         s.next_id += 1;
         let id = format!("upload-{}", s.next_id);

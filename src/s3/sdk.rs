@@ -145,6 +145,11 @@ macro_rules! with_checksum {
             ChecksumAlgorithm::Crc32 => $builder.checksum_crc32($value),
             ChecksumAlgorithm::Crc32c => $builder.checksum_crc32_c($value),
             ChecksumAlgorithm::Crc64nvme => $builder.checksum_crc64_nvme($value),
+            ChecksumAlgorithm::Sha512 => $builder.checksum_sha512($value),
+            ChecksumAlgorithm::Md5 => $builder.checksum_md5($value),
+            ChecksumAlgorithm::Xxhash64 => $builder.checksum_xxhash64($value),
+            ChecksumAlgorithm::Xxhash3 => $builder.checksum_xxhash3($value),
+            ChecksumAlgorithm::Xxhash128 => $builder.checksum_xxhash128($value),
         }
     };
 }
@@ -158,6 +163,11 @@ macro_rules! any_checksum {
             (ChecksumAlgorithm::Crc32, $out.checksum_crc32()),
             (ChecksumAlgorithm::Crc32c, $out.checksum_crc32_c()),
             (ChecksumAlgorithm::Crc64nvme, $out.checksum_crc64_nvme()),
+            (ChecksumAlgorithm::Sha512, $out.checksum_sha512()),
+            (ChecksumAlgorithm::Md5, $out.checksum_md5()),
+            (ChecksumAlgorithm::Xxhash64, $out.checksum_xxhash64()),
+            (ChecksumAlgorithm::Xxhash3, $out.checksum_xxhash3()),
+            (ChecksumAlgorithm::Xxhash128, $out.checksum_xxhash128()),
         ]
         .into_iter()
         .find_map(|(a, v)| v.map(|v| (a, v.to_owned())))
@@ -207,6 +217,11 @@ macro_rules! checksum_of {
             ChecksumAlgorithm::Crc32 => $out.checksum_crc32(),
             ChecksumAlgorithm::Crc32c => $out.checksum_crc32_c(),
             ChecksumAlgorithm::Crc64nvme => $out.checksum_crc64_nvme(),
+            ChecksumAlgorithm::Sha512 => $out.checksum_sha512(),
+            ChecksumAlgorithm::Md5 => $out.checksum_md5(),
+            ChecksumAlgorithm::Xxhash64 => $out.checksum_xxhash64(),
+            ChecksumAlgorithm::Xxhash3 => $out.checksum_xxhash3(),
+            ChecksumAlgorithm::Xxhash128 => $out.checksum_xxhash128(),
         }
         .map(str::to_owned)
     };
@@ -240,6 +255,11 @@ fn sdk_alg(alg: ChecksumAlgorithm) -> s3t::ChecksumAlgorithm {
         ChecksumAlgorithm::Crc32 => s3t::ChecksumAlgorithm::Crc32,
         ChecksumAlgorithm::Crc32c => s3t::ChecksumAlgorithm::Crc32C,
         ChecksumAlgorithm::Crc64nvme => s3t::ChecksumAlgorithm::Crc64Nvme,
+        ChecksumAlgorithm::Sha512 => s3t::ChecksumAlgorithm::Sha512,
+        ChecksumAlgorithm::Md5 => s3t::ChecksumAlgorithm::Md5,
+        ChecksumAlgorithm::Xxhash64 => s3t::ChecksumAlgorithm::Xxhash64,
+        ChecksumAlgorithm::Xxhash3 => s3t::ChecksumAlgorithm::Xxhash3,
+        ChecksumAlgorithm::Xxhash128 => s3t::ChecksumAlgorithm::Xxhash128,
     }
 }
 

@@ -230,7 +230,7 @@ pub async fn finish<C: S3Api>(
         Some(uid),
     )?;
     let verified = if verify {
-        Some(crate::verify::after_upload(s3, &target, &hashes, Some(uid)).await?)
+        Some(crate::verify::after_upload(s3, &target, alg, &hashes, Some(uid)).await?)
     } else {
         None
     };

@@ -127,6 +127,7 @@ pub async fn finish<C: S3Api>(
     done: &[DonePart],
     local: ObjectChecksum,
     reply: WriteReply,
+    file_hashes: crate::hash::FileHashes,
 ) -> Result<UploadReport, Error> {
     let cfg = run.cfg;
     let target = &cfg.target;
@@ -150,7 +151,7 @@ pub async fn finish<C: S3Api>(
         uid,
     )?;
     let verified = if cfg.verify {
-        Some(crate::verify::after_upload(run.s3, target, &hashes, uid).await?)
+        Some(crate::verify::after_upload(run.s3, target, start.alg, &hashes, uid).await?)
     } else {
         None
     };
@@ -159,6 +160,7 @@ pub async fn finish<C: S3Api>(
     let record = CompletedRecord {
         checksum: reply.checksum.clone().unwrap_or_default(),
         etag: reply.etag.clone(),
+        file_hashes: file_hashes.clone(),
     };
     // The object is complete; a kill from here on leaves a manifest whose upload no longer
     // exists, which the next run recognises as done (resume::already_complete).
@@ -208,6 +210,9 @@ pub async fn finish<C: S3Api>(
         md5: None,
         md5_tag: None,
         md5_tag_error: None,
+        file_hashes,
+        file_hash_tags: Vec::new(),
+        file_hash_tag_error: None,
         read_back_reads: None,
         verified,
         object,

@@ -97,7 +97,7 @@ pub async fn upload<C: S3Api>(
             blocking(move || super::forget(&cfg, &p)).await;
             return put;
         }
-        Begun::Done(report) => return Ok(*report),
+        Begun::Done(report) => return finished_earlier(run, *report).await,
     };
     let target = &run.cfg.target;
     let upload_id = start.upload_id.clone();
@@ -106,8 +106,7 @@ pub async fn upload<C: S3Api>(
         run.progress.part_done(d.part.len);
     }
     let first_send = std::sync::OnceLock::new();
-    let whole = (run.cfg.md5_tag.is_some() || run.cfg.read_back.is_some())
-        .then(|| hash::SequentialMd5::start(2 * crate::exec::hash_ahead()));
+    let whole = whole_file_worker(run.cfg);
     let sent = tokio::select! {
         r = send::parts(run, &start, &first_send, whole.as_ref()) => r,
         () = run.cancel.cancelled() => Err(Error::Interrupted),
@@ -126,8 +125,8 @@ pub async fn upload<C: S3Api>(
         Err(e) => return Err(keep(e)),
     };
     done.sort_by_key(|d| d.part.number);
-    let whole_md5 = match whole {
-        Some(w) => Some(hash::hex(&blocking(move || w.finish()).await)),
+    let whole = match whole {
+        Some(w) => Some(blocking(move || w.finish()).await),
         None => None,
     };
     seam::pause("complete").await;
@@ -136,11 +135,44 @@ pub async fn upload<C: S3Api>(
     let reply = complete::complete(run, &upload_id, start.alg, &done, &local)
         .await
         .map_err(keep)?;
-    let mut report = complete::finish(run, &start, &done, local, reply).await?;
-    report.md5 = whole_md5;
+    let (md5, file_hashes) = whole.map_or((None, hash::FileHashes::default()), |w| {
+        (w.md5.map(|m| hash::hex(&m)), w.hashes)
+    });
+    let mut report = complete::finish(run, &start, &done, local, reply, file_hashes).await?;
+    report.md5 = md5;
     report.seconds_to_first_send = first_send
         .get()
         .map(|t: &Instant| t.duration_since(run.started).as_secs_f64());
+    Ok(report)
+}
+
+/// The one worker per file that hashes the whole file in order as its parts go by: the MD5
+/// (`--md5-tag`, `--read-back`) and the `--file-hash` formats in one pass; none if neither is
+/// asked for. Parts S3 already holds from an interrupted run are fed too (read once more, for
+/// these hashes only): the manifest keeps no hasher state.
+fn whole_file_worker(cfg: &crate::config::UploadConfig) -> Option<hash::SequentialFile> {
+    let mut h = hash::FileHasher::new(&cfg.file_hashes);
+    if cfg.md5_tag.is_some() || cfg.read_back.is_some() {
+        h = h.with_md5();
+    }
+    (!h.is_idle()).then(|| hash::Sequential::resume(h, 2 * crate::exec::hash_ahead()))
+}
+
+/// The report of an upload an earlier run had completed (found by this one): the whole-file
+/// hashes asked for are computed now, reading the file once.
+async fn finished_earlier<C: S3Api>(
+    run: &Run<'_, C>,
+    mut report: UploadReport,
+) -> Result<UploadReport, Error> {
+    if !run.cfg.file_hashes.is_empty() && report.file_hashes.is_empty() {
+        let (src, formats) = (run.src.clone(), run.cfg.file_hashes.clone());
+        report.file_hashes = crate::exec::on_pool(move || {
+            let mut h = hash::FileHasher::new(&formats);
+            h.update(src.bytes());
+            h.finish().hashes
+        })
+        .await;
+    }
     Ok(report)
 }
 

@@ -84,6 +84,16 @@ pub struct UploadReport {
     pub md5_tag: Option<(String, crate::remote::tags::TagOutcome)>,
     /// Why the MD5 tag could not be written (the upload itself succeeded).
     pub md5_tag_error: Option<String>,
+    /// The whole file's hashes (`--file-hash`), computed in the upload's read: format -> value
+    /// (lowercase hex; the C4 id for `c4`). Empty when none was asked for.
+    #[serde(skip_serializing_if = "crate::hash::FileHashes::is_empty")]
+    pub file_hashes: crate::hash::FileHashes,
+    /// The tags `--file-hash-tag` wrote: name and what happened.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub file_hash_tags: Vec<(String, crate::remote::tags::TagOutcome)>,
+    /// Why the `--file-hash-tag` tags could not be written (the upload itself succeeded).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file_hash_tag_error: Option<String>,
     /// Reads it took until the object read back equal (`--read-back`).
     pub read_back_reads: Option<u32>,
     /// What reading the stored object back confirmed (absent with `--no-verify`).

@@ -125,7 +125,7 @@ pub async fn begin<C: S3Api>(run: &Run<'_, C>, manifest_path: &Path) -> Result<B
     let settings = cfg.object.for_file(&cfg.source);
     let upload_id = crate::s3::create_upload(s3, target, alg, alg.multipart_type(), &settings)
         .await
-        .map_err(Error::s3("CreateMultipartUpload", None, None))?;
+        .map_err(|e| create_refused(alg, e))?;
     tracing::info!(upload_id = %upload_id, "created multipart upload");
     let header = Header {
         format: manifest::FORMAT,
@@ -300,7 +300,7 @@ async fn already_complete<C: S3Api>(
         slice: 1..=plan.count(),
     };
     let reply = complete::reply_from_head(head);
-    let report = complete::finish(run, &start, &done, local, reply).await;
+    let report = complete::finish(run, &start, &done, local, reply, Default::default()).await;
     if report.is_err() {
         // Do not leave the manifest of an upload that no longer exists behind a failed check.
         let (cfg, p) = (run.cfg.clone(), manifest_path.to_owned());
@@ -418,4 +418,20 @@ fn record_hash(r: &PartRecord, alg: ChecksumAlgorithm) -> Option<PartHash> {
         md5,
         len: r.len,
     })
+}
+
+/// A failed CreateMultipartUpload: a 400 for one of the algorithms S3 added in 2026 is the server
+/// refusing that algorithm (Garage: InvalidRequest; LocalStack: unsupported), said in one line.
+fn create_refused(alg: crate::hash::ChecksumAlgorithm, e: crate::error::S3Error) -> Error {
+    let refused = alg.is_recent()
+        && e.status == Some(400)
+        && matches!(e.kind, S3ErrorKind::Other | S3ErrorKind::Unsupported);
+    if refused {
+        Error::ChecksumRefused {
+            algorithm: alg,
+            source: e,
+        }
+    } else {
+        Error::s3("CreateMultipartUpload", None, None)(e)
+    }
 }

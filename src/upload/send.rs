@@ -34,7 +34,7 @@ pub async fn parts<C: S3Api>(
     run: &Run<'_, C>,
     start: &Start,
     first_send: &OnceLock<Instant>,
-    whole_md5: Option<&hash::SequentialMd5>,
+    whole_md5: Option<&hash::SequentialFile>,
 ) -> Result<Vec<DonePart>, Error> {
     let (alg, md5) = (start.alg, run.cfg.content_md5);
     let upload_id = start.upload_id.as_str();

@@ -24,12 +24,14 @@ pub async fn put<C: S3Api>(run: &Run<'_, C>) -> Result<UploadReport, Error> {
     let _held = run.engine.reserve(part.len).await;
     let body = src.part(&part);
     // One PutObject always carries Content-MD5: its ETag is then the MD5 `tally md5` can use.
-    // Checksum and MD5 run on two threads: there is no other part to hash beside this one.
+    // Checksum and MD5 run on two threads: there is no other part to hash beside this one. The
+    // whole-file hashes (`--file-hash`) ride with the MD5: the body is the whole file.
     let data = body.clone();
     let checked = src.clone();
-    let hash = on_pool(move || {
+    let formats = cfg.file_hashes.clone();
+    let (hash, whole) = on_pool(move || {
         checked.check_unchanged()?;
-        Ok::<_, Error>(hash::hash_part_joined(alg, &data))
+        Ok::<_, Error>(hash::hash_single(alg, &formats, &data))
     })
     .await?;
     let seconds_to_first_send = Some(run.started.elapsed().as_secs_f64());
@@ -65,8 +67,14 @@ pub async fn put<C: S3Api>(run: &Run<'_, C>) -> Result<UploadReport, Error> {
     )?;
     let verified = if cfg.verify {
         Some(
-            crate::verify::after_upload(run.s3, &cfg.target, std::slice::from_ref(&hash), None)
-                .await?,
+            crate::verify::after_upload(
+                run.s3,
+                &cfg.target,
+                alg,
+                std::slice::from_ref(&hash),
+                None,
+            )
+            .await?,
         )
     } else {
         None
@@ -97,9 +105,12 @@ pub async fn put<C: S3Api>(run: &Run<'_, C>) -> Result<UploadReport, Error> {
         md5: hash.md5_hex(),
         md5_tag: None,
         md5_tag_error: None,
+        file_hash_tags: Vec::new(),
+        file_hash_tag_error: None,
         read_back_reads: None,
         verified,
         object,
+        file_hashes: whole.hashes,
         seconds_to_first_send,
         seconds: 0.0,
         mib_per_s: 0.0,

@@ -29,6 +29,10 @@ pub struct AfterUpload {
     pub etag: Check,
     /// Parts whose stored checksum was compared one by one.
     pub parts_compared: u32,
+    /// Why the stored checksum could not be compared, when the server keeps another algorithm
+    /// than the one sent (LocalStack stores its own CRC64NVME for a checksum it ignores).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub checksum_note: Option<String>,
     /// The HEAD reply read back (storage class, content type, metadata, tags, encryption), for
     /// the upload report's object settings.
     #[serde(skip)]
@@ -40,11 +44,28 @@ pub struct AfterUpload {
 pub async fn after_upload<C: S3Api>(
     s3: &C,
     obj: &ObjectUrl,
+    alg: hash::ChecksumAlgorithm,
     parts: &[hash::PartHash],
     upload_id: Option<&str>,
 ) -> Result<AfterUpload, Error> {
     let layout: Vec<u64> = parts.iter().map(|p| p.len).collect();
-    let learned = remote_facts(s3, obj, Some(&layout)).await?;
+    let mut learned = remote_facts(s3, obj, Some(&layout)).await?;
+    // The local digests are of `alg`: a checksum of another algorithm cannot be compared with
+    // them (a server that ignored the one sent may store its own), and is never a mismatch.
+    let mut checksum_note = None;
+    if let Some(other) = learned
+        .facts
+        .checksum
+        .as_ref()
+        .map(|c| c.algorithm)
+        .filter(|a| *a != alg)
+    {
+        checksum_note = Some(format!(
+            "the server stores a {other} checksum, not the {alg} sent: not compared"
+        ));
+        learned.facts.checksum = None;
+        learned.facts.part_checksums.clear();
+    }
     let remote = &learned.facts;
     let local_size: u64 = layout.iter().sum();
     if remote.size != local_size {
@@ -95,6 +116,7 @@ pub async fn after_upload<C: S3Api>(
         etag_matches: c.etag.map(|x| x.matches),
         etag: c.etag_check,
         parts_compared: c.parts_compared,
+        checksum_note,
         head: learned.head,
     })
 }

@@ -15,6 +15,7 @@ mod proxy;
 mod resume;
 mod settings;
 mod shard;
+mod sums;
 mod support;
 mod tree;
 mod tree_upload;

@@ -1,0 +1,117 @@
+//! The one sequential hasher: a hasher on a thread of its own, fed bytes in order through a
+//! bounded queue, so async threads only move bytes. Used for the whole file during an upload
+//! ([`SequentialFile`]: `--file-hash`, `--md5-tag`, `--read-back`, one worker per file) and for an
+//! object read back from S3 ([`SequentialMd5`]: `tally md5`).
+//!
+//! The queue holds at most `depth` messages, so the producer can run only that far ahead of the
+//! hasher: an upload's bytes are hashed while still in the page cache, never read from disk twice.
+//! [`Sequential::snapshot`] returns the hasher's state after every byte fed so far (the queue is
+//! in order), for saving and resuming later ([`Sequential::resume`]).
+
+use md5::{Digest as _, Md5};
+
+use super::CHUNK;
+use super::file::{FileHasher, WholeFile};
+
+/// A hasher the sequential worker can drive.
+pub trait Feed: Send + 'static {
+    /// What the hasher yields at the end.
+    type Output;
+    /// Feeds the next bytes (at most [`CHUNK`] at a time).
+    fn feed(&mut self, chunk: &[u8]);
+    /// The digest(s) of every byte fed.
+    fn output(self) -> Self::Output;
+}
+
+impl Feed for Md5 {
+    type Output = [u8; 16];
+    fn feed(&mut self, chunk: &[u8]) {
+        self.update(chunk);
+    }
+    fn output(self) -> [u8; 16] {
+        self.finalize().into()
+    }
+}
+
+impl Feed for FileHasher {
+    type Output = WholeFile;
+    fn feed(&mut self, chunk: &[u8]) {
+        self.update(chunk);
+    }
+    fn output(self) -> WholeFile {
+        self.finish()
+    }
+}
+
+/// A hasher on its own thread, fed in order (see the module docs).
+#[derive(Debug)]
+pub struct Sequential<H: Feed> {
+    tx: tokio::sync::mpsc::Sender<Msg<H>>,
+    worker: std::thread::JoinHandle<H>,
+}
+
+/// The MD5 worker of `tally md5` and the read-back.
+pub type SequentialMd5 = Sequential<Md5>;
+
+/// The whole-file worker of an upload: MD5 and the `--file-hash` digests in one pass.
+pub type SequentialFile = Sequential<FileHasher>;
+
+#[derive(Debug)]
+enum Msg<H> {
+    Data(bytes::Bytes),
+    Snapshot(tokio::sync::oneshot::Sender<H>),
+}
+
+impl Sequential<Md5> {
+    /// Starts an MD5 hasher thread with a queue of `depth` messages.
+    pub fn start(depth: usize) -> SequentialMd5 {
+        Sequential::resume(Md5::new(), depth)
+    }
+}
+
+impl<H: Feed + Clone> Sequential<H> {
+    /// Starts the hasher thread from `hasher`, a state that may already hold some bytes.
+    pub fn resume(hasher: H, depth: usize) -> Sequential<H> {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Msg<H>>(depth.max(1));
+        let worker = std::thread::spawn(move || {
+            let mut h = hasher;
+            while let Some(msg) = rx.blocking_recv() {
+                match msg {
+                    Msg::Data(b) => {
+                        for chunk in b.chunks(CHUNK) {
+                            h.feed(chunk);
+                        }
+                    }
+                    Msg::Snapshot(reply) => {
+                        let _ = reply.send(h.clone());
+                    }
+                }
+            }
+            h
+        });
+        Sequential { tx, worker }
+    }
+
+    /// Queues the next bytes (in order); waits while the queue is full.
+    pub async fn feed(&self, bytes: bytes::Bytes) {
+        // The worker only stops when the sender is dropped (or if it panicked, which `finish`
+        // reports), so a failed send loses nothing that could still be hashed.
+        let _ = self.tx.send(Msg::Data(bytes)).await;
+    }
+
+    /// The hasher's state after every byte fed so far; `None` if the worker is gone (a bug).
+    pub async fn snapshot(&self) -> Option<H> {
+        let (reply, state) = tokio::sync::oneshot::channel();
+        self.tx.send(Msg::Snapshot(reply)).await.ok()?;
+        state.await.ok()
+    }
+
+    /// Waits for the hasher to finish and returns its output (call from a blocking context).
+    pub fn finish(self) -> H::Output {
+        drop(self.tx);
+        self.worker
+            .join()
+            .expect("the hasher thread does not panic")
+            .output()
+    }
+}
