@@ -503,3 +503,67 @@ fn verify_dir_names_the_file_and_part_that_differ_and_the_missing_object() {
     );
     assert!(!files.contains_key("A001C003.mov"), "excluded");
 }
+
+#[test]
+fn trust_manifest_skips_unchanged_files_unread_and_shows_its_trade_off() {
+    let s = garage();
+    let dir = s.temp_dir();
+    let root = dir.path().join("C003");
+    media_tree(&root);
+    let prefix = unique("tree/trust") + "/";
+    let url = s.url(&prefix);
+    // Every run through one proxy: the record, like a manifest, belongs to one endpoint.
+    let proxy = Proxy::start(&s.endpoint, Plan::default());
+    let run = |extra: &[&str]| s.tally(via(&proxy, upload_args(&root, &url, extra)));
+    let out = run(&[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let files = lines(&out).0.len();
+    let before = sent(&proxy, &s.bucket);
+
+    // The record of the first run lets a --trust-manifest run skip every file on its word: one
+    // HEAD per file (the object still has the recorded ETag), nothing sent.
+    let out = run(&["--trust-manifest"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let (lines_now, _) = lines(&out);
+    assert_eq!(lines_now.len(), files);
+    for (rel, l) in &lines_now {
+        assert_eq!(l["action"], "skipped", "{rel}: {l}");
+        assert!(
+            l["reason"].as_str().unwrap().contains("trusted the record"),
+            "{rel}: {l}"
+        );
+    }
+    assert_eq!(sent(&proxy, &s.bucket), before, "nothing sent");
+
+    // The trade-off it names: a same-size edit with its mtime restored goes unnoticed with
+    // --trust-manifest, and the default run (which proves every file again) catches it.
+    let frame = root.join("reel1/shot_010.000004.dpx");
+    let mtime = std::fs::metadata(&frame).unwrap().modified().unwrap();
+    let mut data = std::fs::read(&frame).unwrap();
+    data[99] ^= 0x08;
+    std::fs::write(&frame, &data).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&frame)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    let out = run(&["--trust-manifest"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        lines(&out).0["reel1/shot_010.000004.dpx"]["action"],
+        "skipped",
+        "--trust-manifest trusts size, mtime and inode"
+    );
+    let out = run(&[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        lines(&out).0["reel1/shot_010.000004.dpx"]["action"],
+        "uploaded",
+        "the default run proves the bytes"
+    );
+    assert_eq!(
+        s.download_sha256(&format!("{prefix}reel1/shot_010.000004.dpx")),
+        file_sha256(&frame)
+    );
+}
