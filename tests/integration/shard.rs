@@ -494,7 +494,7 @@ fn a_slurm_array_job_and_its_dependent_finish_job_upload_one_object() {
     // DependencyParameters=kill_invalid_depend) to its jobcomp log.
     let jobcomp = cluster.join("log/jobcomp.log");
     let ended = format!("JobId={finish_job} ");
-    wait_for(
+    poll_until(
         Duration::from_secs(600),
         "the dependent finish job to end",
         || std::fs::read_to_string(&jobcomp).is_ok_and(|t| t.contains(&ended)),
@@ -528,17 +528,4 @@ fn a_slurm_array_job_and_its_dependent_finish_job_upload_one_object() {
         assert_eq!(r["index_from"], "SLURM_ARRAY_TASK_ID", "{r}");
     }
     assert_object_is(s, &key, &path, "slurm");
-}
-
-/// Polls `cond` every 50 ms until it holds; fails saying `what` never happened after `bound`.
-fn wait_for(bound: Duration, what: &str, mut cond: impl FnMut() -> bool) {
-    let until = std::time::Instant::now() + bound;
-    while !cond() {
-        assert!(
-            std::time::Instant::now() < until,
-            "waited {} s for {what}: it never happened",
-            bound.as_secs()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }

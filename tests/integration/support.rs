@@ -407,6 +407,20 @@ fn describe(cmd: &Command) -> String {
     s
 }
 
+/// Polls `cond` every 50 ms until it holds (for state no child process of the test owns: a
+/// scheduler's log, a server's listing); fails saying `what` never happened after `bound`.
+pub fn poll_until(bound: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let until = Instant::now() + bound;
+    while !cond() {
+        assert!(
+            Instant::now() < until,
+            "waited {} s for {what}: it never happened",
+            bound.as_secs()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Runs `cmd` to its end, capturing its output; if it runs longer than `bound` it is killed and
 /// the test fails saying `what` hung.
 pub fn run_bounded(cmd: &mut Command, bound: Duration, what: &str) -> Output {
