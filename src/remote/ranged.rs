@@ -47,6 +47,12 @@ pub struct Window {
 }
 
 impl Window {
+    /// Whether one more request of `len` bytes fits beside `in_flight` requests holding `held`
+    /// bytes: always when none is in flight, so a piece larger than the window still proceeds.
+    pub fn admits(&self, in_flight: usize, held: u64, len: u64) -> bool {
+        in_flight == 0 || (in_flight < self.requests && held + len <= self.bytes)
+    }
+
     /// 16 requests, 128 MiB: 16 GETs of [`PIECE`] bytes.
     pub const DEFAULT: Window = Window {
         bytes: 16 * PIECE,
@@ -193,10 +199,7 @@ impl<'a, T: Send + 'a> RangedReader<'a, T> {
     fn fill(&mut self) {
         while let Some(next) = self.pending.front() {
             let len = next.len();
-            let room = self.in_flight.is_empty()
-                || (self.in_flight.len() < self.window.requests
-                    && self.held + len <= self.window.bytes);
-            if !room {
+            if !self.window.admits(self.in_flight.len(), self.held, len) {
                 break;
             }
             let piece = self.pending.pop_front().expect("a front exists");
@@ -313,10 +316,7 @@ impl<'a> StreamReader<'a> {
     fn fill(&mut self) {
         while let Some(next) = self.pending.front() {
             let len = next.len();
-            let room = self.slots.is_empty()
-                || (self.slots.len() < self.window.requests
-                    && self.held + len <= self.window.bytes);
-            if !room {
+            if !self.window.admits(self.slots.len(), self.held, len) {
                 break;
             }
             let piece = self.pending.pop_front().expect("a front exists");
