@@ -424,26 +424,22 @@ pub struct AbortArgs {
     pub output: OutputArgs,
 }
 
-/// Parses `90s`, `15m`, `36h`, `7d`.
+/// Parses `500ms`, `90s`, `15m`, `36h`, `7d`.
 pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
     let t = text.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (n, unit) = t.split_at(split);
-    let n: u64 = n
-        .parse()
-        .map_err(|_| format!("'{text}' is not a duration: write e.g. 90s, 15m, 36h or 7d"))?;
-    let secs = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        _ => {
-            return Err(format!(
-                "'{text}' is not a duration: write e.g. 90s, 15m, 36h or 7d"
-            ));
-        }
+    let bad = || format!("'{text}' is not a duration: write e.g. 500ms, 90s, 15m, 36h or 7d");
+    let n: u64 = n.parse().map_err(|_| bad())?;
+    let ms: u64 = match unit {
+        "ms" => 1,
+        "s" => 1000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return Err(bad()),
     };
-    Ok(std::time::Duration::from_secs(n.saturating_mul(secs)))
+    Ok(std::time::Duration::from_millis(n.saturating_mul(ms)))
 }
 
 /// Flags shared by every command that talks to S3.

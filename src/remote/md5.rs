@@ -60,7 +60,7 @@ pub struct Md5Options {
 }
 
 /// Where the MD5 came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Md5Source {
     /// The ETag is the MD5: nothing was read.
@@ -107,7 +107,7 @@ pub struct Md5Report {
 }
 
 /// The 16 bytes of a 32-digit hex MD5.
-fn md5_from_hex(text: &str) -> Option<[u8; 16]> {
+pub(crate) fn md5_from_hex(text: &str) -> Option<[u8; 16]> {
     if text.len() != 32 || !text.is_ascii() {
         return None;
     }
@@ -222,10 +222,48 @@ async fn stream_md5<C: S3Api>(
             saved = old;
         }
     }
-    let from = saved.offset;
-    report.resumed_from = from;
+    report.resumed_from = saved.offset;
     let deadline = opts.time_limit.map(|l| stop_reading_at(started, l));
+    let stretch = hash_stretch(
+        s3,
+        obj,
+        head,
+        hasher,
+        &mut saved,
+        deadline,
+        opts.state.as_deref(),
+        cancel,
+    )
+    .await;
+    report.offset = saved.offset;
+    let digest = stretch?;
+    if digest.is_some()
+        && let Some(path) = opts.state.clone()
+    {
+        blocking(move || md5_state::remove(&path)).await;
+    }
+    report.finished = digest.is_some();
+    Ok(digest)
+}
 
+/// Hashes the object `head` describes from `saved.offset` on, `hasher` holding the MD5 of the
+/// bytes before it: the one loop behind `tally md5` and the serverless relay
+/// ([`crate::relay`]). Stops at the end (`Some(digest)`), or (`None`) at `stop_at` or on `cancel`,
+/// but only between pieces and once it has hashed one, so every call progresses. `saved` is kept
+/// current as it goes (offset and hasher state after the last whole piece) and, with `save_to`,
+/// written there regularly, when stopped, and on an error that leaves the object as it was.
+#[allow(clippy::too_many_arguments)] // the state, the clock and the checkpoint file are each the caller's
+pub(crate) async fn hash_stretch<C: S3Api>(
+    s3: &C,
+    obj: &ObjectUrl,
+    head: &HeadInfo,
+    hasher: Md5,
+    saved: &mut SavedState,
+    stop_at: Option<Instant>,
+    save_to: Option<&std::path::Path>,
+    cancel: &CancellationToken,
+) -> Result<Option<[u8; 16]>, Error> {
+    let from = saved.offset;
     let md5 = SequentialMd5::resume(hasher, MD5_QUEUE);
     let pin = Pinned {
         etag: head.etag.clone(),
@@ -255,7 +293,7 @@ async fn stream_md5<C: S3Api>(
         }
         // The time limit stops a run only between pieces and once it has hashed something: every
         // run progresses.
-        let limit = deadline.filter(|_| between && offset > from);
+        let limit = stop_at.filter(|_| between && offset > from);
         let next = tokio::select! {
             biased;
             () = cancel.cancelled() => break Ok(false),
@@ -277,18 +315,17 @@ async fn stream_md5<C: S3Api>(
                     continue;
                 }
                 crate::seam::pause("chunk").await;
-                if opts.state.is_some()
+                if save_to.is_some()
                     && (offset - last_save.0 >= CHECKPOINT_BYTES
                         || last_save.1.elapsed() >= CHECKPOINT_EVERY)
                 {
-                    checkpoint(&md5, &mut saved, offset, opts).await?;
+                    checkpoint(&md5, saved, offset, save_to).await?;
                     last_save = (offset, Instant::now());
                 }
             }
         }
     };
     drop(reader);
-    report.offset = offset;
     // Whatever stopped the run, what was hashed so far is saved, unless the object was replaced
     // (the state would describe another object) or the worker is gone.
     let finished = match outcome {
@@ -296,38 +333,35 @@ async fn stream_md5<C: S3Api>(
         Err(e @ (Error::ObjectChanged { .. } | Error::Internal(_))) => return Err(e),
         Err(e) => {
             if offset > saved.offset {
-                checkpoint(&md5, &mut saved, offset, opts).await?;
+                checkpoint(&md5, saved, offset, save_to).await?;
             }
             return Err(e);
         }
     };
     if !finished {
-        checkpoint(&md5, &mut saved, offset, opts).await?;
+        checkpoint(&md5, saved, offset, save_to).await?;
         return Ok(None);
     }
-    let digest = blocking(move || md5.finish()).await;
-    report.finished = true;
-    if let Some(path) = opts.state.clone() {
-        blocking(move || md5_state::remove(&path)).await;
-    }
-    Ok(Some(digest))
+    saved.offset = offset;
+    Ok(Some(blocking(move || md5.finish()).await))
 }
 
-/// Saves the hasher's state after `offset` bytes (the worker has them all: its queue is in order).
+/// Records the hasher's state after `offset` bytes in `saved` (the worker has them all: its queue
+/// is in order) and writes it to `save_to`, if given.
 async fn checkpoint(
     md5: &SequentialMd5,
     saved: &mut SavedState,
     offset: u64,
-    opts: &Md5Options,
+    save_to: Option<&std::path::Path>,
 ) -> Result<(), Error> {
-    let Some(path) = opts.state.clone() else {
-        return Ok(());
-    };
     let hasher = md5
         .snapshot()
         .await
         .ok_or(Error::Internal("the MD5 thread stopped"))?;
     saved.capture(offset, &hasher);
+    let Some(path) = save_to.map(ToOwned::to_owned) else {
+        return Ok(());
+    };
     let s = saved.clone();
     blocking(move || md5_state::save(&path, &s)).await
 }

@@ -10,7 +10,7 @@ use crate::s3::S3Api;
 pub const MAX_TAGS: usize = 10;
 
 /// What happened to the tag.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TagOutcome {
     /// The tag was added, the other tags kept.
