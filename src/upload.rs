@@ -290,6 +290,18 @@ async fn after_completion<C: S3Api>(
     Ok(())
 }
 
+/// The whole-file formats an upload computes in its one read: `--file-hash`, and those the ASC MHL
+/// check of a tree file needs (its history's formats, or the new generation's).
+pub(crate) fn whole_file_formats(cfg: &UploadConfig) -> Vec<crate::hash::FileHashFormat> {
+    let mut f = cfg.file_hashes.clone();
+    if let Some(check) = &cfg.mhl_check {
+        f.extend(check.formats.iter().copied());
+    }
+    f.sort();
+    f.dedup();
+    f
+}
+
 /// The file's modification time in nanoseconds since the epoch, as manifests record it.
 pub(crate) fn mtime_ns(src: &Source) -> i64 {
     src.fingerprint()
