@@ -560,14 +560,20 @@ mod tests {
             }
         }
         assert_eq!(fake.uploads_in_progress(), 0, "the mismatching upload was aborted");
-        let manifests = std::fs::read_dir(dir.path().join("state"))
-            .map(|d| {
-                d.filter_map(Result::ok)
-                    .filter(|e| e.path().extension().is_some_and(|x| x == "manifest"))
-                    .count()
-            })
-            .unwrap_or(0);
-        assert_eq!(manifests, 0, "no manifest left claiming the aborted upload");
+        // Where the aborted upload's manifest was (the default state directory: a tree file's
+        // manifest is named after its source and destination).
+        let manifest = crate::manifest::default_path(
+            &crate::manifest::state_dir().unwrap(),
+            &std::fs::canonicalize(root.join("take2.mov")).unwrap(),
+            &crate::s3::MultipartWrite::endpoint_label(&fake),
+            "bkt",
+            "p/take2.mov",
+        );
+        assert!(
+            !manifest.exists(),
+            "no manifest left claiming the aborted upload: {}",
+            manifest.display()
+        );
         assert_eq!(report.exit_code, 1);
         let mhl = report.mhl.expect("the tree has a history");
         assert_eq!((mhl.verified, mhl.mismatched, mhl.new), (2, 2, 1), "{mhl:?}");
