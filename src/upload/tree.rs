@@ -260,6 +260,9 @@ impl<C: S3Api> Ctx<'_, C> {
             Ok((line, read)) => (line, read, None),
             Err((line, e)) => (line, Read::Not, Some(e)),
         };
+        // Whether the object exists although the file may not match: only an upload an earlier
+        // run completed (found by this one) is not checked before its completion.
+        let completed = matches!(read, Read::Hashed(_));
         let checked = match read {
             Read::Hashed(hashes) => mhl.judge(&expected, hashes, std::time::SystemTime::now()),
             Read::Mismatch(differ, hashes) => {
@@ -272,7 +275,15 @@ impl<C: S3Api> Ctx<'_, C> {
             // The upload failed before its hashes were complete: nothing to judge.
             Read::Not => Checked::Unchecked,
         };
-        if let Some(refused) = mhl.refusal(&checked, &entry, &key) {
+        if let Some(mut refused) = mhl.refusal(&checked, &entry, &key) {
+            if completed {
+                refused.reason = refused.reason.map(|r| {
+                    r.replace(
+                        ": not uploaded",
+                        ": an earlier run had completed its upload: check the object, and delete it if the file is wrong",
+                    )
+                });
+            }
             line = refused;
         }
         mhl.record(&entry, checked, &mut line);
