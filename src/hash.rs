@@ -634,7 +634,10 @@ mod tests {
             }
             let whole = file.finish();
             assert_eq!(whole.len, data.len() as u64);
-            assert_eq!(whole.hashes.get(FileHashFormat::Xxh64), Some("65566c8f44a1a236"));
+            assert_eq!(
+                whole.hashes.get(FileHashFormat::Xxh64),
+                Some("65566c8f44a1a236")
+            );
             assert_eq!(
                 whole.hashes.get(FileHashFormat::Md5),
                 Some("97adcc1277feb41c4935542ef272b6d9")

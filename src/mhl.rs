@@ -88,7 +88,10 @@ pub enum MhlError {
     },
     /// A file does not hash to what its history recorded (found in the upload's own read, before
     /// the object was completed or sent).
-    #[error("does not match its ASC MHL history: {}: not uploaded", describe(differ))]
+    #[error(
+        "does not match its ASC MHL history: {}: not uploaded",
+        describe(differ)
+    )]
     Mismatch {
         /// Each format that differs: (format, recorded, actual, generation file).
         differ: Vec<Difference>,

@@ -26,11 +26,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use super::{Expected, MhlError};
 use super::generation::{self, Action, GenerationWriter, HashEntry, Header, S3Facts};
 use super::hashes::{FileHashes, HashFormat, file_hashes};
 use super::history::{CHAIN, ChainEntry, FOLDER, History};
 use super::ignore::Ignore;
+use super::{Expected, MhlError};
 use crate::config::{ObjectUrl, UploadConfig};
 use crate::engine::Engine;
 use crate::error::{EXIT_ERROR, EXIT_MISMATCH, Error};

@@ -68,7 +68,9 @@ pub async fn parts<C: S3Api>(
                     // With a whole-file hasher, wait (asynchronously) until the part before this
                     // one handed it on: the parts of this file are then hashed one after another.
                     let mut file = match turn {
-                        Some((prev, next)) => Some((prev.await.map_err(|_| Error::Interrupted)?, next)),
+                        Some((prev, next)) => {
+                            Some((prev.await.map_err(|_| Error::Interrupted)?, next))
+                        }
                         None => None,
                     };
                     // A file that shrank would fault (SIGBUS) when its lost pages are read: look
@@ -81,7 +83,9 @@ pub async fn parts<C: S3Api>(
                             src.populate(range).ok();
                         }
                         let hash = match &mut file {
-                            Some((h, _)) if send => Some(hash::hash_part_and_file(alg, md5, &data, h)),
+                            Some((h, _)) if send => {
+                                Some(hash::hash_part_and_file(alg, md5, &data, h))
+                            }
                             Some((h, _)) => {
                                 h.update(&data);
                                 None

@@ -255,8 +255,7 @@ impl<C: S3Api> Ctx<'_, C> {
                 return out;
             }
         };
-        let (mut line, read, stop) = match self.send(entry.clone(), listed, Some(&expected)).await
-        {
+        let (mut line, read, stop) = match self.send(entry.clone(), listed, Some(&expected)).await {
             Ok((line, read)) => (line, read, None),
             Err((line, e)) => (line, Read::Not, Some(e)),
         };
@@ -471,7 +470,11 @@ mod tests {
                 size: *size,
                 modified: None,
                 hashdate: std::time::UNIX_EPOCH,
-                hashes: vec![(crate::mhl::HashFormat::Xxh64, xxh64.clone(), Action::Original)],
+                hashes: vec![(
+                    crate::mhl::HashFormat::Xxh64,
+                    xxh64.clone(),
+                    Action::Original,
+                )],
                 s3: None,
             })
             .unwrap();
@@ -570,7 +573,11 @@ mod tests {
                 assert_eq!(line.exit_code, 0, "{line:?}");
             }
         }
-        assert_eq!(fake.uploads_in_progress(), 0, "the mismatching upload was aborted");
+        assert_eq!(
+            fake.uploads_in_progress(),
+            0,
+            "the mismatching upload was aborted"
+        );
         // Where the aborted upload's manifest was (the default state directory: a tree file's
         // manifest is named after its source and destination).
         let manifest = crate::manifest::default_path(
@@ -587,7 +594,11 @@ mod tests {
         );
         assert_eq!(report.exit_code, 1);
         let mhl = report.mhl.expect("the tree has a history");
-        assert_eq!((mhl.verified, mhl.mismatched, mhl.new), (2, 2, 1), "{mhl:?}");
+        assert_eq!(
+            (mhl.verified, mhl.mismatched, mhl.new),
+            (2, 2, 1),
+            "{mhl:?}"
+        );
     }
 
     fn lister(
