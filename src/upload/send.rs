@@ -67,6 +67,9 @@ pub async fn parts<C: S3Api>(
                     blocking(move || ahead.will_need(range)).await.ok();
                     // With a whole-file hasher, wait (asynchronously) until the part before this
                     // one handed it on: the parts of this file are then hashed one after another.
+                    // The hasher is lost only when the part before failed (its error comes first
+                    // out of the ordered pipeline, so this one's is never seen) or the whole
+                    // upload was dropped (Ctrl-C).
                     let mut file = match turn {
                         Some((prev, next)) => {
                             Some((prev.await.map_err(|_| Error::Interrupted)?, next))
