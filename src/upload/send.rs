@@ -31,7 +31,7 @@ use super::report::{compare_checksum, compare_etag};
 /// Resident memory is then bounded by the engine's byte budget whatever the file's size.
 ///
 /// `whole`: the whole-file hasher (`--file-hash`, `--md5-tag`, `--read-back`, the ASC MHL check),
-/// fed in the same chunk loop as each part's checksum, see [`Chain`]; returned with every byte of
+/// fed in the same chunk loop as each part's checksum, see `Chain`; returned with every byte of
 /// the file in it (parts S3 already holds are read for it too: the manifest keeps no hasher state).
 pub async fn parts<C: S3Api>(
     run: &Run<'_, C>,
