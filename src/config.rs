@@ -494,6 +494,9 @@ pub struct UploadConfig {
     /// Store each of [`UploadConfig::file_hashes`] as an object tag named after its format
     /// (`--file-hash-tag`).
     pub file_hash_tag: bool,
+    /// A tree file's ASC MHL check: the formats to compute in the upload's read and the values
+    /// its history recorded, compared before the object is completed (`mhl::Expected`).
+    pub mhl_check: Option<crate::mhl::Expected>,
     /// What S3 stores with the object besides its bytes (storage class, content type, metadata,
     /// tags, encryption); the same for every file of a command.
     pub object: ObjectSettings,
@@ -607,6 +610,7 @@ impl UploadConfig {
             read_back: None,
             file_hashes: Vec::new(),
             file_hash_tag: false,
+            mhl_check: None,
             object: ObjectSettings::default(),
         })
     }

@@ -16,7 +16,7 @@ mod file;
 mod sequential;
 
 pub use file::{FileHashFormat, FileHasher, FileHashes, WholeFile, c4_id, file_hashes};
-pub use sequential::{Feed, Sequential, SequentialFile, SequentialMd5};
+pub use sequential::{Feed, Sequential, SequentialMd5};
 
 /// Bytes hashed per step: small enough that a chunk read for the checksum is still in L2 for MD5.
 pub(crate) const CHUNK: usize = 256 * 1024;
@@ -321,6 +321,29 @@ pub fn hash_part(alg: ChecksumAlgorithm, md5: bool, data: &[u8]) -> PartHash {
     }
 }
 
+/// Like [`hash_part`], and feeds the same bytes to the whole-file hasher `file` in the same loop:
+/// each [`CHUNK`] goes through the part's checksum (and MD5) and then through `file` while it is
+/// still in cache, so the whole-file digests cost their arithmetic only, not a second read from
+/// memory. The parts must come in file order (`upload/send.rs` hands `file` from part to part).
+pub fn hash_part_and_file(
+    alg: ChecksumAlgorithm,
+    md5: bool,
+    data: &[u8],
+    file: &mut FileHasher,
+) -> PartHash {
+    let mut h = RangeHasher::new(Some(alg), md5);
+    for chunk in data.chunks(CHUNK) {
+        h.update(chunk);
+        file.update(chunk);
+    }
+    let h = h.finish();
+    PartHash {
+        checksum: h.checksum.expect("asked for"),
+        md5: h.md5,
+        len: h.len,
+    }
+}
+
 /// Like [`hash_part`] with the MD5, but the checksum and the MD5 on two threads of the rayon pool:
 /// for a single large body (one PutObject), where there are no other parts to run beside it.
 pub fn hash_part_joined(alg: ChecksumAlgorithm, data: &[u8]) -> PartHash {
@@ -592,6 +615,33 @@ mod tests {
             assert_eq!(p.checksum, checksum(alg, &data), "{alg}");
             assert_eq!(hash_part_joined(alg, &data), p, "{alg}");
             assert_eq!(p.len, data.len() as u64);
+        }
+    }
+
+    #[test]
+    fn a_part_hashed_with_the_file_gives_both_digests_of_one_pass() {
+        // The part checksums equal hashing each part alone, and the file hasher fed part by part
+        // in order equals the whole body hashed at once (the reference values of `file.rs`'s
+        // multi-block input, computed outside tally).
+        let data: Vec<u8> = (0..1_000_003u64)
+            .map(|i| ((i * 31 + 7) % 251) as u8)
+            .collect();
+        for alg in ChecksumAlgorithm::ALL {
+            let mut file = FileHasher::new(&[FileHashFormat::Xxh64, FileHashFormat::Md5]);
+            for part in data.chunks(300_000) {
+                let got = hash_part_and_file(alg, true, part, &mut file);
+                assert_eq!(got, hash_part(alg, true, part), "{alg}");
+            }
+            let whole = file.finish();
+            assert_eq!(whole.len, data.len() as u64);
+            assert_eq!(
+                whole.hashes.get(FileHashFormat::Xxh64),
+                Some("65566c8f44a1a236")
+            );
+            assert_eq!(
+                whole.hashes.get(FileHashFormat::Md5),
+                Some("97adcc1277feb41c4935542ef272b6d9")
+            );
         }
     }
 

@@ -86,6 +86,71 @@ pub enum MhlError {
         /// The system's reason.
         why: String,
     },
+    /// A file does not hash to what its history recorded (found in the upload's own read, before
+    /// the object was completed or sent).
+    #[error(
+        "does not match its ASC MHL history: {}: not uploaded",
+        describe(differ)
+    )]
+    Mismatch {
+        /// Each format that differs: (format, recorded, actual, generation file).
+        differ: Vec<Difference>,
+        /// Every whole-file hash the read gave, for the new generation's `failed` entry.
+        hashes: FileHashes,
+    },
+}
+
+/// One format in which a file differs from its history: (format, recorded value, value now, the
+/// generation file that recorded it).
+pub type Difference = (HashFormat, String, String, String);
+
+/// The line's words for `differ`.
+pub fn describe(differ: &[Difference]) -> String {
+    differ
+        .iter()
+        .map(|(f, recorded, actual, g)| {
+            format!("{f} in the ASC MHL history ({g}) {recorded}, file now {actual}")
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// What a tree file's upload computes for the ASC MHL side, and what it must match: the check
+/// runs on the whole-file digests of the upload's own read (`UploadConfig::mhl_check`), before
+/// CompleteMultipartUpload or before the single PutObject is sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Expected {
+    /// The formats to compute: the history's for the file, or the new generation's.
+    pub formats: Vec<HashFormat>,
+    /// The newest value the history holds per format, with its generation file's name; empty
+    /// for a file the history does not list.
+    pub recorded: Vec<(HashFormat, String, String)>,
+}
+
+impl Expected {
+    /// The formats in which `actual` differs from the history (a format not computed counts as
+    /// differing: nothing unproven passes).
+    pub fn differences(&self, actual: &FileHashes) -> Vec<Difference> {
+        self.recorded
+            .iter()
+            .filter_map(|(f, recorded, g)| {
+                let now = actual.get(*f).unwrap_or_default();
+                (now != recorded).then(|| (*f, recorded.clone(), now.to_owned(), g.clone()))
+            })
+            .collect()
+    }
+
+    /// `Ok` when `actual` matches every recorded value, else [`MhlError::Mismatch`].
+    pub fn check(&self, actual: &FileHashes) -> Result<(), MhlError> {
+        let differ = self.differences(actual);
+        if differ.is_empty() {
+            return Ok(());
+        }
+        Err(MhlError::Mismatch {
+            differ,
+            hashes: actual.clone(),
+        })
+    }
 }
 
 impl MhlError {
@@ -93,7 +158,9 @@ impl MhlError {
     pub fn is_integrity(&self) -> bool {
         matches!(
             self,
-            MhlError::ModifiedGeneration { .. } | MhlError::MissingGeneration { .. }
+            MhlError::ModifiedGeneration { .. }
+                | MhlError::MissingGeneration { .. }
+                | MhlError::Mismatch { .. }
         )
     }
 }

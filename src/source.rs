@@ -105,6 +105,31 @@ fn release(map: &memmap2::Mmap, range: Range<usize>) {
     }
 }
 
+/// Test-only: how many times each file was opened (mapped), i.e. read through a [`Source`]: the
+/// tests that claim one read per file count here.
+#[cfg(test)]
+pub(crate) mod opens {
+    use std::collections::HashMap;
+    use std::path::{Path, PathBuf};
+    use std::sync::Mutex;
+
+    static OPENS: Mutex<Option<HashMap<PathBuf, usize>>> = Mutex::new(None);
+
+    pub(super) fn count(canonical: &Path) {
+        let mut m = OPENS.lock().expect("lock");
+        *m.get_or_insert_with(HashMap::new)
+            .entry(canonical.to_owned())
+            .or_default() += 1;
+    }
+
+    /// How many times `path` was opened in this test process.
+    pub(crate) fn of(path: &Path) -> usize {
+        let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
+        let m = OPENS.lock().expect("lock");
+        m.as_ref().and_then(|m| m.get(&path)).copied().unwrap_or(0)
+    }
+}
+
 impl Source {
     /// Opens and maps `path`. Refuses anything but a readable regular file.
     pub fn open(path: &Path) -> Result<Source, Error> {
@@ -126,6 +151,8 @@ impl Source {
         // The absolute path identifies the file in a manifest, whatever directory tally runs from.
         let path = &std::fs::canonicalize(path).map_err(|e| bad(io_why(&e)))?;
         let meta = file.metadata().map_err(|e| bad(io_why(&e)))?;
+        #[cfg(test)]
+        opens::count(path);
         let fingerprint = Fingerprint::of(&meta);
         let map = if meta.len() == 0 {
             None

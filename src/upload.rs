@@ -290,6 +290,18 @@ async fn after_completion<C: S3Api>(
     Ok(())
 }
 
+/// The whole-file formats an upload computes in its one read: `--file-hash`, and those the ASC MHL
+/// check of a tree file needs (its history's formats, or the new generation's).
+pub(crate) fn whole_file_formats(cfg: &UploadConfig) -> Vec<crate::hash::FileHashFormat> {
+    let mut f = cfg.file_hashes.clone();
+    if let Some(check) = &cfg.mhl_check {
+        f.extend(check.formats.iter().copied());
+    }
+    f.sort();
+    f.dedup();
+    f
+}
+
 /// The file's modification time in nanoseconds since the epoch, as manifests record it.
 pub(crate) fn mtime_ns(src: &Source) -> i64 {
     src.fingerprint()
@@ -502,6 +514,35 @@ mod tests {
                 assert!(!dir.path().join("m.manifest").exists());
             });
         }
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn whole_file_hashes_of_many_parts_in_flight_at_once_are_the_files() {
+        // Eight parts, four in flight and the pool hashing ahead: the whole-file hasher goes from
+        // part to part in file order whatever order the parts finish in. The expected values are
+        // computed with xxhash-rust and md-5 directly over the file, not with tally's hashers.
+        use md5::Digest as _;
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("src.bin");
+        let bytes = data_fast(8 * 5 * MIB - 11, 21);
+        std::fs::write(&file, &bytes).unwrap();
+        let mut cfg = config(dir.path(), file, 4, false);
+        cfg.file_hashes = vec![
+            crate::hash::FileHashFormat::Xxh64,
+            crate::hash::FileHashFormat::Md5,
+        ];
+        let fake = FakeS3::default();
+        let r = run(&fake, &cfg).await.unwrap().unwrap();
+        assert_eq!(r.parts, 8);
+        assert_eq!(
+            r.file_hashes.get(crate::hash::FileHashFormat::Xxh64),
+            Some(format!("{:016x}", xxhash_rust::xxh64::xxh64(&bytes, 0)).as_str())
+        );
+        assert_eq!(
+            r.file_hashes.get(crate::hash::FileHashFormat::Md5),
+            Some(crate::hash::hex(&md5::Md5::digest(&bytes)).as_str())
+        );
+        assert_eq!(fake.object("obj").as_deref(), Some(&bytes[..]));
     }
 
     #[tokio::test(flavor = "multi_thread")]

@@ -1,17 +1,16 @@
 //! The one sequential hasher: a hasher on a thread of its own, fed bytes in order through a
-//! bounded queue, so async threads only move bytes. Used for the whole file during an upload
-//! ([`SequentialFile`]: `--file-hash`, `--md5-tag`, `--read-back`, one worker per file) and for an
-//! object read back from S3 ([`SequentialMd5`]: `tally md5`).
+//! bounded queue, so async threads only move bytes. Used for an object read back from S3
+//! ([`SequentialMd5`]: `tally md5`). An upload's whole-file hashes do not use it: they are fed in
+//! the part checksum's own chunk loop (`upload/send.rs`, [`super::hash_part_and_file`]).
 //!
 //! The queue holds at most `depth` messages, so the producer can run only that far ahead of the
-//! hasher: an upload's bytes are hashed while still in the page cache, never read from disk twice.
+//! hasher: memory stays bounded whatever the object's size.
 //! [`Sequential::snapshot`] returns the hasher's state after every byte fed so far (the queue is
 //! in order), for saving and resuming later ([`Sequential::resume`]).
 
 use md5::{Digest as _, Md5};
 
 use super::CHUNK;
-use super::file::{FileHasher, WholeFile};
 
 /// A hasher the sequential worker can drive.
 pub trait Feed: Send + 'static {
@@ -33,16 +32,6 @@ impl Feed for Md5 {
     }
 }
 
-impl Feed for FileHasher {
-    type Output = WholeFile;
-    fn feed(&mut self, chunk: &[u8]) {
-        self.update(chunk);
-    }
-    fn output(self) -> WholeFile {
-        self.finish()
-    }
-}
-
 /// A hasher on its own thread, fed in order (see the module docs).
 #[derive(Debug)]
 pub struct Sequential<H: Feed> {
@@ -52,9 +41,6 @@ pub struct Sequential<H: Feed> {
 
 /// The MD5 worker of `tally md5` and the read-back.
 pub type SequentialMd5 = Sequential<Md5>;
-
-/// The whole-file worker of an upload: MD5 and the `--file-hash` digests in one pass.
-pub type SequentialFile = Sequential<FileHasher>;
 
 #[derive(Debug)]
 enum Msg<H> {

@@ -1,12 +1,15 @@
 //! ASC MHL in a tree upload.
 //!
-//! **In** (whenever the tree has `ascmhl/`): before a file is sent, it is read and hashed in every
-//! format its history holds, and compared with the newest value per format. A file that does not
-//! match is not uploaded (exit 1, the line names both values); a file the history does not list is
-//! reported as new; a file the history lists that the tree lacks is reported as missing (exit 1:
-//! the folder is not what its history says; files left out by `--include`/`--exclude` are not
-//! missing). This read is a second one next to the upload's own: the whole-file hashes of the
-//! upload's single read replace it once they are available.
+//! **In** (whenever the tree has `ascmhl/`): each file is hashed in every format its history holds
+//! and compared with the newest value per format, in the upload's own read: the formats ride
+//! with the part checksums (`UploadConfig::mhl_check`) and the comparison comes before
+//! CompleteMultipartUpload, or before a single PutObject is sent. A file that does not match is
+//! not completed (its multipart upload is aborted, its manifest removed; exit 1, the line names
+//! both values); a file the history does not list is reported as new; a file the history lists
+//! that the tree lacks is reported as missing (exit 1: the folder is not what its history says;
+//! files left out by `--include`/`--exclude` are not missing). A file the upload does not read
+//! (skipped: its object is proven identical, or trusted from the record) is read for the check
+//! alone.
 //!
 //! **Out** (`--mhl`): a new generation, process `transfer`, location the `s3://` prefix, one
 //! `<hash>` per file that is in S3 (uploaded or proven identical) or that failed its check, with
@@ -23,11 +26,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use super::MhlError;
 use super::generation::{self, Action, GenerationWriter, HashEntry, Header, S3Facts};
 use super::hashes::{FileHashes, HashFormat, file_hashes};
 use super::history::{CHAIN, ChainEntry, FOLDER, History};
 use super::ignore::Ignore;
+use super::{Expected, MhlError};
 use crate::config::{ObjectUrl, UploadConfig};
 use crate::engine::Engine;
 use crate::error::{EXIT_ERROR, EXIT_MISMATCH, Error};
@@ -73,13 +76,11 @@ pub enum Checked {
     /// Every format the history holds matches.
     Verified(FileHashes, SystemTime),
     /// At least one format differs: (format, recorded, actual, generation file).
-    Mismatch(
-        FileHashes,
-        SystemTime,
-        Vec<(HashFormat, String, String, String)>,
-    ),
+    Mismatch(FileHashes, SystemTime, Vec<super::Difference>),
     /// The file could not be read for the check.
     Unreadable(String),
+    /// Not judged: the upload that was to read it failed first (its line says why).
+    Unchecked,
 }
 
 /// The ASC MHL side of one tree upload.
@@ -221,21 +222,80 @@ impl Session {
         }))
     }
 
-    /// Checks `entry` against the history (reads the file when there is something to compare
-    /// or a generation to write).
-    pub async fn check(&self, entry: &FileEntry) -> Checked {
+    /// What the check of `entry` needs, without reading it: `None` when there is nothing to
+    /// compute (outside the history, or new with no generation to write), else the formats to
+    /// hash it in and the values its history recorded (`Expected`). Marks the file as seen.
+    pub fn plan(&self, entry: &FileEntry) -> Result<Expected, Checked> {
         if entry.rel.starts_with(&format!("{FOLDER}/")) || self.ignore.ignores(&entry.rel) {
-            return Checked::Outside;
+            return Err(Checked::Outside);
         }
         let known = self.history.as_ref().and_then(|h| h.known(&entry.rel));
         if let Some(k) = known {
             k.mark_seen();
         }
-        let formats: Vec<HashFormat> = match known {
-            Some(k) if !k.hashes.is_empty() => k.hashes.keys().copied().collect(),
-            _ if self.writer.is_some() => self.new_formats.clone(),
-            _ => return Checked::New(None),
-        };
+        let history = self.history.as_ref();
+        match known {
+            Some(k) if !k.hashes.is_empty() => Ok(Expected {
+                formats: k.hashes.keys().copied().collect(),
+                recorded: k
+                    .hashes
+                    .iter()
+                    .map(|(f, (recorded, g))| {
+                        let g = history.map(|h| h.generation_name(*g).to_owned());
+                        (*f, recorded.clone(), g.unwrap_or_default())
+                    })
+                    .collect(),
+            }),
+            _ if self.writer.is_some() => Ok(Expected {
+                formats: self.new_formats.clone(),
+                recorded: Vec::new(),
+            }),
+            _ => Err(Checked::New(None)),
+        }
+    }
+
+    /// The verdict on a file whose whole-file `hashes` (at least `expected.formats`) were
+    /// computed at `at`: by the upload's own read, or by [`Session::check`].
+    pub fn judge(&self, expected: &Expected, hashes: FileHashes, at: SystemTime) -> Checked {
+        let mut hashes = hashes;
+        // Only the formats the history or the generation asks for (not every `--file-hash`).
+        let extra: Vec<HashFormat> = hashes
+            .iter()
+            .map(|(f, _)| f)
+            .filter(|f| !expected.formats.contains(f))
+            .collect();
+        if !extra.is_empty() {
+            let mut kept = FileHashes::default();
+            for (f, v) in hashes.iter().filter(|(f, _)| !extra.contains(f)) {
+                kept.insert(f, v.to_owned());
+            }
+            hashes = kept;
+        }
+        if expected.recorded.is_empty() {
+            return Checked::New(Some((hashes, at)));
+        }
+        let differ = expected.differences(&hashes);
+        if differ.is_empty() {
+            Checked::Verified(hashes, at)
+        } else {
+            Checked::Mismatch(hashes, at, differ)
+        }
+    }
+
+    /// Checks `entry` against the history, reading it for that alone (when there is something
+    /// to compare or a generation to write): for a folder after a download or verify, and for a
+    /// tree file the upload did not read (skipped as proven identical). A file uploaded is
+    /// checked on its upload's own read instead (`UploadConfig::mhl_check`).
+    pub async fn check(&self, entry: &FileEntry) -> Checked {
+        match self.plan(entry) {
+            Ok(expected) => self.check_reading(entry, &expected).await,
+            Err(checked) => checked,
+        }
+    }
+
+    /// [`Session::check`] for a file already planned: reads and hashes it, then judges.
+    pub async fn check_reading(&self, entry: &FileEntry, expected: &Expected) -> Checked {
+        let formats = expected.formats.clone();
         let (path, walked) = (entry.path.clone(), (entry.size, entry.mtime_ns));
         let hashed = blocking(move || {
             let unreadable = |e: &dyn std::fmt::Display| {
@@ -255,55 +315,23 @@ impl Session {
             Ok::<_, String>((h, SystemTime::now()))
         })
         .await;
-        let (hashes, at) = match hashed {
-            Ok(h) => h,
-            Err(e) => return Checked::Unreadable(e),
-        };
-        let Some(k) = known.filter(|k| !k.hashes.is_empty()) else {
-            return Checked::New(Some((hashes, at)));
-        };
-        let history = self.history.as_ref().expect("known implies a history");
-        let differ: Vec<_> = k
-            .hashes
-            .iter()
-            .filter_map(|(f, (recorded, g))| {
-                let actual = hashes.get(*f).unwrap_or_default();
-                (actual != recorded).then(|| {
-                    (
-                        *f,
-                        recorded.clone(),
-                        actual.to_owned(),
-                        history.generation_name(*g).to_owned(),
-                    )
-                })
-            })
-            .collect();
-        if differ.is_empty() {
-            Checked::Verified(hashes, at)
-        } else {
-            Checked::Mismatch(hashes, at, differ)
+        match hashed {
+            Ok((hashes, at)) => self.judge(expected, hashes, at),
+            Err(e) => Checked::Unreadable(e),
         }
     }
 
     /// The line of a file the check stops (a mismatch, an unreadable file): it is not uploaded.
     pub fn refusal(&self, checked: &Checked, entry: &FileEntry, key: &str) -> Option<FileLine> {
         let (reason, code, tag) = match checked {
-            Checked::Mismatch(_, _, differ) => {
-                let what: Vec<String> = differ
-                    .iter()
-                    .map(|(f, recorded, actual, g)| {
-                        format!("{f} in the ASC MHL history ({g}) {recorded}, file now {actual}")
-                    })
-                    .collect();
-                (
-                    format!(
-                        "does not match its ASC MHL history: {}: not uploaded",
-                        what.join("; ")
-                    ),
-                    EXIT_MISMATCH,
-                    "mismatch",
-                )
-            }
+            Checked::Mismatch(_, _, differ) => (
+                format!(
+                    "does not match its ASC MHL history: {}: not uploaded",
+                    super::describe(differ)
+                ),
+                EXIT_MISMATCH,
+                "mismatch",
+            ),
             Checked::Unreadable(why) => (why.clone(), EXIT_ERROR, "unreadable"),
             _ => return None,
         };
@@ -324,7 +352,7 @@ impl Session {
         );
         let (hashes, at, action_of): (FileHashes, SystemTime, Box<dyn Fn(HashFormat) -> Action>) =
             match checked {
-                Checked::Outside | Checked::Unreadable(_) => return,
+                Checked::Outside | Checked::Unreadable(_) | Checked::Unchecked => return,
                 Checked::New(h) => {
                     self.summary.lock().expect("lock").new += 1;
                     line.mhl = Some("new".into());

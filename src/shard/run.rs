@@ -177,7 +177,7 @@ pub async fn run<C: S3Api>(
     }
     let first_send = OnceLock::new();
     let sent = tokio::select! {
-        r = send::parts(&run, &start, &first_send, None) => r,
+        r = send::parts(&run, &start, &first_send, None) => r.map(|(done, _)| done),
         () = cancel.cancelled() => Err(Error::Interrupted),
     };
     progress.finish();

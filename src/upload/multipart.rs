@@ -106,17 +106,16 @@ pub async fn upload<C: S3Api>(
         run.progress.part_done(d.part.len);
     }
     let first_send = std::sync::OnceLock::new();
-    let whole = whole_file_worker(run.cfg);
     let sent = tokio::select! {
-        r = send::parts(run, &start, &first_send, whole.as_ref()) => r,
+        r = send::parts(run, &start, &first_send, whole_file_hasher(run.cfg)) => r,
         () = run.cancel.cancelled() => Err(Error::Interrupted),
     };
     let keep = |cause: Error| kept(target, &upload_id, manifest_path, cause);
-    let mut done = match sent {
-        Ok(new) => {
+    let (mut done, whole) = match sent {
+        Ok((new, whole)) => {
             let mut all = start.done.clone();
             all.extend(new);
-            all
+            (all, whole)
         }
         Err(e @ Error::Manifest { .. }) => {
             // Without a journal the upload cannot be resumed: do not leave it billed.
@@ -125,10 +124,16 @@ pub async fn upload<C: S3Api>(
         Err(e) => return Err(keep(e)),
     };
     done.sort_by_key(|d| d.part.number);
-    let whole = match whole {
-        Some(w) => Some(blocking(move || w.finish()).await),
-        None => None,
-    };
+    // The ASC MHL check, on the digests of the upload's own read: a file that does not match its
+    // history is not completed, its upload is aborted and its manifest removed (nothing left).
+    if let (Some(expected), Some(w)) = (&run.cfg.mhl_check, &whole)
+        && let Err(mismatch) = expected.check(&w.hashes)
+    {
+        let e = abort(run.s3, target, upload_id.clone(), Error::Mhl(mismatch)).await;
+        let (cfg, p) = (run.cfg.clone(), manifest_path.to_owned());
+        blocking(move || super::forget(&cfg, &p)).await;
+        return Err(e);
+    }
     seam::pause("complete").await;
     // Once CompleteMultipartUpload is sent it is not cancelled: its outcome must be known.
     let local = complete::local_checksum(start.alg, &done);
@@ -146,16 +151,15 @@ pub async fn upload<C: S3Api>(
     Ok(report)
 }
 
-/// The one worker per file that hashes the whole file in order as its parts go by: the MD5
-/// (`--md5-tag`, `--read-back`) and the `--file-hash` formats in one pass; none if neither is
-/// asked for. Parts S3 already holds from an interrupted run are fed too (read once more, for
-/// these hashes only): the manifest keeps no hasher state.
-fn whole_file_worker(cfg: &crate::config::UploadConfig) -> Option<hash::SequentialFile> {
-    let mut h = hash::FileHasher::new(&cfg.file_hashes);
+/// The hasher of the whole file, fed in each part's own chunk loop as the parts go by in order
+/// (`send.rs`, `Chain`): the MD5 (`--md5-tag`, `--read-back`) and the `--file-hash` and ASC MHL
+/// formats in one pass; none if nothing is asked for.
+fn whole_file_hasher(cfg: &crate::config::UploadConfig) -> Option<hash::FileHasher> {
+    let mut h = hash::FileHasher::new(&super::whole_file_formats(cfg));
     if cfg.md5_tag.is_some() || cfg.read_back.is_some() {
         h = h.with_md5();
     }
-    (!h.is_idle()).then(|| hash::Sequential::resume(h, 2 * crate::exec::hash_ahead()))
+    (!h.is_idle()).then_some(h)
 }
 
 /// The report of an upload an earlier run had completed (found by this one): the whole-file
@@ -164,8 +168,9 @@ async fn finished_earlier<C: S3Api>(
     run: &Run<'_, C>,
     mut report: UploadReport,
 ) -> Result<UploadReport, Error> {
-    if !run.cfg.file_hashes.is_empty() && report.file_hashes.is_empty() {
-        let (src, formats) = (run.src.clone(), run.cfg.file_hashes.clone());
+    let formats = super::whole_file_formats(run.cfg);
+    if formats.iter().any(|f| report.file_hashes.get(*f).is_none()) {
+        let src = run.src.clone();
         report.file_hashes = crate::exec::on_pool(move || {
             let mut h = hash::FileHasher::new(&formats);
             h.update(src.bytes());

@@ -5,10 +5,11 @@ use std::sync::OnceLock;
 use std::time::Instant;
 
 use futures::TryStreamExt as _;
+use tokio::sync::oneshot;
 
 use crate::error::Error;
 use crate::exec::{blocking, on_pool};
-use crate::hash::{self, PartHash};
+use crate::hash::{self, FileHasher, PartHash, WholeFile};
 use crate::manifest::PartRecord;
 use crate::plan::Part;
 use crate::s3::{ETag, S3Api, WriteReply};
@@ -24,27 +25,32 @@ use super::report::{compare_checksum, compare_etag};
 /// flight, and the engine's request slots shared with every other transfer); checks each reply
 /// and records it durably before counting it.
 ///
-/// Each part's body is taken from the mapping once ([`Source::part`]) and shared by the hash, the
-/// whole-file MD5 and the send (the SDK's retries resend the same value); its pages are read ahead
-/// when the part is admitted and released when the last of these drops it, i.e. once S3
-/// acknowledged the part and the MD5 has it. Resident memory is then bounded by the engine's byte
-/// budget whatever the file's size, plus, with `--md5-tag`, the acknowledged parts still queued for
-/// the MD5 worker when it is slower than the network (its queue's depth, `multipart.rs`).
+/// Each part's body is taken from the mapping once ([`Source::part`]) and shared by the hash and
+/// the send (the SDK's retries resend the same value); its pages are read ahead when the part is
+/// admitted and released when the last of these drops it, i.e. once S3 acknowledged the part.
+/// Resident memory is then bounded by the engine's byte budget whatever the file's size.
+///
+/// `whole`: the whole-file hasher (`--file-hash`, `--md5-tag`, `--read-back`, the ASC MHL check),
+/// fed in the same chunk loop as each part's checksum, see `Chain`; returned with every byte of
+/// the file in it (parts S3 already holds are read for it too: the manifest keeps no hasher state).
 pub async fn parts<C: S3Api>(
     run: &Run<'_, C>,
     start: &Start,
     first_send: &OnceLock<Instant>,
-    whole_md5: Option<&hash::SequentialFile>,
-) -> Result<Vec<DonePart>, Error> {
+    whole: Option<FileHasher>,
+) -> Result<(Vec<DonePart>, Option<WholeFile>), Error> {
     let (alg, md5) = (start.alg, run.cfg.content_md5);
     let upload_id = start.upload_id.as_str();
     let have: HashSet<u32> = start.done.iter().map(|d| d.part.number).collect();
     let have = &have;
-    // Every part, in order: the ones S3 already holds are only fed to the whole-file MD5, if any.
+    let chain = whole.map(Chain::new);
+    let chain = &chain;
+    // Every part, in order: the ones S3 already holds are only fed to the whole-file hasher, if any.
     let todo = start
         .parts()
-        .filter(move |p| whole_md5.is_some() || !have.contains(&p.number));
-    run.engine
+        .filter(move |p| chain.is_some() || !have.contains(&p.number));
+    let done = run
+        .engine
         .parts(
             todo,
             |p: &Part| p.len,
@@ -52,32 +58,54 @@ pub async fn parts<C: S3Api>(
                 let body = run.src.part(&part);
                 let send = !have.contains(&part.number);
                 let (src, data) = (run.src.clone(), body.clone());
+                // Called in part order: this part's turn with the whole-file hasher, if any.
+                let turn = chain.as_ref().map(Chain::next_turn);
                 async move {
                     // Read the part into the page cache now, while the parts before it are hashed
                     // (a hint that may start I/O, so on a blocking thread).
                     let (ahead, range) = (src.clone(), part.range());
                     blocking(move || ahead.will_need(range)).await.ok();
+                    // With a whole-file hasher, wait (asynchronously) until the part before this
+                    // one handed it on: the parts of this file are then hashed one after another.
+                    // The hasher is lost only when the part before failed (its error comes first
+                    // out of the ordered pipeline, so this one's is never seen) or the whole
+                    // upload was dropped (Ctrl-C).
+                    let mut file = match turn {
+                        Some((prev, next)) => {
+                            Some((prev.await.map_err(|_| Error::Interrupted)?, next))
+                        }
+                        None => None,
+                    };
                     // A file that shrank would fault (SIGBUS) when its lost pages are read: look
                     // first. The stat and the hashing both run on the pool; the part's pages are
                     // mapped in one call before hashing (not one fault per 64 KiB).
                     let range = part.range();
                     let hash = on_pool(move || {
                         src.check_unchanged()?;
-                        if send {
+                        if send || file.is_some() {
                             src.populate(range).ok();
                         }
-                        Ok::<_, Error>(send.then(|| hash::hash_part(alg, md5, &data)))
+                        let hash = match &mut file {
+                            Some((h, _)) if send => {
+                                Some(hash::hash_part_and_file(alg, md5, &data, h))
+                            }
+                            Some((h, _)) => {
+                                h.update(&data);
+                                None
+                            }
+                            None => send.then(|| hash::hash_part(alg, md5, &data)),
+                        };
+                        if let Some((h, next)) = file {
+                            // The next part's turn; nobody waits for it once the pipeline stopped.
+                            let _ = next.send(h);
+                        }
+                        Ok::<_, Error>(hash)
                     })
                     .await?;
                     Ok((part, body, hash))
                 }
             },
-            |(part, body, hash)| async move {
-                if let Some(m) = whole_md5 {
-                    m.feed(body.clone()).await;
-                }
-                Ok((part, body, hash))
-            },
+            |prepared| std::future::ready(Ok(prepared)),
             |(part, body, hash): (Part, bytes::Bytes, Option<PartHash>)| async move {
                 let Some(hash) = hash else {
                     return Ok(None);
@@ -116,7 +144,64 @@ pub async fn parts<C: S3Api>(
         )
         .try_filter_map(|d| std::future::ready(Ok(d)))
         .try_collect()
-        .await
+        .await?;
+    let whole = match chain {
+        Some(c) => Some(c.finish().await?),
+        None => None,
+    };
+    Ok((done, whole))
+}
+
+/// The whole-file hasher of one upload, handed from part to part in file order.
+///
+/// Why this design (issue 14): the whole-file digests need the bytes in file order, while the part
+/// checksums were computed in parallel on the pool and a separate worker thread fed the parts in
+/// order read each 100 MiB part again from memory, long after the pool had hashed it (cache-cold:
+/// +13% CPU for xxh64 on a SHA-256 upload). Handing each chunk of a part to that worker while hot
+/// would need part N+1's chunks to wait for part N's, i.e. pool threads blocked on one another
+/// under the byte budget. Instead, with a whole-file hasher, each part is hashed in one chunk loop
+/// that feeds the part checksum and the whole-file digests from the same 256 KiB in cache
+/// ([`hash::hash_part_and_file`]), and the hasher's state goes from part N to part N+1 through a
+/// oneshot channel: part N+1's task waits for it asynchronously (no pool thread is held waiting),
+/// with its bytes already reserved in order and read ahead. Nothing can wait on a later part, so
+/// there is no deadlock; the cost is that one file's parts are hashed one at a time (other files
+/// of a tree still in parallel), i.e. one core's worth of hashing per such file.
+struct Chain {
+    /// The receiving end of the last turn handed out: the next part waits on it, and after the
+    /// last part it holds the hasher with every byte in it.
+    last: std::sync::Mutex<Option<oneshot::Receiver<FileHasher>>>,
+}
+
+impl Chain {
+    fn new(hasher: FileHasher) -> Chain {
+        let (tx, rx) = oneshot::channel();
+        let _ = tx.send(hasher);
+        Chain {
+            last: std::sync::Mutex::new(Some(rx)),
+        }
+    }
+
+    /// The next part's turn: where the hasher comes from, and where it goes after this part.
+    fn next_turn(&self) -> (oneshot::Receiver<FileHasher>, oneshot::Sender<FileHasher>) {
+        let (tx, rx) = oneshot::channel();
+        let prev = self
+            .last
+            .lock()
+            .expect("lock")
+            .replace(rx)
+            .expect("a turn is always held");
+        (prev, tx)
+    }
+
+    /// The digests of every byte, once every part was hashed.
+    async fn finish(&self) -> Result<WholeFile, Error> {
+        let rx = self.last.lock().expect("lock").take();
+        let h = rx
+            .expect("finished once")
+            .await
+            .map_err(|_| Error::Interrupted)?;
+        Ok(on_pool(move || h.finish()).await)
+    }
 }
 
 /// `err`, unless the file changed under the mapping: a file cut short makes the kernel's copy of

@@ -28,12 +28,17 @@ pub async fn put<C: S3Api>(run: &Run<'_, C>) -> Result<UploadReport, Error> {
     // whole-file hashes (`--file-hash`) ride with the MD5: the body is the whole file.
     let data = body.clone();
     let checked = src.clone();
-    let formats = cfg.file_hashes.clone();
+    let formats = super::whole_file_formats(cfg);
     let (hash, whole) = on_pool(move || {
         checked.check_unchanged()?;
         Ok::<_, Error>(hash::hash_single(alg, &formats, &data))
     })
     .await?;
+    // The ASC MHL check, on the digests of this one read: a file that does not match its history
+    // is not sent.
+    if let Some(expected) = &cfg.mhl_check {
+        expected.check(&whole.hashes).map_err(Error::Mhl)?;
+    }
     let seconds_to_first_send = Some(run.started.elapsed().as_secs_f64());
     let settings = cfg.object.for_file(&cfg.source);
     let reply = tokio::select! {

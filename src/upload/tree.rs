@@ -30,6 +30,7 @@ use futures::StreamExt as _;
 
 use self::record::{Proven, Record};
 use super::{Listed, Sent, upload_or_skip};
+use crate::mhl::session::Checked;
 
 /// A checked tree upload.
 #[derive(Debug, Clone)]
@@ -213,31 +214,93 @@ struct Ctx<'a, C> {
     mhl: Option<&'a crate::mhl::session::Session>,
 }
 
+/// What a file's upload read of it, for the ASC MHL check.
+enum Read {
+    /// The upload read it: its whole-file hashes (the formats asked for among them).
+    Hashed(crate::hash::FileHashes),
+    /// The history check stopped it before completion: what differs, and every hash read.
+    Mismatch(Vec<crate::mhl::Difference>, crate::hash::FileHashes),
+    /// Not read by an upload (skipped, or failed before its hashes were complete).
+    Not,
+}
+
+/// The history mismatch inside `e` (an aborted multipart upload wraps it), if that is what it is.
+fn history_mismatch(e: &Error) -> Option<(&[crate::mhl::Difference], &crate::hash::FileHashes)> {
+    match e {
+        Error::Mhl(crate::mhl::MhlError::Mismatch { differ, hashes }) => Some((differ, hashes)),
+        Error::UploadFailed { source, .. } => history_mismatch(source),
+        _ => None,
+    }
+}
+
 impl<C: S3Api> Ctx<'_, C> {
-    /// One file: checked against the tree's ASC MHL history first, when it has one (a file that
-    /// does not match is not sent), then [`Ctx::send`]; what happened is recorded for `--mhl`.
+    /// One file: [`Ctx::send`], checked against the tree's ASC MHL history when it has one, on
+    /// the upload's own read (a file that does not match is not completed); what happened is
+    /// recorded for `--mhl`. A file the upload did not read (skipped) is read for the check.
     async fn one_file(
         &self,
         entry: FileEntry,
         listed: Listed,
     ) -> Result<FileLine, (FileLine, Error)> {
         let Some(mhl) = self.mhl else {
-            return self.send(entry, listed).await;
+            return self.send(entry, listed, None).await.map(|(line, _)| line);
         };
-        let checked = mhl.check(&entry).await;
         let key = format!("{}{}", self.cfg.prefix.key, entry.rel);
-        let mut out = match mhl.refusal(&checked, &entry, &key) {
-            Some(line) => Ok(line),
-            None => self.send(entry.clone(), listed).await,
+        let expected = match mhl.plan(&entry) {
+            Ok(expected) => expected,
+            Err(checked) => {
+                let mut out = self.send(entry.clone(), listed, None).await.map(|(l, _)| l);
+                let (Ok(line) | Err((line, _))) = &mut out;
+                mhl.record(&entry, checked, line);
+                return out;
+            }
         };
-        let (Ok(line) | Err((line, _))) = &mut out;
-        mhl.record(&entry, checked, line);
-        out
+        let (mut line, read, stop) = match self.send(entry.clone(), listed, Some(&expected)).await {
+            Ok((line, read)) => (line, read, None),
+            Err((line, e)) => (line, Read::Not, Some(e)),
+        };
+        // Whether the object exists although the file may not match: only an upload an earlier
+        // run completed (found by this one) is not checked before its completion.
+        let completed = matches!(read, Read::Hashed(_));
+        let checked = match read {
+            Read::Hashed(hashes) => mhl.judge(&expected, hashes, std::time::SystemTime::now()),
+            Read::Mismatch(differ, hashes) => {
+                Checked::Mismatch(hashes, std::time::SystemTime::now(), differ)
+            }
+            // Skipped (proven identical or trusted): the check reads the file itself.
+            Read::Not if line.action == Action::Skipped => {
+                mhl.check_reading(&entry, &expected).await
+            }
+            // The upload failed before its hashes were complete: nothing to judge.
+            Read::Not => Checked::Unchecked,
+        };
+        if let Some(mut refused) = mhl.refusal(&checked, &entry, &key) {
+            if completed {
+                refused.reason = refused.reason.map(|r| {
+                    r.replace(
+                        ": not uploaded",
+                        ": an earlier run had completed its upload: check the object, and delete it if the file is wrong",
+                    )
+                });
+            }
+            line = refused;
+        }
+        mhl.record(&entry, checked, &mut line);
+        match stop {
+            None => Ok(line),
+            Some(e) => Err((line, e)),
+        }
     }
 
     /// One file: skipped on the record's word (`--trust-manifest`, object unchanged), else
-    /// [`upload_or_skip`]. `Err` carries an error that stops the whole run.
-    async fn send(&self, entry: FileEntry, listed: Listed) -> Result<FileLine, (FileLine, Error)> {
+    /// [`upload_or_skip`], with the ASC MHL check `mhl` on the upload's read. `Err` carries an
+    /// error that stops the whole run.
+    async fn send(
+        &self,
+        entry: FileEntry,
+        listed: Listed,
+        mhl: Option<&crate::mhl::Expected>,
+    ) -> Result<(FileLine, Read), (FileLine, Error)> {
         let Ctx {
             engine,
             s3,
@@ -271,11 +334,13 @@ impl<C: S3Api> Ctx<'_, C> {
             line.etag = known.etag.clone();
             line.version_id = known.version_id.clone();
             record.add(known);
-            return Ok(line);
+            return Ok((line, Read::Not));
         }
         let mut fcfg = cfg.base.clone();
         fcfg.source = entry.path.clone();
         fcfg.target = target;
+        fcfg.mhl_check = mhl.cloned();
+        let mut read = Read::Not;
         let file_progress = FileProgress(progress);
         match upload_or_skip(engine, s3, &fcfg, &file_progress, stop, listed).await {
             Ok(Sent::Skipped { facts, proof }) => {
@@ -297,21 +362,25 @@ impl<C: S3Api> Ctx<'_, C> {
                 ));
                 line.etag = report.stored_etag.clone();
                 line.version_id = report.version_id.clone();
+                read = Read::Hashed(report.file_hashes);
             }
             Err(e) => {
                 line.reason = Some(crate::redact::redact(&e.to_string()));
                 line.exit_code = e.exit_code();
+                if let Some((differ, hashes)) = history_mismatch(&e) {
+                    read = Read::Mismatch(differ.to_vec(), hashes.clone());
+                }
                 if stops_everything(&e) {
                     return Err((line, e));
                 }
-                return Ok(line);
+                return Ok((line, read));
             }
         }
         proven.etag = line.etag.clone();
         proven.version_id = line.version_id.clone();
         proven.checksum = line.checksum.clone();
         record.add(&proven);
-        Ok(line)
+        Ok((line, read))
     }
 }
 
@@ -359,6 +428,178 @@ impl Progress for FileProgress<'_> {
 mod tests {
     use super::*;
     use crate::s3::ListedObject;
+
+    /// `len` pseudo-random bytes.
+    fn data(len: usize, seed: u64) -> Vec<u8> {
+        let mut x = seed | 1;
+        let mut out = Vec::with_capacity(len + 8);
+        while out.len() < len {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            out.extend_from_slice(&x.to_le_bytes());
+        }
+        out.truncate(len);
+        out
+    }
+
+    /// xxh64 as ASC MHL writes it (canonical big-endian hex), computed with xxhash-rust directly,
+    /// not with tally's whole-file hasher.
+    fn xxh64_hex(bytes: &[u8]) -> String {
+        format!("{:016x}", xxhash_rust::xxh64::xxh64(bytes, 0))
+    }
+
+    /// Writes `root/ascmhl/` with one generation recording `files` (rel path, xxh64) and its chain.
+    fn history(root: &std::path::Path, files: &[(&str, u64, String)]) {
+        use crate::mhl::generation::{self, Action, GenerationWriter, HashEntry, Header};
+        use crate::mhl::history::ChainEntry;
+        let hist = root.join("ascmhl");
+        std::fs::create_dir_all(&hist).unwrap();
+        let name = "0001_root_2020-01-16_091500Z.mhl";
+        let header = Header {
+            created: std::time::UNIX_EPOCH,
+            hostname: "h".into(),
+            tool_version: "1".into(),
+            location: root.display().to_string(),
+            ignore: vec![],
+        };
+        let mut w = GenerationWriter::create(&hist.join(name), &header).unwrap();
+        for (rel, size, xxh64) in files {
+            w.add(&HashEntry {
+                path: (*rel).into(),
+                size: *size,
+                modified: None,
+                hashdate: std::time::UNIX_EPOCH,
+                hashes: vec![(
+                    crate::mhl::HashFormat::Xxh64,
+                    xxh64.clone(),
+                    Action::Original,
+                )],
+                s3: None,
+            })
+            .unwrap();
+        }
+        w.finish().unwrap();
+        let bytes = std::fs::read(hist.join(name)).unwrap();
+        let c4 = crate::mhl::hashes::data_hashes(&bytes, &[crate::mhl::HashFormat::C4]);
+        let chain = [ChainEntry {
+            sequence: 1,
+            path: name.into(),
+            format: crate::mhl::HashFormat::C4,
+            value: c4.get(crate::mhl::HashFormat::C4).unwrap().into(),
+        }];
+        std::fs::write(
+            hist.join("ascmhl_chain.xml"),
+            generation::chain_bytes(&chain).unwrap(),
+        )
+        .unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn the_history_check_rides_the_uploads_one_read_and_a_mismatch_leaves_nothing() {
+        // Two files as their history recorded them (one multipart, one single PUT), the same two
+        // kinds with one byte changed since the history was made, and one new file.
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("card");
+        std::fs::create_dir_all(&root).unwrap();
+        const MIB: usize = 1024 * 1024;
+        let files: [(&str, Vec<u8>, bool); 5] = [
+            ("clip.mov", data(12 * MIB + 7, 1), false),
+            ("notes.txt", data(1000, 2), false),
+            ("take2.mov", data(11 * MIB, 3), true),
+            ("take2.txt", data(500, 4), true),
+            ("new.wav", data(3000, 5), false),
+        ];
+        let mut recorded = Vec::new();
+        for (rel, bytes, changed) in &files {
+            if *rel != "new.wav" {
+                recorded.push((*rel, bytes.len() as u64, xxh64_hex(bytes)));
+            }
+            let mut on_disk = bytes.clone();
+            if *changed {
+                on_disk[bytes.len() / 2] ^= 1;
+            }
+            std::fs::write(root.join(rel), &on_disk).unwrap();
+        }
+        history(&root, &recorded);
+        let mut base = UploadConfig::new(
+            root.join("clip.mov"),
+            "s3://bkt/p/x",
+            5 * crate::plan::MIB,
+            4,
+            crate::hash::ChecksumAlgorithm::Sha256,
+        )
+        .unwrap();
+        base.resume.state_dir = Some(dir.path().join("state"));
+        let cfg = TreeConfig {
+            root: root.clone(),
+            prefix: ObjectUrl {
+                bucket: "bkt".into(),
+                key: "p/".into(),
+            },
+            base,
+            walk: WalkOptions::default(),
+            mhl: false,
+        };
+        let fake = crate::s3::fake::FakeS3::default();
+        let cancel = CancellationToken::new();
+        let lines = std::sync::Mutex::new(Vec::<FileLine>::new());
+        let on_line = |l: &FileLine| lines.lock().unwrap().push(l.clone());
+        let report = upload_tree(&fake, &cfg, &crate::progress::Silent, &cancel, &on_line)
+            .await
+            .unwrap();
+        let lines = lines.into_inner().unwrap();
+        for (rel, bytes, changed) in &files {
+            assert_eq!(
+                crate::source::opens::of(&root.join(rel)),
+                1,
+                "{rel}: read once, by its upload, for the history check too"
+            );
+            let line = lines.iter().find(|l| l.rel == *rel).unwrap();
+            let object = fake.object(&format!("p/{rel}"));
+            if *changed {
+                assert_eq!(object, None, "{rel}: a mismatch is not in S3");
+                assert_eq!(line.exit_code, 1, "{line:?}");
+                let mut now = bytes.clone();
+                now[bytes.len() / 2] ^= 1;
+                let reason = line.reason.as_deref().unwrap_or_default();
+                assert!(
+                    reason.contains(&xxh64_hex(bytes)) && reason.contains(&xxh64_hex(&now)),
+                    "{rel}: recorded and current values named: {reason}"
+                );
+                assert_eq!(line.mhl.as_deref(), Some("mismatch"));
+            } else {
+                assert_eq!(object.as_deref(), Some(&bytes[..]), "{rel}");
+                assert_eq!(line.exit_code, 0, "{line:?}");
+            }
+        }
+        assert_eq!(
+            fake.uploads_in_progress(),
+            0,
+            "the mismatching upload was aborted"
+        );
+        // Where the aborted upload's manifest was (the default state directory: a tree file's
+        // manifest is named after its source and destination).
+        let manifest = crate::manifest::default_path(
+            &crate::manifest::state_dir().unwrap(),
+            &std::fs::canonicalize(root.join("take2.mov")).unwrap(),
+            &crate::s3::MultipartWrite::endpoint_label(&fake),
+            "bkt",
+            "p/take2.mov",
+        );
+        assert!(
+            !manifest.exists(),
+            "no manifest left claiming the aborted upload: {}",
+            manifest.display()
+        );
+        assert_eq!(report.exit_code, 1);
+        let mhl = report.mhl.expect("the tree has a history");
+        assert_eq!(
+            (mhl.verified, mhl.mismatched, mhl.new),
+            (2, 2, 1),
+            "{mhl:?}"
+        );
+    }
 
     fn lister(
         items: Vec<Result<ListedObject, Error>>,

@@ -284,6 +284,15 @@ fn a_changed_byte_is_not_uploaded_and_missing_and_new_files_are_reported() {
     std::fs::write(&c2, &bytes).unwrap();
     let after = hash(&c2);
     assert_ne!(before, after);
+    // The same for a file sent in one PUT (c2 is multipart: 6 MiB in 5 MiB parts). Both are
+    // checked on the upload's own read: the multipart upload is aborted before Complete, the PUT
+    // never sent.
+    let wav = root.join("Sound & Notes/t<1>.wav");
+    let wav_before = hash(&wav);
+    let mut bytes = std::fs::read(&wav).unwrap();
+    bytes[100_000] ^= 0x01;
+    std::fs::write(&wav, &bytes).unwrap();
+    let wav_after = hash(&wav);
     std::fs::remove_file(root.join("readme.txt")).unwrap();
     std::fs::write(root.join("Clips/c3.mov"), b"new take").unwrap();
     let prefix = unique("mhl/bad") + "/";
@@ -312,12 +321,30 @@ fn a_changed_byte_is_not_uploaded_and_missing_and_new_files_are_reported() {
         s.head(&format!("{prefix}Clips/c2.mov")).is_none(),
         "the changed file is not in S3"
     );
-    assert_eq!(s.uploads_in_progress(&format!("{prefix}Clips/c2.mov")), 0);
+    assert_eq!(
+        s.uploads_in_progress(&format!("{prefix}Clips/c2.mov")),
+        0,
+        "no multipart upload left open (ListMultipartUploads)"
+    );
+    let l = &files["Sound & Notes/t<1>.wav"];
+    assert_eq!(
+        (l["action"].as_str(), l["mhl"].as_str()),
+        (Some("failed"), Some("mismatch")),
+        "{l}"
+    );
+    let reason = l["reason"].as_str().unwrap();
+    assert!(
+        reason.contains(&wav_before) && reason.contains(&wav_after),
+        "both values: {reason}"
+    );
+    assert!(
+        s.head(&format!("{prefix}Sound & Notes/t<1>.wav")).is_none(),
+        "the changed single-PUT file is not in S3"
+    );
     assert!(
         s.head(&format!("{prefix}Clips/c1.mov")).is_some(),
         "the others land"
     );
-    assert!(s.head(&format!("{prefix}Sound & Notes/t<1>.wav")).is_some());
     let l = &files["Clips/c3.mov"];
     assert_eq!(
         (l["action"].as_str(), l["mhl"].as_str()),
@@ -341,7 +368,7 @@ fn a_changed_byte_is_not_uploaded_and_missing_and_new_files_are_reported() {
     let m = &summary["mhl"];
     assert_eq!(
         [&m["verified"], &m["new"], &m["mismatched"], &m["missing"]].map(|v| v.as_u64().unwrap()),
-        [2, 1, 1, 1],
+        [1, 1, 2, 1],
         "{m}"
     );
     // The generation records the mismatch as failed and the new file as original.
