@@ -251,7 +251,8 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    fn describe(&self, bucket: &str, key: &str, upload_id: &str) -> String {
+    /// What became of upload `upload_id` of `s3://bucket/key`, and what to do, in one sentence.
+    pub fn describe(&self, bucket: &str, key: &str, upload_id: &str) -> String {
         match self {
             Outcome::Kept { manifest } => format!(
                 "upload {upload_id} is kept for resuming (manifest {}): run the same command again to finish it, or `tally abort s3://{bucket}/{key} --upload-id {upload_id}` to discard it",

@@ -83,6 +83,8 @@ struct Upload {
 #[derive(Debug, Default)]
 struct State {
     next_id: u64,
+    /// AbortMultipartUpload fails (500) and leaves the upload.
+    refuse_aborts: bool,
     uploads: HashMap<String, Upload>,
     objects: HashMap<String, (Vec<u8>, ChecksumAlgorithm, WriteReply)>,
     /// Each object's settings as its PutObject or CreateMultipartUpload gave them.
@@ -205,6 +207,11 @@ impl FakeS3 {
     /// echoed) and CreateMultipartUpload with one is refused (400 InvalidRequest).
     pub fn without_recent_algorithms(&self) {
         self.state.lock().unwrap().recent_unsupported = true;
+    }
+
+    /// Every AbortMultipartUpload fails from now on (500 InternalError); the upload stays.
+    pub fn refuse_aborts(&self) {
+        self.state.lock().unwrap().refuse_aborts = true;
     }
 
     /// ListParts answers at most `n` parts a page (S3: 1,000).
@@ -587,7 +594,11 @@ impl MultipartWrite for FakeS3 {
 
     async fn abort_multipart(&self, _obj: &ObjectUrl, upload_id: &str) -> Result<(), S3Error> {
         let _in_flight = self.request().await;
-        match self.state.lock().unwrap().uploads.remove(upload_id) {
+        let mut st = self.state.lock().unwrap();
+        if st.refuse_aborts {
+            return Err(err("InternalError", 500));
+        }
+        match st.uploads.remove(upload_id) {
             Some(_) => Ok(()),
             None => Err(err("NoSuchUpload", 404)),
         }

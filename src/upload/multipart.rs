@@ -130,8 +130,14 @@ pub async fn upload<C: S3Api>(
         && let Err(mismatch) = expected.check(&w.hashes)
     {
         let e = abort(run.s3, target, upload_id.clone(), Error::Mhl(mismatch)).await;
-        let (cfg, p) = (run.cfg.clone(), manifest_path.to_owned());
-        blocking(move || super::forget(&cfg, &p)).await;
+        // The manifest goes only with the upload: if the abort failed, it stays, so the upload is
+        // not orphaned (a later run checks the file again and aborts it), and the error says so.
+        if let Error::UploadFailed { outcome, .. } = &e
+            && matches!(**outcome, crate::error::Outcome::Aborted)
+        {
+            let (cfg, p) = (run.cfg.clone(), manifest_path.to_owned());
+            blocking(move || super::forget(&cfg, &p)).await;
+        }
         return Err(e);
     }
     seam::pause("complete").await;

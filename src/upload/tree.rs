@@ -218,10 +218,31 @@ struct Ctx<'a, C> {
 enum Read {
     /// The upload read it: its whole-file hashes (the formats asked for among them).
     Hashed(crate::hash::FileHashes),
-    /// The history check stopped it before completion: what differs, and every hash read.
-    Mismatch(Vec<crate::mhl::Difference>, crate::hash::FileHashes),
+    /// The history check stopped it before completion: what differs, every hash read, and what
+    /// to do about its upload when aborting it failed.
+    Mismatch(
+        Vec<crate::mhl::Difference>,
+        crate::hash::FileHashes,
+        Option<String>,
+    ),
     /// Not read by an upload (skipped, or failed before its hashes were complete).
     Not,
+}
+
+/// What to do about the upload `e` left open, when aborting it failed.
+fn abort_failed(e: &Error) -> Option<String> {
+    match e {
+        Error::UploadFailed {
+            outcome,
+            bucket,
+            key,
+            upload_id,
+            ..
+        } if matches!(**outcome, crate::error::Outcome::AbortFailed(_)) => {
+            Some(outcome.describe(bucket, key, upload_id))
+        }
+        _ => None,
+    }
 }
 
 /// The history mismatch inside `e` (an aborted multipart upload wraps it), if that is what it is.
@@ -262,9 +283,11 @@ impl<C: S3Api> Ctx<'_, C> {
         // Whether the object exists although the file may not match: only an upload an earlier
         // run completed (found by this one) is not checked before its completion.
         let completed = matches!(read, Read::Hashed(_));
+        let mut left_open = None;
         let checked = match read {
             Read::Hashed(hashes) => mhl.judge(&expected, hashes, std::time::SystemTime::now()),
-            Read::Mismatch(differ, hashes) => {
+            Read::Mismatch(differ, hashes, abort) => {
+                left_open = abort;
                 Checked::Mismatch(hashes, std::time::SystemTime::now(), differ)
             }
             // Skipped (proven identical or trusted): the check reads the file itself.
@@ -282,6 +305,9 @@ impl<C: S3Api> Ctx<'_, C> {
                         ": an earlier run had completed its upload: check the object, and delete it if the file is wrong",
                     )
                 });
+            }
+            if let Some(todo) = left_open {
+                refused.reason = refused.reason.map(|r| format!("{r}, but {todo}"));
             }
             line = refused;
         }
@@ -368,7 +394,7 @@ impl<C: S3Api> Ctx<'_, C> {
                 line.reason = Some(crate::redact::redact(&e.to_string()));
                 line.exit_code = e.exit_code();
                 if let Some((differ, hashes)) = history_mismatch(&e) {
-                    read = Read::Mismatch(differ.to_vec(), hashes.clone());
+                    read = Read::Mismatch(differ.to_vec(), hashes.clone(), abort_failed(&e));
                 }
                 if stops_everything(&e) {
                     return Err((line, e));
@@ -599,6 +625,74 @@ mod tests {
             (2, 2, 1),
             "{mhl:?}"
         );
+    }
+
+    /// A mismatching multipart file whose abort fails: the upload is not orphaned silently. Its
+    /// manifest stays (a later run checks the file again and aborts it) and the file's line says
+    /// what to run.
+    #[tokio::test]
+    async fn a_mismatch_whose_abort_fails_keeps_its_manifest_and_says_what_to_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("card");
+        std::fs::create_dir_all(&root).unwrap();
+        let bytes = data(11 * 1024 * 1024, 3);
+        history(
+            &root,
+            &[("take2.mov", bytes.len() as u64, xxh64_hex(&bytes))],
+        );
+        let mut on_disk = bytes.clone();
+        on_disk[bytes.len() / 2] ^= 1;
+        std::fs::write(root.join("take2.mov"), &on_disk).unwrap();
+        let mut base = UploadConfig::new(
+            root.join("take2.mov"),
+            "s3://bkt/p/x",
+            5 * crate::plan::MIB,
+            4,
+            crate::hash::ChecksumAlgorithm::Sha256,
+        )
+        .unwrap();
+        base.resume.state_dir = Some(dir.path().join("state"));
+        let cfg = TreeConfig {
+            root: root.clone(),
+            prefix: ObjectUrl {
+                bucket: "bkt".into(),
+                key: "p/".into(),
+            },
+            base,
+            walk: WalkOptions::default(),
+            mhl: false,
+        };
+        let fake = crate::s3::fake::FakeS3::default();
+        fake.refuse_aborts();
+        let cancel = CancellationToken::new();
+        let lines = std::sync::Mutex::new(Vec::<FileLine>::new());
+        let on_line = |l: &FileLine| lines.lock().unwrap().push(l.clone());
+        let report = upload_tree(&fake, &cfg, &crate::progress::Silent, &cancel, &on_line)
+            .await
+            .unwrap();
+        let lines = lines.into_inner().unwrap();
+        let line = lines.iter().find(|l| l.rel == "take2.mov").unwrap();
+        let reason = line.reason.as_deref().unwrap_or_default();
+        assert!(
+            reason.contains("does not match its ASC MHL history") && reason.contains("tally abort"),
+            "{reason}"
+        );
+        assert_ne!(report.exit_code, 0);
+        assert_eq!(fake.object("p/take2.mov"), None, "not completed");
+        assert_eq!(fake.uploads_in_progress(), 1, "the abort failed");
+        let manifest = crate::manifest::default_path(
+            &crate::manifest::state_dir().unwrap(),
+            &std::fs::canonicalize(root.join("take2.mov")).unwrap(),
+            &crate::s3::MultipartWrite::endpoint_label(&fake),
+            "bkt",
+            "p/take2.mov",
+        );
+        assert!(
+            manifest.exists(),
+            "the manifest of the upload left open is kept: {}",
+            manifest.display()
+        );
+        let _ = std::fs::remove_file(&manifest);
     }
 
     fn lister(
