@@ -6,8 +6,9 @@
 //! then hands it to the tag step. Two steps ([`Step`]), deployed as two functions so each has only
 //! the permissions it needs:
 //! - [`Step::Hash`] (GetObject): the ETag when it is the MD5 (one PUT, not SSE-KMS/SSE-C), else
-//!   ranged GETs pinned to the ETag and version, hashed in order until the invocation's budget is
-//!   spent, always at least one 8 MiB piece.
+//!   ranged GETs pinned to the ETag (`If-Match`), hashed in order until the invocation's budget is
+//!   spent, always at least one 8 MiB piece. (The version is checked by the HEAD that starts every
+//!   step; the GETs carry no version id, so the function needs no s3:GetObjectVersion.)
 //! - [`Step::Tag`] (GetObject, Get/PutObjectTagging): the MD5 merged into the object's tags, the
 //!   other tags kept (PutObjectTagging alone would replace them all).
 //!
@@ -18,6 +19,15 @@
 //! The budget ([`budget`]) comes from the deadline the Lambda runtime gives, less a safety
 //! margin; when that deadline is absent or already past (local emulators send a fixed
 //! 600,000 ms, i.e. 1970) the configured fallback is used instead of hashing nothing or forever.
+//! A step stops only between pieces: a GET that stalls past the margin makes the invocation time
+//! out, and the state machine's retry repeats that step from the document it was given (the
+//! step's own progress is lost, nothing else).
+//!
+//! On an unversioned bucket the tag step's HEAD and its PutObjectTagging are two requests: an
+//! object replaced between them would get the old object's MD5. The step therefore looks again
+//! after writing; if the object changed meanwhile it takes its tag back off (when it still holds
+//! this MD5) and fails with `ObjectChanged`. Versioned buckets have no such window (the tag is
+//! written to the version hashed).
 
 use std::time::{Duration, Instant, SystemTime};
 
@@ -119,8 +129,9 @@ pub struct RelayDoc {
     pub bucket: String,
     /// Key.
     pub key: String,
-    /// The version the execution is for, on versioned buckets.
-    #[serde(default)]
+    /// The version the execution is for, on versioned buckets (`version-id` in an Object
+    /// Created event's `detail.object`).
+    #[serde(default, alias = "version-id")]
     pub version_id: Option<String>,
     /// The ETag the execution is for (quotes optional, as S3 events give it).
     pub etag: String,
@@ -198,7 +209,10 @@ impl From<Error> for RelayError {
                 S3ErrorKind::Throttled | S3ErrorKind::Transient | S3ErrorKind::Unreachable => {
                     RelayError::S3Transient(text)
                 }
-                S3ErrorKind::PreconditionFailed => RelayError::ObjectChanged(text),
+                // 412 to If-Match: replaced; 404 mid-way: deleted (or its version removed).
+                S3ErrorKind::PreconditionFailed | S3ErrorKind::NotFound => {
+                    RelayError::ObjectChanged(text)
+                }
                 _ => RelayError::S3Error(text),
             },
             _ => RelayError::S3Error(text),
@@ -301,7 +315,11 @@ async fn still_the_object<C: S3Api>(
         Err(e) => return Err(Error::s3("HeadObject", None, None)(e).into()),
     };
     let now = head.etag.as_ref().map(|e| e.as_str().trim_matches('"'));
-    let same_version = doc.version_id.is_none() || doc.version_id == head.version_id;
+    // Compared only where both name a version: Garage names one on PUT, none on HEAD.
+    let same_version = match (&doc.version_id, &head.version_id) {
+        (Some(then), Some(now)) => then == now,
+        _ => true,
+    };
     let same_size = doc.size.is_none_or(|s| s == head.size);
     if now != Some(etag) || !same_version || !same_size {
         return Err(RelayError::ObjectChanged(format!(
@@ -383,6 +401,27 @@ pub async fn hash_step<C: S3Api>(
     Ok(doc)
 }
 
+/// Removes tag `name` from the object if it holds `md5` (the tag step's own write, on an object
+/// replaced while it was written), keeping the other tags.
+async fn take_back<C: S3Api>(
+    s3: &C,
+    obj: &ObjectUrl,
+    name: &str,
+    md5: &str,
+) -> Result<(), RelayError> {
+    let tags = s3
+        .get_tags(obj, None)
+        .await
+        .map_err(Error::s3("GetObjectTagging", None, None))?;
+    if tags.iter().any(|(k, v)| k == name && v == md5) {
+        let kept: Vec<(String, String)> = tags.into_iter().filter(|(k, _)| k != name).collect();
+        s3.put_tags(obj, None, &kept)
+            .await
+            .map_err(Error::s3("PutObjectTagging", None, None))?;
+    }
+    Ok(())
+}
+
 /// The tag step: see the module docs.
 pub async fn tag_step<C: S3Api>(
     s3: &C,
@@ -401,6 +440,12 @@ pub async fn tag_step<C: S3Api>(
     let head = still_the_object(s3, &obj, &doc, &etag).await?;
     let version = doc.version_id.clone().or(head.version_id);
     let outcome = tag_md5(s3, &obj, version.as_deref(), name, &md5).await?;
+    if version.is_none()
+        && let Err(changed) = still_the_object(s3, &obj, &doc, &etag).await
+    {
+        take_back(s3, &obj, name, &md5).await?;
+        return Err(changed);
+    }
     doc.tag = Some(TagDone {
         name: name.into(),
         outcome,
@@ -730,6 +775,48 @@ mod tests {
             .unwrap_err();
         assert_eq!(e.error_type(), "ObjectChanged", "{e}");
         assert!(s3.tags("obj").unwrap_or_default().is_empty());
+    }
+
+    /// The fields of an Object Created event's `detail.object` (EventBridge's names) are read as
+    /// the document's; a version the server's HEAD does not name (Garage's) is no change; a
+    /// version it names differently is.
+    #[tokio::test]
+    async fn an_event_detail_is_a_document_and_versions_compare_only_where_both_exist() {
+        let s3 = FakeS3::default();
+        let content = data(PIECE as usize + 10, 7);
+        let etag = multipart(&s3, "obj", &content, 5 * 1024 * 1024).await;
+        let detail = serde_json::json!({
+            "bucket": "bkt",
+            "key": "obj",
+            "size": content.len(),
+            "etag": etag.trim_matches('"'),
+            "version-id": "v-from-the-event",
+            "sequencer": "00617F0E8A29D9A1D9"
+        });
+        let doc: RelayDoc = serde_json::from_value(detail).unwrap();
+        assert_eq!(doc.version_id.as_deref(), Some("v-from-the-event"));
+        // The fake's HEAD names no version (as Garage's): not a change.
+        let done = handle(&s3, &cfg(Step::Hash, None), event(doc, 0))
+            .await
+            .unwrap();
+        assert_eq!(done.md5.as_deref(), Some(md5_hex(&content).as_str()));
+        assert_eq!(done.version_id.as_deref(), Some("v-from-the-event"));
+    }
+
+    /// The object deleted between two steps: ObjectChanged, not a generic S3 error.
+    #[tokio::test]
+    async fn an_object_deleted_between_steps_ends_with_object_changed() {
+        let s3 = FakeS3::default();
+        let content = data(2 * PIECE as usize + 5, 8);
+        let etag = multipart(&s3, "obj", &content, 5 * 1024 * 1024).await;
+        let hash = cfg(Step::Hash, Some(Duration::from_nanos(1)));
+        let doc = handle(&s3, &hash, event(start("obj", &etag, content.len()), 0))
+            .await
+            .unwrap();
+        s3.delete_object("obj");
+        let e = handle(&s3, &hash, event(doc, 0)).await.unwrap_err();
+        assert_eq!(e.error_type(), "ObjectChanged", "{e}");
+        assert!(e.to_string().contains("was deleted"), "{e}");
     }
 
     /// Malformed documents and states are refused as BadInput, before anything is read.

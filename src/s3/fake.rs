@@ -209,6 +209,13 @@ impl FakeS3 {
         self.state.lock().unwrap().recent_unsupported = true;
     }
 
+    /// Another client's DeleteObject of `key`.
+    pub fn delete_object(&self, key: &str) {
+        let mut st = self.state.lock().unwrap();
+        st.objects.remove(key);
+        st.layouts.remove(key);
+    }
+
     /// Every AbortMultipartUpload fails from now on (500 InternalError); the upload stays.
     pub fn refuse_aborts(&self) {
         self.state.lock().unwrap().refuse_aborts = true;
