@@ -179,6 +179,10 @@ def main() -> None:
     emulator = os.environ.get("AWS_ENDPOINT_URL_LAMBDA")
     if not emulator:
         _fail("set AWS_ENDPOINT_URL_LAMBDA to the Lambda emulator (cargo lambda watch --only-lambda-apis)")
+    # moto answers only what goes to AWS's own hosts: an endpoint set for every service (or for
+    # Step Functions) would send the state machine's own API calls elsewhere.
+    for var in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_SFN"):
+        os.environ.pop(var, None)
     shim = _start_shim(emulator, args.timeout)
     os.environ["AWS_ENDPOINT_URL_LAMBDA"] = f"http://127.0.0.1:{shim.server_address[1]}"
 
