@@ -12,6 +12,7 @@ mod md5;
 mod mhl;
 mod network;
 mod proxy;
+mod relay;
 mod resume;
 mod settings;
 mod shard;

@@ -316,9 +316,12 @@ fn a_multipart_object_is_hashed_over_several_invocations_and_its_tags_are_kept()
         hashes >= 3,
         "a 1 s budget should need several hash invocations for 224 MiB, saw {hashes}: {r}"
     );
-    // Every hash invocation and the tag step were Lambda invocations, and nothing more.
-    assert_eq!(r["lambda_invocations"], hashes + 1, "{r}");
-    assert_eq!(doc["invocations"], hashes + 1, "{r}");
+    assert_eq!(doc["invocations"], hashes, "the document counts the hash steps: {r}");
+    // Every hash step and the tag step was a Lambda invocation (more only if a step was retried).
+    assert!(
+        r["lambda_invocations"].as_u64().unwrap() > hashes,
+        "{r}"
+    );
     // The document is small: far under Step Functions' 262,144-byte payload limit.
     let doc_bytes = serde_json::to_vec(doc).unwrap().len();
     assert!(doc_bytes < 1024, "the document is {doc_bytes} bytes: {doc}");
@@ -355,7 +358,8 @@ fn a_single_put_object_takes_the_etag_shortcut_with_no_get() {
     assert_eq!(r["status"], "SUCCEEDED", "{r}");
     assert_eq!(r["output"]["md5"], want.as_str(), "{r}");
     assert_eq!(r["output"]["source"], "etag", "{r}");
-    assert_eq!(r["lambda_invocations"], 2, "one hash step, one tag step: {r}");
+    assert_eq!(hash_invocations(&r), 1, "one hash step: {r}");
+    assert!(r["lambda_invocations"].as_u64().unwrap() >= 2, "{r}");
     let events = proxy.stats.events();
     let count = |op: Op| events.iter().filter(|e| e.op == op).count();
     assert!(
