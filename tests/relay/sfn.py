@@ -22,7 +22,8 @@ The parts, and what each one is:
   an Invoke of /2015-03-31/functions/NAME/invocations is queued under NAME, and NAME must be a binary
   of the manifest the emulator was started with (else it answers that the function is missing; see
   tests/relay/emulator/Cargo.toml); a runtime process started with
-  AWS_LAMBDA_RUNTIME_API=127.0.0.1:PORT/.rt/NAME long-polls
+  AWS_LAMBDA_RUNTIME_API=http://127.0.0.1:PORT/.rt/NAME long-polls (the scheme is needed: the
+  lambda_runtime crate parses the variable as a URI, and host:port/path without one is not)
   /.rt/NAME/2018-06-01/runtime/invocation/next and so takes only NAME's invocations. Each
   invocation's `lambda-runtime-deadline-ms` is always 600000 (1970): the handler must fall back to
   TALLY_RELAY_BUDGET.
