@@ -21,6 +21,8 @@ use crate::support::*;
 
 const HASH_FUNCTION: &str = "tally-md5-relay-hash";
 const TAG_FUNCTION: &str = "tally-md5-relay-tag";
+/// The hash step's test seam (src/relay.rs), at the start of each hash invocation.
+const SEAM: &str = "relay-hash";
 /// How long one execution may take (a debug build hashing a few hundred MiB on a busy machine).
 const EXECUTION_BOUND: Duration = Duration::from_secs(600);
 
@@ -399,25 +401,38 @@ fn an_object_overwritten_between_two_hash_steps_fails_the_execution_untagged() {
     // step is held at its seam until the object has been replaced.
     let seams = Seams::new(&dir.path().join("seams"));
     let seam_dir = dir.path().join("seams");
+    // The variable as src/seam.rs reads it: the stage's name in capitals, hyphen kept.
+    let hold = format!("TALLY_TEST_SEAM_{}", SEAM.to_ascii_uppercase());
     let mut relay = Relay::start(
         s,
         &s.endpoint,
         &[
             ("TALLY_RELAY_BUDGET", "10ms"),
             ("TALLY_TEST_SEAM_DIR", seam_dir.to_str().unwrap()),
-            ("TALLY_TEST_SEAM_RELAY_HASH", "2"),
+            (&hold, "2"),
         ],
     );
     let mut driver = relay.execute(&ev);
-    let reached = seam_dir.join("relay-hash-2.reached");
-    relay
-        .hash
-        .wait_for("the second hash step to reach its seam", || {
-            driver.assert_running("the second hash step");
-            reached.exists()
-        });
+    let reached = seam_dir.join(format!("{SEAM}-2.reached"));
+    let until = Instant::now() + EVENT_BOUND;
+    while !reached.exists() {
+        if driver.exited().is_some() {
+            let r = relay.result(driver);
+            panic!("the execution ended before its second hash step: {r}");
+        }
+        relay
+            .hash
+            .assert_running("the second hash step to reach its seam");
+        assert!(
+            Instant::now() < until,
+            "waited {} s for the second hash step to reach its seam; the hash function said: {}",
+            EVENT_BOUND.as_secs(),
+            relay.hash.log()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
     s.aws(["s3", "cp", "--quiet", other.to_str().unwrap(), &s.url(&key)]);
-    seams.go("relay-hash", 2);
+    seams.go(SEAM, 2);
     let r = relay.result(driver);
 
     assert_eq!(r["status"], "FAILED", "{r}");
