@@ -32,9 +32,11 @@ The parts, and what each one is:
   names the error after errorType and puts the payload in the cause. moto does the same (its
   StateTaskServiceLambda._from_error: FunctionError set -> error = payload["errorType"], cause = the
   payload as JSON). But cargo-lambda's emulator answers a function error with HTTP 500 and no
-  X-Amz-Function-Error header; boto3 then raises a ClientError and moto would name the error
-  `Lambda.<code>` (not the function's errorType), so a Catch or Retry on `ObjectChanged` or
-  `S3Transient` could never match. So this driver puts a small proxy between moto and the emulator
+  X-Amz-Function-Error header; boto3 then raises a ClientError with the code "500", which moto
+  would name `Lambda.500` (its _error_cause_from_client_error), and which in fact ends the
+  execution with `States.Runtime` and the cause KeyError('RequestId'), as the emulator sends no
+  request id (seen here with this shaping turned off). Either way a Catch or Retry on
+  `ObjectChanged` or `S3Transient` could never match. So this driver puts a small proxy between moto and the emulator
   (`_AwsInvokeShape`) that answers a function error the way AWS's Invoke does (200 +
   X-Amz-Function-Error: Unhandled, body unchanged), and passes everything else through unchanged.
 - Not real here: IAM (nothing checks the template's policies), the EventBridge rule (the saved event
