@@ -346,7 +346,7 @@ pub async fn hash_step<C: S3Api>(
         return Ok(doc);
     }
     let started = Instant::now();
-    crate::seam::pause("relay-hash").await;
+    crate::seam::pause("relay_hash").await;
     let (obj, etag) = target(&doc)?;
     let head = still_the_object(s3, &obj, &doc, &etag).await?;
     doc.invocations += 1;

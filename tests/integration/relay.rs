@@ -22,7 +22,7 @@ use crate::support::*;
 const HASH_FUNCTION: &str = "tally-md5-relay-hash";
 const TAG_FUNCTION: &str = "tally-md5-relay-tag";
 /// The hash step's test seam (src/relay.rs), at the start of each hash invocation.
-const SEAM: &str = "relay-hash";
+const SEAM: &str = "relay_hash";
 /// How long one execution may take (a debug build hashing a few hundred MiB on a busy machine).
 const EXECUTION_BOUND: Duration = Duration::from_secs(600);
 
