@@ -20,6 +20,7 @@
 pub mod dest;
 pub mod fetch;
 pub mod journal;
+pub mod partial;
 pub mod proof;
 pub mod tree;
 
@@ -43,6 +44,7 @@ use crate::verify::{self, Compared, Verdict, VerifyOptions};
 
 use self::fetch::{Ctx, Fetched};
 use self::journal::{Header, Journal, PartLine};
+use self::partial::PartialFile;
 use self::proof::{Against, Proof};
 
 /// Options of `tally download`.
@@ -299,7 +301,7 @@ pub async fn download_with<C: S3Api>(
     let file = ctx.file.clone();
     let (p, j, d) = (partial, jpath, dest.clone());
     blocking(move || -> Result<(), Error> {
-        file.sync_all().map_err(|e| dest::io_error(&p, &e))?;
+        file.file().sync_all().map_err(|e| dest::io_error(&p, &e))?;
         crate::fsx::rename_into_place(&p, &d).map_err(|e| dest::io_error(&d, &e))?;
         let _ = std::fs::remove_file(&j);
         let _ = crate::fsx::sync_dir(crate::fsx::parent_dir(&d));
@@ -334,7 +336,9 @@ async fn fetch_all<C: S3Api>(
                 let line = PartLine::new(i as u32 + 1, range.start, &f.hash, f.against.is_some());
                 let (file, j, path) = (ctx.file.clone(), journal.clone(), ctx.path.clone());
                 blocking(move || {
-                    file.sync_data().map_err(|e| dest::io_error(&path, &e))?;
+                    file.file()
+                        .sync_data()
+                        .map_err(|e| dest::io_error(&path, &e))?;
                     j.record(&line)
                 })
                 .await?;
@@ -359,7 +363,7 @@ async fn fetch_all<C: S3Api>(
 
 /// The partial file and its journal, opened.
 struct Opened {
-    file: std::fs::File,
+    file: PartialFile,
     journal: Journal,
     /// Parts recorded by an earlier run (valid for this layout).
     done: Vec<PartLine>,
@@ -414,7 +418,7 @@ fn open_or_start(partial: &Path, jpath: &Path, header: &Header) -> Result<Opened
                 })
                 .collect();
             return Ok(Opened {
-                file,
+                file: PartialFile::new(file, partial),
                 journal: Journal::open(jpath)?,
                 done: parts,
                 restarted: None,
@@ -432,7 +436,7 @@ fn open_or_start(partial: &Path, jpath: &Path, header: &Header) -> Result<Opened
         .map_err(|e| dest::io_error(partial, &e))?;
     let journal = Journal::create(jpath, header)?;
     Ok(Opened {
-        file,
+        file: PartialFile::new(file, partial),
         journal,
         done: Vec::new(),
         restarted: why,
