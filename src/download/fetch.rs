@@ -162,7 +162,7 @@ async fn once<C: ObjectRead>(
     let mut body = reply.body;
     let mut received = 0u64;
     // The block filling, and the previous one being written and hashed meanwhile.
-    let mut filling = Block::new(range.start);
+    let mut filling = ctx.file.block(range.start);
     let mut pending: Option<Pending> = None;
     let mut idle = Some((hasher, None));
     while let Some(piece) = body.next().await {
@@ -180,7 +180,13 @@ async fn once<C: ObjectRead>(
                                 .take()
                                 .expect("a hasher is idle when nothing is pending"),
                         };
-                        let next = spare_or_new(spare, filling.end());
+                        let next = match spare {
+                            Some(mut b) => {
+                                b.reset(filling.end());
+                                b
+                            }
+                            None => ctx.file.block(filling.end()),
+                        };
                         pending = Some(flush(ctx, std::mem::replace(&mut filling, next), h));
                     }
                 }
@@ -216,14 +222,23 @@ async fn once<C: ObjectRead>(
 /// A block being written and hashed: the hasher and the block come back for the next bytes.
 type Pending = tokio::task::JoinHandle<std::io::Result<(RangeHasher, Option<Block>)>>;
 
-/// Writes `block` at its offsets and hashes its bytes, on a blocking thread (one pass over them).
+/// Writes `block` at its offsets (on a blocking thread) while its bytes are hashed (on the CPU
+/// pool): one pass over them, the disk and the hash at the same time.
 fn flush(ctx: &Ctx<'_>, block: Block, mut h: RangeHasher) -> Pending {
     let file = ctx.file.clone();
-    tokio::spawn(crate::exec::blocking(move || {
-        file.write(&block)?;
-        h.update(block.data());
-        Ok((h, Some(block)))
-    }))
+    tokio::spawn(async move {
+        let block = Arc::new(block);
+        let (w, b) = (block.clone(), block.clone());
+        let (written, h) = tokio::join!(
+            crate::exec::blocking(move || file.write(&w)),
+            crate::exec::on_pool(move || {
+                h.update(b.data());
+                h
+            })
+        );
+        written?;
+        Ok((h, Arc::into_inner(block)))
+    })
 }
 
 async fn finish(ctx: &Ctx<'_>, p: Pending) -> Result<(RangeHasher, Option<Block>), Failed> {
@@ -231,16 +246,6 @@ async fn finish(ctx: &Ctx<'_>, p: Pending) -> Result<(RangeHasher, Option<Block>
         Ok(Ok(done)) => Ok(done),
         Ok(Err(e)) => Err(Failed::Fatal(io_error(&ctx.path, &e))),
         Err(_) => Err(Failed::Fatal(Error::Internal("a write task panicked"))),
-    }
-}
-
-fn spare_or_new(spare: Option<Block>, at: u64) -> Block {
-    match spare {
-        Some(mut b) => {
-            b.reset(at);
-            b
-        }
-        None => Block::new(at),
     }
 }
 

@@ -18,6 +18,7 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt as _;
 use std::path::Path;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 /// The alignment of direct writes: file offset, length and buffer address (4 KiB covers every
@@ -31,6 +32,8 @@ pub struct PartialFile {
     direct: Option<File>,
     /// Cleared for good at the first direct write the file system refuses.
     direct_ok: AtomicBool,
+    /// Blocks the parts gave back, for the next parts: at most two per part in flight.
+    spare: Mutex<Vec<Block>>,
 }
 
 impl PartialFile {
@@ -42,6 +45,26 @@ impl PartialFile {
             cached: file,
             direct_ok: AtomicBool::new(direct.is_some()),
             direct,
+            spare: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// An empty block for bytes from file offset `at`: one given back by a part, else a new one.
+    pub fn block(&self, at: u64) -> Block {
+        let spare = self.spare.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        match spare {
+            Some(mut b) => {
+                b.reset(at);
+                b
+            }
+            None => Block::new(at),
+        }
+    }
+
+    /// Gives a block back for the next part.
+    pub fn give(&self, block: Option<Block>) {
+        if let Some(b) = block {
+            self.spare.lock().unwrap_or_else(|p| p.into_inner()).push(b);
         }
     }
 
