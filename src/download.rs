@@ -11,7 +11,9 @@
 //! 3. [`journal`]: resume from a journal whose header still matches the object, else start over.
 //! 4. [`fetch`]: the parts through the shared [`Engine`] (its request slots and byte budget),
 //!    every GET pinned with `If-Match` (and the version id), each part checked on arrival where
-//!    S3 knows its checksum and fetched again when it does not match.
+//!    S3 knows its checksum and fetched again when it does not match. The bytes go into the
+//!    partial file in 1 MiB [`partial::Block`]s, written around the page cache where the file
+//!    system allows it (`O_DIRECT`) while they are hashed.
 //! 5. The whole-object check ([`crate::verify::compare`]): composite checksum, full-object CRC,
 //!    multipart ETag. A failure there cannot name a part: every part is fetched once more, then
 //!    the run stops with exit 1.

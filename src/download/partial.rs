@@ -12,9 +12,10 @@
 //! a few bytes use single-page folios, so a direct write never lands under a cached page.
 //!
 //! A file system that refuses `O_DIRECT` (at open, or on a write) is written through the cache:
-//! the same bytes, the old cost.
+//! the same bytes, the old cost. `TALLY_NO_DIRECT_IO=1` asks for the cache (to compare, or for a
+//! file system whose direct writes are slow).
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt as _;
 use std::path::Path;
@@ -97,7 +98,8 @@ impl PartialFile {
                         .cached
                         .write_all_at(&buf[body.end..end], base + body.end as u64);
                 }
-                Err(e) if e.raw_os_error() == Some(EINVAL) => {
+                // EINVAL: this file system (or this file's alignment) takes no direct writes.
+                Err(e) if e.kind() == io::ErrorKind::InvalidInput => {
                     tracing::info!(error = %e, "direct writes refused: writing through the page cache");
                     self.direct_ok.store(false, Ordering::Relaxed);
                 }
@@ -110,17 +112,12 @@ impl PartialFile {
 }
 
 #[cfg(target_os = "linux")]
-const EINVAL: i32 = libc::EINVAL;
-#[cfg(not(target_os = "linux"))]
-const EINVAL: i32 = 22;
-
-#[cfg(target_os = "linux")]
 fn open_direct(path: &Path) -> Option<File> {
     use std::os::unix::fs::OpenOptionsExt as _;
     if std::env::var_os("TALLY_NO_DIRECT_IO").is_some() {
         return None;
     }
-    OpenOptions::new()
+    std::fs::OpenOptions::new()
         .write(true)
         .custom_flags(libc::O_DIRECT)
         .open(path)
@@ -130,7 +127,6 @@ fn open_direct(path: &Path) -> Option<File> {
 
 #[cfg(not(target_os = "linux"))]
 fn open_direct(_: &Path) -> Option<File> {
-    let _ = OpenOptions::new;
     None
 }
 
@@ -207,6 +203,8 @@ impl Block {
 
 #[cfg(test)]
 mod tests {
+    use std::fs::OpenOptions;
+
     use super::*;
 
     fn data(len: usize, seed: u8) -> Vec<u8> {
