@@ -434,8 +434,12 @@ fn open_or_start(partial: &Path, jpath: &Path, header: &Header) -> Result<Opened
         .truncate(true)
         .open(partial)
         .map_err(|e| dest::io_error(partial, &e))?;
-    file.set_len(header.size)
-        .map_err(|e| dest::io_error(partial, &e))?;
+    if let Err(e) = partial::preallocate(&file, header.size) {
+        // Nothing of this run is in it yet: a full disk leaves nothing behind.
+        drop(file);
+        let _ = std::fs::remove_file(partial);
+        return Err(dest::io_error(partial, &e));
+    }
     let journal = Journal::create(jpath, header)?;
     Ok(Opened {
         file: PartialFile::new(file, partial),

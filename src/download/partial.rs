@@ -111,6 +111,24 @@ impl PartialFile {
     }
 }
 
+/// Gives the new, empty partial file its `size`: its blocks allocated up front where the file
+/// system can (a full disk is found now, not after minutes of download, and the parts written
+/// at once at many offsets land in few extents), else a sparse file of that size. Blocking.
+pub fn preallocate(file: &File, size: u64) -> io::Result<()> {
+    #[cfg(target_os = "linux")]
+    if size > 0 {
+        match rustix::fs::fallocate(file, rustix::fs::FallocateFlags::empty(), 0, size) {
+            Ok(()) => return Ok(()),
+            Err(e) if e == rustix::io::Errno::NOSPC || e == rustix::io::Errno::DQUOT => {
+                return Err(e.into());
+            }
+            // Not supported here: a sparse file will do.
+            Err(_) => {}
+        }
+    }
+    file.set_len(size)
+}
+
 #[cfg(target_os = "linux")]
 fn open_direct(path: &Path) -> Option<File> {
     use std::os::unix::fs::OpenOptionsExt as _;
@@ -119,7 +137,7 @@ fn open_direct(path: &Path) -> Option<File> {
     }
     std::fs::OpenOptions::new()
         .write(true)
-        .custom_flags(libc::O_DIRECT)
+        .custom_flags(rustix::fs::OFlags::DIRECT.bits() as i32)
         .open(path)
         .map_err(|e| tracing::info!(error = %e, "no direct writes: writing through the page cache"))
         .ok()
