@@ -11,7 +11,9 @@
 //! 3. [`journal`]: resume from a journal whose header still matches the object, else start over.
 //! 4. [`fetch`]: the parts through the shared [`Engine`] (its request slots and byte budget),
 //!    every GET pinned with `If-Match` (and the version id), each part checked on arrival where
-//!    S3 knows its checksum and fetched again when it does not match.
+//!    S3 knows its checksum and fetched again when it does not match. The bytes go into the
+//!    partial file in 1 MiB [`partial::Block`]s, written around the page cache where the file
+//!    system allows it (`O_DIRECT`) while they are hashed.
 //! 5. The whole-object check ([`crate::verify::compare`]): composite checksum, full-object CRC,
 //!    multipart ETag. A failure there cannot name a part: every part is fetched once more, then
 //!    the run stops with exit 1.
@@ -20,6 +22,7 @@
 pub mod dest;
 pub mod fetch;
 pub mod journal;
+pub mod partial;
 pub mod proof;
 pub mod tree;
 
@@ -43,6 +46,7 @@ use crate::verify::{self, Compared, Verdict, VerifyOptions};
 
 use self::fetch::{Ctx, Fetched};
 use self::journal::{Header, Journal, PartLine};
+use self::partial::PartialFile;
 use self::proof::{Against, Proof};
 
 /// Options of `tally download`.
@@ -299,7 +303,7 @@ pub async fn download_with<C: S3Api>(
     let file = ctx.file.clone();
     let (p, j, d) = (partial, jpath, dest.clone());
     blocking(move || -> Result<(), Error> {
-        file.sync_all().map_err(|e| dest::io_error(&p, &e))?;
+        file.file().sync_all().map_err(|e| dest::io_error(&p, &e))?;
         crate::fsx::rename_into_place(&p, &d).map_err(|e| dest::io_error(&d, &e))?;
         let _ = std::fs::remove_file(&j);
         let _ = crate::fsx::sync_dir(crate::fsx::parent_dir(&d));
@@ -334,7 +338,9 @@ async fn fetch_all<C: S3Api>(
                 let line = PartLine::new(i as u32 + 1, range.start, &f.hash, f.against.is_some());
                 let (file, j, path) = (ctx.file.clone(), journal.clone(), ctx.path.clone());
                 blocking(move || {
-                    file.sync_data().map_err(|e| dest::io_error(&path, &e))?;
+                    file.file()
+                        .sync_data()
+                        .map_err(|e| dest::io_error(&path, &e))?;
                     j.record(&line)
                 })
                 .await?;
@@ -359,7 +365,7 @@ async fn fetch_all<C: S3Api>(
 
 /// The partial file and its journal, opened.
 struct Opened {
-    file: std::fs::File,
+    file: PartialFile,
     journal: Journal,
     /// Parts recorded by an earlier run (valid for this layout).
     done: Vec<PartLine>,
@@ -414,7 +420,7 @@ fn open_or_start(partial: &Path, jpath: &Path, header: &Header) -> Result<Opened
                 })
                 .collect();
             return Ok(Opened {
-                file,
+                file: PartialFile::new(file, partial),
                 journal: Journal::open(jpath)?,
                 done: parts,
                 restarted: None,
@@ -428,11 +434,15 @@ fn open_or_start(partial: &Path, jpath: &Path, header: &Header) -> Result<Opened
         .truncate(true)
         .open(partial)
         .map_err(|e| dest::io_error(partial, &e))?;
-    file.set_len(header.size)
-        .map_err(|e| dest::io_error(partial, &e))?;
+    if let Err(e) = partial::preallocate(&file, header.size) {
+        // Nothing of this run is in it yet: a full disk leaves nothing behind.
+        drop(file);
+        let _ = std::fs::remove_file(partial);
+        return Err(dest::io_error(partial, &e));
+    }
     let journal = Journal::create(jpath, header)?;
     Ok(Opened {
-        file,
+        file: PartialFile::new(file, partial),
         journal,
         done: Vec::new(),
         restarted: why,

@@ -2,13 +2,10 @@
 //! partial file and hashed as it arrives (off the async threads, one pass), then checked; a part
 //! that does not match, or whose body breaks off, is fetched again under [`Policy::RANGED_READ`].
 
-use std::fs::File;
 use std::ops::Range;
-use std::os::unix::fs::FileExt as _;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use bytes::BytesMut;
 use futures::StreamExt as _;
 
 use crate::config::ObjectUrl;
@@ -20,11 +17,12 @@ use crate::retry::Policy;
 use crate::s3::{ETag, ObjectRead, RemoteChecksum};
 
 use super::dest::io_error;
+use super::partial::{BLOCK, Block, PartialFile};
 use super::proof::{Against, Plan};
 
 /// Bytes gathered from the body before they are written and hashed in one step. Each part holds
 /// at most two of these (one being written and hashed, one filling), whatever its size.
-pub const BUFFER: usize = 1024 * 1024;
+pub const BUFFER: usize = BLOCK;
 
 /// What every part of one download shares.
 pub struct Ctx<'a> {
@@ -33,7 +31,7 @@ pub struct Ctx<'a> {
     /// The object the reads must come from.
     pub pin: &'a Pinned,
     /// The partial file, written at offsets.
-    pub file: Arc<File>,
+    pub file: Arc<PartialFile>,
     /// Its path, for errors.
     pub path: PathBuf,
     /// What to hash, what to check against.
@@ -162,39 +160,36 @@ async fn once<C: ObjectRead>(
         .map_err(|e| replaced_or(ctx, e))?;
     let checksum = reply.checksum;
     let mut body = reply.body;
-    let mut buf = BytesMut::with_capacity(BUFFER);
     let mut received = 0u64;
-    let mut at = range.start;
-    // The previous buffer, being written and hashed while the next one fills.
-    let mut pending: Option<tokio::task::JoinHandle<std::io::Result<RangeHasher>>> = None;
-    let mut idle = Some(hasher);
-    let flush = |buf: &mut BytesMut,
-                 pending: &mut Option<tokio::task::JoinHandle<_>>,
-                 hasher: RangeHasher,
-                 at: &mut u64| {
-        let data = buf.split().freeze();
-        let offset = *at;
-        *at += data.len() as u64;
-        let file = ctx.file.clone();
-        *pending = Some(tokio::spawn(crate::exec::blocking(move || {
-            file.write_all_at(&data, offset)?;
-            let mut h = hasher;
-            h.update(&data);
-            Ok(h)
-        })));
-    };
-    let finish_pending = |p: tokio::task::JoinHandle<std::io::Result<RangeHasher>>| async {
-        match p.await {
-            Ok(Ok(h)) => Ok(h),
-            Ok(Err(e)) => Err(Failed::Fatal(io_error(&ctx.path, &e))),
-            Err(_) => Err(Failed::Fatal(Error::Internal("a write task panicked"))),
-        }
-    };
+    // The block filling, and the previous one being written and hashed meanwhile.
+    let mut filling = ctx.file.block(range.start);
+    let mut pending: Option<Pending> = None;
+    let mut idle = Some((hasher, None));
     while let Some(piece) = body.next().await {
         let broken = match piece {
             Ok(p) if received + p.len() as u64 <= len => {
                 received += p.len() as u64;
-                buf.extend_from_slice(&p);
+                let mut rest = &p[..];
+                while !rest.is_empty() {
+                    let n = filling.push(rest);
+                    rest = &rest[n..];
+                    if filling.is_full() {
+                        let (h, spare) = match pending.take() {
+                            Some(p) => finish(ctx, p).await?,
+                            None => idle
+                                .take()
+                                .expect("a hasher is idle when nothing is pending"),
+                        };
+                        let next = match spare {
+                            Some(mut b) => {
+                                b.reset(filling.end());
+                                b
+                            }
+                            None => ctx.file.block(filling.end()),
+                        };
+                        pending = Some(flush(ctx, std::mem::replace(&mut filling, next), h));
+                    }
+                }
                 None
             }
             Ok(p) => Some(Failed::Length(received + p.len() as u64)),
@@ -208,30 +203,50 @@ async fn once<C: ObjectRead>(
             }
             return Err(failed);
         }
-        if buf.len() >= BUFFER {
-            let h = match pending.take() {
-                Some(p) => finish_pending(p).await?,
-                None => idle
-                    .take()
-                    .expect("a hasher is idle when nothing is pending"),
-            };
-            flush(&mut buf, &mut pending, h, &mut at);
-        }
     }
-    let mut h = match pending.take() {
-        Some(p) => finish_pending(p).await?,
+    let (mut h, _) = match pending.take() {
+        Some(p) => finish(ctx, p).await?,
         None => idle
             .take()
             .expect("a hasher is idle when nothing is pending"),
     };
-    if !buf.is_empty() {
-        flush(&mut buf, &mut pending, h, &mut at);
-        h = finish_pending(pending.take().expect("just flushed")).await?;
+    if !filling.data().is_empty() {
+        (h, _) = finish(ctx, flush(ctx, filling, h)).await?;
     }
     if received != len {
         return Err(Failed::Length(received));
     }
     Ok((h.finish(), checksum))
+}
+
+/// A block being written and hashed: the hasher and the block come back for the next bytes.
+type Pending = tokio::task::JoinHandle<std::io::Result<(RangeHasher, Option<Block>)>>;
+
+/// Writes `block` at its offsets (on a blocking thread) while its bytes are hashed (on the CPU
+/// pool): one pass over them, the disk and the hash at the same time.
+fn flush(ctx: &Ctx<'_>, block: Block, mut h: RangeHasher) -> Pending {
+    let file = ctx.file.clone();
+    tokio::spawn(async move {
+        let block = Arc::new(block);
+        let (w, b) = (block.clone(), block.clone());
+        let (written, h) = tokio::join!(
+            crate::exec::blocking(move || file.write(&w)),
+            crate::exec::on_pool(move || {
+                h.update(b.data());
+                h
+            })
+        );
+        written?;
+        Ok((h, Arc::into_inner(block)))
+    })
+}
+
+async fn finish(ctx: &Ctx<'_>, p: Pending) -> Result<(RangeHasher, Option<Block>), Failed> {
+    match p.await {
+        Ok(Ok(done)) => Ok(done),
+        Ok(Err(e)) => Err(Failed::Fatal(io_error(&ctx.path, &e))),
+        Err(_) => Err(Failed::Fatal(Error::Internal("a write task panicked"))),
+    }
 }
 
 fn replaced_or(ctx: &Ctx<'_>, e: S3Error) -> Failed {

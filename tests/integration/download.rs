@@ -503,6 +503,13 @@ fn bad_destinations_and_missing_objects_are_one_line_exit_2() {
     let out = run(&url, &small.join("x"));
     one_line_2(&out, "the disk is full");
     assert!(!small.join("x").exists(), "nothing renamed");
+    // The partial file is given its size up front (fallocate), so the full disk is found before
+    // any byte is fetched, and nothing is left behind.
+    assert!(
+        listing(&small).is_empty(),
+        "nothing left: {:?}",
+        listing(&small)
+    );
     let ro = dir.path().join("ro");
     assert!(mount_tmpfs(&ro, "ro,size=1m"));
     let _r = Mounted(ro.clone());
