@@ -20,6 +20,10 @@ pub use sequential::{Feed, Sequential, SequentialMd5};
 
 /// Bytes hashed per step: small enough that a chunk read for the checksum is still in L2 for MD5.
 pub(crate) const CHUNK: usize = 256 * 1024;
+/// The step of a part's hash loop, each step's step-after-next prefetched
+/// ([`crate::source::for_each_prefetched`]): small enough that it is still in L1/L2 for the MD5 and
+/// the whole-file digests that follow the checksum over it.
+const STEP: usize = 64 * 1024;
 
 /// An additional checksum algorithm S3 can verify on receipt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -332,10 +336,10 @@ pub fn hash_part_and_file(
     file: &mut FileHasher,
 ) -> PartHash {
     let mut h = RangeHasher::new(Some(alg), md5);
-    for chunk in data.chunks(CHUNK) {
-        h.update(chunk);
-        file.update(chunk);
-    }
+    crate::source::for_each_prefetched(data, STEP, |step| {
+        h.update(step);
+        file.update(step);
+    });
     let h = h.finish();
     PartHash {
         checksum: h.checksum.expect("asked for"),
@@ -437,14 +441,14 @@ impl RangeHasher {
 
     /// Feeds the next bytes (CPU-bound: call it off the async threads).
     pub fn update(&mut self, data: &[u8]) {
-        for chunk in data.chunks(CHUNK) {
+        crate::source::for_each_prefetched(data, STEP, |step| {
             if let Some(h) = &mut self.checksum {
-                h.update(chunk);
+                h.update(step);
             }
             if let Some(h) = &mut self.md5 {
-                h.update(chunk);
+                h.update(step);
             }
-        }
+        });
         self.len += data.len() as u64;
     }
 
@@ -472,7 +476,7 @@ pub fn md5(data: &[u8]) -> [u8; 16] {
 /// The checksum of a whole body with `alg` (no MD5).
 pub fn checksum(alg: ChecksumAlgorithm, data: &[u8]) -> Digest {
     let mut h = Hasher::new(alg);
-    h.update(data);
+    crate::source::for_each_prefetched(data, STEP, |step| h.update(step));
     h.finish()
 }
 

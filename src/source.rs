@@ -6,7 +6,8 @@
 //! parts into the page cache before they are hashed. The pages stay in the kernel's page cache:
 //! nothing is read twice unless the kernel itself evicted them meanwhile.
 //!
-//! This module holds tally's only `unsafe` code: the mapping, and releasing its pages.
+//! This module holds tally's only `unsafe` code: the mapping, releasing its pages, and the
+//! prefetch hints of [`for_each_prefetched`].
 
 use std::fs::File;
 use std::ops::Range;
@@ -322,8 +323,71 @@ fn io_why(e: &std::io::Error) -> String {
     }
 }
 
+/// Walks `data` in steps of `step` bytes, calling `f` on each, after asking the CPU to start
+/// loading the step after next (a software prefetch: a hint, no read). Hashing is bound by memory,
+/// not arithmetic, for bytes that come from RAM (the page cache): on this 2-core VM, SHA-256 in
+/// 64 KiB steps over a 256 MiB buffer took 0.94 CPU-s per GiB without and 0.65 with this (a build
+/// running on the other core; 0.52 over bytes already in cache): the hardware's own prefetcher
+/// does not run far enough ahead of SHA-NI.
+pub(crate) fn for_each_prefetched(data: &[u8], step: usize, mut f: impl FnMut(&[u8])) {
+    let mut pos = 0;
+    while pos < data.len() {
+        let end = (pos + step).min(data.len());
+        let ahead = (end + step).min(data.len());
+        prefetch(&data[ahead..(ahead + step).min(data.len())]);
+        f(&data[pos..end]);
+        pos = end;
+    }
+}
+
+/// Asks the CPU to bring `bytes` into its caches (nothing on other architectures).
+#[inline]
+fn prefetch(bytes: &[u8]) {
+    #[cfg(target_arch = "x86_64")]
+    for line in bytes.chunks(64) {
+        // SAFETY: `_mm_prefetch` is only a hint: it reads nothing Rust can observe and never
+        // faults, whatever the address; this one points into a live slice anyway. Its target
+        // feature, SSE, is part of the x86_64 baseline every Rust x86_64 target enables.
+        unsafe {
+            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                line.as_ptr().cast::<i8>(),
+            );
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = bytes;
+}
+
 #[cfg(test)]
 mod tests {
+    /// Every byte is handed over once, in order, in steps of at most `step`, whatever the length.
+    #[test]
+    fn the_prefetched_walk_hands_over_every_byte_once_in_order() {
+        let data: Vec<u8> = (0..300_001u32).map(|i| (i % 251) as u8).collect();
+        for len in [
+            0, 1, 63, 64, 65_535, 65_536, 65_537, 131_072, 200_000, 300_001,
+        ] {
+            for step in [1, 64, 4096, 65_536] {
+                if step == 1 && len > 70_000 {
+                    continue;
+                }
+                let mut seen = Vec::with_capacity(len);
+                let mut steps = 0;
+                super::for_each_prefetched(&data[..len], step, |s| {
+                    assert!(
+                        !s.is_empty() && s.len() <= step,
+                        "{len}/{step}: {}",
+                        s.len()
+                    );
+                    seen.extend_from_slice(s);
+                    steps += 1;
+                });
+                assert_eq!(seen, &data[..len], "{len}/{step}");
+                assert_eq!(steps, len.div_ceil(step), "{len}/{step}");
+            }
+        }
+    }
+
     use super::*;
     use std::io::Write as _;
 
