@@ -521,6 +521,57 @@ mod tests {
         .unwrap();
     }
 
+    /// `tally upload ROOT s3://bkt/p/` through `fake` (5 MiB parts, SHA-256, the state under
+    /// `state`): its report and every file's line.
+    async fn upload_card(
+        fake: &crate::s3::fake::FakeS3,
+        state: &std::path::Path,
+        root: &std::path::Path,
+    ) -> (TreeReport, Vec<FileLine>) {
+        let mut base = UploadConfig::new(
+            root.join("any"),
+            "s3://bkt/p/x",
+            5 * crate::plan::MIB,
+            4,
+            crate::hash::ChecksumAlgorithm::Sha256,
+        )
+        .unwrap();
+        base.resume.state_dir = Some(state.join("state"));
+        let cfg = TreeConfig {
+            root: root.to_owned(),
+            prefix: ObjectUrl {
+                bucket: "bkt".into(),
+                key: "p/".into(),
+            },
+            base,
+            walk: WalkOptions::default(),
+            mhl: false,
+        };
+        let cancel = CancellationToken::new();
+        let lines = std::sync::Mutex::new(Vec::<FileLine>::new());
+        let on_line = |l: &FileLine| lines.lock().unwrap().push(l.clone());
+        let report = upload_tree(fake, &cfg, &crate::progress::Silent, &cancel, &on_line)
+            .await
+            .unwrap();
+        (report, lines.into_inner().unwrap())
+    }
+
+    /// Where a tree file's manifest is kept (the default state directory: it is named after the
+    /// file and its destination).
+    fn manifest_of(
+        fake: &crate::s3::fake::FakeS3,
+        root: &std::path::Path,
+        rel: &str,
+    ) -> std::path::PathBuf {
+        crate::manifest::default_path(
+            &crate::manifest::state_dir().unwrap(),
+            &std::fs::canonicalize(root.join(rel)).unwrap(),
+            &crate::s3::MultipartWrite::endpoint_label(fake),
+            "bkt",
+            &format!("p/{rel}"),
+        )
+    }
+
     #[tokio::test(flavor = "multi_thread")]
     async fn the_history_check_rides_the_uploads_one_read_and_a_mismatch_leaves_nothing() {
         // Two files as their history recorded them (one multipart, one single PUT), the same two
@@ -548,33 +599,8 @@ mod tests {
             std::fs::write(root.join(rel), &on_disk).unwrap();
         }
         history(&root, &recorded);
-        let mut base = UploadConfig::new(
-            root.join("clip.mov"),
-            "s3://bkt/p/x",
-            5 * crate::plan::MIB,
-            4,
-            crate::hash::ChecksumAlgorithm::Sha256,
-        )
-        .unwrap();
-        base.resume.state_dir = Some(dir.path().join("state"));
-        let cfg = TreeConfig {
-            root: root.clone(),
-            prefix: ObjectUrl {
-                bucket: "bkt".into(),
-                key: "p/".into(),
-            },
-            base,
-            walk: WalkOptions::default(),
-            mhl: false,
-        };
         let fake = crate::s3::fake::FakeS3::default();
-        let cancel = CancellationToken::new();
-        let lines = std::sync::Mutex::new(Vec::<FileLine>::new());
-        let on_line = |l: &FileLine| lines.lock().unwrap().push(l.clone());
-        let report = upload_tree(&fake, &cfg, &crate::progress::Silent, &cancel, &on_line)
-            .await
-            .unwrap();
-        let lines = lines.into_inner().unwrap();
+        let (report, lines) = upload_card(&fake, dir.path(), &root).await;
         for (rel, bytes, changed) in &files {
             assert_eq!(
                 crate::source::opens::of(&root.join(rel)),
@@ -606,13 +632,7 @@ mod tests {
         );
         // Where the aborted upload's manifest was (the default state directory: a tree file's
         // manifest is named after its source and destination).
-        let manifest = crate::manifest::default_path(
-            &crate::manifest::state_dir().unwrap(),
-            &std::fs::canonicalize(root.join("take2.mov")).unwrap(),
-            &crate::s3::MultipartWrite::endpoint_label(&fake),
-            "bkt",
-            "p/take2.mov",
-        );
+        let manifest = manifest_of(&fake, &root, "take2.mov");
         assert!(
             !manifest.exists(),
             "no manifest left claiming the aborted upload: {}",
@@ -643,34 +663,9 @@ mod tests {
         let mut on_disk = bytes.clone();
         on_disk[bytes.len() / 2] ^= 1;
         std::fs::write(root.join("take2.mov"), &on_disk).unwrap();
-        let mut base = UploadConfig::new(
-            root.join("take2.mov"),
-            "s3://bkt/p/x",
-            5 * crate::plan::MIB,
-            4,
-            crate::hash::ChecksumAlgorithm::Sha256,
-        )
-        .unwrap();
-        base.resume.state_dir = Some(dir.path().join("state"));
-        let cfg = TreeConfig {
-            root: root.clone(),
-            prefix: ObjectUrl {
-                bucket: "bkt".into(),
-                key: "p/".into(),
-            },
-            base,
-            walk: WalkOptions::default(),
-            mhl: false,
-        };
         let fake = crate::s3::fake::FakeS3::default();
         fake.refuse_aborts();
-        let cancel = CancellationToken::new();
-        let lines = std::sync::Mutex::new(Vec::<FileLine>::new());
-        let on_line = |l: &FileLine| lines.lock().unwrap().push(l.clone());
-        let report = upload_tree(&fake, &cfg, &crate::progress::Silent, &cancel, &on_line)
-            .await
-            .unwrap();
-        let lines = lines.into_inner().unwrap();
+        let (report, lines) = upload_card(&fake, dir.path(), &root).await;
         let line = lines.iter().find(|l| l.rel == "take2.mov").unwrap();
         let reason = line.reason.as_deref().unwrap_or_default();
         assert!(
@@ -680,13 +675,7 @@ mod tests {
         assert_ne!(report.exit_code, 0);
         assert_eq!(fake.object("p/take2.mov"), None, "not completed");
         assert_eq!(fake.uploads_in_progress(), 1, "the abort failed");
-        let manifest = crate::manifest::default_path(
-            &crate::manifest::state_dir().unwrap(),
-            &std::fs::canonicalize(root.join("take2.mov")).unwrap(),
-            &crate::s3::MultipartWrite::endpoint_label(&fake),
-            "bkt",
-            "p/take2.mov",
-        );
+        let manifest = manifest_of(&fake, &root, "take2.mov");
         assert!(
             manifest.exists(),
             "the manifest of the upload left open is kept: {}",
