@@ -136,17 +136,18 @@ pub fn run(cli: Cli) -> i32 {
             out.finish(result.map(|r| (print_hash(&r), r)))
         }
         Command::Md5(args) => {
-            let result = runtime.block_on(async {
-                let target = ObjectUrl::parse(&args.target)?;
-                let s3 = SdkS3::connect(&args.connection.to_connection()).await?;
+            let (target, conn) = (args.target.clone(), args.connection.to_connection());
+            let opts = Md5Options {
+                state: args.state.clone(),
+                time_limit: args.time_limit,
+                tag: args.tag.clone(),
+                force_read: false,
+            };
+            let result = on_workers(&runtime, async move {
+                let target = ObjectUrl::parse(&target)?;
+                let s3 = SdkS3::connect(&conn).await?;
                 let cancel = CancellationToken::new();
                 watch_signals(cancel.clone());
-                let opts = Md5Options {
-                    state: args.state.clone(),
-                    time_limit: args.time_limit,
-                    tag: args.tag.clone(),
-                    force_read: false,
-                };
                 remote_md5::remote_md5(&s3, &target, &opts, &cancel).await
             });
             let code = match &result {
@@ -959,6 +960,18 @@ impl Sequences {
 /// `tally hash DIR`: a line per file in S3 key order as soon as it and those before it are hashed
 /// (text on stdout; skipped entries on stderr), then a summary with the sequences; exit 2 if any
 /// entry could not be hashed.
+/// Runs `f` as a task on the runtime's worker threads, not on this one: the tasks of its
+/// connections wake it at every piece of a body, and a task woken from its own worker thread
+/// runs there next, where waking this thread costs a thread switch each time.
+fn on_workers<T: Send + 'static>(
+    runtime: &tokio::runtime::Runtime,
+    f: impl std::future::Future<Output = T> + Send + 'static,
+) -> T {
+    runtime
+        .block_on(runtime.spawn(f))
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+}
+
 fn hash_dir(args: &HashArgs, out: &Output, runtime: &tokio::runtime::Runtime) -> i32 {
     let walk = parse_hash_args(args.part_size)
         .and_then(|()| args.tree.walk_options())

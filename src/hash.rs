@@ -788,7 +788,7 @@ mod tests {
     async fn the_md5_worker_snapshots_and_resumes_to_the_md5_of_everything_fed() {
         // RFC 1321's test vector for "abc...z", split across feeds and a snapshot.
         let text = b"abcdefghijklmnopqrstuvwxyz";
-        let w = SequentialMd5::start(2);
+        let mut w = SequentialMd5::start(2);
         w.feed(bytes::Bytes::from_static(&text[..10])).await;
         w.feed(bytes::Bytes::from_static(&text[10..20])).await;
         let state = w.snapshot().await.expect("the worker runs");
@@ -797,7 +797,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(hex(&whole), "c3fcd3d76192e4007dfb496cca67e13b");
-        let resumed = SequentialMd5::resume(state, 1);
+        let mut resumed = SequentialMd5::resume(state, 1);
         resumed.feed(bytes::Bytes::from_static(&text[20..])).await;
         let again = tokio::task::spawn_blocking(move || resumed.finish())
             .await

@@ -3,7 +3,10 @@
 //! ([`SequentialMd5`]: `tally md5`). An upload's whole-file hashes do not use it: they are fed in
 //! the part checksum's own chunk loop (`upload/send.rs`, [`super::hash_part_and_file`]).
 //!
-//! The queue holds at most `depth` messages, so the producer can run only that far ahead of the
+//! Bytes are handed over in batches of about [`BATCH`] bytes, not in the transport's pieces: the
+//! hasher thread then sleeps and wakes (and wakes the producer) once per batch. Handed over piece
+//! by piece, a 4 GiB `tally md5` made 73,000 voluntary context switches on 2 cores.
+//! The queue holds at most `depth` batches, so the producer can run only that far ahead of the
 //! hasher: memory stays bounded whatever the object's size.
 //! [`Sequential::snapshot`] returns the hasher's state after every byte fed so far (the queue is
 //! in order), for saving and resuming later ([`Sequential::resume`]).
@@ -37,14 +40,20 @@ impl Feed for Md5 {
 pub struct Sequential<H: Feed> {
     tx: tokio::sync::mpsc::Sender<Msg<H>>,
     worker: std::thread::JoinHandle<H>,
+    /// Bytes fed and not yet handed over (under [`BATCH`]).
+    batch: Vec<bytes::Bytes>,
+    batched: usize,
 }
+
+/// Bytes handed to the hasher thread at a time.
+const BATCH: usize = 1024 * 1024;
 
 /// The MD5 worker of `tally md5` and the read-back.
 pub type SequentialMd5 = Sequential<Md5>;
 
 #[derive(Debug)]
 enum Msg<H> {
-    Data(bytes::Bytes),
+    Data(Vec<bytes::Bytes>),
     Snapshot(tokio::sync::oneshot::Sender<H>),
 }
 
@@ -63,8 +72,8 @@ impl<H: Feed + Clone> Sequential<H> {
             let mut h = hasher;
             while let Some(msg) = rx.blocking_recv() {
                 match msg {
-                    Msg::Data(b) => {
-                        for chunk in b.chunks(CHUNK) {
+                    Msg::Data(batch) => {
+                        for chunk in batch.iter().flat_map(|b| b.chunks(CHUNK)) {
                             h.feed(chunk);
                         }
                     }
@@ -75,18 +84,38 @@ impl<H: Feed + Clone> Sequential<H> {
             }
             h
         });
-        Sequential { tx, worker }
+        Sequential {
+            tx,
+            worker,
+            batch: Vec::new(),
+            batched: 0,
+        }
     }
 
     /// Queues the next bytes (in order); waits while the queue is full.
-    pub async fn feed(&self, bytes: bytes::Bytes) {
+    pub async fn feed(&mut self, bytes: bytes::Bytes) {
+        self.batched += bytes.len();
+        self.batch.push(bytes);
+        if self.batched >= BATCH {
+            self.hand_over().await;
+        }
+    }
+
+    /// Sends the bytes batched so far to the worker.
+    async fn hand_over(&mut self) {
+        if self.batch.is_empty() {
+            return;
+        }
+        self.batched = 0;
+        let batch = std::mem::take(&mut self.batch);
         // The worker only stops when the sender is dropped (or if it panicked, which `finish`
         // reports), so a failed send loses nothing that could still be hashed.
-        let _ = self.tx.send(Msg::Data(bytes)).await;
+        let _ = self.tx.send(Msg::Data(batch)).await;
     }
 
     /// The hasher's state after every byte fed so far; `None` if the worker is gone (a bug).
-    pub async fn snapshot(&self) -> Option<H> {
+    pub async fn snapshot(&mut self) -> Option<H> {
+        self.hand_over().await;
         let (reply, state) = tokio::sync::oneshot::channel();
         self.tx.send(Msg::Snapshot(reply)).await.ok()?;
         state.await.ok()
@@ -94,6 +123,9 @@ impl<H: Feed + Clone> Sequential<H> {
 
     /// Waits for the hasher to finish and returns its output (call from a blocking context).
     pub fn finish(self) -> H::Output {
+        if !self.batch.is_empty() {
+            let _ = self.tx.blocking_send(Msg::Data(self.batch));
+        }
         drop(self.tx);
         self.worker
             .join()

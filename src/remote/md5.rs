@@ -35,9 +35,9 @@ use crate::remote::tags::{TagOutcome, tag_md5};
 use crate::retry::Policy;
 use crate::s3::{ETag, HeadInfo, S3Api};
 
-/// Bodies (as the transport delivers them, a few KiB to a few hundred KiB each) queued for the MD5
-/// worker beyond the reader's window.
-const MD5_QUEUE: usize = 64;
+/// Batches of about a MiB queued for the MD5 worker beyond
+/// the reader's window.
+const MD5_QUEUE: usize = 16;
 /// Save the state after at least this many bytes...
 const CHECKPOINT_BYTES: u64 = 256 * 1024 * 1024;
 /// ...or this much time, whichever comes first (a checkpoint is one small fsync'd file).
@@ -264,7 +264,7 @@ pub(crate) async fn hash_stretch<C: S3Api>(
     cancel: &CancellationToken,
 ) -> Result<Option<[u8; 16]>, Error> {
     let from = saved.offset;
-    let md5 = SequentialMd5::resume(hasher, MD5_QUEUE);
+    let mut md5 = SequentialMd5::resume(hasher, MD5_QUEUE);
     let pin = Pinned {
         etag: head.etag.clone(),
         version_id: head.version_id.clone(),
@@ -294,6 +294,11 @@ pub(crate) async fn hash_stretch<C: S3Api>(
         // The time limit stops a run only between pieces and once it has hashed something: every
         // run progresses.
         let limit = stop_at.filter(|_| between && offset > from);
+        // A limit already passed stops the run now: a sleep registered with the timer would only
+        // fire once this task yields, and feeding the worker seldom makes it yield.
+        if limit.is_some_and(|d| Instant::now() >= d) {
+            break Ok(false);
+        }
         let next = tokio::select! {
             biased;
             () = cancel.cancelled() => break Ok(false),
@@ -319,7 +324,7 @@ pub(crate) async fn hash_stretch<C: S3Api>(
                     && (offset - last_save.0 >= CHECKPOINT_BYTES
                         || last_save.1.elapsed() >= CHECKPOINT_EVERY)
                 {
-                    checkpoint(&md5, saved, offset, save_to).await?;
+                    checkpoint(&mut md5, saved, offset, save_to).await?;
                     last_save = (offset, Instant::now());
                 }
             }
@@ -333,13 +338,13 @@ pub(crate) async fn hash_stretch<C: S3Api>(
         Err(e @ (Error::ObjectChanged { .. } | Error::Internal(_))) => return Err(e),
         Err(e) => {
             if offset > saved.offset {
-                checkpoint(&md5, saved, offset, save_to).await?;
+                checkpoint(&mut md5, saved, offset, save_to).await?;
             }
             return Err(e);
         }
     };
     if !finished {
-        checkpoint(&md5, saved, offset, save_to).await?;
+        checkpoint(&mut md5, saved, offset, save_to).await?;
         return Ok(None);
     }
     saved.offset = offset;
@@ -349,7 +354,7 @@ pub(crate) async fn hash_stretch<C: S3Api>(
 /// Records the hasher's state after `offset` bytes in `saved` (the worker has them all: its queue
 /// is in order) and writes it to `save_to`, if given.
 async fn checkpoint(
-    md5: &SequentialMd5,
+    md5: &mut SequentialMd5,
     saved: &mut SavedState,
     offset: u64,
     save_to: Option<&std::path::Path>,
