@@ -957,9 +957,6 @@ impl Sequences {
     }
 }
 
-/// `tally hash DIR`: a line per file in S3 key order as soon as it and those before it are hashed
-/// (text on stdout; skipped entries on stderr), then a summary with the sequences; exit 2 if any
-/// entry could not be hashed.
 /// Runs `f` as a task on the runtime's worker threads, not on this one: the tasks of its
 /// connections wake it at every piece of a body, and a task woken from its own worker thread
 /// runs there next, where waking this thread costs a thread switch each time.
@@ -972,6 +969,9 @@ fn on_workers<T: Send + 'static>(
         .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
 }
 
+/// `tally hash DIR`: a line per file in S3 key order as soon as it and those before it are hashed
+/// (text on stdout; skipped entries on stderr), then a summary with the sequences; exit 2 if any
+/// entry could not be hashed.
 fn hash_dir(args: &HashArgs, out: &Output, runtime: &tokio::runtime::Runtime) -> i32 {
     let walk = parse_hash_args(args.part_size)
         .and_then(|()| args.tree.walk_options())

@@ -35,8 +35,7 @@ use crate::remote::tags::{TagOutcome, tag_md5};
 use crate::retry::Policy;
 use crate::s3::{ETag, HeadInfo, S3Api};
 
-/// Batches of about a MiB queued for the MD5 worker beyond
-/// the reader's window.
+/// Batches of about a MiB queued for the MD5 worker beyond the reader's window.
 const MD5_QUEUE: usize = 16;
 /// Save the state after at least this many bytes...
 const CHECKPOINT_BYTES: u64 = 256 * 1024 * 1024;
