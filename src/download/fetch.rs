@@ -254,7 +254,9 @@ impl Sink {
                 .take()
                 .expect("a hasher is idle when nothing is pending"),
         };
-        if !filling.data().is_empty() {
+        if filling.data().is_empty() {
+            self.file.give(Some(filling));
+        } else {
             let last;
             (h, last) = self.finish(self.flush(filling, h)).await?;
             self.file.give(last);

@@ -92,7 +92,9 @@ impl<H: Feed + Clone> Sequential<H> {
         }
     }
 
-    /// Queues the next bytes (in order); waits while the queue is full.
+    /// Queues the next bytes (in order); waits while the queue is full. Not cancel-safe: a batch
+    /// being handed over when the future is dropped is lost, so await it to the end (never in a
+    /// `select!` branch), as with [`Sequential::snapshot`].
     pub async fn feed(&mut self, bytes: bytes::Bytes) {
         self.batched += bytes.len();
         self.batch.push(bytes);
