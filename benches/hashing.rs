@@ -115,7 +115,7 @@ fn from_memory(c: &mut Criterion) {
         })
     });
     // The same, with the copy the kernel's: each byte written to a loopback TCP socket whose
-    // other end a thread reads and drops (its CPU is counted too: compare the two rows).
+    // other end a thread reads and drops (wall time, as every row: that thread runs beside it).
     let (mut tx, sink) = loopback();
     use std::io::Write as _;
     g.bench_function("SHA-256 of a part, then it into a socket", |b| {

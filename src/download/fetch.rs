@@ -270,7 +270,7 @@ impl Sink {
 
     /// Hashes `block` and writes it at its offsets, on one blocking thread: one handoff per
     /// block. Hashing it on the CPU pool while another thread wrote it took three, and the pool's
-    /// threads spun between jobs of a MiB: on 2 cores shared with the server that was 10% more
+    /// threads spun between jobs of a MiB: on 2 cores shared with the server that was 3-10% more
     /// CPU and 38,000 involuntary context switches for 4 GiB, against 8,000. The hashing threads
     /// are bounded by the parts in flight (the byte budget), not by the cores.
     fn flush(&self, block: Block, mut h: RangeHasher) -> Pending {
