@@ -15,7 +15,8 @@
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use rayon::prelude::*;
-use tally::hash::{ChecksumAlgorithm, RangeHasher, checksum, hash_part};
+use tally::hash::{RangeHasher, checksum, hash_part};
+use tally::vocab::ChecksumAlgorithm;
 
 const ALGS: [ChecksumAlgorithm; 5] = [
     ChecksumAlgorithm::Sha256,

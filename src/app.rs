@@ -8,7 +8,6 @@ use crate::cli::{
     Cli, Command, DownloadArgs, HashArgs, OutputArgs, ShardCommand, TreeArgs, UploadArgs,
     VerifyArgs,
 };
-use crate::config::ObjectUrl;
 use crate::download::{self, DownloadOptions, DownloadReport};
 use crate::error::{EXIT_ERROR, EXIT_MISMATCH, EXIT_OK, EXIT_UNFINISHED, Error};
 use crate::hashfile::{self, HashReport, TreeLine};
@@ -22,6 +21,7 @@ use crate::upload::tree::TreeConfig;
 use crate::upload::{self, Check, Method, UploadReport};
 use crate::uploads::{self, Aborted, UploadInfo};
 use crate::verify::{self, Verdict, VerifyOptions, VerifyReport};
+use crate::vocab::ObjectUrl;
 
 /// Runs `cli` to completion and returns the process exit code.
 pub fn run(cli: Cli) -> i32 {
@@ -409,7 +409,7 @@ async fn upload_tree(args: &UploadArgs, out: &Output) -> i32 {
     };
     let s3 = match SdkS3::connect(&args.connection.to_connection()).await {
         Ok(s) => s,
-        Err(e) => return out.finish::<()>(Err(e)),
+        Err(e) => return out.finish::<()>(Err(e.into())),
     };
     let cancel = CancellationToken::new();
     watch_signals(cancel.clone());
@@ -656,7 +656,7 @@ async fn download_tree(args: &DownloadArgs, out: &Output) -> i32 {
         if report.complete {
             // A tree carrying an ASC MHL history is checked against it once it is all here.
             let state = if args.mhl {
-                Some(crate::manifest::state_dir()?)
+                Some(crate::state::manifests_from_env()?)
             } else {
                 None
             };
@@ -891,7 +891,7 @@ fn human_bytes(n: u64) -> String {
 }
 
 fn parse_hash_args(part_size: u64) -> Result<(), Error> {
-    if (crate::plan::MIN_PART_SIZE..=crate::plan::MAX_PART_SIZE).contains(&part_size) {
+    if (crate::vocab::MIN_PART_SIZE..=crate::vocab::MAX_PART_SIZE).contains(&part_size) {
         Ok(())
     } else {
         Err(Error::Usage(format!(

@@ -4,16 +4,17 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::{
-    Connection, DEFAULT_CONCURRENCY, ObjectSettings, ResumeOptions, StorageClass, UploadConfig,
-};
+use crate::config::{DEFAULT_CONCURRENCY, ResumeOptions, UploadConfig};
 use crate::error::Error;
-use crate::hash::{ChecksumAlgorithm, FileHashFormat};
+use crate::hash::FileHashFormat;
+use crate::s3::Connection;
+use crate::vocab::ChecksumAlgorithm;
+use crate::vocab::{ObjectSettings, StorageClass};
 
 /// The formats `--file-hash` takes, as one comma-separated value (an alias: clap would read a
 /// `Vec` as repeated values).
 pub type FileHashList = Vec<FileHashFormat>;
-use crate::plan::parse_size;
+use crate::vocab::{parse_duration, parse_size};
 
 macro_rules! exit_codes {
     () => {
@@ -422,24 +423,6 @@ pub struct AbortArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub output: OutputArgs,
-}
-
-/// Parses `500ms`, `90s`, `15m`, `36h`, `7d`.
-pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
-    let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (n, unit) = t.split_at(split);
-    let bad = || format!("'{text}' is not a duration: write e.g. 500ms, 90s, 15m, 36h or 7d");
-    let n: u64 = n.parse().map_err(|_| bad())?;
-    let ms: u64 = match unit {
-        "ms" => 1,
-        "s" => 1000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        "d" => 86_400_000,
-        _ => return Err(bad()),
-    };
-    Ok(std::time::Duration::from_millis(n.saturating_mul(ms)))
 }
 
 /// Flags shared by every command that talks to S3.

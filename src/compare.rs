@@ -11,6 +11,7 @@
 use serde::Serialize;
 
 use crate::error::Error;
+use crate::vocab::EtagKind;
 
 /// The outcome of one comparison between a local value and what S3 reported.
 ///
@@ -58,44 +59,12 @@ impl Check {
     }
 }
 
-/// What an object's ETag is, given its server-side encryption.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum EtagKind {
-    /// The MD5 of the content (one PutObject), or of the parts' MD5s with `-N` (multipart).
-    #[default]
-    Md5,
-    /// Under SSE-KMS (`aws:kms`, `aws:kms:dsse`): opaque, not an MD5.
-    Kms,
-    /// Under SSE-C: opaque, not an MD5.
-    SseC,
-}
-
-impl EtagKind {
-    /// The kind of ETag an object has: `sse` is `x-amz-server-side-encryption` (`AES256`,
-    /// `aws:kms`, `aws:kms:dsse`), `sse_c` whether a customer key encrypts it.
-    pub fn of(sse: Option<&str>, sse_c: bool) -> EtagKind {
-        if sse_c {
-            EtagKind::SseC
-        } else if sse.is_some_and(|s| s.starts_with("aws:kms")) {
-            EtagKind::Kms
-        } else {
-            EtagKind::Md5
-        }
-    }
-
-    /// Whether the ETag can be compared with an MD5 computed locally.
-    pub fn is_md5(self) -> bool {
-        self == EtagKind::Md5
-    }
-
-    /// The outcome for an ETag that cannot be compared, or `None` when it can.
-    fn not_comparable(self) -> Option<Check> {
-        match self {
-            EtagKind::Md5 => None,
-            EtagKind::Kms => Some(Check::NotComparableKms),
-            EtagKind::SseC => Some(Check::NotComparableSseC),
-        }
+/// The outcome for an ETag of `kind` that cannot be compared, or `None` when it can.
+fn not_comparable(kind: EtagKind) -> Option<Check> {
+    match kind {
+        EtagKind::Md5 => None,
+        EtagKind::Kms => Some(Check::NotComparableKms),
+        EtagKind::SseC => Some(Check::NotComparableSseC),
     }
 }
 
@@ -122,7 +91,7 @@ pub fn checksum(local: &str, reported: Option<&str>) -> Check {
 /// Compares an ETag S3 reported (quoted or not) with the local one (unquoted hex, `-N` for a
 /// multipart object; `None` when no MD5 was computed), unless encryption makes it no MD5.
 pub fn etag(local: Option<&str>, reported: Option<&str>, kind: EtagKind) -> Check {
-    if let Some(c) = kind.not_comparable() {
+    if let Some(c) = not_comparable(kind) {
         return c;
     }
     let Some(local) = local else {

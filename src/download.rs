@@ -34,7 +34,6 @@ use std::time::Instant;
 use futures::TryStreamExt as _;
 use serde::Serialize;
 
-use crate::config::ObjectUrl;
 use crate::engine::{Engine, Limits};
 use crate::error::Error;
 use crate::exec::blocking;
@@ -43,6 +42,7 @@ use crate::progress::Progress;
 use crate::remote::facts::{Method, remote_facts};
 use crate::s3::S3Api;
 use crate::verify::{self, Compared, Verdict, VerifyOptions};
+use crate::vocab::ObjectUrl;
 
 use self::fetch::{Ctx, Fetched};
 use self::journal::{Header, Journal, PartLine};
@@ -545,11 +545,12 @@ mod tests {
 
     use super::*;
     use crate::error::EXIT_MISMATCH;
-    use crate::hash::{self, ChecksumAlgorithm, ChecksumType};
+    use crate::hash;
     use crate::progress::Silent;
     use crate::s3::fake::FakeS3;
     use crate::s3::tamper::Tamper;
     use crate::s3::{CompletedPart, MultipartWrite as _};
+    use crate::vocab::{ChecksumAlgorithm, ChecksumType};
 
     fn url(key: &str) -> ObjectUrl {
         ObjectUrl::parse(&format!("s3://bkt/{key}")).unwrap()
@@ -568,7 +569,7 @@ mod tests {
             alg,
             Bytes::copy_from_slice(body),
             &hash::hash_part(alg, true, body),
-            &crate::config::ObjectSettings::default(),
+            &crate::vocab::ObjectSettings::default(),
         )
         .await
         .unwrap();
@@ -584,7 +585,7 @@ mod tests {
         let obj = url(key);
         let kind = alg.multipart_type();
         let id = s3
-            .create_multipart(&obj, alg, kind, &crate::config::ObjectSettings::default())
+            .create_multipart(&obj, alg, kind, &crate::vocab::ObjectSettings::default())
             .await
             .unwrap();
         let mut parts = Vec::new();

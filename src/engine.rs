@@ -26,13 +26,15 @@ use bytes::Bytes;
 use futures::{Stream, StreamExt as _, TryStreamExt as _, stream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::config::{ObjectSettings, ObjectUrl};
-use crate::error::{Error, S3Error};
-use crate::hash::{ChecksumAlgorithm, ChecksumType, PartHash};
+use crate::error::Error;
+use crate::s3::S3Error;
 use crate::s3::{
-    CompletedPart, ETag, HeadInfo, HeldPart, InProgress, MultipartWrite, ObjectAttributes,
-    ObjectRead, RangeBody, S3Api, Tagging, WriteReply,
+    CompletedPart, HeadInfo, HeldPart, InProgress, MultipartWrite, ObjectAttributes, ObjectRead,
+    RangeBody, S3Api, Tagging, WriteReply,
 };
+use crate::vocab::ETag;
+use crate::vocab::{ChecksumAlgorithm, ChecksumType, PartHash};
+use crate::vocab::{ObjectSettings, ObjectUrl};
 
 /// The byte budget is counted in KiB, so that a semaphore's `u32` acquisitions cover 5 GiB parts.
 const UNIT: u64 = 1024;

@@ -4,13 +4,11 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::error::Error;
-use crate::hash::{
-    self, ChecksumAlgorithm, ChecksumType, FileHashFormat, FileHasher, FileHashes, ObjectChecksum,
-    PartHash,
-};
+use crate::hash::{self, FileHashFormat, FileHasher, FileHashes, ObjectChecksum};
 use crate::plan::Plan;
 use crate::source::Source;
 use crate::tree::{Found, Walk};
+use crate::vocab::{ChecksumAlgorithm, ChecksumType, PartHash};
 
 /// One part's hashes.
 #[derive(Debug, Clone, Serialize)]
@@ -96,7 +94,7 @@ pub fn hash_file(
     Ok(HashReport {
         file: src.path().display().to_string(),
         size: src.len(),
-        md5: hash::hex(&md5),
+        md5: crate::vocab::hex(&md5),
         method,
         part_size: plan.part_size(),
         parts: parts

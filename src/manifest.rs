@@ -12,7 +12,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead as _, BufReader, Write as _};
-use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -49,16 +49,16 @@ pub struct Header {
     /// Part size in bytes (after growing to fit 10,000 parts).
     pub part_size: u64,
     /// Checksum algorithm (stored by its S3 name).
-    pub checksum: crate::hash::ChecksumAlgorithm,
+    pub checksum: crate::vocab::ChecksumAlgorithm,
     /// The object settings the upload was created with, as given (a content type guessed from
     /// the file name is not stored: the same file gives the same guess). Absent in manifests
     /// written before tally had settings: those uploads had none.
     #[serde(default, skip_serializing_if = "is_default")]
-    pub object: crate::config::ObjectSettings,
+    pub object: crate::vocab::ObjectSettings,
 }
 
-fn is_default(s: &crate::config::ObjectSettings) -> bool {
-    *s == crate::config::ObjectSettings::default()
+fn is_default(s: &crate::vocab::ObjectSettings) -> bool {
+    *s == crate::vocab::ObjectSettings::default()
 }
 
 /// One part S3 acknowledged.
@@ -75,7 +75,7 @@ pub struct PartRecord {
     /// Its MD5, hex.
     pub md5: String,
     /// The ETag S3 returned.
-    pub etag: crate::s3::ETag,
+    pub etag: crate::vocab::ETag,
 }
 
 /// The object that was completed (kept with `--keep-manifest` as an audit record).
@@ -84,7 +84,7 @@ pub struct CompletedRecord {
     /// The object checksum S3 reported.
     pub checksum: String,
     /// The ETag S3 reported.
-    pub etag: Option<crate::s3::ETag>,
+    pub etag: Option<crate::vocab::ETag>,
     /// The whole file's hashes computed during the upload (`--file-hash`).
     #[serde(default, skip_serializing_if = "crate::hash::FileHashes::is_empty")]
     pub file_hashes: crate::hash::FileHashes,
@@ -282,27 +282,6 @@ impl Lock {
     }
 }
 
-/// Where tally keeps manifests: `$TALLY_STATE_DIR`, else `$XDG_STATE_HOME/tally`, else
-/// `~/.local/state/tally`; created 0700.
-pub fn state_dir() -> Result<PathBuf, Error> {
-    let dir = if let Some(d) = std::env::var_os("TALLY_STATE_DIR") {
-        PathBuf::from(d)
-    } else if let Some(d) = std::env::var_os("XDG_STATE_HOME") {
-        PathBuf::from(d).join("tally")
-    } else if let Some(h) = std::env::var_os("HOME") {
-        PathBuf::from(h).join(".local/state/tally")
-    } else {
-        return Err(Error::Usage(
-            "no state directory for manifests: set TALLY_STATE_DIR or HOME, or pass --manifest PATH"
-                .into(),
-        ));
-    };
-    let manifests = dir.join("manifests");
-    std::fs::create_dir_all(&manifests).map_err(|e| manifest_error(&manifests, &e))?;
-    let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700));
-    Ok(manifests)
-}
-
 /// The default manifest path for uploading `source` (absolute) to `endpoint`/`bucket`/`key`.
 pub fn default_path(dir: &Path, source: &Path, endpoint: &str, bucket: &str, key: &str) -> PathBuf {
     let mut h = Sha256::new();
@@ -315,7 +294,7 @@ pub fn default_path(dir: &Path, source: &Path, endpoint: &str, bucket: &str, key
         h.update((part.len() as u64).to_le_bytes());
         h.update(part);
     }
-    let name = crate::hash::hex(&h.finalize()[..16]);
+    let name = crate::vocab::hex(&h.finalize()[..16]);
     dir.join(format!("{name}.manifest"))
 }
 
@@ -323,7 +302,10 @@ pub fn default_path(dir: &Path, source: &Path, endpoint: &str, bucket: &str, key
 /// elsewhere (`--manifest PATH`).
 pub fn link_path(dir: &Path, manifest: &Path) -> PathBuf {
     let digest = Sha256::digest(manifest.as_os_str().as_encoded_bytes());
-    dir.join(format!("link-{}.manifest", crate::hash::hex(&digest[..16])))
+    dir.join(format!(
+        "link-{}.manifest",
+        crate::vocab::hex(&digest[..16])
+    ))
 }
 
 /// Records in the state directory `dir` where a manifest outside it lives (a symlink).
@@ -377,7 +359,7 @@ pub fn fingerprint(data: &[u8]) -> String {
     ] {
         h.update(&data[start..(start + SAMPLE).min(data.len())]);
     }
-    crate::hash::hex(&h.finalize())
+    crate::vocab::hex(&h.finalize())
 }
 
 fn manifest_error(path: &Path, e: &std::io::Error) -> Error {
@@ -390,6 +372,7 @@ fn manifest_error(path: &Path, e: &std::io::Error) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt as _;
 
     fn header() -> Header {
         Header {
@@ -403,8 +386,8 @@ mod tests {
             endpoint: "aws".into(),
             upload_id: "upload-1".into(),
             part_size: 100 << 20,
-            checksum: crate::hash::ChecksumAlgorithm::Sha256,
-            object: crate::config::ObjectSettings::default(),
+            checksum: crate::vocab::ChecksumAlgorithm::Sha256,
+            object: crate::vocab::ObjectSettings::default(),
         }
     }
 
@@ -415,7 +398,7 @@ mod tests {
             len: 10,
             checksum: format!("c{n}"),
             md5: format!("m{n}"),
-            etag: crate::s3::ETag::new(&format!("e{n}")),
+            etag: crate::vocab::ETag::new(&format!("e{n}")),
         }
     }
 

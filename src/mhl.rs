@@ -164,3 +164,17 @@ impl MhlError {
         )
     }
 }
+
+impl crate::error::DomainError for MhlError {
+    fn exit_code(&self) -> i32 {
+        if self.is_integrity() {
+            crate::error::EXIT_MISMATCH
+        } else {
+            crate::error::EXIT_ERROR
+        }
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}

@@ -4,22 +4,7 @@
 //! than [`MAX_PARTS`] parts; then the part size grows, in whole MiB, just enough to fit.
 
 use crate::error::Error;
-
-/// One mebibyte.
-pub const MIB: u64 = 1024 * 1024;
-/// One gibibyte.
-pub const GIB: u64 = 1024 * MIB;
-/// Smallest part S3 accepts, except for the last part of an upload.
-pub const MIN_PART_SIZE: u64 = 5 * MIB;
-/// Largest part S3 accepts.
-pub const MAX_PART_SIZE: u64 = 5 * GIB;
-/// Most parts one multipart upload may have.
-pub const MAX_PARTS: u64 = 10_000;
-/// Largest object S3 stores: 10,000 parts of 5 GiB (48.8 TiB).
-pub const MAX_OBJECT_SIZE: u64 = MAX_PARTS * MAX_PART_SIZE;
-/// Largest body tally sends in one PutObject. AWS documents 5 GB; a body of exactly 5 GiB has been
-/// seen rejected, so tally stays at the decimal figure and uses multipart above it.
-pub const MAX_SINGLE_PUT: u64 = 5_000_000_000;
+use crate::vocab::{MAX_OBJECT_SIZE, MAX_PART_SIZE, MAX_PARTS, MAX_SINGLE_PUT, MIB, MIN_PART_SIZE};
 
 /// One part of a multipart upload: its 1-based number and byte range in the source.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -128,37 +113,10 @@ impl Plan {
     }
 }
 
-/// Parses a size such as `100MiB`, `5 GiB`, `64M`, `1048576` (binary units; `MB`/`GB` are decimal).
-pub fn parse_size(text: &str) -> Result<u64, String> {
-    let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (digits, unit) = t.split_at(split);
-    let n: u64 = digits.parse().map_err(|_| {
-        format!("'{text}' is not a size: use a number with an optional unit, e.g. 100MiB")
-    })?;
-    let mult = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kib" => 1 << 10,
-        "m" | "mib" => 1 << 20,
-        "g" | "gib" => 1 << 30,
-        "t" | "tib" => 1 << 40,
-        "kb" => 1_000,
-        "mb" => 1_000_000,
-        "gb" => 1_000_000_000,
-        "tb" => 1_000_000_000_000,
-        other => {
-            return Err(format!(
-                "unknown size unit '{other}' in '{text}': use B, KiB, MiB, GiB, TiB (or KB, MB, GB, TB)"
-            ));
-        }
-    };
-    n.checked_mul(mult)
-        .ok_or_else(|| format!("size '{text}' is too large"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::vocab::{GIB, parse_size};
     use proptest::prelude::*;
 
     const TIB: u64 = 1024 * GIB;

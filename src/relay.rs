@@ -35,13 +35,13 @@ use lambda_runtime::LambdaEvent;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::ObjectUrl;
-use crate::error::{Error, S3ErrorKind};
-use crate::hash;
+use crate::error::Error;
 use crate::remote::md5::{Md5Source, hash_stretch, md5_from_hex};
 use crate::remote::md5_state::SavedState;
 use crate::remote::tags::{TagOutcome, tag_md5};
+use crate::s3::S3ErrorKind;
 use crate::s3::{HeadInfo, S3Api};
+use crate::vocab::ObjectUrl;
 
 /// The longest a Lambda invocation can run (15 minutes): a deadline further away than this (and a
 /// minute of slack) is not a real one.
@@ -95,7 +95,7 @@ impl RelayConfig {
         };
         let budget = match var("TALLY_RELAY_BUDGET") {
             None => None,
-            Some(v) => match crate::cli::parse_duration(&v) {
+            Some(v) => match crate::vocab::parse_duration(&v) {
                 Ok(d) if !d.is_zero() => Some(d),
                 _ => {
                     return Err(format!(
@@ -357,7 +357,7 @@ pub async fn hash_step<C: S3Api>(
     let fresh = doc.offset == 0 && doc.state.is_none();
     if let Some(d) = md5_from_hex(&etag).filter(|_| fresh && head.etag_is_md5()) {
         doc.done = true;
-        doc.md5 = Some(hash::hex(&d));
+        doc.md5 = Some(crate::vocab::hex(&d));
         doc.source = Some(Md5Source::Etag);
         doc.offset = head.size;
         return Ok(doc);
@@ -385,7 +385,7 @@ pub async fn hash_step<C: S3Api>(
     match digest {
         Some(d) => {
             doc.done = true;
-            doc.md5 = Some(hash::hex(&d));
+            doc.md5 = Some(crate::vocab::hex(&d));
             doc.state = None;
         }
         None => doc.state = Some(saved.state),
@@ -455,16 +455,17 @@ pub async fn tag_step<C: S3Api>(
 
 #[cfg(test)]
 mod tests {
+    use crate::hash;
     use bytes::Bytes;
     use lambda_runtime::Context;
     use md5::Digest as _;
 
     use super::*;
-    use crate::config::ObjectSettings;
-    use crate::hash::ChecksumAlgorithm;
     use crate::remote::ranged::PIECE;
     use crate::s3::fake::FakeS3;
     use crate::s3::{CompletedPart, MultipartWrite as _};
+    use crate::vocab::ChecksumAlgorithm;
+    use crate::vocab::ObjectSettings;
 
     fn data(len: usize, seed: u64) -> Vec<u8> {
         let mut x = 0x9E37_79B9_7F4A_7C15u64 ^ seed;
@@ -479,7 +480,7 @@ mod tests {
     }
 
     fn md5_hex(b: &[u8]) -> String {
-        hash::hex(&<[u8; 16]>::from(md5::Md5::digest(b)))
+        crate::vocab::hex(&<[u8; 16]>::from(md5::Md5::digest(b)))
     }
 
     /// A multipart object (its ETag is no MD5) in the fake; returns its ETag.

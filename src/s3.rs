@@ -9,14 +9,15 @@ use std::future::Future;
 
 use bytes::Bytes;
 
-use crate::config::{ObjectSettings, ObjectUrl};
-use crate::error::S3Error;
-use crate::hash::{ChecksumAlgorithm, ChecksumType, PartHash};
+use crate::vocab::ETag;
+use crate::vocab::{ChecksumAlgorithm, ChecksumType, PartHash};
+use crate::vocab::{ObjectSettings, ObjectUrl};
 
+mod connection;
 mod create;
 mod endpoint;
+mod error;
 mod errors;
-mod etag;
 #[cfg(any(test, feature = "fake"))]
 pub mod fake;
 mod interceptors;
@@ -26,9 +27,10 @@ mod sdk;
 pub mod tamper;
 mod watch;
 
+pub use connection::{ConnectError, Connection, DEFAULT_TIMEOUT};
 pub use create::create_upload;
 pub use endpoint::{is_local_or_ip, is_loopback, plain_http_warning};
-pub use etag::ETag;
+pub use error::{NetworkCause, S3Error, S3ErrorKind};
 pub use sdk::SdkS3;
 
 /// What S3 answered to a write (PutObject, UploadPart, CompleteMultipartUpload).
@@ -49,7 +51,7 @@ pub struct WriteReply {
 impl WriteReply {
     /// Whether the ETag is an MD5 of the bytes: not under SSE-KMS (or SSE-C, which tally never sends).
     pub fn etag_is_md5(&self) -> bool {
-        crate::compare::EtagKind::of(self.sse.as_deref(), false).is_md5()
+        crate::vocab::EtagKind::of(self.sse.as_deref(), false).is_md5()
     }
 }
 
@@ -155,7 +157,7 @@ pub struct HeadInfo {
 impl HeadInfo {
     /// Whether the ETag is an MD5 of the content (not under SSE-KMS or SSE-C).
     pub fn etag_is_md5(&self) -> bool {
-        crate::compare::EtagKind::of(self.sse.as_deref(), self.sse_c).is_md5()
+        crate::vocab::EtagKind::of(self.sse.as_deref(), self.sse_c).is_md5()
     }
 }
 /// The body of a ranged GET as it arrives, with what the reply said about those bytes.
@@ -225,7 +227,7 @@ pub trait ObjectRead: Send + Sync {
     ) -> impl Future<Output = Result<Bytes, S3Error>> + Send;
 
     /// One page of ListObjectsV2 of `bucket` under `prefix` (the first with `token` None), in key
-    /// order; read a whole listing as a stream with [`crate::remote::listing`].
+    /// order; read a whole listing as a stream with `remote::listing`.
     /// The default answers NotImplemented (test doubles that do not list).
     fn list_page(
         &self,

@@ -28,13 +28,17 @@ pub use slice::{Assigned, assigned};
 
 use std::path::PathBuf;
 
-impl ShardError {
+impl crate::error::DomainError for ShardError {
     /// The exit code: a slice stopped by an integrity failure is one (1); everything else 2.
-    pub fn exit_code(&self) -> i32 {
+    fn exit_code(&self) -> i32 {
         match self {
             ShardError::SliceStopped { source, .. } => source.exit_code(),
             _ => crate::error::EXIT_ERROR,
         }
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
     }
 }
 

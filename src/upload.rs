@@ -320,10 +320,10 @@ pub(crate) fn forget(cfg: &UploadConfig, manifest: &Path) {
 mod tests {
     use super::*;
     use crate::engine::Limits;
-    use crate::hash::ChecksumAlgorithm;
-    use crate::plan::MIB;
     use crate::progress::Silent;
     use crate::s3::fake::FakeS3;
+    use crate::vocab::ChecksumAlgorithm;
+    use crate::vocab::MIB;
     use proptest::prelude::*;
     use std::path::{Path, PathBuf};
 
@@ -540,7 +540,7 @@ mod tests {
         );
         assert_eq!(
             r.file_hashes.get(crate::hash::FileHashFormat::Md5),
-            Some(crate::hash::hex(&md5::Md5::digest(&bytes)).as_str())
+            Some(crate::vocab::hex(&md5::Md5::digest(&bytes)).as_str())
         );
         assert_eq!(fake.object("obj").as_deref(), Some(&bytes[..]));
     }

@@ -4,11 +4,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
-use crate::config::ObjectUrl;
-use crate::error::{Error, S3ErrorKind};
-use crate::hash::ChecksumAlgorithm;
+use crate::error::Error;
 use crate::manifest;
 use crate::s3::MultipartWrite;
+use crate::s3::S3ErrorKind;
+use crate::vocab::ChecksumAlgorithm;
+use crate::vocab::ObjectUrl;
 
 /// One upload in progress, with what tally knows of it locally.
 #[derive(Debug, Clone, Serialize)]
@@ -158,7 +159,7 @@ async fn local_manifests() -> (
     Option<std::path::PathBuf>,
     Vec<(std::path::PathBuf, manifest::Header)>,
 ) {
-    crate::exec::blocking(|| match manifest::state_dir() {
+    crate::exec::blocking(|| match crate::state::manifests_from_env() {
         Ok(d) => {
             let all = manifest::all_in(&d);
             (Some(d), all)
@@ -196,8 +197,9 @@ mod tests {
 
     #[tokio::test]
     async fn lists_and_aborts_uploads_of_a_fake() {
-        use crate::hash::{ChecksumType, hash_part};
+        use crate::hash::hash_part;
         use crate::s3::fake::FakeS3;
+        use crate::vocab::ChecksumType;
         let fake = FakeS3::default();
         let obj = ObjectUrl {
             bucket: "bkt".into(),
@@ -209,7 +211,7 @@ mod tests {
                 &obj,
                 alg,
                 ChecksumType::Composite,
-                &crate::config::ObjectSettings::default(),
+                &crate::vocab::ObjectSettings::default(),
             )
             .await
             .unwrap();

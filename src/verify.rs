@@ -26,15 +26,17 @@ pub use self::prove::{Proof, prove};
 pub use crate::compare::Compared;
 pub use crate::remote::facts::{Method, RemoteFacts};
 
-use crate::config::ObjectUrl;
-use crate::error::{Changed, Error, S3ErrorKind};
+use crate::error::{Changed, Error};
 use crate::exec::{blocking, on_pool};
-use crate::hash::{self, ChecksumAlgorithm, RangeHash};
+use crate::hash::{self, RangeHash};
 use crate::remote::facts::remote_facts;
 use crate::remote::ranged::{Chunk, PIECE, Pinned, RangedReader, Window, pieces};
 use crate::retry::Policy;
 use crate::s3::S3Api;
+use crate::s3::S3ErrorKind;
 use crate::source::Source;
+use crate::vocab::ChecksumAlgorithm;
+use crate::vocab::ObjectUrl;
 
 /// The outcome.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -327,7 +329,7 @@ mod tests {
             alg,
             Bytes::copy_from_slice(&content),
             &hash::hash_part(alg, true, &content),
-            &crate::config::ObjectSettings::default(),
+            &crate::vocab::ObjectSettings::default(),
         )
         .await
         .unwrap();

@@ -4,8 +4,8 @@
 //! `AWS_ENDPOINT_URL` names another (path-style for localhost and IP addresses, as in tally).
 
 use lambda_runtime::{LambdaEvent, service_fn};
-use tally::config::Connection;
 use tally::relay::{self, RelayConfig, RelayDoc};
+use tally::s3::Connection;
 use tally::s3::SdkS3;
 
 #[tokio::main]

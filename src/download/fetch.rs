@@ -8,13 +8,15 @@ use std::sync::Arc;
 
 use futures::StreamExt as _;
 
-use crate::config::ObjectUrl;
-use crate::error::{Changed, Error, S3Error, S3ErrorKind};
+use crate::error::{Changed, Error};
 use crate::hash::{RangeHash, RangeHasher};
 use crate::progress::Progress;
 use crate::remote::ranged::Pinned;
 use crate::retry::Policy;
-use crate::s3::{ETag, ObjectRead, RemoteChecksum};
+use crate::s3::{ObjectRead, RemoteChecksum};
+use crate::s3::{S3Error, S3ErrorKind};
+use crate::vocab::ETag;
+use crate::vocab::ObjectUrl;
 
 use super::dest::io_error;
 use super::partial::{BLOCK, Block, PartialFile};

@@ -16,8 +16,9 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde::{Deserialize, Serialize};
 
-use crate::hash::{ChecksumAlgorithm, Digest, RangeHash};
+use crate::hash::RangeHash;
 use crate::manifest::{decode_line, encode_line};
+use crate::vocab::{ChecksumAlgorithm, Digest};
 
 use super::dest::io_error;
 use crate::error::Error;
@@ -76,7 +77,7 @@ impl PartLine {
             offset,
             len: h.len,
             checksum: h.checksum.as_ref().map(Digest::base64),
-            md5: h.md5.map(|m| crate::hash::hex(&m)),
+            md5: h.md5.map(|m| crate::vocab::hex(&m)),
             checked_alone,
         }
     }

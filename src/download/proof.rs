@@ -10,11 +10,13 @@
 
 use serde::Serialize;
 
-use crate::compare::{self, Check, EtagKind};
-use crate::hash::{self, ChecksumAlgorithm, ChecksumType, RangeHash};
+use crate::compare::{self, Check};
+use crate::hash::RangeHash;
 use crate::remote::facts::RemoteFacts;
 use crate::s3::RemoteChecksum;
 use crate::verify::{Comparison, VerifyOptions};
+use crate::vocab::EtagKind;
+use crate::vocab::{ChecksumAlgorithm, ChecksumType};
 
 /// What one part is compared with when it arrives.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,8 +35,8 @@ impl Against {
     /// The value the part's bytes hash to, in the form this is compared in.
     fn local(&self, h: &RangeHash) -> Option<String> {
         match self {
-            Against::Md5Etag(_) => h.md5.map(|m| hash::hex(&m)),
-            _ => h.checksum.as_ref().map(hash::Digest::base64),
+            Against::Md5Etag(_) => h.md5.map(|m| crate::vocab::hex(&m)),
+            _ => h.checksum.as_ref().map(crate::vocab::Digest::base64),
         }
     }
 

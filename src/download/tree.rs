@@ -13,7 +13,6 @@ use std::time::Instant;
 use futures::TryStreamExt as _;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::ObjectUrl;
 use crate::engine::Engine;
 use crate::error::{EXIT_ERROR, Error};
 use crate::exec::blocking;
@@ -21,6 +20,7 @@ use crate::progress::{Progress, Silent};
 use crate::s3::S3Api;
 use crate::tree::report::{Action, FileLine, TreeReport, stops_everything};
 use crate::tree::{FileEntry, Found};
+use crate::vocab::ObjectUrl;
 
 use super::{DownloadOptions, download_with};
 

@@ -10,11 +10,11 @@ use std::path::Path;
 use futures::StreamExt as _;
 
 use super::session::Session;
-use crate::config::ObjectUrl;
 use crate::error::Error;
 use crate::exec::blocking;
 use crate::tree::report::{Action, FileLine, TreeReport};
 use crate::tree::{Filters, Found, WalkOptions};
+use crate::vocab::ObjectUrl;
 
 /// Files hashed at once.
 const IN_FLIGHT: usize = 4;

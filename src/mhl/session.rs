@@ -31,7 +31,7 @@ use super::hashes::{FileHashes, HashFormat, file_hashes};
 use super::history::{CHAIN, ChainEntry, FOLDER, History};
 use super::ignore::Ignore;
 use super::{Expected, MhlError};
-use crate::config::{ObjectUrl, UploadConfig};
+use crate::config::UploadConfig;
 use crate::engine::Engine;
 use crate::error::{EXIT_ERROR, EXIT_MISMATCH, Error};
 use crate::exec::blocking;
@@ -39,6 +39,7 @@ use crate::progress::Progress;
 use crate::s3::S3Api;
 use crate::tree::FileEntry;
 use crate::tree::report::{Action as LineAction, FileLine};
+use crate::vocab::ObjectUrl;
 
 /// Formats recorded for new files when there is no history to follow.
 pub const DEFAULT_FORMATS: [HashFormat; 1] = [HashFormat::Xxh64];
@@ -685,7 +686,7 @@ fn work_dir(state_dir: &Path, root: &Path, prefix: &ObjectUrl) -> PathBuf {
     }
     state_dir
         .join("mhl")
-        .join(crate::hash::hex(&h.finalize()[..16]))
+        .join(crate::vocab::hex(&h.finalize()[..16]))
 }
 
 fn mtime(ns: i64) -> SystemTime {

@@ -11,11 +11,12 @@ use std::ops::Range;
 use futures::{StreamExt as _, TryStreamExt as _, stream};
 use serde::Serialize;
 
-use crate::compare::EtagKind;
-use crate::config::ObjectUrl;
 use crate::error::Error;
 use crate::remote::ranged::Pinned;
-use crate::s3::{ETag, HeadInfo, ObjectRead, RemoteChecksum};
+use crate::s3::{HeadInfo, ObjectRead, RemoteChecksum};
+use crate::vocab::ETag;
+use crate::vocab::EtagKind;
+use crate::vocab::ObjectUrl;
 
 /// HEAD `?partNumber` requests in flight.
 const HEADS_IN_FLIGHT: usize = 16;

@@ -26,7 +26,7 @@ pub fn objects<'a, C: ObjectRead>(
             }
             if pages >= MAX_PAGES {
                 return Err(Error::s3("ListObjectsV2", None, None)(
-                    crate::error::S3Error::transport(format!(
+                    crate::s3::S3Error::transport(format!(
                         "the listing did not end after {MAX_PAGES} pages"
                     )),
                 ));
@@ -88,10 +88,11 @@ mod tests {
     use bytes::Bytes;
 
     use super::*;
-    use crate::config::{ObjectSettings, ObjectUrl};
-    use crate::hash::{self, ChecksumAlgorithm};
+    use crate::hash;
     use crate::s3::MultipartWrite as _;
     use crate::s3::fake::FakeS3;
+    use crate::vocab::ChecksumAlgorithm;
+    use crate::vocab::{ObjectSettings, ObjectUrl};
 
     #[tokio::test]
     async fn a_paged_listing_merges_with_keys_asked_in_order() {

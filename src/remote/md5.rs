@@ -25,15 +25,17 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::compare;
-use crate::config::ObjectUrl;
-use crate::error::{Changed, Error, S3ErrorKind};
+use crate::error::{Changed, Error};
 use crate::exec::blocking;
-use crate::hash::{self, SequentialMd5};
+use crate::hash::SequentialMd5;
 use crate::remote::md5_state::{self, SavedState};
 use crate::remote::ranged::{PIECE, Pinned, StreamReader, Window, pieces};
 use crate::remote::tags::{TagOutcome, tag_md5};
 use crate::retry::Policy;
-use crate::s3::{ETag, HeadInfo, S3Api};
+use crate::s3::S3ErrorKind;
+use crate::s3::{HeadInfo, S3Api};
+use crate::vocab::ETag;
+use crate::vocab::ObjectUrl;
 
 /// Batches of about a MiB queued for the MD5 worker beyond the reader's window.
 const MD5_QUEUE: usize = 16;
@@ -186,7 +188,7 @@ pub async fn remote_md5<C: S3Api>(
         None => stream_md5(s3, obj, &head, opts, cancel, started, &mut report).await?,
     };
     if let Some(d) = digest {
-        report.md5 = Some(hash::hex(&d));
+        report.md5 = Some(crate::vocab::hex(&d));
         report.md5_base64 = Some(B64.encode(d));
     }
     if let (Some(md5), Some(name)) = (report.md5.clone(), &opts.tag) {
@@ -247,7 +249,7 @@ async fn stream_md5<C: S3Api>(
 
 /// Hashes the object `head` describes from `saved.offset` on, `hasher` holding the MD5 of the
 /// bytes before it: the one loop behind `tally md5` and the serverless relay
-/// ([`crate::relay`]). Stops at the end (`Some(digest)`), or (`None`) at `stop_at` or on `cancel`,
+/// (`tally-md5-relay`). Stops at the end (`Some(digest)`), or (`None`) at `stop_at` or on `cancel`,
 /// but only between pieces and once it has hashed one, so every call progresses. `saved` is kept
 /// current as it goes (offset and hasher state after the last whole piece) and, with `save_to`,
 /// written there regularly, when stopped, and on an error that leaves the object as it was.
@@ -415,12 +417,13 @@ pub async fn read_back<C: S3Api>(
 
 #[cfg(test)]
 mod tests {
+    use crate::hash;
     use bytes::Bytes;
 
     use super::*;
-    use crate::hash::ChecksumAlgorithm;
     use crate::s3::fake::FakeS3;
     use crate::s3::{MultipartWrite as _, ObjectRead as _};
+    use crate::vocab::ChecksumAlgorithm;
 
     fn data(len: usize) -> Vec<u8> {
         let mut x = 0x9E37_79B9_7F4A_7C15u64;
@@ -442,7 +445,7 @@ mod tests {
                 obj,
                 alg,
                 alg.multipart_type(),
-                &crate::config::ObjectSettings::default(),
+                &crate::vocab::ObjectSettings::default(),
             )
             .await
             .unwrap();
@@ -514,7 +517,7 @@ mod tests {
             vec![PIECE, 2 * PIECE, 3 * PIECE],
             "one piece a run"
         );
-        let want = hash::hex(&<[u8; 16]>::from(Md5::digest(&content)));
+        let want = crate::vocab::hex(&<[u8; 16]>::from(Md5::digest(&content)));
         assert_eq!(report.md5.as_deref(), Some(want.as_str()));
         assert_eq!(report.source, Md5Source::Stream);
         assert!(
@@ -553,7 +556,7 @@ mod tests {
         let d = stream_md5(s3, obj, &head, opts, cancel, started, &mut report)
             .await
             .unwrap();
-        report.md5 = d.map(|d| hash::hex(&d));
+        report.md5 = d.map(|d| crate::vocab::hex(&d));
         report
     }
 
@@ -568,7 +571,7 @@ mod tests {
             alg,
             Bytes::copy_from_slice(&content),
             &hash::hash_part(alg, true, &content),
-            &crate::config::ObjectSettings::default(),
+            &crate::vocab::ObjectSettings::default(),
         )
         .await
         .unwrap();
@@ -586,7 +589,7 @@ mod tests {
             .unwrap();
         let want: [u8; 16] = Md5::digest(&content).into();
         assert_eq!(r.source, Md5Source::Etag);
-        assert_eq!(r.md5, Some(hash::hex(&want)));
+        assert_eq!(r.md5, Some(crate::vocab::hex(&want)));
         assert_eq!(r.md5_base64, Some(B64.encode(want)));
     }
 }

@@ -15,9 +15,9 @@ use md5::Md5;
 use md5::digest::common::hazmat::{SerializableState, SerializedState};
 use serde::{Deserialize, Serialize};
 
-use crate::config::ObjectUrl;
 use crate::error::{Changed, Error};
 use crate::s3::HeadInfo;
+use crate::vocab::ObjectUrl;
 
 /// Names the hasher-state encoding: the exact md-5 version whose `SerializableState` wrote it.
 pub const HASHER: &str = "md-5 0.11.0 SerializableState";

@@ -29,10 +29,12 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 use futures::stream::{FuturesOrdered, Stream, StreamExt as _};
 
-use crate::config::ObjectUrl;
-use crate::error::{Changed, Error, S3Error, S3ErrorKind};
+use crate::error::{Changed, Error};
 use crate::retry::{Backoff, Policy};
-use crate::s3::{ETag, ObjectRead};
+use crate::s3::ObjectRead;
+use crate::s3::{S3Error, S3ErrorKind};
+use crate::vocab::ETag;
+use crate::vocab::ObjectUrl;
 
 /// Bytes per ranged GET when reading a whole object (each is held in memory until consumed).
 pub const PIECE: u64 = 8 * 1024 * 1024;
@@ -531,10 +533,11 @@ mod tests {
     use futures::TryStreamExt as _;
 
     use super::*;
-    use crate::hash::{self, ChecksumAlgorithm};
+    use crate::hash;
     use crate::s3::MultipartWrite as _;
     use crate::s3::fake::FakeS3;
     use crate::s3::{HeadInfo, ObjectAttributes};
+    use crate::vocab::ChecksumAlgorithm;
 
     /// FakeS3 (which honours `If-Match`) with answers that finish in reverse
     /// order of request within each batch (later ranges first), and a count of bytes requested.
@@ -595,7 +598,7 @@ mod tests {
                 alg,
                 Bytes::copy_from_slice(data),
                 &h,
-                &crate::config::ObjectSettings::default(),
+                &crate::vocab::ObjectSettings::default(),
             )
             .await
             .unwrap();

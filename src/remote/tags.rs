@@ -2,12 +2,13 @@
 
 use serde::Serialize;
 
-use crate::config::ObjectUrl;
-use crate::error::{Error, S3Error, S3ErrorKind};
+use crate::error::Error;
 use crate::s3::S3Api;
+use crate::s3::{S3Error, S3ErrorKind};
+use crate::vocab::ObjectUrl;
 
 /// The tag-set limit S3 enforces (LocalStack does not: tally checks).
-pub const MAX_TAGS: usize = 10;
+pub use crate::vocab::MAX_TAGS;
 
 /// What happened to the tag.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]

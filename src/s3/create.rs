@@ -11,10 +11,10 @@
 use std::collections::HashSet;
 
 use super::{InProgress, MultipartWrite};
-use crate::config::{ObjectSettings, ObjectUrl};
-use crate::error::{S3Error, S3ErrorKind};
-use crate::hash::{ChecksumAlgorithm, ChecksumType};
 use crate::retry;
+use crate::s3::{S3Error, S3ErrorKind};
+use crate::vocab::{ChecksumAlgorithm, ChecksumType};
+use crate::vocab::{ObjectSettings, ObjectUrl};
 
 /// The uploads in progress of exactly `obj.key` (ListMultipartUploads lists a prefix), oldest first.
 async fn uploads_of<C: MultipartWrite>(

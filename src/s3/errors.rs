@@ -5,7 +5,7 @@ use std::time::Duration;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 
 use super::watch::NetFailure;
-use crate::error::{NetworkCause, S3Error, S3ErrorKind};
+use crate::s3::{NetworkCause, S3Error, S3ErrorKind};
 
 /// Reduces an SDK error of a request to `endpoint` to an [`S3Error`]. Uses only the error code,
 /// message, status and the transport's cause: no request headers, so no signatures or keys, and

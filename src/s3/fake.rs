@@ -26,9 +26,9 @@ use super::{
     CompletedPart, ETag, HeadInfo, HeldPart, InProgress, MultipartWrite, ObjectAttributes,
     ObjectRead, RemoteChecksum, Tagging, WriteReply,
 };
-use crate::config::{ObjectSettings, ObjectUrl, Sse};
-use crate::error::S3Error;
-use crate::hash::{ChecksumAlgorithm, ChecksumType, PartHash};
+use crate::s3::S3Error;
+use crate::vocab::{ChecksumAlgorithm, ChecksumType, PartHash};
+use crate::vocab::{ObjectSettings, ObjectUrl, Sse};
 
 /// The raw digest of `data` with `alg`, computed with the hash crates directly.
 fn digest(alg: ChecksumAlgorithm, data: &[u8]) -> Vec<u8> {
@@ -866,7 +866,7 @@ mod tests {
 
     fn sha256_part(data: &[u8]) -> PartHash {
         PartHash {
-            checksum: crate::hash::Digest::from_bytes(sha2::Sha256::digest(data).to_vec()),
+            checksum: crate::vocab::Digest::from_bytes(sha2::Sha256::digest(data).to_vec()),
             md5: Some(md5(data)),
             len: data.len() as u64,
         }

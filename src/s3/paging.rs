@@ -2,7 +2,7 @@
 
 use std::future::Future;
 
-use crate::error::S3Error;
+use crate::s3::S3Error;
 
 /// Pages a listing may have before tally calls the server's markers a loop: far more than 10,000
 /// parts or any prefix's uploads need.

@@ -18,10 +18,12 @@ use super::{
     CompletedPart, ETag, HeadInfo, HeldPart, InProgress, MultipartWrite, ObjectAttributes,
     ObjectRead, RemoteChecksum, RemotePart, Tagging, WriteReply,
 };
-use crate::config::{Connection, ObjectSettings, ObjectUrl, Sse};
-use crate::error::{Error, S3Error, S3ErrorKind};
-use crate::hash::{ChecksumAlgorithm, ChecksumType, PartHash};
 use crate::retry;
+use crate::s3::ConnectError;
+use crate::s3::Connection;
+use crate::s3::{S3Error, S3ErrorKind};
+use crate::vocab::{ChecksumAlgorithm, ChecksumType, PartHash};
+use crate::vocab::{ObjectSettings, ObjectUrl, Sse};
 
 /// [`super::S3Api`] over aws-sdk-s3.
 #[derive(Debug, Clone)]
@@ -56,7 +58,7 @@ impl SdkS3 {
     /// overrides in `conn`.
     ///
     /// The SDK's own request checksums are turned off: tally sends precomputed ones.
-    pub async fn connect(conn: &Connection) -> Result<SdkS3, Error> {
+    pub async fn connect(conn: &Connection) -> Result<SdkS3, ConnectError> {
         let mut loader = aws_config::defaults(BehaviorVersion::latest());
         if let Some(p) = &conn.profile {
             loader = loader.profile_name(p);
@@ -73,7 +75,7 @@ impl SdkS3 {
     pub fn from_shared_config(
         shared: &aws_config::SdkConfig,
         conn: &Connection,
-    ) -> Result<SdkS3, Error> {
+    ) -> Result<SdkS3, ConnectError> {
         let endpoint = conn
             .endpoint_url
             .clone()
@@ -100,7 +102,7 @@ impl SdkS3 {
             if endpoint.is_some() {
                 b = b.region(Region::from_static("us-east-1"));
             } else {
-                return Err(Error::Config(
+                return Err(ConnectError(
                     "no AWS region configured: pass --region, set AWS_REGION, or set region in your profile"
                         .into(),
                 ));
@@ -108,7 +110,7 @@ impl SdkS3 {
         }
         if let Some(e) = &endpoint {
             if !(e.starts_with("http://") || e.starts_with("https://")) {
-                return Err(Error::Usage(format!(
+                return Err(ConnectError(format!(
                     "endpoint URL '{e}' must start with http:// or https://"
                 )));
             }

@@ -8,9 +8,9 @@ use super::{
     CompletedPart, ETag, HeadInfo, HeldPart, InProgress, MultipartWrite, ObjectAttributes,
     ObjectRead, Tagging, WriteReply,
 };
-use crate::config::{ObjectSettings, ObjectUrl};
-use crate::error::S3Error;
-use crate::hash::{ChecksumAlgorithm, ChecksumType, PartHash};
+use crate::s3::S3Error;
+use crate::vocab::{ChecksumAlgorithm, ChecksumType, PartHash};
+use crate::vocab::{ObjectSettings, ObjectUrl};
 
 type PartHook = Box<dyn Fn(u32, &mut PartHash) + Send + Sync>;
 type ReplyHook = Box<dyn Fn(u32, &mut WriteReply) + Send + Sync>;

@@ -33,7 +33,7 @@ use aws_smithy_runtime_api::client::orchestrator::HttpRequest;
 use aws_smithy_runtime_api::client::result::ConnectorError;
 use tokio::time::Instant;
 
-use crate::error::NetworkCause;
+use crate::s3::NetworkCause;
 
 /// How long tally waits for the first answer of an endpoint before it gives up: documented in the
 /// README (Under faults).

@@ -14,13 +14,15 @@ use std::time::Instant;
 use serde::Serialize;
 
 use crate::compare::Check;
-use crate::error::{Error, S3ErrorKind};
-use crate::hash::{self, ChecksumAlgorithm, ObjectChecksum, PartHash};
+use crate::error::Error;
+use crate::hash::{self, ObjectChecksum};
 use crate::progress::Progress;
+use crate::s3::S3ErrorKind;
 use crate::s3::{CompletedPart, HeldPart, S3Api};
 use crate::upload::complete;
 use crate::upload::report::compare_checksum;
 use crate::verify::AfterUpload;
+use crate::vocab::{ChecksumAlgorithm, PartHash};
 
 use super::slice::slice_of;
 use super::{PlanAt, ShardError, ShardPlan};
@@ -253,8 +255,8 @@ pub async fn finish<C: S3Api>(
 }
 
 /// A part checksum as ListParts gives it (base64), if it is one of `alg`.
-fn decode(b64: &str, alg: ChecksumAlgorithm) -> Option<hash::Digest> {
+fn decode(b64: &str, alg: ChecksumAlgorithm) -> Option<crate::vocab::Digest> {
     use base64::Engine as _;
     let bytes = base64::engine::general_purpose::STANDARD.decode(b64).ok()?;
-    (bytes.len() == alg.digest_len()).then(|| hash::Digest::from_bytes(bytes))
+    (bytes.len() == alg.digest_len()).then(|| crate::vocab::Digest::from_bytes(bytes))
 }

@@ -14,14 +14,17 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::config::{ObjectSettings, ObjectUrl, UploadConfig};
-use crate::error::{Error, S3ErrorKind};
+use crate::config::UploadConfig;
+use crate::error::Error;
 use crate::exec::blocking;
-use crate::hash::{self, ChecksumAlgorithm};
+use crate::hash;
 use crate::plan::Plan;
 use crate::retry::Policy;
 use crate::s3::S3Api;
+use crate::s3::S3ErrorKind;
 use crate::source::Source;
+use crate::vocab::ChecksumAlgorithm;
+use crate::vocab::{ObjectSettings, ObjectUrl};
 
 use super::ShardError;
 use super::slice::parts_of;
@@ -83,7 +86,7 @@ impl ShardPlan {
             plan: at.to_string(),
             why,
         };
-        if !(crate::plan::MIN_PART_SIZE..=crate::plan::MAX_PART_SIZE).contains(&self.part_size) {
+        if !(crate::vocab::MIN_PART_SIZE..=crate::vocab::MAX_PART_SIZE).contains(&self.part_size) {
             return Err(bad(format!(
                 "part size {} is outside S3's limits",
                 self.part_size
@@ -351,10 +354,7 @@ async fn write<C: S3Api>(s3: &C, at: &PlanAt, plan: &ShardPlan) -> Result<Option
 }
 
 /// The bytes of the object at `url`, `None` when there is none.
-async fn read_raw<C: S3Api>(
-    s3: &C,
-    url: &ObjectUrl,
-) -> Result<Option<Bytes>, crate::error::S3Error> {
+async fn read_raw<C: S3Api>(s3: &C, url: &ObjectUrl) -> Result<Option<Bytes>, crate::s3::S3Error> {
     let head = match s3.head_object(url, None).await {
         Ok(h) => h,
         Err(e) if e.kind == S3ErrorKind::NotFound => return Ok(None),
@@ -466,8 +466,8 @@ pub(crate) fn check_file(plan: &ShardPlan, src: &Source, path: &Path) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::MIB;
     use crate::s3::fake::FakeS3;
+    use crate::vocab::MIB;
 
     fn sample() -> ShardPlan {
         ShardPlan {
@@ -528,7 +528,10 @@ mod tests {
         assert_eq!(report.slices, vec![(1, 3), (4, 6), (7, 9), (10, 13)]);
         let again = plan(&fake, &cfg, 4, false, &at).await.unwrap_err();
         assert!(
-            matches!(again, Error::Shard(ShardError::PlanExists { .. })),
+            matches!(
+                again.domain::<ShardError>(),
+                Some(ShardError::PlanExists { .. })
+            ),
             "{again}"
         );
         assert_eq!(
@@ -558,7 +561,7 @@ mod tests {
             .await
             .unwrap_err();
         assert!(
-            matches!(&e, Error::Shard(ShardError::Incomplete { missing: 7, slices, .. }) if slices == "1, 3"),
+            matches!(e.domain::<ShardError>(), Some(ShardError::Incomplete { missing: 7, slices, .. }) if slices == "1, 3"),
             "{e}"
         );
         assert_eq!(fake.completes(), 0, "nothing completed");

@@ -15,9 +15,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::UploadConfig;
 use crate::engine::{Engine, Limits};
-use crate::error::{Error, S3ErrorKind};
+use crate::error::Error;
 use crate::exec::blocking;
 use crate::progress::Progress;
+use crate::s3::S3ErrorKind;
 use crate::s3::{MultipartWrite as _, S3Api};
 use crate::source::Source;
 use crate::upload::Run;

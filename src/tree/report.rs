@@ -3,7 +3,8 @@
 
 use serde::Serialize;
 
-use crate::error::{EXIT_ERROR, EXIT_OK, Error, S3ErrorKind};
+use crate::error::{EXIT_ERROR, EXIT_OK, Error};
+use crate::s3::S3ErrorKind;
 
 /// What happened to one entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
@@ -212,7 +213,7 @@ impl FileLine {
 
 impl TreeReport {
     /// An empty report for a tree under `prefix`.
-    pub fn new(prefix: &crate::config::ObjectUrl) -> TreeReport {
+    pub fn new(prefix: &crate::vocab::ObjectUrl) -> TreeReport {
         TreeReport {
             bucket: prefix.bucket.clone(),
             prefix: prefix.key.clone(),

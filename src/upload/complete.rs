@@ -1,12 +1,14 @@
 //! CompleteMultipartUpload, sent once and confirmed before any resend; then the report.
 
-use crate::config::ObjectUrl;
-use crate::error::{Error, S3ErrorKind};
+use crate::error::Error;
 use crate::exec::blocking;
-use crate::hash::{self, ChecksumAlgorithm, ChecksumType, ObjectChecksum, PartHash};
+use crate::hash::{self, ObjectChecksum};
 use crate::manifest::CompletedRecord;
 use crate::retry::Policy;
+use crate::s3::S3ErrorKind;
 use crate::s3::{CompletedPart, S3Api, WriteReply};
+use crate::vocab::ObjectUrl;
+use crate::vocab::{ChecksumAlgorithm, ChecksumType, PartHash};
 
 use super::multipart::{DonePart, Start};
 use super::report::{

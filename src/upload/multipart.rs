@@ -5,14 +5,15 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::config::ObjectUrl;
 use crate::error::{Error, Outcome};
 use crate::exec::blocking;
-use crate::hash::{self, PartHash};
+use crate::hash;
 use crate::manifest::{self, Journal, Lock};
 use crate::plan::{Part, Plan};
 use crate::s3::S3Api;
 use crate::seam;
+use crate::vocab::ObjectUrl;
+use crate::vocab::PartHash;
 
 use super::resume::{self, Begun};
 use super::{Run, UploadReport, complete, send, single};
@@ -25,7 +26,7 @@ pub struct DonePart {
     /// Its checksum (and MD5, when computed).
     pub hash: PartHash,
     /// The ETag S3 gave it.
-    pub etag: crate::s3::ETag,
+    pub etag: crate::vocab::ETag,
     /// Whether S3 echoed its checksum back.
     pub checksum_echoed: bool,
 }
@@ -38,7 +39,7 @@ pub struct Start {
     /// is the only record (`tally shard run`: every worker of a shared upload asks S3).
     pub journal: Option<Arc<Journal>>,
     /// The checksum algorithm of the upload (the manifest's, when resuming).
-    pub alg: crate::hash::ChecksumAlgorithm,
+    pub alg: crate::vocab::ChecksumAlgorithm,
     /// The parts (the manifest's part size, when resuming).
     pub plan: Plan,
     /// Parts S3 already holds, equal to the local bytes.
@@ -68,8 +69,11 @@ pub async fn manifest_path<C: S3Api>(run: &Run<'_, C>) -> Result<PathBuf, Error>
     }
     let (t, e) = (run.cfg.target.clone(), run.s3.endpoint_label());
     let abs = run.src.path().to_owned();
+    let resume = run.cfg.resume.clone();
     blocking(move || {
-        manifest::state_dir().map(|d| manifest::default_path(&d, &abs, &e, &t.bucket, &t.key))
+        resume
+            .state_dir()
+            .map(|d| manifest::default_path(&d, &abs, &e, &t.bucket, &t.key))
     })
     .await
 }
@@ -129,7 +133,7 @@ pub async fn upload<C: S3Api>(
     if let (Some(expected), Some(w)) = (&run.cfg.mhl_check, &whole)
         && let Err(mismatch) = expected.check(&w.hashes)
     {
-        let e = abort(run.s3, target, upload_id.clone(), Error::Mhl(mismatch)).await;
+        let e = abort(run.s3, target, upload_id.clone(), Error::from(mismatch)).await;
         // The manifest goes only with the upload: if the abort failed, it stays, so the upload is
         // not orphaned (a later run checks the file again and aborts it), and the error says so.
         if let Error::UploadFailed { outcome, .. } = &e
@@ -147,7 +151,7 @@ pub async fn upload<C: S3Api>(
         .await
         .map_err(keep)?;
     let (md5, file_hashes) = whole.map_or((None, hash::FileHashes::default()), |w| {
-        (w.md5.map(|m| hash::hex(&m)), w.hashes)
+        (w.md5.map(|m| crate::vocab::hex(&m)), w.hashes)
     });
     let mut report = complete::finish(run, &start, &done, local, reply, file_hashes).await?;
     report.md5 = md5;

@@ -4,12 +4,13 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
+use crate::compare;
 pub use crate::compare::Check;
-use crate::compare::{self, EtagKind};
-use crate::config::{ObjectSettings, Sse, StorageClass};
 use crate::error::Error;
 use crate::hash::ObjectChecksum;
 use crate::s3::WriteReply;
+use crate::vocab::EtagKind;
+use crate::vocab::{ObjectSettings, Sse, StorageClass};
 
 /// How the object was written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -185,6 +186,6 @@ pub(crate) fn compare_etag(
 ) -> Result<Check, Error> {
     let sse = reply.sse.as_deref().or_else(|| requested.map(Sse::as_str));
     let kind = EtagKind::of(sse, false);
-    let reported = reply.etag.as_ref().map(crate::s3::ETag::as_str);
+    let reported = reply.etag.as_ref().map(crate::vocab::ETag::as_str);
     compare::etag(local, reported, kind).require(what, local.unwrap_or(""), reported, upload_id)
 }

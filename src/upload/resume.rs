@@ -7,12 +7,14 @@ use std::sync::Arc;
 
 use futures::{StreamExt as _, stream};
 
-use crate::error::{Error, S3ErrorKind};
+use crate::error::Error;
 use crate::exec::{blocking, hash_ahead, on_pool};
-use crate::hash::{self, ChecksumAlgorithm, PartHash};
+use crate::hash;
 use crate::manifest::{self, Header, Journal, PartRecord};
 use crate::plan::{Part, Plan};
+use crate::s3::S3ErrorKind;
 use crate::s3::{HeldPart, S3Api};
+use crate::vocab::{ChecksumAlgorithm, PartHash};
 
 use super::multipart::{DonePart, Start, abort};
 use super::send::part_record;
@@ -414,7 +416,7 @@ fn record_hash(r: &PartRecord, alg: ChecksumAlgorithm) -> Option<PartHash> {
         Some(m)
     };
     Some(PartHash {
-        checksum: hash::Digest::from_bytes(checksum),
+        checksum: crate::vocab::Digest::from_bytes(checksum),
         md5,
         len: r.len,
     })
@@ -422,7 +424,7 @@ fn record_hash(r: &PartRecord, alg: ChecksumAlgorithm) -> Option<PartHash> {
 
 /// A failed CreateMultipartUpload: a 400 for one of the algorithms S3 added in 2026 is the server
 /// refusing that algorithm (Garage: InvalidRequest; LocalStack: unsupported), said in one line.
-fn create_refused(alg: crate::hash::ChecksumAlgorithm, e: crate::error::S3Error) -> Error {
+fn create_refused(alg: crate::vocab::ChecksumAlgorithm, e: crate::s3::S3Error) -> Error {
     let refused = alg.is_recent()
         && e.status == Some(400)
         && matches!(e.kind, S3ErrorKind::Other | S3ErrorKind::Unsupported);

@@ -9,12 +9,14 @@ use tokio::sync::oneshot;
 
 use crate::error::Error;
 use crate::exec::{blocking, on_pool};
-use crate::hash::{self, FileHasher, PartHash, WholeFile};
+use crate::hash::{self, FileHasher, WholeFile};
 use crate::manifest::PartRecord;
 use crate::plan::Part;
-use crate::s3::{ETag, S3Api, WriteReply};
+use crate::s3::{S3Api, WriteReply};
 use crate::seam;
 use crate::source::Source;
+use crate::vocab::ETag;
+use crate::vocab::PartHash;
 
 use super::Run;
 use super::multipart::{DonePart, Start};
@@ -221,7 +223,7 @@ pub fn check_part(
     part: &Part,
     hash: &PartHash,
     reply: &WriteReply,
-    sse: Option<&crate::config::Sse>,
+    sse: Option<&crate::vocab::Sse>,
     upload_id: &str,
 ) -> Result<ETag, Error> {
     let what = format!(

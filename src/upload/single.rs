@@ -2,9 +2,10 @@
 
 use crate::error::Error;
 use crate::exec::on_pool;
-use crate::hash::{self, ChecksumType, ObjectChecksum};
+use crate::hash::{self, ObjectChecksum};
 use crate::plan::Part;
 use crate::s3::S3Api;
+use crate::vocab::ChecksumType;
 
 use super::Run;
 use super::report::{
@@ -37,7 +38,7 @@ pub async fn put<C: S3Api>(run: &Run<'_, C>) -> Result<UploadReport, Error> {
     // The ASC MHL check, on the digests of this one read: a file that does not match its history
     // is not sent.
     if let Some(expected) = &cfg.mhl_check {
-        expected.check(&whole.hashes).map_err(Error::Mhl)?;
+        expected.check(&whole.hashes).map_err(Error::from)?;
     }
     let seconds_to_first_send = Some(run.started.elapsed().as_secs_f64());
     let settings = cfg.object.for_file(&cfg.source);

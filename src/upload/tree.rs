@@ -17,7 +17,7 @@ use std::time::Instant;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{ObjectUrl, UploadConfig};
+use crate::config::UploadConfig;
 use crate::engine::{Engine, Limits};
 use crate::error::Error;
 use crate::exec::blocking;
@@ -25,6 +25,7 @@ use crate::progress::Progress;
 use crate::s3::{ObjectRead as _, S3Api};
 use crate::tree::report::{Action, FileLine, TreeReport, stops_everything};
 use crate::tree::{FileEntry, Found, WalkOptions};
+use crate::vocab::ObjectUrl;
 
 use futures::StreamExt as _;
 
@@ -248,9 +249,11 @@ fn abort_failed(e: &Error) -> Option<String> {
 /// The history mismatch inside `e` (an aborted multipart upload wraps it), if that is what it is.
 fn history_mismatch(e: &Error) -> Option<(&[crate::mhl::Difference], &crate::hash::FileHashes)> {
     match e {
-        Error::Mhl(crate::mhl::MhlError::Mismatch { differ, hashes }) => Some((differ, hashes)),
         Error::UploadFailed { source, .. } => history_mismatch(source),
-        _ => None,
+        _ => match e.domain::<crate::mhl::MhlError>() {
+            Some(crate::mhl::MhlError::Mismatch { differ, hashes }) => Some((differ, hashes)),
+            _ => None,
+        },
     }
 }
 
@@ -531,9 +534,9 @@ mod tests {
         let mut base = UploadConfig::new(
             root.join("any"),
             "s3://bkt/p/x",
-            5 * crate::plan::MIB,
+            5 * crate::vocab::MIB,
             4,
-            crate::hash::ChecksumAlgorithm::Sha256,
+            crate::vocab::ChecksumAlgorithm::Sha256,
         )
         .unwrap();
         base.resume.state_dir = Some(state.join("state"));
@@ -564,7 +567,7 @@ mod tests {
         rel: &str,
     ) -> std::path::PathBuf {
         crate::manifest::default_path(
-            &crate::manifest::state_dir().unwrap(),
+            &crate::state::manifests_from_env().unwrap(),
             &std::fs::canonicalize(root.join(rel)).unwrap(),
             &crate::s3::MultipartWrite::endpoint_label(fake),
             "bkt",
@@ -711,7 +714,7 @@ mod tests {
         assert_eq!(l.find("p/d").await, Listed::Absent);
         // A listing that fails (AccessDenied: PutObject allowed, ListBucket not) says nothing,
         // for this key and every later one: each file then asks its object.
-        let denied = Error::s3("ListObjectsV2", None, None)(crate::error::S3Error::from_response(
+        let denied = Error::s3("ListObjectsV2", None, None)(crate::s3::S3Error::from_response(
             Some("AccessDenied"),
             Some(403),
             "denied".into(),

@@ -4,11 +4,11 @@
 use serde::Serialize;
 
 use crate::compare::{Check, mismatch};
-use crate::config::ObjectUrl;
 use crate::error::Error;
-use crate::hash::{self, RangeHash};
+use crate::hash::RangeHash;
 use crate::remote::facts::{Method, remote_facts};
 use crate::s3::S3Api;
+use crate::vocab::ObjectUrl;
 
 use super::compare::compare;
 
@@ -44,8 +44,8 @@ pub struct AfterUpload {
 pub async fn after_upload<C: S3Api>(
     s3: &C,
     obj: &ObjectUrl,
-    alg: hash::ChecksumAlgorithm,
-    parts: &[hash::PartHash],
+    alg: crate::vocab::ChecksumAlgorithm,
+    parts: &[crate::vocab::PartHash],
     upload_id: Option<&str>,
 ) -> Result<AfterUpload, Error> {
     let layout: Vec<u64> = parts.iter().map(|p| p.len).collect();

@@ -5,8 +5,9 @@ use std::ops::Range;
 use serde::Serialize;
 
 use crate::compare::{self, Check, Compared};
-use crate::hash::{self, ChecksumAlgorithm, ChecksumType, Digest, RangeHash};
+use crate::hash::{self, RangeHash};
 use crate::remote::facts::RemoteFacts;
+use crate::vocab::{ChecksumAlgorithm, ChecksumType, Digest};
 
 use super::VerifyOptions;
 
@@ -137,7 +138,7 @@ pub fn compare(local_size: u64, local: &[RangeHash], remote: &RemoteFacts) -> Co
         .map(|h| h.md5)
         .collect::<Option<Vec<[u8; 16]>>>()
         .and_then(|m| match m.as_slice() {
-            [one] if !remote.multipart => Some(hash::hex(one)),
+            [one] if !remote.multipart => Some(crate::vocab::hex(one)),
             [] => None,
             _ if !remote.multipart => None,
             all => Some(hash::etag_of_md5s(all)),
@@ -145,7 +146,7 @@ pub fn compare(local_size: u64, local: &[RangeHash], remote: &RemoteFacts) -> Co
     let (etag, etag_check) = if same_size {
         let check = compare::etag(
             local_etag.as_deref(),
-            remote.etag.as_ref().map(crate::s3::ETag::as_str),
+            remote.etag.as_ref().map(crate::vocab::ETag::as_str),
             remote.etag_kind,
         );
         let values = match (check, local_etag, &remote.etag) {
@@ -175,8 +176,8 @@ mod tests {
     use sha2::{Digest as _, Sha256};
 
     use super::*;
-    use crate::compare::EtagKind;
     use crate::s3::RemoteChecksum;
+    use crate::vocab::EtagKind;
 
     fn local(
         data: &[u8],
@@ -374,7 +375,7 @@ mod tests {
         let remote = RemoteFacts {
             size: data.len() as u64,
             etag: Some(
-                hash::hex(&<[u8; 16]>::from(Md5::digest(data)))
+                crate::vocab::hex(&<[u8; 16]>::from(Md5::digest(data)))
                     .as_str()
                     .into(),
             ),

@@ -13,12 +13,13 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::config::ObjectUrl;
-use crate::error::{Error, S3ErrorKind};
+use crate::error::Error;
 use crate::plan::Plan;
 use crate::remote::facts::{RemoteFacts, remote_facts};
 use crate::s3::S3Api;
+use crate::s3::S3ErrorKind;
 use crate::source::Source;
+use crate::vocab::ObjectUrl;
 
 use super::compare::{compare, local_needs};
 use super::{VerifyOptions, hash_local};

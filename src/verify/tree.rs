@@ -8,14 +8,15 @@ use std::time::Instant;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::config::ObjectUrl;
 use crate::engine::{Engine, Limits};
-use crate::error::{EXIT_ERROR, EXIT_MISMATCH, Error, S3ErrorKind};
+use crate::error::{EXIT_ERROR, EXIT_MISMATCH, Error};
 use crate::exec::blocking;
 use crate::progress::Progress;
 use crate::s3::S3Api;
+use crate::s3::S3ErrorKind;
 use crate::tree::report::{Action, FileLine, TreeReport, stops_everything};
 use crate::tree::{FileEntry, WalkOptions};
+use crate::vocab::ObjectUrl;
 
 use super::{Verdict, VerifyOptions, verify};
 

@@ -10,12 +10,13 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use md5::{Digest as _, Md5};
-use tally::config::{ObjectUrl, UploadConfig};
+use tally::config::UploadConfig;
 use tally::error::Error;
-use tally::hash::{ChecksumAlgorithm, ChecksumType};
 use tally::s3::MultipartWrite;
 use tally::s3::fake::FakeS3;
 use tally::s3::tamper::Tamper;
+use tally::vocab::ObjectUrl;
+use tally::vocab::{ChecksumAlgorithm, ChecksumType};
 
 use crate::proxy::{Fault, Force, Op, Plan, Proxy};
 use crate::support::*;

@@ -10,12 +10,13 @@
 //! Garage 2.5 keeps Content-Type and metadata, accepts the storage class, tags and SSE headers
 //! and drops them (HEAD reports none of them; GetObjectTagging is not implemented).
 
-use tally::config::{ObjectSettings, Sse, StorageClass, UploadConfig};
+use tally::config::UploadConfig;
 use tally::error::Error;
-use tally::hash::ChecksumAlgorithm;
 use tally::progress::Silent;
 use tally::s3::fake::FakeS3;
 use tally::upload::{Check, UploadReport, upload};
+use tally::vocab::ChecksumAlgorithm;
+use tally::vocab::{ObjectSettings, Sse, StorageClass};
 use tokio_util::sync::CancellationToken;
 
 use crate::support::*;

@@ -10,11 +10,13 @@ use std::time::Duration;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use md5::Digest as _;
-use tally::config::{ObjectSettings, UploadConfig};
+use tally::config::UploadConfig;
 use tally::error::Error;
-use tally::hash::{ChecksumAlgorithm, FileHashFormat};
+use tally::hash::FileHashFormat;
 use tally::s3::fake::FakeS3;
 use tally::upload::{Check, UploadReport};
+use tally::vocab::ChecksumAlgorithm;
+use tally::vocab::ObjectSettings;
 
 use crate::support::*;
 

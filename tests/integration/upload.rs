@@ -8,9 +8,10 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use md5::{Digest as _, Md5};
 use sha2::Sha256;
-use tally::config::{Connection, UploadConfig};
-use tally::hash::{ChecksumAlgorithm, Digest};
+use tally::config::UploadConfig;
+use tally::s3::Connection;
 use tally::s3::SdkS3;
+use tally::vocab::{ChecksumAlgorithm, Digest};
 
 use crate::support::*;
 

@@ -79,7 +79,7 @@ pub fn path_for(
         h.update((part.len() as u64).to_le_bytes());
         h.update(part);
     }
-    let name = crate::hash::hex(&h.finalize()[..16]);
+    let name = crate::vocab::hex(&h.finalize()[..16]);
     state_dir.join("trees").join(format!("{name}.record"))
 }
 

@@ -57,6 +57,38 @@ impl<'de> Deserialize<'de> for ETag {
     }
 }
 
+/// What an object's ETag is, given its server-side encryption.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EtagKind {
+    /// The MD5 of the content (one PutObject), or of the parts' MD5s with `-N` (multipart).
+    #[default]
+    Md5,
+    /// Under SSE-KMS (`aws:kms`, `aws:kms:dsse`): opaque, not an MD5.
+    Kms,
+    /// Under SSE-C: opaque, not an MD5.
+    SseC,
+}
+
+impl EtagKind {
+    /// The kind of ETag an object has: `sse` is `x-amz-server-side-encryption` (`AES256`,
+    /// `aws:kms`, `aws:kms:dsse`), `sse_c` whether a customer key encrypts it.
+    pub fn of(sse: Option<&str>, sse_c: bool) -> EtagKind {
+        if sse_c {
+            EtagKind::SseC
+        } else if sse.is_some_and(|s| s.starts_with("aws:kms")) {
+            EtagKind::Kms
+        } else {
+            EtagKind::Md5
+        }
+    }
+
+    /// Whether the ETag can be compared with an MD5 computed locally.
+    pub fn is_md5(self) -> bool {
+        self == EtagKind::Md5
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
