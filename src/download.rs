@@ -24,7 +24,6 @@ pub mod fetch;
 pub mod journal;
 pub mod partial;
 pub mod proof;
-pub mod tree;
 
 use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};

@@ -31,6 +31,7 @@
 //! Test-only pauses (`seam`) exist in debug builds only.
 
 pub mod app;
+pub mod batch;
 pub mod cli;
 pub mod compare;
 pub mod config;

@@ -1,22 +1,18 @@
 //! ASC MHL (the American Society of Cinematographers' Media Hash List, v2.0): the `ascmhl/`
 //! history an offload tool writes next to the media, read and checked ([`history`]), and a new
-//! generation recording a transfer to S3 written ([`generation`]), for the tree upload
-//! ([`session`]).
+//! generation recording a transfer to S3 written ([`generation`]). The format only: the runs that
+//! check a folder against its history and write a generation for it are `batch::custody`.
 //!
 //! - [`hashes`]: whole-file hashes in MHL's formats (xxh64, xxh3, xxh128, md5, sha1, c4);
 //! - [`history`]: the chain and the generations, each generation checked against the chain's C4,
 //!   the newest value per file and format;
 //! - [`generation`]: the generation and chain writers (quick-xml);
-//! - [`ignore`]: the history's ignore patterns;
-//! - [`session`]: the check before each file is sent, and the generation after the run;
-//! - [`check`]: a downloaded or verified folder checked against its own history.
+//! - [`ignore`]: the history's ignore patterns.
 
-pub mod check;
 pub mod generation;
 pub mod hashes;
 pub mod history;
 pub mod ignore;
-pub mod session;
 mod xml;
 
 use std::path::PathBuf;

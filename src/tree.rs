@@ -2,8 +2,6 @@
 //! ([`filter`]), and numbered frames grouped into sequences for summaries ([`sequence`]).
 
 pub mod filter;
-pub mod report;
-pub mod run;
 pub mod sequence;
 pub mod walk;
 

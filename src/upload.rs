@@ -12,7 +12,6 @@ pub mod report;
 pub mod resume;
 pub mod send;
 pub mod single;
-pub mod tree;
 
 use std::path::Path;
 use std::sync::Arc;

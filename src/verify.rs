@@ -10,7 +10,6 @@
 mod after_upload;
 pub mod compare;
 mod prove;
-pub mod tree;
 
 use std::ops::Range;
 use std::sync::Arc;

@@ -1,6 +1,6 @@
 //! `tally download s3://BUCKET/PREFIX/ DIR/`: every object under the prefix (ListObjectsV2) to
 //! DIR + the rest of its key, each as `tally download` fetches one, many at a time under one
-//! engine, through the tree loop every tree command shares ([`crate::tree::run`]).
+//! engine, through the tree loop every tree command shares ([`crate::batch::run`]).
 //!
 //! A key that would map outside DIR (a `..` or `.` segment, an absolute path, an empty segment, a
 //! backslash, a `C:`-style drive prefix) is not downloaded: it is reported on its own line and the
@@ -13,16 +13,16 @@ use std::time::Instant;
 use futures::TryStreamExt as _;
 use tokio_util::sync::CancellationToken;
 
+use crate::batch::report::{Action, FileLine, TreeReport, stops_everything};
 use crate::engine::Engine;
 use crate::error::{EXIT_ERROR, Error};
 use crate::exec::blocking;
 use crate::progress::{Progress, Silent};
 use crate::s3::S3Api;
-use crate::tree::report::{Action, FileLine, TreeReport, stops_everything};
 use crate::tree::{FileEntry, Found};
 use crate::vocab::ObjectUrl;
 
-use super::{DownloadOptions, download_with};
+use crate::download::{DownloadOptions, download_with};
 
 /// Objects downloaded at once (their parts share the engine's request slots).
 pub const OBJECTS_IN_FLIGHT: usize = 16;
@@ -121,7 +121,7 @@ pub async fn download_tree<C: S3Api>(
         }
     })
     .await?;
-    let engine = super::engine(opts.concurrency);
+    let engine = crate::download::engine(opts.concurrency);
     let limited = engine.limit(s3);
     // One page of the listing at a time: a prefix of millions of objects is never held whole.
     let entries = Box::pin(
@@ -140,7 +140,7 @@ pub async fn download_tree<C: S3Api>(
     let stop = cancel.child_token();
     let mut report = TreeReport::new(prefix);
     let (engine, stop_ref, root_ref) = (&engine, &stop, &root);
-    let fatal = crate::tree::run::run(
+    let fatal = crate::batch::run::run(
         entries,
         OBJECTS_IN_FLIGHT,
         &stop,

@@ -17,21 +17,21 @@ use std::time::Instant;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::batch::report::{Action, FileLine, TreeReport, stops_everything};
 use crate::config::UploadConfig;
 use crate::engine::{Engine, Limits};
 use crate::error::Error;
 use crate::exec::blocking;
 use crate::progress::Progress;
 use crate::s3::{ObjectRead as _, S3Api};
-use crate::tree::report::{Action, FileLine, TreeReport, stops_everything};
 use crate::tree::{FileEntry, Found, WalkOptions};
 use crate::vocab::ObjectUrl;
 
 use futures::StreamExt as _;
 
 use self::record::{Proven, Record};
-use super::{Listed, Sent, upload_or_skip};
-use crate::mhl::session::Checked;
+use crate::batch::custody::Checked;
+use crate::upload::{Listed, Sent, upload_or_skip};
 
 /// A checked tree upload.
 #[derive(Debug, Clone)]
@@ -83,7 +83,7 @@ pub async fn upload_tree<C: S3Api>(
     let mhl = {
         let (root, prefix, write) = (cfg.root.clone(), cfg.prefix.clone(), cfg.mhl);
         let dir = cfg.base.resume.state_dir()?;
-        blocking(move || crate::mhl::session::Session::open(&root, &prefix, write, &dir)).await?
+        blocking(move || crate::batch::custody::Session::open(&root, &prefix, write, &dir)).await?
     };
     let walk = {
         let (root, opts) = (cfg.root.clone(), cfg.walk.clone());
@@ -124,7 +124,7 @@ pub async fn upload_tree<C: S3Api>(
         mhl: mhl.as_ref(),
     };
     let ctx = &ctx;
-    let fatal = crate::tree::run::run(
+    let fatal = crate::batch::run::run(
         Box::pin(walk),
         cfg.base.concurrency,
         &stop,
@@ -212,7 +212,7 @@ struct Ctx<'a, C> {
     record: &'a Record,
     progress: &'a dyn Progress,
     stop: &'a CancellationToken,
-    mhl: Option<&'a crate::mhl::session::Session>,
+    mhl: Option<&'a crate::batch::custody::Session>,
 }
 
 /// What a file's upload read of it, for the ASC MHL check.
@@ -561,13 +561,16 @@ mod tests {
 
     /// Where a tree file's manifest is kept (the default state directory: it is named after the
     /// file and its destination).
+    /// The manifest path the upload of `root/rel` uses, under the state directory `upload_card`
+    /// gives it (`state/state`).
     fn manifest_of(
         fake: &crate::s3::fake::FakeS3,
+        state: &std::path::Path,
         root: &std::path::Path,
         rel: &str,
     ) -> std::path::PathBuf {
         crate::manifest::default_path(
-            &crate::state::manifests_from_env().unwrap(),
+            &state.join("state"),
             &std::fs::canonicalize(root.join(rel)).unwrap(),
             &crate::s3::MultipartWrite::endpoint_label(fake),
             "bkt",
@@ -633,9 +636,9 @@ mod tests {
             0,
             "the mismatching upload was aborted"
         );
-        // Where the aborted upload's manifest was (the default state directory: a tree file's
-        // manifest is named after its source and destination).
-        let manifest = manifest_of(&fake, &root, "take2.mov");
+        // Where the aborted upload's manifest was (the state directory the tree was given: a tree
+        // file's manifest is named after its source and destination).
+        let manifest = manifest_of(&fake, dir.path(), &root, "take2.mov");
         assert!(
             !manifest.exists(),
             "no manifest left claiming the aborted upload: {}",
@@ -678,7 +681,7 @@ mod tests {
         assert_ne!(report.exit_code, 0);
         assert_eq!(fake.object("p/take2.mov"), None, "not completed");
         assert_eq!(fake.uploads_in_progress(), 1, "the abort failed");
-        let manifest = manifest_of(&fake, &root, "take2.mov");
+        let manifest = manifest_of(&fake, dir.path(), &root, "take2.mov");
         assert!(
             manifest.exists(),
             "the manifest of the upload left open is kept: {}",

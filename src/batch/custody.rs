@@ -26,19 +26,19 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use super::generation::{self, Action, GenerationWriter, HashEntry, Header, S3Facts};
-use super::hashes::{FileHashes, HashFormat, file_hashes};
-use super::history::{CHAIN, ChainEntry, FOLDER, History};
-use super::ignore::Ignore;
-use super::{Expected, MhlError};
+use crate::batch::report::{Action as LineAction, FileLine};
 use crate::config::UploadConfig;
 use crate::engine::Engine;
 use crate::error::{EXIT_ERROR, EXIT_MISMATCH, Error};
 use crate::exec::blocking;
+use crate::mhl::generation::{self, Action, GenerationWriter, HashEntry, Header, S3Facts};
+use crate::mhl::hashes::{FileHashes, HashFormat, file_hashes};
+use crate::mhl::history::{CHAIN, ChainEntry, FOLDER, History};
+use crate::mhl::ignore::Ignore;
+use crate::mhl::{Expected, MhlError};
 use crate::progress::Progress;
 use crate::s3::S3Api;
 use crate::tree::FileEntry;
-use crate::tree::report::{Action as LineAction, FileLine};
 use crate::vocab::ObjectUrl;
 
 /// Formats recorded for new files when there is no history to follow.
@@ -77,7 +77,7 @@ pub enum Checked {
     /// Every format the history holds matches.
     Verified(FileHashes, SystemTime),
     /// At least one format differs: (format, recorded, actual, generation file).
-    Mismatch(FileHashes, SystemTime, Vec<super::Difference>),
+    Mismatch(FileHashes, SystemTime, Vec<crate::mhl::Difference>),
     /// The file could not be read for the check.
     Unreadable(String),
     /// Not judged: the upload that was to read it failed first (its line says why).
@@ -328,7 +328,7 @@ impl Session {
             Checked::Mismatch(_, _, differ) => (
                 format!(
                     "does not match its ASC MHL history: {}: not uploaded",
-                    super::describe(differ)
+                    crate::mhl::describe(differ)
                 ),
                 EXIT_MISMATCH,
                 "mismatch",

@@ -7,9 +7,9 @@ use std::future::Future;
 use futures::StreamExt as _;
 use tokio_util::sync::CancellationToken;
 
+use crate::batch::report::{Action, FileLine, InOrder, TreeReport, skipped_entry};
 use crate::error::Error;
 use crate::progress::Progress;
-use crate::tree::report::{Action, FileLine, InOrder, TreeReport, skipped_entry};
 use crate::tree::{FileEntry, Found};
 
 /// Runs `per_file` on every file of `walk` (a directory's [`crate::tree::Walk`], or a download's

@@ -8,17 +8,17 @@ use std::time::Instant;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::batch::report::{Action, FileLine, TreeReport, stops_everything};
 use crate::engine::{Engine, Limits};
 use crate::error::{EXIT_ERROR, EXIT_MISMATCH, Error};
 use crate::exec::blocking;
 use crate::progress::Progress;
 use crate::s3::S3Api;
 use crate::s3::S3ErrorKind;
-use crate::tree::report::{Action, FileLine, TreeReport, stops_everything};
 use crate::tree::{FileEntry, WalkOptions};
 use crate::vocab::ObjectUrl;
 
-use super::{Verdict, VerifyOptions, verify};
+use crate::verify::{Verdict, VerifyOptions, verify};
 
 /// Files compared at once.
 pub const FILES_IN_FLIGHT: usize = 32;
@@ -62,7 +62,7 @@ pub async fn verify_tree<C: S3Api>(
     let stop = cancel.child_token();
     let mut report = TreeReport::new(prefix);
     let (limited, stop_ref) = (&limited, &stop);
-    let fatal = crate::tree::run::run(
+    let fatal = crate::batch::run::run(
         futures::StreamExt::map(walk, Ok),
         FILES_IN_FLIGHT,
         &stop,

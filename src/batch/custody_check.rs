@@ -9,10 +9,10 @@ use std::path::Path;
 
 use futures::StreamExt as _;
 
-use super::session::Session;
+use crate::batch::custody::Session;
+use crate::batch::report::{Action, FileLine, TreeReport};
 use crate::error::Error;
 use crate::exec::blocking;
-use crate::tree::report::{Action, FileLine, TreeReport};
 use crate::tree::{Filters, Found, WalkOptions};
 use crate::vocab::ObjectUrl;
 

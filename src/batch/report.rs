@@ -113,7 +113,7 @@ pub struct TreeReport {
     pub exit_code: i32,
     /// What the ASC MHL check found, and the generation written (`--mhl`).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub mhl: Option<crate::mhl::session::Summary>,
+    pub mhl: Option<crate::batch::custody::Summary>,
     /// The summary's lines: files and numbered sequences in key order (text output only).
     #[serde(skip)]
     pub groups: Vec<String>,

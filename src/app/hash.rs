@@ -1,0 +1,218 @@
+//! `tally hash`: offline, the checksums and ETag an upload would produce, for a file or a folder.
+
+use super::output::{Output, human_bytes, print_file_hashes, say};
+use crate::cli::{HashArgs, TreeArgs};
+use crate::error::{EXIT_ERROR, EXIT_OK, Error};
+use crate::hashfile::{self, HashReport, TreeLine};
+use crate::tree::{self, Grouper, Item, Sequence};
+
+/// `tally hash FILE|DIR`.
+pub(crate) fn run(args: &HashArgs, out: &Output, runtime: &tokio::runtime::Runtime) -> i32 {
+    if args.path.is_dir() {
+        return hash_dir(args, out, runtime);
+    }
+    let (file, ps, alg) = (args.path.clone(), args.part_size, args.checksum);
+    let result = match parse_hash_args(ps) {
+        Ok(()) if args.tree != TreeArgs::default() => Err(Error::Usage(format!(
+            "--include, --exclude and --no-follow-symlinks apply to directories, and {} is not one",
+            file.display()
+        ))),
+        Ok(()) => hashfile::hash_file(
+            &file,
+            ps,
+            alg,
+            args.file_hash.as_deref().unwrap_or_default(),
+        ),
+        Err(e) => Err(e),
+    };
+    out.finish(result.map(|r| (print_hash(&r), r)))
+}
+
+fn parse_hash_args(part_size: u64) -> Result<(), Error> {
+    if (crate::vocab::MIN_PART_SIZE..=crate::vocab::MAX_PART_SIZE).contains(&part_size) {
+        Ok(())
+    } else {
+        Err(Error::Usage(format!(
+            "--part-size {part_size} bytes is outside S3's limits: choose 5MiB to 5GiB"
+        )))
+    }
+}
+
+fn print_hash(r: &HashReport) -> String {
+    let mut s = format!(
+        "{}  {}\n  md5       {}\n  parts     {} x {} ({})\n",
+        r.file,
+        human_bytes(r.size),
+        r.md5,
+        r.parts.len(),
+        human_bytes(r.part_size),
+        r.method
+    );
+    for p in &r.parts {
+        s += &format!(
+            "  part {:>5}  {}..{}  {}  md5 {}\n",
+            p.number,
+            p.offset,
+            p.offset + p.len,
+            p.checksum,
+            p.md5
+        );
+    }
+    s += &format!(
+        "  checksum  {} {} ({})\n  etag      {}\n",
+        r.checksum.algorithm, r.checksum.value, r.checksum.kind, r.etag
+    );
+    s += &print_file_hashes(&r.file_hashes);
+    s
+}
+
+/// Sequences listed in a summary at most (each is one line; the rest are counted).
+const MAX_SEQUENCE_LINES: usize = 1000;
+
+/// The sequences of a summary: numbered frames grouped as they stream past.
+struct Sequences {
+    grouper: Grouper<&'static str>,
+    kept: Vec<Sequence<&'static str>>,
+    more: u64,
+}
+
+impl Sequences {
+    fn push(&mut self, rel: &str, size: u64, label: &'static str) {
+        let closed = self.grouper.push(rel, size, label);
+        self.add(closed);
+    }
+
+    fn add(&mut self, items: Vec<Item<&'static str>>) {
+        for item in items {
+            if let Item::Sequence(s) = item {
+                if self.kept.len() < MAX_SEQUENCE_LINES {
+                    self.kept.push(s);
+                } else {
+                    self.more += 1;
+                }
+            }
+        }
+    }
+}
+
+/// `tally hash DIR`: a line per file in S3 key order as soon as it and those before it are hashed
+/// (text on stdout; skipped entries on stderr), then a summary with the sequences; exit 2 if any
+/// entry could not be hashed.
+fn hash_dir(args: &HashArgs, out: &Output, runtime: &tokio::runtime::Runtime) -> i32 {
+    let walk = parse_hash_args(args.part_size)
+        .and_then(|()| args.tree.walk_options())
+        .and_then(|opts| tree::walk(&args.path, opts));
+    let walk = match walk {
+        Ok(w) => w,
+        Err(e) => return out.finish::<()>(Err(e)),
+    };
+    let mut seq = Sequences {
+        grouper: Grouper::new(),
+        kept: Vec::new(),
+        more: 0,
+    };
+    let summary = runtime.block_on(hashfile::hash_tree(
+        &args.path,
+        walk,
+        args.part_size,
+        args.checksum,
+        args.file_hash.as_deref().unwrap_or_default(),
+        |line| {
+            print_tree_line(out, line);
+            if out.json {
+                return;
+            }
+            match line {
+                TreeLine::Hashed { path, report } => {
+                    seq.push(path, report.size, "hashed");
+                }
+                TreeLine::Failed { path, .. } => seq.push(path, 0, "failed"),
+                TreeLine::Skipped { .. } | TreeLine::Summary(_) => {}
+            }
+        },
+    ));
+    let rest = seq.grouper.finish();
+    seq.add(rest);
+    let dir = args.path.display();
+    if out.json {
+        print_tree_line(out, &TreeLine::Summary(summary.clone()));
+    } else if !out.quiet {
+        let mut s = if summary.files == 0 && summary.skipped == 0 {
+            format!("nothing to hash: {dir} holds no files\n")
+        } else {
+            format!(
+                "hashed {} files, {} in {:.2} s",
+                tree::sequence::thousands(summary.files),
+                tree::sequence::size_text(summary.bytes),
+                summary.seconds
+            )
+        };
+        if summary.skipped > 0 || summary.failed > 0 {
+            s += &format!(
+                "; {} skipped, {} failed (named above)",
+                summary.skipped, summary.failed
+            );
+        }
+        if !s.ends_with('\n') {
+            s.push('\n');
+        }
+        if !seq.kept.is_empty() {
+            s += "sequences:\n";
+            for q in seq.kept {
+                s += &format!("  {}\n", Item::Sequence(q));
+            }
+            if seq.more > 0 {
+                s += &format!("  and {} more sequences\n", seq.more);
+            }
+        }
+        print!("{}", crate::redact::redact(&s));
+    }
+    if summary.failed > 0 {
+        let n = summary.failed;
+        let entries = if n == 1 { "entry" } else { "entries" };
+        eprintln!("tally: error: {n} {entries} of {dir} could not be hashed (each is named above)");
+        EXIT_ERROR
+    } else {
+        EXIT_OK
+    }
+}
+
+fn print_tree_line(out: &Output, line: &TreeLine) {
+    use crate::redact::redact;
+    if out.json {
+        let json = serde_json::to_string(line).expect("reports serialize");
+        say(&redact(&json));
+    }
+    match line {
+        TreeLine::Hashed { path, report } if !out.json && !out.quiet => {
+            let c = &report.checksum;
+            say(&redact(&format!(
+                "{path}  {}  {} {} ({})  etag {}{}",
+                tree::sequence::size_text(report.size),
+                c.algorithm,
+                c.value,
+                c.kind,
+                report.etag,
+                report
+                    .file_hashes
+                    .iter()
+                    .map(|(f, v)| format!("  {f} {v}"))
+                    .collect::<String>()
+            )));
+        }
+        TreeLine::Skipped {
+            path,
+            reason,
+            failure,
+            ..
+        } => {
+            if *failure {
+                eprintln!("tally: error: {}", redact(&format!("{path}: {reason}")));
+            } else if !out.json && !out.quiet {
+                eprintln!("tally: warning: {}", redact(&format!("{path}: {reason}")));
+            }
+        }
+        TreeLine::Failed { reason, .. } => eprintln!("tally: error: {}", redact(reason)),
+        _ => {}
+    }
+}

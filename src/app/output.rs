@@ -1,0 +1,280 @@
+//! The one printer every command renders through: where reports go (text, or JSON with
+//! `--json`), progress on standard error, errors as one line, and the runtime plumbing the
+//! commands share (signals, logging, running on the workers).
+
+use std::io::IsTerminal as _;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::batch::report::{Action, FileLine, TreeReport};
+use crate::cli::OutputArgs;
+use crate::error::{EXIT_ERROR, EXIT_OK, Error};
+use crate::progress::{Bar, Notes, Progress, Silent};
+
+pub(crate) struct Output {
+    pub(crate) json: bool,
+    pub(crate) quiet: bool,
+}
+
+impl Output {
+    pub(crate) fn from(args: &OutputArgs) -> Output {
+        Output {
+            json: args.json,
+            quiet: args.quiet,
+        }
+    }
+
+    pub(crate) fn progress(&self) -> Box<dyn Progress> {
+        if self.quiet {
+            Box::new(Silent)
+        } else if self.json || !std::io::stderr().is_terminal() {
+            Box::new(Notes)
+        } else {
+            Box::new(Bar::new())
+        }
+    }
+
+    pub(crate) fn finish<T: serde::Serialize>(&self, result: Result<(String, T), Error>) -> i32 {
+        match result {
+            Ok((text, report)) => {
+                if self.json {
+                    let json = serde_json::to_string_pretty(&report).expect("reports serialize");
+                    println!("{}", crate::redact::redact(&json));
+                } else if !self.quiet {
+                    print!("{}", crate::redact::redact(&text));
+                }
+                EXIT_OK
+            }
+            Err(e) => {
+                let code = e.exit_code();
+                let msg = crate::redact::redact(&e.to_string());
+                if self.json {
+                    let v = serde_json::json!({ "error": msg, "exit_code": code });
+                    println!("{v}");
+                }
+                eprintln!("tally: error: {msg}");
+                code
+            }
+        }
+    }
+}
+
+impl Output {
+    /// What a tree command does with each entry's line as it finishes: a JSON line with `--json`;
+    /// failures, differences and warnings on standard error as they happen.
+    pub(crate) fn tree_lines(&self) -> impl Fn(&FileLine) + Send + Sync + use<> {
+        let (json, quiet) = (self.json, self.quiet);
+        move |line: &FileLine| {
+            if json {
+                let text = serde_json::to_string(line).expect("lines serialize");
+                println!("{}", crate::redact::redact(&text));
+            }
+            let reason = line.reason.as_deref().unwrap_or("");
+            match line.action {
+                Action::Failed => eprintln!("tally: FAILED {}: {reason}", line.path),
+                Action::Differs => eprintln!("tally: DIFFERS {}: {reason}", line.path),
+                Action::Ignored if !quiet => eprintln!("tally: warning: {}: {reason}", line.path),
+                _ if !quiet && line.mhl.as_deref() == Some("new") => {
+                    eprintln!("tally: new (not in the ASC MHL history): {}", line.path);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Prints a tree command's summary (a last JSON line with `--json`) and returns its exit code.
+    pub(crate) fn finish_tree(
+        &self,
+        result: Result<TreeReport, Error>,
+        all_good: &str,
+        nothing: &str,
+    ) -> i32 {
+        match result {
+            Ok(report) => {
+                if self.json {
+                    let v = serde_json::json!({ "summary": &report });
+                    println!("{}", crate::redact::redact(&v.to_string()));
+                } else if !self.quiet {
+                    print!(
+                        "{}",
+                        crate::redact::redact(&print_tree(&report, all_good, nothing))
+                    );
+                }
+                report.exit_code
+            }
+            Err(e) => self.finish::<()>(Err(e)),
+        }
+    }
+}
+
+pub(crate) fn init_logging(out: &OutputArgs) {
+    let default = match out.verbose {
+        0 => "error,tally=warn",
+        1 => "error,tally=info",
+        _ => "warn,tally=debug",
+    };
+    let from_env = tracing_subscriber::EnvFilter::try_from_default_env().ok();
+    let plain = from_env.is_none() && out.verbose == 0;
+    let filter = from_env.unwrap_or_else(|| tracing_subscriber::EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(|| crate::redact::RedactingStderr);
+    // Without -v or RUST_LOG only warnings show: print them as plain lines.
+    let _ = if plain {
+        builder
+            .without_time()
+            .with_target(false)
+            .with_ansi(false)
+            .try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+/// The first Ctrl-C / SIGTERM cancels `token` (the upload stops and is kept for resuming); a second one
+/// exits at once.
+pub(crate) fn watch_signals(token: CancellationToken) {
+    tokio::spawn(async move {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        for round in 0..2 {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            if round == 0 {
+                eprintln!("tally: stopping; press Ctrl-C again to exit at once");
+                token.cancel();
+            } else {
+                std::process::exit(EXIT_ERROR);
+            }
+        }
+    });
+}
+
+/// Runs `f` as a task on the runtime's worker threads, not on this one: the tasks of its
+/// connections wake it at every piece of a body, and a task woken from its own worker thread
+/// runs there next, where waking this thread costs a thread switch each time.
+pub(crate) fn on_workers<T: Send + 'static>(
+    runtime: &tokio::runtime::Runtime,
+    f: impl std::future::Future<Output = T> + Send + 'static,
+) -> T {
+    runtime
+        .block_on(runtime.spawn(f))
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+}
+
+/// `1.5 GiB`, `100 MiB`, `1000 B`.
+pub(crate) fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 || v.fract() == 0.0 {
+        format!("{v:.0} {}", UNITS[unit])
+    } else {
+        format!("{v:.2} {}", UNITS[unit])
+    }
+}
+
+/// Prints one line of a streamed report; when standard output is gone (`| head`), stops quietly.
+pub(crate) fn say(line: &str) {
+    use std::io::Write as _;
+    if writeln!(std::io::stdout().lock(), "{line}").is_err() {
+        std::process::exit(EXIT_ERROR);
+    }
+}
+
+pub(crate) fn print_tree(r: &TreeReport, all_good: &str, nothing: &str) -> String {
+    let mut s = String::new();
+    for g in &r.groups {
+        s += &format!("  {g}\n");
+    }
+    if r.groups_omitted > 0 {
+        s += &format!(
+            "  ... and {} more lines (--json lists every file)\n",
+            r.groups_omitted
+        );
+    }
+    let verdict = if r.exit_code == EXIT_OK {
+        all_good.to_owned()
+    } else if !r.complete {
+        "STOPPED before the end: run the same command again to finish".to_owned()
+    } else {
+        format!("NOT {all_good}: see the FAILED / DIFFERS lines above")
+    };
+    let mut counts = Vec::new();
+    let mut count = |n: u64, what: String| {
+        if n > 0 {
+            counts.push(format!("{n} {what}"));
+        }
+    };
+    count(
+        r.uploaded,
+        format!("uploaded ({})", human_bytes(r.uploaded_bytes)),
+    );
+    count(
+        r.downloaded,
+        format!("downloaded ({})", human_bytes(r.downloaded_bytes)),
+    );
+    count(
+        r.skipped,
+        format!(
+            "skipped as proven identical ({})",
+            human_bytes(r.skipped_bytes)
+        ),
+    );
+    count(r.identical, "identical".into());
+    count(r.differs, "DIFFER".into());
+    count(r.failed, "FAILED".into());
+    count(r.ignored, "ignored".into());
+    if counts.is_empty() {
+        counts.push(nothing.to_owned());
+    }
+    if let Some(m) = &r.mhl {
+        s += &mhl_summary(m);
+    }
+    s += &format!(
+        "s3://{}/{}: {} files, {}: {}, in {:.2} s ({:.1} MiB/s)\n  {verdict}\n",
+        r.bucket,
+        r.prefix,
+        r.files,
+        human_bytes(r.bytes),
+        counts.join(", "),
+        r.seconds,
+        r.mib_per_s
+    );
+    s
+}
+
+/// The ASC MHL lines of a tree upload's summary.
+pub(crate) fn mhl_summary(m: &crate::batch::custody::Summary) -> String {
+    let mut s = String::new();
+    if m.history {
+        s += &format!(
+            "ASC MHL history: {} verified, {} new, {} MISMATCHED, {} MISSING\n",
+            m.verified, m.new, m.mismatched, m.missing
+        );
+    }
+    if let Some(g) = &m.generation {
+        s += &format!(
+            "ASC MHL generation {g} written to {}",
+            m.written_to.as_deref().unwrap_or("?")
+        );
+        if let Some(why) = &m.source_read_only {
+            s += &format!(" (the source cannot be written: {why})");
+        }
+        s += &format!("; uploaded: {}\n", m.uploaded.join(", "));
+    }
+    s
+}
+
+/// The whole-file hashes, one line each (`  xxh64     45ab6734b21e6968`).
+pub(crate) fn print_file_hashes(h: &crate::hash::FileHashes) -> String {
+    h.iter()
+        .map(|(f, v)| format!("  {:<9} {v} (whole file)\n", f.name()))
+        .collect()
+}

@@ -1,0 +1,247 @@
+//! `tally upload`: one file, or every file of a folder; and how its report reads.
+
+use tokio_util::sync::CancellationToken;
+
+use super::output::{Output, human_bytes, print_file_hashes, watch_signals};
+use crate::batch::upload::TreeConfig;
+use crate::cli::UploadArgs;
+use crate::error::{EXIT_ERROR, EXIT_OK, Error};
+use crate::s3::SdkS3;
+use crate::upload::{self, Check, Method, UploadReport};
+use crate::vocab::ObjectUrl;
+
+/// `tally upload FILE|DIR s3://...`.
+pub(crate) fn run(args: &UploadArgs, out: &Output, runtime: &tokio::runtime::Runtime) -> i32 {
+    if args.file.is_dir() {
+        return runtime.block_on(upload_tree(args, out));
+    }
+    if args.mhl {
+        return out.finish::<()>(Err(Error::Usage(format!(
+            "--mhl writes an ASC MHL generation for a directory; {} is not one: upload its folder",
+            args.file.display()
+        ))));
+    }
+    if args.tree.any() {
+        return out.finish::<()>(Err(Error::Usage(format!(
+            "--include, --exclude and --no-follow-symlinks need a directory; {} is not one",
+            args.file.display()
+        ))));
+    }
+    let result = runtime.block_on(upload(args, out));
+    let code = match &result {
+        Ok(r) if r.md5_tag_error.is_some() || r.file_hash_tag_error.is_some() => EXIT_ERROR,
+        _ => EXIT_OK,
+    };
+    if let Ok(r) = &result {
+        for e in [&r.md5_tag_error, &r.file_hash_tag_error]
+            .into_iter()
+            .flatten()
+        {
+            eprintln!("tally: error: the upload succeeded, but {e}");
+        }
+    }
+    out.finish(result.map(|r| (print_upload(&r), r))).max(code)
+}
+
+async fn upload(args: &UploadArgs, out: &Output) -> Result<UploadReport, Error> {
+    let cfg = args.to_config()?;
+    let s3 = SdkS3::connect(&args.connection.to_connection()).await?;
+    let cancel = CancellationToken::new();
+    watch_signals(cancel.clone());
+    let progress = out.progress();
+    upload::upload(&s3, &cfg, progress.as_ref(), &cancel).await
+}
+
+/// `tally upload DIR s3://BUCKET/PREFIX/`: one line per file as it finishes (`--json`), failures
+/// and warnings on standard error as they happen, the grouped summary at the end.
+async fn upload_tree(args: &UploadArgs, out: &Output) -> i32 {
+    let cfg = match tree_config(args) {
+        Ok(c) => c,
+        Err(e) => return out.finish::<()>(Err(e)),
+    };
+    let s3 = match SdkS3::connect(&args.connection.to_connection()).await {
+        Ok(s) => s,
+        Err(e) => return out.finish::<()>(Err(e.into())),
+    };
+    let cancel = CancellationToken::new();
+    watch_signals(cancel.clone());
+    let progress = out.progress();
+    let on_line = out.tree_lines();
+    let result =
+        crate::batch::upload::upload_tree(&s3, &cfg, progress.as_ref(), &cancel, &on_line).await;
+    out.finish_tree(
+        result,
+        "every file is in S3 and proven",
+        "nothing to upload: no files under the directory",
+    )
+}
+
+/// The tree upload's settings from the command line.
+fn tree_config(args: &UploadArgs) -> Result<TreeConfig, Error> {
+    if args.manifest.is_some() {
+        return Err(Error::Usage(
+            "--manifest names one file's manifest; a directory's manifests go to the state directory (TALLY_STATE_DIR): leave --manifest out"
+                .into(),
+        ));
+    }
+    let mut prefix = ObjectUrl::parse(&args.target)?;
+    if !prefix.key.is_empty() && !prefix.key.ends_with('/') {
+        prefix.key.push('/');
+    }
+    let mut base = args.to_config()?;
+    base.target = prefix.clone();
+    Ok(TreeConfig {
+        root: args.file.clone(),
+        walk: crate::tree::WalkOptions {
+            key_prefix_len: prefix.key.len(),
+            ..args.tree.walk_options()?
+        },
+        prefix,
+        base,
+        mhl: args.mhl,
+    })
+}
+
+fn print_upload(r: &UploadReport) -> String {
+    let check = |c: Check| match c {
+        Check::Matched => "matches S3",
+        Check::NotReported => "not verified by the server (its reply did not carry it)",
+        Check::NotComparableKms => "not compared: under SSE-KMS the ETag is not an MD5",
+        Check::NotComparableSseC => "not compared: under SSE-C the ETag is not an MD5",
+        Check::NotPredicted => "not predicted (no MD5)",
+        Check::Mismatch => "DIFFERS from S3",
+    };
+    let mut s = format!(
+        "uploaded {} to s3://{}/{} in {:.2} s ({:.1} MiB/s)\n",
+        human_bytes(r.size),
+        r.bucket,
+        r.key,
+        r.seconds,
+        r.mib_per_s
+    );
+    if r.method == Method::Multipart {
+        s += &format!(
+            "  parts     {} x {}, {} per part, {} echoed back equal by S3{}\n",
+            r.parts,
+            human_bytes(r.part_size),
+            r.checksum.algorithm,
+            r.checks.part_checksums_matched,
+            match r.parts - r.checks.part_checksums_matched.min(r.parts) {
+                0 => String::new(),
+                n => format!(" ({n} not verified by the server: not echoed)"),
+            }
+        );
+        if let Some(u) = &r.upload_id {
+            s += &format!("  upload id {u}\n");
+        }
+        if r.resumed {
+            s += &format!(
+                "  resumed   {} parts were already in S3, {} sent now\n",
+                r.parts_skipped, r.parts_sent
+            );
+        }
+        if let Some(m) = &r.manifest {
+            s += &format!("  manifest  {} (kept)\n", m.display());
+        }
+    } else if r.checks.object_checksum == Check::Matched {
+        s += &format!(
+            "  single PUT with Content-MD5 and {} (S3 echoed the checksum: verified on receipt)\n",
+            r.checksum.algorithm
+        );
+    } else {
+        s += &format!(
+            "  single PUT with Content-MD5 and {}: the {} checksum was not verified by the server (its reply did not carry it)\n",
+            r.checksum.algorithm, r.checksum.algorithm
+        );
+    }
+    s += &format!(
+        "  checksum  {} {} ({}): {}\n",
+        r.checksum.algorithm,
+        r.checksum.value,
+        r.checksum.kind,
+        check(r.checks.object_checksum)
+    );
+    s += &print_object_settings(&r.object);
+    match &r.etag {
+        Some(e) => s += &format!("  etag      {e}: {}\n", check(r.checks.etag)),
+        None => s += "  etag      not predicted: no MD5 computed (--content-md5 computes it)\n",
+    }
+    match &r.verified {
+        Some(v) => {
+            let said = |m: Option<bool>| match m {
+                Some(true) => "matches",
+                Some(false) => "DIFFERS",
+                None => "not compared (the server reports none to compare)",
+            };
+            s += &format!(
+                "  read back with {}: checksum {}, ETag {}, {} parts compared one by one\n",
+                v.method,
+                said(v.checksum_matches),
+                check(v.etag),
+                v.parts_compared
+            );
+            if let Some(note) = &v.checksum_note {
+                s += &format!("            {note}\n");
+            }
+        }
+        None => s += "  read back not done (--no-verify)\n",
+    }
+    if let Some(n) = r.read_back_reads {
+        s += &format!("  read back the object's MD5 equals the file's (after {n} read(s))\n");
+    }
+    if let (Some(md5), Some((name, outcome))) = (&r.md5, &r.md5_tag) {
+        s += &format!("  md5 tag   {name}={md5}: {outcome:?}\n");
+    }
+    s += &print_file_hashes(&r.file_hashes);
+    for (name, outcome) in &r.file_hash_tags {
+        s += &format!("  tag       {name}: {outcome:?}\n");
+    }
+    s
+}
+
+/// The object settings sent, each with what S3 reported back (HEAD after the upload, or the
+/// write's reply for the encryption), never claimed when S3 said nothing.
+fn print_object_settings(o: &crate::upload::report::ObjectReport) -> String {
+    let said = |requested: Option<String>, reported: Option<String>, unset: &str| match (
+        requested, reported,
+    ) {
+        (Some(r), Some(x)) if r == x => format!("{r} (S3 reports it)"),
+        (Some(r), Some(x)) => format!("{r} requested, but S3 reports {x}"),
+        (Some(r), None) => format!("{r} requested, not reported back by the server"),
+        (None, Some(x)) => format!("{x} (S3 reports it; none requested)"),
+        (None, None) => unset.to_owned(),
+    };
+    let class = said(
+        o.storage_class_requested.map(|c| c.to_string()),
+        o.storage_class_reported.clone(),
+        "the bucket's default",
+    );
+    let ctype = said(
+        o.content_type_requested.clone(),
+        o.content_type_reported.clone(),
+        "none",
+    );
+    let count = |requested: usize, reported: Option<usize>| match reported {
+        Some(n) if n == requested => format!("{n} (S3 reports {n})"),
+        Some(n) => format!("{requested} requested, but S3 reports {n}"),
+        None => format!("{requested} requested, not reported back by the server"),
+    };
+    let mut s = format!("  storage   {class}\n  type      {ctype}\n");
+    if o.metadata_requested > 0 || o.metadata_reported.is_some_and(|n| n > 0) {
+        s += &format!(
+            "  metadata  {}\n",
+            count(o.metadata_requested, o.metadata_reported)
+        );
+    }
+    if o.tags_requested > 0 {
+        s += &format!(
+            "  tags      {}\n",
+            count(o.tags_requested, o.tags_reported.map(|n| n as usize))
+        );
+    }
+    if o.sse_requested.is_some() || o.sse_reported.is_some() {
+        let sse = said(o.sse_requested.clone(), o.sse_reported.clone(), "none");
+        s += &format!("  sse       {sse}\n");
+    }
+    s
+}

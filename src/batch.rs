@@ -1,0 +1,17 @@
+//! Many files in one command: a folder uploaded or verified, a prefix downloaded. The one loop
+//! every such command drives ([`run`]: at most `--concurrency` files in progress, each outcome
+//! reported as it finishes), what it reports ([`report`]), the three runs on top of the one-file
+//! commands ([`upload`], [`download`], [`verify`]), and the ASC MHL chain of custody they keep
+//! ([`custody`]: the history checked before files are sent, a generation written after;
+//! [`custody_check`]: a folder against its own history).
+//!
+//! This module sits above `upload`, `download`, `verify` and `mhl` (the format) and imports them;
+//! none of them imports it.
+
+pub mod custody;
+pub mod custody_check;
+pub mod download;
+pub mod report;
+pub mod run;
+pub mod upload;
+pub mod verify;
