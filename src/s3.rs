@@ -24,6 +24,7 @@ mod paging;
 mod sdk;
 #[cfg(any(test, feature = "fake"))]
 pub mod tamper;
+pub mod throttle;
 mod watch;
 
 pub use create::create_upload;
