@@ -122,6 +122,23 @@ impl Drop for Watch<'_> {
     }
 }
 
+/// Resolves once an attempt of `len` bytes that counts its progress into `moved` is slow
+/// against the other attempts watched in `flights`; never, otherwise. For a download's part,
+/// which cannot run twice side by side (both would write the same offsets of the partial file):
+/// the slow read is stopped, its last write awaited, and the part fetched again
+/// (`download::fetch`).
+pub async fn slow(flights: &Flights, moved: Arc<AtomicU64>, len: u64) {
+    let mut watch = flights.watch(moved, len);
+    let mut tick = tokio::time::interval(CHECK_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if watch.straggling(Instant::now()) {
+            return;
+        }
+    }
+}
+
 /// Runs `attempt` (one request for a part of `len` bytes, counting its body into the counter it
 /// is given) and, if it turns out slow against the other attempts in `flights`, a second one
 /// beside it (after calling `on_hedge`). Returns the first success, or, when both fail, the
