@@ -444,6 +444,10 @@ pub struct ConnectionArgs {
     /// needs at 64 KiB/s (a stalled connection is abandoned, the request sent again).
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
     pub timeout: std::time::Duration,
+    /// Cap on the bytes sent and received per second, all connections together (400MB/s,
+    /// 2Gbit/s); default: no cap.
+    #[arg(long, value_name = "RATE", env = "TALLY_MAX_BANDWIDTH", value_parser = crate::s3::throttle::parse_rate)]
+    pub max_bandwidth: Option<u64>,
 }
 
 /// Output flags.
@@ -580,6 +584,7 @@ impl ConnectionArgs {
             profile: self.profile.clone(),
             path_style: self.path_style,
             timeout: self.timeout,
+            max_bandwidth: self.max_bandwidth,
         }
     }
 }

@@ -233,6 +233,7 @@ pub async fn download_with<C: S3Api>(
         path: partial.clone(),
         plan: &plan,
         progress,
+        flights: Default::default(),
     };
     let journal = Arc::new(journal);
     progress.start(facts.size, ranges.len() as u32);

@@ -8,10 +8,14 @@
 //!   slots are handed out first come, first served, so a huge file's parts and a tree's small files
 //!   interleave instead of one starving the other.
 //! - **bytes ahead**: before a part's bytes are touched (hashed from the memory map, or, for a
-//!   download, received), its length is reserved from a byte budget, and released only once S3
-//!   acknowledged the part and the manifest recorded it. Reservations are taken in part order
-//!   within a transfer, so the oldest part of every transfer can always finish: the budget cannot
-//!   deadlock, and memory does not grow with the number or the size of the files.
+//!   download, received), its length is reserved from a byte budget. A download's part holds it
+//!   until the part is written and recorded ([`Engine::parts`]); an upload's part only while it is
+//!   hashed ([`Engine::parts_hashed`]): once hashed, its pages leave the resident set and come back
+//!   only as they go into the socket, a few at a time (`upload::send`), so the parts on the wire
+//!   cost no resident memory and `--concurrency` alone says how many there are (issue 24).
+//!   Reservations are taken in part order within a transfer, so the oldest part of every transfer
+//!   can always finish: the budget cannot deadlock, and memory does not grow with the number or
+//!   the size of the files, nor with the number of parts in flight.
 //!
 //! [`Engine::parts`] is the pipeline a transfer runs its parts through: reserve (in order) ->
 //! prepare on the CPU pool (at most [`crate::exec::hash_ahead`] ahead, results kept in order so a
@@ -44,14 +48,13 @@ const UNIT: u64 = 1024;
 pub struct Limits {
     /// S3 requests in flight at most, across every transfer (`--concurrency`).
     pub concurrency: usize,
-    /// Bytes reserved at most: parts being hashed, waiting to be sent, or in flight.
+    /// Bytes reserved at most: upload parts being hashed, download parts being received.
     pub bytes_ahead: u64,
 }
 
-/// The most bytes a command holds by default (hashed ahead, waiting or in flight): 1 GiB, about
-/// 100 Gbit/s (12.5 GB/s) times the ~80 ms an 8 MiB part takes on one S3 connection (README,
-/// "Performance"), and what bounds resident memory, since a part's pages are released once S3
-/// acknowledged it (`Source::part`).
+/// The most bytes a command reserves by default: 1 GiB. For an upload these are the parts being
+/// hashed (at most [`crate::exec::hash_ahead`] of them anyway); for a download, the windows of
+/// the parts being received. Parts on the wire are bounded by `--concurrency`, not by this.
 pub const DEFAULT_BYTES_AHEAD: u64 = 1 << 30;
 
 impl Limits {
@@ -77,6 +80,15 @@ pub struct Engine {
     requests: Arc<Semaphore>,
     bytes: Arc<Semaphore>,
     byte_units: u32,
+}
+
+/// How long a part holds its reservation in [`Engine::pipeline`].
+#[derive(Debug, Clone, Copy)]
+enum Hold {
+    /// Until its `send` returned.
+    UntilSent,
+    /// Until its `prepare` returned.
+    WhilePrepared,
 }
 
 /// Bytes of the budget held by one part; released when dropped.
@@ -169,6 +181,75 @@ impl Engine {
         FS: Fn(P) -> FutS + 's,
         FutS: Future<Output = Result<D, Error>> + 's,
     {
+        self.pipeline(
+            items,
+            len,
+            prepare,
+            in_order,
+            send,
+            concurrency,
+            Hold::UntilSent,
+        )
+    }
+
+    /// [`Engine::parts`], except that a part's reservation is released as soon as `prepare`
+    /// returned: the budget then bounds the parts being prepared (hashed), not the parts on the
+    /// wire, and `concurrency` alone bounds those. For uploads, whose `prepare` hashes a part from
+    /// the mapping and whose `send` keeps the part's pages out of the resident set as they go
+    /// into the socket (`upload::send`), so that parts in flight cost no resident memory.
+    pub fn parts_hashed<'s, I, P, D, FP, FutP, FO, FutO, FS, FutS>(
+        &'s self,
+        items: impl IntoIterator<Item = I> + 's,
+        len: impl Fn(&I) -> u64 + 's,
+        prepare: FP,
+        in_order: FO,
+        send: FS,
+        concurrency: usize,
+    ) -> impl Stream<Item = Result<D, Error>> + 's
+    where
+        I: 's,
+        P: 's,
+        D: 's,
+        FP: Fn(I) -> FutP + 's,
+        FutP: Future<Output = Result<P, Error>> + 's,
+        FO: Fn(P) -> FutO + 's,
+        FutO: Future<Output = Result<P, Error>> + 's,
+        FS: Fn(P) -> FutS + 's,
+        FutS: Future<Output = Result<D, Error>> + 's,
+    {
+        self.pipeline(
+            items,
+            len,
+            prepare,
+            in_order,
+            send,
+            concurrency,
+            Hold::WhilePrepared,
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn pipeline<'s, I, P, D, FP, FutP, FO, FutO, FS, FutS>(
+        &'s self,
+        items: impl IntoIterator<Item = I> + 's,
+        len: impl Fn(&I) -> u64 + 's,
+        prepare: FP,
+        in_order: FO,
+        send: FS,
+        concurrency: usize,
+        hold: Hold,
+    ) -> impl Stream<Item = Result<D, Error>> + 's
+    where
+        I: 's,
+        P: 's,
+        D: 's,
+        FP: Fn(I) -> FutP + 's,
+        FutP: Future<Output = Result<P, Error>> + 's,
+        FO: Fn(P) -> FutO + 's,
+        FutO: Future<Output = Result<P, Error>> + 's,
+        FS: Fn(P) -> FutS + 's,
+        FutS: Future<Output = Result<D, Error>> + 's,
+    {
         stream::iter(items)
             .then(move |item| {
                 let n = len(&item);
@@ -176,7 +257,14 @@ impl Engine {
             })
             .map(move |(held, item)| {
                 let prepared = prepare(item);
-                async move { prepared.await.map(|p| (held, p)) }
+                async move {
+                    let p = prepared.await?;
+                    let held = match hold {
+                        Hold::UntilSent => Some(held),
+                        Hold::WhilePrepared => None,
+                    };
+                    Ok::<_, Error>((held, p))
+                }
             })
             .buffered(crate::exec::hash_ahead())
             .and_then(move |(held, p)| {
@@ -479,6 +567,45 @@ mod tests {
             "at most the budget was held at once: {}",
             peak.load(Ordering::SeqCst)
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn parts_hashed_keep_concurrency_parts_in_flight_whatever_the_budget() {
+        // A budget of two parts, eight slots: every send waits until all eight are in flight at
+        // once, which only happens if the budget does not hold parts on the wire (with
+        // `Engine::parts` this waits forever).
+        let mib = 1 << 20;
+        let engine = Engine::new(Limits {
+            concurrency: 8,
+            bytes_ahead: 2 * mib,
+        });
+        let all_in = tokio::sync::Barrier::new(8);
+        let (now, peak) = (AtomicUsize::new(0), AtomicUsize::new(0));
+        let (all_in, now_r, peak_r) = (&all_in, &now, &peak);
+        let sent = tokio::time::timeout(
+            Duration::from_secs(60),
+            engine
+                .parts_hashed(
+                    0..16u32,
+                    |_| mib,
+                    |i| async move { Ok(i) },
+                    |i| async move { Ok(i) },
+                    move |i| async move {
+                        let n = now_r.fetch_add(1, Ordering::SeqCst) + 1;
+                        peak_r.fetch_max(n, Ordering::SeqCst);
+                        all_in.wait().await;
+                        now_r.fetch_sub(1, Ordering::SeqCst);
+                        Ok(i)
+                    },
+                    8,
+                )
+                .try_collect::<Vec<u32>>(),
+        )
+        .await
+        .expect("eight parts were in flight at once under a budget of two")
+        .unwrap();
+        assert_eq!(sent.len(), 16);
+        assert_eq!(peak.load(Ordering::SeqCst), 8, "never more than the slots");
     }
 
     #[test]

@@ -25,6 +25,7 @@ mod paging;
 mod sdk;
 #[cfg(any(test, feature = "fake"))]
 pub mod tamper;
+pub mod throttle;
 mod watch;
 
 pub use connection::{ConnectError, Connection, DEFAULT_TIMEOUT};

@@ -7,6 +7,7 @@
 //! are scheduled under one budget.
 
 pub mod complete;
+pub mod hedge;
 pub mod multipart;
 pub mod report;
 pub mod resume;

@@ -6,7 +6,10 @@ use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use futures::StreamExt as _;
+use tokio_util::sync::CancellationToken;
 
 use crate::error::{Changed, Error};
 use crate::hash::{RangeHash, RangeHasher};
@@ -17,6 +20,7 @@ use crate::s3::{ObjectRead, RemoteChecksum};
 use crate::s3::{S3Error, S3ErrorKind};
 use crate::vocab::ETag;
 use crate::vocab::ObjectUrl;
+use crate::upload::hedge::{self, Flights};
 
 use super::dest::io_error;
 use super::partial::{BLOCK, Block, PartialFile};
@@ -40,7 +44,12 @@ pub struct Ctx<'a> {
     pub plan: &'a Plan,
     /// Progress and notes.
     pub progress: &'a dyn Progress,
+    /// The rates of the parts being received, to tell a slow one (`upload::hedge`).
+    pub flights: Flights,
 }
+
+/// How many times one part is fetched again because it came far slower than the others.
+const SLOW_REFETCHES: u32 = 2;
 
 /// A part checked (or hashed, where only the whole object can be checked).
 #[derive(Debug, Clone)]
@@ -63,6 +72,8 @@ enum Failed {
     Length(u64),
     /// A final error (the file, the object replaced).
     Fatal(Error),
+    /// Stopped: far slower than the other parts (its last write landed first).
+    Slow,
 }
 
 /// Fetches part `i` (`range`), writes it into the partial file, and checks it.
@@ -75,11 +86,13 @@ pub async fn part<C: ObjectRead>(
     let number = i as u32 + 1;
     let mut backoff = Policy::RANGED_READ.start();
     let mut corrupt = 0;
+    let mut slow = 0;
     loop {
         let attempt = backoff.attempt();
         // A part of a multipart object is asked for by its number, so that S3 sends its checksum.
         let by_number = ctx.plan.multipart.then_some(number);
-        let failure = match once(s3, ctx, range.clone(), by_number).await {
+        let watch = slow < SLOW_REFETCHES;
+        let failure = match once(s3, ctx, range.clone(), by_number, watch).await {
             Ok((hash, reply)) => {
                 let against = ctx.plan.against(i, reply.as_ref());
                 match against.as_ref().map(|a| a.check(&hash)) {
@@ -117,6 +130,14 @@ pub async fn part<C: ObjectRead>(
                 }
             }
             Err(Failed::Fatal(e)) => return Err(e),
+            Err(Failed::Slow) => {
+                slow += 1;
+                ctx.progress.note(&format!(
+                    "part {number} arrives far slower than the others: fetching it again on \
+                     another connection"
+                ));
+                continue;
+            }
             Err(Failed::S3(e)) if !e.kind.is_retryable() => {
                 return Err(Error::s3("GetObject", Some(number), None)(e));
             }
@@ -144,6 +165,7 @@ async fn once<C: ObjectRead>(
     ctx: &Ctx<'_>,
     range: Range<u64>,
     part: Option<u32>,
+    watch: bool,
 ) -> Result<(RangeHash, Option<RemoteChecksum>), Failed> {
     let hasher = RangeHasher::new(ctx.plan.alg, ctx.plan.md5);
     if range.is_empty() {
@@ -168,8 +190,31 @@ async fn once<C: ObjectRead>(
         file: ctx.file.clone(),
         path: ctx.path.clone(),
     };
-    let task = Reading(tokio::spawn(sink.receive(reply.body, range, hasher)));
-    let h = task.finish().await?;
+    let len = range.end - range.start;
+    let (moved, stop) = (Arc::new(AtomicU64::new(0)), CancellationToken::new());
+    let task = Reading(tokio::spawn(sink.receive(
+        reply.body,
+        range,
+        hasher,
+        moved.clone(),
+        stop.clone(),
+    )));
+    let mut task = std::pin::pin!(task.finish());
+    let slow = async {
+        if watch {
+            hedge::slow(&ctx.flights, moved, len).await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    let h = tokio::select! {
+        h = &mut task => h?,
+        () = slow => {
+            // Stopped where it is (its write in flight ends first): the part is fetched again.
+            stop.cancel();
+            task.await?
+        }
+    };
     Ok((h.finish(), reply.checksum))
 }
 
@@ -204,6 +249,8 @@ impl Sink {
         mut body: futures::stream::BoxStream<'static, Result<bytes::Bytes, S3Error>>,
         range: Range<u64>,
         hasher: RangeHasher,
+        moved: Arc<AtomicU64>,
+        stop: CancellationToken,
     ) -> Result<RangeHasher, Failed> {
         let len = range.end - range.start;
         let mut received = 0u64;
@@ -211,10 +258,18 @@ impl Sink {
         let mut filling = self.file.block(range.start);
         let mut pending: Option<Pending> = None;
         let mut idle = Some((hasher, None));
-        while let Some(piece) = body.next().await {
+        loop {
+            let piece = tokio::select! {
+                piece = body.next() => piece,
+                () = stop.cancelled() => Some(Err(S3Error::transport("stopped: too slow".into()))),
+            };
+            let Some(piece) = piece else { break };
+            let stopped = stop.is_cancelled();
             let broken = match piece {
+                _ if stopped => Some(Failed::Slow),
                 Ok(p) if received + p.len() as u64 <= len => {
                     received += p.len() as u64;
+                    moved.store(received, Ordering::Relaxed);
                     let mut rest = &p[..];
                     while !rest.is_empty() {
                         let n = filling.push(rest);

@@ -13,6 +13,8 @@ pub struct Connection {
     pub path_style: bool,
     /// How long S3 may take to answer a request, beyond the time to send its body (`--timeout`).
     pub timeout: std::time::Duration,
+    /// Bytes per second at most, every connection of the process together (`--max-bandwidth`).
+    pub max_bandwidth: Option<u64>,
 }
 
 impl Default for Connection {
@@ -23,6 +25,7 @@ impl Default for Connection {
             profile: None,
             path_style: false,
             timeout: DEFAULT_TIMEOUT,
+            max_bandwidth: None,
         }
     }
 }

@@ -33,6 +33,8 @@ pub struct SdkS3 {
     /// The endpoint as errors name it.
     display: String,
     timeout: Duration,
+    /// The process's bandwidth limit, if any (`--max-bandwidth`).
+    bandwidth: Option<std::sync::Arc<super::throttle::Bandwidth>>,
 }
 
 /// The slowest body transfer tally waits for before it calls a request stalled: 64 KiB/s.
@@ -135,6 +137,7 @@ impl SdkS3 {
             endpoint,
             display,
             timeout: conn.timeout,
+            bandwidth: conn.max_bandwidth.map(super::throttle::Bandwidth::shared),
         })
     }
 }
@@ -335,13 +338,21 @@ impl SdkS3 {
             value,
         });
         let etag = out.e_tag().map(ETag::new);
-        let body = futures::stream::unfold(out.body, |mut b| async move {
-            b.next().await.map(|r| {
-                (
-                    r.map_err(|e| S3Error::transport(format!("reading the body: {e}"))),
+        let limit = self.bandwidth.clone();
+        let body = futures::stream::unfold(out.body, move |mut b| {
+            let limit = limit.clone();
+            async move {
+                let piece = b.next().await?;
+                // Under --max-bandwidth a piece waits for its share before the caller sees it (and
+                // before the next is read: the socket's window holds back what comes early).
+                if let (Some(l), Ok(p)) = (&limit, &piece) {
+                    l.take(p.len()).await;
+                }
+                Some((
+                    piece.map_err(|e| S3Error::transport(format!("reading the body: {e}"))),
                     b,
-                )
-            })
+                ))
+            }
         });
         Ok(super::RangeBody {
             checksum,
@@ -422,7 +433,10 @@ impl MultipartWrite for SdkS3 {
             .key(&obj.key)
             .content_length(body.len() as i64)
             .set_content_md5(hash.content_md5())
-            .body(ByteStream::from(body));
+            .body(ByteStream::new(super::throttle::upload_body(
+                body,
+                self.bandwidth.as_ref(),
+            )));
         let req = with_settings!(req, settings);
         let timeout = attempt_timeout(self.timeout, hash.len);
         let req = with_checksum!(req, alg, hash.checksum.base64());
@@ -490,7 +504,10 @@ impl MultipartWrite for SdkS3 {
             .part_number(number as i32)
             .content_length(body.len() as i64)
             .set_content_md5(hash.content_md5())
-            .body(ByteStream::from(body));
+            .body(ByteStream::new(super::throttle::upload_body(
+                body,
+                self.bandwidth.as_ref(),
+            )));
         let timeout = attempt_timeout(self.timeout, hash.len);
         let req = with_checksum!(req, alg, hash.checksum.base64());
         let out = send_signed!(req, alg, hash, timeout).map_err(|e| s3_error(e, &self.display))?;

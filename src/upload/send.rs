@@ -19,8 +19,10 @@ use crate::vocab::ETag;
 use crate::vocab::PartHash;
 
 use super::Run;
+use super::hedge;
 use super::multipart::{DonePart, Start};
 use super::report::{compare_checksum, compare_etag};
+use crate::s3::throttle::counting;
 
 /// Hashes and uploads every part not yet done through the engine's pipeline (bytes reserved in
 /// order, hashing at most `hash_ahead` parts ahead, at most `--concurrency` parts of this file in
@@ -29,8 +31,9 @@ use super::report::{compare_checksum, compare_etag};
 ///
 /// Each part's body is taken from the mapping once ([`Source::part`]) and shared by the hash and
 /// the send (the SDK's retries resend the same value); its pages are read ahead when the part is
-/// admitted and released when the last of these drops it, i.e. once S3 acknowledged the part.
-/// Resident memory is then bounded by the engine's byte budget whatever the file's size.
+/// admitted, released once it is hashed, and released again as the send faults them back in
+/// ([`release_behind`]). The engine's byte budget bounds the parts being hashed; `--concurrency`
+/// alone bounds the parts in flight, which cost only what their sockets take in one interval.
 ///
 /// `whole`: the whole-file hasher (`--file-hash`, `--md5-tag`, `--read-back`, the ASC MHL check),
 /// fed in the same chunk loop as each part's checksum, see `Chain`; returned with every byte of
@@ -47,13 +50,14 @@ pub async fn parts<C: S3Api>(
     let have = &have;
     let chain = whole.map(Chain::new);
     let chain = &chain;
+    let flights = &hedge::Flights::default();
     // Every part, in order: the ones S3 already holds are only fed to the whole-file hasher, if any.
     let todo = start
         .parts()
         .filter(move |p| chain.is_some() || !have.contains(&p.number));
     let done = run
         .engine
-        .parts(
+        .parts_hashed(
             todo,
             |p: &Part| p.len,
             |part: Part| {
@@ -85,7 +89,7 @@ pub async fn parts<C: S3Api>(
                     let hash = on_pool(move || {
                         src.check_unchanged()?;
                         if send || file.is_some() {
-                            src.populate(range).ok();
+                            src.populate(range.clone()).ok();
                         }
                         let hash = match &mut file {
                             Some((h, _)) if send => {
@@ -101,6 +105,9 @@ pub async fn parts<C: S3Api>(
                             // The next part's turn; nobody waits for it once the pipeline stopped.
                             let _ = next.send(h);
                         }
+                        // Hashed: out of the resident set until it goes into the socket (the
+                        // page cache keeps it, so the send faults it back in without a read).
+                        src.release(range);
                         Ok::<_, Error>(hash)
                     })
                     .await?;
@@ -117,11 +124,27 @@ pub async fn parts<C: S3Api>(
                 let src = run.src.clone();
                 blocking(move || src.check_unchanged()).await?;
                 first_send.get_or_init(Instant::now);
-                let reply = match run
-                    .s3
-                    .upload_part(&run.cfg.target, upload_id, part.number, alg, body, &hash)
-                    .await
-                {
+                let (target, hash_ref) = (&run.cfg.target, &hash);
+                let sending = hedge::send(
+                    flights,
+                    part.len,
+                    |moved| {
+                        let body = body.clone();
+                        counting(
+                            moved,
+                            run.s3
+                                .upload_part(target, upload_id, part.number, alg, body, hash_ref),
+                        )
+                    },
+                    || {
+                        run.progress.note(&format!(
+                            "part {} moves far slower than the others: sending it again on \
+                             another connection (the first answer wins)",
+                            part.number
+                        ))
+                    },
+                );
+                let reply = match release_behind(&run.src, part.range(), sending).await {
                     Ok(r) => r,
                     Err(e) => {
                         let err = Error::s3("UploadPart", Some(part.number), Some(upload_id))(e);
@@ -152,6 +175,41 @@ pub async fn parts<C: S3Api>(
         None => None,
     };
     Ok((done, whole))
+}
+
+/// How often a part being sent gives back the pages the socket already took.
+const RELEASE_EVERY: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// Runs `sending` (a part's upload), releasing the part's pages from the resident set every
+/// [`RELEASE_EVERY`] while it runs.
+///
+/// Why (issue 24): the HTTP client copies the part's body into the socket from the mapping, and
+/// every page it copies stays mapped into the process until the body is dropped, i.e. until S3
+/// answered: with 64 parts of 100 MiB in flight on slow connections that would be 6.4 GiB
+/// resident. The body is one `Bytes` (the SDK's retries resend it), so it cannot release its own
+/// pages as it goes; this does it from outside instead. Releasing pages still being read is safe
+/// (`Source::release`): a read faults them back in from the page cache. What stays resident is
+/// then about what the connections move in one interval (throughput x 50 ms), whatever the number
+/// of parts in flight. The cost: each part's pages are faulted in twice (hashing, sending), minor
+/// faults from the page cache, not reads of the disk (docs/link.md has the measurement).
+///
+/// `MADV_DONTNEED` does no I/O (it only clears page-table entries, a few microseconds for a
+/// mostly unmapped 100 MiB range), so it runs here on the async thread, not on the pool.
+async fn release_behind<T>(
+    src: &Source,
+    range: std::ops::Range<u64>,
+    sending: impl std::future::Future<Output = T>,
+) -> T {
+    let mut tick = tokio::time::interval(RELEASE_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    let mut sending = std::pin::pin!(sending);
+    loop {
+        tokio::select! {
+            out = &mut sending => return out,
+            _ = tick.tick() => src.release(range.clone()),
+        }
+    }
 }
 
 /// The whole-file hasher of one upload, handed from part to part in file order.

@@ -8,6 +8,7 @@ mod cli;
 mod download;
 mod faults;
 mod inputs;
+mod link;
 mod md5;
 mod mhl;
 mod network;

@@ -1,0 +1,321 @@
+//! `--max-bandwidth`: one token bucket that every connection of the process draws from.
+//!
+//! Bytes are let through in pieces of at most [`PIECE`]: an upload's body is handed to the HTTP
+//! client piece by piece ([`upload_body`]), a download's pieces are taken as they arrive
+//! ([`Bandwidth::take`] before the caller sees them, so the socket's receive window, not a
+//! buffer of tally's, holds what arrived early). Each piece reserves its bytes first; a
+//! reservation the bucket cannot cover yet puts the bucket in debt and waits until the rate has
+//! paid it. So whatever the number of connections, the bytes let through by time `t` since the
+//! first never exceed `BURST + rate * t`, and the waiting pieces are served in the order they
+//! asked.
+
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use aws_smithy_types::body::SdkBody;
+use bytes::Bytes;
+
+/// Parses a `--max-bandwidth` rate: a number and a unit per second, in bytes (`B`, `KB`, `MB`,
+/// `GB`, `KiB`, `MiB`, `GiB`) or bits (`Kbit`, `Mbit`, `Gbit`): `400MB/s`, `2Gbit/s`. Returns
+/// bytes per second.
+pub fn parse_rate(text: &str) -> Result<u64, String> {
+    let bad = || format!("'{text}' is not a rate: write e.g. 400MB/s, 50MiB/s or 2Gbit/s");
+    let t = text.trim();
+    let t = t.strip_suffix("/s").unwrap_or(t);
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (n, unit) = t.split_at(split);
+    let n: f64 = n.parse().map_err(|_| bad())?;
+    let per = match unit.trim() {
+        "B" => 1.0,
+        "KB" | "kB" => 1e3,
+        "MB" => 1e6,
+        "GB" => 1e9,
+        "KiB" => 1024.0,
+        "MiB" => 1024.0 * 1024.0,
+        "GiB" => 1024.0 * 1024.0 * 1024.0,
+        "Kbit" | "kbit" => 1e3 / 8.0,
+        "Mbit" => 1e6 / 8.0,
+        "Gbit" => 1e9 / 8.0,
+        _ => return Err(bad()),
+    };
+    let rate = (n * per).round();
+    if rate < 1.0 || !rate.is_finite() {
+        return Err(format!(
+            "'{text}': a bandwidth limit must be at least 1 B/s"
+        ));
+    }
+    Ok(rate as u64)
+}
+
+/// The largest piece let through at once.
+pub const PIECE: usize = 64 * 1024;
+
+/// Bytes the bucket holds at most when idle: what may go at once after a quiet spell.
+pub const BURST: f64 = (2 * PIECE) as f64;
+
+/// A shared token bucket of `rate` bytes per second.
+#[derive(Debug)]
+pub struct Bandwidth {
+    rate: f64,
+    state: Mutex<State>,
+}
+
+#[derive(Debug)]
+struct State {
+    /// Bytes that may go now; negative when reservations wait for the rate to pay them.
+    tokens: f64,
+    last: Instant,
+}
+
+impl Bandwidth {
+    /// A bucket of `rate` bytes per second (at least 1), full.
+    pub fn new(rate: u64) -> Bandwidth {
+        Bandwidth {
+            rate: rate.max(1) as f64,
+            state: Mutex::new(State {
+                tokens: BURST,
+                last: Instant::now(),
+            }),
+        }
+    }
+
+    /// The process's bucket: made at `rate` by the first caller, shared by every later one (one
+    /// command, one limit over all its connections and clients).
+    pub fn shared(rate: u64) -> Arc<Bandwidth> {
+        static SHARED: OnceLock<Arc<Bandwidth>> = OnceLock::new();
+        SHARED
+            .get_or_init(|| Arc::new(Bandwidth::new(rate)))
+            .clone()
+    }
+
+    /// The rate, in bytes per second.
+    pub fn rate(&self) -> u64 {
+        self.rate as u64
+    }
+
+    /// Reserves `n` bytes at `now`: how long to wait before they may go.
+    fn reserve(&self, now: Instant, n: usize) -> Duration {
+        let mut s = self.state.lock().expect("bandwidth lock");
+        let earned = now.saturating_duration_since(s.last).as_secs_f64() * self.rate;
+        s.tokens = (s.tokens + earned).min(BURST);
+        s.last = s.last.max(now);
+        s.tokens -= n as f64;
+        if s.tokens >= 0.0 {
+            Duration::ZERO
+        } else {
+            Duration::from_secs_f64(-s.tokens / self.rate)
+        }
+    }
+
+    /// Waits until `n` bytes may go.
+    pub async fn take(&self, n: usize) {
+        let wait = self.reserve(Instant::now(), n);
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+tokio::task_local! {
+    /// Where the upload body of a request made inside [`counting`] counts its bytes.
+    static MOVED: Arc<AtomicU64>;
+}
+
+/// Runs `fut` (one S3 upload request), counting into `moved` the bytes of its body handed to the
+/// HTTP client, i.e. into the socket's buffer: how a caller sees a part's progress on its
+/// connection (hedging, `upload::send`) without a parameter through every S3 client.
+pub async fn counting<F: std::future::Future>(moved: Arc<AtomicU64>, fut: F) -> F::Output {
+    MOVED.scope(moved, fut).await
+}
+
+/// Pieces of an upload body when nothing limits them (only counted): big enough that the HTTP
+/// client's writes stay large, small enough to see a slow connection's progress.
+const COUNTED_PIECE: usize = 1024 * 1024;
+
+/// The body of an upload request: `data` as one piece, unless the process limits its bandwidth
+/// (`limit`) or the request runs inside [`counting`]: then `data` in pieces, each let through the
+/// bucket and counted. A retry of the request starts a fresh body (the SDK's retries resend it).
+pub fn upload_body(data: Bytes, limit: Option<&Arc<Bandwidth>>) -> SdkBody {
+    let moved = MOVED.try_with(Arc::clone).ok();
+    if limit.is_none() && moved.is_none() {
+        return SdkBody::from(data);
+    }
+    let limit = limit.cloned();
+    let piece = if limit.is_some() {
+        PIECE
+    } else {
+        COUNTED_PIECE
+    };
+    SdkBody::retryable(move || {
+        SdkBody::from_body_1_x(Pieces {
+            data: data.clone(),
+            pos: 0,
+            piece,
+            limit: limit.clone(),
+            moved: moved.clone(),
+            waiting: None,
+        })
+    })
+}
+
+/// `data` from `pos` on, one piece at a time, each after its bytes were reserved.
+struct Pieces {
+    data: Bytes,
+    pos: usize,
+    piece: usize,
+    limit: Option<Arc<Bandwidth>>,
+    moved: Option<Arc<AtomicU64>>,
+    /// A piece reserved, and the wait before it may go.
+    waiting: Option<(Bytes, Pin<Box<tokio::time::Sleep>>)>,
+}
+
+impl Pieces {
+    fn hand_over(&self, piece: Bytes) -> Poll<Option<Result<http_body::Frame<Bytes>, Infallible>>> {
+        if let Some(m) = &self.moved {
+            m.fetch_add(piece.len() as u64, Ordering::Relaxed);
+        }
+        Poll::Ready(Some(Ok(http_body::Frame::data(piece))))
+    }
+}
+
+impl http_body::Body for Pieces {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        if let Some((_, sleep)) = &mut self.waiting {
+            ready!(sleep.as_mut().poll(cx));
+            let (piece, _) = self.waiting.take().expect("waiting");
+            return self.hand_over(piece);
+        }
+        if self.pos >= self.data.len() {
+            return Poll::Ready(None);
+        }
+        let end = (self.pos + self.piece).min(self.data.len());
+        let piece = self.data.slice(self.pos..end);
+        self.pos = end;
+        let wait = match &self.limit {
+            Some(l) => l.reserve(Instant::now(), piece.len()),
+            None => Duration::ZERO,
+        };
+        if wait.is_zero() {
+            return self.hand_over(piece);
+        }
+        let mut sleep = Box::pin(tokio::time::sleep(wait));
+        if sleep.as_mut().poll(cx).is_ready() {
+            return self.hand_over(piece);
+        }
+        self.waiting = Some((piece, sleep));
+        Poll::Pending
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.pos >= self.data.len() && self.waiting.is_none()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        let left = self.data.len() - self.pos + self.waiting.as_ref().map_or(0, |(p, _)| p.len());
+        http_body::SizeHint::with_exact(left as u64)
+    }
+}
+
+use std::future::Future as _;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt as _;
+
+    #[test]
+    fn the_bucket_never_lets_more_than_burst_plus_rate_through() {
+        // 1 MB/s, 8 callers asking for 64 KiB pieces all at the same instants: the time each
+        // piece may go is at least (bytes before and with it - burst) / rate.
+        let b = Bandwidth::new(1_000_000);
+        let t0 = b.state.lock().unwrap().last;
+        let mut total = 0.0;
+        for round in 0..20u32 {
+            let now = t0 + Duration::from_millis(u64::from(round) * 10);
+            for _ in 0..8 {
+                total += PIECE as f64;
+                let at = now + b.reserve(now, PIECE);
+                let earliest = (total - BURST) / 1e6;
+                let waited = (at - t0).as_secs_f64();
+                assert!(waited + 1e-6 >= earliest, "{total} by {waited}");
+            }
+        }
+    }
+
+    #[test]
+    fn rates_parse() {
+        assert_eq!(parse_rate("400MB/s"), Ok(400_000_000));
+        assert_eq!(parse_rate("2Gbit/s"), Ok(250_000_000));
+        assert_eq!(parse_rate("50MiB/s"), Ok(50 * 1024 * 1024));
+        assert_eq!(parse_rate("1.5MB/s"), Ok(1_500_000));
+        assert!(parse_rate("fast").unwrap_err().contains("400MB/s"));
+        assert!(parse_rate("0MB/s").is_err());
+        assert!(parse_rate("10 parsecs").is_err());
+    }
+
+    #[tokio::test]
+    async fn without_limit_or_counting_the_body_is_the_bytes_as_they_are() {
+        let data = Bytes::from_static(b"part");
+        let body = upload_body(data.clone(), None);
+        assert_eq!(
+            body.bytes(),
+            Some(&data[..]),
+            "one in-memory piece, no copy"
+        );
+    }
+
+    #[test]
+    fn an_idle_bucket_banks_only_its_burst() {
+        let b = Bandwidth::new(1_000_000);
+        let t0 = b.state.lock().unwrap().last;
+        let later = t0 + Duration::from_secs(10);
+        assert_eq!(b.reserve(later, BURST as usize), Duration::ZERO);
+        let wait = b.reserve(later, 500_000);
+        assert!((wait.as_secs_f64() - 0.5).abs() < 1e-6, "{wait:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_throttled_body_is_the_data_in_pieces_at_the_rate() {
+        let data: Bytes = (0..1_000_000u32)
+            .map(|i| i as u8)
+            .collect::<Vec<_>>()
+            .into();
+        let limit = Arc::new(Bandwidth::new(2_000_000));
+        let start = tokio::time::Instant::now();
+        let moved = Arc::new(AtomicU64::new(0));
+        let mut body = counting(moved.clone(), async {
+            upload_body(data.clone(), Some(&limit))
+        })
+        .await;
+        let mut got = Vec::new();
+        while let Some(frame) = body.frame().await {
+            let piece = frame.unwrap().into_data().unwrap();
+            assert!(piece.len() <= PIECE);
+            got.extend_from_slice(&piece);
+        }
+        assert_eq!(got, data);
+        assert_eq!(
+            moved.load(Ordering::SeqCst),
+            1_000_000,
+            "every byte counted"
+        );
+        // (1 MB - the burst) at 2 MB/s, in the paused clock's time.
+        let took = start.elapsed().as_secs_f64();
+        let want = (1e6 - BURST) / 2e6;
+        assert!((took - want).abs() < 0.01, "took {took}, want {want}");
+    }
+}

@@ -1,0 +1,292 @@
+//! Hedging: a part whose connection moves far slower than its peers' is sent again on another
+//! connection; the first good answer wins and the other request is dropped (cancelled).
+//!
+//! Why (issue 24): on S3 a few connections are many times slower than the rest, and a transfer
+//! that waits for its slowest part takes as long as that part. The AWS Rust transfer manager and
+//! the CRT re-send such requests; so does tally, for UploadPart. Re-sending a part is safe: the
+//! second request carries the same bytes and the same checksum (the part was hashed once), S3
+//! keeps one copy of a part number (the last one stored, the same bytes either way), and the
+//! caller records the part and counts it once, from the one answer it keeps.
+//!
+//! How a straggler is told: every attempt counts the bytes of its body handed to its connection
+//! ([`crate::s3::throttle::counting`]); its rate over the last [`WINDOW`] is compared with the
+//! rates of the other parts of the same transfer in flight at that moment. An attempt is slow when
+//! at least [`MIN_PEERS`] attempts have a rate and its own is under the median divided by
+//! [`SLOW`]. A part whose body is all handed over (it waits for S3's answer) is never called slow,
+//! and a part is re-sent at most once.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// The span over which an attempt's rate is measured.
+pub const WINDOW: Duration = Duration::from_secs(2);
+
+/// How often the attempts in flight are looked at.
+const CHECK_EVERY: Duration = Duration::from_millis(250);
+
+/// Attempts with a rate needed (the slow one included) before any is called slow.
+pub const MIN_PEERS: usize = 4;
+
+/// An attempt is slow under the median of its peers' rates divided by this.
+pub const SLOW: f64 = 4.0;
+
+/// The rates of the attempts in flight of one transfer.
+#[derive(Debug, Default)]
+pub struct Flights {
+    rates: Mutex<Vec<(u64, Option<f64>)>>,
+    next: AtomicU64,
+}
+
+impl Flights {
+    /// Starts watching an attempt of `len` bytes whose body counts into `moved`.
+    fn watch(&self, moved: Arc<AtomicU64>, len: u64) -> Watch<'_> {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        self.rates.lock().expect("flights").push((id, None));
+        Watch {
+            flights: self,
+            id,
+            moved,
+            len,
+            samples: VecDeque::new(),
+        }
+    }
+
+    /// Publishes `id`'s rate; whether it is slow against the others'.
+    fn slow(&self, id: u64, rate: Option<f64>) -> bool {
+        let mut rates = self.rates.lock().expect("flights");
+        if let Some(r) = rates.iter_mut().find(|(i, _)| *i == id) {
+            r.1 = rate;
+        }
+        let Some(rate) = rate else { return false };
+        let mut known: Vec<f64> = rates.iter().filter_map(|(_, r)| *r).collect();
+        drop(rates);
+        is_slow(rate, &mut known)
+    }
+}
+
+/// Whether `rate` is slow among `rates` (its own included): at least [`MIN_PEERS`] of them, and
+/// under their median divided by [`SLOW`].
+fn is_slow(rate: f64, rates: &mut [f64]) -> bool {
+    if rates.len() < MIN_PEERS {
+        return false;
+    }
+    rates.sort_by(f64::total_cmp);
+    let mid = rates.len() / 2;
+    let median = if rates.len().is_multiple_of(2) {
+        (rates[mid - 1] + rates[mid]) / 2.0
+    } else {
+        rates[mid]
+    };
+    rate < median / SLOW
+}
+
+/// One attempt being watched; leaves the flights when dropped.
+struct Watch<'a> {
+    flights: &'a Flights,
+    id: u64,
+    moved: Arc<AtomicU64>,
+    len: u64,
+    samples: VecDeque<(Instant, u64)>,
+}
+
+impl Watch<'_> {
+    /// Takes a sample now: whether this attempt is slow against its peers.
+    fn straggling(&mut self, now: Instant) -> bool {
+        let moved = self.moved.load(Ordering::Relaxed);
+        self.samples.push_back((now, moved));
+        while self
+            .samples
+            .get(1)
+            .is_some_and(|&(t, _)| now.duration_since(t) >= WINDOW)
+        {
+            self.samples.pop_front();
+        }
+        let &(t0, m0) = self.samples.front().expect("a sample");
+        let span = now.duration_since(t0);
+        let rate =
+            (moved < self.len && span >= WINDOW).then(|| (moved - m0) as f64 / span.as_secs_f64());
+        self.flights.slow(self.id, rate)
+    }
+}
+
+impl Drop for Watch<'_> {
+    fn drop(&mut self) {
+        let mut rates = self.flights.rates.lock().expect("flights");
+        rates.retain(|(i, _)| *i != self.id);
+    }
+}
+
+/// Resolves once an attempt of `len` bytes that counts its progress into `moved` is slow
+/// against the other attempts watched in `flights`; never, otherwise. For a download's part,
+/// which cannot run twice side by side (both would write the same offsets of the partial file):
+/// the slow read is stopped, its last write awaited, and the part fetched again
+/// (`download::fetch`).
+pub async fn slow(flights: &Flights, moved: Arc<AtomicU64>, len: u64) {
+    let mut watch = flights.watch(moved, len);
+    let mut tick = tokio::time::interval(CHECK_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if watch.straggling(Instant::now()) {
+            return;
+        }
+    }
+}
+
+/// Runs `attempt` (one request for a part of `len` bytes, counting its body into the counter it
+/// is given) and, if it turns out slow against the other attempts in `flights`, a second one
+/// beside it (after calling `on_hedge`). Returns the first success, or, when both fail, the
+/// second's error; the other request is dropped (cancelled) when this returns.
+pub async fn send<T, E, Fut>(
+    flights: &Flights,
+    len: u64,
+    attempt: impl Fn(Arc<AtomicU64>) -> Fut,
+    on_hedge: impl FnOnce(),
+) -> Result<T, E>
+where
+    Fut: Future<Output = Result<T, E>>,
+{
+    let moved = Arc::new(AtomicU64::new(0));
+    let mut first = std::pin::pin!(attempt(moved.clone()));
+    let mut watch = flights.watch(moved, len);
+    let mut tick = tokio::time::interval(CHECK_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            out = &mut first => return out,
+            _ = tick.tick() => {
+                if watch.straggling(Instant::now()) {
+                    break;
+                }
+            }
+        }
+    }
+    // Slow: no longer one of the peers the others are measured against.
+    drop(watch);
+    on_hedge();
+    let moved = Arc::new(AtomicU64::new(0));
+    let mut second = std::pin::pin!(attempt(moved.clone()));
+    let _watch = flights.watch(moved, len);
+    tokio::select! {
+        out = &mut first => match out {
+            Ok(v) => Ok(v),
+            Err(_) => second.await,
+        },
+        out = &mut second => match out {
+            Ok(v) => Ok(v),
+            Err(e) => first.await.or(Err(e)),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slow_is_far_under_the_median_of_enough_peers() {
+        assert!(is_slow(1.0, &mut [1.0, 10.0, 10.0, 12.0]));
+        assert!(
+            !is_slow(3.0, &mut [3.0, 10.0, 10.0, 12.0]),
+            "a third is not slow"
+        );
+        assert!(!is_slow(1.0, &mut [1.0, 10.0, 10.0]), "too few peers");
+        assert!(
+            !is_slow(5.0, &mut [5.0, 5.0, 5.0, 5.0, 5.0]),
+            "all equally slow"
+        );
+    }
+
+    /// An attempt that moves `per_tick` bytes on every tick of the paused clock.
+    async fn mover(moved: Arc<AtomicU64>, per_tick: u64, len: u64, tag: u32) -> Result<u32, ()> {
+        while moved.load(Ordering::SeqCst) < len {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            moved.fetch_add(per_tick, Ordering::SeqCst);
+        }
+        Ok(tag)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_part_is_sent_again_and_the_fast_copy_wins() {
+        let flights = Flights::default();
+        let len = 100_000_000;
+        let attempts = AtomicU64::new(0);
+        let hedged = AtomicU64::new(0);
+        // Four peers at 1 MB per tick, one part whose first attempt moves 10 KB per tick and whose
+        // second moves like the peers.
+        let peer = |i: u32| {
+            send(
+                &flights,
+                len,
+                move |m| mover(m, 1_000_000, len, i),
+                || panic!("a peer at the median is never hedged"),
+            )
+        };
+        let slow = send(
+            &flights,
+            len,
+            |m| {
+                let n = attempts.fetch_add(1, Ordering::SeqCst);
+                let per_tick = if n == 0 { 10_000 } else { 1_000_000 };
+                mover(m, per_tick, len, 100 + n as u32)
+            },
+            || {
+                hedged.fetch_add(1, Ordering::SeqCst);
+            },
+        );
+        let (a, b, c, d, s) = tokio::join!(peer(0), peer(1), peer(2), peer(3), slow);
+        assert_eq!((a, b, c, d), (Ok(0), Ok(1), Ok(2), Ok(3)));
+        assert_eq!(s, Ok(101), "the second attempt's answer");
+        assert_eq!(hedged.load(Ordering::SeqCst), 1);
+        assert_eq!(attempts.load(Ordering::SeqCst), 2, "sent again once");
+        assert!(flights.rates.lock().unwrap().is_empty(), "every watch left");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn parts_all_equally_slow_are_never_sent_again() {
+        let flights = Flights::default();
+        let len = 10_000_000;
+        let runs = (0..6).map(|i| {
+            send(
+                &flights,
+                len,
+                move |m| mover(m, 50_000, len, i),
+                || panic!("nothing to hedge: every part is as slow"),
+            )
+        });
+        let out = futures::future::join_all(runs).await;
+        assert_eq!(out, (0..6).map(Ok).collect::<Vec<Result<u32, ()>>>());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn when_the_copy_fails_the_first_attempt_still_answers() {
+        let flights = Flights::default();
+        let len = 100_000_000;
+        let attempts = AtomicU64::new(0);
+        let peer = |i: u32| send(&flights, len, move |m| mover(m, 1_000_000, len, i), || {});
+        let slow = send(
+            &flights,
+            len,
+            |m| {
+                let n = attempts.fetch_add(1, Ordering::SeqCst);
+                async move {
+                    if n == 0 {
+                        mover(m, 10_000_000 / 100, 10_000_000, 7).await
+                    } else {
+                        Err(())
+                    }
+                }
+            },
+            || {},
+        );
+        // The slow part is 10x smaller so that it ends; its copy fails at once.
+        let (_, _, _, _, s) = tokio::join!(peer(0), peer(1), peer(2), peer(3), slow);
+        assert_eq!(s, Ok(7));
+    }
+}
