@@ -22,7 +22,7 @@ use crate::s3::S3Api;
 use crate::tree::report::{Action, FileLine, TreeReport, stops_everything};
 use crate::tree::{FileEntry, Found};
 
-use super::{DownloadOptions, download_with};
+use super::{DownloadOptions, download_to};
 
 /// Objects downloaded at once (their parts share the engine's request slots).
 pub const OBJECTS_IN_FLIGHT: usize = 16;
@@ -105,6 +105,7 @@ pub async fn download_tree<C: S3Api>(
     on_line: &(dyn Fn(&FileLine) + Send + Sync),
 ) -> Result<TreeReport, Error> {
     let started = Instant::now();
+    super::check_options(opts)?;
     let d = dir.to_owned();
     let root = blocking(move || {
         if d.is_dir() {
@@ -191,7 +192,7 @@ async fn one_object<C: S3Api>(
         }
     };
     let result = tokio::select! {
-        r = download_with(engine, s3, &obj, &target, opts, &Silent) => r,
+        r = download_to(engine, s3, &obj, &target, opts, &Silent) => r,
         () = stop.cancelled() => Err(Error::Interrupted),
     };
     match result {
