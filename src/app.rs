@@ -264,7 +264,7 @@ impl Output {
                     let v = serde_json::json!({ "error": msg, "exit_code": code });
                     println!("{v}");
                 }
-                eprintln!("tally: error: {msg}");
+                eprintln!("tally: error: {}", crate::printable::one_line(&msg));
                 code
             }
         }
@@ -476,13 +476,16 @@ impl Output {
                 let text = serde_json::to_string(line).expect("lines serialize");
                 println!("{}", crate::redact::redact(&text));
             }
-            let reason = line.reason.as_deref().unwrap_or("");
+            // Keys and names escaped: a newline or ESC in one never splits or colours a line.
+            let one_line = crate::printable::one_line;
+            let reason = one_line(line.reason.as_deref().unwrap_or(""));
+            let path = one_line(&line.path);
             match line.action {
-                Action::Failed => eprintln!("tally: FAILED {}: {reason}", line.path),
-                Action::Differs => eprintln!("tally: DIFFERS {}: {reason}", line.path),
-                Action::Ignored if !quiet => eprintln!("tally: warning: {}: {reason}", line.path),
+                Action::Failed => eprintln!("tally: FAILED {path}: {reason}"),
+                Action::Differs => eprintln!("tally: DIFFERS {path}: {reason}"),
+                Action::Ignored if !quiet => eprintln!("tally: warning: {path}: {reason}"),
                 _ if !quiet && line.mhl.as_deref() == Some("new") => {
-                    eprintln!("tally: new (not in the ASC MHL history): {}", line.path);
+                    eprintln!("tally: new (not in the ASC MHL history): {path}");
                 }
                 _ => {}
             }
@@ -627,7 +630,13 @@ async fn download(args: &DownloadArgs, out: &Output) -> Result<DownloadReport, E
         concurrency: args.concurrency,
     };
     let progress = out.progress();
-    download::download(&s3, &target, &args.dest, &opts, progress.as_ref()).await
+    // Ctrl-C / SIGTERM stop it as they stop a prefix: the parts recorded are kept for a resume.
+    let cancel = CancellationToken::new();
+    watch_signals(cancel.clone());
+    tokio::select! {
+        r = download::download(&s3, &target, &args.dest, &opts, progress.as_ref()) => r,
+        () = cancel.cancelled() => Err(Error::Interrupted),
+    }
 }
 
 /// `tally download s3://BUCKET/PREFIX/ DIR/`.

@@ -367,6 +367,106 @@ fn a_resumed_download_hashes_the_parts_it_keeps_again() {
 }
 
 #[test]
+fn sigint_or_sigterm_stops_a_single_download_with_one_line_and_it_resumes() {
+    let s = garage();
+    let dir = s.temp_dir();
+    let key = unique("hostile/signal");
+    let want = body(11 * MIB as usize, 90);
+    put_bytes(s, dir.path(), &key, &want, 0);
+    for (n, sig) in ["INT", "TERM"].iter().enumerate() {
+        let dest = dir.path().join(format!("out{n}"));
+        let seams = Seams::new(&dir.path().join(format!("seams{n}")));
+        let mut cmd = s.command();
+        cmd.args([
+            "download",
+            &s.url(&key),
+            dest.to_str().unwrap(),
+            "--concurrency",
+            "1",
+        ]);
+        seams.hold(&mut cmd, "dlpart", &[1]);
+        let mut child = Running::spawn(&mut cmd, "tally download (held after part 1)");
+        seams.reached(&mut child, "dlpart", 1);
+        let kill = std::process::Command::new("kill")
+            .args([&format!("-{sig}"), &child.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(kill.success());
+        let out = child.finish(TALLY_BOUND);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "SIG{sig}: {err}");
+        assert!(err.contains("tally: error: interrupted"), "SIG{sig}: {err}");
+        assert!(!dest.exists(), "nothing renamed");
+        assert!(
+            dir.path().join(format!("out{n}\\tally-journal")).exists(),
+            "journal kept"
+        );
+        assert!(
+            !dir.path().join(format!("out{n}\\tally-lock")).exists(),
+            "lock gone"
+        );
+        let out = s.tally(["download", &s.url(&key), dest.to_str().unwrap(), "--json"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert_eq!(json_report(&out)["parts_resumed"], 1);
+        assert_eq!(sha(&std::fs::read(&dest).unwrap()), sha(&want));
+    }
+}
+
+#[test]
+fn keys_with_control_characters_are_listed_and_printed_escaped() {
+    let s = garage();
+    let dir = s.temp_dir();
+    let prefix = unique("hostile/ctl");
+    let f = dir.path().join("src");
+    std::fs::write(&f, b"control").unwrap();
+    for k in ["a\u{1}b", "esc\u{1b}[31mred", "new\nline"] {
+        s.aws([
+            "s3api",
+            "put-object",
+            "--bucket",
+            &s.bucket,
+            "--key",
+            &format!("{prefix}/{k}"),
+            "--body",
+            f.to_str().unwrap(),
+        ]);
+    }
+    let dest = dir.path().join("dest");
+    std::fs::create_dir(&dest).unwrap();
+    let out = s.tally([
+        "download",
+        &s.url(&format!("{prefix}/")),
+        dest.to_str().unwrap(),
+    ]);
+    let err = stderr(&out);
+    assert!(out.status.success(), "the listing holds every key: {err}");
+    for k in ["a\u{1}b", "esc\u{1b}[31mred", "new\nline"] {
+        assert_eq!(std::fs::read(dest.join(k)).unwrap(), b"control", "{k:?}");
+    }
+    // Printed escaped: a failure line for each (DEST exists and differs) stays one line, raw
+    // control characters never reach the terminal.
+    for k in ["a\u{1}b", "esc\u{1b}[31mred", "new\nline"] {
+        std::fs::write(dest.join(k), b"other").unwrap();
+    }
+    let out = s.tally([
+        "download",
+        &s.url(&format!("{prefix}/")),
+        dest.to_str().unwrap(),
+    ]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(!err.contains('\u{1b}') && !err.contains('\u{1}'), "{err:?}");
+    assert_eq!(
+        err.lines()
+            .filter(|l| l.starts_with("tally: FAILED"))
+            .count(),
+        3,
+        "{err}"
+    );
+    assert!(err.contains("new\\nline"), "{err}");
+}
+
+#[test]
 fn a_download_with_concurrency_0_is_refused() {
     let s = garage();
     let dir = s.temp_dir();
