@@ -681,3 +681,122 @@ fn seeded_hostile_prefixes_never_write_outside_dest_or_claim_a_wrong_file() {
     }
     eprintln!("hostile: {cases} cases passed");
 }
+
+#[test]
+fn an_edited_md5_state_is_refused_and_removing_it_as_told_gives_the_right_md5() {
+    let s = garage();
+    let dir = s.temp_dir();
+    let key = unique("hostile/md5state");
+    let want = body(20 * MIB as usize + 3, 95);
+    put_bytes(s, dir.path(), &key, &want, 0);
+    let url = s.url(&key);
+    let state = dir.path().join("md5.state");
+    let st = state.to_str().unwrap();
+    // Stopped by the time limit after its first chunk (held at the seam until the limit passed).
+    let seams = Seams::new(&dir.path().join("seams"));
+    let mut cmd = s.command();
+    cmd.args(["md5", &url, "--state", st, "--time-limit", "2s", "--json"]);
+    seams.hold(&mut cmd, "chunk", &[1]);
+    let mut child = Running::spawn(&mut cmd, "tally md5 --time-limit 2s");
+    let held = seams.reached(&mut child, "chunk", 1);
+    std::thread::sleep(
+        (held + std::time::Duration::from_secs(2))
+            .saturating_duration_since(std::time::Instant::now()),
+    );
+    seams.go("chunk", 1);
+    let out = child.finish(TALLY_BOUND);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    // 8 MiB added to the saved offset by hand.
+    let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&state).unwrap()).unwrap();
+    let offset = v["offset"].as_u64().unwrap();
+    v["offset"] = (offset + 8 * MIB).into();
+    std::fs::write(&state, serde_json::to_vec(&v).unwrap()).unwrap();
+    let out = s.tally(["md5", &url, "--state", st]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("does not match its content") && err.contains("remove the file to start over"),
+        "{err}"
+    );
+    // The remedy named: remove it; the MD5 is then the file's.
+    std::fs::remove_file(&state).unwrap();
+    let out = s.tally(["md5", &url, "--state", st, "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["md5"], hex(&md5::Md5::digest(&want)));
+}
+
+#[test]
+fn a_damaged_manifest_header_is_not_a_dead_end() {
+    let s = garage();
+    let dir = s.temp_dir();
+    let src = dir.path().join("src.bin");
+    let want = body(4 * 5 * MIB as usize + 11, 96);
+    std::fs::write(&src, &want).unwrap();
+    for remedy in ["restart", "abort"] {
+        let key = unique(&format!("hostile/manifest-{remedy}"));
+        let url = s.url(&key);
+        let manifest = dir.path().join(format!("{remedy}.manifest"));
+        let args = [
+            "upload",
+            src.to_str().unwrap(),
+            &url,
+            "--part-size",
+            "5MiB",
+            "--concurrency",
+            "1",
+            "--manifest",
+            manifest.to_str().unwrap(),
+        ];
+        let seams = Seams::new(&dir.path().join(format!("seams-{remedy}")));
+        let mut cmd = s.command();
+        cmd.args(args);
+        seams.hold(&mut cmd, "part", &[2]);
+        let mut child = Running::spawn(&mut cmd, "tally upload (held before part 2)");
+        seams.reached(&mut child, "part", 2);
+        child.kill9();
+        // One character of the header changed: its CRC fails, its upload id still reads.
+        let text = std::fs::read_to_string(&manifest).unwrap();
+        let (first, rest) = text.split_once('\n').unwrap();
+        let id = first
+            .split("\"upload_id\":\"")
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+            .unwrap()
+            .to_owned();
+        let damaged = first.replacen("\"format\":1", "\"format\":7", 1);
+        assert_ne!(damaged, first);
+        std::fs::write(&manifest, format!("{damaged}\n{rest}")).unwrap();
+        let out = s.tally(args);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(
+            err.contains("--restart") && err.contains("tally abort"),
+            "{err}"
+        );
+        if remedy == "restart" {
+            let mut again = args.to_vec();
+            again.push("--restart");
+            let out = s.tally(&again);
+            assert!(out.status.success(), "--restart works: {}", stderr(&out));
+            assert_eq!(s.download_sha256(&key), sha(&want));
+            assert!(!manifest.exists(), "the manifest is gone after the upload");
+            s.abort_uploads(&key);
+        } else {
+            let out = s.tally(["abort", &url, "--upload-id", &id]);
+            assert!(out.status.success(), "{}", stderr(&out));
+            assert!(
+                !manifest.exists(),
+                "tally abort removed the damaged manifest"
+            );
+            assert_eq!(s.uploads_in_progress(&key), 0);
+            let out = s.tally(args);
+            assert!(
+                out.status.success(),
+                "then the upload runs: {}",
+                stderr(&out)
+            );
+        }
+    }
+}
