@@ -962,6 +962,28 @@ mod tests {
         assert_eq!(r.parts_resumed, 4);
         assert_eq!(r.parts_checked_alone, 5, "resumed parts were checked alone");
         only_dest(dir.path(), &dest);
+        // Part 2's bytes changed in the partial file after it was recorded: hashed again on
+        // resume, found changed, fetched again; the file is exact.
+        std::fs::remove_file(&dest).unwrap();
+        let s3 = Tamper::new(s3.into_inner()).body_received(flipper(20_000, 4, |_| true));
+        download(&s3, &url("k"), &dest, &opts(), &Silent)
+            .await
+            .unwrap_err();
+        let partial = dest::partial_path(&dest);
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&partial)
+            .unwrap();
+        std::os::unix::fs::FileExt::write_all_at(&f, &[0u8; 100], 25_000).unwrap();
+        drop(f);
+        let s3 = Tamper::new(s3.into_inner()).body_received(|_, _, _| {});
+        let r = download(&s3, &url("k"), &dest, &opts(), &Silent)
+            .await
+            .unwrap();
+        assert_eq!(std::fs::read(&dest).unwrap(), body, "byte-exact");
+        assert_eq!(r.parts_resumed, 3, "part 2 not counted");
+        assert_eq!(s3.streamed_gets(), 2, "parts 2 and 4 fetched");
+        only_dest(dir.path(), &dest);
         // A journal for another object: started over, and said so.
         let s3 = Tamper::new(FakeS3::default()).body_received(flipper(20_000, 4, |_| true));
         s3.inner().answer_attributes();
