@@ -536,14 +536,26 @@ const PLACED: &[&str] = &[
     "d",
 ];
 
-/// One seeded case: build the prefix and DEST, download, check.
-fn one_case(s: &Server, seed: u64) {
-    let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+/// Distinct prefixes the seeded cases draw from: seed N downloads prefix N % PREFIXES (its keys
+/// and sizes drawn from N % PREFIXES), with links, concurrency and a fresh DEST drawn from N. Each
+/// prefix is uploaded once per test process, so a soak of many cases spends its time downloading.
+const PREFIXES: u64 = 64;
+
+/// The objects of prefix `n`, uploaded on first use: (prefix, key below it -> bytes).
+fn prefix_of(s: &Server, n: u64) -> (String, BTreeMap<String, Vec<u8>>) {
+    use std::sync::{Mutex, OnceLock};
+    type Made = BTreeMap<u64, (String, BTreeMap<String, Vec<u8>>)>;
+    static MADE: OnceLock<Mutex<Made>> = OnceLock::new();
+    let made = MADE.get_or_init(Default::default);
+    if let Some(p) = made.lock().unwrap().get(&n) {
+        return p.clone();
+    }
+    let mut rng = Rng(n.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
     let dir = s.temp_dir();
-    let prefix = unique(&format!("hostile/seed-{seed}"));
-    let n = 2 + rng.below(5);
+    let prefix = unique(&format!("hostile/prefix-{n}"));
+    let count = 2 + rng.below(5);
     let mut keys: Vec<&str> = Vec::new();
-    while keys.len() < n {
+    while keys.len() < count {
         let k = KEY_FORMS[rng.below(KEY_FORMS.len())];
         if !keys.contains(&k) {
             keys.push(k);
@@ -556,10 +568,21 @@ fn one_case(s: &Server, seed: u64) {
             1 => 6 * MIB as usize + rng.below(4096),
             _ => 1 + rng.below(200_000),
         };
-        let b = body(len, seed ^ (i as u64 + 1) << 32);
+        let b = body(len, n ^ ((i as u64 + 1) << 32));
         put_bytes(s, dir.path(), &format!("{prefix}/{k}"), &b, i);
         objects.insert(k.to_string(), b);
     }
+    let p = (prefix, objects);
+    made.lock().unwrap().insert(n, p.clone());
+    p
+}
+
+/// One seeded case: DEST with links placed in it, the download of one prefix, the checks.
+fn one_case(s: &Server, seed: u64) {
+    let (prefix, objects) = prefix_of(s, seed % PREFIXES);
+    let keys: Vec<&String> = objects.keys().collect();
+    let mut rng = Rng(seed.wrapping_mul(0xD1B5_4A32_D192_ED03) | 1);
+    let dir = s.temp_dir();
     let outside = dir.path().join("outside");
     std::fs::create_dir_all(outside.join("folder")).unwrap();
     std::fs::write(outside.join("victim"), b"outside, must stay").unwrap();
