@@ -25,7 +25,6 @@ pub mod journal;
 pub mod partial;
 pub mod proof;
 
-use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -116,6 +115,19 @@ pub fn engine(concurrency: usize) -> Engine {
     })
 }
 
+/// Refuses options no download can run with (as upload does): `--concurrency` outside
+/// 1..=[`crate::config::MAX_CONCURRENCY`].
+pub fn check_options(opts: &DownloadOptions) -> Result<(), Error> {
+    let c = opts.concurrency;
+    if !(1..=crate::config::MAX_CONCURRENCY).contains(&c) {
+        return Err(Error::Usage(format!(
+            "--concurrency {c} is out of range: choose 1 to {}",
+            crate::config::MAX_CONCURRENCY
+        )));
+    }
+    Ok(())
+}
+
 /// Downloads `obj` to `dest` (a file path, or a folder: see [`dest::resolve`]).
 pub async fn download<C: S3Api>(
     s3: &C,
@@ -136,15 +148,40 @@ pub async fn download_with<C: S3Api>(
     opts: &DownloadOptions,
     progress: &dyn Progress,
 ) -> Result<DownloadReport, Error> {
-    let started = Instant::now();
+    check_options(opts)?;
     if obj.key.is_empty() || obj.key.ends_with('/') {
         return Err(Error::Usage(format!(
             "{obj} names a prefix, not an object: give the object's full key, or DIR/ as the destination"
         )));
     }
-    let s3l = engine.limit(s3);
     let (d, key) = (dest.to_owned(), obj.key.clone());
     let dest = blocking(move || dest::resolve(&d, &key)).await?;
+    download_to(engine, s3, obj, &dest, opts, progress).await
+}
+
+/// [`download_with`] to exactly the file `dest` (never into it, were it a folder): a folder, a
+/// link, a device there is refused before anything is written. Holds the destination's lock
+/// ([`dest::DestLock`]) for the whole run.
+pub async fn download_to<C: S3Api>(
+    engine: &Engine,
+    s3: &C,
+    obj: &ObjectUrl,
+    dest: &Path,
+    opts: &DownloadOptions,
+    progress: &dyn Progress,
+) -> Result<DownloadReport, Error> {
+    let started = Instant::now();
+    let d = dest.to_owned();
+    let _lock = blocking(move || {
+        dest::check_target(&d)?;
+        let lock = dest::DestLock::acquire(&d)?;
+        // Again under the lock: nothing else of tally's changes it now.
+        dest::check_target(&d)?;
+        Ok::<_, Error>(lock)
+    })
+    .await?;
+    let dest = dest.to_owned();
+    let s3l = engine.limit(s3);
     let learned = remote_facts(&s3l, obj, None).await?;
     let facts = learned.facts;
     let mut report = DownloadReport {
@@ -171,7 +208,7 @@ pub async fn download_with<C: S3Api>(
         mib_per_s: 0.0,
     };
     let d = dest.clone();
-    if blocking(move || d.exists()).await && !opts.force {
+    if blocking(move || std::fs::symlink_metadata(&d).is_ok()).await && !opts.force {
         return already_there(&s3l, obj, &dest, report, started).await;
     }
     let plan = proof::plan(&facts);
@@ -195,9 +232,21 @@ pub async fn download_with<C: S3Api>(
         journal,
         done,
         restarted,
+        damaged,
     } = blocking(move || open_or_start(&p, &j, &h)).await?;
     if let Some(why) = &restarted {
         progress.note(&format!("starting over: {why}"));
+    }
+    if !damaged.is_empty() {
+        progress.note(&format!(
+            "part(s) {} of {} no longer hold the bytes the journal recorded: fetching them again",
+            damaged
+                .iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(", "),
+            partial.display()
+        ));
     }
     report.restarted_because = restarted;
     let ranges = facts.ranges();
@@ -302,14 +351,7 @@ pub async fn download_with<C: S3Api>(
     report.etag = c.etag;
     let file = ctx.file.clone();
     let (p, j, d) = (partial, jpath, dest.clone());
-    blocking(move || -> Result<(), Error> {
-        file.file().sync_all().map_err(|e| dest::io_error(&p, &e))?;
-        crate::fsx::rename_into_place(&p, &d).map_err(|e| dest::io_error(&d, &e))?;
-        let _ = std::fs::remove_file(&j);
-        let _ = crate::fsx::sync_dir(crate::fsx::parent_dir(&d));
-        Ok(())
-    })
-    .await?;
+    blocking(move || put_in_place(file.file(), &p, &j, &d)).await?;
     Ok(finish(report, started))
 }
 
@@ -371,33 +413,40 @@ struct Opened {
     done: Vec<PartLine>,
     /// Why an earlier partial download was discarded.
     restarted: Option<String>,
+    /// Parts the journal recorded whose bytes no longer match (fetched again).
+    damaged: Vec<u32>,
 }
 
 /// Opens the partial file and its journal: resumed when the journal's header matches `header`
 /// and the partial file has the object's size, else started over (and why). Blocking.
 fn open_or_start(partial: &Path, jpath: &Path, header: &Header) -> Result<Opened, Error> {
     let loaded = journal::load(jpath)?;
-    let partial_len = std::fs::metadata(partial).ok().map(|m| m.len());
-    let why = match (&loaded, partial_len) {
+    // Never through a link: anything but a regular file at the partial's name is started over.
+    let existing = match crate::fsx::open_regular(partial, true, false) {
+        Ok(f) => {
+            let len = f.metadata().map_err(|e| dest::io_error(partial, &e))?.len();
+            Some(Ok((f, len)))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => Some(Err(e.to_string())),
+        Err(e) => return Err(dest::io_error(partial, &e)),
+    };
+    let why = match (&loaded, existing) {
         (None, None) => None,
-        (None, Some(_)) => Some(format!("{} has no journal beside it", partial.display())),
+        (_, Some(Err(not_regular))) => Some(not_regular),
+        (None, Some(Ok(_))) => Some(format!("{} has no journal beside it", partial.display())),
         (Some((h, _)), _) if h != header => Some(format!(
             "the object is not the one {} was a copy of ({})",
             partial.display(),
             what_changed(h, header)
         )),
         (Some(_), None) => Some(format!("{} is missing", partial.display())),
-        (Some(_), Some(len)) if len != header.size => Some(format!(
+        (Some(_), Some(Ok((_, len)))) if len != header.size => Some(format!(
             "{} is {len} bytes, not {}",
             partial.display(),
             header.size
         )),
-        (Some(_), Some(_)) => {
-            let file = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open(partial)
-                .map_err(|e| dest::io_error(partial, &e))?;
+        (Some(_), Some(Ok((file, _)))) => {
             let parts = loaded.map(|(_, p)| p).unwrap_or_default();
             let layout = &header.layout;
             let starts: Vec<u64> = layout
@@ -419,21 +468,21 @@ fn open_or_start(partial: &Path, jpath: &Path, header: &Header) -> Result<Opened
                         && p.hash().is_some()
                 })
                 .collect();
+            let (done, damaged) = recheck(&file, parts, header);
             return Ok(Opened {
                 file: PartialFile::new(file, partial),
                 journal: Journal::open(jpath)?,
-                done: parts,
+                done,
                 restarted: None,
+                damaged,
             });
         }
     };
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(partial)
-        .map_err(|e| dest::io_error(partial, &e))?;
+    // Whatever is at these names is not a resumable download of this object: removed (a link
+    // is removed, never followed), then the partial file is created exclusively.
+    let _ = std::fs::remove_file(partial);
+    let _ = std::fs::remove_file(jpath);
+    let file = crate::fsx::create_new(partial, 0o666).map_err(|e| dest::io_error(partial, &e))?;
     if let Err(e) = partial::preallocate(&file, header.size) {
         // Nothing of this run is in it yet: a full disk leaves nothing behind.
         drop(file);
@@ -446,7 +495,84 @@ fn open_or_start(partial: &Path, jpath: &Path, header: &Header) -> Result<Opened
         journal,
         done: Vec::new(),
         restarted: why,
+        damaged: Vec::new(),
     })
+}
+
+/// Hashes each part the journal recorded again, from the partial file, and keeps only those whose
+/// bytes still give the recorded hashes: a part changed since (a disk error, another program)
+/// is fetched again, never counted. Returns the parts kept and the numbers of those dropped.
+/// Blocking (reads every kept byte once).
+fn recheck(
+    file: &std::fs::File,
+    parts: Vec<PartLine>,
+    header: &Header,
+) -> (Vec<PartLine>, Vec<u32>) {
+    use std::os::unix::fs::FileExt as _;
+    let mut buf = vec![0u8; partial::BLOCK];
+    let mut kept = Vec::with_capacity(parts.len());
+    let mut damaged = Vec::new();
+    for p in parts {
+        let mut h = crate::hash::RangeHasher::new(header.checksum, header.md5);
+        let mut at = p.offset;
+        let end = p.offset + p.len;
+        let mut ok = true;
+        while at < end {
+            let n = ((end - at) as usize).min(buf.len());
+            if file.read_exact_at(&mut buf[..n], at).is_err() {
+                ok = false;
+                break;
+            }
+            h.update(&buf[..n]);
+            at += n as u64;
+        }
+        if ok && Some(h.finish()) == p.hash() {
+            kept.push(p);
+        } else {
+            damaged.push(p.number);
+        }
+    }
+    (kept, damaged)
+}
+
+/// Puts the proven partial file (open as `file`) in place as `dest`: fsync, rename, fsync the
+/// folder, remove the journal. Only the very file written is renamed (its name is checked to still
+/// be it), and DEST is checked to be it afterwards. A folder that appeared at DEST meanwhile
+/// (another key of the prefix made it) ends the download with the partial file and journal
+/// removed. Blocking.
+fn put_in_place(file: &std::fs::File, p: &Path, j: &Path, d: &Path) -> Result<(), Error> {
+    file.sync_all().map_err(|e| dest::io_error(p, &e))?;
+    let replaced = |what: &Path| {
+        Error::Destination {
+        path: what.to_owned(),
+        why: "was replaced by another program during the download: nothing was put in place; run the same command again".into(),
+    }
+    };
+    if !crate::fsx::is_same_file(p, file) {
+        return Err(replaced(p));
+    }
+    if let Err(e) = dest::check_target(d) {
+        let _ = std::fs::remove_file(p);
+        let _ = std::fs::remove_file(j);
+        return Err(e);
+    }
+    if let Err(e) = crate::fsx::rename_into_place(p, d) {
+        if std::fs::symlink_metadata(d).is_ok_and(|m| m.is_dir()) {
+            let _ = std::fs::remove_file(p);
+            let _ = std::fs::remove_file(j);
+            return Err(Error::Destination {
+                path: d.to_owned(),
+                why: "became a directory during the download (another key names a folder here): not downloaded".into(),
+            });
+        }
+        return Err(dest::io_error(d, &e));
+    }
+    if !crate::fsx::is_same_file(d, file) {
+        return Err(replaced(d));
+    }
+    let _ = std::fs::remove_file(j);
+    let _ = crate::fsx::sync_dir(crate::fsx::parent_dir(d));
+    Ok(())
 }
 
 fn what_changed(old: &Header, new: &Header) -> String {
@@ -836,6 +962,28 @@ mod tests {
         assert_eq!(s3.streamed_gets(), 1, "only part 4 fetched");
         assert_eq!(r.parts_resumed, 4);
         assert_eq!(r.parts_checked_alone, 5, "resumed parts were checked alone");
+        only_dest(dir.path(), &dest);
+        // Part 2's bytes changed in the partial file after it was recorded: hashed again on
+        // resume, found changed, fetched again; the file is exact.
+        std::fs::remove_file(&dest).unwrap();
+        let s3 = Tamper::new(s3.into_inner()).body_received(flipper(20_000, 4, |_| true));
+        download(&s3, &url("k"), &dest, &opts(), &Silent)
+            .await
+            .unwrap_err();
+        let partial = dest::partial_path(&dest);
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&partial)
+            .unwrap();
+        std::os::unix::fs::FileExt::write_all_at(&f, &[0u8; 100], 25_000).unwrap();
+        drop(f);
+        let s3 = Tamper::new(s3.into_inner()).body_received(|_, _, _| {});
+        let r = download(&s3, &url("k"), &dest, &opts(), &Silent)
+            .await
+            .unwrap();
+        assert_eq!(std::fs::read(&dest).unwrap(), body, "byte-exact");
+        assert_eq!(r.parts_resumed, 3, "part 2 not counted");
+        assert_eq!(s3.streamed_gets(), 2, "parts 2 and 4 fetched");
         only_dest(dir.path(), &dest);
         // A journal for another object: started over, and said so.
         let s3 = Tamper::new(FakeS3::default()).body_received(flipper(20_000, 4, |_| true));

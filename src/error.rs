@@ -89,6 +89,15 @@ pub enum Error {
         /// Why, and what to do.
         why: String,
     },
+    /// An upload manifest whose header cannot be read (damaged, or another tally version).
+    #[error(
+        "manifest {} has no readable header (another tally version, or damaged): run with --restart to start the upload again, or `tally abort` the upload it was for (`tally uploads` lists uploads to abort)",
+        path.display()
+    )]
+    ManifestUnreadable {
+        /// The manifest.
+        path: PathBuf,
+    },
     /// Another tally process drives this upload (it holds the lock).
     #[error(
         "another tally is already uploading this file to this destination (lock {}): wait for it to finish, or stop it first",

@@ -45,6 +45,7 @@ pub mod hashfile;
 pub mod manifest;
 pub mod mhl;
 pub mod plan;
+pub mod printable;
 pub mod progress;
 pub mod redact;
 pub mod relay;

@@ -11,7 +11,7 @@
 //! has a complete header or does not exist. Files are 0600 and hold no credentials.
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead as _, BufReader, Write as _};
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -161,10 +161,9 @@ pub fn load(path: &Path) -> Result<Option<Loaded>, Error> {
     let header = match it.next().flatten().as_deref().and_then(decode) {
         Some(Line::Header(h)) if h.format == FORMAT => h,
         _ => {
-            return Err(Error::Usage(format!(
-                "manifest {} has no readable header (another tally version, or damaged): run with --restart to start the upload again (`tally uploads` lists uploads to abort)",
-                path.display()
-            )));
+            return Err(Error::ManifestUnreadable {
+                path: path.to_owned(),
+            });
         }
     };
     let mut parts: Vec<PartRecord> = Vec::new();
@@ -207,10 +206,8 @@ impl Journal {
 
     /// Opens an existing manifest for appending.
     pub fn open(path: &Path) -> Result<Journal, Error> {
-        let file = OpenOptions::new()
-            .append(true)
-            .open(path)
-            .map_err(|e| manifest_error(path, &e))?;
+        let file =
+            crate::fsx::open_regular(path, true, true).map_err(|e| manifest_error(path, &e))?;
         // A crash may have left a torn last line: start the next record on a line of its own.
         let len = file.metadata().map_err(|e| manifest_error(path, &e))?.len();
         let journal = Journal {
@@ -272,6 +269,7 @@ impl Lock {
             .create(true)
             .truncate(false)
             .mode(0o600)
+            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
             .open(&path)
             .map_err(|e| manifest_error(&path, &e))?;
         match file.try_lock() {
@@ -341,6 +339,33 @@ pub fn all_in(dir: &Path) -> Vec<(PathBuf, Header)> {
         .filter_map(|p| {
             let real = std::fs::canonicalize(&p).ok()?;
             load(&real).ok().flatten().map(|l| (real, l.header))
+        })
+        .collect()
+}
+
+/// Manifests in `dir` (or linked from it) whose header cannot be read but whose first line still
+/// holds `"upload_id":ID` (a header damaged elsewhere): what `tally abort --upload-id ID` removes
+/// besides the manifests it can read.
+pub fn unreadable_naming(dir: &Path, id: &str) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let needle = format!("\"upload_id\":{}", serde_json::Value::from(id));
+    entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "manifest"))
+        .filter_map(|p| std::fs::canonicalize(&p).ok())
+        .filter(|real| matches!(load(real), Err(Error::ManifestUnreadable { .. })))
+        .filter(|real| {
+            let Ok(f) = crate::fsx::open_regular(real, false, false) else {
+                return false;
+            };
+            let mut first = Vec::new();
+            let _ = BufReader::new(f)
+                .take(1 << 20)
+                .read_until(b'\n', &mut first);
+            String::from_utf8_lossy(&first).contains(&needle)
         })
         .collect()
 }

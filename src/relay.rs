@@ -365,6 +365,8 @@ pub async fn hash_step<C: S3Api>(
     let mut saved = SavedState::new(&obj, &head);
     saved.offset = doc.offset;
     saved.state = doc.state.clone().unwrap_or_default();
+    // The document carries no checksum of its own: the hasher's byte count is still checked.
+    saved.seal();
     let hasher = saved
         .restore()
         .map_err(|why| RelayError::BadInput(format!("the document's MD5 state: {why}")))?;

@@ -56,6 +56,8 @@ pub struct Source {
     /// `None` for an empty file (nothing to map).
     map: Option<Arc<memmap2::Mmap>>,
     fingerprint: Fingerprint,
+    /// The file opened, for [`Source::read_copy`].
+    file: File,
 }
 
 /// A range of the mapping whose pages are released when it is dropped: the owner behind every
@@ -187,6 +189,7 @@ impl Source {
             path: path.to_owned(),
             map,
             fingerprint,
+            file,
         })
     }
 
@@ -215,6 +218,36 @@ impl Source {
     /// The fingerprint taken when the file was opened.
     pub fn fingerprint(&self) -> Fingerprint {
         self.fingerprint
+    }
+
+    /// The bytes of `range` (clamped to the file) read with `pread` into memory of their own, not
+    /// through the mapping: a file truncated meanwhile gives a short read, reported as
+    /// [`Error::SourceChanged`], where a read of the mapping past the new end would kill the
+    /// process with SIGBUS. For a single PutObject (the whole file is one body, hashed then sent):
+    /// one copy more than the mapping, for a file no larger than one part. Blocking.
+    pub fn read_copy(&self, range: Range<u64>) -> Result<Bytes, Error> {
+        use std::os::unix::fs::FileExt as _;
+        let range = self.clamp(range);
+        let mut buf = vec![0u8; range.end - range.start];
+        let mut at = 0;
+        while at < buf.len() {
+            match self.file.read_at(&mut buf[at..], (range.start + at) as u64) {
+                Ok(0) => {
+                    return Err(Error::SourceChanged {
+                        path: self.path.clone(),
+                    });
+                }
+                Ok(n) => at += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    return Err(Error::Source {
+                        path: self.path.clone(),
+                        why: io_why(&e),
+                    });
+                }
+            }
+        }
+        Ok(Bytes::from(buf))
     }
 
     /// The bytes of `part`, without copying (see [`Source::range`]).

@@ -143,7 +143,22 @@ pub async fn abort<C: MultipartWrite>(
                 })
                 .await
             }
-            None => None,
+            // A manifest whose header is damaged but still names this upload goes too.
+            None => {
+                let (dir, id) = (state_dir.clone(), id.clone());
+                crate::exec::blocking(move || {
+                    let dir = dir?;
+                    let gone: Vec<String> = manifest::unreadable_naming(&dir, &id)
+                        .into_iter()
+                        .map(|p| {
+                            manifest::remove(Some(&dir), &p);
+                            p.display().to_string()
+                        })
+                        .collect();
+                    (!gone.is_empty()).then(|| gone.join(", "))
+                })
+                .await
+            }
         };
         out.push(Aborted {
             key,

@@ -34,7 +34,13 @@ async fn download(args: &DownloadArgs, out: &Output) -> Result<DownloadReport, E
         concurrency: args.concurrency,
     };
     let progress = out.progress();
-    download::download(&s3, &target, &args.dest, &opts, progress.as_ref()).await
+    // Ctrl-C / SIGTERM stop it as they stop a prefix: the parts recorded are kept for a resume.
+    let cancel = CancellationToken::new();
+    watch_signals(cancel.clone());
+    tokio::select! {
+        r = download::download(&s3, &target, &args.dest, &opts, progress.as_ref()) => r,
+        () = cancel.cancelled() => Err(Error::Interrupted),
+    }
 }
 
 /// `tally download s3://BUCKET/PREFIX/ DIR/`.

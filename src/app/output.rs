@@ -52,7 +52,7 @@ impl Output {
                     let v = serde_json::json!({ "error": msg, "exit_code": code });
                     println!("{v}");
                 }
-                eprintln!("tally: error: {msg}");
+                eprintln!("tally: error: {}", crate::printable::one_line(&msg));
                 code
             }
         }
@@ -69,13 +69,16 @@ impl Output {
                 let text = serde_json::to_string(line).expect("lines serialize");
                 println!("{}", crate::redact::redact(&text));
             }
-            let reason = line.reason.as_deref().unwrap_or("");
+            // Keys and names escaped: a newline or ESC in one never splits or colours a line.
+            let one_line = crate::printable::one_line;
+            let reason = one_line(line.reason.as_deref().unwrap_or(""));
+            let path = one_line(&line.path);
             match line.action {
-                Action::Failed => eprintln!("tally: FAILED {}: {reason}", line.path),
-                Action::Differs => eprintln!("tally: DIFFERS {}: {reason}", line.path),
-                Action::Ignored if !quiet => eprintln!("tally: warning: {}: {reason}", line.path),
+                Action::Failed => eprintln!("tally: FAILED {path}: {reason}"),
+                Action::Differs => eprintln!("tally: DIFFERS {path}: {reason}"),
+                Action::Ignored if !quiet => eprintln!("tally: warning: {path}: {reason}"),
                 _ if !quiet && line.mhl.as_deref() == Some("new") => {
-                    eprintln!("tally: new (not in the ASC MHL history): {}", line.path);
+                    eprintln!("tally: new (not in the ASC MHL history): {path}");
                 }
                 _ => {}
             }

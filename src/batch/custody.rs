@@ -627,10 +627,16 @@ fn place(
         std::fs::create_dir_all(dir)?;
         let to = dir.join(&name);
         if to != temp {
+            // Copied into a temporary created exclusively (never through a link placed there).
             let part = crate::fsx::temp_path(&to);
-            std::fs::copy(temp, &part)?;
-            std::fs::File::open(&part)?.sync_all()?;
-            crate::fsx::rename_into_place(&part, &to)?;
+            let mut out = crate::fsx::create_new(&part, 0o644)?;
+            let copied = std::io::copy(&mut std::fs::File::open(temp)?, &mut out)
+                .and_then(|_| out.sync_all())
+                .and_then(|()| crate::fsx::rename_into_place(&part, &to));
+            if let Err(e) = copied {
+                let _ = std::fs::remove_file(&part);
+                return Err(e);
+            }
         }
         crate::fsx::write_atomic(&dir.join(CHAIN), &chain_bytes, 0o644)
     };

@@ -22,7 +22,7 @@ use crate::s3::S3Api;
 use crate::tree::{FileEntry, Found};
 use crate::vocab::ObjectUrl;
 
-use crate::download::{DownloadOptions, download_with};
+use crate::download::{DownloadOptions, download_to};
 
 /// Objects downloaded at once (their parts share the engine's request slots).
 pub const OBJECTS_IN_FLIGHT: usize = 16;
@@ -105,6 +105,7 @@ pub async fn download_tree<C: S3Api>(
     on_line: &(dyn Fn(&FileLine) + Send + Sync),
 ) -> Result<TreeReport, Error> {
     let started = Instant::now();
+    crate::download::check_options(opts)?;
     let d = dir.to_owned();
     let root = blocking(move || {
         if d.is_dir() {
@@ -191,7 +192,7 @@ async fn one_object<C: S3Api>(
         }
     };
     let result = tokio::select! {
-        r = download_with(engine, s3, &obj, &target, opts, &Silent) => r,
+        r = download_to(engine, s3, &obj, &target, opts, &Silent) => r,
         () = stop.cancelled() => Err(Error::Interrupted),
     };
     match result {
@@ -229,6 +230,107 @@ async fn one_object<C: S3Api>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Downloads every object of `s3` under `p/` into `dir`; the lines, by key.
+    async fn run_tree(
+        s3: &crate::s3::fake::FakeS3,
+        dir: &Path,
+    ) -> std::collections::BTreeMap<String, FileLine> {
+        let lines = std::sync::Mutex::new(std::collections::BTreeMap::new());
+        let on_line = |l: &FileLine| {
+            lines
+                .lock()
+                .unwrap()
+                .insert(l.key.clone().unwrap_or_default(), l.clone());
+        };
+        let opts = DownloadOptions {
+            force: false,
+            concurrency: 2,
+        };
+        let _ = download_tree(
+            s3,
+            &ObjectUrl::parse("s3://bkt/p/").unwrap(),
+            dir,
+            &opts,
+            &Silent,
+            &CancellationToken::new(),
+            &on_line,
+        )
+        .await;
+        lines.into_inner().unwrap()
+    }
+
+    #[tokio::test]
+    async fn colliding_and_nesting_keys_land_exact_or_are_reported_never_nested() {
+        let s3 = crate::s3::fake::FakeS3::default();
+        let objects: Vec<(&str, Vec<u8>)> = vec![
+            ("p/x", vec![1; 70_000]),
+            ("p/x.tally-partial", vec![2; 22]),
+            ("p/x.tally-partial.journal", vec![3; 33]),
+            ("p/x.journal.tmp", vec![4; 44]),
+            ("p/d", vec![5; 1000]),
+            ("p/d/inner", vec![6; 2000]),
+        ];
+        for (k, b) in &objects {
+            s3.replace_object(k, b.clone());
+        }
+        for pre_made in [true, false] {
+            let dir = tempfile::tempdir().unwrap();
+            if pre_made {
+                std::fs::create_dir(dir.path().join("d")).unwrap();
+            }
+            let lines = run_tree(&s3, dir.path()).await;
+            for (k, b) in &objects[..4] {
+                let p = dir.path().join(&k[2..]);
+                assert_eq!(&std::fs::read(&p).unwrap(), b, "{k}");
+                assert_eq!(lines[*k].action, Action::Downloaded, "{k}");
+            }
+            assert!(!dir.path().join("d/d").exists(), "never nested");
+            let (d, inner) = (&lines["p/d"], &lines["p/d/inner"]);
+            match std::fs::symlink_metadata(dir.path().join("d"))
+                .unwrap()
+                .is_file()
+            {
+                true => {
+                    assert_eq!(std::fs::read(dir.path().join("d")).unwrap(), objects[4].1);
+                    assert_eq!(inner.exit_code, EXIT_ERROR, "{inner:?}");
+                }
+                false => {
+                    assert_eq!(
+                        std::fs::read(dir.path().join("d/inner")).unwrap(),
+                        objects[5].1
+                    );
+                    assert_eq!(d.exit_code, EXIT_ERROR, "{d:?}");
+                }
+            }
+            if pre_made {
+                assert_eq!(d.exit_code, EXIT_ERROR, "{d:?}");
+            }
+            // Nothing of tally's is left.
+            let mut left = Vec::new();
+            for e in walkdir(dir.path()) {
+                if e.to_string_lossy().contains(crate::fsx::MARK) {
+                    left.push(e);
+                }
+            }
+            assert!(left.is_empty(), "{left:?}");
+        }
+    }
+
+    fn walkdir(root: &Path) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        let mut stack = vec![root.to_owned()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).unwrap() {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    stack.push(p.clone());
+                }
+                out.push(p);
+            }
+        }
+        out
+    }
 
     #[test]
     fn keys_that_would_leave_the_folder_are_refused() {

@@ -1,37 +1,136 @@
-//! Where a download goes: the destination path from `DEST` and the key, the folder checks, and the
-//! names of the partial file and its journal beside it (nothing is ever written outside DEST's
-//! folder).
+//! Where a download goes: the destination path from `DEST` and the key, the folder checks, the
+//! names of the partial file, its journal and the lock beside it (nothing is ever written outside
+//! DEST's folder), and the lock itself.
+//!
+//! The temporaries are `DEST\tally-partial`, `DEST\tally-journal` and `DEST\tally-lock`: a
+//! backslash is in no name a downloaded key maps to (a key whose file name would hold one is
+//! refused), so no object of a prefix can land on another's temporary, and whatever sits at such
+//! a name was not put there by a download of tally's: it is removed (never followed) and the file
+//! created anew, exclusively.
 
+use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use crate::error::Error;
-use crate::fsx::parent_dir;
+use crate::fsx::{beside, parent_dir};
 
-/// Suffix of the file the bytes are written into until they are proven.
-pub const PARTIAL: &str = ".tally-partial";
+/// Suffix (after [`crate::fsx::MARK`]) of the file the bytes are written into until proven.
+pub const PARTIAL: &str = "partial";
 /// Suffix of the partial file's journal.
-pub const JOURNAL: &str = ".tally-partial.journal";
+pub const JOURNAL: &str = "journal";
+/// Suffix of the lock file held for the whole download.
+pub const LOCK: &str = "lock";
 
-fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
-    let mut name = path.file_name().unwrap_or_default().to_owned();
-    name.push(suffix);
-    path.with_file_name(name)
-}
-
-/// `DEST.tally-partial`.
+/// `DEST\tally-partial`.
 pub fn partial_path(dest: &Path) -> PathBuf {
-    with_suffix(dest, PARTIAL)
+    beside(dest, PARTIAL)
 }
 
-/// `DEST.tally-partial.journal`.
+/// `DEST\tally-journal`.
 pub fn journal_path(dest: &Path) -> PathBuf {
-    with_suffix(dest, JOURNAL)
+    beside(dest, JOURNAL)
+}
+
+/// `DEST\tally-lock`.
+pub fn lock_path(dest: &Path) -> PathBuf {
+    beside(dest, LOCK)
 }
 
 /// The last segment of `key`, if it can name a file.
 fn file_name_of(key: &str) -> Option<&str> {
     let name = key.rsplit('/').next()?;
-    (!name.is_empty() && name != "." && name != ".." && !name.contains('\0')).then_some(name)
+    (!name.is_empty()
+        && name != "."
+        && name != ".."
+        && !name.contains('\0')
+        && !name.contains('\\'))
+    .then_some(name)
+}
+
+/// An exclusive lock on one destination file, held for a whole download: a second download to
+/// the same file (another tally, or another key of the same prefix on a case-insensitive file
+/// system) is refused with one line. The lock file is removed when the download ends; the OS
+/// releases the lock however the process dies.
+#[derive(Debug)]
+pub struct DestLock {
+    path: PathBuf,
+    file: File,
+}
+
+impl DestLock {
+    /// Takes the lock of `dest`, or says another download holds it. Blocking.
+    pub fn acquire(dest: &Path) -> Result<DestLock, Error> {
+        let path = lock_path(dest);
+        // A lock file removed by the run that held it, between our open and our lock, is not a
+        // lock any more: take the one at the name now (a few rounds at most).
+        for _ in 0..8 {
+            let file = match crate::fsx::open_regular(&path, true, false) {
+                Ok(f) => f,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    match crate::fsx::create_new(&path, 0o600) {
+                        Ok(f) => f,
+                        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                        Err(e) => return Err(io_error(&path, &e)),
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => {
+                    // Not a file tally made (a link, a device): removed, never followed.
+                    let _ = std::fs::remove_file(&path);
+                    continue;
+                }
+                Err(e) => return Err(io_error(&path, &e)),
+            };
+            match file.try_lock() {
+                Ok(()) => {}
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    return Err(Error::Destination {
+                        path: dest.to_owned(),
+                        why: format!(
+                            "another tally is downloading to this file (lock {}): wait for it to finish, or stop it first",
+                            path.display()
+                        ),
+                    });
+                }
+                Err(std::fs::TryLockError::Error(e)) => return Err(io_error(&path, &e)),
+            }
+            if crate::fsx::is_same_file(&path, &file) {
+                return Ok(DestLock { path, file });
+            }
+        }
+        Err(Error::Destination {
+            path: dest.to_owned(),
+            why: format!(
+                "the lock {} keeps changing (other downloads to this file start and end): run the command again",
+                path.display()
+            ),
+        })
+    }
+}
+
+impl Drop for DestLock {
+    fn drop(&mut self) {
+        // Removed while still held, so that no other run holds a lock on a removed file.
+        if crate::fsx::is_same_file(&self.path, &self.file) {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Refuses a `target` that exists and is not a regular file (a folder, a symbolic link, a device,
+/// a pipe): a download only ever creates or replaces a regular file. Blocking.
+pub fn check_target(target: &Path) -> Result<(), Error> {
+    match std::fs::symlink_metadata(target) {
+        Ok(m) if m.is_dir() => Err(Error::Destination {
+            path: target.to_owned(),
+            why: "is a directory: give a file path, or DIR/ to download into that directory"
+                .into(),
+        }),
+        Ok(m) if !m.is_file() => Err(Error::Destination {
+            path: target.to_owned(),
+            why: "is not a regular file (a symbolic link, a device, a pipe or a socket): tally only creates or replaces regular files; choose another destination".into(),
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// The file to write for `key` given `dest` as typed: `dest` itself, or, when `dest` ends in `/`
@@ -49,12 +148,7 @@ pub fn resolve(dest: &Path, key: &str) -> Result<PathBuf, Error> {
     } else {
         dest.to_owned()
     };
-    if target.is_dir() {
-        return Err(Error::Destination {
-            path: target,
-            why: "is a directory: give a file path, or DIR/ to download into that directory".into(),
-        });
-    }
+    check_target(&target)?;
     let dir = parent_dir(&target);
     if !dir.is_dir() {
         return Err(Error::Destination {
@@ -96,6 +190,35 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_second_download_to_the_same_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("out");
+        let held = DestLock::acquire(&dest).unwrap();
+        let e = DestLock::acquire(&dest).unwrap_err().to_string();
+        assert!(
+            e.contains("another tally is downloading to this file"),
+            "{e}"
+        );
+        drop(held);
+        assert!(
+            !lock_path(&dest).exists(),
+            "the lock file goes with the lock"
+        );
+        // A link placed at the lock's name is removed, not followed.
+        let outside = dir.path().join("outside");
+        std::fs::write(&outside, b"keep").unwrap();
+        std::os::unix::fs::symlink(&outside, lock_path(&dest)).unwrap();
+        let held = DestLock::acquire(&dest).unwrap();
+        assert!(
+            std::fs::symlink_metadata(lock_path(&dest))
+                .unwrap()
+                .is_file()
+        );
+        assert_eq!(std::fs::read(&outside).unwrap(), b"keep");
+        drop(held);
+    }
+
+    #[test]
     fn the_key_names_the_file_in_a_directory() {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
@@ -123,11 +246,23 @@ mod tests {
         assert!(e.contains("does not exist"), "{e}");
         assert_eq!(
             partial_path(&d.join("x.mov")),
-            d.join("x.mov.tally-partial")
+            d.join("x.mov\\tally-partial")
         );
         assert_eq!(
             journal_path(&d.join("x.mov")),
-            d.join("x.mov.tally-partial.journal")
+            d.join("x.mov\\tally-journal")
         );
+        // A key whose last segment holds a backslash cannot name a file in a folder.
+        assert!(matches!(
+            resolve(d, "a\\tally-partial"),
+            Err(Error::Usage(_))
+        ));
+        // A device, a link: refused, never replaced.
+        let e = resolve(Path::new("/dev/null"), "k")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not a regular file"), "{e}");
+        std::os::unix::fs::symlink("/dev/null", d.join("link")).unwrap();
+        assert!(resolve(&d.join("link"), "k").is_err());
     }
 }

@@ -7,7 +7,7 @@
 //! bytes were written to the partial file and synced. A torn last line fails its CRC and is
 //! skipped: that part is fetched again.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -121,9 +121,11 @@ enum Line {
 /// Reads the journal at `path`: its header and every intact part line (last one wins per part);
 /// `Ok(None)` if there is none or it has no readable header.
 pub fn load(path: &Path) -> Result<Option<(Header, Vec<PartLine>)>, Error> {
-    let file = match File::open(path) {
+    // Never read through a link; anything but a regular file is no journal (it is replaced).
+    let file = match crate::fsx::open_regular(path, false, false) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => return Ok(None),
         Err(e) => return Err(io_error(path, &e)),
     };
     let mut reader = BufReader::new(file);
@@ -165,25 +167,38 @@ pub struct Journal {
 }
 
 impl Journal {
-    /// Creates a journal holding only `header`, atomically replacing any previous one. Blocking.
+    /// Creates a journal holding only `header` (whatever was at `path` is removed first, a link
+    /// never followed; the file is created exclusively). A crash before the header is durable
+    /// leaves a journal without a readable header: the next run starts over. Blocking.
     pub fn create(path: &Path, header: &Header) -> Result<Journal, Error> {
-        crate::fsx::write_atomic(path, &encode_line(&Line::Header(header.clone())), 0o600)
+        let _ = std::fs::remove_file(path);
+        let mut file = crate::fsx::create_new(path, 0o600).map_err(|e| io_error(path, &e))?;
+        file.write_all(&encode_line(&Line::Header(header.clone())))
+            .and_then(|()| file.sync_all())
             .map_err(|e| io_error(path, &e))?;
-        Journal::open(path)
+        let _ = crate::fsx::sync_dir(crate::fsx::parent_dir(path));
+        Ok(Journal {
+            path: path.to_owned(),
+            file: Mutex::new(file),
+        })
     }
 
-    /// Opens an existing journal for appending (a torn last line is ended first). Blocking.
+    /// Opens an existing journal for appending (a torn last line is ended first), never through
+    /// a link. Blocking.
     pub fn open(path: &Path) -> Result<Journal, Error> {
-        let mut file = OpenOptions::new()
-            .append(true)
-            .read(true)
-            .open(path)
-            .map_err(|e| io_error(path, &e))?;
-        let text = std::fs::read(path).map_err(|e| io_error(path, &e))?;
-        if text.last().is_some_and(|b| *b != b'\n') {
-            file.write_all(b"\n")
-                .and_then(|()| file.sync_data())
+        use std::os::unix::fs::FileExt as _;
+        let mut file =
+            crate::fsx::open_regular(path, true, true).map_err(|e| io_error(path, &e))?;
+        let len = file.metadata().map_err(|e| io_error(path, &e))?.len();
+        let mut last = [0u8; 1];
+        if len > 0 {
+            file.read_exact_at(&mut last, len - 1)
                 .map_err(|e| io_error(path, &e))?;
+            if last[0] != b'\n' {
+                file.write_all(b"\n")
+                    .and_then(|()| file.sync_data())
+                    .map_err(|e| io_error(path, &e))?;
+            }
         }
         Ok(Journal {
             path: path.to_owned(),

@@ -41,7 +41,12 @@ impl PartialFile {
     /// `file` (open for writing at `path`), plus a direct descriptor of the same file where the
     /// platform and the file system take one. Blocking.
     pub fn new(file: File, path: &Path) -> PartialFile {
-        let direct = open_direct(path);
+        // Opened by name again: kept only if the name still holds this very file (not followed).
+        let direct = open_direct(path).filter(|d| {
+            use std::os::unix::fs::MetadataExt as _;
+            matches!((d.metadata(), file.metadata()),
+                (Ok(a), Ok(b)) if a.dev() == b.dev() && a.ino() == b.ino())
+        });
         PartialFile {
             cached: file,
             direct_ok: AtomicBool::new(direct.is_some()),
@@ -137,7 +142,12 @@ fn open_direct(path: &Path) -> Option<File> {
     }
     std::fs::OpenOptions::new()
         .write(true)
-        .custom_flags(rustix::fs::OFlags::DIRECT.bits() as i32)
+        .custom_flags(
+            (rustix::fs::OFlags::DIRECT
+                | rustix::fs::OFlags::NOFOLLOW
+                | rustix::fs::OFlags::CLOEXEC)
+                .bits() as i32,
+        )
         .open(path)
         .map_err(|e| tracing::info!(error = %e, "no direct writes: writing through the page cache"))
         .ok()

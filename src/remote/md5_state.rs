@@ -6,6 +6,11 @@
 //! can pass it along in its JSON payload instead. The hasher state uses md-5's `hazmat`
 //! serialization, whose format belongs to one exact version of the crate: a state names the
 //! encoding that wrote it ([`HASHER`]) and is refused by any other.
+//!
+//! A state is untrusted input (a file anyone may have edited, or a payload that travelled): it
+//! carries `check`, a SHA-256 over every other field, and the byte count inside the hasher state
+//! must equal `offset`. A state that fails either is refused with one line (remove the file to
+//! start over): an edited offset or one flipped bit of the hasher state never gives a wrong MD5.
 
 use std::path::Path;
 
@@ -21,8 +26,8 @@ use crate::vocab::ObjectUrl;
 
 /// Names the hasher-state encoding: the exact md-5 version whose `SerializableState` wrote it.
 pub const HASHER: &str = "md-5 0.11.0 SerializableState";
-/// The layout of [`SavedState`].
-const FORMAT: u32 = 1;
+/// The layout of [`SavedState`] (2: with `check`).
+const FORMAT: u32 = 2;
 
 /// Where an unfinished MD5 stands (see the module docs).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -45,6 +50,10 @@ pub struct SavedState {
     pub offset: u64,
     /// The MD5 hasher's internal state after `offset` bytes, base64 (empty at offset 0).
     pub state: String,
+    /// SHA-256 (hex) over every other field ([`SavedState::seal`]); a state whose fields do not
+    /// give it is refused.
+    #[serde(default)]
+    pub check: String,
 }
 
 /// Why a saved state cannot be used.
@@ -73,6 +82,28 @@ pub enum BadState {
     /// Saved for another object.
     #[error("it belongs to s3://{0}")]
     OtherObject(String),
+    /// The record's checksum does not match its fields (edited or damaged).
+    #[error("its checksum does not match its content (edited or damaged)")]
+    Damaged,
+    /// The hasher state has seen another number of bytes than the offset says.
+    #[error(
+        "its hasher has seen {seen} bytes, not the {offset} its offset says (edited or damaged)"
+    )]
+    WrongCount {
+        /// Bytes counted inside the hasher state.
+        seen: u64,
+        /// The offset saved.
+        offset: u64,
+    },
+}
+
+/// The bytes an md-5 0.11 hasher state has seen: the state is 16 bytes of MD5 words, the count of
+/// 64-byte blocks compressed (u64, little-endian), the count of bytes buffered (one byte), then
+/// the buffer.
+fn bytes_seen(raw: &[u8]) -> Option<u64> {
+    let blocks = u64::from_le_bytes(raw.get(16..24)?.try_into().ok()?);
+    let buffered = u64::from(*raw.get(24)?);
+    blocks.checked_mul(64)?.checked_add(buffered)
 }
 
 impl SavedState {
@@ -92,13 +123,52 @@ impl SavedState {
             size: head.size,
             offset: 0,
             state: String::new(),
+            check: String::new(),
         }
+        .sealed()
+    }
+
+    /// The SHA-256 (hex) over every field but `check`, each length-prefixed.
+    fn digest(&self) -> String {
+        use sha2::Digest as _;
+        let mut h = sha2::Sha256::new();
+        let mut field = |b: &[u8]| {
+            h.update((b.len() as u64).to_le_bytes());
+            h.update(b);
+        };
+        field(&self.format.to_le_bytes());
+        field(self.hasher.as_bytes());
+        field(self.bucket.as_bytes());
+        field(self.key.as_bytes());
+        field(self.etag.as_bytes());
+        match &self.version_id {
+            Some(v) => field(&[&[1u8][..], v.as_bytes()].concat()),
+            None => field(&[0u8]),
+        }
+        field(&self.size.to_le_bytes());
+        field(&self.offset.to_le_bytes());
+        field(self.state.as_bytes());
+        crate::vocab::hex(&h.finalize())
+    }
+
+    /// This state with its `check` computed.
+    fn sealed(mut self) -> SavedState {
+        self.seal();
+        self
+    }
+
+    /// Computes `check` for the fields as they are: for a state assembled from a document that
+    /// carries no checksum of its own (the relay's); [`SavedState::restore`] still checks the
+    /// hasher's byte count against `offset`.
+    pub fn seal(&mut self) {
+        self.check = self.digest();
     }
 
     /// Records `hasher` as the state after `offset` bytes.
     pub fn capture(&mut self, offset: u64, hasher: &Md5) {
         self.offset = offset;
         self.state = B64.encode(hasher.serialize());
+        self.check = self.digest();
     }
 
     /// The hasher after `offset` bytes (a fresh one at offset 0).
@@ -108,6 +178,9 @@ impl SavedState {
         }
         if self.hasher != HASHER {
             return Err(BadState::OtherHasher(self.hasher.clone()));
+        }
+        if self.check != self.digest() {
+            return Err(BadState::Damaged);
         }
         if self.offset > self.size {
             return Err(BadState::PastEnd {
@@ -119,6 +192,13 @@ impl SavedState {
             return Ok(<Md5 as md5::digest::Digest>::new());
         }
         let raw = B64.decode(&self.state).map_err(|_| BadState::NotBase64)?;
+        let seen = bytes_seen(&raw).ok_or(BadState::Invalid)?;
+        if seen != self.offset {
+            return Err(BadState::WrongCount {
+                seen,
+                offset: self.offset,
+            });
+        }
         let st = SerializedState::<Md5>::try_from(&raw[..]).map_err(|_| BadState::Invalid)?;
         Md5::deserialize(&st).map_err(|_| BadState::Invalid)
     }
@@ -166,7 +246,14 @@ pub fn load(path: &Path) -> Result<Option<SavedState>, Error> {
         path: path.to_owned(),
         why,
     };
-    match std::fs::read(path) {
+    // Never read through a link; a device or a pipe is not a state file either.
+    let read = crate::fsx::open_regular(path, false, false).and_then(|mut f| {
+        use std::io::Read as _;
+        let mut b = Vec::new();
+        // A state is a few hundred bytes: anything far larger is not one.
+        (&mut f).take(1 << 20).read_to_end(&mut b).map(|_| b)
+    });
+    match read {
         Ok(b) => serde_json::from_slice(&b)
             .map(Some)
             .map_err(|e| bad(format!("unreadable ({e})"))),
@@ -207,9 +294,48 @@ mod tests {
             size,
             offset: 0,
             state: String::new(),
+            check: String::new(),
         };
         s.capture(offset, hasher);
         s
+    }
+
+    #[test]
+    fn an_edited_or_damaged_state_is_refused() {
+        let data = vec![7u8; 10_000];
+        let mut h = Md5::new();
+        h.update(&data[..5_000]);
+        let good = state(5_000, &h, 10_000);
+        assert!(good.restore().is_ok());
+        // The offset moved (as if 8 MiB were added by hand): the checksum fails.
+        let mut s = good.clone();
+        s.offset += 1;
+        assert_eq!(s.restore().unwrap_err(), BadState::Damaged);
+        // The offset moved and the checksum recomputed: the hasher's own count disagrees.
+        let mut s = good.clone();
+        s.offset = 6_000;
+        s.check = s.digest();
+        assert!(matches!(
+            s.restore(),
+            Err(BadState::WrongCount {
+                seen: 5_000,
+                offset: 6_000
+            })
+        ));
+        // One bit of the hasher state flipped, at every position: refused every time.
+        let raw = B64.decode(&good.state).unwrap();
+        for bit in 0..raw.len() * 8 {
+            let mut r = raw.clone();
+            r[bit / 8] ^= 1 << (bit % 8);
+            let mut s = good.clone();
+            s.state = B64.encode(&r);
+            assert!(s.restore().is_err(), "bit {bit} flipped was accepted");
+        }
+        // Through JSON with `check` removed (a hand-written state): refused.
+        let mut v = serde_json::to_value(&good).unwrap();
+        v.as_object_mut().unwrap().remove("check");
+        let s: SavedState = serde_json::from_value(v).unwrap();
+        assert_eq!(s.restore().unwrap_err(), BadState::Damaged);
     }
 
     #[test]

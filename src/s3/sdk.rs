@@ -766,15 +766,26 @@ impl ObjectRead for SdkS3 {
             .bucket(bucket)
             .prefix(prefix)
             .set_continuation_token(token.map(str::to_owned))
+            // Keys come back URL-encoded: a key with a control character (which XML 1.0 cannot
+            // carry) no longer breaks the whole listing.
+            .encoding_type(aws_sdk_s3::types::EncodingType::Url)
             .send()
             .await
             .map_err(|e| s3_error(e, &self.display))?;
+        let url_encoded = page.encoding_type() == Some(&aws_sdk_s3::types::EncodingType::Url);
         Ok(super::ListPage {
             objects: page
                 .contents()
                 .iter()
                 .map(|o| super::ListedObject {
-                    key: o.key().unwrap_or_default().to_owned(),
+                    key: {
+                        let k = o.key().unwrap_or_default();
+                        if url_encoded {
+                            url_decode(k)
+                        } else {
+                            k.to_owned()
+                        }
+                    },
                     size: o.size().unwrap_or_default().max(0) as u64,
                 })
                 .collect(),
@@ -853,5 +864,44 @@ impl Tagging for SdkS3 {
             .await
             .map_err(|e| s3_error(e, &self.display))?;
         Ok(())
+    }
+}
+
+/// A key of a listing asked for with `encoding-type=url`: `%XX` escapes, and `+` for a space (as
+/// AWS writes it; a literal `+` comes as `%2B`). Bytes that do not form UTF-8 are kept escaped.
+fn url_decode(k: &str) -> String {
+    let b = k.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < b.len() => {
+                match u8::from_str_radix(std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("zz"), 16)
+                {
+                    Ok(v) => {
+                        out.push(v);
+                        i += 3;
+                        continue;
+                    }
+                    Err(_) => out.push(b'%'),
+                }
+            }
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).unwrap_or_else(|_| k.to_owned())
+}
+
+#[cfg(test)]
+mod url_decode_tests {
+    #[test]
+    fn listed_keys_are_decoded() {
+        assert_eq!(super::url_decode("a%01b"), "a\u{1}b");
+        assert_eq!(super::url_decode("sp+ace%20x%2B"), "sp ace x+");
+        assert_eq!(super::url_decode("%C3%BC%1B"), "ü\u{1b}");
+        assert_eq!(super::url_decode("50%"), "50%");
+        assert_eq!(super::url_decode("a%zz"), "a%zz");
     }
 }

@@ -38,7 +38,25 @@ pub async fn begin<C: S3Api>(run: &Run<'_, C>, manifest_path: &Path) -> Result<B
     let target = &cfg.target;
     let endpoint = s3.endpoint_label();
     let path = manifest_path.to_owned();
-    let mut loaded = blocking(move || manifest::load(&path)).await?;
+    let mut loaded = match blocking(move || manifest::load(&path)).await {
+        // A manifest whose header cannot be read names no upload to abort: --restart (the remedy
+        // its error names) removes it and starts over.
+        Err(Error::ManifestUnreadable { .. }) if cfg.resume.restart => {
+            let path = manifest_path.to_owned();
+            blocking(move || std::fs::remove_file(&path))
+                .await
+                .map_err(|e| Error::Manifest {
+                    path: manifest_path.to_owned(),
+                    why: e.to_string(),
+                })?;
+            run.progress.note(&format!(
+                "--restart: removed the unreadable manifest {} (a multipart upload it named, if any, is kept in S3: `tally uploads` lists it)",
+                manifest_path.display()
+            ));
+            None
+        }
+        r => r?,
+    };
     if cfg.resume.restart
         && let Some(old) = loaded.take()
     {

@@ -23,16 +23,20 @@ pub async fn put<C: S3Api>(run: &Run<'_, C>) -> Result<UploadReport, Error> {
     };
     run.progress.start(part.len, 1);
     let _held = run.engine.reserve(part.len).await;
-    let body = src.part(&part);
     // One PutObject always carries Content-MD5: its ETag is then the MD5 `tally md5` can use.
     // Checksum and MD5 run on two threads: there is no other part to hash beside this one. The
-    // whole-file hashes (`--file-hash`) ride with the MD5: the body is the whole file.
-    let data = body.clone();
+    // whole-file hashes (`--file-hash`) ride with the MD5: the body is the whole file. The body
+    // is read into memory (`pread`), not taken from the mapping: a file truncated meanwhile is a
+    // short read ("file changed"), never a SIGBUS while hashing or sending it.
     let checked = src.clone();
     let formats = super::whole_file_formats(cfg);
-    let (hash, whole) = on_pool(move || {
+    let range = part.range();
+    let (body, hash, whole) = on_pool(move || {
         checked.check_unchanged()?;
-        Ok::<_, Error>(hash::hash_single(alg, &formats, &data))
+        let body = checked.read_copy(range)?;
+        checked.check_unchanged()?;
+        let (hash, whole) = hash::hash_single(alg, &formats, &body);
+        Ok::<_, Error>((body, hash, whole))
     })
     .await?;
     // The ASC MHL check, on the digests of this one read: a file that does not match its history

@@ -349,7 +349,7 @@ fn a_bit_flipped_in_a_get_body_is_fetched_again_or_the_part_is_named() {
         part2_gets, 5,
         "part 2 fetched 5 times (the retry policy), then given up"
     );
-    assert!(dir.path().join("never.tally-partial").exists());
+    assert!(dir.path().join("never\\tally-partial").exists());
 }
 
 /// Intact part lines in a download journal.
@@ -368,7 +368,7 @@ fn kill_9_mid_download_then_the_same_command_fetches_only_the_unverified_parts()
     s.put(&src, &key, "5MiB");
     let url = s.url(&key);
     let dest = dir.path().join("out.bin");
-    let journal = dir.path().join("out.bin.tally-partial.journal");
+    let journal = dir.path().join("out.bin\\tally-journal");
     let seams = Seams::new(&dir.path().join("seams"));
     let proxy = Proxy::start(&s.endpoint, Plan::default());
     let args = download_args(

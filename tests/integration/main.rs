@@ -7,6 +7,7 @@ mod claims;
 mod cli;
 mod download;
 mod faults;
+mod hostile;
 mod inputs;
 mod link;
 mod md5;

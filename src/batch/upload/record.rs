@@ -114,9 +114,9 @@ fn read_into(path: &Path, into: &mut HashMap<String, Proven>) -> Result<(), Erro
 
 /// Writes `entries` as the record at `path`, atomically (temporary file, fsync, rename).
 fn write_all<'a>(path: &Path, entries: impl Iterator<Item = &'a Proven>) -> Result<(), Error> {
-    let tmp = path.with_extension("record.tmp");
+    let tmp = crate::fsx::temp_path(path);
     let write = || -> std::io::Result<()> {
-        let mut w = BufWriter::new(File::create(&tmp)?);
+        let mut w = BufWriter::new(crate::fsx::create_new(&tmp, 0o600)?);
         for p in entries {
             serde_json::to_writer(&mut w, p)?;
             w.write_all(b"\n")?;
@@ -124,7 +124,10 @@ fn write_all<'a>(path: &Path, entries: impl Iterator<Item = &'a Proven>) -> Resu
         w.into_inner().map_err(std::io::Error::other)?.sync_all()?;
         std::fs::rename(&tmp, path)
     };
-    write().map_err(|e| record_error(path, &e))
+    write().map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        record_error(path, &e)
+    })
 }
 
 impl Record {
@@ -149,7 +152,9 @@ impl Record {
         if !load {
             known.clear();
         }
-        let out = File::create(&next).map_err(|e| record_error(&next, &e))?;
+        // Created exclusively: never written through a link placed at its name.
+        let _ = std::fs::remove_file(&next);
+        let out = crate::fsx::create_new(&next, 0o600).map_err(|e| record_error(&next, &e))?;
         Ok(Record {
             path: path.to_owned(),
             known,
