@@ -682,10 +682,11 @@ fn print_download(r: &DownloadReport) -> String {
         )
     } else {
         format!(
-            "downloaded {url} to {} ({}, {} parts) in {:.2} s ({:.1} MiB/s)\n",
+            "downloaded {url} to {} ({}, {} part{}) in {:.2} s ({:.1} MiB/s)\n",
             r.dest.display(),
             human_bytes(r.size),
             r.parts,
+            if r.parts == 1 { "" } else { "s" },
             r.seconds,
             r.mib_per_s
         )
@@ -1111,6 +1112,7 @@ fn print_verify(file: &std::path::Path, r: &VerifyReport) -> String {
         ),
     };
     let mut s = format!("{head}\n  method    {}: {}\n", r.method, r.why);
+    s += &format!("  compared  {}\n", r.compared);
     s += &format!(
         "  size      local {} / S3 {}: {}\n",
         r.size.local,

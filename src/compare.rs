@@ -69,6 +69,9 @@ pub enum EtagKind {
     Kms,
     /// Under SSE-C: opaque, not an MD5.
     SseC,
+    /// An MD5 of parts whose boundaries the server does not give (it ignores `?partNumber`):
+    /// it cannot be recomputed locally, so it is not compared.
+    Unpredictable,
 }
 
 impl EtagKind {
@@ -95,6 +98,7 @@ impl EtagKind {
             EtagKind::Md5 => None,
             EtagKind::Kms => Some(Check::NotComparableKms),
             EtagKind::SseC => Some(Check::NotComparableSseC),
+            EtagKind::Unpredictable => Some(Check::NotPredicted),
         }
     }
 }
@@ -179,6 +183,7 @@ pub fn mismatch(what: &str, expected: &str, actual: &str, upload_id: Option<&str
         expected: expected.to_owned(),
         actual: actual.to_owned(),
         upload_id: upload_id.map(str::to_owned),
+        then: None,
     }
 }
 

@@ -69,7 +69,7 @@ pub enum Error {
         source: S3Error,
     },
     /// What S3 reports differs from what tally computed locally.
-    #[error("integrity mismatch: {what}: expected {expected}, S3 reports {actual}{}", upload_id.as_ref().map(|u| format!(" (upload id {u})")).unwrap_or_default())]
+    #[error("integrity mismatch: {what}: expected {expected}, S3 reports {actual}{}{}", upload_id.as_ref().map(|u| format!(" (upload id {u})")).unwrap_or_default(), then.as_ref().map(|t| format!("; {t}")).unwrap_or_default())]
     Mismatch {
         /// Which value differs (e.g. "part 3 checksum", "object ETag").
         what: String,
@@ -79,6 +79,8 @@ pub enum Error {
         actual: String,
         /// The multipart upload, if any.
         upload_id: Option<String>,
+        /// What it means for the object at the key, and what to run, when known.
+        then: Option<String>,
     },
     /// An interrupted upload's manifest cannot be resumed by this command; nothing was completed.
     #[error("manifest {}: {why}", manifest.display())]
@@ -178,7 +180,12 @@ pub enum Error {
     },
     /// Downloaded bytes that never matched what S3 holds for them, after fetching them again.
     #[error(
-        "{url}: {what} arrived different from {against} on each of {attempts} fetches (computed {computed}, S3 says {expected}); nothing was renamed to the destination: check the network path (proxy, middlebox) and run the same command again"
+        "{url}: {what} arrived different from {against} on each of {attempts} fetches (computed {computed}, S3 says {expected}); nothing was renamed to the destination: {}",
+        if *same_each_time {
+            "the same bytes arrived every time, so the network is not at fault: the server's value does not describe the bytes it sends (a server that stores wrong checksums, or an object damaged at rest); `tally verify --download FILE URL` compares the bytes with a copy you trust"
+        } else {
+            "check the network path (proxy, middlebox) and run the same command again"
+        }
     )]
     Corrupt {
         /// The object, `s3://bucket/key`.
@@ -193,6 +200,8 @@ pub enum Error {
         expected: String,
         /// Fetches made.
         attempts: u32,
+        /// Whether every fetch hashed to the same value (not a network fault).
+        same_each_time: bool,
     },
     /// A `tally shard` command refused or stopped.
     #[error(transparent)]
@@ -565,7 +574,7 @@ impl S3Error {
                 "the credentials were refused: check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, --profile or your SSO session"
             }
             (S3ErrorKind::Integrity, _) => {
-                "S3 received bytes that do not match their checksum (corrupted in transit, or the file changed): nothing wrong was stored; run the command again"
+                "the server refused bytes that did not match their checksum (corrupted in transit, or the file changed); what it kept at the key, if anything, is not known: run the command again (`tally verify --download` then compares the bytes)"
             }
             (S3ErrorKind::Throttled, _) => {
                 "S3 kept asking to slow down after retries: run again later or lower --concurrency"

@@ -101,13 +101,30 @@ pub async fn abort<C: MultipartWrite>(
                 .duration_since(UNIX_EPOCH)
                 .unwrap_or_default()
                 .as_secs() as i64;
-            s3.list_uploads(&target.bucket, &target.key)
+            let (_, manifests) = local_manifests().await;
+            let listed = s3
+                .list_uploads(&target.bucket, &target.key)
                 .await
-                .map_err(Error::s3("ListMultipartUploads", None, None))?
-                .into_iter()
-                .filter(|u| u.initiated.is_some_and(|t| now - t > age.as_secs() as i64))
-                .map(|u| (u.key, u.upload_id))
-                .collect()
+                .map_err(Error::s3("ListMultipartUploads", None, None))?;
+            let mut picked = Vec::new();
+            for u in listed {
+                let local = manifests
+                    .iter()
+                    .find(|(_, h)| {
+                        h.upload_id == u.upload_id && h.bucket == target.bucket && h.key == u.key
+                    })
+                    .map(|(p, _)| p.clone());
+                let touched = match local {
+                    Some(p) => crate::exec::blocking(move || manifest_time(&p)).await,
+                    None => None,
+                };
+                if let Some(start) = upload_age_start(&u, touched, now)
+                    && now - start > age.as_secs() as i64
+                {
+                    picked.push((u.key, u.upload_id));
+                }
+            }
+            picked
         }
         (None, None) => {
             return Err(Error::Usage(
@@ -151,6 +168,51 @@ pub async fn abort<C: MultipartWrite>(
         });
     }
     Ok(out)
+}
+
+/// When the local manifest was last written (a part recorded), seconds since the epoch.
+fn manifest_time(path: &std::path::Path) -> Option<i64> {
+    let t = std::fs::metadata(path).ok()?.modified().ok()?;
+    Some(t.duration_since(UNIX_EPOCH).ok()?.as_secs() as i64)
+}
+
+/// The time an upload's age is counted from for `abort --all-older-than`: the server's start
+/// date, unless this machine's manifest of it was written later (moto reports 2010 for every
+/// upload: an upload made seconds ago must not count as years old), said once per upload. A
+/// start date in the future (beyond a day of clock skew) is no age at all: such an upload is
+/// left alone, said once. `None`: leave it alone.
+fn upload_age_start(
+    u: &crate::s3::InProgress,
+    manifest_written: Option<i64>,
+    now: i64,
+) -> Option<i64> {
+    let Some(server) = u.initiated else {
+        return manifest_written;
+    };
+    if server > now + 86_400 {
+        tracing::warn!(
+            "upload {} of {}: the server reports a start date in the future ({}); left alone",
+            u.upload_id,
+            u.key,
+            rfc3339(server)
+        );
+        return None;
+    }
+    match manifest_written {
+        Some(local) if local > server + 86_400 => {
+            tracing::warn!(
+                "upload {} of {}: the server reports it started {}, but this machine's manifest of \
+                 it was written {}: its age counts from the manifest",
+                u.upload_id,
+                u.key,
+                rfc3339(server),
+                rfc3339(local)
+            );
+            Some(local)
+        }
+        Some(local) => Some(local.max(server)),
+        None => Some(server),
+    }
 }
 
 /// The state directory, and the manifests in it (and linked from it), read off the async threads.
@@ -226,6 +288,37 @@ mod tests {
         let gone = abort(&fake, &obj, Some(&id), None).await.unwrap();
         assert_eq!(gone[0].upload_id, id);
         assert_eq!(fake.uploads_in_progress(), 0);
+    }
+
+    #[test]
+    fn an_upload_s_age_counts_from_what_can_be_believed() {
+        let now = 1_796_000_000;
+        let up = |initiated| crate::s3::InProgress {
+            key: "k".into(),
+            upload_id: "u".into(),
+            initiated,
+        };
+        // moto's 2010 date, with this machine's manifest written a minute ago: the manifest wins.
+        assert_eq!(
+            upload_age_start(&up(Some(1_289_421_713)), Some(now - 60), now),
+            Some(now - 60)
+        );
+        // No manifest: the server's date is all there is.
+        assert_eq!(
+            upload_age_start(&up(Some(1_289_421_713)), None, now),
+            Some(1_289_421_713)
+        );
+        // A start in the future is no age: left alone.
+        assert_eq!(
+            upload_age_start(&up(Some(now + 10 * 86_400)), None, now),
+            None
+        );
+        // A few seconds of skew either way change nothing.
+        assert_eq!(
+            upload_age_start(&up(Some(now - 5)), Some(now - 3), now),
+            Some(now - 3)
+        );
+        assert_eq!(upload_age_start(&up(None), None, now), None);
     }
 
     #[test]

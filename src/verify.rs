@@ -20,7 +20,7 @@ use futures::TryStreamExt as _;
 use rayon::prelude::*;
 use serde::Serialize;
 
-pub use self::after_upload::{AfterUpload, after_upload};
+pub use self::after_upload::{AfterUpload, after_upload, after_upload_or_bytes};
 pub use self::compare::{Comparison, PartDiff};
 pub use self::prove::{Proof, prove};
 pub use crate::compare::Compared;
@@ -57,6 +57,9 @@ pub struct VerifyReport {
     pub method: Method,
     /// Why that method.
     pub why: String,
+    /// What was compared with the local file, in words: the bytes the server sends, or only the
+    /// values it reports (which prove what it says it holds, not the bytes).
+    pub compared: String,
     /// The outcome.
     #[serde(flatten)]
     pub verdict: Verdict,
@@ -187,6 +190,7 @@ async fn verify_once<C: S3Api>(
         key: obj.key.clone(),
         method: learned.method,
         why: why.clone(),
+        compared: REPORTED.into(),
         verdict: Verdict::Identical,
         size: size.clone(),
         checksum: None,
@@ -219,6 +223,8 @@ async fn verify_once<C: S3Api>(
         report.method = Method::Download;
         report.why = if opts.download {
             "--download: the bytes compared with the local file".into()
+        } else if let Some(why) = &remote.set_aside {
+            why.clone()
         } else {
             format!(
                 "no checksum, and the ETag {}: only the bytes can decide",
@@ -256,12 +262,38 @@ async fn verify_once<C: S3Api>(
         // The object differs, but nothing per part says where: find the parts by their bytes.
         report.differing_parts = compare_bytes(s3, obj, src, &ranges, &pin).await?;
         report.parts_compared = ranges.len() as u32;
-        report.why = format!("{why}; the differing parts were found by downloading and comparing");
+        if report.differing_parts.is_empty() {
+            // Every byte the server sends is the file's: the value it reports does not describe
+            // its own bytes (moto names a CRC32 CRC32C). The bytes decide; the report says so.
+            report.verdict = Verdict::Identical;
+            report.method = Method::Download;
+            report.why = format!(
+                "{why}; the server's reported {} does not describe the bytes it sends (its \
+                 answer, not a difference in the data): the bytes were compared and decide",
+                if report.checksum.as_ref().is_some_and(|c| !c.matches) {
+                    "checksum"
+                } else {
+                    "ETag"
+                }
+            );
+        } else {
+            report.why =
+                format!("{why}; the differing parts were found by downloading and comparing");
+        }
     }
     Ok(finish(report, started, local_size))
 }
 
+/// [`VerifyReport::compared`] when only reported values were compared.
+const REPORTED: &str = "the server's reported checksum/ETag with the local file's (what the server \
+     says it holds, not its bytes: --download compares the bytes)";
+/// [`VerifyReport::compared`] when the bytes were.
+const BYTES: &str = "the bytes the server sent with the local file's, byte by byte";
+
 fn finish(mut r: VerifyReport, started: Instant, bytes: u64) -> VerifyReport {
+    if r.method == Method::Download {
+        r.compared = BYTES.into();
+    }
     r.seconds = started.elapsed().as_secs_f64();
     r.gib_per_s = bytes as f64 / (1u64 << 30) as f64 / r.seconds.max(1e-9);
     r
