@@ -182,7 +182,7 @@ pub enum Error {
     #[error(
         "{url}: {what} arrived different from {against} on each of {attempts} fetches (computed {computed}, S3 says {expected}); nothing was renamed to the destination: {}",
         if *same_each_time {
-            "the same bytes arrived every time, so the network is not at fault: the server's value does not describe the bytes it sends (a server that stores wrong checksums, or an object damaged at rest); `tally verify --download FILE URL` compares the bytes with a copy you trust"
+            "the same bytes arrived every time, so a passing network fault is ruled out: the server's value does not describe the bytes it sends (a server that stores wrong checksums, an object damaged at rest, or a proxy that alters them the same way each time); `tally verify --download FILE URL` compares the bytes with a copy you trust"
         } else {
             "check the network path (proxy, middlebox) and run the same command again"
         }

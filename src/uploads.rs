@@ -19,10 +19,11 @@ pub struct UploadInfo {
     pub upload_id: String,
     /// Start time, UTC, RFC 3339.
     pub initiated: Option<String>,
-    /// Parts S3 holds.
-    pub parts: usize,
-    /// Bytes S3 holds.
-    pub bytes: u64,
+    /// Parts S3 holds; `None` when the server's ListParts reply could not be read (moto's, for
+    /// an upload without parts).
+    pub parts: Option<usize>,
+    /// Bytes S3 holds (`None` as for `parts`).
+    pub bytes: Option<u64>,
     /// The local manifest that belongs to it, if any.
     pub manifest: Option<String>,
 }
@@ -45,8 +46,18 @@ pub async fn list<C: MultipartWrite>(s3: &C, target: &ObjectUrl) -> Result<Vec<U
             .list_parts(&obj, &u.upload_id, ChecksumAlgorithm::Sha256)
             .await
         {
-            Ok(h) => h,
+            Ok(h) => Some(h),
             Err(e) if e.kind == S3ErrorKind::NotFound => continue,
+            // The upload exists (it was just listed): what is wrong is the parts' listing, and
+            // the upload is still worth showing (to abort it), with its parts unknown.
+            Err(e) if matches!(e.kind, S3ErrorKind::Other | S3ErrorKind::Unsupported) => {
+                tracing::warn!(
+                    "upload {} of {}: the server's ListParts reply could not be used ({e}): its parts are shown as unknown",
+                    u.upload_id,
+                    u.key
+                );
+                None
+            }
             Err(source) => return Err(Error::s3("ListParts", None, Some(&u.upload_id))(source)),
         };
         let manifest = manifests
@@ -59,8 +70,8 @@ pub async fn list<C: MultipartWrite>(s3: &C, target: &ObjectUrl) -> Result<Vec<U
             key: u.key,
             upload_id: u.upload_id,
             initiated: u.initiated.map(rfc3339),
-            parts: held.len(),
-            bytes: held.iter().map(|p| p.size).sum(),
+            parts: held.as_ref().map(Vec::len),
+            bytes: held.as_ref().map(|h| h.iter().map(|p| p.size).sum()),
             manifest,
         });
     }
@@ -176,6 +187,10 @@ fn manifest_time(path: &std::path::Path) -> Option<i64> {
     Some(t.duration_since(UNIX_EPOCH).ok()?.as_secs() as i64)
 }
 
+/// 2010-11-11T00:00:00Z: S3 introduced multipart uploads on 2010-11-10. An earlier start date is
+/// a placeholder (moto reports 2010-11-10T20:48:33Z for every upload), not an age.
+const MULTIPART_LAUNCH: i64 = 1_289_433_600;
+
 /// The time an upload's age is counted from for `abort --all-older-than`: the server's start
 /// date, unless this machine's manifest of it was written later (moto reports 2010 for every
 /// upload: an upload made seconds ago must not count as years old), said once per upload. A
@@ -189,6 +204,17 @@ fn upload_age_start(
     let Some(server) = u.initiated else {
         return manifest_written;
     };
+    if server < MULTIPART_LAUNCH && manifest_written.is_none() {
+        tracing::warn!(
+            "upload {} of {}: the server reports a start date of {}, before S3 had multipart \
+             uploads (a placeholder, as moto sends): its age is unknown, so it is left alone \
+             (abort it with --upload-id)",
+            u.upload_id,
+            u.key,
+            rfc3339(server)
+        );
+        return None;
+    }
     if server > now + 86_400 {
         tracing::warn!(
             "upload {} of {}: the server reports a start date in the future ({}); left alone",
@@ -284,7 +310,7 @@ mod tests {
         };
         let found = list(&fake, &dir).await.unwrap();
         assert_eq!(found.len(), 1);
-        assert_eq!((found[0].parts, found[0].bytes), (1, 1000));
+        assert_eq!((found[0].parts, found[0].bytes), (Some(1), Some(1000)));
         let gone = abort(&fake, &obj, Some(&id), None).await.unwrap();
         assert_eq!(gone[0].upload_id, id);
         assert_eq!(fake.uploads_in_progress(), 0);
@@ -303,10 +329,12 @@ mod tests {
             upload_age_start(&up(Some(1_289_421_713)), Some(now - 60), now),
             Some(now - 60)
         );
-        // No manifest: the server's date is all there is.
+        // No manifest: a date before S3 had multipart uploads is no age at all.
+        assert_eq!(upload_age_start(&up(Some(1_289_421_713)), None, now), None);
+        // A real date with no manifest is all there is.
         assert_eq!(
-            upload_age_start(&up(Some(1_289_421_713)), None, now),
-            Some(1_289_421_713)
+            upload_age_start(&up(Some(1_700_000_000)), None, now),
+            Some(1_700_000_000)
         );
         // A start in the future is no age: left alone.
         assert_eq!(

@@ -315,3 +315,55 @@ pub async fn part_layout<C: ObjectRead>(s3: &C, obj: &ObjectUrl) -> Result<Vec<u
     sizes.extend(rest);
     Ok(sizes)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hash::ChecksumAlgorithm;
+
+    fn sum(algorithm: ChecksumAlgorithm, value: &str) -> RemoteChecksum {
+        RemoteChecksum {
+            algorithm,
+            kind: None,
+            value: value.into(),
+        }
+    }
+
+    #[test]
+    fn a_checksum_of_the_wrong_length_is_the_server_s_answer() {
+        // moto stores a SHA-256 (32 bytes) under SHA512.
+        let sha256 = "SKKmw0+TXPL5trFCH0RJKA0kmcLjwHHzqb5kBeETDx8=";
+        let why = malformed(&sum(ChecksumAlgorithm::Sha512, sha256)).unwrap();
+        assert!(
+            why.contains("32 bytes") && why.contains("64 bytes"),
+            "{why}"
+        );
+        assert_eq!(malformed(&sum(ChecksumAlgorithm::Sha256, sha256)), None);
+        // A composite's `-N` is not part of the digest.
+        let composite = format!("{sha256}-3");
+        assert_eq!(malformed(&sum(ChecksumAlgorithm::Sha256, &composite)), None);
+        assert_eq!(malformed(&sum(ChecksumAlgorithm::Crc32c, "v32Lsg==")), None);
+        assert!(malformed(&sum(ChecksumAlgorithm::Crc32, "not base64!")).is_some());
+    }
+
+    #[test]
+    fn a_layout_that_disagrees_with_the_etag_does_not_fit() {
+        let facts = RemoteFacts {
+            size: 11,
+            etag: Some(ETag::new("\"0123456789abcdef0123456789abcdef-3\"")),
+            multipart: true,
+            ..RemoteFacts::default()
+        };
+        assert!(layout_fits(&facts, &[5, 5, 1]).is_ok());
+        // s3s-fs answers HEAD ?partNumber=1 with the whole object.
+        let why = layout_fits(&facts, &[11]).unwrap_err();
+        assert!(
+            why.contains("1 part of 11 bytes") && why.contains("in 3 parts"),
+            "{why}"
+        );
+        assert!(
+            layout_fits(&facts, &[5, 5, 2]).is_err(),
+            "sizes that do not add up"
+        );
+    }
+}
