@@ -795,6 +795,14 @@ mod tests {
             text.contains("part 2 (bytes 20000..40000)") && text.contains("SHA256 part checksum"),
             "{text}"
         );
+        // The same wrong bytes on the second fetch: no more fetches, and no blame on a passing
+        // network fault.
+        assert!(
+            text.contains("on each of 2 fetches")
+                && text.contains("a passing network fault is ruled out")
+                && !text.contains("check the network path"),
+            "{text}"
+        );
         assert!(!dest2.exists());
         let (_, parts) = journal::load(&dest::journal_path(&dest2)).unwrap().unwrap();
         assert_eq!(

@@ -389,4 +389,59 @@ mod tests {
             format!("bytes differ from offset {at}")
         );
     }
+
+    /// A server reporting a checksum that does not describe its bytes (moto names a CRC32
+    /// CRC32C; stores a SHA-256 under SHA512): the server's answer, and the bytes decide.
+    #[tokio::test]
+    async fn a_server_checksum_that_cannot_be_right_is_set_aside_and_the_bytes_decide() {
+        use crate::s3::tamper::Tamper;
+        let content: Vec<u8> = (0..70_000).map(|i| (i % 251) as u8).collect();
+        let dir = tempfile::tempdir().unwrap();
+        let same = dir.path().join("same");
+        std::fs::write(&same, &content).unwrap();
+        let mut other = content.clone();
+        other[123] ^= 1;
+        let changed = dir.path().join("changed");
+        std::fs::write(&changed, &other).unwrap();
+        let obj = ObjectUrl::parse("s3://bkt/v").unwrap();
+        for (alg, wrong) in [
+            // Right length, wrong value.
+            (ChecksumAlgorithm::Crc32c, "AAAAAA=="),
+            // A 32-byte value under SHA512.
+            (
+                ChecksumAlgorithm::Sha512,
+                "SKKmw0+TXPL5trFCH0RJKA0kmcLjwHHzqb5kBeETDx8=",
+            ),
+        ] {
+            let s3 = Tamper::new(FakeS3::default()).head_reply(move |h| {
+                if let Some(c) = h.checksum.as_mut() {
+                    c.value = wrong.into();
+                }
+            });
+            s3.inner()
+                .put_object(
+                    &obj,
+                    alg,
+                    Bytes::copy_from_slice(&content),
+                    &hash::hash_part(alg, true, &content),
+                    &crate::config::ObjectSettings::default(),
+                )
+                .await
+                .unwrap();
+            let r = verify(&s3, &same, &obj, &VerifyOptions::default())
+                .await
+                .unwrap();
+            assert_eq!(r.verdict, Verdict::Identical, "{alg}: {}", r.why);
+            assert!(
+                r.why.contains("the server's answer") || r.why.contains("its answer"),
+                "{alg}: {}",
+                r.why
+            );
+            // Never at the price of a changed file passing.
+            let r = verify(&s3, &changed, &obj, &VerifyOptions::default())
+                .await
+                .unwrap();
+            assert_eq!(r.verdict, Verdict::Differs, "{alg}");
+        }
+    }
 }

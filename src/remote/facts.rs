@@ -190,6 +190,21 @@ pub async fn remote_facts<C: ObjectRead>(
     obj: &ObjectUrl,
     known_layout: Option<&[u64]>,
 ) -> Result<Learned, Error> {
+    let mut learned = learn(s3, obj, known_layout).await?;
+    // What was set aside is part of why: the report says it wherever the truth came from.
+    if let Some(aside) = &learned.facts.set_aside
+        && !learned.why.contains(aside.as_str())
+    {
+        learned.why = format!("{}; {aside}", learned.why);
+    }
+    Ok(learned)
+}
+
+async fn learn<C: ObjectRead>(
+    s3: &C,
+    obj: &ObjectUrl,
+    known_layout: Option<&[u64]>,
+) -> Result<Learned, Error> {
     let head = s3
         .head_object(obj, None)
         .await
