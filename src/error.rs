@@ -592,6 +592,9 @@ impl S3Error {
             (S3ErrorKind::WrongRegion, _) => {
                 "the bucket is in another region: pass --region with the bucket's region"
             }
+            (S3ErrorKind::Other, Some("InvalidStorageClass")) => {
+                "this server does not offer that storage class: leave out --storage-class (the bucket's default) or give one it offers"
+            }
             (S3ErrorKind::Other, None) if self.status == Some(400) => {
                 "a bad request with no explanation (HEAD replies have no body): check --region and the endpoint"
             }
@@ -644,6 +647,18 @@ fn region_in_message(message: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refused_storage_class_and_a_refused_body_say_only_what_is_known() {
+        let e = S3Error::from_response(Some("InvalidStorageClass"), Some(400), String::new());
+        assert!(e.to_string().contains("leave out --storage-class"), "{e}");
+        let e = S3Error::from_response(Some("BadDigest"), Some(400), String::new());
+        let text = e.to_string();
+        assert!(
+            !text.contains("nothing wrong was stored") && text.contains("is not known"),
+            "{text}"
+        );
+    }
 
     #[test]
     fn classification_table() {
