@@ -132,15 +132,17 @@ pub async fn part<C: ObjectRead>(
                 return Err(Error::s3("GetObject", Some(number), None)(e));
             }
             Err(Failed::S3(e)) => Error::s3("GetObject", Some(number), None)(e),
-            Err(Failed::Length(got)) if by_number.is_some() => {
+            // More bytes than the part holds, in a reply that ended normally: no network cut
+            // makes a body longer; the server does not serve parts by number (moto).
+            Err(Failed::Length(got)) if by_number.is_some() && got > range.end - range.start => {
                 if !ctx
                     .by_range
                     .swap(true, std::sync::atomic::Ordering::Relaxed)
                 {
                     ctx.progress.note(&format!(
-                        "the server answered GET ?partNumber={number} with {got} bytes, not the \
-                         part's {}: it does not serve parts by number; reading every part by its \
-                         byte range instead",
+                        "the server answered GET ?partNumber={number} with more than the part's \
+                         {} bytes ({got} before tally stopped reading): it does not serve parts \
+                         by number; reading every part by its byte range instead",
                         range.end - range.start
                     ));
                 }
