@@ -65,6 +65,7 @@ fn not_comparable(kind: EtagKind) -> Option<Check> {
         EtagKind::Md5 => None,
         EtagKind::Kms => Some(Check::NotComparableKms),
         EtagKind::SseC => Some(Check::NotComparableSseC),
+        EtagKind::Unpredictable => Some(Check::NotPredicted),
     }
 }
 
@@ -148,6 +149,7 @@ pub fn mismatch(what: &str, expected: &str, actual: &str, upload_id: Option<&str
         expected: expected.to_owned(),
         actual: actual.to_owned(),
         upload_id: upload_id.map(str::to_owned),
+        then: None,
     }
 }
 

@@ -283,6 +283,7 @@ pub async fn download_to<C: S3Api>(
         plan: &plan,
         progress,
         flights: Default::default(),
+        by_range: std::sync::atomic::AtomicBool::new(false),
     };
     let journal = Arc::new(journal);
     progress.start(facts.size, ranges.len() as u32);
@@ -295,10 +296,25 @@ pub async fn download_to<C: S3Api>(
                 hashes[i] = Some(f.hash);
                 alone[i] = f.against;
             });
+        let mut first_bad: Option<String> = None;
         loop {
             let local: Vec<RangeHash> = hashes.iter().flatten().cloned().collect();
-            let c = verify::compare::compare(facts.size, &local, &facts);
+            let mut c = verify::compare::compare(facts.size, &local, &facts);
             if !proof::differs(&c) {
+                return Ok(c);
+            }
+            let etag_matched = c.etag.as_ref().is_some_and(|e| e.matches);
+            if etag_matched && c.differing_parts.is_empty() {
+                // The ETag, the MD5 of the bytes the server stored, matches what arrived: only
+                // the checksum it reports disagrees (moto names a CRC32 CRC32C). The server's
+                // answer, not the data's: the ETag decides, the checksum proves nothing.
+                if let Some(x) = c.checksum.take() {
+                    progress.note(&format!(
+                        "the server reports {} as the object checksum, not {} (the bytes'), but \
+                         its ETag, the MD5 of the bytes, matches: its checksum is set aside",
+                        x.remote, x.local
+                    ));
+                }
                 return Ok(c);
             }
             let (what, computed, expected) =
@@ -308,11 +324,13 @@ pub async fn download_to<C: S3Api>(
                     url: obj.to_string(),
                     what: "the object".into(),
                     against: what,
+                    same_each_time: first_bad.as_ref() == Some(&computed),
                     computed,
                     expected,
                     attempts: 2,
                 });
             }
+            first_bad = Some(computed);
             progress.note(&format!(
                 "the parts together do not match {what}, and no part can be named: fetching every part again"
             ));
@@ -902,6 +920,14 @@ mod tests {
         let text = e.to_string();
         assert!(
             text.contains("part 2 (bytes 20000..40000)") && text.contains("SHA256 part checksum"),
+            "{text}"
+        );
+        // The same wrong bytes on the second fetch: no more fetches, and no blame on a passing
+        // network fault.
+        assert!(
+            text.contains("on each of 2 fetches")
+                && text.contains("a passing network fault is ruled out")
+                && !text.contains("check the network path"),
             "{text}"
         );
         assert!(!dest2.exists());

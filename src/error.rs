@@ -70,7 +70,7 @@ pub enum Error {
         source: S3Error,
     },
     /// What S3 reports differs from what tally computed locally.
-    #[error("integrity mismatch: {what}: expected {expected}, S3 reports {actual}{}", upload_id.as_ref().map(|u| format!(" (upload id {u})")).unwrap_or_default())]
+    #[error("integrity mismatch: {what}: expected {expected}, S3 reports {actual}{}{}", upload_id.as_ref().map(|u| format!(" (upload id {u})")).unwrap_or_default(), then.as_ref().map(|t| format!("; {t}")).unwrap_or_default())]
     Mismatch {
         /// Which value differs (e.g. "part 3 checksum", "object ETag").
         what: String,
@@ -80,6 +80,8 @@ pub enum Error {
         actual: String,
         /// The multipart upload, if any.
         upload_id: Option<String>,
+        /// What it means for the object at the key, and what to run, when known.
+        then: Option<String>,
     },
     /// An interrupted upload's manifest cannot be resumed by this command; nothing was completed.
     #[error("manifest {}: {why}", manifest.display())]
@@ -188,7 +190,12 @@ pub enum Error {
     },
     /// Downloaded bytes that never matched what S3 holds for them, after fetching them again.
     #[error(
-        "{url}: {what} arrived different from {against} on each of {attempts} fetches (computed {computed}, S3 says {expected}); nothing was renamed to the destination: check the network path (proxy, middlebox) and run the same command again"
+        "{url}: {what} arrived different from {against} on each of {attempts} fetches (computed {computed}, S3 says {expected}); nothing was renamed to the destination: {}",
+        if *same_each_time {
+            "the same bytes arrived every time, so a passing network fault is ruled out: the server's value does not describe the bytes it sends (a server that stores wrong checksums, an object damaged at rest, or a proxy that alters them the same way each time); `tally verify --download FILE URL` compares the bytes with a copy you trust"
+        } else {
+            "check the network path (proxy, middlebox) and run the same command again"
+        }
     )]
     Corrupt {
         /// The object, `s3://bucket/key`.
@@ -203,6 +210,8 @@ pub enum Error {
         expected: String,
         /// Fetches made.
         attempts: u32,
+        /// Whether every fetch hashed to the same value (not a network fault).
+        same_each_time: bool,
     },
     /// A command's own error (a `tally shard` command that refused or stopped, an ASC MHL history
     /// that cannot be used): its one-line message and its exit code are its own. Find the type
@@ -351,6 +360,18 @@ impl Error {
 mod tests {
     use super::*;
     use crate::s3::NetworkCause;
+
+    #[test]
+    fn a_refused_storage_class_and_a_refused_body_say_only_what_is_known() {
+        let e = S3Error::from_response(Some("InvalidStorageClass"), Some(400), String::new());
+        assert!(e.to_string().contains("leave out --storage-class"), "{e}");
+        let e = S3Error::from_response(Some("BadDigest"), Some(400), String::new());
+        let text = e.to_string();
+        assert!(
+            !text.contains("nothing wrong was stored") && text.contains("is not known"),
+            "{text}"
+        );
+    }
 
     #[test]
     fn classification_table() {

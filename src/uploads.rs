@@ -20,10 +20,11 @@ pub struct UploadInfo {
     pub upload_id: String,
     /// Start time, UTC, RFC 3339.
     pub initiated: Option<String>,
-    /// Parts S3 holds.
-    pub parts: usize,
-    /// Bytes S3 holds.
-    pub bytes: u64,
+    /// Parts S3 holds; `None` when the server's ListParts reply could not be read (moto's, for
+    /// an upload without parts).
+    pub parts: Option<usize>,
+    /// Bytes S3 holds (`None` as for `parts`).
+    pub bytes: Option<u64>,
     /// The local manifest that belongs to it, if any.
     pub manifest: Option<String>,
 }
@@ -46,8 +47,18 @@ pub async fn list<C: MultipartWrite>(s3: &C, target: &ObjectUrl) -> Result<Vec<U
             .list_parts(&obj, &u.upload_id, ChecksumAlgorithm::Sha256)
             .await
         {
-            Ok(h) => h,
+            Ok(h) => Some(h),
             Err(e) if e.kind == S3ErrorKind::NotFound => continue,
+            // The upload exists (it was just listed): what is wrong is the parts' listing, and
+            // the upload is still worth showing (to abort it), with its parts unknown.
+            Err(e) if matches!(e.kind, S3ErrorKind::Other | S3ErrorKind::Unsupported) => {
+                tracing::warn!(
+                    "upload {} of {}: the server's ListParts reply could not be used ({e}): its parts are shown as unknown",
+                    u.upload_id,
+                    u.key
+                );
+                None
+            }
             Err(source) => return Err(Error::s3("ListParts", None, Some(&u.upload_id))(source)),
         };
         let manifest = manifests
@@ -60,8 +71,8 @@ pub async fn list<C: MultipartWrite>(s3: &C, target: &ObjectUrl) -> Result<Vec<U
             key: u.key,
             upload_id: u.upload_id,
             initiated: u.initiated.map(rfc3339),
-            parts: held.len(),
-            bytes: held.iter().map(|p| p.size).sum(),
+            parts: held.as_ref().map(Vec::len),
+            bytes: held.as_ref().map(|h| h.iter().map(|p| p.size).sum()),
             manifest,
         });
     }
@@ -102,13 +113,30 @@ pub async fn abort<C: MultipartWrite>(
                 .duration_since(UNIX_EPOCH)
                 .unwrap_or_default()
                 .as_secs() as i64;
-            s3.list_uploads(&target.bucket, &target.key)
+            let (_, manifests) = local_manifests().await;
+            let listed = s3
+                .list_uploads(&target.bucket, &target.key)
                 .await
-                .map_err(Error::s3("ListMultipartUploads", None, None))?
-                .into_iter()
-                .filter(|u| u.initiated.is_some_and(|t| now - t > age.as_secs() as i64))
-                .map(|u| (u.key, u.upload_id))
-                .collect()
+                .map_err(Error::s3("ListMultipartUploads", None, None))?;
+            let mut picked = Vec::new();
+            for u in listed {
+                let local = manifests
+                    .iter()
+                    .find(|(_, h)| {
+                        h.upload_id == u.upload_id && h.bucket == target.bucket && h.key == u.key
+                    })
+                    .map(|(p, _)| p.clone());
+                let touched = match local {
+                    Some(p) => crate::exec::blocking(move || manifest_time(&p)).await,
+                    None => None,
+                };
+                if let Some(start) = upload_age_start(&u, touched, now)
+                    && now - start > age.as_secs() as i64
+                {
+                    picked.push((u.key, u.upload_id));
+                }
+            }
+            picked
         }
         (None, None) => {
             return Err(Error::Usage(
@@ -167,6 +195,66 @@ pub async fn abort<C: MultipartWrite>(
         });
     }
     Ok(out)
+}
+
+/// When the local manifest was last written (a part recorded), seconds since the epoch.
+fn manifest_time(path: &std::path::Path) -> Option<i64> {
+    let t = std::fs::metadata(path).ok()?.modified().ok()?;
+    Some(t.duration_since(UNIX_EPOCH).ok()?.as_secs() as i64)
+}
+
+/// 2010-11-11T00:00:00Z: S3 introduced multipart uploads on 2010-11-10. An earlier start date is
+/// a placeholder (moto reports 2010-11-10T20:48:33Z for every upload), not an age.
+const MULTIPART_LAUNCH: i64 = 1_289_433_600;
+
+/// The time an upload's age is counted from for `abort --all-older-than`: the server's start
+/// date, unless this machine's manifest of it was written later (moto reports 2010 for every
+/// upload: an upload made seconds ago must not count as years old), said once per upload. A
+/// start date in the future (beyond a day of clock skew) is no age at all: such an upload is
+/// left alone, said once. `None`: leave it alone.
+fn upload_age_start(
+    u: &crate::s3::InProgress,
+    manifest_written: Option<i64>,
+    now: i64,
+) -> Option<i64> {
+    let Some(server) = u.initiated else {
+        return manifest_written;
+    };
+    if server < MULTIPART_LAUNCH && manifest_written.is_none() {
+        tracing::warn!(
+            "upload {} of {}: the server reports a start date of {}, before S3 had multipart \
+             uploads (a placeholder, as moto sends): its age is unknown, so it is left alone \
+             (abort it with --upload-id)",
+            u.upload_id,
+            u.key,
+            rfc3339(server)
+        );
+        return None;
+    }
+    if server > now + 86_400 {
+        tracing::warn!(
+            "upload {} of {}: the server reports a start date in the future ({}); left alone",
+            u.upload_id,
+            u.key,
+            rfc3339(server)
+        );
+        return None;
+    }
+    match manifest_written {
+        Some(local) if local > server + 86_400 => {
+            tracing::warn!(
+                "upload {} of {}: the server reports it started {}, but this machine's manifest of \
+                 it was written {}: its age counts from the manifest",
+                u.upload_id,
+                u.key,
+                rfc3339(server),
+                rfc3339(local)
+            );
+            Some(local)
+        }
+        Some(local) => Some(local.max(server)),
+        None => Some(server),
+    }
 }
 
 /// The state directory, and the manifests in it (and linked from it), read off the async threads.
@@ -239,10 +327,43 @@ mod tests {
         };
         let found = list(&fake, &dir).await.unwrap();
         assert_eq!(found.len(), 1);
-        assert_eq!((found[0].parts, found[0].bytes), (1, 1000));
+        assert_eq!((found[0].parts, found[0].bytes), (Some(1), Some(1000)));
         let gone = abort(&fake, &obj, Some(&id), None).await.unwrap();
         assert_eq!(gone[0].upload_id, id);
         assert_eq!(fake.uploads_in_progress(), 0);
+    }
+
+    #[test]
+    fn an_upload_s_age_counts_from_what_can_be_believed() {
+        let now = 1_796_000_000;
+        let up = |initiated| crate::s3::InProgress {
+            key: "k".into(),
+            upload_id: "u".into(),
+            initiated,
+        };
+        // moto's 2010 date, with this machine's manifest written a minute ago: the manifest wins.
+        assert_eq!(
+            upload_age_start(&up(Some(1_289_421_713)), Some(now - 60), now),
+            Some(now - 60)
+        );
+        // No manifest: a date before S3 had multipart uploads is no age at all.
+        assert_eq!(upload_age_start(&up(Some(1_289_421_713)), None, now), None);
+        // A real date with no manifest is all there is.
+        assert_eq!(
+            upload_age_start(&up(Some(1_700_000_000)), None, now),
+            Some(1_700_000_000)
+        );
+        // A start in the future is no age: left alone.
+        assert_eq!(
+            upload_age_start(&up(Some(now + 10 * 86_400)), None, now),
+            None
+        );
+        // A few seconds of skew either way change nothing.
+        assert_eq!(
+            upload_age_start(&up(Some(now - 5)), Some(now - 3), now),
+            Some(now - 3)
+        );
+        assert_eq!(upload_age_start(&up(None), None, now), None);
     }
 
     #[test]

@@ -19,7 +19,7 @@ use futures::TryStreamExt as _;
 use rayon::prelude::*;
 use serde::Serialize;
 
-pub use self::after_upload::{AfterUpload, after_upload};
+pub use self::after_upload::{AfterUpload, after_upload, after_upload_or_bytes};
 pub use self::compare::{Comparison, PartDiff};
 pub use self::prove::{Proof, prove};
 pub use crate::compare::Compared;
@@ -58,6 +58,9 @@ pub struct VerifyReport {
     pub method: Method,
     /// Why that method.
     pub why: String,
+    /// What was compared with the local file, in words: the bytes the server sends, or only the
+    /// values it reports (which prove what it says it holds, not the bytes).
+    pub compared: String,
     /// The outcome.
     #[serde(flatten)]
     pub verdict: Verdict,
@@ -188,6 +191,7 @@ async fn verify_once<C: S3Api>(
         key: obj.key.clone(),
         method: learned.method,
         why: why.clone(),
+        compared: REPORTED.into(),
         verdict: Verdict::Identical,
         size: size.clone(),
         checksum: None,
@@ -220,6 +224,8 @@ async fn verify_once<C: S3Api>(
         report.method = Method::Download;
         report.why = if opts.download {
             "--download: the bytes compared with the local file".into()
+        } else if let Some(why) = &remote.set_aside {
+            why.clone()
         } else {
             format!(
                 "no checksum, and the ETag {}: only the bytes can decide",
@@ -257,12 +263,38 @@ async fn verify_once<C: S3Api>(
         // The object differs, but nothing per part says where: find the parts by their bytes.
         report.differing_parts = compare_bytes(s3, obj, src, &ranges, &pin).await?;
         report.parts_compared = ranges.len() as u32;
-        report.why = format!("{why}; the differing parts were found by downloading and comparing");
+        if report.differing_parts.is_empty() {
+            // Every byte the server sends is the file's: the value it reports does not describe
+            // its own bytes (moto names a CRC32 CRC32C). The bytes decide; the report says so.
+            report.verdict = Verdict::Identical;
+            report.method = Method::Download;
+            report.why = format!(
+                "{why}; the server's reported {} does not describe the bytes it sends (its \
+                 answer, not a difference in the data): the bytes were compared and decide",
+                if report.checksum.as_ref().is_some_and(|c| !c.matches) {
+                    "checksum"
+                } else {
+                    "ETag"
+                }
+            );
+        } else {
+            report.why =
+                format!("{why}; the differing parts were found by downloading and comparing");
+        }
     }
     Ok(finish(report, started, local_size))
 }
 
+/// [`VerifyReport::compared`] when only reported values were compared.
+const REPORTED: &str = "the server's reported checksum/ETag with the local file's (what the server \
+     says it holds, not its bytes: --download compares the bytes)";
+/// [`VerifyReport::compared`] when the bytes were.
+const BYTES: &str = "the bytes the server sent with the local file's, byte by byte";
+
 fn finish(mut r: VerifyReport, started: Instant, bytes: u64) -> VerifyReport {
+    if r.method == Method::Download {
+        r.compared = BYTES.into();
+    }
     r.seconds = started.elapsed().as_secs_f64();
     r.gib_per_s = bytes as f64 / (1u64 << 30) as f64 / r.seconds.max(1e-9);
     r
@@ -357,5 +389,60 @@ mod tests {
             r.differing_parts[0].local,
             format!("bytes differ from offset {at}")
         );
+    }
+
+    /// A server reporting a checksum that does not describe its bytes (moto names a CRC32
+    /// CRC32C; stores a SHA-256 under SHA512): the server's answer, and the bytes decide.
+    #[tokio::test]
+    async fn a_server_checksum_that_cannot_be_right_is_set_aside_and_the_bytes_decide() {
+        use crate::s3::tamper::Tamper;
+        let content: Vec<u8> = (0..70_000).map(|i| (i % 251) as u8).collect();
+        let dir = tempfile::tempdir().unwrap();
+        let same = dir.path().join("same");
+        std::fs::write(&same, &content).unwrap();
+        let mut other = content.clone();
+        other[123] ^= 1;
+        let changed = dir.path().join("changed");
+        std::fs::write(&changed, &other).unwrap();
+        let obj = ObjectUrl::parse("s3://bkt/v").unwrap();
+        for (alg, wrong) in [
+            // Right length, wrong value.
+            (ChecksumAlgorithm::Crc32c, "AAAAAA=="),
+            // A 32-byte value under SHA512.
+            (
+                ChecksumAlgorithm::Sha512,
+                "SKKmw0+TXPL5trFCH0RJKA0kmcLjwHHzqb5kBeETDx8=",
+            ),
+        ] {
+            let s3 = Tamper::new(FakeS3::default()).head_reply(move |h| {
+                if let Some(c) = h.checksum.as_mut() {
+                    c.value = wrong.into();
+                }
+            });
+            s3.inner()
+                .put_object(
+                    &obj,
+                    alg,
+                    Bytes::copy_from_slice(&content),
+                    &hash::hash_part(alg, true, &content),
+                    &crate::vocab::ObjectSettings::default(),
+                )
+                .await
+                .unwrap();
+            let r = verify(&s3, &same, &obj, &VerifyOptions::default())
+                .await
+                .unwrap();
+            assert_eq!(r.verdict, Verdict::Identical, "{alg}: {}", r.why);
+            assert!(
+                r.why.contains("the server's answer") || r.why.contains("its answer"),
+                "{alg}: {}",
+                r.why
+            );
+            // Never at the price of a changed file passing.
+            let r = verify(&s3, &changed, &obj, &VerifyOptions::default())
+                .await
+                .unwrap();
+            assert_eq!(r.verdict, Verdict::Differs, "{alg}");
+        }
     }
 }

@@ -101,10 +101,11 @@ fn print_download(r: &DownloadReport) -> String {
         )
     } else {
         format!(
-            "downloaded {url} to {} ({}, {} parts) in {:.2} s ({:.1} MiB/s)\n",
+            "downloaded {url} to {} ({}, {} part{}) in {:.2} s ({:.1} MiB/s)\n",
             r.dest.display(),
             human_bytes(r.size),
             r.parts,
+            if r.parts == 1 { "" } else { "s" },
             r.seconds,
             r.mib_per_s
         )

@@ -37,8 +37,8 @@ fn print_uploads(list: &[UploadInfo]) -> String {
             u.key,
             u.upload_id,
             u.initiated.as_deref().unwrap_or("?"),
-            u.parts,
-            human_bytes(u.bytes),
+            u.parts.map_or("?".into(), |n| n.to_string()),
+            u.bytes.map_or("?".into(), human_bytes),
             u.manifest.as_deref().unwrap_or("none")
         );
     }

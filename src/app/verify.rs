@@ -99,6 +99,7 @@ fn print_verify(file: &std::path::Path, r: &VerifyReport) -> String {
         ),
     };
     let mut s = format!("{head}\n  method    {}: {}\n", r.method, r.why);
+    s += &format!("  compared  {}\n", r.compared);
     s += &format!(
         "  size      local {} / S3 {}: {}\n",
         r.size.local,

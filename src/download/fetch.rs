@@ -46,6 +46,9 @@ pub struct Ctx<'a> {
     pub progress: &'a dyn Progress,
     /// The rates of the parts being received, to tell a slow one (`upload::hedge`).
     pub flights: Flights,
+    /// Set once the server answered a GET `?partNumber=N` with another length than the part's
+    /// (moto): every part is then read by its byte range.
+    pub by_range: std::sync::atomic::AtomicBool,
 }
 
 /// How many times one part is fetched again because it came far slower than the others.
@@ -87,10 +90,14 @@ pub async fn part<C: ObjectRead>(
     let mut backoff = Policy::RANGED_READ.start();
     let mut corrupt = 0;
     let mut slow = 0;
+    // The value the first corrupt fetch hashed to, and whether every later one hashed the same.
+    let mut first_bad: Option<String> = None;
     loop {
         let attempt = backoff.attempt();
-        // A part of a multipart object is asked for by its number, so that S3 sends its checksum.
-        let by_number = ctx.plan.multipart.then_some(number);
+        // A part of a multipart object is asked for by its number, so that S3 sends its checksum
+        // (unless the server answered a part number with the wrong bytes: then by its range).
+        let by_range = ctx.by_range.load(std::sync::atomic::Ordering::Relaxed);
+        let by_number = (ctx.plan.multipart && !by_range).then_some(number);
         let watch = slow < SLOW_REFETCHES;
         let failure = match once(s3, ctx, range.clone(), by_number, watch).await {
             Ok((hash, reply)) => {
@@ -107,7 +114,12 @@ pub async fn part<C: ObjectRead>(
                     Some(Err(computed)) => {
                         corrupt += 1;
                         let a = against.expect("checked");
-                        let Some(delay) = backoff.next_delay() else {
+                        // The same wrong value twice: the bytes are what the server holds, the
+                        // network is not changing them, and more fetches will not help.
+                        let repeated = first_bad.as_ref().is_some_and(|f| *f == computed);
+                        first_bad.get_or_insert_with(|| computed.clone());
+                        let delay = if repeated { None } else { backoff.next_delay() };
+                        let Some(delay) = delay else {
                             return Err(Error::Corrupt {
                                 url: ctx.obj.to_string(),
                                 what: format!(
@@ -118,6 +130,7 @@ pub async fn part<C: ObjectRead>(
                                 computed,
                                 expected: a.s3_value(),
                                 attempts: attempt,
+                                same_each_time: repeated,
                             });
                         };
                         ctx.progress.note(&format!(
@@ -142,6 +155,22 @@ pub async fn part<C: ObjectRead>(
                 return Err(Error::s3("GetObject", Some(number), None)(e));
             }
             Err(Failed::S3(e)) => Error::s3("GetObject", Some(number), None)(e),
+            // More bytes than the part holds, in a reply that ended normally: no network cut
+            // makes a body longer; the server does not serve parts by number (moto).
+            Err(Failed::Length(got)) if by_number.is_some() && got > range.end - range.start => {
+                if !ctx
+                    .by_range
+                    .swap(true, std::sync::atomic::Ordering::Relaxed)
+                {
+                    ctx.progress.note(&format!(
+                        "the server answered GET ?partNumber={number} with more than the part's \
+                         {} bytes ({got} before tally stopped reading): it does not serve parts \
+                         by number; reading every part by its byte range instead",
+                        range.end - range.start
+                    ));
+                }
+                continue;
+            }
             Err(Failed::Length(got)) => {
                 Error::s3("GetObject", Some(number), None)(S3Error::transport(format!(
                     "the body of bytes {}..{} was {got} bytes long, not {}",

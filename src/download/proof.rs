@@ -245,7 +245,11 @@ pub fn proofs(facts: &RemoteFacts, alone: &[Option<Against>], c: &Comparison) ->
 
 /// Why nothing could be checked, in the report's words.
 pub fn nothing_because(facts: &RemoteFacts) -> String {
+    if let Some(why) = &facts.set_aside {
+        return why.clone();
+    }
     let etag = match (facts.etag_kind, &facts.etag) {
+        (EtagKind::Unpredictable, _) => "its ETag cannot be recomputed without the part layout",
         (EtagKind::Kms, _) => "its ETag is not an MD5 under SSE-KMS",
         (EtagKind::SseC, _) => "its ETag is not an MD5 under SSE-C",
         (EtagKind::Md5, None) => "S3 sent no ETag",

@@ -62,6 +62,10 @@ pub struct RemoteFacts {
     pub multipart: bool,
     /// Each part's checksum, when GetObjectAttributes lists them (else empty).
     pub part_checksums: Vec<Option<String>>,
+    /// Why something the server reported was set aside as unusable (a checksum of the wrong
+    /// length for its algorithm, a part layout that disagrees with the ETag): the server's
+    /// answer, not a difference in the data. What is left is what can still be proven.
+    pub set_aside: Option<String>,
 }
 
 impl RemoteFacts {
@@ -126,10 +130,78 @@ pub struct Learned {
     pub head: HeadInfo,
 }
 
+/// Why `c` cannot be a checksum of its algorithm (the decoded value's length is wrong, or it is
+/// not base64), or `None` when it can be.
+pub fn malformed(c: &RemoteChecksum) -> Option<String> {
+    use base64::Engine as _;
+    let value = c.value.split_once('-').map_or(c.value.as_str(), |(v, _)| v);
+    let want = c.algorithm.digest_len();
+    match base64::engine::general_purpose::STANDARD.decode(value) {
+        Ok(d) if d.len() == want => None,
+        Ok(d) => Some(format!(
+            "the server reports a {} checksum of {} bytes, but a {} is {want} bytes: that is the \
+             server's answer, not a difference in the data, and it is set aside",
+            c.algorithm,
+            d.len(),
+            c.algorithm
+        )),
+        Err(_) => Some(format!(
+            "the server reports a {} checksum that is not base64 ({}): set aside",
+            c.algorithm, c.value
+        )),
+    }
+}
+
+/// Sets aside a reported checksum that cannot be one of its algorithm (see [`malformed`]),
+/// with the parts' checksums of the same algorithm.
+fn set_aside_malformed(facts: &mut RemoteFacts) {
+    if let Some(why) = facts.checksum.as_ref().and_then(malformed) {
+        tracing::warn!("{why}");
+        facts.checksum = None;
+        facts.part_checksums.clear();
+        facts.set_aside = Some(why);
+    }
+}
+
+/// Whether a part layout learned from HEAD `?partNumber` fits the object: as many parts as its
+/// ETag or checksum names, adding up to its size. A server that ignores `?partNumber` (s3s-fs)
+/// answers the whole object for part 1: the layout then cannot be known from it.
+fn layout_fits(facts: &RemoteFacts, layout: &[u64]) -> Result<(), String> {
+    let total: u64 = layout.iter().sum();
+    let named = facts.parts_named();
+    if total == facts.size && named.is_none_or(|n| n as usize == layout.len()) {
+        return Ok(());
+    }
+    Err(format!(
+        "the server's part layout is inconsistent (HEAD ?partNumber gives {} part{} of {total} \
+         bytes in all; the object is {} bytes{}): it does not answer ?partNumber, so its \
+         checksum and ETag cannot be recomputed locally and only the bytes can be compared",
+        layout.len(),
+        if layout.len() == 1 { "" } else { "s" },
+        facts.size,
+        named.map(|n| format!(" in {n} parts")).unwrap_or_default()
+    ))
+}
+
 /// Learns what S3 says about `obj`: HEAD (size, checksum, ETag, encryption), then
 /// GetObjectAttributes where the server has it, then the part layout from HEAD `?partNumber`
 /// when nothing else gives it (or `known_layout`, when the caller knows it: right after an upload).
 pub async fn remote_facts<C: ObjectRead>(
+    s3: &C,
+    obj: &ObjectUrl,
+    known_layout: Option<&[u64]>,
+) -> Result<Learned, Error> {
+    let mut learned = learn(s3, obj, known_layout).await?;
+    // What was set aside is part of why: the report says it wherever the truth came from.
+    if let Some(aside) = &learned.facts.set_aside
+        && !learned.why.contains(aside.as_str())
+    {
+        learned.why = format!("{}; {aside}", learned.why);
+    }
+    Ok(learned)
+}
+
+async fn learn<C: ObjectRead>(
     s3: &C,
     obj: &ObjectUrl,
     known_layout: Option<&[u64]>,
@@ -139,6 +211,7 @@ pub async fn remote_facts<C: ObjectRead>(
         .await
         .map_err(Error::s3("HeadObject", None, None))?;
     let mut facts = RemoteFacts::from_head(&head);
+    set_aside_malformed(&mut facts);
     if !facts.multipart && facts.checksum.is_some() {
         // A single-part object with its checksum: GetObjectAttributes would add nothing.
         facts.layout = vec![facts.size];
@@ -161,8 +234,9 @@ pub async fn remote_facts<C: ObjectRead>(
         Some(_) => "",
     };
     if let Some(a) = &attrs {
-        if facts.checksum.is_none() {
+        if facts.checksum.is_none() && facts.set_aside.is_none() {
             facts.checksum = a.checksum.clone();
+            set_aside_malformed(&mut facts);
         }
         if a.parts_count.is_some_and(|n| n > 0) {
             facts.multipart = true;
@@ -173,7 +247,7 @@ pub async fn remote_facts<C: ObjectRead>(
                 .iter()
                 .enumerate()
                 .all(|(i, p)| p.number as usize == i + 1);
-        if complete {
+        if complete && facts.set_aside.is_none() {
             facts.layout = a.parts.iter().map(|p| p.size).collect();
             facts.part_checksums = a.parts.iter().map(|p| p.checksum.clone()).collect();
             return Ok(Learned {
@@ -198,9 +272,32 @@ pub async fn remote_facts<C: ObjectRead>(
             head,
         });
     }
-    facts.layout = match known_layout {
+    let layout = match known_layout {
         Some(l) => l.to_vec(),
         None => part_layout(s3, obj).await?,
+    };
+    if let Err(why) = layout_fits(&facts, &layout) {
+        tracing::warn!("{obj}: {why}");
+        // Nothing computed from a layout can be compared: only the bytes, read by ranges. The
+        // ETag stays (it pins the reads to this object) but is not an MD5 to compare with.
+        facts.layout = vec![facts.size];
+        facts.multipart = false;
+        facts.checksum = None;
+        facts.part_checksums.clear();
+        facts.etag_kind = EtagKind::Unpredictable;
+        facts.set_aside = Some(why.clone());
+        return Ok(Learned {
+            facts,
+            method: Method::HeadLayout,
+            why,
+            head,
+        });
+    }
+    facts.layout = layout;
+    let why_no_attrs = match (why_no_attrs, &facts.set_aside) {
+        ("", Some(set_aside)) => set_aside.clone(),
+        ("", None) => "GetObjectAttributes gives no part layout for this object".into(),
+        (why, _) => why.to_owned(),
     };
     Ok(Learned {
         facts,
@@ -233,4 +330,56 @@ pub async fn part_layout<C: ObjectRead>(s3: &C, obj: &ObjectUrl) -> Result<Vec<u
         .await?;
     sizes.extend(rest);
     Ok(sizes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vocab::ChecksumAlgorithm;
+
+    fn sum(algorithm: ChecksumAlgorithm, value: &str) -> RemoteChecksum {
+        RemoteChecksum {
+            algorithm,
+            kind: None,
+            value: value.into(),
+        }
+    }
+
+    #[test]
+    fn a_checksum_of_the_wrong_length_is_the_server_s_answer() {
+        // moto stores a SHA-256 (32 bytes) under SHA512.
+        let sha256 = "SKKmw0+TXPL5trFCH0RJKA0kmcLjwHHzqb5kBeETDx8=";
+        let why = malformed(&sum(ChecksumAlgorithm::Sha512, sha256)).unwrap();
+        assert!(
+            why.contains("32 bytes") && why.contains("64 bytes"),
+            "{why}"
+        );
+        assert_eq!(malformed(&sum(ChecksumAlgorithm::Sha256, sha256)), None);
+        // A composite's `-N` is not part of the digest.
+        let composite = format!("{sha256}-3");
+        assert_eq!(malformed(&sum(ChecksumAlgorithm::Sha256, &composite)), None);
+        assert_eq!(malformed(&sum(ChecksumAlgorithm::Crc32c, "v32Lsg==")), None);
+        assert!(malformed(&sum(ChecksumAlgorithm::Crc32, "not base64!")).is_some());
+    }
+
+    #[test]
+    fn a_layout_that_disagrees_with_the_etag_does_not_fit() {
+        let facts = RemoteFacts {
+            size: 11,
+            etag: Some(ETag::new("\"0123456789abcdef0123456789abcdef-3\"")),
+            multipart: true,
+            ..RemoteFacts::default()
+        };
+        assert!(layout_fits(&facts, &[5, 5, 1]).is_ok());
+        // s3s-fs answers HEAD ?partNumber=1 with the whole object.
+        let why = layout_fits(&facts, &[11]).unwrap_err();
+        assert!(
+            why.contains("1 part of 11 bytes") && why.contains("in 3 parts"),
+            "{why}"
+        );
+        assert!(
+            layout_fits(&facts, &[5, 5, 2]).is_err(),
+            "sizes that do not add up"
+        );
+    }
 }

@@ -4,11 +4,16 @@
 //! server may have created the upload), this key's uploads are listed again: one that appeared
 //! since the listing taken before the first attempt is adopted, and any further one aborted.
 //!
+//! A server without ListMultipartUploads (s3s-fs answers 501 NotImplemented) cannot be asked
+//! which uploads exist: there Create is sent as the AWS CLI sends it, without the check, and tally
+//! says once per run that an upload a lost reply created cannot be found or aborted there.
+//!
 //! The one assumption: no other writer starts a multipart upload of the same key between the
 //! listing before the first attempt and the listing after the last. Two writers of one key race
 //! anyway (the last Complete wins); this keeps the window to the seconds Create takes.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::{InProgress, MultipartWrite};
 use crate::retry;
@@ -31,6 +36,34 @@ async fn uploads_of<C: MultipartWrite>(
     Ok(found)
 }
 
+/// Says once per run that the server cannot list uploads, so that the orphan check is skipped.
+fn warn_no_listing(e: &S3Error) {
+    static SAID: AtomicBool = AtomicBool::new(false);
+    if !SAID.swap(true, Ordering::Relaxed) {
+        tracing::warn!(
+            "this server does not implement ListMultipartUploads ({}): uploading without the check \
+             for an upload a lost reply created (one could be left behind, unlisted)",
+            e.code.as_deref().unwrap_or("NotImplemented")
+        );
+    }
+}
+
+/// The ids of this key's uploads in progress; `None` when the server does not implement the
+/// listing (said once, see the module docs).
+async fn upload_ids<C: MultipartWrite>(
+    s3: &C,
+    obj: &ObjectUrl,
+) -> Result<Option<HashSet<String>>, S3Error> {
+    match uploads_of(s3, obj).await {
+        Ok(found) => Ok(Some(found.into_iter().map(|u| u.upload_id).collect())),
+        Err(e) if e.kind == S3ErrorKind::Unsupported => {
+            warn_no_listing(&e);
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// Creates a multipart upload of `obj` and returns its id, adopting the upload a lost reply
 /// created instead of leaving it behind (see the module docs). Retries with
 /// [`retry::Policy::CONFIRMED`]. `settings` go with every attempt.
@@ -41,11 +74,9 @@ pub async fn create_upload<C: MultipartWrite>(
     kind: ChecksumType,
     settings: &ObjectSettings,
 ) -> Result<String, S3Error> {
-    let before: HashSet<String> = uploads_of(s3, obj)
-        .await?
-        .into_iter()
-        .map(|u| u.upload_id)
-        .collect();
+    let Some(before) = upload_ids(s3, obj).await? else {
+        return create_unchecked(s3, obj, alg, kind, settings).await;
+    };
     let new_since = |now: Vec<InProgress>| -> Vec<String> {
         now.into_iter()
             .map(|u| u.upload_id)
@@ -89,6 +120,29 @@ pub async fn create_upload<C: MultipartWrite>(
                 }
             }
             Err(e) if e.kind == S3ErrorKind::Throttled => {
+                if !backoff.wait().await {
+                    return Err(e);
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Create on a server that cannot list uploads: retried like any confirmed request, as the AWS CLI
+/// does; an upload a lost reply created stays unknown (said once by [`warn_no_listing`]).
+async fn create_unchecked<C: MultipartWrite>(
+    s3: &C,
+    obj: &ObjectUrl,
+    alg: ChecksumAlgorithm,
+    kind: ChecksumType,
+    settings: &ObjectSettings,
+) -> Result<String, S3Error> {
+    let mut backoff = retry::Policy::CONFIRMED.start();
+    loop {
+        match s3.create_multipart(obj, alg, kind, settings).await {
+            Ok(id) => return Ok(id),
+            Err(e) if matches!(e.kind, S3ErrorKind::Transient | S3ErrorKind::Throttled) => {
                 if !backoff.wait().await {
                     return Err(e);
                 }
@@ -168,5 +222,18 @@ mod tests {
             open.contains(&id) && id != old,
             "{id} adopted, {old} left alone"
         );
+    }
+
+    #[tokio::test]
+    async fn a_server_without_the_upload_listing_still_gets_its_upload() {
+        let fake = FakeS3::default();
+        fake.without_upload_listing();
+        let (alg, kind) = (ChecksumAlgorithm::Crc32, ChecksumType::Composite);
+        let none = ObjectSettings::default();
+        let id = create_upload(&fake, &obj("k"), alg, kind, &none)
+            .await
+            .expect("Create is sent without the orphan check");
+        assert_eq!(fake.creates(), 1);
+        assert!(!id.is_empty());
     }
 }

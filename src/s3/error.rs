@@ -264,7 +264,7 @@ impl S3Error {
                 "the credentials were refused: check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, --profile or your SSO session"
             }
             (S3ErrorKind::Integrity, _) => {
-                "S3 received bytes that do not match their checksum (corrupted in transit, or the file changed): nothing wrong was stored; run the command again"
+                "the server refused bytes that did not match their checksum (corrupted in transit, or the file changed); what it kept at the key, if anything, is not known: run the command again (`tally verify --download` then compares the bytes)"
             }
             (S3ErrorKind::Throttled, _) => {
                 "S3 kept asking to slow down after retries: run again later or lower --concurrency"
@@ -281,6 +281,9 @@ impl S3Error {
             }
             (S3ErrorKind::WrongRegion, _) => {
                 "the bucket is in another region: pass --region with the bucket's region"
+            }
+            (S3ErrorKind::Other, Some("InvalidStorageClass")) => {
+                "this server does not offer that storage class: leave out --storage-class (the bucket's default) or give one it offers"
             }
             (S3ErrorKind::Other, None) if self.status == Some(400) => {
                 "a bad request with no explanation (HEAD replies have no body): check --region and the endpoint"

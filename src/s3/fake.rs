@@ -104,6 +104,8 @@ struct State {
     attributes: bool,
     /// Whether the 2026 algorithms are treated as Garage and LocalStack treat them.
     recent_unsupported: bool,
+    /// Whether ListMultipartUploads answers 501 NotImplemented (as s3s-fs does).
+    no_upload_listing: bool,
 }
 
 /// The fake. See the module docs.
@@ -207,6 +209,11 @@ impl FakeS3 {
     /// echoed) and CreateMultipartUpload with one is refused (400 InvalidRequest).
     pub fn without_recent_algorithms(&self) {
         self.state.lock().unwrap().recent_unsupported = true;
+    }
+
+    /// ListMultipartUploads answers 501 NotImplemented from now on, as s3s-fs 0.14 does.
+    pub fn without_upload_listing(&self) {
+        self.state.lock().unwrap().no_upload_listing = true;
     }
 
     /// Another client's DeleteObject of `key`.
@@ -625,6 +632,13 @@ impl MultipartWrite for FakeS3 {
     async fn list_uploads(&self, _bucket: &str, prefix: &str) -> Result<Vec<InProgress>, S3Error> {
         let _in_flight = self.request().await;
         let s = self.state.lock().unwrap();
+        if s.no_upload_listing {
+            return Err(S3Error::from_response(
+                Some("NotImplemented"),
+                Some(501),
+                "ListMultipartUploads is not implemented".into(),
+            ));
+        }
         let mut out: Vec<InProgress> = s
             .uploads
             .iter()

@@ -153,7 +153,17 @@ pub async fn finish<C: S3Api>(
         uid,
     )?;
     let verified = if cfg.verify {
-        Some(crate::verify::after_upload(run.s3, target, start.alg, &hashes, uid).await?)
+        Some(
+            crate::verify::after_upload_or_bytes(
+                run.s3,
+                target,
+                start.alg,
+                &hashes,
+                uid,
+                &cfg.source,
+            )
+            .await?,
+        )
     } else {
         None
     };

@@ -303,6 +303,7 @@ pub fn check_part(
             expected: hash.md5_hex().unwrap_or_else(|| "an ETag".into()),
             actual: "no ETag".into(),
             upload_id: uid.map(str::to_owned),
+            then: None,
         });
     };
     compare_etag(

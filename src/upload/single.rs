@@ -77,12 +77,13 @@ pub async fn put<C: S3Api>(run: &Run<'_, C>) -> Result<UploadReport, Error> {
     )?;
     let verified = if cfg.verify {
         Some(
-            crate::verify::after_upload(
+            crate::verify::after_upload_or_bytes(
                 run.s3,
                 &cfg.target,
                 alg,
                 std::slice::from_ref(&hash),
                 None,
+                &cfg.source,
             )
             .await?,
         )

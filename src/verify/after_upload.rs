@@ -40,8 +40,99 @@ pub struct AfterUpload {
 }
 
 /// Reads the stored object's attributes back after an upload and compares them with the hashes
-/// the upload computed. Fails with a mismatch naming what differs.
+/// the upload computed. Fails with a mismatch naming what differs, and saying that the object
+/// now at the key is the one the server completed (it stays there: tally does not delete it).
 pub async fn after_upload<C: S3Api>(
+    s3: &C,
+    obj: &ObjectUrl,
+    alg: crate::vocab::ChecksumAlgorithm,
+    parts: &[crate::vocab::PartHash],
+    upload_id: Option<&str>,
+) -> Result<AfterUpload, Error> {
+    read_back(s3, obj, alg, parts, upload_id)
+        .await
+        .map_err(|e| match e {
+            Error::Mismatch {
+                what,
+                expected,
+                actual,
+                upload_id,
+                then: None,
+            } => Error::Mismatch {
+                what,
+                expected,
+                actual,
+                upload_id,
+                then: Some(format!(
+                    "the object now at {obj} is the one the server completed and may not be \
+                     the file (a server that checks nothing on receipt keeps what it got): \
+                     `tally verify --download FILE {obj}` compares its bytes; upload again to \
+                     replace it"
+                )),
+            },
+            e => e,
+        })
+}
+
+/// [`after_upload`], and where what the server reports disagrees with the upload's hashes, the
+/// bytes: the object is read back and compared with `file` byte by byte (only then: a server
+/// that stores a wrong checksum, as moto does for CRC32C, costs one download). Equal bytes prove
+/// the object, and the report names the server's value as its own answer; different bytes, or
+/// no read, leave the mismatch as the error, saying what is at the key.
+pub async fn after_upload_or_bytes<C: S3Api>(
+    s3: &C,
+    obj: &ObjectUrl,
+    alg: crate::vocab::ChecksumAlgorithm,
+    parts: &[crate::vocab::PartHash],
+    upload_id: Option<&str>,
+    file: &std::path::Path,
+) -> Result<AfterUpload, Error> {
+    let e = match after_upload(s3, obj, alg, parts, upload_id).await {
+        Err(e @ Error::Mismatch { .. }) => e,
+        other => return other,
+    };
+    let opts = crate::verify::VerifyOptions {
+        download: true,
+        ..Default::default()
+    };
+    let Ok(r) = crate::verify::verify(s3, file, obj, &opts).await else {
+        return Err(e);
+    };
+    if r.verdict != crate::verify::Verdict::Identical {
+        return Err(e);
+    }
+    let Ok(head) = s3.head_object(obj, None).await else {
+        return Err(e);
+    };
+    let Error::Mismatch {
+        what,
+        expected,
+        actual,
+        ..
+    } = e
+    else {
+        unreachable!("matched above")
+    };
+    let note = format!(
+        "the server reports {actual} as the {what}, not {expected}, but the bytes it sends are \
+         the file's, compared byte by byte: the server's value is its own answer, not the data's"
+    );
+    tracing::warn!("{obj}: {note}");
+    Ok(AfterUpload {
+        method: Method::Download,
+        why: "what the server reports disagrees with the upload's hashes: the object's bytes \
+              were read back and compared with the file"
+            .into(),
+        checksum_matches: None,
+        etag_matches: None,
+        etag: Check::NotPredicted,
+        parts_compared: r.parts_compared,
+        checksum_note: Some(note),
+        head,
+    })
+}
+
+async fn read_back<C: S3Api>(
     s3: &C,
     obj: &ObjectUrl,
     alg: crate::vocab::ChecksumAlgorithm,
@@ -93,7 +184,20 @@ pub async fn after_upload<C: S3Api>(
             upload_id,
         ));
     }
-    if let Some(x) = c.checksum.as_ref().filter(|x| !x.matches) {
+    let etag_proves = c.etag.as_ref().is_some_and(|x| x.matches);
+    if let Some(x) = c.checksum.as_ref().filter(|x| !x.matches && etag_proves) {
+        // The ETag, the MD5 the server computed of the bytes it stored, is the local MD5: the
+        // bytes arrived; the checksum it reports does not describe them (moto reports a CRC32
+        // under the name CRC32C). The server's answer, not a difference in the data.
+        let note = format!(
+            "the server reports {} as the {alg} checksum, not {} (the bytes' {alg}), but its \
+             ETag, the MD5 of the bytes it stored, matches: the server's checksum is wrong, \
+             the bytes are right",
+            x.remote, x.local
+        );
+        tracing::warn!("{obj}: {note}");
+        checksum_note = Some(note);
+    } else if let Some(x) = c.checksum.as_ref().filter(|x| !x.matches) {
         return Err(mismatch(
             "stored object checksum",
             &x.local,
@@ -112,7 +216,7 @@ pub async fn after_upload<C: S3Api>(
     Ok(AfterUpload {
         method: learned.method,
         why: learned.why,
-        checksum_matches: c.checksum.map(|x| x.matches),
+        checksum_matches: c.checksum.map(|x| x.matches).filter(|m| *m),
         etag_matches: c.etag.map(|x| x.matches),
         etag: c.etag_check,
         parts_compared: c.parts_compared,

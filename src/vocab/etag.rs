@@ -68,6 +68,9 @@ pub enum EtagKind {
     Kms,
     /// Under SSE-C: opaque, not an MD5.
     SseC,
+    /// An MD5 of parts whose boundaries the server does not give (it ignores `?partNumber`):
+    /// it cannot be recomputed locally, so it is not compared.
+    Unpredictable,
 }
 
 impl EtagKind {

@@ -5,6 +5,7 @@
 
 mod claims;
 mod cli;
+mod compat;
 mod download;
 mod faults;
 mod hostile;

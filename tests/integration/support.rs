@@ -37,6 +37,20 @@ pub fn localstack() -> &'static Server {
     LOCALSTACK.get_or_init(|| start("localstack", "TALLY_TEST_LOCALSTACK_ENV"))
 }
 
+/// moto's S3 server (scripts/moto-s3), for the compatibility tests; shared and stopped like
+/// [`garage`] (`TALLY_TEST_MOTO_ENV` reuses one).
+pub fn moto() -> &'static Server {
+    static MOTO: OnceLock<Server> = OnceLock::new();
+    MOTO.get_or_init(|| start("moto-s3", "TALLY_TEST_MOTO_ENV"))
+}
+
+/// s3s-fs (scripts/s3s-fs), for the compatibility tests; shared and stopped like [`garage`]
+/// (`TALLY_TEST_S3S_FS_ENV` reuses one).
+pub fn s3s_fs() -> &'static Server {
+    static S3S_FS: OnceLock<Server> = OnceLock::new();
+    S3S_FS.get_or_init(|| start("s3s-fs", "TALLY_TEST_S3S_FS_ENV"))
+}
+
 /// Both servers, for tests of behaviour where they differ.
 pub fn servers() -> [(&'static str, &'static Server); 2] {
     [("garage", garage()), ("localstack", localstack())]
