@@ -10,6 +10,7 @@ mod faults;
 mod inputs;
 mod md5;
 mod mhl;
+mod mhl_diff;
 mod network;
 mod proxy;
 mod relay;
