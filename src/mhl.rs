@@ -53,9 +53,9 @@ pub enum MhlError {
         /// The chain file.
         chain: PathBuf,
     },
-    /// Generation files without a chain.
+    /// An `ascmhl/` folder without a chain.
     #[error(
-        "{} has ASC MHL generations but no ascmhl_chain.xml: restore the chain file (nothing was uploaded)",
+        "{} has no ascmhl_chain.xml: the ASC MHL history is incomplete; restore the chain file, or remove the empty ascmhl/ folder if there never was a history (nothing was uploaded)",
         dir.display()
     )]
     NoChain {

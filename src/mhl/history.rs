@@ -85,8 +85,11 @@ pub struct History {
     pub formats: Vec<HashFormat>,
     files: HashMap<String, Known>,
     next: u32,
-    /// Generation files in `ascmhl/` the chain does not list (not read).
+    /// Generation files in `ascmhl/` the chain does not list (not a reference).
     pub unsealed: Vec<String>,
+    /// When some generation file is not listed in the chain: per path, the value the reference
+    /// tool would compare the file with, reading every generation (format, value, generation).
+    unsealed_originals: HashMap<String, (HashFormat, String, String)>,
 }
 
 /// One `<hash>` being read.
@@ -132,9 +135,8 @@ impl History {
         generations.sort_by(|a, b| a.number.cmp(&b.number).then(a.name.cmp(&b.name)));
         let chain_path = dir.join(CHAIN);
         if !chain_path.exists() {
-            if generations.is_empty() {
-                return Ok(None);
-            }
+            // As the reference tool: an `ascmhl/` folder without its chain is a broken history
+            // (even an empty one: a wiped history is not a fresh start).
             return Err(MhlError::NoChain { dir });
         }
         let chain = read_chain(&chain_path)?;
@@ -177,15 +179,27 @@ impl History {
             .max()
             .unwrap_or(0)
             + 1;
+        // Where the reference tool takes each file's original value from: the first
+        // `action="original"` entry over every generation file, listed in the chain or not.
+        // Needed only when some file is not listed: otherwise it is among the sealed values.
+        let any_unsealed = generations
+            .iter()
+            .any(|g| !chain.iter().any(|c| c.path == g.name));
+        let originals = if any_unsealed {
+            reference_originals(&dir, &generations)?
+        } else {
+            HashMap::new()
+        };
         let (sealed, unsealed): (Vec<GenerationFile>, Vec<GenerationFile>) = generations
             .into_iter()
             .partition(|g| chain.iter().any(|c| c.path == g.name));
         for g in &unsealed {
             tracing::warn!(
-                "ASC MHL generation {} is not listed in {CHAIN}: left out (only generations the chain seals count)",
+                "ASC MHL generation {} is not listed in {CHAIN}: not a reference (only generations the chain seals vouch for a file), but a file must still match an original value it holds",
                 dir.join(&g.name).display()
             );
         }
+        let unsealed_originals = originals;
         let mut sealed = sealed;
         // A chain entry whose name does not follow the naming rule is still a sealed generation.
         for c in &chain {
@@ -206,6 +220,7 @@ impl History {
             files: HashMap::new(),
             next,
             unsealed: unsealed.into_iter().map(|g| g.name).collect(),
+            unsealed_originals,
         };
         for (index, g) in sealed.iter().enumerate() {
             h.read_generation(index, &h.dir.join(&g.name))?;
@@ -321,6 +336,14 @@ impl History {
         Ok(())
     }
 
+    /// When some generation file is not listed in the chain, the value `ascmhl verify` compares
+    /// `rel` with (possibly from such a generation): the file is refused unless it matches it
+    /// too, so tally never passes a file the reference tool calls different; an unlisted
+    /// generation never vouches for a file, though.
+    pub fn unsealed_original(&self, rel: &str) -> Option<&(HashFormat, String, String)> {
+        self.unsealed_originals.get(rel)
+    }
+
     /// What the history knows about the file at `rel` (relative to the root, `/`-separated).
     pub fn known(&self, rel: &str) -> Option<&Known> {
         self.files.get(rel)
@@ -375,6 +398,97 @@ pub fn find_nested(root: &Path) -> Option<PathBuf> {
         stack.extend(subdirs.into_iter().rev().map(|d| (d, false)));
     }
     None
+}
+
+/// One `<hash>` of a generation, as the reference tool's verify uses it.
+struct Media {
+    path: String,
+    previous: Option<String>,
+    /// The first `action="original"` value.
+    original: Option<(HashFormat, String)>,
+}
+
+/// Per listed path, the value `ascmhl verify` compares the file with, and its generation's name,
+/// reading every generation file (listed in the chain or not, in number order) as it does: the
+/// path is mapped through each generation's `<previousPath>` (one hop per generation), then the
+/// first generation whose entry for it (by path, else by previous path) holds an `original`
+/// value gives it. Blocking; holds every generation's entries (only done when some generation
+/// file is not listed in the chain: otherwise the value is among the sealed ones).
+fn reference_originals(
+    dir: &Path,
+    generations: &[GenerationFile],
+) -> Result<HashMap<String, (HashFormat, String, String)>, MhlError> {
+    let mut lists: Vec<Vec<Media>> = Vec::new();
+    for g in generations {
+        let mut list = Vec::new();
+        let mut cur: Option<Media> = None;
+        let mut pending = false;
+        xml::walk(&dir.join(&g.name), |stack, ev| {
+            if stack.len() == 3 && stack[1] == "hashes" && stack[2] == "hash" {
+                match ev {
+                    Ev::Start(_) => {
+                        cur = Some(Media {
+                            path: String::new(),
+                            previous: None,
+                            original: None,
+                        })
+                    }
+                    Ev::End(_) => list.extend(cur.take()),
+                }
+            } else if stack.len() == 4
+                && stack[2] == "hash"
+                && let Some(m) = cur.as_mut()
+            {
+                match ev {
+                    Ev::Start(attrs) => pending = xml::attr(attrs, "action") == Some("original"),
+                    Ev::End(text) => {
+                        if stack[3] == "path" {
+                            m.path = text.to_owned();
+                        } else if stack[3] == "previousPath" {
+                            m.previous = Some(text.to_owned());
+                        } else if let Ok(f) = stack[3].parse::<HashFormat>()
+                            && f.in_mhl()
+                            && pending
+                            && m.original.is_none()
+                        {
+                            m.original = Some((f, text.to_ascii_lowercase_if_hex(f)));
+                        }
+                    }
+                }
+            }
+            Ok(())
+        })?;
+        lists.push(list);
+    }
+    let mut out = HashMap::new();
+    let paths: std::collections::BTreeSet<&str> = lists
+        .iter()
+        .flat_map(|l| l.iter().map(|m| m.path.as_str()))
+        .collect();
+    for p in paths {
+        let mut looked_up = p;
+        for list in &lists {
+            if let Some(m) = list.iter().find(|m| m.path == looked_up) {
+                looked_up = m.previous.as_deref().unwrap_or(looked_up);
+            }
+        }
+        'lists: for (list, g) in lists.iter().zip(generations) {
+            let media = list.iter().find(|m| m.path == looked_up).or_else(|| {
+                list.iter()
+                    .rev()
+                    .find(|m| m.previous.as_deref() == Some(looked_up))
+            });
+            if let Some(Media {
+                original: Some((f, v)),
+                ..
+            }) = media
+            {
+                out.insert(p.to_owned(), (*f, v.clone(), g.name.clone()));
+                break 'lists;
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Hex values compare in lowercase (the reference tool writes lowercase); C4 ids are case-sensitive.

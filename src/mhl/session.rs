@@ -252,15 +252,31 @@ impl Session {
             return Err(Checked::Outside);
         }
         let known = self.history.as_ref().and_then(|h| h.known(&entry.rel));
-        if known.is_none() && self.ignore.ignores(&entry.rel) {
+        let unsealed = self
+            .history
+            .as_ref()
+            .and_then(|h| h.unsealed_original(&entry.rel));
+        if known.is_none() && unsealed.is_none() && self.ignore.ignores(&entry.rel) {
             return Err(Checked::Outside);
         }
         if let Some(k) = known {
             k.mark_seen();
         }
         let history = self.history.as_ref();
+        let with_unsealed = |mut e: Expected| {
+            if let Some((f, v, g)) = unsealed
+                && !e.recorded.iter().any(|r| r.0 == *f && r.1 == *v)
+            {
+                if !e.formats.contains(f) {
+                    e.formats.push(*f);
+                    e.formats.sort();
+                }
+                e.recorded.push((*f, v.clone(), g.clone()));
+            }
+            e
+        };
         match known {
-            Some(k) if !k.values.is_empty() => Ok(Expected {
+            Some(k) if !k.values.is_empty() => Ok(with_unsealed(Expected {
                 formats: k.formats(),
                 recorded: k
                     .values
@@ -270,7 +286,15 @@ impl Session {
                         (*f, recorded.clone(), g.unwrap_or_default())
                     })
                     .collect(),
-            }),
+            })),
+            _ if unsealed.is_some() => Ok(with_unsealed(Expected {
+                formats: if self.writer.is_some() {
+                    self.new_formats.clone()
+                } else {
+                    Vec::new()
+                },
+                recorded: Vec::new(),
+            })),
             _ if self.writer.is_some() => Ok(Expected {
                 formats: self.new_formats.clone(),
                 recorded: Vec::new(),

@@ -22,7 +22,7 @@ use std::process::Command;
 use crate::support::*;
 
 /// Cases in the suite's run (the soak runs more).
-const SUITE_CASES: u64 = 150;
+const SUITE_CASES: u64 = 120;
 
 /// The Python of the venv `ascmhl` runs in (scripts/tools links its entry points into bin/).
 fn ascmhl_python() -> PathBuf {
@@ -57,23 +57,18 @@ fn env_u64(name: &str) -> Option<u64> {
     })
 }
 
-/// Builds the cases, runs tally on each, judges; returns the judge's report.
-fn run_cases(s: &Server, seed: u64, first: u64, count: u64) -> serde_json::Value {
+/// Builds the cases (`cases.py make` with `make`), runs tally on each, judges; returns the
+/// judge's report.
+fn run_cases(s: &Server, make: &[String], count: u64) -> serde_json::Value {
     let py = ascmhl_python();
     let dir = s.temp_dir();
     let out = dir.path().join("cases");
     let made = run_bounded(
-        Command::new(&py).arg(script()).args([
-            "make",
-            "--seed",
-            &seed.to_string(),
-            "--first",
-            &first.to_string(),
-            "--count",
-            &count.to_string(),
-            "--out",
-            out.to_str().unwrap(),
-        ]),
+        Command::new(&py)
+            .arg(script())
+            .arg("make")
+            .args(make)
+            .args(["--out", out.to_str().unwrap()]),
         std::time::Duration::from_secs(60 + count * 5),
         "cases.py make",
     );
@@ -182,14 +177,22 @@ pub fn differential(seed: u64, first: u64, count: u64) {
     let mut at = first;
     while at < first + count {
         let n = batch.min(first + count - at);
-        let report = run_cases(s, seed, at, n);
+        let make = [
+            "--seed".to_owned(),
+            seed.to_string(),
+            "--first".to_owned(),
+            at.to_string(),
+            "--count".to_owned(),
+            n.to_string(),
+        ];
+        let report = run_cases(s, &make, n);
         eprintln!("cases {at}..{}: {}", at + n, report["stats"]);
         check(seed, &report);
         at += n;
     }
 }
 
-fn check(seed: u64, report: &serde_json::Value) {
+fn check(seed: impl std::fmt::Display, report: &serde_json::Value) {
     let problems = report["problems"].as_array().unwrap();
     assert!(
         problems.is_empty(),
@@ -212,4 +215,83 @@ fn tally_agrees_with_the_reference_tool_on_random_trees() {
         Some(i) => differential(seed, i, 1),
         None => differential(seed, 0, env_u64("TALLY_MHL_CASES").unwrap_or(SUITE_CASES)),
     }
+}
+
+/// One named regression case (tests/mhl-differential/cases.py `named_case`): the tree, the
+/// verdicts both tools must give, and every check of the random cases.
+fn named(name: &str) {
+    let report = run_cases(garage(), &["--named".to_owned(), name.to_owned()], 1);
+    assert_eq!(report["stats"]["cases"], 1, "{report}");
+    check(name, &report);
+}
+
+/// Issue 25 case 1: a changed file and a generation the chain does not list holding its new
+/// hash: ascmhl says it differs; tally refuses it (it used the unlisted generation before).
+#[test]
+fn issue_25_an_unlisted_generation_never_vouches_for_a_changed_file() {
+    named("unsealed-forgery-of-a-changed-file");
+}
+
+/// Issue 25 case 1, reversed: a forged value in an unlisted generation does not make tally
+/// refuse an intact file ascmhl accepts.
+#[test]
+fn issue_25_a_forged_unlisted_value_does_not_refuse_an_intact_file() {
+    named("unsealed-forged-value-of-an-intact-file");
+}
+
+/// Found by the random cases: the only generation dropped from the chain is still what ascmhl
+/// compares with; tally must not pass the changed file as new.
+#[test]
+fn a_changed_file_whose_only_generation_left_the_chain_is_refused() {
+    named("chain-entry-dropped-and-file-changed");
+}
+
+/// Found by the random cases: renames recorded in a generation the chain no longer lists and a
+/// forgery numbered before every generation; ascmhl follows the renames to the original.
+#[test]
+fn a_renamed_file_changed_behind_unlisted_generations_is_refused() {
+    named("unlisted-renames-and-a-forgery-sorted-first");
+}
+
+/// Found by the random cases: an emptied ascmhl/ folder is a broken history (ascmhl: 32).
+#[test]
+fn an_empty_history_folder_is_refused() {
+    named("empty-history-folder");
+}
+
+/// Issue 25 case 3: `Proxy/*.mov` does not hide the listed `Proxy/sub/b.mov`.
+#[test]
+fn issue_25_a_star_in_an_ignore_pattern_does_not_cross_a_slash() {
+    named("ignore-star-does-not-cross-a-slash");
+}
+
+/// Issue 25 case 3: `!A001.mov` after `*.mov` keeps A001.mov checked.
+#[test]
+fn issue_25_an_ignore_negation_is_honoured() {
+    named("ignore-negation-is-honoured");
+}
+
+/// Issue 25 case 4: names with leading or trailing spaces match their history.
+#[test]
+fn issue_25_names_with_spaces_at_either_end_match() {
+    named("names-with-leading-and-trailing-spaces");
+}
+
+/// Issue 25 case 5: a rename recorded by `ascmhl create -dr` is followed.
+#[test]
+fn issue_25_a_recorded_rename_is_followed() {
+    named("rename-recorded-with-previous-path");
+}
+
+/// Issue 25 case 2: a day folder with nested card histories and a changed clip is refused up
+/// front (tally does not write nested generations yet), never passed.
+#[test]
+fn issue_25_nested_histories_are_refused_not_passed() {
+    named("nested-card-with-a-changed-clip");
+}
+
+/// Issue 25 case 7: a `<sha256>` in the input history; tally's generation stays XSD-valid.
+#[test]
+fn issue_25_a_sha256_element_in_the_history_is_not_written_back() {
+    named("sha256-element-in-the-history");
 }

@@ -192,6 +192,7 @@ def make_case(seed, i, out):
     os.makedirs(root)
     ops = []
     exempt = []
+    forged_paths = []
 
     def new_content():
         n = rnd.choice([0, 1, 7, 64, 300, 5000])
@@ -287,12 +288,12 @@ def make_case(seed, i, out):
             n = rnd.choice(["new.mov", "Clips/new.mov", "new.tmp", " new .mov"])
             write_file(os.path.join(root, n), new_content())
             ops.append(f"add {n!r}")
-        elif kind.startswith("forge_unchained") and before_generations:
+        elif kind.startswith("forge_unchained") and generation_files(adir):
             # Issue 25 case 1: a file changed and a generation the chain does not list that
             # records the changed file's hashes.
             listed = [
                 (p, f, v)
-                for (p, f, a, v) in listed_values(os.path.join(adir, before_generations[-1]))
+                for (p, f, a, v) in listed_values(os.path.join(adir, generation_files(adir)[-1]))
                 if p and os.path.isfile(os.path.join(root, p)) and a != "failed"
             ]
             if not listed:
@@ -302,7 +303,7 @@ def make_case(seed, i, out):
             data = bytearray(open(fp, "rb").read() or b"z")
             data[0] ^= 0x20
             open(fp, "wb").write(bytes(data))
-            text = open(os.path.join(adir, before_generations[-1]), encoding="utf-8").read()
+            text = open(os.path.join(adir, generation_files(adir)[-1]), encoding="utf-8").read()
             for (q, f, v) in listed:
                 if q == p:
                     text = text.replace(f">{v}<", f">{hasher.hash_file(fp, f)}<")
@@ -310,9 +311,9 @@ def make_case(seed, i, out):
             name = f"{number:04d}_{rootname}_2020-01-01_000000Z.mhl"
             open(os.path.join(adir, name), "w", encoding="utf-8").write(text)
             ops.append(f"{kind}: changed {p!r}, unchained {name} records its new hashes")
-        elif kind == "forge_sealed" and before_generations:
+        elif kind == "forge_sealed" and generation_files(adir):
             # A value changed in a sealed generation, the chain re-sealed to match.
-            g = rnd.choice(before_generations)
+            g = rnd.choice(generation_files(adir))
             vals = [
                 (p, f, a, v)
                 for (p, f, a, v) in listed_values(os.path.join(adir, g))
@@ -327,8 +328,7 @@ def make_case(seed, i, out):
             open(os.path.join(adir, g), "w", encoding="utf-8").write(text)
             rewrite_chain_c4(adir, g)
             ops.append(f"forge_sealed: {g} {p!r} {f} ({a}) changed, chain re-sealed")
-            if a != "original":
-                exempt.append("forged-later-value")
+            forged_paths.append(p)
         elif kind == "chain_c4" and os.path.exists(os.path.join(adir, "ascmhl_chain.xml")):
             chain = os.path.join(adir, "ascmhl_chain.xml")
             text = open(chain, encoding="utf-8").read()
@@ -346,13 +346,17 @@ def make_case(seed, i, out):
         elif kind == "chain_delete" and os.path.exists(os.path.join(adir, "ascmhl_chain.xml")):
             os.remove(os.path.join(adir, "ascmhl_chain.xml"))
             ops.append("chain_delete")
-        elif kind == "gen_delete" and before_generations:
-            g = rnd.choice(before_generations)
+        elif kind == "gen_delete" and generation_files(adir):
+            g = rnd.choice(generation_files(adir))
             if os.path.exists(os.path.join(adir, g)):
                 os.remove(os.path.join(adir, g))
                 ops.append(f"gen_delete {g}")
 
     verdict = verify(root)
+    # ascmhl compares a file with one value only (its first `original` entry); tally with every
+    # sealed value: a forged value ascmhl does not compare with is refused by tally alone.
+    if any(p not in verdict["mismatched"] for p in forged_paths):
+        exempt.append("forged-value-ascmhl-does-not-compare")
     # The sealed history alone: generation files the chain does not list moved away.
     listed = chained(adir)
     unsealed = [g for g in generation_files(adir) if listed is not None and g not in listed]
@@ -381,6 +385,162 @@ def make_case(seed, i, out):
         "ascmhl": verdict,
         "sealed": sealed,
         "exempt": exempt,
+        "generations_before": generation_files(adir),
+    }
+    with open(os.path.join(case_dir, "case.json"), "w") as f:
+        json.dump(case, f, indent=1)
+    return case
+
+
+def flip(path, at=0):
+    data = bytearray(open(path, "rb").read() or b"z")
+    data[at % len(data)] ^= 0x01
+    open(path, "wb").write(bytes(data))
+
+
+def named_case(name, out):
+    """The regression cases: issue 25's reports and every disagreement the random cases found,
+    each a fixed tree with the verdicts both tools must give ("tally": 0, or "fail" for any
+    non-zero exit)."""
+    case_dir = os.path.join(out, "case-0")
+    shutil.rmtree(case_dir, ignore_errors=True)
+    root = os.path.join(case_dir, "card")
+    os.makedirs(root)
+    adir = os.path.join(root, "ascmhl")
+    ops, nested = [name], False
+
+    def files(*names):
+        for k, n in enumerate(names):
+            write_file(os.path.join(root, n), f"content {k} of {n}".encode())
+
+    def create(*args, at=root):
+        code, cap = run(commands.create, list(args) + [at])
+        assert code == 0, (name, args, cap.lines)
+
+    if name == "unsealed-forgery-of-a-changed-file":
+        # Issue 25 case 1: the file changed, and a generation the chain does not list holds its
+        # new hash.
+        files("A001.mov", "B002.mov")
+        create("-h", "xxh64")
+        g1 = generation_files(adir)[0]
+        old = hasher.hash_file(os.path.join(root, "A001.mov"), "xxh64")
+        flip(os.path.join(root, "A001.mov"))
+        new = hasher.hash_file(os.path.join(root, "A001.mov"), "xxh64")
+        text = open(os.path.join(adir, g1), encoding="utf-8").read().replace(old, new)
+        open(os.path.join(adir, "0002_card_2020-01-01_000000Z.mhl"), "w", encoding="utf-8").write(text)
+        expect = {"ascmhl": 11, "tally": "fail"}
+    elif name == "unsealed-forged-value-of-an-intact-file":
+        # Issue 25 case 1, the reverse: the forged value must not make tally refuse.
+        files("A001.mov")
+        create("-h", "xxh64")
+        g1 = generation_files(adir)[0]
+        old = hasher.hash_file(os.path.join(root, "A001.mov"), "xxh64")
+        text = open(os.path.join(adir, g1), encoding="utf-8").read().replace(old, "0" * 16)
+        open(os.path.join(adir, "0002_card_2020-01-01_000000Z.mhl"), "w", encoding="utf-8").write(text)
+        expect = {"ascmhl": 0, "tally": 0}
+    elif name == "chain-entry-dropped-and-file-changed":
+        # Found by the random cases (seed 1, case 1): the only generation dropped from the chain
+        # is still ascmhl's reference; the changed file must not pass as new.
+        files(" lead.mov", "A001.mov")
+        create("-h", "md5")
+        chain = os.path.join(adir, "ascmhl_chain.xml")
+        text = open(chain, encoding="utf-8").read()
+        text = re.sub(r"\s*<hashlist [^>]*>.*?</hashlist>", "", text, flags=re.S)
+        open(chain, "w", encoding="utf-8").write(text)
+        flip(os.path.join(root, " lead.mov"))
+        expect = {"ascmhl": 11, "tally": "fail"}
+    elif name == "unlisted-renames-and-a-forgery-sorted-first":
+        # Found by the random cases (seed 4, case 573): two renames recorded with -dr, the newest
+        # generation dropped from the chain, the renamed file changed and a forged generation
+        # numbered 0000 recording it: ascmhl follows the renames through every generation file
+        # to the original and calls the file different; so must tally.
+        files("B002.mov", "A001.mov")
+        create("-h", "xxh64", "-n")
+        os.rename(os.path.join(root, "B002.mov"), os.path.join(root, "renamed_B002.mov"))
+        create("-h", "xxh3", "-dr")
+        os.rename(os.path.join(root, "renamed_B002.mov"), os.path.join(root, "renamed_renamed_B002.mov"))
+        create("-h", "xxh64", "-n", "-dr")
+        chain = os.path.join(adir, "ascmhl_chain.xml")
+        text = open(chain, encoding="utf-8").read()
+        entries = re.findall(r"\s*<hashlist [^>]*>.*?</hashlist>", text, flags=re.S)
+        open(chain, "w", encoding="utf-8").write(text.replace(entries[-1], "", 1))
+        newest = generation_files(adir)[-1]
+        fp = os.path.join(root, "renamed_renamed_B002.mov")
+        olds = {f: hasher.hash_file(fp, f) for f in ("xxh64", "xxh3")}
+        flip(fp)
+        text = open(os.path.join(adir, newest), encoding="utf-8").read()
+        for f, v in olds.items():
+            text = text.replace(v, hasher.hash_file(fp, f))
+        open(os.path.join(adir, "0000_card_2020-01-01_000000Z.mhl"), "w", encoding="utf-8").write(text)
+        expect = {"ascmhl": 11, "tally": "fail"}
+    elif name == "empty-history-folder":
+        # Found by the random cases (seed 3, case 86): ascmhl/ emptied is no fresh start.
+        files("A001.mov")
+        create("-h", "md5")
+        shutil.rmtree(adir)
+        os.makedirs(adir)
+        expect = {"ascmhl": 32, "tally": "fail"}
+    elif name == "ignore-star-does-not-cross-a-slash":
+        # Issue 25 case 3: -i 'Proxy/*.mov' leaves Proxy/sub/b.mov listed and checked.
+        files("Proxy/a.mov", "Proxy/sub/b.mov", "c.mov")
+        create("-h", "xxh64", "-i", "Proxy/*.mov")
+        flip(os.path.join(root, "Proxy/sub/b.mov"))
+        expect = {"ascmhl": 11, "tally": "fail"}
+    elif name == "ignore-negation-is-honoured":
+        # Issue 25 case 3: -i '*.mov' -i '!A001.mov' leaves A001.mov listed and checked.
+        files("A001.mov", "B002.mov", "n.txt")
+        create("-h", "xxh64", "-i", "*.mov", "-i", "!A001.mov")
+        flip(os.path.join(root, "A001.mov"))
+        expect = {"ascmhl": 11, "tally": "fail"}
+    elif name == "names-with-leading-and-trailing-spaces":
+        # Issue 25 case 4.
+        files(" lead.mov", "trail.mov ", "Clips/ both .wav ")
+        create("-h", "xxh64")
+        expect = {"ascmhl": 0, "tally": 0}
+    elif name == "rename-recorded-with-previous-path":
+        # Issue 25 case 5.
+        files("Clips/A001.mov", "B002.mov")
+        create("-h", "xxh64")
+        os.rename(os.path.join(root, "Clips/A001.mov"), os.path.join(root, "Clips/A001_renamed.mov"))
+        create("-h", "xxh64", "-dr")
+        expect = {"ascmhl": 0, "tally": 0}
+    elif name == "nested-card-with-a-changed-clip":
+        # Issue 25 case 2: refused up front, never passed.
+        nested = True
+        files("Card1/Clips/n1.mov", "Card2/Clips/n2.mov", "day.txt")
+        create("-h", "xxh64", at=os.path.join(root, "Card1"))
+        create("-h", "xxh64", at=os.path.join(root, "Card2"))
+        create("-h", "xxh64")
+        flip(os.path.join(root, "Card1/Clips/n1.mov"))
+        expect = {"ascmhl": 11, "tally": "fail"}
+    elif name == "sha256-element-in-the-history":
+        # Issue 25 case 7: a <sha256> in an input generation; tally's must stay XSD-valid.
+        files("A001.mov")
+        create("-h", "xxh64")
+        g1 = generation_files(adir)[0]
+        path = os.path.join(adir, g1)
+        text = open(path, encoding="utf-8").read()
+        text = re.sub(
+            r"(<xxh64 action=\"original\"[^>]*>[0-9a-f]+</xxh64>)",
+            r'\1\n      <sha256 action="original" hashdate="2020-01-01T00:00:00+00:00">' + "ab" * 32 + "</sha256>",
+            text,
+            count=1,
+        )
+        open(path, "w", encoding="utf-8").write(text)
+        rewrite_chain_c4(adir, g1)
+        expect = {"ascmhl": 0, "tally": 0}
+    else:
+        raise SystemExit(f"no named case {name!r}")
+    case = {
+        "case": 0,
+        "seed": name,
+        "root": root,
+        "ops": ops,
+        "nested": nested,
+        "ascmhl": verify(root),
+        "sealed": verify(root),
+        "exempt": ["nested"] if nested else [],
+        "expect": expect,
         "generations_before": generation_files(adir),
     }
     with open(os.path.join(case_dir, "case.json"), "w") as f:
@@ -464,11 +624,8 @@ def judge(out):
                              "ascmhl_log": ref["log"], "tally_exit": code, "tally": tally["stderr"][-800:],
                              "exempt": exempt})
 
-        # Files the reference says differ: by the sealed history, and (unless that difference
-        # came only from a generation the chain does not list) as the tree stands.
-        differ = set(sealed["mismatched"])
-        if "unsealed-generation" not in exempt:
-            differ |= set(ref["mismatched"])
+        # Files the reference says differ: as the tree stands, and by the sealed history alone.
+        differ = set(sealed["mismatched"]) | set(ref["mismatched"])
         if differ:
             stats["ascmhl_mismatch"] += 1
             if code == 0:
@@ -479,6 +636,12 @@ def judge(out):
             stats["ascmhl_accepts"] += 1
             if code != 0 and not exempt:
                 problem("ascmhl accepts the tree, tally does not")
+        want = case.get("expect")
+        if want:
+            if ref["exit"] != want["ascmhl"]:
+                problem(f"the scenario expects ascmhl to exit {want['ascmhl']}, it exited {ref['exit']}")
+            if (want["tally"] == "fail") != (code != 0):
+                problem(f"the scenario expects tally to {'fail' if want['tally'] == 'fail' else 'exit 0'}")
         for p in set(tally.get("uploaded", [])) | set(tally.get("in_s3", [])):
             if p in differ:
                 problem(f"{p!r} is in S3 after tally's run, and ascmhl says it differs")
@@ -501,8 +664,18 @@ def judge(out):
                 if p in differ and action != "failed":
                     problem(f"tally's generation records {p!r} {f} as {action}")
             if code == 0:
+                # The tree with tally's generation: nothing differs, nothing is missing, the
+                # history holds; and a tree the reference accepted before, it accepts after.
+                # (New files: ascmhl's verify does not apply an anchored ignore pattern, see
+                # docs/mhl.md, so a file both tools' create leave out can stay "new" there.)
                 after = verify(root)
-                if after["exit"] != 0:
+                worse = (
+                    after["mismatched"]
+                    or after["exit"] in (11, 12, 30, 31, 32, 33)
+                    or not set(after["missing"]) <= set(ref["missing"])
+                    or (ref["exit"] == 0 and after["exit"] != 0)
+                )
+                if worse:
                     problem(f"ascmhl-debug verify after tally's generation exits {after['exit']}: {after['log']}")
     print(json.dumps({"problems": problems, "stats": stats}, indent=1))
 
@@ -514,8 +687,12 @@ def main():
     ap.add_argument("--first", type=int, default=0)
     ap.add_argument("--count", type=int, default=1)
     ap.add_argument("--out", required=True)
+    ap.add_argument("--named", default=None)
     a = ap.parse_args()
-    if a.what == "make":
+    if a.what == "make" and a.named:
+        c = named_case(a.named, a.out)
+        print(json.dumps({"case": 0, "root": c["root"]}), flush=True)
+    elif a.what == "make":
         for i in range(a.first, a.first + a.count):
             c = make_case(a.seed, i, a.out)
             print(json.dumps({"case": i, "root": c["root"]}), flush=True)
