@@ -879,4 +879,51 @@ mod tests {
             "{why}"
         );
     }
+
+    /// Issue 25 case 6: two runs of one folder finishing in the same second get different
+    /// generation numbers (so names), and the chain keeps both.
+    #[test]
+    fn two_generations_sealed_in_the_same_second_do_not_collide() {
+        let dir = tempfile::tempdir().unwrap();
+        let hist = dir.path().join(FOLDER);
+        let created = UNIX_EPOCH + Duration::from_secs(1_600_000_000);
+        let mut names = Vec::new();
+        for run in 0..2 {
+            let temp = dir.path().join(format!("run{run}.part"));
+            std::fs::write(&temp, format!("generation of run {run}")).unwrap();
+            let c4 = data_hashes(
+                format!("generation of run {run}").as_bytes(),
+                &[HashFormat::C4],
+            );
+            let name = match seal_into(
+                &hist,
+                &temp,
+                c4.get(HashFormat::C4).unwrap(),
+                "card",
+                created,
+                None,
+            ) {
+                Ok(n) => n,
+                Err(_) => panic!("sealing failed"),
+            };
+            names.push(name);
+        }
+        assert_eq!(
+            names,
+            [
+                "0001_card_2020-09-13_122640Z.mhl",
+                "0002_card_2020-09-13_122640Z.mhl"
+            ]
+        );
+        let chain = crate::mhl::history::read_chain(&hist.join(CHAIN)).unwrap();
+        let listed: Vec<(u32, &str)> = chain
+            .iter()
+            .map(|c| (c.sequence, c.path.as_str()))
+            .collect();
+        assert_eq!(listed, [(1, names[0].as_str()), (2, names[1].as_str())]);
+        assert_eq!(
+            std::fs::read_to_string(hist.join(&names[1])).unwrap(),
+            "generation of run 1"
+        );
+    }
 }
