@@ -22,7 +22,7 @@ use std::process::Command;
 use crate::support::*;
 
 /// Cases in the suite's run (the soak runs more).
-const SUITE_CASES: u64 = 120;
+const SUITE_CASES: u64 = 100;
 
 /// The Python of the venv `ascmhl` runs in (scripts/tools links its entry points into bin/).
 fn ascmhl_python() -> PathBuf {
@@ -73,7 +73,10 @@ fn run_cases(s: &Server, make: &[String], count: u64) -> serde_json::Value {
         "cases.py make",
     );
     assert!(made.status.success(), "cases.py make: {}", stderr(&made));
-    let run = unique("mhl-diff");
+    // One prefix per call: the tests of this module run at once in one process.
+    static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let run = unique(&format!("mhl-diff-{call}"));
     let mut ran = Vec::new();
     for line in String::from_utf8_lossy(&made.stdout).lines() {
         let c: serde_json::Value = serde_json::from_str(line).unwrap();
