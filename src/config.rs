@@ -196,6 +196,17 @@ mod tests {
         );
         let bare = ObjectUrl::parse("s3://bkt").unwrap();
         assert_eq!(bare.for_file("shot.exr".as_ref()).unwrap().key, "shot.exr");
+        // `.` and `..` (issue 25): named after the folder they resolve to.
+        let cwd = std::env::current_dir().unwrap();
+        let name = |p: &std::path::Path| p.file_name().unwrap().to_str().unwrap().to_owned();
+        assert_eq!(
+            dir.for_file(".".as_ref()).unwrap().key,
+            format!("renders/{}", name(&cwd))
+        );
+        assert_eq!(
+            dir.for_file("..".as_ref()).unwrap().key,
+            format!("renders/{}", name(cwd.parent().unwrap()))
+        );
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //!
 //! - [`hashes`]: whole-file hashes in MHL's formats (xxh64, xxh3, xxh128, md5, sha1, c4);
 //! - [`history`]: the chain and the generations, each generation checked against the chain's C4,
-//!   the newest value per file and format;
+//!   every value recorded per file (only generations the chain seals count);
 //! - [`generation`]: the generation and chain writers (quick-xml);
 //! - [`ignore`]: the history's ignore patterns.
 
@@ -49,14 +49,26 @@ pub enum MhlError {
         /// The chain file.
         chain: PathBuf,
     },
-    /// Generation files without a chain.
+    /// An `ascmhl/` folder without a chain.
     #[error(
-        "{} has ASC MHL generations but no ascmhl_chain.xml: restore the chain file (nothing was uploaded)",
+        "{} has no ascmhl_chain.xml: the ASC MHL history is incomplete; restore the chain file, or remove the empty ascmhl/ folder if there never was a history (nothing was uploaded)",
         dir.display()
     )]
     NoChain {
         /// The `ascmhl/` folder.
         dir: PathBuf,
+    },
+    /// A history below the root (a card inside a day folder): not supported yet, refused rather
+    /// than passed unchecked.
+    #[error(
+        "{} holds a nested ASC MHL history ({}): tally does not yet check files against nested histories nor write their generations; transfer each folder that has its own ascmhl/ separately (nothing was transferred)",
+        root.display(), nested.display()
+    )]
+    Nested {
+        /// The tree's root.
+        root: PathBuf,
+        /// The nested `ascmhl/` folder found.
+        nested: PathBuf,
     },
     /// A history file that cannot be read.
     #[error("{}: {why}: check the file's permissions (nothing was uploaded)", path.display())]
@@ -118,8 +130,8 @@ pub fn describe(differ: &[Difference]) -> String {
 pub struct Expected {
     /// The formats to compute: the history's for the file, or the new generation's.
     pub formats: Vec<HashFormat>,
-    /// The newest value the history holds per format, with its generation file's name; empty
-    /// for a file the history does not list.
+    /// Every value the history holds (not marked failed; the original and every later one),
+    /// with its generation file's name; empty for a file the history does not list.
     pub recorded: Vec<(HashFormat, String, String)>,
 }
 
@@ -156,6 +168,7 @@ impl MhlError {
             self,
             MhlError::ModifiedGeneration { .. }
                 | MhlError::MissingGeneration { .. }
+                | MhlError::NoChain { .. }
                 | MhlError::Mismatch { .. }
         )
     }

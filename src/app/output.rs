@@ -270,7 +270,11 @@ pub(crate) fn mhl_summary(m: &crate::batch::custody::Summary) -> String {
         if let Some(why) = &m.source_read_only {
             s += &format!(" (the source cannot be written: {why})");
         }
-        s += &format!("; uploaded: {}\n", m.uploaded.join(", "));
+        if m.uploaded.is_empty() {
+            s += "\n";
+        } else {
+            s += &format!("; uploaded: {}\n", m.uploaded.join(", "));
+        }
     }
     s
 }

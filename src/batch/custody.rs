@@ -34,7 +34,7 @@ use crate::exec::blocking;
 use crate::mhl::generation::{self, Action, GenerationWriter, HashEntry, Header, S3Facts};
 use crate::mhl::hashes::{FileHashes, HashFormat, file_hashes};
 use crate::mhl::history::{CHAIN, ChainEntry, FOLDER, History};
-use crate::mhl::ignore::Ignore;
+use crate::mhl::ignore::{Ignore, default_patterns};
 use crate::mhl::{Expected, MhlError};
 use crate::progress::Progress;
 use crate::s3::S3Api;
@@ -91,7 +91,9 @@ pub struct Session {
     ignore: Ignore,
     new_formats: Vec<HashFormat>,
     writer: Option<Mutex<Option<GenerationWriter>>>,
-    number: u32,
+    /// The root folder's name and the run's start: the generation's file name.
+    root_name: String,
+    created: SystemTime,
     bucket: String,
     state_dir: PathBuf,
     summary: Mutex<Summary>,
@@ -143,18 +145,25 @@ impl Session {
         if history.is_none() && !write {
             return Ok(None);
         }
+        refuse_nested(root)?;
         let abs = std::path::absolute(root).map_err(|e| Error::Source {
             path: root.to_owned(),
             why: e.to_string(),
         })?;
-        let root_name = abs
+        // `..` (or a path ending in it) names the folder it resolves to, as the reference tool's
+        // `basename(normpath(root))` does.
+        let named = match abs.file_name() {
+            Some(_) => abs.clone(),
+            None => std::fs::canonicalize(&abs).unwrap_or_else(|_| abs.clone()),
+        };
+        let root_name = named
             .file_name()
             .and_then(|n| n.to_str())
             .unwrap_or("root")
             .to_owned();
         let ignore_patterns = match &history {
             Some(h) if !h.ignore.is_empty() => h.ignore.clone(),
-            _ => vec![".DS_Store".into(), FOLDER.into(), format!("{FOLDER}/")],
+            _ => default_patterns(),
         };
         let new_formats = match &history {
             Some(h) if !h.formats.is_empty() => h.formats.clone(),
@@ -165,8 +174,16 @@ impl Session {
         let dir = work_dir(state_dir, &abs, prefix);
         let writer = if write {
             std::fs::create_dir_all(&dir).map_err(|e| write_error(&dir, &e))?;
-            let path = dir.join(generation::file_name(number, &root_name, created));
-            let _ = std::fs::remove_file(&path);
+            // Unique to this run: two runs of one tree never share it (the final name is chosen
+            // under the history's lock, see `place`).
+            let nanos = created
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos());
+            let path = dir.join(format!(
+                "{}.{}-{nanos}.part",
+                generation::file_name(number, &root_name, created),
+                std::process::id()
+            ));
             let header = Header {
                 created,
                 hostname: gethostname::gethostname().to_string_lossy().into_owned(),
@@ -189,7 +206,8 @@ impl Session {
             ignore: Ignore::new(&ignore_patterns),
             new_formats,
             writer,
-            number,
+            root_name,
+            created,
             bucket,
             state_dir: dir,
             summary: Mutex::new(summary),
@@ -202,8 +220,9 @@ impl Session {
         let Some(history) = History::load(root)? else {
             return Ok(None);
         };
+        refuse_nested(root)?;
         let patterns = if history.ignore.is_empty() {
-            vec![".DS_Store".into(), FOLDER.into(), format!("{FOLDER}/")]
+            default_patterns()
         } else {
             history.ignore.clone()
         };
@@ -213,7 +232,8 @@ impl Session {
             new_formats: history.formats.clone(),
             history: Some(history),
             writer: None,
-            number: 0,
+            root_name: String::new(),
+            created: UNIX_EPOCH,
             bucket: String::new(),
             state_dir: PathBuf::new(),
             summary: Mutex::new(Summary {
@@ -226,27 +246,56 @@ impl Session {
     /// What the check of `entry` needs, without reading it: `None` when there is nothing to
     /// compute (outside the history, or new with no generation to write), else the formats to
     /// hash it in and the values its history recorded (`Expected`). Marks the file as seen.
+    ///
+    /// A file the history lists is checked whatever the ignore patterns say.
     pub fn plan(&self, entry: &FileEntry) -> Result<Expected, Checked> {
-        if entry.rel.starts_with(&format!("{FOLDER}/")) || self.ignore.ignores(&entry.rel) {
+        if entry.rel.starts_with(&format!("{FOLDER}/")) {
             return Err(Checked::Outside);
         }
         let known = self.history.as_ref().and_then(|h| h.known(&entry.rel));
+        let unsealed = self
+            .history
+            .as_ref()
+            .and_then(|h| h.unsealed_original(&entry.rel));
+        if known.is_none() && unsealed.is_none() && self.ignore.ignores(&entry.rel) {
+            return Err(Checked::Outside);
+        }
         if let Some(k) = known {
             k.mark_seen();
         }
         let history = self.history.as_ref();
+        let with_unsealed = |mut e: Expected| {
+            if let Some((f, v, g)) = unsealed
+                && !e.recorded.iter().any(|r| r.0 == *f && r.1 == *v)
+            {
+                if !e.formats.contains(f) {
+                    e.formats.push(*f);
+                    e.formats.sort();
+                }
+                e.recorded.push((*f, v.clone(), g.clone()));
+            }
+            e
+        };
         match known {
-            Some(k) if !k.hashes.is_empty() => Ok(Expected {
-                formats: k.hashes.keys().copied().collect(),
+            Some(k) if !k.values.is_empty() => Ok(with_unsealed(Expected {
+                formats: k.formats(),
                 recorded: k
-                    .hashes
+                    .values
                     .iter()
-                    .map(|(f, (recorded, g))| {
+                    .map(|(f, recorded, g)| {
                         let g = history.map(|h| h.generation_name(*g).to_owned());
                         (*f, recorded.clone(), g.unwrap_or_default())
                     })
                     .collect(),
-            }),
+            })),
+            _ if unsealed.is_some() => Ok(with_unsealed(Expected {
+                formats: if self.writer.is_some() {
+                    self.new_formats.clone()
+                } else {
+                    Vec::new()
+                },
+                recorded: Vec::new(),
+            })),
             _ if self.writer.is_some() => Ok(Expected {
                 formats: self.new_formats.clone(),
                 recorded: Vec::new(),
@@ -372,7 +421,7 @@ impl Session {
                         .history
                         .as_ref()
                         .and_then(|hist| hist.known(&entry.rel))
-                        .map(|k| k.hashes.keys().copied().collect())
+                        .map(|k| k.formats())
                         .unwrap_or_default();
                     (
                         h,
@@ -386,20 +435,11 @@ impl Session {
                         }),
                     )
                 }
-                Checked::Mismatch(h, at, differ) => {
+                Checked::Mismatch(h, at, _) => {
                     self.summary.lock().expect("lock").mismatched += 1;
-                    let failed: Vec<HashFormat> = differ.iter().map(|d| d.0).collect();
-                    (
-                        h,
-                        at,
-                        Box::new(move |f| {
-                            if failed.contains(&f) {
-                                Action::Failed
-                            } else {
-                                Action::Verified
-                            }
-                        }),
-                    )
+                    // Every value of a file that differs is recorded failed: nothing about it is
+                    // vouched for.
+                    (h, at, Box::new(|_| Action::Failed))
                 }
             };
         let Some(writer) = &self.writer else { return };
@@ -482,13 +522,9 @@ impl Session {
         let placed = {
             let this = &self;
             let temp = writer.path().to_owned();
-            let chain = self
-                .history
-                .as_ref()
-                .map(|h| h.chain.clone())
-                .unwrap_or_default();
-            let (root, number, dir) = (this.root.clone(), this.number, this.state_dir.clone());
-            blocking(move || place(writer, &temp, &root, &dir, number, chain)).await
+            let (root, dir) = (this.root.clone(), this.state_dir.clone());
+            let name = (this.root_name.clone(), this.created);
+            blocking(move || place(writer, &temp, &root, &dir, &name)).await
         };
         let placed = match placed {
             Ok(p) => p,
@@ -565,6 +601,17 @@ impl Session {
     }
 }
 
+/// [`MhlError::Nested`] when the tree at `root` has a history below its root.
+fn refuse_nested(root: &Path) -> Result<(), MhlError> {
+    match crate::mhl::history::find_nested(root) {
+        Some(nested) => Err(MhlError::Nested {
+            root: root.to_owned(),
+            nested,
+        }),
+        None => Ok(()),
+    }
+}
+
 /// Whether `rel` passes `--include`/`--exclude` (its directories included).
 fn included(filters: &crate::tree::Filters, rel: &str) -> bool {
     let mut dir = String::new();
@@ -593,20 +640,19 @@ pub struct Placed {
 
 /// Closes the generation, computes its C4, and puts it with the updated chain into the source's
 /// `ascmhl/`, or, when the source refuses writes, into `<work dir>/ascmhl/`. Blocking.
+///
+/// Under an exclusive lock on the `ascmhl/` folder (flock), the chain is read again and the
+/// generation takes the next number after every generation file and chain entry there: two runs
+/// finishing at once (even in the same second) get different numbers, so different names, and
+/// each chain keeps both.
 fn place(
     writer: GenerationWriter,
     temp: &Path,
     root: &Path,
     work: &Path,
-    number: u32,
-    mut chain: Vec<ChainEntry>,
+    (root_name, created): &(String, SystemTime),
 ) -> Result<Placed, MhlError> {
     writer.finish().map_err(|e| write_error(temp, &e))?;
-    let name = temp
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or_default()
-        .to_owned();
     let c4 = file_hashes(temp, &[HashFormat::C4])
         .map_err(|e| MhlError::Write {
             path: temp.to_owned(),
@@ -615,51 +661,105 @@ fn place(
         .get(HashFormat::C4)
         .unwrap_or_default()
         .to_owned();
-    chain.push(ChainEntry {
-        sequence: number,
-        path: name.clone(),
-        format: HashFormat::C4,
-        value: c4,
-    });
-    let chain_bytes = generation::chain_bytes(&chain).map_err(|e| write_error(temp, &e))?;
     let source_dir = root.join(FOLDER);
-    let into = |dir: &Path| -> std::io::Result<()> {
-        std::fs::create_dir_all(dir)?;
-        let to = dir.join(&name);
-        if to != temp {
-            // Copied into a temporary created exclusively (never through a link placed there).
-            let part = crate::fsx::temp_path(&to);
-            let mut out = crate::fsx::create_new(&part, 0o644)?;
-            let copied = std::io::copy(&mut std::fs::File::open(temp)?, &mut out)
-                .and_then(|_| out.sync_all())
-                .and_then(|()| crate::fsx::rename_into_place(&part, &to));
-            if let Err(e) = copied {
-                let _ = std::fs::remove_file(&part);
-                return Err(e);
-            }
-        }
-        crate::fsx::write_atomic(&dir.join(CHAIN), &chain_bytes, 0o644)
-    };
     let local = work.join(FOLDER);
-    let read_only = match into(&source_dir) {
-        Ok(()) => None,
-        Err(e) if refuses_writes(&e) => Some(e.to_string()),
-        Err(e) => return Err(write_error(&source_dir, &e)),
+    let read_only = match seal_into(&source_dir, temp, &c4, root_name, *created, None) {
+        Ok(name) => {
+            let _ = std::fs::remove_file(temp);
+            return Ok(Placed {
+                name,
+                dir: source_dir,
+                read_only: None,
+            });
+        }
+        Err(Sealing::Io(e)) if refuses_writes(&e) => e.to_string(),
+        Err(Sealing::Io(e)) => return Err(write_error(&source_dir, &e)),
+        Err(Sealing::History(e)) => return Err(e),
     };
-    let dir = if read_only.is_some() {
-        // The source's own generations and chain come with it, so the folder uploaded is whole.
-        std::fs::create_dir_all(&local).map_err(|e| write_error(&local, &e))?;
-        into(&local).map_err(|e| write_error(&local, &e))?;
-        local
-    } else {
-        source_dir
+    // The source's own generations and chain come with it, so the folder uploaded is whole.
+    let name = match seal_into(&local, temp, &c4, root_name, *created, Some(&source_dir)) {
+        Ok(name) => name,
+        Err(Sealing::Io(e)) => return Err(write_error(&local, &e)),
+        Err(Sealing::History(e)) => return Err(e),
     };
     let _ = std::fs::remove_file(temp);
     Ok(Placed {
         name,
-        dir,
-        read_only,
+        dir: local,
+        read_only: Some(read_only),
     })
+}
+
+enum Sealing {
+    Io(std::io::Error),
+    History(MhlError),
+}
+
+impl From<std::io::Error> for Sealing {
+    fn from(e: std::io::Error) -> Sealing {
+        Sealing::Io(e)
+    }
+}
+
+/// Puts the generation `temp` (C4 `c4`) into the `ascmhl/` folder `dir` under the next number,
+/// and the chain with it, holding the folder's lock. `copy_from`: a read-only source's
+/// `ascmhl/`, whose chain this folder's starts from. Returns the name. Blocking.
+fn seal_into(
+    dir: &Path,
+    temp: &Path,
+    c4: &str,
+    root_name: &str,
+    created: SystemTime,
+    copy_from: Option<&Path>,
+) -> Result<String, Sealing> {
+    std::fs::create_dir_all(dir)?;
+    let lock = std::fs::File::open(dir)?;
+    lock.lock()?;
+    // A read-only source: its chain starts this folder's (once; later runs continue it).
+    if let Some(from) = copy_from
+        && !dir.join(CHAIN).exists()
+        && from.join(CHAIN).is_file()
+    {
+        let bytes = std::fs::read(from.join(CHAIN))?;
+        crate::fsx::write_atomic(&dir.join(CHAIN), &bytes, 0o644)?;
+    }
+    let chain_path = dir.join(CHAIN);
+    let mut chain = if chain_path.exists() {
+        crate::mhl::history::read_chain(&chain_path).map_err(Sealing::History)?
+    } else {
+        Vec::new()
+    };
+    let mut last = chain.iter().map(|c| c.sequence).max().unwrap_or(0);
+    for e in std::fs::read_dir(dir)?.flatten() {
+        if let Some(n) = e.file_name().to_str()
+            && let Some(g) = crate::mhl::history::generation_number(n)
+        {
+            last = last.max(g.number);
+        }
+    }
+    let number = last + 1;
+    let name = generation::file_name(number, root_name, created);
+    let to = dir.join(&name);
+    // Copied into a temporary created exclusively (never through a link placed there).
+    let part = crate::fsx::temp_path(&to);
+    let mut out = crate::fsx::create_new(&part, 0o644)?;
+    let copied = std::io::copy(&mut std::fs::File::open(temp)?, &mut out)
+        .and_then(|_| out.sync_all())
+        .and_then(|()| crate::fsx::rename_into_place(&part, &to));
+    if let Err(e) = copied {
+        let _ = std::fs::remove_file(&part);
+        return Err(e.into());
+    }
+    chain.push(ChainEntry {
+        sequence: number,
+        path: name.clone(),
+        format: HashFormat::C4,
+        value: c4.to_owned(),
+    });
+    let bytes = generation::chain_bytes(&chain)?;
+    crate::fsx::write_atomic(&chain_path, &bytes, 0o644)?;
+    drop(lock);
+    Ok(name)
 }
 
 /// Errors that mean "this folder cannot be written" (a read-only card or mount).
@@ -784,6 +884,53 @@ mod tests {
         assert!(
             why.contains("45ab6734b21e6968") && why.contains("0001_x_2020-01-16_091500Z.mhl"),
             "{why}"
+        );
+    }
+
+    /// Issue 25 case 6: two runs of one folder finishing in the same second get different
+    /// generation numbers (so names), and the chain keeps both.
+    #[test]
+    fn two_generations_sealed_in_the_same_second_do_not_collide() {
+        let dir = tempfile::tempdir().unwrap();
+        let hist = dir.path().join(FOLDER);
+        let created = UNIX_EPOCH + Duration::from_secs(1_600_000_000);
+        let mut names = Vec::new();
+        for run in 0..2 {
+            let temp = dir.path().join(format!("run{run}.part"));
+            std::fs::write(&temp, format!("generation of run {run}")).unwrap();
+            let c4 = data_hashes(
+                format!("generation of run {run}").as_bytes(),
+                &[HashFormat::C4],
+            );
+            let name = match seal_into(
+                &hist,
+                &temp,
+                c4.get(HashFormat::C4).unwrap(),
+                "card",
+                created,
+                None,
+            ) {
+                Ok(n) => n,
+                Err(_) => panic!("sealing failed"),
+            };
+            names.push(name);
+        }
+        assert_eq!(
+            names,
+            [
+                "0001_card_2020-09-13_122640Z.mhl",
+                "0002_card_2020-09-13_122640Z.mhl"
+            ]
+        );
+        let chain = crate::mhl::history::read_chain(&hist.join(CHAIN)).unwrap();
+        let listed: Vec<(u32, &str)> = chain
+            .iter()
+            .map(|c| (c.sequence, c.path.as_str()))
+            .collect();
+        assert_eq!(listed, [(1, names[0].as_str()), (2, names[1].as_str())]);
+        assert_eq!(
+            std::fs::read_to_string(hist.join(&names[1])).unwrap(),
+            "generation of run 1"
         );
     }
 }

@@ -18,9 +18,9 @@ use crate::remote::ranged::Pinned;
 use crate::retry::Policy;
 use crate::s3::{ObjectRead, RemoteChecksum};
 use crate::s3::{S3Error, S3ErrorKind};
+use crate::upload::hedge::{self, Flights};
 use crate::vocab::ETag;
 use crate::vocab::ObjectUrl;
-use crate::upload::hedge::{self, Flights};
 
 use super::dest::io_error;
 use super::partial::{BLOCK, Block, PartialFile};

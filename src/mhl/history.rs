@@ -1,9 +1,12 @@
-//! Reading an `ascmhl/` history: the chain (`ascmhl_chain.xml`), each generation checked against
-//! the hash the chain records for it, then every generation's file hashes, oldest first, so that
-//! for each path the newest value per format wins. Values recorded with `action="failed"` never
-//! become the reference (they are what a damaged copy had), as in the reference tool.
+//! Reading an `ascmhl/` history: the chain (`ascmhl_chain.xml`), each generation it lists checked
+//! against the C4 it records, then those generations' file hashes, oldest first. Only generations
+//! the chain lists (and so seals) count: a generation file the chain does not list is left out
+//! (logged), whatever it says. For each path every value not marked `failed` is kept (the
+//! original and every later one): a file must equal all of them. A `<previousPath>` carries the
+//! old path's values over to the new one. Text (names, values) is taken byte for byte, untrimmed,
+//! as the reference tool reads it. See docs/mhl.md.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -43,9 +46,11 @@ pub struct GenerationFile {
 pub struct Known {
     /// The size the newest generation listing it recorded.
     pub size: Option<u64>,
-    /// Per format: the newest value not marked failed, and the index (in
-    /// [`History::generations`]) of the generation that recorded it.
-    pub hashes: BTreeMap<HashFormat, (String, usize)>,
+    /// Every value not marked failed, oldest first: (format, value, index in
+    /// [`History::generations`] of the generation that recorded it). The first is the original.
+    pub values: Vec<(HashFormat, String, usize)>,
+    /// Listed later under a new name (`<previousPath>`): not expected under this one.
+    renamed: bool,
     /// Whether the folder has it (set while a tree is walked).
     seen: AtomicBool,
 }
@@ -54,6 +59,14 @@ impl Known {
     /// Marks the file as found in the folder.
     pub fn mark_seen(&self) {
         self.seen.store(true, Ordering::Relaxed);
+    }
+
+    /// The formats recorded, in MHL's order.
+    pub fn formats(&self) -> Vec<HashFormat> {
+        let mut f: Vec<HashFormat> = self.values.iter().map(|v| v.0).collect();
+        f.sort();
+        f.dedup();
+        f
     }
 }
 
@@ -71,12 +84,19 @@ pub struct History {
     /// The formats the newest generation with file hashes used (what new files get).
     pub formats: Vec<HashFormat>,
     files: HashMap<String, Known>,
+    next: u32,
+    /// Generation files in `ascmhl/` the chain does not list (not a reference).
+    pub unsealed: Vec<String>,
+    /// When some generation file is not listed in the chain: per path, the value the reference
+    /// tool would compare the file with, reading every generation (format, value, generation).
+    unsealed_originals: HashMap<String, (HashFormat, String, String)>,
 }
 
 /// One `<hash>` being read.
 #[derive(Default)]
 struct Entry {
     path: String,
+    previous: Option<String>,
     size: Option<u64>,
     hashes: Vec<(HashFormat, String, bool)>,
 }
@@ -115,9 +135,8 @@ impl History {
         generations.sort_by(|a, b| a.number.cmp(&b.number).then(a.name.cmp(&b.name)));
         let chain_path = dir.join(CHAIN);
         if !chain_path.exists() {
-            if generations.is_empty() {
-                return Ok(None);
-            }
+            // As the reference tool: an `ascmhl/` folder without its chain is a broken history
+            // (even an empty one: a wiped history is not a fresh start).
             return Err(MhlError::NoChain { dir });
         }
         let chain = read_chain(&chain_path)?;
@@ -152,6 +171,46 @@ impl History {
                 });
             }
         }
+        // Only what the chain seals counts; a number an unlisted file took is not reused.
+        let next = generations
+            .iter()
+            .map(|g| g.number)
+            .chain(chain.iter().map(|c| c.sequence))
+            .max()
+            .unwrap_or(0)
+            + 1;
+        // Where the reference tool takes each file's original value from: the first
+        // `action="original"` entry over every generation file, listed in the chain or not.
+        // Needed only when some file is not listed: otherwise it is among the sealed values.
+        let any_unsealed = generations
+            .iter()
+            .any(|g| !chain.iter().any(|c| c.path == g.name));
+        let originals = if any_unsealed {
+            reference_originals(&dir, &generations)?
+        } else {
+            HashMap::new()
+        };
+        let (sealed, unsealed): (Vec<GenerationFile>, Vec<GenerationFile>) = generations
+            .into_iter()
+            .partition(|g| chain.iter().any(|c| c.path == g.name));
+        for g in &unsealed {
+            tracing::warn!(
+                "ASC MHL generation {} is not listed in {CHAIN}: not a reference (only generations the chain seals vouch for a file), but a file must still match an original value it holds",
+                dir.join(&g.name).display()
+            );
+        }
+        let unsealed_originals = originals;
+        let mut sealed = sealed;
+        // A chain entry whose name does not follow the naming rule is still a sealed generation.
+        for c in &chain {
+            if !sealed.iter().any(|g| g.name == c.path) {
+                sealed.push(GenerationFile {
+                    number: c.sequence,
+                    name: c.path.clone(),
+                });
+            }
+        }
+        sealed.sort_by(|a, b| a.number.cmp(&b.number).then(a.name.cmp(&b.name)));
         let mut h = History {
             dir,
             chain,
@@ -159,11 +218,14 @@ impl History {
             ignore: Vec::new(),
             formats: Vec::new(),
             files: HashMap::new(),
+            next,
+            unsealed: unsealed.into_iter().map(|g| g.name).collect(),
+            unsealed_originals,
         };
-        for (index, g) in generations.iter().enumerate() {
+        for (index, g) in sealed.iter().enumerate() {
             h.read_generation(index, &h.dir.join(&g.name))?;
         }
-        h.generations = generations;
+        h.generations = sealed;
         Ok(Some(h))
     }
 
@@ -189,7 +251,8 @@ impl History {
                         if stack[3] == "path" {
                             if let (Some(e), Some(s)) = (entry.as_mut(), xml::attr(attrs, "size")) {
                                 e.size = Some(
-                                    s.parse()
+                                    s.trim()
+                                        .parse()
                                         .map_err(|_| format!("size '{s}' is not a number"))?,
                                 );
                             }
@@ -207,7 +270,13 @@ impl History {
                         };
                         if stack[3] == "path" {
                             e.path = text.to_owned();
-                        } else if let Ok(f) = stack[3].parse::<HashFormat>() {
+                        } else if stack[3] == "previousPath" {
+                            e.previous = Some(text.to_owned());
+                        } else if let Ok(f) = stack[3].parse::<HashFormat>()
+                            && f.in_mhl()
+                        {
+                            // (An element MHL does not define, like `<sha256>`, is not a format
+                            // of the history: tally never writes it back.)
                             e.hashes
                                 .push((f, text.to_ascii_lowercase_if_hex(f), pending_failed));
                         }
@@ -216,7 +285,23 @@ impl History {
                             if e.path.is_empty() {
                                 return Err("a <hash> without a <path>".into());
                             }
+                            // Renamed: the old name's record goes on under the new one.
+                            let inherited = match &e.previous {
+                                Some(p) if *p != e.path => files.get_mut(p).map(|old| {
+                                    old.renamed = true;
+                                    old.values.clone()
+                                }),
+                                _ => None,
+                            };
                             let k = files.entry(e.path).or_default();
+                            k.renamed = false;
+                            if let Some(v) = inherited {
+                                for x in v {
+                                    if !k.values.contains(&x) {
+                                        k.values.push(x);
+                                    }
+                                }
+                            }
                             if e.size.is_some() {
                                 k.size = e.size;
                             }
@@ -224,8 +309,8 @@ impl History {
                                 if !formats.contains(&f) {
                                     formats.push(f);
                                 }
-                                if !failed {
-                                    k.hashes.insert(f, (v, index));
+                                if !failed && !k.values.iter().any(|(g, w, _)| *g == f && *w == v) {
+                                    k.values.push((f, v, index));
                                 }
                             }
                         }
@@ -242,14 +327,21 @@ impl History {
                 why: "not an ASC MHL generation (no <hashlist> root)".into(),
             });
         }
-        if let Some(i) = ignore {
-            self.ignore = i;
-        }
+        // The newest generation's patterns (none there: the reference tool's defaults apply).
+        self.ignore = ignore.unwrap_or_default();
         if !formats.is_empty() {
             formats.sort();
             self.formats = formats;
         }
         Ok(())
+    }
+
+    /// When some generation file is not listed in the chain, the value `ascmhl verify` compares
+    /// `rel` with (possibly from such a generation): the file is refused unless it matches it
+    /// too, so tally never passes a file the reference tool calls different; an unlisted
+    /// generation never vouches for a file, though.
+    pub fn unsealed_original(&self, rel: &str) -> Option<&(HashFormat, String, String)> {
+        self.unsealed_originals.get(rel)
     }
 
     /// What the history knows about the file at `rel` (relative to the root, `/`-separated).
@@ -262,24 +354,141 @@ impl History {
         let mut v: Vec<_> = self
             .files
             .iter()
-            .filter(|(_, k)| !k.seen.load(Ordering::Relaxed))
+            .filter(|(_, k)| !k.renamed && !k.seen.load(Ordering::Relaxed))
             .map(|(p, k)| (p.as_str(), k.size))
             .collect();
         v.sort();
         v
     }
 
-    /// The number the next generation gets.
+    /// The number the next generation gets (above every generation file and chain entry).
     pub fn next_number(&self) -> u32 {
-        let files = self.generations.iter().map(|g| g.number);
-        let chain = self.chain.iter().map(|c| c.sequence);
-        files.chain(chain).max().unwrap_or(0) + 1
+        self.next
     }
 
     /// The name of the generation at `index` of [`History::generations`].
     pub fn generation_name(&self, index: usize) -> &str {
         self.generations.get(index).map_or("?", |g| g.name.as_str())
     }
+}
+
+/// The first `ascmhl/` folder below `root` (not `root/ascmhl` itself), in name order: a nested
+/// history. The reference tool finds them with a plain walk (ignore patterns do not hide them);
+/// so does this. Symbolic links are not followed. Blocking.
+pub fn find_nested(root: &Path) -> Option<PathBuf> {
+    let mut stack = vec![(root.to_owned(), true)];
+    while let Some((dir, top)) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        let mut subdirs: Vec<PathBuf> = Vec::new();
+        for e in rd.flatten() {
+            if !e.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            if e.file_name() == FOLDER {
+                if !top {
+                    return Some(e.path());
+                }
+                continue;
+            }
+            subdirs.push(e.path());
+        }
+        subdirs.sort();
+        stack.extend(subdirs.into_iter().rev().map(|d| (d, false)));
+    }
+    None
+}
+
+/// One `<hash>` of a generation, as the reference tool's verify uses it.
+struct Media {
+    path: String,
+    previous: Option<String>,
+    /// The first `action="original"` value.
+    original: Option<(HashFormat, String)>,
+}
+
+/// Per listed path, the value `ascmhl verify` compares the file with, and its generation's name,
+/// reading every generation file (listed in the chain or not, in number order) as it does: the
+/// path is mapped through each generation's `<previousPath>` (one hop per generation), then the
+/// first generation whose entry for it (by path, else by previous path) holds an `original`
+/// value gives it. Blocking; holds every generation's entries (only done when some generation
+/// file is not listed in the chain: otherwise the value is among the sealed ones).
+fn reference_originals(
+    dir: &Path,
+    generations: &[GenerationFile],
+) -> Result<HashMap<String, (HashFormat, String, String)>, MhlError> {
+    let mut lists: Vec<Vec<Media>> = Vec::new();
+    for g in generations {
+        let mut list = Vec::new();
+        let mut cur: Option<Media> = None;
+        let mut pending = false;
+        xml::walk(&dir.join(&g.name), |stack, ev| {
+            if stack.len() == 3 && stack[1] == "hashes" && stack[2] == "hash" {
+                match ev {
+                    Ev::Start(_) => {
+                        cur = Some(Media {
+                            path: String::new(),
+                            previous: None,
+                            original: None,
+                        })
+                    }
+                    Ev::End(_) => list.extend(cur.take()),
+                }
+            } else if stack.len() == 4
+                && stack[2] == "hash"
+                && let Some(m) = cur.as_mut()
+            {
+                match ev {
+                    Ev::Start(attrs) => pending = xml::attr(attrs, "action") == Some("original"),
+                    Ev::End(text) => {
+                        if stack[3] == "path" {
+                            m.path = text.to_owned();
+                        } else if stack[3] == "previousPath" {
+                            m.previous = Some(text.to_owned());
+                        } else if let Ok(f) = stack[3].parse::<HashFormat>()
+                            && f.in_mhl()
+                            && pending
+                            && m.original.is_none()
+                        {
+                            m.original = Some((f, text.to_ascii_lowercase_if_hex(f)));
+                        }
+                    }
+                }
+            }
+            Ok(())
+        })?;
+        lists.push(list);
+    }
+    let mut out = HashMap::new();
+    let paths: std::collections::BTreeSet<&str> = lists
+        .iter()
+        .flat_map(|l| l.iter().map(|m| m.path.as_str()))
+        .collect();
+    for p in paths {
+        let mut looked_up = p;
+        for list in &lists {
+            if let Some(m) = list.iter().find(|m| m.path == looked_up) {
+                looked_up = m.previous.as_deref().unwrap_or(looked_up);
+            }
+        }
+        'lists: for (list, g) in lists.iter().zip(generations) {
+            let media = list.iter().find(|m| m.path == looked_up).or_else(|| {
+                list.iter()
+                    .rev()
+                    .find(|m| m.previous.as_deref() == Some(looked_up))
+            });
+            if let Some(Media {
+                original: Some((f, v)),
+                ..
+            }) = media
+            {
+                out.insert(p.to_owned(), (*f, v.clone(), g.name.clone()));
+                break 'lists;
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Hex values compare in lowercase (the reference tool writes lowercase); C4 ids are case-sensitive.
@@ -299,7 +508,7 @@ impl LowerHex for str {
 
 /// `0001_A001_2020-01-16_091500Z.mhl` -> generation 1 (the reference tool's rule: a name
 /// `^\d{4,}(_.+)?\.mhl$`, not starting with `._`).
-fn generation_number(name: &str) -> Option<GenerationFile> {
+pub(crate) fn generation_number(name: &str) -> Option<GenerationFile> {
     let stem = name.strip_suffix(".mhl")?;
     if name.starts_with("._") {
         return None;
@@ -418,7 +627,7 @@ mod tests {
     }
 
     #[test]
-    fn the_newest_value_per_format_wins_and_a_failed_one_never_does() {
+    fn every_value_counts_and_a_failed_one_never_does() {
         let dir = tempfile::tempdir().unwrap();
         let g1 = generation(
             &[
@@ -467,19 +676,36 @@ mod tests {
         let k = h
             .known("Clips/a & b.mov")
             .expect("the escaped name is read unescaped");
-        let xxh = &k.hashes[&HashFormat::Xxh64];
+        let names: Vec<(HashFormat, &str, &str)> = k
+            .values
+            .iter()
+            .map(|(f, v, g)| (*f, v.as_str(), h.generation_name(*g)))
+            .collect();
         assert_eq!(
-            xxh.0, "bbbbbbbbbbbbbbbb",
-            "generation 2's value, not 3's failed one"
+            names,
+            [
+                (
+                    HashFormat::Xxh64,
+                    "aaaaaaaaaaaaaaaa",
+                    "0001_A_2020-01-16_091500Z.mhl"
+                ),
+                (
+                    HashFormat::Md5,
+                    "5eb63bbbe01eeed093cb22bb8f5acdc3",
+                    "0002_A_2020-01-17_091500Z.mhl"
+                ),
+                (
+                    HashFormat::Xxh64,
+                    "bbbbbbbbbbbbbbbb",
+                    "0002_A_2020-01-17_091500Z.mhl"
+                ),
+            ],
+            "the original, then every later value; generation 3's failed one never"
         );
-        assert_eq!(h.generation_name(xxh.1), "0002_A_2020-01-17_091500Z.mhl");
-        assert_eq!(
-            k.hashes[&HashFormat::Md5].0,
-            "5eb63bbbe01eeed093cb22bb8f5acdc3"
-        );
+        assert_eq!(k.formats(), [HashFormat::Md5, HashFormat::Xxh64]);
         assert_eq!(k.size, Some(6), "the newest size");
         assert_eq!(
-            h.known("Clips/c.mov").unwrap().hashes[&HashFormat::Xxh64].0,
+            h.known("Clips/c.mov").unwrap().values[0].1,
             "cccccccccccccccc"
         );
         assert!(h.known("Clips").is_none(), "directory hashes are not files");
@@ -564,5 +790,106 @@ mod tests {
         assert!(generation_number("._0001_x.mhl").is_none());
         assert!(generation_number("ascmhl_chain.xml").is_none());
         assert!(generation_number("packinglist_x.mhl").is_none());
+    }
+
+    /// Issue 25, case 1: a generation file the chain does not list is never the reference.
+    #[test]
+    fn a_generation_the_chain_does_not_list_is_left_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let g1 = generation(
+            &[("a.mov", 1, &[("xxh64", "original", "1111111111111111")])],
+            &[],
+        );
+        history(dir.path(), &[("0001_A_2020-01-16_091500Z.mhl", g1.clone())]);
+        let forged = g1.replace("1111111111111111", "2222222222222222");
+        for name in [
+            "0002_A_2020-01-17_091500Z.mhl",
+            "0000_A_2019-01-01_000000Z.mhl",
+        ] {
+            std::fs::write(dir.path().join(FOLDER).join(name), &forged).unwrap();
+        }
+        let h = History::load(dir.path()).unwrap().unwrap();
+        let k = h.known("a.mov").unwrap();
+        assert_eq!(k.values.len(), 1, "{:?}", k.values);
+        assert_eq!(k.values[0].1, "1111111111111111");
+        assert_eq!(h.generations.len(), 1);
+        assert_eq!(h.unsealed.len(), 2);
+        assert_eq!(
+            h.next_number(),
+            3,
+            "the unlisted 0002's number is not reused"
+        );
+    }
+
+    /// Issue 25, cases 4 and 5, and the `<sha256>` of case 7.
+    #[test]
+    fn names_are_byte_exact_renames_carry_values_and_sha256_is_not_a_format() {
+        let dir = tempfile::tempdir().unwrap();
+        let g1 = generation(
+            &[
+                (
+                    " lead.mov ",
+                    1,
+                    &[("xxh64", "original", "1111111111111111")],
+                ),
+                (
+                    "old.mov",
+                    2,
+                    &[
+                        ("xxh64", "original", "3333333333333333"),
+                        ("sha256", "original", "ab"),
+                    ],
+                ),
+            ],
+            &[],
+        );
+        let g2 = generation(&[("new.mov", 2, &[("md5", "original", "44")])], &[]).replace(
+            "<path size=\"2\">new.mov</path>",
+            "<path size=\"2\">new.mov</path><previousPath>old.mov</previousPath>",
+        );
+        history(
+            dir.path(),
+            &[
+                ("0001_A_2020-01-16_091500Z.mhl", g1),
+                ("0002_A_2020-01-17_091500Z.mhl", g2),
+            ],
+        );
+        let h = History::load(dir.path()).unwrap().unwrap();
+        assert!(h.known(" lead.mov ").is_some(), "spaces kept");
+        assert!(h.known("lead.mov").is_none());
+        let k = h.known("new.mov").unwrap();
+        assert_eq!(k.formats(), [HashFormat::Md5, HashFormat::Xxh64]);
+        assert!(k.values.iter().any(|v| v.1 == "3333333333333333"));
+        assert!(!h.formats.contains(&HashFormat::Sha256));
+        assert!(
+            !h.known("old.mov")
+                .unwrap()
+                .formats()
+                .contains(&HashFormat::Sha256),
+            "sha256 is no MHL format"
+        );
+        let unseen: Vec<&str> = h.unseen().into_iter().map(|u| u.0).collect();
+        assert_eq!(
+            unseen,
+            [" lead.mov ", "new.mov"],
+            "old.mov is no longer expected"
+        );
+    }
+
+    #[test]
+    fn a_history_below_the_root_is_found() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join(FOLDER)).unwrap();
+        assert_eq!(
+            find_nested(dir.path()),
+            None,
+            "the root's own is not nested"
+        );
+        std::fs::create_dir_all(dir.path().join("Day1/B/ascmhl")).unwrap();
+        std::fs::create_dir_all(dir.path().join("Day1/A/x")).unwrap();
+        assert_eq!(
+            find_nested(dir.path()),
+            Some(dir.path().join("Day1/B/ascmhl"))
+        );
     }
 }

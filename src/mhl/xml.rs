@@ -14,7 +14,7 @@ use super::MhlError;
 pub(crate) enum Ev<'a> {
     /// An element started, with its attributes (local names, unescaped values).
     Start(&'a [(String, String)]),
-    /// An element ended, with the text directly inside it.
+    /// An element ended, with the text directly inside it (byte for byte: not trimmed).
     End(&'a str),
 }
 
@@ -56,7 +56,7 @@ pub(crate) fn walk(
                 text.clear();
             }
             Event::End(_) => {
-                f(&stack, Ev::End(text.trim())).map_err(malformed)?;
+                f(&stack, Ev::End(&text)).map_err(malformed)?;
                 stack.pop();
                 text.clear();
             }

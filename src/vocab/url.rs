@@ -56,7 +56,14 @@ impl ObjectUrl {
         if !is_prefix(&self.key) {
             return Ok(self.clone());
         }
-        let name = file.file_name().and_then(|n| n.to_str()).ok_or_else(|| {
+        // `.`, `..` and `./` have no name of their own: the folder they resolve to gives it.
+        let resolved = file
+            .file_name()
+            .is_none()
+            .then(|| std::fs::canonicalize(file).ok())
+            .flatten();
+        let named = resolved.as_deref().unwrap_or(file);
+        let name = named.file_name().and_then(|n| n.to_str()).ok_or_else(|| {
             Invalid(format!(
                 "cannot name the object after '{}': give the full key, s3://{}/KEY",
                 file.display(),

@@ -13,6 +13,7 @@ mod inputs;
 mod link;
 mod md5;
 mod mhl;
+mod mhl_diff;
 mod network;
 mod proxy;
 mod relay;

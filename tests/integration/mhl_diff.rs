@@ -1,0 +1,300 @@
+//! The differential test against the ASC's reference tool `ascmhl` 1.2: random small trees and
+//! histories made by `ascmhl create` itself, random mutations, the reference's verdict
+//! (`ascmhl-debug verify`, run in-process by tests/mhl-differential/cases.py), then
+//! `tally upload --mhl` of the same tree to Garage, and the two compared:
+//!
+//! - where `ascmhl` says a file differs from its history, tally exits non-zero, does not upload
+//!   the file, and records no value of it other than `failed` in the generation it writes;
+//! - where `ascmhl` refuses the history (a modified, missing or unchained generation, no chain),
+//!   tally exits non-zero;
+//! - where `ascmhl` accepts the tree, tally accepts it (exit 0), except in the documented cases
+//!   where tally is stricter on purpose (docs/mhl.md: nested histories, a listed file the
+//!   reference's patterns hide, a forged later value, a generation the chain does not list);
+//! - every generation tally writes passes the ASC XSD, and `ascmhl-debug verify` accepts the
+//!   tree with it whenever tally exited 0.
+//!
+//! Seeded: the seed is printed; `TALLY_MHL_SEED=S` replays a run, `TALLY_MHL_CASE=i` one case of
+//! it, `TALLY_MHL_CASES=n` sets the count (scripts/soak-mhl runs thousands).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::support::*;
+
+/// Cases in the suite's run (the soak runs more).
+const SUITE_CASES: u64 = 100;
+
+/// The Python of the venv `ascmhl` runs in (scripts/tools links its entry points into bin/).
+fn ascmhl_python() -> PathBuf {
+    if let Some(p) = std::env::var_os("TALLY_MHL_PYTHON") {
+        return PathBuf::from(p);
+    }
+    let entry = std::env::var_os("PATH")
+        .and_then(|p| {
+            std::env::split_paths(&p)
+                .map(|d| d.join("ascmhl"))
+                .find(|f| f.is_file())
+        })
+        .expect("ascmhl is not on PATH: run scripts/tools and put its bin directory first on PATH");
+    let real = std::fs::canonicalize(&entry).unwrap();
+    let py = real.parent().unwrap().join("python");
+    assert!(
+        py.is_file(),
+        "no python beside {} (the ascmhl venv)",
+        real.display()
+    );
+    py
+}
+
+fn script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/mhl-differential/cases.py")
+}
+
+fn env_u64(name: &str) -> Option<u64> {
+    std::env::var(name).ok().map(|v| {
+        v.parse()
+            .unwrap_or_else(|_| panic!("{name}={v} is not a number"))
+    })
+}
+
+/// Builds the cases (`cases.py make` with `make`), runs tally on each, judges; returns the
+/// judge's report.
+fn run_cases(s: &Server, make: &[String], count: u64) -> serde_json::Value {
+    let py = ascmhl_python();
+    let dir = s.temp_dir();
+    let out = dir.path().join("cases");
+    let made = run_bounded(
+        Command::new(&py)
+            .arg(script())
+            .arg("make")
+            .args(make)
+            .args(["--out", out.to_str().unwrap()]),
+        std::time::Duration::from_secs(60 + count * 5),
+        "cases.py make",
+    );
+    assert!(made.status.success(), "cases.py make: {}", stderr(&made));
+    // One prefix per call: the tests of this module run at once in one process.
+    static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let run = unique(&format!("mhl-diff-{call}"));
+    let mut ran = Vec::new();
+    for line in String::from_utf8_lossy(&made.stdout).lines() {
+        let c: serde_json::Value = serde_json::from_str(line).unwrap();
+        let i = c["case"].as_u64().unwrap();
+        let root = PathBuf::from(c["root"].as_str().unwrap());
+        let prefix = format!("{run}/case-{i}/");
+        let o = s.tally([
+            "upload",
+            root.to_str().unwrap(),
+            &s.url(&prefix),
+            "--mhl",
+            "--json",
+        ]);
+        let mut uploaded = Vec::new();
+        for l in String::from_utf8_lossy(&o.stdout).lines() {
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(l) else {
+                continue;
+            };
+            if matches!(v["action"].as_str(), Some("uploaded") | Some("skipped"))
+                && let Some(rel) = v["rel"].as_str()
+            {
+                uploaded.push(rel.to_owned());
+            }
+        }
+        ran.push((
+            i,
+            prefix,
+            o.status.code().unwrap_or(-1),
+            stderr(&o),
+            uploaded,
+        ));
+    }
+    // What is in S3 under each case's prefix, from one listing of the run.
+    let keys = list_keys(s, &format!("{run}/"));
+    for (i, prefix, code, err, uploaded) in ran {
+        let in_s3: Vec<String> = keys
+            .iter()
+            .filter_map(|k| k.strip_prefix(&prefix))
+            .map(str::to_owned)
+            .collect();
+        let t = serde_json::json!({
+            "exit": code, "stderr": err, "uploaded": uploaded, "in_s3": in_s3,
+        });
+        std::fs::write(
+            out.join(format!("case-{i}")).join("tally.json"),
+            t.to_string(),
+        )
+        .unwrap();
+    }
+    let judged = run_bounded(
+        Command::new(&py)
+            .arg(script())
+            .args(["judge", "--out", out.to_str().unwrap()]),
+        std::time::Duration::from_secs(60 + count * 5),
+        "cases.py judge",
+    );
+    assert!(
+        judged.status.success(),
+        "cases.py judge: {}",
+        stderr(&judged)
+    );
+    serde_json::from_slice(&judged.stdout).expect("judge JSON")
+}
+
+/// Every key under `prefix` (ListObjectsV2 through the AWS CLI, which pages).
+fn list_keys(s: &Server, prefix: &str) -> Vec<String> {
+    let out = s.aws([
+        "s3api",
+        "list-objects-v2",
+        "--bucket",
+        &s.bucket,
+        "--prefix",
+        prefix,
+        "--output",
+        "json",
+    ]);
+    if out.trim().is_empty() {
+        return Vec::new();
+    }
+    let v: serde_json::Value = serde_json::from_str(&out).expect("list-objects-v2 JSON");
+    v["Contents"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|o| o["Key"].as_str().unwrap().to_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Runs seeded random cases (see the module docs) and fails on any disagreement, naming the case
+/// and how to replay it.
+pub fn differential(seed: u64, first: u64, count: u64) {
+    let s = garage();
+    eprintln!(
+        "ASC MHL differential: seed {seed}, cases {first}..{}; replay: TALLY_MHL_SEED={seed} TALLY_MHL_CASE=<i> cargo test --test integration mhl_diff::",
+        first + count
+    );
+    // In batches (the soak's thousands of cases would hold too many trees on disk at once).
+    let batch = env_u64("TALLY_MHL_BATCH").unwrap_or(count).max(1);
+    let mut at = first;
+    while at < first + count {
+        let n = batch.min(first + count - at);
+        let make = [
+            "--seed".to_owned(),
+            seed.to_string(),
+            "--first".to_owned(),
+            at.to_string(),
+            "--count".to_owned(),
+            n.to_string(),
+        ];
+        let report = run_cases(s, &make, n);
+        eprintln!("cases {at}..{}: {}", at + n, report["stats"]);
+        check(seed, &report);
+        at += n;
+    }
+}
+
+fn check(seed: impl std::fmt::Display, report: &serde_json::Value) {
+    let problems = report["problems"].as_array().unwrap();
+    assert!(
+        problems.is_empty(),
+        "{} disagreement(s) with ascmhl (seed {seed}; replay one with TALLY_MHL_SEED={seed} TALLY_MHL_CASE=<case>):\n{}",
+        problems.len(),
+        serde_json::to_string_pretty(problems).unwrap()
+    );
+}
+
+#[test]
+fn tally_agrees_with_the_reference_tool_on_random_trees() {
+    let seed = env_u64("TALLY_MHL_SEED").unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            % 1_000_000
+    });
+    match env_u64("TALLY_MHL_CASE") {
+        Some(i) => differential(seed, i, 1),
+        None => differential(seed, 0, env_u64("TALLY_MHL_CASES").unwrap_or(SUITE_CASES)),
+    }
+}
+
+/// One named regression case (tests/mhl-differential/cases.py `named_case`): the tree, the
+/// verdicts both tools must give, and every check of the random cases.
+fn named(name: &str) {
+    let report = run_cases(garage(), &["--named".to_owned(), name.to_owned()], 1);
+    assert_eq!(report["stats"]["cases"], 1, "{report}");
+    check(name, &report);
+}
+
+/// Issue 25 case 1: a changed file and a generation the chain does not list holding its new
+/// hash: ascmhl says it differs; tally refuses it (it used the unlisted generation before).
+#[test]
+fn issue_25_an_unlisted_generation_never_vouches_for_a_changed_file() {
+    named("unsealed-forgery-of-a-changed-file");
+}
+
+/// Issue 25 case 1, reversed: a forged value in an unlisted generation does not make tally
+/// refuse an intact file ascmhl accepts.
+#[test]
+fn issue_25_a_forged_unlisted_value_does_not_refuse_an_intact_file() {
+    named("unsealed-forged-value-of-an-intact-file");
+}
+
+/// Found by the random cases: the only generation dropped from the chain is still what ascmhl
+/// compares with; tally must not pass the changed file as new.
+#[test]
+fn a_changed_file_whose_only_generation_left_the_chain_is_refused() {
+    named("chain-entry-dropped-and-file-changed");
+}
+
+/// Found by the random cases: renames recorded in a generation the chain no longer lists and a
+/// forgery numbered before every generation; ascmhl follows the renames to the original.
+#[test]
+fn a_renamed_file_changed_behind_unlisted_generations_is_refused() {
+    named("unlisted-renames-and-a-forgery-sorted-first");
+}
+
+/// Found by the random cases: an emptied ascmhl/ folder is a broken history (ascmhl: 32).
+#[test]
+fn an_empty_history_folder_is_refused() {
+    named("empty-history-folder");
+}
+
+/// Issue 25 case 3: `Proxy/*.mov` does not hide the listed `Proxy/sub/b.mov`.
+#[test]
+fn issue_25_a_star_in_an_ignore_pattern_does_not_cross_a_slash() {
+    named("ignore-star-does-not-cross-a-slash");
+}
+
+/// Issue 25 case 3: `!A001.mov` after `*.mov` keeps A001.mov checked.
+#[test]
+fn issue_25_an_ignore_negation_is_honoured() {
+    named("ignore-negation-is-honoured");
+}
+
+/// Issue 25 case 4: names with leading or trailing spaces match their history.
+#[test]
+fn issue_25_names_with_spaces_at_either_end_match() {
+    named("names-with-leading-and-trailing-spaces");
+}
+
+/// Issue 25 case 5: a rename recorded by `ascmhl create -dr` is followed.
+#[test]
+fn issue_25_a_recorded_rename_is_followed() {
+    named("rename-recorded-with-previous-path");
+}
+
+/// Issue 25 case 2: a day folder with nested card histories and a changed clip is refused up
+/// front (tally does not write nested generations yet), never passed.
+#[test]
+fn issue_25_nested_histories_are_refused_not_passed() {
+    named("nested-card-with-a-changed-clip");
+}
+
+/// Issue 25 case 7: a `<sha256>` in the input history; tally's generation stays XSD-valid.
+#[test]
+fn issue_25_a_sha256_element_in_the_history_is_not_written_back() {
+    named("sha256-element-in-the-history");
+}
