@@ -58,7 +58,11 @@ pub fn run(cli: Cli) -> i32 {
                     args.file.display()
                 ))));
             }
-            let result = runtime.block_on(upload(args, &out));
+            let result = match runtime.block_on(upload(args, &out)) {
+                Ok(upload::one::One::Skipped(s)) => return out.finish(Ok((s.text(), s))),
+                Ok(upload::one::One::Uploaded(r)) => Ok(*r),
+                Err(e) => Err(e),
+            };
             let code = match &result {
                 Ok(r) if r.md5_tag_error.is_some() || r.file_hash_tag_error.is_some() => EXIT_ERROR,
                 _ => EXIT_OK,
@@ -89,7 +93,14 @@ pub fn run(cli: Cli) -> i32 {
                     etag: args.etag,
                     wait: args.wait,
                 };
-                verify::verify(&s3, &args.file, &target, &opts).await
+                let cancel = CancellationToken::new();
+                watch_signals(cancel.clone());
+                tokio::select! {
+                    r = verify::verify(&s3, &args.file, &target, &opts) => r,
+                    () = cancel.cancelled() => Err(Error::Stopped(
+                        "interrupted: verify changes nothing, so nothing is kept: run the same command again".into(),
+                    )),
+                }
             });
             let code = match &result {
                 Ok(r) => match r.verdict {
@@ -250,7 +261,8 @@ impl Output {
         match result {
             Ok((text, report)) => {
                 if self.json {
-                    let json = serde_json::to_string_pretty(&report).expect("reports serialize");
+                    let json = serde_json::to_string_pretty(&crate::s3::identity::stamp(&report))
+                        .expect("reports serialize");
                     println!("{}", crate::redact::redact(&json));
                 } else if !self.quiet {
                     print!("{}", crate::redact::redact(&text));
@@ -391,13 +403,13 @@ async fn shard(command: &ShardCommand, out: &Output) -> i32 {
     }
 }
 
-async fn upload(args: &UploadArgs, out: &Output) -> Result<UploadReport, Error> {
+async fn upload(args: &UploadArgs, out: &Output) -> Result<upload::one::One, Error> {
     let cfg = args.to_config()?;
     let s3 = SdkS3::connect(&args.connection.to_connection()).await?;
     let cancel = CancellationToken::new();
     watch_signals(cancel.clone());
     let progress = out.progress();
-    upload::upload(&s3, &cfg, progress.as_ref(), &cancel).await
+    upload::one::upload_one(&s3, &cfg, args.force, progress.as_ref(), &cancel).await
 }
 
 /// `tally upload DIR s3://BUCKET/PREFIX/`: one line per file as it finishes (`--json`), failures
@@ -494,7 +506,7 @@ impl Output {
         match result {
             Ok(report) => {
                 if self.json {
-                    let v = serde_json::json!({ "summary": &report });
+                    let v = serde_json::json!({ "summary": crate::s3::identity::stamp(&report) });
                     println!("{}", crate::redact::redact(&v.to_string()));
                 } else if !self.quiet {
                     print!(
@@ -515,6 +527,11 @@ fn tree_config(args: &UploadArgs) -> Result<TreeConfig, Error> {
         return Err(Error::Usage(
             "--manifest names one file's manifest; a directory's manifests go to the state directory (TALLY_STATE_DIR): leave --manifest out"
                 .into(),
+        ));
+    }
+    if args.force {
+        return Err(Error::Usage(
+            "--force sends one file again; a directory's files proven identical are always skipped: upload the file itself with --force".into(),
         ));
     }
     let mut prefix = ObjectUrl::parse(&args.target)?;
@@ -578,6 +595,7 @@ fn print_tree(r: &TreeReport, all_good: &str, nothing: &str) -> String {
     count(r.differs, "DIFFER".into());
     count(r.failed, "FAILED".into());
     count(r.ignored, "ignored".into());
+    count(r.not_started, "not started".into());
     if counts.is_empty() {
         counts.push(nothing.to_owned());
     }
@@ -627,7 +645,12 @@ async fn download(args: &DownloadArgs, out: &Output) -> Result<DownloadReport, E
         concurrency: args.concurrency,
     };
     let progress = out.progress();
-    download::download(&s3, &target, &args.dest, &opts, progress.as_ref()).await
+    let cancel = CancellationToken::new();
+    watch_signals(cancel.clone());
+    tokio::select! {
+        r = download::download(&s3, &target, &args.dest, &opts, progress.as_ref()) => r,
+        () = cancel.cancelled() => Err(download::interrupted(&target, &args.dest)),
+    }
 }
 
 /// `tally download s3://BUCKET/PREFIX/ DIR/`.
@@ -729,7 +752,7 @@ fn print_upload(r: &UploadReport) -> String {
         Check::NotReported => "not verified by the server (its reply did not carry it)",
         Check::NotComparableKms => "not compared: under SSE-KMS the ETag is not an MD5",
         Check::NotComparableSseC => "not compared: under SSE-C the ETag is not an MD5",
-        Check::NotPredicted => "not predicted (no MD5)",
+        Check::NotPredicted => "not computed (no MD5 asked for; --content-md5 adds it)",
         Check::Mismatch => "DIFFERS from S3",
     };
     let mut s = format!(
@@ -785,7 +808,9 @@ fn print_upload(r: &UploadReport) -> String {
     s += &print_object_settings(&r.object);
     match &r.etag {
         Some(e) => s += &format!("  etag      {e}: {}\n", check(r.checks.etag)),
-        None => s += "  etag      not predicted: no MD5 computed (--content-md5 computes it)\n",
+        None => {
+            s += "  etag      not computed (no MD5 asked for; --content-md5 adds it): the checksums are the proof\n"
+        }
     }
     match &r.verified {
         Some(v) => {
@@ -794,12 +819,16 @@ fn print_upload(r: &UploadReport) -> String {
                 Some(false) => "DIFFERS",
                 None => "not compared (the server reports none to compare)",
             };
+            let parts = if v.parts_compared == 0 {
+                "no per-part checksums listed by the server".to_owned()
+            } else {
+                format!("{} parts compared one by one", v.parts_compared)
+            };
             s += &format!(
-                "  read back with {}: checksum {}, ETag {}, {} parts compared one by one\n",
+                "  read back with {}: checksum {}, ETag {}, {parts}\n",
                 v.method,
                 said(v.checksum_matches),
                 check(v.etag),
-                v.parts_compared
             );
             if let Some(note) = &v.checksum_note {
                 s += &format!("            {note}\n");
@@ -1134,12 +1163,19 @@ fn print_verify(file: &std::path::Path, r: &VerifyReport) -> String {
         (None, Some(n)) => s += &format!("  etag      {n}\n"),
         (None, None) => {}
     }
-    s += &format!(
-        "  parts     {} in the object, {} compared one by one, {} differ\n",
-        r.parts,
-        r.parts_compared,
-        r.differing_parts.len()
-    );
+    s += &if r.parts_compared == 0 && r.differing_parts.is_empty() {
+        format!(
+            "  parts     {} in the object (the server lists no per-part checksums to compare one by one)\n",
+            r.parts
+        )
+    } else {
+        format!(
+            "  parts     {} in the object, {} compared one by one, {} differ\n",
+            r.parts,
+            r.parts_compared,
+            r.differing_parts.len()
+        )
+    };
     for d in &r.differing_parts {
         s += &format!(
             "    part {} (bytes {}..{}): local {} / S3 {}\n",
@@ -1156,14 +1192,13 @@ fn print_verify(file: &std::path::Path, r: &VerifyReport) -> String {
 fn print_md5(r: &Md5Report) -> String {
     let url = format!("s3://{}/{}", r.bucket, r.key);
     let Some(md5) = &r.md5 else {
+        let kept = r.state_file.as_deref().map_or(
+            "no --state was given, so nothing is kept: run again with --state FILE to be able to continue".into(),
+            |p| format!("state saved in {}: run the same command again to continue", p.display()),
+        );
         return format!(
-            "not finished: {} of {} bytes hashed ({:.1} MiB/s); state saved in {}: run the same command again to continue\n",
-            r.offset,
-            r.size,
-            r.mib_per_s,
-            r.state_file
-                .as_deref()
-                .map_or("(none)".into(), |p| p.display().to_string())
+            "not finished: {} of {} bytes hashed ({:.1} MiB/s); {kept}\n",
+            r.offset, r.size, r.mib_per_s,
         );
     };
     let mut s = format!("{md5}  {url}\n");

@@ -19,6 +19,7 @@ mod errors;
 mod etag;
 #[cfg(any(test, feature = "fake"))]
 pub mod fake;
+pub mod identity;
 mod interceptors;
 mod paging;
 mod sdk;

@@ -109,6 +109,9 @@ pub async fn part<C: ObjectRead>(
                             "part {number} arrived different from {}: fetching it again",
                             a.describe()
                         ));
+                        if let Some(m) = ctx.progress.meter() {
+                            m.take_back(range.end - range.start);
+                        }
                         tokio::time::sleep(delay).await;
                         continue;
                     }
@@ -165,6 +168,7 @@ async fn once<C: ObjectRead>(
     let sink = Sink {
         file: ctx.file.clone(),
         path: ctx.path.clone(),
+        meter: ctx.progress.meter(),
     };
     let task = Reading(tokio::spawn(sink.receive(reply.body, range, hasher)));
     let h = task.finish().await?;
@@ -193,6 +197,8 @@ impl Drop for Reading {
 struct Sink {
     file: Arc<PartialFile>,
     path: PathBuf,
+    /// Counts the bytes as they arrive (the bar), taken back if the attempt fails.
+    meter: Option<crate::progress::Meter>,
 }
 
 impl Sink {
@@ -202,6 +208,24 @@ impl Sink {
         mut body: futures::stream::BoxStream<'static, Result<bytes::Bytes, S3Error>>,
         range: Range<u64>,
         hasher: RangeHasher,
+    ) -> Result<RangeHasher, Failed> {
+        let meter = self.meter.clone();
+        let mut counted = 0u64;
+        let out = self
+            .receive_counted(&mut body, range, hasher, &mut counted)
+            .await;
+        if let Some(m) = meter.filter(|_| out.is_err()) {
+            m.take_back(counted);
+        }
+        out
+    }
+
+    async fn receive_counted(
+        &self,
+        body: &mut futures::stream::BoxStream<'static, Result<bytes::Bytes, S3Error>>,
+        range: Range<u64>,
+        hasher: RangeHasher,
+        counted: &mut u64,
     ) -> Result<RangeHasher, Failed> {
         let len = range.end - range.start;
         let mut received = 0u64;
@@ -213,6 +237,10 @@ impl Sink {
             let broken = match piece {
                 Ok(p) if received + p.len() as u64 <= len => {
                     received += p.len() as u64;
+                    if let Some(m) = &self.meter {
+                        m.add(p.len() as u64);
+                        *counted += p.len() as u64;
+                    }
                     let mut rest = &p[..];
                     while !rest.is_empty() {
                         let n = filling.push(rest);

@@ -17,7 +17,7 @@ use crate::config::ObjectUrl;
 use crate::engine::Engine;
 use crate::error::{EXIT_ERROR, Error};
 use crate::exec::blocking;
-use crate::progress::{Progress, Silent};
+use crate::progress::{InTree, Progress};
 use crate::s3::S3Api;
 use crate::tree::report::{Action, FileLine, TreeReport, stops_everything};
 use crate::tree::{FileEntry, Found};
@@ -107,6 +107,13 @@ pub async fn download_tree<C: S3Api>(
     let started = Instant::now();
     let d = dir.to_owned();
     let root = blocking(move || {
+        if !d.exists() {
+            // A folder that does not exist yet is made, as `aws s3 cp --recursive` does.
+            std::fs::create_dir_all(&d).map_err(|e| Error::Destination {
+                why: format!("cannot be created: {e}"),
+                path: d.clone(),
+            })?;
+        }
         if d.is_dir() {
             Ok(d)
         } else {
@@ -139,7 +146,15 @@ pub async fn download_tree<C: S3Api>(
     );
     let stop = cancel.child_token();
     let mut report = TreeReport::new(prefix);
-    let (engine, stop_ref, root_ref) = (&engine, &stop, &root);
+    let job = Job {
+        engine: &engine,
+        prefix,
+        root: &root,
+        opts,
+        stop: &stop,
+        progress,
+    };
+    let job = &job;
     let fatal = crate::tree::run::run(
         entries,
         OBJECTS_IN_FLIGHT,
@@ -147,22 +162,36 @@ pub async fn download_tree<C: S3Api>(
         progress,
         &mut report,
         on_line,
-        |entry| one_object(engine, s3, prefix, root_ref, entry, opts, stop_ref),
+        |entry| one_object(job, s3, entry),
     )
     .await;
     let bytes = report.downloaded_bytes;
     report.end(started, bytes, fatal, cancel)
 }
 
+/// What every object of a tree download shares.
+struct Job<'a> {
+    engine: &'a Engine,
+    prefix: &'a ObjectUrl,
+    root: &'a Path,
+    opts: &'a DownloadOptions,
+    stop: &'a CancellationToken,
+    progress: &'a dyn Progress,
+}
+
 async fn one_object<C: S3Api>(
-    engine: &Engine,
+    job: &Job<'_>,
     s3: &C,
-    prefix: &ObjectUrl,
-    root: &Path,
     entry: FileEntry,
-    opts: &DownloadOptions,
-    stop: &CancellationToken,
 ) -> Result<FileLine, (FileLine, Error)> {
+    let Job {
+        engine,
+        prefix,
+        root,
+        opts,
+        stop,
+        progress,
+    } = *job;
     let obj = ObjectUrl {
         bucket: prefix.bucket.clone(),
         key: format!("{}{}", prefix.key, entry.rel),
@@ -190,8 +219,9 @@ async fn one_object<C: S3Api>(
             return Ok(line);
         }
     };
+    let in_tree = InTree(progress);
     let result = tokio::select! {
-        r = download_with(engine, s3, &obj, &target, opts, &Silent) => r,
+        r = download_with(engine, s3, &obj, &target, opts, &in_tree) => r,
         () = stop.cancelled() => Err(Error::Interrupted),
     };
     match result {

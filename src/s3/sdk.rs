@@ -56,15 +56,22 @@ impl SdkS3 {
     /// overrides in `conn`.
     ///
     /// The SDK's own request checksums are turned off: tally sends precomputed ones.
+    /// The identity is chosen by [`super::identity`]: a profile named by `--profile` or
+    /// `AWS_PROFILE` supplies the credentials alone (environment keys are not used), and must exist.
     pub async fn connect(conn: &Connection) -> Result<SdkS3, Error> {
+        let chosen = super::identity::resolve(conn.profile.as_deref()).await?;
         let mut loader = aws_config::defaults(BehaviorVersion::latest());
-        if let Some(p) = &conn.profile {
+        if let Some(p) = &chosen.profile {
             loader = loader.profile_name(p);
         }
         if let Some(r) = &conn.region {
             loader = loader.region(Region::new(r.clone()));
         }
-        let shared = loader.load().await;
+        let mut shared = loader.load().await;
+        if let Some(p) = &chosen.profile {
+            let creds = super::identity::profile_provider(p, shared.region().cloned());
+            shared = shared.into_builder().credentials_provider(creds).build();
+        }
         SdkS3::from_shared_config(&shared, conn)
     }
 
@@ -420,6 +427,7 @@ impl MultipartWrite for SdkS3 {
             .key(&obj.key)
             .content_length(body.len() as i64)
             .set_content_md5(hash.content_md5())
+            .set_if_none_match(settings.if_absent.then(|| "*".to_owned()))
             .body(ByteStream::from(body));
         let req = with_settings!(req, settings);
         let timeout = attempt_timeout(self.timeout, hash.len);

@@ -102,6 +102,9 @@ pub struct TreeReport {
     pub failed: u64,
     /// Entries ignored with a warning (sockets, FIFOs, devices, symlinks not followed, loops).
     pub ignored: u64,
+    /// Files not started because the run stopped first (Ctrl-C, or an error that dooms every
+    /// file): neither sent nor failed; the same command again does them.
+    pub not_started: u64,
     /// Whether the walk reached every entry (not interrupted or stopped).
     pub complete: bool,
     /// Seconds spent.

@@ -37,6 +37,11 @@ where
         })
         .enumerate()
         .map(|(index, found)| async move {
+            // Once the run is stopping (an error that dooms every file, Ctrl-C), a file not yet
+            // started is not started: counted, never called failed.
+            if stop.is_cancelled() && matches!(found, Ok(Found::File(_))) {
+                return (index as u64, None);
+            }
             let line = match found {
                 Ok(Found::File(entry)) => {
                     let size = entry.size;
@@ -51,22 +56,30 @@ where
                 // The entries themselves could not be read (a listing failed): the run stops.
                 Err(e) => Err((FileLine::default(), e)),
             };
-            (index as u64, line)
+            (index as u64, Some(line))
         })
         .buffer_unordered(concurrency);
     let mut fatal = None;
     let mut in_order = InOrder::default();
     while let Some((index, outcome)) = outcomes.next().await {
         let line = match outcome {
-            Ok(line) => line,
-            Err((line, e)) => {
-                // The run ends with this error, printed once, as the command's error.
+            None => {
+                report.not_started += 1;
+                in_order.done(index, None, report);
+                continue;
+            }
+            Some(Ok(line)) => line,
+            Some(Err((line, e))) => {
+                // The run ends with this error, printed once, as the command's error; files in
+                // flight that meet the same kind of error are counted, not printed again.
                 if fatal.is_none() {
                     fatal = Some(e);
                     stop.cancel();
                     continue;
                 }
-                line
+                report.add(&line);
+                in_order.done(index, None, report);
+                continue;
             }
         };
         on_line(&line);
