@@ -136,11 +136,12 @@ pub fn run(cli: Cli) -> i32 {
                     "--include, --exclude and --no-follow-symlinks apply to directories, and {} is not one",
                     file.display()
                 ))),
-                Ok(()) => hashfile::hash_file(
+                Ok(()) => hashfile::hash_file_shown(
                     &file,
                     ps,
                     alg,
                     args.file_hash.as_deref().unwrap_or_default(),
+                    out.progress().as_ref(),
                 ),
                 Err(e) => Err(e),
             };

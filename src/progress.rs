@@ -32,6 +32,9 @@ pub trait Progress: Send + Sync {
     }
     /// A resumed transfer: `bytes` in `parts` parts were done by an earlier run.
     fn already(&self, _bytes: u64, _parts: u32) {}
+    /// A local read of `bytes` starts (`what`: "hashing", "re-hashing the parts sent"), its
+    /// bytes counted on the [`Progress::meter`].
+    fn start_reading(&self, _bytes: u64, _what: &str) {}
 }
 
 /// Counts bytes as they move, from any task: a handle on the bar.
@@ -141,6 +144,20 @@ impl Progress for Bar {
 
     fn meter(&self) -> Option<Meter> {
         Some(Meter(self.bar.clone()))
+    }
+
+    fn start_reading(&self, bytes: u64, what: &str) {
+        self.bar.set_style(
+            ProgressStyle::with_template(
+                "{msg} {bar:30} {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta}",
+            )
+            .expect("valid template"),
+        );
+        self.bar.set_message(what.to_owned());
+        self.bar.set_position(0);
+        self.bar.set_length(bytes);
+        self.bar.enable_steady_tick(Duration::from_millis(250));
+        self.bar.reset_eta();
     }
 
     fn part_counted(&self, _bytes: u64) {

@@ -186,6 +186,31 @@ pub fn stamp<T: Serialize>(report: &T) -> serde_json::Value {
 pub(crate) struct Resolved {
     /// The profile.
     pub(crate) profile: Option<String>,
+    /// No keys in the environment and no profile: only the rest of the SDK's chain (web
+    /// identity, container, instance metadata) can give credentials.
+    pub(crate) chain_only: bool,
+}
+
+/// Fails with one line when the SDK's chain finds no credentials.
+pub(crate) async fn check_chain(shared: &aws_config::SdkConfig) -> Result<(), Error> {
+    use aws_sdk_s3::config::ProvideCredentials as _;
+    let Some(p) = shared.credentials_provider() else {
+        return Err(no_credentials());
+    };
+    match p.provide_credentials().await {
+        Ok(_) => Ok(()),
+        Err(e) => {
+            tracing::debug!("the credentials chain found none: {e}");
+            Err(no_credentials())
+        }
+    }
+}
+
+fn no_credentials() -> Error {
+    Error::Config(format!(
+        "no AWS credentials found (no AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, no profile in {}, no container or instance credentials): pass --profile NAME, or set the keys",
+        profile_files()
+    ))
 }
 
 /// Chooses the identity for `flag` (`--profile`) and the environment; logs it (`-v`) and keeps it
@@ -197,9 +222,13 @@ pub(crate) async fn resolve(flag: Option<&str>) -> Result<Resolved, Error> {
         tracing::warn!("{w}");
     }
     tracing::info!("identity: {identity}");
+    let chain_only = identity.source == "default chain";
     let _ = USED.set(identity);
     let profile = i.flag.or(i.env_profile);
-    Ok(Resolved { profile })
+    Ok(Resolved {
+        profile,
+        chain_only,
+    })
 }
 
 /// The credentials of `profile` alone (never the environment's keys), for a client in `region`.

@@ -71,6 +71,10 @@ impl SdkS3 {
         if let Some(p) = &chosen.profile {
             let creds = super::identity::profile_provider(p, shared.region().cloned());
             shared = shared.into_builder().credentials_provider(creds).build();
+        } else if chosen.chain_only {
+            // Neither keys nor a profile: ask the rest of the chain once, so that finding nothing
+            // is one line before anything is read or sent (not one error per file).
+            super::identity::check_chain(&shared).await?;
         }
         SdkS3::from_shared_config(&shared, conn)
     }
