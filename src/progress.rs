@@ -19,6 +19,8 @@ pub trait Progress: Send + Sync {
     fn found(&self, _bytes: u64) {}
     /// One file of a tree is done; `skipped` when nothing was sent (its bytes count as done).
     fn file_done(&self, _bytes: u64, _skipped: bool) {}
+    /// A tree's file `name` starts: the bar names the file in progress.
+    fn file_started(&self, _name: &str) {}
     /// A meter that counts bytes as they move (from any task or thread), for transfers whose
     /// parts are long; `None` where nothing is drawn. Bytes counted on it are not counted again
     /// by [`Progress::part_counted`].
@@ -85,6 +87,8 @@ pub struct Bar {
     total: AtomicU32,
     files_found: AtomicU32,
     files_done: AtomicU32,
+    /// The tree's file started last.
+    current: std::sync::Mutex<String>,
 }
 
 impl Bar {
@@ -103,6 +107,7 @@ impl Bar {
             total: AtomicU32::new(0),
             files_found: AtomicU32::new(0),
             files_done: AtomicU32::new(0),
+            current: std::sync::Mutex::new(String::new()),
         }
     }
 }
@@ -191,6 +196,11 @@ impl Progress for Bar {
         self.files_message();
     }
 
+    fn file_started(&self, name: &str) {
+        *self.current.lock().expect("not poisoned") = name.to_owned();
+        self.files_message();
+    }
+
     fn file_done(&self, bytes: u64, skipped: bool) {
         if skipped {
             self.bar.inc(bytes);
@@ -206,7 +216,19 @@ impl Bar {
             self.files_done.load(Ordering::Relaxed),
             self.files_found.load(Ordering::Relaxed),
         );
-        self.bar.set_message(format!("{done}/{found}"));
+        let current = self.current.lock().expect("not poisoned");
+        // The name's end: the file name and the folders closest to it.
+        let name: String = {
+            let chars: Vec<char> = current.chars().collect();
+            let keep = chars.len().min(40);
+            let tail: String = chars[chars.len() - keep..].iter().collect();
+            if keep < chars.len() {
+                format!("...{tail}")
+            } else {
+                tail
+            }
+        };
+        self.bar.set_message(format!("{done}/{found} {name}"));
     }
 }
 

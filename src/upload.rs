@@ -171,8 +171,22 @@ pub async fn upload_or_skip<C: S3Api>(
         format!("the object has {n} bytes, the file {}", run.src.len())
     } else {
         let proof = tokio::select! {
-            p = crate::verify::prove(run.s3, &run.src, &cfg.target, cfg.part_size) => p?,
+            p = crate::verify::prove(run.s3, &run.src, &cfg.target, cfg.part_size) => p,
             () = cancel.cancelled() => return Err(Error::Interrupted),
+        };
+        let proof = match proof {
+            // Upload-only credentials may not read the object: it cannot be checked, so it is
+            // sent (a refused signature shows up on the write, with S3's reason).
+            Err(Error::S3 { source, .. })
+                if source.kind == crate::error::S3ErrorKind::AccessDenied =>
+            {
+                tracing::info!(
+                    "{}: the object cannot be read ({source}): sending the file",
+                    cfg.target
+                );
+                crate::verify::Proof::Missing
+            }
+            p => p?,
         };
         match proof {
             crate::verify::Proof::Same { facts, how } => {

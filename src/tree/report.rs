@@ -103,7 +103,8 @@ pub struct TreeReport {
     /// Entries ignored with a warning (sockets, FIFOs, devices, symlinks not followed, loops).
     pub ignored: u64,
     /// Files not started because the run stopped first (Ctrl-C, or an error that dooms every
-    /// file): neither sent nor failed; the same command again does them.
+    /// file), or stopped by it before anything of them was kept: neither sent nor failed; the
+    /// same command again does them.
     pub not_started: u64,
     /// Whether the walk reached every entry (not interrupted or stopped).
     pub complete: bool,
@@ -286,7 +287,9 @@ impl TreeReport {
     }
 }
 
-/// Errors after which no other file can succeed either: the run stops.
+/// Errors after which no other file can succeed either: the run stops. Access denied counts: the
+/// files of a tree share a bucket and a prefix, and a HEAD's 403 (no body) cannot tell a refused
+/// signature from a policy.
 pub fn stops_everything(e: &Error) -> bool {
     let kind = match e {
         Error::S3 { source, .. } => Some((source.kind, source.code.as_deref())),
@@ -300,7 +303,10 @@ pub fn stops_everything(e: &Error) -> bool {
     matches!(
         kind,
         Some((
-            S3ErrorKind::Credentials | S3ErrorKind::WrongRegion | S3ErrorKind::Unreachable,
+            S3ErrorKind::Credentials
+                | S3ErrorKind::AccessDenied
+                | S3ErrorKind::WrongRegion
+                | S3ErrorKind::Unreachable,
             _
         )) | Some((S3ErrorKind::NotFound, Some("NoSuchBucket")))
     )

@@ -45,6 +45,7 @@ where
             let line = match found {
                 Ok(Found::File(entry)) => {
                     let size = entry.size;
+                    progress.file_started(&entry.rel);
                     let line = per_file(entry).await;
                     let nothing_sent = line
                         .as_ref()
@@ -64,6 +65,16 @@ where
     while let Some((index, outcome)) = outcomes.next().await {
         let line = match outcome {
             None => {
+                report.not_started += 1;
+                in_order.done(index, None, report);
+                continue;
+            }
+            // Stopped by the run's own stop before it kept anything: as good as not started.
+            Some(Ok(line))
+                if stop.is_cancelled()
+                    && line.action == Action::Failed
+                    && line.reason.as_deref() == Some("interrupted") =>
+            {
                 report.not_started += 1;
                 in_order.done(index, None, report);
                 continue;

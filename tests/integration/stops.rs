@@ -63,6 +63,26 @@ fn a_tree_with_refused_credentials_stops_with_one_line() {
     assert!(err.contains("credentials were refused"), "{err}");
 }
 
+#[test]
+fn a_tree_without_any_credentials_stops_with_one_line() {
+    let s = garage();
+    let dir = s.temp_dir();
+    let root = card(dir.path(), 40, 0);
+    let mut cmd = s.command();
+    cmd.env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .args([
+            "upload",
+            root.to_str().unwrap(),
+            &s.url(&unique("stops/nocreds/")),
+        ]);
+    let out = run_bounded(&mut cmd, TALLY_BOUND, "tally upload DIR (no credentials)");
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert_eq!(err.lines().count(), 1, "one line expected: {err}");
+    assert!(err.contains("no AWS credentials found"), "{err}");
+}
+
 /// A tally child whose output goes to files, so that the test can read its stderr while it runs
 /// and signal it by pid; killed when dropped.
 struct Signalled {
