@@ -120,6 +120,11 @@ pub fn run(cli: Cli) -> i32 {
             if is_prefix {
                 return runtime.block_on(download_tree(args, &out));
             }
+            if args.tree.any() {
+                return out.finish::<()>(Err(Error::Usage(
+                    "--include and --exclude choose the objects under a prefix: give a prefix ending in /".into(),
+                )));
+            }
             if args.mhl {
                 return out.finish::<()>(Err(Error::Usage(
                     "--mhl writes an ASC MHL generation for a downloaded folder: give a prefix ending in /"
@@ -644,6 +649,7 @@ async fn download(args: &DownloadArgs, out: &Output) -> Result<DownloadReport, E
     let opts = DownloadOptions {
         force: args.force,
         concurrency: args.concurrency,
+        filters: Default::default(),
     };
     let progress = out.progress();
     let cancel = CancellationToken::new();
@@ -664,6 +670,7 @@ async fn download_tree(args: &DownloadArgs, out: &Output) -> i32 {
         let opts = DownloadOptions {
             force: args.force,
             concurrency: args.concurrency,
+            filters: args.tree.download_filters()?,
         };
         let progress = out.progress();
         let on_line = out.tree_lines();

@@ -94,6 +94,9 @@ pub struct DownloadArgs {
     /// Parts in flight at most.
     #[arg(long, default_value_t = DEFAULT_CONCURRENCY)]
     pub concurrency: usize,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub tree: TreeArgs,
     /// Prefix downloads: after every object is here, add an ASC MHL generation (process
     /// "transfer", location = DIR) to DIR/ascmhl/ recording each file's hashes (a tree that came
     /// with an ascmhl/ history is checked against it with or without this flag).
@@ -181,6 +184,16 @@ impl TreeArgs {
             follow_symlinks: !self.no_follow_symlinks,
             key_prefix_len: 0,
         })
+    }
+
+    /// The rules for a prefix download (`--no-follow-symlinks` has no meaning there).
+    pub fn download_filters(&self) -> Result<crate::tree::Filters, Error> {
+        if self.no_follow_symlinks {
+            return Err(Error::Usage(
+                "--no-follow-symlinks applies to local folders; a download lists objects: leave it out".into(),
+            ));
+        }
+        crate::tree::Filters::new(self.rules.clone())
     }
 
     /// Whether any tree flag was given (they need a directory).

@@ -56,6 +56,8 @@ pub struct DownloadOptions {
     pub force: bool,
     /// Parts in flight at most.
     pub concurrency: usize,
+    /// Prefix downloads: which keys are taken (`--include`, `--exclude`, as for directories).
+    pub filters: crate::tree::Filters,
 }
 
 /// The report of one download.
@@ -664,6 +666,7 @@ mod tests {
         DownloadOptions {
             force: false,
             concurrency: 3,
+            filters: Default::default(),
         }
     }
 
@@ -939,6 +942,7 @@ mod tests {
         let one = DownloadOptions {
             force: false,
             concurrency: 1,
+            filters: Default::default(),
         };
         let e = download(&s3, &url("k"), &dest, &one, &watcher)
             .await

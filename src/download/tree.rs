@@ -132,17 +132,22 @@ pub async fn download_tree<C: S3Api>(
     let limited = engine.limit(s3);
     // One page of the listing at a time: a prefix of millions of objects is never held whole.
     let entries = Box::pin(
-        crate::remote::listing::objects(&limited, &prefix.bucket, &prefix.key).map_ok(|o| {
-            let rel = o.key[prefix.key.len().min(o.key.len())..].to_owned();
-            Found::File(FileEntry {
-                path: root.join(&rel),
-                rel,
-                size: o.size,
-                mtime_ns: 0,
-                dev: 0,
-                ino: 0,
+        crate::remote::listing::objects(&limited, &prefix.bucket, &prefix.key)
+            .try_filter(|o| {
+                let rel = &o.key[prefix.key.len().min(o.key.len())..];
+                std::future::ready(opts.filters.allows_file(rel))
             })
-        }),
+            .map_ok(|o| {
+                let rel = o.key[prefix.key.len().min(o.key.len())..].to_owned();
+                Found::File(FileEntry {
+                    path: root.join(&rel),
+                    rel,
+                    size: o.size,
+                    mtime_ns: 0,
+                    dev: 0,
+                    ino: 0,
+                })
+            }),
     );
     let stop = cancel.child_token();
     let mut report = TreeReport::new(prefix);

@@ -7,6 +7,7 @@ mod claims;
 mod cli;
 mod download;
 mod faults;
+mod habits;
 mod identity;
 mod inputs;
 mod md5;
