@@ -95,6 +95,9 @@ pub struct DownloadArgs {
     /// Parts in flight at most.
     #[arg(long, default_value_t = DEFAULT_CONCURRENCY)]
     pub concurrency: usize,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub tree: TreeArgs,
     /// Prefix downloads: after every object is here, add an ASC MHL generation (process
     /// "transfer", location = DIR) to DIR/ascmhl/ recording each file's hashes (a tree that came
     /// with an ascmhl/ history is checked against it with or without this flag).
@@ -182,6 +185,16 @@ impl TreeArgs {
             follow_symlinks: !self.no_follow_symlinks,
             key_prefix_len: 0,
         })
+    }
+
+    /// The rules for a prefix download (`--no-follow-symlinks` has no meaning there).
+    pub fn download_filters(&self) -> Result<crate::tree::Filters, Error> {
+        if self.no_follow_symlinks {
+            return Err(Error::Usage(
+                "--no-follow-symlinks applies to local folders; a download lists objects: leave it out".into(),
+            ));
+        }
+        crate::tree::Filters::new(self.rules.clone())
     }
 
     /// Whether any tree flag was given (they need a directory).
@@ -511,6 +524,16 @@ pub struct UploadArgs {
     /// Keep the manifest after success, as an audit record of every part's checksum.
     #[arg(long)]
     pub keep_manifest: bool,
+    /// Never replace an object: a key that holds an object not proven to be the file is refused
+    /// (exit 2; for a directory, that file's line), and the write itself is conditional
+    /// (If-None-Match: *), so an object written meanwhile is not replaced where the server honours
+    /// it (AWS S3, LocalStack; Garage 2.5.0 ignores it: see docs/dit.md).
+    #[arg(long, conflicts_with = "force")]
+    pub no_overwrite: bool,
+    /// Send the file even when the object at the key is already proven to be it (a single file
+    /// is skipped then, as a directory's files are).
+    #[arg(long)]
+    pub force: bool,
     /// Also compute each part's MD5 and send it as Content-MD5, so the multipart ETag is predicted
     /// and checked (MD5 costs ~2.6x SHA-256 here; S3 already verifies each part's checksum).
     #[arg(long)]
@@ -621,6 +644,7 @@ impl UploadArgs {
             self.sse_kms_key_id.clone(),
             self.md5_tag.as_deref(),
         )?;
+        cfg.object.if_absent = self.no_overwrite;
         cfg.check_file_hash_tags()?;
         Ok(cfg)
     }

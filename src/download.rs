@@ -54,6 +54,8 @@ pub struct DownloadOptions {
     pub force: bool,
     /// Parts in flight at most.
     pub concurrency: usize,
+    /// Prefix downloads: which keys are taken (`--include`, `--exclude`, as for directories).
+    pub filters: crate::tree::Filters,
 }
 
 /// The report of one download.
@@ -136,7 +138,47 @@ pub async fn download<C: S3Api>(
     opts: &DownloadOptions,
     progress: &dyn Progress,
 ) -> Result<DownloadReport, Error> {
-    download_with(&engine(opts.concurrency), s3, obj, dest, opts, progress).await
+    match download_with(&engine(opts.concurrency), s3, obj, dest, opts, progress).await {
+        Err(e) if no_such_key(&e) => Err(prefix_hint(s3, obj).await.unwrap_or(e)),
+        r => r,
+    }
+}
+
+fn no_such_key(e: &Error) -> bool {
+    matches!(e, Error::S3 { source, .. }
+        if source.kind == crate::s3::S3ErrorKind::NotFound
+            && source.code.as_deref() != Some("NoSuchBucket"))
+}
+
+/// For a key that names no object: objects under `KEY/` mean the user meant that prefix.
+async fn prefix_hint<C: S3Api>(s3: &C, obj: &ObjectUrl) -> Option<Error> {
+    use futures::StreamExt as _;
+    let under = format!("{}/", obj.key);
+    let listing = crate::remote::listing::objects(s3, &obj.bucket, &under);
+    let first = Box::pin(listing).next().await?.ok()?;
+    tracing::debug!("{} is under {obj}/", first.key);
+    Some(Error::Usage(format!(
+        "{obj} is not an object, but objects exist under {obj}/: add the trailing / (s3://{}/{under}) to download them all into a folder",
+        obj.bucket
+    )))
+}
+
+/// The error for a download of `obj` to `dest` stopped by Ctrl-C / SIGTERM: what is kept, and
+/// how to go on.
+pub fn interrupted(obj: &ObjectUrl, dest: &Path) -> Error {
+    let target = dest::resolve(dest, &obj.key).unwrap_or_else(|_| dest.to_owned());
+    let partial = dest::partial_path(&target);
+    let kept = if partial.exists() {
+        format!(
+            "the parts fetched and checked so far are kept in {} (and its .journal)",
+            partial.display()
+        )
+    } else {
+        format!("nothing was written to {}", target.display())
+    };
+    Error::Stopped(format!(
+        "interrupted: {kept}: run the same command again to go on"
+    ))
 }
 
 /// [`download`] under the budget of `engine`, shared with the other transfers of the command.
@@ -183,6 +225,8 @@ pub async fn download_to<C: S3Api>(
     let dest = dest.to_owned();
     let s3l = engine.limit(s3);
     let learned = remote_facts(&s3l, obj, None).await?;
+    let made = dest.clone();
+    blocking(move || dest::make_parent(&made)).await?;
     let facts = learned.facts;
     let mut report = DownloadReport {
         bucket: obj.bucket.clone(),
@@ -288,6 +332,14 @@ pub async fn download_to<C: S3Api>(
     let journal = Arc::new(journal);
     progress.start(facts.size, ranges.len() as u32);
     let todo: Vec<usize> = (0..ranges.len()).filter(|i| hashes[*i].is_none()).collect();
+    if todo.len() < ranges.len() {
+        // A resumed download starts from what the journal holds.
+        let held: u64 = (0..ranges.len())
+            .filter(|i| hashes[*i].is_some())
+            .map(|i| ranges[i].end - ranges[i].start)
+            .sum();
+        progress.already(held, (ranges.len() - todo.len()) as u32);
+    }
     let outcome = async {
         fetch_all(engine, s3, &ctx, &journal, &ranges, todo, &mut report)
             .await?
@@ -335,6 +387,7 @@ pub async fn download_to<C: S3Api>(
                 "the parts together do not match {what}, and no part can be named: fetching every part again"
             ));
             report.refetched_whole = true;
+            progress.start(facts.size, ranges.len() as u32);
             let all: Vec<usize> = (0..ranges.len()).collect();
             for (i, f) in fetch_all(engine, s3, &ctx, &journal, &ranges, all, &mut report).await? {
                 hashes[i] = Some(f.hash);
@@ -404,7 +457,7 @@ async fn fetch_all<C: S3Api>(
                     j.record(&line)
                 })
                 .await?;
-                ctx.progress.part_done(range.end - range.start);
+                ctx.progress.part_counted(range.end - range.start);
                 crate::seam::pause("dlpart").await;
                 Ok((i, f))
             },
@@ -758,6 +811,7 @@ mod tests {
         DownloadOptions {
             force: false,
             concurrency: 3,
+            filters: Default::default(),
         }
     }
 
@@ -1063,6 +1117,7 @@ mod tests {
         let one = DownloadOptions {
             force: false,
             concurrency: 1,
+            filters: Default::default(),
         };
         let e = download(&s3, &url("k"), &dest, &one, &watcher)
             .await

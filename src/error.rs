@@ -112,6 +112,19 @@ pub enum Error {
     /// Stopped by Ctrl-C / SIGTERM.
     #[error("interrupted")]
     Interrupted,
+    /// `--no-overwrite`: an object exists at the key, and is not proven to be the file.
+    #[error(
+        "{url} {why}: not replaced (--no-overwrite); choose another key, or upload without --no-overwrite to replace it"
+    )]
+    NotReplaced {
+        /// The object, `s3://bucket/key`.
+        url: String,
+        /// What is there.
+        why: String,
+    },
+    /// Stopped by Ctrl-C / SIGTERM, saying what is kept and how to go on.
+    #[error("{0}")]
+    Stopped(String),
     /// A multipart upload failed after it was created; says what became of the upload.
     #[error("{source}; {}", outcome.describe(bucket, key, upload_id))]
     UploadFailed {

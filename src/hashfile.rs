@@ -58,9 +58,26 @@ pub fn hash_file(
     alg: ChecksumAlgorithm,
     formats: &[FileHashFormat],
 ) -> Result<HashReport, Error> {
+    hash_file_shown(path, part_size, alg, formats, &crate::progress::Silent)
+}
+
+/// Bytes the whole-file hashes take at a time, between progress updates.
+const SHOWN_STEP: usize = 16 << 20;
+
+/// [`hash_file`], with the bytes read shown on `progress` as the whole-file hashes advance (the
+/// slowest of the hashes: the per-part ones run beside it on the other cores).
+pub fn hash_file_shown(
+    path: &std::path::Path,
+    part_size: u64,
+    alg: ChecksumAlgorithm,
+    formats: &[FileHashFormat],
+    progress: &dyn crate::progress::Progress,
+) -> Result<HashReport, Error> {
     let src = Source::open(path)?;
     let plan = Plan::new(src.len(), part_size)?;
     let parts: Vec<_> = plan.parts().collect();
+    progress.start_reading(src.len(), "hashing");
+    let meter = progress.meter();
     let (hashes, whole) = rayon::join(
         || {
             parts
@@ -70,10 +87,16 @@ pub fn hash_file(
         },
         || {
             let mut h = FileHasher::new(formats).with_md5();
-            h.update(src.bytes());
+            for chunk in src.bytes().chunks(SHOWN_STEP) {
+                h.update(chunk);
+                if let Some(m) = &meter {
+                    m.add(chunk.len() as u64);
+                }
+            }
             h.finish()
         },
     );
+    progress.finish();
     let md5 = whole.md5.expect("asked for");
     let (method, checksum, etag) = match plan {
         Plan::Single { .. } => (

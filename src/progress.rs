@@ -19,6 +19,40 @@ pub trait Progress: Send + Sync {
     fn found(&self, _bytes: u64) {}
     /// One file of a tree is done; `skipped` when nothing was sent (its bytes count as done).
     fn file_done(&self, _bytes: u64, _skipped: bool) {}
+    /// A tree's file `name` starts: the bar names the file in progress.
+    fn file_started(&self, _name: &str) {}
+    /// A meter that counts bytes as they move (from any task or thread), for transfers whose
+    /// parts are long; `None` where nothing is drawn. Bytes counted on it are not counted again
+    /// by [`Progress::part_counted`].
+    fn meter(&self) -> Option<Meter> {
+        None
+    }
+    /// One part is stored whose bytes were already counted on the [`Progress::meter`] (or, without
+    /// a meter, counts them now).
+    fn part_counted(&self, bytes: u64) {
+        self.part_done(bytes);
+    }
+    /// A resumed transfer: `bytes` in `parts` parts were done by an earlier run.
+    fn already(&self, _bytes: u64, _parts: u32) {}
+    /// A local read of `bytes` starts (`what`: "hashing", "re-hashing the parts sent"), its
+    /// bytes counted on the [`Progress::meter`].
+    fn start_reading(&self, _bytes: u64, _what: &str) {}
+}
+
+/// Counts bytes as they move, from any task: a handle on the bar.
+#[derive(Debug, Clone)]
+pub struct Meter(ProgressBar);
+
+impl Meter {
+    /// `n` more bytes moved.
+    pub fn add(&self, n: u64) {
+        self.0.inc(n);
+    }
+
+    /// `n` bytes counted are to be moved again (a failed or corrupt attempt).
+    pub fn take_back(&self, n: u64) {
+        self.0.set_position(self.0.position().saturating_sub(n));
+    }
 }
 
 /// Reports nothing (pipes, `--quiet`, `--json`, tests).
@@ -53,6 +87,8 @@ pub struct Bar {
     total: AtomicU32,
     files_found: AtomicU32,
     files_done: AtomicU32,
+    /// The tree's file started last.
+    current: std::sync::Mutex<String>,
 }
 
 impl Bar {
@@ -71,6 +107,7 @@ impl Bar {
             total: AtomicU32::new(0),
             files_found: AtomicU32::new(0),
             files_done: AtomicU32::new(0),
+            current: std::sync::Mutex::new(String::new()),
         }
     }
 }
@@ -84,6 +121,8 @@ impl Default for Bar {
 impl Progress for Bar {
     fn start(&self, bytes: u64, parts: u32) {
         self.total.store(parts, Ordering::Relaxed);
+        self.done.store(0, Ordering::Relaxed);
+        self.bar.set_position(0);
         self.bar.set_length(bytes);
         self.bar.set_message(format!("0/{parts}"));
         self.bar.enable_steady_tick(Duration::from_millis(250));
@@ -108,6 +147,41 @@ impl Progress for Bar {
         self.bar.println(format!("tally: {msg}"));
     }
 
+    fn meter(&self) -> Option<Meter> {
+        Some(Meter(self.bar.clone()))
+    }
+
+    fn start_reading(&self, bytes: u64, what: &str) {
+        self.bar.set_style(
+            ProgressStyle::with_template(
+                "{msg} {bar:30} {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta}",
+            )
+            .expect("valid template"),
+        );
+        self.bar.set_message(what.to_owned());
+        self.bar.set_position(0);
+        self.bar.set_length(bytes);
+        self.bar.enable_steady_tick(Duration::from_millis(250));
+        self.bar.reset_eta();
+    }
+
+    fn part_counted(&self, _bytes: u64) {
+        let done = self.done.fetch_add(1, Ordering::Relaxed) + 1;
+        if self.files_found.load(Ordering::Relaxed) == 0 {
+            let total = self.total.load(Ordering::Relaxed);
+            self.bar.set_message(format!("{done}/{total}"));
+        }
+    }
+
+    fn already(&self, bytes: u64, parts: u32) {
+        self.bar.inc(bytes);
+        self.done.fetch_add(parts, Ordering::Relaxed);
+        let total = self.total.load(Ordering::Relaxed);
+        self.bar.set_message(format!("{parts}/{total}"));
+        // The rate and ETA count what this run moves, not what an earlier one did.
+        self.bar.reset_eta();
+    }
+
     fn found(&self, bytes: u64) {
         if self.files_found.fetch_add(1, Ordering::Relaxed) == 0 {
             self.bar.set_style(
@@ -119,6 +193,11 @@ impl Progress for Bar {
             self.bar.enable_steady_tick(Duration::from_millis(250));
         }
         self.bar.inc_length(bytes);
+        self.files_message();
+    }
+
+    fn file_started(&self, name: &str) {
+        *self.current.lock().expect("not poisoned") = name.to_owned();
         self.files_message();
     }
 
@@ -137,6 +216,42 @@ impl Bar {
             self.files_done.load(Ordering::Relaxed),
             self.files_found.load(Ordering::Relaxed),
         );
-        self.bar.set_message(format!("{done}/{found}"));
+        let current = self.current.lock().expect("not poisoned");
+        // The name's end: the file name and the folders closest to it.
+        let name: String = {
+            let chars: Vec<char> = current.chars().collect();
+            let keep = chars.len().min(40);
+            let tail: String = chars[chars.len() - keep..].iter().collect();
+            if keep < chars.len() {
+                format!("...{tail}")
+            } else {
+                tail
+            }
+        };
+        self.bar.set_message(format!("{done}/{found} {name}"));
+    }
+}
+
+/// One file's progress inside a tree's: its bytes count toward the tree's bar as they move; its
+/// start and end redraw nothing, and its notes go to the log (`-v`), each file's outcome being in
+/// its report line.
+pub struct InTree<'a>(pub &'a dyn Progress);
+
+impl Progress for InTree<'_> {
+    fn start(&self, _bytes: u64, _parts: u32) {}
+    fn part_done(&self, bytes: u64) {
+        self.0.part_done(bytes);
+    }
+    fn finish(&self) {}
+    fn note(&self, msg: &str) {
+        tracing::info!("{msg}");
+    }
+    fn meter(&self) -> Option<Meter> {
+        self.0.meter()
+    }
+    fn part_counted(&self, bytes: u64) {
+        if self.0.meter().is_none() {
+            self.0.part_done(bytes);
+        }
     }
 }

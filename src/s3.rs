@@ -20,6 +20,7 @@ mod error;
 mod errors;
 #[cfg(any(test, feature = "fake"))]
 pub mod fake;
+pub mod identity;
 mod interceptors;
 mod paging;
 mod sdk;

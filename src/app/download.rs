@@ -16,6 +16,12 @@ pub(crate) fn run(args: &DownloadArgs, out: &Output, runtime: &tokio::runtime::R
     if is_prefix {
         return runtime.block_on(download_tree(args, out));
     }
+    if args.tree.any() {
+        return out.finish::<()>(Err(Error::Usage(
+            "--include and --exclude choose the objects under a prefix: give a prefix ending in /"
+                .into(),
+        )));
+    }
     if args.mhl {
         return out.finish::<()>(Err(Error::Usage(
             "--mhl writes an ASC MHL generation for a downloaded folder: give a prefix ending in /"
@@ -32,6 +38,7 @@ async fn download(args: &DownloadArgs, out: &Output) -> Result<DownloadReport, E
     let opts = DownloadOptions {
         force: args.force,
         concurrency: args.concurrency,
+        filters: Default::default(),
     };
     let progress = out.progress();
     // Ctrl-C / SIGTERM stop it as they stop a prefix: the parts recorded are kept for a resume.
@@ -39,7 +46,7 @@ async fn download(args: &DownloadArgs, out: &Output) -> Result<DownloadReport, E
     watch_signals(cancel.clone());
     tokio::select! {
         r = download::download(&s3, &target, &args.dest, &opts, progress.as_ref()) => r,
-        () = cancel.cancelled() => Err(Error::Interrupted),
+        () = cancel.cancelled() => Err(download::interrupted(&target, &args.dest)),
     }
 }
 
@@ -53,6 +60,7 @@ async fn download_tree(args: &DownloadArgs, out: &Output) -> i32 {
         let opts = DownloadOptions {
             force: args.force,
             concurrency: args.concurrency,
+            filters: args.tree.download_filters()?,
         };
         let progress = out.progress();
         let on_line = out.tree_lines();

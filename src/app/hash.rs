@@ -17,11 +17,12 @@ pub(crate) fn run(args: &HashArgs, out: &Output, runtime: &tokio::runtime::Runti
             "--include, --exclude and --no-follow-symlinks apply to directories, and {} is not one",
             file.display()
         ))),
-        Ok(()) => hashfile::hash_file(
+        Ok(()) => hashfile::hash_file_shown(
             &file,
             ps,
             alg,
             args.file_hash.as_deref().unwrap_or_default(),
+            out.progress().as_ref(),
         ),
         Err(e) => Err(e),
     };

@@ -38,7 +38,8 @@ impl Output {
         match result {
             Ok((text, report)) => {
                 if self.json {
-                    let json = serde_json::to_string_pretty(&report).expect("reports serialize");
+                    let json = serde_json::to_string_pretty(&crate::s3::identity::stamp(&report))
+                        .expect("reports serialize");
                     println!("{}", crate::redact::redact(&json));
                 } else if !self.quiet {
                     print!("{}", crate::redact::redact(&text));
@@ -95,7 +96,7 @@ impl Output {
         match result {
             Ok(report) => {
                 if self.json {
-                    let v = serde_json::json!({ "summary": &report });
+                    let v = serde_json::json!({ "summary": crate::s3::identity::stamp(&report) });
                     println!("{}", crate::redact::redact(&v.to_string()));
                 } else if !self.quiet {
                     print!(
@@ -234,6 +235,7 @@ pub(crate) fn print_tree(r: &TreeReport, all_good: &str, nothing: &str) -> Strin
     count(r.differs, "DIFFER".into());
     count(r.failed, "FAILED".into());
     count(r.ignored, "ignored".into());
+    count(r.not_started, "not started".into());
     if counts.is_empty() {
         counts.push(nothing.to_owned());
     }

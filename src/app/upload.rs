@@ -27,7 +27,11 @@ pub(crate) fn run(args: &UploadArgs, out: &Output, runtime: &tokio::runtime::Run
             args.file.display()
         ))));
     }
-    let result = runtime.block_on(upload(args, out));
+    let result = match runtime.block_on(upload(args, out)) {
+        Ok(upload::one::One::Skipped(s)) => return out.finish(Ok((s.text(), s))),
+        Ok(upload::one::One::Uploaded(r)) => Ok(*r),
+        Err(e) => Err(e),
+    };
     let code = match &result {
         Ok(r) if r.md5_tag_error.is_some() || r.file_hash_tag_error.is_some() => EXIT_ERROR,
         _ => EXIT_OK,
@@ -43,13 +47,13 @@ pub(crate) fn run(args: &UploadArgs, out: &Output, runtime: &tokio::runtime::Run
     out.finish(result.map(|r| (print_upload(&r), r))).max(code)
 }
 
-async fn upload(args: &UploadArgs, out: &Output) -> Result<UploadReport, Error> {
+async fn upload(args: &UploadArgs, out: &Output) -> Result<upload::one::One, Error> {
     let cfg = args.to_config()?;
     let s3 = SdkS3::connect(&args.connection.to_connection()).await?;
     let cancel = CancellationToken::new();
     watch_signals(cancel.clone());
     let progress = out.progress();
-    upload::upload(&s3, &cfg, progress.as_ref(), &cancel).await
+    upload::one::upload_one(&s3, &cfg, args.force, progress.as_ref(), &cancel).await
 }
 
 /// `tally upload DIR s3://BUCKET/PREFIX/`: one line per file as it finishes (`--json`), failures
@@ -84,6 +88,11 @@ fn tree_config(args: &UploadArgs) -> Result<TreeConfig, Error> {
                 .into(),
         ));
     }
+    if args.force {
+        return Err(Error::Usage(
+            "--force sends one file again; a directory's files proven identical are always skipped: upload the file itself with --force".into(),
+        ));
+    }
     let mut prefix = ObjectUrl::parse(&args.target)?;
     if !prefix.key.is_empty() && !prefix.key.ends_with('/') {
         prefix.key.push('/');
@@ -108,7 +117,7 @@ fn print_upload(r: &UploadReport) -> String {
         Check::NotReported => "not verified by the server (its reply did not carry it)",
         Check::NotComparableKms => "not compared: under SSE-KMS the ETag is not an MD5",
         Check::NotComparableSseC => "not compared: under SSE-C the ETag is not an MD5",
-        Check::NotPredicted => "not predicted (no MD5)",
+        Check::NotPredicted => "not computed (no MD5 asked for; --content-md5 adds it)",
         Check::Mismatch => "DIFFERS from S3",
     };
     let mut s = format!(
@@ -164,7 +173,9 @@ fn print_upload(r: &UploadReport) -> String {
     s += &print_object_settings(&r.object);
     match &r.etag {
         Some(e) => s += &format!("  etag      {e}: {}\n", check(r.checks.etag)),
-        None => s += "  etag      not predicted: no MD5 computed (--content-md5 computes it)\n",
+        None => {
+            s += "  etag      not computed (no MD5 asked for; --content-md5 adds it): the checksums are the proof\n"
+        }
     }
     match &r.verified {
         Some(v) => {
@@ -173,12 +184,16 @@ fn print_upload(r: &UploadReport) -> String {
                 Some(false) => "DIFFERS",
                 None => "not compared (the server reports none to compare)",
             };
+            let parts = if v.parts_compared == 0 {
+                "no per-part checksums listed by the server".to_owned()
+            } else {
+                format!("{} parts compared one by one", v.parts_compared)
+            };
             s += &format!(
-                "  read back with {}: checksum {}, ETag {}, {} parts compared one by one\n",
+                "  read back with {}: checksum {}, ETag {}, {parts}\n",
                 v.method,
                 said(v.checksum_matches),
                 check(v.etag),
-                v.parts_compared
             );
             if let Some(note) = &v.checksum_note {
                 s += &format!("            {note}\n");

@@ -28,7 +28,14 @@ pub(crate) fn run(args: &VerifyArgs, out: &Output, runtime: &tokio::runtime::Run
             etag: args.etag,
             wait: args.wait,
         };
-        verify::verify(&s3, &args.file, &target, &opts).await
+                let cancel = CancellationToken::new();
+                watch_signals(cancel.clone());
+                tokio::select! {
+                    r = verify::verify(&s3, &args.file, &target, &opts) => r,
+                    () = cancel.cancelled() => Err(Error::Stopped(
+                        "interrupted: verify changes nothing, so nothing is kept: run the same command again".into(),
+                    )),
+                }
     });
     let code = match &result {
         Ok(r) => match r.verdict {
@@ -123,12 +130,19 @@ fn print_verify(file: &std::path::Path, r: &VerifyReport) -> String {
         (None, Some(n)) => s += &format!("  etag      {n}\n"),
         (None, None) => {}
     }
-    s += &format!(
-        "  parts     {} in the object, {} compared one by one, {} differ\n",
-        r.parts,
-        r.parts_compared,
-        r.differing_parts.len()
-    );
+    s += &if r.parts_compared == 0 && r.differing_parts.is_empty() {
+        format!(
+            "  parts     {} in the object (the server lists no per-part checksums to compare one by one)\n",
+            r.parts
+        )
+    } else {
+        format!(
+            "  parts     {} in the object, {} compared one by one, {} differ\n",
+            r.parts,
+            r.parts_compared,
+            r.differing_parts.len()
+        )
+    };
     for d in &r.differing_parts {
         s += &format!(
             "    part {} (bytes {}..{}): local {} / S3 {}\n",

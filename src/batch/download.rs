@@ -17,7 +17,7 @@ use crate::batch::report::{Action, FileLine, TreeReport, stops_everything};
 use crate::engine::Engine;
 use crate::error::{EXIT_ERROR, Error};
 use crate::exec::blocking;
-use crate::progress::{Progress, Silent};
+use crate::progress::{InTree, Progress};
 use crate::s3::S3Api;
 use crate::tree::{FileEntry, Found};
 use crate::vocab::ObjectUrl;
@@ -108,6 +108,13 @@ pub async fn download_tree<C: S3Api>(
     crate::download::check_options(opts)?;
     let d = dir.to_owned();
     let root = blocking(move || {
+        if !d.exists() {
+            // A folder that does not exist yet is made, as `aws s3 cp --recursive` does.
+            std::fs::create_dir_all(&d).map_err(|e| Error::Destination {
+                why: format!("cannot be created: {e}"),
+                path: d.clone(),
+            })?;
+        }
         if d.is_dir() {
             Ok(d)
         } else {
@@ -126,21 +133,34 @@ pub async fn download_tree<C: S3Api>(
     let limited = engine.limit(s3);
     // One page of the listing at a time: a prefix of millions of objects is never held whole.
     let entries = Box::pin(
-        crate::remote::listing::objects(&limited, &prefix.bucket, &prefix.key).map_ok(|o| {
-            let rel = o.key[prefix.key.len().min(o.key.len())..].to_owned();
-            Found::File(FileEntry {
-                path: root.join(&rel),
-                rel,
-                size: o.size,
-                mtime_ns: 0,
-                dev: 0,
-                ino: 0,
+        crate::remote::listing::objects(&limited, &prefix.bucket, &prefix.key)
+            .try_filter(|o| {
+                let rel = &o.key[prefix.key.len().min(o.key.len())..];
+                std::future::ready(opts.filters.allows_file(rel))
             })
-        }),
+            .map_ok(|o| {
+                let rel = o.key[prefix.key.len().min(o.key.len())..].to_owned();
+                Found::File(FileEntry {
+                    path: root.join(&rel),
+                    rel,
+                    size: o.size,
+                    mtime_ns: 0,
+                    dev: 0,
+                    ino: 0,
+                })
+            }),
     );
     let stop = cancel.child_token();
     let mut report = TreeReport::new(prefix);
-    let (engine, stop_ref, root_ref) = (&engine, &stop, &root);
+    let job = Job {
+        engine: &engine,
+        prefix,
+        root: &root,
+        opts,
+        stop: &stop,
+        progress,
+    };
+    let job = &job;
     let fatal = crate::batch::run::run(
         entries,
         OBJECTS_IN_FLIGHT,
@@ -148,22 +168,36 @@ pub async fn download_tree<C: S3Api>(
         progress,
         &mut report,
         on_line,
-        |entry| one_object(engine, s3, prefix, root_ref, entry, opts, stop_ref),
+        |entry| one_object(job, s3, entry),
     )
     .await;
     let bytes = report.downloaded_bytes;
     report.end(started, bytes, fatal, cancel)
 }
 
+/// What every object of a tree download shares.
+struct Job<'a> {
+    engine: &'a Engine,
+    prefix: &'a ObjectUrl,
+    root: &'a Path,
+    opts: &'a DownloadOptions,
+    stop: &'a CancellationToken,
+    progress: &'a dyn Progress,
+}
+
 async fn one_object<C: S3Api>(
-    engine: &Engine,
+    job: &Job<'_>,
     s3: &C,
-    prefix: &ObjectUrl,
-    root: &Path,
     entry: FileEntry,
-    opts: &DownloadOptions,
-    stop: &CancellationToken,
 ) -> Result<FileLine, (FileLine, Error)> {
+    let Job {
+        engine,
+        prefix,
+        root,
+        opts,
+        stop,
+        progress,
+    } = *job;
     let obj = ObjectUrl {
         bucket: prefix.bucket.clone(),
         key: format!("{}{}", prefix.key, entry.rel),
@@ -191,8 +225,9 @@ async fn one_object<C: S3Api>(
             return Ok(line);
         }
     };
+    let in_tree = InTree(progress);
     let result = tokio::select! {
-        r = download_to(engine, s3, &obj, &target, opts, &Silent) => r,
+        r = download_to(engine, s3, &obj, &target, opts, &in_tree) => r,
         () = stop.cancelled() => Err(Error::Interrupted),
     };
     match result {
@@ -246,13 +281,14 @@ mod tests {
         let opts = DownloadOptions {
             force: false,
             concurrency: 2,
+            filters: Default::default(),
         };
         let _ = download_tree(
             s3,
             &ObjectUrl::parse("s3://bkt/p/").unwrap(),
             dir,
             &opts,
-            &Silent,
+            &crate::progress::Silent,
             &CancellationToken::new(),
             &on_line,
         )

@@ -103,6 +103,10 @@ pub struct TreeReport {
     pub failed: u64,
     /// Entries ignored with a warning (sockets, FIFOs, devices, symlinks not followed, loops).
     pub ignored: u64,
+    /// Files not started because the run stopped first (Ctrl-C, or an error that dooms every
+    /// file), or stopped by it before anything of them was kept: neither sent nor failed; the
+    /// same command again does them.
+    pub not_started: u64,
     /// Whether the walk reached every entry (not interrupted or stopped).
     pub complete: bool,
     /// Seconds spent.
@@ -284,7 +288,9 @@ impl TreeReport {
     }
 }
 
-/// Errors after which no other file can succeed either: the run stops.
+/// Errors after which no other file can succeed either: the run stops. Access denied counts: the
+/// files of a tree share a bucket and a prefix, and a HEAD's 403 (no body) cannot tell a refused
+/// signature from a policy.
 pub fn stops_everything(e: &Error) -> bool {
     let kind = match e {
         Error::S3 { source, .. } => Some((source.kind, source.code.as_deref())),
@@ -298,7 +304,10 @@ pub fn stops_everything(e: &Error) -> bool {
     matches!(
         kind,
         Some((
-            S3ErrorKind::Credentials | S3ErrorKind::WrongRegion | S3ErrorKind::Unreachable,
+            S3ErrorKind::Credentials
+                | S3ErrorKind::AccessDenied
+                | S3ErrorKind::WrongRegion
+                | S3ErrorKind::Unreachable,
             _
         )) | Some((S3ErrorKind::NotFound, Some("NoSuchBucket")))
     )

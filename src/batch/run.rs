@@ -37,9 +37,15 @@ where
         })
         .enumerate()
         .map(|(index, found)| async move {
+            // Once the run is stopping (an error that dooms every file, Ctrl-C), a file not yet
+            // started is not started: counted, never called failed.
+            if stop.is_cancelled() && matches!(found, Ok(Found::File(_))) {
+                return (index as u64, None);
+            }
             let line = match found {
                 Ok(Found::File(entry)) => {
                     let size = entry.size;
+                    progress.file_started(&entry.rel);
                     let line = per_file(entry).await;
                     let nothing_sent = line
                         .as_ref()
@@ -51,22 +57,40 @@ where
                 // The entries themselves could not be read (a listing failed): the run stops.
                 Err(e) => Err((FileLine::default(), e)),
             };
-            (index as u64, line)
+            (index as u64, Some(line))
         })
         .buffer_unordered(concurrency);
     let mut fatal = None;
     let mut in_order = InOrder::default();
     while let Some((index, outcome)) = outcomes.next().await {
         let line = match outcome {
-            Ok(line) => line,
-            Err((line, e)) => {
-                // The run ends with this error, printed once, as the command's error.
+            None => {
+                report.not_started += 1;
+                in_order.done(index, None, report);
+                continue;
+            }
+            // Stopped by the run's own stop before it kept anything: as good as not started.
+            Some(Ok(line))
+                if stop.is_cancelled()
+                    && line.action == Action::Failed
+                    && line.reason.as_deref() == Some("interrupted") =>
+            {
+                report.not_started += 1;
+                in_order.done(index, None, report);
+                continue;
+            }
+            Some(Ok(line)) => line,
+            Some(Err((line, e))) => {
+                // The run ends with this error, printed once, as the command's error; files in
+                // flight that meet the same kind of error are counted, not printed again.
                 if fatal.is_none() {
                     fatal = Some(e);
                     stop.cancel();
                     continue;
                 }
-                line
+                report.add(&line);
+                in_order.done(index, None, report);
+                continue;
             }
         };
         on_line(&line);

@@ -150,7 +150,8 @@ pub fn resolve(dest: &Path, key: &str) -> Result<PathBuf, Error> {
     };
     check_target(&target)?;
     let dir = parent_dir(&target);
-    if !dir.is_dir() {
+    // A folder that does not exist yet is made once the object is found ([`make_parent`]).
+    if dir.exists() && !dir.is_dir() {
         return Err(Error::Destination {
             path: dir.to_owned(),
             why: if dir.exists() {
@@ -161,6 +162,19 @@ pub fn resolve(dest: &Path, key: &str) -> Result<PathBuf, Error> {
         });
     }
     Ok(target)
+}
+
+/// Makes the folder `target` goes into, if it does not exist yet (as `aws s3 cp` does).
+/// Blocking.
+pub fn make_parent(target: &Path) -> Result<(), Error> {
+    let dir = parent_dir(target);
+    if dir.is_dir() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(dir).map_err(|e| Error::Destination {
+        path: dir.to_owned(),
+        why: format!("the destination folder cannot be created: {e}"),
+    })
 }
 
 /// The error for an I/O failure on `path` while downloading, in one line that says what to do.
@@ -236,14 +250,15 @@ mod tests {
             resolve(d, "clip.mov"),
             Err(Error::Destination { .. })
         ));
-        // A folder that does not exist, with or without the trailing slash.
+        // A folder that does not exist, with or without the trailing slash: made when the
+        // object is found, not before.
         let missing = d.join("nope").join("x");
-        let e = resolve(&missing, "k").unwrap_err().to_string();
-        assert!(e.contains("does not exist"), "{e}");
-        let e = resolve(Path::new(&format!("{}/nope/", d.display())), "k")
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("does not exist"), "{e}");
+        assert_eq!(resolve(&missing, "k").unwrap(), missing);
+        let slashed = resolve(Path::new(&format!("{}/nope/", d.display())), "k").unwrap();
+        assert_eq!(slashed, d.join("nope").join("k"));
+        assert!(!d.join("nope").exists());
+        make_parent(&slashed).unwrap();
+        assert!(d.join("nope").is_dir());
         assert_eq!(
             partial_path(&d.join("x.mov")),
             d.join("x.mov\\tally-partial")

@@ -137,6 +137,9 @@ pub async fn part<C: ObjectRead>(
                             "part {number} arrived different from {}: fetching it again",
                             a.describe()
                         ));
+                        if let Some(m) = ctx.progress.meter() {
+                            m.take_back(range.end - range.start);
+                        }
                         tokio::time::sleep(delay).await;
                         continue;
                     }
@@ -218,6 +221,7 @@ async fn once<C: ObjectRead>(
     let sink = Sink {
         file: ctx.file.clone(),
         path: ctx.path.clone(),
+        meter: ctx.progress.meter(),
     };
     let len = range.end - range.start;
     let (moved, stop) = (Arc::new(AtomicU64::new(0)), CancellationToken::new());
@@ -269,6 +273,8 @@ impl Drop for Reading {
 struct Sink {
     file: Arc<PartialFile>,
     path: PathBuf,
+    /// Counts the bytes as they arrive (the bar), taken back if the attempt fails.
+    meter: Option<crate::progress::Meter>,
 }
 
 impl Sink {
@@ -280,6 +286,25 @@ impl Sink {
         hasher: RangeHasher,
         moved: Arc<AtomicU64>,
         stop: CancellationToken,
+    ) -> Result<RangeHasher, Failed> {
+        let meter = self.meter.clone();
+        let mut counted = 0u64;
+        let out = self
+            .receive_counted(&mut body, range, hasher, (&moved, &stop), &mut counted)
+            .await;
+        if let Some(m) = meter.filter(|_| out.is_err()) {
+            m.take_back(counted);
+        }
+        out
+    }
+
+    async fn receive_counted(
+        &self,
+        body: &mut futures::stream::BoxStream<'static, Result<bytes::Bytes, S3Error>>,
+        range: Range<u64>,
+        hasher: RangeHasher,
+        (moved, stop): (&AtomicU64, &CancellationToken),
+        counted: &mut u64,
     ) -> Result<RangeHasher, Failed> {
         let len = range.end - range.start;
         let mut received = 0u64;
@@ -299,6 +324,10 @@ impl Sink {
                 Ok(p) if received + p.len() as u64 <= len => {
                     received += p.len() as u64;
                     moved.store(received, Ordering::Relaxed);
+                    if let Some(m) = &self.meter {
+                        m.add(p.len() as u64);
+                        *counted += p.len() as u64;
+                    }
                     let mut rest = &p[..];
                     while !rest.is_empty() {
                         let n = filling.push(rest);

@@ -418,6 +418,9 @@ impl MultipartWrite for FakeS3 {
         settings: &ObjectSettings,
     ) -> Result<WriteReply, S3Error> {
         let _in_flight = self.request().await;
+        if settings.if_absent && self.state.lock().unwrap().objects.contains_key(&obj.key) {
+            return Err(err("PreconditionFailed", 412));
+        }
         let ignored = alg.is_recent() && self.state.lock().unwrap().recent_unsupported;
         let checksum = if ignored {
             // As Garage and LocalStack: the header is not looked at; Content-MD5 still is.

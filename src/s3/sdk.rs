@@ -60,15 +60,26 @@ impl SdkS3 {
     /// overrides in `conn`.
     ///
     /// The SDK's own request checksums are turned off: tally sends precomputed ones.
+    /// The identity is chosen by [`super::identity`]: a profile named by `--profile` or
+    /// `AWS_PROFILE` supplies the credentials alone (environment keys are not used), and must exist.
     pub async fn connect(conn: &Connection) -> Result<SdkS3, ConnectError> {
+        let chosen = super::identity::resolve(conn.profile.as_deref()).await?;
         let mut loader = aws_config::defaults(BehaviorVersion::latest());
-        if let Some(p) = &conn.profile {
+        if let Some(p) = &chosen.profile {
             loader = loader.profile_name(p);
         }
         if let Some(r) = &conn.region {
             loader = loader.region(Region::new(r.clone()));
         }
-        let shared = loader.load().await;
+        let mut shared = loader.load().await;
+        if let Some(p) = &chosen.profile {
+            let creds = super::identity::profile_provider(p, shared.region().cloned());
+            shared = shared.into_builder().credentials_provider(creds).build();
+        } else if chosen.chain_only {
+            // Neither keys nor a profile: ask the rest of the chain once, so that finding nothing
+            // is one line before anything is read or sent (not one error per file).
+            super::identity::check_chain(&shared).await?;
+        }
         SdkS3::from_shared_config(&shared, conn)
     }
 
@@ -433,6 +444,7 @@ impl MultipartWrite for SdkS3 {
             .key(&obj.key)
             .content_length(body.len() as i64)
             .set_content_md5(hash.content_md5())
+            .set_if_none_match(settings.if_absent.then(|| "*".to_owned()))
             .body(ByteStream::new(super::throttle::upload_body(
                 body,
                 self.bandwidth.as_ref(),

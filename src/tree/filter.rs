@@ -88,6 +88,23 @@ impl Filters {
     }
 }
 
+impl Filters {
+    /// Whether the file at `rel` is taken, as a walk of the same tree would take it: every folder
+    /// on its path descended into, and the file itself taken (for listings, which have no
+    /// folders to skip).
+    pub fn allows_file(&self, rel: &str) -> bool {
+        let mut end = 0;
+        while let Some(i) = rel[end..].find('/') {
+            let dir = &rel[..end + i];
+            if !dir.is_empty() && !self.allows(dir, true) {
+                return false;
+            }
+            end += i + 1;
+        }
+        self.allows(rel, false)
+    }
+}
+
 fn compile(pattern: &str, include: bool) -> Result<Compiled, String> {
     let mut p = pattern;
     let dirs_only = p.len() > 1 && p.ends_with('/');
@@ -130,6 +147,23 @@ mod tests {
                 .collect(),
         )
         .unwrap()
+    }
+
+    #[test]
+    fn a_listed_key_is_taken_as_a_walk_would_take_it() {
+        // An excluded folder is not descended into: nothing under it, whatever the file's name.
+        let no_cache = f(&[("cache/", false)]);
+        assert!(!no_cache.allows_file("reel1/cache/a.mov"));
+        assert!(no_cache.allows_file("reel1/a.mov"));
+        assert!(no_cache.allows_file("cache.mov"));
+        // The walk's way to keep only .dpx files at every depth.
+        let dpx = f(&[("*.dpx", true), ("*/", true), ("*", false)]);
+        assert!(dpx.allows_file("r/s/f.000001.dpx"));
+        assert!(!dpx.allows_file("r/s/f.wav"));
+        // An anchored folder.
+        let reel = f(&[("reel1/**", false)]);
+        assert!(!reel.allows_file("reel1/x/y.mov"));
+        assert!(reel.allows_file("reel2/x/y.mov"));
     }
 
     #[test]

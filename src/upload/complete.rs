@@ -50,9 +50,24 @@ pub async fn complete<C: S3Api>(
         alg,
         &parts,
         local,
-        false,
+        run.cfg.object.if_absent,
     )
     .await
+    .map_err(|e| not_replaced(e, &run.cfg.target))
+}
+
+/// A conditional write (`--no-overwrite`) that S3 refused because an object exists at the key:
+/// said as such (the error otherwise reads as an object that changed while being read).
+pub fn not_replaced(e: Error, target: &ObjectUrl) -> Error {
+    match e {
+        Error::S3 { source, .. } if source.kind == S3ErrorKind::PreconditionFailed => {
+            Error::NotReplaced {
+                url: target.to_string(),
+                why: "an object appeared at the key during the upload (the server refused the conditional write, 412)".into(),
+            }
+        }
+        e => e,
+    }
 }
 
 /// Sends CompleteMultipartUpload of `parts` (in order, each with its checksum) until its outcome

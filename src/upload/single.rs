@@ -53,7 +53,10 @@ pub async fn put<C: S3Api>(run: &Run<'_, C>) -> Result<UploadReport, Error> {
     let reply = match reply {
         Ok(r) => r,
         // A file cut short under the mapping fails the send: say what really happened.
-        Err(e) => return Err(send::changed_or(src, Error::s3("PutObject", None, None)(e)).await),
+        Err(e) => {
+            let e = send::changed_or(src, Error::s3("PutObject", None, None)(e)).await;
+            return Err(super::complete::not_replaced(e, &cfg.target));
+        }
     };
     run.progress.part_done(part.len);
     let local = ObjectChecksum {

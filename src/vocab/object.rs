@@ -144,6 +144,10 @@ pub struct ObjectSettings {
     /// `--sse`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sse: Option<Sse>,
+    /// `--no-overwrite`: write only where no object exists (`If-None-Match: *` on PutObject and
+    /// CompleteMultipartUpload). How the write is made, not what S3 stores: never recorded.
+    #[serde(skip)]
+    pub if_absent: bool,
 }
 
 /// Splits `k=v` (at the first `=`).
@@ -258,6 +262,7 @@ impl ObjectSettings {
             metadata: meta,
             tags: tag_set,
             sse,
+            if_absent: false,
         })
     }
 

@@ -101,6 +101,7 @@ fn settings_reach_put_object_and_create_multipart() {
                 ("stage".into(), "raw".into()),
             ],
             sse: Some(Sse::Aes256),
+            if_absent: false,
         };
         assert_eq!(fake.settings(name), Some(want.clone()), "{name}");
         assert_eq!(fake.tags(name), Some(want.tags.clone()), "{name}");

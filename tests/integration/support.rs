@@ -138,6 +138,12 @@ impl Server {
         &self.env["AWS_ACCESS_KEY_ID"]
     }
 
+    /// A variable of the server's env file (`scripts/garage start` writes a second account as
+    /// `TALLY_OTHER_*`).
+    pub fn var(&self, name: &str) -> Option<&str> {
+        self.env.get(name).map(String::as_str)
+    }
+
     /// A fresh directory for one test's files.
     pub fn temp_dir(&self) -> tempfile::TempDir {
         tempfile::tempdir_in(&self.scratch).unwrap()

@@ -1,0 +1,270 @@
+//! How runs stop: a cause that dooms every file ends a tree with one line (exit 2), files never
+//! started are "not started" (never FAILED), and Ctrl-C ends every command with a line saying what
+//! is kept and how to go on.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::support::*;
+
+/// A folder of `n` small files (and `big` files of 11 MiB named first in key order).
+fn card(dir: &Path, n: usize, big: usize) -> PathBuf {
+    let root = dir.join("CARD");
+    std::fs::create_dir_all(&root).unwrap();
+    for i in 0..big {
+        random_file(&root, &format!("A{i:03}.mov"), 11 * MIB, 300 + i as u64);
+    }
+    for i in 0..n {
+        random_file(&root, &format!("C{i:04}.mov"), 2000, i as u64);
+    }
+    root
+}
+
+#[test]
+fn a_tree_into_a_missing_bucket_stops_with_one_line() {
+    let s = garage();
+    let dir = s.temp_dir();
+    let root = card(dir.path(), 40, 0);
+    let out = s.tally([
+        "upload",
+        root.to_str().unwrap(),
+        "s3://no-such-bucket-here/t/",
+        "--concurrency",
+        "4",
+    ]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert_eq!(err.lines().count(), 1, "one line expected: {err}");
+    assert!(err.contains("bucket does not exist"), "{err}");
+}
+
+#[test]
+fn a_tree_with_refused_credentials_stops_with_one_line() {
+    let s = garage();
+    let dir = s.temp_dir();
+    let root = card(dir.path(), 40, 0);
+    let mut cmd = s.command();
+    cmd.env("AWS_SECRET_ACCESS_KEY", "f".repeat(64)).args([
+        "upload",
+        root.to_str().unwrap(),
+        &s.url(&unique("stops/creds/")),
+        "--concurrency",
+        "4",
+    ]);
+    let out = run_bounded(
+        &mut cmd,
+        TALLY_BOUND,
+        "tally upload DIR (refused credentials)",
+    );
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert_eq!(err.lines().count(), 1, "one line expected: {err}");
+    assert!(err.contains("credentials were refused"), "{err}");
+}
+
+#[test]
+fn a_tree_without_any_credentials_stops_with_one_line() {
+    let s = garage();
+    let dir = s.temp_dir();
+    let root = card(dir.path(), 40, 0);
+    let mut cmd = s.command();
+    cmd.env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .args([
+            "upload",
+            root.to_str().unwrap(),
+            &s.url(&unique("stops/nocreds/")),
+        ]);
+    let out = run_bounded(&mut cmd, TALLY_BOUND, "tally upload DIR (no credentials)");
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert_eq!(err.lines().count(), 1, "one line expected: {err}");
+    assert!(err.contains("no AWS credentials found"), "{err}");
+}
+
+/// A tally child whose output goes to files, so that the test can read its stderr while it runs
+/// and signal it by pid; killed when dropped.
+struct Signalled {
+    child: Option<Child>,
+    out: PathBuf,
+    err: PathBuf,
+}
+
+impl Signalled {
+    fn spawn(cmd: &mut Command, dir: &Path) -> Signalled {
+        let out = dir.join("child.stdout");
+        let err = dir.join("child.stderr");
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&out).unwrap())
+            .stderr(std::fs::File::create(&err).unwrap())
+            .spawn()
+            .unwrap();
+        Signalled {
+            child: Some(child),
+            out,
+            err,
+        }
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.err).unwrap_or_default()
+    }
+
+    /// Polls (bounded) until `cond` holds while the child runs.
+    fn wait_until(&mut self, what: &str, cond: impl Fn(&Signalled) -> bool) {
+        let until = Instant::now() + EVENT_BOUND;
+        while !cond(self) {
+            if let Some(st) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!(
+                    "tally ended ({st}) while the test waited for {what}: {}",
+                    self.stderr()
+                );
+            }
+            assert!(
+                Instant::now() < until,
+                "waited for {what}: it never happened"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn interrupt(&self) {
+        let pid = self.child.as_ref().unwrap().id().to_string();
+        let out = run_bounded(
+            Command::new("kill").args(["-INT", &pid]),
+            Duration::from_secs(30),
+            "kill -INT",
+        );
+        assert!(out.status.success(), "kill -INT {pid}: {}", stderr(&out));
+    }
+
+    fn finish(mut self, bound: Duration) -> (Option<i32>, String, String) {
+        let mut child = self.child.take().unwrap();
+        let until = Instant::now() + bound;
+        let status = loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                break st;
+            }
+            if Instant::now() >= until {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "tally did not end within {} s: {}",
+                    bound.as_secs(),
+                    self.stderr()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        (
+            status.code(),
+            std::fs::read_to_string(&self.out).unwrap_or_default(),
+            self.stderr(),
+        )
+    }
+}
+
+impl Drop for Signalled {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+const STOPPING: &str = "tally: stopping";
+
+/// Ctrl-C while two big files are held at their first part: the other 30 files are "not
+/// started", none of them is called FAILED; the summary says so and how to go on.
+#[test]
+fn ctrl_c_in_a_tree_leaves_files_not_started_not_failed() {
+    let s = garage();
+    let dir = s.temp_dir();
+    let root = card(dir.path(), 30, 2);
+    let seams = Seams::new(&dir.path().join("seams"));
+    let mut cmd = s.command();
+    cmd.args([
+        "upload",
+        root.to_str().unwrap(),
+        &s.url(&unique("stops/ctrl-c/")),
+    ])
+    .args(["--part-size", "5MiB", "--concurrency", "2", "--json"]);
+    seams.hold(&mut cmd, "part", &[1]);
+    let mut child = Signalled::spawn(&mut cmd, dir.path());
+    let reached = dir.path().join("seams/part-1.reached");
+    child.wait_until("seam part #1", |_| reached.exists());
+    child.interrupt();
+    child.wait_until("tally to say it stops", |c| c.stderr().contains(STOPPING));
+    seams.go("part", 1);
+    let (code, out, err) = child.finish(TALLY_BOUND);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        !err.lines()
+            .any(|l| l.contains("FAILED") && l.contains("C0")),
+        "a file never started was called FAILED: {err}"
+    );
+    let summary: serde_json::Value = out
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find_map(|v| v.get("summary").cloned())
+        .unwrap_or_else(|| panic!("no summary line: {out}"));
+    assert_eq!(summary["not_started"].as_u64(), Some(30), "{summary}");
+    assert_eq!(summary["complete"], false, "{summary}");
+}
+
+/// Ctrl-C during a single-file download: one line saying what is kept and how to go on, exit 2
+/// (as documented for an interruption), and the same command finishes it.
+#[test]
+fn ctrl_c_in_a_download_says_what_is_kept() {
+    let s = garage();
+    let dir = s.temp_dir();
+    let f = random_file(dir.path(), "src.mov", 11 * MIB, 71);
+    let key = unique("stops/download");
+    s.put(&f, &key, "5MiB");
+    let dest = dir.path().join("out.mov");
+    let seams = Seams::new(&dir.path().join("seams"));
+    let mut cmd = s.command();
+    cmd.args(["download", &s.url(&key), dest.to_str().unwrap()])
+        .args(["--concurrency", "1"]);
+    seams.hold(&mut cmd, "dlpart", &[2]);
+    let mut child = Signalled::spawn(&mut cmd, dir.path());
+    let reached = dir.path().join("seams/dlpart-2.reached");
+    child.wait_until("seam dlpart #2", |_| reached.exists());
+    child.interrupt();
+    let (code, _, err) = child.finish(TALLY_BOUND);
+    assert_eq!(code, Some(2), "{err}");
+    let last = err.lines().last().unwrap_or("");
+    assert!(last.starts_with("tally: error: interrupted: "), "{err}");
+    assert!(last.contains("run the same command again"), "{err}");
+    assert!(!dest.exists(), "no file under its final name");
+    let out = s.tally(["download", &s.url(&key), dest.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(file_sha256(&dest), file_sha256(&f));
+}
+
+/// `tally md5` without `--state`, stopped: it says nothing is kept and how to keep it.
+#[test]
+fn md5_without_state_never_claims_a_saved_state() {
+    let s = garage();
+    let dir = s.temp_dir();
+    let f = random_file(dir.path(), "src.mov", 64 * MIB, 72);
+    let key = unique("stops/md5");
+    s.put(&f, &key, "8MiB");
+    let seams = Seams::new(&dir.path().join("seams"));
+    let mut cmd = s.command();
+    cmd.args(["md5", &s.url(&key)]);
+    seams.hold(&mut cmd, "chunk", &[1]);
+    let mut child = Signalled::spawn(&mut cmd, dir.path());
+    let reached = dir.path().join("seams/chunk-1.reached");
+    child.wait_until("seam chunk #1", |_| reached.exists());
+    child.interrupt();
+    child.wait_until("tally to say it stops", |c| c.stderr().contains(STOPPING));
+    seams.go("chunk", 1);
+    let (code, out, err) = child.finish(TALLY_BOUND);
+    assert_eq!(code, Some(3), "{out}{err}");
+    assert!(!out.contains("(none)"), "{out}");
+    assert!(out.contains("no --state was given"), "{out}");
+}
