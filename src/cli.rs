@@ -568,6 +568,12 @@ pub struct UploadArgs {
     /// with the object's tags, after the upload (they count against S3's 10 tags).
     #[arg(long, requires = "file_hash")]
     pub file_hash_tag: bool,
+    /// Send a part again on another connection when its connection moves far slower than the
+    /// others; the first answer wins. For AWS S3, which keeps the last copy of a part stored. Off
+    /// by default: on Garage 2.5 a first request that still completes leaves two copies of the part
+    /// and CompleteMultipartUpload answers InvalidPart (docs/link.md).
+    #[arg(long)]
+    pub hedge: bool,
     /// Storage class of the object (default: the bucket's, STANDARD).
     #[arg(long, value_name = "CLASS", value_parser = storage_class_parser(), ignore_case = true)]
     pub storage_class: Option<StorageClass>,
@@ -635,6 +641,7 @@ impl UploadArgs {
         cfg.read_back = self.read_back;
         cfg.file_hashes = self.file_hash.clone().unwrap_or_default();
         cfg.file_hash_tag = self.file_hash_tag;
+        cfg.hedge = self.hedge;
         cfg.object = ObjectSettings::new(
             self.storage_class,
             self.content_type.clone(),

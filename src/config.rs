@@ -42,6 +42,9 @@ pub struct UploadConfig {
     /// Store each of [`UploadConfig::file_hashes`] as an object tag named after its format
     /// (`--file-hash-tag`).
     pub file_hash_tag: bool,
+    /// Send a part again on another connection when its connection moves far slower than the
+    /// others (`--hedge`; off by default: see docs/link.md).
+    pub hedge: bool,
     /// A tree file's ASC MHL check: the formats to compute in the upload's read and the values
     /// its history recorded, compared before the object is completed (`mhl::Expected`).
     pub mhl_check: Option<crate::mhl::Expected>,
@@ -158,6 +161,7 @@ impl UploadConfig {
             read_back: None,
             file_hashes: Vec::new(),
             file_hash_tag: false,
+            hedge: false,
             mhl_check: None,
             object: ObjectSettings::default(),
         })

@@ -214,19 +214,21 @@ pub async fn download_to<C: S3Api>(
 ) -> Result<DownloadReport, Error> {
     let started = Instant::now();
     let d = dest.to_owned();
+    blocking(move || dest::check_target(&d)).await?;
+    let dest = dest.to_owned();
+    let s3l = engine.limit(s3);
+    let learned = remote_facts(&s3l, obj, None).await?;
+    // The folder is made once the object is found (a missing object makes none), then the lock
+    // is taken in it and held for the rest of the run.
+    let d = dest.clone();
     let _lock = blocking(move || {
-        dest::check_target(&d)?;
+        dest::make_parent(&d)?;
         let lock = dest::DestLock::acquire(&d)?;
         // Again under the lock: nothing else of tally's changes it now.
         dest::check_target(&d)?;
         Ok::<_, Error>(lock)
     })
     .await?;
-    let dest = dest.to_owned();
-    let s3l = engine.limit(s3);
-    let learned = remote_facts(&s3l, obj, None).await?;
-    let made = dest.clone();
-    blocking(move || dest::make_parent(&made)).await?;
     let facts = learned.facts;
     let mut report = DownloadReport {
         bucket: obj.bucket.clone(),

@@ -143,9 +143,11 @@ pub async fn slow(flights: &Flights, moved: Arc<AtomicU64>, len: u64) {
 /// is given) and, if it turns out slow against the other attempts in `flights`, a second one
 /// beside it (after calling `on_hedge`). Returns the first success, or, when both fail, the
 /// second's error; the other request is dropped (cancelled) when this returns.
+/// With `enabled` false the one attempt runs alone (no second request is ever sent).
 pub async fn send<T, E, Fut>(
     flights: &Flights,
     len: u64,
+    enabled: bool,
     attempt: impl Fn(Arc<AtomicU64>) -> Fut,
     on_hedge: impl FnOnce(),
 ) -> Result<T, E>
@@ -153,6 +155,9 @@ where
     Fut: Future<Output = Result<T, E>>,
 {
     let moved = Arc::new(AtomicU64::new(0));
+    if !enabled {
+        return attempt(moved).await;
+    }
     let mut first = std::pin::pin!(attempt(moved.clone()));
     let mut watch = flights.watch(moved, len);
     let mut tick = tokio::time::interval(CHECK_EVERY);
@@ -224,6 +229,7 @@ mod tests {
             send(
                 &flights,
                 len,
+                true,
                 move |m| mover(m, 1_000_000, len, i),
                 || panic!("a peer at the median is never hedged"),
             )
@@ -231,6 +237,7 @@ mod tests {
         let slow = send(
             &flights,
             len,
+            true,
             |m| {
                 let n = attempts.fetch_add(1, Ordering::SeqCst);
                 let per_tick = if n == 0 { 10_000 } else { 1_000_000 };
@@ -256,6 +263,7 @@ mod tests {
             send(
                 &flights,
                 len,
+                true,
                 move |m| mover(m, 50_000, len, i),
                 || panic!("nothing to hedge: every part is as slow"),
             )
@@ -269,10 +277,19 @@ mod tests {
         let flights = Flights::default();
         let len = 100_000_000;
         let attempts = AtomicU64::new(0);
-        let peer = |i: u32| send(&flights, len, move |m| mover(m, 1_000_000, len, i), || {});
+        let peer = |i: u32| {
+            send(
+                &flights,
+                len,
+                true,
+                move |m| mover(m, 1_000_000, len, i),
+                || {},
+            )
+        };
         let slow = send(
             &flights,
             len,
+            true,
             |m| {
                 let n = attempts.fetch_add(1, Ordering::SeqCst);
                 async move {

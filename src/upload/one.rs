@@ -66,6 +66,18 @@ pub async fn upload_one<C: S3Api>(
         let report = super::upload(s3, cfg, progress, cancel).await?;
         return Ok(One::Uploaded(Box::new(report)));
     }
+    // A file that would go as a multipart upload needs the state directory for its manifest:
+    // one that cannot be written stops the run before any request, the HEAD included.
+    let (source, resume, part_size) = (cfg.source.clone(), cfg.resume.clone(), cfg.part_size);
+    crate::exec::blocking(move || {
+        let multipart = std::fs::metadata(&source).is_ok_and(|m| m.len() > part_size);
+        if multipart && resume.manifest.is_none() {
+            resume.state_dir().map(drop)
+        } else {
+            Ok(())
+        }
+    })
+    .await?;
     let engine = Engine::new(Limits::for_parts(cfg.concurrency, cfg.part_size));
     let sent = super::upload_or_skip(&engine, s3, cfg, progress, cancel, Listed::Unknown).await?;
     Ok(match sent {

@@ -128,6 +128,7 @@ pub async fn parts<C: S3Api>(
                 let sending = hedge::send(
                     flights,
                     part.len,
+                    run.cfg.hedge,
                     |moved| {
                         let body = body.clone();
                         counting(

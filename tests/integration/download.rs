@@ -334,9 +334,13 @@ fn a_bit_flipped_in_a_get_body_is_fetched_again_or_the_part_is_named() {
         err.lines()
             .filter(|l| l.contains("fetching it again"))
             .count(),
-        4,
-        "each fetch again is noted: {err}"
+        1,
+        "the fetch again is noted: {err}"
     );
+    // The proxy flips the same bit every time, so the second fetch hashes to the same wrong value
+    // as the first: the same bytes twice are no passing network fault, and fetching more would
+    // only repeat them (issue 26): tally stops there and says so.
+    assert!(err.contains("the same bytes arrived every time"), "{err}");
     let err = errors[0];
     assert!(
         err.contains(&format!("part 2 (bytes {}..{})", 5 * MIB, 10 * MIB))
@@ -346,8 +350,8 @@ fn a_bit_flipped_in_a_get_body_is_fetched_again_or_the_part_is_named() {
     assert!(!dest.exists(), "nothing renamed");
     let part2_gets = gets(&proxy).iter().filter(|r| r.contains(&part2)).count();
     assert_eq!(
-        part2_gets, 5,
-        "part 2 fetched 5 times (the retry policy), then given up"
+        part2_gets, 2,
+        "part 2 fetched twice (the same wrong bytes twice), then given up"
     );
     assert!(dir.path().join("never\\tally-partial").exists());
 }

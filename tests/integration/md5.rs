@@ -244,7 +244,14 @@ fn read_back_fails_when_the_store_returns_other_bytes() {
         // its first read-back read; every read then returns the other bytes.
         let seams = Seams::new(&dir.path().join("seams"));
         let mut cmd = s.command();
-        cmd.args(["upload", path.to_str().unwrap(), &url, "--read-back=4s"]);
+        // --force: the object is the file already, and would be skipped as proven identical.
+        cmd.args([
+            "upload",
+            path.to_str().unwrap(),
+            &url,
+            "--read-back=4s",
+            "--force",
+        ]);
         seams.hold(&mut cmd, "readback", &[1]);
         let mut child = Running::spawn(&mut cmd, "tally upload --read-back");
         seams.reached(&mut child, "readback", 1);

@@ -311,6 +311,8 @@ fn local_servers_ignore_a_single_puts_2026_checksum_and_refuse_it_for_multipart(
                     alg.into(),
                     "--file-hash".into(),
                     "xxh64".into(),
+                    // Sent again on the second run, not skipped as proven identical.
+                    "--force".into(),
                 ];
                 if json {
                     a.push("--json".into());

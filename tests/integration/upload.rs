@@ -384,7 +384,15 @@ fn missing_bucket_and_wrong_credentials_fail_clearly() {
         "-vv",
     ]);
     let out = run_bounded(&mut cmd, TALLY_BOUND, "tally upload (wrong credentials)");
-    assert_one_line_error(&out, "credentials were refused");
+    // -vv adds log lines (the identity used, the HEAD refused); the error is still one line.
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    let errors: Vec<&str> = err
+        .lines()
+        .filter(|l| l.starts_with("tally: error: "))
+        .collect();
+    assert_eq!(errors.len(), 1, "one error line: {err}");
+    assert!(errors[0].contains("credentials were refused"), "{err}");
     assert!(
         !stderr(&out).contains(wrong),
         "the secret leaked into the output"
