@@ -155,10 +155,12 @@ where
     Fut: Future<Output = Result<T, E>>,
 {
     let moved = Arc::new(AtomicU64::new(0));
+    // The requests' futures live on the heap: two UploadParts inline would make every caller's
+    // future (and a debug build's stack) twice as large.
     if !enabled {
-        return attempt(moved).await;
+        return Box::pin(attempt(moved)).await;
     }
-    let mut first = std::pin::pin!(attempt(moved.clone()));
+    let mut first = Box::pin(attempt(moved.clone()));
     let mut watch = flights.watch(moved, len);
     let mut tick = tokio::time::interval(CHECK_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -176,7 +178,7 @@ where
     drop(watch);
     on_hedge();
     let moved = Arc::new(AtomicU64::new(0));
-    let mut second = std::pin::pin!(attempt(moved.clone()));
+    let mut second = Box::pin(attempt(moved.clone()));
     let _watch = flights.watch(moved, len);
     tokio::select! {
         out = &mut first => match out {
