@@ -221,9 +221,9 @@ pub async fn download_to<C: S3Api>(
     // The folder is made once the object is found (a missing object makes none), then the lock
     // is taken in it and held for the rest of the run.
     let d = dest.clone();
-    let _lock = blocking(move || {
+    let lock = blocking(move || {
         dest::make_parent(&d)?;
-        let lock = dest::DestLock::acquire(&d)?;
+        let lock = dest::DestLock::acquire_or_read_only(&d)?;
         // Again under the lock: nothing else of tally's changes it now.
         dest::check_target(&d)?;
         Ok::<_, Error>(lock)
@@ -255,8 +255,13 @@ pub async fn download_to<C: S3Api>(
     };
     let d = dest.clone();
     if blocking(move || std::fs::symlink_metadata(&d).is_ok()).await && !opts.force {
+        // A file already there in a folder nobody can write into is proven without a lock.
         return already_there(&s3l, obj, &dest, report, started).await;
     }
+    let _lock = match lock {
+        dest::Lock::Held(lock) => lock,
+        dest::Lock::ReadOnly(e) => return Err(e),
+    };
     let plan = proof::plan(&facts);
     let header = Header {
         format: journal::FORMAT,

@@ -57,9 +57,40 @@ pub struct DestLock {
     file: File,
 }
 
+/// What [`DestLock::acquire_or_read_only`] found.
+#[derive(Debug)]
+pub enum Lock {
+    /// The lock, held.
+    Held(DestLock),
+    /// The folder cannot be written (permissions, a read-only file system): no download, tally's
+    /// or another's, can write the file, so a run that only proves an existing file needs no lock.
+    /// The error says why, for a run that would have to write.
+    ReadOnly(Error),
+}
+
 impl DestLock {
+    /// [`DestLock::acquire`], except that a folder nobody can write into is reported as
+    /// [`Lock::ReadOnly`] rather than as an error. Blocking.
+    pub fn acquire_or_read_only(dest: &Path) -> Result<Lock, Error> {
+        use std::io::ErrorKind as K;
+        match Self::acquire_io(dest) {
+            Ok(Ok(lock)) => Ok(Lock::Held(lock)),
+            Ok(Err(e)) => Err(e),
+            Err(e) if matches!(e.kind(), K::PermissionDenied | K::ReadOnlyFilesystem) => {
+                Ok(Lock::ReadOnly(io_error(&lock_path(dest), &e)))
+            }
+            Err(e) => Err(io_error(&lock_path(dest), &e)),
+        }
+    }
+
     /// Takes the lock of `dest`, or says another download holds it. Blocking.
     pub fn acquire(dest: &Path) -> Result<DestLock, Error> {
+        Self::acquire_io(dest).map_err(|e| io_error(&lock_path(dest), &e))?
+    }
+
+    /// The lock, or the refusal (held by another run), or the I/O error that kept tally from
+    /// making the lock file.
+    fn acquire_io(dest: &Path) -> std::io::Result<Result<DestLock, Error>> {
         let path = lock_path(dest);
         // A lock file removed by the run that held it, between our open and our lock, is not a
         // lock any more: take the one at the name now (a few rounds at most).
@@ -70,7 +101,7 @@ impl DestLock {
                     match crate::fsx::create_new(&path, 0o600) {
                         Ok(f) => f,
                         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-                        Err(e) => return Err(io_error(&path, &e)),
+                        Err(e) => return Err(e),
                     }
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => {
@@ -78,32 +109,32 @@ impl DestLock {
                     let _ = std::fs::remove_file(&path);
                     continue;
                 }
-                Err(e) => return Err(io_error(&path, &e)),
+                Err(e) => return Err(e),
             };
             match file.try_lock() {
                 Ok(()) => {}
                 Err(std::fs::TryLockError::WouldBlock) => {
-                    return Err(Error::Destination {
+                    return Ok(Err(Error::Destination {
                         path: dest.to_owned(),
                         why: format!(
                             "another tally is downloading to this file (lock {}): wait for it to finish, or stop it first",
                             path.display()
                         ),
-                    });
+                    }));
                 }
-                Err(std::fs::TryLockError::Error(e)) => return Err(io_error(&path, &e)),
+                Err(std::fs::TryLockError::Error(e)) => return Err(e),
             }
             if crate::fsx::is_same_file(&path, &file) {
-                return Ok(DestLock { path, file });
+                return Ok(Ok(DestLock { path, file }));
             }
         }
-        Err(Error::Destination {
+        Ok(Err(Error::Destination {
             path: dest.to_owned(),
             why: format!(
                 "the lock {} keeps changing (other downloads to this file start and end): run the command again",
                 path.display()
             ),
-        })
+        }))
     }
 }
 

@@ -520,6 +520,34 @@ fn bad_destinations_and_missing_objects_are_one_line_exit_2() {
     assert!(mount_tmpfs(&ro, "ro,size=1m"));
     let _r = Mounted(ro.clone());
     one_line_2(&run(&url, &ro.join("x")), "read-only");
+
+    // A file already downloaded, its folder made read-only since (a card locked after offload):
+    // proving it needs no lock file, so the re-run says "already there"; replacing it cannot be
+    // done and says why.
+    let done = dir.path().join("done");
+    assert!(mount_tmpfs(&done, "size=32m"));
+    let _d = Mounted(done.clone());
+    let first = run(&url, &done.join("x"));
+    assert!(first.status.success(), "{}", stderr(&first));
+    let remount = std::process::Command::new("mount")
+        .args(["-o", "remount,ro", done.to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(remount.success(), "remount read-only");
+    let again = s.tally(["download", &url, done.join("x").to_str().unwrap(), "--json"]);
+    assert!(again.status.success(), "{}", stderr(&again));
+    let j: serde_json::Value = serde_json::from_slice(&again.stdout).unwrap();
+    assert_eq!(j["already_present"], true, "{j}");
+    one_line_2(
+        &s.tally([
+            "download",
+            &url,
+            done.join("x").to_str().unwrap(),
+            "--force",
+        ]),
+        "read-only",
+    );
+    assert_eq!(listing(&done), vec!["x".to_owned()], "nothing added");
 }
 
 #[test]
