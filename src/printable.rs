@@ -21,6 +21,16 @@ pub fn one_line(s: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// `s3://BUCKET/KEY` for one line of a report.
+pub fn url(bucket: &str, key: &str) -> String {
+    one_line(&format!("s3://{bucket}/{key}")).into_owned()
+}
+
+/// A local path for one line of a report.
+pub fn path(p: &std::path::Path) -> String {
+    one_line(&p.display().to_string()).into_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

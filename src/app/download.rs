@@ -101,16 +101,16 @@ async fn download_tree(args: &DownloadArgs, out: &Output) -> i32 {
 }
 
 fn print_download(r: &DownloadReport) -> String {
-    let url = format!("s3://{}/{}", r.bucket, r.key);
+    let url = crate::printable::url(&r.bucket, &r.key);
     let mut s = if r.already_present {
         format!(
             "{} is already there and proven identical to {url}: nothing fetched\n",
-            r.dest.display()
+            crate::printable::path(&r.dest)
         )
     } else {
         format!(
             "downloaded {url} to {} ({}, {} part{}) in {:.2} s ({:.1} MiB/s)\n",
-            r.dest.display(),
+            crate::printable::path(&r.dest),
             human_bytes(r.size),
             r.parts,
             if r.parts == 1 { "" } else { "s" },

@@ -42,7 +42,7 @@ fn parse_hash_args(part_size: u64) -> Result<(), Error> {
 fn print_hash(r: &HashReport) -> String {
     let mut s = format!(
         "{}  {}\n  md5       {}\n  parts     {} x {} ({})\n",
-        r.file,
+        crate::printable::one_line(&r.file),
         human_bytes(r.size),
         r.md5,
         r.parts.len(),
@@ -134,7 +134,7 @@ fn hash_dir(args: &HashArgs, out: &Output, runtime: &tokio::runtime::Runtime) ->
     ));
     let rest = seq.grouper.finish();
     seq.add(rest);
-    let dir = args.path.display();
+    let dir = crate::printable::path(&args.path);
     if out.json {
         print_tree_line(out, &TreeLine::Summary(summary.clone()));
     } else if !out.quiet {
@@ -160,7 +160,10 @@ fn hash_dir(args: &HashArgs, out: &Output, runtime: &tokio::runtime::Runtime) ->
         if !seq.kept.is_empty() {
             s += "sequences:\n";
             for q in seq.kept {
-                s += &format!("  {}\n", Item::Sequence(q));
+                s += &format!(
+                    "  {}\n",
+                    crate::printable::one_line(&Item::Sequence(q).to_string())
+                );
             }
             if seq.more > 0 {
                 s += &format!("  and {} more sequences\n", seq.more);
@@ -188,7 +191,8 @@ fn print_tree_line(out: &Output, line: &TreeLine) {
         TreeLine::Hashed { path, report } if !out.json && !out.quiet => {
             let c = &report.checksum;
             say(&redact(&format!(
-                "{path}  {}  {} {} ({})  etag {}{}",
+                "{}  {}  {} {} ({})  etag {}{}",
+                crate::printable::one_line(path),
                 tree::sequence::size_text(report.size),
                 c.algorithm,
                 c.value,

@@ -41,11 +41,11 @@ pub(crate) fn run(args: &Md5Args, out: &Output, runtime: &tokio::runtime::Runtim
 }
 
 fn print_md5(r: &Md5Report) -> String {
-    let url = format!("s3://{}/{}", r.bucket, r.key);
+    let url = crate::printable::url(&r.bucket, &r.key);
     let Some(md5) = &r.md5 else {
         let kept = r.state_file.as_deref().map_or(
             "no --state was given, so nothing is kept: run again with --state FILE to be able to continue".into(),
-            |p| format!("state saved in {}: run the same command again to continue", p.display()),
+            |p| format!("state saved in {}: run the same command again to continue", crate::printable::path(p)),
         );
         return format!(
             "not finished: {} of {} bytes hashed ({:.1} MiB/s); {kept}\n",

@@ -243,9 +243,8 @@ pub(crate) fn print_tree(r: &TreeReport, all_good: &str, nothing: &str) -> Strin
         s += &mhl_summary(m);
     }
     s += &format!(
-        "s3://{}/{}: {} files, {}: {}, in {:.2} s ({:.1} MiB/s)\n  {verdict}\n",
-        r.bucket,
-        r.prefix,
+        "{}: {} files, {}: {}, in {:.2} s ({:.1} MiB/s)\n  {verdict}\n",
+        crate::printable::url(&r.bucket, &r.prefix),
         r.files,
         human_bytes(r.bytes),
         counts.join(", "),
@@ -267,7 +266,7 @@ pub(crate) fn mhl_summary(m: &crate::batch::custody::Summary) -> String {
     if let Some(g) = &m.generation {
         s += &format!(
             "ASC MHL generation {g} written to {}",
-            m.written_to.as_deref().unwrap_or("?")
+            crate::printable::one_line(m.written_to.as_deref().unwrap_or("?"))
         );
         if let Some(why) = &m.source_read_only {
             s += &format!(" (the source cannot be written: {why})");
@@ -275,7 +274,10 @@ pub(crate) fn mhl_summary(m: &crate::batch::custody::Summary) -> String {
         if m.uploaded.is_empty() {
             s += "\n";
         } else {
-            s += &format!("; uploaded: {}\n", m.uploaded.join(", "));
+            s += &format!(
+                "; uploaded: {}\n",
+                crate::printable::one_line(&m.uploaded.join(", "))
+            );
         }
     }
     s

@@ -121,10 +121,9 @@ fn print_upload(r: &UploadReport) -> String {
         Check::Mismatch => "DIFFERS from S3",
     };
     let mut s = format!(
-        "uploaded {} to s3://{}/{} in {:.2} s ({:.1} MiB/s)\n",
+        "uploaded {} to {} in {:.2} s ({:.1} MiB/s)\n",
         human_bytes(r.size),
-        r.bucket,
-        r.key,
+        crate::printable::url(&r.bucket, &r.key),
         r.seconds,
         r.mib_per_s
     );
@@ -150,7 +149,7 @@ fn print_upload(r: &UploadReport) -> String {
             );
         }
         if let Some(m) = &r.manifest {
-            s += &format!("  manifest  {} (kept)\n", m.display());
+            s += &format!("  manifest  {} (kept)\n", crate::printable::path(m));
         }
     } else if r.checks.object_checksum == Check::Matched {
         s += &format!(

@@ -96,14 +96,10 @@ async fn verify_tree(args: &VerifyArgs, out: &Output) -> i32 {
 
 fn print_verify(file: &std::path::Path, r: &VerifyReport) -> String {
     let mark = |m: bool| if m { "matches" } else { "DIFFERS" };
+    let url = crate::printable::url(&r.bucket, &r.key);
     let head = match &r.verdict {
-        Verdict::Identical => format!("s3://{}/{} is {}", r.bucket, r.key, file.display()),
-        Verdict::Differs => format!(
-            "s3://{}/{} DIFFERS from {}",
-            r.bucket,
-            r.key,
-            file.display()
-        ),
+        Verdict::Identical => format!("{url} is {}", crate::printable::path(file)),
+        Verdict::Differs => format!("{url} DIFFERS from {}", crate::printable::path(file)),
     };
     let mut s = format!("{head}\n  method    {}: {}\n", r.method, r.why);
     s += &format!("  compared  {}\n", r.compared);

@@ -193,7 +193,8 @@ impl InOrder {
     fn emit(items: Vec<crate::tree::Item<&'static str>>, into: &mut TreeReport) {
         for item in items {
             if into.groups.len() < MAX_GROUP_LINES {
-                into.groups.push(item.to_string());
+                into.groups
+                    .push(crate::printable::one_line(&item.to_string()).into_owned());
             } else {
                 into.groups_omitted += 1;
             }

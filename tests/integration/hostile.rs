@@ -443,6 +443,30 @@ fn keys_with_control_characters_are_listed_and_printed_escaped() {
     for k in ["a\u{1}b", "esc\u{1b}[31mred", "new\nline"] {
         assert_eq!(std::fs::read(dest.join(k)).unwrap(), b"control", "{k:?}");
     }
+    // The reports on standard output too: the tree's summary, and one object's download and
+    // verify, each naming the key escaped.
+    let raw = |text: &str| text.contains('\u{1b}') || text.contains('\u{1}');
+    let summary = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(!raw(&summary), "{summary:?}");
+    for k in ["esc\u{1b}[31mred", "new\nline"] {
+        let url = s.url(&format!("{prefix}/{k}"));
+        let one = dir.path().join("one");
+        let _ = std::fs::remove_file(&one);
+        let down = s.tally(["download", &url, one.to_str().unwrap()]);
+        let ver = s.tally(["verify", one.to_str().unwrap(), &url]);
+        for o in [&down, &ver] {
+            let text = String::from_utf8_lossy(&o.stdout).into_owned();
+            assert!(o.status.success(), "{}", stderr(o));
+            assert!(!raw(&text), "{text:?}");
+            assert_eq!(
+                text.lines()
+                    .next()
+                    .map(|l| l.contains(&k.escape_default().to_string())),
+                Some(true),
+                "the first line names the key escaped: {text:?}"
+            );
+        }
+    }
     // Printed escaped: a failure line for each (DEST exists and differs) stays one line, raw
     // control characters never reach the terminal.
     for k in ["a\u{1}b", "esc\u{1b}[31mred", "new\nline"] {
