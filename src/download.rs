@@ -20,6 +20,7 @@
 //! 6. fsync the file, rename it to DEST, fsync the folder ([`crate::fsx`]), remove the journal.
 
 pub mod dest;
+pub mod etag_search;
 pub mod fetch;
 pub mod journal;
 pub mod partial;
@@ -347,6 +348,7 @@ pub async fn download_to<C: S3Api>(
             .sum();
         progress.already(held, (ranges.len() - todo.len()) as u32);
     }
+    let mut searched = None;
     let outcome = async {
         fetch_all(engine, s3, &ctx, &journal, &ranges, todo, &mut report)
             .await?
@@ -359,6 +361,7 @@ pub async fn download_to<C: S3Api>(
         loop {
             let local: Vec<RangeHash> = hashes.iter().flatten().cloned().collect();
             let mut c = verify::compare::compare(facts.size, &local, &facts);
+            searched = search_hidden_layout(&ctx, &facts, &mut c).await?;
             if !proof::differs(&c) {
                 return Ok(c);
             }
@@ -421,9 +424,23 @@ pub async fn download_to<C: S3Api>(
     };
     report.checked = proof::proofs(&facts, &alone, &c);
     report.parts_checked_alone = alone.iter().filter(|a| a.is_some()).count() as u32;
+    if let Some(etag_search::Found::PartSize(p)) = &searched {
+        report.checked.push(Proof {
+            kind: "multipart_etag_searched",
+            algorithm: None,
+            text: format!(
+                "the multipart ETag, recomputed with parts of {p} (the server gives no part layout: {p} is the whole-MiB part size that reproduces it)",
+                p = etag_search::mib(*p)
+            ),
+        });
+    }
     report.verified = !report.checked.is_empty();
     if !report.verified {
-        report.not_verified = Some(proof::nothing_because(&facts));
+        let mut why = proof::nothing_because(&facts);
+        if searched == Some(etag_search::Found::NotTried) {
+            why += "; too many whole-MiB part sizes fit its part count to search for the one that reproduces its ETag";
+        }
+        report.not_verified = Some(why);
     }
     report.checksum = c.checksum;
     report.etag = c.etag;
@@ -431,6 +448,42 @@ pub async fn download_to<C: S3Api>(
     let (p, j, d) = (partial, jpath, dest.clone());
     blocking(move || put_in_place(file.file(), &p, &j, &d)).await?;
     Ok(finish(report, started))
+}
+
+/// On a server that hides the part layout (it ignores `?partNumber`) and reports no checksum, the
+/// multipart ETag recomputed by searching the part size ([`etag_search`]): `c.etag` is filled
+/// when the search decides. `None` when the object is not such a case.
+async fn search_hidden_layout(
+    ctx: &Ctx<'_>,
+    facts: &crate::remote::facts::RemoteFacts,
+    c: &mut verify::compare::Comparison,
+) -> Result<Option<etag_search::Found>, Error> {
+    let hidden = facts.etag_kind == crate::vocab::EtagKind::Unpredictable
+        && facts.set_aside.is_some()
+        && c.etag.is_none()
+        && c.checksum.is_none();
+    let Some(etag) = facts.etag.as_ref().filter(|_| hidden) else {
+        return Ok(None);
+    };
+    let (file, path) = (ctx.file.clone(), ctx.path.clone());
+    let (etag, size) = (etag.as_str().to_owned(), facts.size);
+    let e = etag.clone();
+    let found = blocking(move || etag_search::search(file.file(), size, &e))
+        .await
+        .map_err(|err| dest::io_error(&path, &err))?;
+    match &found {
+        etag_search::Found::PartSize(_) => c.etag = Some(Compared::new(etag.clone(), etag)),
+        etag_search::Found::NoneOfAll(got) => {
+            let local = got
+                .iter()
+                .map(|(p, e)| format!("{e} with {}", etag_search::mib(*p)))
+                .collect::<Vec<_>>()
+                .join(", ");
+            c.etag = Some(Compared::new(local, etag));
+        }
+        etag_search::Found::NotTried => {}
+    }
+    Ok(Some(found))
 }
 
 /// Runs the parts `todo` through the engine: fetch, write, check, sync, record.

@@ -225,7 +225,9 @@ pub fn proofs(facts: &RemoteFacts, alone: &[Option<Against>], c: &Comparison) ->
             }
         });
     }
-    if c.etag.as_ref().is_some_and(|e| e.matches) {
+    // A hidden layout's ETag, found by searching the part size, is said by the download.
+    let searched = facts.etag_kind == EtagKind::Unpredictable;
+    if c.etag.as_ref().is_some_and(|e| e.matches) && !searched {
         out.push(if facts.multipart {
             Proof {
                 kind: "multipart_etag",
@@ -278,7 +280,11 @@ pub fn failing(c: &Comparison, facts: &RemoteFacts) -> Option<(String, String, S
         ));
     }
     if let Some(x) = c.etag.as_ref().filter(|x| !x.matches) {
-        let what = if facts.multipart {
+        let what = if facts.etag_kind == EtagKind::Unpredictable {
+            "the multipart ETag recomputed with every whole-MiB part size that gives its part \
+             count (the server gives no part layout; an object uploaded with a part size that is \
+             not whole MiB cannot be proven here either)"
+        } else if facts.multipart {
             "the multipart ETag"
         } else {
             "the ETag"

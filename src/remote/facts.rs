@@ -284,7 +284,10 @@ async fn learn<C: ObjectRead>(
         facts.multipart = false;
         facts.checksum = None;
         facts.part_checksums.clear();
-        facts.etag_kind = EtagKind::Unpredictable;
+        if facts.etag_kind == EtagKind::Md5 {
+            // Not an MD5 under SSE-KMS or SSE-C whatever the layout: that stays said.
+            facts.etag_kind = EtagKind::Unpredictable;
+        }
         facts.set_aside = Some(why.clone());
         return Ok(Learned {
             facts,
