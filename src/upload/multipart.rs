@@ -145,6 +145,11 @@ pub async fn upload<C: S3Api>(
         return Err(e);
     }
     seam::pause("complete").await;
+    // A stop asked for after the last part: the upload is kept, whole, and the same command
+    // completes it (what "stopping" promised), rather than completed behind the user's back.
+    if run.cancel.is_cancelled() {
+        return Err(keep(Error::Interrupted));
+    }
     // Once CompleteMultipartUpload is sent it is not cancelled: its outcome must be known.
     let local = complete::local_checksum(start.alg, &done);
     let reply = complete::complete(run, &upload_id, start.alg, &done, &local)

@@ -245,6 +245,52 @@ fn ctrl_c_in_a_download_says_what_is_kept() {
     assert_eq!(file_sha256(&dest), file_sha256(&f));
 }
 
+/// Ctrl-C after the last part was sent, before CompleteMultipartUpload: the upload stops as
+/// "stopping" said (exit 2, kept, nothing at the key), and the same command completes it.
+#[test]
+fn ctrl_c_after_the_last_part_stops_and_the_same_command_completes() {
+    let s = garage();
+    let dir = s.temp_dir();
+    let f = random_file(dir.path(), "src.mov", 11 * MIB, 72);
+    let key = unique("stops/complete");
+    let seams = Seams::new(&dir.path().join("seams"));
+    let upload = |cmd: &mut Command| {
+        cmd.args(["upload", f.to_str().unwrap(), &s.url(&key)])
+            .args(["--part-size", "5MiB"]);
+    };
+    let mut cmd = s.command();
+    upload(&mut cmd);
+    seams.hold(&mut cmd, "complete", &[1]);
+    let mut child = Signalled::spawn(&mut cmd, dir.path());
+    let reached = dir.path().join("seams/complete-1.reached");
+    child.wait_until("seam complete #1", |_| reached.exists());
+    child.interrupt();
+    child.wait_until("tally to say it stops", |c| c.stderr().contains(STOPPING));
+    seams.go("complete", 1);
+    let (code, _, err) = child.finish(TALLY_BOUND);
+    assert_eq!(code, Some(2), "{err}");
+    let last = err.lines().last().unwrap_or("");
+    assert!(last.contains("run the same command again"), "{err}");
+    let head = s.aws_output(["s3api", "head-object", "--bucket", &s.bucket, "--key", &key]);
+    assert!(!head.status.success(), "nothing completed at the key");
+    let mut again = s.command();
+    upload(&mut again);
+    let out = run_bounded(&mut again, TALLY_BOUND, "tally upload (again)");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let back = dir.path().join("back");
+    let get = s.aws_output([
+        "s3api",
+        "get-object",
+        "--bucket",
+        &s.bucket,
+        "--key",
+        &key,
+        back.to_str().unwrap(),
+    ]);
+    assert!(get.status.success(), "{}", stderr(&get));
+    assert_eq!(file_sha256(&back), file_sha256(&f));
+}
+
 /// `tally md5` without `--state`, stopped: it says nothing is kept and how to keep it.
 #[test]
 fn md5_without_state_never_claims_a_saved_state() {
