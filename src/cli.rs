@@ -95,6 +95,10 @@ pub struct DownloadArgs {
     /// Parts in flight at most.
     #[arg(long, default_value_t = DEFAULT_CONCURRENCY)]
     pub concurrency: usize,
+    /// Fetch a part again, from its start, when it arrives far slower than the others (for a
+    /// link with stragglers; off by default: on a busy machine parts also lag while tally hashes).
+    #[arg(long)]
+    pub hedge: bool,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub tree: TreeArgs,
@@ -116,8 +120,8 @@ pub struct DownloadArgs {
 pub struct HashArgs {
     /// The local file, or a directory: every regular file under it, in S3 key order.
     pub path: PathBuf,
-    /// Part size, as for upload.
-    #[arg(long, default_value = "100MiB", value_parser = parse_size)]
+    /// Part size, as for upload (auto: as upload chooses it for the file).
+    #[arg(long, default_value = "auto", value_parser = parse_part_size)]
     pub part_size: u64,
     /// Checksum algorithm, as for upload.
     #[arg(long, default_value = "sha256", value_parser = checksum_parser())]
@@ -499,8 +503,9 @@ pub struct UploadArgs {
     /// Destination, s3://BUCKET/KEY (a key ending in / gets the file name appended); for a
     /// directory, s3://BUCKET/PREFIX/ (each file goes to PREFIX + its path under the directory).
     pub target: String,
-    /// Part size, e.g. 100MiB, 1GiB (5MiB..5GiB); grows by itself so no object needs more than 10,000 parts.
-    #[arg(long, default_value = "100MiB", value_parser = parse_size)]
+    /// Part size, e.g. 100MiB, 1GiB (5MiB..5GiB), or auto: files up to 100 MiB in one request, larger
+    /// ones in 64 parts of 8 to 100 MiB; grows by itself so no object needs more than 10,000 parts.
+    #[arg(long, default_value = "auto", value_parser = parse_part_size)]
     pub part_size: u64,
     /// Parts in flight at most.
     #[arg(long, default_value_t = DEFAULT_CONCURRENCY)]
@@ -703,4 +708,13 @@ fn storage_class_parser() -> impl clap::builder::TypedValueParser<Value = Storag
     use clap::builder::TypedValueParser as _;
     clap::builder::PossibleValuesParser::new(StorageClass::ALL.map(StorageClass::as_str))
         .map(|s| s.parse::<StorageClass>().expect("every listed name parses"))
+}
+
+/// `--part-size`: a size, or `auto` ([`crate::plan::AUTO`]: the file's own).
+fn parse_part_size(text: &str) -> Result<u64, String> {
+    if text.trim().eq_ignore_ascii_case("auto") {
+        Ok(crate::plan::AUTO)
+    } else {
+        parse_size(text)
+    }
 }

@@ -9,6 +9,16 @@ use crate::vocab::{ObjectSettings, ObjectUrl};
 
 /// Default part size: 100 MiB.
 pub const DEFAULT_PART_SIZE: u64 = 100 * MIB;
+
+/// Refuses a `--part-size` outside S3's limits ([`crate::plan::AUTO`], "auto", is fine).
+pub fn check_part_size(part_size: u64) -> Result<(), Error> {
+    if part_size == crate::plan::AUTO || (MIN_PART_SIZE..=MAX_PART_SIZE).contains(&part_size) {
+        return Ok(());
+    }
+    Err(Error::Usage(format!(
+        "--part-size {part_size} bytes is outside S3's limits: choose 5MiB to 5GiB, or auto"
+    )))
+}
 /// Default number of parts in flight.
 pub const DEFAULT_CONCURRENCY: usize = 64;
 /// Most parts in flight tally allows.
@@ -129,7 +139,8 @@ impl UploadConfig {
         Ok(())
     }
 
-    /// Checks the settings; nothing touches the network or the file yet.
+    /// Checks the settings; nothing touches the network or the file yet. `part_size`
+    /// [`crate::plan::AUTO`]: the file's own (see [`crate::plan`]).
     pub fn new(
         source: PathBuf,
         target: &str,
@@ -138,11 +149,7 @@ impl UploadConfig {
         checksum: ChecksumAlgorithm,
     ) -> Result<UploadConfig, Error> {
         let target = ObjectUrl::parse(target)?.for_file(&source)?;
-        if !(MIN_PART_SIZE..=MAX_PART_SIZE).contains(&part_size) {
-            return Err(Error::Usage(format!(
-                "--part-size {part_size} bytes is outside S3's limits: choose 5MiB to 5GiB"
-            )));
-        }
+        check_part_size(part_size)?;
         if !(1..=MAX_CONCURRENCY).contains(&concurrency) {
             return Err(Error::Usage(format!(
                 "--concurrency {concurrency} is out of range: choose 1 to {MAX_CONCURRENCY}"

@@ -57,6 +57,10 @@ pub struct DownloadOptions {
     pub concurrency: usize,
     /// Prefix downloads: which keys are taken (`--include`, `--exclude`, as for directories).
     pub filters: crate::tree::Filters,
+    /// Fetch a part again when it arrives far slower than the others (`--hedge`; off by default:
+    /// on a busy machine a part also lags because tally is still hashing it, and fetching it
+    /// again from its start then only adds work; see docs/link.md).
+    pub hedge: bool,
 }
 
 /// The report of one download.
@@ -336,6 +340,7 @@ pub async fn download_to<C: S3Api>(
         progress,
         flights: Default::default(),
         by_range: std::sync::atomic::AtomicBool::new(false),
+        hedge: opts.hedge,
     };
     let journal = Arc::new(journal);
     progress.start(facts.size, ranges.len() as u32);
@@ -872,6 +877,7 @@ mod tests {
             force: false,
             concurrency: 3,
             filters: Default::default(),
+            hedge: false,
         }
     }
 
@@ -1178,6 +1184,7 @@ mod tests {
             force: false,
             concurrency: 1,
             filters: Default::default(),
+            hedge: false,
         };
         let e = download(&s3, &url("k"), &dest, &one, &watcher)
             .await

@@ -63,6 +63,8 @@ impl Limits {
     /// more than [`DEFAULT_BYTES_AHEAD`] bytes (with 100 MiB parts, 10 at once instead of 68). A
     /// part larger than the budget still runs, alone ([`Engine::reserve`]).
     pub fn for_parts(concurrency: usize, part_size: u64) -> Limits {
+        // An automatic part size ([`crate::plan::AUTO`]) is at most its largest.
+        let part_size = crate::plan::largest_part(part_size);
         let parts = concurrency + crate::exec::hash_ahead();
         Limits {
             concurrency,

@@ -2,9 +2,45 @@
 //!
 //! Pure arithmetic, property-tested. The requested size is honoured until the object would need more
 //! than [`MAX_PARTS`] parts; then the part size grows, in whole MiB, just enough to fit.
+//!
+//! Without a requested size ([`AUTO`], the default), the part size follows the file, so that a
+//! file keeps [`AUTO_PARTS`] connections busy on a link where each connection is slow (a real S3
+//! link: tens of MB/s per connection): a file up to [`AUTO_MAX`] goes in one PutObject; a larger
+//! one in parts of a 64th of it in whole MiB, at least [`AUTO_MIN`] and at most [`AUTO_MAX`]. The
+//! layout depends on the file's size only, so `tally hash` predicts it and two uploads of one file
+//! give one ETag whatever `--concurrency` says.
 
 use crate::error::Error;
 use crate::vocab::{MAX_OBJECT_SIZE, MAX_PART_SIZE, MAX_PARTS, MAX_SINGLE_PUT, MIB, MIN_PART_SIZE};
+
+/// The requested part size that means "follow the file" (see the module docs).
+pub const AUTO: u64 = 0;
+/// The parts a file is cut into when the part size follows it.
+pub const AUTO_PARTS: u64 = 64;
+/// The smallest part size chosen for a file (the AWS CLI's and SDKs' part size).
+pub const AUTO_MIN: u64 = 8 * MIB;
+/// The largest part size chosen for a file, and the largest file sent in one PutObject.
+pub const AUTO_MAX: u64 = 100 * MIB;
+
+/// The part size to cut `len` bytes with: `requested`, or the file's own when it is [`AUTO`].
+pub fn part_size_for(len: u64, requested: u64) -> u64 {
+    if requested != AUTO {
+        return requested;
+    }
+    if len <= AUTO_MAX {
+        return AUTO_MAX;
+    }
+    (len.div_ceil(AUTO_PARTS).div_ceil(MIB) * MIB).clamp(AUTO_MIN, AUTO_MAX)
+}
+
+/// The largest part `requested` can give (what a byte budget must hold).
+pub fn largest_part(requested: u64) -> u64 {
+    if requested == AUTO {
+        AUTO_MAX
+    } else {
+        requested
+    }
+}
 
 /// One part of a multipart upload: its 1-based number and byte range in the source.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,11 +80,13 @@ pub enum Plan {
 }
 
 impl Plan {
-    /// Plans an object of `len` bytes with parts of `requested` bytes.
+    /// Plans an object of `len` bytes with parts of `requested` bytes ([`AUTO`]: the file's own,
+    /// see [`part_size_for`]).
     ///
-    /// `requested` must be within [`MIN_PART_SIZE`]..=[`MAX_PART_SIZE`] (checked when the
-    /// configuration is built). Objects larger than [`MAX_OBJECT_SIZE`] are refused.
+    /// `requested` must be [`AUTO`] or within [`MIN_PART_SIZE`]..=[`MAX_PART_SIZE`] (checked when
+    /// the configuration is built). Objects larger than [`MAX_OBJECT_SIZE`] are refused.
     pub fn new(len: u64, requested: u64) -> Result<Plan, Error> {
+        let requested = part_size_for(len, requested);
         debug_assert!((MIN_PART_SIZE..=MAX_PART_SIZE).contains(&requested));
         if len > MAX_OBJECT_SIZE {
             return Err(Error::TooLarge { len });
@@ -145,6 +183,28 @@ mod tests {
                 count: 1
             }
         );
+    }
+
+    #[test]
+    fn the_automatic_part_size_follows_the_file() {
+        // Up to 100 MiB: one PutObject.
+        assert_eq!(
+            Plan::new(100 * MIB, AUTO).unwrap(),
+            Plan::Single { len: 100 * MIB }
+        );
+        // 256 MiB: a 64th is 4 MiB, so the 8 MiB floor: 32 parts.
+        let p = Plan::new(256 * MIB, AUTO).unwrap();
+        assert_eq!((p.part_size(), p.count()), (8 * MIB, 32));
+        // 4 GiB: 64 parts of 64 MiB.
+        let p = Plan::new(4 * GIB, AUTO).unwrap();
+        assert_eq!((p.part_size(), p.count()), (64 * MIB, 64));
+        // 16 GiB and more: 100 MiB parts, as many as it takes.
+        let p = Plan::new(16 * GIB, AUTO).unwrap();
+        assert_eq!((p.part_size(), p.count()), (100 * MIB, 164));
+        // A tebibyte: grown to stay within 10,000 parts, as with any requested size.
+        assert_eq!(Plan::new(TIB, AUTO).unwrap().part_size(), 105 * MIB);
+        assert_eq!(largest_part(AUTO), AUTO_MAX);
+        assert_eq!(largest_part(5 * MIB), 5 * MIB);
     }
 
     #[test]

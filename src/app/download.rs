@@ -39,6 +39,7 @@ async fn download(args: &DownloadArgs, out: &Output) -> Result<DownloadReport, E
         force: args.force,
         concurrency: args.concurrency,
         filters: Default::default(),
+        hedge: args.hedge,
     };
     let progress = out.progress();
     // Ctrl-C / SIGTERM stop it as they stop a prefix: the parts recorded are kept for a resume.
@@ -61,6 +62,7 @@ async fn download_tree(args: &DownloadArgs, out: &Output) -> i32 {
             force: args.force,
             concurrency: args.concurrency,
             filters: args.tree.download_filters()?,
+            hedge: args.hedge,
         };
         let progress = out.progress();
         let on_line = out.tree_lines();

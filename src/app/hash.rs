@@ -30,7 +30,7 @@ pub(crate) fn run(args: &HashArgs, out: &Output, runtime: &tokio::runtime::Runti
 }
 
 fn parse_hash_args(part_size: u64) -> Result<(), Error> {
-    if (crate::vocab::MIN_PART_SIZE..=crate::vocab::MAX_PART_SIZE).contains(&part_size) {
+    if crate::config::check_part_size(part_size).is_ok() {
         Ok(())
     } else {
         Err(Error::Usage(format!(

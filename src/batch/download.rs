@@ -282,6 +282,7 @@ mod tests {
             force: false,
             concurrency: 2,
             filters: Default::default(),
+            hedge: false,
         };
         let _ = download_tree(
             s3,

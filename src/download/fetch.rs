@@ -49,6 +49,8 @@ pub struct Ctx<'a> {
     /// Set once the server answered a GET `?partNumber=N` with another length than the part's
     /// (moto): every part is then read by its byte range.
     pub by_range: std::sync::atomic::AtomicBool,
+    /// Whether a part far slower than the others is fetched again (`--hedge`).
+    pub hedge: bool,
 }
 
 /// How many times one part is fetched again because it came far slower than the others.
@@ -98,7 +100,7 @@ pub async fn part<C: ObjectRead>(
         // (unless the server answered a part number with the wrong bytes: then by its range).
         let by_range = ctx.by_range.load(std::sync::atomic::Ordering::Relaxed);
         let by_number = (ctx.plan.multipart && !by_range).then_some(number);
-        let watch = slow < SLOW_REFETCHES;
+        let watch = ctx.hedge && slow < SLOW_REFETCHES;
         let failure = match once(s3, ctx, range.clone(), by_number, watch).await {
             Ok((hash, reply)) => {
                 let against = ctx.plan.against(i, reply.as_ref());

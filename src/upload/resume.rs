@@ -86,8 +86,10 @@ pub async fn begin<C: S3Api>(run: &Run<'_, C>, manifest_path: &Path) -> Result<B
         let alg = old.header.checksum;
         let plan = Plan::new(src.len(), old.header.part_size)?;
         let id = old.header.upload_id.clone();
+        // A part size left to tally (auto) takes the upload's own without a word.
+        let given = cfg.part_size != crate::plan::AUTO;
         if alg != cfg.checksum
-            || plan.part_size() != Plan::new(src.len(), cfg.part_size)?.part_size()
+            || (given && plan.part_size() != Plan::new(src.len(), cfg.part_size)?.part_size())
         {
             run.progress.note(&format!(
                 "resuming upload {id} with its own part size ({} bytes) and checksum ({alg}), not the ones given; --restart starts over with yours",

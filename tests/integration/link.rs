@@ -406,6 +406,7 @@ fn a_straggling_download_part_is_fetched_again_and_the_file_is_right() {
         back.to_str().unwrap(),
         "--concurrency",
         "8",
+        "--hedge",
         "--json",
         "--endpoint-url",
         &link.url,
