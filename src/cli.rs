@@ -46,6 +46,10 @@ pub struct VerifyArgs {
     /// Retry with backoff while the object is missing or differs, for up to this long (e.g. 30s, 5m).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub wait: Option<std::time::Duration>,
+    /// Also write a self-contained HTML report to hand over (what, where, sizes, checksums,
+    /// what proved each file, failures first; docs/report.md).
+    #[arg(long, value_name = "FILE.html")]
+    pub report: Option<PathBuf>,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub connection: ConnectionArgs,
@@ -103,6 +107,10 @@ pub struct DownloadArgs {
     /// with an ascmhl/ history is checked against it with or without this flag).
     #[arg(long)]
     pub mhl: bool,
+    /// Also write a self-contained HTML report to hand over (what, where, sizes, checksums,
+    /// what proved each file, failures first; docs/report.md).
+    #[arg(long, value_name = "FILE.html")]
+    pub report: Option<PathBuf>,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub connection: ConnectionArgs,
@@ -596,6 +604,10 @@ pub struct UploadArgs {
     /// The KMS key for --sse aws:kms (default: the bucket's or account's S3 key).
     #[arg(long, value_name = "ID", requires = "sse")]
     pub sse_kms_key_id: Option<String>,
+    /// Also write a self-contained HTML report to hand over (what, where, sizes, checksums,
+    /// what proved each file, failures first; docs/report.md).
+    #[arg(long, value_name = "FILE.html")]
+    pub report: Option<PathBuf>,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub connection: ConnectionArgs,

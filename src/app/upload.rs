@@ -44,7 +44,23 @@ pub(crate) fn run(args: &UploadArgs, out: &Output, runtime: &tokio::runtime::Run
             eprintln!("tally: error: the upload succeeded, but {e}");
         }
     }
-    out.finish(result.map(|r| (print_upload(&r), r))).max(code)
+    out.finish(result.map(|r| (print_upload(&r), Proven::of(r))))
+        .max(code)
+}
+
+/// The report with what proved it (`proof` in `--json` and `--report`).
+#[derive(serde::Serialize)]
+struct Proven {
+    #[serde(flatten)]
+    report: UploadReport,
+    proof: String,
+}
+
+impl Proven {
+    fn of(report: UploadReport) -> Proven {
+        let proof = crate::upload::proof::proof_text(&report);
+        Proven { report, proof }
+    }
 }
 
 async fn upload(args: &UploadArgs, out: &Output) -> Result<upload::one::One, Error> {

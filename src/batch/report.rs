@@ -67,6 +67,11 @@ pub struct FileLine {
     /// an `ascmhl/` history, or `--mhl`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mhl: Option<String>,
+    /// The whole file's hashes (`--file-hash`), when this run read it.
+    pub file_hashes: crate::hash::FileHashes,
+    /// What proved the object is the file, when that is not the reason (an upload's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proof: Option<String>,
     /// The exit code this entry asks for (0 for uploaded, skipped and ignored).
     #[serde(skip)]
     pub exit_code: i32,
@@ -331,6 +336,8 @@ pub fn skipped_entry(skip: &crate::tree::Skip) -> FileLine {
         etag: None,
         version_id: None,
         mhl: None,
+        file_hashes: Default::default(),
+        proof: None,
         exit_code: if failure { EXIT_ERROR } else { EXIT_OK },
     }
 }
