@@ -18,6 +18,10 @@ use crate::error::Error;
 /// Failures listed at the top at most (all of them are in the table of every file).
 const MAX_FAILURES: usize = 1000;
 
+/// Files listed in name order at most (an index entry of ~100 bytes each); beyond, the table
+/// keeps the order the files finished in, and says so.
+const MAX_SORTED: usize = 100_000;
+
 /// A report being written.
 pub(crate) struct HtmlReport {
     path: PathBuf,
@@ -26,6 +30,10 @@ pub(crate) struct HtmlReport {
     failures: Vec<String>,
     failures_more: u64,
     endpoint: String,
+    /// Each row's name, offset and length in the scratch file, to list them in name order.
+    index: Vec<(String, u64, usize)>,
+    /// Bytes written to the scratch file.
+    written: u64,
     /// The first error writing a row (the page is not written then).
     write_error: Option<std::io::Error>,
 }
@@ -85,6 +93,8 @@ impl HtmlReport {
             failures: Vec::new(),
             failures_more: 0,
             endpoint,
+            index: Vec::new(),
+            written: 0,
             write_error: None,
         })
     }
@@ -104,6 +114,14 @@ impl HtmlReport {
         {
             self.write_error.get_or_insert(e);
         }
+        if self.index.len() <= MAX_SORTED {
+            let name = ["rel", "path", "key"]
+                .iter()
+                .find_map(|k| rec.get(*k)?.as_str().filter(|s| !s.is_empty()))
+                .unwrap_or("");
+            self.index.push((name.to_owned(), self.written, row.len()));
+        }
+        self.written += row.len() as u64;
     }
 
     /// Writes the page: the job, its totals (`last`: the summary, or the one record of a single
@@ -141,10 +159,33 @@ impl HtmlReport {
         out.write_all(head(job, last, &self.endpoint).as_bytes())?;
         out.write_all(failures_section(&self.failures, self.failures_more).as_bytes())?;
         out.write_all(FILES_HEAD.as_bytes())?;
-        std::io::copy(&mut std::fs::File::open(&self.rows_path)?, &mut out)?;
+        self.copy_rows(&mut out)?;
         out.write_all(foot(last).as_bytes())?;
         out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
         std::fs::rename(partial, &self.path)
+    }
+}
+
+impl HtmlReport {
+    /// The rows, in name order (byte order of the name, as S3 lists keys) when there are at most
+    /// [`MAX_SORTED`], else as they finished.
+    fn copy_rows(&self, out: &mut impl std::io::Write) -> std::io::Result<()> {
+        use std::os::unix::fs::FileExt as _;
+        let mut rows = std::fs::File::open(&self.rows_path)?;
+        if self.index.len() > MAX_SORTED {
+            out.write_all(b"<tr><td colspan=\"9\">More files than are listed in name order: in the order they finished.</td></tr>\n")?;
+            std::io::copy(&mut rows, out)?;
+            return Ok(());
+        }
+        let mut order: Vec<&(String, u64, usize)> = self.index.iter().collect();
+        order.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+        let mut buf = Vec::new();
+        for (_, offset, len) in order {
+            buf.resize(*len, 0);
+            rows.read_exact_at(&mut buf, *offset)?;
+            out.write_all(&buf)?;
+        }
+        Ok(())
     }
 }
 
@@ -195,6 +236,15 @@ fn action_of(rec: &Value) -> String {
     }
 }
 
+/// A tree entry by its name below the folder (the folder is in the job); a single file by path.
+fn name_of(rec: &Value) -> String {
+    ["rel", "path"]
+        .iter()
+        .find_map(|k| rec.get(*k)?.as_str().filter(|s| !s.is_empty()))
+        .unwrap_or("")
+        .to_owned()
+}
+
 fn file_row(rec: &Value) -> String {
     let action = action_of(rec);
     let size = rec.get("size").and_then(Value::as_u64);
@@ -212,7 +262,7 @@ fn file_row(rec: &Value) -> String {
     };
     format!(
         "<tr{class}><td class=\"name\">{}</td><td class=\"name\">{}</td><td class=\"num\" data-bytes=\"{}\">{}</td><td>{}</td><td class=\"mono\">{}</td><td class=\"mono\">{}</td><td class=\"mono\">{}</td><td>{}</td><td>{}</td></tr>\n",
-        field(rec, "path"),
+        esc(&name_of(rec)),
         field(rec, "key"),
         size.map(|s| s.to_string()).unwrap_or_default(),
         size.map(super::output::human_bytes).unwrap_or_default(),
@@ -228,7 +278,7 @@ fn file_row(rec: &Value) -> String {
 fn failure_row(rec: &Value) -> String {
     format!(
         "<tr class=\"bad\"><td class=\"name\">{}</td><td class=\"name\">{}</td><td>{}</td><td>{}</td></tr>\n",
-        field(rec, "path"),
+        esc(&name_of(rec)),
         field(rec, "key"),
         esc(&action_of(rec)),
         field(rec, "reason") + &field(rec, "error"),
@@ -240,7 +290,7 @@ fn failures_section(rows: &[String], more: u64) -> String {
         return "<h2 id=\"failures\">Failures</h2>\n<p class=\"good\">None: no file failed or differs.</p>\n".into();
     }
     let mut s = format!(
-        "<h2 id=\"failures\">Failures ({})</h2>\n<table><thead><tr><th>local path</th><th>key</th><th>what</th><th>why</th></tr></thead><tbody>\n",
+        "<h2 id=\"failures\">Failures ({})</h2>\n<table><thead><tr><th>file</th><th>key</th><th>what</th><th>why</th></tr></thead><tbody>\n",
         rows.len() as u64 + more
     );
     rows.iter().for_each(|r| s.push_str(r));
@@ -251,7 +301,7 @@ fn failures_section(rows: &[String], more: u64) -> String {
     s
 }
 
-const FILES_HEAD: &str = "<h2 id=\"files\">Every file</h2>\n<table id=\"file-table\"><thead><tr><th>local path</th><th>key</th><th>size</th><th>what</th><th>checksum (S3)</th><th>ETag</th><th>whole-file hashes</th><th>what proved it</th><th>ASC MHL</th></tr></thead><tbody>\n";
+const FILES_HEAD: &str = "<h2 id=\"files\">Every file</h2>\n<table id=\"file-table\"><thead><tr><th>file</th><th>key</th><th>size</th><th>what</th><th>checksum (S3)</th><th>ETag</th><th>whole-file hashes</th><th>what proved it</th><th>ASC MHL</th></tr></thead><tbody>\n";
 
 /// The record embedded for machines: `</` cannot end the script element early.
 fn embedded(rec: &Value) -> String {
@@ -310,6 +360,32 @@ mod tests {
             esc("<img src=x onerror='a'> & \"b\"\n\u{1b}"),
             "&lt;img src=x onerror=&#39;a&#39;&gt; &amp; &quot;b&quot;\\u{a}\\u{1b}"
         );
+    }
+
+    #[test]
+    fn files_are_listed_in_name_order_and_failures_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let page = dir.path().join("r.html");
+        let mut r = HtmlReport::create(&page, "http://127.0.0.1:1".into()).unwrap();
+        for (rel, action) in [
+            ("b/2.dpx", "uploaded"),
+            ("a.mov", "uploaded"),
+            ("b/1.dpx", "failed"),
+        ] {
+            r.add(&serde_json::json!({"kind": "file", "rel": rel, "action": action, "size": 1}));
+        }
+        let job = Job::new("upload", Some("card".into()), Some("s3://b/p/".into()));
+        let summary =
+            serde_json::json!({"kind": "summary", "files": 3, "failed": 1, "exit_code": 2});
+        r.finish(&job, &summary).unwrap();
+        let html = std::fs::read_to_string(&page).unwrap();
+        let at = |s: &str| html.rfind(s).unwrap();
+        assert!(at("a.mov") < at("b/1.dpx") && at("b/1.dpx") < at("b/2.dpx"));
+        let failures = html.find("id=\"failures\"").unwrap();
+        assert!(failures < html.find("b/1.dpx").unwrap());
+        assert!(html.find("b/1.dpx").unwrap() < html.find("id=\"file-table\"").unwrap());
+        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(left.len(), 1, "only the page is left: {left:?}");
     }
 
     #[test]
