@@ -3,6 +3,7 @@
 //! ([`output::Output`]).
 
 mod download;
+mod dryrun;
 mod hash;
 mod help;
 mod json;

@@ -96,6 +96,10 @@ pub struct DownloadArgs {
     /// Replace an existing file even when it is not proven identical to the object.
     #[arg(long)]
     pub force: bool,
+    /// For a prefix: list what the run would download, compare first or refuse, and why;
+    /// nothing is written (no folder made), no object read.
+    #[arg(long)]
+    pub dryrun: bool,
     /// Parts in flight at most.
     #[arg(long, default_value_t = DEFAULT_CONCURRENCY)]
     pub concurrency: usize,
@@ -542,6 +546,10 @@ pub struct UploadArgs {
     /// is skipped then, as a directory's files are).
     #[arg(long)]
     pub force: bool,
+    /// For a directory: list what the run would upload, compare first, or leave, and why;
+    /// nothing is sent and no file is read.
+    #[arg(long)]
+    pub dryrun: bool,
     /// Also compute each part's MD5 and send it as Content-MD5, so the multipart ETag is predicted
     /// and checked (MD5 costs ~2.6x SHA-256 here; S3 already verifies each part's checksum).
     #[arg(long)]

@@ -14,7 +14,15 @@ pub(crate) fn run(args: &DownloadArgs, out: &Output, runtime: &tokio::runtime::R
     let is_prefix =
         ObjectUrl::parse(&args.source).is_ok_and(|u| u.key.is_empty() || u.key.ends_with('/'));
     if is_prefix {
+        if args.dryrun {
+            return runtime.block_on(super::dryrun::download(args, out));
+        }
         return runtime.block_on(download_tree(args, out));
+    }
+    if args.dryrun {
+        return out.finish::<()>(Err(Error::Usage(
+            "--dryrun lists what a prefix's download would do: give a prefix ending in /".into(),
+        )));
     }
     if args.tree.any() {
         return out.finish::<()>(Err(Error::Usage(

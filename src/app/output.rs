@@ -310,6 +310,20 @@ pub(crate) fn print_tree(r: &TreeReport, all_good: &str, nothing: &str) -> Strin
     count(r.failed, "FAILED".into());
     count(r.ignored, "ignored".into());
     count(r.not_started, "not started".into());
+    count(
+        r.would_send.unwrap_or(0),
+        format!(
+            "would be sent ({})",
+            human_bytes(r.would_send_bytes.unwrap_or(0))
+        ),
+    );
+    count(
+        r.would_compare.unwrap_or(0),
+        format!(
+            "would be compared first ({})",
+            human_bytes(r.would_compare_bytes.unwrap_or(0))
+        ),
+    );
     if counts.is_empty() {
         counts.push(nothing.to_owned());
     }

@@ -37,6 +37,12 @@ fn verdict(last: &Value) -> (bool, String) {
     if let Some(e) = text(last, "error") {
         return (false, format!("STOPPED: {e}"));
     }
+    if last.get("would_send").is_some_and(|v| !v.is_null()) {
+        return (
+            code == 0,
+            "DRY RUN: nothing was sent or written; this is what the run would do".into(),
+        );
+    }
     if last["complete"] == false {
         return (
             false,
@@ -118,6 +124,8 @@ pub(crate) fn totals_section(last: &Value) -> String {
             ("failed", "FAILED"),
             ("ignored", "ignored"),
             ("not_started", "not started"),
+            ("would_send", "would be sent (dry run)"),
+            ("would_compare", "would be compared first (dry run)"),
         ] {
             row(k, label, n(k), n(&format!("{k}_bytes")));
         }

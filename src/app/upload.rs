@@ -13,7 +13,16 @@ use crate::vocab::ObjectUrl;
 /// `tally upload FILE|DIR s3://...`.
 pub(crate) fn run(args: &UploadArgs, out: &Output, runtime: &tokio::runtime::Runtime) -> i32 {
     if args.file.is_dir() {
+        if args.dryrun {
+            return runtime.block_on(super::dryrun::upload(args, out));
+        }
         return runtime.block_on(upload_tree(args, out));
+    }
+    if args.dryrun {
+        return out.finish::<()>(Err(Error::Usage(format!(
+            "--dryrun lists what a directory's upload would do; {} is not one (tally verify FILE s3://... says whether the object is already this file)",
+            args.file.display()
+        ))));
     }
     if args.mhl {
         return out.finish::<()>(Err(Error::Usage(format!(
@@ -97,7 +106,7 @@ async fn upload_tree(args: &UploadArgs, out: &Output) -> i32 {
 }
 
 /// The tree upload's settings from the command line.
-fn tree_config(args: &UploadArgs) -> Result<TreeConfig, Error> {
+pub(super) fn tree_config(args: &UploadArgs) -> Result<TreeConfig, Error> {
     if args.manifest.is_some() {
         return Err(Error::Usage(
             "--manifest names one file's manifest; a directory's manifests go to the state directory (TALLY_STATE_DIR): leave --manifest out"

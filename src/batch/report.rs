@@ -25,6 +25,10 @@ pub enum Action {
     Identical,
     /// Compared with its object: different, or no object (`verify`).
     Differs,
+    /// `--dryrun`: would be sent (uploaded or downloaded).
+    WouldSend,
+    /// `--dryrun`: would be compared first, and sent only if not proven identical.
+    WouldCompare,
 }
 
 impl Action {
@@ -38,6 +42,8 @@ impl Action {
             Action::Ignored => "ignored",
             Action::Identical => "identical",
             Action::Differs => "DIFFERS",
+            Action::WouldSend => "would be sent",
+            Action::WouldCompare => "would be compared first",
         }
     }
 }
@@ -112,6 +118,18 @@ pub struct TreeReport {
     /// file), or stopped by it before anything of them was kept: neither sent nor failed; the
     /// same command again does them.
     pub not_started: u64,
+    /// `--dryrun`: files that would be sent, and their bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub would_send: Option<u64>,
+    /// Their bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub would_send_bytes: Option<u64>,
+    /// `--dryrun`: files that would be compared first (sent only if not proven identical).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub would_compare: Option<u64>,
+    /// Their bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub would_compare_bytes: Option<u64>,
     /// Whether the walk reached every entry (not interrupted or stopped).
     pub complete: bool,
     /// Seconds spent.
@@ -288,6 +306,18 @@ impl TreeReport {
                 self.differs += 1;
             }
             Action::Ignored => self.ignored += 1,
+            Action::WouldSend => {
+                self.files += 1;
+                self.bytes += size;
+                *self.would_send.get_or_insert(0) += 1;
+                *self.would_send_bytes.get_or_insert(0) += size;
+            }
+            Action::WouldCompare => {
+                self.files += 1;
+                self.bytes += size;
+                *self.would_compare.get_or_insert(0) += 1;
+                *self.would_compare_bytes.get_or_insert(0) += size;
+            }
         }
         self.exit_code = self.exit_code.max(line.exit_code);
     }

@@ -225,6 +225,23 @@ fn every_commands_json_validates_against_the_published_schema() {
         1,
     );
     assert_eq!(vt.last().unwrap()["differs"], 1);
+    let plan = runs.keep(
+        "upload-tree-dryrun",
+        &t(&["upload", &p(&root), &prefix, "--dryrun", "--json"]),
+        0,
+    );
+    assert_eq!(plan.last().unwrap()["would_send"], 1, "{plan:?}");
+    runs.keep(
+        "download-tree-dryrun",
+        &t(&[
+            "download",
+            &prefix,
+            &p(&d.join("back")),
+            "--dryrun",
+            "--json",
+        ]),
+        0,
+    );
     runs.keep(
         "hash-tree",
         &t(&["hash", &p(&root), "--json", "--file-hash", "xxh64"]),
