@@ -53,6 +53,11 @@ impl Meter {
     pub fn take_back(&self, n: u64) {
         self.0.set_position(self.0.position().saturating_sub(n));
     }
+
+    /// The bytes counted so far.
+    pub fn counted(&self) -> u64 {
+        self.0.position()
+    }
 }
 
 /// Reports nothing (pipes, `--quiet`, `--json`, tests).
