@@ -54,6 +54,13 @@ impl Meter {
         self.0.set_position(self.0.position().saturating_sub(n));
     }
 
+    /// The job is `total` bytes, `done` of them already (a resumed job starts from there).
+    pub fn begin(&self, total: u64, done: u64) {
+        self.0.set_length(total);
+        self.0.set_position(done);
+        self.0.reset_eta();
+    }
+
     /// The bytes counted so far.
     pub fn counted(&self) -> u64 {
         self.0.position()
