@@ -321,7 +321,12 @@ pub(crate) fn file_line(job: &Job, line: &FileLine) -> Value {
         if !m.contains_key("proof") {
             // What proved it is the reason, where the reason is a comparison.
             let action = m.get("action").and_then(Value::as_str).unwrap_or("");
+            let reason = m["reason"].as_str().unwrap_or("");
             let proof = match action {
+                // Without --download, verify compares what the server reports, not its bytes.
+                "identical" if !reason.starts_with("download") => Value::String(format!(
+                    "{reason} (the values the server reports, not its bytes: --download compares them)"
+                )),
                 "downloaded" | "identical" | "differs" | "skipped" => m["reason"].clone(),
                 _ => Value::Null,
             };
