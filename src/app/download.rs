@@ -20,9 +20,7 @@ pub(crate) fn run(args: &DownloadArgs, out: &Output, runtime: &tokio::runtime::R
         return runtime.block_on(download_tree(args, out));
     }
     if args.dryrun {
-        return out.finish::<()>(Err(Error::Usage(
-            "--dryrun lists what a prefix's download would do: give a prefix ending in /".into(),
-        )));
+        return runtime.block_on(super::dryrun::download_file(args, out));
     }
     if args.tree.any() {
         return out.finish::<()>(Err(Error::Usage(

@@ -1,5 +1,5 @@
-//! `tally upload DIR ... --dryrun` and `tally download s3://.../ DIR --dryrun`: what the run would
-//! do to each file and why (src/batch/dryrun.rs), nothing written.
+//! `tally upload FILE|DIR ... --dryrun` and `tally download s3://... DEST --dryrun`: what the run
+//! would do to each file and why (src/batch/dryrun.rs), nothing written.
 
 use tokio_util::sync::CancellationToken;
 
@@ -69,6 +69,28 @@ pub(super) async fn download(args: &DownloadArgs, out: &Output) -> i32 {
         let on_line = lines(out);
         crate::batch::dryrun::download_plan(&s3, &prefix, &args.dest, &opts, &cancel, &on_line)
             .await
+    };
+    out.finish_tree(run.await, ALL_GOOD, NOTHING)
+}
+
+/// `tally upload FILE s3://... --dryrun`.
+pub(super) async fn upload_file(args: &UploadArgs, out: &Output) -> i32 {
+    let run = async {
+        let cfg = args.to_config()?;
+        let s3 = SdkS3::connect(&args.connection.to_connection()).await?;
+        let on_line = lines(out);
+        crate::batch::dryrun::upload_one(&s3, &args.file, &cfg.target, &on_line).await
+    };
+    out.finish_tree(run.await, ALL_GOOD, NOTHING)
+}
+
+/// `tally download s3://BUCKET/KEY DEST --dryrun`.
+pub(super) async fn download_file(args: &DownloadArgs, out: &Output) -> i32 {
+    let run = async {
+        let obj = ObjectUrl::parse(&args.source)?;
+        let s3 = SdkS3::connect(&args.connection.to_connection()).await?;
+        let on_line = lines(out);
+        crate::batch::dryrun::download_one(&s3, &obj, &args.dest, args.force, &on_line).await
     };
     out.finish_tree(run.await, ALL_GOOD, NOTHING)
 }

@@ -19,10 +19,7 @@ pub(crate) fn run(args: &UploadArgs, out: &Output, runtime: &tokio::runtime::Run
         return runtime.block_on(upload_tree(args, out));
     }
     if args.dryrun {
-        return out.finish::<()>(Err(Error::Usage(format!(
-            "--dryrun lists what a directory's upload would do; {} is not one (tally verify FILE s3://... says whether the object is already this file)",
-            args.file.display()
-        ))));
+        return runtime.block_on(super::dryrun::upload_file(args, out));
     }
     if args.mhl {
         return out.finish::<()>(Err(Error::Usage(format!(

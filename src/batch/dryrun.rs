@@ -176,3 +176,80 @@ pub async fn download_plan<C: S3Api>(
     report.complete = !cancel.is_cancelled();
     report.end(started, 0, None, cancel)
 }
+
+/// The report of one file's dry run: `line` counted.
+fn one(prefix: &ObjectUrl, line: &FileLine, started: Instant) -> Result<TreeReport, Error> {
+    let mut report = planned(prefix);
+    report.add(line);
+    report.complete = true;
+    report.end(started, 0, None, &CancellationToken::new())
+}
+
+/// What S3 holds at `obj`: its size, or `None` when there is no object (one HEAD).
+async fn object_size<C: S3Api>(s3: &C, obj: &ObjectUrl) -> Result<Option<u64>, Error> {
+    match s3.head_object(obj, None).await {
+        Ok(h) => Ok(Some(h.size)),
+        Err(e) if e.kind == crate::s3::S3ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::s3("HeadObject", None, None)(e)),
+    }
+}
+
+/// `tally upload FILE s3://... --dryrun`: one HEAD, nothing read or sent.
+pub async fn upload_one<C: S3Api>(
+    s3: &C,
+    file: &Path,
+    obj: &ObjectUrl,
+    on_line: &(dyn Fn(&FileLine) + Send + Sync),
+) -> Result<TreeReport, Error> {
+    let started = Instant::now();
+    let f = file.to_owned();
+    let size = blocking(move || std::fs::metadata(&f))
+        .await
+        .map_err(|e| Error::Source {
+            path: file.to_owned(),
+            why: e.to_string(),
+        })?
+        .len();
+    let entry = crate::tree::FileEntry {
+        path: file.to_owned(),
+        rel: String::new(),
+        size,
+        mtime_ns: 0,
+        dev: 0,
+        ino: 0,
+    };
+    let listed = object_size(s3, obj).await?;
+    let line = upload_line(FileLine::for_entry(&entry, &obj.key), size, listed);
+    on_line(&line);
+    one(obj, &line, started)
+}
+
+/// `tally download s3://BUCKET/KEY DEST --dryrun`: one HEAD, nothing written.
+pub async fn download_one<C: S3Api>(
+    s3: &C,
+    obj: &ObjectUrl,
+    dest: &Path,
+    force: bool,
+    on_line: &(dyn Fn(&FileLine) + Send + Sync),
+) -> Result<TreeReport, Error> {
+    let started = Instant::now();
+    let Some(size) = object_size(s3, obj).await? else {
+        return Err(Error::Usage(format!(
+            "s3://{}/{}: no such object: nothing would be downloaded",
+            obj.bucket, obj.key
+        )));
+    };
+    let target = crate::download::dest::resolve(dest, &obj.key)?;
+    let entry = crate::tree::FileEntry {
+        path: target.clone(),
+        rel: String::new(),
+        size,
+        mtime_ns: 0,
+        dev: 0,
+        ino: 0,
+    };
+    let line = FileLine::for_entry(&entry, &obj.key);
+    let line = blocking(move || download_line(line, size, Ok(target), force)).await;
+    on_line(&line);
+    one(obj, &line, started)
+}

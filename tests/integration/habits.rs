@@ -155,17 +155,20 @@ fn dryrun_lists_what_would_be_sent_and_writes_nothing() {
     assert_eq!(summary["would_send"], 2, "{summary}");
     assert!(!dest.exists(), "a dry run made the destination folder");
 
-    let out = s.tally([
-        "upload",
-        root.join("new.txt").to_str().unwrap(),
-        &s.url(&prefix),
-        "--dryrun",
-    ]);
-    assert_eq!(
-        out.status.code(),
-        Some(2),
-        "a single file: a usage error for now"
-    );
+    // One file: one HEAD, the same words.
+    let one = root.join("same.mov");
+    let key = format!("{prefix}same.mov");
+    let out = s.tally(["upload", one.to_str().unwrap(), &s.url(&key), "--dryrun"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("COMPARE"), "{text}");
+    let back = dir.path().join("back.mov");
+    let out = s.tally(["download", &s.url(&key), back.to_str().unwrap(), "--dryrun"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("SEND"), "{text}");
+    assert!(!back.exists(), "a dry run wrote the file");
+    assert_eq!(listed(s, &prefix), before, "a dry run uploaded something");
 }
 
 /// The objects under `prefix` (key, size, ETag), by the AWS CLI.

@@ -139,6 +139,22 @@ fn every_commands_json_validates_against_the_published_schema() {
     );
     assert_eq!(differs[0]["verdict"], "differs");
     runs.keep(
+        "upload-dryrun",
+        &t(&["upload", &p(&one), &s.url(&key), "--dryrun", "--json"]),
+        0,
+    );
+    runs.keep(
+        "download-dryrun",
+        &t(&[
+            "download",
+            &s.url(&key),
+            &p(&d.join("not-yet.bin")),
+            "--dryrun",
+            "--json",
+        ]),
+        0,
+    );
+    runs.keep(
         "hash",
         &t(&["hash", &p(&one), "--json", "--file-hash", "xxh64"]),
         0,
