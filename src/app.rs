@@ -3,10 +3,14 @@
 //! ([`output::Output`]).
 
 mod download;
+mod dryrun;
 mod hash;
 mod help;
+mod json;
 mod md5;
 mod output;
+mod report_html;
+mod report_job;
 mod shard;
 mod upload;
 mod uploads;
@@ -31,7 +35,12 @@ pub fn run(cli: Cli) -> i32 {
         Command::Shard(c) => c.output(),
     };
     init_logging(output);
-    let out = Output::from(output);
+    let out = Output::new(output, job(&cli.command));
+    if let Some((path, conn)) = report_of(&cli.command)
+        && let Err(e) = out.with_report(path, endpoint(conn))
+    {
+        return out.finish::<()>(Err(e));
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -47,5 +56,59 @@ pub fn run(cli: Cli) -> i32 {
         Command::Shard(c) => runtime.block_on(shard::run(c, &out)),
         // Answered above, before logging and the runtime.
         Command::Completions(_) | Command::Man => EXIT_OK,
+    }
+}
+
+/// What the records of `command` say it works on (`--json`, `--report`).
+fn job(command: &Command) -> json::Job {
+    let shown = |p: &std::path::Path| Some(p.display().to_string());
+    let (name, path, url) = match command {
+        Command::Upload(a) => ("upload", shown(&a.file), Some(a.target.clone())),
+        Command::Verify(a) => ("verify", shown(&a.file), Some(a.target.clone())),
+        Command::Download(a) => ("download", shown(&a.dest), Some(a.source.clone())),
+        Command::Hash(a) => ("hash", shown(&a.path), None),
+        Command::Md5(a) => ("md5", None, Some(a.target.clone())),
+        Command::Uploads(a) => ("uploads", None, Some(a.target.clone())),
+        Command::Abort(a) => ("abort", None, Some(a.target.clone())),
+        Command::Shard(crate::cli::ShardCommand::Plan(a)) => {
+            ("shard plan", shown(&a.file), Some(a.target.clone()))
+        }
+        Command::Shard(crate::cli::ShardCommand::Run(a)) => {
+            ("shard run", a.file.as_deref().and_then(shown), None)
+        }
+        Command::Shard(crate::cli::ShardCommand::Finish(_)) => ("shard finish", None, None),
+        Command::Completions(_) | Command::Man => ("help", None, None),
+    };
+    json::Job::new(name, path, url)
+}
+
+/// The `--report` file of `command`, and its connection, when one was asked for.
+fn report_of(command: &Command) -> Option<(&std::path::Path, &crate::cli::ConnectionArgs)> {
+    match command {
+        Command::Upload(a) => Some((a.report.as_deref()?, &a.connection)),
+        Command::Download(a) => Some((a.report.as_deref()?, &a.connection)),
+        Command::Verify(a) => Some((a.report.as_deref()?, &a.connection)),
+        _ => None,
+    }
+}
+
+/// The endpoint in words, as the SDK will choose it (no credentials in it).
+fn endpoint(conn: &crate::cli::ConnectionArgs) -> String {
+    let from_env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    let region = conn
+        .region
+        .clone()
+        .or_else(|| from_env("AWS_REGION"))
+        .or_else(|| from_env("AWS_DEFAULT_REGION"));
+    let url = conn
+        .endpoint_url
+        .clone()
+        .or_else(|| from_env("AWS_ENDPOINT_URL_S3"))
+        .or_else(|| from_env("AWS_ENDPOINT_URL"))
+        .unwrap_or_else(|| "Amazon S3 (the SDK's endpoint for the region)".into());
+    let url = crate::redact::redact(&url);
+    match region {
+        Some(r) => format!("{url}, region {r}"),
+        None => url,
     }
 }

@@ -11,6 +11,7 @@
 pub mod custody;
 pub mod custody_check;
 pub mod download;
+pub mod dryrun;
 pub mod report;
 pub mod run;
 pub mod upload;

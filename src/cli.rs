@@ -46,6 +46,10 @@ pub struct VerifyArgs {
     /// Retry with backoff while the object is missing or differs, for up to this long (e.g. 30s, 5m).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub wait: Option<std::time::Duration>,
+    /// Also write a self-contained HTML report to hand over (what, where, sizes, checksums,
+    /// what proved each file, failures first; docs/report.md).
+    #[arg(long, value_name = "FILE.html")]
+    pub report: Option<PathBuf>,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub connection: ConnectionArgs,
@@ -92,6 +96,10 @@ pub struct DownloadArgs {
     /// Replace an existing file even when it is not proven identical to the object.
     #[arg(long)]
     pub force: bool,
+    /// For a prefix: list what the run would download, compare first or refuse, and why;
+    /// nothing is written (no folder made), no object read.
+    #[arg(long)]
+    pub dryrun: bool,
     /// Parts in flight at most.
     #[arg(long, default_value_t = DEFAULT_CONCURRENCY)]
     pub concurrency: usize,
@@ -107,6 +115,10 @@ pub struct DownloadArgs {
     /// with an ascmhl/ history is checked against it with or without this flag).
     #[arg(long)]
     pub mhl: bool,
+    /// Also write a self-contained HTML report to hand over (what, where, sizes, checksums,
+    /// what proved each file, failures first; docs/report.md).
+    #[arg(long, value_name = "FILE.html")]
+    pub report: Option<PathBuf>,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub connection: ConnectionArgs,
@@ -539,6 +551,10 @@ pub struct UploadArgs {
     /// is skipped then, as a directory's files are).
     #[arg(long)]
     pub force: bool,
+    /// For a directory: list what the run would upload, compare first, or leave, and why;
+    /// nothing is sent and no file is read.
+    #[arg(long)]
+    pub dryrun: bool,
     /// Also compute each part's MD5 and send it as Content-MD5, so the multipart ETag is predicted
     /// and checked (MD5 costs ~2.6x SHA-256 here; S3 already verifies each part's checksum).
     #[arg(long)]
@@ -601,6 +617,10 @@ pub struct UploadArgs {
     /// The KMS key for --sse aws:kms (default: the bucket's or account's S3 key).
     #[arg(long, value_name = "ID", requires = "sse")]
     pub sse_kms_key_id: Option<String>,
+    /// Also write a self-contained HTML report to hand over (what, where, sizes, checksums,
+    /// what proved each file, failures first; docs/report.md).
+    #[arg(long, value_name = "FILE.html")]
+    pub report: Option<PathBuf>,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub connection: ConnectionArgs,

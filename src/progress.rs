@@ -53,6 +53,18 @@ impl Meter {
     pub fn take_back(&self, n: u64) {
         self.0.set_position(self.0.position().saturating_sub(n));
     }
+
+    /// The job is `total` bytes, `done` of them already (a resumed job starts from there).
+    pub fn begin(&self, total: u64, done: u64) {
+        self.0.set_length(total);
+        self.0.set_position(done);
+        self.0.reset_eta();
+    }
+
+    /// The bytes counted so far.
+    pub fn counted(&self) -> u64 {
+        self.0.position()
+    }
 }
 
 /// Reports nothing (pipes, `--quiet`, `--json`, tests).

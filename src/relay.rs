@@ -380,6 +380,7 @@ pub async fn hash_step<C: S3Api>(
         Some(started + time),
         None,
         &never,
+        None,
     )
     .await?;
     doc.source = Some(Md5Source::Stream);

@@ -10,6 +10,7 @@ pub mod complete;
 pub mod hedge;
 pub mod multipart;
 pub mod one;
+pub(crate) mod proof;
 pub mod report;
 pub mod resume;
 pub mod send;

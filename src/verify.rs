@@ -97,6 +97,8 @@ pub struct VerifyOptions {
     pub etag: bool,
     /// Retry while the object is missing or differs, for this long.
     pub wait: Option<Duration>,
+    /// Counts the local bytes as they are hashed or compared (a progress bar), when shown.
+    pub meter: Option<crate::progress::Meter>,
 }
 
 /// Hashes the local file over `ranges` on the rayon pool (the async task only waits).
@@ -105,6 +107,7 @@ async fn hash_local(
     ranges: Vec<Range<u64>>,
     alg: Option<ChecksumAlgorithm>,
     md5: bool,
+    meter: Option<crate::progress::Meter>,
 ) -> Vec<RangeHash> {
     on_pool(move || {
         ranges
@@ -115,6 +118,9 @@ async fn hash_local(
                 let _ = src.populate(r.clone());
                 let h = hash::hash_range(alg, md5, &src.bytes()[r.start as usize..r.end as usize]);
                 src.release(r.clone());
+                if let Some(m) = &meter {
+                    m.add(r.end - r.start);
+                }
                 h
             })
             .collect()
@@ -131,6 +137,7 @@ async fn compare_bytes<C: S3Api>(
     src: &Arc<Source>,
     ranges: &[Range<u64>],
     pin: &Pinned,
+    meter: Option<&crate::progress::Meter>,
 ) -> Result<Vec<PartDiff>, Error> {
     let firsts: Vec<(usize, Option<u64>)> = RangedReader::with(
         s3,
@@ -140,6 +147,9 @@ async fn compare_bytes<C: S3Api>(
         Window::DEFAULT,
         |c: Chunk| {
             let src = src.clone();
+            if let Some(m) = meter {
+                m.add(c.body.len() as u64);
+            }
             async move {
                 let (of, r) = (c.piece.of, c.piece.range.clone());
                 let first = on_pool(move || {
@@ -236,7 +246,7 @@ async fn verify_once<C: S3Api>(
                 }
             )
         };
-        let diffs = compare_bytes(s3, obj, src, &ranges, &pin).await?;
+        let diffs = compare_bytes(s3, obj, src, &ranges, &pin, opts.meter.as_ref()).await?;
         report.parts_compared = ranges.len() as u32;
         report.verdict = if diffs.is_empty() {
             Verdict::Identical
@@ -246,7 +256,7 @@ async fn verify_once<C: S3Api>(
         report.differing_parts = diffs;
         return Ok(finish(report, started, local_size));
     }
-    let local = hash_local(src.clone(), ranges.clone(), alg, md5).await;
+    let local = hash_local(src.clone(), ranges.clone(), alg, md5, opts.meter.clone()).await;
     let c = compare::compare(local_size, &local, remote);
     let differs = c.differs();
     report.etag_note = c.etag_note();
@@ -261,7 +271,7 @@ async fn verify_once<C: S3Api>(
     };
     if differs && report.differing_parts.is_empty() {
         // The object differs, but nothing per part says where: find the parts by their bytes.
-        report.differing_parts = compare_bytes(s3, obj, src, &ranges, &pin).await?;
+        report.differing_parts = compare_bytes(s3, obj, src, &ranges, &pin, None).await?;
         report.parts_compared = ranges.len() as u32;
         if report.differing_parts.is_empty() {
             // Every byte the server sends is the file's: the value it reports does not describe
@@ -315,6 +325,10 @@ pub async fn verify<C: S3Api>(
         .map(|w| Policy::WAIT.start().until(Instant::now() + w));
     loop {
         let attempts = backoff.as_ref().map_or(1, |b| b.attempt());
+        if let Some(m) = &opts.meter {
+            // Each attempt reads the file again.
+            m.take_back(u64::MAX);
+        }
         let result = verify_once(s3, &src, obj, opts).await;
         let retry = match &result {
             Ok(r) => r.verdict == Verdict::Differs,
@@ -389,6 +403,43 @@ mod tests {
             r.differing_parts[0].local,
             format!("bytes differ from offset {at}")
         );
+    }
+
+    /// The local bytes are counted as they are read, once per attempt, whether hashed (the
+    /// server's checksums decide) or compared with the object's (`--download`).
+    #[tokio::test]
+    async fn the_meter_counts_every_local_byte_once() {
+        let s3 = FakeS3::default();
+        let obj = ObjectUrl::parse("s3://bkt/m").unwrap();
+        let content: Vec<u8> = (0..(PIECE as usize * 2 + 123))
+            .map(|i| (i % 239) as u8)
+            .collect();
+        let alg = ChecksumAlgorithm::Sha256;
+        s3.put_object(
+            &obj,
+            alg,
+            Bytes::copy_from_slice(&content),
+            &hash::hash_part(alg, true, &content),
+            &crate::vocab::ObjectSettings::default(),
+        )
+        .await
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("f");
+        std::fs::write(&file, &content).unwrap();
+        for download in [false, true] {
+            use crate::progress::Progress as _;
+            let bar = crate::progress::Bar::new();
+            let meter = bar.meter().unwrap();
+            let opts = VerifyOptions {
+                download,
+                meter: Some(meter.clone()),
+                ..VerifyOptions::default()
+            };
+            let r = verify(&s3, &file, &obj, &opts).await.unwrap();
+            assert_eq!(r.verdict, Verdict::Identical);
+            assert_eq!(meter.counted(), content.len() as u64, "download {download}");
+        }
     }
 
     /// A server reporting a checksum that does not describe its bytes (moto names a CRC32

@@ -14,7 +14,13 @@ pub(crate) fn run(args: &DownloadArgs, out: &Output, runtime: &tokio::runtime::R
     let is_prefix =
         ObjectUrl::parse(&args.source).is_ok_and(|u| u.key.is_empty() || u.key.ends_with('/'));
     if is_prefix {
+        if args.dryrun {
+            return runtime.block_on(super::dryrun::download(args, out));
+        }
         return runtime.block_on(download_tree(args, out));
+    }
+    if args.dryrun {
+        return runtime.block_on(super::dryrun::download_file(args, out));
     }
     if args.tree.any() {
         return out.finish::<()>(Err(Error::Usage(

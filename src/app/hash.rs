@@ -112,6 +112,7 @@ fn hash_dir(args: &HashArgs, out: &Output, runtime: &tokio::runtime::Runtime) ->
         kept: Vec::new(),
         more: 0,
     };
+    let mut ignored = 0;
     let summary = runtime.block_on(hashfile::hash_tree(
         &args.path,
         walk,
@@ -120,6 +121,9 @@ fn hash_dir(args: &HashArgs, out: &Output, runtime: &tokio::runtime::Runtime) ->
         args.file_hash.as_deref().unwrap_or_default(),
         |line| {
             print_tree_line(out, line);
+            if let TreeLine::Skipped { failure: false, .. } = line {
+                ignored += 1;
+            }
             if out.json {
                 return;
             }
@@ -136,7 +140,7 @@ fn hash_dir(args: &HashArgs, out: &Output, runtime: &tokio::runtime::Runtime) ->
     seq.add(rest);
     let dir = crate::printable::path(&args.path);
     if out.json {
-        print_tree_line(out, &TreeLine::Summary(summary.clone()));
+        out.emit(&super::json::hash_summary(&out.job, &summary, ignored));
     } else if !out.quiet {
         let mut s = if summary.files == 0 && summary.skipped == 0 {
             format!("nothing to hash: {dir} holds no files\n")
@@ -184,8 +188,7 @@ fn hash_dir(args: &HashArgs, out: &Output, runtime: &tokio::runtime::Runtime) ->
 fn print_tree_line(out: &Output, line: &TreeLine) {
     use crate::redact::redact;
     if out.json {
-        let json = serde_json::to_string(line).expect("reports serialize");
-        say(&redact(&json));
+        out.emit(&super::json::hash_line(&out.job, line));
     }
     match line {
         TreeLine::Hashed { path, report } if !out.json && !out.quiet => {

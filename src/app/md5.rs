@@ -13,11 +13,15 @@ use crate::vocab::ObjectUrl;
 /// `tally md5 s3://...`.
 pub(crate) fn run(args: &Md5Args, out: &Output, runtime: &tokio::runtime::Runtime) -> i32 {
     let (target, conn) = (args.target.clone(), args.connection.to_connection());
+    // The object's bytes as they are read (its size is known once HEAD answers).
+    let progress = out.progress();
+    progress.start_reading(0, "md5 of the object");
     let opts = Md5Options {
         state: args.state.clone(),
         time_limit: args.time_limit,
         tag: args.tag.clone(),
         force_read: false,
+        meter: progress.meter(),
     };
     let result = on_workers(runtime, async move {
         let target = ObjectUrl::parse(&target)?;
@@ -26,6 +30,7 @@ pub(crate) fn run(args: &Md5Args, out: &Output, runtime: &tokio::runtime::Runtim
         watch_signals(cancel.clone());
         remote_md5::remote_md5(&s3, &target, &opts, &cancel).await
     });
+    progress.finish();
     let code = match &result {
         Ok(r) if !r.finished => EXIT_UNFINISHED,
         Ok(r) if r.tag_error.is_some() => EXIT_ERROR,

@@ -3,6 +3,7 @@
 //! commands share (signals, logging, running on the workers).
 
 use std::io::IsTerminal as _;
+use std::sync::{Arc, Mutex};
 
 use tokio_util::sync::CancellationToken;
 
@@ -11,17 +12,74 @@ use crate::cli::OutputArgs;
 use crate::error::{EXIT_ERROR, EXIT_OK, Error};
 use crate::progress::{Bar, Notes, Progress, Silent};
 
+use super::json::{self, Job};
+use super::report_html::HtmlReport;
+
 pub(crate) struct Output {
     pub(crate) json: bool,
     pub(crate) quiet: bool,
+    /// What the records are about (`--json`: docs/json.md).
+    pub(crate) job: Job,
+    /// A tree's entries counted as their lines go out: the totals of a run that ends in an error.
+    done: Arc<Mutex<TreeReport>>,
+    /// The HTML report being written (`--report`).
+    report: Arc<Mutex<Option<HtmlReport>>>,
 }
 
 impl Output {
-    pub(crate) fn from(args: &OutputArgs) -> Output {
+    pub(crate) fn new(args: &OutputArgs, job: Job) -> Output {
         Output {
             json: args.json,
             quiet: args.quiet,
+            job,
+            done: Arc::default(),
+            report: Arc::default(),
         }
+    }
+
+    /// Writes an HTML report to `path` too (`--report`); fails at once when it cannot be written.
+    pub(crate) fn with_report(
+        &self,
+        path: &std::path::Path,
+        endpoint: String,
+    ) -> Result<(), Error> {
+        *self.report.lock().expect("report") = Some(HtmlReport::create(path, endpoint)?);
+        Ok(())
+    }
+
+    /// The run's last record: printed with `--json`, and the end of the HTML report (`single`:
+    /// the record is also the report's one file). Returns an exit code for a report that could
+    /// not be written.
+    fn last_record(&self, rec: &serde_json::Value, single: bool) -> i32 {
+        if self.json {
+            self.emit(rec);
+        }
+        let Some(mut report) = self.report.lock().expect("report").take() else {
+            return EXIT_OK;
+        };
+        if single {
+            report.add(rec);
+        }
+        match report.finish(&self.job, rec) {
+            Ok(()) => EXIT_OK,
+            Err(e) => {
+                eprintln!(
+                    "tally: error: {}",
+                    crate::printable::one_line(&e.to_string())
+                );
+                EXIT_ERROR
+            }
+        }
+    }
+
+    fn reporting(&self) -> bool {
+        self.json || self.report.lock().expect("report").is_some()
+    }
+
+    /// Prints one record (a JSON line), secrets redacted.
+    pub(crate) fn emit(&self, record: &serde_json::Value) {
+        let text = serde_json::to_string(record).expect("records serialize");
+        say(&crate::redact::redact(&text));
     }
 
     pub(crate) fn progress(&self) -> Box<dyn Progress> {
@@ -37,23 +95,23 @@ impl Output {
     pub(crate) fn finish<T: serde::Serialize>(&self, result: Result<(String, T), Error>) -> i32 {
         match result {
             Ok((text, report)) => {
-                if self.json {
-                    let json = serde_json::to_string_pretty(&crate::s3::identity::stamp(&report))
-                        .expect("reports serialize");
-                    println!("{}", crate::redact::redact(&json));
-                } else if !self.quiet {
+                if !self.json && !self.quiet {
                     print!("{}", crate::redact::redact(&text));
+                }
+                if self.reporting() {
+                    let report = serde_json::to_value(&report).expect("reports serialize");
+                    return self.last_record(&json::record(&self.job, report), true);
                 }
                 EXIT_OK
             }
             Err(e) => {
                 let code = e.exit_code();
                 let msg = crate::redact::redact(&e.to_string());
-                if self.json {
-                    let v = serde_json::json!({ "error": msg, "exit_code": code });
-                    println!("{v}");
-                }
                 eprintln!("tally: error: {}", crate::printable::one_line(&msg));
+                if self.reporting() {
+                    let rec = json::error(&self.job, &msg, code);
+                    return self.last_record(&rec, true).max(code);
+                }
                 code
             }
         }
@@ -65,11 +123,21 @@ impl Output {
     /// failures, differences and warnings on standard error as they happen.
     pub(crate) fn tree_lines(&self) -> impl Fn(&FileLine) + Send + Sync + use<> {
         let (json, quiet) = (self.json, self.quiet);
+        let (job, done, report) = (self.job.clone(), self.done.clone(), self.report.clone());
         move |line: &FileLine| {
-            if json {
-                let text = serde_json::to_string(line).expect("lines serialize");
-                println!("{}", crate::redact::redact(&text));
+            done.lock().expect("counts").add(line);
+            let mut report = report.lock().expect("report");
+            if json || report.is_some() {
+                let rec = json::file_line(&job, line);
+                if json {
+                    let text = serde_json::to_string(&rec).expect("lines serialize");
+                    say(&crate::redact::redact(&text));
+                }
+                if let Some(r) = report.as_mut() {
+                    r.add(&rec);
+                }
             }
+            drop(report);
             // Keys and names escaped: a newline or ESC in one never splits or colours a line.
             let one_line = crate::printable::one_line;
             let reason = one_line(line.reason.as_deref().unwrap_or(""));
@@ -95,18 +163,24 @@ impl Output {
     ) -> i32 {
         match result {
             Ok(report) => {
-                if self.json {
-                    let v = serde_json::json!({ "summary": crate::s3::identity::stamp(&report) });
-                    println!("{}", crate::redact::redact(&v.to_string()));
-                } else if !self.quiet {
+                if !self.json && !self.quiet {
                     print!(
                         "{}",
                         crate::redact::redact(&print_tree(&report, all_good, nothing))
                     );
                 }
-                report.exit_code
+                let code = self.last_record(&json::summary(&self.job, &report, None), false);
+                report.exit_code.max(code)
             }
-            Err(e) => self.finish::<()>(Err(e)),
+            Err(e) => {
+                // The last record is the summary even when the run ended in an error.
+                let msg = crate::redact::redact(&e.to_string());
+                eprintln!("tally: error: {}", crate::printable::one_line(&msg));
+                let mut done = self.done.lock().expect("counts").clone();
+                done.exit_code = e.exit_code();
+                let rec = json::summary(&self.job, &done, Some(&msg));
+                self.last_record(&rec, false).max(e.exit_code())
+            }
         }
     }
 }
@@ -236,6 +310,20 @@ pub(crate) fn print_tree(r: &TreeReport, all_good: &str, nothing: &str) -> Strin
     count(r.failed, "FAILED".into());
     count(r.ignored, "ignored".into());
     count(r.not_started, "not started".into());
+    count(
+        r.would_send.unwrap_or(0),
+        format!(
+            "would be sent ({})",
+            human_bytes(r.would_send_bytes.unwrap_or(0))
+        ),
+    );
+    count(
+        r.would_compare.unwrap_or(0),
+        format!(
+            "would be compared first ({})",
+            human_bytes(r.would_compare_bytes.unwrap_or(0))
+        ),
+    );
     if counts.is_empty() {
         counts.push(nothing.to_owned());
     }

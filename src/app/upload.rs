@@ -13,7 +13,13 @@ use crate::vocab::ObjectUrl;
 /// `tally upload FILE|DIR s3://...`.
 pub(crate) fn run(args: &UploadArgs, out: &Output, runtime: &tokio::runtime::Runtime) -> i32 {
     if args.file.is_dir() {
+        if args.dryrun {
+            return runtime.block_on(super::dryrun::upload(args, out));
+        }
         return runtime.block_on(upload_tree(args, out));
+    }
+    if args.dryrun {
+        return runtime.block_on(super::dryrun::upload_file(args, out));
     }
     if args.mhl {
         return out.finish::<()>(Err(Error::Usage(format!(
@@ -44,7 +50,23 @@ pub(crate) fn run(args: &UploadArgs, out: &Output, runtime: &tokio::runtime::Run
             eprintln!("tally: error: the upload succeeded, but {e}");
         }
     }
-    out.finish(result.map(|r| (print_upload(&r), r))).max(code)
+    out.finish(result.map(|r| (print_upload(&r), Proven::of(r))))
+        .max(code)
+}
+
+/// The report with what proved it (`proof` in `--json` and `--report`).
+#[derive(serde::Serialize)]
+struct Proven {
+    #[serde(flatten)]
+    report: UploadReport,
+    proof: String,
+}
+
+impl Proven {
+    fn of(report: UploadReport) -> Proven {
+        let proof = crate::upload::proof::proof_text(&report);
+        Proven { report, proof }
+    }
 }
 
 async fn upload(args: &UploadArgs, out: &Output) -> Result<upload::one::One, Error> {
@@ -81,7 +103,7 @@ async fn upload_tree(args: &UploadArgs, out: &Output) -> i32 {
 }
 
 /// The tree upload's settings from the command line.
-fn tree_config(args: &UploadArgs) -> Result<TreeConfig, Error> {
+pub(super) fn tree_config(args: &UploadArgs) -> Result<TreeConfig, Error> {
     if args.manifest.is_some() {
         return Err(Error::Usage(
             "--manifest names one file's manifest; a directory's manifests go to the state directory (TALLY_STATE_DIR): leave --manifest out"

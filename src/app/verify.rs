@@ -20,6 +20,10 @@ pub(crate) fn run(args: &VerifyArgs, out: &Output, runtime: &tokio::runtime::Run
             args.file.display()
         ))));
     }
+    // The local bytes as they are hashed or compared (none when only the size decides).
+    let progress = out.progress();
+    let size = std::fs::metadata(&args.file).map_or(0, |m| m.len());
+    progress.start_reading(size, "verifying");
     let result = runtime.block_on(async {
         let target = ObjectUrl::parse(&args.target)?;
         let s3 = SdkS3::connect(&args.connection.to_connection()).await?;
@@ -27,6 +31,7 @@ pub(crate) fn run(args: &VerifyArgs, out: &Output, runtime: &tokio::runtime::Run
             download: args.download,
             etag: args.etag,
             wait: args.wait,
+            meter: progress.meter(),
         };
                 let cancel = CancellationToken::new();
                 watch_signals(cancel.clone());
@@ -37,6 +42,7 @@ pub(crate) fn run(args: &VerifyArgs, out: &Output, runtime: &tokio::runtime::Run
                     )),
                 }
     });
+    progress.finish();
     let code = match &result {
         Ok(r) => match r.verdict {
             Verdict::Identical => EXIT_OK,
@@ -67,6 +73,7 @@ async fn verify_tree(args: &VerifyArgs, out: &Output) -> i32 {
             download: args.download,
             etag: args.etag,
             wait: args.wait,
+            meter: None,
         };
         let progress = out.progress();
         let on_line = out.tree_lines();

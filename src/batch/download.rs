@@ -248,7 +248,11 @@ async fn one_object<C: S3Api>(
                         .unwrap_or("nothing could be compared")
                 )
             });
-            line.checksum = r.checksum.map(|c| c.remote);
+            // `ALGORITHM value`, as the other trees' lines say it.
+            let alg = r.checked.iter().find_map(|p| p.algorithm.clone());
+            line.checksum = r
+                .checksum
+                .map(|c| format!("{} {}", alg.unwrap_or_default(), c.remote));
             line.etag = r.etag.map(|e| e.remote);
         }
         Err(e) => {

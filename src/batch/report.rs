@@ -25,6 +25,10 @@ pub enum Action {
     Identical,
     /// Compared with its object: different, or no object (`verify`).
     Differs,
+    /// `--dryrun`: would be sent (uploaded or downloaded).
+    WouldSend,
+    /// `--dryrun`: would be compared first, and sent only if not proven identical.
+    WouldCompare,
 }
 
 impl Action {
@@ -38,6 +42,8 @@ impl Action {
             Action::Ignored => "ignored",
             Action::Identical => "identical",
             Action::Differs => "DIFFERS",
+            Action::WouldSend => "would be sent",
+            Action::WouldCompare => "would be compared first",
         }
     }
 }
@@ -67,6 +73,11 @@ pub struct FileLine {
     /// an `ascmhl/` history, or `--mhl`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mhl: Option<String>,
+    /// The whole file's hashes (`--file-hash`), when this run read it.
+    pub file_hashes: crate::hash::FileHashes,
+    /// What proved the object is the file, when that is not the reason (an upload's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proof: Option<String>,
     /// The exit code this entry asks for (0 for uploaded, skipped and ignored).
     #[serde(skip)]
     pub exit_code: i32,
@@ -107,6 +118,18 @@ pub struct TreeReport {
     /// file), or stopped by it before anything of them was kept: neither sent nor failed; the
     /// same command again does them.
     pub not_started: u64,
+    /// `--dryrun`: files that would be sent, and their bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub would_send: Option<u64>,
+    /// Their bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub would_send_bytes: Option<u64>,
+    /// `--dryrun`: files that would be compared first (sent only if not proven identical).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub would_compare: Option<u64>,
+    /// Their bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub would_compare_bytes: Option<u64>,
     /// Whether the walk reached every entry (not interrupted or stopped).
     pub complete: bool,
     /// Seconds spent.
@@ -284,6 +307,18 @@ impl TreeReport {
                 self.differs += 1;
             }
             Action::Ignored => self.ignored += 1,
+            Action::WouldSend => {
+                self.files += 1;
+                self.bytes += size;
+                *self.would_send.get_or_insert(0) += 1;
+                *self.would_send_bytes.get_or_insert(0) += size;
+            }
+            Action::WouldCompare => {
+                self.files += 1;
+                self.bytes += size;
+                *self.would_compare.get_or_insert(0) += 1;
+                *self.would_compare_bytes.get_or_insert(0) += size;
+            }
         }
         self.exit_code = self.exit_code.max(line.exit_code);
     }
@@ -332,6 +367,8 @@ pub fn skipped_entry(skip: &crate::tree::Skip) -> FileLine {
         etag: None,
         version_id: None,
         mhl: None,
+        file_hashes: Default::default(),
+        proof: None,
         exit_code: if failure { EXIT_ERROR } else { EXIT_OK },
     }
 }

@@ -391,6 +391,8 @@ impl<C: S3Api> Ctx<'_, C> {
                 ));
                 line.etag = report.stored_etag.clone();
                 line.version_id = report.version_id.clone();
+                line.file_hashes = report.file_hashes.clone();
+                line.proof = Some(crate::upload::proof::proof_text(&report));
                 read = Read::Hashed(report.file_hashes);
             }
             Err(e) => {

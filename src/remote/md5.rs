@@ -58,6 +58,8 @@ pub struct Md5Options {
     pub tag: Option<String>,
     /// Read the bytes even when the ETag is the MD5 (read-back).
     pub force_read: bool,
+    /// Counts the bytes read (a progress bar; a resumed run starts from its saved offset).
+    pub meter: Option<crate::progress::Meter>,
 }
 
 /// Where the MD5 came from.
@@ -234,6 +236,7 @@ async fn stream_md5<C: S3Api>(
         deadline,
         opts.state.as_deref(),
         cancel,
+        opts.meter.as_ref(),
     )
     .await;
     report.offset = saved.offset;
@@ -263,6 +266,7 @@ pub(crate) async fn hash_stretch<C: S3Api>(
     stop_at: Option<Instant>,
     save_to: Option<&std::path::Path>,
     cancel: &CancellationToken,
+    meter: Option<&crate::progress::Meter>,
 ) -> Result<Option<[u8; 16]>, Error> {
     let from = saved.offset;
     let mut md5 = SequentialMd5::resume(hasher, MD5_QUEUE);
@@ -279,6 +283,9 @@ pub(crate) async fn hash_stretch<C: S3Api>(
     );
     // Bytes fed to the worker: what a checkpoint saves, wherever the run stops.
     let mut offset = from;
+    if let Some(m) = meter {
+        m.begin(head.size, from);
+    }
     // Between two pieces (where the time limit may stop the run).
     let mut between = true;
     let mut last_save = (offset, Instant::now());
@@ -315,6 +322,9 @@ pub(crate) async fn hash_stretch<C: S3Api>(
             Some(Err(e)) => break Err(e),
             Some(Ok(bytes)) => {
                 offset += bytes.body.len() as u64;
+                if let Some(m) = meter {
+                    m.add(bytes.body.len() as u64);
+                }
                 md5.feed(bytes.body).await;
                 between = bytes.last;
                 if !bytes.last {
@@ -490,9 +500,13 @@ mod tests {
         let content = data(3 * PIECE as usize + 12_345);
         multipart(&s3, &obj, &content, 5 * 1024 * 1024 + 7).await;
         let dir = tempfile::tempdir().unwrap();
+        // The progress meter: each run starts from the offset saved before it.
+        let bar = crate::progress::Bar::new();
+        let meter = crate::progress::Progress::meter(&bar).unwrap();
         let opts = Md5Options {
             state: Some(dir.path().join("md5.state")),
             time_limit: Some(Duration::from_secs(1)),
+            meter: Some(meter.clone()),
             ..Md5Options::default()
         };
         let never = CancellationToken::new();
@@ -501,6 +515,11 @@ mod tests {
             assert!(offsets.len() < 10, "no end in sight: {offsets:?}");
             // Pretend the run started long ago: its whole budget is gone before the first GET.
             let r = remote_md5_started(&s3, &obj, &opts, &never).await;
+            assert_eq!(
+                meter.counted(),
+                r.offset,
+                "the meter counts from the saved offset"
+            );
             if r.finished {
                 break r;
             }

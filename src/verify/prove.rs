@@ -116,7 +116,7 @@ async fn same(src: &Arc<Source>, facts: &RemoteFacts) -> Decided {
                 .into(),
         );
     }
-    let local = hash_local(src.clone(), facts.ranges(), alg, md5).await;
+    let local = hash_local(src.clone(), facts.ranges(), alg, md5, None).await;
     let c = compare(src.len(), &local, facts);
     if c.differs() {
         return Decided::Differs(match (&c.checksum, &c.etag) {

@@ -301,7 +301,7 @@ fn run_all(name: &'static str, s: &Server) {
             let summary = text
                 .lines()
                 .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-                .find_map(|v| v.get("summary").cloned())
+                .find(|v| v["kind"] == "summary")
                 .unwrap_or_default();
             Ok(format!(
                 "{} sent, {} skipped",

@@ -592,13 +592,14 @@ fn memory_stays_bounded_whatever_the_part_size() {
     );
 }
 
-/// The JSON lines of a tree command: one per object, then `{"summary": ...}`.
+/// The JSON lines of a tree command: one per object, then the summary (`"kind": "summary"`).
 fn tree_lines(out: &std::process::Output) -> (Vec<serde_json::Value>, serde_json::Value) {
     let mut lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(|l| serde_json::from_str(l).expect("JSON lines"))
         .collect();
-    let summary = lines.pop().expect("a summary")["summary"].clone();
+    let summary = lines.pop().expect("a summary");
+    assert_eq!(summary["kind"], "summary", "{summary}");
     (lines, summary)
 }
 

@@ -122,7 +122,7 @@ fn secrets_never_appear_in_logs_reports_errors_or_manifests() {
     let dir = s.temp_dir();
     let path = random_file(dir.path(), "f", 11 * MIB, 73);
     let manifest = dir.path().join("m.manifest");
-    let url = s.url("inputs/secrets");
+    let url = s.url(&unique("inputs/secrets"));
     let runs: [(&[&str], Option<&str>); 3] = [
         (&["-vv", "--keep-manifest", "--json"], Some("trace")),
         (&["-v"], Some("debug")),

@@ -99,7 +99,7 @@ fn a_time_limited_run_continues_from_its_state() {
     let out = stopped_by_the_time_limit(s, dir.path(), &url, st);
     assert_eq!(out.status.code(), Some(3), "not finished: {}", stderr(&out));
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(r["finished"], false);
+    assert_eq!(r["complete"], false);
     let stopped_at = r["offset"].as_u64().unwrap();
     assert_eq!(
         stopped_at, CHUNK,

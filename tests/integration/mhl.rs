@@ -80,8 +80,8 @@ fn lines(
     for l in String::from_utf8_lossy(&out.stdout).lines() {
         let v: serde_json::Value = serde_json::from_str(l)
             .unwrap_or_else(|e| panic!("not a JSON line ({e}): {l}\nstderr: {}", stderr(out)));
-        if let Some(s) = v.get("summary") {
-            summary = Some(s.clone());
+        if v["kind"] == "summary" {
+            summary = Some(v.clone());
         } else {
             let k = v["rel"]
                 .as_str()

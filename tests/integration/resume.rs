@@ -259,13 +259,13 @@ fn an_upload_aborted_between_runs_starts_again_and_says_so() {
     let (path, manifest) = interrupted(s, dir.path(), key, 25);
     let listed = s.tally(["uploads", &s.url(key), "--json"]);
     let v: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
-    let id = v[0]["upload_id"].as_str().unwrap().to_owned();
+    let id = v["uploads"][0]["upload_id"].as_str().unwrap().to_owned();
     assert_eq!(
-        v[0]["manifest"].as_str(),
+        v["uploads"][0]["manifest"].as_str(),
         Some(manifest.to_str().unwrap()),
         "uploads names the local manifest"
     );
-    assert!(v[0]["parts"].as_u64().unwrap() >= 4);
+    assert!(v["uploads"][0]["parts"].as_u64().unwrap() >= 4);
     // Aborted behind tally's back (a lifecycle rule, another tool):
     s.aws([
         "s3api",
@@ -360,7 +360,7 @@ fn keep_manifest_leaves_an_audit_record_and_abort_cleans_up() {
     let (_, m2) = interrupted(s, &sub, &to_abort, 28);
     let v: serde_json::Value =
         serde_json::from_slice(&s.tally(["uploads", &s.url(&to_abort), "--json"]).stdout).unwrap();
-    let id = v[0]["upload_id"].as_str().unwrap().to_owned();
+    let id = v["uploads"][0]["upload_id"].as_str().unwrap().to_owned();
     let out = s.tally(["abort", &s.url(&to_abort), "--upload-id", &id]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(s.uploads_in_progress(&to_abort), 0);

@@ -180,7 +180,7 @@ fn four_processes_with_aws_batch_or_kubernetes_variables_upload_one_object() {
         );
         let f = json_report(&s.tally(["shard", "finish", &at, "--json"]));
         assert_eq!(f["parts"].as_u64(), Some(PARTS), "{scheduler}");
-        assert!(f["verified"].is_object(), "{scheduler}: read back: {f}");
+        assert!(f["after_upload"].is_object(), "{scheduler}: read back: {f}");
         assert_object_is(s, &key, &path, scheduler);
     }
 }

@@ -60,8 +60,8 @@ fn lines(out: &Output) -> (BTreeMap<String, serde_json::Value>, serde_json::Valu
     for l in text.lines() {
         let v: serde_json::Value = serde_json::from_str(l)
             .unwrap_or_else(|e| panic!("not a JSON line ({e}): {l}\nstderr: {}", stderr(out)));
-        if let Some(s) = v.get("summary") {
-            summary = Some(s.clone());
+        if v["kind"] == "summary" {
+            summary = Some(v.clone());
         } else {
             let key = match v["rel"].as_str() {
                 Some(r) if !r.is_empty() => r.to_owned(),

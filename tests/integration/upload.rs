@@ -434,7 +434,7 @@ fn json_report_names_everything_a_user_needs() {
     // By default no MD5 is computed for parts: the ETag is not predicted, and says so.
     assert!(r["etag"].is_null(), "{r}");
     assert_eq!(r["checks"]["etag"], "not_predicted");
-    assert_eq!(r["verified"]["checksum_matches"], true);
+    assert_eq!(r["after_upload"]["checksum_matches"], true);
     assert_eq!(r["checks"]["part_checksums_matched"].as_u64(), Some(3));
     // --quiet prints nothing on success.
     let out = s.tally([
