@@ -65,6 +65,7 @@ pub(super) async fn download(args: &DownloadArgs, out: &Output) -> i32 {
             force: args.force,
             concurrency: args.concurrency,
             filters: args.tree.download_filters()?,
+            hedge: args.hedge,
         };
         let on_line = lines(out);
         crate::batch::dryrun::download_plan(&s3, &prefix, &args.dest, &opts, &cancel, &on_line)
