@@ -22,7 +22,7 @@
 //!   [`uploads`]: `tally uploads` / `tally abort`, the uploads in progress;
 //!   [`shard`]: `tally shard plan/run/finish`, one upload shared by the workers of a scheduler;
 //! - [`remote`]: what S3 holds, read without the local file: facts, the ranged reader, remote MD5;
-//!   [`relay`]: the remote MD5 as steps of a Step Functions + Lambda relay;
+//!   `relay` (feature `relay`): the remote MD5 as steps of a Step Functions + Lambda relay;
 //! - [`compare`]: one vocabulary for "local value vs what S3 reported";
 //! - [`verify`]: what S3 says about an object, compared part by part with the local file;
 //! - [`progress`]: progress events and the terminal bar; [`redact`]: credentials out of all output;
@@ -48,6 +48,7 @@ pub mod plan;
 pub mod printable;
 pub mod progress;
 pub mod redact;
+#[cfg(feature = "relay")]
 pub mod relay;
 pub mod remote;
 pub mod retry;

@@ -1,5 +1,6 @@
 //! `tally uploads` and `tally abort`: multipart uploads in progress, so none is paid for unseen.
 
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
@@ -108,36 +109,7 @@ pub async fn abort<C: MultipartWrite>(
             }
             vec![(target.key.clone(), id.to_owned())]
         }
-        (None, Some(age)) => {
-            let now = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_secs() as i64;
-            let (_, manifests) = local_manifests().await;
-            let listed = s3
-                .list_uploads(&target.bucket, &target.key)
-                .await
-                .map_err(Error::s3("ListMultipartUploads", None, None))?;
-            let mut picked = Vec::new();
-            for u in listed {
-                let local = manifests
-                    .iter()
-                    .find(|(_, h)| {
-                        h.upload_id == u.upload_id && h.bucket == target.bucket && h.key == u.key
-                    })
-                    .map(|(p, _)| p.clone());
-                let touched = match local {
-                    Some(p) => crate::exec::blocking(move || manifest_time(&p)).await,
-                    None => None,
-                };
-                if let Some(start) = upload_age_start(&u, touched, now)
-                    && now - start > age.as_secs() as i64
-                {
-                    picked.push((u.key, u.upload_id));
-                }
-            }
-            picked
-        }
+        (None, Some(age)) => uploads_older_than(s3, target, age).await?,
         (None, None) => {
             return Err(Error::Usage(
                 "say which uploads to abort: --upload-id ID or --all-older-than DURATION".into(),
@@ -156,38 +128,8 @@ pub async fn abort<C: MultipartWrite>(
             None,
             Some(&id),
         ))?;
-        let found = manifests
-            .iter()
-            .find(|(_, h)| h.upload_id == id && h.bucket == obj.bucket && h.key == key)
-            .map(|(p, _)| p.clone());
-        // All of the upload's local state goes: the manifest, its lock and its link.
-        let dir = state_dir.clone();
-        let manifest_removed = match found {
-            Some(p) => {
-                crate::exec::blocking(move || {
-                    let existed = p.exists();
-                    manifest::remove(dir.as_deref(), &p);
-                    (existed && !p.exists()).then(|| p.display().to_string())
-                })
-                .await
-            }
-            // A manifest whose header is damaged but still names this upload goes too.
-            None => {
-                let (dir, id) = (state_dir.clone(), id.clone());
-                crate::exec::blocking(move || {
-                    let dir = dir?;
-                    let gone: Vec<String> = manifest::unreadable_naming(&dir, &id)
-                        .into_iter()
-                        .map(|p| {
-                            manifest::remove(Some(&dir), &p);
-                            p.display().to_string()
-                        })
-                        .collect();
-                    (!gone.is_empty()).then(|| gone.join(", "))
-                })
-                .await
-            }
-        };
+        let manifest_removed =
+            remove_local_state(state_dir.as_deref(), &manifests, &obj, &id).await;
         out.push(Aborted {
             key,
             upload_id: id,
@@ -195,6 +137,85 @@ pub async fn abort<C: MultipartWrite>(
         });
     }
     Ok(out)
+}
+
+/// The uploads under the target's prefix older than `age`: dated by their initiation, or by their
+/// local manifest's last write when one is here.
+async fn uploads_older_than<C: MultipartWrite>(
+    s3: &C,
+    target: &ObjectUrl,
+    age: Duration,
+) -> Result<Vec<(String, String)>, Error> {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs() as i64;
+    let (_, manifests) = local_manifests().await;
+    let listed = s3
+        .list_uploads(&target.bucket, &target.key)
+        .await
+        .map_err(Error::s3("ListMultipartUploads", None, None))?;
+    let mut picked = Vec::new();
+    for u in listed {
+        let local = manifests
+            .iter()
+            .find(|(_, h)| {
+                h.upload_id == u.upload_id && h.bucket == target.bucket && h.key == u.key
+            })
+            .map(|(p, _)| p.clone());
+        let touched = match local {
+            Some(p) => crate::exec::blocking(move || manifest_time(&p)).await,
+            None => None,
+        };
+        if let Some(start) = upload_age_start(&u, touched, now)
+            && now - start > age.as_secs() as i64
+        {
+            picked.push((u.key, u.upload_id));
+        }
+    }
+    Ok(picked)
+}
+
+/// Removes the aborted upload's local state, if any: the manifest, its lock and its link. What
+/// was removed, for the report.
+async fn remove_local_state(
+    state_dir: Option<&Path>,
+    manifests: &[(PathBuf, manifest::Header)],
+    obj: &ObjectUrl,
+    id: &str,
+) -> Option<String> {
+    let found = manifests
+        .iter()
+        .find(|(_, h)| h.upload_id == id && h.bucket == obj.bucket && h.key == obj.key)
+        .map(|(p, _)| p.clone());
+    // All of the upload's local state goes: the manifest, its lock and its link.
+    let dir = state_dir.map(Path::to_path_buf);
+    match found {
+        Some(p) => {
+            crate::exec::blocking(move || {
+                let existed = p.exists();
+                manifest::remove(dir.as_deref(), &p);
+                (existed && !p.exists()).then(|| p.display().to_string())
+            })
+            .await
+        }
+        // A manifest whose header is damaged but still names this upload goes too.
+        None => {
+            let (dir, id) = (state_dir.map(Path::to_path_buf), id.to_owned());
+            crate::exec::blocking(move || {
+                let dir = dir?;
+                let gone: Vec<String> = manifest::unreadable_naming(&dir, &id)
+                    .into_iter()
+                    .map(|p| {
+                        manifest::remove(Some(&dir), &p);
+                        p.display().to_string()
+                    })
+                    .collect();
+                (!gone.is_empty()).then(|| gone.join(", "))
+            })
+            .await
+        }
+    }
 }
 
 /// When the local manifest was last written (a part recorded), seconds since the epoch.

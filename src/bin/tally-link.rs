@@ -338,6 +338,22 @@ const UP: usize = 0;
 const DOWN: usize = 1;
 
 impl Counts {
+    /// Nothing counted yet; rates over windows of `window`.
+    fn new(window: Duration) -> Counts {
+        Counts {
+            epoch: Instant::now(),
+            connections: AtomicU64::new(0),
+            stragglers: AtomicU64::new(0),
+            stalled: AtomicU64::new(0),
+            bytes: [AtomicU64::new(0), AtomicU64::new(0)],
+            flows: Mutex::new(Vec::new()),
+            peak_moving: [AtomicUsize::new(0), AtomicUsize::new(0)],
+            peak_moving_any: AtomicUsize::new(0),
+            peak_window_rate: [AtomicU64::new(0), AtomicU64::new(0)],
+            window,
+        }
+    }
+
     fn now_ms(&self) -> u64 {
         self.epoch.elapsed().as_millis() as u64
     }
@@ -588,59 +604,10 @@ async fn run(cfg: Config) {
         out.flush().ok();
     }
     let cfg = Arc::new(cfg);
-    let counts = Arc::new(Counts {
-        epoch: Instant::now(),
-        connections: AtomicU64::new(0),
-        stragglers: AtomicU64::new(0),
-        stalled: AtomicU64::new(0),
-        bytes: [AtomicU64::new(0), AtomicU64::new(0)],
-        flows: Mutex::new(Vec::new()),
-        peak_moving: [AtomicUsize::new(0), AtomicUsize::new(0)],
-        peak_moving_any: AtomicUsize::new(0),
-        peak_window_rate: [AtomicU64::new(0), AtomicU64::new(0)],
-        window: cfg.window,
-    });
-    let sampler = {
-        let counts = counts.clone();
-        tokio::spawn(async move {
-            let mut windows = [Window::new(counts.window), Window::new(counts.window)];
-            let mut tick = tokio::time::interval(Duration::from_millis(10));
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
-                sample(&counts, &mut windows);
-            }
-        })
-    };
-    let accept = {
-        let (cfg, counts) = (cfg.clone(), counts.clone());
-        tokio::spawn(async move {
-            loop {
-                match listener.accept().await {
-                    Ok((conn, _)) => {
-                        tokio::spawn(serve(conn, cfg.clone(), counts.clone()));
-                    }
-                    Err(e) => eprintln!("tally-link: accept: {e}"),
-                }
-            }
-        })
-    };
-    let stdin_closed = async {
-        if cfg.until_stdin_closes {
-            // A plain thread blocked on stdin, which tells the runtime when it ends.
-            let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-            std::thread::spawn(move || {
-                use std::io::Read as _;
-                let mut buf = [0u8; 256];
-                let mut stdin = std::io::stdin();
-                while !matches!(stdin.read(&mut buf), Ok(0) | Err(_)) {}
-                let _ = tx.send(());
-            });
-            let _ = rx.await;
-        } else {
-            std::future::pending::<()>().await;
-        }
-    };
+    let counts = Arc::new(Counts::new(cfg.window));
+    let sampler = spawn_sampler(counts.clone());
+    let accept = spawn_accept(listener, cfg.clone(), counts.clone());
+    let stdin_closed = stdin_closed(cfg.until_stdin_closes);
     tokio::pin!(stdin_closed);
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
@@ -662,6 +629,55 @@ async fn run(cfg: Config) {
     write_stats(&counts, &cfg.stats);
     eprint!("tally-link: {}", counts.json());
     std::process::exit(0);
+}
+
+/// Samples the flows every 10 ms, for the windowed rates.
+fn spawn_sampler(counts: Arc<Counts>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut windows = [Window::new(counts.window), Window::new(counts.window)];
+        let mut tick = tokio::time::interval(Duration::from_millis(10));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            sample(&counts, &mut windows);
+        }
+    })
+}
+
+/// Accepts connections, each served on its own task.
+fn spawn_accept(
+    listener: TcpListener,
+    cfg: Arc<Config>,
+    counts: Arc<Counts>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            match listener.accept().await {
+                Ok((conn, _)) => {
+                    tokio::spawn(serve(conn, cfg.clone(), counts.clone()));
+                }
+                Err(e) => eprintln!("tally-link: accept: {e}"),
+            }
+        }
+    })
+}
+
+/// Ends when standard input closes (with `until_stdin_closes`), otherwise never.
+async fn stdin_closed(until_stdin_closes: bool) {
+    if until_stdin_closes {
+        // A plain thread blocked on stdin, which tells the runtime when it ends.
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        std::thread::spawn(move || {
+            use std::io::Read as _;
+            let mut buf = [0u8; 256];
+            let mut stdin = std::io::stdin();
+            while !matches!(stdin.read(&mut buf), Ok(0) | Err(_)) {}
+            let _ = tx.send(());
+        });
+        let _ = rx.await;
+    } else {
+        std::future::pending::<()>().await;
+    }
 }
 
 #[cfg(test)]

@@ -96,28 +96,7 @@ fn to_regex(pattern: &str) -> Result<Option<(String, bool)>, String> {
     if !include {
         p = &p[1..];
     }
-    let mut segs: Vec<String> = p.split('/').map(str::to_owned).collect();
-    let is_dir = segs.last().is_some_and(|s| s.is_empty());
-    if segs[0].is_empty() {
-        segs.remove(0);
-    } else if (segs.len() == 1 || (segs.len() == 2 && segs[1].is_empty())) && segs[0] != "**" {
-        segs.insert(0, "**".into());
-    }
-    if segs.is_empty() {
-        return Err("the pattern is empty".into());
-    }
-    if let Some(last) = segs.last_mut()
-        && last.is_empty()
-    {
-        *last = "**".into();
-    }
-    let mut i = segs.len() - 1;
-    while i > 0 {
-        if segs[i - 1] == "**" && segs[i] == "**" {
-            segs.remove(i);
-        }
-        i -= 1;
-    }
+    let (segs, is_dir) = segments(p)?;
     const DIR_MARK: &str = "(?:/)";
     let n = segs.len();
     let special =
@@ -165,6 +144,35 @@ fn to_regex(pattern: &str) -> Result<Option<(String, bool)>, String> {
         }
     }
     Ok(Some((out, include)))
+}
+
+/// The pattern's `/`-separated segments, normalized: anchored with a leading `**` unless it has
+/// a slash before its end, a trailing `/` as `**`, runs of `**` as one. And whether it names
+/// directories only (a trailing `/`).
+fn segments(p: &str) -> Result<(Vec<String>, bool), String> {
+    let mut segs: Vec<String> = p.split('/').map(str::to_owned).collect();
+    let is_dir = segs.last().is_some_and(|s| s.is_empty());
+    if segs[0].is_empty() {
+        segs.remove(0);
+    } else if (segs.len() == 1 || (segs.len() == 2 && segs[1].is_empty())) && segs[0] != "**" {
+        segs.insert(0, "**".into());
+    }
+    if segs.is_empty() {
+        return Err("the pattern is empty".into());
+    }
+    if let Some(last) = segs.last_mut()
+        && last.is_empty()
+    {
+        *last = "**".into();
+    }
+    let mut i = segs.len() - 1;
+    while i > 0 {
+        if segs[i - 1] == "**" && segs[i] == "**" {
+            segs.remove(i);
+        }
+        i -= 1;
+    }
+    Ok((segs, is_dir))
 }
 
 /// One segment's glob as a regular expression (`None`: an invalid range, which git discards).

@@ -289,12 +289,6 @@ pub(crate) async fn hash_stretch<C: S3Api>(
     // Between two pieces (where the time limit may stop the run).
     let mut between = true;
     let mut last_save = (offset, Instant::now());
-    let sleep_until = |d: Option<Instant>| async move {
-        match d {
-            Some(d) => tokio::time::sleep_until(d.into()).await,
-            None => std::future::pending().await,
-        }
-    };
     let outcome: Result<bool, Error> = loop {
         if offset == head.size {
             break Ok(true);
@@ -342,6 +336,26 @@ pub(crate) async fn hash_stretch<C: S3Api>(
         }
     };
     drop(reader);
+    settle(outcome, md5, saved, offset, save_to).await
+}
+
+/// Sleeps until `d`, or forever without one.
+async fn sleep_until(d: Option<Instant>) {
+    match d {
+        Some(d) => tokio::time::sleep_until(d.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// What the run comes to once it stopped at `offset` (`outcome`: whether the object ended, or
+/// why not): the digest, or `None` with the state saved to go on from.
+async fn settle(
+    outcome: Result<bool, Error>,
+    mut md5: SequentialMd5,
+    saved: &mut SavedState,
+    offset: u64,
+    save_to: Option<&std::path::Path>,
+) -> Result<Option<[u8; 16]>, Error> {
     // Whatever stopped the run, what was hashed so far is saved, unless the object was replaced
     // (the state would describe another object) or the worker is gone.
     let finished = match outcome {

@@ -396,6 +396,64 @@ impl Stream for StreamReader<'_> {
     }
 }
 
+/// Where the read of one piece stands.
+struct At {
+    /// The body being read, if a GET is open.
+    body: Option<futures::stream::BoxStream<'static, Result<Bytes, S3Error>>>,
+    /// The piece's bytes received so far.
+    received: u64,
+    backoff: Option<Backoff>,
+    /// The piece is done (every byte, or an error given).
+    over: bool,
+}
+
+impl At {
+    /// `b`, the piece's next bytes (not empty), received: as streamed, or a long read.
+    fn take(&mut self, piece: &Piece, len: u64, b: Bytes) -> Result<Streamed, Error> {
+        if self.received + b.len() as u64 <= len {
+            self.received += b.len() as u64;
+            let last = self.received == len;
+            if last {
+                // Every byte is here: the connection goes back to the pool.
+                self.over = true;
+                self.body = None;
+            }
+            Ok(Streamed {
+                piece: piece.clone(),
+                body: b,
+                last,
+            })
+        } else {
+            self.over = true;
+            let e = S3Error::transport(format!(
+                "long read: {} bytes where {len} were asked for at offset {}",
+                self.received + b.len() as u64,
+                piece.range.start
+            ));
+            Err(Error::s3("GetObject", None, None)(e))
+        }
+    }
+
+    /// The body broke off with `failure`: whether to read on from where it stopped (after the
+    /// backoff's wait).
+    async fn read_on(&mut self, failure: &S3Error) -> bool {
+        let backoff = self
+            .backoff
+            .get_or_insert_with(|| Policy::RANGED_READ.start());
+        if failure.kind.is_retryable() {
+            tracing::info!(
+                attempt = backoff.attempt(),
+                error = %failure,
+                "ranged GET broke off; reading on from where it stopped"
+            );
+            if backoff.wait().await {
+                return true;
+            }
+        }
+        false
+    }
+}
+
 /// The bytes of `piece` as they arrive, through as many GETs as it takes: each one after a body
 /// broke off asks only for the rest. Ends after the piece's last bytes or an error.
 fn piece_bytes<'a>(
@@ -404,12 +462,6 @@ fn piece_bytes<'a>(
     pin: &'a Pinned,
     piece: Piece,
 ) -> futures::stream::BoxStream<'a, Result<Streamed, Error>> {
-    struct At {
-        body: Option<futures::stream::BoxStream<'static, Result<Bytes, S3Error>>>,
-        received: u64,
-        backoff: Option<Backoff>,
-        over: bool,
-    }
     let start = At {
         body: None,
         received: 0,
@@ -436,29 +488,9 @@ fn piece_bytes<'a>(
                 };
                 let failure = match body.next().await {
                     Some(Ok(b)) if b.is_empty() => continue,
-                    Some(Ok(b)) if at.received + b.len() as u64 <= len => {
-                        at.received += b.len() as u64;
-                        let last = at.received == len;
-                        if last {
-                            // Every byte is here: the connection goes back to the pool.
-                            at.over = true;
-                            at.body = None;
-                        }
-                        let s = Streamed {
-                            piece: piece.clone(),
-                            body: b,
-                            last,
-                        };
-                        return Some((Ok(s), at));
-                    }
                     Some(Ok(b)) => {
-                        at.over = true;
-                        let e = S3Error::transport(format!(
-                            "long read: {} bytes where {len} were asked for at offset {}",
-                            at.received + b.len() as u64,
-                            piece.range.start
-                        ));
-                        return Some((Err(Error::s3("GetObject", None, None)(e)), at));
+                        let got = at.take(&piece, len, b);
+                        return Some((got, at));
                     }
                     Some(Err(e)) => e,
                     None => S3Error::transport(format!(
@@ -467,18 +499,8 @@ fn piece_bytes<'a>(
                     )),
                 };
                 at.body = None;
-                let backoff = at
-                    .backoff
-                    .get_or_insert_with(|| Policy::RANGED_READ.start());
-                if failure.kind.is_retryable() {
-                    tracing::info!(
-                        attempt = backoff.attempt(),
-                        error = %failure,
-                        "ranged GET broke off; reading on from where it stopped"
-                    );
-                    if backoff.wait().await {
-                        continue;
-                    }
+                if at.read_on(&failure).await {
+                    continue;
                 }
                 at.over = true;
                 return Some((Err(Error::s3("GetObject", None, None)(failure)), at));

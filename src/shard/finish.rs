@@ -16,9 +16,10 @@ use serde::Serialize;
 use crate::compare::Check;
 use crate::error::Error;
 use crate::hash::{self, ObjectChecksum};
+use crate::plan::Plan;
 use crate::progress::Progress;
 use crate::s3::S3ErrorKind;
-use crate::s3::{CompletedPart, HeldPart, S3Api};
+use crate::s3::{CompletedPart, HeldPart, S3Api, WriteReply};
 use crate::upload::complete;
 use crate::upload::report::compare_checksum;
 use crate::verify::AfterUpload;
@@ -125,6 +126,52 @@ pub async fn finish<C: S3Api>(
         Err(e) if e.kind == S3ErrorKind::NotFound => return Err(super::run::gone(plan)),
         Err(e) => return Err(Error::s3("ListParts", None, Some(uid))(e)),
     };
+    let Held { hashes, parts } =
+        match_plan(&part_plan, &held, alg).map_err(|m| incomplete(plan, &m))?;
+    let local = hash::multipart_checksum(alg, alg.multipart_type(), &hashes);
+    let (reply, if_none_match) = complete_if_key_free(s3, plan, &parts, &local, progress).await?;
+    let object_checksum = compare_checksum(
+        "object checksum",
+        &local.value,
+        reply.checksum.as_deref(),
+        Some(uid),
+    )?;
+    let verified = if verify {
+        Some(crate::verify::after_upload(s3, &target, alg, &hashes, Some(uid)).await?)
+    } else {
+        None
+    };
+    Ok(FinishReport {
+        bucket: plan.bucket.clone(),
+        key: plan.key.clone(),
+        upload_id: plan.upload_id.clone(),
+        size: plan.size,
+        part_size: plan.part_size,
+        parts: plan.parts,
+        shards: plan.shards,
+        checksum: local,
+        object_checksum,
+        if_none_match,
+        stored_etag: reply.etag.as_ref().map(|e| e.as_str().to_owned()),
+        version_id: reply.version_id,
+        verified,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// Every planned part as S3 holds it: its hash and its entry in CompleteMultipartUpload.
+struct Held {
+    hashes: Vec<PartHash>,
+    parts: Vec<CompletedPart>,
+}
+
+/// Matches each planned part with the one S3 `held`: same size, a checksum of `alg`. Otherwise
+/// the parts that are missing or wrong, each with why.
+fn match_plan(
+    part_plan: &Plan,
+    held: &[HeldPart],
+    alg: ChecksumAlgorithm,
+) -> Result<Held, Vec<(u32, String)>> {
     let by_number: HashMap<u32, &HeldPart> = held.iter().map(|h| (h.number, h)).collect();
     let mut missing: Vec<(u32, String)> = Vec::new();
     let mut hashes = Vec::new();
@@ -160,33 +207,55 @@ pub async fn finish<C: S3Api>(
             checksum: text.to_owned(),
         });
     }
-    if !missing.is_empty() {
-        let slices: BTreeSet<u32> = missing
-            .iter()
-            .map(|(n, _)| slice_of(*n, plan.shards, plan.parts))
-            .collect();
-        let mut detail: Vec<String> = missing
-            .iter()
-            .take(3)
-            .map(|(n, why)| format!("part {n} {why}"))
-            .collect();
-        if missing.len() > 3 {
-            detail.push("...".into());
-        }
-        return Err(ShardError::Incomplete {
-            missing: missing.len(),
-            parts: plan.parts,
-            detail: detail.join(", "),
-            slices: slices
-                .iter()
-                .map(u32::to_string)
-                .collect::<Vec<_>>()
-                .join(", "),
-            upload_id: plan.upload_id.clone(),
-        }
-        .into());
+    if missing.is_empty() {
+        Ok(Held { hashes, parts })
+    } else {
+        Err(missing)
     }
-    let local = hash::multipart_checksum(alg, alg.multipart_type(), &hashes);
+}
+
+/// [`ShardError::Incomplete`]: how many parts are missing (the first few, with why) and the
+/// slices to run again.
+fn incomplete(plan: &ShardPlan, missing: &[(u32, String)]) -> Error {
+    let slices: BTreeSet<u32> = missing
+        .iter()
+        .map(|(n, _)| slice_of(*n, plan.shards, plan.parts))
+        .collect();
+    let mut detail: Vec<String> = missing
+        .iter()
+        .take(3)
+        .map(|(n, why)| format!("part {n} {why}"))
+        .collect();
+    if missing.len() > 3 {
+        detail.push("...".into());
+    }
+    ShardError::Incomplete {
+        missing: missing.len(),
+        parts: plan.parts,
+        detail: detail.join(", "),
+        slices: slices
+            .iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join(", "),
+        upload_id: plan.upload_id.clone(),
+    }
+    .into()
+}
+
+/// Completes the upload unless an object is already at the key (not with `--replace`): a HEAD
+/// first, then Complete with `If-None-Match: *`, or without it on a server that refuses the
+/// header. The reply, and whether `If-None-Match` was sent.
+async fn complete_if_key_free<C: S3Api>(
+    s3: &C,
+    plan: &ShardPlan,
+    parts: &[CompletedPart],
+    local: &ObjectChecksum,
+    progress: &dyn Progress,
+) -> Result<(WriteReply, bool), Error> {
+    let target = plan.target();
+    let alg = plan.checksum;
+    let uid = plan.upload_id.as_str();
     let exists = |consequence: String| -> Error {
         ShardError::ObjectExists {
             bucket: plan.bucket.clone(),
@@ -208,8 +277,7 @@ pub async fn finish<C: S3Api>(
     // Tests act here: an object written between the HEAD above and Complete.
     crate::seam::pause("complete").await;
     let mut if_none_match = !plan.replace;
-    let reply = match complete::confirmed(s3, &target, uid, alg, &parts, &local, if_none_match)
-        .await
+    let reply = match complete::confirmed(s3, &target, uid, alg, parts, local, if_none_match).await
     {
         Err(Error::S3 { source, .. }) if source.kind == S3ErrorKind::PreconditionFailed => {
             return Err(exists(kept));
@@ -221,37 +289,11 @@ pub async fn finish<C: S3Api>(
                 "this server refuses If-None-Match on CompleteMultipartUpload ({source}): completing without it; the key was free a moment ago"
             ));
             if_none_match = false;
-            complete::confirmed(s3, &target, uid, alg, &parts, &local, false).await?
+            complete::confirmed(s3, &target, uid, alg, parts, local, false).await?
         }
         r => r?,
     };
-    let object_checksum = compare_checksum(
-        "object checksum",
-        &local.value,
-        reply.checksum.as_deref(),
-        Some(uid),
-    )?;
-    let verified = if verify {
-        Some(crate::verify::after_upload(s3, &target, alg, &hashes, Some(uid)).await?)
-    } else {
-        None
-    };
-    Ok(FinishReport {
-        bucket: plan.bucket.clone(),
-        key: plan.key.clone(),
-        upload_id: plan.upload_id.clone(),
-        size: plan.size,
-        part_size: plan.part_size,
-        parts: plan.parts,
-        shards: plan.shards,
-        checksum: local,
-        object_checksum,
-        if_none_match,
-        stored_etag: reply.etag.as_ref().map(|e| e.as_str().to_owned()),
-        version_id: reply.version_id,
-        verified,
-        seconds: started.elapsed().as_secs_f64(),
-    })
+    Ok((reply, if_none_match))
 }
 
 /// A part checksum as ListParts gives it (base64), if it is one of `alg`.

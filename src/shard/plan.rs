@@ -205,47 +205,8 @@ pub async fn plan<C: S3Api>(
     let target = &cfg.target;
     let path = cfg.source.clone();
     let src = blocking(move || Source::open(&path)).await?;
-    let parts = match Plan::new(src.len(), cfg.part_size)? {
-        Plan::Single { len } => {
-            return Err(Error::Usage(format!(
-                "{} ({len} bytes) fits in one part of {} bytes: nothing to share between machines: use tally upload, or a smaller --part-size",
-                cfg.source.display(),
-                cfg.part_size
-            )));
-        }
-        p => p,
-    };
-    if !(1..=parts.count()).contains(&shards) {
-        return Err(Error::Usage(format!(
-            "--shards {shards}: choose 1 to {} (the file has {} parts of {} bytes; each shard sends at least one)",
-            parts.count(),
-            parts.count(),
-            parts.part_size()
-        )));
-    }
-    if let Some(old) = read_opt(s3, at).await? {
-        return Err(ShardError::PlanExists {
-            plan: at.to_string(),
-            upload_id: old.upload_id,
-            bucket: old.bucket,
-            key: old.key,
-        }
-        .into());
-    }
-    if !replace {
-        match s3.head_object(target, None).await {
-            Ok(_) => {
-                return Err(ShardError::ObjectExists {
-                    bucket: target.bucket.clone(),
-                    key: target.key.clone(),
-                    consequence: "nothing was created".into(),
-                }
-                .into());
-            }
-            Err(e) if e.kind == S3ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::s3("HeadObject", None, None)(e)),
-        }
-    }
+    let parts = shared_parts(cfg, src.len(), shards)?;
+    refuse_taken(s3, at, target, replace).await?;
     let source = std::path::absolute(&cfg.source).map_err(|e| Error::Source {
         path: cfg.source.clone(),
         why: e.to_string(),
@@ -292,6 +253,62 @@ pub async fn plan<C: S3Api>(
         plan,
         read_back_reads,
     })
+}
+
+/// The file's parts of `cfg.part_size`: more than one, and at least one for each of `shards`.
+fn shared_parts(cfg: &UploadConfig, len: u64, shards: u32) -> Result<Plan, Error> {
+    let parts = match Plan::new(len, cfg.part_size)? {
+        Plan::Single { len } => {
+            return Err(Error::Usage(format!(
+                "{} ({len} bytes) fits in one part of {} bytes: nothing to share between machines: use tally upload, or a smaller --part-size",
+                cfg.source.display(),
+                cfg.part_size
+            )));
+        }
+        p => p,
+    };
+    if !(1..=parts.count()).contains(&shards) {
+        return Err(Error::Usage(format!(
+            "--shards {shards}: choose 1 to {} (the file has {} parts of {} bytes; each shard sends at least one)",
+            parts.count(),
+            parts.count(),
+            parts.part_size()
+        )));
+    }
+    Ok(parts)
+}
+
+/// Refuses when a plan is already at `at`, or (without `replace`) an object at the key.
+async fn refuse_taken<C: S3Api>(
+    s3: &C,
+    at: &PlanAt,
+    target: &ObjectUrl,
+    replace: bool,
+) -> Result<(), Error> {
+    if let Some(old) = read_opt(s3, at).await? {
+        return Err(ShardError::PlanExists {
+            plan: at.to_string(),
+            upload_id: old.upload_id,
+            bucket: old.bucket,
+            key: old.key,
+        }
+        .into());
+    }
+    if !replace {
+        match s3.head_object(target, None).await {
+            Ok(_) => {
+                return Err(ShardError::ObjectExists {
+                    bucket: target.bucket.clone(),
+                    key: target.key.clone(),
+                    consequence: "nothing was created".into(),
+                }
+                .into());
+            }
+            Err(e) if e.kind == S3ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::s3("HeadObject", None, None)(e)),
+        }
+    }
+    Ok(())
 }
 
 /// Writes `plan` at `at`; for S3, returns the reads it took until one returned what was written.

@@ -17,12 +17,13 @@ use crate::config::UploadConfig;
 use crate::engine::{Engine, Limits};
 use crate::error::Error;
 use crate::exec::blocking;
+use crate::plan::{Part, Plan};
 use crate::progress::Progress;
+use crate::s3::S3Api;
 use crate::s3::S3ErrorKind;
-use crate::s3::{MultipartWrite as _, S3Api};
 use crate::source::Source;
 use crate::upload::Run;
-use crate::upload::multipart::Start;
+use crate::upload::multipart::{DonePart, Start};
 use crate::upload::{resume, send};
 
 use super::{PlanAt, ShardError, ShardPlan};
@@ -108,16 +109,7 @@ pub async fn run<C: S3Api>(
     let index = w.assigned.index;
     same_endpoint(s3, plan)?;
     let part_plan = plan.part_plan(&w.at)?;
-    let file = w.file.clone().unwrap_or_else(|| plan.source.clone());
-    let src = {
-        let (file, plan) = (file.clone(), plan.clone());
-        blocking(move || {
-            let src = Source::open(&file)?;
-            super::plan::check_file(&plan, &src, &file)?;
-            Ok::<_, Error>(src)
-        })
-        .await?
-    };
+    let (file, src) = open_checked(w).await?;
     let mut cfg = UploadConfig::new(
         file.clone(),
         &plan.target().to_string(),
@@ -143,46 +135,10 @@ pub async fn run<C: S3Api>(
         .filter(|p| slice.contains(&p.number))
         .collect();
     let bytes: u64 = parts.iter().map(|p| p.len).sum();
-    let held = match limited
-        .list_parts(&cfg.target, &plan.upload_id, plan.checksum)
+    let start = start_slice(&run, w, part_plan, &parts).await?;
+    let sent = send_slice(&run, &start, bytes, parts.len() as u32)
         .await
-    {
-        Ok(h) => h,
-        Err(e) if e.kind == S3ErrorKind::NotFound => return Err(gone(plan)),
-        Err(e) => return Err(Error::s3("ListParts", None, Some(&plan.upload_id))(e)),
-    };
-    let done = tokio::select! {
-        r = resume::reconcile(&run, parts.iter().copied(), plan.checksum, &[], &held, None) => r?,
-        () = cancel.cancelled() => return Err(Error::Interrupted),
-    };
-    if !done.is_empty() {
-        progress.note(&format!(
-            "slice {index}: {} of its {} parts already in S3 with this file's checksums: not sent again",
-            done.len(),
-            parts.len()
-        ));
-    }
-    let start = Start {
-        upload_id: plan.upload_id.clone(),
-        journal: None,
-        alg: plan.checksum,
-        plan: part_plan,
-        resumed: !done.is_empty(),
-        done,
-        manifest: PathBuf::new(),
-        slice: slice.clone(),
-    };
-    progress.start(bytes, parts.len() as u32);
-    for d in &start.done {
-        progress.part_done(d.part.len);
-    }
-    let first_send = OnceLock::new();
-    let sent = tokio::select! {
-        r = send::parts(&run, &start, &first_send, None) => r.map(|(done, _)| done),
-        () = cancel.cancelled() => Err(Error::Interrupted),
-    };
-    progress.finish();
-    let sent = sent.map_err(|e| kept(plan, index, e))?;
+        .map_err(|e| kept(plan, index, e))?;
     let seconds = started.elapsed().as_secs_f64();
     Ok(RunReport {
         bucket: plan.bucket.clone(),
@@ -200,6 +156,84 @@ pub async fn run<C: S3Api>(
         seconds,
         mib_per_s: bytes as f64 / (1024.0 * 1024.0) / seconds.max(1e-9),
     })
+}
+
+/// Opens the worker's file (its own path, or the plan's) and checks it is the planned one.
+async fn open_checked(w: &Worker) -> Result<(PathBuf, Source), Error> {
+    let file = w.file.clone().unwrap_or_else(|| w.plan.source.clone());
+    let src = {
+        let (file, plan) = (file.clone(), w.plan.clone());
+        blocking(move || {
+            let src = Source::open(&file)?;
+            super::plan::check_file(&plan, &src, &file)?;
+            Ok::<_, Error>(src)
+        })
+        .await?
+    };
+    Ok((file, src))
+}
+
+/// Where the slice starts: its `parts` S3 already holds with this file's checksums are done (not
+/// sent again), the others are to send.
+async fn start_slice<C: S3Api>(
+    run: &Run<'_, C>,
+    w: &Worker,
+    part_plan: Plan,
+    parts: &[Part],
+) -> Result<Start, Error> {
+    let (plan, index, progress) = (&w.plan, w.assigned.index, run.progress);
+    let slice = plan.slice(index);
+    let held = match run
+        .s3
+        .list_parts(&run.cfg.target, &plan.upload_id, plan.checksum)
+        .await
+    {
+        Ok(h) => h,
+        Err(e) if e.kind == S3ErrorKind::NotFound => return Err(gone(plan)),
+        Err(e) => return Err(Error::s3("ListParts", None, Some(&plan.upload_id))(e)),
+    };
+    let done = tokio::select! {
+        r = resume::reconcile(run, parts.iter().copied(), plan.checksum, &[], &held, None) => r?,
+        () = run.cancel.cancelled() => return Err(Error::Interrupted),
+    };
+    if !done.is_empty() {
+        progress.note(&format!(
+            "slice {index}: {} of its {} parts already in S3 with this file's checksums: not sent again",
+            done.len(),
+            parts.len()
+        ));
+    }
+    Ok(Start {
+        upload_id: plan.upload_id.clone(),
+        journal: None,
+        alg: plan.checksum,
+        plan: part_plan,
+        resumed: !done.is_empty(),
+        done,
+        manifest: PathBuf::new(),
+        slice,
+    })
+}
+
+/// Sends the slice's parts not yet done through the engine's pipeline, with progress.
+async fn send_slice<C: S3Api>(
+    run: &Run<'_, C>,
+    start: &Start,
+    bytes: u64,
+    parts: u32,
+) -> Result<Vec<DonePart>, Error> {
+    let progress = run.progress;
+    progress.start(bytes, parts);
+    for d in &start.done {
+        progress.part_done(d.part.len);
+    }
+    let first_send = OnceLock::new();
+    let sent = tokio::select! {
+        r = send::parts(run, start, &first_send, None) => r.map(|(done, _)| done),
+        () = run.cancel.cancelled() => Err(Error::Interrupted),
+    };
+    progress.finish();
+    sent
 }
 
 /// Refuses a plan made against another endpoint: its upload id means nothing here.

@@ -183,6 +183,50 @@ pub async fn finish<C: S3Api>(
         None
     };
     let object = ObjectReport::new(&settings, &reply, verified.as_ref().map(|v| &v.head));
+    settle_manifest(run, start, &reply, &file_hashes).await?;
+    let keep_manifest = cfg.resume.keep_manifest;
+    let parts_skipped = start.done.len() as u32;
+    Ok(UploadReport {
+        bucket: target.bucket.clone(),
+        key: target.key.clone(),
+        size: start.plan.len(),
+        part_size: start.plan.part_size(),
+        parts: start.plan.count(),
+        method: Method::Multipart,
+        checksum: local,
+        etag,
+        upload_id: Some(upload_id.to_owned()),
+        stored_etag: reply.etag.as_ref().map(|e| e.as_str().to_owned()),
+        version_id: reply.version_id,
+        checks: checks(done, object_checksum, etag_check),
+        parts_sent: done.len() as u32 - parts_skipped,
+        parts_skipped,
+        resumed: start.resumed,
+        manifest: keep_manifest.then(|| start.manifest.clone()),
+        md5: None,
+        md5_tag: None,
+        md5_tag_error: None,
+        file_hashes,
+        file_hash_tags: Vec::new(),
+        file_hash_tag_error: None,
+        read_back_reads: None,
+        verified,
+        object,
+        seconds_to_first_send: None,
+        seconds: 0.0,
+        mib_per_s: 0.0,
+    })
+}
+
+/// Settles the manifest of the completed upload: records the completion in it under
+/// `--keep-manifest`, otherwise removes it (and its lock).
+async fn settle_manifest<C: S3Api>(
+    run: &Run<'_, C>,
+    start: &Start,
+    reply: &WriteReply,
+    file_hashes: &crate::hash::FileHashes,
+) -> Result<(), Error> {
+    let cfg = run.cfg;
     let (journal, manifest) = (start.journal.clone(), start.manifest.clone());
     let record = CompletedRecord {
         checksum: reply.checksum.clone().unwrap_or_default(),
@@ -203,48 +247,23 @@ pub async fn finish<C: S3Api>(
         }
     })
     .await?;
-    let parts_skipped = start.done.len() as u32;
-    Ok(UploadReport {
-        bucket: target.bucket.clone(),
-        key: target.key.clone(),
-        size: start.plan.len(),
-        part_size: start.plan.part_size(),
-        parts: start.plan.count(),
-        method: Method::Multipart,
-        checksum: local,
-        etag,
-        upload_id: Some(upload_id.to_owned()),
-        stored_etag: reply.etag.as_ref().map(|e| e.as_str().to_owned()),
-        version_id: reply.version_id,
-        checks: Checks {
-            part_checksums_matched: done.iter().filter(|d| d.checksum_echoed).count() as u32,
-            // Under SSE-KMS (or SSE-C) no part ETag is an MD5: none was compared.
-            part_etags_matched: if matches!(
-                etag_check,
-                Check::NotComparableKms | Check::NotComparableSseC
-            ) {
-                0
-            } else {
-                done.iter().filter(|d| d.hash.md5.is_some()).count() as u32
-            },
-            object_checksum,
-            etag: etag_check,
+    Ok(())
+}
+
+/// What was checked of the parts and the object.
+fn checks(done: &[DonePart], object_checksum: Check, etag_check: Check) -> Checks {
+    Checks {
+        part_checksums_matched: done.iter().filter(|d| d.checksum_echoed).count() as u32,
+        // Under SSE-KMS (or SSE-C) no part ETag is an MD5: none was compared.
+        part_etags_matched: if matches!(
+            etag_check,
+            Check::NotComparableKms | Check::NotComparableSseC
+        ) {
+            0
+        } else {
+            done.iter().filter(|d| d.hash.md5.is_some()).count() as u32
         },
-        parts_sent: done.len() as u32 - parts_skipped,
-        parts_skipped,
-        resumed: start.resumed,
-        manifest: keep_manifest.then(|| start.manifest.clone()),
-        md5: None,
-        md5_tag: None,
-        md5_tag_error: None,
-        file_hashes,
-        file_hash_tags: Vec::new(),
-        file_hash_tag_error: None,
-        read_back_reads: None,
-        verified,
-        object,
-        seconds_to_first_send: None,
-        seconds: 0.0,
-        mib_per_s: 0.0,
-    })
+        object_checksum,
+        etag: etag_check,
+    }
 }

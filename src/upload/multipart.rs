@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use crate::error::{Error, Outcome};
 use crate::exec::blocking;
-use crate::hash;
+use crate::hash::{self, WholeFile};
 use crate::manifest::{self, Journal, Lock};
 use crate::plan::{Part, Plan};
 use crate::s3::S3Api;
@@ -128,22 +128,7 @@ pub async fn upload<C: S3Api>(
         Err(e) => return Err(keep(e)),
     };
     done.sort_by_key(|d| d.part.number);
-    // The ASC MHL check, on the digests of the upload's own read: a file that does not match its
-    // history is not completed, its upload is aborted and its manifest removed (nothing left).
-    if let (Some(expected), Some(w)) = (&run.cfg.mhl_check, &whole)
-        && let Err(mismatch) = expected.check(&w.hashes)
-    {
-        let e = abort(run.s3, target, upload_id.clone(), Error::from(mismatch)).await;
-        // The manifest goes only with the upload: if the abort failed, it stays, so the upload is
-        // not orphaned (a later run checks the file again and aborts it), and the error says so.
-        if let Error::UploadFailed { outcome, .. } = &e
-            && matches!(**outcome, crate::error::Outcome::Aborted)
-        {
-            let (cfg, p) = (run.cfg.clone(), manifest_path.to_owned());
-            blocking(move || super::forget(&cfg, &p)).await;
-        }
-        return Err(e);
-    }
+    check_history(run, &upload_id, whole.as_ref(), manifest_path).await?;
     seam::pause("complete").await;
     // A stop asked for after the last part: the upload is kept, whole, and the same command
     // completes it (what "stopping" promised), rather than completed behind the user's back.
@@ -164,6 +149,37 @@ pub async fn upload<C: S3Api>(
         .get()
         .map(|t: &Instant| t.duration_since(run.started).as_secs_f64());
     Ok(report)
+}
+
+/// The ASC MHL check, on the digests of the upload's own read: a file that does not match its
+/// history is not completed, its upload is aborted and its manifest removed (nothing left).
+async fn check_history<C: S3Api>(
+    run: &Run<'_, C>,
+    upload_id: &str,
+    whole: Option<&WholeFile>,
+    manifest_path: &Path,
+) -> Result<(), Error> {
+    if let (Some(expected), Some(w)) = (&run.cfg.mhl_check, whole)
+        && let Err(mismatch) = expected.check(&w.hashes)
+    {
+        let e = abort(
+            run.s3,
+            &run.cfg.target,
+            upload_id.to_owned(),
+            Error::from(mismatch),
+        )
+        .await;
+        // The manifest goes only with the upload: if the abort failed, it stays, so the upload is
+        // not orphaned (a later run checks the file again and aborts it), and the error says so.
+        if let Error::UploadFailed { outcome, .. } = &e
+            && matches!(**outcome, crate::error::Outcome::Aborted)
+        {
+            let (cfg, p) = (run.cfg.clone(), manifest_path.to_owned());
+            blocking(move || super::forget(&cfg, &p)).await;
+        }
+        return Err(e);
+    }
+    Ok(())
 }
 
 /// The hasher of the whole file, fed in each part's own chunk loop as the parts go by in order

@@ -34,111 +34,169 @@ pub enum Begun {
 /// Finds where to start: resumes the upload in a matching manifest (after checking the file and
 /// asking S3 what it holds), or creates a new upload and its manifest.
 pub async fn begin<C: S3Api>(run: &Run<'_, C>, manifest_path: &Path) -> Result<Begun, Error> {
-    let (s3, cfg, src) = (run.s3, run.cfg, &run.src);
-    let target = &cfg.target;
-    let endpoint = s3.endpoint_label();
-    let path = manifest_path.to_owned();
-    let mut loaded = match blocking(move || manifest::load(&path)).await {
-        // A manifest whose header cannot be read names no upload to abort: --restart (the remedy
-        // its error names) removes it and starts over.
-        Err(Error::ManifestUnreadable { .. }) if cfg.resume.restart => {
-            let path = manifest_path.to_owned();
-            blocking(move || std::fs::remove_file(&path))
-                .await
-                .map_err(|e| Error::Manifest {
-                    path: manifest_path.to_owned(),
-                    why: e.to_string(),
-                })?;
-            run.progress.note(&format!(
-                "--restart: removed the unreadable manifest {} (a multipart upload it named, if any, is kept in S3: `tally uploads` lists it)",
-                manifest_path.display()
-            ));
-            None
-        }
-        r => r?,
-    };
+    let (cfg, src) = (run.cfg, &run.src);
+    let endpoint = run.s3.endpoint_label();
+    let mut loaded = load_manifest(run, manifest_path).await?;
     if cfg.resume.restart
         && let Some(old) = loaded.take()
     {
-        let id = old.header.upload_id;
-        match s3.abort_multipart(target, &id).await {
-            Ok(()) => {}
-            Err(e) if e.kind == S3ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::s3("AbortMultipartUpload", None, Some(&id))(e)),
-        }
-        let path = manifest_path.to_owned();
-        blocking(move || std::fs::remove_file(&path))
-            .await
-            .map_err(|e| Error::Manifest {
-                path: manifest_path.to_owned(),
-                why: e.to_string(),
-            })?;
-        run.progress.note(&format!(
-            "--restart: aborted upload {id} and discarded its manifest"
-        ));
+        restart(run, old, manifest_path).await?;
     }
     let fingerprint = {
         let src = src.clone();
         blocking(move || manifest::fingerprint(src.bytes())).await
     };
-    if let Some(old) = loaded {
-        check_header(&old.header, run, &fingerprint, &endpoint, manifest_path)?;
-        let alg = old.header.checksum;
-        let plan = Plan::new(src.len(), old.header.part_size)?;
-        let id = old.header.upload_id.clone();
-        // A part size left to tally (auto) takes the upload's own without a word.
-        let given = cfg.part_size != crate::plan::AUTO;
-        if alg != cfg.checksum
-            || (given && plan.part_size() != Plan::new(src.len(), cfg.part_size)?.part_size())
-        {
-            run.progress.note(&format!(
-                "resuming upload {id} with its own part size ({} bytes) and checksum ({alg}), not the ones given; --restart starts over with yours",
-                plan.part_size()
-            ));
-        }
-        match s3.list_parts(target, &id, alg).await {
-            Ok(held) => {
-                let journal = {
-                    let p = manifest_path.to_owned();
-                    Arc::new(blocking(move || Journal::open(&p)).await?)
-                };
-                let done =
-                    reconcile(run, plan.parts(), alg, &old.parts, &held, Some(&journal)).await?;
-                run.progress.note(&format!(
-                    "resuming upload {id}: {} of {} parts already in S3{} (manifest {})",
-                    done.len(),
-                    plan.count(),
-                    if old.damaged_lines > 0 {
-                        format!(", {} damaged manifest lines skipped", old.damaged_lines)
-                    } else {
-                        String::new()
-                    },
-                    manifest_path.display()
-                ));
-                return Ok(Begun::Parts(Start {
-                    upload_id: id,
-                    journal: Some(journal),
-                    alg,
-                    plan,
-                    done,
-                    resumed: true,
-                    manifest: manifest_path.to_owned(),
-                    slice: 1..=plan.count(),
-                }));
-            }
-            Err(e) if e.kind == S3ErrorKind::NotFound => {
-                if let Some(report) = already_complete(run, &old, &plan, manifest_path).await? {
-                    return Ok(Begun::Done(Box::new(report)));
-                }
-                run.progress.note(&format!(
-                    "upload {id} from the manifest no longer exists in S3 (aborted, or expired by a lifecycle rule): starting a new upload"
-                ));
-                let path = manifest_path.to_owned();
-                blocking(move || std::fs::remove_file(path)).await.ok();
-            }
-            Err(e) => return Err(Error::s3("ListParts", None, Some(&id))(e)),
-        }
+    if let Some(old) = loaded
+        && let Some(begun) = resume_kept(run, old, &fingerprint, &endpoint, manifest_path).await?
+    {
+        return Ok(begun);
     }
+    start_new(run, fingerprint, endpoint, manifest_path).await
+}
+
+/// Reads the manifest, if there is one. A manifest whose header cannot be read names no upload
+/// to abort: --restart (the remedy its error names) removes it and starts over.
+async fn load_manifest<C: S3Api>(
+    run: &Run<'_, C>,
+    manifest_path: &Path,
+) -> Result<Option<manifest::Loaded>, Error> {
+    let path = manifest_path.to_owned();
+    match blocking(move || manifest::load(&path)).await {
+        Err(Error::ManifestUnreadable { .. }) if run.cfg.resume.restart => {
+            remove_manifest(manifest_path).await?;
+            run.progress.note(&format!(
+                "--restart: removed the unreadable manifest {} (a multipart upload it named, if any, is kept in S3: `tally uploads` lists it)",
+                manifest_path.display()
+            ));
+            Ok(None)
+        }
+        r => r,
+    }
+}
+
+/// Removes the manifest at `manifest_path`.
+async fn remove_manifest(manifest_path: &Path) -> Result<(), Error> {
+    let path = manifest_path.to_owned();
+    blocking(move || std::fs::remove_file(&path))
+        .await
+        .map_err(|e| Error::Manifest {
+            path: manifest_path.to_owned(),
+            why: e.to_string(),
+        })
+}
+
+/// `--restart`: aborts the kept upload (already gone is fine) and discards its manifest.
+async fn restart<C: S3Api>(
+    run: &Run<'_, C>,
+    old: manifest::Loaded,
+    manifest_path: &Path,
+) -> Result<(), Error> {
+    let id = old.header.upload_id;
+    match run.s3.abort_multipart(&run.cfg.target, &id).await {
+        Ok(()) => {}
+        Err(e) if e.kind == S3ErrorKind::NotFound => {}
+        Err(e) => return Err(Error::s3("AbortMultipartUpload", None, Some(&id))(e)),
+    }
+    remove_manifest(manifest_path).await?;
+    run.progress.note(&format!(
+        "--restart: aborted upload {id} and discarded its manifest"
+    ));
+    Ok(())
+}
+
+/// Resumes the upload the manifest keeps, after checking it is this file's: its parts that S3
+/// holds are done. `Begun::Done` when an earlier run already completed it; `None` when it no
+/// longer exists (the manifest is removed and a new upload starts).
+async fn resume_kept<C: S3Api>(
+    run: &Run<'_, C>,
+    old: manifest::Loaded,
+    fingerprint: &str,
+    endpoint: &str,
+    manifest_path: &Path,
+) -> Result<Option<Begun>, Error> {
+    let (s3, cfg, src) = (run.s3, run.cfg, &run.src);
+    check_header(&old.header, run, fingerprint, endpoint, manifest_path)?;
+    let alg = old.header.checksum;
+    let plan = Plan::new(src.len(), old.header.part_size)?;
+    let id = old.header.upload_id.clone();
+    // A part size left to tally (auto) takes the upload's own without a word.
+    let given = cfg.part_size != crate::plan::AUTO;
+    if alg != cfg.checksum
+        || (given && plan.part_size() != Plan::new(src.len(), cfg.part_size)?.part_size())
+    {
+        run.progress.note(&format!(
+            "resuming upload {id} with its own part size ({} bytes) and checksum ({alg}), not the ones given; --restart starts over with yours",
+            plan.part_size()
+        ));
+    }
+    match s3.list_parts(&cfg.target, &id, alg).await {
+        Ok(held) => resume_parts(run, &old, plan, &held, manifest_path)
+            .await
+            .map(Some),
+        Err(e) if e.kind == S3ErrorKind::NotFound => {
+            if let Some(report) = already_complete(run, &old, &plan, manifest_path).await? {
+                return Ok(Some(Begun::Done(Box::new(report))));
+            }
+            run.progress.note(&format!(
+                "upload {id} from the manifest no longer exists in S3 (aborted, or expired by a lifecycle rule): starting a new upload"
+            ));
+            let path = manifest_path.to_owned();
+            blocking(move || std::fs::remove_file(path)).await.ok();
+            Ok(None)
+        }
+        Err(e) => Err(Error::s3("ListParts", None, Some(&id))(e)),
+    }
+}
+
+/// The kept upload exists: reconciles the manifest's parts with the ones S3 `held`, and starts
+/// from there.
+async fn resume_parts<C: S3Api>(
+    run: &Run<'_, C>,
+    old: &manifest::Loaded,
+    plan: Plan,
+    held: &[HeldPart],
+    manifest_path: &Path,
+) -> Result<Begun, Error> {
+    let alg = old.header.checksum;
+    let id = old.header.upload_id.clone();
+    let journal = {
+        let p = manifest_path.to_owned();
+        Arc::new(blocking(move || Journal::open(&p)).await?)
+    };
+    let done = reconcile(run, plan.parts(), alg, &old.parts, held, Some(&journal)).await?;
+    run.progress.note(&format!(
+        "resuming upload {id}: {} of {} parts already in S3{} (manifest {})",
+        done.len(),
+        plan.count(),
+        if old.damaged_lines > 0 {
+            format!(", {} damaged manifest lines skipped", old.damaged_lines)
+        } else {
+            String::new()
+        },
+        manifest_path.display()
+    ));
+    Ok(Begun::Parts(Start {
+        upload_id: id,
+        journal: Some(journal),
+        alg,
+        plan,
+        done,
+        resumed: true,
+        manifest: manifest_path.to_owned(),
+        slice: 1..=plan.count(),
+    }))
+}
+
+/// No upload is kept: a single PutObject if the file fits one, otherwise a new multipart upload
+/// and its manifest (the upload is aborted if the manifest cannot be written).
+async fn start_new<C: S3Api>(
+    run: &Run<'_, C>,
+    fingerprint: String,
+    endpoint: String,
+    manifest_path: &Path,
+) -> Result<Begun, Error> {
+    let (s3, cfg, src) = (run.s3, run.cfg, &run.src);
+    let target = &cfg.target;
     let alg = cfg.checksum;
     let plan = Plan::new(src.len(), cfg.part_size)?;
     if let Plan::Single { .. } = plan {
@@ -157,7 +215,7 @@ pub async fn begin<C: S3Api>(run: &Run<'_, C>, manifest_path: &Path) -> Result<B
         fingerprint,
         bucket: target.bucket.clone(),
         key: target.key.clone(),
-        endpoint: endpoint.clone(),
+        endpoint,
         upload_id: upload_id.clone(),
         part_size: plan.part_size(),
         checksum: alg,
@@ -254,17 +312,9 @@ async fn already_complete<C: S3Api>(
     manifest_path: &Path,
 ) -> Result<Option<UploadReport>, Error> {
     let alg = old.header.checksum;
-    let records: HashMap<u32, &PartRecord> = old.parts.iter().map(|r| (r.number, r)).collect();
-    let mut recorded = Vec::new();
-    for part in plan.parts() {
-        match records.get(&part.number) {
-            Some(r) if r.offset == part.offset && r.len == part.len => {
-                recorded.push((part, (*r).clone()));
-            }
-            // A part was never recorded: no run could have completed this upload.
-            _ => return Ok(None),
-        }
-    }
+    let Some(recorded) = recorded_parts(old, plan) else {
+        return Ok(None);
+    };
     let head = match run.s3.head_object(&run.cfg.target, None).await {
         Ok(h) => h,
         Err(e) if e.kind == S3ErrorKind::NotFound => return Ok(None),
@@ -273,20 +323,7 @@ async fn already_complete<C: S3Api>(
     let Some(remote) = head.checksum.clone().filter(|_| head.size == plan.len()) else {
         return Ok(None);
     };
-    let hashes: Vec<Option<PartHash>> = if run.cfg.resume.trust_manifest {
-        recorded.iter().map(|(_, r)| record_hash(r, alg)).collect()
-    } else {
-        stream::iter(recorded.iter().cloned())
-            .map(|(part, r)| {
-                let body = run.src.part(&part);
-                let md5 = !r.md5.is_empty();
-                async move { Some(on_pool(move || hash::hash_part(alg, md5, &body)).await) }
-            })
-            .buffered(hash_ahead())
-            .collect()
-            .await
-    };
-    let Some(hashes) = hashes.into_iter().collect::<Option<Vec<PartHash>>>() else {
+    let Some(hashes) = recorded_hashes(run, alg, &recorded).await else {
         return Ok(None);
     };
     let local = hash::multipart_checksum(alg, alg.multipart_type(), &hashes);
@@ -329,6 +366,45 @@ async fn already_complete<C: S3Api>(
         blocking(move || forget(&cfg, &p)).await;
     }
     report.map(Some)
+}
+
+/// Each part of `plan` with its manifest record, or `None` if a part was never recorded (then
+/// no run could have completed this upload).
+fn recorded_parts(old: &manifest::Loaded, plan: &Plan) -> Option<Vec<(Part, PartRecord)>> {
+    let records: HashMap<u32, &PartRecord> = old.parts.iter().map(|r| (r.number, r)).collect();
+    let mut recorded = Vec::new();
+    for part in plan.parts() {
+        match records.get(&part.number) {
+            Some(r) if r.offset == part.offset && r.len == part.len => {
+                recorded.push((part, (*r).clone()));
+            }
+            _ => return None,
+        }
+    }
+    Some(recorded)
+}
+
+/// The hashes of the `recorded` parts: from the manifest under `--trust-manifest` (`None` if a
+/// record lacks one), otherwise re-hashed from the file.
+async fn recorded_hashes<C: S3Api>(
+    run: &Run<'_, C>,
+    alg: ChecksumAlgorithm,
+    recorded: &[(Part, PartRecord)],
+) -> Option<Vec<PartHash>> {
+    let hashes: Vec<Option<PartHash>> = if run.cfg.resume.trust_manifest {
+        recorded.iter().map(|(_, r)| record_hash(r, alg)).collect()
+    } else {
+        stream::iter(recorded.iter().cloned())
+            .map(|(part, r)| {
+                let body = run.src.part(&part);
+                let md5 = !r.md5.is_empty();
+                async move { Some(on_pool(move || hash::hash_part(alg, md5, &body)).await) }
+            })
+            .buffered(hash_ahead())
+            .collect()
+            .await
+    };
+    hashes.into_iter().collect::<Option<Vec<PartHash>>>()
 }
 
 /// Decides, for each of `parts`, whether S3 already holds it equal to the local file. S3 is the

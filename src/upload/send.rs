@@ -16,7 +16,7 @@ use crate::s3::{S3Api, WriteReply};
 use crate::seam;
 use crate::source::Source;
 use crate::vocab::ETag;
-use crate::vocab::PartHash;
+use crate::vocab::{ChecksumAlgorithm, PartHash};
 
 use super::Run;
 use super::hedge;
@@ -45,7 +45,6 @@ pub async fn parts<C: S3Api>(
     whole: Option<FileHasher>,
 ) -> Result<(Vec<DonePart>, Option<WholeFile>), Error> {
     let (alg, md5) = (start.alg, run.cfg.content_md5);
-    let upload_id = start.upload_id.as_str();
     let have: HashSet<u32> = start.done.iter().map(|d| d.part.number).collect();
     let have = &have;
     let chain = whole.map(Chain::new);
@@ -63,108 +62,19 @@ pub async fn parts<C: S3Api>(
             |part: Part| {
                 let body = run.src.part(&part);
                 let send = !have.contains(&part.number);
-                let (src, data) = (run.src.clone(), body.clone());
                 // Called in part order: this part's turn with the whole-file hasher, if any.
                 let turn = chain.as_ref().map(Chain::next_turn);
-                async move {
-                    // Read the part into the page cache now, while the parts before it are hashed
-                    // (a hint that may start I/O, so on a blocking thread).
-                    let (ahead, range) = (src.clone(), part.range());
-                    blocking(move || ahead.will_need(range)).await.ok();
-                    // With a whole-file hasher, wait (asynchronously) until the part before this
-                    // one handed it on: the parts of this file are then hashed one after another.
-                    // The hasher is lost only when the part before failed (its error comes first
-                    // out of the ordered pipeline, so this one's is never seen) or the whole
-                    // upload was dropped (Ctrl-C).
-                    let mut file = match turn {
-                        Some((prev, next)) => {
-                            Some((prev.await.map_err(|_| Error::Interrupted)?, next))
-                        }
-                        None => None,
-                    };
-                    // A file that shrank would fault (SIGBUS) when its lost pages are read: look
-                    // first. The stat and the hashing both run on the pool; the part's pages are
-                    // mapped in one call before hashing (not one fault per 64 KiB).
-                    let range = part.range();
-                    let hash = on_pool(move || {
-                        src.check_unchanged()?;
-                        if send || file.is_some() {
-                            src.populate(range.clone()).ok();
-                        }
-                        let hash = match &mut file {
-                            Some((h, _)) if send => {
-                                Some(hash::hash_part_and_file(alg, md5, &data, h))
-                            }
-                            Some((h, _)) => {
-                                h.update(&data);
-                                None
-                            }
-                            None => send.then(|| hash::hash_part(alg, md5, &data)),
-                        };
-                        if let Some((h, next)) = file {
-                            // The next part's turn; nobody waits for it once the pipeline stopped.
-                            let _ = next.send(h);
-                        }
-                        // Hashed: out of the resident set until it goes into the socket (the
-                        // page cache keeps it, so the send faults it back in without a read).
-                        src.release(range);
-                        Ok::<_, Error>(hash)
-                    })
-                    .await?;
-                    Ok((part, body, hash))
-                }
+                let stage = HashStage {
+                    src: run.src.clone(),
+                    alg,
+                    md5,
+                    send,
+                };
+                stage.run(part, body, turn)
             },
             |prepared| std::future::ready(Ok(prepared)),
-            |(part, body, hash): (Part, bytes::Bytes, Option<PartHash>)| async move {
-                let Some(hash) = hash else {
-                    return Ok(None);
-                };
-                seam::pause("part").await;
-                // The file may have shrunk since it was hashed: sending would read lost pages.
-                let src = run.src.clone();
-                blocking(move || src.check_unchanged()).await?;
-                first_send.get_or_init(Instant::now);
-                let (target, hash_ref) = (&run.cfg.target, &hash);
-                let sending = hedge::send(
-                    flights,
-                    part.len,
-                    run.cfg.hedge,
-                    |moved| {
-                        let body = body.clone();
-                        counting(
-                            moved,
-                            run.s3
-                                .upload_part(target, upload_id, part.number, alg, body, hash_ref),
-                        )
-                    },
-                    || {
-                        run.progress.note(&format!(
-                            "part {} moves far slower than the others: sending it again on \
-                             another connection (the first answer wins)",
-                            part.number
-                        ))
-                    },
-                );
-                let reply = match release_behind(&run.src, part.range(), sending).await {
-                    Ok(r) => r,
-                    Err(e) => {
-                        let err = Error::s3("UploadPart", Some(part.number), Some(upload_id))(e);
-                        return Err(changed_or(&run.src, err).await);
-                    }
-                };
-                let etag =
-                    check_part(&part, &hash, &reply, run.cfg.object.sse.as_ref(), upload_id)?;
-                if let Some(journal) = start.journal.clone() {
-                    let rec = part_record(&part, &hash, &etag);
-                    blocking(move || journal.record_part(&rec)).await?;
-                }
-                run.progress.part_done(part.len);
-                Ok(Some(DonePart {
-                    part,
-                    hash,
-                    etag,
-                    checksum_echoed: reply.checksum.is_some(),
-                }))
+            |(part, body, hash): (Part, bytes::Bytes, Option<PartHash>)| {
+                send_part(run, start, flights, first_send, part, body, hash)
             },
             run.cfg.concurrency,
         )
@@ -176,6 +86,137 @@ pub async fn parts<C: S3Api>(
         None => None,
     };
     Ok((done, whole))
+}
+
+/// The hashing stage of one part, on the pool: what it needs besides the part.
+struct HashStage {
+    src: std::sync::Arc<Source>,
+    alg: ChecksumAlgorithm,
+    md5: bool,
+    /// Whether the part is to be sent (S3 does not hold it yet).
+    send: bool,
+}
+
+impl HashStage {
+    /// Hashes `part` (its `body` from the mapping) when it is to be sent, and feeds the
+    /// whole-file hasher on its `turn`, if any. `None` for a part only fed to that hasher.
+    async fn run(
+        self,
+        part: Part,
+        body: bytes::Bytes,
+        turn: Option<(oneshot::Receiver<FileHasher>, oneshot::Sender<FileHasher>)>,
+    ) -> Result<(Part, bytes::Bytes, Option<PartHash>), Error> {
+        let HashStage {
+            src,
+            alg,
+            md5,
+            send,
+        } = self;
+        let data = body.clone();
+        // Read the part into the page cache now, while the parts before it are hashed
+        // (a hint that may start I/O, so on a blocking thread).
+        let (ahead, range) = (src.clone(), part.range());
+        blocking(move || ahead.will_need(range)).await.ok();
+        // With a whole-file hasher, wait (asynchronously) until the part before this
+        // one handed it on: the parts of this file are then hashed one after another.
+        // The hasher is lost only when the part before failed (its error comes first
+        // out of the ordered pipeline, so this one's is never seen) or the whole
+        // upload was dropped (Ctrl-C).
+        let mut file = match turn {
+            Some((prev, next)) => Some((prev.await.map_err(|_| Error::Interrupted)?, next)),
+            None => None,
+        };
+        // A file that shrank would fault (SIGBUS) when its lost pages are read: look
+        // first. The stat and the hashing both run on the pool; the part's pages are
+        // mapped in one call before hashing (not one fault per 64 KiB).
+        let range = part.range();
+        let hash = on_pool(move || {
+            src.check_unchanged()?;
+            if send || file.is_some() {
+                src.populate(range.clone()).ok();
+            }
+            let hash = match &mut file {
+                Some((h, _)) if send => Some(hash::hash_part_and_file(alg, md5, &data, h)),
+                Some((h, _)) => {
+                    h.update(&data);
+                    None
+                }
+                None => send.then(|| hash::hash_part(alg, md5, &data)),
+            };
+            if let Some((h, next)) = file {
+                // The next part's turn; nobody waits for it once the pipeline stopped.
+                let _ = next.send(h);
+            }
+            // Hashed: out of the resident set until it goes into the socket (the
+            // page cache keeps it, so the send faults it back in without a read).
+            src.release(range);
+            Ok::<_, Error>(hash)
+        })
+        .await?;
+        Ok((part, body, hash))
+    }
+}
+
+/// Sends one hashed part (hedged when it lags), checks S3's reply and records it in the journal
+/// before counting it. `None` for a part that was not to be sent.
+async fn send_part<C: S3Api>(
+    run: &Run<'_, C>,
+    start: &Start,
+    flights: &hedge::Flights,
+    first_send: &OnceLock<Instant>,
+    part: Part,
+    body: bytes::Bytes,
+    hash: Option<PartHash>,
+) -> Result<Option<DonePart>, Error> {
+    let (alg, upload_id) = (start.alg, start.upload_id.as_str());
+    let Some(hash) = hash else {
+        return Ok(None);
+    };
+    seam::pause("part").await;
+    // The file may have shrunk since it was hashed: sending would read lost pages.
+    let src = run.src.clone();
+    blocking(move || src.check_unchanged()).await?;
+    first_send.get_or_init(Instant::now);
+    let (target, hash_ref) = (&run.cfg.target, &hash);
+    let sending = hedge::send(
+        flights,
+        part.len,
+        run.cfg.hedge,
+        |moved| {
+            let body = body.clone();
+            counting(
+                moved,
+                run.s3
+                    .upload_part(target, upload_id, part.number, alg, body, hash_ref),
+            )
+        },
+        || {
+            run.progress.note(&format!(
+                "part {} moves far slower than the others: sending it again on \
+                 another connection (the first answer wins)",
+                part.number
+            ))
+        },
+    );
+    let reply = match release_behind(&run.src, part.range(), sending).await {
+        Ok(r) => r,
+        Err(e) => {
+            let err = Error::s3("UploadPart", Some(part.number), Some(upload_id))(e);
+            return Err(changed_or(&run.src, err).await);
+        }
+    };
+    let etag = check_part(&part, &hash, &reply, run.cfg.object.sse.as_ref(), upload_id)?;
+    if let Some(journal) = start.journal.clone() {
+        let rec = part_record(&part, &hash, &etag);
+        blocking(move || journal.record_part(&rec)).await?;
+    }
+    run.progress.part_done(part.len);
+    Ok(Some(DonePart {
+        part,
+        hash,
+        etag,
+        checksum_echoed: reply.checksum.is_some(),
+    }))
 }
 
 /// How often a part being sent gives back the pages the socket already took.

@@ -171,91 +171,10 @@ impl ObjectSettings {
         kms_key_id: Option<String>,
         md5_tag: Option<&str>,
     ) -> Result<ObjectSettings, Invalid> {
-        let content_type = match content_type {
-            Some(t) if t.is_empty() || !t.bytes().all(|b| (0x20..0x7f).contains(&b)) => {
-                return Err(Invalid(format!(
-                    "--content-type '{t}' is not a media type: write e.g. video/quicktime"
-                )));
-            }
-            t => t,
-        };
-        let mut meta: Vec<(String, String)> = Vec::new();
-        for m in metadata {
-            let (k, v) = key_value("--metadata", m)?;
-            let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
-            if k.is_empty() || !k.bytes().all(token) {
-                return Err(Invalid(format!(
-                    "--metadata key '{k}' is not allowed: use ASCII letters, digits and - _ . (no spaces)"
-                )));
-            }
-            if !v.bytes().all(|b| (0x20..0x7f).contains(&b)) {
-                return Err(Invalid(format!(
-                    "--metadata {k}: the value must be printable ASCII (S3 sends metadata as HTTP headers)"
-                )));
-            }
-            let k = k.to_ascii_lowercase();
-            if meta.iter().any(|(seen, _)| *seen == k) {
-                return Err(Invalid(format!(
-                    "--metadata {k} is given twice (S3 keys ignore case): give each key once"
-                )));
-            }
-            meta.push((k, v.to_owned()));
-        }
-        meta.sort();
-        let bytes: usize = meta.iter().map(|(k, v)| k.len() + v.len()).sum();
-        if bytes > MAX_METADATA_BYTES {
-            return Err(Invalid(format!(
-                "--metadata totals {bytes} bytes of keys and values; S3 allows {MAX_METADATA_BYTES}: shorten or drop some"
-            )));
-        }
-        let mut tag_set: Vec<(String, String)> = Vec::new();
-        for t in tags {
-            let (k, v) = key_value("--tag", t)?;
-            let (kn, vn) = (k.chars().count(), v.chars().count());
-            if kn == 0 || kn > MAX_TAG_KEY || vn > MAX_TAG_VALUE {
-                return Err(Invalid(format!(
-                    "--tag '{k}': S3 allows keys of 1 to {MAX_TAG_KEY} characters and values of up to {MAX_TAG_VALUE}"
-                )));
-            }
-            if k.starts_with("aws:") {
-                return Err(Invalid(format!(
-                    "--tag '{k}': keys starting with aws: are reserved by AWS: choose another name"
-                )));
-            }
-            if tag_set.iter().any(|(seen, _)| seen == k) || md5_tag == Some(k) {
-                return Err(Invalid(format!(
-                    "tag '{k}' is given twice (--tag, --md5-tag): give each tag once"
-                )));
-            }
-            tag_set.push((k.to_owned(), v.to_owned()));
-        }
-        let total = tag_set.len() + usize::from(md5_tag.is_some());
-        if total > MAX_TAGS {
-            return Err(Invalid(format!(
-                "{total} tags (--tag{}); S3 allows {MAX_TAGS} per object: drop some",
-                if md5_tag.is_some() {
-                    " and --md5-tag"
-                } else {
-                    ""
-                }
-            )));
-        }
-        let sse = match (sse, kms_key_id) {
-            (None, None) => None,
-            (Some(s), key_id) if s.eq_ignore_ascii_case("aws:kms") => Some(Sse::Kms { key_id }),
-            (Some(s), None) if s.eq_ignore_ascii_case("AES256") => Some(Sse::Aes256),
-            (_, Some(_)) => {
-                return Err(Invalid(
-                    "--sse-kms-key-id goes with --sse aws:kms only: add --sse aws:kms, or drop the key id"
-                        .into(),
-                ));
-            }
-            (Some(s), None) => {
-                return Err(Invalid(format!(
-                    "--sse '{s}' is not supported: choose aws:kms or AES256"
-                )));
-            }
-        };
+        let content_type = content_type_checked(content_type)?;
+        let meta = metadata_checked(metadata)?;
+        let tag_set = tags_checked(tags, md5_tag)?;
+        let sse = sse_checked(sse, kms_key_id)?;
         Ok(ObjectSettings {
             storage_class,
             content_type,
@@ -334,6 +253,112 @@ impl ObjectSettings {
         }
         out
     }
+}
+
+/// `--content-type`: a media type, printable ASCII.
+fn content_type_checked(content_type: Option<String>) -> Result<Option<String>, Invalid> {
+    let checked = match content_type {
+        Some(t) if t.is_empty() || !t.bytes().all(|b| (0x20..0x7f).contains(&b)) => {
+            return Err(Invalid(format!(
+                "--content-type '{t}' is not a media type: write e.g. video/quicktime"
+            )));
+        }
+        t => t,
+    };
+    Ok(checked)
+}
+
+/// `--metadata KEY=VALUE`s: header-safe keys (lower-cased, each once) and values, within S3's
+/// size limit; sorted.
+fn metadata_checked(metadata: &[String]) -> Result<Vec<(String, String)>, Invalid> {
+    let mut meta: Vec<(String, String)> = Vec::new();
+    for m in metadata {
+        let (k, v) = key_value("--metadata", m)?;
+        let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+        if k.is_empty() || !k.bytes().all(token) {
+            return Err(Invalid(format!(
+                "--metadata key '{k}' is not allowed: use ASCII letters, digits and - _ . (no spaces)"
+            )));
+        }
+        if !v.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+            return Err(Invalid(format!(
+                "--metadata {k}: the value must be printable ASCII (S3 sends metadata as HTTP headers)"
+            )));
+        }
+        let k = k.to_ascii_lowercase();
+        if meta.iter().any(|(seen, _)| *seen == k) {
+            return Err(Invalid(format!(
+                "--metadata {k} is given twice (S3 keys ignore case): give each key once"
+            )));
+        }
+        meta.push((k, v.to_owned()));
+    }
+    meta.sort();
+    let bytes: usize = meta.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if bytes > MAX_METADATA_BYTES {
+        return Err(Invalid(format!(
+            "--metadata totals {bytes} bytes of keys and values; S3 allows {MAX_METADATA_BYTES}: shorten or drop some"
+        )));
+    }
+    Ok(meta)
+}
+
+/// `--tag KEY=VALUE`s: within S3's limits, none reserved or given twice (an `--md5-tag` counts).
+fn tags_checked(tags: &[String], md5_tag: Option<&str>) -> Result<Vec<(String, String)>, Invalid> {
+    let mut tag_set: Vec<(String, String)> = Vec::new();
+    for t in tags {
+        let (k, v) = key_value("--tag", t)?;
+        let (kn, vn) = (k.chars().count(), v.chars().count());
+        if kn == 0 || kn > MAX_TAG_KEY || vn > MAX_TAG_VALUE {
+            return Err(Invalid(format!(
+                "--tag '{k}': S3 allows keys of 1 to {MAX_TAG_KEY} characters and values of up to {MAX_TAG_VALUE}"
+            )));
+        }
+        if k.starts_with("aws:") {
+            return Err(Invalid(format!(
+                "--tag '{k}': keys starting with aws: are reserved by AWS: choose another name"
+            )));
+        }
+        if tag_set.iter().any(|(seen, _)| seen == k) || md5_tag == Some(k) {
+            return Err(Invalid(format!(
+                "tag '{k}' is given twice (--tag, --md5-tag): give each tag once"
+            )));
+        }
+        tag_set.push((k.to_owned(), v.to_owned()));
+    }
+    let total = tag_set.len() + usize::from(md5_tag.is_some());
+    if total > MAX_TAGS {
+        return Err(Invalid(format!(
+            "{total} tags (--tag{}); S3 allows {MAX_TAGS} per object: drop some",
+            if md5_tag.is_some() {
+                " and --md5-tag"
+            } else {
+                ""
+            }
+        )));
+    }
+    Ok(tag_set)
+}
+
+/// `--sse` and `--sse-kms-key-id`.
+fn sse_checked(sse: Option<&str>, kms_key_id: Option<String>) -> Result<Option<Sse>, Invalid> {
+    let sse = match (sse, kms_key_id) {
+        (None, None) => None,
+        (Some(s), key_id) if s.eq_ignore_ascii_case("aws:kms") => Some(Sse::Kms { key_id }),
+        (Some(s), None) if s.eq_ignore_ascii_case("AES256") => Some(Sse::Aes256),
+        (_, Some(_)) => {
+            return Err(Invalid(
+                "--sse-kms-key-id goes with --sse aws:kms only: add --sse aws:kms, or drop the key id"
+                    .into(),
+            ));
+        }
+        (Some(s), None) => {
+            return Err(Invalid(format!(
+                "--sse '{s}' is not supported: choose aws:kms or AES256"
+            )));
+        }
+    };
+    Ok(sse)
 }
 
 /// The media type of `file` from its extension: `mime_guess`'s first answer, tally's own table

@@ -20,6 +20,8 @@ mod mhl_diff;
 mod network;
 mod overwrite;
 mod proxy;
+// Built only with the relay's binary: `cargo test --features relay` (scripts/test).
+#[cfg(feature = "relay")]
 mod relay;
 mod report;
 mod resume;

@@ -9,7 +9,8 @@
 //! What this cannot show (deploy/relay/README.md): IAM, EventBridge, the real Lambda deadline (the
 //! emulator sends 1970, so the functions run on TALLY_RELAY_BUDGET), the payload limit (asserted
 //! by size here). The tools come from `scripts/tools` (cargo-lambda, tally-relay-python,
-//! asl-validator, cfn-lint on PATH).
+//! asl-validator, cfn-lint on PATH). The relay is the cargo feature `relay` (off by default): this
+//! module is compiled, and the binary built, by `cargo test --features relay` (scripts/test does).
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
