@@ -165,6 +165,12 @@ impl Session {
             Some(h) if !h.ignore.is_empty() => h.ignore.clone(),
             _ => default_patterns(),
         };
+        // What the new generation carries on: the newest generation file's patterns, as the
+        // reference tool's `create` does (docs/mhl.md).
+        let carried = match &history {
+            Some(h) if !h.carried_ignore.is_empty() => h.carried_ignore.clone(),
+            _ => default_patterns(),
+        };
         let new_formats = match &history {
             Some(h) if !h.formats.is_empty() => h.formats.clone(),
             _ => DEFAULT_FORMATS.to_vec(),
@@ -189,7 +195,7 @@ impl Session {
                 hostname: gethostname::gethostname().to_string_lossy().into_owned(),
                 tool_version: env!("CARGO_PKG_VERSION").to_owned(),
                 location,
-                ignore: ignore_patterns.clone(),
+                ignore: carried,
             };
             let w = GenerationWriter::create(&path, &header).map_err(|e| write_error(&path, &e))?;
             Some(Mutex::new(Some(w)))

@@ -79,8 +79,12 @@ pub struct History {
     pub chain: Vec<ChainEntry>,
     /// The generation files, by number.
     pub generations: Vec<GenerationFile>,
-    /// The newest generation's ignore patterns.
+    /// The newest sealed generation's ignore patterns.
     pub ignore: Vec<String>,
+    /// The ignore patterns a new generation carries on: those of the newest generation file,
+    /// listed in the chain or not, as the reference tool's `create` carries them (and its
+    /// `verify` applies them). Patterns never hide a listed file from tally's check.
+    pub carried_ignore: Vec<String>,
     /// The formats the newest generation with file hashes used (what new files get).
     pub formats: Vec<HashFormat>,
     files: HashMap<String, Known>,
@@ -190,6 +194,7 @@ impl History {
         } else {
             HashMap::new()
         };
+        let newest = generations.last().map(|g| g.name.clone());
         let (sealed, unsealed): (Vec<GenerationFile>, Vec<GenerationFile>) = generations
             .into_iter()
             .partition(|g| chain.iter().any(|c| c.path == g.name));
@@ -216,6 +221,7 @@ impl History {
             chain,
             generations: Vec::new(),
             ignore: Vec::new(),
+            carried_ignore: Vec::new(),
             formats: Vec::new(),
             files: HashMap::new(),
             next,
@@ -226,6 +232,10 @@ impl History {
             h.read_generation(index, &h.dir.join(&g.name))?;
         }
         h.generations = sealed;
+        h.carried_ignore = match newest {
+            Some(n) if h.unsealed.contains(&n) => ignore_patterns(&h.dir.join(n))?,
+            _ => h.ignore.clone(),
+        };
         Ok(Some(h))
     }
 
@@ -488,6 +498,20 @@ fn reference_originals(
             }
         }
     }
+    Ok(out)
+}
+
+/// The `<ignore><pattern>`s of the generation file at `path` (empty when it has none).
+fn ignore_patterns(path: &Path) -> Result<Vec<String>, MhlError> {
+    let mut out = Vec::new();
+    xml::walk(path, |stack, ev| {
+        if let Ev::End(text) = ev
+            && xml::ends_with(stack, &["processinfo", "ignore", "pattern"])
+        {
+            out.push(text.to_owned());
+        }
+        Ok(())
+    })?;
     Ok(out)
 }
 

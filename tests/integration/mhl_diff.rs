@@ -256,6 +256,14 @@ fn a_renamed_file_changed_behind_unlisted_generations_is_refused() {
     named("unlisted-renames-and-a-forgery-sorted-first");
 }
 
+/// Found by the soak (seed 8, case 315): a rename recorded only by a generation the chain no
+/// longer lists, whose patterns hide the renamed file from ascmhl's verify: tally's generation
+/// carries those patterns on (as `ascmhl create` does), so ascmhl still accepts the tree after it.
+#[test]
+fn a_generation_carries_the_newest_generation_files_ignore_patterns() {
+    named("rename-recorded-only-by-an-unchained-generation");
+}
+
 /// Found by the random cases: an emptied ascmhl/ folder is a broken history (ascmhl: 32).
 #[test]
 fn an_empty_history_folder_is_refused() {

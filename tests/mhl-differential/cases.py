@@ -473,6 +473,20 @@ def named_case(name, out):
             text = text.replace(v, hasher.hash_file(fp, f))
         open(os.path.join(adir, "0000_card_2020-01-01_000000Z.mhl"), "w", encoding="utf-8").write(text)
         expect = {"ascmhl": 11, "tally": "fail"}
+    elif name == "rename-recorded-only-by-an-unchained-generation":
+        # Found by the lead's soak (seed 8, case 315): an anchored pattern, a rename recorded
+        # with -dr in a generation then dropped from the chain whose '*.mov' hides the renamed
+        # file from ascmhl's verify. tally's generation must carry those patterns on (as
+        # ascmhl create does), or ascmhl-debug verify calls the renamed file new after it.
+        files("Proxy/a.mov", "B002.mov", "Sound & Notes/t<1>.wav")
+        create("-h", "xxh128", "-h", "md5", "-i", "Proxy/*.mov")
+        os.rename(os.path.join(root, "Proxy/a.mov"), os.path.join(root, "Proxy/renamed_a.mov"))
+        create("-h", "md5", "-i", "*.mov", "-i", "!A001.mov", "-dr")
+        chain = os.path.join(adir, "ascmhl_chain.xml")
+        text = open(chain, encoding="utf-8").read()
+        entries = re.findall(r"\s*<hashlist [^>]*>.*?</hashlist>", text, flags=re.S)
+        open(chain, "w", encoding="utf-8").write(text.replace(entries[-1], "", 1))
+        expect = {"ascmhl": 0, "tally": 0}
     elif name == "empty-history-folder":
         # Found by the random cases (seed 3, case 86): ascmhl/ emptied is no fresh start.
         files("A001.mov")
