@@ -10,6 +10,8 @@
 
 pub mod custody;
 pub mod custody_check;
+pub mod custody_scope;
+pub mod custody_seal;
 pub mod download;
 pub mod report;
 pub mod run;

@@ -382,34 +382,6 @@ impl History {
     }
 }
 
-/// The first `ascmhl/` folder below `root` (not `root/ascmhl` itself), in name order: a nested
-/// history. The reference tool finds them with a plain walk (ignore patterns do not hide them);
-/// so does this. Symbolic links are not followed. Blocking.
-pub fn find_nested(root: &Path) -> Option<PathBuf> {
-    let mut stack = vec![(root.to_owned(), true)];
-    while let Some((dir, top)) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        let mut subdirs: Vec<PathBuf> = Vec::new();
-        for e in rd.flatten() {
-            if !e.file_type().is_ok_and(|t| t.is_dir()) {
-                continue;
-            }
-            if e.file_name() == FOLDER {
-                if !top {
-                    return Some(e.path());
-                }
-                continue;
-            }
-            subdirs.push(e.path());
-        }
-        subdirs.sort();
-        stack.extend(subdirs.into_iter().rev().map(|d| (d, false)));
-    }
-    None
-}
-
 /// One `<hash>` of a generation, as the reference tool's verify uses it.
 struct Media {
     path: String,
@@ -897,23 +869,6 @@ mod tests {
             unseen,
             [" lead.mov ", "new.mov"],
             "old.mov is no longer expected"
-        );
-    }
-
-    #[test]
-    fn a_history_below_the_root_is_found() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(dir.path().join(FOLDER)).unwrap();
-        assert_eq!(
-            find_nested(dir.path()),
-            None,
-            "the root's own is not nested"
-        );
-        std::fs::create_dir_all(dir.path().join("Day1/B/ascmhl")).unwrap();
-        std::fs::create_dir_all(dir.path().join("Day1/A/x")).unwrap();
-        assert_eq!(
-            find_nested(dir.path()),
-            Some(dir.path().join("Day1/B/ascmhl"))
         );
     }
 }
