@@ -223,6 +223,12 @@ pub fn seal_all(
                 (path, c.placed.c4.clone())
             })
             .collect();
+        // A nested history none of whose files this run recorded (all left out by
+        // --include/--exclude) gets no generation: there is nothing it would vouch for.
+        if !dirs[i].is_empty() && references.is_empty() && !job.writer.has_hashes() {
+            let _ = std::fs::remove_file(job.writer.path());
+            continue;
+        }
         let name = (job.name, created);
         match place(job.writer, &references, &job.abs, &job.work, &name) {
             Ok(placed) => sealed.push(Sealed { scope: i, placed }),
@@ -230,4 +236,162 @@ pub fn seal_all(
         }
     }
     (sealed, failed)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::MetadataExt as _;
+
+    use super::*;
+    use crate::batch::custody::{Checked, Session};
+    use crate::batch::report::{Action as LineAction, FileLine};
+    use crate::mhl::generation::{Action, HashEntry};
+    use crate::mhl::hashes::data_hashes;
+    use crate::mhl::history::{CHAIN, ChainEntry, FOLDER, read_chain};
+    use crate::tree::FileEntry;
+    use crate::vocab::ObjectUrl;
+
+    const HELLO: &str = "45ab6734b21e6968"; // xxh64 of "hello world" (the reference's vector)
+
+    fn c4(path: &Path) -> String {
+        let bytes = std::fs::read(path).unwrap();
+        data_hashes(&bytes, &[HashFormat::C4])
+            .get(HashFormat::C4)
+            .unwrap()
+            .to_owned()
+    }
+
+    /// A history at `folder` whose one generation lists `files` (path, xxh64), sealed.
+    fn history(folder: &Path, files: &[(&str, &str)]) {
+        let hist = folder.join(FOLDER);
+        std::fs::create_dir_all(&hist).unwrap();
+        let name = "0001_x_2020-01-16_091500Z.mhl";
+        let header = Header {
+            created: UNIX_EPOCH,
+            hostname: "h".into(),
+            tool_version: "1".into(),
+            location: "here".into(),
+            ignore: vec![],
+        };
+        let mut w = GenerationWriter::create(&hist.join(name), &header).unwrap();
+        for (path, v) in files {
+            let hashes = vec![(HashFormat::Xxh64, (*v).to_owned(), Action::Original)];
+            w.add(&HashEntry {
+                path: (*path).into(),
+                size: 11,
+                modified: None,
+                hashdate: UNIX_EPOCH,
+                hashes,
+                s3: None,
+            })
+            .unwrap();
+        }
+        w.finish().unwrap();
+        let chain = [ChainEntry {
+            sequence: 1,
+            path: name.into(),
+            format: HashFormat::C4,
+            value: c4(&hist.join(name)),
+        }];
+        std::fs::write(hist.join(CHAIN), generation::chain_bytes(&chain).unwrap()).unwrap();
+    }
+
+    fn entry(root: &Path, rel: &str) -> FileEntry {
+        let path = root.join(rel);
+        let meta = std::fs::metadata(&path).unwrap();
+        FileEntry {
+            path,
+            rel: rel.into(),
+            size: meta.len(),
+            mtime_ns: meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
+            dev: meta.dev(),
+            ino: meta.ino(),
+        }
+    }
+
+    /// A day folder with its history and a card inside with its own: each file is checked
+    /// against the innermost history (by its path there), a missing card file is named by its
+    /// path from the root, and the card's generation is sealed first and referenced by the
+    /// day's with the C4 of the file as written.
+    #[tokio::test]
+    async fn a_card_inside_a_day_folder_is_checked_against_its_own_history_and_referenced() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("Day1");
+        std::fs::create_dir_all(root.join("Card1/Clips")).unwrap();
+        for f in ["day.txt", "Card1/Clips/a.mov", "Card1/Clips/b.mov"] {
+            std::fs::write(root.join(f), b"hello world").unwrap();
+        }
+        history(&root, &[("day.txt", HELLO), ("Card1/Clips/a.mov", HELLO)]);
+        let wrong = "0000000000000000";
+        history(
+            &root.join("Card1"),
+            &[
+                ("Clips/a.mov", HELLO),
+                ("Clips/b.mov", wrong),
+                ("Clips/gone.mov", HELLO),
+            ],
+        );
+        let source = ObjectUrl {
+            bucket: "b".into(),
+            key: "p/".into(),
+        };
+        let s = Session::open_download(&root, &source, &dir.path().join("state"))
+            .unwrap()
+            .unwrap();
+        for rel in ["day.txt", "Card1/Clips/a.mov", "Card1/Clips/b.mov"] {
+            let e = entry(&root, rel);
+            let checked = s.check(&e).await;
+            match (rel, &checked) {
+                ("Card1/Clips/b.mov", Checked::Mismatch(_, _, differ)) => {
+                    assert_eq!(differ[0].1, wrong, "compared with the card's value");
+                }
+                (_, Checked::Verified(..)) => {}
+                _ => panic!("{rel}: {checked:?}"),
+            }
+            let mut line = FileLine {
+                action: LineAction::Downloaded,
+                ..FileLine::default()
+            };
+            s.record(&e, checked, &mut line);
+        }
+        let (mut lines, mut summary) = s.missing(&crate::tree::Filters::default(), "");
+        let missing: Vec<&str> = lines.iter().map(|l| l.rel.as_str()).collect();
+        assert_eq!(
+            missing,
+            ["Card1/Clips/gone.mov"],
+            "the day's listing of a.mov was seen"
+        );
+        let placed = s.write_generation(&mut lines, &mut summary).await;
+        assert!(
+            lines.len() == 1,
+            "{:?}",
+            lines.iter().map(|l| &l.reason).collect::<Vec<_>>()
+        );
+        let dirs: Vec<&str> = placed.iter().map(|(d, _)| d.as_str()).collect();
+        assert_eq!(dirs, ["Card1", ""], "the card's first");
+        let card = &placed[0].1;
+        assert!(card.name.starts_with("0002_Card1_"), "{}", card.name);
+        let card_gen = root.join("Card1").join(FOLDER).join(&card.name);
+        assert_eq!(card.c4, c4(&card_gen));
+        let card_xml = std::fs::read_to_string(&card_gen).unwrap();
+        assert!(card_xml.contains(">Clips/a.mov</path>"), "{card_xml}");
+        assert!(
+            !card_xml.contains("day.txt") && !card_xml.contains("Card1/"),
+            "{card_xml}"
+        );
+        let day_gen = root.join(FOLDER).join(&placed[1].1.name);
+        let day_xml = std::fs::read_to_string(&day_gen).unwrap();
+        let reference = format!(
+            "<hashlistreference>\n      <path>Card1/ascmhl/{}</path>\n      <c4>{}</c4>",
+            card.name, card.c4
+        );
+        assert!(day_xml.contains(&reference), "{day_xml}");
+        assert!(day_xml.contains(">day.txt</path>") && !day_xml.contains("Clips/a.mov</path>"));
+        let card_chain = read_chain(&root.join("Card1").join(FOLDER).join(CHAIN)).unwrap();
+        assert_eq!(card_chain.last().unwrap().value, card.c4);
+        assert_eq!(
+            summary.nested_generations,
+            [format!("Card1/ascmhl/{}", card.name)]
+        );
+    }
 }

@@ -152,6 +152,11 @@ impl GenerationWriter {
         &self.path
     }
 
+    /// Whether any `<hash>` was added.
+    pub fn has_hashes(&self) -> bool {
+        self.hashes_open
+    }
+
     /// Appends one file's `<hash>`.
     pub fn add(&mut self, e: &HashEntry) -> std::io::Result<()> {
         if !self.hashes_open {
