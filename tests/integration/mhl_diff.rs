@@ -14,7 +14,9 @@
 //!   the ASC XSD, and `ascmhl-debug verify` accepts the tree with them whenever tally exited 0;
 //! - the other direction, for nested cases, every tenth case and the named ones: `tally
 //!   download --mhl` of what was uploaded exits 0 where ascmhl accepts the uploaded tree, its
-//!   generations pass the same checks, and `ascmhl-debug verify` of the copy is no worse.
+//!   generations pass the same checks, and `ascmhl-debug verify` of the copy is no worse;
+//! - where ascmhl accepts the tree with tally's generations, `ascmhl create` on top of them
+//!   (the next offload) exits 0.
 //!
 //! Seeded: the seed is printed; `TALLY_MHL_SEED=S` replays a run, `TALLY_MHL_CASE=i` one case of
 //! it, `TALLY_MHL_CASES=n` sets the count (scripts/soak-mhl runs thousands).

@@ -806,6 +806,11 @@ def judge(out):
             stats["ascmhl_accepts"] += 1
             if code != 0 and not exempt:
                 problem("ascmhl accepts the tree, tally does not")
+            elif code != 0:
+                # Stricter on purpose (docs/mhl.md): counted by reason.
+                for why in exempt:
+                    key = "accepted_refused_" + why
+                    stats[key] = stats.get(key, 0) + 1
         want = case.get("expect")
         if want:
             if ref["exit"] != want["ascmhl"]:
@@ -839,6 +844,12 @@ def judge(out):
         if down is not None and after is not None:
             stats["downloads"] += 1
             judge_download(root, down, after, problem, stats)
+        if after is not None and after["exit"] == 0:
+            # The next offload on top of tally's generations: `ascmhl create` of the tree.
+            later, cap = run(commands.create, ["-h", "xxh64", root])
+            stats[f"later_create_{later}"] = stats.get(f"later_create_{later}", 0) + 1
+            if later != 0:
+                problem(f"ascmhl create on top of tally's generations exits {later}: {cap.lines[-4:]}")
     print(json.dumps({"problems": problems, "stats": stats}, indent=1))
 
 
