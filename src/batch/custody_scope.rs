@@ -229,8 +229,22 @@ pub fn seal_all(
             let _ = std::fs::remove_file(job.writer.path());
             continue;
         }
+        // A nested history written to the state directory (its folder refused writes): the
+        // parent goes there too, so that the source never references a generation it lacks.
+        let not_source = sealed
+            .iter()
+            .filter(|c| nested::parent(dirs, c.scope) == Some(i))
+            .find_map(|c| c.placed.read_only.as_ref())
+            .map(|why| format!("the nested history it references could not be written ({why})"));
         let name = (job.name, created);
-        match place(job.writer, &references, &job.abs, &job.work, &name) {
+        match place(
+            job.writer,
+            &references,
+            not_source,
+            &job.abs,
+            &job.work,
+            &name,
+        ) {
             Ok(placed) => sealed.push(Sealed { scope: i, placed }),
             Err(e) => failed.push((i, e)),
         }

@@ -31,10 +31,13 @@ pub struct Placed {
 /// each chain keeps both.
 ///
 /// `references`: the nested histories' new generations (path relative to `root`, C4), written
-/// in the generation's `<references>`.
+/// in the generation's `<references>`. `not_source`: why the source's `ascmhl/` must not get
+/// this generation even if it could (a nested history it references could not be written
+/// there, so the source would reference a generation it lacks).
 pub(crate) fn place(
     writer: GenerationWriter,
     references: &[(String, String)],
+    not_source: Option<String>,
     root: &Path,
     work: &Path,
     (root_name, created): &(String, SystemTime),
@@ -53,7 +56,11 @@ pub(crate) fn place(
         .to_owned();
     let source_dir = root.join(FOLDER);
     let local = work.join(FOLDER);
-    let read_only = match seal_into(&source_dir, temp, &c4, root_name, *created, None) {
+    let sealed = match not_source {
+        Some(why) => Err(Sealing::Kept(why)),
+        None => seal_into(&source_dir, temp, &c4, root_name, *created, None),
+    };
+    let read_only = match sealed {
         Ok(name) => {
             let _ = std::fs::remove_file(temp);
             return Ok(Placed {
@@ -64,6 +71,7 @@ pub(crate) fn place(
             });
         }
         Err(Sealing::Io(e)) if refuses_writes(&e) => e.to_string(),
+        Err(Sealing::Kept(why)) => why,
         Err(Sealing::Io(e)) => return Err(write_error(&source_dir, &e)),
         Err(Sealing::History(e)) => return Err(e),
     };
@@ -72,6 +80,12 @@ pub(crate) fn place(
         Ok(name) => name,
         Err(Sealing::Io(e)) => return Err(write_error(&local, &e)),
         Err(Sealing::History(e)) => return Err(e),
+        Err(Sealing::Kept(why)) => {
+            return Err(MhlError::Write {
+                path: local.clone(),
+                why,
+            });
+        }
     };
     let _ = std::fs::remove_file(temp);
     Ok(Placed {
@@ -85,6 +99,8 @@ pub(crate) fn place(
 pub(crate) enum Sealing {
     Io(std::io::Error),
     History(MhlError),
+    /// Not tried in the source: why.
+    Kept(String),
 }
 
 impl From<std::io::Error> for Sealing {

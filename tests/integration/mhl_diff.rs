@@ -305,6 +305,14 @@ fn a_generation_carries_the_newest_generation_files_ignore_patterns() {
     named("rename-recorded-only-by-an-unchained-generation");
 }
 
+/// Found by the soak (seed 25, case 304): a name renamed away, reused by a new file the next
+/// generation lists, then gone: ascmhl's rename map hides it; tally reports it missing (the
+/// newest record lists it), on purpose.
+#[test]
+fn a_name_reused_after_a_rename_and_then_missing_is_reported() {
+    named("name-reused-after-a-rename-then-missing");
+}
+
 /// Found by the random cases: an emptied ascmhl/ folder is a broken history (ascmhl: 32).
 #[test]
 fn an_empty_history_folder_is_refused() {
