@@ -487,7 +487,9 @@ impl Session {
                 } else {
                     format!("{}/{within}", scope.dir)
                 };
-                if !included(filters, &rel) || self.outside(&rel) {
+                // As `ascmhl verify`: only the root's patterns excuse a listed file that is gone
+                // (a card's own patterns added later do not).
+                if !included(filters, &rel) || self.scopes[0].ignore.ignores(&rel) {
                     continue;
                 }
                 summary.missing += 1;

@@ -275,8 +275,9 @@ mod tests {
             .to_owned()
     }
 
-    /// A history at `folder` whose one generation lists `files` (path, xxh64), sealed.
-    fn history(folder: &Path, files: &[(&str, &str)]) {
+    /// A history at `folder` whose one generation lists `files` (path, xxh64) with the ignore
+    /// `patterns`, sealed.
+    fn history(folder: &Path, files: &[(&str, &str)], patterns: &[&str]) {
         let hist = folder.join(FOLDER);
         std::fs::create_dir_all(&hist).unwrap();
         let name = "0001_x_2020-01-16_091500Z.mhl";
@@ -285,7 +286,7 @@ mod tests {
             hostname: "h".into(),
             tool_version: "1".into(),
             location: "here".into(),
-            ignore: vec![],
+            ignore: patterns.iter().map(|p| (*p).to_owned()).collect(),
         };
         let mut w = GenerationWriter::create(&hist.join(name), &header).unwrap();
         for (path, v) in files {
@@ -335,7 +336,11 @@ mod tests {
         for f in ["day.txt", "Card1/Clips/a.mov", "Card1/Clips/b.mov"] {
             std::fs::write(root.join(f), b"hello world").unwrap();
         }
-        history(&root, &[("day.txt", HELLO), ("Card1/Clips/a.mov", HELLO)]);
+        history(
+            &root,
+            &[("day.txt", HELLO), ("Card1/Clips/a.mov", HELLO)],
+            &[],
+        );
         let wrong = "0000000000000000";
         history(
             &root.join("Card1"),
@@ -343,7 +348,9 @@ mod tests {
                 ("Clips/a.mov", HELLO),
                 ("Clips/b.mov", wrong),
                 ("Clips/gone.mov", HELLO),
+                ("Clips/gone.tmp", HELLO),
             ],
+            &["*.tmp"],
         );
         let source = ObjectUrl {
             bucket: "b".into(),
@@ -372,12 +379,12 @@ mod tests {
         let missing: Vec<&str> = lines.iter().map(|l| l.rel.as_str()).collect();
         assert_eq!(
             missing,
-            ["Card1/Clips/gone.mov"],
-            "the day's listing of a.mov was seen"
+            ["Card1/Clips/gone.mov", "Card1/Clips/gone.tmp"],
+            "the day's listing of a.mov was seen; a card's own pattern excuses nothing gone"
         );
         let placed = s.write_generation(&mut lines, &mut summary).await;
         assert!(
-            lines.len() == 1,
+            lines.len() == 2,
             "{:?}",
             lines.iter().map(|l| &l.reason).collect::<Vec<_>>()
         );
