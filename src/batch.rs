@@ -3,6 +3,8 @@
 //! reported as it finishes), what it reports ([`report`]), the three runs on top of the one-file
 //! commands ([`upload`], [`download`], [`verify`]), and the ASC MHL chain of custody they keep
 //! ([`custody`]: the history checked before files are sent, a generation written after;
+//! [`custody_scope`]: the root's history and every nested one, each with its own generation;
+//! [`custody_seal`]: a finished generation put in place under the history's lock;
 //! [`custody_check`]: a folder against its own history).
 //!
 //! This module sits above `upload`, `download`, `verify` and `mhl` (the format) and imports them;
@@ -10,6 +12,8 @@
 
 pub mod custody;
 pub mod custody_check;
+pub mod custody_scope;
+pub mod custody_seal;
 pub mod download;
 pub mod dryrun;
 pub mod report;

@@ -7,12 +7,14 @@
 //! - [`history`]: the chain and the generations, each generation checked against the chain's C4,
 //!   every value recorded per file (only generations the chain seals count);
 //! - [`generation`]: the generation and chain writers (quick-xml);
-//! - [`ignore`]: the history's ignore patterns.
+//! - [`ignore`]: the history's ignore patterns;
+//! - [`nested`]: histories below the root (a card inside a day folder).
 
 pub mod generation;
 pub mod hashes;
 pub mod history;
 pub mod ignore;
+pub mod nested;
 mod xml;
 
 use std::path::PathBuf;
@@ -57,18 +59,6 @@ pub enum MhlError {
     NoChain {
         /// The `ascmhl/` folder.
         dir: PathBuf,
-    },
-    /// A history below the root (a card inside a day folder): not supported yet, refused rather
-    /// than passed unchecked.
-    #[error(
-        "{} holds a nested ASC MHL history ({}): tally does not yet check files against nested histories nor write their generations; transfer each folder that has its own ascmhl/ separately (nothing was transferred)",
-        root.display(), nested.display()
-    )]
-    Nested {
-        /// The tree's root.
-        root: PathBuf,
-        /// The nested `ascmhl/` folder found.
-        nested: PathBuf,
     },
     /// A history file that cannot be read.
     #[error("{}: {why}: check the file's permissions (nothing was uploaded)", path.display())]

@@ -356,6 +356,12 @@ pub(crate) fn mhl_summary(m: &crate::batch::custody::Summary) -> String {
             "ASC MHL generation {g} written to {}",
             crate::printable::one_line(m.written_to.as_deref().unwrap_or("?"))
         );
+        if !m.nested_generations.is_empty() {
+            s += &format!(
+                " and, in the nested histories, {}",
+                m.nested_generations.join(", ")
+            );
+        }
         if let Some(why) = &m.source_read_only {
             s += &format!(" (the source cannot be written: {why})");
         }

@@ -26,23 +26,22 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
+use crate::batch::custody_scope::{self, Opening, Scope};
+pub use crate::batch::custody_seal::Placed;
 use crate::batch::report::{Action as LineAction, FileLine};
 use crate::config::UploadConfig;
 use crate::engine::Engine;
 use crate::error::{EXIT_ERROR, EXIT_MISMATCH, Error};
 use crate::exec::blocking;
-use crate::mhl::generation::{self, Action, GenerationWriter, HashEntry, Header, S3Facts};
+use crate::mhl::Expected;
+use crate::mhl::generation::{Action, HashEntry, S3Facts};
 use crate::mhl::hashes::{FileHashes, HashFormat, file_hashes};
-use crate::mhl::history::{CHAIN, ChainEntry, FOLDER, History};
-use crate::mhl::ignore::{Ignore, default_patterns};
-use crate::mhl::{Expected, MhlError};
+use crate::mhl::history::{CHAIN, FOLDER};
+use crate::mhl::nested;
 use crate::progress::Progress;
 use crate::s3::S3Api;
 use crate::tree::FileEntry;
 use crate::vocab::ObjectUrl;
-
-/// Formats recorded for new files when there is no history to follow.
-pub const DEFAULT_FORMATS: [HashFormat; 1] = [HashFormat::Xxh64];
 
 /// What the ASC MHL side of a tree upload did: the summary's `mhl` part.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -59,6 +58,8 @@ pub struct Summary {
     pub missing: u64,
     /// The generation written (`--mhl`), its file name.
     pub generation: Option<String>,
+    /// The nested histories' generations written (`--mhl`), relative to the root.
+    pub nested_generations: Vec<String>,
     /// Where it was written locally (the source's `ascmhl/`, or the state directory).
     pub written_to: Option<String>,
     /// Why the generation went to the state directory instead of the source, when it did.
@@ -87,33 +88,38 @@ pub enum Checked {
 /// The ASC MHL side of one tree upload.
 pub struct Session {
     root: PathBuf,
-    history: Option<History>,
-    ignore: Ignore,
-    new_formats: Vec<HashFormat>,
-    writer: Option<Mutex<Option<GenerationWriter>>>,
-    /// The root folder's name and the run's start: the generation's file name.
-    root_name: String,
+    /// The root's history first, then every nested one (custody_scope).
+    scopes: Vec<Scope>,
+    /// Each scope's folder relative to the root, by index.
+    dirs: Vec<String>,
     created: SystemTime,
     bucket: String,
-    state_dir: PathBuf,
     summary: Mutex<Summary>,
 }
 
 impl Session {
     /// Opens the session for the tree at `root` uploaded to `prefix`: loads and checks the
-    /// history; with `write` (`--mhl`) starts the new generation in the state directory.
-    /// `None` when there is nothing to do (no history, no `--mhl`). Blocking.
+    /// history (the root's and every nested one); with `write` (`--mhl`) starts the new
+    /// generations in the state directory. `None` when there is nothing to do (no history, no
+    /// `--mhl`). Blocking.
     pub fn open(
         root: &Path,
         prefix: &ObjectUrl,
         write: bool,
         state_dir: &Path,
     ) -> Result<Option<Session>, Error> {
-        let location = format!("s3://{}/{}", prefix.bucket, prefix.key);
+        let base = format!("s3://{}/{}", prefix.bucket, prefix.key);
+        let location = move |dir: &str| {
+            if dir.is_empty() {
+                base.clone()
+            } else {
+                format!("{base}{dir}/")
+            }
+        };
         Session::start(
             root,
             prefix,
-            location,
+            &location,
             prefix.bucket.clone(),
             write,
             state_dir,
@@ -122,148 +128,130 @@ impl Session {
 
     /// The session of a download of `source` into the folder `root` with `--mhl`: every file
     /// checked against the history that came with it, and a generation (location: the folder)
-    /// written into `root/ascmhl/`. Blocking.
+    /// written into `root/ascmhl/` (and into each nested history's). Blocking.
     pub fn open_download(
         root: &Path,
         source: &ObjectUrl,
         state_dir: &Path,
     ) -> Result<Option<Session>, Error> {
         let abs = std::path::absolute(root).unwrap_or_else(|_| root.to_owned());
-        let location = abs.display().to_string();
-        Session::start(root, source, location, String::new(), true, state_dir)
+        let location = move |dir: &str| {
+            let folder = if dir.is_empty() {
+                abs.clone()
+            } else {
+                abs.join(dir)
+            };
+            folder.display().to_string()
+        };
+        Session::start(root, source, &location, String::new(), true, state_dir)
     }
 
     fn start(
         root: &Path,
         prefix: &ObjectUrl,
-        location: String,
+        location: &dyn Fn(&str) -> String,
         bucket: String,
         write: bool,
         state_dir: &Path,
     ) -> Result<Option<Session>, Error> {
-        let history = History::load(root)?;
-        if history.is_none() && !write {
-            return Ok(None);
-        }
-        refuse_nested(root)?;
         let abs = std::path::absolute(root).map_err(|e| Error::Source {
             path: root.to_owned(),
             why: e.to_string(),
         })?;
-        // `..` (or a path ending in it) names the folder it resolves to, as the reference tool's
-        // `basename(normpath(root))` does.
-        let named = match abs.file_name() {
-            Some(_) => abs.clone(),
-            None => std::fs::canonicalize(&abs).unwrap_or_else(|_| abs.clone()),
-        };
-        let root_name = named
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or("root")
-            .to_owned();
-        let ignore_patterns = match &history {
-            Some(h) if !h.ignore.is_empty() => h.ignore.clone(),
-            _ => default_patterns(),
-        };
-        let new_formats = match &history {
-            Some(h) if !h.formats.is_empty() => h.formats.clone(),
-            _ => DEFAULT_FORMATS.to_vec(),
-        };
-        let number = history.as_ref().map_or(1, History::next_number);
         let created = SystemTime::now();
-        let dir = work_dir(state_dir, &abs, prefix);
-        let writer = if write {
-            std::fs::create_dir_all(&dir).map_err(|e| write_error(&dir, &e))?;
-            // Unique to this run: two runs of one tree never share it (the final name is chosen
-            // under the history's lock, see `place`).
-            let nanos = created
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos());
-            let path = dir.join(format!(
-                "{}.{}-{nanos}.part",
-                generation::file_name(number, &root_name, created),
-                std::process::id()
-            ));
-            let header = Header {
-                created,
-                hostname: gethostname::gethostname().to_string_lossy().into_owned(),
-                tool_version: env!("CARGO_PKG_VERSION").to_owned(),
-                location,
-                ignore: ignore_patterns.clone(),
-            };
-            let w = GenerationWriter::create(&path, &header).map_err(|e| write_error(&path, &e))?;
-            Some(Mutex::new(Some(w)))
-        } else {
-            None
-        };
-        let summary = Summary {
-            history: history.is_some(),
-            ..Summary::default()
-        };
-        Ok(Some(Session {
-            root: abs,
-            history,
-            ignore: Ignore::new(&ignore_patterns),
-            new_formats,
-            writer,
-            root_name,
+        let work = work_dir(state_dir, &abs, prefix);
+        let opening = Opening {
+            root: &abs,
+            location,
+            write,
+            work: &work,
             created,
-            bucket,
-            state_dir: dir,
-            summary: Mutex::new(summary),
-        }))
-    }
-
-    /// A session that only checks the folder `root` against its history (no generation):
-    /// `None` when it has none. Blocking.
-    pub fn for_check(root: &Path) -> Result<Option<Session>, Error> {
-        let Some(history) = History::load(root)? else {
+        };
+        let Some(scopes) = custody_scope::open_all(&opening)? else {
             return Ok(None);
         };
-        refuse_nested(root)?;
-        let patterns = if history.ignore.is_empty() {
-            default_patterns()
-        } else {
-            history.ignore.clone()
+        Ok(Some(Session::with_scopes(abs, scopes, created, bucket)))
+    }
+
+    fn with_scopes(
+        root: PathBuf,
+        scopes: Vec<Scope>,
+        created: SystemTime,
+        bucket: String,
+    ) -> Session {
+        let summary = Summary {
+            history: scopes.iter().any(|s| s.history.is_some()),
+            ..Summary::default()
         };
-        Ok(Some(Session {
-            root: std::path::absolute(root).unwrap_or_else(|_| root.to_owned()),
-            ignore: Ignore::new(&patterns),
-            new_formats: history.formats.clone(),
-            history: Some(history),
-            writer: None,
-            root_name: String::new(),
+        Session {
+            root,
+            dirs: scopes.iter().map(|s| s.dir.clone()).collect(),
+            scopes,
+            created,
+            bucket,
+            summary: Mutex::new(summary),
+        }
+    }
+
+    /// A session that only checks the folder `root` against its history (the root's and every
+    /// nested one; no generation): `None` when it has none. Blocking.
+    pub fn for_check(root: &Path) -> Result<Option<Session>, Error> {
+        let abs = std::path::absolute(root).unwrap_or_else(|_| root.to_owned());
+        let opening = Opening {
+            root: &abs,
+            location: &|_| String::new(),
+            write: false,
+            work: Path::new(""),
             created: UNIX_EPOCH,
-            bucket: String::new(),
-            state_dir: PathBuf::new(),
-            summary: Mutex::new(Summary {
-                history: true,
-                ..Summary::default()
-            }),
-        }))
+        };
+        let Some(scopes) = custody_scope::open_all(&opening)? else {
+            return Ok(None);
+        };
+        Ok(Some(Session::with_scopes(
+            abs,
+            scopes,
+            UNIX_EPOCH,
+            String::new(),
+        )))
+    }
+
+    /// The scope that owns `rel` (the innermost history around it) and `rel` relative to its
+    /// folder.
+    fn owner<'a>(&self, rel: &'a str) -> (&Scope, &'a str) {
+        let i = nested::owners(&self.dirs, rel)
+            .first()
+            .copied()
+            .unwrap_or(0);
+        (&self.scopes[i], nested::within(&self.dirs[i], rel))
+    }
+
+    /// Whether an ignore pattern of a history around `rel` (matched relative to its folder), or
+    /// its being inside a history folder, puts `rel` outside the histories.
+    fn outside(&self, rel: &str) -> bool {
+        nested::owners(&self.dirs, rel).into_iter().any(|i| {
+            let within = nested::within(&self.dirs[i], rel);
+            within.starts_with(&format!("{FOLDER}/")) || self.scopes[i].ignore.ignores(within)
+        })
     }
 
     /// What the check of `entry` needs, without reading it: `None` when there is nothing to
     /// compute (outside the history, or new with no generation to write), else the formats to
     /// hash it in and the values its history recorded (`Expected`). Marks the file as seen.
     ///
-    /// A file the history lists is checked whatever the ignore patterns say.
+    /// A file the history lists is checked whatever the ignore patterns say. In a tree with
+    /// nested histories the innermost history around the file is its history.
     pub fn plan(&self, entry: &FileEntry) -> Result<Expected, Checked> {
-        if entry.rel.starts_with(&format!("{FOLDER}/")) {
+        let (scope, rel) = self.owner(&entry.rel);
+        if rel.starts_with(&format!("{FOLDER}/")) {
             return Err(Checked::Outside);
         }
-        let known = self.history.as_ref().and_then(|h| h.known(&entry.rel));
-        let unsealed = self
-            .history
-            .as_ref()
-            .and_then(|h| h.unsealed_original(&entry.rel));
-        if known.is_none() && unsealed.is_none() && self.ignore.ignores(&entry.rel) {
+        let history = scope.history.as_ref();
+        let known = scope.known(rel);
+        let unsealed = history.and_then(|h| h.unsealed_original(rel));
+        if known.is_none() && unsealed.is_none() && self.outside(&entry.rel) {
             return Err(Checked::Outside);
         }
-        if let Some(k) = known {
-            k.mark_seen();
-        }
-        let history = self.history.as_ref();
+        self.mark_seen(&entry.rel);
         let with_unsealed = |mut e: Expected| {
             if let Some((f, v, g)) = unsealed
                 && !e.recorded.iter().any(|r| r.0 == *f && r.1 == *v)
@@ -276,6 +264,7 @@ impl Session {
             }
             e
         };
+        let writing = scope.writer.is_some();
         match known {
             Some(k) if !k.values.is_empty() => Ok(with_unsealed(Expected {
                 formats: k.formats(),
@@ -289,18 +278,28 @@ impl Session {
                     .collect(),
             })),
             _ if unsealed.is_some() => Ok(with_unsealed(Expected {
-                formats: if self.writer.is_some() {
-                    self.new_formats.clone()
+                formats: if writing {
+                    scope.new_formats.clone()
                 } else {
                     Vec::new()
                 },
                 recorded: Vec::new(),
             })),
-            _ if self.writer.is_some() => Ok(Expected {
-                formats: self.new_formats.clone(),
+            _ if writing => Ok(Expected {
+                formats: scope.new_formats.clone(),
                 recorded: Vec::new(),
             }),
             _ => Err(Checked::New(None)),
+        }
+    }
+
+    /// Marks `rel` as found in every history around it that lists it (a day folder's history
+    /// may list a card's file from before the card had its own).
+    fn mark_seen(&self, rel: &str) {
+        for i in nested::owners(&self.dirs, rel) {
+            if let Some(k) = self.scopes[i].known(nested::within(&self.dirs[i], rel)) {
+                k.mark_seen();
+            }
         }
     }
 
@@ -400,6 +399,7 @@ impl Session {
             line.action,
             LineAction::Uploaded | LineAction::Skipped | LineAction::Downloaded
         );
+        let (scope, rel) = self.owner(&entry.rel);
         let (hashes, at, action_of): (FileHashes, SystemTime, Box<dyn Fn(HashFormat) -> Action>) =
             match checked {
                 Checked::Outside | Checked::Unreadable(_) | Checked::Unchecked => return,
@@ -417,12 +417,8 @@ impl Session {
                     if !in_s3 {
                         return;
                     }
-                    let known: Vec<HashFormat> = self
-                        .history
-                        .as_ref()
-                        .and_then(|hist| hist.known(&entry.rel))
-                        .map(|k| k.formats())
-                        .unwrap_or_default();
+                    let known: Vec<HashFormat> =
+                        scope.known(rel).map(|k| k.formats()).unwrap_or_default();
                     (
                         h,
                         at,
@@ -442,7 +438,7 @@ impl Session {
                     (h, at, Box::new(|_| Action::Failed))
                 }
             };
-        let Some(writer) = &self.writer else { return };
+        let Some(writer) = &scope.writer else { return };
         let s3 = (in_s3 && !self.bucket.is_empty()).then(|| S3Facts {
             bucket: self.bucket.clone(),
             key: line.key.clone().unwrap_or_default(),
@@ -451,7 +447,7 @@ impl Session {
             checksum: line.checksum.clone(),
         });
         let e = HashEntry {
-            path: entry.rel.clone(),
+            path: rel.to_owned(),
             size: entry.size,
             modified: Some(mtime(entry.mtime_ns)),
             hashdate: at,
@@ -483,16 +479,23 @@ impl Session {
     ) -> (Vec<FileLine>, Summary) {
         let mut lines = Vec::new();
         let mut summary = self.summary.lock().expect("lock").clone();
-        if let Some(h) = &self.history {
-            for (rel, size) in h.unseen() {
-                if !included(filters, rel) || self.ignore.ignores(rel) {
+        for scope in &self.scopes {
+            let Some(h) = &scope.history else { continue };
+            for (within, size) in h.unseen() {
+                let rel = if scope.dir.is_empty() {
+                    within.to_owned()
+                } else {
+                    format!("{}/{within}", scope.dir)
+                };
+                // As `ascmhl verify`: only the root's patterns excuse a listed file that is gone
+                // (a card's own patterns added later do not).
+                if !included(filters, &rel) || self.scopes[0].ignore.ignores(&rel) {
                     continue;
                 }
                 summary.missing += 1;
                 lines.push(FileLine {
-                    path: self.root.join(rel).display().to_string(),
-                    rel: rel.to_owned(),
-                    key: Some(format!("{}{rel}", key_prefix)),
+                    path: self.root.join(&rel).display().to_string(),
+                    key: Some(format!("{key_prefix}{rel}")),
                     size: None,
                     reason: Some(format!(
                         "missing: listed in the ASC MHL history ({size}) but not in the folder",
@@ -500,6 +503,7 @@ impl Session {
                     )),
                     exit_code: EXIT_MISMATCH,
                     mhl: Some("missing".into()),
+                    rel,
                     ..FileLine::default()
                 });
             }
@@ -507,46 +511,50 @@ impl Session {
         (lines, summary)
     }
 
-    /// Closes the generation (after every file was recorded) and puts it with the updated chain
-    /// into `ascmhl/` (the source's, or the state directory's when the source is read-only). A
-    /// failure becomes a line. `None` without `--mhl`, or when it failed.
+    /// Closes the generations (after every file was recorded) and puts each with its updated
+    /// chain into its `ascmhl/` (the source's, or the state directory's when the source is
+    /// read-only): nested histories first, the root's last, referencing them. A failure becomes
+    /// a line. Returns each sealed generation with its history's folder relative to the root
+    /// (`""`: the root's); empty without `--mhl`.
     pub async fn write_generation(
         &self,
         lines: &mut Vec<FileLine>,
         summary: &mut Summary,
-    ) -> Option<Placed> {
-        let writer = self
-            .writer
-            .as_ref()
-            .and_then(|w| w.lock().expect("lock").take())?;
-        let placed = {
-            let this = &self;
-            let temp = writer.path().to_owned();
-            let (root, dir) = (this.root.clone(), this.state_dir.clone());
-            let name = (this.root_name.clone(), this.created);
-            blocking(move || place(writer, &temp, &root, &dir, &name)).await
-        };
-        let placed = match placed {
-            Ok(p) => p,
-            Err(e) => {
-                lines.push(FileLine {
-                    path: self.root.join(FOLDER).display().to_string(),
-                    reason: Some(e.to_string()),
-                    exit_code: EXIT_ERROR,
-                    ..FileLine::default()
-                });
-                return None;
+    ) -> Vec<(String, Placed)> {
+        let jobs = custody_scope::take_jobs(&self.scopes);
+        let (dirs, created) = (self.dirs.clone(), self.created);
+        let (sealed, failed) =
+            blocking(move || custody_scope::seal_all(&dirs, jobs, created)).await;
+        for (i, e) in failed {
+            lines.push(FileLine {
+                path: self.scopes[i].abs.join(FOLDER).display().to_string(),
+                reason: Some(e.to_string()),
+                exit_code: EXIT_ERROR,
+                ..FileLine::default()
+            });
+        }
+        let mut out = Vec::new();
+        for s in sealed {
+            let dir = self.dirs[s.scope].clone();
+            if dir.is_empty() {
+                summary.generation = Some(s.placed.name.clone());
+                summary.written_to = Some(s.placed.dir.display().to_string());
+            } else {
+                summary
+                    .nested_generations
+                    .push(format!("{dir}/{FOLDER}/{}", s.placed.name));
             }
-        };
-        summary.generation = Some(placed.name.clone());
-        summary.written_to = Some(placed.dir.display().to_string());
-        summary.source_read_only = placed.read_only.clone();
-        Some(placed)
+            if summary.source_read_only.is_none() {
+                summary.source_read_only = s.placed.read_only.clone();
+            }
+            out.push((dir, s.placed));
+        }
+        out
     }
 
     /// Ends the session: the lines of missing files, then (with `--mhl`, after a complete run)
-    /// the generation and chain written and uploaded under the prefix. Lines for what failed
-    /// there are returned with the missing ones.
+    /// the generations and chains written and uploaded under the prefix (a nested history's
+    /// under its folder's keys). Lines for what failed there are returned with the missing ones.
     #[allow(clippy::too_many_arguments)]
     pub async fn finish<C: S3Api>(
         self,
@@ -561,54 +569,48 @@ impl Session {
     ) -> (Vec<FileLine>, Summary) {
         if !complete {
             let summary = self.summary.lock().expect("lock").clone();
-            let lines = Vec::new();
             // Interrupted: what was not reached is not missing, and no generation is written.
-            if let Some(w) = self
-                .writer
-                .as_ref()
-                .and_then(|w| w.lock().expect("lock").take())
-            {
-                let _ = std::fs::remove_file(w.path());
+            for scope in &self.scopes {
+                if let Some(w) = scope
+                    .writer
+                    .as_ref()
+                    .and_then(|w| w.lock().expect("lock").take())
+                {
+                    let _ = std::fs::remove_file(w.path());
+                }
             }
-            return (lines, summary);
+            return (Vec::new(), summary);
         }
-        let (mut lines, summary) = self.missing(filters, &prefix.key);
-        let mut summary = summary;
-        let Some(placed) = self.write_generation(&mut lines, &mut summary).await else {
-            return (lines, summary);
-        };
-        for name in [placed.name.as_str(), CHAIN] {
-            let key = format!("{}{FOLDER}/{name}", prefix.key);
-            let mut cfg = base.clone();
-            cfg.source = placed.dir.join(name);
-            cfg.target = ObjectUrl {
-                bucket: prefix.bucket.clone(),
-                key: key.clone(),
+        let (mut lines, mut summary) = self.missing(filters, &prefix.key);
+        let placed = self.write_generation(&mut lines, &mut summary).await;
+        for (dir, placed) in placed {
+            let folder = if dir.is_empty() {
+                FOLDER.to_owned()
+            } else {
+                format!("{dir}/{FOLDER}")
             };
-            match crate::upload::upload_file(engine, s3, &cfg, progress, cancel).await {
-                Ok(_) => summary.uploaded.push(key),
-                Err(e) => lines.push(FileLine {
-                    path: cfg.source.display().to_string(),
-                    rel: format!("{FOLDER}/{name}"),
-                    key: Some(key),
-                    reason: Some(crate::redact::redact(&e.to_string())),
-                    exit_code: e.exit_code(),
-                    ..FileLine::default()
-                }),
+            for name in [placed.name.as_str(), CHAIN] {
+                let key = format!("{}{folder}/{name}", prefix.key);
+                let mut cfg = base.clone();
+                cfg.source = placed.dir.join(name);
+                cfg.target = ObjectUrl {
+                    bucket: prefix.bucket.clone(),
+                    key: key.clone(),
+                };
+                match crate::upload::upload_file(engine, s3, &cfg, progress, cancel).await {
+                    Ok(_) => summary.uploaded.push(key),
+                    Err(e) => lines.push(FileLine {
+                        path: cfg.source.display().to_string(),
+                        rel: format!("{folder}/{name}"),
+                        key: Some(key),
+                        reason: Some(crate::redact::redact(&e.to_string())),
+                        exit_code: e.exit_code(),
+                        ..FileLine::default()
+                    }),
+                }
             }
         }
         (lines, summary)
-    }
-}
-
-/// [`MhlError::Nested`] when the tree at `root` has a history below its root.
-fn refuse_nested(root: &Path) -> Result<(), MhlError> {
-    match crate::mhl::history::find_nested(root) {
-        Some(nested) => Err(MhlError::Nested {
-            root: root.to_owned(),
-            nested,
-        }),
-        None => Ok(()),
     }
 }
 
@@ -626,155 +628,6 @@ fn included(filters: &crate::tree::Filters, rel: &str) -> bool {
         }
     }
     filters.allows(rel, false)
-}
-
-/// Where the finished generation went.
-pub struct Placed {
-    /// The generation's file name.
-    pub name: String,
-    /// The `ascmhl/` folder it is in.
-    pub dir: PathBuf,
-    /// Why the source's own `ascmhl/` could not be written, when it could not.
-    pub read_only: Option<String>,
-}
-
-/// Closes the generation, computes its C4, and puts it with the updated chain into the source's
-/// `ascmhl/`, or, when the source refuses writes, into `<work dir>/ascmhl/`. Blocking.
-///
-/// Under an exclusive lock on the `ascmhl/` folder (flock), the chain is read again and the
-/// generation takes the next number after every generation file and chain entry there: two runs
-/// finishing at once (even in the same second) get different numbers, so different names, and
-/// each chain keeps both.
-fn place(
-    writer: GenerationWriter,
-    temp: &Path,
-    root: &Path,
-    work: &Path,
-    (root_name, created): &(String, SystemTime),
-) -> Result<Placed, MhlError> {
-    writer.finish().map_err(|e| write_error(temp, &e))?;
-    let c4 = file_hashes(temp, &[HashFormat::C4])
-        .map_err(|e| MhlError::Write {
-            path: temp.to_owned(),
-            why: e.to_string(),
-        })?
-        .get(HashFormat::C4)
-        .unwrap_or_default()
-        .to_owned();
-    let source_dir = root.join(FOLDER);
-    let local = work.join(FOLDER);
-    let read_only = match seal_into(&source_dir, temp, &c4, root_name, *created, None) {
-        Ok(name) => {
-            let _ = std::fs::remove_file(temp);
-            return Ok(Placed {
-                name,
-                dir: source_dir,
-                read_only: None,
-            });
-        }
-        Err(Sealing::Io(e)) if refuses_writes(&e) => e.to_string(),
-        Err(Sealing::Io(e)) => return Err(write_error(&source_dir, &e)),
-        Err(Sealing::History(e)) => return Err(e),
-    };
-    // The source's own generations and chain come with it, so the folder uploaded is whole.
-    let name = match seal_into(&local, temp, &c4, root_name, *created, Some(&source_dir)) {
-        Ok(name) => name,
-        Err(Sealing::Io(e)) => return Err(write_error(&local, &e)),
-        Err(Sealing::History(e)) => return Err(e),
-    };
-    let _ = std::fs::remove_file(temp);
-    Ok(Placed {
-        name,
-        dir: local,
-        read_only: Some(read_only),
-    })
-}
-
-enum Sealing {
-    Io(std::io::Error),
-    History(MhlError),
-}
-
-impl From<std::io::Error> for Sealing {
-    fn from(e: std::io::Error) -> Sealing {
-        Sealing::Io(e)
-    }
-}
-
-/// Puts the generation `temp` (C4 `c4`) into the `ascmhl/` folder `dir` under the next number,
-/// and the chain with it, holding the folder's lock. `copy_from`: a read-only source's
-/// `ascmhl/`, whose chain this folder's starts from. Returns the name. Blocking.
-fn seal_into(
-    dir: &Path,
-    temp: &Path,
-    c4: &str,
-    root_name: &str,
-    created: SystemTime,
-    copy_from: Option<&Path>,
-) -> Result<String, Sealing> {
-    std::fs::create_dir_all(dir)?;
-    let lock = std::fs::File::open(dir)?;
-    lock.lock()?;
-    // A read-only source: its chain starts this folder's (once; later runs continue it).
-    if let Some(from) = copy_from
-        && !dir.join(CHAIN).exists()
-        && from.join(CHAIN).is_file()
-    {
-        let bytes = std::fs::read(from.join(CHAIN))?;
-        crate::fsx::write_atomic(&dir.join(CHAIN), &bytes, 0o644)?;
-    }
-    let chain_path = dir.join(CHAIN);
-    let mut chain = if chain_path.exists() {
-        crate::mhl::history::read_chain(&chain_path).map_err(Sealing::History)?
-    } else {
-        Vec::new()
-    };
-    let mut last = chain.iter().map(|c| c.sequence).max().unwrap_or(0);
-    for e in std::fs::read_dir(dir)?.flatten() {
-        if let Some(n) = e.file_name().to_str()
-            && let Some(g) = crate::mhl::history::generation_number(n)
-        {
-            last = last.max(g.number);
-        }
-    }
-    let number = last + 1;
-    let name = generation::file_name(number, root_name, created);
-    let to = dir.join(&name);
-    // Copied into a temporary created exclusively (never through a link placed there).
-    let part = crate::fsx::temp_path(&to);
-    let mut out = crate::fsx::create_new(&part, 0o644)?;
-    let copied = std::io::copy(&mut std::fs::File::open(temp)?, &mut out)
-        .and_then(|_| out.sync_all())
-        .and_then(|()| crate::fsx::rename_into_place(&part, &to));
-    if let Err(e) = copied {
-        let _ = std::fs::remove_file(&part);
-        return Err(e.into());
-    }
-    chain.push(ChainEntry {
-        sequence: number,
-        path: name.clone(),
-        format: HashFormat::C4,
-        value: c4.to_owned(),
-    });
-    let bytes = generation::chain_bytes(&chain)?;
-    crate::fsx::write_atomic(&chain_path, &bytes, 0o644)?;
-    drop(lock);
-    Ok(name)
-}
-
-/// Errors that mean "this folder cannot be written" (a read-only card or mount).
-fn refuses_writes(e: &std::io::Error) -> bool {
-    matches!(
-        e.kind(),
-        std::io::ErrorKind::ReadOnlyFilesystem | std::io::ErrorKind::PermissionDenied
-    )
-}
-
-fn write_error(path: &Path, e: &std::io::Error) -> MhlError {
-    MhlError::Write {
-        path: path.to_owned(),
-        why: e.to_string(),
-    }
 }
 
 /// `<state dir>/mhl/<digest of root, bucket, prefix>`: this tree's generations in progress, and its
@@ -805,7 +658,10 @@ fn mtime(ns: i64) -> SystemTime {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::batch::custody_seal::seal_into;
+    use crate::mhl::generation::{self, GenerationWriter, Header};
     use crate::mhl::hashes::data_hashes;
+    use crate::mhl::history::ChainEntry;
 
     /// A folder with `a` = "hello world" and a history (written with tally's own writer) holding
     /// its xxh64 from the reference tool's test vector.

@@ -152,6 +152,11 @@ impl GenerationWriter {
         &self.path
     }
 
+    /// Whether any `<hash>` was added.
+    pub fn has_hashes(&self) -> bool {
+        self.hashes_open
+    }
+
     /// Appends one file's `<hash>`.
     pub fn add(&mut self, e: &HashEntry) -> std::io::Result<()> {
         if !self.hashes_open {
@@ -208,9 +213,29 @@ impl GenerationWriter {
     }
 
     /// Closes the document and makes it durable.
-    pub fn finish(mut self) -> std::io::Result<()> {
+    pub fn finish(self) -> std::io::Result<()> {
+        self.finish_with(&[])
+    }
+
+    /// Closes the document with `references` (the nested histories' new generations: path
+    /// relative to this history's folder, and C4) and makes it durable.
+    pub fn finish_with(mut self, references: &[(String, String)]) -> std::io::Result<()> {
         if self.hashes_open {
             self.w.write_event(Event::End(BytesEnd::new("hashes")))?;
+        }
+        if !references.is_empty() {
+            self.w
+                .create_element("references")
+                .write_inner_content(|w| {
+                    for (path, c4) in references {
+                        w.create_element("hashlistreference")
+                            .write_inner_content(|w| {
+                                element(w, "path", &[], path)?;
+                                element(w, "c4", &[], c4)
+                            })?;
+                    }
+                    Ok(())
+                })?;
         }
         self.w.write_event(Event::End(BytesEnd::new("hashlist")))?;
         self.w.get_mut().write_all(b"\n")?;

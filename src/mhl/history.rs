@@ -79,8 +79,12 @@ pub struct History {
     pub chain: Vec<ChainEntry>,
     /// The generation files, by number.
     pub generations: Vec<GenerationFile>,
-    /// The newest generation's ignore patterns.
+    /// The newest sealed generation's ignore patterns.
     pub ignore: Vec<String>,
+    /// The ignore patterns a new generation carries on: those of the newest generation file,
+    /// listed in the chain or not, as the reference tool's `create` carries them (and its
+    /// `verify` applies them). Patterns never hide a listed file from tally's check.
+    pub carried_ignore: Vec<String>,
     /// The formats the newest generation with file hashes used (what new files get).
     pub formats: Vec<HashFormat>,
     files: HashMap<String, Known>,
@@ -190,6 +194,7 @@ impl History {
         } else {
             HashMap::new()
         };
+        let newest = generations.last().map(|g| g.name.clone());
         let (sealed, unsealed): (Vec<GenerationFile>, Vec<GenerationFile>) = generations
             .into_iter()
             .partition(|g| chain.iter().any(|c| c.path == g.name));
@@ -216,6 +221,7 @@ impl History {
             chain,
             generations: Vec::new(),
             ignore: Vec::new(),
+            carried_ignore: Vec::new(),
             formats: Vec::new(),
             files: HashMap::new(),
             next,
@@ -226,6 +232,10 @@ impl History {
             h.read_generation(index, &h.dir.join(&g.name))?;
         }
         h.generations = sealed;
+        h.carried_ignore = match newest {
+            Some(n) if h.unsealed.contains(&n) => ignore_patterns(&h.dir.join(n))?,
+            _ => h.ignore.clone(),
+        };
         Ok(Some(h))
     }
 
@@ -372,34 +382,6 @@ impl History {
     }
 }
 
-/// The first `ascmhl/` folder below `root` (not `root/ascmhl` itself), in name order: a nested
-/// history. The reference tool finds them with a plain walk (ignore patterns do not hide them);
-/// so does this. Symbolic links are not followed. Blocking.
-pub fn find_nested(root: &Path) -> Option<PathBuf> {
-    let mut stack = vec![(root.to_owned(), true)];
-    while let Some((dir, top)) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        let mut subdirs: Vec<PathBuf> = Vec::new();
-        for e in rd.flatten() {
-            if !e.file_type().is_ok_and(|t| t.is_dir()) {
-                continue;
-            }
-            if e.file_name() == FOLDER {
-                if !top {
-                    return Some(e.path());
-                }
-                continue;
-            }
-            subdirs.push(e.path());
-        }
-        subdirs.sort();
-        stack.extend(subdirs.into_iter().rev().map(|d| (d, false)));
-    }
-    None
-}
-
 /// One `<hash>` of a generation, as the reference tool's verify uses it.
 struct Media {
     path: String,
@@ -488,6 +470,20 @@ fn reference_originals(
             }
         }
     }
+    Ok(out)
+}
+
+/// The `<ignore><pattern>`s of the generation file at `path` (empty when it has none).
+fn ignore_patterns(path: &Path) -> Result<Vec<String>, MhlError> {
+    let mut out = Vec::new();
+    xml::walk(path, |stack, ev| {
+        if let Ev::End(text) = ev
+            && xml::ends_with(stack, &["processinfo", "ignore", "pattern"])
+        {
+            out.push(text.to_owned());
+        }
+        Ok(())
+    })?;
     Ok(out)
 }
 
@@ -873,23 +869,6 @@ mod tests {
             unseen,
             [" lead.mov ", "new.mov"],
             "old.mov is no longer expected"
-        );
-    }
-
-    #[test]
-    fn a_history_below_the_root_is_found() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(dir.path().join(FOLDER)).unwrap();
-        assert_eq!(
-            find_nested(dir.path()),
-            None,
-            "the root's own is not nested"
-        );
-        std::fs::create_dir_all(dir.path().join("Day1/B/ascmhl")).unwrap();
-        std::fs::create_dir_all(dir.path().join("Day1/A/x")).unwrap();
-        assert_eq!(
-            find_nested(dir.path()),
-            Some(dir.path().join("Day1/B/ascmhl"))
         );
     }
 }

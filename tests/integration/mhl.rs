@@ -449,6 +449,56 @@ impl Drop for ReadOnly {
     }
 }
 
+/// A day folder that can be written holding a card that cannot (a read-only view mounted at
+/// `Day/A005`): the card's generation goes to the state directory, and so does the day folder's,
+/// which references it, so the source never references a generation it lacks; S3 has both
+/// histories whole and the reference tool accepts the tree read back.
+#[test]
+fn a_read_only_card_in_a_writable_day_folder_keeps_both_generations_out_of_the_source() {
+    let s = garage();
+    let dir = s.temp_dir();
+    let src = dir.path().join("cards/A005");
+    card(&src);
+    let day = dir.path().join("Day");
+    std::fs::create_dir_all(&day).unwrap();
+    std::fs::write(day.join("day.txt"), b"day notes\n").unwrap();
+    let ro = ReadOnly::of(&src, &day.join("A005"));
+    let card_before = generations(&src);
+    let prefix = unique("mhl/ro-nested") + "/";
+    let url = s.url(&prefix);
+
+    let out = upload(s, &day, &url, &["--mhl"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let (files, summary) = lines(&out);
+    assert_eq!(files["A005/Clips/c1.mov"]["mhl"], "verified", "{files:?}");
+    let m = &summary["mhl"];
+    assert!(m["source_read_only"].is_string(), "{m}");
+    assert!(
+        !day.join("ascmhl").exists(),
+        "the day folder's history stays out: {m}"
+    );
+    assert_eq!(generations(&src), card_before, "the card is untouched");
+    let nested = m["nested_generations"].as_array().unwrap();
+    assert_eq!(nested.len(), 1, "{m}");
+    drop(ro);
+
+    let down = dir.path().join("down/Day");
+    s.aws(["s3", "sync", "--quiet", &url, down.to_str().unwrap()]);
+    assert_eq!(generations(&down).len(), 1, "the day folder's first");
+    assert_eq!(
+        generations(&down.join("A005")).len(),
+        2,
+        "the card's and tally's"
+    );
+    let day_gen = std::fs::read_to_string(&generations(&down)[0]).unwrap();
+    assert!(
+        day_gen.contains(&format!("<path>{}</path>", nested[0].as_str().unwrap())),
+        "{day_gen}"
+    );
+    let v = ascmhl("ascmhl-debug", &["verify", down.to_str().unwrap()]);
+    assert_eq!(v.status.code(), Some(0), "{}", text(&v));
+}
+
 #[test]
 fn a_read_only_source_is_never_modified_and_its_generation_goes_to_s3_and_the_state_dir() {
     let s = garage();

@@ -145,6 +145,27 @@ def chained(adir):
     return [e.text for e in t.iter("{*}path")]
 
 
+def history_dirs(root):
+    """The folders holding a history: "" for the root (whether it has one or not), then every
+    nested one, relative and '/'-separated (as ascmhl finds them: any folder below the root
+    with an ascmhl/ folder)."""
+    out = [""]
+    for d, dirs, _ in os.walk(root):
+        if d != root and "ascmhl" in dirs:
+            out.append(os.path.relpath(d, root).replace(os.sep, "/"))
+        dirs[:] = sorted(x for x in dirs if x != "ascmhl")
+    return out
+
+
+def under(d, p):
+    return f"{d}/{p}" if d else p
+
+
+def all_generations(root):
+    """{history folder: its generation file names}."""
+    return {d: generation_files(os.path.join(root, d, "ascmhl")) for d in history_dirs(root)}
+
+
 def generation_files(adir):
     if not os.path.isdir(adir):
         return []
@@ -201,12 +222,9 @@ def make_case(seed, i, out):
     names = rnd.sample(NAMES, rnd.randint(1, 6))
     for n in names:
         write_file(os.path.join(root, n), new_content())
-    nested = rnd.random() < 0.12
+    nested = rnd.random() < 0.3
     if nested:
-        card = os.path.join(root, "Card1")
-        write_file(os.path.join(card, "Clips", "n1.mov"), new_content())
-        code, cap = run(commands.create, ["-h", "xxh64", card])
-        ops.append(f"nested card history (create: {code})")
+        make_cards(rnd, root, ops, new_content)
     generations = rnd.choice([1, 1, 2, 3])
     for g in range(generations):
         args = []
@@ -243,11 +261,16 @@ def make_case(seed, i, out):
             ops.append("  " + " | ".join(cap.lines[-3:]))
         time.sleep(0) if g == generations - 1 else None
 
-    adir = os.path.join(root, "ascmhl")
-    before_generations = generation_files(adir)
-    # Mutations.
+    # Mutations (of the root's history, or of a nested card's).
     for _ in range(rnd.choice([0, 1, 1, 1, 2])):
         present = files_of(root)
+        hroot, rootname_h = root, rootname
+        nested_dirs = history_dirs(root)[1:]
+        if nested_dirs and rnd.random() < 0.4:
+            d = rnd.choice(nested_dirs)
+            hroot, rootname_h = os.path.join(root, d), os.path.basename(d)
+        adir = os.path.join(hroot, "ascmhl")
+        before_generations = generation_files(adir)
         kind = rnd.choice(
             [
                 "flip",
@@ -294,12 +317,12 @@ def make_case(seed, i, out):
             listed = [
                 (p, f, v)
                 for (p, f, a, v) in listed_values(os.path.join(adir, generation_files(adir)[-1]))
-                if p and os.path.isfile(os.path.join(root, p)) and a != "failed"
+                if p and os.path.isfile(os.path.join(hroot, p)) and a != "failed"
             ]
             if not listed:
                 continue
             p, _, _ = rnd.choice(listed)
-            fp = os.path.join(root, p)
+            fp = os.path.join(hroot, p)
             data = bytearray(open(fp, "rb").read() or b"z")
             data[0] ^= 0x20
             open(fp, "wb").write(bytes(data))
@@ -308,9 +331,9 @@ def make_case(seed, i, out):
                 if q == p:
                     text = text.replace(f">{v}<", f">{hasher.hash_file(fp, f)}<")
             number = 0 if kind.endswith("first") else len(before_generations) + 1
-            name = f"{number:04d}_{rootname}_2020-01-01_000000Z.mhl"
+            name = f"{number:04d}_{rootname_h}_2020-01-01_000000Z.mhl"
             open(os.path.join(adir, name), "w", encoding="utf-8").write(text)
-            ops.append(f"{kind}: changed {p!r}, unchained {name} records its new hashes")
+            ops.append(f"{kind}: changed {p!r}, unchained {os.path.relpath(adir, root)}/{name} records its new hashes")
         elif kind == "forge_sealed" and generation_files(adir):
             # A value changed in a sealed generation, the chain re-sealed to match.
             g = rnd.choice(generation_files(adir))
@@ -327,14 +350,14 @@ def make_case(seed, i, out):
             text = text.replace(f">{v}<", f">{v[:-1]}{forged}<", 1)
             open(os.path.join(adir, g), "w", encoding="utf-8").write(text)
             rewrite_chain_c4(adir, g)
-            ops.append(f"forge_sealed: {g} {p!r} {f} ({a}) changed, chain re-sealed")
-            forged_paths.append(p)
+            ops.append(f"forge_sealed: {os.path.relpath(adir, root)}/{g} {p!r} {f} ({a}) changed, chain re-sealed")
+            forged_paths.append(under(os.path.relpath(hroot, root) if hroot != root else "", p))
         elif kind == "chain_c4" and os.path.exists(os.path.join(adir, "ascmhl_chain.xml")):
             chain = os.path.join(adir, "ascmhl_chain.xml")
             text = open(chain, encoding="utf-8").read()
             text = re.sub(r"<c4>c4(.)", lambda m: "<c4>c4" + ("2" if m.group(1) != "2" else "3"), text, count=1)
             open(chain, "w", encoding="utf-8").write(text)
-            ops.append("chain_c4: the first C4 in the chain changed")
+            ops.append(f"chain_c4: the first C4 in {os.path.relpath(adir, root)}'s chain changed")
         elif kind == "chain_drop" and os.path.exists(os.path.join(adir, "ascmhl_chain.xml")):
             chain = os.path.join(adir, "ascmhl_chain.xml")
             text = open(chain, encoding="utf-8").read()
@@ -342,15 +365,15 @@ def make_case(seed, i, out):
             if entries:
                 text = text.replace(entries[-1], "", 1)
                 open(chain, "w", encoding="utf-8").write(text)
-                ops.append("chain_drop: the newest generation removed from the chain")
+                ops.append(f"chain_drop: the newest generation removed from {os.path.relpath(adir, root)}'s chain")
         elif kind == "chain_delete" and os.path.exists(os.path.join(adir, "ascmhl_chain.xml")):
             os.remove(os.path.join(adir, "ascmhl_chain.xml"))
-            ops.append("chain_delete")
+            ops.append(f"chain_delete {os.path.relpath(adir, root)}")
         elif kind == "gen_delete" and generation_files(adir):
             g = rnd.choice(generation_files(adir))
             if os.path.exists(os.path.join(adir, g)):
                 os.remove(os.path.join(adir, g))
-                ops.append(f"gen_delete {g}")
+                ops.append(f"gen_delete {os.path.relpath(adir, root)}/{g}")
 
     verdict = verify(root)
     # ascmhl compares a file with one value only (its first `original` entry); tally with every
@@ -358,24 +381,27 @@ def make_case(seed, i, out):
     if any(p not in verdict["mismatched"] for p in forged_paths):
         exempt.append("forged-value-ascmhl-does-not-compare")
     # The sealed history alone: generation files the chain does not list moved away.
-    listed = chained(adir)
-    unsealed = [g for g in generation_files(adir) if listed is not None and g not in listed]
+    unsealed = []
+    for d in history_dirs(root):
+        adir = os.path.join(root, d, "ascmhl")
+        listed = chained(adir)
+        unsealed += [(adir, g) for g in generation_files(adir) if listed is not None and g not in listed]
     if unsealed:
         aside = os.path.join(case_dir, "unsealed")
-        os.makedirs(aside, exist_ok=True)
-        for g in unsealed:
-            shutil.move(os.path.join(adir, g), os.path.join(aside, g))
+        for k, (adir, g) in enumerate(unsealed):
+            os.makedirs(os.path.join(aside, str(k)), exist_ok=True)
+            shutil.move(os.path.join(adir, g), os.path.join(aside, str(k), g))
         sealed = verify(root)
-        for g in unsealed:
-            shutil.move(os.path.join(aside, g), os.path.join(adir, g))
+        for k, (adir, g) in enumerate(unsealed):
+            shutil.move(os.path.join(aside, str(k), g), os.path.join(adir, g))
         if sealed["exit"] != verdict["exit"] or sealed["mismatched"] != verdict["mismatched"]:
             exempt.append("unsealed-generation")
     else:
         sealed = verdict
-    if nested:
-        exempt.append("nested")
     if verdict["listed_not_visited"]:
         exempt.append("listed-file-ignored-by-ascmhl")
+    if relisted_and_missing(root):
+        exempt.append("missing-name-reused-after-a-rename")
     case = {
         "case": i,
         "seed": seed,
@@ -385,11 +411,78 @@ def make_case(seed, i, out):
         "ascmhl": verdict,
         "sealed": sealed,
         "exempt": exempt,
-        "generations_before": generation_files(adir),
+        "generations_before": all_generations(root),
+        "create_before": create_on_a_copy(root, case_dir),
     }
     with open(os.path.join(case_dir, "case.json"), "w") as f:
         json.dump(case, f, indent=1)
     return case
+
+
+def create_on_a_copy(root, case_dir):
+    """The exit code of `ascmhl create -h xxh64` on a copy of the tree as it stands (the next
+    offload, before tally): check 6 holds tally only to what ascmhl itself manages (its create
+    compares with the first value of a format over every generation file, its verify with the
+    original, so a forged unlisted generation can fail the one and not the other)."""
+    probe = os.path.join(case_dir, "create-probe")
+    shutil.rmtree(probe, ignore_errors=True)
+    copy = os.path.join(probe, os.path.basename(root))
+    shutil.copytree(root, copy, symlinks=True)
+    code, _ = run(commands.create, ["-h", "xxh64", copy])
+    shutil.rmtree(probe, ignore_errors=True)
+    return code
+
+
+def relisted_and_missing(root):
+    """Paths a generation names as a previousPath that a later generation lists again as a
+    file of the folder, and that the folder now lacks: tally reports them missing (the newest
+    record lists them), ascmhl's rename map (previous -> new, over every generation) hides
+    them. Relative to the root."""
+    present = set(files_of(root))
+    out = []
+    for d, gens in all_generations(root).items():
+        away, relisted = set(), set()
+        for g in gens:
+            try:
+                t = etree.parse(os.path.join(root, d, "ascmhl", g))
+            except etree.XMLSyntaxError:
+                continue
+            entries = []
+            for h in t.iter("{*}hash"):
+                path = next((c.text for c in h if etree.QName(c).localname == "path"), None)
+                prev = next((c.text for c in h if etree.QName(c).localname == "previousPath"), None)
+                entries.append((path, prev))
+            relisted.update(p for (p, _) in entries if p in away)
+            away.update(q for (_, q) in entries if q)
+        out += [under(d, p) for p in sorted(relisted) if under(d, p) not in present]
+    return out
+
+
+def make_cards(rnd, root, ops, new_content):
+    """One or two cards with histories of their own inside the root (a day folder), made with
+    `ascmhl create` on the card; sometimes a second card generation with a file renamed in the
+    card and recorded with -dr."""
+    for cname in rnd.sample(["Card1", "Card2", "Day2/CardB"], rnd.choice([1, 1, 2])):
+        card = os.path.join(root, cname)
+        for n in rnd.sample(["Clips/n1.mov", "Clips/n2.mov", "Proxy/p.mov", " sp .mov", "x.tmp"], rnd.randint(1, 3)):
+            write_file(os.path.join(card, n), new_content())
+        args = []
+        for f in rnd.sample(FORMATS, rnd.choice([1, 1, 2])):
+            args += ["-h", f]
+        if rnd.random() < 0.5:
+            args.append("-n")
+        if rnd.random() < 0.3:
+            args += ["-i", rnd.choice(["*.tmp", "Proxy/", "!n1.mov"])]
+        code, cap = run(commands.create, args + [card])
+        ops.append(f"nested {cname}: create {' '.join(args)} -> {code}")
+        if rnd.random() < 0.4:
+            present = files_of(card)
+            if present:
+                src = rnd.choice(present)
+                dst = os.path.join(os.path.dirname(src), "renamed_" + os.path.basename(src))
+                os.rename(os.path.join(card, src), os.path.join(card, dst))
+                code, cap = run(commands.create, args + ["-dr", card])
+                ops.append(f"nested {cname}: renamed {src!r} -> {dst!r}, create -dr -> {code}")
 
 
 def flip(path, at=0):
@@ -473,6 +566,34 @@ def named_case(name, out):
             text = text.replace(v, hasher.hash_file(fp, f))
         open(os.path.join(adir, "0000_card_2020-01-01_000000Z.mhl"), "w", encoding="utf-8").write(text)
         expect = {"ascmhl": 11, "tally": "fail"}
+    elif name == "rename-recorded-only-by-an-unchained-generation":
+        # Found by the lead's soak (seed 8, case 315): an anchored pattern, a rename recorded
+        # with -dr in a generation then dropped from the chain whose '*.mov' hides the renamed
+        # file from ascmhl's verify. tally's generation must carry those patterns on (as
+        # ascmhl create does), or ascmhl-debug verify calls the renamed file new after it.
+        files("Proxy/a.mov", "B002.mov", "Sound & Notes/t<1>.wav")
+        create("-h", "xxh128", "-h", "md5", "-i", "Proxy/*.mov")
+        os.rename(os.path.join(root, "Proxy/a.mov"), os.path.join(root, "Proxy/renamed_a.mov"))
+        create("-h", "md5", "-i", "*.mov", "-i", "!A001.mov", "-dr")
+        chain = os.path.join(adir, "ascmhl_chain.xml")
+        text = open(chain, encoding="utf-8").read()
+        entries = re.findall(r"\s*<hashlist [^>]*>.*?</hashlist>", text, flags=re.S)
+        open(chain, "w", encoding="utf-8").write(text.replace(entries[-1], "", 1))
+        expect = {"ascmhl": 0, "tally": 0}
+    elif name == "name-reused-after-a-rename-then-missing":
+        # Found by the soak (seed 25, case 304): x.tmp renamed with -dr, a new x.tmp (other
+        # bytes) recorded by the next generation (as failed, the original differs), then gone.
+        # ascmhl maps x.tmp to its new name and reports nothing missing (0); tally reports
+        # x.tmp missing, as the newest generation lists it (stricter on purpose, docs/mhl.md).
+        files("x.tmp", "A001.mov")
+        create("-h", "xxh3")
+        os.rename(os.path.join(root, "x.tmp"), os.path.join(root, "renamed_x.tmp"))
+        create("-h", "xxh3", "-dr")
+        write_file(os.path.join(root, "x.tmp"), b"other bytes under the old name")
+        code, cap = run(commands.create, ["-h", "md5", "-n", root])
+        assert code == 11, (name, cap.lines)
+        os.remove(os.path.join(root, "x.tmp"))
+        expect = {"ascmhl": 0, "tally": "fail"}
     elif name == "empty-history-folder":
         # Found by the random cases (seed 3, case 86): ascmhl/ emptied is no fresh start.
         files("A001.mov")
@@ -505,7 +626,7 @@ def named_case(name, out):
         create("-h", "xxh64", "-dr")
         expect = {"ascmhl": 0, "tally": 0}
     elif name == "nested-card-with-a-changed-clip":
-        # Issue 25 case 2: refused up front, never passed.
+        # Issue 25 case 2: the changed clip is refused (checked against its card's history).
         nested = True
         files("Card1/Clips/n1.mov", "Card2/Clips/n2.mov", "day.txt")
         create("-h", "xxh64", at=os.path.join(root, "Card1"))
@@ -513,6 +634,53 @@ def named_case(name, out):
         create("-h", "xxh64")
         flip(os.path.join(root, "Card1/Clips/n1.mov"))
         expect = {"ascmhl": 11, "tally": "fail"}
+    elif name == "nested-cards-intact":
+        # A day folder with two cards (one a level deeper), each with its own history, and the
+        # day's own: each clip checked against its card's history, a generation written into
+        # each card's history and the day's, referencing them.
+        nested = True
+        files("Card1/Clips/n1.mov", "Card1/Clips/n2.mov", "Day2/CardB/Clips/b1.mov", "day.txt")
+        create("-h", "xxh64", at=os.path.join(root, "Card1"))
+        create("-h", "md5", "-h", "xxh128", at=os.path.join(root, "Day2/CardB"))
+        create("-h", "xxh64")
+        expect = {"ascmhl": 0, "tally": 0}
+    elif name == "nested-card-with-a-rename":
+        # A clip renamed inside a card, recorded with -dr by the card's own create and then by
+        # the day's.
+        nested = True
+        files("Card1/Clips/n1.mov", "Card1/Clips/n2.mov", "day.txt")
+        create("-h", "xxh64", at=os.path.join(root, "Card1"))
+        create("-h", "xxh64")
+        os.rename(os.path.join(root, "Card1/Clips/n1.mov"), os.path.join(root, "Card1/Clips/renamed_n1.mov"))
+        create("-h", "xxh64", "-dr")
+        expect = {"ascmhl": 0, "tally": 0}
+    elif name == "nested-cards-without-a-day-history":
+        # Cards with histories in a folder without one: ascmhl verify of the folder has no
+        # history (30); tally checks each card's clips and starts the folder's history with
+        # references to the cards' new generations, which ascmhl then accepts.
+        nested = True
+        files("Card1/Clips/n1.mov", "Card2/Clips/n2.mov")
+        create("-h", "xxh64", at=os.path.join(root, "Card1"))
+        create("-h", "c4", at=os.path.join(root, "Card2"))
+        expect = {"ascmhl": 30, "tally": 0}
+    elif name == "nested-cards-without-a-day-history-one-changed":
+        nested = True
+        files("Card1/Clips/n1.mov", "Card2/Clips/n2.mov")
+        create("-h", "xxh64", at=os.path.join(root, "Card1"))
+        create("-h", "xxh64", at=os.path.join(root, "Card2"))
+        flip(os.path.join(root, "Card2/Clips/n2.mov"))
+        expect = {"ascmhl": 30, "tally": "fail"}
+    elif name == "nested-card-with-a-modified-generation":
+        # A card's generation edited after its chain sealed it: the whole tree is refused.
+        nested = True
+        files("Card1/Clips/n1.mov", "day.txt")
+        create("-h", "xxh64", at=os.path.join(root, "Card1"))
+        create("-h", "xxh64")
+        cdir = os.path.join(root, "Card1", "ascmhl")
+        g = generation_files(cdir)[-1]
+        with open(os.path.join(cdir, g), "a", encoding="utf-8") as f:
+            f.write("\n")
+        expect = {"ascmhl": 31, "tally": "fail"}
     elif name == "sha256-element-in-the-history":
         # Issue 25 case 7: a <sha256> in an input generation; tally's must stay XSD-valid.
         files("A001.mov")
@@ -539,9 +707,10 @@ def named_case(name, out):
         "nested": nested,
         "ascmhl": verify(root),
         "sealed": verify(root),
-        "exempt": ["nested"] if nested else [],
+        "exempt": ["missing-name-reused-after-a-rename"] if relisted_and_missing(root) else [],
         "expect": expect,
-        "generations_before": generation_files(adir),
+        "generations_before": all_generations(root),
+        "create_before": create_on_a_copy(root, case_dir),
     }
     with open(os.path.join(case_dir, "case.json"), "w") as f:
         json.dump(case, f, indent=1)
@@ -574,12 +743,13 @@ def verify(root):
             in_missing = False
     visited = {os.path.relpath(p, root).replace(os.sep, "/") for p in cap.visited}
     listed = set()
-    adir = os.path.join(root, "ascmhl")
-    for g in generation_files(adir):
-        try:
-            listed.update(p for (p, _, _, _) in listed_values(os.path.join(adir, g)) if p)
-        except etree.XMLSyntaxError:
-            pass
+    for d, gens in all_generations(root).items():
+        for g in gens:
+            try:
+                gp = os.path.join(root, d, "ascmhl", g)
+                listed.update(under(d, p) for (p, _, _, _) in listed_values(gp) if p)
+            except etree.XMLSyntaxError:
+                pass
     # (Only when the walk ran: a history refused up front visits nothing.)
     listed_not_visited = [] if code in (30, 31, 32, 33) else sorted(
         p for p in listed if p in present and p not in visited
@@ -601,10 +771,66 @@ def xsd_ok(path, chain=False):
     return schema.validate(doc), str(schema.error_log)[:300]
 
 
+def check_new_generations(root, before, differ, problem, stats):
+    """The generations written in the tree since `before` ({history folder: names}): at most
+    one per history, each XSD-valid with its chain, none recording a value of a file in
+    `differ` other than failed. Returns {history folder: new names}."""
+    new = {}
+    for d, gens in all_generations(root).items():
+        adir = os.path.join(root, d, "ascmhl")
+        fresh = [g for g in gens if g not in before.get(d, [])]
+        if not fresh:
+            continue
+        new[d] = fresh
+        if len(fresh) > 1:
+            problem(f"{under(d, 'ascmhl')}: {len(fresh)} generations written: {fresh}")
+        for g in fresh:
+            stats["generations_checked"] += 1
+            gp = os.path.join(adir, g)
+            ok, why = xsd_ok(gp)
+            if not ok:
+                problem(f"the generation {under(d, 'ascmhl/' + g)} fails the ASC MHL XSD: {why}")
+            ok, why = xsd_ok(os.path.join(adir, "ascmhl_chain.xml"), chain=True)
+            if not ok:
+                problem(f"the chain of {under(d, 'ascmhl')} fails the XSD: {why}")
+            for (p, f, action, v) in listed_values(gp):
+                if under(d, p) in differ and action != "failed":
+                    problem(f"the generation {under(d, 'ascmhl/' + g)} records {under(d, p)!r} {f} as {action}")
+    for d in new:
+        if d and not os.path.isdir(os.path.join(root, d)):
+            problem(f"a generation was written for {d!r}, which is not a history folder")
+    return new
+
+
+def judge_download(root, down, after, problem, stats):
+    """`tally download --mhl` of what tally uploaded, into down["dir"]: where ascmhl accepts the
+    source with tally's generation, the download exits 0; every generation it writes passes the
+    checks above; and ascmhl-debug verify of the copy is no worse than of the source (folders
+    S3 cannot hold, empty ones, aside)."""
+    copy = down["dir"]
+    if after["exit"] == 0 and down["exit"] != 0:
+        problem(f"ascmhl accepts the uploaded tree, tally download --mhl exits {down['exit']}: {down['stderr'][-600:]}")
+    before = all_generations(root)
+    check_new_generations(copy, before, set(after["mismatched"]), problem, stats)
+    if down["exit"] != 0:
+        return
+    got = verify(copy)
+    missing = {m for m in got["missing"] if not os.path.isdir(os.path.join(root, m))}
+    worse = (
+        got["mismatched"]
+        or got["exit"] in (11, 12, 30, 31, 32, 33)
+        or not missing <= set(after["missing"])
+        or (after["exit"] == 0 and got["exit"] not in (0, 10))
+        or (after["exit"] == 0 and got["exit"] == 10 and missing)
+    )
+    if worse:
+        problem(f"ascmhl-debug verify of the downloaded copy after tally's generation exits {got['exit']}: {got['log']}")
+
+
 def judge(out):
     problems = []
     stats = {"cases": 0, "ascmhl_accepts": 0, "ascmhl_mismatch": 0, "tally_exit0": 0, "exempt": 0,
-             "generations_checked": 0}
+             "generations_checked": 0, "nested": 0, "downloads": 0}
     for d in sorted(os.listdir(out), key=lambda s: int(s.split("-")[1]) if s.startswith("case-") else -1):
         if not d.startswith("case-"):
             continue
@@ -617,6 +843,7 @@ def judge(out):
         ref, sealed = case["ascmhl"], case["sealed"]
         exempt = case["exempt"]
         stats["exempt"] += bool(exempt)
+        stats["nested"] += bool(case.get("nested"))
         stats["tally_exit0"] += code == 0
 
         def problem(what):
@@ -636,6 +863,11 @@ def judge(out):
             stats["ascmhl_accepts"] += 1
             if code != 0 and not exempt:
                 problem("ascmhl accepts the tree, tally does not")
+            elif code != 0:
+                # Stricter on purpose (docs/mhl.md): counted by reason.
+                for why in exempt:
+                    key = "accepted_refused_" + why
+                    stats[key] = stats.get(key, 0) + 1
         want = case.get("expect")
         if want:
             if ref["exit"] != want["ascmhl"]:
@@ -645,38 +877,37 @@ def judge(out):
         for p in set(tally.get("uploaded", [])) | set(tally.get("in_s3", [])):
             if p in differ:
                 problem(f"{p!r} is in S3 after tally's run, and ascmhl says it differs")
-        # The generation tally wrote: nothing that differs sealed, XSD-valid, and (when tally
-        # accepted the tree) the reference accepts the tree with it.
-        adir = os.path.join(root, "ascmhl")
-        new_gens = [g for g in generation_files(adir) if g not in case["generations_before"]]
-        if len(new_gens) > 1:
-            problem(f"tally wrote {len(new_gens)} generations: {new_gens}")
-        for g in new_gens:
-            stats["generations_checked"] += 1
-            gp = os.path.join(adir, g)
-            ok, why = xsd_ok(gp)
-            if not ok:
-                problem(f"tally's generation {g} fails the ASC MHL XSD: {why}")
-            ok, why = xsd_ok(os.path.join(adir, "ascmhl_chain.xml"), chain=True)
-            if not ok:
-                problem(f"the chain after tally fails the XSD: {why}")
-            for (p, f, action, v) in listed_values(gp):
-                if p in differ and action != "failed":
-                    problem(f"tally's generation records {p!r} {f} as {action}")
-            if code == 0:
-                # The tree with tally's generation: nothing differs, nothing is missing, the
-                # history holds; and a tree the reference accepted before, it accepts after.
-                # (New files: ascmhl's verify does not apply an anchored ignore pattern, see
-                # docs/mhl.md, so a file both tools' create leave out can stay "new" there.)
-                after = verify(root)
-                worse = (
-                    after["mismatched"]
-                    or after["exit"] in (11, 12, 30, 31, 32, 33)
-                    or not set(after["missing"]) <= set(ref["missing"])
-                    or (ref["exit"] == 0 and after["exit"] != 0)
-                )
-                if worse:
-                    problem(f"ascmhl-debug verify after tally's generation exits {after['exit']}: {after['log']}")
+        # The generations tally wrote (one per history): nothing that differs sealed, XSD-valid,
+        # and (when tally accepted the tree) the reference accepts the tree with them.
+        new_gens = check_new_generations(root, case["generations_before"], differ, problem, stats)
+        after = None
+        if code == 0:
+            if ref["exit"] != 30 and not new_gens.get(""):
+                problem("tally exited 0 and wrote no generation for the root")
+            # The tree with tally's generations: nothing differs, nothing is missing, the
+            # history holds; and a tree the reference accepted before, it accepts after.
+            # (New files: ascmhl's verify does not apply an anchored ignore pattern, see
+            # docs/mhl.md, so a file both tools' create leave out can stay "new" there.)
+            after = verify(root)
+            worse = (
+                after["mismatched"]
+                or after["exit"] in (11, 12, 30, 31, 32, 33)
+                or not set(after["missing"]) <= set(ref["missing"])
+                or (ref["exit"] == 0 and after["exit"] != 0)
+            )
+            if worse:
+                problem(f"ascmhl-debug verify after tally's generation exits {after['exit']}: {after['log']}")
+        down = tally.get("download")
+        if down is not None and after is not None:
+            stats["downloads"] += 1
+            judge_download(root, down, after, problem, stats)
+        if after is not None and after["exit"] == 0 and case.get("create_before") == 0:
+            # The next offload on top of tally's generations: `ascmhl create` of the tree
+            # (where it succeeded on the tree before tally).
+            later, cap = run(commands.create, ["-h", "xxh64", root])
+            stats[f"later_create_{later}"] = stats.get(f"later_create_{later}", 0) + 1
+            if later != 0:
+                problem(f"ascmhl create on top of tally's generations exits {later}: {cap.lines[-4:]}")
     print(json.dumps({"problems": problems, "stats": stats}, indent=1))
 
 
@@ -695,7 +926,7 @@ def main():
     elif a.what == "make":
         for i in range(a.first, a.first + a.count):
             c = make_case(a.seed, i, a.out)
-            print(json.dumps({"case": i, "root": c["root"]}), flush=True)
+            print(json.dumps({"case": i, "root": c["root"], "nested": c["nested"]}), flush=True)
     else:
         judge(a.out)
 
