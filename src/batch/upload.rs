@@ -10,6 +10,7 @@
 //! Outcomes are handed to the caller as they finish (one JSON line per file with `--json`); the
 //! summary keeps counts and the failures, never the whole tree.
 
+pub mod read_back;
 pub mod record;
 
 use std::path::PathBuf;
@@ -124,13 +125,19 @@ pub async fn upload_tree<C: S3Api>(
         mhl: mhl.as_ref(),
     };
     let ctx = &ctx;
-    let fatal = crate::batch::run::run(
+    let read_back = read_back::ByListing {
+        s3: &limited,
+        bucket: &cfg.prefix.bucket,
+        prefix: &cfg.prefix.key,
+    };
+    let fatal = crate::batch::run::run_settled(
         Box::pin(walk),
         cfg.base.concurrency,
         &stop,
         progress,
         &mut report,
         on_line,
+        &read_back,
         |entry| {
             let listed = lister
                 .known
@@ -369,6 +376,9 @@ impl<C: S3Api> Ctx<'_, C> {
         fcfg.source = entry.path.clone();
         fcfg.target = target;
         fcfg.mhl_check = mhl.cloned();
+        // With an ASC MHL session the file's outcome is recorded for the generation as it
+        // finishes: its read-back is its own (a HEAD), not one that comes later.
+        fcfg.read_back_by_listing = self.mhl.is_none();
         let mut read = Read::Not;
         let file_progress = FileProgress(progress);
         match upload_or_skip(engine, s3, &fcfg, &file_progress, stop, listed).await {
@@ -384,7 +394,10 @@ impl<C: S3Api> Ctx<'_, C> {
             }
             Ok(Sent::Uploaded { report, why }) => {
                 line.action = Action::Uploaded;
-                line.reason = Some(why);
+                line.reason = Some(format!("{why}; {}", proven_by(&report, cfg.base.verify)));
+                if report.read_back_by_listing {
+                    line.read_back = report.md5.clone();
+                }
                 line.checksum = Some(format!(
                     "{} {}",
                     report.checksum.algorithm, report.checksum.value
@@ -411,6 +424,27 @@ impl<C: S3Api> Ctx<'_, C> {
         record.add(&proven);
         Ok((line, read))
     }
+}
+
+/// What proved an uploaded file, in words for its line: S3's reply, and the read-back made (or,
+/// by listing, to come).
+fn proven_by(report: &crate::upload::UploadReport, verify: bool) -> String {
+    let alg = report.checksum.algorithm;
+    let mut said = vec![if report.checks.object_checksum.matched() {
+        format!("S3 verified the {alg} checksum on receipt and echoed it")
+    } else {
+        format!("the server did not echo the {alg} checksum (not verified by the server)")
+    }];
+    if report.checks.etag.matched() {
+        said.push("ETag = the file's MD5".into());
+    }
+    said.push(match &report.verified {
+        _ if report.read_back_by_listing => return said.join(", "),
+        Some(v) => format!("read back per file ({})", v.method),
+        None if verify => "read back per file".into(),
+        None => "not read back (--no-verify)".into(),
+    });
+    said.join(", ")
 }
 
 /// With `--trust-manifest`: whether the object the record proved is still there, unchanged (one
@@ -705,7 +739,79 @@ mod tests {
         Ok(ListedObject {
             key: key.into(),
             size,
+            etag: None,
         })
+    }
+
+    /// `n` files of 1,000 bytes in folders of 100, under `root`.
+    fn many_small(root: &std::path::Path, n: u64) {
+        for i in 0..n {
+            let d = root.join(format!("reel{}", i / 100));
+            std::fs::create_dir_all(&d).unwrap();
+            std::fs::write(d.join(format!("f.{i:06}.dpx")), data(1000, i + 1)).unwrap();
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn small_files_are_read_back_by_a_listing_per_thousand_not_a_head_each() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("card");
+        many_small(&root, 2500);
+        let fake = crate::s3::fake::FakeS3::default();
+        let (report, lines) = upload_card(&fake, dir.path(), &root).await;
+        assert_eq!((report.uploaded, report.exit_code), (2500, 0), "{report:?}");
+        assert_eq!(fake.heads(), 0, "no HEAD per file");
+        // One page of the destination before (empty), then per 1,000 files read back one
+        // listing (two pages where the 1,000 straddle a page).
+        assert!(
+            (3..=7).contains(&fake.list_pages()),
+            "{} listing pages",
+            fake.list_pages()
+        );
+        for l in &lines {
+            let reason = l.reason.as_deref().unwrap_or_default();
+            assert!(
+                reason.contains("S3 verified the SHA256 checksum on receipt and echoed it")
+                    && reason
+                        .contains("read back by listing: size and ETag (the file's MD5) match"),
+                "{reason}"
+            );
+            assert!(l.read_back.is_none());
+            let bytes = std::fs::read(root.join(&l.rel)).unwrap();
+            assert_eq!(fake.object(&format!("p/{}", l.rel)), Some(bytes));
+        }
+    }
+
+    #[test]
+    fn the_listing_read_back_fails_a_file_whose_object_is_not_what_was_sent() {
+        let md5 = "0123456789abcdef0123456789abcdef";
+        let sent = |key: &str| FileLine {
+            rel: key.into(),
+            key: Some(key.into()),
+            size: Some(10),
+            action: Action::Uploaded,
+            reason: Some("new".into()),
+            read_back: Some(md5.into()),
+            ..FileLine::default()
+        };
+        let listed = |size: u64, etag: &str| ListedObject {
+            key: "k".into(),
+            size,
+            etag: Some(crate::vocab::ETag::new(etag)),
+        };
+        let mut ok = sent("k");
+        read_back::judge(&mut ok, Some(&listed(10, &format!("\"{md5}\""))));
+        assert_eq!((ok.action, ok.exit_code), (Action::Uploaded, 0));
+        for (what, l) in [
+            ("ETag", Some(listed(10, "ffffffffffffffffffffffffffffffff"))),
+            ("bytes", Some(listed(11, md5))),
+            ("does not show", None),
+        ] {
+            let mut bad = sent("k");
+            read_back::judge(&mut bad, l.as_ref());
+            assert_eq!((bad.action, bad.exit_code), (Action::Failed, 1), "{what}");
+            assert!(bad.reason.unwrap().contains(what), "{what}");
+        }
     }
 
     #[tokio::test]

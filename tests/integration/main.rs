@@ -13,6 +13,7 @@ mod hostile;
 mod identity;
 mod inputs;
 mod link;
+mod many;
 mod md5;
 mod mhl;
 mod mhl_diff;
