@@ -198,7 +198,7 @@ where
             return Listed::Unknown;
         };
         match c.find(key).await {
-            Ok(Some(o)) => Listed::Size(o.size),
+            Ok(Some(o)) => Listed::Object(o.size, o.etag),
             Ok(None) => Listed::Absent,
             Err(e) => {
                 // Not allowed to list (a policy with PutObject but no ListBucket), or the server
@@ -362,7 +362,7 @@ impl<C: S3Api> Ctx<'_, C> {
             checksum: None,
         };
         if let Some(known) = record.lookup(&entry.rel).filter(|k| k.same_file(&proven))
-            && let Some(why) = still_there(engine, s3, &target, known).await
+            && let Some(why) = still_there(engine, s3, &target, known, &listed).await
         {
             line.action = Action::Skipped;
             line.reason = Some(why);
@@ -447,14 +447,27 @@ fn proven_by(report: &crate::upload::UploadReport, verify: bool) -> String {
     said.join(", ")
 }
 
-/// With `--trust-manifest`: whether the object the record proved is still there, unchanged (one
-/// HEAD: same size and ETag, and version id where recorded). Returns the reason for the report.
+/// With `--trust-manifest`: whether the object the record proved is still there, unchanged: the
+/// same size and ETag in the destination's listing, or where the listing did not say, in one HEAD
+/// (and the same version id where both have one). Returns the reason for the report.
 async fn still_there<C: S3Api>(
     engine: &Engine,
     s3: &C,
     obj: &ObjectUrl,
     known: &Proven,
+    listed: &Listed,
 ) -> Option<String> {
+    if let Listed::Object(size, Some(etag)) = listed {
+        let same = *size == known.size && known.etag.as_deref() == Some(etag.as_str());
+        return same.then(|| {
+            "trusted the record (--trust-manifest): file unchanged in size, mtime and inode; object ETag unchanged in the listing"
+                .to_owned()
+        });
+    }
+    if *listed == Listed::Absent {
+        // Not there any more: the record is not enough.
+        return None;
+    }
     let head = engine.limit(s3).head_object(obj, None).await.ok()?;
     let same = head.size == known.size
         && known.etag.is_some()
@@ -780,6 +793,30 @@ mod tests {
             let bytes = std::fs::read(root.join(&l.rel)).unwrap();
             assert_eq!(fake.object(&format!("p/{}", l.rel)), Some(bytes));
         }
+        // Again over the unchanged tree: proven by the listing's ETags, each file re-hashed.
+        let (pages, requests) = (fake.list_pages(), fake.requests());
+        let (report, lines) = upload_card(&fake, dir.path(), &root).await;
+        assert_eq!((report.skipped, report.exit_code), (2500, 0), "{report:?}");
+        assert_eq!(fake.heads(), 0, "no HEAD per file on a re-run");
+        assert_eq!(
+            fake.list_pages() - pages,
+            3,
+            "a listing page per 1,000 files"
+        );
+        assert_eq!(fake.requests() - requests, 3, "and nothing else");
+        for l in &lines {
+            let reason = l.reason.as_deref().unwrap_or_default();
+            assert!(
+                reason.contains("from the listing = the file's MD5"),
+                "{reason}"
+            );
+            assert_eq!(
+                crate::source::opens::of(&root.join(&l.rel)),
+                2,
+                "{}: read once per run",
+                l.rel
+            );
+        }
     }
 
     #[test]
@@ -817,9 +854,9 @@ mod tests {
     #[tokio::test]
     async fn the_listing_answers_in_walk_order_and_a_refused_listing_falls_back_to_asking() {
         let l = lister(vec![obj("p/a", 1), obj("p/c", 3)]);
-        assert_eq!(l.find("p/a").await, Listed::Size(1));
+        assert_eq!(l.find("p/a").await, Listed::Object(1, None));
         assert_eq!(l.find("p/b").await, Listed::Absent);
-        assert_eq!(l.find("p/c").await, Listed::Size(3));
+        assert_eq!(l.find("p/c").await, Listed::Object(3, None));
         assert_eq!(l.find("p/d").await, Listed::Absent);
         // A listing that fails (AccessDenied: PutObject allowed, ListBucket not) says nothing,
         // for this key and every later one: each file then asks its object.
@@ -829,7 +866,7 @@ mod tests {
             "denied".into(),
         ));
         let l = lister(vec![obj("p/a", 1), Err(denied), obj("p/z", 1)]);
-        assert_eq!(l.find("p/a").await, Listed::Size(1));
+        assert_eq!(l.find("p/a").await, Listed::Object(1, None));
         assert_eq!(l.find("p/b").await, Listed::Unknown);
         assert_eq!(l.find("p/z").await, Listed::Unknown);
     }

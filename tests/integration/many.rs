@@ -105,6 +105,28 @@ fn small_files_cost_one_put_each_and_an_unchanged_tree_a_listing_per_thousand() 
         // One page of the (empty) destination, then a listing per 1,000 files read back.
         assert!((2..=6).contains(&pages), "{name}: {pages} listing pages");
         assert_round_trip(s, &prefix, &want);
+
+        // The same tree again: proven by the listing (size and ETag = the file's MD5, each file
+        // re-hashed), nothing sent, no HEAD.
+        let proxy = Proxy::start(&s.endpoint, Plan::default());
+        let out = upload_via(s, &proxy, &root, &prefix, &[]);
+        let (lines, summary) = json_lines(&out);
+        assert_eq!(summary["exit_code"], 0, "{name}: {}", stderr(&out));
+        assert_eq!(summary["skipped"], 1_100, "{name}");
+        let (heads, puts, pages) = counted(&proxy);
+        assert_eq!(
+            (heads, puts),
+            (0, 0),
+            "{name}: re-run without a HEAD per file"
+        );
+        assert!(pages <= 2, "{name}: {pages} listing pages for 1,100 files");
+        assert!(
+            lines
+                .iter()
+                .all(|l| l["reason"].as_str().unwrap().contains("from the listing")),
+            "{name}: {}",
+            lines[0]
+        );
     }
 }
 
