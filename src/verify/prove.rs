@@ -110,7 +110,13 @@ pub(crate) async fn by_listed_etag(src: &Arc<Source>, etag: &crate::vocab::ETag)
     if etag.parts().is_some() || etag.as_str().len() != 32 {
         return None;
     }
-    let local = hash_local(src.clone(), std::iter::once(0..src.len()).collect(), None, true).await;
+    let local = hash_local(
+        src.clone(),
+        std::iter::once(0..src.len()).collect(),
+        None,
+        true,
+    )
+    .await;
     let md5 = local.first()?.md5?;
     let hex: String = md5.iter().map(|b| format!("{b:02x}")).collect();
     (hex == etag.as_str()).then(|| Proof::Same {

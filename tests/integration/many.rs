@@ -183,3 +183,70 @@ fn a_server_whose_listing_gives_no_etag_is_read_back_by_a_head_of_each_file() {
     assert_eq!((heads, puts), (5, 5));
     assert_round_trip(s, &prefix, &want);
 }
+
+#[test]
+fn a_prefix_of_small_objects_downloads_with_one_get_each_and_no_head() {
+    for (name, s) in servers() {
+        let dir = s.temp_dir();
+        let root = dir.path().join("card");
+        let want = small_tree(&root, 1_100);
+        let prefix = unique(&format!("many-down/{name}")) + "/";
+        s.aws([
+            "s3",
+            "sync",
+            "--quiet",
+            root.to_str().unwrap(),
+            &s.url(&prefix),
+        ]);
+        let down = dir.path().join("down");
+        let proxy = Proxy::start(&s.endpoint, Plan::default());
+        let url = s.url(&prefix);
+        let out = s.tally([
+            "download",
+            &url,
+            down.to_str().unwrap(),
+            "--json",
+            "--endpoint-url",
+            &proxy.url,
+        ]);
+        let (lines, summary) = json_lines(&out);
+        assert_eq!(summary["exit_code"], 0, "{name}: {}", stderr(&out));
+        assert_eq!(summary["downloaded"], 1_100, "{name}");
+        for l in &lines {
+            let reason = l["reason"].as_str().unwrap();
+            assert!(
+                reason.starts_with("checked: ")
+                    && reason.contains("the ETag, the MD5 of the object"),
+                "{name}: {l}"
+            );
+        }
+        let events = proxy.stats.events();
+        let heads = events.iter().filter(|e| e.op == Op::Head).count();
+        let gets = events.iter().filter(|e| e.op == Op::Get).count();
+        assert_eq!(
+            (heads, gets),
+            (0, 1_100),
+            "{name}: one GET per object, no HEAD"
+        );
+        for (rel, sha) in &want {
+            assert_eq!(
+                &file_sha256(&down.join(rel)),
+                sha,
+                "{name}: {rel} byte-exact"
+            );
+        }
+        // Nothing but the files: no temporary, journal or lock left beside them.
+        let mut n = 0;
+        for d in std::fs::read_dir(&down).unwrap() {
+            for f in std::fs::read_dir(d.unwrap().path()).unwrap() {
+                let f = f.unwrap().file_name();
+                assert!(
+                    !f.to_string_lossy().contains("\\tally-"),
+                    "{name}: {f:?} left"
+                );
+                n += 1;
+            }
+        }
+        assert_eq!(n, want.len(), "{name}");
+    }
+}
