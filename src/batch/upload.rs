@@ -103,15 +103,24 @@ pub async fn upload_tree<C: S3Api>(
         known: std::sync::Mutex::new(std::collections::HashMap::new()),
     };
     let lister = &lister;
+    let trust = cfg.base.resume.trust_manifest;
+    let rec = &record;
     let walk = walk.then(move |found| async move {
         if let Found::File(entry) = &found {
             let key = format!("{}{}", cfg.prefix.key, entry.rel);
             let listed = lister.find(&key).await;
+            // The record is read as a cursor, in the walk's order (this stage's).
+            let earlier = if trust {
+                let (r, rel) = (rec.clone(), entry.rel.clone());
+                blocking(move || r.lookup(&rel)).await
+            } else {
+                None
+            };
             lister
                 .known
                 .lock()
                 .expect("lock")
-                .insert(entry.rel.clone(), listed);
+                .insert(entry.rel.clone(), (listed, earlier));
         }
         Ok(found)
     });
@@ -139,13 +148,13 @@ pub async fn upload_tree<C: S3Api>(
         on_line,
         &read_back,
         |entry| {
-            let listed = lister
+            let (listed, earlier) = lister
                 .known
                 .lock()
                 .expect("lock")
                 .remove(&entry.rel)
                 .unwrap_or_default();
-            ctx.one_file(entry, listed)
+            ctx.one_file(entry, listed, earlier)
         },
     )
     .await;
@@ -185,7 +194,8 @@ pub async fn upload_tree<C: S3Api>(
 struct Lister<S> {
     /// `None` once the listing failed or was refused: every file then asks its object.
     cursor: tokio::sync::Mutex<Option<crate::remote::listing::Cursor<S>>>,
-    known: std::sync::Mutex<std::collections::HashMap<String, Listed>>,
+    /// Per file waiting for its turn: the listing's answer and the record's entry.
+    known: std::sync::Mutex<std::collections::HashMap<String, (Listed, Option<Proven>)>>,
 }
 
 impl<S> Lister<S>
@@ -272,21 +282,29 @@ impl<C: S3Api> Ctx<'_, C> {
         &self,
         entry: FileEntry,
         listed: Listed,
+        earlier: Option<Proven>,
     ) -> Result<FileLine, (FileLine, Error)> {
         let Some(mhl) = self.mhl else {
-            return self.send(entry, listed, None).await.map(|(line, _)| line);
+            return self
+                .send(entry, listed, earlier, None)
+                .await
+                .map(|(line, _)| line);
         };
         let key = format!("{}{}", self.cfg.prefix.key, entry.rel);
         let expected = match mhl.plan(&entry) {
             Ok(expected) => expected,
             Err(checked) => {
-                let mut out = self.send(entry.clone(), listed, None).await.map(|(l, _)| l);
+                let mut out = self
+                    .send(entry.clone(), listed, earlier, None)
+                    .await
+                    .map(|(l, _)| l);
                 let (Ok(line) | Err((line, _))) = &mut out;
                 mhl.record(&entry, checked, line);
                 return out;
             }
         };
-        let (mut line, read, stop) = match self.send(entry.clone(), listed, Some(&expected)).await {
+        let sent = self.send(entry.clone(), listed, earlier, Some(&expected));
+        let (mut line, read, stop) = match sent.await {
             Ok((line, read)) => (line, read, None),
             Err((line, e)) => (line, Read::Not, Some(e)),
         };
@@ -335,6 +353,7 @@ impl<C: S3Api> Ctx<'_, C> {
         &self,
         entry: FileEntry,
         listed: Listed,
+        earlier: Option<Proven>,
         mhl: Option<&crate::mhl::Expected>,
     ) -> Result<(FileLine, Read), (FileLine, Error)> {
         let Ctx {
@@ -361,7 +380,7 @@ impl<C: S3Api> Ctx<'_, C> {
             version_id: None,
             checksum: None,
         };
-        if let Some(known) = record.lookup(&entry.rel).filter(|k| k.same_file(&proven))
+        if let Some(known) = earlier.as_ref().filter(|k| k.same_file(&proven))
             && let Some(why) = still_there(engine, s3, &target, known, &listed).await
         {
             line.action = Action::Skipped;
@@ -578,6 +597,16 @@ mod tests {
         state: &std::path::Path,
         root: &std::path::Path,
     ) -> (TreeReport, Vec<FileLine>) {
+        upload_card_trusting(fake, state, root, false).await
+    }
+
+    /// [`upload_card`], with `--trust-manifest` when `trust`.
+    async fn upload_card_trusting(
+        fake: &crate::s3::fake::FakeS3,
+        state: &std::path::Path,
+        root: &std::path::Path,
+        trust: bool,
+    ) -> (TreeReport, Vec<FileLine>) {
         let mut base = UploadConfig::new(
             root.join("any"),
             "s3://bkt/p/x",
@@ -587,6 +616,7 @@ mod tests {
         )
         .unwrap();
         base.resume.state_dir = Some(state.join("state"));
+        base.resume.trust_manifest = trust;
         let cfg = TreeConfig {
             root: root.to_owned(),
             prefix: ObjectUrl {
@@ -816,6 +846,20 @@ mod tests {
                 "{}: read once per run",
                 l.rel
             );
+        }
+        // With --trust-manifest: the record (read as a cursor) and the listing's ETags; no file
+        // read, no HEAD.
+        let requests = fake.requests();
+        let (report, lines) = upload_card_trusting(&fake, dir.path(), &root, true).await;
+        assert_eq!((report.skipped, report.exit_code), (2500, 0), "{report:?}");
+        assert_eq!(fake.requests() - requests, 3, "the listing's 3 pages only");
+        for l in &lines {
+            let reason = l.reason.as_deref().unwrap_or_default();
+            assert!(
+                reason.contains("object ETag unchanged in the listing"),
+                "{reason}"
+            );
+            assert_eq!(crate::source::opens::of(&root.join(&l.rel)), 2, "not read");
         }
     }
 
