@@ -41,6 +41,10 @@ pub struct UploadConfig {
     pub resume: ResumeOptions,
     /// Read the stored object's checksums back after completing (default on; `--no-verify`).
     pub verify: bool,
+    /// A tree's file: where the PutObject reply already proves the object (its checksum verified
+    /// and echoed, its ETag the file's MD5), leave [`UploadConfig::verify`]'s read-back to a
+    /// listing of many files (`batch::upload`) instead of a HEAD of this one.
+    pub read_back_by_listing: bool,
     /// Send Content-MD5 with every part, so the ETag can be predicted (`--content-md5`).
     pub content_md5: bool,
     /// Tag the object with the whole file's MD5 under this name (`--md5-tag`).
@@ -163,6 +167,7 @@ impl UploadConfig {
             checksum,
             resume: ResumeOptions::default(),
             verify: true,
+            read_back_by_listing: false,
             content_md5: false,
             md5_tag: None,
             read_back: None,

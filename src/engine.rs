@@ -418,8 +418,9 @@ impl<C: ObjectRead> ObjectRead for Limited<'_, C> {
         bucket: &str,
         prefix: &str,
         token: Option<&str>,
+        start_after: Option<&str>,
     ) -> Result<crate::s3::ListPage, S3Error> {
-        let inner = self.inner.list_page(bucket, prefix, token);
+        let inner = self.inner.list_page(bucket, prefix, token, start_after);
         self.engine.request(inner).await
     }
 

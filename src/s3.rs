@@ -191,6 +191,9 @@ pub struct ListedObject {
     pub key: String,
     /// Size in bytes.
     pub size: u64,
+    /// Its ETag, as the listing gives it (an MD5 of a single-part object's bytes unless it is
+    /// encrypted with SSE-KMS or SSE-C; a server may leave it out).
+    pub etag: Option<ETag>,
 }
 
 /// One page of a listing (ListObjectsV2): its objects in key order, and the token of the next
@@ -229,15 +232,17 @@ pub trait ObjectRead: Send + Sync {
     ) -> impl Future<Output = Result<Bytes, S3Error>> + Send;
 
     /// One page of ListObjectsV2 of `bucket` under `prefix` (the first with `token` None), in key
-    /// order; read a whole listing as a stream with `remote::listing`.
+    /// order, starting after the key `start_after` when given (S3's StartAfter; a `token` goes on
+    /// from where its page ended); read a whole listing as a stream with `remote::listing`.
     /// The default answers NotImplemented (test doubles that do not list).
     fn list_page(
         &self,
         bucket: &str,
         prefix: &str,
         token: Option<&str>,
+        start_after: Option<&str>,
     ) -> impl Future<Output = Result<ListPage, S3Error>> + Send {
-        let _ = (bucket, prefix, token);
+        let _ = (bucket, prefix, token, start_after);
         async {
             Err(S3Error::from_response(
                 Some("NotImplemented"),

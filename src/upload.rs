@@ -125,15 +125,15 @@ pub enum Sent {
 }
 
 /// What a listing of the destination said about a key, before a file is uploaded to it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum Listed {
     /// No listing (none made, or not allowed): ask the object itself.
     #[default]
     Unknown,
     /// The listing has no object at the key.
     Absent,
-    /// The listing has an object of this size at the key.
-    Size(u64),
+    /// The listing has an object of this size at the key, with this ETag (if it gave one).
+    Object(u64, Option<crate::vocab::ETag>),
 }
 
 /// Uploads one file of a tree, unless the object at its key is already proven to be the file
@@ -160,7 +160,7 @@ pub async fn upload_or_skip<C: S3Api>(
         "an interrupted upload of it was resumed".to_owned()
     } else if listed == Listed::Absent {
         "new".to_owned()
-    } else if let Listed::Size(n) = listed
+    } else if let Listed::Object(n, _) = listed
         && n != run.src.len()
     {
         if no_overwrite {
@@ -170,6 +170,8 @@ pub async fn upload_or_skip<C: S3Api>(
             )));
         }
         format!("the object has {n} bytes, the file {}", run.src.len())
+    } else if let Some(proof) = by_listed_etag(&run, &listed).await {
+        return Ok(proof);
     } else {
         let proof = tokio::select! {
             p = crate::verify::prove(run.s3, &run.src, &cfg.target, cfg.part_size) => p,
@@ -211,6 +213,31 @@ pub async fn upload_or_skip<C: S3Api>(
     Ok(Sent::Uploaded {
         report: Box::new(report),
         why,
+    })
+}
+
+/// A file this upload would send in one PutObject, whose object the listing gives with its size
+/// and a single-part ETag: proven without a HEAD when that ETag is the file's MD5 (see
+/// [`crate::verify::by_listed_etag`]). `None`: not decided here (the HEAD decides).
+async fn by_listed_etag<C: S3Api>(run: &Run<'_, C>, listed: &Listed) -> Option<Sent> {
+    let Listed::Object(_, Some(etag)) = listed else {
+        return None;
+    };
+    let single = matches!(
+        Plan::new(run.src.len(), run.cfg.part_size),
+        Ok(Plan::Single { .. })
+    );
+    if !single {
+        return None;
+    }
+    let crate::verify::Proof::Same { facts, how } =
+        crate::verify::by_listed_etag(&run.src, etag).await?
+    else {
+        return None;
+    };
+    Some(Sent::Skipped {
+        facts: Box::new(facts),
+        proof: how,
     })
 }
 

@@ -21,6 +21,7 @@ use serde::Serialize;
 
 pub use self::after_upload::{AfterUpload, after_upload, after_upload_or_bytes};
 pub use self::compare::{Comparison, PartDiff};
+pub(crate) use self::prove::by_listed_etag;
 pub use self::prove::{Proof, prove};
 pub use crate::compare::Compared;
 pub use crate::remote::facts::{Method, RemoteFacts};

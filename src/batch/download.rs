@@ -24,6 +24,8 @@ use crate::vocab::ObjectUrl;
 
 use crate::download::{DownloadOptions, download_to};
 
+pub mod small;
+
 /// Objects downloaded at once (their parts share the engine's request slots).
 pub const OBJECTS_IN_FLIGHT: usize = 16;
 
@@ -131,6 +133,10 @@ pub async fn download_tree<C: S3Api>(
     .await?;
     let engine = crate::download::engine(opts.concurrency);
     let limited = engine.limit(s3);
+    // What the listing said of each object's ETag, until the object's turn (at most the objects
+    // in progress wait here).
+    let etags = std::sync::Mutex::new(std::collections::HashMap::new());
+    let etags = &etags;
     // One page of the listing at a time: a prefix of millions of objects is never held whole.
     let entries = Box::pin(
         crate::remote::listing::objects(&limited, &prefix.bucket, &prefix.key)
@@ -140,6 +146,12 @@ pub async fn download_tree<C: S3Api>(
             })
             .map_ok(|o| {
                 let rel = o.key[prefix.key.len().min(o.key.len())..].to_owned();
+                if let Some(e) = o.etag.filter(|e| small::fits(o.size, Some(e))) {
+                    etags
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(rel.clone(), e);
+                }
                 Found::File(FileEntry {
                     path: root.join(&rel),
                     rel,
@@ -152,6 +164,7 @@ pub async fn download_tree<C: S3Api>(
     );
     let stop = cancel.child_token();
     let mut report = TreeReport::new(prefix);
+    let folders = std::sync::Arc::new(small::Folders::default());
     let job = Job {
         engine: &engine,
         prefix,
@@ -159,20 +172,39 @@ pub async fn download_tree<C: S3Api>(
         opts,
         stop: &stop,
         progress,
+        folders: &folders,
     };
     let job = &job;
     let fatal = crate::batch::run::run(
         entries,
-        OBJECTS_IN_FLIGHT,
+        opts.concurrency.max(OBJECTS_IN_FLIGHT),
         &stop,
         progress,
         &mut report,
         on_line,
-        |entry| one_object(job, s3, entry),
+        |entry| {
+            let etag = etags
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&entry.rel);
+            one_object(job, s3, entry, etag)
+        },
     )
     .await;
+    // The small objects' renames (and the folders made for them) survive a crash from here on:
+    // exit 0 comes after this.
+    let r = root.clone();
+    let f = folders.clone();
+    blocking(move || f.sync().map_err(|e| dest_error(&r, &e))).await?;
     let bytes = report.downloaded_bytes;
     report.end(started, bytes, fatal, cancel)
+}
+
+fn dest_error(folder: &Path, e: &std::io::Error) -> Error {
+    Error::Destination {
+        path: folder.to_owned(),
+        why: format!("the downloaded files' folder entries could not be made durable (fsync): {e}"),
+    }
 }
 
 /// What every object of a tree download shares.
@@ -183,12 +215,15 @@ struct Job<'a> {
     opts: &'a DownloadOptions,
     stop: &'a CancellationToken,
     progress: &'a dyn Progress,
+    /// The folders the small objects' renames changed, synced at the end.
+    folders: &'a std::sync::Arc<small::Folders>,
 }
 
 async fn one_object<C: S3Api>(
     job: &Job<'_>,
     s3: &C,
     entry: FileEntry,
+    etag: Option<crate::vocab::ETag>,
 ) -> Result<FileLine, (FileLine, Error)> {
     let Job {
         engine,
@@ -197,6 +232,7 @@ async fn one_object<C: S3Api>(
         opts,
         stop,
         progress,
+        ..
     } = *job;
     let obj = ObjectUrl {
         bucket: prefix.bucket.clone(),
@@ -225,6 +261,24 @@ async fn one_object<C: S3Api>(
             return Ok(line);
         }
     };
+    if let Some(etag) = etag.filter(|_| !opts.force)
+        && let Some(w) = small::fetch(
+            engine,
+            s3,
+            &obj,
+            &target,
+            (entry.size, &etag),
+            (root, job.folders),
+        )
+        .await
+    {
+        progress.part_done(entry.size);
+        line.action = Action::Downloaded;
+        line.reason = Some(format!("checked: {}", w.checked.join("; ")));
+        line.checksum = w.checksum;
+        line.etag = Some(w.etag);
+        return Ok(line);
+    }
     let in_tree = InTree(progress);
     let result = tokio::select! {
         r = download_to(engine, s3, &obj, &target, opts, &in_tree) => r,

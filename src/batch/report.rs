@@ -81,6 +81,10 @@ pub struct FileLine {
     /// The exit code this entry asks for (0 for uploaded, skipped and ignored).
     #[serde(skip)]
     pub exit_code: i32,
+    /// The file's MD5 (hex) while its read-back waits for a listing of many files (a tree
+    /// upload's file whose PutObject reply proved it): the line counts once the listing is read.
+    #[serde(skip)]
+    pub read_back: Option<String>,
 }
 
 /// The whole tree's outcome: the last JSON line with `--json`.
@@ -370,6 +374,7 @@ pub fn skipped_entry(skip: &crate::tree::Skip) -> FileLine {
         file_hashes: Default::default(),
         proof: None,
         exit_code: if failure { EXIT_ERROR } else { EXIT_OK },
+        read_back: None,
     }
 }
 

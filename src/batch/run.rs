@@ -1,16 +1,33 @@
 //! The one loop every tree command drives: the walk's entries in, at most `concurrency` files in
 //! progress, each outcome handed on as it finishes and counted, the summary fed in key order; an
 //! error that stops everything cancels the rest (files in flight end as they do on Ctrl-C).
+//!
+//! A check made for many files at once ([`Settle`]: a tree upload's read-back by listing) holds
+//! the lines that wait for it, at most [`HELD`], outside the files in progress: a line counts
+//! and is handed on only once its check is done.
 
 use std::future::Future;
 
 use futures::StreamExt as _;
+use futures::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
 
 use crate::batch::report::{Action, FileLine, InOrder, TreeReport, skipped_entry};
 use crate::error::Error;
 use crate::progress::Progress;
 use crate::tree::{FileEntry, Found};
+
+/// Lines held for a [`Settle`] check at most: the check runs when this many wait (a listing page
+/// holds 1,000 keys), and once more at the end.
+pub const HELD: usize = 1000;
+
+/// A check of many finished files at once. `settle` gets every line that waits for it (those
+/// with [`FileLine::read_back`]) and turns each into its final line.
+pub trait Settle: Sync {
+    /// Checks `lines` (at most [`HELD`], in any order) and rewrites each with the outcome,
+    /// clearing its `read_back`.
+    fn settle<'a>(&'a self, lines: &'a mut [FileLine]) -> BoxFuture<'a, ()>;
+}
 
 /// Runs `per_file` on every file of `walk` (a directory's [`crate::tree::Walk`], or a download's
 /// listing, whose error stops the run), `concurrency` at a time, into `report`. Returns the
@@ -28,7 +45,59 @@ where
     F: Fn(FileEntry) -> Fut,
     Fut: Future<Output = Result<FileLine, (FileLine, Error)>>,
 {
-    let per_file = &per_file;
+    let sink = Sink {
+        stop,
+        report,
+        on_line,
+        in_order: InOrder::default(),
+        fatal: None,
+        held: Vec::new(),
+        settle: None,
+    };
+    run_with(walk, concurrency, progress, sink, per_file).await
+}
+
+/// [`run`], with the lines that ask for it ([`FileLine::read_back`]) checked by `settle`, many
+/// at a time.
+#[allow(clippy::too_many_arguments)]
+pub async fn run_settled<F, Fut>(
+    walk: impl futures::Stream<Item = Result<Found, Error>> + Unpin,
+    concurrency: usize,
+    stop: &CancellationToken,
+    progress: &dyn Progress,
+    report: &mut TreeReport,
+    on_line: &(dyn Fn(&FileLine) + Send + Sync),
+    settle: &dyn Settle,
+    per_file: F,
+) -> Option<Error>
+where
+    F: Fn(FileEntry) -> Fut,
+    Fut: Future<Output = Result<FileLine, (FileLine, Error)>>,
+{
+    let sink = Sink {
+        stop,
+        report,
+        on_line,
+        in_order: InOrder::default(),
+        fatal: None,
+        held: Vec::new(),
+        settle: Some(settle),
+    };
+    run_with(walk, concurrency, progress, sink, per_file).await
+}
+
+async fn run_with<F, Fut>(
+    walk: impl futures::Stream<Item = Result<Found, Error>> + Unpin,
+    concurrency: usize,
+    progress: &dyn Progress,
+    mut sink: Sink<'_>,
+    per_file: F,
+) -> Option<Error>
+where
+    F: Fn(FileEntry) -> Fut,
+    Fut: Future<Output = Result<FileLine, (FileLine, Error)>>,
+{
+    let (per_file, stop) = (&per_file, sink.stop);
     let mut outcomes = walk
         .inspect(|found| {
             if let Ok(Found::File(entry)) = found {
@@ -60,41 +129,95 @@ where
             (index as u64, Some(line))
         })
         .buffer_unordered(concurrency);
-    let mut fatal = None;
-    let mut in_order = InOrder::default();
     while let Some((index, outcome)) = outcomes.next().await {
+        sink.outcome(index, outcome).await;
+    }
+    drop(outcomes);
+    sink.flush().await;
+    let Sink {
+        in_order,
+        report,
+        fatal,
+        ..
+    } = sink;
+    in_order.finish(report);
+    progress.finish();
+    report.complete = !stop.is_cancelled();
+    fatal
+}
+
+/// Where outcomes go: counted into the report, handed to `on_line`, fed to the summary in order.
+struct Sink<'a> {
+    stop: &'a CancellationToken,
+    report: &'a mut TreeReport,
+    on_line: &'a (dyn Fn(&FileLine) + Send + Sync),
+    in_order: InOrder,
+    fatal: Option<Error>,
+    /// Lines waiting for `settle`, with their walk index.
+    held: Vec<(u64, FileLine)>,
+    settle: Option<&'a dyn Settle>,
+}
+
+type Outcome = Option<Result<FileLine, (FileLine, Error)>>;
+
+impl Sink<'_> {
+    async fn outcome(&mut self, index: u64, outcome: Outcome) {
         let line = match outcome {
-            None => {
-                report.not_started += 1;
-                in_order.done(index, None, report);
-                continue;
-            }
+            None => return self.not_started(index),
             // Stopped by the run's own stop before it kept anything: as good as not started.
             Some(Ok(line))
-                if stop.is_cancelled()
+                if self.stop.is_cancelled()
                     && line.action == Action::Failed
                     && line.reason.as_deref() == Some("interrupted") =>
             {
-                report.not_started += 1;
-                in_order.done(index, None, report);
-                continue;
+                return self.not_started(index);
             }
             Some(Ok(line)) => line,
             Some(Err((line, e))) => {
                 // The run ends with this error, printed once, as the command's error; files in
                 // flight that meet the same kind of error are counted, not printed again.
-                if fatal.is_none() {
-                    fatal = Some(e);
-                    stop.cancel();
-                    continue;
+                if self.fatal.is_none() {
+                    self.fatal = Some(e);
+                    self.stop.cancel();
+                    return;
                 }
-                report.add(&line);
-                in_order.done(index, None, report);
-                continue;
+                self.report.add(&line);
+                self.in_order.done(index, None, self.report);
+                return;
             }
         };
-        on_line(&line);
-        report.add(&line);
+        if line.read_back.is_some() && self.settle.is_some() {
+            self.held.push((index, line));
+            if self.held.len() >= HELD {
+                self.flush().await;
+            }
+            return;
+        }
+        self.line(index, line);
+    }
+
+    fn not_started(&mut self, index: u64) {
+        self.report.not_started += 1;
+        self.in_order.done(index, None, self.report);
+    }
+
+    /// Settles the held lines and hands them on.
+    async fn flush(&mut self) {
+        let Some(settle) = self.settle else { return };
+        if self.held.is_empty() {
+            return;
+        }
+        let mut held = std::mem::take(&mut self.held);
+        let (indexes, mut lines): (Vec<u64>, Vec<FileLine>) = held.drain(..).unzip();
+        settle.settle(&mut lines).await;
+        for (index, line) in indexes.into_iter().zip(lines) {
+            self.line(index, line);
+        }
+    }
+
+    fn line(&mut self, index: u64, line: FileLine) {
+        (self.on_line)(&line);
+        self.report.add(&line);
         let shown = (!line.rel.is_empty() && line.action != Action::Ignored).then(|| {
             (
                 line.rel.clone(),
@@ -102,11 +225,6 @@ where
                 line.action.label(),
             )
         });
-        in_order.done(index, shown, report);
+        self.in_order.done(index, shown, self.report);
     }
-    drop(outcomes);
-    in_order.finish(report);
-    progress.finish();
-    report.complete = !stop.is_cancelled();
-    fatal
 }

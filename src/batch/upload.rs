@@ -10,6 +10,7 @@
 //! Outcomes are handed to the caller as they finish (one JSON line per file with `--json`); the
 //! summary keeps counts and the failures, never the whole tree.
 
+pub mod read_back;
 pub mod record;
 
 use std::path::PathBuf;
@@ -102,15 +103,24 @@ pub async fn upload_tree<C: S3Api>(
         known: std::sync::Mutex::new(std::collections::HashMap::new()),
     };
     let lister = &lister;
+    let trust = cfg.base.resume.trust_manifest;
+    let rec = &record;
     let walk = walk.then(move |found| async move {
         if let Found::File(entry) = &found {
             let key = format!("{}{}", cfg.prefix.key, entry.rel);
             let listed = lister.find(&key).await;
+            // The record is read as a cursor, in the walk's order (this stage's).
+            let earlier = if trust {
+                let (r, rel) = (rec.clone(), entry.rel.clone());
+                blocking(move || r.lookup(&rel)).await
+            } else {
+                None
+            };
             lister
                 .known
                 .lock()
                 .expect("lock")
-                .insert(entry.rel.clone(), listed);
+                .insert(entry.rel.clone(), (listed, earlier));
         }
         Ok(found)
     });
@@ -124,21 +134,27 @@ pub async fn upload_tree<C: S3Api>(
         mhl: mhl.as_ref(),
     };
     let ctx = &ctx;
-    let fatal = crate::batch::run::run(
+    let read_back = read_back::ByListing {
+        s3: &limited,
+        bucket: &cfg.prefix.bucket,
+        prefix: &cfg.prefix.key,
+    };
+    let fatal = crate::batch::run::run_settled(
         Box::pin(walk),
         cfg.base.concurrency,
         &stop,
         progress,
         &mut report,
         on_line,
+        &read_back,
         |entry| {
-            let listed = lister
+            let (listed, earlier) = lister
                 .known
                 .lock()
                 .expect("lock")
                 .remove(&entry.rel)
                 .unwrap_or_default();
-            ctx.one_file(entry, listed)
+            ctx.one_file(entry, listed, earlier)
         },
     )
     .await;
@@ -178,7 +194,8 @@ pub async fn upload_tree<C: S3Api>(
 struct Lister<S> {
     /// `None` once the listing failed or was refused: every file then asks its object.
     cursor: tokio::sync::Mutex<Option<crate::remote::listing::Cursor<S>>>,
-    known: std::sync::Mutex<std::collections::HashMap<String, Listed>>,
+    /// Per file waiting for its turn: the listing's answer and the record's entry.
+    known: std::sync::Mutex<std::collections::HashMap<String, (Listed, Option<Proven>)>>,
 }
 
 impl<S> Lister<S>
@@ -191,7 +208,7 @@ where
             return Listed::Unknown;
         };
         match c.find(key).await {
-            Ok(Some(o)) => Listed::Size(o.size),
+            Ok(Some(o)) => Listed::Object(o.size, o.etag),
             Ok(None) => Listed::Absent,
             Err(e) => {
                 // Not allowed to list (a policy with PutObject but no ListBucket), or the server
@@ -265,21 +282,29 @@ impl<C: S3Api> Ctx<'_, C> {
         &self,
         entry: FileEntry,
         listed: Listed,
+        earlier: Option<Proven>,
     ) -> Result<FileLine, (FileLine, Error)> {
         let Some(mhl) = self.mhl else {
-            return self.send(entry, listed, None).await.map(|(line, _)| line);
+            return self
+                .send(entry, listed, earlier, None)
+                .await
+                .map(|(line, _)| line);
         };
         let key = format!("{}{}", self.cfg.prefix.key, entry.rel);
         let expected = match mhl.plan(&entry) {
             Ok(expected) => expected,
             Err(checked) => {
-                let mut out = self.send(entry.clone(), listed, None).await.map(|(l, _)| l);
+                let mut out = self
+                    .send(entry.clone(), listed, earlier, None)
+                    .await
+                    .map(|(l, _)| l);
                 let (Ok(line) | Err((line, _))) = &mut out;
                 mhl.record(&entry, checked, line);
                 return out;
             }
         };
-        let (mut line, read, stop) = match self.send(entry.clone(), listed, Some(&expected)).await {
+        let sent = self.send(entry.clone(), listed, earlier, Some(&expected));
+        let (mut line, read, stop) = match sent.await {
             Ok((line, read)) => (line, read, None),
             Err((line, e)) => (line, Read::Not, Some(e)),
         };
@@ -328,6 +353,7 @@ impl<C: S3Api> Ctx<'_, C> {
         &self,
         entry: FileEntry,
         listed: Listed,
+        earlier: Option<Proven>,
         mhl: Option<&crate::mhl::Expected>,
     ) -> Result<(FileLine, Read), (FileLine, Error)> {
         let Ctx {
@@ -354,8 +380,8 @@ impl<C: S3Api> Ctx<'_, C> {
             version_id: None,
             checksum: None,
         };
-        if let Some(known) = record.lookup(&entry.rel).filter(|k| k.same_file(&proven))
-            && let Some(why) = still_there(engine, s3, &target, known).await
+        if let Some(known) = earlier.as_ref().filter(|k| k.same_file(&proven))
+            && let Some(why) = still_there(engine, s3, &target, known, &listed).await
         {
             line.action = Action::Skipped;
             line.reason = Some(why);
@@ -369,6 +395,9 @@ impl<C: S3Api> Ctx<'_, C> {
         fcfg.source = entry.path.clone();
         fcfg.target = target;
         fcfg.mhl_check = mhl.cloned();
+        // With an ASC MHL session the file's outcome is recorded for the generation as it
+        // finishes: its read-back is its own (a HEAD), not one that comes later.
+        fcfg.read_back_by_listing = self.mhl.is_none();
         let mut read = Read::Not;
         let file_progress = FileProgress(progress);
         match upload_or_skip(engine, s3, &fcfg, &file_progress, stop, listed).await {
@@ -384,7 +413,10 @@ impl<C: S3Api> Ctx<'_, C> {
             }
             Ok(Sent::Uploaded { report, why }) => {
                 line.action = Action::Uploaded;
-                line.reason = Some(why);
+                line.reason = Some(format!("{why}; {}", proven_by(&report, cfg.base.verify)));
+                if report.read_back_by_listing {
+                    line.read_back = report.md5.clone();
+                }
                 line.checksum = Some(format!(
                     "{} {}",
                     report.checksum.algorithm, report.checksum.value
@@ -415,14 +447,48 @@ impl<C: S3Api> Ctx<'_, C> {
     }
 }
 
-/// With `--trust-manifest`: whether the object the record proved is still there, unchanged (one
-/// HEAD: same size and ETag, and version id where recorded). Returns the reason for the report.
+/// What proved an uploaded file, in words for its line: S3's reply, and the read-back made (or,
+/// by listing, to come).
+fn proven_by(report: &crate::upload::UploadReport, verify: bool) -> String {
+    let alg = report.checksum.algorithm;
+    let mut said = vec![if report.checks.object_checksum.matched() {
+        format!("S3 verified the {alg} checksum on receipt and echoed it")
+    } else {
+        format!("the server did not echo the {alg} checksum (not verified by the server)")
+    }];
+    if report.checks.etag.matched() {
+        said.push("ETag = the file's MD5".into());
+    }
+    said.push(match &report.verified {
+        _ if report.read_back_by_listing => return said.join(", "),
+        Some(v) => format!("read back per file ({})", v.method),
+        None if verify => "read back per file".into(),
+        None => "not read back (--no-verify)".into(),
+    });
+    said.join(", ")
+}
+
+/// With `--trust-manifest`: whether the object the record proved is still there, unchanged: the
+/// same size and ETag in the destination's listing, or where the listing did not say, in one HEAD
+/// (and the same version id where both have one). Returns the reason for the report.
 async fn still_there<C: S3Api>(
     engine: &Engine,
     s3: &C,
     obj: &ObjectUrl,
     known: &Proven,
+    listed: &Listed,
 ) -> Option<String> {
+    if let Listed::Object(size, Some(etag)) = listed {
+        let same = *size == known.size && known.etag.as_deref() == Some(etag.as_str());
+        return same.then(|| {
+            "trusted the record (--trust-manifest): file unchanged in size, mtime and inode; object ETag unchanged in the listing"
+                .to_owned()
+        });
+    }
+    if *listed == Listed::Absent {
+        // Not there any more: the record is not enough.
+        return None;
+    }
     let head = engine.limit(s3).head_object(obj, None).await.ok()?;
     let same = head.size == known.size
         && known.etag.is_some()
@@ -533,6 +599,16 @@ mod tests {
         state: &std::path::Path,
         root: &std::path::Path,
     ) -> (TreeReport, Vec<FileLine>) {
+        upload_card_trusting(fake, state, root, false).await
+    }
+
+    /// [`upload_card`], with `--trust-manifest` when `trust`.
+    async fn upload_card_trusting(
+        fake: &crate::s3::fake::FakeS3,
+        state: &std::path::Path,
+        root: &std::path::Path,
+        trust: bool,
+    ) -> (TreeReport, Vec<FileLine>) {
         let mut base = UploadConfig::new(
             root.join("any"),
             "s3://bkt/p/x",
@@ -542,6 +618,7 @@ mod tests {
         )
         .unwrap();
         base.resume.state_dir = Some(state.join("state"));
+        base.resume.trust_manifest = trust;
         let cfg = TreeConfig {
             root: root.to_owned(),
             prefix: ObjectUrl {
@@ -707,15 +784,125 @@ mod tests {
         Ok(ListedObject {
             key: key.into(),
             size,
+            etag: None,
         })
+    }
+
+    /// `n` files of 1,000 bytes in folders of 100, under `root`.
+    fn many_small(root: &std::path::Path, n: u64) {
+        for i in 0..n {
+            let d = root.join(format!("reel{}", i / 100));
+            std::fs::create_dir_all(&d).unwrap();
+            std::fs::write(d.join(format!("f.{i:06}.dpx")), data(1000, i + 1)).unwrap();
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn small_files_are_read_back_by_a_listing_per_thousand_not_a_head_each() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("card");
+        many_small(&root, 2500);
+        let fake = crate::s3::fake::FakeS3::default();
+        let (report, lines) = upload_card(&fake, dir.path(), &root).await;
+        assert_eq!((report.uploaded, report.exit_code), (2500, 0), "{report:?}");
+        assert_eq!(fake.heads(), 0, "no HEAD per file");
+        // One page of the destination before (empty), then per 1,000 files read back one
+        // listing (two pages where the 1,000 straddle a page).
+        assert!(
+            (3..=7).contains(&fake.list_pages()),
+            "{} listing pages",
+            fake.list_pages()
+        );
+        for l in &lines {
+            let reason = l.reason.as_deref().unwrap_or_default();
+            assert!(
+                reason.contains("S3 verified the SHA256 checksum on receipt and echoed it")
+                    && reason
+                        .contains("read back by listing: size and ETag (the file's MD5) match"),
+                "{reason}"
+            );
+            assert!(l.read_back.is_none());
+            let bytes = std::fs::read(root.join(&l.rel)).unwrap();
+            assert_eq!(fake.object(&format!("p/{}", l.rel)), Some(bytes));
+        }
+        // Again over the unchanged tree: proven by the listing's ETags, each file re-hashed.
+        let (pages, requests) = (fake.list_pages(), fake.requests());
+        let (report, lines) = upload_card(&fake, dir.path(), &root).await;
+        assert_eq!((report.skipped, report.exit_code), (2500, 0), "{report:?}");
+        assert_eq!(fake.heads(), 0, "no HEAD per file on a re-run");
+        assert_eq!(
+            fake.list_pages() - pages,
+            3,
+            "a listing page per 1,000 files"
+        );
+        assert_eq!(fake.requests() - requests, 3, "and nothing else");
+        for l in &lines {
+            let reason = l.reason.as_deref().unwrap_or_default();
+            assert!(
+                reason.contains("from the listing = the file's MD5"),
+                "{reason}"
+            );
+            assert_eq!(
+                crate::source::opens::of(&root.join(&l.rel)),
+                2,
+                "{}: read once per run",
+                l.rel
+            );
+        }
+        // With --trust-manifest: the record (read as a cursor) and the listing's ETags; no file
+        // read, no HEAD.
+        let requests = fake.requests();
+        let (report, lines) = upload_card_trusting(&fake, dir.path(), &root, true).await;
+        assert_eq!((report.skipped, report.exit_code), (2500, 0), "{report:?}");
+        assert_eq!(fake.requests() - requests, 3, "the listing's 3 pages only");
+        for l in &lines {
+            let reason = l.reason.as_deref().unwrap_or_default();
+            assert!(
+                reason.contains("object ETag unchanged in the listing"),
+                "{reason}"
+            );
+            assert_eq!(crate::source::opens::of(&root.join(&l.rel)), 2, "not read");
+        }
+    }
+
+    #[test]
+    fn the_listing_read_back_fails_a_file_whose_object_is_not_what_was_sent() {
+        let md5 = "0123456789abcdef0123456789abcdef";
+        let sent = |key: &str| FileLine {
+            rel: key.into(),
+            key: Some(key.into()),
+            size: Some(10),
+            action: Action::Uploaded,
+            reason: Some("new".into()),
+            read_back: Some(md5.into()),
+            ..FileLine::default()
+        };
+        let listed = |size: u64, etag: &str| ListedObject {
+            key: "k".into(),
+            size,
+            etag: Some(crate::vocab::ETag::new(etag)),
+        };
+        let mut ok = sent("k");
+        read_back::judge(&mut ok, Some(&listed(10, &format!("\"{md5}\""))));
+        assert_eq!((ok.action, ok.exit_code), (Action::Uploaded, 0));
+        for (what, l) in [
+            ("ETag", Some(listed(10, "ffffffffffffffffffffffffffffffff"))),
+            ("bytes", Some(listed(11, md5))),
+            ("does not show", None),
+        ] {
+            let mut bad = sent("k");
+            read_back::judge(&mut bad, l.as_ref());
+            assert_eq!((bad.action, bad.exit_code), (Action::Failed, 1), "{what}");
+            assert!(bad.reason.unwrap().contains(what), "{what}");
+        }
     }
 
     #[tokio::test]
     async fn the_listing_answers_in_walk_order_and_a_refused_listing_falls_back_to_asking() {
         let l = lister(vec![obj("p/a", 1), obj("p/c", 3)]);
-        assert_eq!(l.find("p/a").await, Listed::Size(1));
+        assert_eq!(l.find("p/a").await, Listed::Object(1, None));
         assert_eq!(l.find("p/b").await, Listed::Absent);
-        assert_eq!(l.find("p/c").await, Listed::Size(3));
+        assert_eq!(l.find("p/c").await, Listed::Object(3, None));
         assert_eq!(l.find("p/d").await, Listed::Absent);
         // A listing that fails (AccessDenied: PutObject allowed, ListBucket not) says nothing,
         // for this key and every later one: each file then asks its object.
@@ -725,7 +912,7 @@ mod tests {
             "denied".into(),
         ));
         let l = lister(vec![obj("p/a", 1), Err(denied), obj("p/z", 1)]);
-        assert_eq!(l.find("p/a").await, Listed::Size(1));
+        assert_eq!(l.find("p/a").await, Listed::Object(1, None));
         assert_eq!(l.find("p/b").await, Listed::Unknown);
         assert_eq!(l.find("p/z").await, Listed::Unknown);
     }

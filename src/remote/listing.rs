@@ -17,29 +17,48 @@ pub fn objects<'a, C: ObjectRead>(
     bucket: &'a str,
     prefix: &'a str,
 ) -> impl Stream<Item = Result<ListedObject, Error>> + Send + 'a {
+    objects_after(s3, bucket, prefix, None)
+}
+
+/// [`objects`], from the first key after `start_after` (S3's StartAfter, on the first page; the
+/// pages after it go on by their token).
+pub fn objects_after<'a, C: ObjectRead>(
+    s3: &'a C,
+    bucket: &'a str,
+    prefix: &'a str,
+    start_after: Option<String>,
+) -> impl Stream<Item = Result<ListedObject, Error>> + Send + 'a {
     // State: the token of the next page (None before the first), pages read, and whether done.
     futures::stream::try_unfold(
         (None::<String>, 0usize, false),
-        move |(token, pages, done)| async move {
-            if done {
-                return Ok(None);
+        move |(token, pages, done)| {
+            let start_after = start_after.clone();
+            async move {
+                if done {
+                    return Ok(None);
+                }
+                if pages >= MAX_PAGES {
+                    return Err(Error::s3("ListObjectsV2", None, None)(
+                        crate::s3::S3Error::transport(format!(
+                            "the listing did not end after {MAX_PAGES} pages"
+                        )),
+                    ));
+                }
+                let page = s3
+                    .list_page(
+                        bucket,
+                        prefix,
+                        token.as_deref(),
+                        token.is_none().then_some(start_after.as_deref()).flatten(),
+                    )
+                    .await
+                    .map_err(Error::s3("ListObjectsV2", None, None))?;
+                // A server that hands back the token it was given ends the listing, not a loop.
+                let next = page.next.filter(|n| token.as_ref() != Some(n));
+                let done = next.is_none();
+                let items = futures::stream::iter(page.objects.into_iter().map(Ok));
+                Ok(Some((items, (next, pages + 1, done))))
             }
-            if pages >= MAX_PAGES {
-                return Err(Error::s3("ListObjectsV2", None, None)(
-                    crate::s3::S3Error::transport(format!(
-                        "the listing did not end after {MAX_PAGES} pages"
-                    )),
-                ));
-            }
-            let page = s3
-                .list_page(bucket, prefix, token.as_deref())
-                .await
-                .map_err(Error::s3("ListObjectsV2", None, None))?;
-            // A server that hands back the token it was given ends the listing, not a loop.
-            let next = page.next.filter(|n| token.as_ref() != Some(n));
-            let done = next.is_none();
-            let items = futures::stream::iter(page.objects.into_iter().map(Ok));
-            Ok(Some((items, (next, pages + 1, done))))
         },
     )
     .try_flatten()

@@ -68,6 +68,10 @@ struct State {
     creates: u32,
     completes: u32,
     list_parts_pages: u32,
+    /// HeadObject requests served (answered or not).
+    heads: u32,
+    /// ListObjectsV2 pages served.
+    list_pages: u32,
     crash_after: Option<(u32, bool)>,
     lose_create_replies: u32,
     page_size: Option<usize>,

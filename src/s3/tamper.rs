@@ -231,8 +231,11 @@ impl<C: ObjectRead> ObjectRead for Tamper<C> {
         bucket: &str,
         prefix: &str,
         token: Option<&str>,
+        start_after: Option<&str>,
     ) -> Result<super::ListPage, S3Error> {
-        self.inner.list_page(bucket, prefix, token).await
+        self.inner
+            .list_page(bucket, prefix, token, start_after)
+            .await
     }
 
     async fn get_stream(

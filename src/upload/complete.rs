@@ -210,6 +210,7 @@ pub async fn finish<C: S3Api>(
         file_hash_tags: Vec::new(),
         file_hash_tag_error: None,
         read_back_reads: None,
+        read_back_by_listing: false,
         verified,
         object,
         seconds_to_first_send: None,

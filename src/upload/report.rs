@@ -97,6 +97,10 @@ pub struct UploadReport {
     pub file_hash_tag_error: Option<String>,
     /// Reads it took until the object read back equal (`--read-back`).
     pub read_back_reads: Option<u32>,
+    /// The read-back is left to a listing of many files (a tree's file whose PutObject reply
+    /// proved it): [`UploadReport::verified`] is then `None` until the tree's listing says.
+    #[serde(skip)]
+    pub read_back_by_listing: bool,
     /// What reading the stored object back confirmed (absent with `--no-verify`).
     pub verified: Option<crate::verify::AfterUpload>,
     /// The object settings sent, and the encryption S3 confirmed.

@@ -78,7 +78,11 @@ pub async fn put<C: S3Api>(run: &Run<'_, C>) -> Result<UploadReport, Error> {
         settings.sse.as_ref(),
         None,
     )?;
-    let verified = if cfg.verify {
+    // The reply proves the object when the server verified and echoed the checksum sent and
+    // returned the file's MD5 as the ETag: a tree leaves the read-back to a listing of many files.
+    let reply_proves = object_checksum == Check::Matched && etag_check == Check::Matched;
+    let read_back_by_listing = cfg.verify && cfg.read_back_by_listing && reply_proves;
+    let verified = if cfg.verify && !read_back_by_listing {
         Some(
             crate::verify::after_upload_or_bytes(
                 run.s3,
@@ -122,6 +126,7 @@ pub async fn put<C: S3Api>(run: &Run<'_, C>) -> Result<UploadReport, Error> {
         file_hash_tags: Vec::new(),
         file_hash_tag_error: None,
         read_back_reads: None,
+        read_back_by_listing,
         verified,
         object,
         file_hashes: whole.hashes,

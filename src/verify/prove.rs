@@ -101,6 +101,38 @@ pub async fn prove<C: S3Api>(
     })
 }
 
+/// Whether `src` is the single-part object a listing gave with `etag` (and the file's size): the
+/// ETag of an object written in one request is the MD5 of its bytes (unless SSE-KMS or SSE-C
+/// encrypts it, which the listing does not say: then it differs, and the caller asks the object
+/// with a HEAD as before). The file is hashed once (MD5, on the pool). `None` when the ETag is a
+/// multipart one or does not match: not proven here.
+pub(crate) async fn by_listed_etag(src: &Arc<Source>, etag: &crate::vocab::ETag) -> Option<Proof> {
+    if etag.parts().is_some() || etag.as_str().len() != 32 {
+        return None;
+    }
+    let local = hash_local(
+        src.clone(),
+        std::iter::once(0..src.len()).collect(),
+        None,
+        true,
+        None,
+    )
+    .await;
+    let md5 = local.first()?.md5?;
+    let hex: String = md5.iter().map(|b| format!("{b:02x}")).collect();
+    (hex == etag.as_str()).then(|| Proof::Same {
+        facts: RemoteFacts {
+            size: src.len(),
+            etag: Some(etag.clone()),
+            layout: vec![src.len()],
+            ..RemoteFacts::default()
+        },
+        how: format!(
+            "ETag {hex} from the listing = the file's MD5 (a single-part object's MD5; no HEAD)"
+        ),
+    })
+}
+
 enum Decided {
     Same(String),
     Differs(String),

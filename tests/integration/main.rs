@@ -14,6 +14,7 @@ mod identity;
 mod inputs;
 mod json_schema;
 mod link;
+mod many;
 mod md5;
 mod mhl;
 mod mhl_diff;

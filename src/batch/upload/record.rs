@@ -2,18 +2,25 @@
 //! device, inode) and the object it was proven identical to (ETag, version id, checksum).
 //!
 //! Written by every tree upload, read only with `--trust-manifest`: then a file whose size, mtime,
-//! device and inode equal the record's, and whose object still has the recorded ETag (one HEAD), is
-//! skipped without reading it. That is the trade-off `--trust-manifest` documents: a file changed
+//! device and inode equal the record's, and whose object still has the recorded ETag (in the
+//! destination's listing, or one HEAD), is skipped without reading it. That is the trade-off `--trust-manifest` documents: a file changed
 //! in place with its size and mtime restored goes unnoticed. By default every file is proven again.
 //!
 //! On disk: `<state dir>/trees/<digest of root, endpoint, bucket, prefix>.record`, JSON lines. A run
 //! appends what it proves to `….record.next`; a run that walked the whole tree replaces the record
 //! with it (files gone from the tree, or not proven this time, drop out); an interrupted run's
 //! `.next` is folded into the record by the next run before it starts its own. The record is only a
-//! shortcut: losing it costs a re-read, never a wrong skip. It is held in memory while a
-//! `--trust-manifest` run uses it (about 200 bytes per file).
+//! shortcut: losing it costs a re-read, never a wrong skip.
+//!
+//! Neither side is held whole in memory. The record's lines are in key order (the walk's order);
+//! a `--trust-manifest` run reads it as a cursor, one line at a time, as the walk asks about each
+//! file in the same order ([`Record::lookup`]). A run writes what it proves through a reorder
+//! buffer of at most [`PENDING`] entries, so its lines come out in key order unless one file
+//! finishes more than that many files after the ones behind it; a line out of order is passed over
+//! by the next run's cursor (that file is proven again, never wrongly skipped). Only folding an
+//! interrupted run's entries into the record holds both in memory, once, at the next run's start.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io::{BufRead as _, BufReader, BufWriter, Write as _};
 use std::path::{Path, PathBuf};
@@ -53,12 +60,57 @@ impl Proven {
     }
 }
 
-/// An open record: the earlier run's entries (when loaded) and this run's, being appended.
+/// This run's entries that wait to be written in key order, at most.
+pub const PENDING: usize = 4096;
+
+/// An open record: the earlier run's entries (when loaded), read as they are asked for, and this
+/// run's, being written.
 #[derive(Debug)]
 pub struct Record {
     path: PathBuf,
-    known: HashMap<String, Proven>,
-    out: Mutex<Option<BufWriter<File>>>,
+    earlier: Mutex<Option<Earlier>>,
+    out: Mutex<Option<Out>>,
+}
+
+/// The earlier run's record, read one line at a time.
+#[derive(Debug)]
+struct Earlier {
+    lines: std::io::Lines<BufReader<File>>,
+    head: Option<Proven>,
+}
+
+/// This run's record file and the entries waiting to be written in key order.
+#[derive(Debug)]
+struct Out {
+    w: BufWriter<File>,
+    pending: BTreeMap<String, Proven>,
+}
+
+impl Out {
+    fn write(&mut self, p: &Proven) -> std::io::Result<()> {
+        serde_json::to_writer(&mut self.w, p).map_err(std::io::Error::other)?;
+        self.w.write_all(b"\n")
+    }
+}
+
+impl Earlier {
+    /// The entry of `rel`, for `rel`s asked in ascending order.
+    fn find(&mut self, rel: &str) -> Option<Proven> {
+        loop {
+            if let Some(h) = &self.head {
+                match h.rel.as_str().cmp(rel) {
+                    std::cmp::Ordering::Less => self.head = None,
+                    std::cmp::Ordering::Equal => return self.head.take(),
+                    std::cmp::Ordering::Greater => return None,
+                }
+            }
+            // A line that cannot be read or parsed (a torn last line) is passed over.
+            match self.lines.next()? {
+                Ok(line) => self.head = serde_json::from_str::<Proven>(&line).ok(),
+                Err(_) => return None,
+            }
+        }
+    }
 }
 
 /// Where the record of uploading the tree at `root` (absolute) to `endpoint`/`bucket`/`prefix` lives.
@@ -138,43 +190,57 @@ impl Record {
             std::fs::create_dir_all(dir).map_err(|e| record_error(dir, &e))?;
         }
         let next = next_of(path);
-        let mut known = HashMap::new();
         if next.exists() {
+            let mut known = HashMap::new();
             read_into(path, &mut known)?;
             read_into(&next, &mut known)?;
             let mut all: Vec<&Proven> = known.values().collect();
             all.sort_by(|a, b| a.rel.cmp(&b.rel));
             write_all(path, all.into_iter())?;
             let _ = std::fs::remove_file(&next);
-        } else if load {
-            read_into(path, &mut known)?;
         }
-        if !load {
-            known.clear();
-        }
+        let earlier = match File::open(path) {
+            Ok(f) if load => Some(Earlier {
+                lines: BufReader::new(f).lines(),
+                head: None,
+            }),
+            Ok(_) => None,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(record_error(path, &e)),
+        };
         // Created exclusively: never written through a link placed at its name.
         let _ = std::fs::remove_file(&next);
         let out = crate::fsx::create_new(&next, 0o600).map_err(|e| record_error(&next, &e))?;
         Ok(Record {
             path: path.to_owned(),
-            known,
-            out: Mutex::new(Some(BufWriter::new(out))),
+            earlier: Mutex::new(earlier),
+            out: Mutex::new(Some(Out {
+                w: BufWriter::new(out),
+                pending: BTreeMap::new(),
+            })),
         })
     }
 
-    /// What an earlier run proved about `rel` (only when loaded).
-    pub fn lookup(&self, rel: &str) -> Option<&Proven> {
-        self.known.get(rel)
+    /// What an earlier run proved about `rel` (only when loaded). Asked in key order (the
+    /// walk's): an entry before `rel` is passed over for good. Blocking (reads the record).
+    pub fn lookup(&self, rel: &str) -> Option<Proven> {
+        self.earlier
+            .lock()
+            .expect("record lock")
+            .as_mut()?
+            .find(rel)
     }
 
     /// Adds a file this run proved. A failure to write only loses the shortcut: it is logged.
     pub fn add(&self, p: &Proven) {
         let mut out = self.out.lock().expect("record lock");
-        let Some(w) = out.as_mut() else { return };
-        let written = serde_json::to_writer(&mut *w, p)
-            .map_err(std::io::Error::other)
-            .and_then(|()| w.write_all(b"\n"));
-        if let Err(e) = written {
+        let Some(o) = out.as_mut() else { return };
+        o.pending.insert(p.rel.clone(), p.clone());
+        if o.pending.len() <= PENDING {
+            return;
+        }
+        let first = o.pending.pop_first().map(|(_, p)| p);
+        if let Some(Err(e)) = first.map(|p| o.write(&p)) {
             tracing::warn!(
                 "the tree record {} cannot be written ({e}); the next run will prove every file again",
                 self.path.display()
@@ -188,11 +254,14 @@ impl Record {
     pub fn close(self, complete: bool) -> Result<(), Error> {
         let next = next_of(&self.path);
         let out = self.out.lock().expect("record lock").take();
-        let Some(w) = out else {
+        let Some(mut o) = out else {
             let _ = std::fs::remove_file(&next);
             return Ok(());
         };
-        w.into_inner()
+        for p in std::mem::take(&mut o.pending).into_values() {
+            o.write(&p).map_err(|e| record_error(&next, &e))?;
+        }
+        o.w.into_inner()
             .map_err(std::io::Error::other)
             .and_then(|f| f.sync_all())
             .map_err(|e| record_error(&next, &e))?;
@@ -236,8 +305,8 @@ mod tests {
         r.add(&proven("a", 1, "e1"));
         r.close(true).unwrap();
         let r = Record::open(&path, true).unwrap();
-        assert!(r.lookup("b").is_none());
         assert!(r.lookup("a").is_some());
+        assert!(r.lookup("b").is_none());
         // Interrupted run: proves c with a new a, does not complete.
         r.add(&proven("a", 3, "e3"));
         r.add(&proven("c", 4, "e4"));
@@ -250,5 +319,35 @@ mod tests {
         r.close(false).unwrap();
         let r = Record::open(&path, false).unwrap();
         assert!(r.lookup("a").is_none());
+        r.close(false).unwrap();
+    }
+
+    #[test]
+    fn the_record_is_written_in_key_order_and_read_as_a_cursor() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = path_for(dir.path(), "/r".as_ref(), "e", "b", "p/");
+        let r = Record::open(&path, true).unwrap();
+        // Finished out of order, as files of a tree do.
+        let n = PENDING as u64 + 500;
+        for i in (0..n).rev() {
+            r.add(&proven(&format!("f{i:06}"), i, "e"));
+        }
+        r.close(true).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let rels: Vec<String> = text
+            .lines()
+            .map(|l| serde_json::from_str::<Proven>(l).unwrap().rel)
+            .collect();
+        assert_eq!(rels.len() as u64, n);
+        // The first 500 written went out before the ones behind them came (past the buffer):
+        // the rest is in order.
+        assert!(rels[500..].windows(2).all(|w| w[0] < w[1]));
+        let r = Record::open(&path, true).unwrap();
+        let found = (0..n)
+            .filter(|i| r.lookup(&format!("f{i:06}")).is_some())
+            .count() as u64;
+        assert!(found >= n - 500, "{found} of {n} found by the cursor");
+        assert!(r.lookup("a-before-everything").is_none());
+        r.close(false).unwrap();
     }
 }

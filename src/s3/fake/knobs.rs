@@ -141,6 +141,16 @@ impl FakeS3 {
         self.state.lock().unwrap().list_parts_pages
     }
 
+    /// HeadObject requests that reached the server so far.
+    pub fn heads(&self) -> u32 {
+        self.state.lock().unwrap().heads
+    }
+
+    /// ListObjectsV2 pages served so far.
+    pub fn list_pages(&self) -> u32 {
+        self.state.lock().unwrap().list_pages
+    }
+
     /// Uploads in progress.
     pub fn uploads_in_progress(&self) -> usize {
         self.state.lock().unwrap().uploads.len()

@@ -53,7 +53,9 @@ impl ObjectRead for FakeS3 {
         part_number: Option<u32>,
     ) -> Result<HeadInfo, S3Error> {
         let _in_flight = self.request().await;
-        let s = self.state.lock().unwrap();
+        let mut s = self.state.lock().unwrap();
+        s.heads += 1;
+        let s = s;
         let (data, alg, reply) = s
             .objects
             .get(&obj.key)
@@ -114,25 +116,30 @@ impl ObjectRead for FakeS3 {
         _bucket: &str,
         prefix: &str,
         token: Option<&str>,
+        start_after: Option<&str>,
     ) -> Result<ListPage, S3Error> {
         let _in_flight = self.request().await;
-        let s = self.state.lock().unwrap();
+        let mut s = self.state.lock().unwrap();
+        s.list_pages += 1;
         let page = s.page_size.unwrap_or(1000).max(1);
-        // The token is the last key of the page before (the fake's own format).
-        let mut keys: Vec<(&String, u64)> = s
+        // The token is the last key of the page before (the fake's own format); it goes on from
+        // there, as S3's does, whatever StartAfter says.
+        let after = token.or(start_after);
+        let mut keys: Vec<(&String, u64, Option<ETag>)> = s
             .objects
             .iter()
-            .filter(|(k, _)| k.starts_with(prefix) && token.is_none_or(|t| k.as_str() > t))
-            .map(|(k, (d, _, _))| (k, d.len() as u64))
+            .filter(|(k, _)| k.starts_with(prefix) && after.is_none_or(|t| k.as_str() > t))
+            .map(|(k, (d, _, r))| (k, d.len() as u64, r.etag.clone()))
             .collect();
-        keys.sort();
+        keys.sort_by(|a, b| a.0.cmp(b.0));
         let more = keys.len() > page;
         keys.truncate(page);
         let objects: Vec<ListedObject> = keys
             .into_iter()
-            .map(|(k, size)| ListedObject {
+            .map(|(k, size, etag)| ListedObject {
                 key: k.clone(),
                 size,
+                etag,
             })
             .collect();
         let next = more

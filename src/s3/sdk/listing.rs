@@ -92,6 +92,7 @@ impl SdkS3 {
         bucket: &str,
         prefix: &str,
         token: Option<&str>,
+        start_after: Option<&str>,
     ) -> Result<ListPage, S3Error> {
         let page = self
             .client
@@ -99,6 +100,7 @@ impl SdkS3 {
             .bucket(bucket)
             .prefix(prefix)
             .set_continuation_token(token.map(str::to_owned))
+            .set_start_after(start_after.map(str::to_owned))
             // Keys come back URL-encoded: a key with a control character (which XML 1.0 cannot
             // carry) no longer breaks the whole listing.
             .encoding_type(aws_sdk_s3::types::EncodingType::Url)
@@ -120,6 +122,7 @@ impl SdkS3 {
                         }
                     },
                     size: o.size().unwrap_or_default().max(0) as u64,
+                    etag: o.e_tag().map(crate::vocab::ETag::new),
                 })
                 .collect(),
             next: (page.is_truncated() == Some(true))

@@ -234,8 +234,10 @@ impl ObjectRead for SdkS3 {
         bucket: &str,
         prefix: &str,
         token: Option<&str>,
+        start_after: Option<&str>,
     ) -> Result<ListPage, S3Error> {
-        self.list_objects_page(bucket, prefix, token).await
+        self.list_objects_page(bucket, prefix, token, start_after)
+            .await
     }
 
     async fn get_stream(
