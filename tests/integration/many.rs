@@ -40,7 +40,9 @@ fn json_lines(out: &Output) -> (Vec<serde_json::Value>, serde_json::Value) {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}\n{}", stderr(out))))
         .collect();
-    let summary = all.pop().expect("a summary line")["summary"].clone();
+    // The last line is the summary (`kind: summary`, docs/json.md).
+    let summary = all.pop().expect("a summary line");
+    assert_eq!(summary["kind"], "summary", "the last line: {summary}");
     (all, summary)
 }
 
