@@ -30,13 +30,7 @@ pub(crate) fn run(args: &HashArgs, out: &Output, runtime: &tokio::runtime::Runti
 }
 
 fn parse_hash_args(part_size: u64) -> Result<(), Error> {
-    if crate::config::check_part_size(part_size).is_ok() {
-        Ok(())
-    } else {
-        Err(Error::Usage(format!(
-            "--part-size {part_size} bytes is outside S3's limits: choose 5MiB to 5GiB"
-        )))
-    }
+    crate::config::check_part_size(part_size)
 }
 
 fn print_hash(r: &HashReport) -> String {

@@ -70,8 +70,12 @@ pub async fn upload_one<C: S3Api>(
     // one that cannot be written stops the run before any request, the HEAD included.
     let (source, resume, part_size) = (cfg.source.clone(), cfg.resume.clone(), cfg.part_size);
     crate::exec::blocking(move || {
-        let multipart = std::fs::metadata(&source)
-            .is_ok_and(|m| m.len() > crate::plan::part_size_for(m.len(), part_size));
+        let multipart = std::fs::metadata(&source).is_ok_and(|m| {
+            matches!(
+                crate::plan::Plan::new(m.len(), part_size),
+                Ok(crate::plan::Plan::Multipart { .. })
+            )
+        });
         if multipart && resume.manifest.is_none() {
             resume.state_dir().map(drop)
         } else {
