@@ -10,13 +10,13 @@
 //! This module sits above `upload`, `download`, `verify` and `mhl` (the format) and imports them;
 //! none of them imports it.
 
-pub mod custody;
-pub mod custody_check;
-pub mod custody_scope;
-pub mod custody_seal;
-pub mod download;
-pub mod dryrun;
-pub mod report;
-pub mod run;
-pub mod upload;
-pub mod verify;
+pub(crate) mod custody;
+pub(crate) mod custody_check;
+pub(crate) mod custody_scope;
+pub(crate) mod custody_seal;
+pub(crate) mod download;
+pub(crate) mod dryrun;
+pub(crate) mod report;
+pub(crate) mod run;
+pub(crate) mod upload;
+pub(crate) mod verify;

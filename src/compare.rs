@@ -72,7 +72,7 @@ fn not_comparable(kind: EtagKind) -> Option<Check> {
 /// `local` (base64, `-N` for a composite) in the form S3 reported `reported`: without its `-N`
 /// when S3 left it off (GetObjectAttributes reports composites so), else unchanged. The one place
 /// the `-N` rule lives.
-pub fn in_reported_form<'a>(local: &'a str, reported: &str) -> &'a str {
+pub(crate) fn in_reported_form<'a>(local: &'a str, reported: &str) -> &'a str {
     if reported.contains('-') {
         local
     } else {
@@ -81,7 +81,7 @@ pub fn in_reported_form<'a>(local: &'a str, reported: &str) -> &'a str {
 }
 
 /// Compares a checksum S3 reported (a part's, or the object's) with the local one.
-pub fn checksum(local: &str, reported: Option<&str>) -> Check {
+pub(crate) fn checksum(local: &str, reported: Option<&str>) -> Check {
     match reported {
         None => Check::NotReported,
         Some(r) if in_reported_form(local, r) == r => Check::Matched,
@@ -91,7 +91,7 @@ pub fn checksum(local: &str, reported: Option<&str>) -> Check {
 
 /// Compares an ETag S3 reported (quoted or not) with the local one (unquoted hex, `-N` for a
 /// multipart object; `None` when no MD5 was computed), unless encryption makes it no MD5.
-pub fn etag(local: Option<&str>, reported: Option<&str>, kind: EtagKind) -> Check {
+pub(crate) fn etag(local: Option<&str>, reported: Option<&str>, kind: EtagKind) -> Check {
     if let Some(c) = not_comparable(kind) {
         return c;
     }
@@ -143,7 +143,7 @@ impl Compared {
 }
 
 /// The error for a value S3 reports that differs from the local one.
-pub fn mismatch(what: &str, expected: &str, actual: &str, upload_id: Option<&str>) -> Error {
+pub(crate) fn mismatch(what: &str, expected: &str, actual: &str, upload_id: Option<&str>) -> Error {
     Error::Mismatch {
         what: what.to_owned(),
         expected: expected.to_owned(),

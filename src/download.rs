@@ -19,12 +19,12 @@
 //!    the run stops with exit 1.
 //! 6. fsync the file, rename it to DEST, fsync the folder ([`crate::fsx`]), remove the journal.
 
-pub mod dest;
-pub mod etag_search;
-pub mod fetch;
-pub mod journal;
-pub mod partial;
-pub mod proof;
+pub(crate) mod dest;
+pub(crate) mod etag_search;
+pub(crate) mod fetch;
+pub(crate) mod journal;
+pub(crate) mod partial;
+pub(crate) mod proof;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -50,7 +50,7 @@ use self::proof::{Against, Proof};
 
 /// Options of `tally download`.
 #[derive(Debug, Clone)]
-pub struct DownloadOptions {
+pub(crate) struct DownloadOptions {
     /// Replace an existing DEST that is not proven identical.
     pub force: bool,
     /// Parts in flight at most.
@@ -65,7 +65,7 @@ pub struct DownloadOptions {
 
 /// The report of one download.
 #[derive(Debug, Clone, Serialize)]
-pub struct DownloadReport {
+pub(crate) struct DownloadReport {
     /// Bucket.
     pub bucket: String,
     /// Key.
@@ -114,7 +114,7 @@ pub struct DownloadReport {
 const WINDOW: u64 = 2 * fetch::BUFFER as u64;
 
 /// The engine of a download command: `concurrency` request slots, two buffers per part each.
-pub fn engine(concurrency: usize) -> Engine {
+pub(crate) fn engine(concurrency: usize) -> Engine {
     let concurrency = concurrency.max(1);
     Engine::new(Limits {
         concurrency,
@@ -124,7 +124,7 @@ pub fn engine(concurrency: usize) -> Engine {
 
 /// Refuses options no download can run with (as upload does): `--concurrency` outside
 /// 1..=[`crate::config::MAX_CONCURRENCY`].
-pub fn check_options(opts: &DownloadOptions) -> Result<(), Error> {
+pub(crate) fn check_options(opts: &DownloadOptions) -> Result<(), Error> {
     let c = opts.concurrency;
     if !(1..=crate::config::MAX_CONCURRENCY).contains(&c) {
         return Err(Error::Usage(format!(
@@ -136,7 +136,7 @@ pub fn check_options(opts: &DownloadOptions) -> Result<(), Error> {
 }
 
 /// Downloads `obj` to `dest` (a file path, or a folder: see [`dest::resolve`]).
-pub async fn download<C: S3Api>(
+pub(crate) async fn download<C: S3Api>(
     s3: &C,
     obj: &ObjectUrl,
     dest: &Path,
@@ -170,7 +170,7 @@ async fn prefix_hint<C: S3Api>(s3: &C, obj: &ObjectUrl) -> Option<Error> {
 
 /// The error for a download of `obj` to `dest` stopped by Ctrl-C / SIGTERM: what is kept, and
 /// how to go on.
-pub fn interrupted(obj: &ObjectUrl, dest: &Path) -> Error {
+pub(crate) fn interrupted(obj: &ObjectUrl, dest: &Path) -> Error {
     let target = dest::resolve(dest, &obj.key).unwrap_or_else(|_| dest.to_owned());
     let partial = dest::partial_path(&target);
     let kept = if partial.exists() {
@@ -187,7 +187,7 @@ pub fn interrupted(obj: &ObjectUrl, dest: &Path) -> Error {
 }
 
 /// [`download`] under the budget of `engine`, shared with the other transfers of the command.
-pub async fn download_with<C: S3Api>(
+pub(crate) async fn download_with<C: S3Api>(
     engine: &Engine,
     s3: &C,
     obj: &ObjectUrl,
@@ -209,7 +209,7 @@ pub async fn download_with<C: S3Api>(
 /// [`download_with`] to exactly the file `dest` (never into it, were it a folder): a folder, a
 /// link, a device there is refused before anything is written. Holds the destination's lock
 /// ([`dest::DestLock`]) for the whole run.
-pub async fn download_to<C: S3Api>(
+pub(crate) async fn download_to<C: S3Api>(
     engine: &Engine,
     s3: &C,
     obj: &ObjectUrl,

@@ -55,7 +55,7 @@ pub struct Limits {
 /// The most bytes a command reserves by default: 1 GiB. For an upload these are the parts being
 /// hashed (at most [`crate::exec::hash_ahead`] of them anyway); for a download, the windows of
 /// the parts being received. Parts on the wire are bounded by `--concurrency`, not by this.
-pub const DEFAULT_BYTES_AHEAD: u64 = 1 << 30;
+pub(crate) const DEFAULT_BYTES_AHEAD: u64 = 1 << 30;
 
 impl Limits {
     /// The default for `concurrency` slots and parts of `part_size`: every slot busy with one part,

@@ -4,7 +4,7 @@
 //! two handoffs per MiB.
 
 /// Runs CPU work `f` on the rayon pool; the async task only waits.
-pub async fn on_pool<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+pub(crate) async fn on_pool<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
     let (tx, rx) = tokio::sync::oneshot::channel();
     rayon::spawn(move || {
         let _ = tx.send(f());
@@ -13,13 +13,13 @@ pub async fn on_pool<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) 
 }
 
 /// Runs blocking file work `f` (open, stat, fsync, rename) on tokio's blocking threads.
-pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+pub(crate) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
     tokio::task::spawn_blocking(f)
         .await
         .expect("blocking file work does not panic")
 }
 
 /// How far hashing may run ahead of the sends, in parts: enough to keep every hashing thread busy.
-pub fn hash_ahead() -> usize {
+pub(crate) fn hash_ahead() -> usize {
     rayon::current_num_threads().max(1) * 2
 }

@@ -21,10 +21,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 /// What every temporary name tally makes beside a file contains: `NAME\tally-...`. A downloaded
 /// key never maps to a name with a backslash, so no object can land on a temporary.
-pub const MARK: &str = "\\tally-";
+pub(crate) const MARK: &str = "\\tally-";
 
 /// `NAME\tally-SUFFIX` beside `path`.
-pub fn beside(path: &Path, suffix: &str) -> PathBuf {
+pub(crate) fn beside(path: &Path, suffix: &str) -> PathBuf {
     let mut name = path.file_name().unwrap_or_default().to_owned();
     name.push(MARK);
     name.push(suffix);
@@ -37,7 +37,7 @@ fn nofollow() -> i32 {
 
 /// Creates `path` for reading and writing (mode `mode`), failing if anything is there already,
 /// a symbolic link included (never followed). Blocking.
-pub fn create_new(path: &Path, mode: u32) -> std::io::Result<File> {
+pub(crate) fn create_new(path: &Path, mode: u32) -> std::io::Result<File> {
     OpenOptions::new()
         .read(true)
         .write(true)
@@ -50,7 +50,7 @@ pub fn create_new(path: &Path, mode: u32) -> std::io::Result<File> {
 /// Opens the existing regular file `path` (for writing too when `write`, appending when
 /// `append`) without following a symbolic link: a link, a device, a pipe or a folder there is an
 /// error ([`std::io::ErrorKind::InvalidInput`]). Blocking.
-pub fn open_regular(path: &Path, write: bool, append: bool) -> std::io::Result<File> {
+pub(crate) fn open_regular(path: &Path, write: bool, append: bool) -> std::io::Result<File> {
     let f = OpenOptions::new()
         .read(true)
         .write(write && !append)
@@ -81,7 +81,7 @@ fn not_regular(path: &Path) -> std::io::Error {
 }
 
 /// Whether `path` (not followed) is the very file `file` is open on.
-pub fn is_same_file(path: &Path, file: &File) -> bool {
+pub(crate) fn is_same_file(path: &Path, file: &File) -> bool {
     match (std::fs::symlink_metadata(path), file.metadata()) {
         (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
         _ => false,
@@ -89,7 +89,7 @@ pub fn is_same_file(path: &Path, file: &File) -> bool {
 }
 
 /// The directory holding `path` ("." for a bare file name).
-pub fn parent_dir(path: &Path) -> &Path {
+pub(crate) fn parent_dir(path: &Path) -> &Path {
     match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
@@ -97,13 +97,13 @@ pub fn parent_dir(path: &Path) -> &Path {
 }
 
 /// Makes the entries of directory `dir` (a rename, a new or removed file) durable.
-pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
+pub(crate) fn sync_dir(dir: &Path) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
 /// A temporary file name beside `path` (same file system) that no other write uses:
 /// `NAME\tally-tmp.PID.N`.
-pub fn temp_path(path: &Path) -> PathBuf {
+pub(crate) fn temp_path(path: &Path) -> PathBuf {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
     beside(path, &format!("tmp.{}.{n}", std::process::id()))
@@ -111,7 +111,7 @@ pub fn temp_path(path: &Path) -> PathBuf {
 
 /// Replaces `path` with a file holding `bytes` (mode `mode`): write a temporary file created
 /// exclusively ([`create_new`]), fsync it, rename it into place, fsync the directory. Blocking.
-pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
     let tmp = temp_path(path);
     let mut f = create_new(&tmp, mode)?;
     let written = f.write_all(bytes).and_then(|()| f.sync_all());
@@ -137,7 +137,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()>
 
 /// Renames the finished (already fsynced) file `from` to `to`, replacing any file there, and
 /// fsyncs `to`'s directory so the rename survives a crash. Blocking.
-pub fn rename_into_place(from: &Path, to: &Path) -> std::io::Result<()> {
+pub(crate) fn rename_into_place(from: &Path, to: &Path) -> std::io::Result<()> {
     std::fs::rename(from, to)?;
     sync_dir(parent_dir(to))
 }

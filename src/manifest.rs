@@ -22,11 +22,11 @@ use sha2::{Digest as _, Sha256};
 use crate::error::Error;
 
 /// Version of the manifest format; a manifest of another version is refused.
-pub const FORMAT: u32 = 1;
+pub(crate) const FORMAT: u32 = 1;
 
 /// The first line: what the upload is, so a resume can refuse a mismatch.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Header {
+pub(crate) struct Header {
     /// [`FORMAT`].
     pub format: u32,
     /// The source file, absolute.
@@ -63,7 +63,7 @@ fn is_default(s: &crate::vocab::ObjectSettings) -> bool {
 
 /// One part S3 acknowledged.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PartRecord {
+pub(crate) struct PartRecord {
     /// Part number.
     pub number: u32,
     /// First byte in the source.
@@ -80,7 +80,7 @@ pub struct PartRecord {
 
 /// The object that was completed (kept with `--keep-manifest` as an audit record).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CompletedRecord {
+pub(crate) struct CompletedRecord {
     /// The object checksum S3 reported.
     pub checksum: String,
     /// The ETag S3 reported.
@@ -100,7 +100,7 @@ enum Line {
 
 /// A manifest as read back.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Loaded {
+pub(crate) struct Loaded {
     /// The header.
     pub header: Header,
     /// Every intact part record, last one wins per part number.
@@ -138,7 +138,7 @@ pub(crate) fn decode_line<T: serde::de::DeserializeOwned>(raw: &[u8]) -> Option<
 }
 
 /// Reads the manifest at `path`; `Ok(None)` if there is none.
-pub fn load(path: &Path) -> Result<Option<Loaded>, Error> {
+pub(crate) fn load(path: &Path) -> Result<Option<Loaded>, Error> {
     let file = match File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -191,21 +191,21 @@ pub fn load(path: &Path) -> Result<Option<Loaded>, Error> {
 
 /// An open manifest that part records are appended to.
 #[derive(Debug)]
-pub struct Journal {
+pub(crate) struct Journal {
     path: PathBuf,
     file: Mutex<File>,
 }
 
 impl Journal {
     /// Creates a manifest holding only `header`, atomically replacing any previous one.
-    pub fn create(path: &Path, header: &Header) -> Result<Journal, Error> {
+    pub(crate) fn create(path: &Path, header: &Header) -> Result<Journal, Error> {
         crate::fsx::write_atomic(path, &encode(&Line::Header(header.clone())), 0o600)
             .map_err(|e| manifest_error(path, &e))?;
         Journal::open(path)
     }
 
     /// Opens an existing manifest for appending.
-    pub fn open(path: &Path) -> Result<Journal, Error> {
+    pub(crate) fn open(path: &Path) -> Result<Journal, Error> {
         let file =
             crate::fsx::open_regular(path, true, true).map_err(|e| manifest_error(path, &e))?;
         // A crash may have left a torn last line: start the next record on a line of its own.
@@ -220,18 +220,13 @@ impl Journal {
         Ok(journal)
     }
 
-    /// The manifest's path.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// Appends `part` and waits until it is durable. Blocking: call it off the async threads.
-    pub fn record_part(&self, part: &PartRecord) -> Result<(), Error> {
+    pub(crate) fn record_part(&self, part: &PartRecord) -> Result<(), Error> {
         self.write_raw(&encode(&Line::Part(part.clone())))
     }
 
     /// Appends the completed object's checksum and ETag.
-    pub fn record_completed(&self, c: &CompletedRecord) -> Result<(), Error> {
+    pub(crate) fn record_completed(&self, c: &CompletedRecord) -> Result<(), Error> {
         self.write_raw(&encode(&Line::Completed(c.clone())))
     }
 
@@ -256,13 +251,13 @@ fn ends_with_newline(path: &Path) -> Result<bool, Error> {
 /// Holds an exclusive lock beside a manifest for as long as it lives: two tally processes never
 /// drive the same upload. The OS releases it when the process dies, however it dies.
 #[derive(Debug)]
-pub struct Lock {
+pub(crate) struct Lock {
     _file: File,
 }
 
 impl Lock {
     /// Takes the lock for the manifest at `manifest`, or says who holds it.
-    pub fn acquire(manifest: &Path) -> Result<Lock, Error> {
+    pub(crate) fn acquire(manifest: &Path) -> Result<Lock, Error> {
         let path = manifest.with_extension("lock");
         let file = OpenOptions::new()
             .write(true)
@@ -281,7 +276,13 @@ impl Lock {
 }
 
 /// The default manifest path for uploading `source` (absolute) to `endpoint`/`bucket`/`key`.
-pub fn default_path(dir: &Path, source: &Path, endpoint: &str, bucket: &str, key: &str) -> PathBuf {
+pub(crate) fn default_path(
+    dir: &Path,
+    source: &Path,
+    endpoint: &str,
+    bucket: &str,
+    key: &str,
+) -> PathBuf {
     let mut h = Sha256::new();
     for part in [
         source.as_os_str().as_encoded_bytes(),
@@ -298,7 +299,7 @@ pub fn default_path(dir: &Path, source: &Path, endpoint: &str, bucket: &str, key
 
 /// The link in the state directory that lets `tally uploads` and `tally abort` find a manifest kept
 /// elsewhere (`--manifest PATH`).
-pub fn link_path(dir: &Path, manifest: &Path) -> PathBuf {
+pub(crate) fn link_path(dir: &Path, manifest: &Path) -> PathBuf {
     let digest = Sha256::digest(manifest.as_os_str().as_encoded_bytes());
     dir.join(format!(
         "link-{}.manifest",
@@ -307,7 +308,7 @@ pub fn link_path(dir: &Path, manifest: &Path) -> PathBuf {
 }
 
 /// Records in the state directory `dir` where a manifest outside it lives (a symlink).
-pub fn register(dir: &Path, manifest: &Path) -> Result<(), Error> {
+pub(crate) fn register(dir: &Path, manifest: &Path) -> Result<(), Error> {
     let target = std::path::absolute(manifest).map_err(|e| manifest_error(manifest, &e))?;
     if target.parent() == Some(dir) {
         return Ok(());
@@ -318,7 +319,7 @@ pub fn register(dir: &Path, manifest: &Path) -> Result<(), Error> {
 }
 
 /// Removes a manifest and its link in the state directory, if any.
-pub fn remove(dir: Option<&Path>, manifest: &Path) {
+pub(crate) fn remove(dir: Option<&Path>, manifest: &Path) {
     let _ = std::fs::remove_file(manifest);
     let _ = std::fs::remove_file(manifest.with_extension("lock"));
     if let (Some(dir), Ok(abs)) = (dir, std::path::absolute(manifest)) {
@@ -328,7 +329,7 @@ pub fn remove(dir: Option<&Path>, manifest: &Path) {
 
 /// Every manifest in `dir` (or linked from it) with a readable header, for `tally uploads`:
 /// the manifest's real path and its header.
-pub fn all_in(dir: &Path) -> Vec<(PathBuf, Header)> {
+pub(crate) fn all_in(dir: &Path) -> Vec<(PathBuf, Header)> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Vec::new();
     };
@@ -346,7 +347,7 @@ pub fn all_in(dir: &Path) -> Vec<(PathBuf, Header)> {
 /// Manifests in `dir` (or linked from it) whose header cannot be read but whose first line still
 /// holds `"upload_id":ID` (a header damaged elsewhere): what `tally abort --upload-id ID` removes
 /// besides the manifests it can read.
-pub fn unreadable_naming(dir: &Path, id: &str) -> Vec<PathBuf> {
+pub(crate) fn unreadable_naming(dir: &Path, id: &str) -> Vec<PathBuf> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Vec::new();
     };
@@ -372,7 +373,7 @@ pub fn unreadable_naming(dir: &Path, id: &str) -> Vec<PathBuf> {
 
 /// The cheap fingerprint stored in the header: SHA-256 of the length and 1 MiB at the start,
 /// middle and end.
-pub fn fingerprint(data: &[u8]) -> String {
+pub(crate) fn fingerprint(data: &[u8]) -> String {
     const SAMPLE: usize = 1 << 20;
     let mut h = Sha256::new();
     h.update((data.len() as u64).to_le_bytes());

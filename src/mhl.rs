@@ -10,17 +10,16 @@
 //! - [`ignore`]: the history's ignore patterns;
 //! - [`nested`]: histories below the root (a card inside a day folder).
 
-pub mod generation;
-pub mod hashes;
-pub mod history;
-pub mod ignore;
-pub mod nested;
+pub(crate) mod generation;
+pub(crate) mod hashes;
+pub(crate) mod history;
+pub(crate) mod ignore;
+pub(crate) mod nested;
 mod xml;
 
 use std::path::PathBuf;
 
-pub use hashes::{FileHashes, HashFormat, c4_id, file_hashes};
-pub use history::History;
+pub(crate) use hashes::{FileHashes, HashFormat};
 
 /// What can be wrong with an `ascmhl/` history, or with writing one.
 #[derive(Debug, thiserror::Error)]
@@ -100,10 +99,10 @@ pub enum MhlError {
 
 /// One format in which a file differs from its history: (format, recorded value, value now, the
 /// generation file that recorded it).
-pub type Difference = (HashFormat, String, String, String);
+pub(crate) type Difference = (HashFormat, String, String, String);
 
 /// The line's words for `differ`.
-pub fn describe(differ: &[Difference]) -> String {
+pub(crate) fn describe(differ: &[Difference]) -> String {
     differ
         .iter()
         .map(|(f, recorded, actual, g)| {

@@ -14,16 +14,16 @@ use crate::error::Error;
 use crate::vocab::{MAX_OBJECT_SIZE, MAX_PART_SIZE, MAX_PARTS, MAX_SINGLE_PUT, MIB, MIN_PART_SIZE};
 
 /// The requested part size that means "follow the file" (see the module docs).
-pub const AUTO: u64 = 0;
+pub(crate) const AUTO: u64 = 0;
 /// The parts a file is cut into when the part size follows it.
-pub const AUTO_PARTS: u64 = 64;
+pub(crate) const AUTO_PARTS: u64 = 64;
 /// The smallest part size chosen for a file (the AWS CLI's and SDKs' part size).
-pub const AUTO_MIN: u64 = 8 * MIB;
+pub(crate) const AUTO_MIN: u64 = 8 * MIB;
 /// The largest part size chosen for a file, and the largest file sent in one PutObject.
-pub const AUTO_MAX: u64 = 100 * MIB;
+pub(crate) const AUTO_MAX: u64 = 100 * MIB;
 
 /// The part size to cut `len` bytes with: `requested`, or the file's own when it is [`AUTO`].
-pub fn part_size_for(len: u64, requested: u64) -> u64 {
+pub(crate) fn part_size_for(len: u64, requested: u64) -> u64 {
     if requested != AUTO {
         return requested;
     }
@@ -34,7 +34,7 @@ pub fn part_size_for(len: u64, requested: u64) -> u64 {
 }
 
 /// The largest part `requested` can give (what a byte budget must hold).
-pub fn largest_part(requested: u64) -> u64 {
+pub(crate) fn largest_part(requested: u64) -> u64 {
     if requested == AUTO {
         AUTO_MAX
     } else {
@@ -62,7 +62,7 @@ impl Part {
 
 /// How an object of a given length is sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Plan {
+pub(crate) enum Plan {
     /// One PutObject carrying the whole body (files up to one part size).
     Single {
         /// Object length in bytes.
@@ -85,7 +85,7 @@ impl Plan {
     ///
     /// `requested` must be [`AUTO`] or within [`MIN_PART_SIZE`]..=[`MAX_PART_SIZE`] (checked when
     /// the configuration is built). Objects larger than [`MAX_OBJECT_SIZE`] are refused.
-    pub fn new(len: u64, requested: u64) -> Result<Plan, Error> {
+    pub(crate) fn new(len: u64, requested: u64) -> Result<Plan, Error> {
         let requested = part_size_for(len, requested);
         debug_assert!((MIN_PART_SIZE..=MAX_PART_SIZE).contains(&requested));
         if len > MAX_OBJECT_SIZE {
@@ -110,19 +110,14 @@ impl Plan {
     }
 
     /// Object length in bytes.
-    pub fn len(&self) -> u64 {
+    pub(crate) fn len(&self) -> u64 {
         match *self {
             Plan::Single { len } | Plan::Multipart { len, .. } => len,
         }
     }
 
-    /// Whether the object is empty.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// Size of every part but the last (the whole length for a single PUT).
-    pub fn part_size(&self) -> u64 {
+    pub(crate) fn part_size(&self) -> u64 {
         match *self {
             Plan::Single { len } => len,
             Plan::Multipart { part_size, .. } => part_size,
@@ -130,7 +125,7 @@ impl Plan {
     }
 
     /// Number of parts (1 for a single PUT).
-    pub fn count(&self) -> u32 {
+    pub(crate) fn count(&self) -> u32 {
         match *self {
             Plan::Single { .. } => 1,
             Plan::Multipart { count, .. } => count,
@@ -138,7 +133,7 @@ impl Plan {
     }
 
     /// The parts in order; a single PUT is one part covering the whole object.
-    pub fn parts(&self) -> impl ExactSizeIterator<Item = Part> + use<> {
+    pub(crate) fn parts(&self) -> impl ExactSizeIterator<Item = Part> + use<> {
         let (len, size, count) = (self.len(), self.part_size().max(1), self.count());
         (0..count).map(move |index| {
             let offset = u64::from(index) * size;

@@ -6,7 +6,7 @@
 use std::borrow::Cow;
 
 /// `s` with its control characters escaped (borrowed when it has none).
-pub fn one_line(s: &str) -> Cow<'_, str> {
+pub(crate) fn one_line(s: &str) -> Cow<'_, str> {
     if !s.chars().any(char::is_control) {
         return Cow::Borrowed(s);
     }
@@ -22,12 +22,12 @@ pub fn one_line(s: &str) -> Cow<'_, str> {
 }
 
 /// `s3://BUCKET/KEY` for one line of a report.
-pub fn url(bucket: &str, key: &str) -> String {
+pub(crate) fn url(bucket: &str, key: &str) -> String {
     one_line(&format!("s3://{bucket}/{key}")).into_owned()
 }
 
 /// A local path for one line of a report.
-pub fn path(p: &std::path::Path) -> String {
+pub(crate) fn path(p: &std::path::Path) -> String {
     one_line(&p.display().to_string()).into_owned()
 }
 

@@ -13,7 +13,7 @@ const AWS_KEY_PREFIXES: [&str; 10] = [
 ];
 
 /// Replaces credentials in `text` with `[redacted]`.
-pub fn redact(text: &str) -> String {
+pub(crate) fn redact(text: &str) -> String {
     let mut out = text.to_owned();
     for var in [
         "AWS_SECRET_ACCESS_KEY",
@@ -64,7 +64,7 @@ fn redact_shapes(text: &str) -> String {
 
 /// A log writer that redacts each write before it reaches standard error.
 #[derive(Debug, Default, Clone, Copy)]
-pub struct RedactingStderr;
+pub(crate) struct RedactingStderr;
 
 impl Write for RedactingStderr {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {

@@ -152,7 +152,7 @@ pub struct RelayDoc {
     pub md5: Option<String>,
     /// Where the MD5 came from.
     #[serde(default)]
-    pub source: Option<Md5Source>,
+    pub(crate) source: Option<Md5Source>,
     /// Hash invocations so far.
     #[serde(default)]
     pub invocations: u32,

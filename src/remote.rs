@@ -10,9 +10,9 @@
 //! - [`tags`]: the MD5 stored as a tag, merged with the object's tags;
 //! - [`listing`]: the objects under a prefix as a stream, one page held at a time.
 
-pub mod facts;
-pub mod listing;
-pub mod md5;
-pub mod md5_state;
-pub mod ranged;
-pub mod tags;
+pub(crate) mod facts;
+pub(crate) mod listing;
+pub(crate) mod md5;
+pub(crate) mod md5_state;
+pub(crate) mod ranged;
+pub(crate) mod tags;

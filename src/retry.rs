@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 /// The shape of a backoff: first delay, growth factor, cap, and how many attempts in all.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Policy {
+pub(crate) struct Policy {
     /// The delay after the first failure.
     pub initial: Duration,
     /// Each delay is the previous one times this (before jitter).
@@ -25,7 +25,7 @@ pub struct Policy {
 
 impl Policy {
     /// Re-reading a ranged GET cut short: 200 ms, doubling, 5 attempts, with jitter.
-    pub const RANGED_READ: Policy = Policy {
+    pub(crate) const RANGED_READ: Policy = Policy {
         initial: Duration::from_millis(200),
         factor: 2.0,
         max: Duration::from_secs(10),
@@ -34,7 +34,7 @@ impl Policy {
     };
     /// Requests whose outcome tally confirms before resending (Create, Complete): 500 ms, doubling,
     /// 5 attempts.
-    pub const CONFIRMED: Policy = Policy {
+    pub(crate) const CONFIRMED: Policy = Policy {
         initial: Duration::from_millis(500),
         factor: 2.0,
         max: Duration::from_secs(20),
@@ -43,7 +43,7 @@ impl Policy {
     };
     /// Waiting for a store to show a state (`verify --wait`, `--read-back`): 500 ms, doubling to
     /// 10 s, until a deadline.
-    pub const WAIT: Policy = Policy {
+    pub(crate) const WAIT: Policy = Policy {
         initial: Duration::from_millis(500),
         factor: 2.0,
         max: Duration::from_secs(10),
@@ -52,7 +52,7 @@ impl Policy {
     };
 
     /// A backoff following this policy, starting now.
-    pub fn start(self) -> Backoff {
+    pub(crate) fn start(self) -> Backoff {
         Backoff {
             policy: self,
             next: self.initial,
@@ -64,7 +64,7 @@ impl Policy {
 
 /// A retry loop in progress: call [`Backoff::next_delay`] after each failed attempt.
 #[derive(Debug, Clone)]
-pub struct Backoff {
+pub(crate) struct Backoff {
     policy: Policy,
     next: Duration,
     attempt: u32,
@@ -73,18 +73,18 @@ pub struct Backoff {
 
 impl Backoff {
     /// Stops the loop once waiting would pass `deadline`.
-    pub fn until(mut self, deadline: Instant) -> Backoff {
+    pub(crate) fn until(mut self, deadline: Instant) -> Backoff {
         self.deadline = Some(deadline);
         self
     }
 
     /// The attempt about to be made or just made (1 for the first).
-    pub fn attempt(&self) -> u32 {
+    pub(crate) fn attempt(&self) -> u32 {
         self.attempt
     }
 
     /// The delay before the next attempt, or `None` when the attempts or the deadline are used up.
-    pub fn next_delay(&mut self) -> Option<Duration> {
+    pub(crate) fn next_delay(&mut self) -> Option<Duration> {
         if self.policy.attempts.is_some_and(|n| self.attempt >= n) {
             return None;
         }
@@ -103,7 +103,7 @@ impl Backoff {
     }
 
     /// Sleeps the next delay and returns true, or returns false at once when the loop is over.
-    pub async fn wait(&mut self) -> bool {
+    pub(crate) async fn wait(&mut self) -> bool {
         match self.next_delay() {
             Some(d) => {
                 tokio::time::sleep(d).await;

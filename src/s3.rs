@@ -20,13 +20,13 @@ mod error;
 mod errors;
 #[cfg(any(test, feature = "fake"))]
 pub mod fake;
-pub mod identity;
+pub(crate) mod identity;
 mod interceptors;
 mod paging;
 mod sdk;
 #[cfg(any(test, feature = "fake"))]
 pub mod tamper;
-pub mod throttle;
+pub(crate) mod throttle;
 mod watch;
 
 pub use connection::{ConnectError, Connection, DEFAULT_TIMEOUT};

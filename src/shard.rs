@@ -16,15 +16,15 @@
 //! No worker keeps a journal: S3's ListParts is the one record every worker and the finisher
 //! read, so a worker restarted on another machine knows what an earlier one sent.
 
-pub mod finish;
-pub mod plan;
-pub mod run;
-pub mod slice;
+pub(crate) mod finish;
+pub(crate) mod plan;
+pub(crate) mod run;
+pub(crate) mod slice;
 
-pub use finish::{FinishReport, finish};
-pub use plan::{PlanAt, PlanReport, ShardPlan};
-pub use run::{RunReport, Worker, run};
-pub use slice::{Assigned, assigned};
+pub(crate) use finish::finish;
+pub(crate) use plan::{PlanAt, ShardPlan};
+pub(crate) use run::run;
+pub(crate) use slice::{Assigned, assigned};
 
 use std::path::PathBuf;
 
@@ -44,7 +44,7 @@ impl crate::error::DomainError for ShardError {
 
 /// Why a `tally shard` command refused or stopped; each message says what to do.
 #[derive(Debug, thiserror::Error)]
-pub enum ShardError {
+pub(crate) enum ShardError {
     /// Neither `--index` nor a scheduler's variable says which slice this worker sends.
     #[error(
         "no shard index: pass --index I (0 to {last}), or run under an AWS Batch array job (AWS_BATCH_JOB_ARRAY_INDEX), a Kubernetes Indexed Job (JOB_COMPLETION_INDEX) or a Slurm array (SLURM_ARRAY_TASK_ID)"

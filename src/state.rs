@@ -6,18 +6,18 @@
 //! names another directory is honoured everywhere.
 
 use std::os::unix::fs::PermissionsExt as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use crate::error::Error;
 
 /// The state directory: `$TALLY_STATE_DIR`, else `$XDG_STATE_HOME/tally`, else
 /// `~/.local/state/tally`. Manifests live in its `manifests/` folder.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StateDir(PathBuf);
+pub(crate) struct StateDir(PathBuf);
 
 impl StateDir {
     /// The directory the environment names (not created yet).
-    pub fn from_env() -> Result<StateDir, Error> {
+    pub(crate) fn from_env() -> Result<StateDir, Error> {
         let dir = if let Some(d) = std::env::var_os("TALLY_STATE_DIR") {
             PathBuf::from(d)
         } else if let Some(d) = std::env::var_os("XDG_STATE_HOME") {
@@ -34,7 +34,7 @@ impl StateDir {
     }
 
     /// The state directory's `manifests/` folder, created (the state directory 0700) if missing.
-    pub fn manifests(&self) -> Result<PathBuf, Error> {
+    pub(crate) fn manifests(&self) -> Result<PathBuf, Error> {
         let manifests = self.0.join("manifests");
         std::fs::create_dir_all(&manifests).map_err(|e| Error::Manifest {
             path: manifests.clone(),
@@ -43,15 +43,10 @@ impl StateDir {
         let _ = std::fs::set_permissions(&self.0, std::fs::Permissions::from_mode(0o700));
         Ok(manifests)
     }
-
-    /// The directory itself.
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
 }
 
 /// The manifests folder of the state directory the environment names, created if missing: for
 /// the commands that take no override (`tally uploads`, `tally abort`).
-pub fn manifests_from_env() -> Result<PathBuf, Error> {
+pub(crate) fn manifests_from_env() -> Result<PathBuf, Error> {
     StateDir::from_env()?.manifests()
 }

@@ -6,15 +6,15 @@
 //! Every transfer of a command shares one [`Engine`]: see `engine.rs` for how parts of many files
 //! are scheduled under one budget.
 
-pub mod complete;
-pub mod hedge;
-pub mod multipart;
-pub mod one;
+pub(crate) mod complete;
+pub(crate) mod hedge;
+pub(crate) mod multipart;
+pub(crate) mod one;
 pub(crate) mod proof;
-pub mod report;
-pub mod resume;
-pub mod send;
-pub mod single;
+pub(crate) mod report;
+pub(crate) mod resume;
+pub(crate) mod send;
+pub(crate) mod single;
 
 use std::path::Path;
 use std::sync::Arc;

@@ -8,7 +8,7 @@
 //! with the local file, never stored.
 
 mod after_upload;
-pub mod compare;
+pub(crate) mod compare;
 mod prove;
 
 use std::ops::Range;

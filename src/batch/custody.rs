@@ -27,7 +27,7 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::batch::custody_scope::{self, Opening, Scope};
-pub use crate::batch::custody_seal::Placed;
+pub(crate) use crate::batch::custody_seal::Placed;
 use crate::batch::report::{Action as LineAction, FileLine};
 use crate::config::UploadConfig;
 use crate::engine::Engine;
@@ -45,7 +45,7 @@ use crate::vocab::ObjectUrl;
 
 /// What the ASC MHL side of a tree upload did: the summary's `mhl` part.
 #[derive(Debug, Clone, Default, Serialize)]
-pub struct Summary {
+pub(crate) struct Summary {
     /// Whether the tree had a history.
     pub history: bool,
     /// Files whose hashes equal the history's.
@@ -70,7 +70,7 @@ pub struct Summary {
 
 /// What the check of one file found.
 #[derive(Debug)]
-pub enum Checked {
+pub(crate) enum Checked {
     /// Not subject to the history (`ascmhl/` itself, or an ignore pattern).
     Outside,
     /// Not in the history; hashed when a generation is written.
@@ -86,7 +86,7 @@ pub enum Checked {
 }
 
 /// The ASC MHL side of one tree upload.
-pub struct Session {
+pub(crate) struct Session {
     root: PathBuf,
     /// The root's history first, then every nested one (custody_scope).
     scopes: Vec<Scope>,
@@ -102,7 +102,7 @@ impl Session {
     /// history (the root's and every nested one); with `write` (`--mhl`) starts the new
     /// generations in the state directory. `None` when there is nothing to do (no history, no
     /// `--mhl`). Blocking.
-    pub fn open(
+    pub(crate) fn open(
         root: &Path,
         prefix: &ObjectUrl,
         write: bool,
@@ -129,7 +129,7 @@ impl Session {
     /// The session of a download of `source` into the folder `root` with `--mhl`: every file
     /// checked against the history that came with it, and a generation (location: the folder)
     /// written into `root/ascmhl/` (and into each nested history's). Blocking.
-    pub fn open_download(
+    pub(crate) fn open_download(
         root: &Path,
         source: &ObjectUrl,
         state_dir: &Path,
@@ -195,7 +195,7 @@ impl Session {
 
     /// A session that only checks the folder `root` against its history (the root's and every
     /// nested one; no generation): `None` when it has none. Blocking.
-    pub fn for_check(root: &Path) -> Result<Option<Session>, Error> {
+    pub(crate) fn for_check(root: &Path) -> Result<Option<Session>, Error> {
         let abs = std::path::absolute(root).unwrap_or_else(|_| root.to_owned());
         let opening = Opening {
             root: &abs,
@@ -240,7 +240,7 @@ impl Session {
     ///
     /// A file the history lists is checked whatever the ignore patterns say. In a tree with
     /// nested histories the innermost history around the file is its history.
-    pub fn plan(&self, entry: &FileEntry) -> Result<Expected, Checked> {
+    pub(crate) fn plan(&self, entry: &FileEntry) -> Result<Expected, Checked> {
         let (scope, rel) = self.owner(&entry.rel);
         if rel.starts_with(&format!("{FOLDER}/")) {
             return Err(Checked::Outside);
@@ -305,7 +305,7 @@ impl Session {
 
     /// The verdict on a file whose whole-file `hashes` (at least `expected.formats`) were
     /// computed at `at`: by the upload's own read, or by [`Session::check`].
-    pub fn judge(&self, expected: &Expected, hashes: FileHashes, at: SystemTime) -> Checked {
+    pub(crate) fn judge(&self, expected: &Expected, hashes: FileHashes, at: SystemTime) -> Checked {
         let mut hashes = hashes;
         // Only the formats the history or the generation asks for (not every `--file-hash`).
         let extra: Vec<HashFormat> = hashes
@@ -335,7 +335,7 @@ impl Session {
     /// to compare or a generation to write): for a folder after a download or verify, and for a
     /// tree file the upload did not read (skipped as proven identical). A file uploaded is
     /// checked on its upload's own read instead (`UploadConfig::mhl_check`).
-    pub async fn check(&self, entry: &FileEntry) -> Checked {
+    pub(crate) async fn check(&self, entry: &FileEntry) -> Checked {
         match self.plan(entry) {
             Ok(expected) => self.check_reading(entry, &expected).await,
             Err(checked) => checked,
@@ -343,7 +343,7 @@ impl Session {
     }
 
     /// [`Session::check`] for a file already planned: reads and hashes it, then judges.
-    pub async fn check_reading(&self, entry: &FileEntry, expected: &Expected) -> Checked {
+    pub(crate) async fn check_reading(&self, entry: &FileEntry, expected: &Expected) -> Checked {
         let formats = expected.formats.clone();
         let (path, walked) = (entry.path.clone(), (entry.size, entry.mtime_ns));
         let hashed = blocking(move || {
@@ -371,7 +371,12 @@ impl Session {
     }
 
     /// The line of a file the check stops (a mismatch, an unreadable file): it is not uploaded.
-    pub fn refusal(&self, checked: &Checked, entry: &FileEntry, key: &str) -> Option<FileLine> {
+    pub(crate) fn refusal(
+        &self,
+        checked: &Checked,
+        entry: &FileEntry,
+        key: &str,
+    ) -> Option<FileLine> {
         let (reason, code, tag) = match checked {
             Checked::Mismatch(_, _, differ) => (
                 format!(
@@ -393,7 +398,7 @@ impl Session {
 
     /// Records what happened to `entry` (its `line`, after the upload or the refusal): counts it,
     /// tags the line, and adds its `<hash>` to the generation when it is in S3 or failed its check.
-    pub fn record(&self, entry: &FileEntry, checked: Checked, line: &mut FileLine) {
+    pub(crate) fn record(&self, entry: &FileEntry, checked: Checked, line: &mut FileLine) {
         // In S3 (uploaded or proven there), or here after a download.
         let in_s3 = matches!(
             line.action,
@@ -472,7 +477,7 @@ impl Session {
     /// The lines of the files the history lists that the folder lacks (left out: files
     /// `filters` exclude and ignored ones; keys under `key_prefix`), and the summary so far with
     /// them counted. Call after every file was checked.
-    pub fn missing(
+    pub(crate) fn missing(
         &self,
         filters: &crate::tree::Filters,
         key_prefix: &str,
@@ -516,7 +521,7 @@ impl Session {
     /// read-only): nested histories first, the root's last, referencing them. A failure becomes
     /// a line. Returns each sealed generation with its history's folder relative to the root
     /// (`""`: the root's); empty without `--mhl`.
-    pub async fn write_generation(
+    pub(crate) async fn write_generation(
         &self,
         lines: &mut Vec<FileLine>,
         summary: &mut Summary,
@@ -556,7 +561,7 @@ impl Session {
     /// the generations and chains written and uploaded under the prefix (a nested history's
     /// under its folder's keys). Lines for what failed there are returned with the missing ones.
     #[allow(clippy::too_many_arguments)]
-    pub async fn finish<C: S3Api>(
+    pub(crate) async fn finish<C: S3Api>(
         self,
         engine: &Engine,
         s3: &C,
@@ -693,7 +698,7 @@ mod tests {
             s3: None,
         })
         .unwrap();
-        w.finish().unwrap();
+        w.finish_with(&[]).unwrap();
         let bytes = std::fs::read(hist.join(name)).unwrap();
         let c4 = data_hashes(&bytes, &[HashFormat::C4]);
         let chain = [ChainEntry {

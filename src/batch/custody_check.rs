@@ -26,7 +26,7 @@ const IN_FLIGHT: usize = 4;
 /// `generation`: after a download with `--mhl`, the source prefix and the state directory: a
 /// generation recording the files as they are here is added to `root/ascmhl/` (a history is
 /// started when the tree came without one).
-pub async fn check_folder(
+pub(crate) async fn check_folder(
     root: &Path,
     generation: Option<(&ObjectUrl, &Path)>,
     report: &mut TreeReport,

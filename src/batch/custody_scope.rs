@@ -19,10 +19,10 @@ use crate::mhl::ignore::{Ignore, default_patterns};
 use crate::mhl::nested;
 
 /// Formats recorded for new files when there is no history to follow.
-pub const DEFAULT_FORMATS: [HashFormat; 1] = [HashFormat::Xxh64];
+pub(crate) const DEFAULT_FORMATS: [HashFormat; 1] = [HashFormat::Xxh64];
 
 /// One history of the tree (the root's, or a nested one).
-pub struct Scope {
+pub(crate) struct Scope {
     /// Its folder relative to the tree's root (`/`-separated; `""` for the root).
     pub dir: String,
     /// Its folder.
@@ -42,7 +42,7 @@ pub struct Scope {
 }
 
 /// What every scope of one run shares.
-pub struct Opening<'a> {
+pub(crate) struct Opening<'a> {
     /// The tree's root (absolute).
     pub root: &'a Path,
     /// The `location` of a scope's generation, given its folder relative to the root.
@@ -57,7 +57,7 @@ pub struct Opening<'a> {
 
 /// Loads the root's history and every nested one below it (each chain checked). `None` when
 /// there is nothing to do: no history anywhere and no generation to write. Blocking.
-pub fn open_all(o: &Opening<'_>) -> Result<Option<Vec<Scope>>, Error> {
+pub(crate) fn open_all(o: &Opening<'_>) -> Result<Option<Vec<Scope>>, Error> {
     let history = History::load(o.root)?;
     let found = nested::find(o.root);
     if history.is_none() && found.is_empty() && !o.write {
@@ -124,7 +124,7 @@ impl Scope {
     }
 
     /// What this scope's history knows of `rel` (relative to its folder).
-    pub fn known(&self, rel: &str) -> Option<&Known> {
+    pub(crate) fn known(&self, rel: &str) -> Option<&Known> {
         self.history.as_ref().and_then(|h| h.known(rel))
     }
 }
@@ -165,7 +165,7 @@ fn folder_name(abs: &Path) -> String {
 }
 
 /// One scope's sealed generation.
-pub struct Sealed {
+pub(crate) struct Sealed {
     /// The scope's index.
     pub scope: usize,
     /// Where it went.
@@ -173,7 +173,7 @@ pub struct Sealed {
 }
 
 /// A scope's generation to close and put in place.
-pub struct Job {
+pub(crate) struct Job {
     scope: usize,
     abs: PathBuf,
     work: PathBuf,
@@ -182,7 +182,7 @@ pub struct Job {
 }
 
 /// Takes every scope's open generation (none is left open).
-pub fn take_jobs(scopes: &[Scope]) -> Vec<Job> {
+pub(crate) fn take_jobs(scopes: &[Scope]) -> Vec<Job> {
     scopes
         .iter()
         .enumerate()
@@ -203,7 +203,7 @@ pub fn take_jobs(scopes: &[Scope]) -> Vec<Job> {
 /// generation references its nested histories' new ones (`dirs`: every scope's folder by
 /// index). Returns what was sealed and, per scope that failed, the error (a failed nested
 /// generation is not referenced). Blocking.
-pub fn seal_all(
+pub(crate) fn seal_all(
     dirs: &[String],
     mut jobs: Vec<Job>,
     created: SystemTime,
@@ -301,7 +301,7 @@ mod tests {
             })
             .unwrap();
         }
-        w.finish().unwrap();
+        w.finish_with(&[]).unwrap();
         let chain = [ChainEntry {
             sequence: 1,
             path: name.into(),

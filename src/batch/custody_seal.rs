@@ -11,7 +11,7 @@ use crate::mhl::hashes::{HashFormat, file_hashes};
 use crate::mhl::history::{CHAIN, ChainEntry, FOLDER};
 
 /// Where the finished generation went.
-pub struct Placed {
+pub(crate) struct Placed {
     /// The generation's file name.
     pub name: String,
     /// The `ascmhl/` folder it is in.

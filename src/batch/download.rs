@@ -24,13 +24,13 @@ use crate::vocab::ObjectUrl;
 
 use crate::download::{DownloadOptions, download_to};
 
-pub mod small;
+pub(crate) mod small;
 
 /// Objects downloaded at once (their parts share the engine's request slots).
-pub const OBJECTS_IN_FLIGHT: usize = 16;
+pub(crate) const OBJECTS_IN_FLIGHT: usize = 16;
 
 /// Why `rel` (a key below the prefix) cannot name a file inside the destination folder.
-pub fn unsafe_because(rel: &str) -> Option<&'static str> {
+pub(crate) fn unsafe_because(rel: &str) -> Option<&'static str> {
     if rel.is_empty() {
         return Some("nothing is left of the key below the prefix");
     }
@@ -97,7 +97,7 @@ fn make_folders(root: &Path, rel: &str) -> Result<PathBuf, String> {
 
 /// Downloads every object under `prefix` (a key that is empty or ends in `/`) into `dir`,
 /// handing each outcome to `on_line` as it finishes.
-pub async fn download_tree<C: S3Api>(
+pub(crate) async fn download_tree<C: S3Api>(
     s3: &C,
     prefix: &ObjectUrl,
     dir: &Path,

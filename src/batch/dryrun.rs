@@ -46,7 +46,7 @@ fn upload_line(mut line: FileLine, size: u64, listed: Option<u64>) -> FileLine {
 }
 
 /// `tally upload DIR s3://BUCKET/PREFIX/ --dryrun`.
-pub async fn upload_plan<C: S3Api>(
+pub(crate) async fn upload_plan<C: S3Api>(
     s3: &C,
     root: &Path,
     walk: crate::tree::WalkOptions,
@@ -129,7 +129,7 @@ fn download_line(
 }
 
 /// `tally download s3://BUCKET/PREFIX/ DIR --dryrun`: no folder is made, nothing written.
-pub async fn download_plan<C: S3Api>(
+pub(crate) async fn download_plan<C: S3Api>(
     s3: &C,
     prefix: &ObjectUrl,
     dir: &Path,
@@ -195,7 +195,7 @@ async fn object_size<C: S3Api>(s3: &C, obj: &ObjectUrl) -> Result<Option<u64>, E
 }
 
 /// `tally upload FILE s3://... --dryrun`: one HEAD, nothing read or sent.
-pub async fn upload_one<C: S3Api>(
+pub(crate) async fn upload_one<C: S3Api>(
     s3: &C,
     file: &Path,
     obj: &ObjectUrl,
@@ -225,7 +225,7 @@ pub async fn upload_one<C: S3Api>(
 }
 
 /// `tally download s3://BUCKET/KEY DEST --dryrun`: one HEAD, nothing written.
-pub async fn download_one<C: S3Api>(
+pub(crate) async fn download_one<C: S3Api>(
     s3: &C,
     obj: &ObjectUrl,
     dest: &Path,

@@ -9,7 +9,7 @@ use crate::s3::S3ErrorKind;
 /// What happened to one entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
 #[serde(rename_all = "snake_case")]
-pub enum Action {
+pub(crate) enum Action {
     /// Sent (or an interrupted upload of it finished), and checked.
     Uploaded,
     /// Fetched (`download`) and checked as the report says.
@@ -33,7 +33,7 @@ pub enum Action {
 
 impl Action {
     /// The word the summary uses.
-    pub fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             Action::Uploaded => "uploaded",
             Action::Downloaded => "downloaded",
@@ -50,7 +50,7 @@ impl Action {
 
 /// One entry's outcome: a JSON line with `--json`.
 #[derive(Debug, Clone, Serialize, Default)]
-pub struct FileLine {
+pub(crate) struct FileLine {
     /// The local path.
     pub path: String,
     /// Relative to the tree's root, `/`-separated (empty when the name could not be used).
@@ -89,7 +89,7 @@ pub struct FileLine {
 
 /// The whole tree's outcome: the last JSON line with `--json`.
 #[derive(Debug, Clone, Serialize, Default)]
-pub struct TreeReport {
+pub(crate) struct TreeReport {
     /// Bucket.
     pub bucket: String,
     /// Key prefix.
@@ -154,15 +154,15 @@ pub struct TreeReport {
 }
 
 /// Lines of files and sequences the text summary prints at most (`--json` has every file).
-pub const MAX_GROUP_LINES: usize = 200;
+pub(crate) const MAX_GROUP_LINES: usize = 200;
 
 /// Outcomes kept waiting for an earlier one at most (about 100 bytes each).
-pub const MAX_WAITING: usize = 4096;
+pub(crate) const MAX_WAITING: usize = 4096;
 
 /// Feeds the sequence grouper in walk order from outcomes that finish in any order: an outcome
 /// waits here only until every entry the walk found before it has finished (a small record each).
 #[derive(Default)]
-pub struct InOrder {
+pub(crate) struct InOrder {
     next: u64,
     waiting: std::collections::BTreeMap<u64, Option<(String, u64, &'static str)>>,
     grouper: crate::tree::Grouper<&'static str>,
@@ -170,7 +170,7 @@ pub struct InOrder {
 
 impl InOrder {
     /// Entry `index` of the walk finished; `item` is what the summary shows of it (None: nothing).
-    pub fn done(
+    pub(crate) fn done(
         &mut self,
         index: u64,
         item: Option<(String, u64, &'static str)>,
@@ -203,7 +203,7 @@ impl InOrder {
     }
 
     /// Everything is done: the open sequences close.
-    pub fn finish(mut self, into: &mut TreeReport) {
+    pub(crate) fn finish(mut self, into: &mut TreeReport) {
         // Entries that never finished (a stop) leave gaps: what finished still counts.
         let rest: Vec<_> = std::mem::take(&mut self.waiting)
             .into_values()
@@ -232,7 +232,7 @@ impl InOrder {
 impl FileLine {
     /// The line of `entry`, whose object is `key`, before anything happened to it (a failure until
     /// the command says otherwise).
-    pub fn for_entry(entry: &crate::tree::FileEntry, key: &str) -> FileLine {
+    pub(crate) fn for_entry(entry: &crate::tree::FileEntry, key: &str) -> FileLine {
         FileLine {
             path: entry.path.display().to_string(),
             rel: entry.rel.clone(),
@@ -245,7 +245,7 @@ impl FileLine {
 
 impl TreeReport {
     /// An empty report for a tree under `prefix`.
-    pub fn new(prefix: &crate::vocab::ObjectUrl) -> TreeReport {
+    pub(crate) fn new(prefix: &crate::vocab::ObjectUrl) -> TreeReport {
         TreeReport {
             bucket: prefix.bucket.clone(),
             prefix: prefix.key.clone(),
@@ -255,7 +255,7 @@ impl TreeReport {
 
     /// Ends the report of a run that started at `started` and moved `bytes`: the error that stopped
     /// it, if any, else the report (exit 2 at least when Ctrl-C / SIGTERM stopped it).
-    pub fn end(
+    pub(crate) fn end(
         mut self,
         started: std::time::Instant,
         bytes: u64,
@@ -274,7 +274,7 @@ impl TreeReport {
     }
 
     /// Counts `line`.
-    pub fn add(&mut self, line: &FileLine) {
+    pub(crate) fn add(&mut self, line: &FileLine) {
         let size = line.size.unwrap_or(0);
         match line.action {
             Action::Uploaded => {
@@ -331,7 +331,7 @@ impl TreeReport {
 /// Errors after which no other file can succeed either: the run stops. Access denied counts: the
 /// files of a tree share a bucket and a prefix, and a HEAD's 403 (no body) cannot tell a refused
 /// signature from a policy.
-pub fn stops_everything(e: &Error) -> bool {
+pub(crate) fn stops_everything(e: &Error) -> bool {
     let kind = match e {
         Error::S3 { source, .. } => Some((source.kind, source.code.as_deref())),
         Error::UploadFailed { source, .. } => match source.as_ref() {
@@ -354,7 +354,7 @@ pub fn stops_everything(e: &Error) -> bool {
 }
 
 /// The line for an entry the walk did not hand over as a file.
-pub fn skipped_entry(skip: &crate::tree::Skip) -> FileLine {
+pub(crate) fn skipped_entry(skip: &crate::tree::Skip) -> FileLine {
     let failure = skip.reason.is_failure();
     FileLine {
         path: skip.path.display().to_string(),

@@ -19,11 +19,11 @@ use crate::tree::{FileEntry, Found};
 
 /// Lines held for a [`Settle`] check at most: the check runs when this many wait (a listing page
 /// holds 1,000 keys), and once more at the end.
-pub const HELD: usize = 1000;
+pub(crate) const HELD: usize = 1000;
 
 /// A check of many finished files at once. `settle` gets every line that waits for it (those
 /// with [`FileLine::read_back`]) and turns each into its final line.
-pub trait Settle: Sync {
+pub(crate) trait Settle: Sync {
     /// Checks `lines` (at most [`HELD`], in any order) and rewrites each with the outcome,
     /// clearing its `read_back`.
     fn settle<'a>(&'a self, lines: &'a mut [FileLine]) -> BoxFuture<'a, ()>;
@@ -32,7 +32,7 @@ pub trait Settle: Sync {
 /// Runs `per_file` on every file of `walk` (a directory's [`crate::tree::Walk`], or a download's
 /// listing, whose error stops the run), `concurrency` at a time, into `report`. Returns the
 /// error that stopped the run, if one did (after cancelling `stop` and draining what was in flight).
-pub async fn run<F, Fut>(
+pub(crate) async fn run<F, Fut>(
     walk: impl futures::Stream<Item = Result<Found, Error>> + Unpin,
     concurrency: usize,
     stop: &CancellationToken,
@@ -60,7 +60,7 @@ where
 /// [`run`], with the lines that ask for it ([`FileLine::read_back`]) checked by `settle`, many
 /// at a time.
 #[allow(clippy::too_many_arguments)]
-pub async fn run_settled<F, Fut>(
+pub(crate) async fn run_settled<F, Fut>(
     walk: impl futures::Stream<Item = Result<Found, Error>> + Unpin,
     concurrency: usize,
     stop: &CancellationToken,

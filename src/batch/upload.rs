@@ -10,8 +10,8 @@
 //! Outcomes are handed to the caller as they finish (one JSON line per file with `--json`); the
 //! summary keeps counts and the failures, never the whole tree.
 
-pub mod read_back;
-pub mod record;
+pub(crate) mod read_back;
+pub(crate) mod record;
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -36,7 +36,7 @@ use crate::upload::{Listed, Sent, upload_or_skip};
 
 /// A checked tree upload.
 #[derive(Debug, Clone)]
-pub struct TreeConfig {
+pub(crate) struct TreeConfig {
     /// The local directory.
     pub root: PathBuf,
     /// Bucket and key prefix (empty or ending in `/`).
@@ -55,7 +55,7 @@ pub struct TreeConfig {
 /// Returns the summary; `Err` only when nothing can be done (the root cannot be read) or an error
 /// stopped everything (credentials, a missing bucket, an unreachable endpoint): files finished before
 /// it were reported through `on_line`, files in flight are kept for resuming.
-pub async fn upload_tree<C: S3Api>(
+pub(crate) async fn upload_tree<C: S3Api>(
     s3: &C,
     cfg: &TreeConfig,
     progress: &dyn Progress,
@@ -576,7 +576,7 @@ mod tests {
             })
             .unwrap();
         }
-        w.finish().unwrap();
+        w.finish_with(&[]).unwrap();
         let bytes = std::fs::read(hist.join(name)).unwrap();
         let c4 = crate::mhl::hashes::data_hashes(&bytes, &[crate::mhl::HashFormat::C4]);
         let chain = [ChainEntry {

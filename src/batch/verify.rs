@@ -21,14 +21,14 @@ use crate::vocab::ObjectUrl;
 use crate::verify::{Verdict, VerifyOptions, verify};
 
 /// Files compared at once.
-pub const FILES_IN_FLIGHT: usize = 32;
+pub(crate) const FILES_IN_FLIGHT: usize = 32;
 
 /// Requests in flight at once across the files.
 const REQUESTS_IN_FLIGHT: usize = 64;
 
 /// What `tally verify DIR s3://BUCKET/PREFIX/` compares.
 #[derive(Debug, Clone)]
-pub struct TreeVerify {
+pub(crate) struct TreeVerify {
     /// The local directory.
     pub root: PathBuf,
     /// Bucket and key prefix (empty or ending in `/`).
@@ -41,7 +41,7 @@ pub struct TreeVerify {
 
 /// Verifies every file under `cfg.root` against its object under `cfg.prefix`, handing each
 /// outcome to `on_line` as it finishes.
-pub async fn verify_tree<C: S3Api>(
+pub(crate) async fn verify_tree<C: S3Api>(
     s3: &C,
     cfg: &TreeVerify,
     progress: &dyn Progress,

@@ -15,24 +15,24 @@ use crate::error::Error;
 use crate::fsx::{beside, parent_dir};
 
 /// Suffix (after [`crate::fsx::MARK`]) of the file the bytes are written into until proven.
-pub const PARTIAL: &str = "partial";
+pub(crate) const PARTIAL: &str = "partial";
 /// Suffix of the partial file's journal.
-pub const JOURNAL: &str = "journal";
+pub(crate) const JOURNAL: &str = "journal";
 /// Suffix of the lock file held for the whole download.
-pub const LOCK: &str = "lock";
+pub(crate) const LOCK: &str = "lock";
 
 /// `DEST\tally-partial`.
-pub fn partial_path(dest: &Path) -> PathBuf {
+pub(crate) fn partial_path(dest: &Path) -> PathBuf {
     beside(dest, PARTIAL)
 }
 
 /// `DEST\tally-journal`.
-pub fn journal_path(dest: &Path) -> PathBuf {
+pub(crate) fn journal_path(dest: &Path) -> PathBuf {
     beside(dest, JOURNAL)
 }
 
 /// `DEST\tally-lock`.
-pub fn lock_path(dest: &Path) -> PathBuf {
+pub(crate) fn lock_path(dest: &Path) -> PathBuf {
     beside(dest, LOCK)
 }
 
@@ -52,14 +52,14 @@ fn file_name_of(key: &str) -> Option<&str> {
 /// system) is refused with one line. The lock file is removed when the download ends; the OS
 /// releases the lock however the process dies.
 #[derive(Debug)]
-pub struct DestLock {
+pub(crate) struct DestLock {
     path: PathBuf,
     file: File,
 }
 
 /// What [`DestLock::acquire_or_read_only`] found.
 #[derive(Debug)]
-pub enum Lock {
+pub(crate) enum Lock {
     /// The lock, held.
     Held(DestLock),
     /// The folder cannot be written (permissions, a read-only file system): no download, tally's
@@ -71,7 +71,7 @@ pub enum Lock {
 impl DestLock {
     /// [`DestLock::acquire`], except that a folder nobody can write into is reported as
     /// [`Lock::ReadOnly`] rather than as an error. Blocking.
-    pub fn acquire_or_read_only(dest: &Path) -> Result<Lock, Error> {
+    pub(crate) fn acquire_or_read_only(dest: &Path) -> Result<Lock, Error> {
         use std::io::ErrorKind as K;
         match Self::acquire_io(dest) {
             Ok(Ok(lock)) => Ok(Lock::Held(lock)),
@@ -84,7 +84,7 @@ impl DestLock {
     }
 
     /// Takes the lock of `dest`, or says another download holds it. Blocking.
-    pub fn acquire(dest: &Path) -> Result<DestLock, Error> {
+    pub(crate) fn acquire(dest: &Path) -> Result<DestLock, Error> {
         Self::acquire_io(dest).map_err(|e| io_error(&lock_path(dest), &e))?
     }
 
@@ -149,7 +149,7 @@ impl Drop for DestLock {
 
 /// Refuses a `target` that exists and is not a regular file (a folder, a symbolic link, a device,
 /// a pipe): a download only ever creates or replaces a regular file. Blocking.
-pub fn check_target(target: &Path) -> Result<(), Error> {
+pub(crate) fn check_target(target: &Path) -> Result<(), Error> {
     match std::fs::symlink_metadata(target) {
         Ok(m) if m.is_dir() => Err(Error::Destination {
             path: target.to_owned(),
@@ -167,7 +167,7 @@ pub fn check_target(target: &Path) -> Result<(), Error> {
 /// The file to write for `key` given `dest` as typed: `dest` itself, or, when `dest` ends in `/`
 /// or is an existing directory, the key's last segment inside it. Refuses a target that is a
 /// directory and a folder that does not exist. Blocking (stats the file system).
-pub fn resolve(dest: &Path, key: &str) -> Result<PathBuf, Error> {
+pub(crate) fn resolve(dest: &Path, key: &str) -> Result<PathBuf, Error> {
     let slash = dest.as_os_str().as_encoded_bytes().ends_with(b"/");
     let target = if slash || dest.is_dir() {
         let name = file_name_of(key).ok_or_else(|| {
@@ -197,7 +197,7 @@ pub fn resolve(dest: &Path, key: &str) -> Result<PathBuf, Error> {
 
 /// Makes the folder `target` goes into, if it does not exist yet (as `aws s3 cp` does).
 /// Blocking.
-pub fn make_parent(target: &Path) -> Result<(), Error> {
+pub(crate) fn make_parent(target: &Path) -> Result<(), Error> {
     let dir = parent_dir(target);
     if dir.is_dir() {
         return Ok(());
@@ -209,7 +209,7 @@ pub fn make_parent(target: &Path) -> Result<(), Error> {
 }
 
 /// The error for an I/O failure on `path` while downloading, in one line that says what to do.
-pub fn io_error(path: &Path, e: &std::io::Error) -> Error {
+pub(crate) fn io_error(path: &Path, e: &std::io::Error) -> Error {
     use std::io::ErrorKind as K;
     let why = match e.kind() {
         K::StorageFull => {

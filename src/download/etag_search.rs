@@ -24,11 +24,11 @@ use md5::{Digest as _, Md5};
 use crate::vocab::MIB;
 
 /// Part sizes tried at most: each costs one MD5 of the whole file.
-pub const MAX_CANDIDATES: usize = 4;
+pub(crate) const MAX_CANDIDATES: usize = 4;
 
 /// The whole-MiB part sizes that cut `size` bytes into exactly `parts` parts, smallest first,
 /// at most [`MAX_CANDIDATES`], and whether that is all of them.
-pub fn candidates(size: u64, parts: u32) -> (Vec<u64>, bool) {
+pub(crate) fn candidates(size: u64, parts: u32) -> (Vec<u64>, bool) {
     let n = u64::from(parts);
     if n < 2 || size < n {
         return (Vec::new(), true);
@@ -96,7 +96,11 @@ impl Cut {
 
 /// The ETag each candidate part size gives for the first `size` bytes of `file`, in the order
 /// of `candidates`. One sequential read; blocking.
-pub fn etags(file: &File, size: u64, candidates: &[u64]) -> std::io::Result<Vec<(u64, String)>> {
+pub(crate) fn etags(
+    file: &File,
+    size: u64,
+    candidates: &[u64],
+) -> std::io::Result<Vec<(u64, String)>> {
     let mut cuts: Vec<Cut> = candidates.iter().map(|p| Cut::new(*p)).collect();
     let mut buf = vec![0u8; MIB as usize];
     let mut at = 0u64;
@@ -119,7 +123,7 @@ pub fn etags(file: &File, size: u64, candidates: &[u64]) -> std::io::Result<Vec<
 
 /// What the search found for one object.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Found {
+pub(crate) enum Found {
     /// This part size reproduces the ETag.
     PartSize(u64),
     /// Every whole-MiB part size that fits was tried and none reproduces it: each one's ETag.
@@ -130,7 +134,7 @@ pub enum Found {
 
 /// Searches the part size of an object of `size` bytes whose ETag is `etag` (unquoted, `...-N`)
 /// in the downloaded `file`. Blocking.
-pub fn search(file: &File, size: u64, etag: &str) -> std::io::Result<Found> {
+pub(crate) fn search(file: &File, size: u64, etag: &str) -> std::io::Result<Found> {
     let Some(parts) = crate::vocab::ETag::new(etag).parts() else {
         return Ok(Found::NotTried);
     };
@@ -146,7 +150,7 @@ pub fn search(file: &File, size: u64, etag: &str) -> std::io::Result<Found> {
 }
 
 /// A part size in words: "5 MiB".
-pub fn mib(p: u64) -> String {
+pub(crate) fn mib(p: u64) -> String {
     format!("{} MiB", p / MIB)
 }
 

@@ -28,10 +28,10 @@ use super::proof::{Against, Plan};
 
 /// Bytes gathered from the body before they are written and hashed in one step. Each part holds
 /// at most two of these (one being written and hashed, one filling), whatever its size.
-pub const BUFFER: usize = BLOCK;
+pub(crate) const BUFFER: usize = BLOCK;
 
 /// What every part of one download shares.
-pub struct Ctx<'a> {
+pub(crate) struct Ctx<'a> {
     /// The object.
     pub obj: &'a ObjectUrl,
     /// The object the reads must come from.
@@ -58,7 +58,7 @@ const SLOW_REFETCHES: u32 = 2;
 
 /// A part checked (or hashed, where only the whole object can be checked).
 #[derive(Debug, Clone)]
-pub struct Fetched {
+pub(crate) struct Fetched {
     /// Its hashes.
     pub hash: RangeHash,
     /// What it was checked against on its own, if anything.
@@ -82,7 +82,7 @@ enum Failed {
 }
 
 /// Fetches part `i` (`range`), writes it into the partial file, and checks it.
-pub async fn part<C: ObjectRead>(
+pub(crate) async fn part<C: ObjectRead>(
     s3: &C,
     ctx: &Ctx<'_>,
     i: usize,

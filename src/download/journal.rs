@@ -24,11 +24,11 @@ use super::dest::io_error;
 use crate::error::Error;
 
 /// Version of the journal format; a journal of another version is not resumed.
-pub const FORMAT: u32 = 1;
+pub(crate) const FORMAT: u32 = 1;
 
 /// What the partial file is a copy of: a resume requires every field to be the same now.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Header {
+pub(crate) struct Header {
     /// [`FORMAT`].
     pub format: u32,
     /// The endpoint ("aws" for AWS's own).
@@ -53,7 +53,7 @@ pub struct Header {
 
 /// One part written, synced and checked.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PartLine {
+pub(crate) struct PartLine {
     /// Part number (from 1).
     pub number: u32,
     /// First byte.
@@ -71,7 +71,7 @@ pub struct PartLine {
 
 impl PartLine {
     /// The line for part `number` over `range`, hashed to `h`.
-    pub fn new(number: u32, offset: u64, h: &RangeHash, checked_alone: bool) -> PartLine {
+    pub(crate) fn new(number: u32, offset: u64, h: &RangeHash, checked_alone: bool) -> PartLine {
         PartLine {
             number,
             offset,
@@ -83,7 +83,7 @@ impl PartLine {
     }
 
     /// The hashes recorded, as if the part had just been hashed; `None` if a value is damaged.
-    pub fn hash(&self) -> Option<RangeHash> {
+    pub(crate) fn hash(&self) -> Option<RangeHash> {
         let checksum = match &self.checksum {
             Some(b) => Some(Digest::from_bytes(B64.decode(b).ok()?)),
             None => None,
@@ -120,7 +120,7 @@ enum Line {
 
 /// Reads the journal at `path`: its header and every intact part line (last one wins per part);
 /// `Ok(None)` if there is none or it has no readable header.
-pub fn load(path: &Path) -> Result<Option<(Header, Vec<PartLine>)>, Error> {
+pub(crate) fn load(path: &Path) -> Result<Option<(Header, Vec<PartLine>)>, Error> {
     // Never read through a link; anything but a regular file is no journal (it is replaced).
     let file = match crate::fsx::open_regular(path, false, false) {
         Ok(f) => f,
@@ -161,7 +161,7 @@ pub fn load(path: &Path) -> Result<Option<(Header, Vec<PartLine>)>, Error> {
 
 /// An open journal that part lines are appended to.
 #[derive(Debug)]
-pub struct Journal {
+pub(crate) struct Journal {
     path: PathBuf,
     file: Mutex<File>,
 }
@@ -170,7 +170,7 @@ impl Journal {
     /// Creates a journal holding only `header` (whatever was at `path` is removed first, a link
     /// never followed; the file is created exclusively). A crash before the header is durable
     /// leaves a journal without a readable header: the next run starts over. Blocking.
-    pub fn create(path: &Path, header: &Header) -> Result<Journal, Error> {
+    pub(crate) fn create(path: &Path, header: &Header) -> Result<Journal, Error> {
         let _ = std::fs::remove_file(path);
         let mut file = crate::fsx::create_new(path, 0o600).map_err(|e| io_error(path, &e))?;
         file.write_all(&encode_line(&Line::Header(header.clone())))
@@ -185,7 +185,7 @@ impl Journal {
 
     /// Opens an existing journal for appending (a torn last line is ended first), never through
     /// a link. Blocking.
-    pub fn open(path: &Path) -> Result<Journal, Error> {
+    pub(crate) fn open(path: &Path) -> Result<Journal, Error> {
         use std::os::unix::fs::FileExt as _;
         let mut file =
             crate::fsx::open_regular(path, true, true).map_err(|e| io_error(path, &e))?;
@@ -207,7 +207,7 @@ impl Journal {
     }
 
     /// Appends `part` and waits until it is durable. Blocking.
-    pub fn record(&self, part: &PartLine) -> Result<(), Error> {
+    pub(crate) fn record(&self, part: &PartLine) -> Result<(), Error> {
         let mut f = self.file.lock().unwrap_or_else(|p| p.into_inner());
         f.write_all(&encode_line(&Line::Part(part.clone())))
             .and_then(|()| f.sync_data())

@@ -24,11 +24,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 /// The alignment of direct writes: file offset, length and buffer address (4 KiB covers every
 /// logical block size in use, 512 B included).
-pub const ALIGN: usize = 4096;
+pub(crate) const ALIGN: usize = 4096;
 
 /// The partial file: one descriptor through the page cache, and one around it where possible.
 #[derive(Debug)]
-pub struct PartialFile {
+pub(crate) struct PartialFile {
     cached: File,
     direct: Option<File>,
     /// Cleared for good at the first direct write the file system refuses.
@@ -40,7 +40,7 @@ pub struct PartialFile {
 impl PartialFile {
     /// `file` (open for writing at `path`), plus a direct descriptor of the same file where the
     /// platform and the file system take one. Blocking.
-    pub fn new(file: File, path: &Path) -> PartialFile {
+    pub(crate) fn new(file: File, path: &Path) -> PartialFile {
         // Opened by name again: kept only if the name still holds this very file (not followed).
         let direct = open_direct(path).filter(|d| {
             use std::os::unix::fs::MetadataExt as _;
@@ -56,7 +56,7 @@ impl PartialFile {
     }
 
     /// An empty block for bytes from file offset `at`: one given back by a part, else a new one.
-    pub fn block(&self, at: u64) -> Block {
+    pub(crate) fn block(&self, at: u64) -> Block {
         let spare = self.spare.lock().unwrap_or_else(|p| p.into_inner()).pop();
         match spare {
             Some(mut b) => {
@@ -68,24 +68,24 @@ impl PartialFile {
     }
 
     /// Gives a block back for the next part.
-    pub fn give(&self, block: Option<Block>) {
+    pub(crate) fn give(&self, block: Option<Block>) {
         if let Some(b) = block {
             self.spare.lock().unwrap_or_else(|p| p.into_inner()).push(b);
         }
     }
 
     /// The descriptor through the cache (for `fsync`: it covers the file, however written).
-    pub fn file(&self) -> &File {
+    pub(crate) fn file(&self) -> &File {
         &self.cached
     }
 
     /// Whether whole blocks still go around the page cache.
-    pub fn is_direct(&self) -> bool {
+    pub(crate) fn is_direct(&self) -> bool {
         self.direct_ok.load(Ordering::Relaxed)
     }
 
     /// Writes the filled bytes of `block` at their offsets. Blocking.
-    pub fn write(&self, block: &Block) -> io::Result<()> {
+    pub(crate) fn write(&self, block: &Block) -> io::Result<()> {
         let (lead, end) = (block.lead, block.lead + block.filled);
         let buf = block.window();
         let base = block.base;
@@ -119,7 +119,7 @@ impl PartialFile {
 /// Gives the new, empty partial file its `size`: its blocks allocated up front where the file
 /// system can (a full disk is found now, not after minutes of download, and the parts written
 /// at once at many offsets land in few extents), else a sparse file of that size. Blocking.
-pub fn preallocate(file: &File, size: u64) -> io::Result<()> {
+pub(crate) fn preallocate(file: &File, size: u64) -> io::Result<()> {
     #[cfg(target_os = "linux")]
     if size > 0 {
         match rustix::fs::fallocate(file, rustix::fs::FallocateFlags::empty(), 0, size) {
@@ -162,7 +162,7 @@ fn open_direct(_: &Path) -> Option<File> {
 /// of its window goes to file offset `base + i`, with `base` a multiple of [`ALIGN`], so that
 /// whole blocks can be written directly from it.
 #[derive(Debug)]
-pub struct Block {
+pub(crate) struct Block {
     mem: Vec<u8>,
     /// Where the aligned window starts in `mem`.
     start: usize,
@@ -175,11 +175,11 @@ pub struct Block {
 }
 
 /// Bytes in a [`Block`]'s window (a multiple of [`ALIGN`]).
-pub const BLOCK: usize = 1024 * 1024;
+pub(crate) const BLOCK: usize = 1024 * 1024;
 
 impl Block {
     /// An empty block that will hold bytes from file offset `at`.
-    pub fn new(at: u64) -> Block {
+    pub(crate) fn new(at: u64) -> Block {
         let mem = vec![0u8; BLOCK + ALIGN];
         let start = mem.as_ptr().align_offset(ALIGN);
         let mut b = Block {
@@ -194,7 +194,7 @@ impl Block {
     }
 
     /// Empties the block for bytes from file offset `at`.
-    pub fn reset(&mut self, at: u64) {
+    pub(crate) fn reset(&mut self, at: u64) {
         self.lead = (at % ALIGN as u64) as usize;
         self.base = at - self.lead as u64;
         self.filled = 0;
@@ -205,7 +205,7 @@ impl Block {
     }
 
     /// Copies as much of `data` as fits; returns how many bytes.
-    pub fn push(&mut self, data: &[u8]) -> usize {
+    pub(crate) fn push(&mut self, data: &[u8]) -> usize {
         let from = self.start + self.lead + self.filled;
         let n = data.len().min(BLOCK - self.lead - self.filled);
         self.mem[from..from + n].copy_from_slice(&data[..n]);
@@ -214,17 +214,17 @@ impl Block {
     }
 
     /// The bytes held.
-    pub fn data(&self) -> &[u8] {
+    pub(crate) fn data(&self) -> &[u8] {
         &self.window()[self.lead..self.lead + self.filled]
     }
 
     /// Whether no more bytes fit.
-    pub fn is_full(&self) -> bool {
+    pub(crate) fn is_full(&self) -> bool {
         self.lead + self.filled == BLOCK
     }
 
     /// The file offset just after the bytes held.
-    pub fn end(&self) -> u64 {
+    pub(crate) fn end(&self) -> u64 {
         self.base + (self.lead + self.filled) as u64
     }
 }

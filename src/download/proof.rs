@@ -20,7 +20,7 @@ use crate::vocab::{ChecksumAlgorithm, ChecksumType};
 
 /// What one part is compared with when it arrives.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Against {
+pub(crate) enum Against {
     /// A part checksum S3 listed (GetObjectAttributes).
     PartChecksum(ChecksumAlgorithm, String),
     /// The checksum S3 sent with the GET of exactly this part.
@@ -50,7 +50,7 @@ impl Against {
     }
 
     /// Whether `h` matches: `Ok(())`, or the value the bytes hash to.
-    pub fn check(&self, h: &RangeHash) -> Result<(), String> {
+    pub(crate) fn check(&self, h: &RangeHash) -> Result<(), String> {
         let local = self.local(h).unwrap_or_else(|| "nothing".into());
         let ok = match self {
             Against::Md5Etag(e) => local == e.trim_matches('"'),
@@ -60,12 +60,12 @@ impl Against {
     }
 
     /// The value S3 reports.
-    pub fn s3_value(&self) -> String {
+    pub(crate) fn s3_value(&self) -> String {
         self.expected().to_owned()
     }
 
     /// What it is, for messages: "S3's SHA256 part checksum".
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match self {
             Against::PartChecksum(a, _) => format!("S3's {a} part checksum"),
             Against::ReplyChecksum(a, _) => format!("the {a} checksum S3 sent with it"),
@@ -77,7 +77,7 @@ impl Against {
 
 /// What to hash and what each part is checked against, for one object.
 #[derive(Debug, Clone)]
-pub struct Plan {
+pub(crate) struct Plan {
     /// The checksum every part is hashed with.
     pub alg: Option<ChecksumAlgorithm>,
     /// Whether every part's MD5 is computed (for the ETag).
@@ -90,7 +90,7 @@ pub struct Plan {
 }
 
 /// Decides what to hash and what each part is checked against.
-pub fn plan(facts: &RemoteFacts) -> Plan {
+pub(crate) fn plan(facts: &RemoteFacts) -> Plan {
     let (alg, md5) = crate::verify::compare::local_needs(facts, &VerifyOptions::default());
     let n = facts.layout.len();
     let parts: Vec<Option<Against>> = if !facts.multipart {
@@ -129,7 +129,7 @@ impl Plan {
     /// What part `i` is checked against: known up front, else the checksum S3 sent with its GET
     /// when that can only be the part's own (a multipart object, a value without `-N`, not a
     /// full-object CRC, the algorithm hashed).
-    pub fn against(&self, i: usize, reply: Option<&RemoteChecksum>) -> Option<Against> {
+    pub(crate) fn against(&self, i: usize, reply: Option<&RemoteChecksum>) -> Option<Against> {
         if let Some(a) = self.parts.get(i).cloned().flatten() {
             return Some(a);
         }
@@ -144,7 +144,7 @@ impl Plan {
 
 /// One thing a download was checked against.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Proof {
+pub(crate) struct Proof {
     /// `part_checksums`, `reply_checksums`, `object_checksum`, `composite_checksum`,
     /// `full_object_crc`, `multipart_etag` or `md5_etag`.
     pub kind: &'static str,
@@ -156,7 +156,7 @@ pub struct Proof {
 
 /// What was proven, from the parts checked alone (`alone[i]`: what part `i` was checked against,
 /// if anything) and the whole-object comparison `c` (all matched: a mismatch never gets here).
-pub fn proofs(facts: &RemoteFacts, alone: &[Option<Against>], c: &Comparison) -> Vec<Proof> {
+pub(crate) fn proofs(facts: &RemoteFacts, alone: &[Option<Against>], c: &Comparison) -> Vec<Proof> {
     let n = facts.layout.len();
     let mut out = Vec::new();
     if facts.multipart {
@@ -246,7 +246,7 @@ pub fn proofs(facts: &RemoteFacts, alone: &[Option<Against>], c: &Comparison) ->
 }
 
 /// Why nothing could be checked, in the report's words.
-pub fn nothing_because(facts: &RemoteFacts) -> String {
+pub(crate) fn nothing_because(facts: &RemoteFacts) -> String {
     if let Some(why) = &facts.set_aside {
         return why.clone();
     }
@@ -261,12 +261,12 @@ pub fn nothing_because(facts: &RemoteFacts) -> String {
 }
 
 /// Whether the whole-object comparison found a difference.
-pub fn differs(c: &Comparison) -> bool {
+pub(crate) fn differs(c: &Comparison) -> bool {
     c.differs()
 }
 
 /// The comparison's failing value, for the error: (what, computed, S3's).
-pub fn failing(c: &Comparison, facts: &RemoteFacts) -> Option<(String, String, String)> {
+pub(crate) fn failing(c: &Comparison, facts: &RemoteFacts) -> Option<(String, String, String)> {
     if let Some(x) = c.checksum.as_ref().filter(|x| !x.matches) {
         let a = facts
             .checksum

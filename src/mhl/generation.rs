@@ -13,15 +13,15 @@ use super::hashes::HashFormat;
 use super::history::ChainEntry;
 
 /// The namespace of generation files.
-pub const MHL_NS: &str = "urn:ASC:MHL:v2.0";
+pub(crate) const MHL_NS: &str = "urn:ASC:MHL:v2.0";
 /// The namespace of the chain file.
-pub const CHAIN_NS: &str = "urn:ASC:MHL:DIRECTORY:v2.0";
+pub(crate) const CHAIN_NS: &str = "urn:ASC:MHL:DIRECTORY:v2.0";
 /// The namespace of tally's S3 facts inside `<metadata>`.
-pub const TALLY_NS: &str = "urn:tally:s3:v1";
+pub(crate) const TALLY_NS: &str = "urn:tally:s3:v1";
 
 /// What a recorded hash says about the file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Action {
+pub(crate) enum Action {
     /// First recorded in this format.
     Original,
     /// Equal to the value the history holds.
@@ -42,7 +42,7 @@ impl Action {
 
 /// The generation's `<creatorinfo>` and `<processinfo>`.
 #[derive(Debug, Clone)]
-pub struct Header {
+pub(crate) struct Header {
     /// `creationdate`.
     pub created: SystemTime,
     /// `hostname`.
@@ -57,7 +57,7 @@ pub struct Header {
 
 /// Where a file's object is: the S3 facts recorded in the `<hash>`'s `<metadata>`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct S3Facts {
+pub(crate) struct S3Facts {
     /// Bucket.
     pub bucket: String,
     /// Key.
@@ -72,7 +72,7 @@ pub struct S3Facts {
 
 /// One file's `<hash>`.
 #[derive(Debug, Clone)]
-pub struct HashEntry {
+pub(crate) struct HashEntry {
     /// Path relative to the root, `/`-separated.
     pub path: String,
     /// Size in bytes.
@@ -88,7 +88,7 @@ pub struct HashEntry {
 }
 
 /// A generation file being written.
-pub struct GenerationWriter {
+pub(crate) struct GenerationWriter {
     w: quick_xml::Writer<BufWriter<File>>,
     path: PathBuf,
     hashes_open: bool,
@@ -111,7 +111,7 @@ fn element<W: Write>(
 
 impl GenerationWriter {
     /// Creates the file at `path` (it must not exist) and writes everything before the hashes.
-    pub fn create(path: &Path, h: &Header) -> std::io::Result<GenerationWriter> {
+    pub(crate) fn create(path: &Path, h: &Header) -> std::io::Result<GenerationWriter> {
         let f = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -148,17 +148,17 @@ impl GenerationWriter {
     }
 
     /// The file being written.
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 
     /// Whether any `<hash>` was added.
-    pub fn has_hashes(&self) -> bool {
+    pub(crate) fn has_hashes(&self) -> bool {
         self.hashes_open
     }
 
     /// Appends one file's `<hash>`.
-    pub fn add(&mut self, e: &HashEntry) -> std::io::Result<()> {
+    pub(crate) fn add(&mut self, e: &HashEntry) -> std::io::Result<()> {
         if !self.hashes_open {
             self.w
                 .write_event(Event::Start(BytesStart::new("hashes")))?;
@@ -212,14 +212,9 @@ impl GenerationWriter {
         Ok(())
     }
 
-    /// Closes the document and makes it durable.
-    pub fn finish(self) -> std::io::Result<()> {
-        self.finish_with(&[])
-    }
-
     /// Closes the document with `references` (the nested histories' new generations: path
     /// relative to this history's folder, and C4) and makes it durable.
-    pub fn finish_with(mut self, references: &[(String, String)]) -> std::io::Result<()> {
+    pub(crate) fn finish_with(mut self, references: &[(String, String)]) -> std::io::Result<()> {
         if self.hashes_open {
             self.w.write_event(Event::End(BytesEnd::new("hashes")))?;
         }
@@ -249,7 +244,7 @@ impl GenerationWriter {
 }
 
 /// The chain file's bytes: `entries` in order.
-pub fn chain_bytes(entries: &[ChainEntry]) -> std::io::Result<Vec<u8>> {
+pub(crate) fn chain_bytes(entries: &[ChainEntry]) -> std::io::Result<Vec<u8>> {
     let mut w = quick_xml::Writer::new_with_indent(Vec::new(), b' ', 2);
     w.write_event(Event::Decl(BytesDecl::new("1.0", Some("UTF-8"), None)))?;
     w.create_element("ascmhldirectory")
@@ -273,13 +268,13 @@ pub fn chain_bytes(entries: &[ChainEntry]) -> std::io::Result<Vec<u8>> {
 }
 
 /// A generation's file name: `NNNN_<root>_<YYYY-MM-DD_HHMMSS>Z.mhl`.
-pub fn file_name(number: u32, root_name: &str, created: SystemTime) -> String {
+pub(crate) fn file_name(number: u32, root_name: &str, created: SystemTime) -> String {
     let (y, mo, d, h, mi, s) = civil(created);
     format!("{number:04}_{root_name}_{y:04}-{mo:02}-{d:02}_{h:02}{mi:02}{s:02}Z.mhl")
 }
 
 /// `YYYY-MM-DDTHH:MM:SS+00:00` (XSD dateTime, UTC).
-pub fn date_time(t: SystemTime) -> String {
+pub(crate) fn date_time(t: SystemTime) -> String {
     let (y, mo, d, h, mi, s) = civil(t);
     format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}+00:00")
 }

@@ -3,10 +3,11 @@
 //! the one implementation in [`crate::hash::file`], which `--file-hash` uses too, under the names
 //! this module's callers use.
 
-pub use crate::hash::{FileHashFormat as HashFormat, FileHashes, c4_id, file_hashes};
+pub(crate) use crate::hash::{FileHashFormat as HashFormat, FileHashes, file_hashes};
 
 /// The hashes of `data` in `formats`.
-pub fn data_hashes(data: &[u8], formats: &[HashFormat]) -> FileHashes {
+#[cfg(test)]
+pub(crate) fn data_hashes(data: &[u8], formats: &[HashFormat]) -> FileHashes {
     let mut h = crate::hash::FileHasher::new(formats);
     h.update(data);
     h.finish().hashes

@@ -15,13 +15,13 @@ use super::hashes::{HashFormat, file_hashes};
 use super::xml::{self, Ev};
 
 /// The history folder's name.
-pub const FOLDER: &str = "ascmhl";
+pub(crate) const FOLDER: &str = "ascmhl";
 /// The chain file's name.
-pub const CHAIN: &str = "ascmhl_chain.xml";
+pub(crate) const CHAIN: &str = "ascmhl_chain.xml";
 
 /// One `<hashlist>` of the chain.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ChainEntry {
+pub(crate) struct ChainEntry {
     /// `sequencenr`.
     pub sequence: u32,
     /// The generation file's name, relative to `ascmhl/`.
@@ -34,7 +34,7 @@ pub struct ChainEntry {
 
 /// A generation file found in `ascmhl/`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GenerationFile {
+pub(crate) struct GenerationFile {
     /// The number its name starts with.
     pub number: u32,
     /// Its name.
@@ -43,7 +43,7 @@ pub struct GenerationFile {
 
 /// What the history knows about one file.
 #[derive(Debug, Default)]
-pub struct Known {
+pub(crate) struct Known {
     /// The size the newest generation listing it recorded.
     pub size: Option<u64>,
     /// Every value not marked failed, oldest first: (format, value, index in
@@ -57,12 +57,12 @@ pub struct Known {
 
 impl Known {
     /// Marks the file as found in the folder.
-    pub fn mark_seen(&self) {
+    pub(crate) fn mark_seen(&self) {
         self.seen.store(true, Ordering::Relaxed);
     }
 
     /// The formats recorded, in MHL's order.
-    pub fn formats(&self) -> Vec<HashFormat> {
+    pub(crate) fn formats(&self) -> Vec<HashFormat> {
         let mut f: Vec<HashFormat> = self.values.iter().map(|v| v.0).collect();
         f.sort();
         f.dedup();
@@ -72,11 +72,9 @@ impl Known {
 
 /// A loaded, chain-checked history.
 #[derive(Debug)]
-pub struct History {
+pub(crate) struct History {
     /// The `ascmhl/` folder.
     pub dir: PathBuf,
-    /// The chain, in file order.
-    pub chain: Vec<ChainEntry>,
     /// The generation files, by number.
     pub generations: Vec<GenerationFile>,
     /// The newest sealed generation's ignore patterns.
@@ -109,7 +107,7 @@ impl History {
     /// Loads the history of the folder `root` (`root/ascmhl/`); `None` when there is none.
     /// Blocking: reads the chain, hashes every generation file once to check the chain, and
     /// reads every generation.
-    pub fn load(root: &Path) -> Result<Option<History>, MhlError> {
+    pub(crate) fn load(root: &Path) -> Result<Option<History>, MhlError> {
         let dir = root.join(FOLDER);
         let names = match std::fs::read_dir(&dir) {
             Ok(rd) => {
@@ -218,7 +216,6 @@ impl History {
         sealed.sort_by(|a, b| a.number.cmp(&b.number).then(a.name.cmp(&b.name)));
         let mut h = History {
             dir,
-            chain,
             generations: Vec::new(),
             ignore: Vec::new(),
             carried_ignore: Vec::new(),
@@ -350,17 +347,17 @@ impl History {
     /// `rel` with (possibly from such a generation): the file is refused unless it matches it
     /// too, so tally never passes a file the reference tool calls different; an unlisted
     /// generation never vouches for a file, though.
-    pub fn unsealed_original(&self, rel: &str) -> Option<&(HashFormat, String, String)> {
+    pub(crate) fn unsealed_original(&self, rel: &str) -> Option<&(HashFormat, String, String)> {
         self.unsealed_originals.get(rel)
     }
 
     /// What the history knows about the file at `rel` (relative to the root, `/`-separated).
-    pub fn known(&self, rel: &str) -> Option<&Known> {
+    pub(crate) fn known(&self, rel: &str) -> Option<&Known> {
         self.files.get(rel)
     }
 
     /// The paths the history lists that were not marked seen, sorted, with their recorded sizes.
-    pub fn unseen(&self) -> Vec<(&str, Option<u64>)> {
+    pub(crate) fn unseen(&self) -> Vec<(&str, Option<u64>)> {
         let mut v: Vec<_> = self
             .files
             .iter()
@@ -372,12 +369,12 @@ impl History {
     }
 
     /// The number the next generation gets (above every generation file and chain entry).
-    pub fn next_number(&self) -> u32 {
+    pub(crate) fn next_number(&self) -> u32 {
         self.next
     }
 
     /// The name of the generation at `index` of [`History::generations`].
-    pub fn generation_name(&self, index: usize) -> &str {
+    pub(crate) fn generation_name(&self, index: usize) -> &str {
         self.generations.get(index).map_or("?", |g| g.name.as_str())
     }
 }
@@ -523,7 +520,7 @@ pub(crate) fn generation_number(name: &str) -> Option<GenerationFile> {
 }
 
 /// Reads `ascmhl_chain.xml`.
-pub fn read_chain(path: &Path) -> Result<Vec<ChainEntry>, MhlError> {
+pub(crate) fn read_chain(path: &Path) -> Result<Vec<ChainEntry>, MhlError> {
     let mut out = Vec::new();
     let mut seq: Option<u32> = None;
     let mut file: Option<String> = None;

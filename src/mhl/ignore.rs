@@ -27,17 +27,17 @@ struct Pattern {
 
 /// A set of ignore patterns.
 #[derive(Debug, Default)]
-pub struct Ignore(Vec<Pattern>);
+pub(crate) struct Ignore(Vec<Pattern>);
 
 /// The reference tool's patterns when a history has none.
-pub fn default_patterns() -> Vec<String> {
+pub(crate) fn default_patterns() -> Vec<String> {
     vec![".DS_Store".into(), "ascmhl".into(), "ascmhl/".into()]
 }
 
 impl Ignore {
     /// Compiles `patterns`; a pattern git would discard (an invalid range) is left out, one that
     /// cannot be compiled is left out and logged.
-    pub fn new(patterns: &[String]) -> Ignore {
+    pub(crate) fn new(patterns: &[String]) -> Ignore {
         let mut out = Vec::new();
         for p in patterns {
             match to_regex(p) {
@@ -69,7 +69,7 @@ impl Ignore {
     }
 
     /// Whether the file at `rel` (`/`-separated) is ignored: itself, or one of its directories.
-    pub fn ignores(&self, rel: &str) -> bool {
+    pub(crate) fn ignores(&self, rel: &str) -> bool {
         let mut at = 0;
         while let Some(i) = rel[at..].find('/') {
             let dir = &rel[..at + i + 1];

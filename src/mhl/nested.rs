@@ -11,7 +11,7 @@ use super::history::FOLDER;
 /// The folders below `root` that hold a history, relative to `root` and `/`-separated, sorted
 /// (a parent before its children). The root's own `ascmhl/` is not listed, and no `ascmhl/`
 /// folder is searched. Blocking: reads every folder of the tree (not its files' contents).
-pub fn find(root: &Path) -> Vec<String> {
+pub(crate) fn find(root: &Path) -> Vec<String> {
     let mut found = Vec::new();
     let mut stack = vec![(root.to_owned(), String::new())];
     while let Some((dir, rel)) = stack.pop() {
@@ -44,12 +44,12 @@ pub fn find(root: &Path) -> Vec<String> {
 }
 
 /// Whether the folder `dir` (relative to the root; `""` is the root) holds `rel`.
-pub fn contains(dir: &str, rel: &str) -> bool {
+pub(crate) fn contains(dir: &str, rel: &str) -> bool {
     dir.is_empty() || rel.strip_prefix(dir).is_some_and(|r| r.starts_with('/'))
 }
 
 /// `rel` (relative to the root) relative to the folder `dir`, which holds it.
-pub fn within<'a>(dir: &str, rel: &'a str) -> &'a str {
+pub(crate) fn within<'a>(dir: &str, rel: &'a str) -> &'a str {
     if dir.is_empty() {
         rel
     } else {
@@ -59,7 +59,7 @@ pub fn within<'a>(dir: &str, rel: &'a str) -> &'a str {
 
 /// The index in `dirs` (history folders as [`find`] lists them, with `""` for the root) of the
 /// innermost one holding `rel`, and the ones above it, innermost first.
-pub fn owners(dirs: &[String], rel: &str) -> Vec<usize> {
+pub(crate) fn owners(dirs: &[String], rel: &str) -> Vec<usize> {
     let mut v: Vec<usize> = (0..dirs.len())
         .filter(|&i| contains(&dirs[i], rel))
         .collect();
@@ -68,7 +68,7 @@ pub fn owners(dirs: &[String], rel: &str) -> Vec<usize> {
 }
 
 /// The nearest history folder above `dirs[i]` (its parent history), if any.
-pub fn parent(dirs: &[String], i: usize) -> Option<usize> {
+pub(crate) fn parent(dirs: &[String], i: usize) -> Option<usize> {
     owners(dirs, &dirs[i]).into_iter().find(|&j| j != i)
 }
 

@@ -119,7 +119,7 @@ impl RemoteFacts {
 
 /// The facts, and how they were learned.
 #[derive(Debug, Clone)]
-pub struct Learned {
+pub(crate) struct Learned {
     /// What S3 says.
     pub facts: RemoteFacts,
     /// Where the truth came from.
@@ -132,7 +132,7 @@ pub struct Learned {
 
 /// Why `c` cannot be a checksum of its algorithm (the decoded value's length is wrong, or it is
 /// not base64), or `None` when it can be.
-pub fn malformed(c: &RemoteChecksum) -> Option<String> {
+pub(crate) fn malformed(c: &RemoteChecksum) -> Option<String> {
     use base64::Engine as _;
     let value = c.value.split_once('-').map_or(c.value.as_str(), |(v, _)| v);
     let want = c.algorithm.digest_len();
@@ -186,7 +186,7 @@ fn layout_fits(facts: &RemoteFacts, layout: &[u64]) -> Result<(), String> {
 /// Learns what S3 says about `obj`: HEAD (size, checksum, ETag, encryption), then
 /// GetObjectAttributes where the server has it, then the part layout from HEAD `?partNumber`
 /// when nothing else gives it (or `known_layout`, when the caller knows it: right after an upload).
-pub async fn remote_facts<C: ObjectRead>(
+pub(crate) async fn remote_facts<C: ObjectRead>(
     s3: &C,
     obj: &ObjectUrl,
     known_layout: Option<&[u64]>,
@@ -313,7 +313,7 @@ async fn learn<C: ObjectRead>(
 }
 
 /// The part sizes of a multipart object, from HEAD `?partNumber=N` (in parallel).
-pub async fn part_layout<C: ObjectRead>(s3: &C, obj: &ObjectUrl) -> Result<Vec<u64>, Error> {
+pub(crate) async fn part_layout<C: ObjectRead>(s3: &C, obj: &ObjectUrl) -> Result<Vec<u64>, Error> {
     let first: HeadInfo = s3.head_object(obj, Some(1)).await.map_err(Error::s3(
         "HeadObject ?partNumber",
         None,

@@ -12,7 +12,7 @@ const MAX_PAGES: usize = 10_000_000;
 
 /// Every object under `prefix` in `bucket`, in key order, one page fetched when the one before is
 /// used up. Ends after the first error.
-pub fn objects<'a, C: ObjectRead>(
+pub(crate) fn objects<'a, C: ObjectRead>(
     s3: &'a C,
     bucket: &'a str,
     prefix: &'a str,
@@ -22,7 +22,7 @@ pub fn objects<'a, C: ObjectRead>(
 
 /// [`objects`], from the first key after `start_after` (S3's StartAfter, on the first page; the
 /// pages after it go on by their token).
-pub fn objects_after<'a, C: ObjectRead>(
+pub(crate) fn objects_after<'a, C: ObjectRead>(
     s3: &'a C,
     bucket: &'a str,
     prefix: &'a str,
@@ -65,7 +65,7 @@ pub fn objects_after<'a, C: ObjectRead>(
 }
 
 /// Answers, for keys asked in ascending order, whether the listing holds them (and their size).
-pub struct Cursor<S> {
+pub(crate) struct Cursor<S> {
     listing: S,
     head: Option<ListedObject>,
     ended: bool,
@@ -73,7 +73,7 @@ pub struct Cursor<S> {
 
 impl<S: Stream<Item = Result<ListedObject, Error>> + Unpin> Cursor<S> {
     /// A cursor at the start of `listing`.
-    pub fn new(listing: S) -> Cursor<S> {
+    pub(crate) fn new(listing: S) -> Cursor<S> {
         Cursor {
             listing,
             head: None,
@@ -82,7 +82,7 @@ impl<S: Stream<Item = Result<ListedObject, Error>> + Unpin> Cursor<S> {
     }
 
     /// The listed object with exactly `key`, if any. `key` must not be below a key asked before.
-    pub async fn find(&mut self, key: &str) -> Result<Option<ListedObject>, Error> {
+    pub(crate) async fn find(&mut self, key: &str) -> Result<Option<ListedObject>, Error> {
         loop {
             if let Some(h) = &self.head {
                 match h.key.as_str().cmp(key) {

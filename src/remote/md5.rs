@@ -48,7 +48,7 @@ const MAX_RESERVE: Duration = Duration::from_secs(10);
 
 /// Options of `tally md5`.
 #[derive(Debug, Clone, Default)]
-pub struct Md5Options {
+pub(crate) struct Md5Options {
     /// Checkpoint file.
     pub state: Option<PathBuf>,
     /// Stop cleanly before this much time has passed (needs `state`). Every run hashes at least
@@ -65,7 +65,7 @@ pub struct Md5Options {
 /// Where the MD5 came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Md5Source {
+pub(crate) enum Md5Source {
     /// The ETag is the MD5: nothing was read.
     Etag,
     /// The object was read and hashed.
@@ -74,7 +74,7 @@ pub enum Md5Source {
 
 /// The report of `tally md5`.
 #[derive(Debug, Clone, Serialize)]
-pub struct Md5Report {
+pub(crate) struct Md5Report {
     /// Bucket.
     pub bucket: String,
     /// Key.
@@ -131,7 +131,7 @@ fn stop_reading_at(started: Instant, limit: Duration) -> Instant {
 /// The object's MD5: from the ETag when that is the MD5, else by reading it (see the module docs).
 /// Returns a report with `finished: false` when stopped by the time limit or `cancel`, the state
 /// saved.
-pub async fn remote_md5<C: S3Api>(
+pub(crate) async fn remote_md5<C: S3Api>(
     s3: &C,
     obj: &ObjectUrl,
     opts: &Md5Options,
@@ -400,7 +400,7 @@ async fn checkpoint(
 /// [`Policy::WAIT`] for up to `budget` while it is missing, differs, or is replaced mid-read (a
 /// store that still returns an older version). Returns the number of reads; a mismatch if it never
 /// matches.
-pub async fn read_back<C: S3Api>(
+pub(crate) async fn read_back<C: S3Api>(
     s3: &C,
     obj: &ObjectUrl,
     local_md5_hex: &str,

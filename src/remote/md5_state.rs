@@ -25,13 +25,13 @@ use crate::s3::HeadInfo;
 use crate::vocab::ObjectUrl;
 
 /// Names the hasher-state encoding: the exact md-5 version whose `SerializableState` wrote it.
-pub const HASHER: &str = "md-5 0.11.0 SerializableState";
+pub(crate) const HASHER: &str = "md-5 0.11.0 SerializableState";
 /// The layout of [`SavedState`] (2: with `check`).
 const FORMAT: u32 = 2;
 
 /// Where an unfinished MD5 stands (see the module docs).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SavedState {
+pub(crate) struct SavedState {
     /// The layout of this record (1).
     pub format: u32,
     /// The hasher-state encoding ([`HASHER`]).
@@ -58,7 +58,7 @@ pub struct SavedState {
 
 /// Why a saved state cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum BadState {
+pub(crate) enum BadState {
     /// Written by another hasher encoding.
     #[error("saved by another hasher ({0}), this tally reads {HASHER}")]
     OtherHasher(String),
@@ -108,7 +108,7 @@ fn bytes_seen(raw: &[u8]) -> Option<u64> {
 
 impl SavedState {
     /// A state at offset 0 for the object `obj` as `head` describes it.
-    pub fn new(obj: &ObjectUrl, head: &HeadInfo) -> SavedState {
+    pub(crate) fn new(obj: &ObjectUrl, head: &HeadInfo) -> SavedState {
         SavedState {
             format: FORMAT,
             hasher: HASHER.into(),
@@ -160,19 +160,19 @@ impl SavedState {
     /// Computes `check` for the fields as they are: for a state assembled from a document that
     /// carries no checksum of its own (the relay's); [`SavedState::restore`] still checks the
     /// hasher's byte count against `offset`.
-    pub fn seal(&mut self) {
+    pub(crate) fn seal(&mut self) {
         self.check = self.digest();
     }
 
     /// Records `hasher` as the state after `offset` bytes.
-    pub fn capture(&mut self, offset: u64, hasher: &Md5) {
+    pub(crate) fn capture(&mut self, offset: u64, hasher: &Md5) {
         self.offset = offset;
         self.state = B64.encode(hasher.serialize());
         self.check = self.digest();
     }
 
     /// The hasher after `offset` bytes (a fresh one at offset 0).
-    pub fn restore(&self) -> Result<Md5, BadState> {
+    pub(crate) fn restore(&self) -> Result<Md5, BadState> {
         if self.format != FORMAT {
             return Err(BadState::OtherFormat(self.format));
         }
@@ -210,7 +210,12 @@ impl SavedState {
 
     /// The hasher to continue with, if this state is for `obj` as `now` describes it (same ETag,
     /// version and size). `origin` names where the state came from, for the errors.
-    pub fn resume_for(&self, obj: &ObjectUrl, now: &HeadInfo, origin: &Path) -> Result<Md5, Error> {
+    pub(crate) fn resume_for(
+        &self,
+        obj: &ObjectUrl,
+        now: &HeadInfo,
+        origin: &Path,
+    ) -> Result<Md5, Error> {
         let bad = |why: BadState| Error::StateFile {
             path: origin.to_owned(),
             why: why.to_string(),
@@ -241,7 +246,7 @@ impl SavedState {
 }
 
 /// Reads the state file at `path`; `None` if there is none.
-pub fn load(path: &Path) -> Result<Option<SavedState>, Error> {
+pub(crate) fn load(path: &Path) -> Result<Option<SavedState>, Error> {
     let bad = |why: String| Error::StateFile {
         path: path.to_owned(),
         why,
@@ -264,7 +269,7 @@ pub fn load(path: &Path) -> Result<Option<SavedState>, Error> {
 
 /// Writes the state atomically (temporary file, fsync, rename, fsync the directory): a crash
 /// leaves the old state or the new one.
-pub fn save(path: &Path, s: &SavedState) -> Result<(), Error> {
+pub(crate) fn save(path: &Path, s: &SavedState) -> Result<(), Error> {
     let bytes = serde_json::to_vec_pretty(s).expect("a state serializes");
     crate::fsx::write_atomic(path, &bytes, 0o600).map_err(|e| Error::StateFile {
         path: path.to_owned(),
@@ -273,7 +278,7 @@ pub fn save(path: &Path, s: &SavedState) -> Result<(), Error> {
 }
 
 /// Removes the state file (once the MD5 is finished); a missing file is fine.
-pub fn remove(path: &Path) {
+pub(crate) fn remove(path: &Path) {
     let _ = std::fs::remove_file(path);
 }
 

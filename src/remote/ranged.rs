@@ -37,11 +37,11 @@ use crate::vocab::ETag;
 use crate::vocab::ObjectUrl;
 
 /// Bytes per ranged GET when reading a whole object (each is held in memory until consumed).
-pub const PIECE: u64 = 8 * 1024 * 1024;
+pub(crate) const PIECE: u64 = 8 * 1024 * 1024;
 
 /// How much may be in flight: at most `requests` GETs, holding at most `bytes` bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Window {
+pub(crate) struct Window {
     /// Bytes requested and not yet handed to the caller.
     pub bytes: u64,
     /// Requests in flight.
@@ -51,18 +51,18 @@ pub struct Window {
 impl Window {
     /// Whether one more request of `len` bytes fits beside `in_flight` requests holding `held`
     /// bytes: always when none is in flight, so a piece larger than the window still proceeds.
-    pub fn admits(&self, in_flight: usize, held: u64, len: u64) -> bool {
+    pub(crate) fn admits(&self, in_flight: usize, held: u64, len: u64) -> bool {
         in_flight == 0 || (in_flight < self.requests && held + len <= self.bytes)
     }
 
     /// 16 requests, 128 MiB: 16 GETs of [`PIECE`] bytes.
-    pub const DEFAULT: Window = Window {
+    pub(crate) const DEFAULT: Window = Window {
         bytes: 16 * PIECE,
         requests: 16,
     };
     /// For a [`StreamReader`]: 4 GETs of [`PIECE`] bytes, 32 MiB. Bytes pass through as they
     /// arrive, so the window is only what the ranges behind the front one download meanwhile.
-    pub const STREAM: Window = Window {
+    pub(crate) const STREAM: Window = Window {
         bytes: 4 * PIECE,
         requests: 4,
     };
@@ -70,7 +70,7 @@ impl Window {
 
 /// One range to read, with the index of the caller's range it belongs to (its part).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Piece {
+pub(crate) struct Piece {
     /// Index into the caller's ranges.
     pub of: usize,
     /// Bytes of the object.
@@ -79,19 +79,19 @@ pub struct Piece {
 
 impl Piece {
     /// Its length in bytes.
-    pub fn len(&self) -> u64 {
+    pub(crate) fn len(&self) -> u64 {
         self.range.end - self.range.start
     }
 
     /// Whether it is empty.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.range.is_empty()
     }
 }
 
 /// Cuts each of `ranges` into pieces of at most `max` bytes, in order (empty ranges give none).
 /// With `max` at least the largest range, each range is one piece (part-aligned reads).
-pub fn pieces(ranges: &[Range<u64>], max: u64) -> Vec<Piece> {
+pub(crate) fn pieces(ranges: &[Range<u64>], max: u64) -> Vec<Piece> {
     let max = max.max(1);
     ranges
         .iter()
@@ -122,7 +122,7 @@ pub struct Pinned {
 
 /// A body read: its piece and exactly its bytes.
 #[derive(Debug, Clone)]
-pub struct Chunk {
+pub(crate) struct Chunk {
     /// Which bytes.
     pub piece: Piece,
     /// The bytes.
@@ -133,7 +133,7 @@ type Start<'a, T> = Box<dyn FnMut(Piece) -> BoxFuture<'a, Result<T, Error>> + Se
 
 /// The reader (see the module docs). A [`Stream`] of `Result<T, Error>` in range order; it ends
 /// after the first error.
-pub struct RangedReader<'a, T> {
+pub(crate) struct RangedReader<'a, T> {
     pending: VecDeque<Piece>,
     in_flight: FuturesOrdered<BoxFuture<'a, Result<T, Error>>>,
     /// The length of each piece in flight, in order.
@@ -144,9 +144,10 @@ pub struct RangedReader<'a, T> {
     done: bool,
 }
 
+#[cfg(test)]
 impl<'a> RangedReader<'a, Chunk> {
     /// Reads `pieces` of `obj`, pinned to `pin`, yielding each body in order.
-    pub fn new<C: ObjectRead>(
+    pub(crate) fn new<C: ObjectRead>(
         s3: &'a C,
         obj: &'a ObjectUrl,
         pin: &'a Pinned,
@@ -160,7 +161,7 @@ impl<'a> RangedReader<'a, Chunk> {
 impl<'a, T: Send + 'a> RangedReader<'a, T> {
     /// Reads `pieces` of `obj`, pinned to `pin`, and runs `then` on each body as it arrives (several
     /// at once, inside the window); yields `then`'s results in order.
-    pub fn with<C, F, Fut>(
+    pub(crate) fn with<C, F, Fut>(
         s3: &'a C,
         obj: &'a ObjectUrl,
         pin: &'a Pinned,
@@ -193,7 +194,8 @@ impl<'a, T: Send + 'a> RangedReader<'a, T> {
     }
 
     /// Bytes requested and not yet handed over.
-    pub fn held(&self) -> u64 {
+    #[cfg(test)]
+    pub(crate) fn held(&self) -> u64 {
         self.held
     }
 
@@ -245,8 +247,9 @@ impl<'a, T: Send + 'a> Stream for RangedReader<'a, T> {
 
 /// Bytes of an object handed over in order by a [`StreamReader`].
 #[derive(Debug, Clone)]
-pub struct Streamed {
-    /// The piece they belong to.
+pub(crate) struct Streamed {
+    /// The piece they belong to (the tests check the order by it).
+    #[cfg_attr(not(test), allow(dead_code))]
     pub piece: Piece,
     /// The next bytes of the piece, as the transport delivered them.
     pub body: Bytes,
@@ -274,7 +277,7 @@ struct Slot<'a> {
 /// `If-Match` with the ETag, as [`RangedReader`]'s do. A body that breaks off or ends short is
 /// read on from where it stopped (a GET of the rest of the piece), under [`Policy::RANGED_READ`];
 /// what was handed over is never sent twice.
-pub struct StreamReader<'a> {
+pub(crate) struct StreamReader<'a> {
     pending: VecDeque<Piece>,
     slots: VecDeque<Slot<'a>>,
     held: u64,
@@ -287,7 +290,7 @@ pub struct StreamReader<'a> {
 
 impl<'a> StreamReader<'a> {
     /// Reads `pieces` of `obj`, pinned to `pin`, within `window`.
-    pub fn new<C: ObjectRead>(
+    pub(crate) fn new<C: ObjectRead>(
         s3: &'a C,
         obj: &'a ObjectUrl,
         pin: &'a Pinned,
@@ -310,7 +313,8 @@ impl<'a> StreamReader<'a> {
     }
 
     /// Bytes requested and not yet handed over.
-    pub fn held(&self) -> u64 {
+    #[cfg(test)]
+    pub(crate) fn held(&self) -> u64 {
         self.held
     }
 

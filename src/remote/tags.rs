@@ -8,7 +8,7 @@ use crate::s3::{S3Error, S3ErrorKind};
 use crate::vocab::ObjectUrl;
 
 /// The tag-set limit S3 enforces (LocalStack does not: tally checks).
-pub use crate::vocab::MAX_TAGS;
+pub(crate) use crate::vocab::MAX_TAGS;
 
 /// What happened to the tag.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -27,7 +27,7 @@ pub enum TagOutcome {
 
 /// Stores `md5_hex` as tag `name`, merged with the object's existing tags (never dropping them).
 /// Does nothing if the same tag is already there; refuses clearly past S3's 10-tag limit.
-pub async fn tag_md5<C: S3Api>(
+pub(crate) async fn tag_md5<C: S3Api>(
     s3: &C,
     obj: &ObjectUrl,
     version: Option<&str>,
@@ -49,7 +49,7 @@ pub async fn tag_md5<C: S3Api>(
 /// them), in one read and at most one write of the tag set; says per tag what happened. Refuses
 /// clearly, writing nothing, past S3's 10-tag limit. `consequence` says what was not done if the
 /// server has no tagging.
-pub async fn tag_values<C: S3Api>(
+pub(crate) async fn tag_values<C: S3Api>(
     s3: &C,
     obj: &ObjectUrl,
     version: Option<&str>,

@@ -24,7 +24,7 @@ use crate::s3::ConnectError;
 
 /// Where a command's credentials come from. Never holds a key or a secret.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Identity {
+pub(crate) struct Identity {
     /// `profile`, `environment` or `default chain`.
     pub source: &'static str,
     /// The profile, when the source is one.
@@ -164,13 +164,13 @@ async fn inputs(flag: Option<&str>) -> Result<Inputs, ConnectError> {
 static USED: OnceLock<Identity> = OnceLock::new();
 
 /// The identity the first connection of this process used, if one was made.
-pub fn used() -> Option<&'static Identity> {
+pub(crate) fn used() -> Option<&'static Identity> {
     USED.get()
 }
 
 /// `report` as JSON, with the identity this process used as its `identity` field (when `report`
 /// is an object and a connection was made).
-pub fn stamp<T: Serialize>(report: &T) -> serde_json::Value {
+pub(crate) fn stamp<T: Serialize>(report: &T) -> serde_json::Value {
     let mut v = serde_json::to_value(report).expect("reports serialize");
     if let (Some(map), Some(id)) = (v.as_object_mut(), used()) {
         map.insert(

@@ -24,7 +24,7 @@ use bytes::Bytes;
 /// Parses a `--max-bandwidth` rate: a number and a unit per second, in bytes (`B`, `KB`, `MB`,
 /// `GB`, `KiB`, `MiB`, `GiB`) or bits (`Kbit`, `Mbit`, `Gbit`): `400MB/s`, `2Gbit/s`. Returns
 /// bytes per second.
-pub fn parse_rate(text: &str) -> Result<u64, String> {
+pub(crate) fn parse_rate(text: &str) -> Result<u64, String> {
     let bad = || format!("'{text}' is not a rate: write e.g. 400MB/s, 50MiB/s or 2Gbit/s");
     let t = text.trim();
     let t = t.strip_suffix("/s").unwrap_or(t);
@@ -56,14 +56,14 @@ pub fn parse_rate(text: &str) -> Result<u64, String> {
 }
 
 /// The largest piece let through at once.
-pub const PIECE: usize = 64 * 1024;
+pub(crate) const PIECE: usize = 64 * 1024;
 
 /// Bytes the bucket holds at most when idle: what may go at once after a quiet spell.
-pub const BURST: f64 = (2 * PIECE) as f64;
+pub(crate) const BURST: f64 = (2 * PIECE) as f64;
 
 /// A shared token bucket of `rate` bytes per second.
 #[derive(Debug)]
-pub struct Bandwidth {
+pub(crate) struct Bandwidth {
     rate: f64,
     state: Mutex<State>,
 }
@@ -77,7 +77,7 @@ struct State {
 
 impl Bandwidth {
     /// A bucket of `rate` bytes per second (at least 1), full.
-    pub fn new(rate: u64) -> Bandwidth {
+    pub(crate) fn new(rate: u64) -> Bandwidth {
         Bandwidth {
             rate: rate.max(1) as f64,
             state: Mutex::new(State {
@@ -89,16 +89,11 @@ impl Bandwidth {
 
     /// The process's bucket: made at `rate` by the first caller, shared by every later one (one
     /// command, one limit over all its connections and clients).
-    pub fn shared(rate: u64) -> Arc<Bandwidth> {
+    pub(crate) fn shared(rate: u64) -> Arc<Bandwidth> {
         static SHARED: OnceLock<Arc<Bandwidth>> = OnceLock::new();
         SHARED
             .get_or_init(|| Arc::new(Bandwidth::new(rate)))
             .clone()
-    }
-
-    /// The rate, in bytes per second.
-    pub fn rate(&self) -> u64 {
-        self.rate as u64
     }
 
     /// Reserves `n` bytes at `now`: how long to wait before they may go.
@@ -116,7 +111,7 @@ impl Bandwidth {
     }
 
     /// Waits until `n` bytes may go.
-    pub async fn take(&self, n: usize) {
+    pub(crate) async fn take(&self, n: usize) {
         let wait = self.reserve(Instant::now(), n);
         if !wait.is_zero() {
             tokio::time::sleep(wait).await;
@@ -132,7 +127,7 @@ tokio::task_local! {
 /// Runs `fut` (one S3 upload request), counting into `moved` the bytes of its body handed to the
 /// HTTP client, i.e. into the socket's buffer: how a caller sees a part's progress on its
 /// connection (hedging, `upload::send`) without a parameter through every S3 client.
-pub async fn counting<F: std::future::Future>(moved: Arc<AtomicU64>, fut: F) -> F::Output {
+pub(crate) async fn counting<F: std::future::Future>(moved: Arc<AtomicU64>, fut: F) -> F::Output {
     MOVED.scope(moved, fut).await
 }
 
@@ -143,7 +138,7 @@ const COUNTED_PIECE: usize = 1024 * 1024;
 /// The body of an upload request: `data` as one piece, unless the process limits its bandwidth
 /// (`limit`) or the request runs inside [`counting`]: then `data` in pieces, each let through the
 /// bucket and counted. A retry of the request starts a fresh body (the SDK's retries resend it).
-pub fn upload_body(data: Bytes, limit: Option<&Arc<Bandwidth>>) -> SdkBody {
+pub(crate) fn upload_body(data: Bytes, limit: Option<&Arc<Bandwidth>>) -> SdkBody {
     let moved = MOVED.try_with(Arc::clone).ok();
     if limit.is_none() && moved.is_none() {
         return SdkBody::from(data);

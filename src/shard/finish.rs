@@ -30,7 +30,7 @@ use super::{PlanAt, ShardError, ShardPlan};
 
 /// What `tally shard finish` did (printed as JSON with `--json`).
 #[derive(Debug, Clone, Serialize)]
-pub struct FinishReport {
+pub(crate) struct FinishReport {
     /// Bucket.
     pub bucket: String,
     /// Key.
@@ -64,7 +64,7 @@ pub struct FinishReport {
 
 impl FinishReport {
     /// The text report.
-    pub fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         let mut s = format!(
             "completed s3://{}/{} ({} bytes, {} parts from {} shards), upload {}\n",
             self.bucket, self.key, self.size, self.parts, self.shards, self.upload_id
@@ -108,7 +108,7 @@ impl FinishReport {
 /// the object. Missing parts: [`ShardError::Incomplete`] naming the slices to run again, nothing
 /// completed. An object already at the key: [`ShardError::ObjectExists`], unless the plan says
 /// `--replace`.
-pub async fn finish<C: S3Api>(
+pub(crate) async fn finish<C: S3Api>(
     s3: &C,
     at: &PlanAt,
     plan: &ShardPlan,

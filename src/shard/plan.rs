@@ -30,7 +30,7 @@ use super::ShardError;
 use super::slice::parts_of;
 
 /// Version of the PLAN format; a plan of another version is refused.
-pub const FORMAT: u32 = 1;
+pub(crate) const FORMAT: u32 = 1;
 
 /// The largest PLAN tally reads from S3 (a plan is a few hundred bytes).
 const MAX_PLAN_BYTES: u64 = 1 << 20;
@@ -40,7 +40,7 @@ const READ_BACK: Duration = Duration::from_secs(30);
 
 /// The PLAN document: the upload every worker shares, and how its parts are cut into slices.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ShardPlan {
+pub(crate) struct ShardPlan {
     /// [`FORMAT`].
     pub format: u32,
     /// The file as planned (absolute); a worker that sees it elsewhere passes `--file`.
@@ -73,7 +73,7 @@ pub struct ShardPlan {
 
 impl ShardPlan {
     /// The destination.
-    pub fn target(&self) -> ObjectUrl {
+    pub(crate) fn target(&self) -> ObjectUrl {
         ObjectUrl {
             bucket: self.bucket.clone(),
             key: self.key.clone(),
@@ -81,7 +81,7 @@ impl ShardPlan {
     }
 
     /// The parts, as `tally upload` cuts them; refuses a plan whose numbers do not agree.
-    pub fn part_plan(&self, at: &PlanAt) -> Result<Plan, Error> {
+    pub(crate) fn part_plan(&self, at: &PlanAt) -> Result<Plan, Error> {
         let bad = |why: String| ShardError::Plan {
             plan: at.to_string(),
             why,
@@ -108,14 +108,14 @@ impl ShardPlan {
     }
 
     /// The part numbers of slice `index`.
-    pub fn slice(&self, index: u32) -> std::ops::RangeInclusive<u32> {
+    pub(crate) fn slice(&self, index: u32) -> std::ops::RangeInclusive<u32> {
         parts_of(index, self.shards, self.parts)
     }
 }
 
 /// Where PLAN lives: a path (on a file system every worker mounts) or an S3 object.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PlanAt {
+pub(crate) enum PlanAt {
     /// A file.
     File(PathBuf),
     /// `s3://BUCKET/KEY`.
@@ -124,7 +124,7 @@ pub enum PlanAt {
 
 impl PlanAt {
     /// `s3://BUCKET/KEY`, else a path.
-    pub fn parse(text: &str) -> Result<PlanAt, Error> {
+    pub(crate) fn parse(text: &str) -> Result<PlanAt, Error> {
         if text.starts_with("s3://") {
             let url = ObjectUrl::parse(text)?;
             if url.key.is_empty() || url.key.ends_with('/') {
@@ -152,7 +152,7 @@ impl std::fmt::Display for PlanAt {
 
 /// What `tally shard plan` did (printed as JSON with `--json`).
 #[derive(Debug, Clone, Serialize)]
-pub struct PlanReport {
+pub(crate) struct PlanReport {
     /// Where PLAN was written.
     pub plan_at: String,
     /// The plan.
@@ -165,7 +165,7 @@ pub struct PlanReport {
 
 impl PlanReport {
     /// The text report.
-    pub fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         let p = &self.plan;
         let at = &self.plan_at;
         format!(
@@ -195,7 +195,7 @@ impl PlanReport {
 
 /// `tally shard plan`: checks the file, the key and PLAN's place, creates the upload with `cfg`'s
 /// part size and checksum (grown to fit 10,000 parts, as `tally upload` does), writes PLAN.
-pub async fn plan<C: S3Api>(
+pub(crate) async fn plan<C: S3Api>(
     s3: &C,
     cfg: &UploadConfig,
     shards: u32,
@@ -397,7 +397,7 @@ async fn read_raw<C: S3Api>(s3: &C, url: &ObjectUrl) -> Result<Option<Bytes>, cr
 }
 
 /// Reads PLAN at `at`.
-pub async fn read<C: S3Api>(s3: &C, at: &PlanAt) -> Result<ShardPlan, Error> {
+pub(crate) async fn read<C: S3Api>(s3: &C, at: &PlanAt) -> Result<ShardPlan, Error> {
     read_opt(s3, at).await?.ok_or_else(|| {
         ShardError::Plan {
             plan: at.to_string(),
@@ -558,7 +558,7 @@ mod tests {
         );
         let p = read(&fake, &at).await.unwrap();
         let cancel = tokio_util::sync::CancellationToken::new();
-        let worker = |index| super::super::Worker {
+        let worker = |index| super::super::run::Worker {
             at: at.clone(),
             plan: p.clone(),
             assigned: super::super::Assigned {

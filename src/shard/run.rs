@@ -30,7 +30,7 @@ use super::{PlanAt, ShardError, ShardPlan};
 
 /// What one worker did (printed as JSON with `--json`).
 #[derive(Debug, Clone, Serialize)]
-pub struct RunReport {
+pub(crate) struct RunReport {
     /// Bucket.
     pub bucket: String,
     /// Key.
@@ -63,7 +63,7 @@ pub struct RunReport {
 
 impl RunReport {
     /// The text report.
-    pub fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         format!(
             "slice {} of {} (parts {}-{}, {} bytes) of s3://{}/{}: {} parts sent, {} already in S3 with this file's checksums; {:.1} s, {:.1} MiB/s\n",
             self.index,
@@ -83,7 +83,7 @@ impl RunReport {
 
 /// The settings of one worker.
 #[derive(Debug, Clone)]
-pub struct Worker {
+pub(crate) struct Worker {
     /// Where the plan is.
     pub at: PlanAt,
     /// The plan.
@@ -98,7 +98,7 @@ pub struct Worker {
 
 /// Sends slice `w.assigned.index` of the plan's upload. Refuses another endpoint, and a file
 /// whose size or fingerprint is not the plan's, before sending anything.
-pub async fn run<C: S3Api>(
+pub(crate) async fn run<C: S3Api>(
     s3: &C,
     w: &Worker,
     progress: &dyn Progress,

@@ -13,7 +13,7 @@ use super::ShardError;
 
 /// This worker's place in the plan.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Assigned {
+pub(crate) struct Assigned {
     /// The slice, 0-based.
     pub index: u32,
     /// Where the index came from (`--index`, or the variable).
@@ -22,7 +22,7 @@ pub struct Assigned {
 
 /// The slice this process sends, for a plan of `shards` slices: `index` (`--index`) if given,
 /// else the scheduler's variables as read by `var`.
-pub fn assigned(
+pub(crate) fn assigned(
     index: Option<u32>,
     shards: u32,
     var: impl Fn(&str) -> Option<String>,
@@ -85,14 +85,14 @@ pub fn assigned(
 
 /// The part numbers of slice `index` when `parts` parts are cut into `shards` contiguous slices
 /// whose sizes differ by at most one part. Needs `1 <= shards <= parts` and `index < shards`.
-pub fn parts_of(index: u32, shards: u32, parts: u32) -> RangeInclusive<u32> {
+pub(crate) fn parts_of(index: u32, shards: u32, parts: u32) -> RangeInclusive<u32> {
     debug_assert!(shards >= 1 && shards <= parts && index < shards);
     let cut = |i: u32| (u64::from(i) * u64::from(parts) / u64::from(shards)) as u32;
     cut(index) + 1..=cut(index + 1)
 }
 
 /// The slice that sends part `number` (inverse of [`parts_of`]).
-pub fn slice_of(number: u32, shards: u32, parts: u32) -> u32 {
+pub(crate) fn slice_of(number: u32, shards: u32, parts: u32) -> u32 {
     (0..shards)
         .find(|&i| parts_of(i, shards, parts).contains(&number))
         .unwrap_or(shards.saturating_sub(1))

@@ -15,14 +15,14 @@
 use std::fmt;
 
 /// Sequences open at once at most; opening one more closes the oldest.
-pub const MAX_OPEN: usize = 64;
+pub(crate) const MAX_OPEN: usize = 64;
 
 /// Longest run of digits read as a frame number (longer runs are not numbers of frames).
 const MAX_DIGITS: usize = 18;
 
 /// A run of numbered files, or the only file of its run.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Item<L> {
+pub(crate) enum Item<L> {
     /// One file.
     File {
         /// Its relative path.
@@ -38,7 +38,7 @@ pub enum Item<L> {
 
 /// Numbered files with the same text around their numbers (see the module docs).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Sequence<L> {
+pub(crate) struct Sequence<L> {
     /// Everything before the number (directory included).
     pub prefix: String,
     /// Everything after the number.
@@ -59,12 +59,12 @@ pub struct Sequence<L> {
 
 impl<L> Sequence<L> {
     /// Numbers between the first and the last that no file has.
-    pub fn missing(&self) -> u64 {
+    pub(crate) fn missing(&self) -> u64 {
         (self.last - self.first + 1) - self.files
     }
 
     /// `reel1/shot_010.[000001-002400].dpx`.
-    pub fn pattern(&self) -> String {
+    pub(crate) fn pattern(&self) -> String {
         let w = self.width;
         format!(
             "{}[{:0w$}-{:0w$}]{}",
@@ -103,7 +103,7 @@ impl<L: fmt::Display> fmt::Display for Item<L> {
 
 /// Groups files fed in key order into [`Item`]s (see the module docs).
 #[derive(Debug)]
-pub struct Grouper<L> {
+pub(crate) struct Grouper<L> {
     open: Vec<Sequence<L>>,
 }
 
@@ -115,12 +115,12 @@ impl<L> Default for Grouper<L> {
 
 impl<L: PartialEq> Grouper<L> {
     /// A grouper with nothing open.
-    pub fn new() -> Grouper<L> {
+    pub(crate) fn new() -> Grouper<L> {
         Grouper::default()
     }
 
     /// Feeds the next file in key order; returns what this closed (usually nothing or one item).
-    pub fn push(&mut self, rel: &str, size: u64, label: L) -> Vec<Item<L>> {
+    pub(crate) fn push(&mut self, rel: &str, size: u64, label: L) -> Vec<Item<L>> {
         let mut out = Vec::new();
         // No later key can belong to a sequence whose prefix this key does not start with.
         let mut i = 0;
@@ -171,7 +171,7 @@ impl<L: PartialEq> Grouper<L> {
     }
 
     /// Closes everything still open (at the end of the input).
-    pub fn finish(&mut self) -> Vec<Item<L>> {
+    pub(crate) fn finish(&mut self) -> Vec<Item<L>> {
         self.open.drain(..).map(Sequence::into_item).collect()
     }
 }
@@ -195,7 +195,7 @@ fn number_run(rel: &str) -> Option<(usize, usize, u64)> {
 }
 
 /// `2,400`.
-pub fn thousands(n: u64) -> String {
+pub(crate) fn thousands(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::with_capacity(digits.len() + digits.len() / 3);
     for (i, c) in digits.chars().enumerate() {
@@ -208,7 +208,7 @@ pub fn thousands(n: u64) -> String {
 }
 
 /// `48.2 GiB`, `512 B`.
-pub fn size_text(n: u64) -> String {
+pub(crate) fn size_text(n: u64) -> String {
     const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
     if n < 1024 {
         return format!("{n} B");

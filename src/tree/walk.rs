@@ -29,10 +29,10 @@ use super::filter::Filters;
 use crate::error::Error;
 
 /// Entries the walk may find ahead of its consumer.
-pub const CHANNEL_ENTRIES: usize = 1024;
+pub(crate) const CHANNEL_ENTRIES: usize = 1024;
 
 /// S3's limit on a key's length, in bytes of UTF-8.
-pub const MAX_KEY_BYTES: usize = 1024;
+pub(crate) const MAX_KEY_BYTES: usize = 1024;
 
 /// How to walk.
 #[derive(Debug, Clone)]
@@ -217,7 +217,7 @@ impl futures::Stream for Walk {
 /// Checks the root first, on the calling thread (one `stat`, one `opendir`; from async code run
 /// it under [`crate::exec::blocking`]): a root that does not exist, is not a directory or cannot
 /// be read is an [`Error::Source`]. Everything below the root is reported in the stream instead.
-pub fn walk(root: &Path, opts: WalkOptions) -> Result<Walk, Error> {
+pub(crate) fn walk(root: &Path, opts: WalkOptions) -> Result<Walk, Error> {
     walk_with(root, opts, Hooks::default())
 }
 

@@ -17,7 +17,7 @@ use super::report::{
 use super::{Run, forget};
 
 /// The object checksum these parts make (composite `-N`, or the combined full-object CRC).
-pub fn local_checksum(alg: ChecksumAlgorithm, done: &[DonePart]) -> ObjectChecksum {
+pub(crate) fn local_checksum(alg: ChecksumAlgorithm, done: &[DonePart]) -> ObjectChecksum {
     let hashes: Vec<PartHash> = done.iter().map(|d| d.hash.clone()).collect();
     hash::multipart_checksum(alg, alg.multipart_type(), &hashes)
 }
@@ -26,7 +26,7 @@ pub fn local_checksum(alg: ChecksumAlgorithm, done: &[DonePart]) -> ObjectChecks
 /// was not rewritten while it was being sent. When the outcome is unknown (a reset, a timeout, a
 /// 5xx, a 200 with an error inside), ListParts says whether the upload is still open (then it is
 /// sent again, with backoff) or closed (then HEAD says whether the object is ours).
-pub async fn complete<C: S3Api>(
+pub(crate) async fn complete<C: S3Api>(
     run: &Run<'_, C>,
     upload_id: &str,
     alg: ChecksumAlgorithm,
@@ -58,7 +58,7 @@ pub async fn complete<C: S3Api>(
 
 /// A conditional write (`--no-overwrite`) that S3 refused because an object exists at the key:
 /// said as such (the error otherwise reads as an object that changed while being read).
-pub fn not_replaced(e: Error, target: &ObjectUrl) -> Error {
+pub(crate) fn not_replaced(e: Error, target: &ObjectUrl) -> Error {
     match e {
         Error::S3 { source, .. } if source.kind == S3ErrorKind::PreconditionFailed => {
             Error::NotReplaced {
@@ -73,7 +73,7 @@ pub fn not_replaced(e: Error, target: &ObjectUrl) -> Error {
 /// Sends CompleteMultipartUpload of `parts` (in order, each with its checksum) until its outcome
 /// is known, as [`complete`] describes; with `if_absent`, only if no object exists at the key
 /// (`If-None-Match: *`: a key that is taken answers PreconditionFailed, nothing is replaced).
-pub async fn confirmed<C: S3Api>(
+pub(crate) async fn confirmed<C: S3Api>(
     s3: &C,
     target: &ObjectUrl,
     upload_id: &str,
@@ -126,7 +126,7 @@ pub async fn confirmed<C: S3Api>(
 }
 
 /// What HEAD says of a completed object, in the shape of Complete's reply.
-pub fn reply_from_head(head: crate::s3::HeadInfo) -> WriteReply {
+pub(crate) fn reply_from_head(head: crate::s3::HeadInfo) -> WriteReply {
     WriteReply {
         etag: head.etag,
         checksum: head.checksum.map(|c| c.value),
@@ -138,7 +138,7 @@ pub fn reply_from_head(head: crate::s3::HeadInfo) -> WriteReply {
 
 /// Checks the completed object (Complete's reply, then the stored attributes read back), settles
 /// the manifest (removed, or kept as a record with `--keep-manifest`) and builds the report.
-pub async fn finish<C: S3Api>(
+pub(crate) async fn finish<C: S3Api>(
     run: &Run<'_, C>,
     start: &Start,
     done: &[DonePart],

@@ -25,20 +25,20 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 /// The span over which an attempt's rate is measured.
-pub const WINDOW: Duration = Duration::from_secs(2);
+pub(crate) const WINDOW: Duration = Duration::from_secs(2);
 
 /// How often the attempts in flight are looked at.
 const CHECK_EVERY: Duration = Duration::from_millis(250);
 
 /// Attempts with a rate needed (the slow one included) before any is called slow.
-pub const MIN_PEERS: usize = 4;
+pub(crate) const MIN_PEERS: usize = 4;
 
 /// An attempt is slow under the median of its peers' rates divided by this.
-pub const SLOW: f64 = 4.0;
+pub(crate) const SLOW: f64 = 4.0;
 
 /// The rates of the attempts in flight of one transfer.
 #[derive(Debug, Default)]
-pub struct Flights {
+pub(crate) struct Flights {
     rates: Mutex<Vec<(u64, Option<f64>)>>,
     next: AtomicU64,
 }
@@ -127,7 +127,7 @@ impl Drop for Watch<'_> {
 /// which cannot run twice side by side (both would write the same offsets of the partial file):
 /// the slow read is stopped, its last write awaited, and the part fetched again
 /// (`download::fetch`).
-pub async fn slow(flights: &Flights, moved: Arc<AtomicU64>, len: u64) {
+pub(crate) async fn slow(flights: &Flights, moved: Arc<AtomicU64>, len: u64) {
     let mut watch = flights.watch(moved, len);
     let mut tick = tokio::time::interval(CHECK_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -144,7 +144,7 @@ pub async fn slow(flights: &Flights, moved: Arc<AtomicU64>, len: u64) {
 /// beside it (after calling `on_hedge`). Returns the first success, or, when both fail, the
 /// second's error; the other request is dropped (cancelled) when this returns.
 /// With `enabled` false the one attempt runs alone (no second request is ever sent).
-pub async fn send<T, E, Fut>(
+pub(crate) async fn send<T, E, Fut>(
     flights: &Flights,
     len: u64,
     enabled: bool,

@@ -20,7 +20,7 @@ use super::{Run, UploadReport, complete, send, single};
 
 /// A part known to be in S3 and equal to the local bytes: what Complete and the report need.
 #[derive(Debug, Clone)]
-pub struct DonePart {
+pub(crate) struct DonePart {
     /// Where it is in the file.
     pub part: Part,
     /// Its checksum (and MD5, when computed).
@@ -32,7 +32,7 @@ pub struct DonePart {
 }
 
 /// What a run starts from: a fresh upload, or one found in a manifest and confirmed by ListParts.
-pub struct Start {
+pub(crate) struct Start {
     /// The upload id.
     pub upload_id: String,
     /// The manifest's journal, appended to as parts are acknowledged; `None` when S3's ListParts
@@ -55,7 +55,7 @@ pub struct Start {
 
 impl Start {
     /// The plan's parts within [`Start::slice`], in order.
-    pub fn parts(&self) -> impl Iterator<Item = Part> + use<> {
+    pub(crate) fn parts(&self) -> impl Iterator<Item = Part> + use<> {
         let slice = self.slice.clone();
         self.plan.parts().filter(move |p| slice.contains(&p.number))
     }
@@ -63,7 +63,7 @@ impl Start {
 
 /// Where this upload's manifest lives: `--manifest`, or the state directory's name for this source
 /// and destination.
-pub async fn manifest_path<C: S3Api>(run: &Run<'_, C>) -> Result<PathBuf, Error> {
+pub(crate) async fn manifest_path<C: S3Api>(run: &Run<'_, C>) -> Result<PathBuf, Error> {
     if let Some(p) = &run.cfg.resume.manifest {
         return Ok(p.clone());
     }
@@ -79,7 +79,7 @@ pub async fn manifest_path<C: S3Api>(run: &Run<'_, C>) -> Result<PathBuf, Error>
 }
 
 /// Drives the multipart upload whose manifest is (or will be) `manifest_path`, holding its lock.
-pub async fn upload<C: S3Api>(
+pub(crate) async fn upload<C: S3Api>(
     run: &Run<'_, C>,
     manifest_path: &Path,
 ) -> Result<UploadReport, Error> {
@@ -213,7 +213,7 @@ async fn finished_earlier<C: S3Api>(
 }
 
 /// The error for an upload stopped by `cause` and kept, with its manifest, for resuming.
-pub fn kept(target: &ObjectUrl, upload_id: &str, manifest: &Path, cause: Error) -> Error {
+pub(crate) fn kept(target: &ObjectUrl, upload_id: &str, manifest: &Path, cause: Error) -> Error {
     Error::UploadFailed {
         source: Box::new(cause),
         bucket: target.bucket.clone(),
@@ -226,7 +226,12 @@ pub fn kept(target: &ObjectUrl, upload_id: &str, manifest: &Path, cause: Error) 
 }
 
 /// Aborts `upload_id` after `cause` stopped it, and says in the error whether that worked.
-pub async fn abort<C: S3Api>(s3: &C, target: &ObjectUrl, upload_id: String, cause: Error) -> Error {
+pub(crate) async fn abort<C: S3Api>(
+    s3: &C,
+    target: &ObjectUrl,
+    upload_id: String,
+    cause: Error,
+) -> Error {
     let outcome = match s3.abort_multipart(target, &upload_id).await {
         Ok(()) => Outcome::Aborted,
         Err(e) => Outcome::AbortFailed(e),

@@ -15,7 +15,7 @@ use super::{Listed, Sent, UploadReport};
 
 /// A single-file upload that sent nothing: the object is already the file.
 #[derive(Debug, Clone, Serialize)]
-pub struct SkippedReport {
+pub(crate) struct SkippedReport {
     /// Bucket.
     pub bucket: String,
     /// Key.
@@ -36,7 +36,7 @@ pub struct SkippedReport {
 
 impl SkippedReport {
     /// The text report.
-    pub fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         format!(
             "s3://{}/{} is already this file ({} bytes), proven identical: {}; nothing sent (--force sends it again)\n",
             self.bucket, self.key, self.size, self.proof
@@ -46,7 +46,7 @@ impl SkippedReport {
 
 /// What a single-file upload did.
 #[derive(Debug)]
-pub enum One {
+pub(crate) enum One {
     /// Sent.
     Uploaded(Box<UploadReport>),
     /// Nothing sent: the object is the file.
@@ -55,7 +55,7 @@ pub enum One {
 
 /// Uploads `cfg.source` to `cfg.target` unless the object there is proven to be the file (one
 /// HEAD; the file is hashed only when an object of its size is there); `force` sends it anyway.
-pub async fn upload_one<C: S3Api>(
+pub(crate) async fn upload_one<C: S3Api>(
     s3: &C,
     cfg: &UploadConfig,
     force: bool,

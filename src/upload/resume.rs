@@ -21,7 +21,7 @@ use super::send::part_record;
 use super::{Run, UploadReport, complete, forget, mtime_ns};
 
 /// How a multipart run begins.
-pub enum Begun {
+pub(crate) enum Begun {
     /// Send the parts not in `Start::done`, then complete.
     Parts(Start),
     /// No upload is kept (or `--restart` discarded it) and the file fits one PutObject.
@@ -33,7 +33,10 @@ pub enum Begun {
 
 /// Finds where to start: resumes the upload in a matching manifest (after checking the file and
 /// asking S3 what it holds), or creates a new upload and its manifest.
-pub async fn begin<C: S3Api>(run: &Run<'_, C>, manifest_path: &Path) -> Result<Begun, Error> {
+pub(crate) async fn begin<C: S3Api>(
+    run: &Run<'_, C>,
+    manifest_path: &Path,
+) -> Result<Begun, Error> {
     let (cfg, src) = (run.cfg, &run.src);
     let endpoint = run.s3.endpoint_label();
     let mut loaded = load_manifest(run, manifest_path).await?;

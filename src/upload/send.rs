@@ -38,7 +38,7 @@ use crate::s3::throttle::counting;
 /// `whole`: the whole-file hasher (`--file-hash`, `--md5-tag`, `--read-back`, the ASC MHL check),
 /// fed in the same chunk loop as each part's checksum, see `Chain`; returned with every byte of
 /// the file in it (parts S3 already holds are read for it too: the manifest keeps no hasher state).
-pub async fn parts<C: S3Api>(
+pub(crate) async fn parts<C: S3Api>(
     run: &Run<'_, C>,
     start: &Start,
     first_send: &OnceLock<Instant>,
@@ -309,7 +309,7 @@ impl Chain {
 /// `err`, unless the file changed under the mapping: a file cut short makes the kernel's copy of
 /// the lost pages fail ("Bad address"), which the SDK reports as a network error. Then the true
 /// cause is the change, and that is the error.
-pub async fn changed_or(src: &std::sync::Arc<Source>, err: Error) -> Error {
+pub(crate) async fn changed_or(src: &std::sync::Arc<Source>, err: Error) -> Error {
     let src = src.clone();
     match blocking(move || src.check_unchanged()).await {
         Err(changed) => changed,
@@ -319,7 +319,7 @@ pub async fn changed_or(src: &std::sync::Arc<Source>, err: Error) -> Error {
 
 /// A part's reply must carry an ETag (CompleteMultipartUpload needs it), equal to the part's MD5
 /// unless SSE-KMS is in force, and any checksum S3 echoes must be the one sent. Returns the ETag.
-pub fn check_part(
+pub(crate) fn check_part(
     part: &Part,
     hash: &PartHash,
     reply: &WriteReply,
@@ -359,7 +359,7 @@ pub fn check_part(
 }
 
 /// The manifest line for a part S3 acknowledged.
-pub fn part_record(part: &Part, hash: &PartHash, etag: &ETag) -> PartRecord {
+pub(crate) fn part_record(part: &Part, hash: &PartHash, etag: &ETag) -> PartRecord {
     PartRecord {
         number: part.number,
         offset: part.offset,

@@ -13,7 +13,7 @@ use super::report::{
 };
 
 /// Sends the whole file in one PutObject with its checksum and Content-MD5, and checks the reply.
-pub async fn put<C: S3Api>(run: &Run<'_, C>) -> Result<UploadReport, Error> {
+pub(crate) async fn put<C: S3Api>(run: &Run<'_, C>) -> Result<UploadReport, Error> {
     let (cfg, src) = (run.cfg, &run.src);
     let alg = cfg.checksum;
     let part = Part {

@@ -70,7 +70,7 @@ impl Comparison {
 }
 
 /// Which local hashes the comparison needs: the checksum algorithm S3 has, and whether an MD5.
-pub fn local_needs(
+pub(crate) fn local_needs(
     remote: &RemoteFacts,
     opts: &VerifyOptions,
 ) -> (Option<ChecksumAlgorithm>, bool) {
@@ -87,7 +87,7 @@ pub fn local_needs(
 }
 
 /// Compares local hashes (cut with `remote.layout`) with what S3 reports. Pure.
-pub fn compare(local_size: u64, local: &[RangeHash], remote: &RemoteFacts) -> Comparison {
+pub(crate) fn compare(local_size: u64, local: &[RangeHash], remote: &RemoteFacts) -> Comparison {
     let ranges = remote.ranges();
     let mut differing_parts = Vec::new();
     let mut parts_compared = 0;

@@ -33,7 +33,7 @@ use crate::vocab::{ChecksumType, ETag, ObjectUrl};
 
 /// Objects up to this size take the small path (the bytes are held in memory, under the engine's
 /// byte budget, until proven).
-pub const SMALL_MAX: u64 = 8 * 1024 * 1024;
+pub(crate) const SMALL_MAX: u64 = 8 * 1024 * 1024;
 
 /// Folders kept for the sync at the end before they are synced early (memory stays bounded).
 const FOLDERS_HELD: usize = 4096;

@@ -33,7 +33,7 @@ use crate::error::Error;
 
 /// One file proven identical to its object.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Proven {
+pub(crate) struct Proven {
     /// Path relative to the tree's root, `/`-separated.
     pub rel: String,
     /// Size in bytes.
@@ -54,19 +54,19 @@ pub struct Proven {
 
 impl Proven {
     /// Whether the local facts equal `other`'s (the object facts are checked against S3 apart).
-    pub fn same_file(&self, other: &Proven) -> bool {
+    pub(crate) fn same_file(&self, other: &Proven) -> bool {
         (self.size, self.mtime_ns, self.dev, self.ino)
             == (other.size, other.mtime_ns, other.dev, other.ino)
     }
 }
 
 /// This run's entries that wait to be written in key order, at most.
-pub const PENDING: usize = 4096;
+pub(crate) const PENDING: usize = 4096;
 
 /// An open record: the earlier run's entries (when loaded), read as they are asked for, and this
 /// run's, being written.
 #[derive(Debug)]
-pub struct Record {
+pub(crate) struct Record {
     path: PathBuf,
     earlier: Mutex<Option<Earlier>>,
     out: Mutex<Option<Out>>,
@@ -114,7 +114,7 @@ impl Earlier {
 }
 
 /// Where the record of uploading the tree at `root` (absolute) to `endpoint`/`bucket`/`prefix` lives.
-pub fn path_for(
+pub(crate) fn path_for(
     state_dir: &Path,
     root: &Path,
     endpoint: &str,
@@ -185,7 +185,7 @@ fn write_all<'a>(path: &Path, entries: impl Iterator<Item = &'a Proven>) -> Resu
 impl Record {
     /// Opens the record at `path`: folds an interrupted run's entries into it, loads it when
     /// `load` (for `--trust-manifest`), and starts this run's list.
-    pub fn open(path: &Path, load: bool) -> Result<Record, Error> {
+    pub(crate) fn open(path: &Path, load: bool) -> Result<Record, Error> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| record_error(dir, &e))?;
         }
@@ -223,7 +223,7 @@ impl Record {
 
     /// What an earlier run proved about `rel` (only when loaded). Asked in key order (the
     /// walk's): an entry before `rel` is passed over for good. Blocking (reads the record).
-    pub fn lookup(&self, rel: &str) -> Option<Proven> {
+    pub(crate) fn lookup(&self, rel: &str) -> Option<Proven> {
         self.earlier
             .lock()
             .expect("record lock")
@@ -232,7 +232,7 @@ impl Record {
     }
 
     /// Adds a file this run proved. A failure to write only loses the shortcut: it is logged.
-    pub fn add(&self, p: &Proven) {
+    pub(crate) fn add(&self, p: &Proven) {
         let mut out = self.out.lock().expect("record lock");
         let Some(o) = out.as_mut() else { return };
         o.pending.insert(p.rel.clone(), p.clone());
@@ -251,7 +251,7 @@ impl Record {
 
     /// Ends this run's list: after a complete walk it becomes the record; otherwise it is kept to
     /// be folded in by the next run.
-    pub fn close(self, complete: bool) -> Result<(), Error> {
+    pub(crate) fn close(self, complete: bool) -> Result<(), Error> {
         let next = next_of(&self.path);
         let out = self.out.lock().expect("record lock").take();
         let Some(mut o) = out else {
