@@ -589,12 +589,10 @@ pub struct UploadArgs {
     /// with the object's tags, after the upload (they count against S3's 10 tags).
     #[arg(long, requires = "file_hash")]
     pub file_hash_tag: bool,
-    /// Send a part again on another connection when its connection moves far slower than the
-    /// others; the first answer wins. For AWS S3, which keeps the last copy of a part stored. Off
-    /// by default: on Garage 2.5 a first request that still completes leaves two copies of the part
-    /// and CompleteMultipartUpload answers InvalidPart (docs/link.md).
+    /// Do not send a part again on another connection when its connection moves far slower than
+    /// the others (hedging is on by default: the first answer wins, the part is recorded once).
     #[arg(long)]
-    pub hedge: bool,
+    pub no_hedge: bool,
     /// Storage class of the object (default: the bucket's, STANDARD).
     #[arg(long, value_name = "CLASS", value_parser = storage_class_parser(), ignore_case = true)]
     pub storage_class: Option<StorageClass>,
@@ -666,7 +664,7 @@ impl UploadArgs {
         cfg.read_back = self.read_back;
         cfg.file_hashes = self.file_hash.clone().unwrap_or_default();
         cfg.file_hash_tag = self.file_hash_tag;
-        cfg.hedge = self.hedge;
+        cfg.hedge = !self.no_hedge;
         cfg.object = ObjectSettings::new(
             self.storage_class,
             self.content_type.clone(),

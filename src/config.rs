@@ -57,7 +57,7 @@ pub struct UploadConfig {
     /// (`--file-hash-tag`).
     pub file_hash_tag: bool,
     /// Send a part again on another connection when its connection moves far slower than the
-    /// others (`--hedge`; off by default: see docs/link.md).
+    /// others (on by default; `--no-hedge` turns it off: see docs/link.md).
     pub hedge: bool,
     /// A tree file's ASC MHL check: the formats to compute in the upload's read and the values
     /// its history recorded, compared before the object is completed (`mhl::Expected`).
@@ -173,7 +173,7 @@ impl UploadConfig {
             read_back: None,
             file_hashes: Vec::new(),
             file_hash_tag: false,
-            hedge: false,
+            hedge: true,
             mhl_check: None,
             object: ObjectSettings::default(),
         })

@@ -11,6 +11,7 @@ pub(crate) mod hedge;
 pub(crate) mod multipart;
 pub(crate) mod one;
 pub(crate) mod proof;
+pub(crate) mod reconcile;
 pub(crate) mod report;
 pub(crate) mod resume;
 pub(crate) mod send;

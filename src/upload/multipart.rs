@@ -16,7 +16,7 @@ use crate::vocab::ObjectUrl;
 use crate::vocab::PartHash;
 
 use super::resume::{self, Begun};
-use super::{Run, UploadReport, complete, send, single};
+use super::{Run, UploadReport, complete, reconcile, send, single};
 
 /// A part known to be in S3 and equal to the local bytes: what Complete and the report need.
 #[derive(Debug, Clone)]
@@ -29,6 +29,8 @@ pub(crate) struct DonePart {
     pub etag: crate::vocab::ETag,
     /// Whether S3 echoed its checksum back.
     pub checksum_echoed: bool,
+    /// Whether this run sent it twice (hedged): the server may hold the dropped copy too.
+    pub hedged: bool,
 }
 
 /// What a run starts from: a fresh upload, or one found in a manifest and confirmed by ListParts.
@@ -137,7 +139,7 @@ pub(crate) async fn upload<C: S3Api>(
     }
     // Once CompleteMultipartUpload is sent it is not cancelled: its outcome must be known.
     let local = complete::local_checksum(start.alg, &done);
-    let reply = complete::complete(run, &upload_id, start.alg, &done, &local)
+    let reply = reconcile::complete(run, &start, &mut done, &local)
         .await
         .map_err(keep)?;
     let (md5, file_hashes) = whole.map_or((None, hash::FileHashes::default()), |w| {

@@ -178,6 +178,7 @@ async fn send_part<C: S3Api>(
     blocking(move || src.check_unchanged()).await?;
     first_send.get_or_init(Instant::now);
     let (target, hash_ref) = (&run.cfg.target, &hash);
+    let hedged = std::sync::atomic::AtomicBool::new(false);
     let sending = hedge::send(
         flights,
         part.len,
@@ -191,6 +192,7 @@ async fn send_part<C: S3Api>(
             )
         },
         || {
+            hedged.store(true, std::sync::atomic::Ordering::Relaxed);
             run.progress.note(&format!(
                 "part {} moves far slower than the others: sending it again on \
                  another connection (the first answer wins)",
@@ -216,6 +218,7 @@ async fn send_part<C: S3Api>(
         hash,
         etag,
         checksum_echoed: reply.checksum.is_some(),
+        hedged: hedged.into_inner(),
     }))
 }
 
@@ -237,7 +240,7 @@ const RELEASE_EVERY: std::time::Duration = std::time::Duration::from_millis(50);
 ///
 /// `MADV_DONTNEED` does no I/O (it only clears page-table entries, a few microseconds for a
 /// mostly unmapped 100 MiB range), so it runs here on the async thread, not on the pool.
-async fn release_behind<T>(
+pub(super) async fn release_behind<T>(
     src: &Source,
     range: std::ops::Range<u64>,
     sending: impl std::future::Future<Output = T>,
