@@ -82,6 +82,16 @@ fn job(command: &Command) -> json::Job {
     json::Job::new(name, path, url)
 }
 
+/// `s3://BUCKET/PREFIX` as the prefix a folder goes under: a key that does not end in `/` gets
+/// one (`s3://b/day1` is `s3://b/day1/`).
+fn prefix_url(target: &str) -> Result<crate::vocab::ObjectUrl, crate::error::Error> {
+    let mut prefix = crate::vocab::ObjectUrl::parse(target)?;
+    if !crate::vocab::is_prefix(&prefix.key) {
+        prefix.key.push('/');
+    }
+    Ok(prefix)
+}
+
 /// The `--report` file of `command`, and its connection, when one was asked for.
 fn report_of(command: &Command) -> Option<(&std::path::Path, &crate::cli::ConnectionArgs)> {
     match command {

@@ -1,4 +1,6 @@
-//! The command line as clap sees it; [`Cli::into_command`] turns it into validated settings.
+//! The command line as clap sees it. Flags become validated settings where a command's file in
+//! `app/` asks for them ([`UploadArgs::to_config`], [`TreeArgs::walk_options`],
+//! [`ConnectionArgs::to_connection`]); `app.rs` dispatches each [`Command`] to that file.
 
 use std::path::PathBuf;
 

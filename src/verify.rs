@@ -29,7 +29,7 @@ pub use crate::remote::facts::{Method, RemoteFacts};
 use crate::error::{Changed, Error};
 use crate::exec::{blocking, on_pool};
 use crate::hash::{self, RangeHash};
-use crate::remote::facts::remote_facts;
+use crate::remote::facts::{Learned, remote_facts};
 use crate::remote::ranged::{Chunk, PIECE, Pinned, RangedReader, Window, pieces};
 use crate::retry::Policy;
 use crate::s3::S3Api;
@@ -194,17 +194,69 @@ async fn verify_once<C: S3Api>(
 ) -> Result<VerifyReport, Error> {
     let started = Instant::now();
     let learned = remote_facts(s3, obj, None).await?;
-    let (remote, why) = (&learned.facts, learned.why.clone());
-    let local_size = src.len();
-    let size = Compared::new(local_size.to_string(), remote.size.to_string());
-    let mut report = VerifyReport {
+    let mut report = first_report(obj, &learned, src.len());
+    if !report.size.matches {
+        report.verdict = Verdict::Differs;
+        report.why = format!(
+            "{}; the sizes differ, so no content was compared",
+            learned.why
+        );
+        return Ok(finish(report, started, 0));
+    }
+    let remote = &learned.facts;
+    let (alg, md5) = compare::local_needs(remote, opts);
+    let decidable = alg.is_some() || md5;
+    let target = Target { s3, obj, src };
+    if opts.download || !decidable {
+        report.method = Method::Download;
+        report.why = why_bytes(remote, opts);
+        let ranges = remote.ranges();
+        let diffs = target
+            .compare_bytes(&ranges, &remote.pinned(), opts.meter.as_ref())
+            .await?;
+        report.parts_compared = ranges.len() as u32;
+        report.verdict = if diffs.is_empty() {
+            Verdict::Identical
+        } else {
+            Verdict::Differs
+        };
+        report.differing_parts = diffs;
+    } else {
+        by_hashes(&target, &mut report, remote, (alg, md5), opts).await?;
+    }
+    Ok(finish(report, started, src.len()))
+}
+
+/// The object being verified and the local file it is compared with.
+struct Target<'a, C> {
+    s3: &'a C,
+    obj: &'a ObjectUrl,
+    src: &'a Arc<Source>,
+}
+
+impl<C: S3Api> Target<'_, C> {
+    /// [`compare_bytes`] over `ranges` of this object.
+    async fn compare_bytes(
+        &self,
+        ranges: &[Range<u64>],
+        pin: &Pinned,
+        meter: Option<&crate::progress::Meter>,
+    ) -> Result<Vec<PartDiff>, Error> {
+        compare_bytes(self.s3, self.obj, self.src, ranges, pin, meter).await
+    }
+}
+
+/// The report before anything is compared but the sizes: what S3 says and why.
+fn first_report(obj: &ObjectUrl, learned: &Learned, local_size: u64) -> VerifyReport {
+    let remote = &learned.facts;
+    VerifyReport {
         bucket: obj.bucket.clone(),
         key: obj.key.clone(),
         method: learned.method,
-        why: why.clone(),
+        why: learned.why.clone(),
         compared: REPORTED.into(),
         verdict: Verdict::Identical,
-        size: size.clone(),
+        size: Compared::new(local_size.to_string(), remote.size.to_string()),
         checksum: None,
         checksum_algorithm: remote.checksum.as_ref().map(|c| {
             format!(
@@ -221,43 +273,46 @@ async fn verify_once<C: S3Api>(
         attempts: 1,
         seconds: 0.0,
         gib_per_s: 0.0,
-    };
-    if !size.matches {
-        report.verdict = Verdict::Differs;
-        report.why = format!("{why}; the sizes differ, so no content was compared");
-        return Ok(finish(report, started, 0));
     }
+}
+
+/// Why the bytes are compared: asked for, or nothing else can decide.
+fn why_bytes(remote: &RemoteFacts, opts: &VerifyOptions) -> String {
+    if opts.download {
+        "--download: the bytes compared with the local file".into()
+    } else if let Some(why) = &remote.set_aside {
+        why.clone()
+    } else {
+        format!(
+            "no checksum, and the ETag {}: only the bytes can decide",
+            if remote.etag.is_none() {
+                "is missing"
+            } else {
+                "is not an MD5 (SSE-KMS/SSE-C)"
+            }
+        )
+    }
+}
+
+/// Hashes the local file with S3's part layout and compares it with what S3 reports; when the
+/// object differs but nothing per part says where, the parts are found by their bytes.
+async fn by_hashes<C: S3Api>(
+    target: &Target<'_, C>,
+    report: &mut VerifyReport,
+    remote: &RemoteFacts,
+    (alg, md5): (Option<ChecksumAlgorithm>, bool),
+    opts: &VerifyOptions,
+) -> Result<(), Error> {
     let ranges = remote.ranges();
-    let pin = remote.pinned();
-    let (alg, md5) = compare::local_needs(remote, opts);
-    let decidable = alg.is_some() || md5;
-    if opts.download || !decidable {
-        report.method = Method::Download;
-        report.why = if opts.download {
-            "--download: the bytes compared with the local file".into()
-        } else if let Some(why) = &remote.set_aside {
-            why.clone()
-        } else {
-            format!(
-                "no checksum, and the ETag {}: only the bytes can decide",
-                if remote.etag.is_none() {
-                    "is missing"
-                } else {
-                    "is not an MD5 (SSE-KMS/SSE-C)"
-                }
-            )
-        };
-        let diffs = compare_bytes(s3, obj, src, &ranges, &pin, opts.meter.as_ref()).await?;
-        report.parts_compared = ranges.len() as u32;
-        report.verdict = if diffs.is_empty() {
-            Verdict::Identical
-        } else {
-            Verdict::Differs
-        };
-        report.differing_parts = diffs;
-        return Ok(finish(report, started, local_size));
-    }
-    let local = hash_local(src.clone(), ranges.clone(), alg, md5, opts.meter.clone()).await;
+    let local_size = target.src.len();
+    let local = hash_local(
+        target.src.clone(),
+        ranges.clone(),
+        alg,
+        md5,
+        opts.meter.clone(),
+    )
+    .await;
     let c = compare::compare(local_size, &local, remote);
     let differs = c.differs();
     report.etag_note = c.etag_note();
@@ -270,30 +325,33 @@ async fn verify_once<C: S3Api>(
     } else {
         Verdict::Identical
     };
-    if differs && report.differing_parts.is_empty() {
-        // The object differs, but nothing per part says where: find the parts by their bytes.
-        report.differing_parts = compare_bytes(s3, obj, src, &ranges, &pin, None).await?;
-        report.parts_compared = ranges.len() as u32;
-        if report.differing_parts.is_empty() {
-            // Every byte the server sends is the file's: the value it reports does not describe
-            // its own bytes (moto names a CRC32 CRC32C). The bytes decide; the report says so.
-            report.verdict = Verdict::Identical;
-            report.method = Method::Download;
-            report.why = format!(
-                "{why}; the server's reported {} does not describe the bytes it sends (its \
-                 answer, not a difference in the data): the bytes were compared and decide",
-                if report.checksum.as_ref().is_some_and(|c| !c.matches) {
-                    "checksum"
-                } else {
-                    "ETag"
-                }
-            );
-        } else {
-            report.why =
-                format!("{why}; the differing parts were found by downloading and comparing");
-        }
+    if !differs || !report.differing_parts.is_empty() {
+        return Ok(());
     }
-    Ok(finish(report, started, local_size))
+    // The object differs, but nothing per part says where: find the parts by their bytes.
+    let why = report.why.clone();
+    report.differing_parts = target
+        .compare_bytes(&ranges, &remote.pinned(), None)
+        .await?;
+    report.parts_compared = ranges.len() as u32;
+    if report.differing_parts.is_empty() {
+        // Every byte the server sends is the file's: the value it reports does not describe
+        // its own bytes (moto names a CRC32 CRC32C). The bytes decide; the report says so.
+        report.verdict = Verdict::Identical;
+        report.method = Method::Download;
+        report.why = format!(
+            "{why}; the server's reported {} does not describe the bytes it sends (its \
+             answer, not a difference in the data): the bytes were compared and decide",
+            if report.checksum.as_ref().is_some_and(|c| !c.matches) {
+                "checksum"
+            } else {
+                "ETag"
+            }
+        );
+    } else {
+        report.why = format!("{why}; the differing parts were found by downloading and comparing");
+    }
+    Ok(())
 }
 
 /// [`VerifyReport::compared`] when only reported values were compared.

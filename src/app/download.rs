@@ -7,13 +7,11 @@ use crate::cli::DownloadArgs;
 use crate::download::{self, DownloadOptions, DownloadReport};
 use crate::error::Error;
 use crate::s3::SdkS3;
-use crate::vocab::ObjectUrl;
+use crate::vocab::{ObjectUrl, is_prefix};
 
 /// `tally download s3://... FILE|DIR`.
 pub(crate) fn run(args: &DownloadArgs, out: &Output, runtime: &tokio::runtime::Runtime) -> i32 {
-    let is_prefix =
-        ObjectUrl::parse(&args.source).is_ok_and(|u| u.key.is_empty() || u.key.ends_with('/'));
-    if is_prefix {
+    if ObjectUrl::parse(&args.source).is_ok_and(|u| is_prefix(&u.key)) {
         if args.dryrun {
             return runtime.block_on(super::dryrun::download(args, out));
         }

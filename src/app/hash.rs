@@ -3,7 +3,7 @@
 use super::output::{Output, human_bytes, print_file_hashes, say};
 use crate::cli::{HashArgs, TreeArgs};
 use crate::error::{EXIT_ERROR, EXIT_OK, Error};
-use crate::hashfile::{self, HashReport, TreeLine};
+use crate::hashfile::{self, HashReport, TreeLine, TreeSummary};
 use crate::tree::{self, Grouper, Item, Sequence};
 
 /// `tally hash FILE|DIR`.
@@ -136,38 +136,10 @@ fn hash_dir(args: &HashArgs, out: &Output, runtime: &tokio::runtime::Runtime) ->
     if out.json {
         out.emit(&super::json::hash_summary(&out.job, &summary, ignored));
     } else if !out.quiet {
-        let mut s = if summary.files == 0 && summary.skipped == 0 {
-            format!("nothing to hash: {dir} holds no files\n")
-        } else {
-            format!(
-                "hashed {} files, {} in {:.2} s",
-                tree::sequence::thousands(summary.files),
-                tree::sequence::size_text(summary.bytes),
-                summary.seconds
-            )
-        };
-        if summary.skipped > 0 || summary.failed > 0 {
-            s += &format!(
-                "; {} skipped, {} failed (named above)",
-                summary.skipped, summary.failed
-            );
-        }
-        if !s.ends_with('\n') {
-            s.push('\n');
-        }
-        if !seq.kept.is_empty() {
-            s += "sequences:\n";
-            for q in seq.kept {
-                s += &format!(
-                    "  {}\n",
-                    crate::printable::one_line(&Item::Sequence(q).to_string())
-                );
-            }
-            if seq.more > 0 {
-                s += &format!("  and {} more sequences\n", seq.more);
-            }
-        }
-        print!("{}", crate::redact::redact(&s));
+        print!(
+            "{}",
+            crate::redact::redact(&print_summary(&summary, seq, &dir))
+        );
     }
     if summary.failed > 0 {
         let n = summary.failed;
@@ -177,6 +149,43 @@ fn hash_dir(args: &HashArgs, out: &Output, runtime: &tokio::runtime::Runtime) ->
     } else {
         EXIT_OK
     }
+}
+
+/// The text summary of `tally hash DIR`: how many files, what was skipped or failed, and the
+/// sequences.
+fn print_summary(summary: &TreeSummary, seq: Sequences, dir: &str) -> String {
+    let mut s = if summary.files == 0 && summary.skipped == 0 {
+        format!("nothing to hash: {dir} holds no files\n")
+    } else {
+        format!(
+            "hashed {} files, {} in {:.2} s",
+            tree::sequence::thousands(summary.files),
+            tree::sequence::size_text(summary.bytes),
+            summary.seconds
+        )
+    };
+    if summary.skipped > 0 || summary.failed > 0 {
+        s += &format!(
+            "; {} skipped, {} failed (named above)",
+            summary.skipped, summary.failed
+        );
+    }
+    if !s.ends_with('\n') {
+        s.push('\n');
+    }
+    if !seq.kept.is_empty() {
+        s += "sequences:\n";
+        for q in seq.kept {
+            s += &format!(
+                "  {}\n",
+                crate::printable::one_line(&Item::Sequence(q).to_string())
+            );
+        }
+        if seq.more > 0 {
+            s += &format!("  and {} more sequences\n", seq.more);
+        }
+    }
+    s
 }
 
 fn print_tree_line(out: &Output, line: &TreeLine) {

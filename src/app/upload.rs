@@ -8,7 +8,6 @@ use crate::cli::UploadArgs;
 use crate::error::{EXIT_ERROR, EXIT_OK, Error};
 use crate::s3::SdkS3;
 use crate::upload::{self, Check, Method, UploadReport};
-use crate::vocab::ObjectUrl;
 
 /// `tally upload FILE|DIR s3://...`.
 pub(crate) fn run(args: &UploadArgs, out: &Output, runtime: &tokio::runtime::Runtime) -> i32 {
@@ -115,10 +114,7 @@ pub(super) fn tree_config(args: &UploadArgs) -> Result<TreeConfig, Error> {
             "--force sends one file again; a directory's files proven identical are always skipped: upload the file itself with --force".into(),
         ));
     }
-    let mut prefix = ObjectUrl::parse(&args.target)?;
-    if !prefix.key.is_empty() && !prefix.key.ends_with('/') {
-        prefix.key.push('/');
-    }
+    let prefix = super::prefix_url(&args.target)?;
     let mut base = args.to_config()?;
     base.target = prefix.clone();
     Ok(TreeConfig {
@@ -134,14 +130,6 @@ pub(super) fn tree_config(args: &UploadArgs) -> Result<TreeConfig, Error> {
 }
 
 fn print_upload(r: &UploadReport) -> String {
-    let check = |c: Check| match c {
-        Check::Matched => "matches S3",
-        Check::NotReported => "not verified by the server (its reply did not carry it)",
-        Check::NotComparableKms => "not compared: under SSE-KMS the ETag is not an MD5",
-        Check::NotComparableSseC => "not compared: under SSE-C the ETag is not an MD5",
-        Check::NotPredicted => "not computed (no MD5 asked for; --content-md5 adds it)",
-        Check::Mismatch => "DIFFERS from S3",
-    };
     let mut s = format!(
         "uploaded {} to {} in {:.2} s ({:.1} MiB/s)\n",
         human_bytes(r.size),
@@ -149,41 +137,7 @@ fn print_upload(r: &UploadReport) -> String {
         r.seconds,
         r.mib_per_s
     );
-    if r.method == Method::Multipart {
-        s += &format!(
-            "  parts     {} x {}, {} per part, {} echoed back equal by S3{}\n",
-            r.parts,
-            human_bytes(r.part_size),
-            r.checksum.algorithm,
-            r.checks.part_checksums_matched,
-            match r.parts - r.checks.part_checksums_matched.min(r.parts) {
-                0 => String::new(),
-                n => format!(" ({n} not verified by the server: not echoed)"),
-            }
-        );
-        if let Some(u) = &r.upload_id {
-            s += &format!("  upload id {u}\n");
-        }
-        if r.resumed {
-            s += &format!(
-                "  resumed   {} parts were already in S3, {} sent now\n",
-                r.parts_skipped, r.parts_sent
-            );
-        }
-        if let Some(m) = &r.manifest {
-            s += &format!("  manifest  {} (kept)\n", crate::printable::path(m));
-        }
-    } else if r.checks.object_checksum == Check::Matched {
-        s += &format!(
-            "  single PUT with Content-MD5 and {} (S3 echoed the checksum: verified on receipt)\n",
-            r.checksum.algorithm
-        );
-    } else {
-        s += &format!(
-            "  single PUT with Content-MD5 and {}: the {} checksum was not verified by the server (its reply did not carry it)\n",
-            r.checksum.algorithm, r.checksum.algorithm
-        );
-    }
+    s += &print_method(r);
     s += &format!(
         "  checksum  {} {} ({}): {}\n",
         r.checksum.algorithm,
@@ -198,7 +152,74 @@ fn print_upload(r: &UploadReport) -> String {
             s += "  etag      not computed (no MD5 asked for; --content-md5 adds it): the checksums are the proof\n"
         }
     }
-    match &r.verified {
+    s += &print_read_back(r);
+    if let (Some(md5), Some((name, outcome))) = (&r.md5, &r.md5_tag) {
+        s += &format!("  md5 tag   {name}={md5}: {outcome:?}\n");
+    }
+    s += &print_file_hashes(&r.file_hashes);
+    for (name, outcome) in &r.file_hash_tags {
+        s += &format!("  tag       {name}: {outcome:?}\n");
+    }
+    s
+}
+
+/// One check's outcome in words.
+fn check(c: Check) -> &'static str {
+    match c {
+        Check::Matched => "matches S3",
+        Check::NotReported => "not verified by the server (its reply did not carry it)",
+        Check::NotComparableKms => "not compared: under SSE-KMS the ETag is not an MD5",
+        Check::NotComparableSseC => "not compared: under SSE-C the ETag is not an MD5",
+        Check::NotPredicted => "not computed (no MD5 asked for; --content-md5 adds it)",
+        Check::Mismatch => "DIFFERS from S3",
+    }
+}
+
+/// How the bytes went: the parts (and resume, manifest) of a multipart upload, or the one PUT
+/// and whether S3 echoed its checksum.
+fn print_method(r: &UploadReport) -> String {
+    if r.method != Method::Multipart {
+        return if r.checks.object_checksum == Check::Matched {
+            format!(
+                "  single PUT with Content-MD5 and {} (S3 echoed the checksum: verified on receipt)\n",
+                r.checksum.algorithm
+            )
+        } else {
+            format!(
+                "  single PUT with Content-MD5 and {}: the {} checksum was not verified by the server (its reply did not carry it)\n",
+                r.checksum.algorithm, r.checksum.algorithm
+            )
+        };
+    }
+    let mut s = format!(
+        "  parts     {} x {}, {} per part, {} echoed back equal by S3{}\n",
+        r.parts,
+        human_bytes(r.part_size),
+        r.checksum.algorithm,
+        r.checks.part_checksums_matched,
+        match r.parts - r.checks.part_checksums_matched.min(r.parts) {
+            0 => String::new(),
+            n => format!(" ({n} not verified by the server: not echoed)"),
+        }
+    );
+    if let Some(u) = &r.upload_id {
+        s += &format!("  upload id {u}\n");
+    }
+    if r.resumed {
+        s += &format!(
+            "  resumed   {} parts were already in S3, {} sent now\n",
+            r.parts_skipped, r.parts_sent
+        );
+    }
+    if let Some(m) = &r.manifest {
+        s += &format!("  manifest  {} (kept)\n", crate::printable::path(m));
+    }
+    s
+}
+
+/// What reading the object back after the upload confirmed, or that it was not done.
+fn print_read_back(r: &UploadReport) -> String {
+    let mut s = match &r.verified {
         Some(v) => {
             let said = |m: Option<bool>| match m {
                 Some(true) => "matches",
@@ -210,7 +231,7 @@ fn print_upload(r: &UploadReport) -> String {
             } else {
                 format!("{} parts compared one by one", v.parts_compared)
             };
-            s += &format!(
+            let mut s = format!(
                 "  read back with {}: checksum {}, ETag {}, {parts}\n",
                 v.method,
                 said(v.checksum_matches),
@@ -219,18 +240,12 @@ fn print_upload(r: &UploadReport) -> String {
             if let Some(note) = &v.checksum_note {
                 s += &format!("            {note}\n");
             }
+            s
         }
-        None => s += "  read back not done (--no-verify)\n",
-    }
+        None => "  read back not done (--no-verify)\n".to_owned(),
+    };
     if let Some(n) = r.read_back_reads {
         s += &format!("  read back the object's MD5 equals the file's (after {n} read(s))\n");
-    }
-    if let (Some(md5), Some((name, outcome))) = (&r.md5, &r.md5_tag) {
-        s += &format!("  md5 tag   {name}={md5}: {outcome:?}\n");
-    }
-    s += &print_file_hashes(&r.file_hashes);
-    for (name, outcome) in &r.file_hash_tags {
-        s += &format!("  tag       {name}: {outcome:?}\n");
     }
     s
 }

@@ -58,10 +58,7 @@ pub(crate) fn run(args: &VerifyArgs, out: &Output, runtime: &tokio::runtime::Run
 /// `tally verify DIR s3://BUCKET/PREFIX/`.
 async fn verify_tree(args: &VerifyArgs, out: &Output) -> i32 {
     let run = async {
-        let mut prefix = ObjectUrl::parse(&args.target)?;
-        if !prefix.key.is_empty() && !prefix.key.ends_with('/') {
-            prefix.key.push('/');
-        }
+        let prefix = super::prefix_url(&args.target)?;
         let walk = crate::tree::WalkOptions {
             key_prefix_len: prefix.key.len(),
             ..args.tree.walk_options()?

@@ -157,73 +157,14 @@ pub(crate) struct Proof {
 /// What was proven, from the parts checked alone (`alone[i]`: what part `i` was checked against,
 /// if anything) and the whole-object comparison `c` (all matched: a mismatch never gets here).
 pub(crate) fn proofs(facts: &RemoteFacts, alone: &[Option<Against>], c: &Comparison) -> Vec<Proof> {
-    let n = facts.layout.len();
     let mut out = Vec::new();
     if facts.multipart {
-        let by_list = alone
-            .iter()
-            .filter(|a| matches!(a, Some(Against::PartChecksum(..))))
-            .count();
-        let by_reply = alone
-            .iter()
-            .filter(|a| matches!(a, Some(Against::ReplyChecksum(..))))
-            .count();
-        let alg = facts.checksum.as_ref().map(|c| c.algorithm.to_string());
-        let of = |k: usize| {
-            if k == n {
-                format!("each of {n} parts")
-            } else {
-                format!("{k} of {n} parts")
-            }
-        };
-        if by_list > 0 {
-            out.push(Proof {
-                kind: "part_checksums",
-                algorithm: alg.clone(),
-                text: format!(
-                    "{} against S3's {} part checksums",
-                    of(by_list),
-                    alg.as_deref().unwrap_or("")
-                ),
-            });
-        }
-        if by_reply > 0 {
-            out.push(Proof {
-                kind: "reply_checksums",
-                algorithm: alg.clone(),
-                text: format!(
-                    "{} against the {} checksum S3 sent with it",
-                    of(by_reply),
-                    alg.as_deref().unwrap_or("")
-                ),
-            });
-        }
+        out.extend(parts_alone(facts, alone));
     }
     if let (Some(cmp), Some(rc)) = (&c.checksum, &facts.checksum)
         && cmp.matches
     {
-        let full = rc.kind == Some(ChecksumType::FullObject)
-            || (rc.kind.is_none() && rc.algorithm == ChecksumAlgorithm::Crc64nvme);
-        let a = rc.algorithm;
-        out.push(if !facts.multipart {
-            Proof {
-                kind: "object_checksum",
-                algorithm: Some(a.to_string()),
-                text: format!("the object's {a} checksum"),
-            }
-        } else if full {
-            Proof {
-                kind: "full_object_crc",
-                algorithm: Some(a.to_string()),
-                text: format!("the object's full-object {a}, combined from the {n} parts' CRCs"),
-            }
-        } else {
-            Proof {
-                kind: "composite_checksum",
-                algorithm: Some(a.to_string()),
-                text: format!("the object's {a} composite checksum, from the {n} parts' checksums"),
-            }
-        });
+        out.push(object_checksum(facts, rc));
     }
     // A hidden layout's ETag, found by searching the part size, is said by the download.
     let searched = facts.etag_kind == EtagKind::Unpredictable;
@@ -232,7 +173,10 @@ pub(crate) fn proofs(facts: &RemoteFacts, alone: &[Option<Against>], c: &Compari
             Proof {
                 kind: "multipart_etag",
                 algorithm: None,
-                text: format!("the multipart ETag, from the {n} parts' MD5s"),
+                text: format!(
+                    "the multipart ETag, from the {} parts' MD5s",
+                    facts.layout.len()
+                ),
             }
         } else {
             Proof {
@@ -243,6 +187,75 @@ pub(crate) fn proofs(facts: &RemoteFacts, alone: &[Option<Against>], c: &Compari
         });
     }
     out
+}
+
+/// The parts of a multipart object checked on their own as they arrived: against S3's listed
+/// part checksums, and against the checksum S3 sent with each part's GET.
+fn parts_alone(facts: &RemoteFacts, alone: &[Option<Against>]) -> Vec<Proof> {
+    let n = facts.layout.len();
+    let count = |kind: fn(&Against) -> bool| alone.iter().flatten().filter(|a| kind(a)).count();
+    let by_list = count(|a| matches!(a, Against::PartChecksum(..)));
+    let by_reply = count(|a| matches!(a, Against::ReplyChecksum(..)));
+    let alg = facts.checksum.as_ref().map(|c| c.algorithm.to_string());
+    let of = |k: usize| {
+        if k == n {
+            format!("each of {n} parts")
+        } else {
+            format!("{k} of {n} parts")
+        }
+    };
+    let mut out = Vec::new();
+    if by_list > 0 {
+        out.push(Proof {
+            kind: "part_checksums",
+            algorithm: alg.clone(),
+            text: format!(
+                "{} against S3's {} part checksums",
+                of(by_list),
+                alg.as_deref().unwrap_or("")
+            ),
+        });
+    }
+    if by_reply > 0 {
+        out.push(Proof {
+            kind: "reply_checksums",
+            algorithm: alg.clone(),
+            text: format!(
+                "{} against the {} checksum S3 sent with it",
+                of(by_reply),
+                alg.as_deref().unwrap_or("")
+            ),
+        });
+    }
+    out
+}
+
+/// The object's checksum `rc`, matched: of a single-part object, a full-object CRC combined from
+/// the parts', or a composite of the parts' checksums.
+fn object_checksum(facts: &RemoteFacts, rc: &RemoteChecksum) -> Proof {
+    let n = facts.layout.len();
+    let full = rc.kind == Some(ChecksumType::FullObject)
+        || (rc.kind.is_none() && rc.algorithm == ChecksumAlgorithm::Crc64nvme);
+    let a = rc.algorithm;
+    if !facts.multipart {
+        Proof {
+            kind: "object_checksum",
+            algorithm: Some(a.to_string()),
+            text: format!("the object's {a} checksum"),
+        }
+    } else if full {
+        Proof {
+            kind: "full_object_crc",
+            algorithm: Some(a.to_string()),
+            text: format!("the object's full-object {a}, combined from the {n} parts' CRCs"),
+        }
+    } else {
+        Proof {
+            kind: "composite_checksum",
+            algorithm: Some(a.to_string()),
+            text: format!("the object's {a} composite checksum, from the {n} parts' checksums"),
+        }
+    }
 }
 
 /// Why nothing could be checked, in the report's words.

@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use crate::error::Error;
 use crate::remote::ranged::Pinned;
-use crate::s3::{HeadInfo, ObjectRead, RemoteChecksum};
+use crate::s3::{HeadInfo, ObjectAttributes, ObjectRead, RemoteChecksum};
 use crate::vocab::ETag;
 use crate::vocab::EtagKind;
 use crate::vocab::ObjectUrl;
@@ -212,51 +212,28 @@ async fn learn<C: ObjectRead>(
         .map_err(Error::s3("HeadObject", None, None))?;
     let mut facts = RemoteFacts::from_head(&head);
     set_aside_malformed(&mut facts);
+    // Called once, on whichever way out is taken.
+    let learned = move |facts, method, why: &str| Learned {
+        facts,
+        method,
+        why: why.into(),
+        head,
+    };
     if !facts.multipart && facts.checksum.is_some() {
         // A single-part object with its checksum: GetObjectAttributes would add nothing.
         facts.layout = vec![facts.size];
-        return Ok(Learned {
-            facts,
-            method: Method::HeadLayout,
-            why: "a single-part object: its checksum and ETag cover it whole".into(),
-            head,
-        });
+        let why = "a single-part object: its checksum and ETag cover it whole";
+        return Ok(learned(facts, Method::HeadLayout, why));
     }
     let attrs =
         s3.object_attributes(obj)
             .await
             .map_err(Error::s3("GetObjectAttributes", None, None))?;
-    let why_no_attrs = match &attrs {
-        None => "the server does not implement GetObjectAttributes",
-        Some(a) if a.parts.is_empty() && a.parts_count.is_some_and(|n| n > 0) => {
-            "GetObjectAttributes lists no per-part checksums for this object"
-        }
-        Some(_) => "",
-    };
-    if let Some(a) = &attrs {
-        if facts.checksum.is_none() && facts.set_aside.is_none() {
-            facts.checksum = a.checksum.clone();
-            set_aside_malformed(&mut facts);
-        }
-        if a.parts_count.is_some_and(|n| n > 0) {
-            facts.multipart = true;
-        }
-        let complete = !a.parts.is_empty()
-            && a.parts_count == Some(a.parts.len() as u32)
-            && a.parts
-                .iter()
-                .enumerate()
-                .all(|(i, p)| p.number as usize == i + 1);
-        if complete && facts.set_aside.is_none() {
-            facts.layout = a.parts.iter().map(|p| p.size).collect();
-            facts.part_checksums = a.parts.iter().map(|p| p.checksum.clone()).collect();
-            return Ok(Learned {
-                facts,
-                method: Method::ObjectAttributes,
-                why: "GetObjectAttributes lists every part's size and checksum".into(),
-                head,
-            });
-        }
+    if let Some(a) = &attrs
+        && add_attributes(&mut facts, a)
+    {
+        let why = "GetObjectAttributes lists every part's size and checksum";
+        return Ok(learned(facts, Method::ObjectAttributes, why));
     }
     if !facts.multipart {
         facts.layout = vec![facts.size];
@@ -265,12 +242,7 @@ async fn learn<C: ObjectRead>(
         } else {
             "a single-part object (the server does not implement GetObjectAttributes)"
         };
-        return Ok(Learned {
-            facts,
-            method: Method::HeadLayout,
-            why: why.into(),
-            head,
-        });
+        return Ok(learned(facts, Method::HeadLayout, why));
     }
     let layout = match known_layout {
         Some(l) => l.to_vec(),
@@ -278,38 +250,68 @@ async fn learn<C: ObjectRead>(
     };
     if let Err(why) = layout_fits(&facts, &layout) {
         tracing::warn!("{obj}: {why}");
-        // Nothing computed from a layout can be compared: only the bytes, read by ranges. The
-        // ETag stays (it pins the reads to this object) but is not an MD5 to compare with.
-        facts.layout = vec![facts.size];
-        facts.multipart = false;
-        facts.checksum = None;
-        facts.part_checksums.clear();
-        if facts.etag_kind == EtagKind::Md5 {
-            // Not an MD5 under SSE-KMS or SSE-C whatever the layout: that stays said.
-            facts.etag_kind = EtagKind::Unpredictable;
-        }
-        facts.set_aside = Some(why.clone());
-        return Ok(Learned {
-            facts,
-            method: Method::HeadLayout,
-            why,
-            head,
-        });
+        set_aside_layout(&mut facts, why.clone());
+        return Ok(learned(facts, Method::HeadLayout, &why));
     }
     facts.layout = layout;
-    let why_no_attrs = match (why_no_attrs, &facts.set_aside) {
+    let why_no_attrs = match (why_no_attrs(attrs.as_ref()), &facts.set_aside) {
         ("", Some(set_aside)) => set_aside.clone(),
         ("", None) => "GetObjectAttributes gives no part layout for this object".into(),
         (why, _) => why.to_owned(),
     };
-    Ok(Learned {
-        facts,
-        method: Method::HeadLayout,
-        why: format!(
-            "{why_no_attrs}: part sizes from HEAD ?partNumber, checksum and ETag from HEAD"
-        ),
-        head,
-    })
+    let why =
+        format!("{why_no_attrs}: part sizes from HEAD ?partNumber, checksum and ETag from HEAD");
+    Ok(learned(facts, Method::HeadLayout, &why))
+}
+
+/// Why GetObjectAttributes gave no part layout, or "" when it may have.
+fn why_no_attrs(attrs: Option<&ObjectAttributes>) -> &'static str {
+    match attrs {
+        None => "the server does not implement GetObjectAttributes",
+        Some(a) if a.parts.is_empty() && a.parts_count.is_some_and(|n| n > 0) => {
+            "GetObjectAttributes lists no per-part checksums for this object"
+        }
+        Some(_) => "",
+    }
+}
+
+/// Adds what GetObjectAttributes says to `facts` (the checksum HEAD lacked, whether it has
+/// parts); true when it listed every part's size and checksum, the layout then taken from it.
+fn add_attributes(facts: &mut RemoteFacts, a: &ObjectAttributes) -> bool {
+    if facts.checksum.is_none() && facts.set_aside.is_none() {
+        facts.checksum = a.checksum.clone();
+        set_aside_malformed(facts);
+    }
+    if a.parts_count.is_some_and(|n| n > 0) {
+        facts.multipart = true;
+    }
+    let complete = !a.parts.is_empty()
+        && a.parts_count == Some(a.parts.len() as u32)
+        && a.parts
+            .iter()
+            .enumerate()
+            .all(|(i, p)| p.number as usize == i + 1);
+    if !complete || facts.set_aside.is_some() {
+        return false;
+    }
+    facts.layout = a.parts.iter().map(|p| p.size).collect();
+    facts.part_checksums = a.parts.iter().map(|p| p.checksum.clone()).collect();
+    true
+}
+
+/// A part layout that does not fit the object (`why`): nothing computed from a layout can be
+/// compared, only the bytes, read by ranges. The ETag stays (it pins the reads to this object)
+/// but is not an MD5 to compare with.
+fn set_aside_layout(facts: &mut RemoteFacts, why: String) {
+    facts.layout = vec![facts.size];
+    facts.multipart = false;
+    facts.checksum = None;
+    facts.part_checksums.clear();
+    if facts.etag_kind == EtagKind::Md5 {
+        // Not an MD5 under SSE-KMS or SSE-C whatever the layout: that stays said.
+        facts.etag_kind = EtagKind::Unpredictable;
+    }
+    facts.set_aside = Some(why);
 }
 
 /// The part sizes of a multipart object, from HEAD `?partNumber=N` (in parallel).

@@ -29,7 +29,7 @@ use crate::error::{Changed, Error};
 use crate::exec::blocking;
 use crate::hash::SequentialMd5;
 use crate::remote::md5_state::{self, SavedState};
-use crate::remote::ranged::{PIECE, Pinned, StreamReader, Window, pieces};
+use crate::remote::ranged::{PIECE, Pinned, StreamReader, Streamed, Window, pieces};
 use crate::remote::tags::{TagOutcome, tag_md5};
 use crate::retry::Policy;
 use crate::s3::S3ErrorKind;
@@ -281,21 +281,21 @@ pub(crate) async fn hash_stretch<C: S3Api>(
         pieces(std::slice::from_ref(&(from..head.size)), PIECE),
         Window::STREAM,
     );
-    // Bytes fed to the worker: what a checkpoint saves, wherever the run stops.
-    let mut offset = from;
     if let Some(m) = meter {
         m.begin(head.size, from);
     }
-    // Between two pieces (where the time limit may stop the run).
-    let mut between = true;
-    let mut last_save = (offset, Instant::now());
+    let mut at = At {
+        offset: from,
+        between: true,
+        last_save: (from, Instant::now()),
+    };
     let outcome: Result<bool, Error> = loop {
-        if offset == head.size {
+        if at.offset == head.size {
             break Ok(true);
         }
         // The time limit stops a run only between pieces and once it has hashed something: every
         // run progresses.
-        let limit = stop_at.filter(|_| between && offset > from);
+        let limit = stop_at.filter(|_| at.between && at.offset > from);
         // A limit already passed stops the run now: a sleep registered with the timer would only
         // fire once this task yields, and feeding the worker seldom makes it yield.
         if limit.is_some_and(|d| Instant::now() >= d) {
@@ -314,29 +314,53 @@ pub(crate) async fn hash_stretch<C: S3Api>(
                 ));
             }
             Some(Err(e)) => break Err(e),
-            Some(Ok(bytes)) => {
-                offset += bytes.body.len() as u64;
-                if let Some(m) = meter {
-                    m.add(bytes.body.len() as u64);
-                }
-                md5.feed(bytes.body).await;
-                between = bytes.last;
-                if !bytes.last {
-                    continue;
-                }
-                crate::seam::pause("chunk").await;
-                if save_to.is_some()
-                    && (offset - last_save.0 >= CHECKPOINT_BYTES
-                        || last_save.1.elapsed() >= CHECKPOINT_EVERY)
-                {
-                    checkpoint(&mut md5, saved, offset, save_to).await?;
-                    last_save = (offset, Instant::now());
-                }
-            }
+            Some(Ok(bytes)) => at.feed(&mut md5, bytes, saved, save_to, meter).await?,
         }
     };
     drop(reader);
-    settle(outcome, md5, saved, offset, save_to).await
+    settle(outcome, md5, saved, at.offset, save_to).await
+}
+
+/// Where a stretch is.
+struct At {
+    /// Bytes fed to the worker: what a checkpoint saves, wherever the run stops.
+    offset: u64,
+    /// Between two pieces (where the time limit may stop the run).
+    between: bool,
+    /// The offset and time of the last checkpoint.
+    last_save: (u64, Instant),
+}
+
+impl At {
+    /// Feeds `bytes` to the MD5 worker; at the end of a piece, writes a checkpoint to `save_to`
+    /// when enough bytes or time went by since the last.
+    async fn feed(
+        &mut self,
+        md5: &mut SequentialMd5,
+        bytes: Streamed,
+        saved: &mut SavedState,
+        save_to: Option<&std::path::Path>,
+        meter: Option<&crate::progress::Meter>,
+    ) -> Result<(), Error> {
+        self.offset += bytes.body.len() as u64;
+        if let Some(m) = meter {
+            m.add(bytes.body.len() as u64);
+        }
+        md5.feed(bytes.body).await;
+        self.between = bytes.last;
+        if !bytes.last {
+            return Ok(());
+        }
+        crate::seam::pause("chunk").await;
+        if save_to.is_some()
+            && (self.offset - self.last_save.0 >= CHECKPOINT_BYTES
+                || self.last_save.1.elapsed() >= CHECKPOINT_EVERY)
+        {
+            checkpoint(md5, saved, self.offset, save_to).await?;
+            self.last_save = (self.offset, Instant::now());
+        }
+        Ok(())
+    }
 }
 
 /// Sleeps until `d`, or forever without one.

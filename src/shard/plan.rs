@@ -127,7 +127,7 @@ impl PlanAt {
     pub(crate) fn parse(text: &str) -> Result<PlanAt, Error> {
         if text.starts_with("s3://") {
             let url = ObjectUrl::parse(text)?;
-            if url.key.is_empty() || url.key.ends_with('/') {
+            if crate::vocab::is_prefix(&url.key) {
                 return Err(Error::Usage(format!(
                     "--plan {text} names a prefix: give the plan's own key, e.g. {text}plan.json"
                 )));

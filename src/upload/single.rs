@@ -2,10 +2,10 @@
 
 use crate::error::Error;
 use crate::exec::on_pool;
-use crate::hash::{self, ObjectChecksum};
+use crate::hash::{self, ObjectChecksum, WholeFile};
 use crate::plan::Part;
-use crate::s3::S3Api;
-use crate::vocab::ChecksumType;
+use crate::s3::{S3Api, WriteReply};
+use crate::vocab::{ChecksumType, ObjectSettings, PartHash};
 
 use super::Run;
 use super::report::{
@@ -15,7 +15,6 @@ use super::report::{
 /// Sends the whole file in one PutObject with its checksum and Content-MD5, and checks the reply.
 pub(crate) async fn put<C: S3Api>(run: &Run<'_, C>) -> Result<UploadReport, Error> {
     let (cfg, src) = (run.cfg, &run.src);
-    let alg = cfg.checksum;
     let part = Part {
         number: 1,
         offset: 0,
@@ -23,22 +22,7 @@ pub(crate) async fn put<C: S3Api>(run: &Run<'_, C>) -> Result<UploadReport, Erro
     };
     run.progress.start(part.len, 1);
     let _held = run.engine.reserve(part.len).await;
-    // One PutObject always carries Content-MD5: its ETag is then the MD5 `tally md5` can use.
-    // Checksum and MD5 run on two threads: there is no other part to hash beside this one. The
-    // whole-file hashes (`--file-hash`) ride with the MD5: the body is the whole file. The body
-    // is read into memory (`pread`), not taken from the mapping: a file truncated meanwhile is a
-    // short read ("file changed"), never a SIGBUS while hashing or sending it.
-    let checked = src.clone();
-    let formats = super::whole_file_formats(cfg);
-    let range = part.range();
-    let (body, hash, whole) = on_pool(move || {
-        checked.check_unchanged()?;
-        let body = checked.read_copy(range)?;
-        checked.check_unchanged()?;
-        let (hash, whole) = hash::hash_single(alg, &formats, &body);
-        Ok::<_, Error>((body, hash, whole))
-    })
-    .await?;
+    let (body, hash, whole) = read_and_hash(run, &part).await?;
     // The ASC MHL check, on the digests of this one read: a file that does not match its history
     // is not sent.
     if let Some(expected) = &cfg.mhl_check {
@@ -46,49 +30,31 @@ pub(crate) async fn put<C: S3Api>(run: &Run<'_, C>) -> Result<UploadReport, Erro
     }
     let seconds_to_first_send = Some(run.started.elapsed().as_secs_f64());
     let settings = cfg.object.for_file(&cfg.source);
-    let reply = tokio::select! {
-        r = run.s3.put_object(&cfg.target, alg, body, &hash, &settings) => r,
-        () = run.cancel.cancelled() => return Err(Error::Interrupted),
-    };
-    let reply = match reply {
-        Ok(r) => r,
-        // A file cut short under the mapping fails the send: say what really happened.
-        Err(e) => {
-            let e = send::changed_or(src, Error::s3("PutObject", None, None)(e)).await;
-            return Err(super::complete::not_replaced(e, &cfg.target));
-        }
-    };
+    let reply = send_one(run, body, &hash, &settings).await?;
     run.progress.part_done(part.len);
-    let local = ObjectChecksum {
-        algorithm: alg,
-        kind: ChecksumType::FullObject,
-        value: hash.checksum.base64(),
+    let sent = Sent {
+        local: ObjectChecksum {
+            algorithm: cfg.checksum,
+            kind: ChecksumType::FullObject,
+            value: hash.checksum.base64(),
+        },
+        etag: hash.md5_hex(),
+        hash,
+        reply,
+        settings,
     };
-    let etag = hash.md5_hex();
-    let object_checksum = compare_checksum(
-        "object checksum",
-        &local.value,
-        reply.checksum.as_deref(),
-        None,
-    )?;
-    let etag_check = compare_etag(
-        "object ETag",
-        etag.as_deref(),
-        &reply,
-        settings.sse.as_ref(),
-        None,
-    )?;
+    let checks = check_reply(&sent)?;
     // The reply proves the object when the server verified and echoed the checksum sent and
     // returned the file's MD5 as the ETag: a tree leaves the read-back to a listing of many files.
-    let reply_proves = object_checksum == Check::Matched && etag_check == Check::Matched;
+    let reply_proves = checks.object_checksum == Check::Matched && checks.etag == Check::Matched;
     let read_back_by_listing = cfg.verify && cfg.read_back_by_listing && reply_proves;
     let verified = if cfg.verify && !read_back_by_listing {
         Some(
             crate::verify::after_upload_or_bytes(
                 run.s3,
                 &cfg.target,
-                alg,
-                std::slice::from_ref(&hash),
+                cfg.checksum,
+                std::slice::from_ref(&sent.hash),
                 None,
                 &cfg.source,
             )
@@ -97,43 +63,137 @@ pub(crate) async fn put<C: S3Api>(run: &Run<'_, C>) -> Result<UploadReport, Erro
     } else {
         None
     };
-    let object = ObjectReport::new(&settings, &reply, verified.as_ref().map(|v| &v.head));
-    Ok(UploadReport {
+    let mut report = report(run, sent, checks, verified, whole);
+    report.read_back_by_listing = read_back_by_listing;
+    report.seconds_to_first_send = seconds_to_first_send;
+    Ok(report)
+}
+
+/// The file read once into memory and hashed: the body to send, its part hash, and the
+/// whole-file hashes.
+///
+/// One PutObject always carries Content-MD5: its ETag is then the MD5 `tally md5` can use.
+/// Checksum and MD5 run on two threads: there is no other part to hash beside this one. The
+/// whole-file hashes (`--file-hash`) ride with the MD5: the body is the whole file. The body is
+/// read into memory (`pread`), not taken from the mapping: a file truncated meanwhile is a short
+/// read ("file changed"), never a SIGBUS while hashing or sending it.
+async fn read_and_hash<C: S3Api>(
+    run: &Run<'_, C>,
+    part: &Part,
+) -> Result<(bytes::Bytes, PartHash, WholeFile), Error> {
+    let checked = run.src.clone();
+    let alg = run.cfg.checksum;
+    let formats = super::whole_file_formats(run.cfg);
+    let range = part.range();
+    on_pool(move || {
+        checked.check_unchanged()?;
+        let body = checked.read_copy(range)?;
+        checked.check_unchanged()?;
+        let (hash, whole) = hash::hash_single(alg, &formats, &body);
+        Ok::<_, Error>((body, hash, whole))
+    })
+    .await
+}
+
+/// The PutObject itself, stopped by Ctrl-C; a failure that a file cut short explains is said so.
+async fn send_one<C: S3Api>(
+    run: &Run<'_, C>,
+    body: bytes::Bytes,
+    hash: &PartHash,
+    settings: &ObjectSettings,
+) -> Result<WriteReply, Error> {
+    let cfg = run.cfg;
+    let reply = tokio::select! {
+        r = run.s3.put_object(&cfg.target, cfg.checksum, body, hash, settings) => r,
+        () = run.cancel.cancelled() => return Err(Error::Interrupted),
+    };
+    match reply {
+        Ok(r) => Ok(r),
+        // A file cut short under the mapping fails the send: say what really happened.
+        Err(e) => {
+            let e = send::changed_or(&run.src, Error::s3("PutObject", None, None)(e)).await;
+            Err(super::complete::not_replaced(e, &cfg.target))
+        }
+    }
+}
+
+/// What was sent and what S3 answered.
+struct Sent {
+    local: ObjectChecksum,
+    etag: Option<String>,
+    hash: PartHash,
+    reply: WriteReply,
+    settings: ObjectSettings,
+}
+
+/// The reply's checksum and ETag compared with the local ones (a mismatch is an error).
+fn check_reply(sent: &Sent) -> Result<Checks, Error> {
+    let object_checksum = compare_checksum(
+        "object checksum",
+        &sent.local.value,
+        sent.reply.checksum.as_deref(),
+        None,
+    )?;
+    let etag = compare_etag(
+        "object ETag",
+        sent.etag.as_deref(),
+        &sent.reply,
+        sent.settings.sse.as_ref(),
+        None,
+    )?;
+    Ok(Checks {
+        part_checksums_matched: u32::from(object_checksum == Check::Matched),
+        part_etags_matched: u32::from(etag == Check::Matched),
+        object_checksum,
+        etag,
+    })
+}
+
+/// The report of the one PutObject (its timings are filled in by the caller).
+fn report<C: S3Api>(
+    run: &Run<'_, C>,
+    sent: Sent,
+    checks: Checks,
+    verified: Option<crate::verify::AfterUpload>,
+    whole: WholeFile,
+) -> UploadReport {
+    let (cfg, src) = (run.cfg, &run.src);
+    let object = ObjectReport::new(
+        &sent.settings,
+        &sent.reply,
+        verified.as_ref().map(|v| &v.head),
+    );
+    UploadReport {
         bucket: cfg.target.bucket.clone(),
         key: cfg.target.key.clone(),
         size: src.len(),
         part_size: src.len(),
         parts: 1,
         method: Method::SinglePut,
-        checksum: local,
-        etag,
+        checksum: sent.local,
+        etag: sent.etag,
         upload_id: None,
-        stored_etag: reply.etag.as_ref().map(|e| e.as_str().to_owned()),
-        version_id: reply.version_id,
-        checks: Checks {
-            part_checksums_matched: u32::from(object_checksum == Check::Matched),
-            part_etags_matched: u32::from(etag_check == Check::Matched),
-            object_checksum,
-            etag: etag_check,
-        },
+        stored_etag: sent.reply.etag.as_ref().map(|e| e.as_str().to_owned()),
+        version_id: sent.reply.version_id,
+        checks,
         parts_sent: 1,
         parts_skipped: 0,
         resumed: false,
         manifest: None,
-        md5: hash.md5_hex(),
+        md5: sent.hash.md5_hex(),
         md5_tag: None,
         md5_tag_error: None,
         file_hash_tags: Vec::new(),
         file_hash_tag_error: None,
         read_back_reads: None,
-        read_back_by_listing,
+        read_back_by_listing: false,
         verified,
         object,
         file_hashes: whole.hashes,
-        seconds_to_first_send,
+        seconds_to_first_send: None,
         seconds: 0.0,
         mib_per_s: 0.0,
-    })
+    }
 }
 
 use super::send;

@@ -10,7 +10,7 @@ use crate::remote::facts::{Method, remote_facts};
 use crate::s3::S3Api;
 use crate::vocab::ObjectUrl;
 
-use super::compare::compare;
+use super::compare::{Comparison, compare};
 
 /// What `tally upload` confirmed by reading the stored object's attributes back after completing.
 #[derive(Debug, Clone, Serialize)]
@@ -141,22 +141,7 @@ async fn read_back<C: S3Api>(
 ) -> Result<AfterUpload, Error> {
     let layout: Vec<u64> = parts.iter().map(|p| p.len).collect();
     let mut learned = remote_facts(s3, obj, Some(&layout)).await?;
-    // The local digests are of `alg`: a checksum of another algorithm cannot be compared with
-    // them (a server that ignored the one sent may store its own), and is never a mismatch.
-    let mut checksum_note = None;
-    if let Some(other) = learned
-        .facts
-        .checksum
-        .as_ref()
-        .map(|c| c.algorithm)
-        .filter(|a| *a != alg)
-    {
-        checksum_note = Some(format!(
-            "the server stores a {other} checksum, not the {alg} sent: not compared"
-        ));
-        learned.facts.checksum = None;
-        learned.facts.part_checksums.clear();
-    }
+    let other_algorithm = set_aside_other_algorithm(&mut learned.facts, alg);
     let remote = &learned.facts;
     let local_size: u64 = layout.iter().sum();
     if remote.size != local_size {
@@ -176,6 +161,47 @@ async fn read_back<C: S3Api>(
         })
         .collect();
     let c = compare(local_size, &local, remote);
+    let wrong_checksum = check(&c, obj, alg, upload_id)?;
+    Ok(AfterUpload {
+        method: learned.method,
+        why: learned.why,
+        checksum_matches: c.checksum.map(|x| x.matches).filter(|m| *m),
+        etag_matches: c.etag.map(|x| x.matches),
+        etag: c.etag_check,
+        parts_compared: c.parts_compared,
+        checksum_note: wrong_checksum.or(other_algorithm),
+        head: learned.head,
+    })
+}
+
+/// The local digests are of `alg`: a checksum of another algorithm cannot be compared with them
+/// (a server that ignored the one sent may store its own), and is never a mismatch. It is set
+/// aside, with the parts' checksums; the note says so.
+fn set_aside_other_algorithm(
+    remote: &mut crate::remote::facts::RemoteFacts,
+    alg: crate::vocab::ChecksumAlgorithm,
+) -> Option<String> {
+    let other = remote
+        .checksum
+        .as_ref()
+        .map(|c| c.algorithm)
+        .filter(|a| *a != alg)?;
+    remote.checksum = None;
+    remote.part_checksums.clear();
+    Some(format!(
+        "the server stores a {other} checksum, not the {alg} sent: not compared"
+    ))
+}
+
+/// Every difference in `c` as the error it is; or, when only the checksum differs and the ETag
+/// (the MD5 the server computed) proves the bytes, the note that says the server's checksum is
+/// wrong.
+fn check(
+    c: &Comparison,
+    obj: &ObjectUrl,
+    alg: crate::vocab::ChecksumAlgorithm,
+    upload_id: Option<&str>,
+) -> Result<Option<String>, Error> {
     if let Some(d) = c.differing_parts.first() {
         return Err(mismatch(
             &format!("stored part {} checksum", d.number),
@@ -184,19 +210,20 @@ async fn read_back<C: S3Api>(
             upload_id,
         ));
     }
+    let mut note = None;
     let etag_proves = c.etag.as_ref().is_some_and(|x| x.matches);
     if let Some(x) = c.checksum.as_ref().filter(|x| !x.matches && etag_proves) {
         // The ETag, the MD5 the server computed of the bytes it stored, is the local MD5: the
         // bytes arrived; the checksum it reports does not describe them (moto reports a CRC32
         // under the name CRC32C). The server's answer, not a difference in the data.
-        let note = format!(
+        let wrong = format!(
             "the server reports {} as the {alg} checksum, not {} (the bytes' {alg}), but its \
              ETag, the MD5 of the bytes it stored, matches: the server's checksum is wrong, \
              the bytes are right",
             x.remote, x.local
         );
-        tracing::warn!("{obj}: {note}");
-        checksum_note = Some(note);
+        tracing::warn!("{obj}: {wrong}");
+        note = Some(wrong);
     } else if let Some(x) = c.checksum.as_ref().filter(|x| !x.matches) {
         return Err(mismatch(
             "stored object checksum",
@@ -213,14 +240,5 @@ async fn read_back<C: S3Api>(
             upload_id,
         ));
     }
-    Ok(AfterUpload {
-        method: learned.method,
-        why: learned.why,
-        checksum_matches: c.checksum.map(|x| x.matches).filter(|m| *m),
-        etag_matches: c.etag.map(|x| x.matches),
-        etag: c.etag_check,
-        parts_compared: c.parts_compared,
-        checksum_note,
-        head: learned.head,
-    })
+    Ok(note)
 }

@@ -3,8 +3,7 @@
 //! is kept and how to go on.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 use crate::support::*;
 
@@ -83,99 +82,13 @@ fn a_tree_without_any_credentials_stops_with_one_line() {
     assert!(err.contains("no AWS credentials found"), "{err}");
 }
 
-/// A tally child whose output goes to files, so that the test can read its stderr while it runs
-/// and signal it by pid; killed when dropped.
-struct Signalled {
-    child: Option<Child>,
-    out: PathBuf,
-    err: PathBuf,
-}
-
-impl Signalled {
-    fn spawn(cmd: &mut Command, dir: &Path) -> Signalled {
-        let out = dir.join("child.stdout");
-        let err = dir.join("child.stderr");
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&out).unwrap())
-            .stderr(std::fs::File::create(&err).unwrap())
-            .spawn()
-            .unwrap();
-        Signalled {
-            child: Some(child),
-            out,
-            err,
-        }
-    }
-
-    fn stderr(&self) -> String {
-        std::fs::read_to_string(&self.err).unwrap_or_default()
-    }
-
-    /// Polls (bounded) until `cond` holds while the child runs.
-    fn wait_until(&mut self, what: &str, cond: impl Fn(&Signalled) -> bool) {
-        let until = Instant::now() + EVENT_BOUND;
-        while !cond(self) {
-            if let Some(st) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!(
-                    "tally ended ({st}) while the test waited for {what}: {}",
-                    self.stderr()
-                );
-            }
-            assert!(
-                Instant::now() < until,
-                "waited for {what}: it never happened"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    fn interrupt(&self) {
-        let pid = self.child.as_ref().unwrap().id().to_string();
-        let out = run_bounded(
-            Command::new("kill").args(["-INT", &pid]),
-            Duration::from_secs(30),
-            "kill -INT",
-        );
-        assert!(out.status.success(), "kill -INT {pid}: {}", stderr(&out));
-    }
-
-    fn finish(mut self, bound: Duration) -> (Option<i32>, String, String) {
-        let mut child = self.child.take().unwrap();
-        let until = Instant::now() + bound;
-        let status = loop {
-            if let Some(st) = child.try_wait().unwrap() {
-                break st;
-            }
-            if Instant::now() >= until {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "tally did not end within {} s: {}",
-                    bound.as_secs(),
-                    self.stderr()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        };
-        (
-            status.code(),
-            std::fs::read_to_string(&self.out).unwrap_or_default(),
-            self.stderr(),
-        )
-    }
-}
-
-impl Drop for Signalled {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
 const STOPPING: &str = "tally: stopping";
+
+/// A finished child's exit code, stdout and stderr.
+fn outcome(out: std::process::Output) -> (Option<i32>, String, String) {
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (out.status.code(), text(&out.stdout), text(&out.stderr))
+}
 
 /// Ctrl-C while two big files are held at their first part: the other 30 files are "not
 /// started", none of them is called FAILED; the summary says so and how to go on.
@@ -193,13 +106,13 @@ fn ctrl_c_in_a_tree_leaves_files_not_started_not_failed() {
     ])
     .args(["--part-size", "5MiB", "--concurrency", "2", "--json"]);
     seams.hold(&mut cmd, "part", &[1]);
-    let mut child = Signalled::spawn(&mut cmd, dir.path());
+    let mut child = Running::spawn(&mut cmd, "tally");
     let reached = dir.path().join("seams/part-1.reached");
-    child.wait_until("seam part #1", |_| reached.exists());
+    child.wait_for("seam part #1", || reached.exists());
     child.interrupt();
-    child.wait_until("tally to say it stops", |c| c.stderr().contains(STOPPING));
+    child.wait_for_stderr(STOPPING);
     seams.go("part", 1);
-    let (code, out, err) = child.finish(TALLY_BOUND);
+    let (code, out, err) = outcome(child.finish(TALLY_BOUND));
     assert_eq!(code, Some(2), "{err}");
     assert!(
         !err.lines()
@@ -230,11 +143,11 @@ fn ctrl_c_in_a_download_says_what_is_kept() {
     cmd.args(["download", &s.url(&key), dest.to_str().unwrap()])
         .args(["--concurrency", "1"]);
     seams.hold(&mut cmd, "dlpart", &[2]);
-    let mut child = Signalled::spawn(&mut cmd, dir.path());
+    let mut child = Running::spawn(&mut cmd, "tally");
     let reached = dir.path().join("seams/dlpart-2.reached");
-    child.wait_until("seam dlpart #2", |_| reached.exists());
+    child.wait_for("seam dlpart #2", || reached.exists());
     child.interrupt();
-    let (code, _, err) = child.finish(TALLY_BOUND);
+    let (code, _, err) = outcome(child.finish(TALLY_BOUND));
     assert_eq!(code, Some(2), "{err}");
     let last = err.lines().last().unwrap_or("");
     assert!(last.starts_with("tally: error: interrupted: "), "{err}");
@@ -261,13 +174,13 @@ fn ctrl_c_after_the_last_part_stops_and_the_same_command_completes() {
     let mut cmd = s.command();
     upload(&mut cmd);
     seams.hold(&mut cmd, "complete", &[1]);
-    let mut child = Signalled::spawn(&mut cmd, dir.path());
+    let mut child = Running::spawn(&mut cmd, "tally");
     let reached = dir.path().join("seams/complete-1.reached");
-    child.wait_until("seam complete #1", |_| reached.exists());
+    child.wait_for("seam complete #1", || reached.exists());
     child.interrupt();
-    child.wait_until("tally to say it stops", |c| c.stderr().contains(STOPPING));
+    child.wait_for_stderr(STOPPING);
     seams.go("complete", 1);
-    let (code, _, err) = child.finish(TALLY_BOUND);
+    let (code, _, err) = outcome(child.finish(TALLY_BOUND));
     assert_eq!(code, Some(2), "{err}");
     let last = err.lines().last().unwrap_or("");
     assert!(last.contains("run the same command again"), "{err}");
@@ -303,13 +216,13 @@ fn md5_without_state_never_claims_a_saved_state() {
     let mut cmd = s.command();
     cmd.args(["md5", &s.url(&key)]);
     seams.hold(&mut cmd, "chunk", &[1]);
-    let mut child = Signalled::spawn(&mut cmd, dir.path());
+    let mut child = Running::spawn(&mut cmd, "tally");
     let reached = dir.path().join("seams/chunk-1.reached");
-    child.wait_until("seam chunk #1", |_| reached.exists());
+    child.wait_for("seam chunk #1", || reached.exists());
     child.interrupt();
-    child.wait_until("tally to say it stops", |c| c.stderr().contains(STOPPING));
+    child.wait_for_stderr(STOPPING);
     seams.go("chunk", 1);
-    let (code, out, err) = child.finish(TALLY_BOUND);
+    let (code, out, err) = outcome(child.finish(TALLY_BOUND));
     assert_eq!(code, Some(3), "{out}{err}");
     assert!(!out.contains("(none)"), "{out}");
     assert!(out.contains("no --state was given"), "{out}");

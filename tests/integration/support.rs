@@ -448,24 +448,56 @@ pub fn run_bounded(cmd: &mut Command, bound: Duration, what: &str) -> Output {
 }
 
 /// A child process with its stdout and stderr drained by threads (so it never blocks on a full
-/// pipe), killed when dropped: a failing test leaves nothing running.
+/// pipe; what it wrote so far can be read while it runs), killed when dropped: a failing test
+/// leaves nothing running.
 pub struct Running {
     child: Option<Child>,
     what: String,
-    out: Option<std::thread::JoinHandle<Vec<u8>>>,
-    err: Option<std::thread::JoinHandle<Vec<u8>>>,
+    out: Drained,
+    err: Drained,
 }
 
-fn drain(
-    r: Option<impl std::io::Read + Send + 'static>,
-) -> Option<std::thread::JoinHandle<Vec<u8>>> {
-    r.map(|mut r| {
-        std::thread::spawn(move || {
-            let mut v = Vec::new();
-            let _ = r.read_to_end(&mut v);
-            v
-        })
-    })
+/// One output of a child: what it wrote so far, and the thread that reads it until it closes.
+struct Drained {
+    bytes: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drained {
+    fn from(r: Option<impl std::io::Read + Send + 'static>) -> Drained {
+        let bytes = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let reader = r.map(|mut r| {
+            let bytes = bytes.clone();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 8192];
+                while let Ok(n) = r.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    bytes.lock().unwrap().extend_from_slice(&buf[..n]);
+                }
+            })
+        });
+        Drained { bytes, reader }
+    }
+
+    /// What was written so far.
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.bytes.lock().unwrap()).into_owned()
+    }
+
+    /// Whether the output was closed (and so read to its end).
+    fn ended(&self) -> bool {
+        self.reader.as_ref().is_none_or(|h| h.is_finished())
+    }
+
+    /// Everything written, once it ended.
+    fn take(&mut self) -> Vec<u8> {
+        if let Some(h) = self.reader.take() {
+            h.join().unwrap();
+        }
+        std::mem::take(&mut self.bytes.lock().unwrap())
+    }
 }
 
 impl Running {
@@ -477,8 +509,8 @@ impl Running {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
-        let out = drain(child.stdout.take());
-        let err = drain(child.stderr.take());
+        let out = Drained::from(child.stdout.take());
+        let err = Drained::from(child.stderr.take());
         Running {
             child: Some(child),
             what: what.to_owned(),
@@ -495,6 +527,17 @@ impl Running {
     /// The exit status if it has ended.
     pub fn exited(&mut self) -> Option<ExitStatus> {
         self.child.as_mut().unwrap().try_wait().unwrap()
+    }
+
+    /// Sends it SIGINT (Ctrl-C), as `kill -INT` does.
+    pub fn interrupt(&self) {
+        let pid = self.pid().to_string();
+        let out = run_bounded(
+            Command::new("kill").args(["-INT", &pid]),
+            Duration::from_secs(30),
+            "kill -INT",
+        );
+        assert!(out.status.success(), "kill -INT {pid}: {}", stderr(&out));
     }
 
     /// Panics with its output if it has ended (`while` says what the test was waiting for).
@@ -525,6 +568,14 @@ impl Running {
         }
     }
 
+    /// Waits (as [`Running::wait_for`]) until its stderr holds `text`.
+    pub fn wait_for_stderr(&mut self, text: &str) {
+        let bytes = self.err.bytes.clone();
+        self.wait_for(&format!("{text:?} on its stderr"), || {
+            String::from_utf8_lossy(&bytes.lock().unwrap()).contains(text)
+        });
+    }
+
     /// kill -9, then reap it.
     pub fn kill9(mut self) {
         let mut child = self.child.take().unwrap();
@@ -548,16 +599,11 @@ impl Running {
                 let mut child = self.child.take().unwrap();
                 let _ = child.kill();
                 let _ = child.wait();
-                let err = self
-                    .err
-                    .take()
-                    .map(|h| h.join().unwrap())
-                    .unwrap_or_default();
                 panic!(
                     "{} hung: still running after {} s, killed; its stderr: {}",
                     self.what,
                     bound.as_secs(),
-                    String::from_utf8_lossy(&err)
+                    self.err.text()
                 );
             }
             std::thread::sleep(Duration::from_millis(10));
@@ -565,8 +611,8 @@ impl Running {
         self.child = None;
         // Its output ends when it ends, unless a process it started still holds the pipes.
         let drained = Instant::now() + Duration::from_secs(30);
-        for h in [&self.out, &self.err].into_iter().flatten() {
-            while !h.is_finished() {
+        for d in [&self.out, &self.err] {
+            while !d.ended() {
                 assert!(
                     Instant::now() < drained,
                     "{} ended but something it started still holds its output",
@@ -577,16 +623,8 @@ impl Running {
         }
         Output {
             status,
-            stdout: self
-                .out
-                .take()
-                .map(|h| h.join().unwrap())
-                .unwrap_or_default(),
-            stderr: self
-                .err
-                .take()
-                .map(|h| h.join().unwrap())
-                .unwrap_or_default(),
+            stdout: self.out.take(),
+            stderr: self.err.take(),
         }
     }
 }
