@@ -29,8 +29,9 @@ pub(crate) struct DonePart {
     pub etag: crate::vocab::ETag,
     /// Whether S3 echoed its checksum back.
     pub checksum_echoed: bool,
-    /// Whether this run sent it twice (hedged): the server may hold the dropped copy too.
-    pub hedged: bool,
+    /// Whether this run sent it more than once (hedged, or retried by the SDK after a timeout):
+    /// the server may hold a dropped copy too.
+    pub sent_twice: bool,
 }
 
 /// What a run starts from: a fresh upload, or one found in a manifest and confirmed by ListParts.

@@ -1,15 +1,15 @@
 //! CompleteMultipartUpload after hedging: a server that kept the dropped copy of a part.
 //!
-//! Why (issue 24): a hedged part was sent twice and the slower request dropped. On AWS S3 a
-//! request dropped before its body ended stores nothing, and the part's one stored copy is the
-//! one tally recorded. Garage 2.5 differs: an UploadPart takes its place among the part's copies
+//! Why (issue 24): a part was sent twice and one request dropped: hedged (the slower request
+//! cancelled), or retried by the SDK after a timeout. On AWS S3 a request dropped before its body
+//! ended stores nothing, and the part's one stored copy is the one tally recorded. Garage 2.5 differs: an UploadPart takes its place among the part's copies
 //! when its first block arrives, and one dropped after that point leaves an unfinished copy that
 //! outranks the finished one, so CompleteMultipartUpload answers `InvalidPart`. The bytes the
 //! dropped request had handed to the network still reach the server after tally dropped it
 //! (a proxy's or the kernel's buffers), so the unfinished copy can land after the winner.
 //!
-//! What tally does: when CompleteMultipartUpload answers `InvalidPart` and this run hedged some
-//! parts, those parts (only those) are sent once more, side by side: the same bytes from the mapping
+//! What tally does: when CompleteMultipartUpload answers `InvalidPart` and this run sent some
+//! parts more than once, those parts (only those) are sent once more, side by side: the same bytes from the mapping
 //! and the same checksum, checked and journalled as any part. A copy stored later outranks every
 //! earlier one on every server, so Complete is then sent again. At most [`ROUNDS`] times; then
 //! the error stands and the upload is kept for resuming, as for any failed Complete.
@@ -24,11 +24,11 @@ use super::complete;
 use super::multipart::{DonePart, Start};
 use super::send::{check_part, part_record, release_behind};
 
-/// Rounds of "send the hedged parts again, complete again" after an `InvalidPart`.
+/// Rounds of "send the parts sent twice again, complete again" after an `InvalidPart`.
 pub(crate) const ROUNDS: usize = 2;
 
-/// CompleteMultipartUpload of `done`, reconciled as the module says when a hedged part's dropped
-/// copy stands in the way. `done` is updated with any ETag that changed.
+/// CompleteMultipartUpload of `done`, reconciled as the module says when a dropped copy of a part
+/// sent twice stands in the way. `done` is updated with any ETag that changed.
 pub(crate) async fn complete<C: S3Api>(
     run: &Run<'_, C>,
     start: &Start,
@@ -42,22 +42,22 @@ pub(crate) async fn complete<C: S3Api>(
             Ok(reply) => return Ok(reply),
             Err(e) => e,
         };
-        let hedged: Vec<u32> = done
+        let twice: Vec<u32> = done
             .iter()
-            .filter(|d| d.hedged)
+            .filter(|d| d.sent_twice)
             .map(|d| d.part.number)
             .collect();
-        if round == ROUNDS || hedged.is_empty() || !invalid_part(&err) {
+        if round == ROUNDS || twice.is_empty() || !invalid_part(&err) {
             return Err(err);
         }
         round += 1;
         run.progress.note(&format!(
-            "the server refused the parts (InvalidPart): it kept the dropped copy of hedged \
-             part(s) {hedged:?}; sending them once more, then completing again"
+            "the server refused the parts (InvalidPart): it kept a dropped copy of part(s) \
+             {twice:?}, sent twice; sending them once more, then completing again"
         ));
         let again = done
             .iter_mut()
-            .filter(|d| d.hedged)
+            .filter(|d| d.sent_twice)
             .map(|d| send_again(run, start, d));
         futures::future::try_join_all(again).await?;
     }

@@ -345,7 +345,7 @@ async fn already_complete<C: S3Api>(
             hash,
             etag: r.etag,
             checksum_echoed: false,
-            hedged: false,
+            sent_twice: false,
         })
         .collect();
     let journal = {
@@ -443,7 +443,7 @@ pub(crate) async fn reconcile<C: S3Api>(
                 hash,
                 etag: h.etag.clone(),
                 checksum_echoed: h.checksum.is_some(),
-                hedged: false,
+                sent_twice: false,
             }),
             _ => to_hash.push((part, (*h).clone(), record.is_some())),
         }
@@ -480,7 +480,7 @@ pub(crate) async fn reconcile<C: S3Api>(
             hash,
             etag: h.etag.clone(),
             checksum_echoed: h.checksum.is_some(),
-            hedged: false,
+            sent_twice: false,
         });
     }
     Ok(done)

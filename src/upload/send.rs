@@ -178,13 +178,16 @@ async fn send_part<C: S3Api>(
     blocking(move || src.check_unchanged()).await?;
     first_send.get_or_init(Instant::now);
     let (target, hash_ref) = (&run.cfg.target, &hash);
-    let hedged = std::sync::atomic::AtomicBool::new(false);
+    // Every request's body counter: more than one request, or a body handed over more than once
+    // (the SDK retried after a timeout), means the server may hold another copy of the part.
+    let bodies = std::sync::Mutex::new(Vec::<std::sync::Arc<std::sync::atomic::AtomicU64>>::new());
     let sending = hedge::send(
         flights,
         part.len,
         run.cfg.hedge,
         |moved| {
             let body = body.clone();
+            bodies.lock().expect("bodies").push(moved.clone());
             counting(
                 moved,
                 run.s3
@@ -192,7 +195,6 @@ async fn send_part<C: S3Api>(
             )
         },
         || {
-            hedged.store(true, std::sync::atomic::Ordering::Relaxed);
             run.progress.note(&format!(
                 "part {} moves far slower than the others: sending it again on \
                  another connection (the first answer wins)",
@@ -218,8 +220,17 @@ async fn send_part<C: S3Api>(
         hash,
         etag,
         checksum_echoed: reply.checksum.is_some(),
-        hedged: hedged.into_inner(),
+        sent_twice: sent_twice(&bodies.into_inner().expect("bodies"), part.len),
     }))
+}
+
+/// Whether a part of `len` bytes whose requests' bodies counted `bodies` went out more than once:
+/// two requests (hedged), or one body handed over past its length (retried by the SDK).
+fn sent_twice(bodies: &[std::sync::Arc<std::sync::atomic::AtomicU64>], len: u64) -> bool {
+    bodies.len() > 1
+        || bodies
+            .iter()
+            .any(|b| b.load(std::sync::atomic::Ordering::Relaxed) > len)
 }
 
 /// How often a part being sent gives back the pages the socket already took.
@@ -370,5 +381,22 @@ pub(crate) fn part_record(part: &Part, hash: &PartHash, etag: &ETag) -> PartReco
         checksum: hash.checksum.base64(),
         md5: hash.md5_hex().unwrap_or_default(),
         etag: etag.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicU64;
+
+    use super::sent_twice;
+
+    #[test]
+    fn a_part_went_out_twice_with_two_requests_or_a_body_past_its_length() {
+        let body = |n| Arc::new(AtomicU64::new(n));
+        assert!(!sent_twice(&[body(100)], 100), "one request, one body");
+        assert!(!sent_twice(&[body(40)], 100), "one request cut short");
+        assert!(sent_twice(&[body(140)], 100), "the SDK sent the body again");
+        assert!(sent_twice(&[body(30), body(100)], 100), "hedged");
     }
 }
