@@ -813,6 +813,55 @@ mod tests {
         );
     }
 
+    /// A generation the chain does not list: its rename excuses the old name only once the new
+    /// one is found; the renamed file is compared with the old name's sealed value (what
+    /// `ascmhl verify` compares), and the unlisted generation's own value is only kept for a
+    /// warning.
+    #[test]
+    fn an_unlisted_generations_rename_is_followed_only_to_a_file_that_is_there() {
+        let dir = tempfile::tempdir().unwrap();
+        let g1 = generation(
+            &[("old.mov", 1, &[("xxh64", "original", "1111111111111111")])],
+            &[],
+        );
+        history(dir.path(), &[("0001_A_2020-01-16_091500Z.mhl", g1)]);
+        let g2 = generation(
+            &[("new.mov", 1, &[("xxh64", "verified", "2222222222222222")])],
+            &[],
+        )
+        .replace(
+            "<path size=\"1\">new.mov</path>",
+            "<path size=\"1\">new.mov</path><previousPath>old.mov</previousPath>",
+        );
+        let unlisted = "0002_A_2020-01-17_091500Z.mhl";
+        std::fs::write(dir.path().join(FOLDER).join(unlisted), g2).unwrap();
+        let h = History::load(dir.path()).unwrap().unwrap();
+        assert_eq!(h.unsealed, [unlisted]);
+        assert!(
+            h.known("new.mov").is_none(),
+            "an unlisted listing is no record"
+        );
+        let (f, v, g) = h.unsealed_original("new.mov").unwrap();
+        assert_eq!(
+            (*f, v.as_str(), g.as_str()),
+            (
+                HashFormat::Xxh64,
+                "1111111111111111",
+                "0001_A_2020-01-16_091500Z.mhl"
+            ),
+            "compared with the old name's original, as ascmhl verify does"
+        );
+        assert_eq!(h.unsealed_values("new.mov")[0].1, "2222222222222222");
+        assert_eq!(h.unseen(), [("old.mov", Some(1))], "new.mov not found yet");
+        assert!(h.unsealed_renames_followed().is_empty());
+        h.mark_seen("new.mov");
+        assert!(h.unseen().is_empty(), "renamed, and the new name is there");
+        assert_eq!(
+            h.unsealed_renames_followed(),
+            [("old.mov", "new.mov", unlisted)]
+        );
+    }
+
     /// Issue 25, cases 4 and 5, and the `<sha256>` of case 7.
     #[test]
     fn names_are_byte_exact_renames_carry_values_and_sha256_is_not_a_format() {
