@@ -5,6 +5,7 @@
 //! ([`custody`]: the history checked before files are sent, a generation written after;
 //! [`custody_scope`]: the root's history and every nested one, each with its own generation;
 //! [`custody_seal`]: a finished generation put in place under the history's lock;
+//! [`custody_finish`]: missing files, the generations sealed and uploaded;
 //! [`custody_check`]: a folder against its own history).
 //!
 //! This module sits above `upload`, `download`, `verify` and `mhl` (the format) and imports them;
@@ -12,6 +13,7 @@
 
 pub(crate) mod custody;
 pub(crate) mod custody_check;
+pub(crate) mod custody_finish;
 pub(crate) mod custody_scope;
 pub(crate) mod custody_seal;
 pub(crate) mod download;

@@ -8,13 +8,15 @@
 //!   every value recorded per file (only generations the chain seals count);
 //! - [`generation`]: the generation and chain writers (quick-xml);
 //! - [`ignore`]: the history's ignore patterns;
-//! - [`nested`]: histories below the root (a card inside a day folder).
+//! - [`nested`]: histories below the root (a card inside a day folder);
+//! - [`unchained`]: generation files the chain does not list, as the reference tool reads them.
 
 pub(crate) mod generation;
 pub(crate) mod hashes;
 pub(crate) mod history;
 pub(crate) mod ignore;
 pub(crate) mod nested;
+pub(crate) mod unchained;
 mod xml;
 
 use std::path::PathBuf;
@@ -122,19 +124,23 @@ pub struct Expected {
     /// Every value the history holds (not marked failed; the original and every later one),
     /// with its generation file's name; empty for a file the history does not list.
     pub recorded: Vec<(HashFormat, String, String)>,
+    /// Values only generation files the chain does not list hold (and `ascmhl verify` does
+    /// not compare with): compared for a warning, never binding.
+    pub unsealed: Vec<(HashFormat, String, String)>,
+    /// The file's path relative to the tree's root (for the warnings).
+    pub rel: String,
 }
 
 impl Expected {
     /// The formats in which `actual` differs from the history (a format not computed counts as
     /// differing: nothing unproven passes).
     pub fn differences(&self, actual: &FileHashes) -> Vec<Difference> {
-        self.recorded
-            .iter()
-            .filter_map(|(f, recorded, g)| {
-                let now = actual.get(*f).unwrap_or_default();
-                (now != recorded).then(|| (*f, recorded.clone(), now.to_owned(), g.clone()))
-            })
-            .collect()
+        differing(&self.recorded, actual)
+    }
+
+    /// The values of [`Expected::unsealed`] `actual` differs from (not binding).
+    pub(crate) fn unsealed_differences(&self, actual: &FileHashes) -> Vec<Difference> {
+        differing(&self.unsealed, actual)
     }
 
     /// `Ok` when `actual` matches every recorded value, else [`MhlError::Mismatch`].
@@ -148,6 +154,17 @@ impl Expected {
             hashes: actual.clone(),
         })
     }
+}
+
+/// The values of `values` that `actual` differs from.
+fn differing(values: &[(HashFormat, String, String)], actual: &FileHashes) -> Vec<Difference> {
+    values
+        .iter()
+        .filter_map(|(f, recorded, g)| {
+            let now = actual.get(*f).unwrap_or_default();
+            (now != recorded).then(|| (*f, recorded.clone(), now.to_owned(), g.clone()))
+        })
+        .collect()
 }
 
 impl MhlError {

@@ -351,6 +351,9 @@ pub(crate) fn mhl_summary(m: &crate::batch::custody::Summary) -> String {
             m.verified, m.new, m.mismatched, m.missing
         );
     }
+    for w in &m.warnings {
+        s += &format!("ASC MHL warning: {}\n", crate::printable::one_line(w));
+    }
     if let Some(g) = &m.generation {
         s += &format!(
             "ASC MHL generation {g} written to {}",

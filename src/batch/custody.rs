@@ -16,7 +16,8 @@
 //! the S3 facts in `<metadata>`; streamed to the state directory while files finish, then put in
 //! `ascmhl/` with the chain updated. Where the source folder cannot be written (a read-only card),
 //! the history goes to the state directory only. Either way `ascmhl/` (generation and chain) is
-//! uploaded under the prefix. Nothing is written when the run stopped before the end.
+//! uploaded under the prefix. Nothing is written when the run stopped before the end. The
+//! end of the run (missing files, the generations sealed and uploaded) is `custody_finish`.
 
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
@@ -24,22 +25,16 @@ use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
-use tokio_util::sync::CancellationToken;
 
 use crate::batch::custody_scope::{self, Opening, Scope};
-pub(crate) use crate::batch::custody_seal::Placed;
 use crate::batch::report::{Action as LineAction, FileLine};
-use crate::config::UploadConfig;
-use crate::engine::Engine;
 use crate::error::{EXIT_ERROR, EXIT_MISMATCH, Error};
 use crate::exec::blocking;
 use crate::mhl::Expected;
 use crate::mhl::generation::{Action, HashEntry, S3Facts};
 use crate::mhl::hashes::{FileHashes, HashFormat, file_hashes};
-use crate::mhl::history::{CHAIN, FOLDER};
+use crate::mhl::history::FOLDER;
 use crate::mhl::nested;
-use crate::progress::Progress;
-use crate::s3::S3Api;
 use crate::tree::FileEntry;
 use crate::vocab::ObjectUrl;
 
@@ -66,7 +61,14 @@ pub(crate) struct Summary {
     pub source_read_only: Option<String>,
     /// The keys the generation and the chain were uploaded to.
     pub uploaded: Vec<String>,
+    /// What the history holds that tally did not act on, and why (a generation the chain does
+    /// not list, its values, renames and patterns), at most [`MAX_WARNINGS`] and a count.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
+
+/// Warnings kept in the summary (the rest are counted in a last one).
+const MAX_WARNINGS: usize = 100;
 
 /// What the check of one file found.
 #[derive(Debug)]
@@ -87,14 +89,16 @@ pub(crate) enum Checked {
 
 /// The ASC MHL side of one tree upload.
 pub(crate) struct Session {
-    root: PathBuf,
+    pub(super) root: PathBuf,
     /// The root's history first, then every nested one (custody_scope).
-    scopes: Vec<Scope>,
+    pub(super) scopes: Vec<Scope>,
     /// Each scope's folder relative to the root, by index.
-    dirs: Vec<String>,
-    created: SystemTime,
+    pub(super) dirs: Vec<String>,
+    pub(super) created: SystemTime,
     bucket: String,
-    summary: Mutex<Summary>,
+    pub(super) summary: Mutex<Summary>,
+    /// Warnings beyond [`MAX_WARNINGS`].
+    more_warnings: std::sync::atomic::AtomicU64,
 }
 
 impl Session {
@@ -183,14 +187,47 @@ impl Session {
             history: scopes.iter().any(|s| s.history.is_some()),
             ..Summary::default()
         };
-        Session {
+        let session = Session {
             root,
             dirs: scopes.iter().map(|s| s.dir.clone()).collect(),
             scopes,
             created,
             bucket,
             summary: Mutex::new(summary),
+            more_warnings: Default::default(),
+        };
+        for scope in &session.scopes {
+            for g in scope.history.iter().flat_map(|h| &h.unsealed) {
+                session.warn(format!(
+                    "generation {} is not in the chain: it vouches for nothing; a file is checked against the value ascmhl verify takes from it, its other values are ignored, as ascmhl does",
+                    scope.generation_path(g)
+                ));
+            }
         }
+        session
+    }
+
+    /// Adds a warning to the summary (past [`MAX_WARNINGS`], only counted).
+    pub(super) fn warn(&self, text: String) {
+        let mut summary = self.summary.lock().expect("lock");
+        if summary.warnings.len() < MAX_WARNINGS {
+            summary.warnings.push(text);
+        } else {
+            self.more_warnings
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// The summary so far (with the count of warnings beyond [`MAX_WARNINGS`]).
+    pub(super) fn summary(&self) -> Summary {
+        let mut summary = self.summary.lock().expect("lock").clone();
+        let more = self
+            .more_warnings
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if more > 0 {
+            summary.warnings.push(format!("and {more} more warnings"));
+        }
+        summary
     }
 
     /// A session that only checks the folder `root` against its history (the root's and every
@@ -248,6 +285,17 @@ impl Session {
         let history = scope.history.as_ref();
         let known = scope.known(rel);
         let unsealed = history.and_then(|h| h.unsealed_original(rel));
+        // Values only an unlisted generation holds: compared for a warning alone.
+        let ignored: Vec<(HashFormat, String, String)> = history
+            .map(|h| h.unsealed_values(rel))
+            .unwrap_or_default()
+            .iter()
+            .filter(|(f, v, _)| {
+                !known.is_some_and(|k| k.values.iter().any(|(g, w, _)| g == f && w == v))
+                    && unsealed.is_none_or(|(g, w, _)| !(g == f && w == v))
+            })
+            .cloned()
+            .collect();
         if known.is_none() && unsealed.is_none() && self.outside(&entry.rel) {
             return Err(Checked::Outside);
         }
@@ -256,12 +304,18 @@ impl Session {
             if let Some((f, v, g)) = unsealed
                 && !e.recorded.iter().any(|r| r.0 == *f && r.1 == *v)
             {
-                if !e.formats.contains(f) {
-                    e.formats.push(*f);
-                    e.formats.sort();
-                }
                 e.recorded.push((*f, v.clone(), g.clone()));
             }
+            e.unsealed = ignored
+                .iter()
+                .map(|(f, v, g)| (*f, v.clone(), scope.generation_path(g)))
+                .collect();
+            for (f, _, _) in e.recorded.iter().chain(&e.unsealed) {
+                if !e.formats.contains(f) {
+                    e.formats.push(*f);
+                }
+            }
+            e.formats.sort();
             e
         };
         let writing = scope.writer.is_some();
@@ -276,18 +330,24 @@ impl Session {
                         (*f, recorded.clone(), g.unwrap_or_default())
                     })
                     .collect(),
+                unsealed: Vec::new(),
+                rel: entry.rel.clone(),
             })),
-            _ if unsealed.is_some() => Ok(with_unsealed(Expected {
+            _ if unsealed.is_some() || !ignored.is_empty() => Ok(with_unsealed(Expected {
                 formats: if writing {
                     scope.new_formats.clone()
                 } else {
                     Vec::new()
                 },
                 recorded: Vec::new(),
+                unsealed: Vec::new(),
+                rel: entry.rel.clone(),
             })),
             _ if writing => Ok(Expected {
                 formats: scope.new_formats.clone(),
                 recorded: Vec::new(),
+                unsealed: Vec::new(),
+                rel: entry.rel.clone(),
             }),
             _ => Err(Checked::New(None)),
         }
@@ -297,8 +357,8 @@ impl Session {
     /// may list a card's file from before the card had its own).
     fn mark_seen(&self, rel: &str) {
         for i in nested::owners(&self.dirs, rel) {
-            if let Some(k) = self.scopes[i].known(nested::within(&self.dirs[i], rel)) {
-                k.mark_seen();
+            if let Some(h) = &self.scopes[i].history {
+                h.mark_seen(nested::within(&self.dirs[i], rel));
             }
         }
     }
@@ -306,6 +366,12 @@ impl Session {
     /// The verdict on a file whose whole-file `hashes` (at least `expected.formats`) were
     /// computed at `at`: by the upload's own read, or by [`Session::check`].
     pub(crate) fn judge(&self, expected: &Expected, hashes: FileHashes, at: SystemTime) -> Checked {
+        for (f, recorded, now, g) in expected.unsealed_differences(&hashes) {
+            self.warn(format!(
+                "generation {g} is not in the chain; its {f} for '{rel}' ({recorded}, the file has {now}) is ignored, as ascmhl does",
+                rel = expected.rel
+            ));
+        }
         let mut hashes = hashes;
         // Only the formats the history or the generation asks for (not every `--file-hash`).
         let extra: Vec<HashFormat> = hashes
@@ -473,166 +539,6 @@ impl Session {
             *w = None;
         }
     }
-
-    /// The lines of the files the history lists that the folder lacks (left out: files
-    /// `filters` exclude and ignored ones; keys under `key_prefix`), and the summary so far with
-    /// them counted. Call after every file was checked.
-    pub(crate) fn missing(
-        &self,
-        filters: &crate::tree::Filters,
-        key_prefix: &str,
-    ) -> (Vec<FileLine>, Summary) {
-        let mut lines = Vec::new();
-        let mut summary = self.summary.lock().expect("lock").clone();
-        for scope in &self.scopes {
-            let Some(h) = &scope.history else { continue };
-            for (within, size) in h.unseen() {
-                let rel = if scope.dir.is_empty() {
-                    within.to_owned()
-                } else {
-                    format!("{}/{within}", scope.dir)
-                };
-                // As `ascmhl verify`: only the root's patterns excuse a listed file that is gone
-                // (a card's own patterns added later do not).
-                if !included(filters, &rel) || self.scopes[0].ignore.ignores(&rel) {
-                    continue;
-                }
-                summary.missing += 1;
-                lines.push(FileLine {
-                    path: self.root.join(&rel).display().to_string(),
-                    key: Some(format!("{key_prefix}{rel}")),
-                    size: None,
-                    reason: Some(format!(
-                        "missing: listed in the ASC MHL history ({size}) but not in the folder",
-                        size = size.map_or("size unknown".into(), |s| format!("{s} bytes"))
-                    )),
-                    exit_code: EXIT_MISMATCH,
-                    mhl: Some("missing".into()),
-                    rel,
-                    ..FileLine::default()
-                });
-            }
-        }
-        (lines, summary)
-    }
-
-    /// Closes the generations (after every file was recorded) and puts each with its updated
-    /// chain into its `ascmhl/` (the source's, or the state directory's when the source is
-    /// read-only): nested histories first, the root's last, referencing them. A failure becomes
-    /// a line. Returns each sealed generation with its history's folder relative to the root
-    /// (`""`: the root's); empty without `--mhl`.
-    pub(crate) async fn write_generation(
-        &self,
-        lines: &mut Vec<FileLine>,
-        summary: &mut Summary,
-    ) -> Vec<(String, Placed)> {
-        let jobs = custody_scope::take_jobs(&self.scopes);
-        let (dirs, created) = (self.dirs.clone(), self.created);
-        let (sealed, failed) =
-            blocking(move || custody_scope::seal_all(&dirs, jobs, created)).await;
-        for (i, e) in failed {
-            lines.push(FileLine {
-                path: self.scopes[i].abs.join(FOLDER).display().to_string(),
-                reason: Some(e.to_string()),
-                exit_code: EXIT_ERROR,
-                ..FileLine::default()
-            });
-        }
-        let mut out = Vec::new();
-        for s in sealed {
-            let dir = self.dirs[s.scope].clone();
-            if dir.is_empty() {
-                summary.generation = Some(s.placed.name.clone());
-                summary.written_to = Some(s.placed.dir.display().to_string());
-            } else {
-                summary
-                    .nested_generations
-                    .push(format!("{dir}/{FOLDER}/{}", s.placed.name));
-            }
-            if summary.source_read_only.is_none() {
-                summary.source_read_only = s.placed.read_only.clone();
-            }
-            out.push((dir, s.placed));
-        }
-        out
-    }
-
-    /// Ends the session: the lines of missing files, then (with `--mhl`, after a complete run)
-    /// the generations and chains written and uploaded under the prefix (a nested history's
-    /// under its folder's keys). Lines for what failed there are returned with the missing ones.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) async fn finish<C: S3Api>(
-        self,
-        engine: &Engine,
-        s3: &C,
-        base: &UploadConfig,
-        prefix: &ObjectUrl,
-        filters: &crate::tree::Filters,
-        complete: bool,
-        progress: &dyn Progress,
-        cancel: &CancellationToken,
-    ) -> (Vec<FileLine>, Summary) {
-        if !complete {
-            let summary = self.summary.lock().expect("lock").clone();
-            // Interrupted: what was not reached is not missing, and no generation is written.
-            for scope in &self.scopes {
-                if let Some(w) = scope
-                    .writer
-                    .as_ref()
-                    .and_then(|w| w.lock().expect("lock").take())
-                {
-                    let _ = std::fs::remove_file(w.path());
-                }
-            }
-            return (Vec::new(), summary);
-        }
-        let (mut lines, mut summary) = self.missing(filters, &prefix.key);
-        let placed = self.write_generation(&mut lines, &mut summary).await;
-        for (dir, placed) in placed {
-            let folder = if dir.is_empty() {
-                FOLDER.to_owned()
-            } else {
-                format!("{dir}/{FOLDER}")
-            };
-            for name in [placed.name.as_str(), CHAIN] {
-                let key = format!("{}{folder}/{name}", prefix.key);
-                let mut cfg = base.clone();
-                cfg.source = placed.dir.join(name);
-                cfg.target = ObjectUrl {
-                    bucket: prefix.bucket.clone(),
-                    key: key.clone(),
-                };
-                match crate::upload::upload_file(engine, s3, &cfg, progress, cancel).await {
-                    Ok(_) => summary.uploaded.push(key),
-                    Err(e) => lines.push(FileLine {
-                        path: cfg.source.display().to_string(),
-                        rel: format!("{folder}/{name}"),
-                        key: Some(key),
-                        reason: Some(crate::redact::redact(&e.to_string())),
-                        exit_code: e.exit_code(),
-                        ..FileLine::default()
-                    }),
-                }
-            }
-        }
-        (lines, summary)
-    }
-}
-
-/// Whether `rel` passes `--include`/`--exclude` (its directories included).
-fn included(filters: &crate::tree::Filters, rel: &str) -> bool {
-    let mut dir = String::new();
-    let parts: Vec<&str> = rel.split('/').collect();
-    for p in &parts[..parts.len() - 1] {
-        if !dir.is_empty() {
-            dir.push('/');
-        }
-        dir.push_str(p);
-        if !filters.allows(&dir, true) {
-            return false;
-        }
-    }
-    filters.allows(rel, false)
 }
 
 /// `<state dir>/mhl/<digest of root, bucket, prefix>`: this tree's generations in progress, and its
@@ -666,7 +572,7 @@ mod tests {
     use crate::batch::custody_seal::seal_into;
     use crate::mhl::generation::{self, GenerationWriter, Header};
     use crate::mhl::hashes::data_hashes;
-    use crate::mhl::history::ChainEntry;
+    use crate::mhl::history::{CHAIN, ChainEntry};
 
     /// A folder with `a` = "hello world" and a history (written with tally's own writer) holding
     /// its xxh64 from the reference tool's test vector.

@@ -31,6 +31,9 @@ pub(crate) struct Scope {
     pub history: Option<History>,
     /// Its ignore patterns (the newest sealed generation's), matched relative to its folder.
     pub ignore: Ignore,
+    /// The patterns `ascmhl verify` applies: the newest generation file's, listed in the chain
+    /// or not (what excuses a missing file, and what the new generation carries on).
+    pub carried: Ignore,
     /// The formats its new files get.
     pub new_formats: Vec<HashFormat>,
     /// Its new generation (`--mhl`).
@@ -103,7 +106,7 @@ impl Scope {
                 hostname: gethostname::gethostname().to_string_lossy().into_owned(),
                 tool_version: env!("CARGO_PKG_VERSION").to_owned(),
                 location: (o.location)(&dir),
-                ignore: carried,
+                ignore: carried.clone(),
             };
             Some(Mutex::new(Some(start_writer(
                 &work, number, &name, &header,
@@ -116,11 +119,26 @@ impl Scope {
             abs,
             history,
             ignore: Ignore::new(&patterns),
+            carried: Ignore::new(&carried),
             new_formats,
             writer,
             name,
             work,
         })
+    }
+
+    /// `rel` (relative to this history's folder) relative to the tree's root.
+    pub(crate) fn rel(&self, rel: &str) -> String {
+        if self.dir.is_empty() {
+            rel.to_owned()
+        } else {
+            format!("{}/{rel}", self.dir)
+        }
+    }
+
+    /// The generation file `name` of this history, relative to the tree's root.
+    pub(crate) fn generation_path(&self, name: &str) -> String {
+        self.rel(&format!("{}/{name}", crate::mhl::history::FOLDER))
     }
 
     /// What this scope's history knows of `rel` (relative to its folder).

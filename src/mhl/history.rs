@@ -1,7 +1,8 @@
 //! Reading an `ascmhl/` history: the chain (`ascmhl_chain.xml`), each generation it lists checked
 //! against the C4 it records, then those generations' file hashes, oldest first. Only generations
-//! the chain lists (and so seals) count: a generation file the chain does not list is left out
-//! (logged), whatever it says. For each path every value not marked `failed` is kept (the
+//! the chain lists (and so seals) count: a generation file the chain does not list vouches for
+//! nothing; only what the reference tool's verify would do with it is kept ([`super::unchained`]).
+//! For each path every value not marked `failed` is kept (the
 //! original and every later one): a file must equal all of them. A `<previousPath>` carries the
 //! old path's values over to the new one. Text (names, values) is taken byte for byte, untrimmed,
 //! as the reference tool reads it. See docs/mhl.md.
@@ -12,6 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::MhlError;
 use super::hashes::{HashFormat, file_hashes};
+use super::unchained::{Unchained, Value};
 use super::xml::{self, Ev};
 
 /// The history folder's name.
@@ -89,9 +91,8 @@ pub(crate) struct History {
     next: u32,
     /// Generation files in `ascmhl/` the chain does not list (not a reference).
     pub unsealed: Vec<String>,
-    /// When some generation file is not listed in the chain: per path, the value the reference
-    /// tool would compare the file with, reading every generation (format, value, generation).
-    unsealed_originals: HashMap<String, (HashFormat, String, String)>,
+    /// What those files say, as far as the reference tool's verify reads them.
+    unchained: Unchained,
 }
 
 /// One `<hash>` being read.
@@ -103,38 +104,25 @@ struct Entry {
     hashes: Vec<(HashFormat, String, bool)>,
 }
 
+/// A generation file being read into the history.
+#[derive(Default)]
+struct GenerationReader {
+    entry: Option<Entry>,
+    pending_failed: bool,
+    ignore: Option<Vec<String>>,
+    formats: Vec<HashFormat>,
+    is_hashlist: bool,
+}
+
 impl History {
     /// Loads the history of the folder `root` (`root/ascmhl/`); `None` when there is none.
     /// Blocking: reads the chain, hashes every generation file once to check the chain, and
     /// reads every generation.
     pub(crate) fn load(root: &Path) -> Result<Option<History>, MhlError> {
         let dir = root.join(FOLDER);
-        let names = match std::fs::read_dir(&dir) {
-            Ok(rd) => {
-                let mut names = Vec::new();
-                for e in rd {
-                    let e = e.map_err(|e| MhlError::Unreadable {
-                        path: dir.clone(),
-                        why: e.to_string(),
-                    })?;
-                    if let Some(n) = e.file_name().to_str() {
-                        names.push(n.to_owned());
-                    }
-                }
-                names
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => return Ok(None),
-            Err(e) => {
-                return Err(MhlError::Unreadable {
-                    path: dir,
-                    why: e.to_string(),
-                });
-            }
+        let Some(generations) = generation_files(&dir)? else {
+            return Ok(None);
         };
-        let mut generations: Vec<GenerationFile> =
-            names.iter().filter_map(|n| generation_number(n)).collect();
-        generations.sort_by(|a, b| a.number.cmp(&b.number).then(a.name.cmp(&b.name)));
         let chain_path = dir.join(CHAIN);
         if !chain_path.exists() {
             // As the reference tool: an `ascmhl/` folder without its chain is a broken history
@@ -142,37 +130,7 @@ impl History {
             return Err(MhlError::NoChain { dir });
         }
         let chain = read_chain(&chain_path)?;
-        for c in &chain {
-            if c.path.is_empty() || c.path.contains(['/', '\\']) || c.path == ".." {
-                return Err(MhlError::Malformed {
-                    path: chain_path,
-                    why: format!("generation path '{}' is not a file name in ascmhl/", c.path),
-                });
-            }
-            let file = dir.join(&c.path);
-            if !file.exists() {
-                return Err(MhlError::MissingGeneration {
-                    path: file,
-                    chain: chain_path.clone(),
-                });
-            }
-            let actual = file_hashes(&file, &[c.format])
-                .map_err(|e| MhlError::Unreadable {
-                    path: file.clone(),
-                    why: e.to_string(),
-                })?
-                .get(c.format)
-                .unwrap_or_default()
-                .to_owned();
-            if actual != c.value {
-                return Err(MhlError::ModifiedGeneration {
-                    path: file,
-                    format: c.format,
-                    recorded: c.value.clone(),
-                    actual,
-                });
-            }
-        }
+        check_chain(&dir, &chain_path, &chain)?;
         // Only what the chain seals counts; a number an unlisted file took is not reused.
         let next = generations
             .iter()
@@ -181,54 +139,40 @@ impl History {
             .max()
             .unwrap_or(0)
             + 1;
-        // Where the reference tool takes each file's original value from: the first
-        // `action="original"` entry over every generation file, listed in the chain or not.
-        // Needed only when some file is not listed: otherwise it is among the sealed values.
-        let any_unsealed = generations
+        let unsealed: Vec<String> = generations
             .iter()
-            .any(|g| !chain.iter().any(|c| c.path == g.name));
-        let originals = if any_unsealed {
-            reference_originals(&dir, &generations)?
-        } else {
-            HashMap::new()
-        };
-        let newest = generations.last().map(|g| g.name.clone());
-        let (sealed, unsealed): (Vec<GenerationFile>, Vec<GenerationFile>) = generations
-            .into_iter()
-            .partition(|g| chain.iter().any(|c| c.path == g.name));
+            .filter(|g| !chain.iter().any(|c| c.path == g.name))
+            .map(|g| g.name.clone())
+            .collect();
         for g in &unsealed {
             tracing::warn!(
-                "ASC MHL generation {} is not listed in {CHAIN}: not a reference (only generations the chain seals vouch for a file), but a file must still match an original value it holds",
-                dir.join(&g.name).display()
+                "ASC MHL generation {} is not listed in {CHAIN}: it vouches for nothing; only the value ascmhl verify takes from it is checked",
+                dir.join(g).display()
             );
         }
-        let unsealed_originals = originals;
-        let mut sealed = sealed;
-        // A chain entry whose name does not follow the naming rule is still a sealed generation.
-        for c in &chain {
-            if !sealed.iter().any(|g| g.name == c.path) {
-                sealed.push(GenerationFile {
-                    number: c.sequence,
-                    name: c.path.clone(),
-                });
-            }
-        }
-        sealed.sort_by(|a, b| a.number.cmp(&b.number).then(a.name.cmp(&b.name)));
+        // What the reference tool reads from the unlisted files (needed only when there are
+        // some: otherwise its values are among the sealed ones).
+        let unchained = if unsealed.is_empty() {
+            Unchained::default()
+        } else {
+            Unchained::read(&dir, &generations, &unsealed)?
+        };
+        let newest = generations.last().map(|g| g.name.clone());
         let mut h = History {
             dir,
-            generations: Vec::new(),
+            generations: sealed_generations(generations, &chain),
             ignore: Vec::new(),
             carried_ignore: Vec::new(),
             formats: Vec::new(),
             files: HashMap::new(),
             next,
-            unsealed: unsealed.into_iter().map(|g| g.name).collect(),
-            unsealed_originals,
+            unsealed,
+            unchained,
         };
-        for (index, g) in sealed.iter().enumerate() {
-            h.read_generation(index, &h.dir.join(&g.name))?;
+        for index in 0..h.generations.len() {
+            let path = h.dir.join(&h.generations[index].name);
+            h.read_generation(index, &path)?;
         }
-        h.generations = sealed;
         h.carried_ignore = match newest {
             Some(n) if h.unsealed.contains(&n) => ignore_patterns(&h.dir.join(n))?,
             _ => h.ignore.clone(),
@@ -237,108 +181,19 @@ impl History {
     }
 
     fn read_generation(&mut self, index: usize, path: &Path) -> Result<(), MhlError> {
-        let mut entry: Option<Entry> = None;
-        let mut pending_failed = false;
-        let mut ignore: Option<Vec<String>> = None;
-        let mut formats: Vec<HashFormat> = Vec::new();
-        let mut is_hashlist = false;
-        let files = &mut self.files;
-        xml::walk(path, |stack, ev| {
-            if stack.len() == 1 {
-                if let Ev::Start(_) = ev {
-                    is_hashlist = stack[0] == "hashlist";
-                }
-                return Ok(());
-            }
-            match ev {
-                Ev::Start(attrs) => {
-                    if xml::ends_with(stack, &["hashes", "hash"]) && stack.len() == 3 {
-                        entry = Some(Entry::default());
-                    } else if stack.len() == 4 && stack[2] == "hash" {
-                        if stack[3] == "path" {
-                            if let (Some(e), Some(s)) = (entry.as_mut(), xml::attr(attrs, "size")) {
-                                e.size = Some(
-                                    s.trim()
-                                        .parse()
-                                        .map_err(|_| format!("size '{s}' is not a number"))?,
-                                );
-                            }
-                        } else {
-                            pending_failed = xml::attr(attrs, "action") == Some("failed");
-                        }
-                    } else if xml::ends_with(stack, &["processinfo", "ignore"]) {
-                        ignore.get_or_insert_with(Vec::new);
-                    }
-                }
-                Ev::End(text) => {
-                    if stack.len() == 4 && stack[2] == "hash" {
-                        let Some(e) = entry.as_mut() else {
-                            return Ok(());
-                        };
-                        if stack[3] == "path" {
-                            e.path = text.to_owned();
-                        } else if stack[3] == "previousPath" {
-                            e.previous = Some(text.to_owned());
-                        } else if let Ok(f) = stack[3].parse::<HashFormat>()
-                            && f.in_mhl()
-                        {
-                            // (An element MHL does not define, like `<sha256>`, is not a format
-                            // of the history: tally never writes it back.)
-                            e.hashes
-                                .push((f, text.to_ascii_lowercase_if_hex(f), pending_failed));
-                        }
-                    } else if stack.len() == 3 && stack[2] == "hash" {
-                        if let Some(e) = entry.take() {
-                            if e.path.is_empty() {
-                                return Err("a <hash> without a <path>".into());
-                            }
-                            // Renamed: the old name's record goes on under the new one.
-                            let inherited = match &e.previous {
-                                Some(p) if *p != e.path => files.get_mut(p).map(|old| {
-                                    old.renamed = true;
-                                    old.values.clone()
-                                }),
-                                _ => None,
-                            };
-                            let k = files.entry(e.path).or_default();
-                            k.renamed = false;
-                            if let Some(v) = inherited {
-                                for x in v {
-                                    if !k.values.contains(&x) {
-                                        k.values.push(x);
-                                    }
-                                }
-                            }
-                            if e.size.is_some() {
-                                k.size = e.size;
-                            }
-                            for (f, v, failed) in e.hashes {
-                                if !formats.contains(&f) {
-                                    formats.push(f);
-                                }
-                                if !failed && !k.values.iter().any(|(g, w, _)| *g == f && *w == v) {
-                                    k.values.push((f, v, index));
-                                }
-                            }
-                        }
-                    } else if xml::ends_with(stack, &["processinfo", "ignore", "pattern"]) {
-                        ignore.get_or_insert_with(Vec::new).push(text.to_owned());
-                    }
-                }
-            }
-            Ok(())
-        })?;
-        if !is_hashlist {
+        let mut r = GenerationReader::default();
+        xml::walk(path, |stack, ev| r.event(stack, ev, &mut self.files, index))?;
+        if !r.is_hashlist {
             return Err(MhlError::Malformed {
                 path: path.to_owned(),
                 why: "not an ASC MHL generation (no <hashlist> root)".into(),
             });
         }
         // The newest generation's patterns (none there: the reference tool's defaults apply).
-        self.ignore = ignore.unwrap_or_default();
-        if !formats.is_empty() {
-            formats.sort();
-            self.formats = formats;
+        self.ignore = r.ignore.unwrap_or_default();
+        if !r.formats.is_empty() {
+            r.formats.sort();
+            self.formats = r.formats;
         }
         Ok(())
     }
@@ -347,8 +202,14 @@ impl History {
     /// `rel` with (possibly from such a generation): the file is refused unless it matches it
     /// too, so tally never passes a file the reference tool calls different; an unlisted
     /// generation never vouches for a file, though.
-    pub(crate) fn unsealed_original(&self, rel: &str) -> Option<&(HashFormat, String, String)> {
-        self.unsealed_originals.get(rel)
+    pub(crate) fn unsealed_original(&self, rel: &str) -> Option<&Value> {
+        self.unchained.original(rel)
+    }
+
+    /// The values generation files the chain does not list hold for `rel` (compared for a
+    /// warning only: `ascmhl verify` does not compare with them, and they vouch for nothing).
+    pub(crate) fn unsealed_values(&self, rel: &str) -> &[Value] {
+        self.unchained.values(rel)
     }
 
     /// What the history knows about the file at `rel` (relative to the root, `/`-separated).
@@ -356,13 +217,43 @@ impl History {
         self.files.get(rel)
     }
 
-    /// The paths the history lists that were not marked seen, sorted, with their recorded sizes.
+    /// Marks the file at `rel` as found in the folder.
+    pub(crate) fn mark_seen(&self, rel: &str) {
+        if let Some(k) = self.files.get(rel) {
+            k.mark_seen();
+        }
+        self.unchained.mark_seen(rel);
+    }
+
+    /// The paths the history lists that were not marked seen, sorted, with their recorded sizes:
+    /// not those a later generation renamed, nor those an unlisted generation renamed to a path
+    /// the folder has (as `ascmhl verify`; see [`History::unsealed_renames_followed`]).
     pub(crate) fn unseen(&self) -> Vec<(&str, Option<u64>)> {
         let mut v: Vec<_> = self
             .files
             .iter()
-            .filter(|(_, k)| !k.renamed && !k.seen.load(Ordering::Relaxed))
+            .filter(|(p, k)| {
+                !k.renamed
+                    && !k.seen.load(Ordering::Relaxed)
+                    && self.unchained.renamed_away(p).is_none()
+            })
             .map(|(p, k)| (p.as_str(), k.size))
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// The listed paths not in the folder that only a generation the chain does not list
+    /// renames (to a path the folder has): (old path, new path, that generation), sorted.
+    pub(crate) fn unsealed_renames_followed(&self) -> Vec<(&str, &str, &str)> {
+        let mut v: Vec<_> = self
+            .files
+            .iter()
+            .filter(|(_, k)| !k.renamed && !k.seen.load(Ordering::Relaxed))
+            .filter_map(|(p, _)| {
+                let (to, g) = self.unchained.renamed_away(p)?;
+                Some((p.as_str(), to, g))
+            })
             .collect();
         v.sort();
         v
@@ -379,95 +270,203 @@ impl History {
     }
 }
 
-/// One `<hash>` of a generation, as the reference tool's verify uses it.
-struct Media {
-    path: String,
-    previous: Option<String>,
-    /// The first `action="original"` value.
-    original: Option<(HashFormat, String)>,
+impl GenerationReader {
+    /// One XML event of a generation file (generation `index`), into `files`.
+    fn event(
+        &mut self,
+        stack: &[String],
+        ev: Ev<'_>,
+        files: &mut HashMap<String, Known>,
+        index: usize,
+    ) -> Result<(), String> {
+        if stack.len() == 1 {
+            if let Ev::Start(_) = ev {
+                self.is_hashlist = stack[0] == "hashlist";
+            }
+            return Ok(());
+        }
+        match ev {
+            Ev::Start(attrs) => self.start(stack, attrs),
+            Ev::End(text) => {
+                if stack.len() == 4 && stack[2] == "hash" {
+                    self.value(stack, text);
+                } else if stack.len() == 3 && stack[2] == "hash" {
+                    if let Some(e) = self.entry.take() {
+                        self.add(e, files, index)?;
+                    }
+                } else if xml::ends_with(stack, &["processinfo", "ignore", "pattern"]) {
+                    self.ignore
+                        .get_or_insert_with(Vec::new)
+                        .push(text.to_owned());
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// An element starts: a `<hash>`, its `<path size>`, a value's `action`, `<ignore>`.
+    fn start(&mut self, stack: &[String], attrs: &[(String, String)]) -> Result<(), String> {
+        if xml::ends_with(stack, &["hashes", "hash"]) && stack.len() == 3 {
+            self.entry = Some(Entry::default());
+        } else if stack.len() == 4 && stack[2] == "hash" {
+            if stack[3] == "path" {
+                if let (Some(e), Some(s)) = (self.entry.as_mut(), xml::attr(attrs, "size")) {
+                    e.size = Some(
+                        s.trim()
+                            .parse()
+                            .map_err(|_| format!("size '{s}' is not a number"))?,
+                    );
+                }
+            } else {
+                self.pending_failed = xml::attr(attrs, "action") == Some("failed");
+            }
+        } else if xml::ends_with(stack, &["processinfo", "ignore"]) {
+            self.ignore.get_or_insert_with(Vec::new);
+        }
+        Ok(())
+    }
+
+    /// A child of `<hash>` ends: its path, previous path, or a value.
+    fn value(&mut self, stack: &[String], text: &str) {
+        let Some(e) = self.entry.as_mut() else {
+            return;
+        };
+        if stack[3] == "path" {
+            e.path = text.to_owned();
+        } else if stack[3] == "previousPath" {
+            e.previous = Some(text.to_owned());
+        } else if let Ok(f) = stack[3].parse::<HashFormat>()
+            && f.in_mhl()
+        {
+            // (An element MHL does not define, like `<sha256>`, is not a format of the
+            // history: tally never writes it back.)
+            e.hashes
+                .push((f, text.to_ascii_lowercase_if_hex(f), self.pending_failed));
+        }
+    }
+
+    /// A `<hash>` ends: its values join the file's record (a renamed file's record goes on
+    /// under its new name).
+    fn add(
+        &mut self,
+        e: Entry,
+        files: &mut HashMap<String, Known>,
+        index: usize,
+    ) -> Result<(), String> {
+        if e.path.is_empty() {
+            return Err("a <hash> without a <path>".into());
+        }
+        let inherited = match &e.previous {
+            Some(p) if *p != e.path => files.get_mut(p).map(|old| {
+                old.renamed = true;
+                old.values.clone()
+            }),
+            _ => None,
+        };
+        let k = files.entry(e.path).or_default();
+        k.renamed = false;
+        for x in inherited.into_iter().flatten() {
+            if !k.values.contains(&x) {
+                k.values.push(x);
+            }
+        }
+        if e.size.is_some() {
+            k.size = e.size;
+        }
+        for (f, v, failed) in e.hashes {
+            if !self.formats.contains(&f) {
+                self.formats.push(f);
+            }
+            if !failed && !k.values.iter().any(|(g, w, _)| *g == f && *w == v) {
+                k.values.push((f, v, index));
+            }
+        }
+        Ok(())
+    }
 }
 
-/// Per listed path, the value `ascmhl verify` compares the file with, and its generation's name,
-/// reading every generation file (listed in the chain or not, in number order) as it does: the
-/// path is mapped through each generation's `<previousPath>` (one hop per generation), then the
-/// first generation whose entry for it (by path, else by previous path) holds an `original`
-/// value gives it. Blocking; holds every generation's entries (only done when some generation
-/// file is not listed in the chain: otherwise the value is among the sealed ones).
-fn reference_originals(
-    dir: &Path,
-    generations: &[GenerationFile],
-) -> Result<HashMap<String, (HashFormat, String, String)>, MhlError> {
-    let mut lists: Vec<Vec<Media>> = Vec::new();
-    for g in generations {
-        let mut list = Vec::new();
-        let mut cur: Option<Media> = None;
-        let mut pending = false;
-        xml::walk(&dir.join(&g.name), |stack, ev| {
-            if stack.len() == 3 && stack[1] == "hashes" && stack[2] == "hash" {
-                match ev {
-                    Ev::Start(_) => {
-                        cur = Some(Media {
-                            path: String::new(),
-                            previous: None,
-                            original: None,
-                        })
-                    }
-                    Ev::End(_) => list.extend(cur.take()),
-                }
-            } else if stack.len() == 4
-                && stack[2] == "hash"
-                && let Some(m) = cur.as_mut()
-            {
-                match ev {
-                    Ev::Start(attrs) => pending = xml::attr(attrs, "action") == Some("original"),
-                    Ev::End(text) => {
-                        if stack[3] == "path" {
-                            m.path = text.to_owned();
-                        } else if stack[3] == "previousPath" {
-                            m.previous = Some(text.to_owned());
-                        } else if let Ok(f) = stack[3].parse::<HashFormat>()
-                            && f.in_mhl()
-                            && pending
-                            && m.original.is_none()
-                        {
-                            m.original = Some((f, text.to_ascii_lowercase_if_hex(f)));
-                        }
-                    }
-                }
-            }
-            Ok(())
-        })?;
-        lists.push(list);
-    }
-    let mut out = HashMap::new();
-    let paths: std::collections::BTreeSet<&str> = lists
-        .iter()
-        .flat_map(|l| l.iter().map(|m| m.path.as_str()))
-        .collect();
-    for p in paths {
-        let mut looked_up = p;
-        for list in &lists {
-            if let Some(m) = list.iter().find(|m| m.path == looked_up) {
-                looked_up = m.previous.as_deref().unwrap_or(looked_up);
-            }
+/// The generation files in `dir` (by number), `None` when there is no such folder.
+fn generation_files(dir: &Path) -> Result<Option<Vec<GenerationFile>>, MhlError> {
+    let unreadable = |e: std::io::Error| MhlError::Unreadable {
+        path: dir.to_owned(),
+        why: e.to_string(),
+    };
+    let rd = match std::fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+            ) =>
+        {
+            return Ok(None);
         }
-        'lists: for (list, g) in lists.iter().zip(generations) {
-            let media = list.iter().find(|m| m.path == looked_up).or_else(|| {
-                list.iter()
-                    .rev()
-                    .find(|m| m.previous.as_deref() == Some(looked_up))
+        Err(e) => return Err(unreadable(e)),
+    };
+    let mut generations = Vec::new();
+    for e in rd {
+        let e = e.map_err(unreadable)?;
+        if let Some(g) = e.file_name().to_str().and_then(generation_number) {
+            generations.push(g);
+        }
+    }
+    generations.sort_by(|a, b| a.number.cmp(&b.number).then(a.name.cmp(&b.name)));
+    Ok(Some(generations))
+}
+
+/// Every generation the chain lists is a file name in `dir`, exists, and hashes to its C4.
+fn check_chain(dir: &Path, chain_path: &Path, chain: &[ChainEntry]) -> Result<(), MhlError> {
+    for c in chain {
+        if c.path.is_empty() || c.path.contains(['/', '\\']) || c.path == ".." {
+            return Err(MhlError::Malformed {
+                path: chain_path.to_owned(),
+                why: format!("generation path '{}' is not a file name in ascmhl/", c.path),
             });
-            if let Some(Media {
-                original: Some((f, v)),
-                ..
-            }) = media
-            {
-                out.insert(p.to_owned(), (*f, v.clone(), g.name.clone()));
-                break 'lists;
-            }
+        }
+        let file = dir.join(&c.path);
+        if !file.exists() {
+            return Err(MhlError::MissingGeneration {
+                path: file,
+                chain: chain_path.to_owned(),
+            });
+        }
+        let actual = file_hashes(&file, &[c.format])
+            .map_err(|e| MhlError::Unreadable {
+                path: file.clone(),
+                why: e.to_string(),
+            })?
+            .get(c.format)
+            .unwrap_or_default()
+            .to_owned();
+        if actual != c.value {
+            return Err(MhlError::ModifiedGeneration {
+                path: file,
+                format: c.format,
+                recorded: c.value.clone(),
+                actual,
+            });
         }
     }
-    Ok(out)
+    Ok(())
+}
+
+/// The generations the chain seals, by number: the files it lists (a chain entry whose name
+/// does not follow the naming rule is still a sealed generation).
+fn sealed_generations(files: Vec<GenerationFile>, chain: &[ChainEntry]) -> Vec<GenerationFile> {
+    let mut sealed: Vec<GenerationFile> = files
+        .into_iter()
+        .filter(|g| chain.iter().any(|c| c.path == g.name))
+        .collect();
+    for c in chain {
+        if !sealed.iter().any(|g| g.name == c.path) {
+            sealed.push(GenerationFile {
+                number: c.sequence,
+                name: c.path.clone(),
+            });
+        }
+    }
+    sealed.sort_by(|a, b| a.number.cmp(&b.number).then(a.name.cmp(&b.name)));
+    sealed
 }
 
 /// The `<ignore><pattern>`s of the generation file at `path` (empty when it has none).
@@ -485,7 +484,7 @@ fn ignore_patterns(path: &Path) -> Result<Vec<String>, MhlError> {
 }
 
 /// Hex values compare in lowercase (the reference tool writes lowercase); C4 ids are case-sensitive.
-trait LowerHex {
+pub(crate) trait LowerHex {
     fn to_ascii_lowercase_if_hex(&self, f: HashFormat) -> String;
 }
 
@@ -811,6 +810,55 @@ mod tests {
             h.next_number(),
             3,
             "the unlisted 0002's number is not reused"
+        );
+    }
+
+    /// A generation the chain does not list: its rename excuses the old name only once the new
+    /// one is found; the renamed file is compared with the old name's sealed value (what
+    /// `ascmhl verify` compares), and the unlisted generation's own value is only kept for a
+    /// warning.
+    #[test]
+    fn an_unlisted_generations_rename_is_followed_only_to_a_file_that_is_there() {
+        let dir = tempfile::tempdir().unwrap();
+        let g1 = generation(
+            &[("old.mov", 1, &[("xxh64", "original", "1111111111111111")])],
+            &[],
+        );
+        history(dir.path(), &[("0001_A_2020-01-16_091500Z.mhl", g1)]);
+        let g2 = generation(
+            &[("new.mov", 1, &[("xxh64", "verified", "2222222222222222")])],
+            &[],
+        )
+        .replace(
+            "<path size=\"1\">new.mov</path>",
+            "<path size=\"1\">new.mov</path><previousPath>old.mov</previousPath>",
+        );
+        let unlisted = "0002_A_2020-01-17_091500Z.mhl";
+        std::fs::write(dir.path().join(FOLDER).join(unlisted), g2).unwrap();
+        let h = History::load(dir.path()).unwrap().unwrap();
+        assert_eq!(h.unsealed, [unlisted]);
+        assert!(
+            h.known("new.mov").is_none(),
+            "an unlisted listing is no record"
+        );
+        let (f, v, g) = h.unsealed_original("new.mov").unwrap();
+        assert_eq!(
+            (*f, v.as_str(), g.as_str()),
+            (
+                HashFormat::Xxh64,
+                "1111111111111111",
+                "0001_A_2020-01-16_091500Z.mhl"
+            ),
+            "compared with the old name's original, as ascmhl verify does"
+        );
+        assert_eq!(h.unsealed_values("new.mov")[0].1, "2222222222222222");
+        assert_eq!(h.unseen(), [("old.mov", Some(1))], "new.mov not found yet");
+        assert!(h.unsealed_renames_followed().is_empty());
+        h.mark_seen("new.mov");
+        assert!(h.unseen().is_empty(), "renamed, and the new name is there");
+        assert_eq!(
+            h.unsealed_renames_followed(),
+            [("old.mov", "new.mov", unlisted)]
         );
     }
 
