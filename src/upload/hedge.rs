@@ -59,13 +59,19 @@ pub(crate) struct Flights {
     busy_until: Mutex<Option<Instant>>,
     /// Re-sends in flight.
     resends: AtomicU64,
+    /// The most attempts ever watched at once: the transfer's width, which the tail of a
+    /// transfer (stragglers left alone in flight) keeps.
+    widest: AtomicU64,
 }
 
 impl Flights {
     /// Starts watching an attempt of `len` bytes whose body counts into `moved`.
     fn watch(&self, moved: Arc<AtomicU64>, len: u64) -> Watch<'_> {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
-        self.rates.lock().expect("flights").push((id, None));
+        let mut rates = self.rates.lock().expect("flights");
+        rates.push((id, None));
+        self.widest.fetch_max(rates.len() as u64, Ordering::Relaxed);
+        drop(rates);
         Watch {
             flights: self,
             id,
@@ -91,11 +97,11 @@ impl Flights {
             .is_some_and(|until| now < until)
     }
 
-    /// Takes a re-send's place if fewer than one in [`SHARE`] of the attempts in flight are
-    /// re-sends; released when the guard drops.
+    /// Takes a re-send's place if fewer than one in [`SHARE`] of the most attempts in flight at
+    /// once are re-sends; released when the guard drops.
     fn resend(&self) -> Option<Resend<'_>> {
-        let in_flight = self.rates.lock().expect("flights").len();
-        let allowed = (in_flight / SHARE).max(1) as u64;
+        let widest = self.widest.load(Ordering::Relaxed);
+        let allowed = (widest / SHARE as u64).max(1);
         self.resends
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
                 (n < allowed).then_some(n + 1)
@@ -298,9 +304,17 @@ mod tests {
         let second = flights.resend().expect("two of 16");
         assert!(flights.resend().is_none(), "a third of 16 is refused");
         drop(first);
-        assert!(flights.resend().is_some(), "a place freed is taken again");
-        drop((second, watches));
-        assert!(flights.resend().is_some(), "always one, even alone");
+        let again = flights.resend().expect("a place freed is taken again");
+        drop((second, again, watches));
+        let (a, b) = (flights.resend(), flights.resend());
+        assert!(
+            a.is_some() && b.is_some(),
+            "the tail of a transfer keeps its width's share"
+        );
+        assert!(
+            Flights::default().resend().is_some(),
+            "always one, even alone"
+        );
     }
 
     /// An attempt that moves `per_tick` bytes on every tick of the paused clock.
