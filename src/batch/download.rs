@@ -24,6 +24,7 @@ use crate::vocab::ObjectUrl;
 
 use crate::download::{DownloadOptions, download_to};
 
+mod commit;
 pub(crate) mod small;
 
 /// Objects downloaded at once (their parts share the engine's request slots).
@@ -164,7 +165,7 @@ pub(crate) async fn download_tree<C: S3Api>(
     );
     let stop = cancel.child_token();
     let mut report = TreeReport::new(prefix);
-    let folders = std::sync::Arc::new(small::Folders::default());
+    let commits = commit::Commits::new(&root);
     let job = Job {
         engine: &engine,
         prefix,
@@ -172,7 +173,7 @@ pub(crate) async fn download_tree<C: S3Api>(
         opts,
         stop: &stop,
         progress,
-        folders: &folders,
+        commits: &commits,
     };
     let job = &job;
     let fatal = crate::batch::run::run(
@@ -194,8 +195,8 @@ pub(crate) async fn download_tree<C: S3Api>(
     // The small objects' renames (and the folders made for them) survive a crash from here on:
     // exit 0 comes after this.
     let r = root.clone();
-    let f = folders.clone();
-    blocking(move || f.sync().map_err(|e| dest_error(&r, &e))).await?;
+    let commits = std::sync::Arc::new(commits);
+    blocking(move || commits.sync_folders().map_err(|e| dest_error(&r, &e))).await?;
     let bytes = report.downloaded_bytes;
     report.end(started, bytes, fatal, cancel)
 }
@@ -215,8 +216,8 @@ struct Job<'a> {
     opts: &'a DownloadOptions,
     stop: &'a CancellationToken,
     progress: &'a dyn Progress,
-    /// The folders the small objects' renames changed, synced at the end.
-    folders: &'a std::sync::Arc<small::Folders>,
+    /// The small objects' group commits, and the folders their renames changed.
+    commits: &'a commit::Commits,
 }
 
 async fn one_object<C: S3Api>(
@@ -262,15 +263,8 @@ async fn one_object<C: S3Api>(
         }
     };
     if let Some(etag) = etag.filter(|_| !opts.force)
-        && let Some(w) = small::fetch(
-            engine,
-            s3,
-            &obj,
-            &target,
-            (entry.size, &etag),
-            (root, job.folders),
-        )
-        .await
+        && let Some(w) =
+            small::fetch(engine, s3, &obj, &target, (entry.size, &etag), job.commits).await
     {
         progress.part_done(entry.size);
         line.action = Action::Downloaded;

@@ -1,6 +1,6 @@
-//! A prefix download's small objects: one GET each, no HEAD, no journal, one write, one
-//! `fdatasync`, one rename; the folders' entries made durable once per folder at the end of the
-//! run ([`Folders`]).
+//! A prefix download's small objects: one GET each, no HEAD, no journal, one write, one rename;
+//! the data made durable by group ([`super::commit`]: one `syncfs` for every file waiting) before
+//! the renames, the folders' entries once per folder at the end of the run.
 //!
 //! An object the listing gives with a single-part ETag and at most [`SMALL_MAX`] bytes is fetched
 //! whole in one GET pinned to that ETag (`If-Match`: the object listed, or PreconditionFailed),
@@ -8,8 +8,8 @@
 //! algorithm when the reply carries one) and must match: the checksum the GET's reply carries,
 //! and the ETag (the MD5 of the bytes the server stored). Only then is the file written, under a
 //! temporary name no key can produce (`DEST\tally-partial`, created with `O_EXCL|O_NOFOLLOW`,
-//! under the destination's lock), its data synced, and renamed to DEST (checked again to be no
-//! folder and no link). So after a crash no file is half-written under its final name; after the
+//! under the destination's lock), its data synced with its group, and renamed to DEST (checked
+//! again to be nothing else). So after a crash no file is half-written under its final name; after the
 //! run's last folder is synced (before exit 0), every file is durable.
 //!
 //! Anything this path cannot decide (DEST already there, an ETag the bytes do not give and no
@@ -17,13 +17,12 @@
 //! changed since the listing, any error) is handed to the one-object download, which asks the
 //! object with a HEAD, fetches it again and reports as it always does.
 
-use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::path::Path;
 
 use bytes::BytesMut;
 use futures::StreamExt as _;
 
+use super::commit::{Commits, Staged};
 use crate::download::dest;
 use crate::engine::Engine;
 use crate::error::Error;
@@ -34,42 +33,6 @@ use crate::vocab::{ChecksumType, ETag, ObjectUrl};
 /// Objects up to this size take the small path (the bytes are held in memory, under the engine's
 /// byte budget, until proven).
 pub(crate) const SMALL_MAX: u64 = 8 * 1024 * 1024;
-
-/// Folders kept for the sync at the end before they are synced early (memory stays bounded).
-const FOLDERS_HELD: usize = 4096;
-
-/// The folders whose entries changed (a file renamed in, a folder made): synced once each.
-#[derive(Default)]
-pub(crate) struct Folders(Mutex<BTreeSet<PathBuf>>);
-
-impl Folders {
-    /// Notes `file`'s folder and every folder above it up to `root`. Blocking (syncs them all
-    /// early when too many are held).
-    fn note(&self, root: &Path, file: &Path) -> std::io::Result<()> {
-        let full = {
-            let mut held = self.0.lock().unwrap_or_else(|p| p.into_inner());
-            let mut at = file.parent();
-            while let Some(d) = at {
-                if !held.insert(d.to_owned()) || d == root {
-                    break;
-                }
-                at = d.parent();
-            }
-            held.len() > FOLDERS_HELD
-        };
-        if full { self.sync() } else { Ok(()) }
-    }
-
-    /// Syncs every folder noted (their renames and new entries survive a crash). Blocking.
-    pub(crate) fn sync(&self) -> std::io::Result<()> {
-        let held = std::mem::take(&mut *self.0.lock().unwrap_or_else(|p| p.into_inner()));
-        // Deepest first: a folder's entry in its parent is synced after the folder itself.
-        for d in held.iter().rev() {
-            crate::fsx::sync_dir(d)?;
-        }
-        Ok(())
-    }
-}
 
 /// What the small path proved of an object it wrote.
 pub(crate) struct Written {
@@ -94,7 +57,7 @@ pub(crate) async fn fetch<C: S3Api>(
     obj: &ObjectUrl,
     target: &Path,
     (size, etag): (u64, &ETag),
-    (root, folders): (&Path, &std::sync::Arc<Folders>),
+    commits: &Commits,
 ) -> Option<Written> {
     let t = target.to_owned();
     if blocking(move || std::fs::symlink_metadata(&t).is_ok()).await {
@@ -110,14 +73,13 @@ pub(crate) async fn fetch<C: S3Api>(
     let b = body.clone();
     let hash = on_pool(move || crate::hash::hash_range(alg, true, &b)).await;
     let checked = judge(&hash, reply.as_ref().filter(|_| alg.is_some()), etag)?;
-    let (t, r, folders) = (target.to_owned(), root.to_owned(), folders.clone());
-    let written = blocking(move || {
-        let placed = put_in_place(&t, &body)?;
-        if placed {
-            folders.note(&r, &t).map_err(|e| dest::io_error(&t, &e))?;
+    let t = target.to_owned();
+    let written = async {
+        match blocking(move || stage(&t, &body)).await? {
+            Some(staged) => commits.put(staged).await,
+            None => Ok(false),
         }
-        Ok::<_, Error>(placed)
-    });
+    };
     match written.await {
         Ok(true) => Some(Written {
             checksum: alg
@@ -193,40 +155,30 @@ fn judge(
     Some(checked)
 }
 
-/// Writes `body` as `DEST\tally-partial` (created exclusively, never through a link), syncs its
-/// data and renames it to `target`, unless something appeared at `target` meanwhile (then the
-/// partial file is removed and `false` returned). Blocking.
-fn put_in_place(target: &Path, body: &[u8]) -> Result<bool, Error> {
+/// Writes `body` as `DEST\tally-partial` (created exclusively, never through a link) under the
+/// destination's lock, not synced: [`Commits::put`] makes it durable and renames it. `None` when
+/// something is at `target` already (nothing written). Blocking.
+fn stage(target: &Path, body: &[u8]) -> Result<Option<Staged>, Error> {
     use std::io::Write as _;
     let partial = dest::partial_path(target);
-    let _lock = dest::DestLock::acquire(target)?;
+    let lock = dest::DestLock::acquire(target)?;
     dest::check_target(target)?;
     if std::fs::symlink_metadata(target).is_ok() {
-        return Ok(false);
+        return Ok(None);
     }
     // Whatever is at the temporary name was not left by a run that can resume it (no journal
     // is written for a small object): removed, never followed.
     let _ = std::fs::remove_file(&partial);
     let mut file =
         crate::fsx::create_new(&partial, 0o666).map_err(|e| dest::io_error(&partial, &e))?;
-    let written = file.write_all(body).and_then(|()| file.sync_data());
-    let gone = |e: std::io::Error| {
+    if let Err(e) = file.write_all(body) {
         let _ = std::fs::remove_file(&partial);
-        dest::io_error(target, &e)
-    };
-    written.map_err(gone)?;
-    if !crate::fsx::is_same_file(&partial, &file) {
-        return Err(Error::Destination {
-            path: partial,
-            why: "was replaced by another program during the download: nothing was put in place"
-                .into(),
-        });
+        return Err(dest::io_error(target, &e));
     }
-    if std::fs::symlink_metadata(target).is_ok() {
-        let _ = std::fs::remove_file(&partial);
-        return Ok(false);
-    }
-    std::fs::rename(&partial, target).map_err(gone)?;
-    let _ = std::fs::remove_file(dest::journal_path(target));
-    Ok(true)
+    Ok(Some(Staged {
+        file,
+        partial,
+        target: target.to_owned(),
+        lock,
+    }))
 }
