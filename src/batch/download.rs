@@ -27,7 +27,9 @@ use crate::download::{DownloadOptions, download_to};
 mod commit;
 pub(crate) mod small;
 
-/// Objects downloaded at once (their parts share the engine's request slots).
+/// Objects downloaded at once at least (their parts share the engine's request slots). Twice
+/// `--concurrency` are in flight: a small object waiting for its group's sync holds no request
+/// slot, and the next GETs go on meanwhile.
 pub(crate) const OBJECTS_IN_FLIGHT: usize = 16;
 
 /// Why `rel` (a key below the prefix) cannot name a file inside the destination folder.
@@ -178,7 +180,7 @@ pub(crate) async fn download_tree<C: S3Api>(
     let job = &job;
     let fatal = crate::batch::run::run(
         entries,
-        opts.concurrency.max(OBJECTS_IN_FLIGHT),
+        (2 * opts.concurrency).max(OBJECTS_IN_FLIGHT),
         &stop,
         progress,
         &mut report,
@@ -254,7 +256,13 @@ async fn one_object<C: S3Api>(
         return Ok(line);
     }
     let (r, rel) = (root.to_owned(), entry.rel.clone());
-    let target = match blocking(move || make_folders(&r, &rel)).await {
+    let made = blocking(move || {
+        make_folders(&r, &rel).map(|t| {
+            let there = std::fs::symlink_metadata(&t).is_ok();
+            (t, there)
+        })
+    });
+    let (target, there) = match made.await {
         Ok(t) => t,
         Err(why) => {
             line.reason = Some(format!("not downloaded: {why}"));
@@ -262,7 +270,7 @@ async fn one_object<C: S3Api>(
             return Ok(line);
         }
     };
-    if let Some(etag) = etag.filter(|_| !opts.force)
+    if let Some(etag) = etag.filter(|_| !opts.force && !there)
         && let Some(w) =
             small::fetch(engine, s3, &obj, &target, (entry.size, &etag), job.commits).await
     {

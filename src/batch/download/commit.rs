@@ -61,10 +61,11 @@ impl Folders {
     }
 }
 
-/// A small object written under its temporary name, its bytes proven, not yet synced or renamed;
-/// the destination's lock held until it is.
+/// A small object written under its temporary name (closed), its bytes proven, not yet synced or
+/// renamed; the destination's lock held until it is (one descriptor per file waiting).
 pub(crate) struct Staged {
-    pub(crate) file: File,
+    /// The device and inode of the file written (its name is checked to still be it).
+    pub(crate) id: (u64, u64),
     pub(crate) partial: PathBuf,
     pub(crate) target: PathBuf,
     pub(crate) lock: DestLock,
@@ -125,7 +126,7 @@ impl Commits {
 /// One group: the data of every file made durable, then each renamed into place and its folders
 /// noted; every waiter gets its outcome. Blocking.
 fn commit(group: Vec<Waiting>, root: &Path, folders: &Folders) {
-    let synced = sync_data(group.iter().map(|(s, _)| &s.file));
+    let synced = sync_data(group.iter().map(|(s, _)| s));
     for (s, tx) in group {
         let done = match &synced {
             Ok(()) => rename(s, root, folders),
@@ -138,25 +139,24 @@ fn commit(group: Vec<Waiting>, root: &Path, folders: &Folders) {
     }
 }
 
-/// Makes the data of `files` durable: one `syncfs` per file system among them (Linux), else an
-/// `fdatasync` each. Blocking.
-fn sync_data<'a>(files: impl Iterator<Item = &'a File>) -> std::io::Result<()> {
+/// Makes the data of the files `staged` durable: one `syncfs` per file system among them
+/// (Linux), else an `fdatasync` each. Blocking.
+fn sync_data<'a>(staged: impl Iterator<Item = &'a Staged>) -> std::io::Result<()> {
     #[cfg(target_os = "linux")]
     {
-        use std::os::unix::fs::MetadataExt as _;
         let mut devices = std::collections::BTreeMap::new();
-        for f in files {
-            devices.entry(f.metadata()?.dev()).or_insert(f);
+        for s in staged {
+            devices.entry(s.id.0).or_insert(&s.partial);
         }
-        for f in devices.values() {
-            rustix::fs::syncfs(f)?;
+        for partial in devices.values() {
+            rustix::fs::syncfs(File::open(crate::fsx::parent_dir(partial))?)?;
         }
         Ok(())
     }
     #[cfg(not(target_os = "linux"))]
     {
-        for f in files {
-            f.sync_data()?;
+        for s in staged {
+            crate::fsx::open_regular(&s.partial, false, false)?.sync_data()?;
         }
         Ok(())
     }
@@ -166,13 +166,15 @@ fn sync_data<'a>(files: impl Iterator<Item = &'a File>) -> std::io::Result<()> {
 /// written (an error) or something appeared at the target meanwhile (`false`, the temporary file
 /// removed). Blocking.
 fn rename(s: Staged, root: &Path, folders: &Folders) -> Result<bool, Error> {
+    use std::os::unix::fs::MetadataExt as _;
     let Staged {
-        file,
+        id,
         partial,
         target,
         lock,
     } = s;
-    if !crate::fsx::is_same_file(&partial, &file) {
+    let same = std::fs::symlink_metadata(&partial).is_ok_and(|m| (m.dev(), m.ino()) == id);
+    if !same {
         return Err(Error::Destination {
             path: partial,
             why: "was replaced by another program during the download: nothing was put in place"
@@ -206,8 +208,10 @@ mod tests {
         let lock = DestLock::acquire(&target).unwrap();
         let mut file = crate::fsx::create_new(&partial, 0o666).unwrap();
         file.write_all(body).unwrap();
+        let m = file.metadata().unwrap();
+        use std::os::unix::fs::MetadataExt as _;
         Staged {
-            file,
+            id: (m.dev(), m.ino()),
             partial,
             target,
             lock,

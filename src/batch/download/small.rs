@@ -26,7 +26,7 @@ use super::commit::{Commits, Staged};
 use crate::download::dest;
 use crate::engine::Engine;
 use crate::error::Error;
-use crate::exec::{blocking, on_pool};
+use crate::exec::blocking;
 use crate::s3::{ObjectRead as _, RemoteChecksum, S3Api};
 use crate::vocab::{ChecksumType, ETag, ObjectUrl};
 
@@ -49,8 +49,9 @@ pub(crate) fn fits(size: u64, etag: Option<&ETag>) -> bool {
     size <= SMALL_MAX && etag.is_some_and(|e| e.parts().is_none() && e.as_str().len() == 32)
 }
 
-/// Fetches `obj` (listed with `size` and `etag`) to `target` (its folders made), proven as the
-/// module says; `None` when this path cannot decide (the caller downloads it the usual way).
+/// Fetches `obj` (listed with `size` and `etag`) to `target` (its folders made, nothing there
+/// when the caller looked), proven as the module says; `None` when this path cannot decide (the
+/// caller downloads it the usual way).
 pub(crate) async fn fetch<C: S3Api>(
     engine: &Engine,
     s3: &C,
@@ -59,37 +60,41 @@ pub(crate) async fn fetch<C: S3Api>(
     (size, etag): (u64, &ETag),
     commits: &Commits,
 ) -> Option<Written> {
-    let t = target.to_owned();
-    if blocking(move || std::fs::symlink_metadata(&t).is_ok()).await {
-        return None;
-    }
-    let _held = engine.reserve(size).await;
+    let held = engine.reserve(size).await;
     let (body, reply) = get_whole(engine, s3, obj, size, etag).await?;
     let alg = reply
         .as_ref()
         .filter(|c| !c.value.contains('-') && c.kind != Some(ChecksumType::Composite))
         .map(|c| c.algorithm);
-    let body = body.freeze();
-    let b = body.clone();
-    let hash = on_pool(move || crate::hash::hash_range(alg, true, &b)).await;
-    let checked = judge(&hash, reply.as_ref().filter(|_| alg.is_some()), etag)?;
-    let t = target.to_owned();
+    let (t, e) = (target.to_owned(), etag.clone());
+    let compared = reply.clone().filter(|_| alg.is_some());
+    // Hashed on the blocking thread that writes it (a small body: one handoff, not two).
+    let staged = blocking(move || {
+        let hash = crate::hash::hash_range(alg, true, &body);
+        let Some(checked) = judge(&hash, compared.as_ref(), &e) else {
+            return Ok(None);
+        };
+        Ok::<_, Error>(stage(&t, &body)?.map(|s| (checked, s)))
+    });
     let written = async {
-        match blocking(move || stage(&t, &body)).await? {
-            Some(staged) => commits.put(staged).await,
-            None => Ok(false),
+        let staged = staged.await?;
+        // Written: its bytes leave the budget while it waits for its group's sync.
+        drop(held);
+        match staged {
+            Some((checked, s)) => Ok(commits.put(s).await?.then_some(checked)),
+            None => Ok(None),
         }
     };
     match written.await {
-        Ok(true) => Some(Written {
+        Ok(Some(checked)) => Some(Written {
             checksum: alg
                 .and(reply)
                 .map(|c| format!("{} {}", c.algorithm, c.value)),
             checked,
             etag: etag.as_str().to_owned(),
         }),
-        Ok(false) => None,
-        Err(e) => {
+        Ok(None) => None,
+        Err::<_, Error>(e) => {
             tracing::info!("{obj}: {e}: downloading it the usual way");
             None
         }
@@ -171,12 +176,17 @@ fn stage(target: &Path, body: &[u8]) -> Result<Option<Staged>, Error> {
     let _ = std::fs::remove_file(&partial);
     let mut file =
         crate::fsx::create_new(&partial, 0o666).map_err(|e| dest::io_error(&partial, &e))?;
-    if let Err(e) = file.write_all(body) {
-        let _ = std::fs::remove_file(&partial);
-        return Err(dest::io_error(target, &e));
-    }
+    use std::os::unix::fs::MetadataExt as _;
+    let id = file.write_all(body).and_then(|()| file.metadata());
+    let id = match id {
+        Ok(m) => (m.dev(), m.ino()),
+        Err(e) => {
+            let _ = std::fs::remove_file(&partial);
+            return Err(dest::io_error(target, &e));
+        }
+    };
     Ok(Some(Staged {
-        file,
+        id,
         partial,
         target: target.to_owned(),
         lock,
