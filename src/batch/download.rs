@@ -112,28 +112,7 @@ pub(crate) async fn download_tree<C: S3Api>(
     let started = Instant::now();
     crate::download::check_options(opts)?;
     let d = dir.to_owned();
-    let root = blocking(move || {
-        if !d.exists() {
-            // A folder that does not exist yet is made, as `aws s3 cp --recursive` does.
-            std::fs::create_dir_all(&d).map_err(|e| Error::Destination {
-                why: format!("cannot be created: {e}"),
-                path: d.clone(),
-            })?;
-        }
-        if d.is_dir() {
-            Ok(d)
-        } else {
-            Err(Error::Destination {
-                why: if d.exists() {
-                    "is not a folder: a prefix is downloaded into a folder (DIR/)".into()
-                } else {
-                    "the destination folder does not exist: create it first".into()
-                },
-                path: d,
-            })
-        }
-    })
-    .await?;
+    let root = blocking(move || make_root(d)).await?;
     let engine = crate::download::engine(opts.concurrency);
     let limited = engine.limit(s3);
     // What the listing said of each object's ETag, until the object's turn (at most the objects
@@ -201,6 +180,29 @@ pub(crate) async fn download_tree<C: S3Api>(
     blocking(move || commits.sync_folders().map_err(|e| dest_error(&r, &e))).await?;
     let bytes = report.downloaded_bytes;
     report.end(started, bytes, fatal, cancel)
+}
+
+/// The destination folder `d`, made if it does not exist yet (as `aws s3 cp --recursive` does).
+/// Blocking.
+fn make_root(d: PathBuf) -> Result<PathBuf, Error> {
+    if !d.exists() {
+        std::fs::create_dir_all(&d).map_err(|e| Error::Destination {
+            why: format!("cannot be created: {e}"),
+            path: d.clone(),
+        })?;
+    }
+    if d.is_dir() {
+        Ok(d)
+    } else {
+        Err(Error::Destination {
+            why: if d.exists() {
+                "is not a folder: a prefix is downloaded into a folder (DIR/)".into()
+            } else {
+                "the destination folder does not exist: create it first".into()
+            },
+            path: d,
+        })
+    }
 }
 
 fn dest_error(folder: &Path, e: &std::io::Error) -> Error {
@@ -287,30 +289,7 @@ async fn one_object<C: S3Api>(
         () = stop.cancelled() => Err(Error::Interrupted),
     };
     match result {
-        Ok(r) => {
-            line.action = if r.already_present {
-                Action::Skipped
-            } else {
-                Action::Downloaded
-            };
-            line.reason = Some(if r.verified {
-                let checked: Vec<&str> = r.checked.iter().map(|p| p.text.as_str()).collect();
-                format!("checked: {}", checked.join("; "))
-            } else {
-                format!(
-                    "NOT verified: {}",
-                    r.not_verified
-                        .as_deref()
-                        .unwrap_or("nothing could be compared")
-                )
-            });
-            // `ALGORITHM value`, as the other trees' lines say it.
-            let alg = r.checked.iter().find_map(|p| p.algorithm.clone());
-            line.checksum = r
-                .checksum
-                .map(|c| format!("{} {}", alg.unwrap_or_default(), c.remote));
-            line.etag = r.etag.map(|e| e.remote);
-        }
+        Ok(r) => said(&mut line, r),
         Err(e) => {
             line.reason = Some(crate::redact::redact(&e.to_string()));
             line.exit_code = e.exit_code();
@@ -320,6 +299,32 @@ async fn one_object<C: S3Api>(
         }
     }
     Ok(line)
+}
+
+/// Fills `line` with what the one-object download `r` did and proved.
+fn said(line: &mut FileLine, r: crate::download::DownloadReport) {
+    line.action = if r.already_present {
+        Action::Skipped
+    } else {
+        Action::Downloaded
+    };
+    line.reason = Some(if r.verified {
+        let checked: Vec<&str> = r.checked.iter().map(|p| p.text.as_str()).collect();
+        format!("checked: {}", checked.join("; "))
+    } else {
+        format!(
+            "NOT verified: {}",
+            r.not_verified
+                .as_deref()
+                .unwrap_or("nothing could be compared")
+        )
+    });
+    // `ALGORITHM value`, as the other trees' lines say it.
+    let alg = r.checked.iter().find_map(|p| p.algorithm.clone());
+    line.checksum = r
+        .checksum
+        .map(|c| format!("{} {}", alg.unwrap_or_default(), c.remote));
+    line.etag = r.etag.map(|e| e.remote);
 }
 
 #[cfg(test)]
