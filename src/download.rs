@@ -24,7 +24,9 @@ pub(crate) mod etag_search;
 pub(crate) mod fetch;
 pub(crate) mod journal;
 pub(crate) mod partial;
+mod place;
 pub(crate) mod proof;
+mod resume;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -40,13 +42,13 @@ use crate::hash::RangeHash;
 use crate::progress::Progress;
 use crate::remote::facts::{Method, remote_facts};
 use crate::s3::S3Api;
-use crate::verify::{self, Compared, Verdict, VerifyOptions};
+use crate::verify::compare::Comparison;
+use crate::verify::{self, Compared};
 use crate::vocab::ObjectUrl;
 
 use self::fetch::{Ctx, Fetched};
-use self::journal::{Header, Journal, PartLine};
-use self::partial::PartialFile;
-use self::proof::{Against, Proof};
+use self::journal::{Journal, PartLine};
+use self::proof::Proof;
 
 /// Options of `tally download`.
 #[derive(Debug, Clone)]
@@ -218,110 +220,26 @@ pub(crate) async fn download_to<C: S3Api>(
     progress: &dyn Progress,
 ) -> Result<DownloadReport, Error> {
     let started = Instant::now();
-    let d = dest.to_owned();
-    blocking(move || dest::check_target(&d)).await?;
-    let dest = dest.to_owned();
     let s3l = engine.limit(s3);
-    let learned = remote_facts(&s3l, obj, None).await?;
-    // The folder is made once the object is found (a missing object makes none), then the lock
-    // is taken in it and held for the rest of the run.
-    let d = dest.clone();
-    let lock = blocking(move || {
-        dest::make_parent(&d)?;
-        let lock = dest::DestLock::acquire_or_read_only(&d)?;
-        // Again under the lock: nothing else of tally's changes it now.
-        dest::check_target(&d)?;
-        Ok::<_, Error>(lock)
-    })
-    .await?;
+    let (learned, lock) = find_and_lock(&s3l, obj, dest).await?;
     let facts = learned.facts;
-    let mut report = DownloadReport {
-        bucket: obj.bucket.clone(),
-        key: obj.key.clone(),
-        dest: dest.clone(),
-        size: facts.size,
-        parts: facts.layout.len() as u32,
-        method: learned.method,
-        why: learned.why,
-        verified: false,
-        checked: Vec::new(),
-        not_verified: None,
-        parts_checked_alone: 0,
-        checksum: None,
-        etag: None,
-        already_present: false,
-        parts_resumed: 0,
-        restarted_because: None,
-        parts_fetched: 0,
-        parts_refetched: Vec::new(),
-        refetched_whole: false,
-        seconds: 0.0,
-        mib_per_s: 0.0,
-    };
-    let d = dest.clone();
+    let mut report = DownloadReport::new(obj, dest, &facts, learned.method, learned.why);
+    let d = dest.to_owned();
     if blocking(move || std::fs::symlink_metadata(&d).is_ok()).await && !opts.force {
         // A file already there in a folder nobody can write into is proven without a lock.
-        return already_there(&s3l, obj, &dest, report, started).await;
+        return place::already_there(&s3l, obj, dest, report, started).await;
     }
     let _lock = match lock {
         dest::Lock::Held(lock) => lock,
         dest::Lock::ReadOnly(e) => return Err(e),
     };
     let plan = proof::plan(&facts);
-    let header = Header {
-        format: journal::FORMAT,
-        endpoint: s3.endpoint_label(),
-        bucket: obj.bucket.clone(),
-        key: obj.key.clone(),
-        etag: facts.etag.as_ref().map(|e| e.as_str().to_owned()),
-        version_id: facts.version_id.clone(),
-        size: facts.size,
-        layout: facts.layout.clone(),
-        checksum: plan.alg,
-        md5: plan.md5,
-    };
-    let partial = dest::partial_path(&dest);
-    let jpath = dest::journal_path(&dest);
-    let (p, j, h) = (partial.clone(), jpath.clone(), header.clone());
-    let Opened {
-        file,
-        journal,
-        done,
-        restarted,
-        damaged,
-    } = blocking(move || open_or_start(&p, &j, &h)).await?;
-    if let Some(why) = &restarted {
-        progress.note(&format!("starting over: {why}"));
-    }
-    if !damaged.is_empty() {
-        progress.note(&format!(
-            "part(s) {} of {} no longer hold the bytes the journal recorded: fetching them again",
-            damaged
-                .iter()
-                .map(u32::to_string)
-                .collect::<Vec<_>>()
-                .join(", "),
-            partial.display()
-        ));
-    }
+    let (file, journal, mut parts, restarted) =
+        resume::open(s3.endpoint_label(), obj, &facts, &plan, dest, progress).await?;
     report.restarted_because = restarted;
+    let partial = dest::partial_path(dest);
     let ranges = facts.ranges();
-    let mut hashes: Vec<Option<RangeHash>> = vec![None; ranges.len()];
-    let mut alone: Vec<Option<Against>> = vec![None; ranges.len()];
-    for line in &done {
-        let i = line.number as usize - 1;
-        hashes[i] = line.hash();
-        if line.checked_alone {
-            // Checked against a part checksum known up front, else against the one its GET
-            // carried (recorded as the part's own checksum, which matched it).
-            alone[i] = plan.against(i, None).or_else(|| {
-                plan.alg
-                    .zip(line.checksum.clone())
-                    .map(|(a, v)| Against::ReplyChecksum(a, v))
-            });
-        }
-    }
-    report.parts_resumed = hashes.iter().filter(|h| h.is_some()).count() as u32;
+    report.parts_resumed = parts.held();
     if report.parts_resumed > 0 {
         progress.note(&format!(
             "resuming: {} of {} parts already verified in {}",
@@ -342,93 +260,184 @@ pub(crate) async fn download_to<C: S3Api>(
         by_range: std::sync::atomic::AtomicBool::new(false),
         hedge: opts.hedge,
     };
-    let journal = Arc::new(journal);
-    progress.start(facts.size, ranges.len() as u32);
-    let todo: Vec<usize> = (0..ranges.len()).filter(|i| hashes[*i].is_none()).collect();
-    if todo.len() < ranges.len() {
-        // A resumed download starts from what the journal holds.
-        let held: u64 = (0..ranges.len())
-            .filter(|i| hashes[*i].is_some())
-            .map(|i| ranges[i].end - ranges[i].start)
-            .sum();
-        progress.already(held, (ranges.len() - todo.len()) as u32);
-    }
-    let mut searched = None;
-    let outcome = async {
-        fetch_all(engine, s3, &ctx, &journal, &ranges, todo, &mut report)
-            .await?
-            .into_iter()
-            .for_each(|(i, f)| {
-                hashes[i] = Some(f.hash);
-                alone[i] = f.against;
-            });
-        let mut first_bad: Option<String> = None;
-        loop {
-            let local: Vec<RangeHash> = hashes.iter().flatten().cloned().collect();
-            let mut c = verify::compare::compare(facts.size, &local, &facts);
-            searched = search_hidden_layout(&ctx, &facts, &mut c).await?;
-            if !proof::differs(&c) {
-                return Ok(c);
-            }
-            let etag_matched = c.etag.as_ref().is_some_and(|e| e.matches);
-            if etag_matched && c.differing_parts.is_empty() {
-                // The ETag, the MD5 of the bytes the server stored, matches what arrived: only
-                // the checksum it reports disagrees (moto names a CRC32 CRC32C). The server's
-                // answer, not the data's: the ETag decides, the checksum proves nothing.
-                if let Some(x) = c.checksum.take() {
-                    progress.note(&format!(
-                        "the server reports {} as the object checksum, not {} (the bytes'), but \
-                         its ETag, the MD5 of the bytes, matches: its checksum is set aside",
-                        x.remote, x.local
-                    ));
-                }
-                return Ok(c);
-            }
-            let (what, computed, expected) =
-                proof::failing(&c, &facts).unwrap_or_default();
-            if report.refetched_whole {
-                return Err(Error::Corrupt {
-                    url: obj.to_string(),
-                    what: "the object".into(),
-                    against: what,
-                    same_each_time: first_bad.as_ref() == Some(&computed),
-                    computed,
-                    expected,
-                    attempts: 2,
-                });
-            }
-            first_bad = Some(computed);
-            progress.note(&format!(
-                "the parts together do not match {what}, and no part can be named: fetching every part again"
-            ));
-            report.refetched_whole = true;
-            progress.start(facts.size, ranges.len() as u32);
-            let all: Vec<usize> = (0..ranges.len()).collect();
-            for (i, f) in fetch_all(engine, s3, &ctx, &journal, &ranges, all, &mut report).await? {
-                hashes[i] = Some(f.hash);
-                alone[i] = f.against;
-            }
-        }
-    }
-    .await;
-    progress.finish();
-    let c = match outcome {
-        Ok(c) => c,
-        Err(e) => {
-            if matches!(e, Error::ObjectChanged { .. }) {
-                // The journal and the bytes are of the old object: nothing is worth keeping.
-                let (p, j) = (partial.clone(), jpath.clone());
-                blocking(move || {
-                    let _ = std::fs::remove_file(&p);
-                    let _ = std::fs::remove_file(&j);
-                })
-                .await;
-            }
-            return Err(e);
-        }
+    let run = Run {
+        engine,
+        ctx: &ctx,
+        journal: &Arc::new(journal),
+        facts: &facts,
+        ranges: &ranges,
     };
-    report.checked = proof::proofs(&facts, &alone, &c);
-    report.parts_checked_alone = alone.iter().filter(|a| a.is_some()).count() as u32;
+    let outcome = fetch_and_prove(&run, s3, &mut parts, &mut report).await;
+    progress.finish();
+    let (c, searched) = match outcome {
+        Ok(c) => c,
+        Err(e) => return Err(forget_if_changed(e, dest).await),
+    };
+    conclude(&mut report, &facts, &parts, c, searched);
+    let file = ctx.file.clone();
+    let (p, j, d) = (partial, dest::journal_path(dest), dest.to_owned());
+    blocking(move || place::put_in_place(file.file(), &p, &j, &d)).await?;
+    Ok(finish(report, started))
+}
+
+/// Checks DEST, learns the object's facts, makes DEST's folder (only once the object is found)
+/// and takes the destination's lock, held for the rest of the run.
+async fn find_and_lock<C: S3Api>(
+    s3l: &C,
+    obj: &ObjectUrl,
+    dest: &Path,
+) -> Result<(crate::remote::facts::Learned, dest::Lock), Error> {
+    let d = dest.to_owned();
+    blocking(move || dest::check_target(&d)).await?;
+    let learned = remote_facts(s3l, obj, None).await?;
+    let d = dest.to_owned();
+    let lock = blocking(move || {
+        dest::make_parent(&d)?;
+        let lock = dest::DestLock::acquire_or_read_only(&d)?;
+        // Again under the lock: nothing else of tally's changes it now.
+        dest::check_target(&d)?;
+        Ok::<_, Error>(lock)
+    })
+    .await?;
+    Ok((learned, lock))
+}
+
+impl DownloadReport {
+    /// The report of a download of `obj` to `dest` before anything is fetched.
+    fn new(
+        obj: &ObjectUrl,
+        dest: &Path,
+        facts: &crate::remote::facts::RemoteFacts,
+        method: Method,
+        why: String,
+    ) -> DownloadReport {
+        DownloadReport {
+            bucket: obj.bucket.clone(),
+            key: obj.key.clone(),
+            dest: dest.to_owned(),
+            size: facts.size,
+            parts: facts.layout.len() as u32,
+            method,
+            why,
+            verified: false,
+            checked: Vec::new(),
+            not_verified: None,
+            parts_checked_alone: 0,
+            checksum: None,
+            etag: None,
+            already_present: false,
+            parts_resumed: 0,
+            restarted_because: None,
+            parts_fetched: 0,
+            parts_refetched: Vec::new(),
+            refetched_whole: false,
+            seconds: 0.0,
+            mib_per_s: 0.0,
+        }
+    }
+}
+
+/// What the parts of one download share while they are fetched and proven.
+struct Run<'a, 'c> {
+    engine: &'a Engine,
+    ctx: &'a Ctx<'c>,
+    journal: &'a Arc<Journal>,
+    facts: &'a crate::remote::facts::RemoteFacts,
+    ranges: &'a [std::ops::Range<u64>],
+}
+
+/// Fetches the parts not held yet, then proves the whole object: on a whole-object failure no
+/// part can name, every part is fetched once more; a second failure is [`Error::Corrupt`].
+async fn fetch_and_prove<C: S3Api>(
+    run: &Run<'_, '_>,
+    s3: &C,
+    parts: &mut resume::Parts,
+    report: &mut DownloadReport,
+) -> Result<(Comparison, Option<etag_search::Found>), Error> {
+    let (facts, progress, n) = (run.facts, run.ctx.progress, run.ranges.len());
+    progress.start(facts.size, n as u32);
+    let todo = parts.todo();
+    if todo.len() < n {
+        // A resumed download starts from what the journal holds.
+        let held: u64 = (0..n)
+            .filter(|i| parts.hashes[*i].is_some())
+            .map(|i| run.ranges[i].end - run.ranges[i].start)
+            .sum();
+        progress.already(held, (n - todo.len()) as u32);
+    }
+    parts.set(fetch_all(run, s3, todo, report).await?);
+    let mut first_bad: Option<String> = None;
+    loop {
+        let local: Vec<RangeHash> = parts.hashes.iter().flatten().cloned().collect();
+        let mut c = verify::compare::compare(facts.size, &local, facts);
+        let searched = search_hidden_layout(run.ctx, facts, &mut c).await?;
+        if !proof::differs(&c) || etag_decides(&mut c, progress) {
+            return Ok((c, searched));
+        }
+        let (what, computed, expected) = proof::failing(&c, facts).unwrap_or_default();
+        if report.refetched_whole {
+            return Err(Error::Corrupt {
+                url: run.ctx.obj.to_string(),
+                what: "the object".into(),
+                against: what,
+                same_each_time: first_bad.as_ref() == Some(&computed),
+                computed,
+                expected,
+                attempts: 2,
+            });
+        }
+        first_bad = Some(computed);
+        progress.note(&format!(
+            "the parts together do not match {what}, and no part can be named: fetching every part again"
+        ));
+        report.refetched_whole = true;
+        progress.start(facts.size, n as u32);
+        parts.set(fetch_all(run, s3, (0..n).collect(), report).await?);
+    }
+}
+
+/// Whether the ETag, the MD5 of the bytes the server stored, matching what arrived settles a
+/// comparison where only the checksum the server reports disagrees (moto names a CRC32 CRC32C):
+/// the server's answer, not the data's; the checksum is then set aside (and said so).
+fn etag_decides(c: &mut Comparison, progress: &dyn Progress) -> bool {
+    let etag_matched = c.etag.as_ref().is_some_and(|e| e.matches);
+    if !etag_matched || !c.differing_parts.is_empty() {
+        return false;
+    }
+    if let Some(x) = c.checksum.take() {
+        progress.note(&format!(
+            "the server reports {} as the object checksum, not {} (the bytes'), but \
+             its ETag, the MD5 of the bytes, matches: its checksum is set aside",
+            x.remote, x.local
+        ));
+    }
+    true
+}
+
+/// `e`, after removing the partial file and journal when the object changed (they hold the old
+/// object: nothing is worth keeping).
+async fn forget_if_changed(e: Error, dest: &Path) -> Error {
+    if matches!(e, Error::ObjectChanged { .. }) {
+        let (p, j) = (dest::partial_path(dest), dest::journal_path(dest));
+        blocking(move || {
+            let _ = std::fs::remove_file(&p);
+            let _ = std::fs::remove_file(&j);
+        })
+        .await;
+    }
+    e
+}
+
+/// Fills the report with what proved the bytes (or why nothing could).
+fn conclude(
+    report: &mut DownloadReport,
+    facts: &crate::remote::facts::RemoteFacts,
+    parts: &resume::Parts,
+    c: Comparison,
+    searched: Option<etag_search::Found>,
+) {
+    report.checked = proof::proofs(facts, &parts.alone, &c);
+    report.parts_checked_alone = parts.alone.iter().filter(|a| a.is_some()).count() as u32;
     if let Some(etag_search::Found::PartSize(p)) = &searched {
         report.checked.push(Proof {
             kind: "multipart_etag_searched",
@@ -441,7 +450,7 @@ pub(crate) async fn download_to<C: S3Api>(
     }
     report.verified = !report.checked.is_empty();
     if !report.verified {
-        let mut why = proof::nothing_because(&facts);
+        let mut why = proof::nothing_because(facts);
         if searched == Some(etag_search::Found::NotTried) {
             why += "; too many whole-MiB part sizes fit its part count to search for the one that reproduces its ETag";
         }
@@ -449,10 +458,6 @@ pub(crate) async fn download_to<C: S3Api>(
     }
     report.checksum = c.checksum;
     report.etag = c.etag;
-    let file = ctx.file.clone();
-    let (p, j, d) = (partial, jpath, dest.clone());
-    blocking(move || put_in_place(file.file(), &p, &j, &d)).await?;
-    Ok(finish(report, started))
 }
 
 /// On a server that hides the part layout (it ignores `?partNumber`) and reports no checksum, the
@@ -493,14 +498,18 @@ async fn search_hidden_layout(
 
 /// Runs the parts `todo` through the engine: fetch, write, check, sync, record.
 async fn fetch_all<C: S3Api>(
-    engine: &Engine,
+    run: &Run<'_, '_>,
     s3: &C,
-    ctx: &Ctx<'_>,
-    journal: &Arc<Journal>,
-    ranges: &[std::ops::Range<u64>],
     todo: Vec<usize>,
     report: &mut DownloadReport,
 ) -> Result<Vec<(usize, Fetched)>, Error> {
+    let Run {
+        engine,
+        ctx,
+        journal,
+        ranges,
+        ..
+    } = *run;
     let s3l = engine.limit(s3);
     let concurrency = engine.limits().concurrency;
     let s3l = &s3l;
@@ -539,259 +548,6 @@ async fn fetch_all<C: S3Api>(
     report.parts_refetched.sort_unstable();
     report.parts_refetched.dedup();
     Ok(done)
-}
-
-/// The partial file and its journal, opened.
-struct Opened {
-    file: PartialFile,
-    journal: Journal,
-    /// Parts recorded by an earlier run (valid for this layout).
-    done: Vec<PartLine>,
-    /// Why an earlier partial download was discarded.
-    restarted: Option<String>,
-    /// Parts the journal recorded whose bytes no longer match (fetched again).
-    damaged: Vec<u32>,
-}
-
-/// Opens the partial file and its journal: resumed when the journal's header matches `header`
-/// and the partial file has the object's size, else started over (and why). Blocking.
-fn open_or_start(partial: &Path, jpath: &Path, header: &Header) -> Result<Opened, Error> {
-    let loaded = journal::load(jpath)?;
-    // Never through a link: anything but a regular file at the partial's name is started over.
-    let existing = match crate::fsx::open_regular(partial, true, false) {
-        Ok(f) => {
-            let len = f.metadata().map_err(|e| dest::io_error(partial, &e))?.len();
-            Some(Ok((f, len)))
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => Some(Err(e.to_string())),
-        Err(e) => return Err(dest::io_error(partial, &e)),
-    };
-    let why = match (&loaded, existing) {
-        (None, None) => None,
-        (_, Some(Err(not_regular))) => Some(not_regular),
-        (None, Some(Ok(_))) => Some(format!("{} has no journal beside it", partial.display())),
-        (Some((h, _)), _) if h != header => Some(format!(
-            "the object is not the one {} was a copy of ({})",
-            partial.display(),
-            what_changed(h, header)
-        )),
-        (Some(_), None) => Some(format!("{} is missing", partial.display())),
-        (Some(_), Some(Ok((_, len)))) if len != header.size => Some(format!(
-            "{} is {len} bytes, not {}",
-            partial.display(),
-            header.size
-        )),
-        (Some(_), Some(Ok((file, _)))) => {
-            let parts = loaded.map(|(_, p)| p).unwrap_or_default();
-            let layout = &header.layout;
-            let starts: Vec<u64> = layout
-                .iter()
-                .scan(0, |at, len| {
-                    let s = *at;
-                    *at += len;
-                    Some(s)
-                })
-                .collect();
-            let parts = parts
-                .into_iter()
-                .filter(|p| {
-                    let i = p.number as usize;
-                    i >= 1
-                        && i <= layout.len()
-                        && p.offset == starts[i - 1]
-                        && p.len == layout[i - 1]
-                        && p.hash().is_some()
-                })
-                .collect();
-            let (done, damaged) = recheck(&file, parts, header);
-            return Ok(Opened {
-                file: PartialFile::new(file, partial),
-                journal: Journal::open(jpath)?,
-                done,
-                restarted: None,
-                damaged,
-            });
-        }
-    };
-    // Whatever is at these names is not a resumable download of this object: removed (a link
-    // is removed, never followed), then the partial file is created exclusively.
-    let _ = std::fs::remove_file(partial);
-    let _ = std::fs::remove_file(jpath);
-    let file = crate::fsx::create_new(partial, 0o666).map_err(|e| dest::io_error(partial, &e))?;
-    if let Err(e) = partial::preallocate(&file, header.size) {
-        // Nothing of this run is in it yet: a full disk leaves nothing behind.
-        drop(file);
-        let _ = std::fs::remove_file(partial);
-        return Err(dest::io_error(partial, &e));
-    }
-    let journal = Journal::create(jpath, header)?;
-    Ok(Opened {
-        file: PartialFile::new(file, partial),
-        journal,
-        done: Vec::new(),
-        restarted: why,
-        damaged: Vec::new(),
-    })
-}
-
-/// Hashes each part the journal recorded again, from the partial file, and keeps only those whose
-/// bytes still give the recorded hashes: a part changed since (a disk error, another program)
-/// is fetched again, never counted. Returns the parts kept and the numbers of those dropped.
-/// Blocking (reads every kept byte once).
-fn recheck(
-    file: &std::fs::File,
-    parts: Vec<PartLine>,
-    header: &Header,
-) -> (Vec<PartLine>, Vec<u32>) {
-    use std::os::unix::fs::FileExt as _;
-    let mut buf = vec![0u8; partial::BLOCK];
-    let mut kept = Vec::with_capacity(parts.len());
-    let mut damaged = Vec::new();
-    for p in parts {
-        let mut h = crate::hash::RangeHasher::new(header.checksum, header.md5);
-        let mut at = p.offset;
-        let end = p.offset + p.len;
-        let mut ok = true;
-        while at < end {
-            let n = ((end - at) as usize).min(buf.len());
-            if file.read_exact_at(&mut buf[..n], at).is_err() {
-                ok = false;
-                break;
-            }
-            h.update(&buf[..n]);
-            at += n as u64;
-        }
-        if ok && Some(h.finish()) == p.hash() {
-            kept.push(p);
-        } else {
-            damaged.push(p.number);
-        }
-    }
-    (kept, damaged)
-}
-
-/// Puts the proven partial file (open as `file`) in place as `dest`: fsync, rename, fsync the
-/// folder, remove the journal. Only the very file written is renamed (its name is checked to still
-/// be it), and DEST is checked to be it afterwards. A folder that appeared at DEST meanwhile
-/// (another key of the prefix made it) ends the download with the partial file and journal
-/// removed. Blocking.
-fn put_in_place(file: &std::fs::File, p: &Path, j: &Path, d: &Path) -> Result<(), Error> {
-    file.sync_all().map_err(|e| dest::io_error(p, &e))?;
-    let replaced = |what: &Path| {
-        Error::Destination {
-        path: what.to_owned(),
-        why: "was replaced by another program during the download: nothing was put in place; run the same command again".into(),
-    }
-    };
-    if !crate::fsx::is_same_file(p, file) {
-        return Err(replaced(p));
-    }
-    if let Err(e) = dest::check_target(d) {
-        let _ = std::fs::remove_file(p);
-        let _ = std::fs::remove_file(j);
-        return Err(e);
-    }
-    if let Err(e) = crate::fsx::rename_into_place(p, d) {
-        if std::fs::symlink_metadata(d).is_ok_and(|m| m.is_dir()) {
-            let _ = std::fs::remove_file(p);
-            let _ = std::fs::remove_file(j);
-            return Err(Error::Destination {
-                path: d.to_owned(),
-                why: "became a directory during the download (another key names a folder here): not downloaded".into(),
-            });
-        }
-        return Err(dest::io_error(d, &e));
-    }
-    if !crate::fsx::is_same_file(d, file) {
-        return Err(replaced(d));
-    }
-    let _ = std::fs::remove_file(j);
-    let _ = crate::fsx::sync_dir(crate::fsx::parent_dir(d));
-    Ok(())
-}
-
-fn what_changed(old: &Header, new: &Header) -> String {
-    if old.etag != new.etag {
-        format!(
-            "ETag {} then, {} now",
-            old.etag.as_deref().unwrap_or("none"),
-            new.etag.as_deref().unwrap_or("none")
-        )
-    } else if old.size != new.size {
-        format!("{} bytes then, {} now", old.size, new.size)
-    } else if old.version_id != new.version_id {
-        "another version".into()
-    } else if old.endpoint != new.endpoint {
-        format!("endpoint {} then, {} now", old.endpoint, new.endpoint)
-    } else {
-        "another object or another tally version".into()
-    }
-}
-
-/// DEST exists and `--force` was not given: proven identical (nothing fetched), or refused.
-async fn already_there<C: S3Api>(
-    s3: &C,
-    obj: &ObjectUrl,
-    dest: &Path,
-    mut report: DownloadReport,
-    started: Instant,
-) -> Result<DownloadReport, Error> {
-    let v = verify::verify(s3, dest, obj, &VerifyOptions::default()).await?;
-    if v.verdict != Verdict::Identical {
-        return Err(Error::Destination {
-            path: dest.to_owned(),
-            why: format!(
-                "already exists and is not the object ({}): pass --force to replace it, or choose another destination",
-                if v.size.matches {
-                    "its content differs".to_owned()
-                } else {
-                    format!("{} bytes, the object {}", v.size.local, v.size.remote)
-                }
-            ),
-        });
-    }
-    report.already_present = true;
-    report.method = v.method;
-    report.why = v.why;
-    report.checksum = v.checksum.clone();
-    report.etag = v.etag.clone();
-    report.parts_checked_alone = v.parts_compared;
-    let mut checked = Vec::new();
-    if v.parts_compared > 0 {
-        checked.push(Proof {
-            kind: if v.method == Method::Download {
-                "bytes"
-            } else {
-                "part_checksums"
-            },
-            algorithm: v.checksum_algorithm.clone(),
-            text: format!(
-                "{} parts of the existing file compared one by one with the object",
-                v.parts_compared
-            ),
-        });
-    }
-    if v.checksum.as_ref().is_some_and(|c| c.matches) {
-        checked.push(Proof {
-            kind: "object_checksum",
-            algorithm: v.checksum_algorithm.clone(),
-            text: format!(
-                "the existing file against the object's {} checksum",
-                v.checksum_algorithm.as_deref().unwrap_or("")
-            ),
-        });
-    }
-    if v.etag.as_ref().is_some_and(|e| e.matches) {
-        checked.push(Proof {
-            kind: "etag",
-            algorithm: None,
-            text: "the existing file against the object's ETag".into(),
-        });
-    }
-    report.verified = !checked.is_empty();
-    report.checked = checked;
-    Ok(finish(report, started))
 }
 
 fn finish(mut r: DownloadReport, started: Instant) -> DownloadReport {

@@ -24,9 +24,12 @@ use crate::vocab::ObjectUrl;
 
 use crate::download::{DownloadOptions, download_to};
 
+mod commit;
 pub(crate) mod small;
 
-/// Objects downloaded at once (their parts share the engine's request slots).
+/// Objects downloaded at once at least (their parts share the engine's request slots). Twice
+/// `--concurrency` are in flight: a small object waiting for its group's sync holds no request
+/// slot, and the next GETs go on meanwhile.
 pub(crate) const OBJECTS_IN_FLIGHT: usize = 16;
 
 /// Why `rel` (a key below the prefix) cannot name a file inside the destination folder.
@@ -109,28 +112,7 @@ pub(crate) async fn download_tree<C: S3Api>(
     let started = Instant::now();
     crate::download::check_options(opts)?;
     let d = dir.to_owned();
-    let root = blocking(move || {
-        if !d.exists() {
-            // A folder that does not exist yet is made, as `aws s3 cp --recursive` does.
-            std::fs::create_dir_all(&d).map_err(|e| Error::Destination {
-                why: format!("cannot be created: {e}"),
-                path: d.clone(),
-            })?;
-        }
-        if d.is_dir() {
-            Ok(d)
-        } else {
-            Err(Error::Destination {
-                why: if d.exists() {
-                    "is not a folder: a prefix is downloaded into a folder (DIR/)".into()
-                } else {
-                    "the destination folder does not exist: create it first".into()
-                },
-                path: d,
-            })
-        }
-    })
-    .await?;
+    let root = blocking(move || make_root(d)).await?;
     let engine = crate::download::engine(opts.concurrency);
     let limited = engine.limit(s3);
     // What the listing said of each object's ETag, until the object's turn (at most the objects
@@ -164,7 +146,7 @@ pub(crate) async fn download_tree<C: S3Api>(
     );
     let stop = cancel.child_token();
     let mut report = TreeReport::new(prefix);
-    let folders = std::sync::Arc::new(small::Folders::default());
+    let commits = commit::Commits::new(&root);
     let job = Job {
         engine: &engine,
         prefix,
@@ -172,12 +154,12 @@ pub(crate) async fn download_tree<C: S3Api>(
         opts,
         stop: &stop,
         progress,
-        folders: &folders,
+        commits: &commits,
     };
     let job = &job;
     let fatal = crate::batch::run::run(
         entries,
-        opts.concurrency.max(OBJECTS_IN_FLIGHT),
+        (2 * opts.concurrency).max(OBJECTS_IN_FLIGHT),
         &stop,
         progress,
         &mut report,
@@ -194,10 +176,33 @@ pub(crate) async fn download_tree<C: S3Api>(
     // The small objects' renames (and the folders made for them) survive a crash from here on:
     // exit 0 comes after this.
     let r = root.clone();
-    let f = folders.clone();
-    blocking(move || f.sync().map_err(|e| dest_error(&r, &e))).await?;
+    let commits = std::sync::Arc::new(commits);
+    blocking(move || commits.sync_folders().map_err(|e| dest_error(&r, &e))).await?;
     let bytes = report.downloaded_bytes;
     report.end(started, bytes, fatal, cancel)
+}
+
+/// The destination folder `d`, made if it does not exist yet (as `aws s3 cp --recursive` does).
+/// Blocking.
+fn make_root(d: PathBuf) -> Result<PathBuf, Error> {
+    if !d.exists() {
+        std::fs::create_dir_all(&d).map_err(|e| Error::Destination {
+            why: format!("cannot be created: {e}"),
+            path: d.clone(),
+        })?;
+    }
+    if d.is_dir() {
+        Ok(d)
+    } else {
+        Err(Error::Destination {
+            why: if d.exists() {
+                "is not a folder: a prefix is downloaded into a folder (DIR/)".into()
+            } else {
+                "the destination folder does not exist: create it first".into()
+            },
+            path: d,
+        })
+    }
 }
 
 fn dest_error(folder: &Path, e: &std::io::Error) -> Error {
@@ -215,8 +220,8 @@ struct Job<'a> {
     opts: &'a DownloadOptions,
     stop: &'a CancellationToken,
     progress: &'a dyn Progress,
-    /// The folders the small objects' renames changed, synced at the end.
-    folders: &'a std::sync::Arc<small::Folders>,
+    /// The small objects' group commits, and the folders their renames changed.
+    commits: &'a commit::Commits,
 }
 
 async fn one_object<C: S3Api>(
@@ -253,7 +258,13 @@ async fn one_object<C: S3Api>(
         return Ok(line);
     }
     let (r, rel) = (root.to_owned(), entry.rel.clone());
-    let target = match blocking(move || make_folders(&r, &rel)).await {
+    let made = blocking(move || {
+        make_folders(&r, &rel).map(|t| {
+            let there = std::fs::symlink_metadata(&t).is_ok();
+            (t, there)
+        })
+    });
+    let (target, there) = match made.await {
         Ok(t) => t,
         Err(why) => {
             line.reason = Some(format!("not downloaded: {why}"));
@@ -261,16 +272,9 @@ async fn one_object<C: S3Api>(
             return Ok(line);
         }
     };
-    if let Some(etag) = etag.filter(|_| !opts.force)
-        && let Some(w) = small::fetch(
-            engine,
-            s3,
-            &obj,
-            &target,
-            (entry.size, &etag),
-            (root, job.folders),
-        )
-        .await
+    if let Some(etag) = etag.filter(|_| !opts.force && !there)
+        && let Some(w) =
+            small::fetch(engine, s3, &obj, &target, (entry.size, &etag), job.commits).await
     {
         progress.part_done(entry.size);
         line.action = Action::Downloaded;
@@ -285,30 +289,7 @@ async fn one_object<C: S3Api>(
         () = stop.cancelled() => Err(Error::Interrupted),
     };
     match result {
-        Ok(r) => {
-            line.action = if r.already_present {
-                Action::Skipped
-            } else {
-                Action::Downloaded
-            };
-            line.reason = Some(if r.verified {
-                let checked: Vec<&str> = r.checked.iter().map(|p| p.text.as_str()).collect();
-                format!("checked: {}", checked.join("; "))
-            } else {
-                format!(
-                    "NOT verified: {}",
-                    r.not_verified
-                        .as_deref()
-                        .unwrap_or("nothing could be compared")
-                )
-            });
-            // `ALGORITHM value`, as the other trees' lines say it.
-            let alg = r.checked.iter().find_map(|p| p.algorithm.clone());
-            line.checksum = r
-                .checksum
-                .map(|c| format!("{} {}", alg.unwrap_or_default(), c.remote));
-            line.etag = r.etag.map(|e| e.remote);
-        }
+        Ok(r) => said(&mut line, r),
         Err(e) => {
             line.reason = Some(crate::redact::redact(&e.to_string()));
             line.exit_code = e.exit_code();
@@ -318,6 +299,32 @@ async fn one_object<C: S3Api>(
         }
     }
     Ok(line)
+}
+
+/// Fills `line` with what the one-object download `r` did and proved.
+fn said(line: &mut FileLine, r: crate::download::DownloadReport) {
+    line.action = if r.already_present {
+        Action::Skipped
+    } else {
+        Action::Downloaded
+    };
+    line.reason = Some(if r.verified {
+        let checked: Vec<&str> = r.checked.iter().map(|p| p.text.as_str()).collect();
+        format!("checked: {}", checked.join("; "))
+    } else {
+        format!(
+            "NOT verified: {}",
+            r.not_verified
+                .as_deref()
+                .unwrap_or("nothing could be compared")
+        )
+    });
+    // `ALGORITHM value`, as the other trees' lines say it.
+    let alg = r.checked.iter().find_map(|p| p.algorithm.clone());
+    line.checksum = r
+        .checksum
+        .map(|c| format!("{} {}", alg.unwrap_or_default(), c.remote));
+    line.etag = r.etag.map(|e| e.remote);
 }
 
 #[cfg(test)]

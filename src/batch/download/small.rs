@@ -1,6 +1,6 @@
-//! A prefix download's small objects: one GET each, no HEAD, no journal, one write, one
-//! `fdatasync`, one rename; the folders' entries made durable once per folder at the end of the
-//! run ([`Folders`]).
+//! A prefix download's small objects: one GET each, no HEAD, no journal, one write, one rename;
+//! the data made durable by group ([`super::commit`]: one `syncfs` for every file waiting) before
+//! the renames, the folders' entries once per folder at the end of the run.
 //!
 //! An object the listing gives with a single-part ETag and at most [`SMALL_MAX`] bytes is fetched
 //! whole in one GET pinned to that ETag (`If-Match`: the object listed, or PreconditionFailed),
@@ -8,8 +8,8 @@
 //! algorithm when the reply carries one) and must match: the checksum the GET's reply carries,
 //! and the ETag (the MD5 of the bytes the server stored). Only then is the file written, under a
 //! temporary name no key can produce (`DEST\tally-partial`, created with `O_EXCL|O_NOFOLLOW`,
-//! under the destination's lock), its data synced, and renamed to DEST (checked again to be no
-//! folder and no link). So after a crash no file is half-written under its final name; after the
+//! under the destination's lock), its data synced with its group, and renamed to DEST (checked
+//! again to be nothing else). So after a crash no file is half-written under its final name; after the
 //! run's last folder is synced (before exit 0), every file is durable.
 //!
 //! Anything this path cannot decide (DEST already there, an ETag the bytes do not give and no
@@ -17,59 +17,22 @@
 //! changed since the listing, any error) is handed to the one-object download, which asks the
 //! object with a HEAD, fetches it again and reports as it always does.
 
-use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::path::Path;
 
 use bytes::BytesMut;
 use futures::StreamExt as _;
 
+use super::commit::{Commits, Staged};
 use crate::download::dest;
 use crate::engine::Engine;
 use crate::error::Error;
-use crate::exec::{blocking, on_pool};
+use crate::exec::blocking;
 use crate::s3::{ObjectRead as _, RemoteChecksum, S3Api};
 use crate::vocab::{ChecksumType, ETag, ObjectUrl};
 
 /// Objects up to this size take the small path (the bytes are held in memory, under the engine's
 /// byte budget, until proven).
 pub(crate) const SMALL_MAX: u64 = 8 * 1024 * 1024;
-
-/// Folders kept for the sync at the end before they are synced early (memory stays bounded).
-const FOLDERS_HELD: usize = 4096;
-
-/// The folders whose entries changed (a file renamed in, a folder made): synced once each.
-#[derive(Default)]
-pub(crate) struct Folders(Mutex<BTreeSet<PathBuf>>);
-
-impl Folders {
-    /// Notes `file`'s folder and every folder above it up to `root`. Blocking (syncs them all
-    /// early when too many are held).
-    fn note(&self, root: &Path, file: &Path) -> std::io::Result<()> {
-        let full = {
-            let mut held = self.0.lock().unwrap_or_else(|p| p.into_inner());
-            let mut at = file.parent();
-            while let Some(d) = at {
-                if !held.insert(d.to_owned()) || d == root {
-                    break;
-                }
-                at = d.parent();
-            }
-            held.len() > FOLDERS_HELD
-        };
-        if full { self.sync() } else { Ok(()) }
-    }
-
-    /// Syncs every folder noted (their renames and new entries survive a crash). Blocking.
-    pub(crate) fn sync(&self) -> std::io::Result<()> {
-        let held = std::mem::take(&mut *self.0.lock().unwrap_or_else(|p| p.into_inner()));
-        // Deepest first: a folder's entry in its parent is synced after the folder itself.
-        for d in held.iter().rev() {
-            crate::fsx::sync_dir(d)?;
-        }
-        Ok(())
-    }
-}
 
 /// What the small path proved of an object it wrote.
 pub(crate) struct Written {
@@ -86,48 +49,52 @@ pub(crate) fn fits(size: u64, etag: Option<&ETag>) -> bool {
     size <= SMALL_MAX && etag.is_some_and(|e| e.parts().is_none() && e.as_str().len() == 32)
 }
 
-/// Fetches `obj` (listed with `size` and `etag`) to `target` (its folders made), proven as the
-/// module says; `None` when this path cannot decide (the caller downloads it the usual way).
+/// Fetches `obj` (listed with `size` and `etag`) to `target` (its folders made, nothing there
+/// when the caller looked), proven as the module says; `None` when this path cannot decide (the
+/// caller downloads it the usual way).
 pub(crate) async fn fetch<C: S3Api>(
     engine: &Engine,
     s3: &C,
     obj: &ObjectUrl,
     target: &Path,
     (size, etag): (u64, &ETag),
-    (root, folders): (&Path, &std::sync::Arc<Folders>),
+    commits: &Commits,
 ) -> Option<Written> {
-    let t = target.to_owned();
-    if blocking(move || std::fs::symlink_metadata(&t).is_ok()).await {
-        return None;
-    }
-    let _held = engine.reserve(size).await;
+    let held = engine.reserve(size).await;
     let (body, reply) = get_whole(engine, s3, obj, size, etag).await?;
     let alg = reply
         .as_ref()
         .filter(|c| !c.value.contains('-') && c.kind != Some(ChecksumType::Composite))
         .map(|c| c.algorithm);
-    let body = body.freeze();
-    let b = body.clone();
-    let hash = on_pool(move || crate::hash::hash_range(alg, true, &b)).await;
-    let checked = judge(&hash, reply.as_ref().filter(|_| alg.is_some()), etag)?;
-    let (t, r, folders) = (target.to_owned(), root.to_owned(), folders.clone());
-    let written = blocking(move || {
-        let placed = put_in_place(&t, &body)?;
-        if placed {
-            folders.note(&r, &t).map_err(|e| dest::io_error(&t, &e))?;
-        }
-        Ok::<_, Error>(placed)
+    let (t, e) = (target.to_owned(), etag.clone());
+    let compared = reply.clone().filter(|_| alg.is_some());
+    // Hashed on the blocking thread that writes it (a small body: one handoff, not two).
+    let staged = blocking(move || {
+        let hash = crate::hash::hash_range(alg, true, &body);
+        let Some(checked) = judge(&hash, compared.as_ref(), &e) else {
+            return Ok(None);
+        };
+        Ok::<_, Error>(stage(&t, &body)?.map(|s| (checked, s)))
     });
+    let written = async {
+        let staged = staged.await?;
+        // Written: its bytes leave the budget while it waits for its group's sync.
+        drop(held);
+        match staged {
+            Some((checked, s)) => Ok(commits.put(s).await?.then_some(checked)),
+            None => Ok(None),
+        }
+    };
     match written.await {
-        Ok(true) => Some(Written {
+        Ok(Some(checked)) => Some(Written {
             checksum: alg
                 .and(reply)
                 .map(|c| format!("{} {}", c.algorithm, c.value)),
             checked,
             etag: etag.as_str().to_owned(),
         }),
-        Ok(false) => None,
-        Err(e) => {
+        Ok(None) => None,
+        Err::<_, Error>(e) => {
             tracing::info!("{obj}: {e}: downloading it the usual way");
             None
         }
@@ -193,40 +160,35 @@ fn judge(
     Some(checked)
 }
 
-/// Writes `body` as `DEST\tally-partial` (created exclusively, never through a link), syncs its
-/// data and renames it to `target`, unless something appeared at `target` meanwhile (then the
-/// partial file is removed and `false` returned). Blocking.
-fn put_in_place(target: &Path, body: &[u8]) -> Result<bool, Error> {
+/// Writes `body` as `DEST\tally-partial` (created exclusively, never through a link) under the
+/// destination's lock, not synced: [`Commits::put`] makes it durable and renames it. `None` when
+/// something is at `target` already (nothing written). Blocking.
+fn stage(target: &Path, body: &[u8]) -> Result<Option<Staged>, Error> {
     use std::io::Write as _;
     let partial = dest::partial_path(target);
-    let _lock = dest::DestLock::acquire(target)?;
+    let lock = dest::DestLock::acquire(target)?;
     dest::check_target(target)?;
     if std::fs::symlink_metadata(target).is_ok() {
-        return Ok(false);
+        return Ok(None);
     }
     // Whatever is at the temporary name was not left by a run that can resume it (no journal
     // is written for a small object): removed, never followed.
     let _ = std::fs::remove_file(&partial);
     let mut file =
         crate::fsx::create_new(&partial, 0o666).map_err(|e| dest::io_error(&partial, &e))?;
-    let written = file.write_all(body).and_then(|()| file.sync_data());
-    let gone = |e: std::io::Error| {
-        let _ = std::fs::remove_file(&partial);
-        dest::io_error(target, &e)
+    use std::os::unix::fs::MetadataExt as _;
+    let id = file.write_all(body).and_then(|()| file.metadata());
+    let id = match id {
+        Ok(m) => (m.dev(), m.ino()),
+        Err(e) => {
+            let _ = std::fs::remove_file(&partial);
+            return Err(dest::io_error(target, &e));
+        }
     };
-    written.map_err(gone)?;
-    if !crate::fsx::is_same_file(&partial, &file) {
-        return Err(Error::Destination {
-            path: partial,
-            why: "was replaced by another program during the download: nothing was put in place"
-                .into(),
-        });
-    }
-    if std::fs::symlink_metadata(target).is_ok() {
-        let _ = std::fs::remove_file(&partial);
-        return Ok(false);
-    }
-    std::fs::rename(&partial, target).map_err(gone)?;
-    let _ = std::fs::remove_file(dest::journal_path(target));
-    Ok(true)
+    Ok(Some(Staged {
+        id,
+        partial,
+        target: target.to_owned(),
+        lock,
+    }))
 }
