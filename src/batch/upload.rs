@@ -64,23 +64,7 @@ pub(crate) async fn upload_tree<C: S3Api>(
 ) -> Result<TreeReport, Error> {
     let started = Instant::now();
     let engine = Engine::new(Limits::for_parts(cfg.base.concurrency, cfg.base.part_size));
-    let record = {
-        let root = std::path::absolute(&cfg.root).map_err(|e| Error::Source {
-            path: cfg.root.clone(),
-            why: format!("{e}"),
-        })?;
-        let dir = cfg.base.resume.state_dir()?;
-        let path = record::path_for(
-            &dir,
-            &root,
-            &s3.endpoint_label(),
-            &cfg.prefix.bucket,
-            &cfg.prefix.key,
-        );
-        let trust = cfg.base.resume.trust_manifest;
-        blocking(move || Record::open(&path, trust)).await?
-    };
-    let record = std::sync::Arc::new(record);
+    let record = std::sync::Arc::new(open_record(s3, cfg).await?);
     let mhl = {
         let (root, prefix, write) = (cfg.root.clone(), cfg.prefix.clone(), cfg.mhl);
         let dir = cfg.base.resume.state_dir()?;
@@ -96,31 +80,14 @@ pub(crate) async fn upload_tree<C: S3Api>(
     // or one of another size, is sent without asking the object first.
     let limited = engine.limit(s3);
     let listing = crate::remote::listing::objects(&limited, &cfg.prefix.bucket, &cfg.prefix.key);
-    let lister = Lister {
-        cursor: tokio::sync::Mutex::new(Some(crate::remote::listing::Cursor::new(Box::pin(
-            listing,
-        )))),
-        known: std::sync::Mutex::new(std::collections::HashMap::new()),
-    };
-    let lister = &lister;
+    let lister = &Lister::new(Box::pin(listing));
     let trust = cfg.base.resume.trust_manifest;
     let rec = &record;
     let walk = walk.then(move |found| async move {
         if let Found::File(entry) = &found {
-            let key = format!("{}{}", cfg.prefix.key, entry.rel);
-            let listed = lister.find(&key).await;
-            // The record is read as a cursor, in the walk's order (this stage's).
-            let earlier = if trust {
-                let (r, rel) = (rec.clone(), entry.rel.clone());
-                blocking(move || r.lookup(&rel)).await
-            } else {
-                None
-            };
             lister
-                .known
-                .lock()
-                .expect("lock")
-                .insert(entry.rel.clone(), (listed, earlier));
+                .note(&cfg.prefix.key, entry, trust.then_some(rec))
+                .await;
         }
         Ok(found)
     });
@@ -148,12 +115,7 @@ pub(crate) async fn upload_tree<C: S3Api>(
         on_line,
         &read_back,
         |entry| {
-            let (listed, earlier) = lister
-                .known
-                .lock()
-                .expect("lock")
-                .remove(&entry.rel)
-                .unwrap_or_default();
+            let (listed, earlier) = lister.take(&entry.rel);
             ctx.one_file(entry, listed, earlier)
         },
     )
@@ -166,14 +128,13 @@ pub(crate) async fn upload_tree<C: S3Api>(
     }
     if let Some(mhl) = mhl {
         let complete = report.complete && fatal.is_none();
-        let filters = &cfg.walk.filters;
         let (lines, summary) = mhl
             .finish(
                 &engine,
                 s3,
                 &cfg.base,
                 &cfg.prefix,
-                filters,
+                &cfg.walk.filters,
                 complete,
                 progress,
                 cancel,
@@ -189,6 +150,25 @@ pub(crate) async fn upload_tree<C: S3Api>(
     report.end(started, bytes, fatal, cancel)
 }
 
+/// The tree's record in the state directory (what earlier runs proved, for `--trust-manifest`),
+/// opened for this run.
+async fn open_record<C: S3Api>(s3: &C, cfg: &TreeConfig) -> Result<Record, Error> {
+    let root = std::path::absolute(&cfg.root).map_err(|e| Error::Source {
+        path: cfg.root.clone(),
+        why: format!("{e}"),
+    })?;
+    let dir = cfg.base.resume.state_dir()?;
+    let path = record::path_for(
+        &dir,
+        &root,
+        &s3.endpoint_label(),
+        &cfg.prefix.bucket,
+        &cfg.prefix.key,
+    );
+    let trust = cfg.base.resume.trust_manifest;
+    blocking(move || Record::open(&path, trust)).await
+}
+
 /// The destination's listing, asked in walk order; what it said about each file waits here until
 /// the file's turn (at most the files in progress).
 struct Lister<S> {
@@ -202,6 +182,46 @@ impl<S> Lister<S>
 where
     S: futures::Stream<Item = Result<crate::s3::ListedObject, Error>> + Unpin,
 {
+    fn new(listing: S) -> Self {
+        Lister {
+            cursor: tokio::sync::Mutex::new(Some(crate::remote::listing::Cursor::new(listing))),
+            known: std::sync::Mutex::new(std::collections::HashMap::new()),
+        }
+    }
+
+    /// Asks the listing (and, with `record`, the tree's record) about `entry`, in the walk's
+    /// order, and keeps the answers until the file's turn.
+    async fn note(
+        &self,
+        prefix: &str,
+        entry: &crate::tree::FileEntry,
+        record: Option<&std::sync::Arc<Record>>,
+    ) {
+        let listed = self.find(&format!("{prefix}{}", entry.rel)).await;
+        // The record is read as a cursor, in the walk's order (this stage's).
+        let earlier = match record {
+            Some(r) => {
+                let (r, rel) = (r.clone(), entry.rel.clone());
+                blocking(move || r.lookup(&rel)).await
+            }
+            None => None,
+        };
+        self.known
+            .lock()
+            .expect("lock")
+            .insert(entry.rel.clone(), (listed, earlier));
+    }
+
+    /// What the listing and the record said of the file at `rel`, on its turn (nothing known:
+    /// the defaults, and the file asks its object).
+    fn take(&self, rel: &str) -> (Listed, Option<Proven>) {
+        self.known
+            .lock()
+            .expect("lock")
+            .remove(rel)
+            .unwrap_or_default()
+    }
+
     async fn find(&self, key: &str) -> Listed {
         let mut cursor = self.cursor.lock().await;
         let Some(c) = cursor.as_mut() else {
