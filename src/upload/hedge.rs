@@ -42,7 +42,7 @@ const CHECK_EVERY: Duration = Duration::from_millis(250);
 pub(crate) const MIN_PEERS: usize = 4;
 
 /// An attempt is slow under the median of its peers' rates divided by this.
-pub(crate) const SLOW: f64 = 4.0;
+pub(crate) const SLOW: f64 = 8.0;
 
 /// A check this far behind its schedule says the client, not the link, is slow.
 pub(crate) const LATE: Duration = Duration::from_millis(100);
