@@ -420,6 +420,20 @@ mod tests {
     use crate::s3::MultipartWrite as _;
     use crate::s3::fake::FakeS3;
 
+    /// Stores `content` at `obj` in one PutObject with its SHA-256.
+    async fn put_sha256(s3: &FakeS3, obj: &ObjectUrl, content: &[u8]) {
+        let alg = ChecksumAlgorithm::Sha256;
+        s3.put_object(
+            obj,
+            alg,
+            Bytes::copy_from_slice(content),
+            &hash::hash_part(alg, true, content),
+            &crate::vocab::ObjectSettings::default(),
+        )
+        .await
+        .unwrap();
+    }
+
     #[tokio::test]
     async fn download_names_the_first_differing_byte() {
         let s3 = FakeS3::default();
@@ -427,16 +441,7 @@ mod tests {
         let content: Vec<u8> = (0..(PIECE as usize + 5000))
             .map(|i| (i % 241) as u8)
             .collect();
-        let alg = ChecksumAlgorithm::Sha256;
-        s3.put_object(
-            &obj,
-            alg,
-            Bytes::copy_from_slice(&content),
-            &hash::hash_part(alg, true, &content),
-            &crate::vocab::ObjectSettings::default(),
-        )
-        .await
-        .unwrap();
+        put_sha256(&s3, &obj, &content).await;
         let dir = tempfile::tempdir().unwrap();
         let same = dir.path().join("same");
         std::fs::write(&same, &content).unwrap();
@@ -473,16 +478,7 @@ mod tests {
         let content: Vec<u8> = (0..(PIECE as usize * 2 + 123))
             .map(|i| (i % 239) as u8)
             .collect();
-        let alg = ChecksumAlgorithm::Sha256;
-        s3.put_object(
-            &obj,
-            alg,
-            Bytes::copy_from_slice(&content),
-            &hash::hash_part(alg, true, &content),
-            &crate::vocab::ObjectSettings::default(),
-        )
-        .await
-        .unwrap();
+        put_sha256(&s3, &obj, &content).await;
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("f");
         std::fs::write(&file, &content).unwrap();

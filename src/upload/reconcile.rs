@@ -22,7 +22,7 @@ use crate::s3::{S3Api, WriteReply};
 use super::Run;
 use super::complete;
 use super::multipart::{DonePart, Start};
-use super::send::{check_part, part_record, release_behind};
+use super::send;
 
 /// Rounds of "send the parts sent twice again, complete again" after an `InvalidPart`.
 pub(crate) const ROUNDS: usize = 2;
@@ -86,21 +86,10 @@ async fn send_again<C: S3Api>(
         body,
         &d.hash,
     );
-    let reply = release_behind(&run.src, d.part.range(), sending)
-        .await
-        .map_err(Error::s3(
-            "UploadPart",
-            Some(d.part.number),
-            Some(upload_id),
-        ))?;
-    let sse = run.cfg.object.sse.as_ref();
-    let etag = check_part(&d.part, &d.hash, &reply, sse, upload_id)?;
+    let (_, etag) = send::checked(run, upload_id, &d.part, &d.hash, sending).await?;
     if etag != d.etag {
         // A server whose part ETags are not the MD5 (SSE-KMS): the journal follows the copy kept.
-        if let Some(journal) = start.journal.clone() {
-            let rec = part_record(&d.part, &d.hash, &etag);
-            blocking(move || journal.record_part(&rec)).await?;
-        }
+        send::journal(start, &d.part, &d.hash, &etag).await?;
         d.etag = etag;
     }
     Ok(())

@@ -1,7 +1,8 @@
 //! The parts not yet in S3: hashed from the mapping, sent with their checksum, checked, recorded.
 
 use std::collections::HashSet;
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
 use futures::TryStreamExt as _;
@@ -180,7 +181,7 @@ async fn send_part<C: S3Api>(
     let (target, hash_ref) = (&run.cfg.target, &hash);
     // Every request's body counter: more than one request, or a body handed over more than once
     // (the SDK retried after a timeout), means the server may hold another copy of the part.
-    let bodies = std::sync::Mutex::new(Vec::<std::sync::Arc<std::sync::atomic::AtomicU64>>::new());
+    let bodies = Mutex::new(Vec::<Arc<AtomicU64>>::new());
     let sending = hedge::send(
         flights,
         part.len,
@@ -202,18 +203,8 @@ async fn send_part<C: S3Api>(
             ))
         },
     );
-    let reply = match release_behind(&run.src, part.range(), sending).await {
-        Ok(r) => r,
-        Err(e) => {
-            let err = Error::s3("UploadPart", Some(part.number), Some(upload_id))(e);
-            return Err(changed_or(&run.src, err).await);
-        }
-    };
-    let etag = check_part(&part, &hash, &reply, run.cfg.object.sse.as_ref(), upload_id)?;
-    if let Some(journal) = start.journal.clone() {
-        let rec = part_record(&part, &hash, &etag);
-        blocking(move || journal.record_part(&rec)).await?;
-    }
+    let (reply, etag) = checked(run, upload_id, &part, &hash, sending).await?;
+    journal(start, &part, &hash, &etag).await?;
     run.progress.part_done(part.len);
     Ok(Some(DonePart {
         part,
@@ -224,13 +215,45 @@ async fn send_part<C: S3Api>(
     }))
 }
 
+/// Awaits `sending` (an UploadPart of `part`), giving back the part's pages as the socket takes
+/// them, and checks S3's reply ([`check_part`]): the reply and the part's ETag. A failure is the
+/// file's change when the file changed under the mapping ([`changed_or`]).
+pub(super) async fn checked<C: S3Api>(
+    run: &Run<'_, C>,
+    upload_id: &str,
+    part: &Part,
+    hash: &PartHash,
+    sending: impl std::future::Future<Output = Result<WriteReply, crate::s3::S3Error>>,
+) -> Result<(WriteReply, ETag), Error> {
+    let reply = match release_behind(&run.src, part.range(), sending).await {
+        Ok(r) => r,
+        Err(e) => {
+            let err = Error::s3("UploadPart", Some(part.number), Some(upload_id))(e);
+            return Err(changed_or(&run.src, err).await);
+        }
+    };
+    let etag = check_part(part, hash, &reply, run.cfg.object.sse.as_ref(), upload_id)?;
+    Ok((reply, etag))
+}
+
+/// Records `part`, acknowledged with `etag`, in the upload's journal (if it keeps one), durably.
+pub(super) async fn journal(
+    start: &Start,
+    part: &Part,
+    hash: &PartHash,
+    etag: &ETag,
+) -> Result<(), Error> {
+    if let Some(journal) = start.journal.clone() {
+        let rec = part_record(part, hash, etag);
+        blocking(move || journal.record_part(&rec)).await?;
+    }
+    Ok(())
+}
+
 /// Whether a part of `len` bytes whose requests' bodies counted `bodies` went out more than once:
 /// two requests (hedged), or one body handed over past its length (retried by the SDK).
-fn sent_twice(bodies: &[std::sync::Arc<std::sync::atomic::AtomicU64>], len: u64) -> bool {
-    bodies.len() > 1
-        || bodies
-            .iter()
-            .any(|b| b.load(std::sync::atomic::Ordering::Relaxed) > len)
+fn sent_twice(bodies: &[Arc<AtomicU64>], len: u64) -> bool {
+    bodies.len() > 1 || bodies.iter().any(|b| b.load(Ordering::Relaxed) > len)
 }
 
 /// How often a part being sent gives back the pages the socket already took.
@@ -251,7 +274,7 @@ const RELEASE_EVERY: std::time::Duration = std::time::Duration::from_millis(50);
 ///
 /// `MADV_DONTNEED` does no I/O (it only clears page-table entries, a few microseconds for a
 /// mostly unmapped 100 MiB range), so it runs here on the async thread, not on the pool.
-pub(super) async fn release_behind<T>(
+async fn release_behind<T>(
     src: &Source,
     range: std::ops::Range<u64>,
     sending: impl std::future::Future<Output = T>,
