@@ -105,10 +105,14 @@ pub struct DownloadArgs {
     /// Parts in flight at most.
     #[arg(long, default_value_t = DEFAULT_CONCURRENCY)]
     pub concurrency: usize,
-    /// Fetch a part again, from its start, when it arrives far slower than the others (for a
-    /// link with stragglers; off by default: on a busy machine parts also lag while tally hashes).
-    #[arg(long)]
+    /// Do not fetch a part again, from its start on another connection, when it arrives far
+    /// slower than the others (on by default: the part is hashed and recorded from the new fetch
+    /// only; see docs/link.md).
+    #[arg(long = "no-hedge", action = clap::ArgAction::SetFalse)]
     pub hedge: bool,
+    /// Accepted for scripts written when fetching stragglers again was opt-in; it is the default.
+    #[arg(long = "hedge", hide = true, conflicts_with = "hedge")]
+    pub hedge_default: bool,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub tree: TreeArgs,
@@ -736,5 +740,33 @@ fn parse_part_size(text: &str) -> Result<u64, String> {
         Ok(crate::plan::AUTO)
     } else {
         parse_size(text)
+    }
+}
+
+#[cfg(test)]
+mod hedge_flag_tests {
+    use super::*;
+
+    fn download(args: &[&str]) -> Result<DownloadArgs, clap::Error> {
+        let mut all = vec!["tally", "download", "s3://b/k", "dest"];
+        all.extend_from_slice(args);
+        match Cli::try_parse_from(all)?.command {
+            Command::Download(d) => Ok(d),
+            _ => panic!("not a download"),
+        }
+    }
+
+    #[test]
+    fn a_download_fetches_stragglers_again_unless_told_not_to() {
+        assert!(download(&[]).unwrap().hedge, "on by default");
+        assert!(!download(&["--no-hedge"]).unwrap().hedge);
+        assert!(
+            download(&["--hedge"]).unwrap().hedge,
+            "the old opt-in still parses"
+        );
+        assert!(
+            download(&["--hedge", "--no-hedge"]).is_err(),
+            "both: refused"
+        );
     }
 }

@@ -59,9 +59,9 @@ pub(crate) struct DownloadOptions {
     pub concurrency: usize,
     /// Prefix downloads: which keys are taken (`--include`, `--exclude`, as for directories).
     pub filters: crate::tree::Filters,
-    /// Fetch a part again when it arrives far slower than the others (`--hedge`; off by default:
-    /// on a busy machine a part also lags because tally is still hashing it, and fetching it
-    /// again from its start then only adds work; see docs/link.md).
+    /// Fetch a part again when it arrives far slower than the others (on by default;
+    /// `--no-hedge` turns it off). A busy client is not taken for a slow link: the rule pauses
+    /// while tally's own threads lag (`upload::hedge`; see docs/link.md).
     pub hedge: bool,
 }
 

@@ -377,8 +377,9 @@ fn a_straggling_part_is_sent_again_and_recorded_once() {
     );
 }
 
-/// The same for a download: a part arriving on a straggling connection is stopped (its last
-/// write landed first) and fetched again on another connection; the file is the object.
+/// The same for a download, at its defaults: a part arriving on a straggling connection is
+/// stopped (its last write landed first) and fetched again on another connection; the file is
+/// the object.
 #[test]
 fn a_straggling_download_part_is_fetched_again_and_the_file_is_right() {
     let s = garage();
@@ -406,7 +407,6 @@ fn a_straggling_download_part_is_fetched_again_and_the_file_is_right() {
         back.to_str().unwrap(),
         "--concurrency",
         "8",
-        "--hedge",
         "--json",
         "--endpoint-url",
         &link.url,
