@@ -76,6 +76,11 @@ pub(crate) struct PartRecord {
     pub md5: String,
     /// The ETag S3 returned.
     pub etag: crate::vocab::ETag,
+    /// Whether the part went out more than once (hedged, or its body resent by the SDK): a server
+    /// may hold a dropped copy of it that a later CompleteMultipartUpload refuses
+    /// (`upload/reconcile.rs`), even in a later run. Absent in older manifests: false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub sent_twice: bool,
 }
 
 /// The object that was completed (kept with `--keep-manifest` as an audit record).
@@ -425,6 +430,7 @@ mod tests {
             checksum: format!("c{n}"),
             md5: format!("m{n}"),
             etag: crate::vocab::ETag::new(&format!("e{n}")),
+            sent_twice: n == 2,
         }
     }
 
@@ -440,6 +446,10 @@ mod tests {
         assert_eq!(l.header, header());
         assert_eq!(l.parts, vec![part(1), part(2), part(3)]);
         assert_eq!(l.damaged_lines, 0);
+        // Written only when true, so a manifest of an older tally (no such field) reads as false.
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.matches("\"sent_twice\":true").count(), 1, "{text}");
+        assert!(!text.contains("\"sent_twice\":false"), "{text}");
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         assert!(load(&dir.path().join("none")).unwrap().is_none());

@@ -639,6 +639,41 @@ mod tests {
         }
     }
 
+    /// A server that kept a dropped copy of a part sent twice (Garage 2.5, `upload/reconcile.rs`)
+    /// refuses the Complete with InvalidPart: the part is sent once more and the upload
+    /// completed, in the run that sent it twice and in a later run that resumes it.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_part_sent_twice_whose_dropped_copy_the_server_kept_is_sent_once_more() {
+        for resumed in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let file = dir.path().join("src.bin");
+            let bytes = data_fast(3 * 5 * MIB + 11, 13);
+            std::fs::write(&file, &bytes).unwrap();
+            let cfg = config(dir.path(), file, 2, false);
+            let fake = FakeS3::default();
+            fake.leave_dropped_copy(2);
+            if resumed {
+                // The run stops while it sends part 2 once more (its journal is whole by then).
+                fake.crash_after(4, false);
+                assert!(run(&fake, &cfg).await.is_none(), "the first run stopped");
+                let journal = std::fs::read_to_string(dir.path().join("m.manifest")).unwrap();
+                assert_eq!(
+                    journal.matches("\"sent_twice\":true").count(),
+                    1,
+                    "{journal}"
+                );
+                fake.disarm();
+            }
+            let r = run(&fake, &cfg).await.unwrap().unwrap();
+            assert_eq!(fake.object("obj").as_deref(), Some(&bytes[..]), "{resumed}");
+            assert_eq!(fake.completes(), 1, "{resumed}");
+            // Four parts, part 2 once more (twice when the first re-send was lost in the stop).
+            let sent = 4 + 1 + u32::from(resumed);
+            assert_eq!(fake.part_uploads(), sent, "resumed={resumed}: {r:?}");
+            assert_eq!(fake.uploads_in_progress(), 0);
+        }
+    }
+
     #[tokio::test(flavor = "multi_thread")]
     async fn a_resume_after_an_in_place_change_in_the_sampled_bytes_is_refused() {
         // The file keeps its size and modification time, but a byte of its first MiB (inside the

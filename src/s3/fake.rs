@@ -83,6 +83,10 @@ struct State {
     recent_unsupported: bool,
     /// Whether ListMultipartUploads answers 501 NotImplemented (as s3s-fs does).
     no_upload_listing: bool,
+    /// The part number whose next UploadPart leaves a dropped copy ([`FakeS3::leave_dropped_copy`]).
+    drop_copy_of: Option<u32>,
+    /// Parts (upload id, number) whose dropped copy outranks the stored one.
+    shadowed: std::collections::HashSet<(String, u32)>,
 }
 
 /// The fake. See the module docs.

@@ -12,7 +12,9 @@
 //! parts more than once, those parts (only those) are sent once more, side by side: the same bytes from the mapping
 //! and the same checksum, checked and journalled as any part. A copy stored later outranks every
 //! earlier one on every server, so Complete is then sent again. At most [`ROUNDS`] times; then
-//! the error stands and the upload is kept for resuming, as for any failed Complete.
+//! the error stands and the upload is kept for resuming, as for any failed Complete. The journal
+//! marks a part sent twice (`PartRecord::sent_twice`), so a later run that resumes the upload
+//! knows it too.
 
 use crate::error::Error;
 use crate::exec::blocking;
@@ -88,8 +90,9 @@ async fn send_again<C: S3Api>(
     );
     let (_, etag) = send::checked(run, upload_id, &d.part, &d.hash, sending).await?;
     if etag != d.etag {
-        // A server whose part ETags are not the MD5 (SSE-KMS): the journal follows the copy kept.
-        send::journal(start, &d.part, &d.hash, &etag).await?;
+        // A server whose part ETags are not the MD5 (SSE-KMS): the journal follows the copy kept
+        // (still marked sent twice: whether this copy is the one kept is known at Complete).
+        send::journal(start, &d.part, &d.hash, &etag, true).await?;
         d.etag = etag;
     }
     Ok(())

@@ -343,9 +343,9 @@ async fn already_complete<C: S3Api>(
         .map(|((part, r), hash)| DonePart {
             part,
             hash,
-            etag: r.etag,
             checksum_echoed: false,
-            sent_twice: false,
+            sent_twice: r.sent_twice,
+            etag: r.etag,
         })
         .collect();
     let journal = {
@@ -443,12 +443,13 @@ pub(crate) async fn reconcile<C: S3Api>(
                 hash,
                 etag: h.etag.clone(),
                 checksum_echoed: h.checksum.is_some(),
-                sent_twice: false,
+                sent_twice: record.is_some_and(|r| r.sent_twice),
             }),
-            _ => to_hash.push((part, (*h).clone(), record.is_some())),
+            _ => to_hash.push((part, (*h).clone(), record.map(|r| r.sent_twice))),
         }
     }
-    let checked: Vec<(Part, HeldPart, bool, PartHash)> = stream::iter(to_hash)
+    // `recorded`: whether the journal has the part, and then whether it went out twice.
+    let checked: Vec<(Part, HeldPart, Option<bool>, PartHash)> = stream::iter(to_hash)
         .map(|(part, h, recorded)| {
             let body = run.src.part(&part);
             let md5 = h.checksum.is_none();
@@ -470,7 +471,7 @@ pub(crate) async fn reconcile<C: S3Api>(
             ));
             continue;
         }
-        if let Some(j) = journal.filter(|_| !recorded) {
+        if let Some(j) = journal.filter(|_| recorded.is_none()) {
             let rec = part_record(&part, &hash, &h.etag);
             let j = j.clone();
             blocking(move || j.record_part(&rec)).await?;
@@ -480,7 +481,7 @@ pub(crate) async fn reconcile<C: S3Api>(
             hash,
             etag: h.etag.clone(),
             checksum_echoed: h.checksum.is_some(),
-            sent_twice: false,
+            sent_twice: recorded.unwrap_or(false),
         });
     }
     Ok(done)

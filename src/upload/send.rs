@@ -204,14 +204,15 @@ async fn send_part<C: S3Api>(
         },
     );
     let (reply, etag) = checked(run, upload_id, &part, &hash, sending).await?;
-    journal(start, &part, &hash, &etag).await?;
+    let twice = sent_twice(&bodies.into_inner().expect("bodies"), part.len);
+    journal(start, &part, &hash, &etag, twice).await?;
     run.progress.part_done(part.len);
     Ok(Some(DonePart {
         part,
         hash,
         etag,
         checksum_echoed: reply.checksum.is_some(),
-        sent_twice: sent_twice(&bodies.into_inner().expect("bodies"), part.len),
+        sent_twice: twice,
     }))
 }
 
@@ -236,15 +237,20 @@ pub(super) async fn checked<C: S3Api>(
     Ok((reply, etag))
 }
 
-/// Records `part`, acknowledged with `etag`, in the upload's journal (if it keeps one), durably.
+/// Records `part`, acknowledged with `etag`, in the upload's journal (if it keeps one), durably;
+/// `sent_twice` when it went out more than once (a later run may have to send it again).
 pub(super) async fn journal(
     start: &Start,
     part: &Part,
     hash: &PartHash,
     etag: &ETag,
+    sent_twice: bool,
 ) -> Result<(), Error> {
     if let Some(journal) = start.journal.clone() {
-        let rec = part_record(part, hash, etag);
+        let rec = PartRecord {
+            sent_twice,
+            ..part_record(part, hash, etag)
+        };
         blocking(move || journal.record_part(&rec)).await?;
     }
     Ok(())
@@ -404,6 +410,7 @@ pub(crate) fn part_record(part: &Part, hash: &PartHash, etag: &ETag) -> PartReco
         checksum: hash.checksum.base64(),
         md5: hash.md5_hex().unwrap_or_default(),
         etag: etag.clone(),
+        sent_twice: false,
     }
 }
 

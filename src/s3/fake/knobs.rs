@@ -84,6 +84,14 @@ impl FakeS3 {
         self.state.lock().unwrap().page_size = Some(n.max(1));
     }
 
+    /// The next UploadPart of part `number` is handed over twice (as the SDK sends a body again
+    /// after a timeout) and leaves a dropped copy that outranks the stored one, as Garage 2.5
+    /// does with an unfinished copy: CompleteMultipartUpload answers `InvalidPart` until the part
+    /// is stored again.
+    pub fn leave_dropped_copy(&self, number: u32) {
+        self.state.lock().unwrap().drop_copy_of = Some(number);
+    }
+
     /// Drops part `number` from every upload in progress, as a server that lost or expired it
     /// would; returns how many uploads held it.
     pub fn lose_part(&self, number: u32) -> usize {

@@ -125,6 +125,13 @@ impl MultipartWrite for FakeS3 {
                         etag: etag.clone(),
                     },
                 );
+                let shadow = (upload_id.to_string(), number);
+                if s.drop_copy_of.take_if(|n| *n == number).is_some() {
+                    crate::s3::throttle::handed_over(2 * body.len() as u64);
+                    s.shadowed.insert(shadow);
+                } else {
+                    s.shadowed.remove(&shadow);
+                }
             }
             (crash.is_some(), etag, sse)
         };
@@ -164,6 +171,9 @@ impl MultipartWrite for FakeS3 {
                 .get(&p.number)
                 .ok_or_else(|| err("InvalidPart", 400))?;
             if p.number as usize != i + 1 || held.etag != p.etag || held.checksum != p.checksum {
+                return Err(err("InvalidPart", 400));
+            }
+            if s.shadowed.contains(&(upload_id.to_string(), p.number)) {
                 return Err(err("InvalidPart", 400));
             }
             data.extend_from_slice(&held.data);
