@@ -90,17 +90,14 @@ pub(crate) async fn part<C: ObjectRead>(
 ) -> Result<Fetched, Error> {
     let number = i as u32 + 1;
     let mut backoff = Policy::RANGED_READ.start();
-    let mut corrupt = 0;
-    let mut slow = 0;
-    // The value the first corrupt fetch hashed to, and whether every later one hashed the same.
-    let mut first_bad: Option<String> = None;
+    let mut tries = Tries::default();
     loop {
         let attempt = backoff.attempt();
         // A part of a multipart object is asked for by its number, so that S3 sends its checksum
         // (unless the server answered a part number with the wrong bytes: then by its range).
-        let by_range = ctx.by_range.load(std::sync::atomic::Ordering::Relaxed);
+        let by_range = ctx.by_range.load(Ordering::Relaxed);
         let by_number = (ctx.plan.multipart && !by_range).then_some(number);
-        let watch = ctx.hedge && slow < SLOW_REFETCHES;
+        let watch = ctx.hedge && tries.slow < SLOW_REFETCHES;
         let failure = match once(s3, ctx, range.clone(), by_number, watch).await {
             Ok((hash, reply)) => {
                 let against = ctx.plan.against(i, reply.as_ref());
@@ -110,38 +107,13 @@ pub(crate) async fn part<C: ObjectRead>(
                             hash,
                             against,
                             attempts: attempt,
-                            corrupt,
+                            corrupt: tries.corrupt,
                         });
                     }
                     Some(Err(computed)) => {
-                        corrupt += 1;
                         let a = against.expect("checked");
-                        // The same wrong value twice: the bytes are what the server holds, the
-                        // network is not changing them, and more fetches will not help.
-                        let repeated = first_bad.as_ref().is_some_and(|f| *f == computed);
-                        first_bad.get_or_insert_with(|| computed.clone());
-                        let delay = if repeated { None } else { backoff.next_delay() };
-                        let Some(delay) = delay else {
-                            return Err(Error::Corrupt {
-                                url: ctx.obj.to_string(),
-                                what: format!(
-                                    "part {number} (bytes {}..{})",
-                                    range.start, range.end
-                                ),
-                                against: a.describe(),
-                                computed,
-                                expected: a.s3_value(),
-                                attempts: attempt,
-                                same_each_time: repeated,
-                            });
-                        };
-                        ctx.progress.note(&format!(
-                            "part {number} arrived different from {}: fetching it again",
-                            a.describe()
-                        ));
-                        if let Some(m) = ctx.progress.meter() {
-                            m.take_back(range.end - range.start);
-                        }
+                        let delay =
+                            tries.corrupt(ctx, number, &range, (a, computed), &mut backoff)?;
                         tokio::time::sleep(delay).await;
                         continue;
                     }
@@ -149,7 +121,7 @@ pub(crate) async fn part<C: ObjectRead>(
             }
             Err(Failed::Fatal(e)) => return Err(e),
             Err(Failed::Slow) => {
-                slow += 1;
+                tries.slow += 1;
                 ctx.progress.note(&format!(
                     "part {number} arrives far slower than the others: fetching it again on \
                      another connection"
@@ -160,36 +132,96 @@ pub(crate) async fn part<C: ObjectRead>(
                 return Err(Error::s3("GetObject", Some(number), None)(e));
             }
             Err(Failed::S3(e)) => Error::s3("GetObject", Some(number), None)(e),
-            // More bytes than the part holds, in a reply that ended normally: no network cut
-            // makes a body longer; the server does not serve parts by number (moto).
-            Err(Failed::Length(got)) if by_number.is_some() && got > range.end - range.start => {
-                if !ctx
-                    .by_range
-                    .swap(true, std::sync::atomic::Ordering::Relaxed)
-                {
-                    ctx.progress.note(&format!(
-                        "the server answered GET ?partNumber={number} with more than the part's \
-                         {} bytes ({got} before tally stopped reading): it does not serve parts \
-                         by number; reading every part by its byte range instead",
-                        range.end - range.start
-                    ));
-                }
-                continue;
-            }
-            Err(Failed::Length(got)) => {
-                Error::s3("GetObject", Some(number), None)(S3Error::transport(format!(
-                    "the body of bytes {}..{} was {got} bytes long, not {}",
-                    range.start,
-                    range.end,
-                    range.end - range.start
-                )))
-            }
+            Err(Failed::Length(got)) => match wrong_length(ctx, number, &range, by_number, got) {
+                Some(e) => e,
+                None => continue,
+            },
         };
         tracing::info!(part = number, attempt, error = %failure, "part fetch failed");
         if !backoff.wait().await {
             return Err(failure);
         }
     }
+}
+
+/// What the fetches of one part met so far.
+#[derive(Default)]
+struct Tries {
+    /// Fetches whose bytes did not match.
+    corrupt: u32,
+    /// Fetches stopped as far slower than the others.
+    slow: u32,
+    /// The value the first corrupt fetch hashed to, and whether every later one hashed the same.
+    first_bad: Option<String>,
+}
+
+impl Tries {
+    /// A fetch of part `number` (`range`) hashed to `computed`, not what `against` says: how long
+    /// to wait before fetching it again, or the corruption error when fetching again cannot help.
+    fn corrupt(
+        &mut self,
+        ctx: &Ctx<'_>,
+        number: u32,
+        range: &Range<u64>,
+        (against, computed): (Against, String),
+        backoff: &mut crate::retry::Backoff,
+    ) -> Result<std::time::Duration, Error> {
+        self.corrupt += 1;
+        // The same wrong value twice: the bytes are what the server holds, the network is not
+        // changing them, and more fetches will not help.
+        let repeated = self.first_bad.as_ref().is_some_and(|f| *f == computed);
+        self.first_bad.get_or_insert_with(|| computed.clone());
+        let delay = if repeated { None } else { backoff.next_delay() };
+        let Some(delay) = delay else {
+            return Err(Error::Corrupt {
+                url: ctx.obj.to_string(),
+                what: format!("part {number} (bytes {}..{})", range.start, range.end),
+                against: against.describe(),
+                computed,
+                expected: against.s3_value(),
+                attempts: backoff.attempt(),
+                same_each_time: repeated,
+            });
+        };
+        ctx.progress.note(&format!(
+            "part {number} arrived different from {}: fetching it again",
+            against.describe()
+        ));
+        if let Some(m) = ctx.progress.meter() {
+            m.take_back(range.end - range.start);
+        }
+        Ok(delay)
+    }
+}
+
+/// A body of `got` bytes for part `number` (`range`), asked for by its number if `by_number`:
+/// the error to retry on, or `None` to fetch again at once by the byte range (more bytes than the
+/// part holds, in a reply that ended normally: no network cut makes a body longer; the server
+/// does not serve parts by number, as moto).
+fn wrong_length(
+    ctx: &Ctx<'_>,
+    number: u32,
+    range: &Range<u64>,
+    by_number: Option<u32>,
+    got: u64,
+) -> Option<Error> {
+    let len = range.end - range.start;
+    if by_number.is_some() && got > len {
+        if !ctx.by_range.swap(true, Ordering::Relaxed) {
+            ctx.progress.note(&format!(
+                "the server answered GET ?partNumber={number} with more than the part's {len} \
+                 bytes ({got} before tally stopped reading): it does not serve parts by number; \
+                 reading every part by its byte range instead"
+            ));
+        }
+        return None;
+    }
+    Some(Error::s3("GetObject", Some(number), None)(
+        S3Error::transport(format!(
+            "the body of bytes {}..{} was {got} bytes long, not {len}",
+            range.start, range.end
+        )),
+    ))
 }
 
 /// One GET of `range` (as part `part`, when given): streamed into the file at its offsets and hashed; returns the hashes and
@@ -310,19 +342,19 @@ impl Sink {
     ) -> Result<RangeHasher, Failed> {
         let len = range.end - range.start;
         let mut received = 0u64;
-        // The block filling, and the previous one being written and hashed meanwhile.
-        let mut filling = self.file.block(range.start);
-        let mut pending: Option<Pending> = None;
-        let mut idle = Some((hasher, None));
+        let mut blocks = Blocks {
+            filling: self.file.block(range.start),
+            pending: None,
+            idle: Some((hasher, None)),
+        };
         loop {
             let piece = tokio::select! {
                 piece = body.next() => piece,
                 () = stop.cancelled() => Some(Err(S3Error::transport("stopped: too slow".into()))),
             };
             let Some(piece) = piece else { break };
-            let stopped = stop.is_cancelled();
             let broken = match piece {
-                _ if stopped => Some(Failed::Slow),
+                _ if stop.is_cancelled() => Some(Failed::Slow),
                 Ok(p) if received + p.len() as u64 <= len => {
                     received += p.len() as u64;
                     moved.store(received, Ordering::Relaxed);
@@ -330,27 +362,7 @@ impl Sink {
                         m.add(p.len() as u64);
                         *counted += p.len() as u64;
                     }
-                    let mut rest = &p[..];
-                    while !rest.is_empty() {
-                        let n = filling.push(rest);
-                        rest = &rest[n..];
-                        if filling.is_full() {
-                            let (h, spare) = match pending.take() {
-                                Some(p) => self.finish(p).await?,
-                                None => idle
-                                    .take()
-                                    .expect("a hasher is idle when nothing is pending"),
-                            };
-                            let next = match spare {
-                                Some(mut b) => {
-                                    b.reset(filling.end());
-                                    b
-                                }
-                                None => self.file.block(filling.end()),
-                            };
-                            pending = Some(self.flush(std::mem::replace(&mut filling, next), h));
-                        }
-                    }
+                    blocks.push(self, &p).await?;
                     None
                 }
                 Ok(p) => Some(Failed::Length(received + p.len() as u64)),
@@ -359,26 +371,13 @@ impl Sink {
             if let Some(failed) = broken {
                 // The write in flight ends before the range is fetched again, so that it can never
                 // land on top of the next attempt's bytes.
-                if let Some(p) = pending.take() {
+                if let Some(p) = blocks.pending.take() {
                     let _ = p.await;
                 }
                 return Err(failed);
             }
         }
-        let (mut h, spare) = match pending.take() {
-            Some(p) => self.finish(p).await?,
-            None => idle
-                .take()
-                .expect("a hasher is idle when nothing is pending"),
-        };
-        if filling.data().is_empty() {
-            self.file.give(Some(filling));
-        } else {
-            let last;
-            (h, last) = self.finish(self.flush(filling, h)).await?;
-            self.file.give(last);
-        }
-        self.file.give(spare);
+        let h = blocks.end(self).await?;
         if received != len {
             return Err(Failed::Length(received));
         }
@@ -405,6 +404,63 @@ impl Sink {
             Ok(Err(e)) => Err(Failed::Fatal(io_error(&self.path, &e))),
             Err(_) => Err(Failed::Fatal(Error::Internal("a write task panicked"))),
         }
+    }
+}
+
+/// The blocks of one body: the one filling, and the previous one being written and hashed
+/// meanwhile (or, when none is, the idle hasher and a spare block).
+struct Blocks {
+    filling: Block,
+    pending: Option<Pending>,
+    idle: Option<(RangeHasher, Option<Block>)>,
+}
+
+impl Blocks {
+    /// Adds `piece`; each block filled is handed to be written and hashed once the previous one
+    /// is done.
+    async fn push(&mut self, sink: &Sink, mut rest: &[u8]) -> Result<(), Failed> {
+        while !rest.is_empty() {
+            let n = self.filling.push(rest);
+            rest = &rest[n..];
+            if self.filling.is_full() {
+                let (h, spare) = self.settled(sink).await?;
+                let next = match spare {
+                    Some(mut b) => {
+                        b.reset(self.filling.end());
+                        b
+                    }
+                    None => sink.file.block(self.filling.end()),
+                };
+                let full = std::mem::replace(&mut self.filling, next);
+                self.pending = Some(sink.flush(full, h));
+            }
+        }
+        Ok(())
+    }
+
+    /// The hasher and a spare block, once the block in flight (if any) is written.
+    async fn settled(&mut self, sink: &Sink) -> Result<(RangeHasher, Option<Block>), Failed> {
+        match self.pending.take() {
+            Some(p) => sink.finish(p).await,
+            None => Ok(self
+                .idle
+                .take()
+                .expect("a hasher is idle when nothing is pending")),
+        }
+    }
+
+    /// Writes and hashes what is left; the blocks go back to the file's pool.
+    async fn end(mut self, sink: &Sink) -> Result<RangeHasher, Failed> {
+        let (mut h, spare) = self.settled(sink).await?;
+        if self.filling.data().is_empty() {
+            sink.file.give(Some(self.filling));
+        } else {
+            let last;
+            (h, last) = sink.finish(sink.flush(self.filling, h)).await?;
+            sink.file.give(last);
+        }
+        sink.file.give(spare);
+        Ok(h)
     }
 }
 
