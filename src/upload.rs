@@ -1,21 +1,24 @@
 //! `tally upload`: one file, or many under one budget, to S3 with a checksum per part.
 //!
 //! The stages, in the order a file meets them:
-//! [`single`] (one PutObject) or [`multipart`] (create or [`resume`], then [`send`] the parts
-//! through the engine, then [`complete`]); the [`report`] says what S3's replies confirmed.
+//! `single` (one PutObject) or `multipart`, which drives the multipart [`session`] (create or
+//! `resume`, then `send` the parts through the engine, then `complete`, `reconcile`d); the
+//! [`report`] says what S3's replies confirmed. The stages are private: `tally shard` drives
+//! the same [`session`].
 //! Every transfer of a command shares one [`Engine`]: see `engine.rs` for how parts of many files
 //! are scheduled under one budget.
 
-pub(crate) mod complete;
+mod complete;
 pub(crate) mod hedge;
-pub(crate) mod multipart;
+mod multipart;
 pub(crate) mod one;
 pub(crate) mod proof;
-pub(crate) mod reconcile;
+mod reconcile;
 pub(crate) mod report;
-pub(crate) mod resume;
-pub(crate) mod send;
-pub(crate) mod single;
+mod resume;
+mod send;
+pub(crate) mod session;
+mod single;
 
 use std::path::Path;
 use std::sync::Arc;

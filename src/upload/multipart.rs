@@ -1,68 +1,19 @@
 //! A multipart upload: find or create it, send the parts not yet in S3, complete, report.
 
-use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Instant;
 
 use crate::error::{Error, Outcome};
 use crate::exec::blocking;
 use crate::hash::{self, WholeFile};
-use crate::manifest::{self, Journal, Lock};
-use crate::plan::{Part, Plan};
+use crate::manifest::{self, Lock};
 use crate::s3::S3Api;
 use crate::seam;
 use crate::vocab::ObjectUrl;
-use crate::vocab::PartHash;
 
-use super::resume::{self, Begun};
-use super::{Run, UploadReport, complete, reconcile, send, single};
-
-/// A part known to be in S3 and equal to the local bytes: what Complete and the report need.
-#[derive(Debug, Clone)]
-pub(crate) struct DonePart {
-    /// Where it is in the file.
-    pub part: Part,
-    /// Its checksum (and MD5, when computed).
-    pub hash: PartHash,
-    /// The ETag S3 gave it.
-    pub etag: crate::vocab::ETag,
-    /// Whether S3 echoed its checksum back.
-    pub checksum_echoed: bool,
-    /// Whether this run sent it more than once (hedged, or retried by the SDK after a timeout):
-    /// the server may hold a dropped copy too.
-    pub sent_twice: bool,
-}
-
-/// What a run starts from: a fresh upload, or one found in a manifest and confirmed by ListParts.
-pub(crate) struct Start {
-    /// The upload id.
-    pub upload_id: String,
-    /// The manifest's journal, appended to as parts are acknowledged; `None` when S3's ListParts
-    /// is the only record (`tally shard run`: every worker of a shared upload asks S3).
-    pub journal: Option<Arc<Journal>>,
-    /// The checksum algorithm of the upload (the manifest's, when resuming).
-    pub alg: crate::vocab::ChecksumAlgorithm,
-    /// The parts (the manifest's part size, when resuming).
-    pub plan: Plan,
-    /// Parts S3 already holds, equal to the local bytes.
-    pub done: Vec<DonePart>,
-    /// Whether this resumes an interrupted upload.
-    pub resumed: bool,
-    /// The manifest's path.
-    pub manifest: PathBuf,
-    /// The part numbers this run sends: all of the plan's for `tally upload`, one slice of them
-    /// for `tally shard run` (other workers send the rest).
-    pub slice: RangeInclusive<u32>,
-}
-
-impl Start {
-    /// The plan's parts within [`Start::slice`], in order.
-    pub(crate) fn parts(&self) -> impl Iterator<Item = Part> + use<> {
-        let slice = self.slice.clone();
-        self.plan.parts().filter(move |p| slice.contains(&p.number))
-    }
-}
+use super::resume::Begun;
+use super::session::{Session, abort};
+use super::{Run, UploadReport, complete, single};
 
 /// Where this upload's manifest lives: `--manifest`, or the state directory's name for this source
 /// and destination.
@@ -91,7 +42,7 @@ pub(crate) async fn upload<C: S3Api>(
         blocking(move || Lock::acquire(&p)).await?
     };
     let begun = tokio::select! {
-        r = resume::begin(run, manifest_path) => r?,
+        r = Session::begin(run, manifest_path) => r?,
         () = run.cancel.cancelled() => return Err(Error::Interrupted),
     };
     let start = match begun {
@@ -114,7 +65,7 @@ pub(crate) async fn upload<C: S3Api>(
     }
     let first_send = std::sync::OnceLock::new();
     let sent = tokio::select! {
-        r = send::parts(run, &start, &first_send, whole_file_hasher(run.cfg)) => r,
+        r = start.send(run, &first_send, whole_file_hasher(run.cfg)) => r,
         () = run.cancel.cancelled() => Err(Error::Interrupted),
     };
     let keep = |cause: Error| kept(target, &upload_id, manifest_path, cause);
@@ -139,10 +90,7 @@ pub(crate) async fn upload<C: S3Api>(
         return Err(keep(Error::Interrupted));
     }
     // Once CompleteMultipartUpload is sent it is not cancelled: its outcome must be known.
-    let local = complete::local_checksum(start.alg, &done);
-    let reply = reconcile::complete(run, &start, &mut done, &local)
-        .await
-        .map_err(keep)?;
+    let (local, reply) = start.complete(run, &mut done).await.map_err(keep)?;
     let (md5, file_hashes) = whole.map_or((None, hash::FileHashes::default()), |w| {
         (w.md5.map(|m| crate::vocab::hex(&m)), w.hashes)
     });
@@ -225,25 +173,5 @@ pub(crate) fn kept(target: &ObjectUrl, upload_id: &str, manifest: &Path, cause: 
         outcome: Box::new(Outcome::Kept {
             manifest: manifest.to_owned(),
         }),
-    }
-}
-
-/// Aborts `upload_id` after `cause` stopped it, and says in the error whether that worked.
-pub(crate) async fn abort<C: S3Api>(
-    s3: &C,
-    target: &ObjectUrl,
-    upload_id: String,
-    cause: Error,
-) -> Error {
-    let outcome = match s3.abort_multipart(target, &upload_id).await {
-        Ok(()) => Outcome::Aborted,
-        Err(e) => Outcome::AbortFailed(e),
-    };
-    Error::UploadFailed {
-        source: Box::new(cause),
-        bucket: target.bucket.clone(),
-        key: target.key.clone(),
-        upload_id,
-        outcome: Box::new(outcome),
     }
 }
