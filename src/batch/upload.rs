@@ -67,7 +67,7 @@ pub(crate) async fn upload_tree<C: S3Api>(
     let record = std::sync::Arc::new(open_record(s3, cfg).await?);
     let mhl = {
         let (root, prefix, write) = (cfg.root.clone(), cfg.prefix.clone(), cfg.mhl);
-        let dir = cfg.base.resume.state_dir()?;
+        let dir = cfg.base.resume.state_dir.manifests()?;
         blocking(move || crate::batch::custody::Session::open(&root, &prefix, write, &dir)).await?
     };
     let walk = {
@@ -157,7 +157,7 @@ async fn open_record<C: S3Api>(s3: &C, cfg: &TreeConfig) -> Result<Record, Error
         path: cfg.root.clone(),
         why: format!("{e}"),
     })?;
-    let dir = cfg.base.resume.state_dir()?;
+    let dir = cfg.base.resume.state_dir.manifests()?;
     let path = record::path_for(
         &dir,
         &root,
@@ -414,13 +414,13 @@ impl<C: S3Api> Ctx<'_, C> {
         let mut fcfg = cfg.base.clone();
         fcfg.source = entry.path.clone();
         fcfg.target = target;
-        fcfg.mhl_check = mhl.cloned();
         // With an ASC MHL session the file's outcome is recorded for the generation as it
         // finishes: its read-back is its own (a HEAD), not one that comes later.
         fcfg.read_back_by_listing = self.mhl.is_none();
         let mut read = Read::Not;
         let file_progress = FileProgress(progress);
-        match upload_or_skip(engine, s3, &fcfg, &file_progress, stop, listed).await {
+        let check = mhl.map(|e| e as &dyn crate::upload::DigestCheck);
+        match upload_or_skip(engine, s3, &fcfg, &file_progress, stop, listed, check).await {
             Ok(Sent::Skipped { facts, proof }) => {
                 line.action = Action::Skipped;
                 line.reason = Some(format!("proven identical: {proof}"));
@@ -637,7 +637,7 @@ mod tests {
             crate::vocab::ChecksumAlgorithm::Sha256,
         )
         .unwrap();
-        base.resume.state_dir = Some(state.join("state"));
+        base.resume.state_dir = crate::state::StateDir::at(state.join("state"));
         base.resume.trust_manifest = trust;
         let cfg = TreeConfig {
             root: root.to_owned(),

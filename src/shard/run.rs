@@ -127,6 +127,7 @@ pub(crate) async fn run<C: S3Api>(
         progress,
         cancel,
         started,
+        check: None,
     };
     let slice = plan.slice(index);
     let parts: Vec<_> = part_plan

@@ -26,7 +26,8 @@ pub(crate) async fn manifest_path<C: S3Api>(run: &Run<'_, C>) -> Result<PathBuf,
     let resume = run.cfg.resume.clone();
     blocking(move || {
         resume
-            .state_dir()
+            .state_dir
+            .manifests()
             .map(|d| manifest::default_path(&d, &abs, &e, &t.bucket, &t.key))
     })
     .await
@@ -65,7 +66,7 @@ pub(crate) async fn upload<C: S3Api>(
     }
     let first_send = std::sync::OnceLock::new();
     let sent = tokio::select! {
-        r = start.send(run, &first_send, whole_file_hasher(run.cfg)) => r,
+        r = start.send(run, &first_send, whole_file_hasher(run)) => r,
         () = run.cancel.cancelled() => Err(Error::Interrupted),
     };
     let keep = |cause: Error| kept(target, &upload_id, manifest_path, cause);
@@ -82,7 +83,7 @@ pub(crate) async fn upload<C: S3Api>(
         Err(e) => return Err(keep(e)),
     };
     done.sort_by_key(|d| d.part.number);
-    check_history(run, &upload_id, whole.as_ref(), manifest_path).await?;
+    check_digests(run, &upload_id, whole.as_ref(), manifest_path).await?;
     seam::pause("complete").await;
     // A stop asked for after the last part: the upload is kept, whole, and the same command
     // completes it (what "stopping" promised), rather than completed behind the user's back.
@@ -102,24 +103,18 @@ pub(crate) async fn upload<C: S3Api>(
     Ok(report)
 }
 
-/// The ASC MHL check, on the digests of the upload's own read: a file that does not match its
-/// history is not completed, its upload is aborted and its manifest removed (nothing left).
-async fn check_history<C: S3Api>(
+/// The caller's [`super::DigestCheck`] (a tree's ASC MHL check), on the digests of the upload's
+/// own read: a file that fails it is not completed, its upload is aborted and its manifest removed (nothing left).
+async fn check_digests<C: S3Api>(
     run: &Run<'_, C>,
     upload_id: &str,
     whole: Option<&WholeFile>,
     manifest_path: &Path,
 ) -> Result<(), Error> {
-    if let (Some(expected), Some(w)) = (&run.cfg.mhl_check, whole)
-        && let Err(mismatch) = expected.check(&w.hashes)
+    if let (Some(check), Some(w)) = (run.check, whole)
+        && let Err(mismatch) = check.check(&w.hashes)
     {
-        let e = abort(
-            run.s3,
-            &run.cfg.target,
-            upload_id.to_owned(),
-            Error::from(mismatch),
-        )
-        .await;
+        let e = abort(run.s3, &run.cfg.target, upload_id.to_owned(), mismatch).await;
         // The manifest goes only with the upload: if the abort failed, it stays, so the upload is
         // not orphaned (a later run checks the file again and aborts it), and the error says so.
         if let Error::UploadFailed { outcome, .. } = &e
@@ -134,10 +129,11 @@ async fn check_history<C: S3Api>(
 }
 
 /// The hasher of the whole file, fed in each part's own chunk loop as the parts go by in order
-/// (`send.rs`, `Chain`): the MD5 (`--md5-tag`, `--read-back`) and the `--file-hash` and ASC MHL
+/// (`send.rs`, `Chain`): the MD5 (`--md5-tag`, `--read-back`) and the `--file-hash` and the caller's check's
 /// formats in one pass; none if nothing is asked for.
-fn whole_file_hasher(cfg: &crate::config::UploadConfig) -> Option<hash::FileHasher> {
-    let mut h = hash::FileHasher::new(&super::whole_file_formats(cfg));
+fn whole_file_hasher<C>(run: &Run<'_, C>) -> Option<hash::FileHasher> {
+    let cfg = run.cfg;
+    let mut h = hash::FileHasher::new(&super::whole_file_formats(run));
     if cfg.md5_tag.is_some() || cfg.read_back.is_some() {
         h = h.with_md5();
     }
@@ -150,7 +146,7 @@ async fn finished_earlier<C: S3Api>(
     run: &Run<'_, C>,
     mut report: UploadReport,
 ) -> Result<UploadReport, Error> {
-    let formats = super::whole_file_formats(run.cfg);
+    let formats = super::whole_file_formats(run);
     if formats.iter().any(|f| report.file_hashes.get(*f).is_none()) {
         let src = run.src.clone();
         report.file_hashes = crate::exec::on_pool(move || {

@@ -227,7 +227,7 @@ async fn start_new<C: S3Api>(
     let created = blocking(move || {
         let journal = Journal::create(&path, &header)?;
         if custom {
-            manifest::register(&resume.state_dir()?, &path)?;
+            manifest::register(&resume.state_dir.manifests()?, &path)?;
         }
         Ok(journal)
     });

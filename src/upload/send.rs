@@ -36,7 +36,7 @@ use crate::s3::throttle::counting;
 /// ([`release_behind`]). The engine's byte budget bounds the parts being hashed; `--concurrency`
 /// alone bounds the parts in flight, which cost only what their sockets take in one interval.
 ///
-/// `whole`: the whole-file hasher (`--file-hash`, `--md5-tag`, `--read-back`, the ASC MHL check),
+/// `whole`: the whole-file hasher (`--file-hash`, `--md5-tag`, `--read-back`, the caller's check),
 /// fed in the same chunk loop as each part's checksum, see `Chain`; returned with every byte of
 /// the file in it (parts S3 already holds are read for it too: the manifest keeps no hasher state).
 pub(crate) async fn parts<C: S3Api>(
