@@ -213,3 +213,90 @@ pub(crate) async fn abort<C: S3Api>(
         outcome: Box::new(outcome),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::UploadConfig;
+    use crate::engine::{Engine, Limits};
+    use crate::progress::Silent;
+    use crate::s3::MultipartWrite as _;
+    use crate::s3::fake::FakeS3;
+    use crate::vocab::MIB;
+    use tokio_util::sync::CancellationToken;
+
+    /// Sends a three-part file through a new session; then the server holds a later copy of part
+    /// 2 with other bytes (what a dropped request's bytes landing late leave on Garage), so
+    /// CompleteMultipartUpload answers InvalidPart. Part 2 marked sent twice or not, `Session::complete`'s outcome.
+    async fn complete_after_a_late_copy(
+        part_2_sent_twice: bool,
+    ) -> (FakeS3, Vec<u8>, Result<(), Error>) {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("src.bin");
+        let bytes: Vec<u8> = (0..3 * 5 * MIB - 7).map(|i| (i * 7 % 251) as u8).collect();
+        std::fs::write(&file, &bytes).unwrap();
+        let alg = ChecksumAlgorithm::Sha256;
+        let cfg = UploadConfig::new(file, "s3://bkt/obj", 5 * MIB, 2, alg).unwrap();
+        let fake = FakeS3::default();
+        let engine = Engine::new(Limits::for_parts(2, 5 * MIB));
+        let cancel = CancellationToken::new();
+        let run = Run::open(&fake, &engine, &cfg, &Silent, &cancel, None)
+            .await
+            .unwrap();
+        let upload_id = create(&fake, &cfg.target, alg, &ObjectSettings::default())
+            .await
+            .unwrap();
+        let plan = Plan::new(run.src.len(), 5 * MIB).unwrap();
+        let session = Session {
+            upload_id: upload_id.clone(),
+            journal: None,
+            alg,
+            slice: 1..=plan.count(),
+            plan,
+            done: Vec::new(),
+            resumed: false,
+            manifest: PathBuf::new(),
+        };
+        let (mut done, _) = session.send(&run, &OnceLock::new(), None).await.unwrap();
+        done.sort_by_key(|d| d.part.number);
+        assert_eq!(done.len(), 3);
+        let late = bytes::Bytes::from(vec![0u8; 5 * MIB as usize]);
+        let late_hash = crate::hash::hash_part(alg, true, &late);
+        fake.upload_part(&cfg.target, &upload_id, 2, alg, late, &late_hash)
+            .await
+            .unwrap();
+        done[1].sent_twice = part_2_sent_twice;
+        let completed = session.complete(&run, &mut done).await;
+        let outcome = completed.map(|(local, reply)| {
+            assert_eq!(reply.checksum.as_deref(), Some(local.value.as_str()));
+        });
+        (fake, bytes, outcome)
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn complete_sends_a_part_sent_twice_once_more_when_the_server_kept_another_copy() {
+        let (fake, bytes, outcome) = complete_after_a_late_copy(true).await;
+        outcome.unwrap();
+        assert_eq!(
+            fake.part_uploads(),
+            3 + 1 + 1,
+            "three parts, the late copy, part 2 again"
+        );
+        assert_eq!(fake.completes(), 1);
+        assert_eq!(
+            fake.object("obj").as_deref(),
+            Some(&bytes[..]),
+            "the file, not the late copy"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn complete_sends_nothing_again_when_no_part_was_sent_twice() {
+        let (fake, _, outcome) = complete_after_a_late_copy(false).await;
+        let e = outcome.expect_err("InvalidPart stands");
+        assert!(e.to_string().contains("InvalidPart"), "{e}");
+        assert_eq!(fake.part_uploads(), 3 + 1, "nothing sent again");
+        assert_eq!(fake.completes(), 0);
+        assert_eq!(fake.object("obj"), None);
+    }
+}
