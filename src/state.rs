@@ -74,3 +74,31 @@ impl StateDir {
         Ok(dir)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_state_directory_is_one_line_when_a_manifest_folder_is_needed() {
+        let e = StateDir::default().manifests().unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "no state directory for manifests: set TALLY_STATE_DIR or HOME, or pass --manifest PATH"
+        );
+    }
+
+    #[test]
+    fn a_state_directory_holds_its_manifests_folder_and_a_named_folder_is_itself() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("state");
+        let made = StateDir(Where::Root(root.clone())).manifests().unwrap();
+        assert_eq!(made, root.join("manifests"));
+        assert!(made.is_dir());
+        let mode = std::fs::metadata(&root).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700);
+        let named = dir.path().join("m");
+        assert_eq!(StateDir::at(named.clone()).manifests().unwrap(), named);
+        assert!(named.is_dir());
+    }
+}
