@@ -662,7 +662,7 @@ impl UploadArgs {
             restart: self.restart,
             trust_manifest: self.trust_manifest,
             keep_manifest: self.keep_manifest,
-            state_dir: None,
+            state_dir: crate::state::StateDir::from_env(),
         };
         cfg.verify = !self.no_verify;
         cfg.content_md5 = self.content_md5;

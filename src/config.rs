@@ -59,9 +59,6 @@ pub struct UploadConfig {
     /// Send a part again on another connection when its connection moves far slower than the
     /// others (on by default; `--no-hedge` turns it off: see docs/link.md).
     pub hedge: bool,
-    /// A tree file's ASC MHL check: the formats to compute in the upload's read and the values
-    /// its history recorded, compared before the object is completed (`mhl::Expected`).
-    pub mhl_check: Option<crate::mhl::Expected>,
     /// What S3 stores with the object besides its bytes (storage class, content type, metadata,
     /// tags, encryption); the same for every file of a command.
     pub object: ObjectSettings,
@@ -79,24 +76,9 @@ pub struct ResumeOptions {
     pub trust_manifest: bool,
     /// Keep the manifest after success as an audit record (`--keep-manifest`).
     pub keep_manifest: bool,
-    /// The manifests folder; default the state directory's ([`crate::state::StateDir`]).
-    pub state_dir: Option<PathBuf>,
-}
-
-impl ResumeOptions {
-    /// The state directory, created if missing.
-    pub fn state_dir(&self) -> Result<PathBuf, Error> {
-        match &self.state_dir {
-            Some(d) => {
-                std::fs::create_dir_all(d).map_err(|e| Error::Manifest {
-                    path: d.clone(),
-                    why: e.to_string(),
-                })?;
-                Ok(d.clone())
-            }
-            None => crate::state::manifests_from_env(),
-        }
-    }
+    /// Where manifests live: resolved once where the command's settings are built
+    /// ([`crate::state::StateDir::from_env`], or a folder named by the caller).
+    pub state_dir: crate::state::StateDir,
 }
 
 impl UploadConfig {
@@ -174,7 +156,6 @@ impl UploadConfig {
             file_hashes: Vec::new(),
             file_hash_tag: false,
             hedge: true,
-            mhl_check: None,
             object: ObjectSettings::default(),
         })
     }

@@ -56,7 +56,7 @@ pub mod s3;
 mod seam;
 pub(crate) mod shard;
 pub(crate) mod source;
-pub(crate) mod state;
+pub mod state;
 pub(crate) mod tree;
 pub mod upload;
 pub mod uploads;

@@ -25,7 +25,7 @@ pub(crate) use hashes::{FileHashes, HashFormat};
 
 /// What can be wrong with an `ascmhl/` history, or with writing one.
 #[derive(Debug, thiserror::Error)]
-pub enum MhlError {
+pub(crate) enum MhlError {
     /// A generation's hash is not the one the chain recorded: the history was changed.
     #[error(
         "ASC MHL generation {} was modified after the chain recorded it ({format} in ascmhl_chain.xml {recorded}, file now {actual}): the history cannot be trusted; restore the original file (nothing was uploaded)",
@@ -115,10 +115,10 @@ pub(crate) fn describe(differ: &[Difference]) -> String {
 }
 
 /// What a tree file's upload computes for the ASC MHL side, and what it must match: the check
-/// runs on the whole-file digests of the upload's own read (`UploadConfig::mhl_check`), before
+/// runs on the whole-file digests of the upload's own read (`upload::DigestCheck`), before
 /// CompleteMultipartUpload or before the single PutObject is sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Expected {
+pub(crate) struct Expected {
     /// The formats to compute: the history's for the file, or the new generation's.
     pub formats: Vec<HashFormat>,
     /// Every value the history holds (not marked failed; the original and every later one),
@@ -134,7 +134,7 @@ pub struct Expected {
 impl Expected {
     /// The formats in which `actual` differs from the history (a format not computed counts as
     /// differing: nothing unproven passes).
-    pub fn differences(&self, actual: &FileHashes) -> Vec<Difference> {
+    pub(crate) fn differences(&self, actual: &FileHashes) -> Vec<Difference> {
         differing(&self.recorded, actual)
     }
 
@@ -144,7 +144,7 @@ impl Expected {
     }
 
     /// `Ok` when `actual` matches every recorded value, else [`MhlError::Mismatch`].
-    pub fn check(&self, actual: &FileHashes) -> Result<(), MhlError> {
+    pub(crate) fn check(&self, actual: &FileHashes) -> Result<(), MhlError> {
         let differ = self.differences(actual);
         if differ.is_empty() {
             return Ok(());
@@ -169,7 +169,7 @@ fn differing(values: &[(HashFormat, String, String)], actual: &FileHashes) -> Ve
 
 impl MhlError {
     /// Whether this is tamper evidence (an integrity failure, exit 1) rather than an error.
-    pub fn is_integrity(&self) -> bool {
+    pub(crate) fn is_integrity(&self) -> bool {
         matches!(
             self,
             MhlError::ModifiedGeneration { .. }

@@ -1,21 +1,24 @@
 //! `tally upload`: one file, or many under one budget, to S3 with a checksum per part.
 //!
 //! The stages, in the order a file meets them:
-//! [`single`] (one PutObject) or [`multipart`] (create or [`resume`], then [`send`] the parts
-//! through the engine, then [`complete`]); the [`report`] says what S3's replies confirmed.
+//! `single` (one PutObject) or `multipart`, which drives the multipart [`session`] (create or
+//! `resume`, then `send` the parts through the engine, then `complete`, `reconcile`d); the
+//! [`report`] says what S3's replies confirmed. The stages are private: `tally shard` drives
+//! the same [`session`].
 //! Every transfer of a command shares one [`Engine`]: see `engine.rs` for how parts of many files
 //! are scheduled under one budget.
 
-pub(crate) mod complete;
+mod complete;
 pub(crate) mod hedge;
-pub(crate) mod multipart;
+mod multipart;
 pub(crate) mod one;
 pub(crate) mod proof;
-pub(crate) mod reconcile;
+mod reconcile;
 pub(crate) mod report;
-pub(crate) mod resume;
-pub(crate) mod send;
-pub(crate) mod single;
+mod resume;
+mod send;
+pub(crate) mod session;
+mod single;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -51,6 +54,21 @@ pub struct Run<'a, C> {
     pub cancel: &'a CancellationToken,
     /// When this file's upload started.
     pub started: Instant,
+    /// A check on the whole file's digests, made before the object is completed (a tree's ASC MHL
+    /// custody), if the caller gave one.
+    pub(crate) check: Option<&'a dyn DigestCheck>,
+}
+
+/// A check of the whole file's digests that the caller of an upload asks for (`batch::custody`:
+/// the file against its ASC MHL history): the formats are computed in the upload's own read (no
+/// second read), and the check is made before the object is completed (before the single
+/// PutObject, or before CompleteMultipartUpload); a file that fails it is not completed, its
+/// multipart upload is aborted and its manifest removed.
+pub(crate) trait DigestCheck: Send + Sync {
+    /// The whole-file formats the check needs.
+    fn formats(&self) -> &[crate::hash::FileHashFormat];
+    /// `Ok` when the file's `hashes` pass; the error says why not (and stops the upload).
+    fn check(&self, hashes: &crate::hash::FileHashes) -> Result<(), Error>;
 }
 
 /// Uploads `cfg.source` to `cfg.target` and checks S3's replies against the local hashes: the
@@ -101,7 +119,7 @@ pub async fn upload_file<C: S3Api>(
     cancel: &CancellationToken,
 ) -> Result<UploadReport, Error> {
     let s3 = engine.limit(s3);
-    let run = Run::open(&s3, engine, cfg, progress, cancel).await?;
+    let run = Run::open(&s3, engine, cfg, progress, cancel, None).await?;
     // Boxed: the pipeline's future type is deep, and callers' futures stay small.
     Box::pin(run.upload()).await
 }
@@ -140,17 +158,19 @@ pub enum Listed {
 /// Uploads one file of a tree, unless the object at its key is already proven to be the file
 /// (see [`crate::verify::prove`]: one HEAD and a local hash in the common case). An interrupted
 /// upload of the file (a kept manifest) is resumed, never bypassed. `listed` spares the HEAD where
-/// a listing already says there is no object, or one of another size.
-pub async fn upload_or_skip<C: S3Api>(
+/// a listing already says there is no object, or one of another size. `check`, if any, is made on
+/// the whole-file digests of the upload's read before the object is completed ([`DigestCheck`]).
+pub(crate) async fn upload_or_skip<C: S3Api>(
     engine: &Engine,
     s3: &C,
     cfg: &UploadConfig,
     progress: &dyn Progress,
     cancel: &CancellationToken,
     listed: Listed,
+    check: Option<&dyn DigestCheck>,
 ) -> Result<Sent, Error> {
     let s3 = engine.limit(s3);
-    let run = Run::open(&s3, engine, cfg, progress, cancel).await?;
+    let run = Run::open(&s3, engine, cfg, progress, cancel, check).await?;
     // --no-overwrite: an object that is there and not proven to be the file is left alone.
     let refuse = |why: String| Error::NotReplaced {
         url: cfg.target.to_string(),
@@ -250,6 +270,7 @@ impl<'a, C: S3Api> Run<'a, C> {
         cfg: &'a UploadConfig,
         progress: &'a dyn Progress,
         cancel: &'a CancellationToken,
+        check: Option<&'a dyn DigestCheck>,
     ) -> Result<Run<'a, C>, Error> {
         let started = Instant::now();
         let path = cfg.source.clone();
@@ -262,6 +283,7 @@ impl<'a, C: S3Api> Run<'a, C> {
             progress,
             cancel,
             started,
+            check,
         })
     }
 
@@ -353,12 +375,12 @@ async fn after_completion<C: S3Api>(
     Ok(())
 }
 
-/// The whole-file formats an upload computes in its one read: `--file-hash`, and those the ASC MHL
-/// check of a tree file needs (its history's formats, or the new generation's).
-pub(crate) fn whole_file_formats(cfg: &UploadConfig) -> Vec<crate::hash::FileHashFormat> {
-    let mut f = cfg.file_hashes.clone();
-    if let Some(check) = &cfg.mhl_check {
-        f.extend(check.formats.iter().copied());
+/// The whole-file formats an upload computes in its one read: `--file-hash`, and those its
+/// [`DigestCheck`] needs (a tree file's ASC MHL history's formats, or the new generation's).
+fn whole_file_formats<C>(run: &Run<'_, C>) -> Vec<crate::hash::FileHashFormat> {
+    let mut f = run.cfg.file_hashes.clone();
+    if let Some(check) = run.check {
+        f.extend(check.formats().iter().copied());
     }
     f.sort();
     f.dedup();
@@ -376,7 +398,7 @@ pub(crate) fn mtime_ns(src: &Source) -> i64 {
 /// Removes an upload's local state (manifest, lock, link in the state directory), or, with
 /// `--keep-manifest`, leaves the manifest as a record.
 pub(crate) fn forget(cfg: &UploadConfig, manifest: &Path) {
-    crate::manifest::remove(cfg.resume.state_dir().ok().as_deref(), manifest);
+    crate::manifest::remove(cfg.resume.state_dir.manifests().ok().as_deref(), manifest);
 }
 
 #[cfg(test)]
@@ -412,7 +434,7 @@ mod tests {
         )
         .unwrap();
         cfg.resume.manifest = Some(dir.join("m.manifest"));
-        cfg.resume.state_dir = Some(dir.join("state"));
+        cfg.resume.state_dir = crate::state::StateDir::at(dir.join("state"));
         cfg.resume.trust_manifest = trust;
         cfg
     }
@@ -459,7 +481,17 @@ mod tests {
                 let fake = FakeS3::default();
                 let engine = Engine::new(Limits::for_parts(4, cfg.part_size));
                 let cancel = CancellationToken::new();
-                let go = || upload_or_skip(&engine, &fake, &cfg, &Silent, &cancel, Listed::Unknown);
+                let go = || {
+                    upload_or_skip(
+                        &engine,
+                        &fake,
+                        &cfg,
+                        &Silent,
+                        &cancel,
+                        Listed::Unknown,
+                        None,
+                    )
+                };
                 let first = go().await.unwrap();
                 assert!(
                     matches!(&first, Sent::Uploaded { why, .. } if why == "new"),
@@ -902,7 +934,7 @@ mod tests {
             )
             .unwrap();
             cfg.resume.manifest = Some(dir.path().join(format!("m{i}.manifest")));
-            cfg.resume.state_dir = Some(dir.path().join("state"));
+            cfg.resume.state_dir = crate::state::StateDir::at(dir.path().join("state"));
             cfgs.push(cfg);
             contents.push(bytes);
         }

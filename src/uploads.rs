@@ -9,6 +9,7 @@ use crate::error::Error;
 use crate::manifest;
 use crate::s3::MultipartWrite;
 use crate::s3::S3ErrorKind;
+use crate::state::StateDir;
 use crate::vocab::ChecksumAlgorithm;
 use crate::vocab::ObjectUrl;
 
@@ -31,12 +32,16 @@ pub struct UploadInfo {
 }
 
 /// Lists uploads in progress under `target` (bucket and optional prefix).
-pub async fn list<C: MultipartWrite>(s3: &C, target: &ObjectUrl) -> Result<Vec<UploadInfo>, Error> {
+pub async fn list<C: MultipartWrite>(
+    s3: &C,
+    target: &ObjectUrl,
+    state: &StateDir,
+) -> Result<Vec<UploadInfo>, Error> {
     let found = s3
         .list_uploads(&target.bucket, &target.key)
         .await
         .map_err(Error::s3("ListMultipartUploads", None, None))?;
-    let (_, manifests) = local_manifests().await;
+    let (_, manifests) = local_manifests(state).await;
     let mut out = Vec::new();
     for u in found {
         let obj = ObjectUrl {
@@ -98,6 +103,7 @@ pub async fn abort<C: MultipartWrite>(
     target: &ObjectUrl,
     upload_id: Option<&str>,
     older_than: Option<Duration>,
+    state: &StateDir,
 ) -> Result<Vec<Aborted>, Error> {
     let victims: Vec<(String, String)> = match (upload_id, older_than) {
         (Some(id), _) => {
@@ -109,14 +115,14 @@ pub async fn abort<C: MultipartWrite>(
             }
             vec![(target.key.clone(), id.to_owned())]
         }
-        (None, Some(age)) => uploads_older_than(s3, target, age).await?,
+        (None, Some(age)) => uploads_older_than(s3, target, age, state).await?,
         (None, None) => {
             return Err(Error::Usage(
                 "say which uploads to abort: --upload-id ID or --all-older-than DURATION".into(),
             ));
         }
     };
-    let (state_dir, manifests) = local_manifests().await;
+    let (state_dir, manifests) = local_manifests(state).await;
     let mut out = Vec::new();
     for (key, id) in victims {
         let obj = ObjectUrl {
@@ -145,12 +151,13 @@ async fn uploads_older_than<C: MultipartWrite>(
     s3: &C,
     target: &ObjectUrl,
     age: Duration,
+    state: &StateDir,
 ) -> Result<Vec<(String, String)>, Error> {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
         .as_secs() as i64;
-    let (_, manifests) = local_manifests().await;
+    let (_, manifests) = local_manifests(state).await;
     let listed = s3
         .list_uploads(&target.bucket, &target.key)
         .await
@@ -279,11 +286,14 @@ fn upload_age_start(
 }
 
 /// The state directory, and the manifests in it (and linked from it), read off the async threads.
-async fn local_manifests() -> (
+async fn local_manifests(
+    state: &StateDir,
+) -> (
     Option<std::path::PathBuf>,
     Vec<(std::path::PathBuf, manifest::Header)>,
 ) {
-    crate::exec::blocking(|| match crate::state::manifests_from_env() {
+    let state = state.clone();
+    crate::exec::blocking(move || match state.manifests() {
         Ok(d) => {
             let all = manifest::all_in(&d);
             (Some(d), all)
@@ -346,10 +356,12 @@ mod tests {
             bucket: "bkt".into(),
             key: "dir/".into(),
         };
-        let found = list(&fake, &dir).await.unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let state = StateDir::at(tmp.path().join("manifests"));
+        let found = list(&fake, &dir, &state).await.unwrap();
         assert_eq!(found.len(), 1);
         assert_eq!((found[0].parts, found[0].bytes), (Some(1), Some(1000)));
-        let gone = abort(&fake, &obj, Some(&id), None).await.unwrap();
+        let gone = abort(&fake, &obj, Some(&id), None, &state).await.unwrap();
         assert_eq!(gone[0].upload_id, id);
         assert_eq!(fake.uploads_in_progress(), 0);
     }

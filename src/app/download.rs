@@ -83,7 +83,7 @@ async fn download_tree(args: &DownloadArgs, out: &Output) -> i32 {
         if report.complete {
             // A tree carrying an ASC MHL history is checked against it once it is all here.
             let state = if args.mhl {
-                Some(crate::state::manifests_from_env()?)
+                Some(crate::state::StateDir::from_env().manifests()?)
             } else {
                 None
             };

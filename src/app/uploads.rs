@@ -3,6 +3,7 @@
 use super::output::{Output, human_bytes};
 use crate::cli::{AbortArgs, UploadsArgs};
 use crate::s3::SdkS3;
+use crate::state::StateDir;
 use crate::uploads::{self, Aborted, UploadInfo};
 use crate::vocab::ObjectUrl;
 
@@ -11,7 +12,7 @@ pub(crate) fn list(args: &UploadsArgs, out: &Output, runtime: &tokio::runtime::R
     let result = runtime.block_on(async {
         let target = ObjectUrl::parse(&args.target)?;
         let s3 = SdkS3::connect(&args.connection.to_connection()).await?;
-        uploads::list(&s3, &target).await
+        uploads::list(&s3, &target, &StateDir::from_env()).await
     });
     out.finish(result.map(|r| (print_uploads(&r), r)))
 }
@@ -21,7 +22,15 @@ pub(crate) fn abort(args: &AbortArgs, out: &Output, runtime: &tokio::runtime::Ru
     let result = runtime.block_on(async {
         let target = ObjectUrl::parse(&args.target)?;
         let s3 = SdkS3::connect(&args.connection.to_connection()).await?;
-        uploads::abort(&s3, &target, args.upload_id.as_deref(), args.all_older_than).await
+        let state = StateDir::from_env();
+        uploads::abort(
+            &s3,
+            &target,
+            args.upload_id.as_deref(),
+            args.all_older_than,
+            &state,
+        )
+        .await
     });
     out.finish(result.map(|r| (print_aborted(&r), r)))
 }

@@ -2,7 +2,7 @@
 //!
 //! **In** (whenever the tree has `ascmhl/`): each file is hashed in every format its history holds
 //! and compared with the newest value per format, in the upload's own read: the formats ride
-//! with the part checksums (`UploadConfig::mhl_check`) and the comparison comes before
+//! with the part checksums (`upload::DigestCheck`) and the comparison comes before
 //! CompleteMultipartUpload, or before a single PutObject is sent. A file that does not match is
 //! not completed (its multipart upload is aborted, its manifest removed; exit 1, the line names
 //! both values); a file the history does not list is reported as new; a file the history lists
@@ -400,7 +400,7 @@ impl Session {
     /// Checks `entry` against the history, reading it for that alone (when there is something
     /// to compare or a generation to write): for a folder after a download or verify, and for a
     /// tree file the upload did not read (skipped as proven identical). A file uploaded is
-    /// checked on its upload's own read instead (`UploadConfig::mhl_check`).
+    /// checked on its upload's own read instead (`upload::DigestCheck`).
     pub(crate) async fn check(&self, entry: &FileEntry) -> Checked {
         match self.plan(entry) {
             Ok(expected) => self.check_reading(entry, &expected).await,

@@ -91,3 +91,16 @@ pub(crate) async fn check_folder(
     report.mhl = Some(summary);
     Ok(())
 }
+
+/// A tree file's ASC MHL check, as its upload makes it (`upload::DigestCheck`): the history's (or
+/// the new generation's) formats computed in the upload's own read, the values compared before the
+/// object is completed.
+impl crate::upload::DigestCheck for crate::mhl::Expected {
+    fn formats(&self) -> &[crate::hash::FileHashFormat] {
+        &self.formats
+    }
+
+    fn check(&self, hashes: &crate::hash::FileHashes) -> Result<(), Error> {
+        crate::mhl::Expected::check(self, hashes).map_err(Error::from)
+    }
+}

@@ -65,11 +65,7 @@ pub(crate) async fn upload_tree<C: S3Api>(
     let started = Instant::now();
     let engine = Engine::new(Limits::for_parts(cfg.base.concurrency, cfg.base.part_size));
     let record = std::sync::Arc::new(open_record(s3, cfg).await?);
-    let mhl = {
-        let (root, prefix, write) = (cfg.root.clone(), cfg.prefix.clone(), cfg.mhl);
-        let dir = cfg.base.resume.state_dir()?;
-        blocking(move || crate::batch::custody::Session::open(&root, &prefix, write, &dir)).await?
-    };
+    let mhl = open_custody(cfg).await?;
     let walk = {
         let (root, opts) = (cfg.root.clone(), cfg.walk.clone());
         blocking(move || crate::tree::walk(&root, opts)).await?
@@ -120,34 +116,72 @@ pub(crate) async fn upload_tree<C: S3Api>(
         },
     )
     .await;
-    if let Ok(record) = std::sync::Arc::try_unwrap(record) {
-        let complete = report.complete;
-        if let Err(e) = blocking(move || record.close(complete)).await {
-            tracing::warn!("{e}");
-        }
-    }
+    close_record(record, report.complete).await;
     if let Some(mhl) = mhl {
         let complete = report.complete && fatal.is_none();
-        let (lines, summary) = mhl
-            .finish(
-                &engine,
-                s3,
-                &cfg.base,
-                &cfg.prefix,
-                &cfg.walk.filters,
-                complete,
-                progress,
-                cancel,
-            )
-            .await;
-        for line in &lines {
-            on_line(line);
-            report.add(line);
-        }
-        report.mhl = Some(summary);
+        let end = End {
+            engine: &engine,
+            progress,
+            cancel,
+            on_line,
+        };
+        finish_custody(mhl, s3, cfg, complete, &end, &mut report).await;
     }
     let bytes = report.uploaded_bytes;
     report.end(started, bytes, fatal, cancel)
+}
+
+/// The tree's ASC MHL custody (its `ascmhl/` history, the generation with `--mhl`), if it has one.
+async fn open_custody(cfg: &TreeConfig) -> Result<Option<crate::batch::custody::Session>, Error> {
+    let (root, prefix, write) = (cfg.root.clone(), cfg.prefix.clone(), cfg.mhl);
+    let dir = cfg.base.resume.state_dir.manifests()?;
+    blocking(move || crate::batch::custody::Session::open(&root, &prefix, write, &dir)).await
+}
+
+/// Closes the tree's record once no file holds it (`complete`: every file was handled).
+async fn close_record(record: std::sync::Arc<Record>, complete: bool) {
+    if let Ok(record) = std::sync::Arc::try_unwrap(record)
+        && let Err(e) = blocking(move || record.close(complete)).await
+    {
+        tracing::warn!("{e}");
+    }
+}
+
+/// What the end of a tree upload hands on to the ASC MHL side.
+struct End<'a> {
+    engine: &'a Engine,
+    progress: &'a dyn Progress,
+    cancel: &'a CancellationToken,
+    on_line: &'a (dyn Fn(&FileLine) + Send + Sync),
+}
+
+/// Finishes the tree's ASC MHL custody (the files its history lists that the tree lacks, the
+/// generation with `--mhl`; `complete`: every file was handled), its lines added to `report`.
+async fn finish_custody<C: S3Api>(
+    mhl: crate::batch::custody::Session,
+    s3: &C,
+    cfg: &TreeConfig,
+    complete: bool,
+    end: &End<'_>,
+    report: &mut TreeReport,
+) {
+    let (lines, summary) = mhl
+        .finish(
+            end.engine,
+            s3,
+            &cfg.base,
+            &cfg.prefix,
+            &cfg.walk.filters,
+            complete,
+            end.progress,
+            end.cancel,
+        )
+        .await;
+    for line in &lines {
+        (end.on_line)(line);
+        report.add(line);
+    }
+    report.mhl = Some(summary);
 }
 
 /// The tree's record in the state directory (what earlier runs proved, for `--trust-manifest`),
@@ -157,7 +191,7 @@ async fn open_record<C: S3Api>(s3: &C, cfg: &TreeConfig) -> Result<Record, Error
         path: cfg.root.clone(),
         why: format!("{e}"),
     })?;
-    let dir = cfg.base.resume.state_dir()?;
+    let dir = cfg.base.resume.state_dir.manifests()?;
     let path = record::path_for(
         &dir,
         &root,
@@ -414,38 +448,16 @@ impl<C: S3Api> Ctx<'_, C> {
         let mut fcfg = cfg.base.clone();
         fcfg.source = entry.path.clone();
         fcfg.target = target;
-        fcfg.mhl_check = mhl.cloned();
         // With an ASC MHL session the file's outcome is recorded for the generation as it
         // finishes: its read-back is its own (a HEAD), not one that comes later.
         fcfg.read_back_by_listing = self.mhl.is_none();
         let mut read = Read::Not;
         let file_progress = FileProgress(progress);
-        match upload_or_skip(engine, s3, &fcfg, &file_progress, stop, listed).await {
-            Ok(Sent::Skipped { facts, proof }) => {
-                line.action = Action::Skipped;
-                line.reason = Some(format!("proven identical: {proof}"));
-                line.checksum = facts
-                    .checksum
-                    .as_ref()
-                    .map(|c| format!("{} {}", c.algorithm, c.value));
-                line.etag = facts.etag.as_ref().map(|e| e.as_str().to_owned());
-                line.version_id = facts.version_id.clone();
-            }
+        let check = mhl.map(|e| e as &dyn crate::upload::DigestCheck);
+        match upload_or_skip(engine, s3, &fcfg, &file_progress, stop, listed, check).await {
+            Ok(Sent::Skipped { facts, proof }) => skipped(&mut line, &facts, &proof),
             Ok(Sent::Uploaded { report, why }) => {
-                line.action = Action::Uploaded;
-                line.reason = Some(format!("{why}; {}", proven_by(&report, cfg.base.verify)));
-                if report.read_back_by_listing {
-                    line.read_back = report.md5.clone();
-                }
-                line.checksum = Some(format!(
-                    "{} {}",
-                    report.checksum.algorithm, report.checksum.value
-                ));
-                line.etag = report.stored_etag.clone();
-                line.version_id = report.version_id.clone();
-                line.file_hashes = report.file_hashes.clone();
-                line.proof = Some(crate::upload::proof::proof_text(&report));
-                read = Read::Hashed(report.file_hashes);
+                read = uploaded(&mut line, *report, &why, cfg.base.verify);
             }
             Err(e) => {
                 line.reason = Some(crate::redact::redact(&e.to_string()));
@@ -465,6 +477,42 @@ impl<C: S3Api> Ctx<'_, C> {
         record.add(&proven);
         Ok((line, read))
     }
+}
+
+/// A file whose object is proven identical (`proof`), as its line says it.
+fn skipped(line: &mut FileLine, facts: &crate::remote::facts::RemoteFacts, proof: &str) {
+    line.action = Action::Skipped;
+    line.reason = Some(format!("proven identical: {proof}"));
+    line.checksum = facts
+        .checksum
+        .as_ref()
+        .map(|c| format!("{} {}", c.algorithm, c.value));
+    line.etag = facts.etag.as_ref().map(|e| e.as_str().to_owned());
+    line.version_id = facts.version_id.clone();
+}
+
+/// An uploaded file (sent because `why`), as its line says it; its whole-file hashes, read by
+/// the upload, for the ASC MHL side.
+fn uploaded(
+    line: &mut FileLine,
+    report: crate::upload::UploadReport,
+    why: &str,
+    verify: bool,
+) -> Read {
+    line.action = Action::Uploaded;
+    line.reason = Some(format!("{why}; {}", proven_by(&report, verify)));
+    if report.read_back_by_listing {
+        line.read_back = report.md5.clone();
+    }
+    line.checksum = Some(format!(
+        "{} {}",
+        report.checksum.algorithm, report.checksum.value
+    ));
+    line.etag = report.stored_etag.clone();
+    line.version_id = report.version_id.clone();
+    line.file_hashes = report.file_hashes.clone();
+    line.proof = Some(crate::upload::proof::proof_text(&report));
+    Read::Hashed(report.file_hashes)
 }
 
 /// What proved an uploaded file, in words for its line: S3's reply, and the read-back made (or,
@@ -637,7 +685,7 @@ mod tests {
             crate::vocab::ChecksumAlgorithm::Sha256,
         )
         .unwrap();
-        base.resume.state_dir = Some(state.join("state"));
+        base.resume.state_dir = crate::state::StateDir::at(state.join("state"));
         base.resume.trust_manifest = trust;
         let cfg = TreeConfig {
             root: root.to_owned(),

@@ -20,8 +20,7 @@ use crate::plan::Plan;
 use crate::progress::Progress;
 use crate::s3::S3ErrorKind;
 use crate::s3::{CompletedPart, HeldPart, S3Api, WriteReply};
-use crate::upload::complete;
-use crate::upload::report::compare_checksum;
+use crate::upload::session;
 use crate::verify::AfterUpload;
 use crate::vocab::{ChecksumAlgorithm, PartHash};
 
@@ -130,12 +129,7 @@ pub(crate) async fn finish<C: S3Api>(
         match_plan(&part_plan, &held, alg).map_err(|m| incomplete(plan, &m))?;
     let local = hash::multipart_checksum(alg, alg.multipart_type(), &hashes);
     let (reply, if_none_match) = complete_if_key_free(s3, plan, &parts, &local, progress).await?;
-    let object_checksum = compare_checksum(
-        "object checksum",
-        &local.value,
-        reply.checksum.as_deref(),
-        Some(uid),
-    )?;
+    let object_checksum = session::check_object(&local, &reply, uid)?;
     let verified = if verify {
         Some(crate::verify::after_upload(s3, &target, alg, &hashes, Some(uid)).await?)
     } else {
@@ -277,8 +271,8 @@ async fn complete_if_key_free<C: S3Api>(
     // Tests act here: an object written between the HEAD above and Complete.
     crate::seam::pause("complete").await;
     let mut if_none_match = !plan.replace;
-    let reply = match complete::confirmed(s3, &target, uid, alg, parts, local, if_none_match).await
-    {
+    let completed = session::complete_listed(s3, &target, uid, alg, parts, local, if_none_match);
+    let reply = match completed.await {
         Err(Error::S3 { source, .. }) if source.kind == S3ErrorKind::PreconditionFailed => {
             return Err(exists(kept));
         }
@@ -289,7 +283,7 @@ async fn complete_if_key_free<C: S3Api>(
                 "this server refuses If-None-Match on CompleteMultipartUpload ({source}): completing without it; the key was free a moment ago"
             ));
             if_none_match = false;
-            complete::confirmed(s3, &target, uid, alg, parts, local, false).await?
+            session::complete_listed(s3, &target, uid, alg, parts, local, false).await?
         }
         r => r?,
     };

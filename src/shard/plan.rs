@@ -23,6 +23,7 @@ use crate::retry::Policy;
 use crate::s3::S3Api;
 use crate::s3::S3ErrorKind;
 use crate::source::Source;
+use crate::upload::session;
 use crate::vocab::ChecksumAlgorithm;
 use crate::vocab::{ObjectSettings, ObjectUrl};
 
@@ -218,9 +219,7 @@ pub(crate) async fn plan<C: S3Api>(
     };
     let alg = cfg.checksum;
     let settings = ObjectSettings::default().for_file(&cfg.source);
-    let upload_id = crate::s3::create_upload(s3, target, alg, alg.multipart_type(), &settings)
-        .await
-        .map_err(Error::s3("CreateMultipartUpload", None, None))?;
+    let upload_id = session::create(s3, target, alg, &settings).await?;
     let plan = ShardPlan {
         format: FORMAT,
         source,
@@ -239,7 +238,7 @@ pub(crate) async fn plan<C: S3Api>(
     let read_back_reads = match write(s3, at, &plan).await {
         Ok(r) => r,
         Err(cause) => {
-            return Err(crate::upload::multipart::abort(s3, target, upload_id, cause).await);
+            return Err(session::abort(s3, target, upload_id, cause).await);
         }
     };
     Ok(PlanReport {

@@ -1,9 +1,9 @@
 //! `tally shard run`: one worker sends its slice of the plan's parts.
 //!
-//! The stages are `tally upload`'s own: the slice's parts S3 already holds are checked against
-//! the file ([`crate::upload::resume::reconcile`]: re-hashed, kept only when S3's checksum is the
-//! local one), the others go through the engine's pipeline ([`crate::upload::send::parts`]:
-//! hashed once, sent with their checksum for S3 to verify, each reply checked). A worker never
+//! The worker drives `tally upload`'s multipart session ([`crate::upload::session`]): it joins the
+//! plan's upload ([`Session::join`]: the slice's parts S3 already holds are re-hashed from the
+//! file and kept only when S3's checksum is the local one) and sends the others
+//! ([`Session::send`]: hashed once, sent with their checksum for S3 to verify, each reply checked). A worker never
 //! aborts the upload, whatever happens to it: the other workers are using it.
 
 use std::path::PathBuf;
@@ -23,8 +23,7 @@ use crate::s3::S3Api;
 use crate::s3::S3ErrorKind;
 use crate::source::Source;
 use crate::upload::Run;
-use crate::upload::multipart::{DonePart, Start};
-use crate::upload::{resume, send};
+use crate::upload::session::{DonePart, Session};
 
 use super::{PlanAt, ShardError, ShardPlan};
 
@@ -128,6 +127,7 @@ pub(crate) async fn run<C: S3Api>(
         progress,
         cancel,
         started,
+        check: None,
     };
     let slice = plan.slice(index);
     let parts: Vec<_> = part_plan
@@ -180,7 +180,7 @@ async fn start_slice<C: S3Api>(
     w: &Worker,
     part_plan: Plan,
     parts: &[Part],
-) -> Result<Start, Error> {
+) -> Result<Session, Error> {
     let (plan, index, progress) = (&w.plan, w.assigned.index, run.progress);
     let slice = plan.slice(index);
     let held = match run
@@ -192,10 +192,11 @@ async fn start_slice<C: S3Api>(
         Err(e) if e.kind == S3ErrorKind::NotFound => return Err(gone(plan)),
         Err(e) => return Err(Error::s3("ListParts", None, Some(&plan.upload_id))(e)),
     };
-    let done = tokio::select! {
-        r = resume::reconcile(run, parts.iter().copied(), plan.checksum, &[], &held, None) => r?,
+    let session = tokio::select! {
+        r = Session::join(run, &plan.upload_id, part_plan, plan.checksum, slice, &held) => r?,
         () = run.cancel.cancelled() => return Err(Error::Interrupted),
     };
+    let done = &session.done;
     if !done.is_empty() {
         progress.note(&format!(
             "slice {index}: {} of its {} parts already in S3 with this file's checksums: not sent again",
@@ -203,22 +204,13 @@ async fn start_slice<C: S3Api>(
             parts.len()
         ));
     }
-    Ok(Start {
-        upload_id: plan.upload_id.clone(),
-        journal: None,
-        alg: plan.checksum,
-        plan: part_plan,
-        resumed: !done.is_empty(),
-        done,
-        manifest: PathBuf::new(),
-        slice,
-    })
+    Ok(session)
 }
 
 /// Sends the slice's parts not yet done through the engine's pipeline, with progress.
 async fn send_slice<C: S3Api>(
     run: &Run<'_, C>,
-    start: &Start,
+    start: &Session,
     bytes: u64,
     parts: u32,
 ) -> Result<Vec<DonePart>, Error> {
@@ -229,7 +221,7 @@ async fn send_slice<C: S3Api>(
     }
     let first_send = OnceLock::new();
     let sent = tokio::select! {
-        r = send::parts(run, start, &first_send, None) => r.map(|(done, _)| done),
+        r = start.send(run, &first_send, None) => r.map(|(done, _)| done),
         () = run.cancel.cancelled() => Err(Error::Interrupted),
     };
     progress.finish();

@@ -10,10 +10,10 @@ use crate::s3::{CompletedPart, S3Api, WriteReply};
 use crate::vocab::ObjectUrl;
 use crate::vocab::{ChecksumAlgorithm, ChecksumType, PartHash};
 
-use super::multipart::{DonePart, Start};
 use super::report::{
     Check, Checks, Method, ObjectReport, UploadReport, compare_checksum, compare_etag,
 };
+use super::session::{DonePart, Session};
 use super::{Run, forget};
 
 /// The object checksum these parts make (composite `-N`, or the combined full-object CRC).
@@ -140,7 +140,7 @@ pub(crate) fn reply_from_head(head: crate::s3::HeadInfo) -> WriteReply {
 /// the manifest (removed, or kept as a record with `--keep-manifest`) and builds the report.
 pub(crate) async fn finish<C: S3Api>(
     run: &Run<'_, C>,
-    start: &Start,
+    start: &Session,
     done: &[DonePart],
     local: ObjectChecksum,
     reply: WriteReply,
@@ -223,7 +223,7 @@ pub(crate) async fn finish<C: S3Api>(
 /// `--keep-manifest`, otherwise removes it (and its lock).
 async fn settle_manifest<C: S3Api>(
     run: &Run<'_, C>,
-    start: &Start,
+    start: &Session,
     reply: &WriteReply,
     file_hashes: &crate::hash::FileHashes,
 ) -> Result<(), Error> {

@@ -1,68 +1,19 @@
 //! A multipart upload: find or create it, send the parts not yet in S3, complete, report.
 
-use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Instant;
 
 use crate::error::{Error, Outcome};
 use crate::exec::blocking;
 use crate::hash::{self, WholeFile};
-use crate::manifest::{self, Journal, Lock};
-use crate::plan::{Part, Plan};
+use crate::manifest::{self, Lock};
 use crate::s3::S3Api;
 use crate::seam;
 use crate::vocab::ObjectUrl;
-use crate::vocab::PartHash;
 
-use super::resume::{self, Begun};
-use super::{Run, UploadReport, complete, reconcile, send, single};
-
-/// A part known to be in S3 and equal to the local bytes: what Complete and the report need.
-#[derive(Debug, Clone)]
-pub(crate) struct DonePart {
-    /// Where it is in the file.
-    pub part: Part,
-    /// Its checksum (and MD5, when computed).
-    pub hash: PartHash,
-    /// The ETag S3 gave it.
-    pub etag: crate::vocab::ETag,
-    /// Whether S3 echoed its checksum back.
-    pub checksum_echoed: bool,
-    /// Whether this run sent it more than once (hedged, or retried by the SDK after a timeout):
-    /// the server may hold a dropped copy too.
-    pub sent_twice: bool,
-}
-
-/// What a run starts from: a fresh upload, or one found in a manifest and confirmed by ListParts.
-pub(crate) struct Start {
-    /// The upload id.
-    pub upload_id: String,
-    /// The manifest's journal, appended to as parts are acknowledged; `None` when S3's ListParts
-    /// is the only record (`tally shard run`: every worker of a shared upload asks S3).
-    pub journal: Option<Arc<Journal>>,
-    /// The checksum algorithm of the upload (the manifest's, when resuming).
-    pub alg: crate::vocab::ChecksumAlgorithm,
-    /// The parts (the manifest's part size, when resuming).
-    pub plan: Plan,
-    /// Parts S3 already holds, equal to the local bytes.
-    pub done: Vec<DonePart>,
-    /// Whether this resumes an interrupted upload.
-    pub resumed: bool,
-    /// The manifest's path.
-    pub manifest: PathBuf,
-    /// The part numbers this run sends: all of the plan's for `tally upload`, one slice of them
-    /// for `tally shard run` (other workers send the rest).
-    pub slice: RangeInclusive<u32>,
-}
-
-impl Start {
-    /// The plan's parts within [`Start::slice`], in order.
-    pub(crate) fn parts(&self) -> impl Iterator<Item = Part> + use<> {
-        let slice = self.slice.clone();
-        self.plan.parts().filter(move |p| slice.contains(&p.number))
-    }
-}
+use super::resume::Begun;
+use super::session::{Session, abort};
+use super::{Run, UploadReport, complete, single};
 
 /// Where this upload's manifest lives: `--manifest`, or the state directory's name for this source
 /// and destination.
@@ -75,7 +26,8 @@ pub(crate) async fn manifest_path<C: S3Api>(run: &Run<'_, C>) -> Result<PathBuf,
     let resume = run.cfg.resume.clone();
     blocking(move || {
         resume
-            .state_dir()
+            .state_dir
+            .manifests()
             .map(|d| manifest::default_path(&d, &abs, &e, &t.bucket, &t.key))
     })
     .await
@@ -91,7 +43,7 @@ pub(crate) async fn upload<C: S3Api>(
         blocking(move || Lock::acquire(&p)).await?
     };
     let begun = tokio::select! {
-        r = resume::begin(run, manifest_path) => r?,
+        r = Session::begin(run, manifest_path) => r?,
         () = run.cancel.cancelled() => return Err(Error::Interrupted),
     };
     let start = match begun {
@@ -114,7 +66,7 @@ pub(crate) async fn upload<C: S3Api>(
     }
     let first_send = std::sync::OnceLock::new();
     let sent = tokio::select! {
-        r = send::parts(run, &start, &first_send, whole_file_hasher(run.cfg)) => r,
+        r = start.send(run, &first_send, whole_file_hasher(run)) => r,
         () = run.cancel.cancelled() => Err(Error::Interrupted),
     };
     let keep = |cause: Error| kept(target, &upload_id, manifest_path, cause);
@@ -131,7 +83,7 @@ pub(crate) async fn upload<C: S3Api>(
         Err(e) => return Err(keep(e)),
     };
     done.sort_by_key(|d| d.part.number);
-    check_history(run, &upload_id, whole.as_ref(), manifest_path).await?;
+    check_digests(run, &upload_id, whole.as_ref(), manifest_path).await?;
     seam::pause("complete").await;
     // A stop asked for after the last part: the upload is kept, whole, and the same command
     // completes it (what "stopping" promised), rather than completed behind the user's back.
@@ -139,10 +91,7 @@ pub(crate) async fn upload<C: S3Api>(
         return Err(keep(Error::Interrupted));
     }
     // Once CompleteMultipartUpload is sent it is not cancelled: its outcome must be known.
-    let local = complete::local_checksum(start.alg, &done);
-    let reply = reconcile::complete(run, &start, &mut done, &local)
-        .await
-        .map_err(keep)?;
+    let (local, reply) = start.complete(run, &mut done).await.map_err(keep)?;
     let (md5, file_hashes) = whole.map_or((None, hash::FileHashes::default()), |w| {
         (w.md5.map(|m| crate::vocab::hex(&m)), w.hashes)
     });
@@ -154,24 +103,18 @@ pub(crate) async fn upload<C: S3Api>(
     Ok(report)
 }
 
-/// The ASC MHL check, on the digests of the upload's own read: a file that does not match its
-/// history is not completed, its upload is aborted and its manifest removed (nothing left).
-async fn check_history<C: S3Api>(
+/// The caller's [`super::DigestCheck`] (a tree's ASC MHL check), on the digests of the upload's
+/// own read: a file that fails it is not completed, its upload is aborted and its manifest removed (nothing left).
+async fn check_digests<C: S3Api>(
     run: &Run<'_, C>,
     upload_id: &str,
     whole: Option<&WholeFile>,
     manifest_path: &Path,
 ) -> Result<(), Error> {
-    if let (Some(expected), Some(w)) = (&run.cfg.mhl_check, whole)
-        && let Err(mismatch) = expected.check(&w.hashes)
+    if let (Some(check), Some(w)) = (run.check, whole)
+        && let Err(mismatch) = check.check(&w.hashes)
     {
-        let e = abort(
-            run.s3,
-            &run.cfg.target,
-            upload_id.to_owned(),
-            Error::from(mismatch),
-        )
-        .await;
+        let e = abort(run.s3, &run.cfg.target, upload_id.to_owned(), mismatch).await;
         // The manifest goes only with the upload: if the abort failed, it stays, so the upload is
         // not orphaned (a later run checks the file again and aborts it), and the error says so.
         if let Error::UploadFailed { outcome, .. } = &e
@@ -186,10 +129,11 @@ async fn check_history<C: S3Api>(
 }
 
 /// The hasher of the whole file, fed in each part's own chunk loop as the parts go by in order
-/// (`send.rs`, `Chain`): the MD5 (`--md5-tag`, `--read-back`) and the `--file-hash` and ASC MHL
+/// (`send.rs`, `Chain`): the MD5 (`--md5-tag`, `--read-back`) and the `--file-hash` and the caller's check's
 /// formats in one pass; none if nothing is asked for.
-fn whole_file_hasher(cfg: &crate::config::UploadConfig) -> Option<hash::FileHasher> {
-    let mut h = hash::FileHasher::new(&super::whole_file_formats(cfg));
+fn whole_file_hasher<C>(run: &Run<'_, C>) -> Option<hash::FileHasher> {
+    let cfg = run.cfg;
+    let mut h = hash::FileHasher::new(&super::whole_file_formats(run));
     if cfg.md5_tag.is_some() || cfg.read_back.is_some() {
         h = h.with_md5();
     }
@@ -202,7 +146,7 @@ async fn finished_earlier<C: S3Api>(
     run: &Run<'_, C>,
     mut report: UploadReport,
 ) -> Result<UploadReport, Error> {
-    let formats = super::whole_file_formats(run.cfg);
+    let formats = super::whole_file_formats(run);
     if formats.iter().any(|f| report.file_hashes.get(*f).is_none()) {
         let src = run.src.clone();
         report.file_hashes = crate::exec::on_pool(move || {
@@ -225,25 +169,5 @@ pub(crate) fn kept(target: &ObjectUrl, upload_id: &str, manifest: &Path, cause: 
         outcome: Box::new(Outcome::Kept {
             manifest: manifest.to_owned(),
         }),
-    }
-}
-
-/// Aborts `upload_id` after `cause` stopped it, and says in the error whether that worked.
-pub(crate) async fn abort<C: S3Api>(
-    s3: &C,
-    target: &ObjectUrl,
-    upload_id: String,
-    cause: Error,
-) -> Error {
-    let outcome = match s3.abort_multipart(target, &upload_id).await {
-        Ok(()) => Outcome::Aborted,
-        Err(e) => Outcome::AbortFailed(e),
-    };
-    Error::UploadFailed {
-        source: Box::new(cause),
-        bucket: target.bucket.clone(),
-        key: target.key.clone(),
-        upload_id,
-        outcome: Box::new(outcome),
     }
 }

@@ -77,14 +77,15 @@ pub(crate) async fn upload_one<C: S3Api>(
             )
         });
         if multipart && resume.manifest.is_none() {
-            resume.state_dir().map(drop)
+            resume.state_dir.manifests().map(drop)
         } else {
             Ok(())
         }
     })
     .await?;
     let engine = Engine::new(Limits::for_parts(cfg.concurrency, cfg.part_size));
-    let sent = super::upload_or_skip(&engine, s3, cfg, progress, cancel, Listed::Unknown).await?;
+    let sent =
+        super::upload_or_skip(&engine, s3, cfg, progress, cancel, Listed::Unknown, None).await?;
     Ok(match sent {
         Sent::Uploaded { report, .. } => One::Uploaded(report),
         Sent::Skipped { facts, proof } => {

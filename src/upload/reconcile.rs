@@ -23,8 +23,8 @@ use crate::s3::{S3Api, WriteReply};
 
 use super::Run;
 use super::complete;
-use super::multipart::{DonePart, Start};
 use super::send;
+use super::session::{DonePart, Session};
 
 /// Rounds of "send the parts sent twice again, complete again" after an `InvalidPart`.
 pub(crate) const ROUNDS: usize = 2;
@@ -33,7 +33,7 @@ pub(crate) const ROUNDS: usize = 2;
 /// sent twice stands in the way. `done` is updated with any ETag that changed.
 pub(crate) async fn complete<C: S3Api>(
     run: &Run<'_, C>,
-    start: &Start,
+    start: &Session,
     done: &mut [DonePart],
     local: &ObjectChecksum,
 ) -> Result<WriteReply, Error> {
@@ -73,7 +73,7 @@ fn invalid_part(e: &Error) -> bool {
 /// Sends `d`'s part once more, alone, and checks and journals the reply as any part's.
 async fn send_again<C: S3Api>(
     run: &Run<'_, C>,
-    start: &Start,
+    start: &Session,
     d: &mut DonePart,
 ) -> Result<(), Error> {
     let upload_id = start.upload_id.as_str();

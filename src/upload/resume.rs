@@ -16,14 +16,14 @@ use crate::s3::S3ErrorKind;
 use crate::s3::{HeldPart, S3Api};
 use crate::vocab::{ChecksumAlgorithm, PartHash};
 
-use super::multipart::{DonePart, Start, abort};
 use super::send::part_record;
+use super::session::{DonePart, Session, abort};
 use super::{Run, UploadReport, complete, forget, mtime_ns};
 
 /// How a multipart run begins.
 pub(crate) enum Begun {
-    /// Send the parts not in `Start::done`, then complete.
-    Parts(Start),
+    /// Send the parts not in `Session::done`, then complete.
+    Parts(Session),
     /// No upload is kept (or `--restart` discarded it) and the file fits one PutObject.
     Single,
     /// An earlier run completed this upload but was stopped before removing its manifest: the
@@ -178,7 +178,7 @@ async fn resume_parts<C: S3Api>(
         },
         manifest_path.display()
     ));
-    Ok(Begun::Parts(Start {
+    Ok(Begun::Parts(Session {
         upload_id: id,
         journal: Some(journal),
         alg,
@@ -206,10 +206,7 @@ async fn start_new<C: S3Api>(
         return Ok(Begun::Single);
     }
     let settings = cfg.object.for_file(&cfg.source);
-    let upload_id = crate::s3::create_upload(s3, target, alg, alg.multipart_type(), &settings)
-        .await
-        .map_err(|e| create_refused(alg, e))?;
-    tracing::info!(upload_id = %upload_id, "created multipart upload");
+    let upload_id = super::session::create(s3, target, alg, &settings).await?;
     let header = Header {
         format: manifest::FORMAT,
         source: src.path().to_owned(),
@@ -230,7 +227,7 @@ async fn start_new<C: S3Api>(
     let created = blocking(move || {
         let journal = Journal::create(&path, &header)?;
         if custom {
-            manifest::register(&resume.state_dir()?, &path)?;
+            manifest::register(&resume.state_dir.manifests()?, &path)?;
         }
         Ok(journal)
     });
@@ -242,7 +239,7 @@ async fn start_new<C: S3Api>(
         "upload {upload_id} started; manifest {} (run the same command to resume if interrupted)",
         manifest_path.display()
     ));
-    Ok(Begun::Parts(Start {
+    Ok(Begun::Parts(Session {
         upload_id,
         journal: Some(journal),
         alg,
@@ -352,7 +349,7 @@ async fn already_complete<C: S3Api>(
         let p = manifest_path.to_owned();
         Arc::new(blocking(move || Journal::open(&p)).await?)
     };
-    let start = Start {
+    let start = Session {
         upload_id: old.header.upload_id.clone(),
         journal: Some(journal),
         alg,
@@ -527,7 +524,7 @@ fn record_hash(r: &PartRecord, alg: ChecksumAlgorithm) -> Option<PartHash> {
 
 /// A failed CreateMultipartUpload: a 400 for one of the algorithms S3 added in 2026 is the server
 /// refusing that algorithm (Garage: InvalidRequest; LocalStack: unsupported), said in one line.
-fn create_refused(alg: crate::vocab::ChecksumAlgorithm, e: crate::s3::S3Error) -> Error {
+pub(super) fn create_refused(alg: crate::vocab::ChecksumAlgorithm, e: crate::s3::S3Error) -> Error {
     let refused = alg.is_recent()
         && e.status == Some(400)
         && matches!(e.kind, S3ErrorKind::Other | S3ErrorKind::Unsupported);

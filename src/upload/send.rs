@@ -21,8 +21,8 @@ use crate::vocab::{ChecksumAlgorithm, PartHash};
 
 use super::Run;
 use super::hedge;
-use super::multipart::{DonePart, Start};
 use super::report::{compare_checksum, compare_etag};
+use super::session::{DonePart, Session};
 use crate::s3::throttle::counting;
 
 /// Hashes and uploads every part not yet done through the engine's pipeline (bytes reserved in
@@ -36,12 +36,12 @@ use crate::s3::throttle::counting;
 /// ([`release_behind`]). The engine's byte budget bounds the parts being hashed; `--concurrency`
 /// alone bounds the parts in flight, which cost only what their sockets take in one interval.
 ///
-/// `whole`: the whole-file hasher (`--file-hash`, `--md5-tag`, `--read-back`, the ASC MHL check),
+/// `whole`: the whole-file hasher (`--file-hash`, `--md5-tag`, `--read-back`, the caller's check),
 /// fed in the same chunk loop as each part's checksum, see `Chain`; returned with every byte of
 /// the file in it (parts S3 already holds are read for it too: the manifest keeps no hasher state).
 pub(crate) async fn parts<C: S3Api>(
     run: &Run<'_, C>,
-    start: &Start,
+    start: &Session,
     first_send: &OnceLock<Instant>,
     whole: Option<FileHasher>,
 ) -> Result<(Vec<DonePart>, Option<WholeFile>), Error> {
@@ -162,7 +162,7 @@ impl HashStage {
 /// before counting it. `None` for a part that was not to be sent.
 async fn send_part<C: S3Api>(
     run: &Run<'_, C>,
-    start: &Start,
+    start: &Session,
     flights: &hedge::Flights,
     first_send: &OnceLock<Instant>,
     part: Part,
@@ -240,7 +240,7 @@ pub(super) async fn checked<C: S3Api>(
 /// Records `part`, acknowledged with `etag`, in the upload's journal (if it keeps one), durably;
 /// `sent_twice` when it went out more than once (a later run may have to send it again).
 pub(super) async fn journal(
-    start: &Start,
+    start: &Session,
     part: &Part,
     hash: &PartHash,
     etag: &ETag,

@@ -23,10 +23,10 @@ pub(crate) async fn put<C: S3Api>(run: &Run<'_, C>) -> Result<UploadReport, Erro
     run.progress.start(part.len, 1);
     let _held = run.engine.reserve(part.len).await;
     let (body, hash, whole) = read_and_hash(run, &part).await?;
-    // The ASC MHL check, on the digests of this one read: a file that does not match its history
-    // is not sent.
-    if let Some(expected) = &cfg.mhl_check {
-        expected.check(&whole.hashes).map_err(Error::from)?;
+    // The caller's check (a tree's ASC MHL check), on the digests of this one read: a file that
+    // fails it is not sent.
+    if let Some(check) = run.check {
+        check.check(&whole.hashes)?;
     }
     let seconds_to_first_send = Some(run.started.elapsed().as_secs_f64());
     let settings = cfg.object.for_file(&cfg.source);
@@ -83,7 +83,7 @@ async fn read_and_hash<C: S3Api>(
 ) -> Result<(bytes::Bytes, PartHash, WholeFile), Error> {
     let checked = run.src.clone();
     let alg = run.cfg.checksum;
-    let formats = super::whole_file_formats(run.cfg);
+    let formats = super::whole_file_formats(run);
     let range = part.range();
     on_pool(move || {
         checked.check_unchanged()?;

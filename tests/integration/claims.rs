@@ -72,7 +72,7 @@ fn fake_config(dir: &Path, len: u64, alg: ChecksumAlgorithm) -> UploadConfig {
     let file = random_file(dir, "src.bin", len, len ^ 0x5eed);
     let mut cfg = UploadConfig::new(file, "s3://bkt/obj", 5 * MIB, 1, alg).unwrap();
     cfg.resume.manifest = Some(dir.join("m.manifest"));
-    cfg.resume.state_dir = Some(dir.join("state"));
+    cfg.resume.state_dir = tally::state::StateDir::at(dir.join("state"));
     cfg
 }
 
@@ -197,9 +197,16 @@ async fn abort_all_older_than_aborts_only_the_old_uploads() {
         .as_secs() as i64;
     assert!(fake.set_initiated(&old, now - 2 * 3600));
     assert!(fake.set_initiated(&new, now - 60));
-    let aborted = tally::uploads::abort(&fake, &obj("p/"), None, Some(Duration::from_secs(3600)))
-        .await
-        .unwrap();
+    let state = tally::state::StateDir::from_env();
+    let aborted = tally::uploads::abort(
+        &fake,
+        &obj("p/"),
+        None,
+        Some(Duration::from_secs(3600)),
+        &state,
+    )
+    .await
+    .unwrap();
     let ids: Vec<&str> = aborted.iter().map(|a| a.upload_id.as_str()).collect();
     assert_eq!(ids, [old.as_str()], "only the upload older than an hour");
     let left = fake.list_uploads("bkt", "p/").await.unwrap();

@@ -49,7 +49,7 @@ fn config(dir: &std::path::Path, file: &std::path::Path, key: &str) -> UploadCon
     )
     .unwrap();
     cfg.resume.manifest = Some(dir.join(format!("{key}.manifest")));
-    cfg.resume.state_dir = Some(dir.join("state"));
+    cfg.resume.state_dir = tally::state::StateDir::at(dir.join("state"));
     cfg
 }
 

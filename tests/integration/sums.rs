@@ -55,7 +55,7 @@ fn fake_cfg(dir: &Path, len: u64, alg: ChecksumAlgorithm) -> (UploadConfig, Vec<
     let data = std::fs::read(&file).unwrap();
     let mut cfg = UploadConfig::new(file, "s3://bkt/obj", 5 * MIB, 2, alg).unwrap();
     cfg.resume.manifest = Some(dir.join("m.manifest"));
-    cfg.resume.state_dir = Some(dir.join("state"));
+    cfg.resume.state_dir = tally::state::StateDir::at(dir.join("state"));
     (cfg, data)
 }
 

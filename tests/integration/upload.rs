@@ -194,7 +194,7 @@ async fn wrong_checksum_rejected_on(s: &Server) {
         let mut cfg = UploadConfig::new(path.clone(), &s.url(&key), 5 * MIB, 4, alg).unwrap();
         cfg.content_md5 = md5;
         cfg.resume.manifest = Some(dir.path().join(format!("{alg}-{md5}.manifest")));
-        cfg.resume.state_dir = Some(dir.path().join("state"));
+        cfg.resume.state_dir = tally::state::StateDir::at(dir.path().join("state"));
         let cancel = tokio_util::sync::CancellationToken::new();
         let err = tally::upload::upload(&client, &cfg, &tally::progress::Silent, &cancel)
             .await
