@@ -594,6 +594,52 @@ mod tests {
         assert_eq!(fake.completes(), 1);
     }
 
+    /// A worker's part that went out twice, of which the server kept the dropped copy (Garage
+    /// 2.5): the finisher completes from the listing and cannot know it, so the worker sends that
+    /// part once more before it ends, and the finish completes.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_part_a_worker_sent_twice_is_sent_once_more_before_the_worker_ends() {
+        use crate::progress::Silent;
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("master.mov");
+        let bytes: Vec<u8> = (0..4 * 5 * MIB + 3).map(|i| (i * 7 % 253) as u8).collect();
+        std::fs::write(&file, &bytes).unwrap();
+        let fake = FakeS3::default();
+        let cfg = UploadConfig::new(
+            file.clone(),
+            "s3://bkt/master.mov",
+            5 * MIB,
+            2,
+            ChecksumAlgorithm::Sha256,
+        )
+        .unwrap();
+        let at = PlanAt::File(dir.path().join("plan.json"));
+        plan(&fake, &cfg, 1, false, &at).await.unwrap();
+        let p = read(&fake, &at).await.unwrap();
+        let worker = super::super::run::Worker {
+            at: at.clone(),
+            plan: p.clone(),
+            assigned: super::super::Assigned {
+                index: 0,
+                from: "--index",
+            },
+            file: None,
+            concurrency: 2,
+        };
+        fake.leave_dropped_copy(3);
+        let cancel = tokio_util::sync::CancellationToken::new();
+        let r = super::super::run(&fake, &worker, &Silent, &cancel)
+            .await
+            .unwrap();
+        assert_eq!(r.parts_sent, 5);
+        assert_eq!(fake.part_uploads(), 5 + 1, "part 3 once more");
+        super::super::finish(&fake, &at, &p, true, &Silent)
+            .await
+            .unwrap();
+        assert_eq!(fake.object("master.mov").as_deref(), Some(&bytes[..]));
+        assert_eq!(fake.completes(), 1);
+    }
+
     #[tokio::test]
     async fn a_plan_round_trips_through_a_file_and_s3_and_an_edited_one_is_refused() {
         let dir = tempfile::tempdir().unwrap();

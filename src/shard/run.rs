@@ -225,7 +225,24 @@ async fn send_slice<C: S3Api>(
         () = run.cancel.cancelled() => Err(Error::Interrupted),
     };
     progress.finish();
-    sent
+    let mut sent = sent?;
+    // The finisher completes from S3's listing, which does not say which parts went twice.
+    let twice: Vec<u32> = sent
+        .iter()
+        .filter(|d| d.sent_twice)
+        .map(|d| d.part.number)
+        .collect();
+    if !twice.is_empty() {
+        progress.note(&format!(
+            "part(s) {twice:?} went out twice (hedged, or resent by the HTTP client): sending \
+             them once more, so that a server keeping the dropped copy holds a whole one last"
+        ));
+        tokio::select! {
+            r = start.settle(run, &mut sent) => r?,
+            () = run.cancel.cancelled() => return Err(Error::Interrupted),
+        };
+    }
+    Ok(sent)
 }
 
 /// Refuses a plan made against another endpoint: its upload id means nothing here.

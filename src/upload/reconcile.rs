@@ -71,7 +71,7 @@ fn invalid_part(e: &Error) -> bool {
 }
 
 /// Sends `d`'s part once more, alone, and checks and journals the reply as any part's.
-async fn send_again<C: S3Api>(
+pub(super) async fn send_again<C: S3Api>(
     run: &Run<'_, C>,
     start: &Session,
     d: &mut DonePart,

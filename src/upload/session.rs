@@ -146,6 +146,26 @@ impl Session {
         let reply = reconcile::complete(run, self, done, &local).await?;
         Ok((local, reply))
     }
+
+    /// Sends each part of `done` that went out twice once more, side by side, so that the newest
+    /// copy the server holds of it is a whole one: for a process that sends parts but does not
+    /// complete (a shard worker), whose finisher cannot know which parts went twice nor read
+    /// their bytes (see `reconcile.rs`). On AWS S3 this only costs the bytes: a dropped request
+    /// stores nothing there. How many parts were sent again.
+    pub(crate) async fn settle<C: S3Api>(
+        &self,
+        run: &Run<'_, C>,
+        done: &mut [DonePart],
+    ) -> Result<usize, Error> {
+        let again: Vec<_> = done
+            .iter_mut()
+            .filter(|d| d.sent_twice)
+            .map(|d| reconcile::send_again(run, self, d))
+            .collect();
+        let n = again.len();
+        futures::future::try_join_all(again).await?;
+        Ok(n)
+    }
 }
 
 /// Creates a multipart upload of `target` with `alg`'s checksums (composite or full-object, as
