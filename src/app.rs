@@ -22,7 +22,7 @@ use output::{Output, init_logging};
 
 /// Runs `cli` and returns the process exit code.
 pub fn run(cli: Cli) -> i32 {
-    // Completions and the manual page print nothing else, whatever happens.
+    // Completions and the manual page have no output flags: their text, and no more.
     let quiet = OutputArgs {
         json: false,
         quiet: true,

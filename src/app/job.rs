@@ -180,14 +180,16 @@ async fn connect(connection: &Connection) -> Result<SdkS3, Error> {
 }
 
 /// The first Ctrl-C / SIGTERM cancels `token` (the run stops, and what it did is kept for the
-/// same command to resume); a second one exits at once.
+/// same command to resume); a second one exits at once. Both are watched from here on (inside
+/// the runtime), before the run starts: none arrives unwatched.
 fn watch_signals(token: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
     tokio::spawn(async move {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler");
         for round in 0..2 {
             tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
+                _ = int.recv() => {}
                 _ = term.recv() => {}
             }
             if round == 0 {
