@@ -1,11 +1,12 @@
-//! Runs a parsed command: sets up logging and the runtime, then hands the command's arguments to
-//! the one file that runs it and renders its report (`app/<command>.rs`), all through one printer
-//! ([`output::Output`]).
+//! Runs a parsed command in two steps (`app/job.rs`): its flags resolved into a validated job,
+//! then the job run by the one file of its command (`app/<command>.rs`), which renders its
+//! report through one printer ([`output::Output`]).
 
 mod download;
 mod dryrun;
 mod hash;
 mod help;
+mod job;
 mod json;
 mod md5;
 mod output;
@@ -16,15 +17,19 @@ mod upload;
 mod uploads;
 mod verify;
 
-use crate::cli::{Cli, Command};
-use crate::error::EXIT_OK;
+use crate::cli::{Cli, Command, OutputArgs};
 use output::{Output, init_logging};
 
 /// Runs `cli` and returns the process exit code.
 pub fn run(cli: Cli) -> i32 {
-    let output = match &cli.command {
-        Command::Completions(a) => return help::completions(a.shell),
-        Command::Man => return help::man_page(),
+    // Completions and the manual page have no output flags: their text, and no more.
+    let quiet = OutputArgs {
+        json: false,
+        quiet: true,
+        verbose: 0,
+    };
+    let flags = match &cli.command {
+        Command::Completions(_) | Command::Man => &quiet,
         Command::Upload(a) => &a.output,
         Command::Verify(a) => &a.output,
         Command::Download(a) => &a.output,
@@ -34,33 +39,22 @@ pub fn run(cli: Cli) -> i32 {
         Command::Abort(a) => &a.output,
         Command::Shard(c) => c.output(),
     };
-    init_logging(output);
-    let out = Output::new(output, job(&cli.command));
+    let built = job::build(&cli.command);
+    init_logging(flags);
+    let out = Output::new(flags, records_of(&cli.command));
     if let Some((path, conn)) = report_of(&cli.command)
         && let Err(e) = out.with_report(path, endpoint(conn))
     {
         return out.finish::<()>(Err(e));
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("a tokio runtime can be built");
-    match &cli.command {
-        Command::Upload(args) => upload::run(args, &out, &runtime),
-        Command::Verify(args) => verify::run(args, &out, &runtime),
-        Command::Download(args) => download::run(args, &out, &runtime),
-        Command::Hash(args) => hash::run(args, &out, &runtime),
-        Command::Md5(args) => md5::run(args, &out, &runtime),
-        Command::Uploads(args) => uploads::list(args, &out, &runtime),
-        Command::Abort(args) => uploads::abort(args, &out, &runtime),
-        Command::Shard(c) => runtime.block_on(shard::run(c, &out)),
-        // Answered above, before logging and the runtime.
-        Command::Completions(_) | Command::Man => EXIT_OK,
+    match built {
+        Ok(job) => job::run(job, &out),
+        Err(refused) => refused.render(&out),
     }
 }
 
 /// What the records of `command` say it works on (`--json`, `--report`).
-fn job(command: &Command) -> json::Job {
+fn records_of(command: &Command) -> json::Job {
     let shown = |p: &std::path::Path| Some(p.display().to_string());
     let (name, path, url) = match command {
         Command::Upload(a) => ("upload", shown(&a.file), Some(a.target.clone())),

@@ -1,6 +1,6 @@
-//! The command line as clap sees it. Flags become validated settings where a command's file in
-//! `app/` asks for them ([`UploadArgs::to_config`], [`TreeArgs::walk_options`],
-//! [`ConnectionArgs::to_connection`]); `app.rs` dispatches each [`Command`] to that file.
+//! The command line as clap sees it. `app/job.rs` resolves each [`Command`] once into a
+//! validated job (through [`UploadArgs::to_config`], [`TreeArgs::walk_options`],
+//! [`ConnectionArgs::to_connection`], ...) before it runs.
 
 use std::path::PathBuf;
 

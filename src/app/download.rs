@@ -1,106 +1,175 @@
 //! `tally download`: one object, or every object under a prefix, each part checked.
 
-use tokio_util::sync::CancellationToken;
+use std::path::PathBuf;
 
-use super::output::{Output, human_bytes, watch_signals};
+use super::job::{Refused, Run};
+use super::output::human_bytes;
 use crate::cli::DownloadArgs;
 use crate::download::{self, DownloadOptions, DownloadReport};
 use crate::error::Error;
-use crate::s3::SdkS3;
 use crate::vocab::{ObjectUrl, is_prefix};
 
-/// `tally download s3://... FILE|DIR`.
-pub(crate) fn run(args: &DownloadArgs, out: &Output, runtime: &tokio::runtime::Runtime) -> i32 {
-    if ObjectUrl::parse(&args.source).is_ok_and(|u| is_prefix(&u.key)) {
-        if args.dryrun {
-            return runtime.block_on(super::dryrun::download(args, out));
-        }
-        return runtime.block_on(download_tree(args, out));
-    }
-    if args.dryrun {
-        return runtime.block_on(super::dryrun::download_file(args, out));
-    }
-    if args.tree.any() {
-        return out.finish::<()>(Err(Error::Usage(
-            "--include and --exclude choose the objects under a prefix: give a prefix ending in /"
-                .into(),
-        )));
-    }
-    if args.mhl {
-        return out.finish::<()>(Err(Error::Usage(
-            "--mhl writes an ASC MHL generation for a downloaded folder: give a prefix ending in /"
-                .into(),
-        )));
-    }
-    let result = runtime.block_on(download(args, out));
-    out.finish(result.map(|r| (print_download(&r), r)))
+/// A validated `tally download`.
+pub(crate) enum Job {
+    /// One object.
+    File {
+        source: ObjectUrl,
+        dest: PathBuf,
+        opts: DownloadOptions,
+    },
+    /// Every object under a prefix (`mhl`: an ASC MHL generation added at the end).
+    Tree {
+        prefix: ObjectUrl,
+        dest: PathBuf,
+        opts: DownloadOptions,
+        mhl: bool,
+    },
+    /// `--dryrun` of one object, reported as a tree of one.
+    PlanFile {
+        source: ObjectUrl,
+        dest: PathBuf,
+        force: bool,
+    },
+    /// `--dryrun` of a prefix.
+    PlanTree {
+        prefix: ObjectUrl,
+        dest: PathBuf,
+        opts: DownloadOptions,
+    },
 }
 
-async fn download(args: &DownloadArgs, out: &Output) -> Result<DownloadReport, Error> {
-    let target = ObjectUrl::parse(&args.source)?;
-    let s3 = SdkS3::connect(&args.connection.to_connection()).await?;
-    let opts = DownloadOptions {
+/// `tally download s3://... FILE|DIR`'s flags checked.
+pub(crate) fn job(args: &DownloadArgs) -> Result<Job, Refused> {
+    let opts = |filters| DownloadOptions {
         force: args.force,
         concurrency: args.concurrency,
-        filters: Default::default(),
+        filters,
         hedge: args.hedge,
     };
-    let progress = out.progress();
+    let dest = args.dest.clone();
+    if let Some(prefix) = ObjectUrl::parse(&args.source)
+        .ok()
+        .filter(|u| is_prefix(&u.key))
+    {
+        let opts = opts(args.tree.download_filters().map_err(Refused::tree)?);
+        return Ok(if args.dryrun {
+            Job::PlanTree { prefix, dest, opts }
+        } else {
+            let mhl = args.mhl;
+            Job::Tree {
+                prefix,
+                dest,
+                opts,
+                mhl,
+            }
+        });
+    }
+    if args.dryrun {
+        let source = ObjectUrl::parse(&args.source).map_err(Refused::tree)?;
+        let force = args.force;
+        return Ok(Job::PlanFile {
+            source,
+            dest,
+            force,
+        });
+    }
+    if args.tree.any() {
+        return Err(Error::Usage(
+            "--include and --exclude choose the objects under a prefix: give a prefix ending in /"
+                .into(),
+        )
+        .into());
+    }
+    if args.mhl {
+        return Err(Error::Usage(
+            "--mhl writes an ASC MHL generation for a downloaded folder: give a prefix ending in /"
+                .into(),
+        )
+        .into());
+    }
+    let source = ObjectUrl::parse(&args.source)?;
+    let opts = opts(Default::default());
+    Ok(Job::File { source, dest, opts })
+}
+
+/// Runs a `tally download`.
+pub(crate) fn run(job: Job, run: &Run) -> i32 {
+    match job {
+        Job::File { source, dest, opts } => {
+            let result = run.runtime.block_on(download(&source, &dest, &opts, run));
+            run.out.finish(result.map(|r| (print_download(&r), r)))
+        }
+        Job::Tree {
+            prefix,
+            dest,
+            opts,
+            mhl,
+        } => run
+            .runtime
+            .block_on(download_tree(&prefix, &dest, &opts, mhl, run)),
+        Job::PlanFile {
+            source,
+            dest,
+            force,
+        } => run
+            .runtime
+            .block_on(super::dryrun::download_file(&source, &dest, force, run)),
+        Job::PlanTree { prefix, dest, opts } => run
+            .runtime
+            .block_on(super::dryrun::download(&prefix, &dest, &opts, run)),
+    }
+}
+
+async fn download(
+    source: &ObjectUrl,
+    dest: &std::path::Path,
+    opts: &DownloadOptions,
+    run: &Run<'_>,
+) -> Result<DownloadReport, Error> {
+    let progress = run.out.progress();
     // Ctrl-C / SIGTERM stop it as they stop a prefix: the parts recorded are kept for a resume.
-    let cancel = CancellationToken::new();
-    watch_signals(cancel.clone());
     tokio::select! {
-        r = download::download(&s3, &target, &args.dest, &opts, progress.as_ref()) => r,
-        () = cancel.cancelled() => Err(download::interrupted(&target, &args.dest)),
+        r = download::download(run.s3, source, dest, opts, progress.as_ref()) => r,
+        () = run.cancel.cancelled() => Err(download::interrupted(source, dest)),
     }
 }
 
 /// `tally download s3://BUCKET/PREFIX/ DIR/`.
-async fn download_tree(args: &DownloadArgs, out: &Output) -> i32 {
-    let run = async {
-        let prefix = ObjectUrl::parse(&args.source)?;
-        let s3 = SdkS3::connect(&args.connection.to_connection()).await?;
-        let cancel = CancellationToken::new();
-        watch_signals(cancel.clone());
-        let opts = DownloadOptions {
-            force: args.force,
-            concurrency: args.concurrency,
-            filters: args.tree.download_filters()?,
-            hedge: args.hedge,
-        };
-        let progress = out.progress();
-        let on_line = out.tree_lines();
+async fn download_tree(
+    prefix: &ObjectUrl,
+    dest: &std::path::Path,
+    opts: &DownloadOptions,
+    mhl: bool,
+    run: &Run<'_>,
+) -> i32 {
+    let on_line = run.out.tree_lines();
+    let result = async {
+        let progress = run.out.progress();
         let mut report = crate::batch::download::download_tree(
-            &s3,
-            &prefix,
-            &args.dest,
-            &opts,
+            run.s3,
+            prefix,
+            dest,
+            opts,
             progress.as_ref(),
-            &cancel,
+            run.cancel,
             &on_line,
         )
         .await?;
         if report.complete {
             // A tree carrying an ASC MHL history is checked against it once it is all here.
-            let state = if args.mhl {
-                Some(crate::state::StateDir::from_env().manifests()?)
+            let state = if mhl {
+                Some(run.state.manifests()?)
             } else {
                 None
             };
-            let generation = state.as_deref().map(|d| (&prefix, d));
-            crate::batch::custody_check::check_folder(
-                &args.dest,
-                generation,
-                &mut report,
-                &on_line,
-            )
-            .await?;
+            let generation = state.as_deref().map(|d| (prefix, d));
+            crate::batch::custody_check::check_folder(dest, generation, &mut report, &on_line)
+                .await?;
         }
         Ok(report)
     };
-    let result = run.await;
-    out.finish_tree(
-        result,
+    run.out.finish_tree(
+        result.await,
         "every object is downloaded, each checked as its line says (--json)",
         "nothing to download: no objects under the prefix",
     )

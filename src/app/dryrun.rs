@@ -1,13 +1,14 @@
 //! `tally upload FILE|DIR ... --dryrun` and `tally download s3://... DEST --dryrun`: what the run
 //! would do to each file and why (src/batch/dryrun.rs), nothing written.
 
-use tokio_util::sync::CancellationToken;
+use std::path::Path;
 
-use super::output::{Output, human_bytes, say, watch_signals};
+use super::job::Run;
+use super::output::{Output, human_bytes, say};
 use crate::batch::report::{Action, FileLine};
-use crate::cli::{DownloadArgs, UploadArgs};
-use crate::error::Error;
-use crate::s3::SdkS3;
+use crate::batch::upload::TreeConfig;
+use crate::config::UploadConfig;
+use crate::download::DownloadOptions;
 use crate::vocab::ObjectUrl;
 
 /// Each line as text on standard output (`--json`: the records), then the printer's own.
@@ -36,62 +37,42 @@ const ALL_GOOD: &str = "every file can be done as listed (a dry run: nothing was
 const NOTHING: &str = "nothing to do";
 
 /// `tally upload DIR s3://BUCKET/PREFIX/ --dryrun`.
-pub(super) async fn upload(args: &UploadArgs, out: &Output) -> i32 {
-    let run = async {
-        if args.mhl {
-            return Err(Error::Usage(
-                "--dryrun writes nothing, so no ASC MHL generation either: leave --mhl out".into(),
-            ));
-        }
-        let cfg = super::upload::tree_config(args)?;
-        let s3 = SdkS3::connect(&args.connection.to_connection()).await?;
-        let cancel = CancellationToken::new();
-        watch_signals(cancel.clone());
-        let on_line = lines(out);
-        crate::batch::dryrun::upload_plan(&s3, &cfg.root, cfg.walk, &cfg.prefix, &cancel, &on_line)
-            .await
-    };
-    out.finish_tree(run.await, ALL_GOOD, NOTHING)
+pub(super) async fn upload(cfg: &TreeConfig, run: &Run<'_>) -> i32 {
+    let on_line = lines(run.out);
+    let plan = crate::batch::dryrun::upload_plan(
+        run.s3,
+        &cfg.root,
+        cfg.walk.clone(),
+        &cfg.prefix,
+        run.cancel,
+        &on_line,
+    );
+    run.out.finish_tree(plan.await, ALL_GOOD, NOTHING)
 }
 
 /// `tally download s3://BUCKET/PREFIX/ DIR --dryrun`.
-pub(super) async fn download(args: &DownloadArgs, out: &Output) -> i32 {
-    let run = async {
-        let prefix = ObjectUrl::parse(&args.source)?;
-        let s3 = SdkS3::connect(&args.connection.to_connection()).await?;
-        let cancel = CancellationToken::new();
-        watch_signals(cancel.clone());
-        let opts = crate::download::DownloadOptions {
-            force: args.force,
-            concurrency: args.concurrency,
-            filters: args.tree.download_filters()?,
-            hedge: args.hedge,
-        };
-        let on_line = lines(out);
-        crate::batch::dryrun::download_plan(&s3, &prefix, &args.dest, &opts, &cancel, &on_line)
-            .await
-    };
-    out.finish_tree(run.await, ALL_GOOD, NOTHING)
+pub(super) async fn download(
+    prefix: &ObjectUrl,
+    dest: &Path,
+    opts: &DownloadOptions,
+    run: &Run<'_>,
+) -> i32 {
+    let on_line = lines(run.out);
+    let plan =
+        crate::batch::dryrun::download_plan(run.s3, prefix, dest, opts, run.cancel, &on_line);
+    run.out.finish_tree(plan.await, ALL_GOOD, NOTHING)
 }
 
 /// `tally upload FILE s3://... --dryrun`.
-pub(super) async fn upload_file(args: &UploadArgs, out: &Output) -> i32 {
-    let run = async {
-        let cfg = args.to_config()?;
-        let s3 = SdkS3::connect(&args.connection.to_connection()).await?;
-        let on_line = lines(out);
-        crate::batch::dryrun::upload_one(&s3, &args.file, &cfg.target, &on_line).await
-    };
-    out.finish_tree(run.await, ALL_GOOD, NOTHING)
+pub(super) async fn upload_file(cfg: &UploadConfig, run: &Run<'_>) -> i32 {
+    let on_line = lines(run.out);
+    let plan = crate::batch::dryrun::upload_one(run.s3, &cfg.source, &cfg.target, &on_line);
+    run.out.finish_tree(plan.await, ALL_GOOD, NOTHING)
 }
 
 /// `tally download s3://BUCKET/KEY DEST --dryrun`.
-pub(super) async fn download_file(args: &DownloadArgs, out: &Output) -> i32 {
-    let run = async {
-        let obj = ObjectUrl::parse(&args.source)?;
-        let s3 = SdkS3::connect(&args.connection.to_connection()).await?;
-        let on_line = lines(out);
-        crate::batch::dryrun::download_one(&s3, &obj, &args.dest, args.force, &on_line).await
-    };
-    out.finish_tree(run.await, ALL_GOOD, NOTHING)
+pub(super) async fn download_file(obj: &ObjectUrl, dest: &Path, force: bool, run: &Run<'_>) -> i32 {
+    let on_line = lines(run.out);
+    let plan = crate::batch::dryrun::download_one(run.s3, obj, dest, force, &on_line);
+    run.out.finish_tree(plan.await, ALL_GOOD, NOTHING)
 }

@@ -1,36 +1,60 @@
 //! `tally hash`: offline, the checksums and ETag an upload would produce, for a file or a folder.
 
+use std::path::PathBuf;
+
 use super::output::{Output, human_bytes, print_file_hashes, say};
 use crate::cli::{HashArgs, TreeArgs};
 use crate::error::{EXIT_ERROR, EXIT_OK, Error};
+use crate::hash::FileHashFormat;
 use crate::hashfile::{self, HashReport, TreeLine, TreeSummary};
-use crate::tree::{self, Grouper, Item, Sequence};
+use crate::tree::{self, Grouper, Item, Sequence, WalkOptions};
+use crate::vocab::ChecksumAlgorithm;
 
-/// `tally hash FILE|DIR`.
-pub(crate) fn run(args: &HashArgs, out: &Output, runtime: &tokio::runtime::Runtime) -> i32 {
-    if args.path.is_dir() {
-        return hash_dir(args, out, runtime);
-    }
-    let (file, ps, alg) = (args.path.clone(), args.part_size, args.checksum);
-    let result = match parse_hash_args(ps) {
-        Ok(()) if args.tree != TreeArgs::default() => Err(Error::Usage(format!(
-            "--include, --exclude and --no-follow-symlinks apply to directories, and {} is not one",
-            file.display()
-        ))),
-        Ok(()) => hashfile::hash_file_shown(
-            &file,
-            ps,
-            alg,
-            args.file_hash.as_deref().unwrap_or_default(),
-            out.progress().as_ref(),
-        ),
-        Err(e) => Err(e),
-    };
-    out.finish(result.map(|r| (print_hash(&r), r)))
+/// A validated `tally hash`: what to hash, and how an upload with these settings would.
+pub(crate) struct Job {
+    path: PathBuf,
+    /// A directory's walk; `None`: one file.
+    walk: Option<WalkOptions>,
+    part_size: u64,
+    checksum: ChecksumAlgorithm,
+    formats: Vec<FileHashFormat>,
 }
 
-fn parse_hash_args(part_size: u64) -> Result<(), Error> {
-    crate::config::check_part_size(part_size)
+/// `tally hash FILE|DIR`'s flags checked.
+pub(crate) fn job(args: &HashArgs) -> Result<Job, Error> {
+    crate::config::check_part_size(args.part_size)?;
+    let walk = if args.path.is_dir() {
+        Some(args.tree.walk_options()?)
+    } else if args.tree != TreeArgs::default() {
+        return Err(Error::Usage(format!(
+            "--include, --exclude and --no-follow-symlinks apply to directories, and {} is not one",
+            args.path.display()
+        )));
+    } else {
+        None
+    };
+    Ok(Job {
+        path: args.path.clone(),
+        walk,
+        part_size: args.part_size,
+        checksum: args.checksum,
+        formats: args.file_hash.clone().unwrap_or_default(),
+    })
+}
+
+/// `tally hash FILE|DIR`.
+pub(crate) fn run(job: Job, out: &Output, runtime: &tokio::runtime::Runtime) -> i32 {
+    if let Some(walk) = job.walk.clone() {
+        return hash_dir(&job, walk, out, runtime);
+    }
+    let result = hashfile::hash_file_shown(
+        &job.path,
+        job.part_size,
+        job.checksum,
+        &job.formats,
+        out.progress().as_ref(),
+    );
+    out.finish(result.map(|r| (print_hash(&r), r)))
 }
 
 fn print_hash(r: &HashReport) -> String {
@@ -93,11 +117,8 @@ impl Sequences {
 /// `tally hash DIR`: a line per file in S3 key order as soon as it and those before it are hashed
 /// (text on stdout; skipped entries on stderr), then a summary with the sequences; exit 2 if any
 /// entry could not be hashed.
-fn hash_dir(args: &HashArgs, out: &Output, runtime: &tokio::runtime::Runtime) -> i32 {
-    let walk = parse_hash_args(args.part_size)
-        .and_then(|()| args.tree.walk_options())
-        .and_then(|opts| tree::walk(&args.path, opts));
-    let walk = match walk {
+fn hash_dir(job: &Job, walk: WalkOptions, out: &Output, runtime: &tokio::runtime::Runtime) -> i32 {
+    let walk = match tree::walk(&job.path, walk) {
         Ok(w) => w,
         Err(e) => return out.finish::<()>(Err(e)),
     };
@@ -108,11 +129,11 @@ fn hash_dir(args: &HashArgs, out: &Output, runtime: &tokio::runtime::Runtime) ->
     };
     let mut ignored = 0;
     let summary = runtime.block_on(hashfile::hash_tree(
-        &args.path,
+        &job.path,
         walk,
-        args.part_size,
-        args.checksum,
-        args.file_hash.as_deref().unwrap_or_default(),
+        job.part_size,
+        job.checksum,
+        &job.formats,
         |line| {
             print_tree_line(out, line);
             if let TreeLine::Skipped { failure: false, .. } = line {
@@ -132,7 +153,7 @@ fn hash_dir(args: &HashArgs, out: &Output, runtime: &tokio::runtime::Runtime) ->
     ));
     let rest = seq.grouper.finish();
     seq.add(rest);
-    let dir = crate::printable::path(&args.path);
+    let dir = crate::printable::path(&job.path);
     if out.json {
         out.emit(&super::json::hash_summary(&out.job, &summary, ignored));
     } else if !out.quiet {

@@ -1,33 +1,45 @@
 //! `tally md5`: the MD5 of an object already in S3, without a local copy.
 
-use tokio_util::sync::CancellationToken;
-
-use super::output::{Output, on_workers, watch_signals};
+use super::job::Run;
+use super::output::on_workers;
 use crate::cli::Md5Args;
-use crate::error::{EXIT_ERROR, EXIT_OK, EXIT_UNFINISHED};
+use crate::error::{EXIT_ERROR, EXIT_OK, EXIT_UNFINISHED, Error};
 use crate::remote::md5::{self as remote_md5, Md5Options, Md5Report, Md5Source};
 use crate::remote::tags::TagOutcome;
-use crate::s3::SdkS3;
 use crate::vocab::ObjectUrl;
 
+/// A validated `tally md5`.
+pub(crate) struct Job {
+    target: ObjectUrl,
+    opts: Md5Options,
+}
+
+/// `tally md5 s3://...`'s flags checked.
+pub(crate) fn job(args: &Md5Args) -> Result<Job, Error> {
+    Ok(Job {
+        target: ObjectUrl::parse(&args.target)?,
+        opts: Md5Options {
+            state: args.state.clone(),
+            time_limit: args.time_limit,
+            tag: args.tag.clone(),
+            force_read: false,
+            meter: None,
+        },
+    })
+}
+
 /// `tally md5 s3://...`.
-pub(crate) fn run(args: &Md5Args, out: &Output, runtime: &tokio::runtime::Runtime) -> i32 {
-    let (target, conn) = (args.target.clone(), args.connection.to_connection());
+pub(crate) fn run(job: Job, run: &Run) -> i32 {
     // The object's bytes as they are read (its size is known once HEAD answers).
-    let progress = out.progress();
+    let progress = run.out.progress();
     progress.start_reading(0, "md5 of the object");
+    let Job { target, opts } = job;
     let opts = Md5Options {
-        state: args.state.clone(),
-        time_limit: args.time_limit,
-        tag: args.tag.clone(),
-        force_read: false,
         meter: progress.meter(),
+        ..opts
     };
-    let result = on_workers(runtime, async move {
-        let target = ObjectUrl::parse(&target)?;
-        let s3 = SdkS3::connect(&conn).await?;
-        let cancel = CancellationToken::new();
-        watch_signals(cancel.clone());
+    let (s3, cancel) = (run.s3.clone(), run.cancel.clone());
+    let result = on_workers(run.runtime, async move {
         remote_md5::remote_md5(&s3, &target, &opts, &cancel).await
     });
     progress.finish();
@@ -42,7 +54,7 @@ pub(crate) fn run(args: &Md5Args, out: &Output, runtime: &tokio::runtime::Runtim
     {
         eprintln!("tally: error: {e}");
     }
-    out.finish(result.map(|r| (print_md5(&r), r))).max(code)
+    run.out.finish(result.map(|r| (print_md5(&r), r))).max(code)
 }
 
 fn print_md5(r: &Md5Report) -> String {

@@ -1,11 +1,9 @@
 //! The one printer every command renders through: where reports go (text, or JSON with
 //! `--json`), progress on standard error, errors as one line, and the runtime plumbing the
-//! commands share (signals, logging, running on the workers).
+//! commands share (logging, running on the workers).
 
 use std::io::IsTerminal as _;
 use std::sync::{Arc, Mutex};
-
-use tokio_util::sync::CancellationToken;
 
 use crate::batch::report::{Action, FileLine, TreeReport};
 use crate::cli::OutputArgs;
@@ -154,6 +152,17 @@ impl Output {
         }
     }
 
+    /// A run refused before it started (its flags, its connection): the one error line, and the
+    /// last record as the command's report would end (`tree`: a tree's summary).
+    pub(crate) fn refuse(&self, e: Error, tree: bool) -> i32 {
+        if tree {
+            // The summary's words for a run that did something are not used on an error.
+            self.finish_tree(Err(e), "", "")
+        } else {
+            self.finish::<()>(Err(e))
+        }
+    }
+
     /// Prints a tree command's summary (a last JSON line with `--json`) and returns its exit code.
     pub(crate) fn finish_tree(
         &self,
@@ -207,27 +216,6 @@ pub(crate) fn init_logging(out: &OutputArgs) {
     } else {
         builder.try_init()
     };
-}
-
-/// The first Ctrl-C / SIGTERM cancels `token` (the upload stops and is kept for resuming); a second one
-/// exits at once.
-pub(crate) fn watch_signals(token: CancellationToken) {
-    tokio::spawn(async move {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler");
-        for round in 0..2 {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-            if round == 0 {
-                eprintln!("tally: stopping; press Ctrl-C again to exit at once");
-                token.cancel();
-            } else {
-                std::process::exit(EXIT_ERROR);
-            }
-        }
-    });
 }
 
 /// Runs `f` as a task on the runtime's worker threads, not on this one: the tasks of its

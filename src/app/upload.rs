@@ -1,38 +1,79 @@
 //! `tally upload`: one file, or every file of a folder; and how its report reads.
 
-use tokio_util::sync::CancellationToken;
-
-use super::output::{Output, human_bytes, print_file_hashes, watch_signals};
+use super::job::{Refused, Run};
+use super::output::{human_bytes, print_file_hashes};
 use crate::batch::upload::TreeConfig;
 use crate::cli::UploadArgs;
+use crate::config::UploadConfig;
 use crate::error::{EXIT_ERROR, EXIT_OK, Error};
-use crate::s3::SdkS3;
 use crate::upload::{self, Check, Method, UploadReport};
 
-/// `tally upload FILE|DIR s3://...`.
-pub(crate) fn run(args: &UploadArgs, out: &Output, runtime: &tokio::runtime::Runtime) -> i32 {
+/// A validated `tally upload`.
+pub(crate) enum Job {
+    /// One file (`force`: sent even when the object is already proven to be it).
+    File { cfg: UploadConfig, force: bool },
+    /// Every file of a folder.
+    Tree(TreeConfig),
+    /// `--dryrun` of one file: what the upload would do, reported as a tree of one.
+    PlanFile(UploadConfig),
+    /// `--dryrun` of a folder.
+    PlanTree(TreeConfig),
+}
+
+/// `tally upload FILE|DIR s3://...`'s flags checked.
+pub(crate) fn job(args: &UploadArgs) -> Result<Job, Refused> {
     if args.file.is_dir() {
-        if args.dryrun {
-            return runtime.block_on(super::dryrun::upload(args, out));
+        if args.dryrun && args.mhl {
+            return Err(Refused::tree(Error::Usage(
+                "--dryrun writes nothing, so no ASC MHL generation either: leave --mhl out".into(),
+            )));
         }
-        return runtime.block_on(upload_tree(args, out));
+        let cfg = tree_config(args).map_err(Refused::tree)?;
+        return Ok(if args.dryrun {
+            Job::PlanTree(cfg)
+        } else {
+            Job::Tree(cfg)
+        });
     }
     if args.dryrun {
-        return runtime.block_on(super::dryrun::upload_file(args, out));
+        return args.to_config().map(Job::PlanFile).map_err(Refused::tree);
     }
     if args.mhl {
-        return out.finish::<()>(Err(Error::Usage(format!(
+        return Err(Error::Usage(format!(
             "--mhl writes an ASC MHL generation for a directory; {} is not one: upload its folder",
             args.file.display()
-        ))));
+        ))
+        .into());
     }
     if args.tree.any() {
-        return out.finish::<()>(Err(Error::Usage(format!(
+        return Err(Error::Usage(format!(
             "--include, --exclude and --no-follow-symlinks need a directory; {} is not one",
             args.file.display()
-        ))));
+        ))
+        .into());
     }
-    let result = match runtime.block_on(upload(args, out)) {
+    Ok(Job::File {
+        cfg: args.to_config()?,
+        force: args.force,
+    })
+}
+
+/// Runs a `tally upload`.
+pub(crate) fn run(job: Job, run: &Run) -> i32 {
+    match job {
+        Job::File { cfg, force } => upload_file(&cfg, force, run),
+        Job::Tree(cfg) => run.runtime.block_on(upload_tree(&cfg, run)),
+        Job::PlanFile(cfg) => run.runtime.block_on(super::dryrun::upload_file(&cfg, run)),
+        Job::PlanTree(cfg) => run.runtime.block_on(super::dryrun::upload(&cfg, run)),
+    }
+}
+
+/// `tally upload FILE s3://...`.
+fn upload_file(cfg: &UploadConfig, force: bool, run: &Run) -> i32 {
+    let out = run.out;
+    let progress = out.progress();
+    let one = upload::one::upload_one(run.s3, cfg, force, progress.as_ref(), run.cancel);
+    let result = match run.runtime.block_on(one) {
         Ok(upload::one::One::Skipped(s)) => return out.finish(Ok((s.text(), s))),
         Ok(upload::one::One::Uploaded(r)) => Ok(*r),
         Err(e) => Err(e),
@@ -68,33 +109,15 @@ impl Proven {
     }
 }
 
-async fn upload(args: &UploadArgs, out: &Output) -> Result<upload::one::One, Error> {
-    let cfg = args.to_config()?;
-    let s3 = SdkS3::connect(&args.connection.to_connection()).await?;
-    let cancel = CancellationToken::new();
-    watch_signals(cancel.clone());
-    let progress = out.progress();
-    upload::one::upload_one(&s3, &cfg, args.force, progress.as_ref(), &cancel).await
-}
-
 /// `tally upload DIR s3://BUCKET/PREFIX/`: one line per file as it finishes (`--json`), failures
 /// and warnings on standard error as they happen, the grouped summary at the end.
-async fn upload_tree(args: &UploadArgs, out: &Output) -> i32 {
-    let cfg = match tree_config(args) {
-        Ok(c) => c,
-        Err(e) => return out.finish::<()>(Err(e)),
-    };
-    let s3 = match SdkS3::connect(&args.connection.to_connection()).await {
-        Ok(s) => s,
-        Err(e) => return out.finish::<()>(Err(e.into())),
-    };
-    let cancel = CancellationToken::new();
-    watch_signals(cancel.clone());
-    let progress = out.progress();
-    let on_line = out.tree_lines();
+async fn upload_tree(cfg: &TreeConfig, run: &Run<'_>) -> i32 {
+    let progress = run.out.progress();
+    let on_line = run.out.tree_lines();
     let result =
-        crate::batch::upload::upload_tree(&s3, &cfg, progress.as_ref(), &cancel, &on_line).await;
-    out.finish_tree(
+        crate::batch::upload::upload_tree(run.s3, cfg, progress.as_ref(), run.cancel, &on_line)
+            .await;
+    run.out.finish_tree(
         result,
         "every file is in S3 and proven",
         "nothing to upload: no files under the directory",
@@ -102,7 +125,7 @@ async fn upload_tree(args: &UploadArgs, out: &Output) -> i32 {
 }
 
 /// The tree upload's settings from the command line.
-pub(super) fn tree_config(args: &UploadArgs) -> Result<TreeConfig, Error> {
+fn tree_config(args: &UploadArgs) -> Result<TreeConfig, Error> {
     if args.manifest.is_some() {
         return Err(Error::Usage(
             "--manifest names one file's manifest; a directory's manifests go to the state directory (TALLY_STATE_DIR): leave --manifest out"

@@ -1,38 +1,47 @@
 //! `tally uploads` and `tally abort`: the multipart uploads in progress, and their end.
 
-use super::output::{Output, human_bytes};
-use crate::cli::{AbortArgs, UploadsArgs};
-use crate::s3::SdkS3;
-use crate::state::StateDir;
+use super::job::Run;
+use super::output::human_bytes;
+use crate::cli::AbortArgs;
+use crate::error::Error;
 use crate::uploads::{self, Aborted, UploadInfo};
 use crate::vocab::ObjectUrl;
 
+/// A validated `tally abort`.
+pub(crate) struct Abort {
+    target: ObjectUrl,
+    upload_id: Option<String>,
+    older_than: Option<std::time::Duration>,
+}
+
+/// `tally abort s3://...`'s flags checked.
+pub(crate) fn job(args: &AbortArgs) -> Result<Abort, Error> {
+    Ok(Abort {
+        target: ObjectUrl::parse(&args.target)?,
+        upload_id: args.upload_id.clone(),
+        older_than: args.all_older_than,
+    })
+}
+
 /// `tally uploads s3://BUCKET[/PREFIX]`.
-pub(crate) fn list(args: &UploadsArgs, out: &Output, runtime: &tokio::runtime::Runtime) -> i32 {
-    let result = runtime.block_on(async {
-        let target = ObjectUrl::parse(&args.target)?;
-        let s3 = SdkS3::connect(&args.connection.to_connection()).await?;
-        uploads::list(&s3, &target, &StateDir::from_env()).await
-    });
-    out.finish(result.map(|r| (print_uploads(&r), r)))
+pub(crate) fn list(target: &ObjectUrl, run: &Run) -> i32 {
+    let result = run
+        .runtime
+        .block_on(uploads::list(run.s3, target, run.state));
+    run.out.finish(result.map(|r| (print_uploads(&r), r)))
 }
 
 /// `tally abort s3://...`.
-pub(crate) fn abort(args: &AbortArgs, out: &Output, runtime: &tokio::runtime::Runtime) -> i32 {
-    let result = runtime.block_on(async {
-        let target = ObjectUrl::parse(&args.target)?;
-        let s3 = SdkS3::connect(&args.connection.to_connection()).await?;
-        let state = StateDir::from_env();
-        uploads::abort(
-            &s3,
-            &target,
-            args.upload_id.as_deref(),
-            args.all_older_than,
-            &state,
-        )
-        .await
-    });
-    out.finish(result.map(|r| (print_aborted(&r), r)))
+pub(crate) fn abort(job: &Abort, run: &Run) -> i32 {
+    let aborted = uploads::abort(
+        run.s3,
+        &job.target,
+        job.upload_id.as_deref(),
+        job.older_than,
+        run.state,
+    );
+    let result = run.runtime.block_on(aborted);
+    run.out.finish(result.map(|r| (print_aborted(&r), r)))
 }
 
 fn print_uploads(list: &[UploadInfo]) -> String {

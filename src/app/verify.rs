@@ -1,46 +1,90 @@
 //! `tally verify`: is this object this file (or every object of a prefix its file)?
 
-use tokio_util::sync::CancellationToken;
+use std::path::PathBuf;
 
-use super::output::{Output, watch_signals};
+use super::job::{Refused, Run};
+use crate::batch::verify::TreeVerify;
 use crate::cli::VerifyArgs;
 use crate::error::{EXIT_ERROR, EXIT_MISMATCH, EXIT_OK, Error};
-use crate::s3::SdkS3;
 use crate::verify::{self, Verdict, VerifyOptions, VerifyReport};
 use crate::vocab::ObjectUrl;
 
-/// `tally verify FILE|DIR s3://...`.
-pub(crate) fn run(args: &VerifyArgs, out: &Output, runtime: &tokio::runtime::Runtime) -> i32 {
+/// A validated `tally verify`.
+pub(crate) enum Job {
+    /// One file against one object.
+    File {
+        file: PathBuf,
+        target: ObjectUrl,
+        opts: VerifyOptions,
+    },
+    /// Every file of a folder against its object under a prefix.
+    Tree(TreeVerify),
+}
+
+/// `tally verify FILE|DIR s3://...`'s flags checked.
+pub(crate) fn job(args: &VerifyArgs) -> Result<Job, Refused> {
+    let opts = VerifyOptions {
+        download: args.download,
+        etag: args.etag,
+        wait: args.wait,
+        meter: None,
+    };
     if args.file.is_dir() {
-        return runtime.block_on(verify_tree(args, out));
+        return tree_job(args, opts).map_err(Refused::tree);
     }
     if args.tree.any() {
-        return out.finish::<()>(Err(Error::Usage(format!(
+        return Err(Error::Usage(format!(
             "--include, --exclude and --no-follow-symlinks need a directory; {} is not one",
             args.file.display()
-        ))));
+        ))
+        .into());
     }
+    Ok(Job::File {
+        file: args.file.clone(),
+        target: ObjectUrl::parse(&args.target)?,
+        opts,
+    })
+}
+
+fn tree_job(args: &VerifyArgs, opts: VerifyOptions) -> Result<Job, Error> {
+    let prefix = super::prefix_url(&args.target)?;
+    let walk = crate::tree::WalkOptions {
+        key_prefix_len: prefix.key.len(),
+        ..args.tree.walk_options()?
+    };
+    Ok(Job::Tree(TreeVerify {
+        root: args.file.clone(),
+        prefix,
+        walk,
+        opts,
+    }))
+}
+
+/// Runs a `tally verify`.
+pub(crate) fn run(job: Job, run: &Run) -> i32 {
+    match job {
+        Job::File { file, target, opts } => verify_file(&file, &target, opts, run),
+        Job::Tree(cfg) => run.runtime.block_on(verify_tree(&cfg, run)),
+    }
+}
+
+/// `tally verify FILE s3://BUCKET/KEY`.
+fn verify_file(file: &std::path::Path, target: &ObjectUrl, opts: VerifyOptions, run: &Run) -> i32 {
     // The local bytes as they are hashed or compared (none when only the size decides).
-    let progress = out.progress();
-    let size = std::fs::metadata(&args.file).map_or(0, |m| m.len());
+    let progress = run.out.progress();
+    let size = std::fs::metadata(file).map_or(0, |m| m.len());
     progress.start_reading(size, "verifying");
-    let result = runtime.block_on(async {
-        let target = ObjectUrl::parse(&args.target)?;
-        let s3 = SdkS3::connect(&args.connection.to_connection()).await?;
-        let opts = VerifyOptions {
-            download: args.download,
-            etag: args.etag,
-            wait: args.wait,
-            meter: progress.meter(),
-        };
-                let cancel = CancellationToken::new();
-                watch_signals(cancel.clone());
-                tokio::select! {
-                    r = verify::verify(&s3, &args.file, &target, &opts) => r,
-                    () = cancel.cancelled() => Err(Error::Stopped(
-                        "interrupted: verify changes nothing, so nothing is kept: run the same command again".into(),
-                    )),
-                }
+    let opts = VerifyOptions {
+        meter: progress.meter(),
+        ..opts
+    };
+    let result = run.runtime.block_on(async {
+        tokio::select! {
+            r = verify::verify(run.s3, file, target, &opts) => r,
+            () = run.cancel.cancelled() => Err(Error::Stopped(
+                "interrupted: verify changes nothing, so nothing is kept: run the same command again".into(),
+            )),
+        }
     });
     progress.finish();
     let code = match &result {
@@ -51,48 +95,28 @@ pub(crate) fn run(args: &VerifyArgs, out: &Output, runtime: &tokio::runtime::Run
         // Whatever went wrong, nothing was verified.
         Err(_) => EXIT_ERROR,
     };
-    out.finish(result.map(|r| (print_verify(&args.file, &r), r)))
+    run.out
+        .finish(result.map(|r| (print_verify(file, &r), r)))
         .max(code)
 }
 
 /// `tally verify DIR s3://BUCKET/PREFIX/`.
-async fn verify_tree(args: &VerifyArgs, out: &Output) -> i32 {
-    let run = async {
-        let prefix = super::prefix_url(&args.target)?;
-        let walk = crate::tree::WalkOptions {
-            key_prefix_len: prefix.key.len(),
-            ..args.tree.walk_options()?
-        };
-        let s3 = SdkS3::connect(&args.connection.to_connection()).await?;
-        let cancel = CancellationToken::new();
-        watch_signals(cancel.clone());
-        let opts = VerifyOptions {
-            download: args.download,
-            etag: args.etag,
-            wait: args.wait,
-            meter: None,
-        };
-        let progress = out.progress();
-        let on_line = out.tree_lines();
-        let cfg = crate::batch::verify::TreeVerify {
-            root: args.file.clone(),
-            prefix,
-            walk,
-            opts,
-        };
+async fn verify_tree(cfg: &TreeVerify, run: &Run<'_>) -> i32 {
+    let on_line = run.out.tree_lines();
+    let result = async {
+        let progress = run.out.progress();
         let mut report =
-            crate::batch::verify::verify_tree(&s3, &cfg, progress.as_ref(), &cancel, &on_line)
+            crate::batch::verify::verify_tree(run.s3, cfg, progress.as_ref(), run.cancel, &on_line)
                 .await?;
         if report.complete {
             // A folder carrying an ASC MHL history is also checked against it.
-            crate::batch::custody_check::check_folder(&args.file, None, &mut report, &on_line)
+            crate::batch::custody_check::check_folder(&cfg.root, None, &mut report, &on_line)
                 .await?;
         }
         Ok(report)
     };
-    let result = run.await;
-    out.finish_tree(
-        result,
+    run.out.finish_tree(
+        result.await,
         "every file is its object",
         "nothing to verify: no files under the directory",
     )

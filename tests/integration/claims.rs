@@ -3,8 +3,7 @@
 //! with the manifest's file), the others run the binary against Garage or LocalStack, through the
 //! counting proxy where the claim is about what is sent.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -217,99 +216,6 @@ async fn abort_all_older_than_aborts_only_the_old_uploads() {
 // ---------------------------------------------------------------------------------------------
 // The binary against real servers.
 
-/// A tally child whose output goes to files, so that the test can signal it by pid; killed when
-/// dropped.
-struct Signalled {
-    child: Option<Child>,
-    out: PathBuf,
-    err: PathBuf,
-}
-
-impl Signalled {
-    fn spawn(cmd: &mut Command, dir: &Path) -> Signalled {
-        let out = dir.join("child.stdout");
-        let err = dir.join("child.stderr");
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&out).unwrap())
-            .stderr(std::fs::File::create(&err).unwrap())
-            .spawn()
-            .unwrap();
-        Signalled {
-            child: Some(child),
-            out,
-            err,
-        }
-    }
-
-    fn stderr(&self) -> String {
-        std::fs::read_to_string(&self.err).unwrap_or_default()
-    }
-
-    /// Waits (bounded) for `file` to exist while the child runs.
-    fn wait_for_file(&mut self, file: &Path, what: &str) {
-        let until = Instant::now() + EVENT_BOUND;
-        while !file.exists() {
-            if let Some(st) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!(
-                    "tally ended ({st}) while the test waited for {what}: {}",
-                    self.stderr()
-                );
-            }
-            assert!(
-                Instant::now() < until,
-                "waited for {what}: it never happened"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    fn signal(&self, sig: &str) {
-        let pid = self.child.as_ref().unwrap().id().to_string();
-        let out = run_bounded(
-            Command::new("kill").args([sig, &pid]),
-            Duration::from_secs(30),
-            "kill",
-        );
-        assert!(out.status.success(), "kill {sig} {pid}: {}", stderr(&out));
-    }
-
-    /// Waits at most `bound` for the end; returns the exit code, stdout and stderr.
-    fn finish(mut self, bound: Duration) -> (Option<i32>, String, String) {
-        let mut child = self.child.take().unwrap();
-        let until = Instant::now() + bound;
-        let status = loop {
-            if let Some(st) = child.try_wait().unwrap() {
-                break st;
-            }
-            if Instant::now() >= until {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "tally did not end within {} s: {}",
-                    bound.as_secs(),
-                    self.stderr()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        };
-        (
-            status.code(),
-            std::fs::read_to_string(&self.out).unwrap_or_default(),
-            self.stderr(),
-        )
-    }
-}
-
-impl Drop for Signalled {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
 /// Intact part records in a manifest (lines after the header).
 fn records(manifest: &Path) -> u64 {
     std::fs::read(manifest)
@@ -340,11 +246,12 @@ fn sigterm_keeps_the_upload_and_the_same_command_resumes_it() {
     let mut cmd = s.command();
     cmd.args(args);
     seams.hold(&mut cmd, "part", &[3]);
-    let mut child = Signalled::spawn(&mut cmd, dir.path());
-    child.wait_for_file(&dir.path().join("seams/part-3.reached"), "seam part #3");
-    child.signal("-TERM");
-    let (code, _, err) = child.finish(TALLY_BOUND);
-    assert_eq!(code, Some(2), "{err}");
+    let mut child = Running::spawn(&mut cmd, "tally upload (held at part 3)");
+    seams.reached(&mut child, "part", 3);
+    child.signal("TERM");
+    let out = child.finish(TALLY_BOUND);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("tally: error: interrupted;"), "{err}");
     assert!(err.contains("kept for resuming"), "{err}");
     assert_eq!(

@@ -387,11 +387,7 @@ fn sigint_or_sigterm_stops_a_single_download_with_one_line_and_it_resumes() {
         seams.hold(&mut cmd, "dlpart", &[1]);
         let mut child = Running::spawn(&mut cmd, "tally download (held after part 1)");
         seams.reached(&mut child, "dlpart", 1);
-        let kill = std::process::Command::new("kill")
-            .args([&format!("-{sig}"), &child.pid().to_string()])
-            .status()
-            .unwrap();
-        assert!(kill.success());
+        child.signal(sig);
         let out = child.finish(TALLY_BOUND);
         let err = stderr(&out);
         assert_eq!(out.status.code(), Some(2), "SIG{sig}: {err}");

@@ -531,13 +531,18 @@ impl Running {
 
     /// Sends it SIGINT (Ctrl-C), as `kill -INT` does.
     pub fn interrupt(&self) {
-        let pid = self.pid().to_string();
+        self.signal("INT");
+    }
+
+    /// Sends it the signal `name` (`INT`, `TERM`), as `kill -NAME` does.
+    pub fn signal(&self, name: &str) {
+        let (pid, flag) = (self.pid().to_string(), format!("-{name}"));
         let out = run_bounded(
-            Command::new("kill").args(["-INT", &pid]),
+            Command::new("kill").args([&flag, &pid]),
             Duration::from_secs(30),
-            "kill -INT",
+            "kill",
         );
-        assert!(out.status.success(), "kill -INT {pid}: {}", stderr(&out));
+        assert!(out.status.success(), "kill {flag} {pid}: {}", stderr(&out));
     }
 
     /// Panics with its output if it has ended (`while` says what the test was waiting for).
