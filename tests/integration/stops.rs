@@ -98,17 +98,22 @@ fn ctrl_c_in_a_tree_leaves_files_not_started_not_failed() {
     let dir = s.temp_dir();
     let root = card(dir.path(), 30, 2);
     let seams = Seams::new(&dir.path().join("seams"));
+    let prefix = format!("{}/", unique("stops/ctrl-c"));
     let mut cmd = s.command();
-    cmd.args([
-        "upload",
-        root.to_str().unwrap(),
-        &s.url(&unique("stops/ctrl-c/")),
-    ])
-    .args(["--part-size", "5MiB", "--concurrency", "2", "--json"]);
+    cmd.args(["upload", root.to_str().unwrap(), &s.url(&prefix)])
+        .args(["--part-size", "5MiB", "--concurrency", "2", "--json"]);
     seams.hold(&mut cmd, "part", &[1]);
     let mut child = Running::spawn(&mut cmd, "tally");
     let reached = dir.path().join("seams/part-1.reached");
     child.wait_for("seam part #1", || reached.exists());
+    // Both big files have kept something (their multipart uploads) before the stop: a file
+    // stopped before that counts as not started, which would make the count below a race.
+    for big in ["A000.mov", "A001.mov"] {
+        let key = format!("{prefix}{big}");
+        child.wait_for(&format!("the upload of {key} in S3"), || {
+            s.uploads_in_progress(&key) == 1
+        });
+    }
     child.interrupt();
     child.wait_for_stderr(STOPPING);
     seams.go("part", 1);
