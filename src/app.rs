@@ -42,6 +42,7 @@ pub fn run(cli: Cli) -> i32 {
         return out.finish::<()>(Err(e));
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .max_blocking_threads(crate::exec::BLOCKING_THREADS)
         .enable_all()
         .build()
         .expect("a tokio runtime can be built");

@@ -66,6 +66,8 @@ impl Folders {
 pub(crate) struct Staged {
     /// The device and inode of the file written (its name is checked to still be it).
     pub(crate) id: (u64, u64),
+    /// Its temporary name: the destination's lock file (`DEST\tally-lock`, made by this run and
+    /// holding the bytes), or `DEST\tally-partial`.
     pub(crate) partial: PathBuf,
     pub(crate) target: PathBuf,
     pub(crate) lock: DestLock,
