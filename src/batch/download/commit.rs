@@ -1,5 +1,5 @@
 //! Group commit of a prefix download's small objects: each is written under its temporary name
-//! (`DEST\tally-partial`, not synced), then waits here; one `syncfs` of the file system makes the
+//! (`DEST\tally-lock` or `DEST\tally-partial`, not synced), then waits here; one `syncfs` of the file system makes the
 //! data of every file waiting durable at once, and only then is each renamed to its final name.
 //! The folders whose entries changed are synced once each at the end of the run ([`Folders`]).
 //!
