@@ -269,7 +269,6 @@ async fn one_object<C: S3Api>(
         prefix,
         root,
         opts,
-        stop,
         progress,
         ..
     } = *job;
@@ -324,10 +323,22 @@ async fn one_object<C: S3Api>(
         line.etag = Some(w.etag);
         return Ok(line);
     }
-    let in_tree = InTree(progress);
+    the_usual_way(job, s3, &obj, &target, line).await
+}
+
+/// Downloads `obj` to `target` as `tally download` fetches one object (HEAD, parts, journal),
+/// into `line`.
+async fn the_usual_way<C: S3Api>(
+    job: &Job<'_>,
+    s3: &C,
+    obj: &ObjectUrl,
+    target: &Path,
+    mut line: FileLine,
+) -> Result<FileLine, (FileLine, Error)> {
+    let in_tree = InTree(job.progress);
     let result = tokio::select! {
-        r = download_to(engine, s3, &obj, &target, opts, &in_tree) => r,
-        () = stop.cancelled() => Err(Error::Interrupted),
+        r = download_to(job.engine, s3, obj, target, job.opts, &in_tree) => r,
+        () = job.stop.cancelled() => Err(Error::Interrupted),
     };
     match result {
         Ok(r) => said(&mut line, r),
