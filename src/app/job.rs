@@ -172,6 +172,7 @@ pub(crate) fn run(job: Job, out: &Output) -> i32 {
 
 fn runtime() -> Runtime {
     tokio::runtime::Builder::new_multi_thread()
+        .max_blocking_threads(crate::exec::BLOCKING_THREADS)
         .enable_all()
         .build()
         .expect("a tokio runtime can be built")

@@ -27,10 +27,13 @@ use crate::download::{DownloadOptions, download_to};
 mod commit;
 pub(crate) mod small;
 
-/// Objects downloaded at once at least (their parts share the engine's request slots). Twice
-/// `--concurrency` are in flight: a small object waiting for its group's sync holds no request
-/// slot, and the next GETs go on meanwhile.
+/// Objects downloaded at once at least (their parts share the engine's request slots); see
+/// [`active_objects`] and [`in_flight`].
 pub(crate) const OBJECTS_IN_FLIGHT: usize = 16;
+
+/// Small objects waiting for their group's sync beyond the active ones, at most (each holds a
+/// file descriptor).
+const WAITING_MAX: usize = 256;
 
 /// Why `rel` (a key below the prefix) cannot name a file inside the destination folder.
 pub(crate) fn unsafe_because(rel: &str) -> Option<&'static str> {
@@ -62,8 +65,9 @@ pub(crate) fn unsafe_because(rel: &str) -> Option<&'static str> {
 }
 
 /// Creates the folders of `rel`'s parent under `root`, one level at a time, refusing anything in
-/// the way that is not a real folder (a file, a symbolic link). Blocking.
-fn make_folders(root: &Path, rel: &str) -> Result<PathBuf, String> {
+/// the way that is not a real folder (a file, a symbolic link): the file's path, and whether
+/// something is there already. Blocking.
+fn make_folders(root: &Path, rel: &str) -> Result<(PathBuf, bool), String> {
     let mut at = root.to_owned();
     let segments: Vec<&str> = rel.split('/').collect();
     for seg in &segments[..segments.len() - 1] {
@@ -89,13 +93,14 @@ fn make_folders(root: &Path, rel: &str) -> Result<PathBuf, String> {
         }
     }
     let target = at.join(segments[segments.len() - 1]);
-    if std::fs::symlink_metadata(&target).is_ok_and(|m| m.file_type().is_symlink()) {
+    let there = std::fs::symlink_metadata(&target);
+    if there.as_ref().is_ok_and(|m| m.file_type().is_symlink()) {
         return Err(format!(
             "{} is a symbolic link: tally does not write through it",
             target.display()
         ));
     }
-    Ok(target)
+    Ok((target, there.is_ok()))
 }
 
 /// Downloads every object under `prefix` (a key that is empty or ends in `/`) into `dir`,
@@ -118,35 +123,11 @@ pub(crate) async fn download_tree<C: S3Api>(
     // What the listing said of each object's ETag, until the object's turn (at most the objects
     // in progress wait here).
     let etags = std::sync::Mutex::new(std::collections::HashMap::new());
-    let etags = &etags;
-    // One page of the listing at a time: a prefix of millions of objects is never held whole.
-    let entries = Box::pin(
-        crate::remote::listing::objects(&limited, &prefix.bucket, &prefix.key)
-            .try_filter(|o| {
-                let rel = &o.key[prefix.key.len().min(o.key.len())..];
-                std::future::ready(opts.filters.allows_file(rel))
-            })
-            .map_ok(|o| {
-                let rel = o.key[prefix.key.len().min(o.key.len())..].to_owned();
-                if let Some(e) = o.etag.filter(|e| small::fits(o.size, Some(e))) {
-                    etags
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .insert(rel.clone(), e);
-                }
-                Found::File(FileEntry {
-                    path: root.join(&rel),
-                    rel,
-                    size: o.size,
-                    mtime_ns: 0,
-                    dev: 0,
-                    ino: 0,
-                })
-            }),
-    );
+    let entries = Box::pin(listed(&limited, prefix, &root, opts, &etags));
     let stop = cancel.child_token();
     let mut report = TreeReport::new(prefix);
     let commits = commit::Commits::new(&root);
+    let active = tokio::sync::Semaphore::new(active_objects(opts.concurrency));
     let job = Job {
         engine: &engine,
         prefix,
@@ -155,11 +136,12 @@ pub(crate) async fn download_tree<C: S3Api>(
         stop: &stop,
         progress,
         commits: &commits,
+        active: &active,
     };
     let job = &job;
     let fatal = crate::batch::run::run(
         entries,
-        (2 * opts.concurrency).max(OBJECTS_IN_FLIGHT),
+        in_flight(opts.concurrency),
         &stop,
         progress,
         &mut report,
@@ -180,6 +162,55 @@ pub(crate) async fn download_tree<C: S3Api>(
     blocking(move || commits.sync_folders().map_err(|e| dest_error(&r, &e))).await?;
     let bytes = report.downloaded_bytes;
     report.end(started, bytes, fatal, cancel)
+}
+
+/// Objects downloading at once (started, not yet written): twice `--concurrency`, so that the
+/// next objects' GETs are ready when a slot frees.
+fn active_objects(concurrency: usize) -> usize {
+    (2 * concurrency).max(OBJECTS_IN_FLIGHT)
+}
+
+/// Objects in flight: the [`active_objects`], and as many again (at most [`WAITING_MAX`]) for
+/// small objects written and waiting for their group's sync, which hold no request slot, no byte
+/// budget and no active place, only their lock's descriptor. Without that room a group's sync
+/// (a few ms, once 1.5 s on a busy disk) filled the places and the GETs stalled behind it.
+fn in_flight(concurrency: usize) -> usize {
+    let active = active_objects(concurrency);
+    active + active.min(WAITING_MAX)
+}
+
+/// The listing of `prefix` (through `s3`, one page at a time: a prefix of millions of objects is
+/// never held whole), filtered, as the entries of the run; each small object's ETag noted in
+/// `etags` for its turn.
+fn listed<'a, C: S3Api>(
+    s3: &'a C,
+    prefix: &'a ObjectUrl,
+    root: &'a Path,
+    opts: &'a DownloadOptions,
+    etags: &'a std::sync::Mutex<std::collections::HashMap<String, crate::vocab::ETag>>,
+) -> impl futures::Stream<Item = Result<Found, Error>> + 'a {
+    crate::remote::listing::objects(s3, &prefix.bucket, &prefix.key)
+        .try_filter(|o| {
+            let rel = &o.key[prefix.key.len().min(o.key.len())..];
+            std::future::ready(opts.filters.allows_file(rel))
+        })
+        .map_ok(|o| {
+            let rel = o.key[prefix.key.len().min(o.key.len())..].to_owned();
+            if let Some(e) = o.etag.filter(|e| small::fits(o.size, Some(e))) {
+                etags
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(rel.clone(), e);
+            }
+            Found::File(FileEntry {
+                path: root.join(&rel),
+                rel,
+                size: o.size,
+                mtime_ns: 0,
+                dev: 0,
+                ino: 0,
+            })
+        })
 }
 
 /// The destination folder `d`, made if it does not exist yet (as `aws s3 cp --recursive` does).
@@ -222,6 +253,9 @@ struct Job<'a> {
     progress: &'a dyn Progress,
     /// The small objects' group commits, and the folders their renames changed.
     commits: &'a commit::Commits,
+    /// The places of the objects downloading ([`active_objects`]); a small object gives its place
+    /// up once written, while it waits for its group's sync.
+    active: &'a tokio::sync::Semaphore,
 }
 
 async fn one_object<C: S3Api>(
@@ -235,7 +269,6 @@ async fn one_object<C: S3Api>(
         prefix,
         root,
         opts,
-        stop,
         progress,
         ..
     } = *job;
@@ -257,13 +290,13 @@ async fn one_object<C: S3Api>(
         line.exit_code = EXIT_ERROR;
         return Ok(line);
     }
+    let place = job
+        .active
+        .acquire()
+        .await
+        .expect("the active places are never closed");
     let (r, rel) = (root.to_owned(), entry.rel.clone());
-    let made = blocking(move || {
-        make_folders(&r, &rel).map(|t| {
-            let there = std::fs::symlink_metadata(&t).is_ok();
-            (t, there)
-        })
-    });
+    let made = blocking(move || make_folders(&r, &rel));
     let (target, there) = match made.await {
         Ok(t) => t,
         Err(why) => {
@@ -273,8 +306,15 @@ async fn one_object<C: S3Api>(
         }
     };
     if let Some(etag) = etag.filter(|_| !opts.force && !there)
-        && let Some(w) =
-            small::fetch(engine, s3, &obj, &target, (entry.size, &etag), job.commits).await
+        && let Some(w) = small::fetch(
+            engine,
+            s3,
+            &obj,
+            &target,
+            (entry.size, &etag),
+            (job.commits, place),
+        )
+        .await
     {
         progress.part_done(entry.size);
         line.action = Action::Downloaded;
@@ -283,10 +323,22 @@ async fn one_object<C: S3Api>(
         line.etag = Some(w.etag);
         return Ok(line);
     }
-    let in_tree = InTree(progress);
+    the_usual_way(job, s3, &obj, &target, line).await
+}
+
+/// Downloads `obj` to `target` as `tally download` fetches one object (HEAD, parts, journal),
+/// into `line`.
+async fn the_usual_way<C: S3Api>(
+    job: &Job<'_>,
+    s3: &C,
+    obj: &ObjectUrl,
+    target: &Path,
+    mut line: FileLine,
+) -> Result<FileLine, (FileLine, Error)> {
+    let in_tree = InTree(job.progress);
     let result = tokio::select! {
-        r = download_to(engine, s3, &obj, &target, opts, &in_tree) => r,
-        () = stop.cancelled() => Err(Error::Interrupted),
+        r = download_to(job.engine, s3, obj, target, job.opts, &in_tree) => r,
+        () = job.stop.cancelled() => Err(Error::Interrupted),
     };
     match result {
         Ok(r) => said(&mut line, r),
@@ -474,7 +526,7 @@ mod tests {
         std::fs::create_dir_all(&outside).unwrap();
         assert_eq!(
             make_folders(&root, "a/b/c.mov").unwrap(),
-            root.join("a/b/c.mov")
+            (root.join("a/b/c.mov"), false)
         );
         assert!(root.join("a/b").is_dir());
         std::os::unix::fs::symlink(&outside, root.join("link")).unwrap();

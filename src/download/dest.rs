@@ -88,6 +88,38 @@ impl DestLock {
         Self::acquire_io(dest).map_err(|e| io_error(&lock_path(dest), &e))?
     }
 
+    /// The lock of `dest` as a file made now, empty and this run's alone (created exclusively,
+    /// never through a link, with `mode` less the umask), or `None` when something is at the
+    /// lock's name already (take [`DestLock::acquire`] then). A small object of a prefix download
+    /// writes its bytes into this file and renames it to `dest`: one new file per object, none
+    /// removed. Whoever holds or waits for a lock checks that the lock's name still names its file
+    /// ([`crate::fsx::is_same_file`]), so a lock renamed away is a lock released. Blocking.
+    pub(crate) fn create_fresh(dest: &Path, mode: u32) -> std::io::Result<Option<DestLock>> {
+        let path = lock_path(dest);
+        let file = match crate::fsx::create_new(&path, mode) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        match file.try_lock() {
+            Ok(()) => {}
+            // Another run opened it between the create and the lock: it is theirs.
+            Err(std::fs::TryLockError::WouldBlock) => return Ok(None),
+            Err(std::fs::TryLockError::Error(e)) => return Err(e),
+        }
+        Ok(Some(DestLock { path, file }))
+    }
+
+    /// The lock file, open for reading and writing.
+    pub(crate) fn file(&self) -> &File {
+        &self.file
+    }
+
+    /// The lock's name, `DEST\tally-lock`.
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// The lock, or the refusal (held by another run), or the I/O error that kept tally from
     /// making the lock file.
     fn acquire_io(dest: &Path) -> std::io::Result<Result<DestLock, Error>> {

@@ -1,5 +1,5 @@
 //! Group commit of a prefix download's small objects: each is written under its temporary name
-//! (`DEST\tally-partial`, not synced), then waits here; one `syncfs` of the file system makes the
+//! (`DEST\tally-lock` or `DEST\tally-partial`, not synced), then waits here; one `syncfs` of the file system makes the
 //! data of every file waiting durable at once, and only then is each renamed to its final name.
 //! The folders whose entries changed are synced once each at the end of the run ([`Folders`]).
 //!
@@ -66,6 +66,8 @@ impl Folders {
 pub(crate) struct Staged {
     /// The device and inode of the file written (its name is checked to still be it).
     pub(crate) id: (u64, u64),
+    /// Its temporary name: the destination's lock file (`DEST\tally-lock`, made by this run and
+    /// holding the bytes), or `DEST\tally-partial`.
     pub(crate) partial: PathBuf,
     pub(crate) target: PathBuf,
     pub(crate) lock: DestLock,

@@ -7,9 +7,10 @@
 //! with checksum mode on. Its bytes are hashed once (MD5, and the reply's full-object checksum
 //! algorithm when the reply carries one) and must match: the checksum the GET's reply carries,
 //! and the ETag (the MD5 of the bytes the server stored). Only then is the file written, under a
-//! temporary name no key can produce (`DEST\tally-partial`, created with `O_EXCL|O_NOFOLLOW`,
-//! under the destination's lock), its data synced with its group, and renamed to DEST (checked
-//! again to be nothing else). So after a crash no file is half-written under its final name; after the
+//! temporary name no key can produce (the destination's lock file `DEST\tally-lock` itself when
+//! this run creates it, with `O_EXCL|O_NOFOLLOW`; else `DEST\tally-partial`, created so, under
+//! the lock), its data synced with its group, and renamed to DEST (checked again to be nothing
+//! else). So after a crash no file is half-written under its final name; after the
 //! run's last folder is synced (before exit 0), every file is durable.
 //!
 //! Anything this path cannot decide (DEST already there, an ETag the bytes do not give and no
@@ -58,7 +59,7 @@ pub(crate) async fn fetch<C: S3Api>(
     obj: &ObjectUrl,
     target: &Path,
     (size, etag): (u64, &ETag),
-    commits: &Commits,
+    (commits, place): (&Commits, tokio::sync::SemaphorePermit<'_>),
 ) -> Option<Written> {
     let held = engine.reserve(size).await;
     let (body, reply) = get_whole(engine, s3, obj, size, etag).await?;
@@ -78,8 +79,9 @@ pub(crate) async fn fetch<C: S3Api>(
     });
     let written = async {
         let staged = staged.await?;
-        // Written: its bytes leave the budget while it waits for its group's sync.
-        drop(held);
+        // Written: its bytes leave the budget, and it gives its place up to the next object,
+        // while it waits for its group's sync.
+        drop((held, place));
         match staged {
             Some((checked, s)) => Ok(commits.put(s).await?.then_some(checked)),
             None => Ok(None),
@@ -160,35 +162,137 @@ fn judge(
     Some(checked)
 }
 
-/// Writes `body` as `DEST\tally-partial` (created exclusively, never through a link) under the
-/// destination's lock, not synced: [`Commits::put`] makes it durable and renames it. `None` when
-/// something is at `target` already (nothing written). Blocking.
+/// Writes `body` under a temporary name beside `target`, not synced: [`Commits::put`] makes it
+/// durable and renames it. The temporary is the destination's lock file itself when this run
+/// creates it (one new file per object, nothing removed: a lock file made and removed beside each
+/// file cost ext4 an inode allocated and freed per object), else `DEST\tally-partial` (created
+/// exclusively, never through a link) under the lock taken the usual way. `None` when something
+/// is at `target` already (nothing written). Blocking.
 fn stage(target: &Path, body: &[u8]) -> Result<Option<Staged>, Error> {
-    use std::io::Write as _;
-    let partial = dest::partial_path(target);
-    let lock = dest::DestLock::acquire(target)?;
+    let fresh = dest::DestLock::create_fresh(target, 0o666)
+        .map_err(|e| dest::io_error(&dest::lock_path(target), &e))?;
+    let (lock, temp) = match fresh {
+        Some(lock) => {
+            let temp = lock.path().to_owned();
+            (lock, temp)
+        }
+        None => (dest::DestLock::acquire(target)?, dest::partial_path(target)),
+    };
     dest::check_target(target)?;
     if std::fs::symlink_metadata(target).is_ok() {
         return Ok(None);
     }
-    // Whatever is at the temporary name was not left by a run that can resume it (no journal
-    // is written for a small object): removed, never followed.
+    let partial = dest::partial_path(target);
+    // Whatever is at the partial name was not left by a run that can resume it (no journal is
+    // written for a small object): removed, never followed.
     let _ = std::fs::remove_file(&partial);
-    let mut file =
-        crate::fsx::create_new(&partial, 0o666).map_err(|e| dest::io_error(&partial, &e))?;
-    use std::os::unix::fs::MetadataExt as _;
-    let id = file.write_all(body).and_then(|()| file.metadata());
-    let id = match id {
-        Ok(m) => (m.dev(), m.ino()),
+    let written = if temp == partial {
+        let file =
+            crate::fsx::create_new(&partial, 0o666).map_err(|e| dest::io_error(&partial, &e))?;
+        write_id(&file, body)
+    } else {
+        write_id(lock.file(), body)
+    };
+    let id = match written {
+        Ok(id) => id,
         Err(e) => {
-            let _ = std::fs::remove_file(&partial);
+            let _ = std::fs::remove_file(&temp);
             return Err(dest::io_error(target, &e));
         }
     };
     Ok(Some(Staged {
         id,
-        partial,
+        partial: temp,
         target: target.to_owned(),
         lock,
     }))
+}
+
+/// Writes `body` into `file` (new and empty); its device and inode.
+fn write_id(mut file: &std::fs::File, body: &[u8]) -> std::io::Result<(u64, u64)> {
+    use std::io::Write as _;
+    use std::os::unix::fs::MetadataExt as _;
+    file.write_all(body)?;
+    let m = file.metadata()?;
+    Ok((m.dev(), m.ino()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temporaries(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.contains(crate::fsx::MARK))
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[tokio::test]
+    async fn a_fresh_lock_holds_the_bytes_excludes_others_and_is_renamed_into_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("frame.dpx");
+        let s = stage(&target, b"the bytes").unwrap().unwrap();
+        assert_eq!(
+            s.partial,
+            dest::lock_path(&target),
+            "the lock holds the bytes"
+        );
+        assert_eq!(
+            std::fs::read(dest::lock_path(&target)).unwrap(),
+            b"the bytes"
+        );
+        assert!(
+            !target.exists(),
+            "nothing under the final name before the commit"
+        );
+        // Held while it waits: another download of the same file is refused.
+        let other = dest::DestLock::acquire(&target).unwrap_err().to_string();
+        assert!(other.contains("another tally"), "{other}");
+        let commits = Commits::new(dir.path());
+        assert!(commits.put(s).await.unwrap());
+        assert_eq!(std::fs::read(&target).unwrap(), b"the bytes");
+        assert!(
+            temporaries(dir.path()).is_empty(),
+            "{:?}",
+            temporaries(dir.path())
+        );
+        // Renamed away, the lock is released: the next run takes a new one.
+        drop(dest::DestLock::acquire(&target).unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_lock_already_there_sends_the_bytes_to_the_partial_name_and_is_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("frame.dpx");
+        // A crashed run's lock, holding some bytes.
+        std::fs::write(dest::lock_path(&target), b"half").unwrap();
+        let s = stage(&target, b"the bytes").unwrap().unwrap();
+        assert_eq!(s.partial, dest::partial_path(&target));
+        let commits = Commits::new(dir.path());
+        assert!(commits.put(s).await.unwrap());
+        assert_eq!(std::fs::read(&target).unwrap(), b"the bytes");
+        assert!(
+            temporaries(dir.path()).is_empty(),
+            "{:?}",
+            temporaries(dir.path())
+        );
+    }
+
+    #[test]
+    fn nothing_is_written_when_the_target_is_there() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("frame.dpx");
+        std::fs::write(&target, b"someone's").unwrap();
+        assert!(stage(&target, b"the bytes").unwrap().is_none());
+        assert_eq!(std::fs::read(&target).unwrap(), b"someone's");
+        assert!(
+            temporaries(dir.path()).is_empty(),
+            "{:?}",
+            temporaries(dir.path())
+        );
+    }
 }
