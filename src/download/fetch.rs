@@ -132,10 +132,12 @@ pub(crate) async fn part<C: ObjectRead>(
                 return Err(Error::s3("GetObject", Some(number), None)(e));
             }
             Err(Failed::S3(e)) => Error::s3("GetObject", Some(number), None)(e),
-            Err(Failed::Length(got)) => match wrong_length(ctx, number, &range, by_number, got) {
-                Some(e) => e,
-                None => continue,
-            },
+            Err(Failed::Length(got)) => {
+                match wrong_length(ctx, number, &range, by_number.is_some(), got) {
+                    Some(e) => e,
+                    None => continue,
+                }
+            }
         };
         tracing::info!(part = number, attempt, error = %failure, "part fetch failed");
         if !backoff.wait().await {
@@ -202,11 +204,11 @@ fn wrong_length(
     ctx: &Ctx<'_>,
     number: u32,
     range: &Range<u64>,
-    by_number: Option<u32>,
+    by_number: bool,
     got: u64,
 ) -> Option<Error> {
     let len = range.end - range.start;
-    if by_number.is_some() && got > len {
+    if by_number && got > len {
         if !ctx.by_range.swap(true, Ordering::Relaxed) {
             ctx.progress.note(&format!(
                 "the server answered GET ?partNumber={number} with more than the part's {len} \

@@ -503,6 +503,37 @@ mod tests {
         }
     }
 
+    /// `len` bytes written to `dir/master.mov` and the settings to upload them to
+    /// `s3://bkt/master.mov` in parts of 5 MiB, 2 at a time, with SHA-256.
+    fn master(dir: &std::path::Path, len: u64, step: u64) -> (Vec<u8>, UploadConfig) {
+        let file = dir.join("master.mov");
+        let bytes: Vec<u8> = (0..len).map(|i| (i * step % 251) as u8).collect();
+        std::fs::write(&file, &bytes).unwrap();
+        let cfg = UploadConfig::new(
+            file,
+            "s3://bkt/master.mov",
+            5 * MIB,
+            2,
+            ChecksumAlgorithm::Sha256,
+        )
+        .unwrap();
+        (bytes, cfg)
+    }
+
+    /// Worker `index` of the plan `p` at `at`, 2 parts at a time.
+    fn worker(at: &PlanAt, p: &ShardPlan, index: u32) -> super::super::run::Worker {
+        super::super::run::Worker {
+            at: at.clone(),
+            plan: p.clone(),
+            assigned: super::super::Assigned {
+                index,
+                from: "--index",
+            },
+            file: None,
+            concurrency: 2,
+        }
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_plan_in_s3_is_read_back_until_the_read_returns_what_was_written() {
         // The first two HEADs see a stale, empty object: the plan is read again, with backoff,
@@ -525,20 +556,8 @@ mod tests {
     async fn slices_sent_in_any_order_complete_once_every_part_is_there() {
         use crate::progress::Silent;
         let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("master.mov");
-        let bytes: Vec<u8> = (0..13 * 5 * MIB - 7)
-            .map(|i| (i * 31 % 251) as u8)
-            .collect();
-        std::fs::write(&file, &bytes).unwrap();
+        let (bytes, cfg) = master(dir.path(), 13 * 5 * MIB - 7, 31);
         let fake = FakeS3::default();
-        let cfg = UploadConfig::new(
-            file.clone(),
-            "s3://bkt/master.mov",
-            5 * MIB,
-            2,
-            ChecksumAlgorithm::Sha256,
-        )
-        .unwrap();
         let at = PlanAt::File(dir.path().join("plan.json"));
         let report = plan(&fake, &cfg, 4, false, &at).await.unwrap();
         assert_eq!(report.slices, vec![(1, 3), (4, 6), (7, 9), (10, 13)]);
@@ -557,16 +576,7 @@ mod tests {
         );
         let p = read(&fake, &at).await.unwrap();
         let cancel = tokio_util::sync::CancellationToken::new();
-        let worker = |index| super::super::run::Worker {
-            at: at.clone(),
-            plan: p.clone(),
-            assigned: super::super::Assigned {
-                index,
-                from: "--index",
-            },
-            file: None,
-            concurrency: 2,
-        };
+        let worker = |index| worker(&at, &p, index);
         for i in [2, 0] {
             let r = super::super::run(&fake, &worker(i), &Silent, &cancel)
                 .await
@@ -601,34 +611,14 @@ mod tests {
     async fn a_part_a_worker_sent_twice_is_sent_once_more_before_the_worker_ends() {
         use crate::progress::Silent;
         let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("master.mov");
-        let bytes: Vec<u8> = (0..4 * 5 * MIB + 3).map(|i| (i * 7 % 253) as u8).collect();
-        std::fs::write(&file, &bytes).unwrap();
+        let (bytes, cfg) = master(dir.path(), 4 * 5 * MIB + 3, 7);
         let fake = FakeS3::default();
-        let cfg = UploadConfig::new(
-            file.clone(),
-            "s3://bkt/master.mov",
-            5 * MIB,
-            2,
-            ChecksumAlgorithm::Sha256,
-        )
-        .unwrap();
         let at = PlanAt::File(dir.path().join("plan.json"));
         plan(&fake, &cfg, 1, false, &at).await.unwrap();
         let p = read(&fake, &at).await.unwrap();
-        let worker = super::super::run::Worker {
-            at: at.clone(),
-            plan: p.clone(),
-            assigned: super::super::Assigned {
-                index: 0,
-                from: "--index",
-            },
-            file: None,
-            concurrency: 2,
-        };
         fake.leave_dropped_copy(3);
         let cancel = tokio_util::sync::CancellationToken::new();
-        let r = super::super::run(&fake, &worker, &Silent, &cancel)
+        let r = super::super::run(&fake, &worker(&at, &p, 0), &Silent, &cancel)
             .await
             .unwrap();
         assert_eq!(r.parts_sent, 5);

@@ -57,12 +57,24 @@ pub(crate) async fn complete<C: S3Api>(
             "the server refused the parts (InvalidPart): it kept a dropped copy of part(s) \
              {twice:?}, sent twice; sending them once more, then completing again"
         ));
-        let again = done
-            .iter_mut()
-            .filter(|d| d.sent_twice)
-            .map(|d| send_again(run, start, d));
-        futures::future::try_join_all(again).await?;
+        send_twice_sent_again(run, start, done).await?;
     }
+}
+
+/// Sends every part of `done` that went out twice once more, side by side; how many.
+pub(super) async fn send_twice_sent_again<C: S3Api>(
+    run: &Run<'_, C>,
+    start: &Session,
+    done: &mut [DonePart],
+) -> Result<usize, Error> {
+    let again: Vec<_> = done
+        .iter_mut()
+        .filter(|d| d.sent_twice)
+        .map(|d| send_again(run, start, d))
+        .collect();
+    let n = again.len();
+    futures::future::try_join_all(again).await?;
+    Ok(n)
 }
 
 /// Whether `e` is CompleteMultipartUpload's `InvalidPart`.
@@ -71,7 +83,7 @@ fn invalid_part(e: &Error) -> bool {
 }
 
 /// Sends `d`'s part once more, alone, and checks and journals the reply as any part's.
-pub(super) async fn send_again<C: S3Api>(
+async fn send_again<C: S3Api>(
     run: &Run<'_, C>,
     start: &Session,
     d: &mut DonePart,

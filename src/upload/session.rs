@@ -157,14 +157,7 @@ impl Session {
         run: &Run<'_, C>,
         done: &mut [DonePart],
     ) -> Result<usize, Error> {
-        let again: Vec<_> = done
-            .iter_mut()
-            .filter(|d| d.sent_twice)
-            .map(|d| reconcile::send_again(run, self, d))
-            .collect();
-        let n = again.len();
-        futures::future::try_join_all(again).await?;
-        Ok(n)
+        reconcile::send_twice_sent_again(run, self, done).await
     }
 }
 
