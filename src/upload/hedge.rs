@@ -15,6 +15,14 @@
 //! [`SLOW`]. A part whose body is all handed over (it waits for S3's answer) is never called slow,
 //! and a part is re-sent at most once.
 //!
+//! A pause is not a straggler: a server busy for a moment holds some connections still for a
+//! second or a few (measured through the link emulator on a loaded 2-core machine: gaps of 1-5.7
+//! s in a part's progress, and every part re-sent for one lost to its first attempt, which then
+//! cost a round of re-sends at Complete on Garage). So an attempt is sent again only once it has
+//! been slow for [`PATIENCE`] of the time a whole part takes at the median rate (or the window,
+//! when that is longer): a re-send then costs at most about a quarter of a part's time more than
+//! an ideal one, and a pause shorter than that is waited out.
+//!
 //! A busy client is not a slow link: when tally's own threads are starved (hashing on every
 //! core, a loaded machine), some parts' bodies are polled late and look slow against the rest,
 //! and re-sending them only adds work (measured: 127 UploadParts for 64 parts at 50 MB/s per
@@ -50,6 +58,10 @@ pub(crate) const LATE: Duration = Duration::from_millis(100);
 /// At most one attempt in this many in flight is a re-send (at least one).
 pub(crate) const SHARE: usize = 8;
 
+/// The share of a whole part's time (at the median rate) an attempt must have been slow before
+/// it is sent again: a connection that pauses for less (a server busy for a moment) goes on.
+pub(crate) const PATIENCE: f64 = 0.25;
+
 /// The rates of the attempts in flight of one transfer.
 #[derive(Debug, Default)]
 pub(crate) struct Flights {
@@ -78,6 +90,7 @@ impl Flights {
             moved,
             len,
             samples: VecDeque::new(),
+            slow_since: None,
         }
     }
 
@@ -110,24 +123,31 @@ impl Flights {
             .map(|_| Resend(self))
     }
 
-    /// Publishes `id`'s rate; whether it is slow against the others'.
-    fn slow(&self, id: u64, rate: Option<f64>) -> bool {
+    /// Publishes `id`'s rate; when it is slow against the others', their median.
+    fn slow(&self, id: u64, rate: Option<f64>) -> Option<f64> {
         let mut rates = self.rates.lock().expect("flights");
         if let Some(r) = rates.iter_mut().find(|(i, _)| *i == id) {
             r.1 = rate;
         }
-        let Some(rate) = rate else { return false };
+        let rate = rate?;
         let mut known: Vec<f64> = rates.iter().filter_map(|(_, r)| *r).collect();
         drop(rates);
-        is_slow(rate, &mut known)
+        let median = slow_against(rate, &mut known)?;
+        tracing::debug!(
+            rate,
+            median,
+            peers = known.len(),
+            "an attempt is slow against its peers"
+        );
+        Some(median)
     }
 }
 
-/// Whether `rate` is slow among `rates` (its own included): at least [`MIN_PEERS`] of them, and
-/// under their median divided by [`SLOW`].
-fn is_slow(rate: f64, rates: &mut [f64]) -> bool {
+/// When `rate` is slow among `rates` (its own included), their median: at least [`MIN_PEERS`] of
+/// them, and `rate` under their median divided by [`SLOW`].
+fn slow_against(rate: f64, rates: &mut [f64]) -> Option<f64> {
     if rates.len() < MIN_PEERS {
-        return false;
+        return None;
     }
     rates.sort_by(f64::total_cmp);
     let mid = rates.len() / 2;
@@ -136,7 +156,15 @@ fn is_slow(rate: f64, rates: &mut [f64]) -> bool {
     } else {
         rates[mid]
     };
-    rate < median / SLOW
+    (rate < median / SLOW).then_some(median)
+}
+
+/// How long an attempt of `len` bytes must stay slow, once its [`WINDOW`] first says so, before
+/// it is sent again: until [`PATIENCE`] of the time a whole part takes at the `median` rate has
+/// passed since the slowness began (a window before the first verdict), or no longer than that.
+fn hold(len: u64, median: f64) -> Duration {
+    let part = Duration::try_from_secs_f64(len as f64 / median).unwrap_or(Duration::MAX);
+    part.mul_f64(PATIENCE).saturating_sub(WINDOW)
 }
 
 /// A re-send's place among the flights (see [`Flights::resend`]).
@@ -155,11 +183,13 @@ struct Watch<'a> {
     moved: Arc<AtomicU64>,
     len: u64,
     samples: VecDeque<(Instant, u64)>,
+    /// Since when every check has found this attempt slow.
+    slow_since: Option<Instant>,
 }
 
 impl Watch<'_> {
-    /// Takes a sample at `now` for the check due at `due`: whether this attempt is slow against
-    /// its peers (never while the client is busy).
+    /// Takes a sample at `now` for the check due at `due`: whether this attempt has been slow
+    /// against its peers for long enough ([`hold`]), never while the client is busy.
     fn straggling(&mut self, due: Instant, now: Instant) -> bool {
         self.flights.checked(due, now);
         let moved = self.moved.load(Ordering::Relaxed);
@@ -175,7 +205,12 @@ impl Watch<'_> {
         let span = now.duration_since(t0);
         let rate =
             (moved < self.len && span >= WINDOW).then(|| (moved - m0) as f64 / span.as_secs_f64());
-        self.flights.slow(self.id, rate) && !self.flights.busy(now)
+        let Some(median) = self.flights.slow(self.id, rate) else {
+            self.slow_since = None;
+            return false;
+        };
+        let since = *self.slow_since.get_or_insert(now);
+        now.duration_since(since) >= hold(self.len, median) && !self.flights.busy(now)
     }
 }
 
@@ -247,15 +282,22 @@ where
     let mut second = Box::pin(attempt(moved.clone()));
     let _watch = flights.watch(moved, len);
     let _place = place;
+    let hedged_at = Instant::now();
     tokio::select! {
-        out = &mut first => match out {
-            Ok(v) => Ok(v),
-            Err(_) => second.await,
-        },
-        out = &mut second => match out {
-            Ok(v) => Ok(v),
-            Err(e) => first.await.or(Err(e)),
-        },
+        out = &mut first => {
+            tracing::debug!(after = ?hedged_at.elapsed(), ok = out.is_ok(), "the first attempt answered first");
+            match out {
+                Ok(v) => Ok(v),
+                Err(_) => second.await,
+            }
+        }
+        out = &mut second => {
+            tracing::debug!(after = ?hedged_at.elapsed(), ok = out.is_ok(), "the second attempt answered first");
+            match out {
+                Ok(v) => Ok(v),
+                Err(e) => first.await.or(Err(e)),
+            }
+        }
     }
 }
 
@@ -265,14 +307,17 @@ mod tests {
 
     #[test]
     fn slow_is_far_under_the_median_of_enough_peers() {
-        assert!(is_slow(1.0, &mut [1.0, 10.0, 10.0, 12.0]));
+        assert_eq!(slow_against(1.0, &mut [1.0, 10.0, 10.0, 12.0]), Some(10.0));
         assert!(
-            !is_slow(3.0, &mut [3.0, 10.0, 10.0, 12.0]),
+            slow_against(3.0, &mut [3.0, 10.0, 10.0, 12.0]).is_none(),
             "a third is not slow"
         );
-        assert!(!is_slow(1.0, &mut [1.0, 10.0, 10.0]), "too few peers");
         assert!(
-            !is_slow(5.0, &mut [5.0, 5.0, 5.0, 5.0, 5.0]),
+            slow_against(1.0, &mut [1.0, 10.0, 10.0]).is_none(),
+            "too few peers"
+        );
+        assert!(
+            slow_against(5.0, &mut [5.0, 5.0, 5.0, 5.0, 5.0]).is_none(),
             "all equally slow"
         );
     }
@@ -362,6 +407,96 @@ mod tests {
         assert_eq!(hedged.load(Ordering::SeqCst), 1);
         assert_eq!(attempts.load(Ordering::SeqCst), 2, "sent again once");
         assert!(flights.rates.lock().unwrap().is_empty(), "every watch left");
+    }
+
+    #[test]
+    fn the_hold_is_a_share_of_a_part_past_the_window() {
+        // 400 MB at 10 MB/s: 40 s a part, a quarter is 10 s, 2 s of which the window saw.
+        assert_eq!(hold(400_000_000, 10_000_000.0), Duration::from_secs(8));
+        assert_eq!(
+            hold(10_000_000, 10_000_000.0),
+            Duration::ZERO,
+            "short parts: the window"
+        );
+        assert!(
+            hold(1, 0.0) > Duration::from_secs(3600),
+            "no median rate: never"
+        );
+    }
+
+    /// Like [`mover`], but moving nothing for `pause` after its first `after` bytes.
+    async fn pauser(
+        moved: Arc<AtomicU64>,
+        len: u64,
+        after: u64,
+        pause: Duration,
+    ) -> Result<u32, ()> {
+        mover(moved.clone(), 1_000_000, after, 0).await?;
+        tokio::time::sleep(pause).await;
+        mover(moved, 1_000_000, len, 9).await
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_part_that_pauses_for_less_than_its_hold_is_not_sent_again() {
+        let flights = Flights::default();
+        let len = 400_000_000;
+        let peer = |i: u32| {
+            send(
+                &flights,
+                len,
+                true,
+                move |m| mover(m, 1_000_000, len, i),
+                || {},
+            )
+        };
+        // Peers move 10 MB/s: a part takes 40 s, the hold is 8 s past the window. A 7 s pause is
+        // a server busy for a moment, not a straggler.
+        let pausing = send(
+            &flights,
+            len,
+            true,
+            |m| pauser(m, len, 50_000_000, Duration::from_secs(7)),
+            || panic!("a pause shorter than the hold is waited out"),
+        );
+        let (a, b, c, d, p) = tokio::join!(peer(0), peer(1), peer(2), peer(3), pausing);
+        assert_eq!((a, b, c, d, p), (Ok(0), Ok(1), Ok(2), Ok(3), Ok(9)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_part_slow_past_its_hold_is_sent_again_then_and_not_before() {
+        let flights = Flights::default();
+        let len = 400_000_000;
+        let start = Instant::now();
+        let hedged_at = Mutex::new(None);
+        let peer = |i: u32| {
+            send(
+                &flights,
+                len,
+                true,
+                move |m| mover(m, 1_000_000, len, i),
+                || {},
+            )
+        };
+        let attempts = AtomicU64::new(0);
+        let slow = send(
+            &flights,
+            len,
+            true,
+            |m| {
+                let n = attempts.fetch_add(1, Ordering::SeqCst);
+                let per_tick = if n == 0 { 10_000 } else { 1_000_000 };
+                mover(m, per_tick, len, 100 + n as u32)
+            },
+            || *hedged_at.lock().unwrap() = Some(start.elapsed()),
+        );
+        let (_, _, _, _, s) = tokio::join!(peer(0), peer(1), peer(2), peer(3), slow);
+        assert_eq!(s, Ok(101), "the copy's answer");
+        let at = hedged_at.into_inner().unwrap().expect("sent again");
+        // Slow from its start: the window (2 s) and the hold (8 s), checked every 250 ms.
+        assert!(
+            at >= Duration::from_secs(10) && at <= Duration::from_secs(11),
+            "sent again after {at:?}"
+        );
     }
 
     #[tokio::test(start_paused = true)]
