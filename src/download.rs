@@ -256,7 +256,7 @@ pub(crate) async fn download_to<C: S3Api>(
         path: partial.clone(),
         plan: &plan,
         progress,
-        flights: Default::default(),
+        flights: crate::upload::hedge::Flights::with_window(crate::upload::hedge::DOWNLOAD_WINDOW),
         by_range: std::sync::atomic::AtomicBool::new(false),
         hedge: opts.hedge,
     };

@@ -9,7 +9,8 @@
 //! caller records the part and counts it once, from the one answer it keeps.
 //!
 //! How a straggler is told: every attempt counts the bytes of its body handed to its connection
-//! ([`crate::s3::throttle::counting`]); its rate over the last [`WINDOW`] is compared with the
+//! ([`crate::s3::throttle::counting`]; a download part, the bytes it received, over the shorter
+//! [`DOWNLOAD_WINDOW`]); its rate over the last [`WINDOW`] is compared with the
 //! rates of the other parts of the same transfer in flight at that moment. An attempt is slow when
 //! at least [`MIN_PEERS`] attempts have a rate and its own is under the median divided by
 //! [`SLOW`]. A part whose body is all handed over (it waits for S3's answer) is never called slow,
@@ -40,8 +41,14 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-/// The span over which an attempt's rate is measured.
+/// The span over which an upload attempt's rate is measured: its first pieces fill the socket's
+/// buffer at once, and each piece counted is 1 MiB, so a shorter span would see bursts.
 pub(crate) const WINDOW: Duration = Duration::from_secs(2);
+
+/// The span over which a download part's rate is measured: bytes are counted as they arrive,
+/// in pieces of at most tens of KiB, so a second tells a straggler (and halves the time one
+/// costs before it is fetched again).
+pub(crate) const DOWNLOAD_WINDOW: Duration = Duration::from_secs(1);
 
 /// How often the attempts in flight are looked at.
 const CHECK_EVERY: Duration = Duration::from_millis(250);
@@ -63,8 +70,10 @@ pub(crate) const SHARE: usize = 8;
 pub(crate) const PATIENCE: f64 = 0.25;
 
 /// The rates of the attempts in flight of one transfer.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Flights {
+    /// The span each rate is measured over.
+    window: Duration,
     rates: Mutex<Vec<(u64, Option<f64>)>>,
     next: AtomicU64,
     /// Until when no attempt is called slow (a late check was seen).
@@ -76,7 +85,25 @@ pub(crate) struct Flights {
     widest: AtomicU64,
 }
 
+impl Default for Flights {
+    fn default() -> Self {
+        Self::with_window(WINDOW)
+    }
+}
+
 impl Flights {
+    /// Flights whose rates are measured over `window`.
+    pub(crate) fn with_window(window: Duration) -> Self {
+        Self {
+            window,
+            rates: Mutex::default(),
+            next: AtomicU64::default(),
+            busy_until: Mutex::default(),
+            resends: AtomicU64::default(),
+            widest: AtomicU64::default(),
+        }
+    }
+
     /// Starts watching an attempt of `len` bytes whose body counts into `moved`.
     fn watch(&self, moved: Arc<AtomicU64>, len: u64) -> Watch<'_> {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
@@ -98,7 +125,7 @@ impl Flights {
     /// is busy and nothing is called slow for a [`WINDOW`].
     fn checked(&self, due: Instant, now: Instant) {
         if now.duration_since(due) > LATE {
-            *self.busy_until.lock().expect("flights") = Some(now + WINDOW);
+            *self.busy_until.lock().expect("flights") = Some(now + self.window);
         }
     }
 
@@ -162,9 +189,9 @@ fn slow_against(rate: f64, rates: &mut [f64]) -> Option<f64> {
 /// How long an attempt of `len` bytes must stay slow, once its [`WINDOW`] first says so, before
 /// it is sent again: until [`PATIENCE`] of the time a whole part takes at the `median` rate has
 /// passed since the slowness began (a window before the first verdict), or no longer than that.
-fn hold(len: u64, median: f64) -> Duration {
+fn hold(len: u64, median: f64, window: Duration) -> Duration {
     let part = Duration::try_from_secs_f64(len as f64 / median).unwrap_or(Duration::MAX);
-    part.mul_f64(PATIENCE).saturating_sub(WINDOW)
+    part.mul_f64(PATIENCE).saturating_sub(window)
 }
 
 /// A re-send's place among the flights (see [`Flights::resend`]).
@@ -197,20 +224,21 @@ impl Watch<'_> {
         while self
             .samples
             .get(1)
-            .is_some_and(|&(t, _)| now.duration_since(t) >= WINDOW)
+            .is_some_and(|&(t, _)| now.duration_since(t) >= self.flights.window)
         {
             self.samples.pop_front();
         }
         let &(t0, m0) = self.samples.front().expect("a sample");
         let span = now.duration_since(t0);
-        let rate =
-            (moved < self.len && span >= WINDOW).then(|| (moved - m0) as f64 / span.as_secs_f64());
+        let rate = (moved < self.len && span >= self.flights.window)
+            .then(|| (moved - m0) as f64 / span.as_secs_f64());
         let Some(median) = self.flights.slow(self.id, rate) else {
             self.slow_since = None;
             return false;
         };
         let since = *self.slow_since.get_or_insert(now);
-        now.duration_since(since) >= hold(self.len, median) && !self.flights.busy(now)
+        now.duration_since(since) >= hold(self.len, median, self.flights.window)
+            && !self.flights.busy(now)
     }
 }
 
@@ -412,14 +440,17 @@ mod tests {
     #[test]
     fn the_hold_is_a_share_of_a_part_past_the_window() {
         // 400 MB at 10 MB/s: 40 s a part, a quarter is 10 s, 2 s of which the window saw.
-        assert_eq!(hold(400_000_000, 10_000_000.0), Duration::from_secs(8));
         assert_eq!(
-            hold(10_000_000, 10_000_000.0),
+            hold(400_000_000, 10_000_000.0, WINDOW),
+            Duration::from_secs(8)
+        );
+        assert_eq!(
+            hold(10_000_000, 10_000_000.0, WINDOW),
             Duration::ZERO,
             "short parts: the window"
         );
         assert!(
-            hold(1, 0.0) > Duration::from_secs(3600),
+            hold(1, 0.0, WINDOW) > Duration::from_secs(3600),
             "no median rate: never"
         );
     }
@@ -496,6 +527,34 @@ mod tests {
         assert!(
             at >= Duration::from_secs(10) && at <= Duration::from_secs(11),
             "sent again after {at:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_download_part_that_stops_is_told_within_its_shorter_window() {
+        let flights = Flights::with_window(DOWNLOAD_WINDOW);
+        let len = 32_000_000;
+        let start = Instant::now();
+        let peers = (0..4).map(|i| {
+            let moved = Arc::new(AtomicU64::new(0));
+            let flights = &flights;
+            async move {
+                tokio::select! {
+                    out = mover(moved.clone(), 600_000, len, i) => out,
+                    () = slow(flights, moved, len) => panic!("a peer at 6 MB/s is never slow"),
+                }
+            }
+        });
+        let stuck = async {
+            slow(&flights, Arc::new(AtomicU64::new(0)), len).await;
+            start.elapsed()
+        };
+        let (told, _) = tokio::join!(stuck, futures::future::join_all(peers));
+        // 32 MB at 6 MB/s: 5.3 s a part, a quarter is 1.3 s, the window 1 s of it; checks come
+        // every 250 ms, and the peers publish their first rates on their own checks.
+        assert!(
+            told >= Duration::from_millis(1300) && told <= Duration::from_millis(1800),
+            "told after {told:?}"
         );
     }
 
