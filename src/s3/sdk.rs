@@ -18,6 +18,9 @@ use crate::s3::Connection;
 #[derive(Debug, Clone)]
 pub struct SdkS3 {
     client: aws_sdk_s3::Client,
+    /// The listings' client: the same configuration over its own connection pool (see
+    /// [`lists_client`]).
+    lists: aws_sdk_s3::Client,
     endpoint: Option<String>,
     /// The endpoint as errors name it.
     display: String,
@@ -123,23 +126,51 @@ impl SdkS3 {
         }
         let path_style = conn.path_style || endpoint.as_deref().is_some_and(is_local_or_ip);
         b = b.force_path_style(path_style);
+        let watch = Watch::new(NEVER_ANSWERED, conn.timeout);
         b = b.http_client(WatchedClient {
             inner: shared.http_client().unwrap_or_else(default_client),
-            watch: Watch::new(NEVER_ANSWERED, conn.timeout),
+            watch: watch.clone(),
         });
         let conf = b.build();
+        let lists = lists_client(&conf, shared.http_client().is_none(), watch);
         let display = endpoint.clone().unwrap_or_else(|| {
             let region = conf.region().map_or("us-east-1", |r| r.as_ref());
             format!("https://s3.{region}.amazonaws.com")
         });
         Ok(SdkS3 {
             client: aws_sdk_s3::Client::from_conf(conf),
+            lists,
             endpoint,
             display,
             timeout: conn.timeout,
             bandwidth: conn.max_bandwidth.map(super::throttle::Bandwidth::shared),
         })
     }
+}
+
+/// The client the listings (ListObjectsV2, ListParts, ListMultipartUploads) are sent with: the
+/// same configuration, and, over the default HTTPS client, its own connection pool.
+///
+/// hyper keeps each connection's read buffer at the largest size it grew to, and a listing page
+/// (up to 1,000 keys, a few hundred KiB of XML) grows it to about 400 KiB. With one pool, the
+/// pages of a long run land on ever more of its connections (the pool hands out whichever came
+/// back last), so a run's memory grew with its number of files (docs/many-files.md, Memory).
+/// Apart, the pages reuse the few connections of their own pool. The watch is shared: a reply
+/// on either pool shows the endpoint answers.
+fn lists_client(
+    conf: &aws_sdk_s3::Config,
+    default_http: bool,
+    watch: std::sync::Arc<Watch>,
+) -> aws_sdk_s3::Client {
+    if !default_http {
+        // A client given by the caller's configuration (tests): used for both.
+        return aws_sdk_s3::Client::from_conf(conf.clone());
+    }
+    let own = WatchedClient {
+        inner: default_client(),
+        watch,
+    };
+    aws_sdk_s3::Client::from_conf(conf.to_builder().http_client(own).build())
 }
 
 #[macro_use]

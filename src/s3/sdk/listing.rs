@@ -14,7 +14,7 @@ impl SdkS3 {
         upload_id: &str,
         alg: ChecksumAlgorithm,
     ) -> Result<Vec<HeldPart>, S3Error> {
-        let client = &self.client;
+        let client = &self.lists;
         let pages = paginate(|marker: Option<String>| async move {
             let page = client
                 .list_parts()
@@ -52,7 +52,7 @@ impl SdkS3 {
         bucket: &str,
         prefix: &str,
     ) -> Result<Vec<InProgress>, S3Error> {
-        let client = &self.client;
+        let client = &self.lists;
         let pages = paginate(
             |marker: Option<(Option<String>, Option<String>)>| async move {
                 let (key_marker, id_marker) = marker.unwrap_or_default();
@@ -95,7 +95,7 @@ impl SdkS3 {
         start_after: Option<&str>,
     ) -> Result<ListPage, S3Error> {
         let page = self
-            .client
+            .lists
             .list_objects_v2()
             .bucket(bucket)
             .prefix(prefix)
