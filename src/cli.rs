@@ -522,7 +522,7 @@ pub struct UploadArgs {
     /// directory, s3://BUCKET/PREFIX/ (each file goes to PREFIX + its path under the directory).
     pub target: String,
     /// Part size, e.g. 100MiB, 1GiB (5MiB..5GiB), or auto: files up to 100 MiB in one request, larger
-    /// ones in 64 parts of 8 to 100 MiB; grows by itself so no object needs more than 10,000 parts.
+    /// ones in 256 parts of 8 to 100 MiB; grows by itself so no object needs more than 10,000 parts.
     #[arg(long, default_value = "auto", value_parser = parse_part_size)]
     pub part_size: u64,
     /// Parts in flight at most.

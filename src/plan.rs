@@ -4,9 +4,12 @@
 //! than [`MAX_PARTS`] parts; then the part size grows, in whole MiB, just enough to fit.
 //!
 //! Without a requested size ([`AUTO`], the default), the part size follows the file, so that a
-//! file keeps [`AUTO_PARTS`] connections busy on a link where each connection is slow (a real S3
-//! link: tens of MB/s per connection): a file up to [`AUTO_MAX`] goes in one PutObject; a larger
-//! one in parts of a 64th of it in whole MiB, at least [`AUTO_MIN`] and at most [`AUTO_MAX`]. The
+//! file keeps many connections busy on a link where each connection is slow (a real S3 link: tens
+//! of MB/s per connection): a file up to [`AUTO_MAX`] goes in one PutObject; a larger one in parts
+//! of a [`AUTO_PARTS`]th of it (256) in whole MiB, at least [`AUTO_MIN`] and at most [`AUTO_MAX`].
+//! 256 parts are four rounds of the default 64 connections: a part that straggles and is sent (or
+//! fetched) again costs a quarter of what it would if every part lasted the whole transfer, and
+//! the other connections take the remaining parts meanwhile (docs/link.md, "Stragglers"). The
 //! layout depends on the file's size only, so `tally hash` predicts it and two uploads of one file
 //! give one ETag whatever `--concurrency` says.
 
@@ -16,7 +19,7 @@ use crate::vocab::{MAX_OBJECT_SIZE, MAX_PART_SIZE, MAX_PARTS, MAX_SINGLE_PUT, MI
 /// The requested part size that means "follow the file" (see the module docs).
 pub(crate) const AUTO: u64 = 0;
 /// The parts a file is cut into when the part size follows it.
-pub(crate) const AUTO_PARTS: u64 = 64;
+pub(crate) const AUTO_PARTS: u64 = 256;
 /// The smallest part size chosen for a file (the AWS CLI's and SDKs' part size).
 pub(crate) const AUTO_MIN: u64 = 8 * MIB;
 /// The largest part size chosen for a file, and the largest file sent in one PutObject.
@@ -187,15 +190,19 @@ mod tests {
             Plan::new(100 * MIB, AUTO).unwrap(),
             Plan::Single { len: 100 * MIB }
         );
-        // 256 MiB: a 64th is 4 MiB, so the 8 MiB floor: 32 parts.
+        // 256 MiB: a 256th is 1 MiB, so the 8 MiB floor: 32 parts.
         let p = Plan::new(256 * MIB, AUTO).unwrap();
         assert_eq!((p.part_size(), p.count()), (8 * MIB, 32));
-        // 4 GiB: 64 parts of 64 MiB.
+        // 2 GiB: 256 parts of 8 MiB; 4 GiB: 256 parts of 16 MiB.
+        let p = Plan::new(2 * GIB, AUTO).unwrap();
+        assert_eq!((p.part_size(), p.count()), (8 * MIB, 256));
         let p = Plan::new(4 * GIB, AUTO).unwrap();
-        assert_eq!((p.part_size(), p.count()), (64 * MIB, 64));
-        // 16 GiB and more: 100 MiB parts, as many as it takes.
+        assert_eq!((p.part_size(), p.count()), (16 * MIB, 256));
+        // 25 GiB and more: 100 MiB parts, as many as it takes.
         let p = Plan::new(16 * GIB, AUTO).unwrap();
-        assert_eq!((p.part_size(), p.count()), (100 * MIB, 164));
+        assert_eq!((p.part_size(), p.count()), (64 * MIB, 256));
+        let p = Plan::new(32 * GIB, AUTO).unwrap();
+        assert_eq!((p.part_size(), p.count()), (100 * MIB, 328));
         // A tebibyte: grown to stay within 10,000 parts, as with any requested size.
         assert_eq!(Plan::new(TIB, AUTO).unwrap().part_size(), 105 * MIB);
         assert_eq!(largest_part(AUTO), AUTO_MAX);
