@@ -81,6 +81,7 @@ pub(crate) async fn upload_tree<C: S3Api>(
     let rec = &record;
     let walk = walk.then(move |found| async move {
         if let Found::File(entry) = &found {
+            rec.started(&entry.rel);
             lister
                 .note(&cfg.prefix.key, entry, trust.then_some(rec))
                 .await;
@@ -110,9 +111,12 @@ pub(crate) async fn upload_tree<C: S3Api>(
         &mut report,
         on_line,
         &read_back,
-        |entry| {
+        |entry| async move {
             let (listed, earlier) = lister.take(&entry.rel);
-            ctx.one_file(entry, listed, earlier)
+            let rel = entry.rel.clone();
+            let line = ctx.one_file(entry, listed, earlier).await;
+            rec.finished(&rel);
+            line
         },
     )
     .await;

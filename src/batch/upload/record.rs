@@ -14,13 +14,16 @@
 //!
 //! Neither side is held whole in memory. The record's lines are in key order (the walk's order);
 //! a `--trust-manifest` run reads it as a cursor, one line at a time, as the walk asks about each
-//! file in the same order ([`Record::lookup`]). A run writes what it proves through a reorder
-//! buffer of at most [`PENDING`] entries, so its lines come out in key order unless one file
-//! finishes more than that many files after the ones behind it; a line out of order is passed over
-//! by the next run's cursor (that file is proven again, never wrongly skipped). Only folding an
+//! file in the same order ([`Record::lookup`]). A run writes what it proves in key order: the walk
+//! says which files it handed on ([`Record::started`], in its order) and each file says when it is
+//! done ([`Record::finished`]); an entry waits only while a file before it is still in progress
+//! (so about as many entries as files in progress wait), and at most [`PENDING`] wait: past that,
+//! the first is written even though a file before it (a big one among many small) is not done.
+//! Its line then comes out of order and is passed over by the next run's cursor (that file is
+//! proven again, never wrongly skipped). Only folding an
 //! interrupted run's entries into the record holds both in memory, once, at the next run's start.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::File;
 use std::io::{BufRead as _, BufReader, BufWriter, Write as _};
 use std::path::{Path, PathBuf};
@@ -60,7 +63,8 @@ impl Proven {
     }
 }
 
-/// This run's entries that wait to be written in key order, at most.
+/// This run's entries that wait to be written in key order, at most (when a file before them is
+/// still in progress).
 pub(crate) const PENDING: usize = 4096;
 
 /// An open record: the earlier run's entries (when loaded), read as they are asked for, and this
@@ -84,12 +88,29 @@ struct Earlier {
 struct Out {
     w: BufWriter<File>,
     pending: BTreeMap<String, Proven>,
+    /// The files handed on by the walk and not yet done (at most the files in progress, and the
+    /// ones a stop left unstarted).
+    in_progress: BTreeSet<String>,
 }
 
 impl Out {
     fn write(&mut self, p: &Proven) -> std::io::Result<()> {
         serde_json::to_writer(&mut self.w, p).map_err(std::io::Error::other)?;
         self.w.write_all(b"\n")
+    }
+
+    /// Writes the entries no file in progress comes before, and the first ones past
+    /// [`PENDING`].
+    fn write_ready(&mut self) -> std::io::Result<()> {
+        while let Some(first) = self.pending.first_key_value().map(|(k, _)| k) {
+            let ready = self.in_progress.first().is_none_or(|f| first < f);
+            if !ready && self.pending.len() <= PENDING {
+                return Ok(());
+            }
+            let (_, p) = self.pending.pop_first().expect("a first entry");
+            self.write(&p)?;
+        }
+        Ok(())
     }
 }
 
@@ -217,6 +238,7 @@ impl Record {
             out: Mutex::new(Some(Out {
                 w: BufWriter::new(out),
                 pending: BTreeMap::new(),
+                in_progress: BTreeSet::new(),
             })),
         })
     }
@@ -231,16 +253,35 @@ impl Record {
             .find(rel)
     }
 
-    /// Adds a file this run proved. A failure to write only loses the shortcut: it is logged.
+    /// The walk handed on the file at `rel` (called in the walk's order, before the file is
+    /// done): entries after it wait until it is [`Record::finished`].
+    pub(crate) fn started(&self, rel: &str) {
+        if let Some(o) = self.out.lock().expect("record lock").as_mut() {
+            o.in_progress.insert(rel.to_owned());
+        }
+    }
+
+    /// The file at `rel` is done, proven ([`Record::add`]ed before) or not.
+    pub(crate) fn finished(&self, rel: &str) {
+        self.update(|o| {
+            o.in_progress.remove(rel);
+        });
+    }
+
+    /// Adds a file this run proved.
     pub(crate) fn add(&self, p: &Proven) {
+        self.update(|o| {
+            o.pending.insert(p.rel.clone(), p.clone());
+        });
+    }
+
+    /// Applies `change` and writes what became ready. A failure to write only loses the
+    /// shortcut: it is logged.
+    fn update(&self, change: impl FnOnce(&mut Out)) {
         let mut out = self.out.lock().expect("record lock");
         let Some(o) = out.as_mut() else { return };
-        o.pending.insert(p.rel.clone(), p.clone());
-        if o.pending.len() <= PENDING {
-            return;
-        }
-        let first = o.pending.pop_first().map(|(_, p)| p);
-        if let Some(Err(e)) = first.map(|p| o.write(&p)) {
+        change(o);
+        if let Err(e) = o.write_ready() {
             tracing::warn!(
                 "the tree record {} cannot be written ({e}); the next run will prove every file again",
                 self.path.display()
@@ -327,10 +368,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = path_for(dir.path(), "/r".as_ref(), "e", "b", "p/");
         let r = Record::open(&path, true).unwrap();
-        // Finished out of order, as files of a tree do.
+        // Handed on in the walk's order, all in progress at once, and finished in reverse.
         let n = PENDING as u64 + 500;
+        for i in 0..n {
+            r.started(&format!("f{i:06}"));
+        }
         for i in (0..n).rev() {
             r.add(&proven(&format!("f{i:06}"), i, "e"));
+            r.finished(&format!("f{i:06}"));
         }
         r.close(true).unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
@@ -349,5 +394,47 @@ mod tests {
         assert!(found >= n - 500, "{found} of {n} found by the cursor");
         assert!(r.lookup("a-before-everything").is_none());
         r.close(false).unwrap();
+    }
+
+    #[test]
+    fn an_entry_waits_only_for_the_files_in_progress_before_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = path_for(dir.path(), "/r".as_ref(), "e", "b", "p/");
+        let r = Record::open(&path, false).unwrap();
+        let pending = |r: &Record| r.out.lock().unwrap().as_ref().unwrap().pending.len();
+        // Four files handed on in the walk's order; "b" (a big one) is slow.
+        for rel in ["a", "b", "c", "d"] {
+            r.started(rel);
+        }
+        r.add(&proven("a", 1, "e"));
+        r.finished("a");
+        assert_eq!(pending(&r), 0, "nothing before a: written at once");
+        r.add(&proven("d", 4, "e"));
+        r.finished("d");
+        r.finished("c"); // c failed: done, not proven
+        assert_eq!(pending(&r), 1, "d waits for b");
+        // Many more files come and go while b is still in progress: they wait, up to PENDING.
+        for i in 0..PENDING + 10 {
+            let rel = format!("e{i:06}");
+            r.started(&rel);
+            r.add(&proven(&rel, 5, "e"));
+            r.finished(&rel);
+            assert!(pending(&r) <= PENDING, "at most PENDING wait");
+        }
+        r.add(&proven("b", 2, "e"));
+        r.finished("b");
+        assert_eq!(pending(&r), 0, "b done: the rest written");
+        r.close(true).unwrap();
+        let rels: Vec<String> = std::fs::read_to_string(&path)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<Proven>(l).unwrap().rel)
+            .collect();
+        assert_eq!(rels.len(), PENDING + 10 + 3);
+        assert_eq!(
+            &rels[..2],
+            ["a", "d"],
+            "a at once, then d forced out past PENDING"
+        );
     }
 }
