@@ -488,6 +488,30 @@ mod tests {
         Ok(tag)
     }
 
+    /// A part of `len` bytes at the peers' rate (1 MB per tick), answering `tag`, that is never
+    /// sent again.
+    fn peer(flights: &Flights, len: u64, tag: u32) -> impl Future<Output = Result<u32, ()>> + '_ {
+        send(
+            flights,
+            len,
+            true,
+            move |m| mover(m, 1_000_000, len, tag),
+            || panic!("a peer at the median is never sent again"),
+        )
+    }
+
+    /// An attempt of a straggling part: the first (counted in `attempts`) moves 10 KB per tick,
+    /// any later one 1 MB like the peers; it answers 100 + its attempt's number.
+    fn slow_then_fast(
+        attempts: &AtomicU64,
+        moved: Arc<AtomicU64>,
+        len: u64,
+    ) -> impl Future<Output = Result<u32, ()>> + use<> {
+        let n = attempts.fetch_add(1, Ordering::SeqCst);
+        let per_tick = if n == 0 { 10_000 } else { 1_000_000 };
+        mover(moved, per_tick, len, 100 + n as u32)
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_slow_part_is_sent_again_and_the_fast_copy_wins() {
         let flights = Flights::default();
@@ -496,29 +520,22 @@ mod tests {
         let hedged = AtomicU64::new(0);
         // Four peers at 1 MB per tick, one part whose first attempt moves 10 KB per tick and whose
         // second moves like the peers.
-        let peer = |i: u32| {
-            send(
-                &flights,
-                len,
-                true,
-                move |m| mover(m, 1_000_000, len, i),
-                || panic!("a peer at the median is never hedged"),
-            )
-        };
         let slow = send(
             &flights,
             len,
             true,
-            |m| {
-                let n = attempts.fetch_add(1, Ordering::SeqCst);
-                let per_tick = if n == 0 { 10_000 } else { 1_000_000 };
-                mover(m, per_tick, len, 100 + n as u32)
-            },
+            |m| slow_then_fast(&attempts, m, len),
             || {
                 hedged.fetch_add(1, Ordering::SeqCst);
             },
         );
-        let (a, b, c, d, s) = tokio::join!(peer(0), peer(1), peer(2), peer(3), slow);
+        let (a, b, c, d, s) = tokio::join!(
+            peer(&flights, len, 0),
+            peer(&flights, len, 1),
+            peer(&flights, len, 2),
+            peer(&flights, len, 3),
+            slow
+        );
         assert_eq!((a, b, c, d), (Ok(0), Ok(1), Ok(2), Ok(3)));
         assert_eq!(s, Ok(101), "the second attempt's answer");
         assert_eq!(hedged.load(Ordering::SeqCst), 1);
@@ -560,15 +577,6 @@ mod tests {
     async fn a_part_that_pauses_for_less_than_its_hold_is_not_sent_again() {
         let flights = Flights::default();
         let len = 400_000_000;
-        let peer = |i: u32| {
-            send(
-                &flights,
-                len,
-                true,
-                move |m| mover(m, 1_000_000, len, i),
-                || {},
-            )
-        };
         // Peers move 10 MB/s: a part takes 40 s, the hold is 8 s past the window. A 7 s pause is
         // a server busy for a moment, not a straggler.
         let pausing = send(
@@ -578,7 +586,13 @@ mod tests {
             |m| pauser(m, len, 50_000_000, Duration::from_secs(7)),
             || panic!("a pause shorter than the hold is waited out"),
         );
-        let (a, b, c, d, p) = tokio::join!(peer(0), peer(1), peer(2), peer(3), pausing);
+        let (a, b, c, d, p) = tokio::join!(
+            peer(&flights, len, 0),
+            peer(&flights, len, 1),
+            peer(&flights, len, 2),
+            peer(&flights, len, 3),
+            pausing
+        );
         assert_eq!((a, b, c, d, p), (Ok(0), Ok(1), Ok(2), Ok(3), Ok(9)));
     }
 
@@ -588,28 +602,21 @@ mod tests {
         let len = 400_000_000;
         let start = Instant::now();
         let hedged_at = Mutex::new(None);
-        let peer = |i: u32| {
-            send(
-                &flights,
-                len,
-                true,
-                move |m| mover(m, 1_000_000, len, i),
-                || {},
-            )
-        };
         let attempts = AtomicU64::new(0);
         let slow = send(
             &flights,
             len,
             true,
-            |m| {
-                let n = attempts.fetch_add(1, Ordering::SeqCst);
-                let per_tick = if n == 0 { 10_000 } else { 1_000_000 };
-                mover(m, per_tick, len, 100 + n as u32)
-            },
+            |m| slow_then_fast(&attempts, m, len),
             || *hedged_at.lock().unwrap() = Some(start.elapsed()),
         );
-        let (_, _, _, _, s) = tokio::join!(peer(0), peer(1), peer(2), peer(3), slow);
+        let (_, _, _, _, s) = tokio::join!(
+            peer(&flights, len, 0),
+            peer(&flights, len, 1),
+            peer(&flights, len, 2),
+            peer(&flights, len, 3),
+            slow
+        );
         assert_eq!(s, Ok(101), "the copy's answer");
         let at = hedged_at.into_inner().unwrap().expect("sent again");
         // Slow from its start: the window (2 s) and the hold (8 s), checked every 250 ms.
@@ -651,15 +658,7 @@ mod tests {
     /// round after the other: each part is over before a 2 s window could give it a rate.
     async fn short_rounds(flights: &Flights, len: u64, rounds: u32) {
         for r in 0..rounds {
-            let peers = (0..4).map(|i| {
-                send(
-                    flights,
-                    len,
-                    true,
-                    move |m| mover(m, 1_000_000, len, r * 4 + i),
-                    || panic!("a peer at the median is never sent again"),
-                )
-            });
+            let peers = (0..4).map(|i| peer(flights, len, r * 4 + i));
             for out in futures::future::join_all(peers).await {
                 assert!(out.is_ok());
             }
@@ -679,11 +678,7 @@ mod tests {
             &flights,
             len,
             true,
-            |m| {
-                let n = attempts.fetch_add(1, Ordering::SeqCst);
-                let per_tick = if n == 0 { 10_000 } else { 1_000_000 };
-                mover(m, per_tick, len, 100 + n as u32)
-            },
+            |m| slow_then_fast(&attempts, m, len),
             || *hedged_at.lock().unwrap() = Some(start.elapsed()),
         );
         let (s, ()) = tokio::join!(slow, short_rounds(&flights, len, 4));
@@ -739,15 +734,6 @@ mod tests {
         let flights = Flights::default();
         let len = 100_000_000;
         let attempts = AtomicU64::new(0);
-        let peer = |i: u32| {
-            send(
-                &flights,
-                len,
-                true,
-                move |m| mover(m, 1_000_000, len, i),
-                || {},
-            )
-        };
         let slow = send(
             &flights,
             len,
@@ -765,7 +751,13 @@ mod tests {
             || {},
         );
         // The slow part is 10x smaller so that it ends; its copy fails at once.
-        let (_, _, _, _, s) = tokio::join!(peer(0), peer(1), peer(2), peer(3), slow);
+        let (_, _, _, _, s) = tokio::join!(
+            peer(&flights, len, 0),
+            peer(&flights, len, 1),
+            peer(&flights, len, 2),
+            peer(&flights, len, 3),
+            slow
+        );
         assert_eq!(s, Ok(7));
     }
 }
