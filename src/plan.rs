@@ -198,7 +198,7 @@ mod tests {
         assert_eq!((p.part_size(), p.count()), (8 * MIB, 256));
         let p = Plan::new(4 * GIB, AUTO).unwrap();
         assert_eq!((p.part_size(), p.count()), (16 * MIB, 256));
-        // 25 GiB and more: 100 MiB parts, as many as it takes.
+        // 16 GiB: 256 parts of 64 MiB; 25 GiB and more: 100 MiB parts, as many as it takes.
         let p = Plan::new(16 * GIB, AUTO).unwrap();
         assert_eq!((p.part_size(), p.count()), (64 * MIB, 256));
         let p = Plan::new(32 * GIB, AUTO).unwrap();

@@ -256,9 +256,9 @@ impl Record {
     /// The walk handed on the file at `rel` (called in the walk's order, before the file is
     /// done): entries after it wait until it is [`Record::finished`].
     pub(crate) fn started(&self, rel: &str) {
-        if let Some(o) = self.out.lock().expect("record lock").as_mut() {
+        self.update(|o| {
             o.in_progress.insert(rel.to_owned());
-        }
+        });
     }
 
     /// The file at `rel` is done, proven ([`Record::add`]ed before) or not.
