@@ -585,7 +585,7 @@ mod tests {
         s3.put_object(
             &url(key),
             alg,
-            Bytes::copy_from_slice(body),
+            Bytes::copy_from_slice(body).into(),
             &hash::hash_part(alg, true, body),
             &crate::vocab::ObjectSettings::default(),
         )

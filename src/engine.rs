@@ -298,7 +298,7 @@ impl<C: MultipartWrite> MultipartWrite for Limited<'_, C> {
         &self,
         obj: &ObjectUrl,
         alg: ChecksumAlgorithm,
-        body: Bytes,
+        body: crate::s3::PutBody,
         hash: &PartHash,
         settings: &ObjectSettings,
     ) -> Result<WriteReply, S3Error> {

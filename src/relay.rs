@@ -721,7 +721,7 @@ mod tests {
             .put_object(
                 &obj,
                 alg,
-                Bytes::copy_from_slice(&content),
+                Bytes::copy_from_slice(&content).into(),
                 &hash::hash_part(alg, true, &content),
                 &settings,
             )

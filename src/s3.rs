@@ -13,6 +13,7 @@ use crate::vocab::ETag;
 use crate::vocab::{ChecksumAlgorithm, ChecksumType, PartHash};
 use crate::vocab::{ObjectSettings, ObjectUrl};
 
+mod body;
 mod connection;
 mod create;
 mod endpoint;
@@ -29,6 +30,7 @@ pub mod tamper;
 pub(crate) mod throttle;
 mod watch;
 
+pub use body::{FileRange, PutBody};
 pub use connection::{ConnectError, Connection, DEFAULT_TIMEOUT};
 pub use create::create_upload;
 pub use endpoint::{is_local_or_ip, is_loopback, plain_http_warning};
@@ -292,7 +294,7 @@ pub trait MultipartWrite: Send + Sync {
         &self,
         obj: &ObjectUrl,
         alg: ChecksumAlgorithm,
-        body: Bytes,
+        body: PutBody,
         hash: &PartHash,
         settings: &ObjectSettings,
     ) -> impl Future<Output = Result<WriteReply, S3Error>> + Send;

@@ -56,8 +56,8 @@ pub struct Source {
     /// `None` for an empty file (nothing to map).
     map: Option<Arc<memmap2::Mmap>>,
     fingerprint: Fingerprint,
-    /// The file opened, for [`Source::read_copy`].
-    file: File,
+    /// The file opened, for [`Source::read_copy`] and [`Source::file`].
+    file: Arc<File>,
 }
 
 /// A range of the mapping whose pages are released when it is dropped: the owner behind every
@@ -189,7 +189,7 @@ impl Source {
             path: path.to_owned(),
             map,
             fingerprint,
-            file,
+            file: Arc::new(file),
         })
     }
 
@@ -223,8 +223,9 @@ impl Source {
     /// The bytes of `range` (clamped to the file) read with `pread` into memory of their own, not
     /// through the mapping: a file truncated meanwhile gives a short read, reported as
     /// [`Error::SourceChanged`], where a read of the mapping past the new end would kill the
-    /// process with SIGBUS. For a single PutObject (the whole file is one body, hashed then sent):
-    /// one copy more than the mapping, for a file no larger than one part. Blocking.
+    /// process with SIGBUS. For hashing a file sent in one PutObject (no larger than one part):
+    /// one copy more than the mapping; its send reads the file again in pieces
+    /// (`s3::PutBody::File`). Blocking.
     pub fn read_copy(&self, range: Range<u64>) -> Result<Bytes, Error> {
         use std::os::unix::fs::FileExt as _;
         let range = self.clamp(range);
@@ -248,6 +249,12 @@ impl Source {
             }
         }
         Ok(Bytes::from(buf))
+    }
+
+    /// The file as it was opened (the one mapped): for reading it with `pread` elsewhere (the
+    /// body of a single PutObject, read as it is sent).
+    pub fn file(&self) -> Arc<File> {
+        self.file.clone()
     }
 
     /// The bytes of `part`, without copying (see [`Source::range`]).

@@ -958,4 +958,77 @@ mod tests {
         );
         assert_eq!(fake.uploads_in_progress(), 0);
     }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn files_sent_in_one_put_hold_no_budget_while_s3_answers() {
+        // Six files of 2 MiB, one PutObject each, under a byte budget of one file: the bytes are
+        // held only while a file is hashed, so all six PutObjects are in flight together (the fake
+        // holds them until six are, for 60 s at most). Were a file's budget held until S3
+        // answered, one would go at a time.
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfgs = Vec::new();
+        let mut contents = Vec::new();
+        for i in 0..6u64 {
+            let file = dir.path().join(format!("f{i}.bin"));
+            let bytes = data(2 * MIB, 200 + i);
+            std::fs::write(&file, &bytes).unwrap();
+            let mut cfg = UploadConfig::new(
+                file,
+                &format!("s3://bkt/f{i}"),
+                5 * MIB,
+                6,
+                ChecksumAlgorithm::Crc32c,
+            )
+            .unwrap();
+            cfg.resume.manifest = Some(dir.path().join(format!("m{i}.manifest")));
+            cfg.resume.state_dir = crate::state::StateDir::at(dir.path().join("state"));
+            cfgs.push(cfg);
+            contents.push(bytes);
+        }
+        let fake = FakeS3::default();
+        fake.gather(6, std::time::Duration::from_secs(60));
+        let limits = Limits {
+            concurrency: 6,
+            bytes_ahead: 2 * MIB,
+        };
+        let cancel = CancellationToken::new();
+        let reports = upload_many(&fake, limits, &cfgs, &Silent, &cancel).await;
+        for (i, (r, bytes)) in reports.into_iter().zip(&contents).enumerate() {
+            let r = r.unwrap_or_else(|e| panic!("file {i}: {e}"));
+            assert_eq!(r.method, Method::SinglePut);
+            assert_eq!(fake.object(&format!("f{i}")).as_deref(), Some(&bytes[..]));
+        }
+        assert_eq!(
+            fake.peak_in_flight(),
+            6,
+            "every PutObject in flight together under a budget of one file"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_file_cut_short_after_it_was_hashed_is_reported_changed_and_not_stored() {
+        // The file is hashed, then cut short when its PutObject is sent and before the body is
+        // read: the body (read again from the file) ends early, the request fails, and the error
+        // says the file changed.
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("src.bin");
+        std::fs::write(&file, data(3 * MIB, 9)).unwrap();
+        let cfg = config(dir.path(), file.clone(), 1, false);
+        let cut = file.clone();
+        let s3 = crate::s3::tamper::Tamper::new(FakeS3::default()).put_sent(move || {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(&cut)
+                .unwrap()
+                .set_len(MIB)
+                .unwrap();
+        });
+        let cancel = CancellationToken::new();
+        let err = upload(&s3, &cfg, &Silent, &cancel).await.unwrap_err();
+        assert!(
+            matches!(err, Error::SourceChanged { .. }),
+            "reported as a changed file: {err}"
+        );
+        assert_eq!(s3.inner().object("obj"), None, "nothing stored");
+    }
 }

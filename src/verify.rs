@@ -426,7 +426,7 @@ mod tests {
         s3.put_object(
             obj,
             alg,
-            Bytes::copy_from_slice(content),
+            Bytes::copy_from_slice(content).into(),
             &hash::hash_part(alg, true, content),
             &crate::vocab::ObjectSettings::default(),
         )
@@ -529,7 +529,7 @@ mod tests {
                 .put_object(
                     &obj,
                     alg,
-                    Bytes::copy_from_slice(&content),
+                    Bytes::copy_from_slice(&content).into(),
                     &hash::hash_part(alg, true, &content),
                     &crate::vocab::ObjectSettings::default(),
                 )

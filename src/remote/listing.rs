@@ -124,7 +124,7 @@ mod tests {
             s3.put_object(
                 &ObjectUrl::parse(&format!("s3://bkt/{k}")).unwrap(),
                 alg,
-                Bytes::from(body.clone()),
+                Bytes::from(body.clone()).into(),
                 &hash::hash_part(alg, true, &body),
                 &ObjectSettings::default(),
             )

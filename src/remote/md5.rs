@@ -626,7 +626,7 @@ mod tests {
         s3.put_object(
             &obj,
             alg,
-            Bytes::copy_from_slice(&content),
+            Bytes::copy_from_slice(&content).into(),
             &hash::hash_part(alg, true, &content),
             &crate::vocab::ObjectSettings::default(),
         )

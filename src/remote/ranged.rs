@@ -622,7 +622,7 @@ mod tests {
             .put_object(
                 obj,
                 alg,
-                Bytes::copy_from_slice(data),
+                Bytes::copy_from_slice(data).into(),
                 &h,
                 &crate::vocab::ObjectSettings::default(),
             )

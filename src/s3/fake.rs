@@ -269,7 +269,7 @@ mod tests {
             .put_object(
                 &obj(),
                 ChecksumAlgorithm::Sha256,
-                Bytes::from_static(b"hellO"),
+                Bytes::from_static(b"hellO").into(),
                 &h,
                 &ObjectSettings::default(),
             )
@@ -281,7 +281,7 @@ mod tests {
             .put_object(
                 &obj(),
                 ChecksumAlgorithm::Sha256,
-                Bytes::from_static(b"hello"),
+                Bytes::from_static(b"hello").into(),
                 &h,
                 &ObjectSettings::default(),
             )

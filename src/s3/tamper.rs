@@ -17,6 +17,7 @@ type ReplyHook = Box<dyn Fn(u32, &mut WriteReply) + Send + Sync>;
 type CompleteHook = Box<dyn Fn(&mut WriteReply) + Send + Sync>;
 type BodyHook = std::sync::Arc<dyn Fn(u32, u64, &mut Vec<u8>) + Send + Sync>;
 type HeadHook = Box<dyn Fn(&mut HeadInfo) + Send + Sync>;
+type PutHook = Box<dyn Fn() + Send + Sync>;
 
 /// `inner` with hooks; every operation without a hook is forwarded unchanged.
 pub struct Tamper<C> {
@@ -26,6 +27,7 @@ pub struct Tamper<C> {
     complete_reply: Option<CompleteHook>,
     body_received: Option<BodyHook>,
     head_reply: Option<HeadHook>,
+    put_sent: Option<PutHook>,
     gets: std::sync::atomic::AtomicU32,
 }
 
@@ -39,6 +41,7 @@ impl<C> Tamper<C> {
             complete_reply: None,
             body_received: None,
             head_reply: None,
+            put_sent: None,
             gets: std::sync::atomic::AtomicU32::new(0),
         }
     }
@@ -57,6 +60,13 @@ impl<C> Tamper<C> {
     /// header), not the body: the server then sees bytes that do not match what was declared.
     pub fn part_sent(mut self, f: impl Fn(u32, &mut PartHash) + Send + Sync + 'static) -> Self {
         self.part_sent = Some(Box::new(f));
+        self
+    }
+
+    /// Runs when a PutObject is sent, before the server reads its body (a body read from a
+    /// file is read after this).
+    pub fn put_sent(mut self, f: impl Fn() + Send + Sync + 'static) -> Self {
+        self.put_sent = Some(Box::new(f));
         self
     }
 
@@ -99,10 +109,13 @@ impl<C: MultipartWrite> MultipartWrite for Tamper<C> {
         &self,
         obj: &ObjectUrl,
         alg: ChecksumAlgorithm,
-        body: Bytes,
+        body: crate::s3::PutBody,
         hash: &PartHash,
         settings: &ObjectSettings,
     ) -> Result<WriteReply, S3Error> {
+        if let Some(f) = &self.put_sent {
+            f();
+        }
         self.inner.put_object(obj, alg, body, hash, settings).await
     }
 

@@ -9,7 +9,6 @@
 //! first never exceed `BURST + rate * t`, and the waiting pieces are served in the order they
 //! asked.
 
-use std::convert::Infallible;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -20,6 +19,8 @@ use tokio::time::Instant;
 
 use aws_smithy_types::body::SdkBody;
 use bytes::Bytes;
+
+use super::body::PutBody;
 
 /// Parses a `--max-bandwidth` rate: a number and a unit per second, in bytes (`B`, `KB`, `MB`,
 /// `GB`, `KiB`, `MiB`, `GiB`) or bits (`Kbit`, `Mbit`, `Gbit`): `400MB/s`, `2Gbit/s`. Returns
@@ -138,17 +139,24 @@ pub(crate) fn handed_over(n: u64) {
     let _ = MOVED.try_with(|m| m.fetch_add(n, std::sync::atomic::Ordering::Relaxed));
 }
 
-/// Pieces of an upload body when nothing limits them (only counted): big enough that the HTTP
-/// client's writes stay large, small enough to see a slow connection's progress.
+/// Pieces of an upload body when nothing limits them (only counted, or read from a file): big
+/// enough that the HTTP client's writes stay large, small enough to see a slow connection's
+/// progress and to hold little of a file in memory.
 const COUNTED_PIECE: usize = 1024 * 1024;
 
-/// The body of an upload request: `data` as one piece, unless the process limits its bandwidth
-/// (`limit`) or the request runs inside [`counting`]: then `data` in pieces, each let through the
-/// bucket and counted. A retry of the request starts a fresh body (the SDK's retries resend it).
-pub(crate) fn upload_body(data: Bytes, limit: Option<&Arc<Bandwidth>>) -> SdkBody {
+/// The body of an upload request. Bytes in memory go as one piece, unless the process limits its
+/// bandwidth (`limit`) or the request runs inside [`counting`]: then in pieces, each let through
+/// the bucket and counted. A range of a file ([`PutBody::File`]) is always read and sent piece by
+/// piece, the next piece read (on a blocking thread) while the last one is written. A retry of
+/// the request starts a fresh body (the SDK's retries resend it).
+pub(crate) fn upload_body(data: impl Into<PutBody>, limit: Option<&Arc<Bandwidth>>) -> SdkBody {
+    let data = data.into();
     let moved = MOVED.try_with(Arc::clone).ok();
-    if limit.is_none() && moved.is_none() {
-        return SdkBody::from(data);
+    if let PutBody::Memory(bytes) = &data
+        && limit.is_none()
+        && moved.is_none()
+    {
+        return SdkBody::from(bytes.clone());
     }
     let limit = limit.cloned();
     let piece = if limit.is_some() {
@@ -158,39 +166,97 @@ pub(crate) fn upload_body(data: Bytes, limit: Option<&Arc<Bandwidth>>) -> SdkBod
     };
     SdkBody::retryable(move || {
         SdkBody::from_body_1_x(Pieces {
+            len: data.len(),
             data: data.clone(),
             pos: 0,
             piece,
             limit: limit.clone(),
             moved: moved.clone(),
+            reading: None,
             waiting: None,
         })
     })
 }
 
+/// A piece of a file being read on a blocking thread.
+type Reading = tokio::task::JoinHandle<std::io::Result<Bytes>>;
+
 /// `data` from `pos` on, one piece at a time, each after its bytes were reserved.
 struct Pieces {
-    data: Bytes,
-    pos: usize,
+    data: PutBody,
+    len: u64,
+    /// The end of the pieces taken so far (handed over, waiting, or being read).
+    pos: u64,
     piece: usize,
     limit: Option<Arc<Bandwidth>>,
     moved: Option<Arc<AtomicU64>>,
+    /// The next piece of a file, being read: `(its length, the read)`.
+    reading: Option<(u64, Reading)>,
     /// A piece reserved, and the wait before it may go.
     waiting: Option<(Bytes, Pin<Box<tokio::time::Sleep>>)>,
 }
 
+/// An error of an upload body: the file it reads failed or ended early.
+type BodyError = Box<dyn std::error::Error + Send + Sync>;
+
 impl Pieces {
-    fn hand_over(&self, piece: Bytes) -> Poll<Option<Result<http_body::Frame<Bytes>, Infallible>>> {
+    fn hand_over(&self, piece: Bytes) -> Poll<Option<Result<http_body::Frame<Bytes>, BodyError>>> {
         if let Some(m) = &self.moved {
             m.fetch_add(piece.len() as u64, Ordering::Relaxed);
         }
         Poll::Ready(Some(Ok(http_body::Frame::data(piece))))
     }
+
+    /// Starts reading the file's piece from `pos`, if it is a file and bytes are left.
+    fn read_ahead(&mut self) {
+        let PutBody::File(range) = &self.data else {
+            return;
+        };
+        if self.reading.is_some() || self.pos >= self.len {
+            return;
+        }
+        let (at, n) = (self.pos, (self.piece as u64).min(self.len - self.pos));
+        let range = range.clone();
+        self.reading = Some((n, tokio::task::spawn_blocking(move || range.read(at, n))));
+        self.pos += n;
+    }
+
+    /// The next piece: sliced from memory, or the file's piece read ahead (`None` when all were
+    /// taken).
+    fn poll_next_piece(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, BodyError>>> {
+        match &self.data {
+            PutBody::Memory(bytes) => {
+                if self.pos >= self.len {
+                    return Poll::Ready(None);
+                }
+                let end = (self.pos + self.piece as u64).min(self.len);
+                let piece = bytes.slice(self.pos as usize..end as usize);
+                self.pos = end;
+                Poll::Ready(Some(Ok(piece)))
+            }
+            PutBody::File(_) => {
+                self.read_ahead();
+                let Some((_, reading)) = &mut self.reading else {
+                    return Poll::Ready(None);
+                };
+                let read = ready!(Pin::new(reading).poll(cx));
+                self.reading = None;
+                let piece = match read {
+                    Ok(Ok(piece)) => piece,
+                    Ok(Err(e)) => return Poll::Ready(Some(Err(e.into()))),
+                    Err(e) => return Poll::Ready(Some(Err(e.into()))),
+                };
+                // The next piece is read while this one is written.
+                self.read_ahead();
+                Poll::Ready(Some(Ok(piece)))
+            }
+        }
+    }
 }
 
 impl http_body::Body for Pieces {
     type Data = Bytes;
-    type Error = Infallible;
+    type Error = BodyError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
@@ -201,12 +267,11 @@ impl http_body::Body for Pieces {
             let (piece, _) = self.waiting.take().expect("waiting");
             return self.hand_over(piece);
         }
-        if self.pos >= self.data.len() {
-            return Poll::Ready(None);
-        }
-        let end = (self.pos + self.piece).min(self.data.len());
-        let piece = self.data.slice(self.pos..end);
-        self.pos = end;
+        let piece = match ready!(self.poll_next_piece(cx)) {
+            None => return Poll::Ready(None),
+            Some(Err(e)) => return Poll::Ready(Some(Err(e))),
+            Some(Ok(piece)) => piece,
+        };
         let wait = match &self.limit {
             Some(l) => l.reserve(Instant::now(), piece.len()),
             None => Duration::ZERO,
@@ -223,12 +288,14 @@ impl http_body::Body for Pieces {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.pos >= self.data.len() && self.waiting.is_none()
+        self.pos >= self.len && self.reading.is_none() && self.waiting.is_none()
     }
 
     fn size_hint(&self) -> http_body::SizeHint {
-        let left = self.data.len() - self.pos + self.waiting.as_ref().map_or(0, |(p, _)| p.len());
-        http_body::SizeHint::with_exact(left as u64)
+        let left = self.len - self.pos
+            + self.reading.as_ref().map_or(0, |(n, _)| *n)
+            + self.waiting.as_ref().map_or(0, |(p, _)| p.len() as u64);
+        http_body::SizeHint::with_exact(left)
     }
 }
 
@@ -319,5 +386,55 @@ mod tests {
         let took = start.elapsed().as_secs_f64();
         let want = (1e6 - BURST) / 2e6;
         assert!((took - want).abs() < 0.01, "took {took}, want {want}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_file_body_is_read_piece_by_piece_and_a_file_cut_short_fails_it() {
+        use std::io::Write as _;
+        let data: Vec<u8> = (0..3 * COUNTED_PIECE as u32 + 5)
+            .map(|i| (i % 251) as u8)
+            .collect();
+        let mut tmp = tempfile::NamedTempFile::new().unwrap();
+        tmp.write_all(&data).unwrap();
+        let file = Arc::new(std::fs::File::open(tmp.path()).unwrap());
+        let range = crate::s3::FileRange::new(file, 3, data.len() as u64 - 3);
+        let body = upload_body(PutBody::File(range), None);
+        assert_eq!(
+            http_body::Body::size_hint(&body).exact(),
+            Some(data.len() as u64 - 3)
+        );
+        // A retry of the request reads the file again from the start of the range.
+        let again = body.try_clone().expect("a file body can be sent again");
+        for mut body in [body, again] {
+            let mut got = Vec::new();
+            let mut pieces = 0;
+            while let Some(frame) = body.frame().await {
+                let piece = frame.unwrap().into_data().unwrap();
+                assert!(piece.len() <= COUNTED_PIECE);
+                got.extend_from_slice(&piece);
+                pieces += 1;
+            }
+            assert_eq!(got, &data[3..]);
+            assert_eq!(pieces, 4, "pieces of at most {COUNTED_PIECE} bytes");
+        }
+        // Cut short after the body was made: the piece past the new end is an error.
+        let mut body = upload_body(
+            PutBody::File(crate::s3::FileRange::new(
+                Arc::new(std::fs::File::open(tmp.path()).unwrap()),
+                0,
+                data.len() as u64,
+            )),
+            None,
+        );
+        tmp.as_file().set_len(COUNTED_PIECE as u64 + 10).unwrap();
+        let mut failed = None;
+        while let Some(frame) = body.frame().await {
+            if let Err(e) = frame {
+                failed = Some(e.to_string());
+                break;
+            }
+        }
+        let failed = failed.expect("the body fails");
+        assert!(failed.contains("changed"), "{failed}");
     }
 }

@@ -341,7 +341,7 @@ async fn write<C: S3Api>(s3: &C, at: &PlanAt, plan: &ShardPlan) -> Result<Option
             s3.put_object(
                 url,
                 ChecksumAlgorithm::Sha256,
-                body.clone(),
+                body.clone().into(),
                 &hash,
                 &settings,
             )

@@ -4,7 +4,7 @@ use crate::error::Error;
 use crate::exec::on_pool;
 use crate::hash::{self, ObjectChecksum, WholeFile};
 use crate::plan::Part;
-use crate::s3::{S3Api, WriteReply};
+use crate::s3::{FileRange, PutBody, S3Api, WriteReply};
 use crate::vocab::{ChecksumType, ObjectSettings, PartHash};
 
 use super::Run;
@@ -21,8 +21,12 @@ pub(crate) async fn put<C: S3Api>(run: &Run<'_, C>) -> Result<UploadReport, Erro
         len: src.len(),
     };
     run.progress.start(part.len, 1);
-    let _held = run.engine.reserve(part.len).await;
-    let (body, hash, whole) = read_and_hash(run, &part).await?;
+    // The bytes read for hashing are held (and counted in the engine's byte budget) only while
+    // they are hashed: the send reads the file again, piece by piece (`PutBody::File`).
+    let (hash, whole) = {
+        let _held = run.engine.reserve(part.len).await;
+        read_and_hash(run, &part).await?
+    };
     // The caller's check (a tree's ASC MHL check), on the digests of this one read: a file that
     // fails it is not sent.
     if let Some(check) = run.check {
@@ -30,6 +34,7 @@ pub(crate) async fn put<C: S3Api>(run: &Run<'_, C>) -> Result<UploadReport, Erro
     }
     let seconds_to_first_send = Some(run.started.elapsed().as_secs_f64());
     let settings = cfg.object.for_file(&cfg.source);
+    let body = PutBody::File(FileRange::new(src.file(), part.offset, part.len));
     let reply = send_one(run, body, &hash, &settings).await?;
     run.progress.part_done(part.len);
     let sent = Sent {
@@ -69,18 +74,17 @@ pub(crate) async fn put<C: S3Api>(run: &Run<'_, C>) -> Result<UploadReport, Erro
     Ok(report)
 }
 
-/// The file read once into memory and hashed: the body to send, its part hash, and the
-/// whole-file hashes.
+/// The file read into memory and hashed: its part hash and the whole-file hashes.
 ///
 /// One PutObject always carries Content-MD5: its ETag is then the MD5 `tally md5` can use.
 /// Checksum and MD5 run on two threads: there is no other part to hash beside this one. The
-/// whole-file hashes (`--file-hash`) ride with the MD5: the body is the whole file. The body is
+/// whole-file hashes (`--file-hash`) ride with the MD5: the body is the whole file. The bytes are
 /// read into memory (`pread`), not taken from the mapping: a file truncated meanwhile is a short
-/// read ("file changed"), never a SIGBUS while hashing or sending it.
+/// read ("file changed"), never a SIGBUS while hashing it. The send reads them again the same way.
 async fn read_and_hash<C: S3Api>(
     run: &Run<'_, C>,
     part: &Part,
-) -> Result<(bytes::Bytes, PartHash, WholeFile), Error> {
+) -> Result<(PartHash, WholeFile), Error> {
     let checked = run.src.clone();
     let alg = run.cfg.checksum;
     let formats = super::whole_file_formats(run);
@@ -89,8 +93,7 @@ async fn read_and_hash<C: S3Api>(
         checked.check_unchanged()?;
         let body = checked.read_copy(range)?;
         checked.check_unchanged()?;
-        let (hash, whole) = hash::hash_single(alg, &formats, &body);
-        Ok::<_, Error>((body, hash, whole))
+        Ok::<_, Error>(hash::hash_single(alg, &formats, &body))
     })
     .await
 }
@@ -98,7 +101,7 @@ async fn read_and_hash<C: S3Api>(
 /// The PutObject itself, stopped by Ctrl-C; a failure that a file cut short explains is said so.
 async fn send_one<C: S3Api>(
     run: &Run<'_, C>,
-    body: bytes::Bytes,
+    body: PutBody,
     hash: &PartHash,
     settings: &ObjectSettings,
 ) -> Result<WriteReply, Error> {

@@ -19,11 +19,16 @@ impl MultipartWrite for FakeS3 {
         &self,
         obj: &ObjectUrl,
         alg: ChecksumAlgorithm,
-        body: Bytes,
+        body: crate::s3::PutBody,
         hash: &PartHash,
         settings: &ObjectSettings,
     ) -> Result<WriteReply, S3Error> {
         let _in_flight = self.request().await;
+        // As an HTTP client would: a body that fails to read fails the request.
+        let body = body
+            .read_all()
+            .await
+            .map_err(|e| S3Error::transport(format!("the request body failed: {e}")))?;
         if settings.if_absent && self.state.lock().unwrap().objects.contains_key(&obj.key) {
             return Err(err("PreconditionFailed", 412));
         }

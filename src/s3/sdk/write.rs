@@ -73,7 +73,7 @@ impl MultipartWrite for SdkS3 {
         &self,
         obj: &ObjectUrl,
         alg: ChecksumAlgorithm,
-        body: Bytes,
+        body: crate::s3::PutBody,
         hash: &PartHash,
         settings: &ObjectSettings,
     ) -> Result<WriteReply, S3Error> {
