@@ -134,31 +134,66 @@ pub fn hash_part_joined(alg: ChecksumAlgorithm, data: &[u8]) -> PartHash {
     }
 }
 
-/// Hashes the body of one PutObject: its checksum with `alg` on one thread of the rayon pool, and
-/// on another its MD5 (for Content-MD5) with the whole-file `formats` in the same pass (the body
-/// is the whole file). With MD5 as the checksum the one MD5 serves both.
-pub fn hash_single(
-    alg: ChecksumAlgorithm,
-    formats: &[FileHashFormat],
-    data: &[u8],
-) -> (PartHash, WholeFile) {
-    let whole = || {
-        let mut h = FileHasher::new(formats).with_md5();
-        h.update(data);
-        h.finish()
-    };
-    let (checksum, whole) = if alg == ChecksumAlgorithm::Md5 {
-        let w = whole();
-        (Digest::from_bytes(w.md5.expect("asked for").to_vec()), w)
-    } else {
-        rayon::join(|| checksum(alg, data), whole)
-    };
-    let part = PartHash {
-        checksum,
-        md5: whole.md5,
-        len: data.len() as u64,
-    };
-    (part, whole)
+/// Hashes the body of one PutObject piece by piece (a file read in pieces, never whole in
+/// memory): each piece through its checksum with `alg` on one thread of the rayon pool, and on
+/// another through its MD5 (for Content-MD5) with the whole-file `formats` in the same pass (the
+/// body is the whole file); the same result as hashing the concatenation at once. With MD5 as the
+/// checksum the one MD5 serves both. CPU-bound: call it from the pool.
+pub struct SingleHasher {
+    /// `None` when the checksum is MD5: the whole-file MD5 serves both.
+    checksum: Option<Hasher>,
+    whole: FileHasher,
+    len: u64,
+}
+
+impl std::fmt::Debug for SingleHasher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SingleHasher")
+            .field("len", &self.len)
+            .finish()
+    }
+}
+
+impl SingleHasher {
+    /// A hasher for a body checksummed with `alg`, with its MD5 and the whole-file `formats`.
+    pub fn new(alg: ChecksumAlgorithm, formats: &[FileHashFormat]) -> SingleHasher {
+        SingleHasher {
+            checksum: (alg != ChecksumAlgorithm::Md5).then(|| Hasher::new(alg)),
+            whole: FileHasher::new(formats).with_md5(),
+            len: 0,
+        }
+    }
+
+    /// Hashes the next piece.
+    pub fn update(&mut self, data: &[u8]) {
+        self.len += data.len() as u64;
+        let whole = &mut self.whole;
+        match &mut self.checksum {
+            None => whole.update(data),
+            Some(h) => {
+                rayon::join(
+                    || crate::source::for_each_prefetched(data, STEP, |step| h.update(step)),
+                    || whole.update(data),
+                );
+            }
+        }
+    }
+
+    /// The body's part hash (checksum and MD5) and the whole-file hashes.
+    pub fn finish(self) -> (PartHash, WholeFile) {
+        let whole = self.whole.finish();
+        let md5 = whole.md5.expect("asked for");
+        let checksum = match self.checksum {
+            Some(h) => h.finish(),
+            None => Digest::from_bytes(md5.to_vec()),
+        };
+        let part = PartHash {
+            checksum,
+            md5: Some(md5),
+            len: self.len,
+        };
+        (part, whole)
+    }
 }
 
 /// What [`hash_range`] computed: a checksum and/or an MD5.
@@ -393,6 +428,30 @@ mod tests {
             assert_eq!(p.checksum, checksum(alg, &data), "{alg}");
             assert_eq!(hash_part_joined(alg, &data), p, "{alg}");
             assert_eq!(p.len, data.len() as u64);
+        }
+    }
+
+    #[test]
+    fn a_single_body_hashed_in_pieces_equals_its_part_hash_and_file_digests() {
+        // Fed in uneven pieces, two threads per piece: the checksum and MD5 equal `hash_part`'s
+        // over the whole body, and the whole-file digests the reference values of the same input
+        // in the test below (computed outside tally).
+        let data: Vec<u8> = (0..1_000_003u64)
+            .map(|i| ((i * 31 + 7) % 251) as u8)
+            .collect();
+        for alg in ChecksumAlgorithm::ALL {
+            let mut h = SingleHasher::new(alg, &[FileHashFormat::Xxh64]);
+            for piece in data.chunks(262_147) {
+                h.update(piece);
+            }
+            let (part, whole) = h.finish();
+            assert_eq!(part, hash_part(alg, true, &data), "{alg}");
+            assert_eq!(whole.len, data.len() as u64);
+            assert_eq!(
+                whole.hashes.get(FileHashFormat::Xxh64),
+                Some("65566c8f44a1a236")
+            );
+            assert_eq!(whole.md5, part.md5, "{alg}");
         }
     }
 

@@ -56,7 +56,7 @@ pub struct Source {
     /// `None` for an empty file (nothing to map).
     map: Option<Arc<memmap2::Mmap>>,
     fingerprint: Fingerprint,
-    /// The file opened, for [`Source::read_copy`] and [`Source::file`].
+    /// The file opened, for [`Source::read_into`] and [`Source::file`].
     file: Arc<File>,
 }
 
@@ -220,19 +220,16 @@ impl Source {
         self.fingerprint
     }
 
-    /// The bytes of `range` (clamped to the file) read with `pread` into memory of their own, not
-    /// through the mapping: a file truncated meanwhile gives a short read, reported as
+    /// Fills `buf` with the file's bytes from `offset`, read with `pread`, not through the
+    /// mapping: a file truncated meanwhile gives a short read, reported as
     /// [`Error::SourceChanged`], where a read of the mapping past the new end would kill the
-    /// process with SIGBUS. For hashing a file sent in one PutObject (no larger than one part):
-    /// one copy more than the mapping; its send reads the file again in pieces
-    /// (`s3::PutBody::File`). Blocking.
-    pub fn read_copy(&self, range: Range<u64>) -> Result<Bytes, Error> {
+    /// process with SIGBUS. For hashing a file sent in one PutObject, piece by piece into one
+    /// buffer; its send reads the file again the same way (`s3::PutBody::File`). Blocking.
+    pub fn read_into(&self, offset: u64, buf: &mut [u8]) -> Result<(), Error> {
         use std::os::unix::fs::FileExt as _;
-        let range = self.clamp(range);
-        let mut buf = vec![0u8; range.end - range.start];
         let mut at = 0;
         while at < buf.len() {
-            match self.file.read_at(&mut buf[at..], (range.start + at) as u64) {
+            match self.file.read_at(&mut buf[at..], offset + at as u64) {
                 Ok(0) => {
                     return Err(Error::SourceChanged {
                         path: self.path.clone(),
@@ -248,7 +245,7 @@ impl Source {
                 }
             }
         }
-        Ok(Bytes::from(buf))
+        Ok(())
     }
 
     /// The file as it was opened (the one mapped): for reading it with `pread` elsewhere (the

@@ -21,10 +21,10 @@ pub(crate) async fn put<C: S3Api>(run: &Run<'_, C>) -> Result<UploadReport, Erro
         len: src.len(),
     };
     run.progress.start(part.len, 1);
-    // The bytes read for hashing are held (and counted in the engine's byte budget) only while
-    // they are hashed: the send reads the file again, piece by piece (`PutBody::File`).
+    // The file is read and hashed piece by piece into one buffer, counted in the engine's byte
+    // budget while it is hashed; the send reads the file again, piece by piece (`PutBody::File`).
     let (hash, whole) = {
-        let _held = run.engine.reserve(part.len).await;
+        let _held = run.engine.reserve(part.len.min(READ_PIECE as u64)).await;
         read_and_hash(run, &part).await?
     };
     // The caller's check (a tree's ASC MHL check), on the digests of this one read: a file that
@@ -74,13 +74,17 @@ pub(crate) async fn put<C: S3Api>(run: &Run<'_, C>) -> Result<UploadReport, Erro
     Ok(report)
 }
 
-/// The file read into memory and hashed: its part hash and the whole-file hashes.
+/// The bytes read and hashed at a time.
+const READ_PIECE: usize = 1024 * 1024;
+
+/// The file read piece by piece and hashed: its part hash and the whole-file hashes.
 ///
 /// One PutObject always carries Content-MD5: its ETag is then the MD5 `tally md5` can use.
 /// Checksum and MD5 run on two threads: there is no other part to hash beside this one. The
 /// whole-file hashes (`--file-hash`) ride with the MD5: the body is the whole file. The bytes are
-/// read into memory (`pread`), not taken from the mapping: a file truncated meanwhile is a short
-/// read ("file changed"), never a SIGBUS while hashing it. The send reads them again the same way.
+/// read (`pread`) into one buffer of [`READ_PIECE`], not taken from the mapping: a file truncated
+/// meanwhile is a short read ("file changed"), never a SIGBUS while hashing it. The send reads
+/// them again the same way.
 async fn read_and_hash<C: S3Api>(
     run: &Run<'_, C>,
     part: &Part,
@@ -91,9 +95,17 @@ async fn read_and_hash<C: S3Api>(
     let range = part.range();
     on_pool(move || {
         checked.check_unchanged()?;
-        let body = checked.read_copy(range)?;
+        let mut h = hash::SingleHasher::new(alg, &formats);
+        let mut buf = vec![0u8; (range.end - range.start).min(READ_PIECE as u64) as usize];
+        let mut at = range.start;
+        while at < range.end {
+            let piece = &mut buf[..(range.end - at).min(READ_PIECE as u64) as usize];
+            checked.read_into(at, piece)?;
+            h.update(piece);
+            at += piece.len() as u64;
+        }
         checked.check_unchanged()?;
-        Ok::<_, Error>(hash::hash_single(alg, &formats, &body))
+        Ok::<_, Error>(h.finish())
     })
     .await
 }
