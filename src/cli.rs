@@ -447,7 +447,8 @@ pub struct AbortArgs {
     /// s3://BUCKET/KEY with --upload-id; s3://BUCKET[/PREFIX] with --all-older-than
     pub target: String,
     /// The upload to abort.
-    #[arg(long)]
+    // Upload ids may start with '-' (moto's do, one in 64): taken as the value, not as a flag.
+    #[arg(long, allow_hyphen_values = true)]
     pub upload_id: Option<String>,
     /// Abort every upload under the prefix started longer ago than this (e.g. 36h, 7d).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
@@ -768,5 +769,22 @@ mod hedge_flag_tests {
             download(&["--hedge", "--no-hedge"]).is_err(),
             "both: refused"
         );
+    }
+}
+
+#[cfg(test)]
+mod abort_flag_tests {
+    use super::*;
+
+    #[test]
+    fn an_upload_id_that_starts_with_a_hyphen_is_the_value() {
+        let spaced: &[&str] = &["tally", "abort", "s3://b/k", "--upload-id", "-Xy_z9"];
+        let joined: &[&str] = &["tally", "abort", "s3://b/k", "--upload-id=-Xy_z9"];
+        for args in [spaced, joined] {
+            match Cli::try_parse_from(args).unwrap().command {
+                Command::Abort(a) => assert_eq!(a.upload_id.as_deref(), Some("-Xy_z9")),
+                _ => panic!("not an abort"),
+            }
+        }
     }
 }

@@ -85,8 +85,7 @@ fn held_parts(s: &Server, key: &str) -> u64 {
         &s.bucket,
         "--key",
         key,
-        "--upload-id",
-        &id,
+        &format!("--upload-id={id}"),
     ]);
     if parts.trim().is_empty() {
         return 0;
@@ -274,8 +273,7 @@ fn an_upload_aborted_between_runs_starts_again_and_says_so() {
         &s.bucket,
         "--key",
         key,
-        "--upload-id",
-        &id,
+        &format!("--upload-id={id}"),
     ]);
     let url = s.url(key);
     let mut args = upload_args(&path, &url, &manifest);

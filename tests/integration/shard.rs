@@ -95,8 +95,7 @@ fn held_parts(s: &Server, key: &str, upload_id: &str) -> Vec<u64> {
         &s.bucket,
         "--key",
         key,
-        "--upload-id",
-        upload_id,
+        &format!("--upload-id={upload_id}"),
     ]);
     if out.trim().is_empty() {
         return Vec::new();

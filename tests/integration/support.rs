@@ -324,8 +324,8 @@ impl Server {
                     &self.bucket,
                     "--key",
                     key,
-                    "--upload-id",
-                    u["UploadId"].as_str().unwrap(),
+                    // One argument: an id that starts with '-' (moto's can) is no option.
+                    &format!("--upload-id={}", u["UploadId"].as_str().unwrap()),
                 ]);
             }
         }
