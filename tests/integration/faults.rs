@@ -137,10 +137,21 @@ fn survive_within(name: &str, plan: Plan, len: u64, bound: Duration) -> Survived
             "plan {name} seed {seed}: run {run}: {code:?}: {err}"
         );
         stops.push(code.unwrap());
-        assert!(
-            s.head(&key).is_none(),
-            "plan {name} seed {seed}: completed although it failed"
-        );
+        if s.head(&key).is_some() {
+            // Seen once (seed 1796586450749353262, not replayed by the seed): the requests that
+            // could explain it, in arrival order.
+            let seen: Vec<String> = st
+                .events()
+                .iter()
+                .filter(|e| e.fault.is_some() || e.op == Op::Complete)
+                .map(|e| format!("{:?} {:?} {}", e.op, e.fault, e.target))
+                .collect();
+            panic!(
+                "plan {name} seed {seed}: run {run}: completed although it failed: {err}\n\
+                 faults and Completes the proxy saw:\n{}",
+                seen.join("\n")
+            );
+        }
         let in_progress = s.uploads_in_progress(&key);
         if err.contains("kept for resuming") {
             assert_eq!(
