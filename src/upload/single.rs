@@ -22,11 +22,10 @@ pub(crate) async fn put<C: S3Api>(run: &Run<'_, C>) -> Result<UploadReport, Erro
     };
     run.progress.start(part.len, 1);
     // The file is read and hashed piece by piece into one buffer, counted in the engine's byte
-    // budget while it is hashed; the send reads the file again, piece by piece (`PutBody::File`).
-    let (hash, whole) = {
-        let _held = run.engine.reserve(part.len.min(READ_PIECE as u64)).await;
-        read_and_hash(run, &part).await?
-    };
+    // budget. A small file is sent from that buffer (held, and counted, until S3 answers); a
+    // larger one is read again as it is sent, piece by piece (`PutBody::File`), and holds nothing.
+    let held = run.engine.reserve(part.len.min(READ_PIECE as u64)).await;
+    let (hash, whole, kept) = read_and_hash(run, &part).await?;
     // The caller's check (a tree's ASC MHL check), on the digests of this one read: a file that
     // fails it is not sent.
     if let Some(check) = run.check {
@@ -34,7 +33,13 @@ pub(crate) async fn put<C: S3Api>(run: &Run<'_, C>) -> Result<UploadReport, Erro
     }
     let seconds_to_first_send = Some(run.started.elapsed().as_secs_f64());
     let settings = cfg.object.for_file(&cfg.source);
-    let body = PutBody::File(FileRange::new(src.file(), part.offset, part.len));
+    let (body, _held) = match kept {
+        Some(bytes) => (PutBody::Memory(bytes), Some(held)),
+        None => (
+            PutBody::File(FileRange::new(src.file(), part.offset, part.len)),
+            None,
+        ),
+    };
     let reply = send_one(run, body, &hash, &settings).await?;
     run.progress.part_done(part.len);
     let sent = Sent {
@@ -77,7 +82,13 @@ pub(crate) async fn put<C: S3Api>(run: &Run<'_, C>) -> Result<UploadReport, Erro
 /// The bytes read and hashed at a time.
 const READ_PIECE: usize = 1024 * 1024;
 
-/// The file read piece by piece and hashed: its part hash and the whole-file hashes.
+/// Files up to this size are sent from the bytes read for hashing: one read of each byte, and no
+/// blocking step for the send (most files of a tree of many are this small). At 64 files in
+/// flight that holds 16 MiB at most, counted in the engine's byte budget.
+const SENT_FROM_MEMORY: u64 = 256 * 1024;
+
+/// The file read piece by piece and hashed: its part hash, the whole-file hashes, and the bytes
+/// when the file is no larger than [`SENT_FROM_MEMORY`].
 ///
 /// One PutObject always carries Content-MD5: its ETag is then the MD5 `tally md5` can use.
 /// Checksum and MD5 run on two threads: there is no other part to hash beside this one. The
@@ -88,7 +99,7 @@ const READ_PIECE: usize = 1024 * 1024;
 async fn read_and_hash<C: S3Api>(
     run: &Run<'_, C>,
     part: &Part,
-) -> Result<(PartHash, WholeFile), Error> {
+) -> Result<(PartHash, WholeFile, Option<bytes::Bytes>), Error> {
     let checked = run.src.clone();
     let alg = run.cfg.checksum;
     let formats = super::whole_file_formats(run);
@@ -105,7 +116,9 @@ async fn read_and_hash<C: S3Api>(
             at += piece.len() as u64;
         }
         checked.check_unchanged()?;
-        Ok::<_, Error>(h.finish())
+        let (hash, whole) = h.finish();
+        let kept = (range.end - range.start <= SENT_FROM_MEMORY).then(|| bytes::Bytes::from(buf));
+        Ok::<_, Error>((hash, whole, kept))
     })
     .await
 }
