@@ -22,10 +22,6 @@
 //! Its line then comes out of order and is passed over by the next run's cursor (that file is
 //! proven again, never wrongly skipped). Only folding an
 //! interrupted run's entries into the record holds both in memory, once, at the next run's start.
-//!
-//! The lines are written by a thread of the record's own, in batches of 64 KiB handed over without
-//! waiting (at most 4 queued): the async threads that finish files never write the file. A writer
-//! that falls 8 MiB behind (a stalled disk) gives the record up for the run, as a failed write does.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::File;
@@ -87,29 +83,10 @@ struct Earlier {
     head: Option<Proven>,
 }
 
-/// Bytes of lines gathered before they are handed to the writer thread.
-const BATCH: usize = 64 * 1024;
-
-/// Batches handed to the writer thread and not yet written, at most.
-const QUEUED: usize = 4;
-
-/// Bytes of lines gathered at most while the writer thread lags (the disk stalls): past that the
-/// record is given up for this run (the next run proves every file again).
-const LAGGING: usize = 8 * 1024 * 1024;
-
 /// This run's record file and the entries waiting to be written in key order.
-///
-/// The entries are called in from the async threads that finish files ([`Record::add`]): their
-/// lines are gathered in memory and written by a thread of the record's own, a batch at a time,
-/// so that no write of the file runs on an async thread.
 #[derive(Debug)]
 struct Out {
-    /// Lines not yet handed to the writer.
-    batch: Vec<u8>,
-    /// To the writer thread (bounded: [`QUEUED`] batches).
-    tx: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
-    /// The writer thread: the file back once every batch is written.
-    writer: Option<std::thread::JoinHandle<std::io::Result<File>>>,
+    w: BufWriter<File>,
     pending: BTreeMap<String, Proven>,
     /// The files handed on by the walk and not yet done (at most the files in progress, and the
     /// ones a stop left unstarted).
@@ -117,77 +94,9 @@ struct Out {
 }
 
 impl Out {
-    /// Starts the writer thread of `file`.
-    fn new(file: File) -> std::io::Result<Out> {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(QUEUED);
-        let writer = std::thread::Builder::new()
-            .name("tally-record".into())
-            .spawn(move || {
-                let mut w = file;
-                for batch in rx {
-                    w.write_all(&batch)?;
-                }
-                Ok(w)
-            })?;
-        Ok(Out {
-            batch: Vec::new(),
-            tx: Some(tx),
-            writer: Some(writer),
-            pending: BTreeMap::new(),
-            in_progress: BTreeSet::new(),
-        })
-    }
-
     fn write(&mut self, p: &Proven) -> std::io::Result<()> {
-        serde_json::to_writer(&mut self.batch, p).map_err(std::io::Error::other)?;
-        self.batch.push(b'\n');
-        Ok(())
-    }
-
-    /// Hands the gathered lines to the writer once there are [`BATCH`] bytes of them, without
-    /// waiting: a full queue keeps them here, up to [`LAGGING`].
-    fn hand_over(&mut self) -> std::io::Result<()> {
-        use std::sync::mpsc::TrySendError;
-        if self.batch.len() < BATCH {
-            return Ok(());
-        }
-        let tx = self.tx.as_ref().expect("open until closed");
-        match tx.try_send(std::mem::take(&mut self.batch)) {
-            Ok(()) => Ok(()),
-            Err(TrySendError::Full(back)) if back.len() < LAGGING => {
-                self.batch = back;
-                Ok(())
-            }
-            Err(TrySendError::Full(_)) => Err(std::io::Error::other(
-                "its writes fell more than 8 MiB behind",
-            )),
-            Err(TrySendError::Disconnected(_)) => Err(self
-                .join()
-                .err()
-                .unwrap_or_else(|| std::io::Error::other("its writer stopped"))),
-        }
-    }
-
-    /// Hands over what is left (waiting for room: call it from a blocking thread), ends the
-    /// writer and returns the file.
-    fn finish(&mut self) -> std::io::Result<File> {
-        if let Some(tx) = self.tx.take()
-            && !self.batch.is_empty()
-        {
-            // A writer that stopped reports its error at the join.
-            let _ = tx.send(std::mem::take(&mut self.batch));
-        }
-        self.join()
-    }
-
-    /// Ends the writer (its channel closed) and returns what it returned.
-    fn join(&mut self) -> std::io::Result<File> {
-        self.tx = None;
-        match self.writer.take().map(std::thread::JoinHandle::join) {
-            Some(Ok(done)) => done,
-            Some(Err(_)) => Err(std::io::Error::other("its writer panicked")),
-            None => Err(std::io::Error::other("its writer already ended")),
-        }
+        serde_json::to_writer(&mut self.w, p).map_err(std::io::Error::other)?;
+        self.w.write_all(b"\n")
     }
 
     /// Writes the entries no file in progress comes before, and the first ones past
@@ -201,7 +110,7 @@ impl Out {
             let (_, p) = self.pending.pop_first().expect("a first entry");
             self.write(&p)?;
         }
-        self.hand_over()
+        Ok(())
     }
 }
 
@@ -322,13 +231,15 @@ impl Record {
         };
         // Created exclusively: never written through a link placed at its name.
         let _ = std::fs::remove_file(&next);
-        let out = crate::fsx::create_new(&next, 0o600)
-            .and_then(Out::new)
-            .map_err(|e| record_error(&next, &e))?;
+        let out = crate::fsx::create_new(&next, 0o600).map_err(|e| record_error(&next, &e))?;
         Ok(Record {
             path: path.to_owned(),
             earlier: Mutex::new(earlier),
-            out: Mutex::new(Some(out)),
+            out: Mutex::new(Some(Out {
+                w: BufWriter::new(out),
+                pending: BTreeMap::new(),
+                in_progress: BTreeSet::new(),
+            })),
         })
     }
 
@@ -391,7 +302,8 @@ impl Record {
         for p in std::mem::take(&mut o.pending).into_values() {
             o.write(&p).map_err(|e| record_error(&next, &e))?;
         }
-        o.finish()
+        o.w.into_inner()
+            .map_err(std::io::Error::other)
             .and_then(|f| f.sync_all())
             .map_err(|e| record_error(&next, &e))?;
         if complete {
@@ -524,34 +436,5 @@ mod tests {
             ["a", "d"],
             "a at once, then d forced out past PENDING"
         );
-    }
-
-    #[test]
-    fn entries_reach_the_file_as_the_run_goes_not_only_at_its_end() {
-        // An interrupted run (killed, never closed) leaves what it proved for the next one: the
-        // lines go to the writer thread in batches as files finish.
-        let dir = tempfile::tempdir().unwrap();
-        let path = path_for(dir.path(), "/r".as_ref(), "e", "b", "p/");
-        let r = Record::open(&path, false).unwrap();
-        // Lines of about 100 bytes: 2,000 of them make three batches.
-        for i in 0..2_000 {
-            let rel = format!("f{i:06}");
-            r.started(&rel);
-            r.add(&proven(&rel, i, "e"));
-            r.finished(&rel);
-        }
-        let next = next_of(&path);
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-        while std::fs::metadata(&next).map_or(0, |m| m.len()) < BATCH as u64 {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "no batch written within 60 s"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(5));
-        }
-        let text = std::fs::read_to_string(&next).unwrap();
-        let first: Proven = serde_json::from_str(text.lines().next().unwrap()).unwrap();
-        assert_eq!(first.rel, "f000000");
-        drop(r);
     }
 }
