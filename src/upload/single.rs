@@ -35,10 +35,13 @@ pub(crate) async fn put<C: S3Api>(run: &Run<'_, C>) -> Result<UploadReport, Erro
     let settings = cfg.object.for_file(&cfg.source);
     let (body, _held) = match kept {
         Some(bytes) => (PutBody::Memory(bytes), Some(held)),
-        None => (
-            PutBody::File(FileRange::new(src.file(), part.offset, part.len)),
-            None,
-        ),
+        None => {
+            // Released before the send (an arm that does not move `held` would keep it alive
+            // to the end of the function).
+            drop(held);
+            let range = FileRange::new(src.file(), part.offset, part.len);
+            (PutBody::File(range), None)
+        }
     };
     let reply = send_one(run, body, &hash, &settings).await?;
     run.progress.part_done(part.len);
