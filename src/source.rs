@@ -227,25 +227,17 @@ impl Source {
     /// buffer; its send reads the file again the same way (`s3::PutBody::File`). Blocking.
     pub fn read_into(&self, offset: u64, buf: &mut [u8]) -> Result<(), Error> {
         use std::os::unix::fs::FileExt as _;
-        let mut at = 0;
-        while at < buf.len() {
-            match self.file.read_at(&mut buf[at..], offset + at as u64) {
-                Ok(0) => {
-                    return Err(Error::SourceChanged {
-                        path: self.path.clone(),
-                    });
-                }
-                Ok(n) => at += n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    return Err(Error::Source {
-                        path: self.path.clone(),
-                        why: io_why(&e),
-                    });
-                }
-            }
-        }
-        Ok(())
+        self.file
+            .read_exact_at(buf, offset)
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::UnexpectedEof => Error::SourceChanged {
+                    path: self.path.clone(),
+                },
+                _ => Error::Source {
+                    path: self.path.clone(),
+                    why: io_why(&e),
+                },
+            })
     }
 
     /// The file as it was opened (the one mapped): for reading it with `pread` elsewhere (the

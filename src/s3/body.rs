@@ -59,12 +59,6 @@ impl From<Bytes> for PutBody {
     }
 }
 
-impl From<Vec<u8>> for PutBody {
-    fn from(b: Vec<u8>) -> Self {
-        PutBody::Memory(b.into())
-    }
-}
-
 /// `len` bytes of `file` from `start`.
 #[derive(Debug, Clone)]
 pub struct FileRange {
@@ -79,38 +73,20 @@ impl FileRange {
         FileRange { file, start, len }
     }
 
-    /// Length in bytes.
-    pub fn len(&self) -> u64 {
-        self.len
-    }
-
-    /// Whether the range is empty.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    /// Bytes `at..at + n` of the range, read with `pread`. Blocking. A file that ends before them
-    /// is an error (`UnexpectedEof`): it changed since it was hashed.
+    /// Bytes `at..at + n` of the range, read with `pread` (`read_exact_at`). Blocking. A file
+    /// that ends before them is an error (`UnexpectedEof`): it changed since it was hashed.
     pub(crate) fn read(&self, at: u64, n: u64) -> std::io::Result<Bytes> {
         let n = n.min(self.len.saturating_sub(at));
         let mut buf = vec![0u8; n as usize];
-        let mut done = 0;
-        while done < buf.len() {
-            match self
-                .file
-                .read_at(&mut buf[done..], self.start + at + done as u64)
-            {
-                Ok(0) => {
-                    return Err(std::io::Error::new(
-                        std::io::ErrorKind::UnexpectedEof,
-                        "the file is shorter than when it was hashed: it changed",
-                    ));
-                }
-                Ok(k) => done += k,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
+        self.file
+            .read_exact_at(&mut buf, self.start + at)
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::UnexpectedEof => std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "the file is shorter than when it was hashed: it changed",
+                ),
+                _ => e,
+            })?;
         Ok(Bytes::from(buf))
     }
 }
