@@ -912,32 +912,39 @@ mod tests {
         assert_eq!(fake.uploads_in_progress(), 0);
     }
 
+    /// Files `f{i}.bin` in `dir` of the lengths given (contents seeded from `seed + i`), each
+    /// with its upload to `s3://bkt/f{i}` in 5 MiB parts, `concurrency` requests, `alg`, and its
+    /// own manifest: the configs and the contents.
+    fn files(
+        dir: &Path,
+        lens: impl Iterator<Item = u64>,
+        seed: u64,
+        concurrency: usize,
+        alg: ChecksumAlgorithm,
+    ) -> (Vec<UploadConfig>, Vec<Vec<u8>>) {
+        lens.enumerate()
+            .map(|(i, len)| {
+                let file = dir.join(format!("f{i}.bin"));
+                let bytes = data(len, seed + i as u64);
+                std::fs::write(&file, &bytes).unwrap();
+                let mut cfg =
+                    UploadConfig::new(file, &format!("s3://bkt/f{i}"), 5 * MIB, concurrency, alg)
+                        .unwrap();
+                cfg.resume.manifest = Some(dir.join(format!("m{i}.manifest")));
+                cfg.resume.state_dir = crate::state::StateDir::at(dir.join("state"));
+                (cfg, bytes)
+            })
+            .unzip()
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn many_files_share_one_budget_and_small_files_go_together() {
         // Twelve small files (one PutObject each) and one of four parts; each file may send eight
         // requests at once, the command three. The fake holds requests until four are in flight
         // (for 5 s at most): three arrive together, and the fourth never does.
         let dir = tempfile::tempdir().unwrap();
-        let mut cfgs = Vec::new();
-        let mut contents = Vec::new();
-        for i in 0..13u64 {
-            let len = if i == 12 { 4 * 5 * MIB - 9 } else { 1000 + i };
-            let file = dir.path().join(format!("f{i}.bin"));
-            let bytes = data(len, 100 + i);
-            std::fs::write(&file, &bytes).unwrap();
-            let mut cfg = UploadConfig::new(
-                file,
-                &format!("s3://bkt/f{i}"),
-                5 * MIB,
-                8,
-                ChecksumAlgorithm::Sha256,
-            )
-            .unwrap();
-            cfg.resume.manifest = Some(dir.path().join(format!("m{i}.manifest")));
-            cfg.resume.state_dir = crate::state::StateDir::at(dir.path().join("state"));
-            cfgs.push(cfg);
-            contents.push(bytes);
-        }
+        let lens = (0..13u64).map(|i| if i == 12 { 4 * 5 * MIB - 9 } else { 1000 + i });
+        let (cfgs, contents) = files(dir.path(), lens, 100, 8, ChecksumAlgorithm::Sha256);
         let fake = FakeS3::default();
         fake.gather(4, std::time::Duration::from_secs(5));
         let limits = Limits {
@@ -966,25 +973,8 @@ mod tests {
         // holds them until six are, for 60 s at most). Were a file's budget held until S3
         // answered, one would go at a time.
         let dir = tempfile::tempdir().unwrap();
-        let mut cfgs = Vec::new();
-        let mut contents = Vec::new();
-        for i in 0..6u64 {
-            let file = dir.path().join(format!("f{i}.bin"));
-            let bytes = data(2 * MIB, 200 + i);
-            std::fs::write(&file, &bytes).unwrap();
-            let mut cfg = UploadConfig::new(
-                file,
-                &format!("s3://bkt/f{i}"),
-                5 * MIB,
-                6,
-                ChecksumAlgorithm::Crc32c,
-            )
-            .unwrap();
-            cfg.resume.manifest = Some(dir.path().join(format!("m{i}.manifest")));
-            cfg.resume.state_dir = crate::state::StateDir::at(dir.path().join("state"));
-            cfgs.push(cfg);
-            contents.push(bytes);
-        }
+        let lens = std::iter::repeat_n(2 * MIB, 6);
+        let (cfgs, contents) = files(dir.path(), lens, 200, 6, ChecksumAlgorithm::Crc32c);
         let fake = FakeS3::default();
         fake.gather(6, std::time::Duration::from_secs(60));
         let limits = Limits {
