@@ -512,6 +512,40 @@ mod tests {
         mover(moved, per_tick, len, 100 + n as u32)
     }
 
+    /// `part` run beside four [`peer`]s of `len` bytes: the peers' answers and the part's.
+    async fn beside_four_peers<T>(
+        flights: &Flights,
+        len: u64,
+        part: impl Future<Output = T>,
+    ) -> ([Result<u32, ()>; 4], T) {
+        let (a, b, c, d, p) = tokio::join!(
+            peer(flights, len, 0),
+            peer(flights, len, 1),
+            peer(flights, len, 2),
+            peer(flights, len, 3),
+            part
+        );
+        ([a, b, c, d], p)
+    }
+
+    /// A straggling part ([`slow_then_fast`], its attempts counted in `attempts`) sent with
+    /// hedging on; the time since `start` when it was sent again goes into `hedged_at`.
+    fn timed_straggler<'a>(
+        flights: &'a Flights,
+        len: u64,
+        attempts: &'a AtomicU64,
+        start: Instant,
+        hedged_at: &'a Mutex<Option<Duration>>,
+    ) -> impl Future<Output = Result<u32, ()>> + 'a {
+        send(
+            flights,
+            len,
+            true,
+            move |m| slow_then_fast(attempts, m, len),
+            move || *hedged_at.lock().unwrap() = Some(start.elapsed()),
+        )
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_slow_part_is_sent_again_and_the_fast_copy_wins() {
         let flights = Flights::default();
@@ -529,14 +563,8 @@ mod tests {
                 hedged.fetch_add(1, Ordering::SeqCst);
             },
         );
-        let (a, b, c, d, s) = tokio::join!(
-            peer(&flights, len, 0),
-            peer(&flights, len, 1),
-            peer(&flights, len, 2),
-            peer(&flights, len, 3),
-            slow
-        );
-        assert_eq!((a, b, c, d), (Ok(0), Ok(1), Ok(2), Ok(3)));
+        let (peers, s) = beside_four_peers(&flights, len, slow).await;
+        assert_eq!(peers, [Ok(0), Ok(1), Ok(2), Ok(3)]);
         assert_eq!(s, Ok(101), "the second attempt's answer");
         assert_eq!(hedged.load(Ordering::SeqCst), 1);
         assert_eq!(attempts.load(Ordering::SeqCst), 2, "sent again once");
@@ -586,14 +614,8 @@ mod tests {
             |m| pauser(m, len, 50_000_000, Duration::from_secs(7)),
             || panic!("a pause shorter than the hold is waited out"),
         );
-        let (a, b, c, d, p) = tokio::join!(
-            peer(&flights, len, 0),
-            peer(&flights, len, 1),
-            peer(&flights, len, 2),
-            peer(&flights, len, 3),
-            pausing
-        );
-        assert_eq!((a, b, c, d, p), (Ok(0), Ok(1), Ok(2), Ok(3), Ok(9)));
+        let (peers, p) = beside_four_peers(&flights, len, pausing).await;
+        assert_eq!((peers, p), ([Ok(0), Ok(1), Ok(2), Ok(3)], Ok(9)));
     }
 
     #[tokio::test(start_paused = true)]
@@ -603,20 +625,8 @@ mod tests {
         let start = Instant::now();
         let hedged_at = Mutex::new(None);
         let attempts = AtomicU64::new(0);
-        let slow = send(
-            &flights,
-            len,
-            true,
-            |m| slow_then_fast(&attempts, m, len),
-            || *hedged_at.lock().unwrap() = Some(start.elapsed()),
-        );
-        let (_, _, _, _, s) = tokio::join!(
-            peer(&flights, len, 0),
-            peer(&flights, len, 1),
-            peer(&flights, len, 2),
-            peer(&flights, len, 3),
-            slow
-        );
+        let slow = timed_straggler(&flights, len, &attempts, start, &hedged_at);
+        let (_, s) = beside_four_peers(&flights, len, slow).await;
         assert_eq!(s, Ok(101), "the copy's answer");
         let at = hedged_at.into_inner().unwrap().expect("sent again");
         // Slow from its start: the window (2 s) and the hold (8 s), checked every 250 ms.
@@ -674,13 +684,7 @@ mod tests {
         let attempts = AtomicU64::new(0);
         // The peers' parts take 1 s each, too short for a rate over the 2 s window: only their
         // answers tell what a part takes. The slow part moves 100 KB/s.
-        let slow = send(
-            &flights,
-            len,
-            true,
-            |m| slow_then_fast(&attempts, m, len),
-            || *hedged_at.lock().unwrap() = Some(start.elapsed()),
-        );
+        let slow = timed_straggler(&flights, len, &attempts, start, &hedged_at);
         let (s, ()) = tokio::join!(slow, short_rounds(&flights, len, 4));
         assert_eq!(s, Ok(101), "the copy's answer");
         let at = hedged_at.into_inner().unwrap().expect("sent again");
@@ -751,13 +755,7 @@ mod tests {
             || {},
         );
         // The slow part is 10x smaller so that it ends; its copy fails at once.
-        let (_, _, _, _, s) = tokio::join!(
-            peer(&flights, len, 0),
-            peer(&flights, len, 1),
-            peer(&flights, len, 2),
-            peer(&flights, len, 3),
-            slow
-        );
+        let (_, s) = beside_four_peers(&flights, len, slow).await;
         assert_eq!(s, Ok(7));
     }
 }
