@@ -86,8 +86,8 @@ pub(crate) async fn put<C: S3Api>(run: &Run<'_, C>) -> Result<UploadReport, Erro
 const READ_PIECE: usize = 1024 * 1024;
 
 /// Files up to this size are sent from the bytes read for hashing: one read of each byte, and no
-/// blocking step for the send (most files of a tree of many are this small). At 64 files in
-/// flight that holds 16 MiB at most, counted in the engine's byte budget.
+/// blocking step for the send (the 4 KiB frames of `scripts/bench --many-files` go this way).
+/// At 64 files in flight that holds 16 MiB at most, counted in the engine's byte budget.
 const SENT_FROM_MEMORY: u64 = 256 * 1024;
 
 /// The file read piece by piece and hashed: its part hash, the whole-file hashes, and the bytes
