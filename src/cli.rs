@@ -105,9 +105,9 @@ pub struct DownloadArgs {
     /// Parts in flight at most.
     #[arg(long, default_value_t = DEFAULT_CONCURRENCY)]
     pub concurrency: usize,
-    /// Do not fetch a part again, from its start on another connection, when it arrives far
-    /// slower than the others (on by default: the part is hashed and recorded from the new fetch
-    /// only; see docs/link.md).
+    /// Do not fetch a part again on other connections (in ranges, for parts of 8 MiB or more) when
+    /// it arrives far slower than the others (on by default: the part is hashed and recorded from
+    /// the new fetch only; see docs/link.md).
     #[arg(long = "no-hedge", action = clap::ArgAction::SetFalse)]
     pub hedge: bool,
     /// Accepted for scripts written when fetching stragglers again was opt-in; it is the default.

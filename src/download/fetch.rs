@@ -1,12 +1,14 @@
 //! One part of a download: a streaming ranged GET, each piece written at its offset in the
 //! partial file and hashed as it arrives (off the async threads, one pass), then checked; a part
 //! that does not match, or whose body breaks off, is fetched again under [`Policy::RANGED_READ`].
+//! A part told far slower than the others is fetched again as several ranges at once
+//! ([`split`]), then hashed from the file.
 
 use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use futures::StreamExt as _;
 use tokio_util::sync::CancellationToken;
@@ -53,8 +55,14 @@ pub(crate) struct Ctx<'a> {
     pub hedge: bool,
 }
 
-/// How many times one part is fetched again because it came far slower than the others.
+/// How many times one part (or one range of a part fetched again in ranges) is fetched again
+/// because it came far slower than the others.
 const SLOW_REFETCHES: u32 = 2;
+
+/// The ranges a part told slow is fetched again in ([`split`]): at least this long each...
+const SPLIT_PIECE: u64 = 4 << 20;
+/// ... and at most this many (a part shorter than two pieces is fetched again whole).
+const SPLIT_MAX: u64 = 8;
 
 /// A part checked (or hashed, where only the whole object can be checked).
 #[derive(Debug, Clone)]
@@ -63,7 +71,8 @@ pub(crate) struct Fetched {
     pub hash: RangeHash,
     /// What it was checked against on its own, if anything.
     pub against: Option<Against>,
-    /// Fetches made (more than one when it was fetched again).
+    /// GETs made (more than one when it was fetched again, one per range when fetched again in
+    /// ranges).
     pub attempts: u32,
     /// Fetches whose bytes did not match.
     pub corrupt: u32,
@@ -77,8 +86,9 @@ enum Failed {
     Length(u64),
     /// A final error (the file, the object replaced).
     Fatal(Error),
-    /// Stopped: far slower than the other parts (its last write landed first).
-    Slow,
+    /// Stopped: far slower than the other parts (its last write landed first), with the checksum
+    /// its reply carried (a part's, when asked for by its number).
+    Slow(Option<RemoteChecksum>),
 }
 
 /// Fetches part `i` (`range`), writes it into the partial file, and checks it.
@@ -91,14 +101,27 @@ pub(crate) async fn part<C: ObjectRead>(
     let number = i as u32 + 1;
     let mut backoff = Policy::RANGED_READ.start();
     let mut tries = Tries::default();
+    let gets = AtomicU32::new(0);
+    // Set when the last fetch was told slow: the ranges to fetch the part again in, and the
+    // checksum that fetch's reply carried.
+    let mut in_ranges: Option<(Vec<Range<u64>>, Option<RemoteChecksum>)> = None;
     loop {
-        let attempt = backoff.attempt();
         // A part of a multipart object is asked for by its number, so that S3 sends its checksum
         // (unless the server answered a part number with the wrong bytes: then by its range).
         let by_range = ctx.by_range.load(Ordering::Relaxed);
         let by_number = (ctx.plan.multipart && !by_range).then_some(number);
         let watch = ctx.hedge && tries.slow < SLOW_REFETCHES;
-        let failure = match once(s3, ctx, range.clone(), by_number, watch).await {
+        let fetched = match in_ranges.take() {
+            Some((pieces, checksum)) => split(s3, ctx, &range, pieces, &gets)
+                .await
+                .map(|hash| (hash, checksum)),
+            None => {
+                gets.fetch_add(1, Ordering::Relaxed);
+                let hasher = RangeHasher::new(ctx.plan.alg, ctx.plan.md5);
+                once(s3, ctx, range.clone(), by_number, watch, hasher).await
+            }
+        };
+        let failure = match fetched {
             Ok((hash, reply)) => {
                 let against = ctx.plan.against(i, reply.as_ref());
                 match against.as_ref().map(|a| a.check(&hash)) {
@@ -106,7 +129,7 @@ pub(crate) async fn part<C: ObjectRead>(
                         return Ok(Fetched {
                             hash,
                             against,
-                            attempts: attempt,
+                            attempts: gets.load(Ordering::Relaxed),
                             corrupt: tries.corrupt,
                         });
                     }
@@ -120,12 +143,22 @@ pub(crate) async fn part<C: ObjectRead>(
                 }
             }
             Err(Failed::Fatal(e)) => return Err(e),
-            Err(Failed::Slow) => {
+            Err(Failed::Slow(checksum)) => {
                 tries.slow += 1;
-                ctx.progress.note(&format!(
-                    "part {number} arrives far slower than the others: fetching it again on \
-                     another connection"
-                ));
+                let pieces = split_ranges(&range);
+                if pieces.len() > 1 {
+                    ctx.progress.note(&format!(
+                        "part {number} arrives far slower than the others: fetching it again as \
+                         {} ranges on other connections",
+                        pieces.len()
+                    ));
+                    in_ranges = Some((pieces, checksum));
+                } else {
+                    ctx.progress.note(&format!(
+                        "part {number} arrives far slower than the others: fetching it again on \
+                         another connection"
+                    ));
+                }
                 continue;
             }
             Err(Failed::S3(e)) if !e.kind.is_retryable() => {
@@ -139,6 +172,7 @@ pub(crate) async fn part<C: ObjectRead>(
                 }
             }
         };
+        let attempt = backoff.attempt();
         tracing::info!(part = number, attempt, error = %failure, "part fetch failed");
         if !backoff.wait().await {
             return Err(failure);
@@ -226,16 +260,160 @@ fn wrong_length(
     ))
 }
 
-/// One GET of `range` (as part `part`, when given): streamed into the file at its offsets and hashed; returns the hashes and
-/// the checksum the reply carried.
+/// The ranges a part told slow is fetched again in: [`SPLIT_PIECE`] or more each, at most
+/// [`SPLIT_MAX`], on block boundaries. A single range (a part under two pieces) means whole.
+fn split_ranges(range: &Range<u64>) -> Vec<Range<u64>> {
+    let len = range.end - range.start;
+    let n = (len / SPLIT_PIECE).clamp(1, SPLIT_MAX);
+    let step = len.div_ceil(n).next_multiple_of(BLOCK as u64);
+    (range.start..range.end)
+        .step_by(step as usize)
+        .map(|at| at..(at + step).min(range.end))
+        .collect()
+}
+
+/// Fetches the part `range` again as `pieces`, a GET each, all at once, each written at its
+/// offsets; then hashes the part from the file, in order (the pieces arrive in any order), and
+/// returns its hashes. Counts its GETs in `gets`.
+///
+/// Why: a part told slow has most of its bytes still to come (at a twentieth of its peers' rate,
+/// 2 s of watching moved a tenth of what they did), and on one connection again they take a whole
+/// part's time after the 2 s already lost. In ranges they take a fraction of it. The price: the
+/// part's bytes are read back from the file to be hashed (one more read of those bytes, from the
+/// disk where the file is written around the page cache), which also proves the bytes the file
+/// holds. Memory: each piece's GET holds a request slot and at most two blocks while it streams,
+/// like a part, so the pieces add no more than the slots allow.
+///
+/// A piece told slow is fetched again on its own ([`SLOW_REFETCHES`]); when a piece fails otherwise,
+/// the others are stopped, and every piece has ended (its last write landed) before the error is
+/// returned, so no write of this fetch lands on the next one's bytes.
+async fn split<C: ObjectRead>(
+    s3: &C,
+    ctx: &Ctx<'_>,
+    range: &Range<u64>,
+    pieces: Vec<Range<u64>>,
+    gets: &AtomicU32,
+) -> Result<RangeHash, Failed> {
+    let stop = CancellationToken::new();
+    let ends =
+        futures::future::join_all(pieces.into_iter().map(|r| piece(s3, ctx, r, &stop, gets))).await;
+    // The first failure that is not a piece stopped because another failed.
+    let mut first = None;
+    for end in ends {
+        match end {
+            Ok(()) => {}
+            Err(Failed::Slow(_)) => {
+                first.get_or_insert(Failed::Slow(None));
+            }
+            Err(e) => {
+                if first.as_ref().is_none_or(|f| matches!(f, Failed::Slow(_))) {
+                    first = Some(e);
+                }
+            }
+        }
+    }
+    if let Some(f) = first {
+        return Err(f);
+    }
+    let (file, path, range) = (ctx.file.clone(), ctx.path.clone(), range.clone());
+    let (alg, md5) = (ctx.plan.alg, ctx.plan.md5);
+    crate::exec::blocking(move || hash_from_file(file.file(), range, alg, md5))
+        .await
+        .map_err(|e| Failed::Fatal(io_error(&path, &e)))
+}
+
+/// One range of a part fetched again in ranges: a GET (fetched again when told slow, up to
+/// [`SLOW_REFETCHES`] times); on another failure, `stop` stops the other ranges.
+async fn piece<C: ObjectRead>(
+    s3: &C,
+    ctx: &Ctx<'_>,
+    r: Range<u64>,
+    stop: &CancellationToken,
+    gets: &AtomicU32,
+) -> Result<(), Failed> {
+    let mut slow = 0;
+    loop {
+        gets.fetch_add(1, Ordering::Relaxed);
+        let watch = ctx.hedge && slow < SLOW_REFETCHES;
+        // Only its length is counted here: the part is hashed from the file once every range is in.
+        let count = RangeHasher::new(None, false);
+        match once_stopped(s3, ctx, (r.clone(), None), watch, count, stop).await {
+            Ok(_) => return Ok(()),
+            Err(Failed::Slow(_)) if !stop.is_cancelled() => {
+                slow += 1;
+                tracing::debug!(
+                    start = r.start,
+                    end = r.end,
+                    "a range arrives far slower than the others: fetching it again"
+                );
+            }
+            Err(Failed::Length(got)) => {
+                stop.cancel();
+                return Err(Failed::S3(S3Error::transport(format!(
+                    "the body of bytes {}..{} was {got} bytes long, not {}",
+                    r.start,
+                    r.end,
+                    r.end - r.start
+                ))));
+            }
+            Err(e) => {
+                stop.cancel();
+                return Err(e);
+            }
+        }
+    }
+}
+
+/// The hashes of the file's bytes `range`, read in order. Blocking.
+fn hash_from_file(
+    file: &std::fs::File,
+    range: Range<u64>,
+    alg: Option<crate::vocab::ChecksumAlgorithm>,
+    md5: bool,
+) -> std::io::Result<RangeHash> {
+    use std::os::unix::fs::FileExt as _;
+    let mut h = RangeHasher::new(alg, md5);
+    let mut buf = vec![0u8; BUFFER];
+    let mut at = range.start;
+    while at < range.end {
+        let n = (range.end - at).min(BUFFER as u64) as usize;
+        file.read_exact_at(&mut buf[..n], at)?;
+        h.update(&buf[..n]);
+        at += n as u64;
+    }
+    Ok(h.finish())
+}
+
+/// One GET of `range` (as part `part`, when given): streamed into the file at its offsets and
+/// fed to `hasher`; returns the hashes and the checksum the reply carried.
 async fn once<C: ObjectRead>(
     s3: &C,
     ctx: &Ctx<'_>,
     range: Range<u64>,
     part: Option<u32>,
     watch: bool,
+    hasher: RangeHasher,
 ) -> Result<(RangeHash, Option<RemoteChecksum>), Failed> {
-    let hasher = RangeHasher::new(ctx.plan.alg, ctx.plan.md5);
+    once_stopped(
+        s3,
+        ctx,
+        (range, part),
+        watch,
+        hasher,
+        &CancellationToken::new(),
+    )
+    .await
+}
+
+/// [`once`], also stopped (as if slow) when `stop` is cancelled.
+async fn once_stopped<C: ObjectRead>(
+    s3: &C,
+    ctx: &Ctx<'_>,
+    (range, part): (Range<u64>, Option<u32>),
+    watch: bool,
+    hasher: RangeHasher,
+    stop: &CancellationToken,
+) -> Result<(RangeHash, Option<RemoteChecksum>), Failed> {
     if range.is_empty() {
         return Ok((hasher.finish(), None));
     }
@@ -260,7 +438,7 @@ async fn once<C: ObjectRead>(
         meter: ctx.progress.meter(),
     };
     let len = range.end - range.start;
-    let (moved, stop) = (Arc::new(AtomicU64::new(0)), CancellationToken::new());
+    let (moved, stop) = (Arc::new(AtomicU64::new(0)), stop.child_token());
     let task = Reading(tokio::spawn(sink.receive(
         reply.body,
         range,
@@ -277,14 +455,18 @@ async fn once<C: ObjectRead>(
         }
     };
     let h = tokio::select! {
-        h = &mut task => h?,
+        h = &mut task => h,
         () = slow => {
             // Stopped where it is (its write in flight ends first): the part is fetched again.
             stop.cancel();
-            task.await?
+            task.await
         }
     };
-    Ok((h.finish(), reply.checksum))
+    match h {
+        Ok(h) => Ok((h.finish(), reply.checksum)),
+        Err(Failed::Slow(_)) => Err(Failed::Slow(reply.checksum)),
+        Err(e) => Err(e),
+    }
 }
 
 /// A spawned body read, stopped if the part's future is dropped (the download failed elsewhere).
@@ -356,7 +538,7 @@ impl Sink {
             };
             let Some(piece) = piece else { break };
             let broken = match piece {
-                _ if stop.is_cancelled() => Some(Failed::Slow),
+                _ if stop.is_cancelled() => Some(Failed::Slow(None)),
                 Ok(p) if received + p.len() as u64 <= len => {
                     received += p.len() as u64;
                     moved.store(received, Ordering::Relaxed);
@@ -479,5 +661,127 @@ fn replaced_or(ctx: &Ctx<'_>, e: S3Error) -> Failed {
         })
     } else {
         Failed::S3(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::hash;
+    use crate::progress::Silent;
+    use crate::s3::MultipartWrite as _;
+    use crate::s3::fake::FakeS3;
+    use crate::s3::tamper::Tamper;
+    use crate::vocab::{ChecksumAlgorithm, ObjectSettings};
+
+    const MIB: u64 = 1 << 20;
+
+    #[test]
+    fn a_slow_part_is_split_in_ranges_of_whole_blocks_that_cover_it() {
+        let cases: [(Range<u64>, usize); 5] = [
+            (0..32 * MIB, 8),
+            (5 * MIB..105 * MIB, 8),
+            (0..8 * MIB, 2),
+            (0..7 * MIB, 1),
+            (3..3 + 9 * MIB + 17, 2),
+        ];
+        for (range, n) in cases {
+            let pieces = split_ranges(&range);
+            assert_eq!(pieces.len(), n, "{range:?}: {pieces:?}");
+            assert_eq!(pieces[0].start, range.start, "{range:?}");
+            assert_eq!(pieces.last().unwrap().end, range.end, "{range:?}");
+            for w in pieces.windows(2) {
+                assert_eq!(w[0].end, w[1].start, "{range:?}: contiguous");
+                let len = w[0].end - w[0].start;
+                assert_eq!(len % BLOCK as u64, 0, "{range:?}: whole blocks");
+                assert!(len >= SPLIT_PIECE || n == 1, "{range:?}: {len}");
+            }
+        }
+    }
+
+    /// A part in its ranges, through the fake: the pieces land at their offsets, and the hashes
+    /// come from the file, so a piece whose bytes were altered on the way is caught.
+    #[tokio::test]
+    async fn a_part_fetched_in_ranges_is_hashed_from_the_file_in_order() {
+        let body: Vec<u8> = (0..(9 * MIB as usize + 1000))
+            .map(|i| (i * 31 % 251) as u8)
+            .collect();
+        let part = 3..body.len() as u64 - 5;
+        let want = hash::hash_range(
+            Some(ChecksumAlgorithm::Sha256),
+            true,
+            &body[part.start as usize..part.end as usize],
+        );
+        for alter in [false, true] {
+            let s3 = FakeS3::default();
+            let obj = crate::vocab::ObjectUrl::parse("s3://bucket/k").unwrap();
+            let alg = ChecksumAlgorithm::Sha256;
+            let h = hash::hash_part(alg, true, &body);
+            let reply = s3
+                .put_object(
+                    &obj,
+                    alg,
+                    Bytes::from(body.clone()).into(),
+                    &h,
+                    &ObjectSettings::default(),
+                )
+                .await
+                .unwrap();
+            // The second range's first piece, altered on the way.
+            let second = split_ranges(&part)[1].start;
+            let s3 = Tamper::new(s3).body_received(move |_, at, piece| {
+                if alter && at == second {
+                    piece[1] ^= 0x10;
+                }
+            });
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("f.tally-partial");
+            let f = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .open(&path)
+                .unwrap();
+            super::super::partial::preallocate(&f, body.len() as u64).unwrap();
+            let pin = Pinned {
+                etag: reply.etag.clone(),
+                version_id: None,
+            };
+            let plan = Plan {
+                alg: Some(alg),
+                md5: true,
+                parts: vec![],
+                multipart: false,
+            };
+            let ctx = Ctx {
+                obj: &obj,
+                pin: &pin,
+                file: Arc::new(PartialFile::new(f, &path)),
+                path: path.clone(),
+                plan: &plan,
+                progress: &Silent,
+                flights: Flights::with_window(hedge::DOWNLOAD_WINDOW),
+                by_range: std::sync::atomic::AtomicBool::new(false),
+                hedge: true,
+            };
+            let gets = AtomicU32::new(0);
+            let pieces = split_ranges(&part);
+            let got = split(&s3, &ctx, &part, pieces, &gets)
+                .await
+                .unwrap_or_else(|_| panic!("the ranges were fetched"));
+            assert_eq!(gets.load(Ordering::Relaxed), 2, "a GET per range");
+            let on_disk = std::fs::read(&path).unwrap();
+            let (a, b) = (part.start as usize, part.end as usize);
+            assert_eq!(got.len, part.end - part.start);
+            if alter {
+                assert_ne!(got, want, "the altered byte is in the hashes");
+                assert_ne!(on_disk[a..b], body[a..b]);
+            } else {
+                assert_eq!(got, want);
+                assert!(on_disk[a..b] == body[a..b], "every range at its offsets");
+            }
+        }
     }
 }

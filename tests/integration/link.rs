@@ -378,8 +378,8 @@ fn a_straggling_part_is_sent_again_and_recorded_once() {
 }
 
 /// The same for a download, at its defaults: a part arriving on a straggling connection is
-/// stopped (its last write landed first) and fetched again on another connection; the file is
-/// the object.
+/// stopped (its last write landed first) and fetched again as 4 ranges on other connections
+/// (16 MiB parts), hashed from the file once they are in; the file is the object.
 #[test]
 fn a_straggling_download_part_is_fetched_again_and_the_file_is_right() {
     let s = garage();
@@ -417,13 +417,18 @@ fn a_straggling_download_part_is_fetched_again_and_the_file_is_right() {
     assert!(c.get("stragglers") >= 1, "{:?}", c);
     let err = stderr(&out);
     assert!(
-        err.contains("fetching it again on another connection"),
-        "a straggling part was fetched again: {err}\n{:?}",
+        err.contains("fetching it again as 4 ranges on other connections"),
+        "a straggling part was fetched again in ranges: {err}\n{:?}",
         c
     );
     assert_eq!(
         file_sha256(&back),
         file_sha256(&file),
         "the file is the object"
+    );
+    let r = crate::support::json_report(&out);
+    assert!(
+        r["parts_fetched"].as_u64().unwrap() >= 8 + 4,
+        "8 parts, and a straggler's 4 ranges: {r}"
     );
 }
