@@ -25,7 +25,7 @@ use crate::vocab::ETag;
 use crate::vocab::ObjectUrl;
 
 use super::dest::io_error;
-use super::partial::{BLOCK, Block, PartialFile};
+use super::partial::{ALIGN, BLOCK, Block, PartialFile};
 use super::proof::{Against, Plan};
 
 /// Bytes gathered from the body before they are written and hashed in one step. Each part holds
@@ -114,7 +114,14 @@ pub(crate) async fn part<C: ObjectRead>(
         let fetched = match in_ranges.take() {
             Some((pieces, checksum)) => split(s3, ctx, &range, pieces, &gets)
                 .await
-                .map(|hash| (hash, checksum)),
+                // Unless parts are still served by number, the slow reply's checksum may not be the
+                // part's (a server that answered with the whole object).
+                .map(|hash| {
+                    (
+                        hash,
+                        checksum.filter(|_| !ctx.by_range.load(Ordering::Relaxed)),
+                    )
+                }),
             None => {
                 gets.fetch_add(1, Ordering::Relaxed);
                 let hasher = RangeHasher::new(ctx.plan.alg, ctx.plan.md5);
@@ -152,7 +159,8 @@ pub(crate) async fn part<C: ObjectRead>(
                          {} ranges on other connections",
                         pieces.len()
                     ));
-                    in_ranges = Some((pieces, checksum));
+                    // Its checksum is the part's only if it was asked for by its number.
+                    in_ranges = Some((pieces, checksum.filter(|_| by_number.is_some())));
                 } else {
                     ctx.progress.note(&format!(
                         "part {number} arrives far slower than the others: fetching it again on \
@@ -260,33 +268,38 @@ fn wrong_length(
     ))
 }
 
-/// The ranges a part told slow is fetched again in: [`SPLIT_PIECE`] or more each, at most
-/// [`SPLIT_MAX`], on block boundaries. A single range (a part under two pieces) means whole.
+/// The ranges a part told slow is fetched again in: at most [`SPLIT_MAX`], of about equal length
+/// and at least [`SPLIT_PIECE`] less a 4 KiB block, split at file offsets on the file's 4 KiB
+/// blocks (so that only the part's own first and last blocks are shared with its neighbours, as
+/// when it is fetched whole). A single range (a part under two pieces) means whole.
 fn split_ranges(range: &Range<u64>) -> Vec<Range<u64>> {
     let len = range.end - range.start;
     let n = (len / SPLIT_PIECE).clamp(1, SPLIT_MAX);
-    let step = len.div_ceil(n).next_multiple_of(BLOCK as u64);
-    (range.start..range.end)
-        .step_by(step as usize)
-        .map(|at| at..(at + step).min(range.end))
-        .collect()
+    let align = ALIGN as u64;
+    let cut = |k: u64| match k {
+        0 => range.start,
+        k if k == n => range.end,
+        k => (range.start + len * k / n) / align * align,
+    };
+    (0..n).map(|k| cut(k)..cut(k + 1)).collect()
 }
 
 /// Fetches the part `range` again as `pieces`, a GET each, all at once, each written at its
 /// offsets; then hashes the part from the file, in order (the pieces arrive in any order), and
 /// returns its hashes. Counts its GETs in `gets`.
 ///
-/// Why: a part told slow has most of its bytes still to come (at a twentieth of its peers' rate,
-/// 2 s of watching moved a tenth of what they did), and on one connection again they take a whole
-/// part's time after the 2 s already lost. In ranges they take a fraction of it. The price: the
-/// part's bytes are read back from the file to be hashed (one more read of those bytes, from the
-/// disk where the file is written around the page cache), which also proves the bytes the file
+/// Why: a part told slow has most of its bytes still to come (at a twentieth of its peers' rate it
+/// moved a twentieth of what they did while it was watched), and on one connection again they
+/// take a whole part's time after the time already lost. In ranges they take a fraction of it.
+/// The price: the part's bytes are read once more, from the file, to be hashed (through the page
+/// cache; where the file is written around it, from the disk), which also proves what the file
 /// holds. Memory: each piece's GET holds a request slot and at most two blocks while it streams,
-/// like a part, so the pieces add no more than the slots allow.
+/// like a part, so the pieces add no more than the slots allow (and a 1 MiB buffer to hash with).
 ///
 /// A piece told slow is fetched again on its own ([`SLOW_REFETCHES`]); when a piece fails otherwise,
-/// the others are stopped, and every piece has ended (its last write landed) before the error is
-/// returned, so no write of this fetch lands on the next one's bytes.
+/// the others are stopped (also those still waiting for a request slot or a reply), and every piece
+/// has ended (its last write landed) before the gravest failure is returned, so no write of this
+/// fetch lands on the next one's bytes; the bar takes back what the pieces counted.
 async fn split<C: ObjectRead>(
     s3: &C,
     ctx: &Ctx<'_>,
@@ -295,31 +308,48 @@ async fn split<C: ObjectRead>(
     gets: &AtomicU32,
 ) -> Result<RangeHash, Failed> {
     let stop = CancellationToken::new();
-    let ends =
-        futures::future::join_all(pieces.into_iter().map(|r| piece(s3, ctx, r, &stop, gets))).await;
-    // The first failure that is not a piece stopped because another failed.
-    let mut first = None;
-    for end in ends {
+    let ends = futures::future::join_all(
+        pieces
+            .iter()
+            .map(|r| piece(s3, ctx, r.clone(), &stop, gets)),
+    )
+    .await;
+    // The gravest failure: a range stopped because another failed says nothing of its own.
+    let mut worst: Option<Failed> = None;
+    let mut landed = 0;
+    for (r, end) in pieces.iter().zip(ends) {
         match end {
-            Ok(()) => {}
-            Err(Failed::Slow(_)) => {
-                first.get_or_insert(Failed::Slow(None));
-            }
+            Ok(()) => landed += r.end - r.start,
             Err(e) => {
-                if first.as_ref().is_none_or(|f| matches!(f, Failed::Slow(_))) {
-                    first = Some(e);
+                if worst.as_ref().is_none_or(|w| gravity(&e) > gravity(w)) {
+                    worst = Some(e);
                 }
             }
         }
     }
-    if let Some(f) = first {
-        return Err(f);
+    if let Some(e) = worst {
+        // The part is fetched again whole: the bar counts its bytes again.
+        if let Some(m) = ctx.progress.meter() {
+            m.take_back(landed);
+        }
+        return Err(e);
     }
     let (file, path, range) = (ctx.file.clone(), ctx.path.clone(), range.clone());
     let (alg, md5) = (ctx.plan.alg, ctx.plan.md5);
     crate::exec::blocking(move || hash_from_file(file.file(), range, alg, md5))
         .await
         .map_err(|e| Failed::Fatal(io_error(&path, &e)))
+}
+
+/// How grave a failure of a range is, to report the gravest: a final error, then one no retry
+/// helps, then one a retry may, then a range stopped (because another failed).
+fn gravity(f: &Failed) -> u8 {
+    match f {
+        Failed::Fatal(_) => 4,
+        Failed::S3(e) if !e.kind.is_retryable() => 3,
+        Failed::S3(_) | Failed::Length(_) => 2,
+        Failed::Slow(_) => 1,
+    }
 }
 
 /// One range of a part fetched again in ranges: a GET (fetched again when told slow, up to
@@ -333,9 +363,12 @@ async fn piece<C: ObjectRead>(
 ) -> Result<(), Failed> {
     let mut slow = 0;
     loop {
+        if stop.is_cancelled() {
+            return Err(Failed::Slow(None));
+        }
         gets.fetch_add(1, Ordering::Relaxed);
         let watch = ctx.hedge && slow < SLOW_REFETCHES;
-        // Only its length is counted here: the part is hashed from the file once every range is in.
+        // Nothing hashed here: the part is hashed from the file once every range is in.
         let count = RangeHasher::new(None, false);
         match once_stopped(s3, ctx, (r.clone(), None), watch, count, stop).await {
             Ok(_) => return Ok(()),
@@ -417,16 +450,19 @@ async fn once_stopped<C: ObjectRead>(
     if range.is_empty() {
         return Ok((hasher.finish(), None));
     }
-    let reply = s3
-        .get_stream(
-            ctx.obj,
-            range.clone(),
-            part,
-            ctx.pin.etag.as_ref(),
-            ctx.pin.version_id.as_deref(),
-        )
-        .await
-        .map_err(|e| replaced_or(ctx, e))?;
+    let get = s3.get_stream(
+        ctx.obj,
+        range.clone(),
+        part,
+        ctx.pin.etag.as_ref(),
+        ctx.pin.version_id.as_deref(),
+    );
+    // Stopped while it waits for a request slot or its reply: nothing was written yet.
+    let reply = tokio::select! {
+        biased;
+        () = stop.cancelled() => return Err(Failed::Slow(None)),
+        reply = get => reply.map_err(|e| replaced_or(ctx, e))?,
+    };
     // The body is read by a task of its own. Its connection's task wakes it at every piece, and
     // a task woken by another runs next on the same worker thread, with the piece still in that
     // core's cache; read from this future instead (driven by the command's own thread), every
@@ -679,13 +715,16 @@ mod tests {
     const MIB: u64 = 1 << 20;
 
     #[test]
-    fn a_slow_part_is_split_in_ranges_of_whole_blocks_that_cover_it() {
-        let cases: [(Range<u64>, usize); 5] = [
+    fn a_slow_part_is_split_in_near_equal_ranges_cut_on_the_files_blocks() {
+        let cases: [(Range<u64>, usize); 7] = [
             (0..32 * MIB, 8),
             (5 * MIB..105 * MIB, 8),
             (0..8 * MIB, 2),
             (0..7 * MIB, 1),
             (3..3 + 9 * MIB + 17, 2),
+            // A last part of odd size: no range of a few bytes at the end.
+            (0..20 * MIB + 5, 5),
+            (7..7 + 56 * MIB + 1, 8),
         ];
         for (range, n) in cases {
             let pieces = split_ranges(&range);
@@ -694,48 +733,50 @@ mod tests {
             assert_eq!(pieces.last().unwrap().end, range.end, "{range:?}");
             for w in pieces.windows(2) {
                 assert_eq!(w[0].end, w[1].start, "{range:?}: contiguous");
-                let len = w[0].end - w[0].start;
-                assert_eq!(len % BLOCK as u64, 0, "{range:?}: whole blocks");
-                assert!(len >= SPLIT_PIECE || n == 1, "{range:?}: {len}");
+                assert_eq!(
+                    w[1].start % ALIGN as u64,
+                    0,
+                    "{range:?}: cut on a 4 KiB block"
+                );
+            }
+            if n > 1 {
+                for r in &pieces {
+                    let len = r.end - r.start;
+                    assert!(len + ALIGN as u64 >= SPLIT_PIECE, "{range:?}: {r:?}");
+                    let even = (range.end - range.start) / n as u64;
+                    assert!(len.abs_diff(even) <= ALIGN as u64, "{range:?}: {r:?}");
+                }
             }
         }
     }
 
-    /// A part in its ranges, through the fake: the pieces land at their offsets, and the hashes
-    /// come from the file, so a piece whose bytes were altered on the way is caught.
-    #[tokio::test]
-    async fn a_part_fetched_in_ranges_is_hashed_from_the_file_in_order() {
-        let body: Vec<u8> = (0..(9 * MIB as usize + 1000))
-            .map(|i| (i * 31 % 251) as u8)
-            .collect();
-        let part = 3..body.len() as u64 - 5;
-        let want = hash::hash_range(
-            Some(ChecksumAlgorithm::Sha256),
-            true,
-            &body[part.start as usize..part.end as usize],
-        );
-        for alter in [false, true] {
+    /// An object put on the fake, and what a download of it has: its pin, its plan, a partial file.
+    struct Fixture {
+        s3: FakeS3,
+        obj: crate::vocab::ObjectUrl,
+        pin: Pinned,
+        plan: Plan,
+        path: std::path::PathBuf,
+        file: Arc<PartialFile>,
+        _dir: tempfile::TempDir,
+    }
+
+    impl Fixture {
+        async fn new(body: &[u8]) -> Fixture {
             let s3 = FakeS3::default();
             let obj = crate::vocab::ObjectUrl::parse("s3://bucket/k").unwrap();
             let alg = ChecksumAlgorithm::Sha256;
-            let h = hash::hash_part(alg, true, &body);
+            let h = hash::hash_part(alg, true, body);
             let reply = s3
                 .put_object(
                     &obj,
                     alg,
-                    Bytes::from(body.clone()).into(),
+                    Bytes::copy_from_slice(body).into(),
                     &h,
                     &ObjectSettings::default(),
                 )
                 .await
                 .unwrap();
-            // The second range's first piece, altered on the way.
-            let second = split_ranges(&part)[1].start;
-            let s3 = Tamper::new(s3).body_received(move |_, at, piece| {
-                if alter && at == second {
-                    piece[1] ^= 0x10;
-                }
-            });
             let dir = tempfile::tempdir().unwrap();
             let path = dir.path().join("f.tally-partial");
             let f = std::fs::OpenOptions::new()
@@ -745,34 +786,74 @@ mod tests {
                 .open(&path)
                 .unwrap();
             super::super::partial::preallocate(&f, body.len() as u64).unwrap();
-            let pin = Pinned {
-                etag: reply.etag.clone(),
-                version_id: None,
-            };
-            let plan = Plan {
-                alg: Some(alg),
-                md5: true,
-                parts: vec![],
-                multipart: false,
-            };
-            let ctx = Ctx {
-                obj: &obj,
-                pin: &pin,
+            Fixture {
+                s3,
+                obj,
+                pin: Pinned {
+                    etag: reply.etag,
+                    version_id: None,
+                },
+                plan: Plan {
+                    alg: Some(alg),
+                    md5: true,
+                    parts: vec![],
+                    multipart: false,
+                },
                 file: Arc::new(PartialFile::new(f, &path)),
-                path: path.clone(),
-                plan: &plan,
+                path,
+                _dir: dir,
+            }
+        }
+
+        fn ctx(&self) -> Ctx<'_> {
+            Ctx {
+                obj: &self.obj,
+                pin: &self.pin,
+                file: self.file.clone(),
+                path: self.path.clone(),
+                plan: &self.plan,
                 progress: &Silent,
                 flights: Flights::with_window(hedge::DOWNLOAD_WINDOW),
                 by_range: std::sync::atomic::AtomicBool::new(false),
                 hedge: true,
+            }
+        }
+    }
+
+    fn body(len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i * 31 % 251) as u8).collect()
+    }
+
+    /// A part in its ranges, through the fake: the pieces land at their offsets, and the hashes
+    /// come from the file, so a piece whose bytes were altered on the way is caught.
+    #[tokio::test]
+    async fn a_part_fetched_in_ranges_is_hashed_from_the_file_in_order() {
+        let body = body(9 * MIB as usize + 1000);
+        let part = 3..body.len() as u64 - 5;
+        let want = hash::hash_range(
+            Some(ChecksumAlgorithm::Sha256),
+            true,
+            &body[part.start as usize..part.end as usize],
+        );
+        for alter in [false, true] {
+            let f = Fixture::new(&body).await;
+            // The second range's first piece, altered on the way.
+            let second = split_ranges(&part)[1].start;
+            let s3 = Tamper::new(f.s3).body_received(move |_, at, piece| {
+                if alter && at == second {
+                    piece[1] ^= 0x10;
+                }
+            });
+            let f = Fixture {
+                s3: FakeS3::default(),
+                ..f
             };
             let gets = AtomicU32::new(0);
-            let pieces = split_ranges(&part);
-            let got = split(&s3, &ctx, &part, pieces, &gets)
+            let got = split(&s3, &f.ctx(), &part, split_ranges(&part), &gets)
                 .await
                 .unwrap_or_else(|_| panic!("the ranges were fetched"));
             assert_eq!(gets.load(Ordering::Relaxed), 2, "a GET per range");
-            let on_disk = std::fs::read(&path).unwrap();
+            let on_disk = std::fs::read(&f.path).unwrap();
             let (a, b) = (part.start as usize, part.end as usize);
             assert_eq!(got.len, part.end - part.start);
             if alter {
@@ -783,5 +864,33 @@ mod tests {
                 assert!(on_disk[a..b] == body[a..b], "every range at its offsets");
             }
         }
+    }
+
+    /// A range that fails for good stops the others, also those still waiting for a request
+    /// slot (never sent), and the part's error is that failure, not a range stopped because of it.
+    #[tokio::test]
+    async fn a_range_that_fails_for_good_stops_the_others_and_is_the_error() {
+        let body = body(32 * MIB as usize);
+        let f = Fixture::new(&body).await;
+        f.s3.replace_object("k", vec![7; 100]);
+        let part = 0..body.len() as u64;
+        let gets = AtomicU32::new(0);
+        // One request slot: the first range holds it, the seven others wait for it.
+        let engine = crate::engine::Engine::new(crate::engine::Limits {
+            concurrency: 1,
+            bytes_ahead: 1 << 30,
+        });
+        let s3 = engine.limit(&f.s3);
+        let before = f.s3.requests();
+        let err = split(&s3, &f.ctx(), &part, split_ranges(&part), &gets).await;
+        assert!(
+            matches!(err, Err(Failed::Fatal(Error::ObjectChanged { .. }))),
+            "the object changed: the part's error"
+        );
+        assert_eq!(
+            f.s3.requests() - before,
+            1,
+            "the ranges waiting for the slot were not sent"
+        );
     }
 }
