@@ -114,6 +114,7 @@ impl HashStage {
             send,
         } = self;
         let data = body.clone();
+        seam::pause("hash").await;
         // Read the part into the page cache now, while the parts before it are hashed
         // (a hint that may start I/O, so on a blocking thread).
         let (ahead, range) = (src.clone(), part.range());
