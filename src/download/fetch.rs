@@ -125,7 +125,8 @@ pub(crate) async fn part<C: ObjectRead>(
             None => {
                 gets.fetch_add(1, Ordering::Relaxed);
                 let hasher = RangeHasher::new(ctx.plan.alg, ctx.plan.md5);
-                once(s3, ctx, range.clone(), by_number, watch, hasher).await
+                let never = CancellationToken::new();
+                once(s3, ctx, (range.clone(), by_number), watch, hasher, &never).await
             }
         };
         let failure = match fetched {
@@ -335,10 +336,12 @@ async fn split<C: ObjectRead>(
         return Err(e);
     }
     let (file, path, range) = (ctx.file.clone(), ctx.path.clone(), range.clone());
-    let (alg, md5) = (ctx.plan.alg, ctx.plan.md5);
-    crate::exec::blocking(move || hash_from_file(file.file(), range, alg, md5))
-        .await
-        .map_err(|e| Failed::Fatal(io_error(&path, &e)))
+    let hashes = (ctx.plan.alg, ctx.plan.md5);
+    crate::exec::blocking(move || {
+        super::partial::hash_range(file.file(), range, hashes, &mut vec![0u8; BUFFER])
+    })
+    .await
+    .map_err(|e| Failed::Fatal(io_error(&path, &e)))
 }
 
 /// How grave a failure of a range is, to report the gravest: a final error, then one no retry
@@ -370,7 +373,7 @@ async fn piece<C: ObjectRead>(
         let watch = ctx.hedge && slow < SLOW_REFETCHES;
         // Nothing hashed here: the part is hashed from the file once every range is in.
         let count = RangeHasher::new(None, false);
-        match once_stopped(s3, ctx, (r.clone(), None), watch, count, stop).await {
+        match once(s3, ctx, (r.clone(), None), watch, count, stop).await {
             Ok(_) => return Ok(()),
             Err(Failed::Slow(_)) if !stop.is_cancelled() => {
                 slow += 1;
@@ -397,49 +400,10 @@ async fn piece<C: ObjectRead>(
     }
 }
 
-/// The hashes of the file's bytes `range`, read in order. Blocking.
-fn hash_from_file(
-    file: &std::fs::File,
-    range: Range<u64>,
-    alg: Option<crate::vocab::ChecksumAlgorithm>,
-    md5: bool,
-) -> std::io::Result<RangeHash> {
-    use std::os::unix::fs::FileExt as _;
-    let mut h = RangeHasher::new(alg, md5);
-    let mut buf = vec![0u8; BUFFER];
-    let mut at = range.start;
-    while at < range.end {
-        let n = (range.end - at).min(BUFFER as u64) as usize;
-        file.read_exact_at(&mut buf[..n], at)?;
-        h.update(&buf[..n]);
-        at += n as u64;
-    }
-    Ok(h.finish())
-}
-
 /// One GET of `range` (as part `part`, when given): streamed into the file at its offsets and
-/// fed to `hasher`; returns the hashes and the checksum the reply carried.
+/// fed to `hasher`; returns the hashes and the checksum the reply carried. Stopped (as if slow)
+/// when `stop` is cancelled.
 async fn once<C: ObjectRead>(
-    s3: &C,
-    ctx: &Ctx<'_>,
-    range: Range<u64>,
-    part: Option<u32>,
-    watch: bool,
-    hasher: RangeHasher,
-) -> Result<(RangeHash, Option<RemoteChecksum>), Failed> {
-    once_stopped(
-        s3,
-        ctx,
-        (range, part),
-        watch,
-        hasher,
-        &CancellationToken::new(),
-    )
-    .await
-}
-
-/// [`once`], also stopped (as if slow) when `stop` is cancelled.
-async fn once_stopped<C: ObjectRead>(
     s3: &C,
     ctx: &Ctx<'_>,
     (range, part): (Range<u64>, Option<u32>),

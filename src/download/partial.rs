@@ -116,6 +116,26 @@ impl PartialFile {
     }
 }
 
+/// The hashes (checksum `alg`, MD5 if `md5`) of the file's bytes `range`, read in order with
+/// `pread` through `buf` (any length above zero). Blocking. A file that ends before `range` does
+/// is an error (`UnexpectedEof`).
+pub(crate) fn hash_range(
+    file: &File,
+    range: std::ops::Range<u64>,
+    (alg, md5): (Option<crate::vocab::ChecksumAlgorithm>, bool),
+    buf: &mut [u8],
+) -> io::Result<crate::hash::RangeHash> {
+    let mut h = crate::hash::RangeHasher::new(alg, md5);
+    let mut at = range.start;
+    while at < range.end {
+        let n = ((range.end - at) as usize).min(buf.len());
+        file.read_exact_at(&mut buf[..n], at)?;
+        h.update(&buf[..n]);
+        at += n as u64;
+    }
+    Ok(h.finish())
+}
+
 /// Gives the new, empty partial file its `size`: its blocks allocated up front where the file
 /// system can (a full disk is found now, not after minutes of download, and the parts written
 /// at once at many offsets land in few extents), else a sparse file of that size. Blocking.

@@ -215,25 +215,14 @@ fn recheck(
     parts: Vec<PartLine>,
     header: &Header,
 ) -> (Vec<PartLine>, Vec<u32>) {
-    use std::os::unix::fs::FileExt as _;
     let mut buf = vec![0u8; partial::BLOCK];
     let mut kept = Vec::with_capacity(parts.len());
     let mut damaged = Vec::new();
     for p in parts {
-        let mut h = crate::hash::RangeHasher::new(header.checksum, header.md5);
-        let mut at = p.offset;
-        let end = p.offset + p.len;
-        let mut ok = true;
-        while at < end {
-            let n = ((end - at) as usize).min(buf.len());
-            if file.read_exact_at(&mut buf[..n], at).is_err() {
-                ok = false;
-                break;
-            }
-            h.update(&buf[..n]);
-            at += n as u64;
-        }
-        if ok && Some(h.finish()) == p.hash() {
+        let range = p.offset..p.offset + p.len;
+        let hash = partial::hash_range(file, range, (header.checksum, header.md5), &mut buf);
+        // Kept only when both are known and equal (a line that does not decode is dropped).
+        if hash.is_ok_and(|h| Some(h) == p.hash()) {
             kept.push(p);
         } else {
             damaged.push(p.number);
