@@ -120,20 +120,6 @@ pub fn hash_part_and_file(
     }
 }
 
-/// Like [`hash_part`] with the MD5, but the checksum and the MD5 on two threads of the rayon pool:
-/// for a single large body (one PutObject), where there are no other parts to run beside it.
-pub fn hash_part_joined(alg: ChecksumAlgorithm, data: &[u8]) -> PartHash {
-    if alg == ChecksumAlgorithm::Md5 {
-        return hash_part(alg, true, data);
-    }
-    let (checksum, md5) = rayon::join(|| checksum(alg, data), || md5(data));
-    PartHash {
-        checksum,
-        md5: Some(md5),
-        len: data.len() as u64,
-    }
-}
-
 /// Hashes the body of one PutObject piece by piece (a file read in pieces, never whole in
 /// memory): each piece through its checksum with `alg` on one thread of the rayon pool, and on
 /// another through its MD5 (for Content-MD5) with the whole-file `formats` in the same pass (the
@@ -426,7 +412,9 @@ mod tests {
         for alg in ChecksumAlgorithm::ALL {
             let p = hash_part(alg, true, &data);
             assert_eq!(p.checksum, checksum(alg, &data), "{alg}");
-            assert_eq!(hash_part_joined(alg, &data), p, "{alg}");
+            let mut single = SingleHasher::new(alg, &[]);
+            single.update(&data);
+            assert_eq!(single.finish().0, p, "{alg}");
             assert_eq!(p.len, data.len() as u64);
         }
     }
@@ -533,7 +521,9 @@ mod tests {
                 assert_eq!(got.value, want_composite, "{alg} md5={md5}");
             }
             // With MD5 as the checksum and Content-MD5 asked for, one digest serves both.
-            let p = hash_part_joined(alg, &data);
+            let mut single = SingleHasher::new(alg, &[]);
+            single.update(&data);
+            let p = single.finish().0;
             assert_eq!(p.checksum.base64(), whole, "{alg}");
             assert_eq!(
                 p.md5.map(|m| hex(&m)).as_deref(),
