@@ -100,7 +100,8 @@ pub(crate) struct DownloadReport {
     pub parts_resumed: u32,
     /// Why an earlier partial download was discarded, if one was.
     pub restarted_because: Option<String>,
-    /// GETs of parts made (fetches again included).
+    /// GETs made for the object's bytes: one per part, and one more for every fetch again,
+    /// each range GET of a part fetched again in ranges included.
     pub parts_fetched: u32,
     /// Parts whose bytes arrived different from S3's checksum and were fetched again.
     pub parts_refetched: Vec<u32>,
