@@ -295,7 +295,8 @@ fn split_ranges(range: &Range<u64>) -> Vec<Range<u64>> {
 /// The price: the part's bytes are read once more, from the file, to be hashed (through the page
 /// cache; where the file is written around it, from the disk), which also proves what the file
 /// holds. Memory: each piece's GET holds a request slot and at most two blocks while it streams,
-/// like a part, so the pieces add no more than the slots allow (and a 1 MiB buffer to hash with).
+/// like a part, so the pieces add no more than the slots allow; the part is hashed back through
+/// one of the file's spare blocks ([`PartialFile::hash_range`]), which the pieces gave back.
 ///
 /// A piece told slow is fetched again on its own ([`SLOW_REFETCHES`]); when a piece fails otherwise,
 /// the others are stopped (also those still waiting for a request slot or a reply), and every piece
@@ -337,11 +338,9 @@ async fn split<C: ObjectRead>(
     }
     let (file, path, range) = (ctx.file.clone(), ctx.path.clone(), range.clone());
     let hashes = (ctx.plan.alg, ctx.plan.md5);
-    crate::exec::blocking(move || {
-        super::partial::hash_range(file.file(), range, hashes, &mut vec![0u8; BUFFER])
-    })
-    .await
-    .map_err(|e| Failed::Fatal(io_error(&path, &e)))
+    crate::exec::blocking(move || file.hash_range(range, hashes))
+        .await
+        .map_err(|e| Failed::Fatal(io_error(&path, &e)))
 }
 
 /// How grave a failure of a range is, to report the gravest: a final error, then one no retry

@@ -74,6 +74,20 @@ impl PartialFile {
         }
     }
 
+    /// [`hash_range`] of this file's bytes `range`, read through a block of the spare ones (given
+    /// back after): hashing a part again holds no buffer beyond the blocks the parts already
+    /// hold. Blocking.
+    pub(crate) fn hash_range(
+        &self,
+        range: std::ops::Range<u64>,
+        hashes: (Option<crate::vocab::ChecksumAlgorithm>, bool),
+    ) -> io::Result<crate::hash::RangeHash> {
+        let mut block = self.block(range.start);
+        let out = hash_range(&self.cached, range, hashes, block.scratch());
+        self.give(Some(block));
+        out
+    }
+
     /// The descriptor through the cache (for `fsync`: it covers the file, however written).
     pub(crate) fn file(&self) -> &File {
         &self.cached
@@ -220,6 +234,13 @@ impl Block {
         self.filled = 0;
     }
 
+    /// The whole window as a scratch buffer; what it held is not kept (the block is then reset
+    /// before it holds a part's bytes again).
+    fn scratch(&mut self) -> &mut [u8] {
+        self.filled = 0;
+        &mut self.mem[self.start..self.start + BLOCK]
+    }
+
     fn window(&self) -> &[u8] {
         &self.mem[self.start..self.start + BLOCK]
     }
@@ -284,6 +305,50 @@ mod tests {
         assert_eq!(b.end(), 4096 + BLOCK as u64);
         b.reset(b.end());
         assert_eq!(b.lead, 0);
+    }
+
+    #[test]
+    fn a_range_is_hashed_through_a_spare_block_which_goes_back_to_the_spares() {
+        let body = data(3 * BLOCK + 777, 3);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p");
+        std::fs::write(&path, &body).unwrap();
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .unwrap();
+        let f = PartialFile::new(file, &path);
+        let spares = |f: &PartialFile| {
+            let s = f.spare.lock().unwrap();
+            s.iter()
+                .map(|b| b.mem.as_ptr() as usize)
+                .collect::<Vec<_>>()
+        };
+        let alg = Some(crate::vocab::ChecksumAlgorithm::Sha256);
+        // No spare yet: one block is made, and kept for the next part.
+        let range = 100..(2 * BLOCK + 5) as u64;
+        let got = f.hash_range(range.clone(), (alg, true)).unwrap();
+        let want = crate::hash::hash_range(alg, true, &body[100..2 * BLOCK + 5]);
+        assert_eq!(got, want);
+        assert!(got.md5.is_some() && got.checksum.is_some());
+        let kept = spares(&f);
+        assert_eq!(kept.len(), 1, "the block went back to the spares");
+        // A spare there: that very block is used, and no other is made.
+        let got = f.hash_range(0..body.len() as u64, (alg, false)).unwrap();
+        let want = crate::hash::hash_range(alg, false, &body);
+        assert_eq!(got, want);
+        assert_eq!(
+            spares(&f),
+            kept,
+            "the spare block was borrowed and given back"
+        );
+        // A range past the file's end is an error, and the block still goes back.
+        let past = f
+            .hash_range(0..body.len() as u64 + 1, (alg, false))
+            .unwrap_err();
+        assert_eq!(past.kind(), io::ErrorKind::UnexpectedEof);
+        assert_eq!(spares(&f), kept);
     }
 
     #[test]
