@@ -74,9 +74,9 @@ impl PartialFile {
         }
     }
 
-    /// [`hash_range`] of this file's bytes `range`, read through a block of the spare ones (given
-    /// back after): hashing a part again holds no buffer beyond the blocks the parts already
-    /// hold. Blocking.
+    /// [`hash_range`] of this file's bytes `range`, read through a spare block (a part fetched in
+    /// ranges has just given its ranges' blocks back), else a new one; either way the block joins
+    /// the spares after, for the next part. Blocking.
     pub(crate) fn hash_range(
         &self,
         range: std::ops::Range<u64>,
