@@ -302,6 +302,12 @@ pub enum Outcome {
         /// The manifest.
         manifest: PathBuf,
     },
+    /// Completed, but its object not read back to prove it (a request of the read-back failed):
+    /// the manifest is kept, so that the same command finds the upload completed and proves it.
+    Completed {
+        /// The manifest.
+        manifest: PathBuf,
+    },
     /// Aborted: nothing is stored or billed.
     Aborted,
     /// Aborting failed too.
@@ -314,6 +320,10 @@ impl Outcome {
         match self {
             Outcome::Kept { manifest } => format!(
                 "upload {upload_id} is kept for resuming (manifest {}): run the same command again to finish it, or `tally abort s3://{bucket}/{key} --upload-id {upload_id}` to discard it",
+                manifest.display()
+            ),
+            Outcome::Completed { manifest } => format!(
+                "upload {upload_id} was completed, but s3://{bucket}/{key} was not read back to prove it (manifest {} kept): run the same command again to prove it",
                 manifest.display()
             ),
             Outcome::Aborted => {

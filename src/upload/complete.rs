@@ -168,17 +168,32 @@ pub(crate) async fn finish<C: S3Api>(
         uid,
     )?;
     let verified = if cfg.verify {
-        Some(
-            crate::verify::after_upload_or_bytes(
-                run.s3,
-                target,
-                start.alg,
-                &hashes,
-                uid,
-                &cfg.source,
-            )
-            .await?,
+        let read = crate::verify::after_upload_or_bytes(
+            run.s3,
+            target,
+            start.alg,
+            &hashes,
+            uid,
+            &cfg.source,
         )
+        .await;
+        match read {
+            Ok(v) => Some(v),
+            // A request of the read-back failed (throttled, say): the object is complete but not
+            // proven. The error says so, and the manifest stays for the same command to prove it.
+            Err(e @ Error::S3 { .. }) => {
+                return Err(Error::UploadFailed {
+                    source: Box::new(e),
+                    bucket: target.bucket.clone(),
+                    key: target.key.clone(),
+                    upload_id: upload_id.to_owned(),
+                    outcome: Box::new(crate::error::Outcome::Completed {
+                        manifest: start.manifest.clone(),
+                    }),
+                });
+            }
+            Err(e) => return Err(e),
+        }
     } else {
         None
     };

@@ -140,6 +140,7 @@ pub struct Proxy {
     pub url: String,
     pub stats: Arc<Stats>,
     stop: Arc<AtomicBool>,
+    disarmed: Arc<AtomicBool>,
 }
 
 impl Drop for Proxy {
@@ -155,6 +156,8 @@ struct Shared {
     upstream: String,
     stats: Arc<Stats>,
     stop: Arc<AtomicBool>,
+    /// Set by [`Proxy::disarm`]: no fault from then on, requests still counted.
+    disarmed: Arc<AtomicBool>,
     counts: Mutex<Counts>,
     /// Every GET whose identity (method, path, query, Range) contains this gets
     /// [`Fault::FlipGetBody`].
@@ -208,6 +211,7 @@ impl Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let stop = Arc::new(AtomicBool::new(false));
+        let disarmed = Arc::new(AtomicBool::new(false));
         let stats = Arc::new(Stats::default());
         let shared = Arc::new(Shared {
             upstream: upstream
@@ -219,6 +223,7 @@ impl Proxy {
             plan,
             stats: stats.clone(),
             stop: stop.clone(),
+            disarmed: disarmed.clone(),
         });
         std::thread::spawn(move || {
             for conn in listener.incoming() {
@@ -230,7 +235,18 @@ impl Proxy {
                 std::thread::spawn(move || serve(conn, &shared));
             }
         });
-        Proxy { url, stats, stop }
+        Proxy {
+            url,
+            stats,
+            stop,
+            disarmed,
+        }
+    }
+
+    /// No fault for any request from now on (forced or random); requests are still counted. For
+    /// a run after the faulty one through the same endpoint (a manifest names its endpoint).
+    pub fn disarm(&self) {
+        self.disarmed.store(true, Ordering::SeqCst);
     }
 }
 
@@ -296,6 +312,9 @@ fn decide(shared: &Shared, op: Op, id: &str, len: usize) -> (Option<Fault>, bool
     };
     let (seen, random_hits) = counts.per_request.entry(id.to_owned()).or_insert((0, 0));
     *seen += 1;
+    if shared.disarmed.load(Ordering::SeqCst) {
+        return (None, false);
+    }
     let dice = Dice(mix(p.seed) ^ mix(fnv(id)) ^ mix(*seen));
     if let Some(f) = p.forced.iter().find(|f| f.op == op && f.nth == nth) {
         return (Some(f.fault), true);
