@@ -182,15 +182,9 @@ pub(crate) async fn finish<C: S3Api>(
             // A request of the read-back failed (throttled, say): the object is complete but not
             // proven. The error says so, and the manifest stays for the same command to prove it.
             Err(e @ Error::S3 { .. }) => {
-                return Err(Error::UploadFailed {
-                    source: Box::new(e),
-                    bucket: target.bucket.clone(),
-                    key: target.key.clone(),
-                    upload_id: upload_id.to_owned(),
-                    outcome: Box::new(crate::error::Outcome::Completed {
-                        manifest: start.manifest.clone(),
-                    }),
-                });
+                let manifest = start.manifest.clone();
+                let outcome = crate::error::Outcome::Completed { manifest };
+                return Err(super::session::stopped(target, upload_id, outcome, e));
             }
             Err(e) => return Err(e),
         }

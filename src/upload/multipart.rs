@@ -12,7 +12,7 @@ use crate::seam;
 use crate::vocab::ObjectUrl;
 
 use super::resume::Begun;
-use super::session::{Session, abort};
+use super::session::{Session, abort, stopped};
 use super::{Run, UploadReport, complete, single};
 
 /// Where this upload's manifest lives: `--manifest`, or the state directory's name for this source
@@ -161,13 +161,6 @@ async fn finished_earlier<C: S3Api>(
 
 /// The error for an upload stopped by `cause` and kept, with its manifest, for resuming.
 pub(crate) fn kept(target: &ObjectUrl, upload_id: &str, manifest: &Path, cause: Error) -> Error {
-    Error::UploadFailed {
-        source: Box::new(cause),
-        bucket: target.bucket.clone(),
-        key: target.key.clone(),
-        upload_id: upload_id.to_owned(),
-        outcome: Box::new(Outcome::Kept {
-            manifest: manifest.to_owned(),
-        }),
-    }
+    let manifest = manifest.to_owned();
+    stopped(target, upload_id, Outcome::Kept { manifest }, cause)
 }

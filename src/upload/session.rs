@@ -218,11 +218,21 @@ pub(crate) async fn abort<C: S3Api>(
         Ok(()) => Outcome::Aborted,
         Err(e) => Outcome::AbortFailed(e),
     };
+    stopped(target, &upload_id, outcome, cause)
+}
+
+/// The error for upload `upload_id` of `target` stopped by `cause`, saying what became of it.
+pub(crate) fn stopped(
+    target: &ObjectUrl,
+    upload_id: &str,
+    outcome: Outcome,
+    cause: Error,
+) -> Error {
     Error::UploadFailed {
         source: Box::new(cause),
         bucket: target.bucket.clone(),
         key: target.key.clone(),
-        upload_id,
+        upload_id: upload_id.to_owned(),
         outcome: Box::new(outcome),
     }
 }
