@@ -1,8 +1,9 @@
 //! Test-only seams that let the integration tests stop tally at exact points (before a part is
-//! hashed, before it is sent, between the last part and CompleteMultipartUpload, per chunk hashed by `tally md5`, before
-//! each read-back read) and act there: kill -9, change the file, replace the object, start a
-//! second process. Read from the environment only in debug builds; release builds compile
-//! [`pause`] to nothing, so users never see them (a unit test below checks the gate).
+//! hashed, before it is sent, between the last part and CompleteMultipartUpload, per chunk hashed
+//! by `tally md5`, before each read-back read) and act there: kill -9, change the file, replace
+//! the object, start a second process. Read from the environment only in debug builds; release
+//! builds compile [`pause`] to nothing, so users never see them (a unit test below checks the
+//! gate).
 //!
 //! Two modes, both keyed by the stage name in capitals (`PART`, `COMPLETE`, `CHUNK`, `READBACK`):
 //!

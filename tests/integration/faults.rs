@@ -137,7 +137,8 @@ fn survive_within(name: &str, plan: Plan, len: u64, bound: Duration) -> Survived
             "plan {name} seed {seed}: run {run}: {code:?}: {err}"
         );
         stops.push(code.unwrap());
-        if s.head(&key).is_some() && completed_unproven(&err) {
+        let exists = s.head(&key).is_some();
+        if exists && completed_unproven(&err) {
             // The Complete went through, then the read-back's requests failed (throttled past
             // the retries: seed 1796607941101606745 of the mixed plan, whose 5% SlowDown hit
             // every attempt of a GetObjectAttributes). The run said so and kept the manifest;
@@ -153,7 +154,7 @@ fn survive_within(name: &str, plan: Plan, len: u64, bound: Duration) -> Survived
             );
             continue;
         }
-        if s.head(&key).is_some() {
+        if exists {
             // Seen once before the case above was allowed for (seed 1796586450749353262, its
             // requests not recorded then): the requests that could explain it, in arrival order.
             let seen: Vec<String> = st
