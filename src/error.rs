@@ -139,6 +139,17 @@ pub enum Error {
         /// Kept for resuming, or aborted.
         outcome: Box<Outcome>,
     },
+    /// One PutObject was answered, so the object is written, but a request of the read-back that
+    /// proves it failed (throttled, refused): nothing to resume, the same command proves it.
+    #[error(
+        "{source}; {url} was written (S3 answered the PutObject), but not read back to prove it: run the same command again to prove it (it sends nothing if the object is the file)"
+    )]
+    WrittenUnproven {
+        /// What stopped the read-back.
+        source: Box<Error>,
+        /// The object, `s3://bucket/key`.
+        url: String,
+    },
     /// The object in S3 is not the one a saved state or an earlier read of this run came from.
     #[error("{url} {}", when.describe(then.as_deref(), now.as_deref()))]
     ObjectChanged {
@@ -359,7 +370,9 @@ impl Error {
         match self {
             Error::Mismatch { .. } | Error::Corrupt { .. } => EXIT_MISMATCH,
             Error::S3 { source, .. } if source.kind == S3ErrorKind::Integrity => EXIT_MISMATCH,
-            Error::UploadFailed { source, .. } => source.exit_code(),
+            Error::UploadFailed { source, .. } | Error::WrittenUnproven { source, .. } => {
+                source.exit_code()
+            }
             Error::Domain(e) => e.exit_code(),
             _ => EXIT_ERROR,
         }
@@ -369,6 +382,17 @@ impl Error {
     pub fn domain<T: DomainError>(&self) -> Option<&T> {
         match self {
             Error::Domain(e) => e.as_any().downcast_ref(),
+            _ => None,
+        }
+    }
+
+    /// The failed S3 request's error, where this is one, or wraps one (an upload stopped by it).
+    pub(crate) fn s3_cause(&self) -> Option<&S3Error> {
+        match self {
+            Error::S3 { source, .. } => Some(source),
+            Error::UploadFailed { source, .. } | Error::WrittenUnproven { source, .. } => {
+                source.s3_cause()
+            }
             _ => None,
         }
     }

@@ -332,15 +332,10 @@ impl TreeReport {
 /// files of a tree share a bucket and a prefix, and a HEAD's 403 (no body) cannot tell a refused
 /// signature from a policy.
 pub(crate) fn stops_everything(e: &Error) -> bool {
-    let kind = match e {
-        Error::S3 { source, .. } => Some((source.kind, source.code.as_deref())),
-        Error::UploadFailed { source, .. } => match source.as_ref() {
-            Error::S3 { source, .. } => Some((source.kind, source.code.as_deref())),
-            _ => None,
-        },
-        Error::Manifest { .. } | Error::Config(_) => return true,
-        _ => None,
-    };
+    if matches!(e, Error::Manifest { .. } | Error::Config(_)) {
+        return true;
+    }
+    let kind = e.s3_cause().map(|s| (s.kind, s.code.as_deref()));
     matches!(
         kind,
         Some((

@@ -396,6 +396,88 @@ fn a_read_back_throttled_after_the_complete_says_so_and_the_next_run_proves_it()
     assert!(!manifest.exists(), "the manifest is settled");
 }
 
+/// A file sent in one PutObject whose read-back is refused: the run fails saying the object was
+/// written but not proven (exit 2, nothing else to clean up: one PutObject leaves no upload in
+/// progress); the same command proves the object by its HEAD and sends nothing. The read-back's
+/// HEAD is answered 501, which no retry follows: a throttled one ends the same way after the
+/// SDK's backoff (the multipart test above waits that out).
+#[test]
+fn a_put_whose_read_back_fails_says_the_object_was_written_and_the_next_run_proves_it() {
+    let s = garage();
+    let dir = s.temp_dir();
+    let path = random_file(dir.path(), "f", 3 * MIB, 84);
+    let key = unique("faults/put-read-back-refused");
+    // HEAD 1 is the question before the upload (no object yet); HEAD 2 is the read-back.
+    let proxy = Proxy::start(
+        &s.endpoint,
+        Plan {
+            forced: vec![force(Op::Head, 2, Fault::NotImplemented)],
+            ..Plan::default()
+        },
+    );
+    let run = || {
+        s.tally_within(
+            RUN_BOUND,
+            [
+                "upload",
+                path.to_str().unwrap(),
+                &s.url(&key),
+                "--endpoint-url",
+                &proxy.url,
+                "--timeout",
+                &format!("{TIMEOUT_S}s"),
+            ],
+        )
+    };
+    let out = run();
+    let err = stderr(&out);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "an error, not a mismatch: {err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "{} was written (S3 answered the PutObject), but not read back to prove it",
+            s.url(&key)
+        )) && err.contains("run the same command again to prove it"),
+        "the error says what became of the object: {err}"
+    );
+    assert!(
+        err.contains("HeadObject"),
+        "and which request failed: {err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    let events = proxy.stats.events();
+    let puts = events.iter().filter(|e| e.op == Op::Part).count();
+    assert_eq!(puts, 1, "sent once");
+    assert!(
+        events
+            .iter()
+            .any(|e| e.fault == Some(Fault::NotImplemented)),
+        "the read-back was refused"
+    );
+    assert_eq!(
+        s.download_sha256(&key),
+        file_sha256(&path),
+        "the object is written"
+    );
+
+    // The same command, no more faults: the object is proven, nothing is sent.
+    let before = events.len();
+    let out = run();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(text.contains("is already this file"), "{text}");
+    let events = proxy.stats.events();
+    assert!(
+        events[before..]
+            .iter()
+            .all(|e| e.op != Op::Part && e.fault.is_none()),
+        "nothing sent again, no fault"
+    );
+}
+
 /// The mixed plan of the issue on a 1 GiB upload.
 #[test]
 fn a_mixed_plan_on_a_gibibyte() {
