@@ -75,7 +75,8 @@ pub(crate) async fn upload_tree<C: S3Api>(
     // The destination's listing, merged with the walk (both in key order): a file with no object,
     // or one of another size, is sent without asking the object first.
     let limited = engine.limit(s3);
-    let listing = crate::remote::listing::objects(&limited, &cfg.prefix.bucket, &cfg.prefix.key);
+    let (reader, listing) =
+        crate::remote::listing::read_ahead(&limited, &cfg.prefix.bucket, &cfg.prefix.key);
     let lister = &Lister::new(Box::pin(listing));
     let trust = cfg.base.resume.trust_manifest;
     let rec = &record;
@@ -103,7 +104,7 @@ pub(crate) async fn upload_tree<C: S3Api>(
         bucket: &cfg.prefix.bucket,
         prefix: &cfg.prefix.key,
     };
-    let fatal = crate::batch::run::run_settled(
+    let run = crate::batch::run::run_settled(
         Box::pin(walk),
         cfg.base.concurrency,
         &stop,
@@ -118,8 +119,9 @@ pub(crate) async fn upload_tree<C: S3Api>(
             rec.finished(&rel);
             line
         },
-    )
-    .await;
+    );
+    // The listing's pages are read beside the files, one ahead of the walk.
+    let fatal = crate::remote::listing::beside(reader, run).await;
     close_record(record, report.complete).await;
     if let Some(mhl) = mhl {
         let complete = report.complete && fatal.is_none();

@@ -1,6 +1,7 @@
 //! A listing of the objects under a prefix, as a stream that holds one page (1,000 objects) at a
-//! time, and a [`Cursor`] that answers "is this key listed?" for keys asked in key order: the merge
-//! of a listing with a tree walk, which yields its keys in the same order.
+//! time ([`read_ahead`]: two, the next one read beside its consumer), and a [`Cursor`] that
+//! answers "is this key listed?" for keys asked in key order: the merge of a listing with a tree
+//! walk, which yields its keys in the same order.
 
 use futures::{Stream, StreamExt as _, TryStreamExt as _};
 
@@ -64,6 +65,91 @@ pub(crate) fn objects_after<'a, C: ObjectRead>(
     .try_flatten()
 }
 
+/// [`objects`], read one page ahead: the stream, and the future that reads the pages. The next
+/// page is asked for as soon as the consumer takes one (at most two pages held: the one in use
+/// and the next), so that on a real link, where each page costs a round trip and the server's
+/// time, a consumer that reads the whole listing (a tree's merge with its walk, a prefix
+/// download) does not wait for it page by page. The reader must run beside the consumer, polled
+/// whenever the task is ([`beside`]), not only when the consumer asks for an object: a consumer
+/// that waits minutes between objects (files of many GiB in progress) must not leave a request
+/// unpolled past its timeout. Ends after the first error, as [`objects`].
+pub(crate) fn read_ahead<'a, C: ObjectRead>(
+    s3: &'a C,
+    bucket: &'a str,
+    prefix: &'a str,
+) -> (
+    impl std::future::Future<Output = ()> + Send + 'a,
+    impl Stream<Item = Result<ListedObject, Error>> + Send + 'a,
+) {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<crate::s3::ListPage, Error>>(1);
+    let reader = async move {
+        let mut token: Option<String> = None;
+        for _ in 0..MAX_PAGES {
+            // A slot first: the page after the one waiting is asked for only once that one is
+            // taken. None: the consumer is gone.
+            let Ok(slot) = tx.reserve().await else {
+                return;
+            };
+            let page = s3
+                .list_page(bucket, prefix, token.as_deref(), None)
+                .await
+                .map_err(Error::s3("ListObjectsV2", None, None));
+            // A server that hands back the token it was given ends the listing, not a loop.
+            let next = match &page {
+                Ok(p) => p.next.clone().filter(|n| token.as_ref() != Some(n)),
+                Err(_) => None,
+            };
+            slot.send(page);
+            match next {
+                Some(n) => token = Some(n),
+                None => return,
+            }
+        }
+        if let Ok(slot) = tx.reserve().await {
+            slot.send(Err(Error::s3("ListObjectsV2", None, None)(
+                crate::s3::S3Error::transport(format!(
+                    "the listing did not end after {MAX_PAGES} pages"
+                )),
+            )));
+        }
+    };
+    let pages = futures::stream::unfold(rx, |mut rx| async move {
+        let page = rx.recv().await?;
+        Some((page, rx))
+    });
+    let objects = pages
+        .map(|page| match page {
+            Ok(p) => futures::stream::iter(p.objects.into_iter().map(Ok)).left_stream(),
+            Err(e) => futures::stream::iter([Err(e)]).right_stream(),
+        })
+        // The reader sends nothing after an error: the listing ends there.
+        .flatten();
+    (reader, objects)
+}
+
+/// Runs `work` with `reader` (a [`read_ahead`] listing's) polled beside it until `work` ends;
+/// `work`'s output. The reader stops when it has read the last page or the listing is dropped.
+/// Each is polled only when its own waker fired (a `FuturesUnordered`): the run's task wakes for
+/// every file, and the reader, waiting for its slot, need not be asked each time.
+pub(crate) async fn beside<'a, T: 'a>(
+    reader: impl std::future::Future<Output = ()> + 'a,
+    work: impl std::future::Future<Output = T> + 'a,
+) -> T {
+    type Branch<'b, T> = std::pin::Pin<Box<dyn std::future::Future<Output = Option<T>> + 'b>>;
+    let mut both = futures::stream::FuturesUnordered::<Branch<'a, T>>::new();
+    both.push(Box::pin(async move {
+        reader.await;
+        None
+    }));
+    both.push(Box::pin(async move { Some(work.await) }));
+    while let Some(out) = both.next().await {
+        if let Some(out) = out {
+            return out;
+        }
+    }
+    unreachable!("the work's branch returns its output")
+}
+
 /// Answers, for keys asked in ascending order, whether the listing holds them (and their size).
 pub(crate) struct Cursor<S> {
     listing: S,
@@ -112,6 +198,55 @@ mod tests {
     use crate::s3::fake::FakeS3;
     use crate::vocab::ChecksumAlgorithm;
     use crate::vocab::{ObjectSettings, ObjectUrl};
+
+    #[tokio::test]
+    async fn the_next_page_is_read_beside_the_consumer_and_no_further() {
+        let s3 = FakeS3::default();
+        s3.set_page_size(3);
+        let alg = ChecksumAlgorithm::Sha256;
+        for i in 0..7 {
+            let body = vec![1u8; i];
+            s3.put_object(
+                &ObjectUrl::parse(&format!("s3://bkt/p/{i}")).unwrap(),
+                alg,
+                Bytes::from(body.clone()).into(),
+                &hash::hash_part(alg, true, &body),
+                &ObjectSettings::default(),
+            )
+            .await
+            .unwrap();
+        }
+        let pages = || s3.list_pages();
+        let before = pages();
+        let (reader, listing) = read_ahead(&s3, "bkt", "p/");
+        let consumer = async {
+            let mut listing = std::pin::pin!(listing);
+            assert_eq!(listing.next().await.unwrap().unwrap().key, "p/0");
+            // The consumer asks for nothing more: the reader, polled beside it, reads page 2.
+            let mut turns = 0;
+            while pages() - before < 2 {
+                turns += 1;
+                assert!(turns < 100_000, "page 2 was never read beside the consumer");
+                tokio::task::yield_now().await;
+            }
+            // Page 2 waits for the consumer: page 3 is not asked for (the reader waits for a slot).
+            for _ in 0..1_000 {
+                tokio::task::yield_now().await;
+            }
+            assert_eq!(pages() - before, 2, "at most one page read ahead");
+            let mut keys = vec!["p/0".to_owned()];
+            while let Some(o) = listing.next().await {
+                keys.push(o.unwrap().key);
+            }
+            keys
+        };
+        let keys =
+            tokio::time::timeout(std::time::Duration::from_secs(60), beside(reader, consumer))
+                .await
+                .expect("the listing was read within 60 s");
+        assert_eq!(keys, (0..7).map(|i| format!("p/{i}")).collect::<Vec<_>>());
+        assert_eq!(pages() - before, 3, "3 pages, each read once");
+    }
 
     #[tokio::test]
     async fn a_paged_listing_merges_with_keys_asked_in_order() {
