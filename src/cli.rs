@@ -102,9 +102,11 @@ pub struct DownloadArgs {
     /// nothing is written (no folder made), no object read.
     #[arg(long)]
     pub dryrun: bool,
-    /// Parts in flight at most.
-    #[arg(long, default_value_t = DEFAULT_CONCURRENCY)]
-    pub concurrency: usize,
+    /// Requests in flight at most [default: 64]. Left out, a prefix download's small objects
+    /// (at most 8 MiB, one GET each) go up to twice as many at once (128): each is a round trip
+    /// with little on the wire (docs/many-files.md).
+    #[arg(long)]
+    pub concurrency: Option<usize>,
     /// Do not fetch a part again on other connections (in ranges, for parts of 8 MiB or more) when
     /// it arrives far slower than the others (on by default: the part is hashed and recorded from
     /// the new fetch only; see docs/link.md).

@@ -55,8 +55,12 @@ use self::proof::Proof;
 pub(crate) struct DownloadOptions {
     /// Replace an existing DEST that is not proven identical.
     pub force: bool,
-    /// Parts in flight at most.
+    /// Requests in flight at most (`--concurrency`).
     pub concurrency: usize,
+    /// Prefix downloads: a small object's one GET waits only for a place among the objects
+    /// downloading (twice `concurrency`), not for a request slot, so that twice as many go at
+    /// once. Set when `--concurrency` was left out; a number given caps every request.
+    pub small_by_places: bool,
     /// Prefix downloads: which keys are taken (`--include`, `--exclude`, as for directories).
     pub filters: crate::tree::Filters,
     /// Fetch a part again when it arrives far slower than the others (on by default;
@@ -633,6 +637,7 @@ mod tests {
         DownloadOptions {
             force: false,
             concurrency: 3,
+            small_by_places: false,
             filters: Default::default(),
             hedge: false,
         }
@@ -940,6 +945,7 @@ mod tests {
         let one = DownloadOptions {
             force: false,
             concurrency: 1,
+            small_by_places: false,
             filters: Default::default(),
             hedge: false,
         };

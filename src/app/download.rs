@@ -42,7 +42,10 @@ pub(crate) enum Job {
 pub(crate) fn job(args: &DownloadArgs) -> Result<Job, Refused> {
     let opts = |filters| DownloadOptions {
         force: args.force,
-        concurrency: args.concurrency,
+        concurrency: args
+            .concurrency
+            .unwrap_or(crate::config::DEFAULT_CONCURRENCY),
+        small_by_places: args.concurrency.is_none(),
         filters,
         hedge: args.hedge,
     };
@@ -224,4 +227,35 @@ fn print_download(r: &DownloadReport) -> String {
         s += "  refetched every part once: the whole-object check failed the first time\n";
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tree_opts(extra: &[&str]) -> DownloadOptions {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = format!("{}/", dir.path().display());
+        let mut argv = vec!["tally", "download", "s3://bkt/p/", &dest];
+        argv.extend_from_slice(extra);
+        let cli = <crate::cli::Cli as clap::Parser>::try_parse_from(argv).unwrap();
+        let crate::cli::Command::Download(args) = cli.command else {
+            panic!("not a download")
+        };
+        match job(&args) {
+            Ok(Job::Tree { opts, .. }) => opts,
+            Ok(_) => panic!("not a prefix download"),
+            Err(_) => panic!("refused"),
+        }
+    }
+
+    #[test]
+    fn small_objects_go_by_places_only_when_concurrency_is_left_out() {
+        let default = tree_opts(&[]);
+        assert_eq!(default.concurrency, crate::config::DEFAULT_CONCURRENCY);
+        assert!(default.small_by_places);
+        let given = tree_opts(&["--concurrency", "64"]);
+        assert_eq!(given.concurrency, 64);
+        assert!(!given.small_by_places, "a number given caps every request");
+    }
 }

@@ -123,7 +123,9 @@ pub(crate) async fn download_tree<C: S3Api>(
     // What the listing said of each object's ETag, until the object's turn (at most the objects
     // in progress wait here).
     let etags = std::sync::Mutex::new(std::collections::HashMap::new());
-    let entries = Box::pin(listed(&limited, prefix, &root, opts, &etags));
+    let (reader, listing) =
+        crate::remote::listing::read_ahead(&limited, &prefix.bucket, &prefix.key);
+    let entries = Box::pin(listed(listing, prefix, &root, opts, &etags));
     let stop = cancel.child_token();
     let mut report = TreeReport::new(prefix);
     let commits = commit::Commits::new(&root);
@@ -139,7 +141,7 @@ pub(crate) async fn download_tree<C: S3Api>(
         active: &active,
     };
     let job = &job;
-    let fatal = crate::batch::run::run(
+    let run = crate::batch::run::run(
         entries,
         in_flight(opts.concurrency),
         &stop,
@@ -153,8 +155,9 @@ pub(crate) async fn download_tree<C: S3Api>(
                 .remove(&entry.rel);
             one_object(job, s3, entry, etag)
         },
-    )
-    .await;
+    );
+    // The listing's pages are read beside the objects, one ahead.
+    let fatal = crate::remote::listing::beside(reader, run).await;
     // The small objects' renames (and the folders made for them) survive a crash from here on:
     // exit 0 comes after this.
     let r = root.clone();
@@ -179,17 +182,17 @@ fn in_flight(concurrency: usize) -> usize {
     active + active.min(WAITING_MAX)
 }
 
-/// The listing of `prefix` (through `s3`, one page at a time: a prefix of millions of objects is
-/// never held whole), filtered, as the entries of the run; each small object's ETag noted in
-/// `etags` for its turn.
-fn listed<'a, C: S3Api>(
-    s3: &'a C,
+/// The `listing` of `prefix` (at most two pages held: a prefix of millions of objects is never
+/// held whole), filtered, as the entries of the run; each small object's ETag noted in `etags`
+/// for its turn.
+fn listed<'a>(
+    listing: impl futures::Stream<Item = Result<crate::s3::ListedObject, Error>> + 'a,
     prefix: &'a ObjectUrl,
     root: &'a Path,
     opts: &'a DownloadOptions,
     etags: &'a std::sync::Mutex<std::collections::HashMap<String, crate::vocab::ETag>>,
 ) -> impl futures::Stream<Item = Result<Found, Error>> + 'a {
-    crate::remote::listing::objects(s3, &prefix.bucket, &prefix.key)
+    listing
         .try_filter(|o| {
             let rel = &o.key[prefix.key.len().min(o.key.len())..];
             std::future::ready(opts.filters.allows_file(rel))
@@ -308,7 +311,7 @@ async fn one_object<C: S3Api>(
     if let Some(etag) = etag.filter(|_| !opts.force && !there)
         && let Some(w) = small::fetch(
             engine,
-            s3,
+            (s3, opts.small_by_places),
             &obj,
             &target,
             (entry.size, &etag),
@@ -388,6 +391,22 @@ mod tests {
         s3: &crate::s3::fake::FakeS3,
         dir: &Path,
     ) -> std::collections::BTreeMap<String, FileLine> {
+        let opts = DownloadOptions {
+            force: false,
+            concurrency: 2,
+            small_by_places: false,
+            filters: Default::default(),
+            hedge: false,
+        };
+        run_tree_with(s3, dir, &opts).await
+    }
+
+    /// [`run_tree`] with `opts`.
+    async fn run_tree_with(
+        s3: &crate::s3::fake::FakeS3,
+        dir: &Path,
+        opts: &DownloadOptions,
+    ) -> std::collections::BTreeMap<String, FileLine> {
         let lines = std::sync::Mutex::new(std::collections::BTreeMap::new());
         let on_line = |l: &FileLine| {
             lines
@@ -395,23 +414,53 @@ mod tests {
                 .unwrap()
                 .insert(l.key.clone().unwrap_or_default(), l.clone());
         };
-        let opts = DownloadOptions {
-            force: false,
-            concurrency: 2,
-            filters: Default::default(),
-            hedge: false,
-        };
         let _ = download_tree(
             s3,
             &ObjectUrl::parse("s3://bkt/p/").unwrap(),
             dir,
-            &opts,
+            opts,
             &crate::progress::Silent,
             &CancellationToken::new(),
             &on_line,
         )
         .await;
         lines.into_inner().unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn small_objects_go_twice_concurrency_at_once_by_default_and_never_past_a_given_one() {
+        // Forty small objects, one GET each, at a concurrency of 8. The fake holds requests until
+        // the number asked for are in flight together (at most the time given).
+        let opts = |small_by_places| DownloadOptions {
+            force: false,
+            concurrency: 8,
+            small_by_places,
+            filters: Default::default(),
+            hedge: false,
+        };
+        for (by_places, gather, within, peak) in [
+            // --concurrency left out: sixteen GETs in flight together (the places: twice 8).
+            (true, 16, 60, 16),
+            // --concurrency 8 given: the fake waits 2 s for a ninth, which never comes.
+            (false, 9, 2, 8),
+        ] {
+            let fake = crate::s3::fake::FakeS3::default();
+            for i in 0..40u8 {
+                fake.replace_object(&format!("p/f{i:02}"), vec![i; 1000 + usize::from(i)]);
+            }
+            fake.gather(gather, std::time::Duration::from_secs(within));
+            let dir = tempfile::tempdir().unwrap();
+            let lines = run_tree_with(&fake, dir.path(), &opts(by_places)).await;
+            for i in 0..40u8 {
+                let key = format!("p/f{i:02}");
+                assert_eq!(lines[&key].action, Action::Downloaded, "{key}");
+                assert_eq!(
+                    std::fs::read(dir.path().join(&key[2..])).unwrap(),
+                    vec![i; 1000 + usize::from(i)]
+                );
+            }
+            assert_eq!(fake.peak_in_flight(), peak, "small_by_places {by_places}");
+        }
     }
 
     #[tokio::test]

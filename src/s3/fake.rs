@@ -119,10 +119,24 @@ impl FakeS3 {
     /// Counts a request as in flight and lets other tasks run, as a network round trip would, so
     /// that requests sent together overlap here and [`FakeS3::peak_in_flight`] sees them.
     async fn request(&self) -> InFlight<'_> {
+        self.counted(true).await
+    }
+
+    /// [`FakeS3::request`] for a listing page, which [`FakeS3::gather`] never holds: a client
+    /// reads the listing before it can send what it lists.
+    async fn listing_request(&self) -> InFlight<'_> {
+        self.counted(false).await
+    }
+
+    async fn counted(&self, gathered: bool) -> InFlight<'_> {
         self.requests.fetch_add(1, Ordering::SeqCst);
         let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
         self.peak_in_flight.fetch_max(now, Ordering::SeqCst);
-        let want = self.gather.load(Ordering::SeqCst);
+        let want = if gathered {
+            self.gather.load(Ordering::SeqCst)
+        } else {
+            0
+        };
         if want > 0 {
             // Bounded: a client that never has `want` requests out at once is seen to proceed
             // one at a time, and the test's assertion on the peak says so.

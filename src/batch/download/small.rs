@@ -55,14 +55,14 @@ pub(crate) fn fits(size: u64, etag: Option<&ETag>) -> bool {
 /// caller downloads it the usual way).
 pub(crate) async fn fetch<C: S3Api>(
     engine: &Engine,
-    s3: &C,
+    (s3, by_places): (&C, bool),
     obj: &ObjectUrl,
     target: &Path,
     (size, etag): (u64, &ETag),
     (commits, place): (&Commits, tokio::sync::SemaphorePermit<'_>),
 ) -> Option<Written> {
     let held = engine.reserve(size).await;
-    let (body, reply) = get_whole(engine, s3, obj, size, etag).await?;
+    let (body, reply) = get_whole((engine, by_places), s3, obj, size, etag).await?;
     let alg = reply
         .as_ref()
         .filter(|c| !c.value.contains('-') && c.kind != Some(ChecksumType::Composite))
@@ -104,16 +104,23 @@ pub(crate) async fn fetch<C: S3Api>(
 }
 
 /// One GET of the whole object, pinned to `etag`, collected (`size` bytes exactly): the body
-/// and the checksum its reply carried. `None` on any error or another length.
+/// and the checksum its reply carried. `None` on any error or another length. The GET holds one
+/// of the engine's request slots, unless `by_places` (the caller's place among the objects
+/// downloading is then its only bound: see `DownloadOptions::small_by_places`).
 async fn get_whole<C: S3Api>(
-    engine: &Engine,
+    (engine, by_places): (&Engine, bool),
     s3: &C,
     obj: &ObjectUrl,
     size: u64,
     etag: &ETag,
 ) -> Option<(BytesMut, Option<RemoteChecksum>)> {
-    let s3l = engine.limit(s3);
-    let reply = match s3l.get_stream(obj, 0..size, None, Some(etag), None).await {
+    let get = if by_places {
+        s3.get_stream(obj, 0..size, None, Some(etag), None).await
+    } else {
+        let s3l = engine.limit(s3);
+        s3l.get_stream(obj, 0..size, None, Some(etag), None).await
+    };
+    let reply = match get {
         Ok(r) => r,
         Err(e) => {
             tracing::info!("{obj}: GET: {e}: downloading it the usual way");

@@ -11,7 +11,8 @@ use crate::vocab::{ChecksumAlgorithm, ObjectSettings};
 impl FakeS3 {
     /// Holds the next requests until `n` are in flight together (once; at most `within`), so
     /// that a test can show a client sends `n` at a time without racing the scheduler, or (when
-    /// `n` is one more than the client may send) that it never sends more.
+    /// `n` is one more than the client may send) that it never sends more. Listing pages are
+    /// not held (they count as in flight).
     pub fn gather(&self, n: usize, within: std::time::Duration) {
         *self.gather_for.lock().unwrap() = within;
         self.gather.store(n, Ordering::SeqCst);

@@ -118,7 +118,7 @@ impl ObjectRead for FakeS3 {
         token: Option<&str>,
         start_after: Option<&str>,
     ) -> Result<ListPage, S3Error> {
-        let _in_flight = self.request().await;
+        let _in_flight = self.listing_request().await;
         let mut s = self.state.lock().unwrap();
         s.list_pages += 1;
         let page = s.page_size.unwrap_or(1000).max(1);
