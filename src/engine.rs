@@ -6,7 +6,9 @@
 //! - **requests in flight**: every S3 request of every transfer goes through [`Limited`], which
 //!   holds one of `concurrency` slots for the duration of the call (its SDK retries included). The
 //!   slots are handed out first come, first served, so a huge file's parts and a tree's small files
-//!   interleave instead of one starving the other.
+//!   interleave instead of one starving the other. One exception: with `--concurrency` left out,
+//!   a prefix download's small objects (one GET each) are bounded by their places among the
+//!   objects downloading instead (`DownloadOptions::small_by_places`).
 //! - **bytes ahead**: before a part's bytes are touched (hashed from the memory map, or, for a
 //!   download, received), its length is reserved from a byte budget. A download's part holds it
 //!   until the part is written and recorded ([`Engine::parts`]); an upload's part only while it is
