@@ -375,6 +375,26 @@ async fn after_completion<C: S3Api>(
     Ok(())
 }
 
+/// The object's read-back after its upload ([`crate::verify::after_upload_or_bytes`], against
+/// the parts' `hashes` of `alg`). A request of it that failed (not a difference found) leaves the
+/// object written but not proven: that error becomes `unproven(cause)`, which says what became of
+/// the object and what to run.
+async fn read_back<C: S3Api>(
+    run: &Run<'_, C>,
+    alg: crate::vocab::ChecksumAlgorithm,
+    hashes: &[crate::vocab::PartHash],
+    upload_id: Option<&str>,
+    unproven: impl FnOnce(Error) -> Error,
+) -> Result<crate::verify::AfterUpload, Error> {
+    let cfg = run.cfg;
+    crate::verify::after_upload_or_bytes(run.s3, &cfg.target, alg, hashes, upload_id, &cfg.source)
+        .await
+        .map_err(|e| match e {
+            e @ Error::S3 { .. } => unproven(e),
+            e => e,
+        })
+}
+
 /// The whole-file formats an upload computes in its one read: `--file-hash`, and those its
 /// [`DigestCheck`] needs (a tree file's ASC MHL history's formats, or the new generation's).
 fn whole_file_formats<C>(run: &Run<'_, C>) -> Vec<crate::hash::FileHashFormat> {

@@ -168,26 +168,13 @@ pub(crate) async fn finish<C: S3Api>(
         uid,
     )?;
     let verified = if cfg.verify {
-        let read = crate::verify::after_upload_or_bytes(
-            run.s3,
-            target,
-            start.alg,
-            &hashes,
-            uid,
-            &cfg.source,
-        )
-        .await;
-        match read {
-            Ok(v) => Some(v),
-            // A request of the read-back failed (throttled, say): the object is complete but not
-            // proven. The error says so, and the manifest stays for the same command to prove it.
-            Err(e @ Error::S3 { .. }) => {
-                let manifest = start.manifest.clone();
-                let outcome = crate::error::Outcome::Completed { manifest };
-                return Err(super::session::stopped(target, upload_id, outcome, e));
-            }
-            Err(e) => return Err(e),
-        }
+        // Not read back (throttled, say): the manifest stays for the same command to prove it.
+        let unproven = |e| {
+            let manifest = start.manifest.clone();
+            let outcome = crate::error::Outcome::Completed { manifest };
+            super::session::stopped(target, upload_id, outcome, e)
+        };
+        Some(super::read_back(run, start.alg, &hashes, uid, unproven).await?)
     } else {
         None
     };

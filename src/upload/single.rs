@@ -62,27 +62,14 @@ pub(crate) async fn put<C: S3Api>(run: &Run<'_, C>) -> Result<UploadReport, Erro
     let reply_proves = checks.object_checksum == Check::Matched && checks.etag == Check::Matched;
     let read_back_by_listing = cfg.verify && cfg.read_back_by_listing && reply_proves;
     let verified = if cfg.verify && !read_back_by_listing {
-        let read = crate::verify::after_upload_or_bytes(
-            run.s3,
-            &cfg.target,
-            cfg.checksum,
-            std::slice::from_ref(&sent.hash),
-            None,
-            &cfg.source,
-        )
-        .await;
-        match read {
-            Ok(v) => Some(v),
-            // A request of the read-back failed: the object is written, not proven. Nothing is
-            // kept (one PutObject has nothing to resume); the same command proves the object.
-            Err(e @ Error::S3 { .. }) => {
-                return Err(Error::WrittenUnproven {
-                    source: Box::new(e),
-                    url: cfg.target.to_string(),
-                });
-            }
-            Err(e) => return Err(e),
-        }
+        // Not read back: nothing is kept (one PutObject has nothing to resume); the same command
+        // proves the object.
+        let unproven = |e| Error::WrittenUnproven {
+            source: Box::new(e),
+            url: cfg.target.to_string(),
+        };
+        let hashes = std::slice::from_ref(&sent.hash);
+        Some(super::read_back(run, cfg.checksum, hashes, None, unproven).await?)
     } else {
         None
     };
