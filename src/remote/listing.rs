@@ -39,11 +39,7 @@ pub(crate) fn objects_after<'a, C: ObjectRead>(
                     return Ok(None);
                 }
                 if pages >= MAX_PAGES {
-                    return Err(Error::s3("ListObjectsV2", None, None)(
-                        crate::s3::S3Error::transport(format!(
-                            "the listing did not end after {MAX_PAGES} pages"
-                        )),
-                    ));
+                    return Err(endless());
                 }
                 let page = s3
                     .list_page(
@@ -63,6 +59,13 @@ pub(crate) fn objects_after<'a, C: ObjectRead>(
         },
     )
     .try_flatten()
+}
+
+/// The error of a listing whose server never stops handing out tokens.
+fn endless() -> Error {
+    Error::s3("ListObjectsV2", None, None)(crate::s3::S3Error::transport(format!(
+        "the listing did not end after {MAX_PAGES} pages"
+    )))
 }
 
 /// [`objects`], read one page ahead: the stream, and the future that reads the pages. The next
@@ -106,11 +109,7 @@ pub(crate) fn read_ahead<'a, C: ObjectRead>(
             }
         }
         if let Ok(slot) = tx.reserve().await {
-            slot.send(Err(Error::s3("ListObjectsV2", None, None)(
-                crate::s3::S3Error::transport(format!(
-                    "the listing did not end after {MAX_PAGES} pages"
-                )),
-            )));
+            slot.send(Err(endless()));
         }
     };
     let pages = futures::stream::unfold(rx, |mut rx| async move {
@@ -199,15 +198,15 @@ mod tests {
     use crate::vocab::ChecksumAlgorithm;
     use crate::vocab::{ObjectSettings, ObjectUrl};
 
-    #[tokio::test]
-    async fn the_next_page_is_read_beside_the_consumer_and_no_further() {
+    /// A fake with pages of 3 and an object of `i` bytes at each `keys[i]` of bucket `bkt`.
+    async fn fake_with(keys: &[&str]) -> FakeS3 {
         let s3 = FakeS3::default();
         s3.set_page_size(3);
         let alg = ChecksumAlgorithm::Sha256;
-        for i in 0..7 {
-            let body = vec![1u8; i];
+        for (i, k) in keys.iter().enumerate() {
+            let body = vec![7u8; i];
             s3.put_object(
-                &ObjectUrl::parse(&format!("s3://bkt/p/{i}")).unwrap(),
+                &ObjectUrl::parse(&format!("s3://bkt/{k}")).unwrap(),
                 alg,
                 Bytes::from(body.clone()).into(),
                 &hash::hash_part(alg, true, &body),
@@ -216,6 +215,12 @@ mod tests {
             .await
             .unwrap();
         }
+        s3
+    }
+
+    #[tokio::test]
+    async fn the_next_page_is_read_beside_the_consumer_and_no_further() {
+        let s3 = fake_with(&["p/0", "p/1", "p/2", "p/3", "p/4", "p/5", "p/6"]).await;
         let pages = || s3.list_pages();
         let before = pages();
         let (reader, listing) = read_ahead(&s3, "bkt", "p/");
@@ -250,22 +255,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_paged_listing_merges_with_keys_asked_in_order() {
-        let s3 = FakeS3::default();
-        s3.set_page_size(3);
-        let alg = ChecksumAlgorithm::Sha256;
         let keys = ["p/a", "p/a-c", "p/a/b", "p/b", "p/c", "p/d/e", "p/f", "q/x"];
-        for (i, k) in keys.iter().enumerate() {
-            let body = vec![7u8; i];
-            s3.put_object(
-                &ObjectUrl::parse(&format!("s3://bkt/{k}")).unwrap(),
-                alg,
-                Bytes::from(body.clone()).into(),
-                &hash::hash_part(alg, true, &body),
-                &ObjectSettings::default(),
-            )
-            .await
-            .unwrap();
-        }
+        let s3 = fake_with(&keys).await;
         let all: Vec<String> = objects(&s3, "bkt", "p/")
             .map_ok(|o| o.key)
             .try_collect()
