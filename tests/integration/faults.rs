@@ -328,6 +328,17 @@ fn a_flipped_bit_is_rejected_then_resumed() {
 
 /// Whether a run's error says its upload was completed but the object not read back to prove it
 /// (`Outcome::Completed`).
+/// The run's stderr, once its exit code says an error (2), not a mismatch (1).
+fn failed(out: &Output) -> String {
+    let err = stderr(out);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "an error, not a mismatch: {err}"
+    );
+    err
+}
+
 fn completed_unproven(err: &str) -> bool {
     err.contains("was completed, but") && err.contains("run the same command again to prove it")
 }
@@ -357,12 +368,7 @@ fn a_read_back_throttled_after_the_complete_says_so_and_the_next_run_proves_it()
         },
     );
     let out = upload_via(s, &proxy, &path, &key, &manifest, RUN_BOUND);
-    let err = stderr(&out);
-    assert_eq!(
-        out.status.code(),
-        Some(2),
-        "an error, not a mismatch: {err}"
-    );
+    let err = failed(&out);
     assert!(
         completed_unproven(&err),
         "the error says what became of it: {err}"
@@ -430,12 +436,7 @@ fn a_put_whose_read_back_fails_says_the_object_was_written_and_the_next_run_prov
         )
     };
     let out = run();
-    let err = stderr(&out);
-    assert_eq!(
-        out.status.code(),
-        Some(2),
-        "an error, not a mismatch: {err}"
-    );
+    let err = failed(&out);
     assert!(
         err.contains(&format!(
             "{} was written (S3 answered the PutObject), but not read back to prove it",
