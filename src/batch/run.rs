@@ -4,7 +4,8 @@
 //!
 //! A check made for many files at once ([`Settle`]: a tree upload's read-back by listing) holds
 //! the lines that wait for it, at most [`HELD`], outside the files in progress: a line counts
-//! and is handed on only once its check is done.
+//! and is handed on only once its check is done. A batch is checked beside the files, not instead
+//! of them (one batch at a time, the next filling meanwhile: at most twice [`HELD`] lines held).
 
 use std::future::Future;
 
@@ -129,11 +130,48 @@ where
             (index as u64, Some(line))
         })
         .buffer_unordered(concurrency);
-    while let Some((index, outcome)) = outcomes.next().await {
-        sink.outcome(index, outcome).await;
+    // A batch being checked is awaited beside the files, never instead of them: on a link where
+    // a listing costs a round trip or more, the files in progress go on and new ones start
+    // meanwhile. One batch is checked at a time; while it is, the next fills (at most 2 x HELD
+    // lines held), and only a full next batch waits for it.
+    let mut settling: Option<BoxFuture<'_, Held>> = None;
+    loop {
+        let next_full = sink.held.lines.len() >= HELD;
+        let event = match settling.as_mut() {
+            Some(check) if next_full => Event::Settled(check.await),
+            Some(check) => tokio::select! {
+                biased;
+                held = check => Event::Settled(held),
+                o = outcomes.next() => Event::Outcome(o),
+            },
+            None => Event::Outcome(outcomes.next().await),
+        };
+        match event {
+            Event::Settled(done) => {
+                settling = None;
+                sink.lines(done);
+                if sink.held.lines.len() >= HELD {
+                    settling = sink.check();
+                }
+            }
+            Event::Outcome(Some((index, outcome))) => {
+                sink.outcome(index, outcome);
+                if settling.is_none() && sink.held.lines.len() >= HELD {
+                    settling = sink.check();
+                }
+            }
+            Event::Outcome(None) => break,
+        }
     }
     drop(outcomes);
-    sink.flush().await;
+    if let Some(check) = settling {
+        let done = check.await;
+        sink.lines(done);
+    }
+    if let Some(check) = sink.check() {
+        let done = check.await;
+        sink.lines(done);
+    }
     let Sink {
         in_order,
         report,
@@ -158,6 +196,14 @@ struct Sink<'a> {
     settle: Option<&'a dyn Settle>,
 }
 
+/// What the loop of [`run_with`] met next.
+enum Event<T> {
+    /// A file's outcome (`None`: the walk is done and every file with it).
+    Outcome(Option<T>),
+    /// A batch of lines checked.
+    Settled(Held),
+}
+
 /// Lines waiting for `settle`, and apart their walk indexes: the lines are handed to it as they
 /// are (pairs split into two vectors at each check held a copy of every line: 0.3 MB at 1,000).
 #[derive(Default)]
@@ -168,8 +214,8 @@ struct Held {
 
 type Outcome = Option<Result<FileLine, (FileLine, Error)>>;
 
-impl Sink<'_> {
-    async fn outcome(&mut self, index: u64, outcome: Outcome) {
+impl<'a> Sink<'a> {
+    fn outcome(&mut self, index: u64, outcome: Outcome) {
         let line = match outcome {
             None => return self.not_started(index),
             // Stopped by the run's own stop before it kept anything: as good as not started.
@@ -197,9 +243,6 @@ impl Sink<'_> {
         if line.read_back.is_some() && self.settle.is_some() {
             self.held.indexes.push(index);
             self.held.lines.push(line);
-            if self.held.lines.len() >= HELD {
-                self.flush().await;
-            }
             return;
         }
         self.line(index, line);
@@ -210,15 +253,23 @@ impl Sink<'_> {
         self.in_order.done(index, None, self.report);
     }
 
-    /// Settles the held lines and hands them on.
-    async fn flush(&mut self) {
-        let Some(settle) = self.settle else { return };
+    /// The check of the held lines (taken from `held`), if any wait; its result goes to
+    /// [`Sink::lines`].
+    fn check(&mut self) -> Option<BoxFuture<'a, Held>> {
+        let settle = self.settle?;
         if self.held.lines.is_empty() {
-            return;
+            return None;
         }
-        let Held { indexes, mut lines } = std::mem::take(&mut self.held);
-        settle.settle(&mut lines).await;
-        for (index, line) in indexes.into_iter().zip(lines) {
+        let mut held = std::mem::take(&mut self.held);
+        Some(Box::pin(async move {
+            settle.settle(&mut held.lines).await;
+            held
+        }))
+    }
+
+    /// Hands on checked lines.
+    fn lines(&mut self, checked: Held) {
+        for (index, line) in checked.indexes.into_iter().zip(checked.lines) {
             self.line(index, line);
         }
     }
@@ -234,5 +285,105 @@ impl Sink<'_> {
             )
         });
         self.in_order.done(index, shown, self.report);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A check that, the first time, waits until the file `wait_for` has started: it can only
+    /// end if files go on starting while it runs.
+    struct WaitsForLaterFiles {
+        started: tokio::sync::Notify,
+        checks: Mutex<Vec<usize>>,
+        pending: AtomicUsize,
+    }
+
+    impl Settle for WaitsForLaterFiles {
+        fn settle<'a>(&'a self, lines: &'a mut [FileLine]) -> BoxFuture<'a, ()> {
+            Box::pin(async move {
+                let first = self.checks.lock().unwrap().is_empty();
+                self.checks.lock().unwrap().push(lines.len());
+                if first {
+                    tokio::time::timeout(
+                        std::time::Duration::from_secs(60),
+                        self.started.notified(),
+                    )
+                    .await
+                    .expect("no later file started while the first batch was being checked");
+                }
+                self.pending.fetch_sub(lines.len(), Ordering::SeqCst);
+                for l in lines.iter_mut() {
+                    l.read_back = None;
+                    l.reason = Some("checked".into());
+                }
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn files_go_on_while_a_batch_is_checked() {
+        const FILES: usize = 2 * HELD + 500;
+        let wait_for = format!("f{:05}", HELD + 300);
+        let check = WaitsForLaterFiles {
+            started: tokio::sync::Notify::new(),
+            checks: Mutex::new(Vec::new()),
+            pending: AtomicUsize::new(0),
+        };
+        let walk = futures::stream::iter((0..FILES).map(|i| {
+            Ok(Found::File(FileEntry {
+                path: format!("f{i:05}").into(),
+                rel: format!("f{i:05}"),
+                size: 1,
+                mtime_ns: 0,
+                dev: 0,
+                ino: i as u64,
+            }))
+        }));
+        let lines = Mutex::new(Vec::new());
+        let on_line = |l: &FileLine| lines.lock().unwrap().push(l.clone());
+        let mut report = TreeReport::new(&crate::vocab::ObjectUrl::parse("s3://bkt/p/").unwrap());
+        let stop = CancellationToken::new();
+        let (check, wait_for) = (&check, &wait_for);
+        let fatal = run_settled(
+            walk,
+            8,
+            &stop,
+            &crate::progress::Silent,
+            &mut report,
+            &on_line,
+            check,
+            |entry| async move {
+                if &entry.rel == wait_for {
+                    check.started.notify_one();
+                }
+                check.pending.fetch_add(1, Ordering::SeqCst);
+                // Never more lines wait than the batch being checked and the next one.
+                assert!(check.pending.load(Ordering::SeqCst) <= 2 * HELD + 8);
+                tokio::task::yield_now().await;
+                Ok(FileLine {
+                    rel: entry.rel.clone(),
+                    action: Action::Uploaded,
+                    read_back: Some("md5".into()),
+                    ..FileLine::default()
+                })
+            },
+        )
+        .await;
+        assert!(fatal.is_none());
+        let lines = lines.into_inner().unwrap();
+        assert_eq!(lines.len(), FILES, "every line handed on once");
+        assert!(lines.iter().all(|l| l.reason.as_deref() == Some("checked")));
+        assert_eq!(report.uploaded, FILES as u64);
+        let checks = check.checks.lock().unwrap().clone();
+        assert_eq!(
+            checks.iter().sum::<usize>(),
+            FILES,
+            "every line checked once: {checks:?}"
+        );
+        assert!(checks.iter().all(|&n| n <= HELD), "{checks:?}");
     }
 }
