@@ -140,8 +140,12 @@ impl FakeS3 {
         if want > 0 {
             // Bounded: a client that never has `want` requests out at once is seen to proceed
             // one at a time, and the test's assertion on the peak says so.
+            // Once one of the held requests sees `want` in flight, every held one goes on (the
+            // gathering is over, even if one of them has ended by the time another looks).
             let until = std::time::Instant::now() + *self.gather_for.lock().unwrap();
-            while self.in_flight.load(Ordering::SeqCst) < want && std::time::Instant::now() < until
+            while self.gather.load(Ordering::SeqCst) > 0
+                && self.in_flight.load(Ordering::SeqCst) < want
+                && std::time::Instant::now() < until
             {
                 tokio::time::sleep(std::time::Duration::from_millis(1)).await;
             }
