@@ -528,9 +528,11 @@ pub struct UploadArgs {
     /// ones in 256 parts of 8 to 100 MiB; grows by itself so no object needs more than 10,000 parts.
     #[arg(long, default_value = "auto", value_parser = parse_part_size)]
     pub part_size: u64,
-    /// Parts in flight at most.
-    #[arg(long, default_value_t = DEFAULT_CONCURRENCY)]
-    pub concurrency: usize,
+    /// Requests in flight at most [default: 64]. Left out, a directory's small files (at most
+    /// 8 MiB, one PutObject each) go up to twice as many at once (128): each is a round trip with
+    /// little on the wire (docs/many-files.md).
+    #[arg(long)]
+    pub concurrency: Option<usize>,
     /// Per-part checksum that S3 verifies on receipt.
     #[arg(long, default_value = "sha256", value_parser = checksum_parser())]
     pub checksum: ChecksumAlgorithm,
@@ -657,7 +659,7 @@ impl UploadArgs {
             self.file.clone(),
             &self.target,
             self.part_size,
-            self.concurrency,
+            self.concurrency.unwrap_or(DEFAULT_CONCURRENCY),
             self.checksum,
         )?;
         cfg.resume = ResumeOptions {

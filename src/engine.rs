@@ -7,8 +7,10 @@
 //!   holds one of `concurrency` slots for the duration of the call (its SDK retries included). The
 //!   slots are handed out first come, first served, so a huge file's parts and a tree's small files
 //!   interleave instead of one starving the other. One exception: with `--concurrency` left out,
-//!   a prefix download's small objects (one GET each) are bounded by their places among the
-//!   objects downloading instead (`DownloadOptions::small_by_places`).
+//!   a prefix download's small objects (one GET each) and a tree upload's small files (one
+//!   PutObject each), at most [`BY_PLACES_MAX`] bytes, are bounded by their places among the
+//!   objects or files in progress instead (`DownloadOptions::small_by_places`,
+//!   `TreeConfig::small_by_places`).
 //! - **bytes ahead**: before a part's bytes are touched (hashed from the memory map, or, for a
 //!   download, received), its length is reserved from a byte budget. A download's part holds it
 //!   until the part is written and recorded ([`Engine::parts`]); an upload's part only while it is
@@ -41,6 +43,11 @@ use crate::s3::{
 use crate::vocab::ETag;
 use crate::vocab::{ChecksumAlgorithm, ChecksumType, PartHash};
 use crate::vocab::{ObjectSettings, ObjectUrl};
+
+/// The largest object whose one request (a GET or a PutObject) may go by places instead of a
+/// request slot, with `--concurrency` left out: such a request is mostly a round trip, with
+/// little on the wire.
+pub(crate) const BY_PLACES_MAX: u64 = 8 * 1024 * 1024;
 
 /// The byte budget is counted in KiB, so that a semaphore's `u32` acquisitions cover 5 GiB parts.
 const UNIT: u64 = 1024;
@@ -81,6 +88,9 @@ impl Limits {
 #[derive(Debug)]
 pub struct Engine {
     limits: Limits,
+    /// Whether a PutObject of at most [`BY_PLACES_MAX`] bytes holds no request slot (its
+    /// file's place among the files in progress is its bound): [`Engine::small_puts_by_places`].
+    puts_by_places: bool,
     requests: Arc<Semaphore>,
     bytes: Arc<Semaphore>,
     byte_units: u32,
@@ -112,9 +122,20 @@ impl Engine {
                 concurrency,
                 ..limits
             },
+            puts_by_places: false,
             requests: Arc::new(Semaphore::new(concurrency)),
             bytes: Arc::new(Semaphore::new(byte_units as usize)),
             byte_units,
+        }
+    }
+
+    /// This engine, with a PutObject of at most [`BY_PLACES_MAX`] bytes through [`Limited`]
+    /// sent without a request slot: the caller bounds those by the files it keeps in progress
+    /// (a tree upload with `--concurrency` left out).
+    pub(crate) fn small_puts_by_places(self) -> Engine {
+        Engine {
+            puts_by_places: true,
+            ..self
         }
     }
 
@@ -304,7 +325,11 @@ impl<C: MultipartWrite> MultipartWrite for Limited<'_, C> {
         hash: &PartHash,
         settings: &ObjectSettings,
     ) -> Result<WriteReply, S3Error> {
+        let by_places = self.engine.puts_by_places && body.len() <= BY_PLACES_MAX;
         let inner = self.inner.put_object(obj, alg, body, hash, settings);
+        if by_places {
+            return inner.await;
+        }
         self.engine.request(inner).await
     }
 
@@ -481,6 +506,58 @@ mod tests {
     use super::*;
     use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
     use std::time::Duration;
+
+    #[cfg(feature = "fake")]
+    #[tokio::test]
+    async fn only_a_small_put_goes_by_places_and_only_when_asked() {
+        use futures::FutureExt as _;
+        let fake = crate::s3::fake::FakeS3::default();
+        async fn put(s3: &Limited<'_, crate::s3::fake::FakeS3>, len: u64) -> WriteReply {
+            let alg = ChecksumAlgorithm::Sha256;
+            let body = vec![7u8; len as usize];
+            let hash = crate::hash::hash_part(alg, true, &body);
+            let obj = ObjectUrl::parse(&format!("s3://bkt/k{len}")).unwrap();
+            let settings = ObjectSettings::default();
+            s3.put_object(&obj, alg, Bytes::from(body).into(), &hash, &settings)
+                .await
+                .unwrap()
+        }
+        let limits = Limits {
+            concurrency: 1,
+            bytes_ahead: 1 << 30,
+        };
+        for by_places in [false, true] {
+            let engine = Engine::new(limits);
+            let engine = if by_places {
+                engine.small_puts_by_places()
+            } else {
+                engine
+            };
+            let s3 = engine.limit(&fake);
+            // The one slot is taken (as by a part of a big file).
+            let _slot = engine.requests.clone().acquire_owned().await.unwrap();
+            let mut small = put(&s3, BY_PLACES_MAX).boxed();
+            let mut large = put(&s3, BY_PLACES_MAX + 1).boxed();
+            // A request waiting for a slot is pending at its first poll and has not reached the
+            // fake (which counts a request as it arrives); one that holds none goes to it.
+            let before = fake.requests();
+            assert!(futures::poll!(&mut large).is_pending());
+            assert_eq!(
+                fake.requests(),
+                before,
+                "a larger PutObject waits for a slot"
+            );
+            if by_places {
+                tokio::time::timeout(Duration::from_secs(60), small)
+                    .await
+                    .expect("a small PutObject by places waits for no slot");
+                assert_eq!(fake.requests(), before + 1);
+            } else {
+                assert!(futures::poll!(&mut small).is_pending());
+                assert_eq!(fake.requests(), before, "a small one waits too");
+            }
+        }
+    }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn requests_never_exceed_the_slots() {

@@ -149,6 +149,7 @@ fn tree_config(args: &UploadArgs) -> Result<TreeConfig, Error> {
         prefix,
         base,
         mhl: args.mhl,
+        small_by_places: args.concurrency.is_none(),
     })
 }
 
@@ -318,4 +319,31 @@ fn print_object_settings(o: &crate::upload::report::ObjectReport) -> String {
         s += &format!("  sse       {sse}\n");
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tree(extra: &[&str]) -> TreeConfig {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().display().to_string();
+        let mut argv = vec!["tally", "upload", &src, "s3://bkt/p/"];
+        argv.extend_from_slice(extra);
+        let cli = <crate::cli::Cli as clap::Parser>::try_parse_from(argv).unwrap();
+        let crate::cli::Command::Upload(args) = cli.command else {
+            panic!("not an upload")
+        };
+        tree_config(&args).unwrap()
+    }
+
+    #[test]
+    fn small_files_go_by_places_only_when_concurrency_is_left_out() {
+        let default = tree(&[]);
+        assert_eq!(default.base.concurrency, crate::config::DEFAULT_CONCURRENCY);
+        assert!(default.small_by_places);
+        let given = tree(&["--concurrency", "64"]);
+        assert_eq!(given.base.concurrency, 64);
+        assert!(!given.small_by_places, "a number given caps every request");
+    }
 }

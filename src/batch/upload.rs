@@ -48,6 +48,10 @@ pub(crate) struct TreeConfig {
     /// `--mhl`: write an ASC MHL generation for this transfer (a tree's `ascmhl/` history is
     /// checked with or without it).
     pub mhl: bool,
+    /// `--concurrency` left out: twice as many files in progress, and a small file's one
+    /// PutObject (at most [`crate::engine::BY_PLACES_MAX`]) holds no request slot, only its
+    /// place; larger files stay at `concurrency` in progress and their requests hold slots.
+    pub small_by_places: bool,
 }
 
 /// Uploads the tree of `cfg`, handing each entry's outcome to `on_line` as it finishes.
@@ -64,6 +68,15 @@ pub(crate) async fn upload_tree<C: S3Api>(
 ) -> Result<TreeReport, Error> {
     let started = Instant::now();
     let engine = Engine::new(Limits::for_parts(cfg.base.concurrency, cfg.base.part_size));
+    let engine = if cfg.small_by_places {
+        engine.small_puts_by_places()
+    } else {
+        engine
+    };
+    // Files in progress: `concurrency`, or with small files by places twice as many, of which at
+    // most `concurrency` larger ones.
+    let places = if cfg.small_by_places { 2 } else { 1 } * cfg.base.concurrency;
+    let larger = &tokio::sync::Semaphore::new(cfg.base.concurrency);
     let record = std::sync::Arc::new(open_record(s3, cfg).await?);
     let mhl = open_custody(cfg).await?;
     let walk = {
@@ -106,13 +119,18 @@ pub(crate) async fn upload_tree<C: S3Api>(
     };
     let run = crate::batch::run::run_settled(
         Box::pin(walk),
-        cfg.base.concurrency,
+        places,
         &stop,
         progress,
         &mut report,
         on_line,
         &read_back,
         |entry| async move {
+            let _larger = if entry.size > crate::engine::BY_PLACES_MAX {
+                Some(larger.acquire().await.expect("never closed"))
+            } else {
+                None
+            };
             let (listed, earlier) = lister.take(&entry.rel);
             let rel = entry.rel.clone();
             let line = ctx.one_file(entry, listed, earlier).await;
@@ -666,6 +684,41 @@ mod tests {
         .unwrap();
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn small_files_go_twice_concurrency_at_once_by_default_and_never_past_a_given_one() {
+        // Forty small files, one PutObject each, at a concurrency of 4. The fake holds requests
+        // until the number asked for are in flight together (at most the time given).
+        for (by_places, gather, within, peak) in [
+            // --concurrency left out: eight PutObjects in flight together (the places: twice 4).
+            (true, 8, 60, 8),
+            // --concurrency 4 given: the fake waits 2 s for a fifth, which never comes.
+            (false, 5, 2, 4),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let root = dir.path().join("card");
+            std::fs::create_dir(&root).unwrap();
+            for i in 0..40u8 {
+                std::fs::write(
+                    root.join(format!("f{i:02}")),
+                    vec![i; 1000 + usize::from(i)],
+                )
+                .unwrap();
+            }
+            let fake = crate::s3::fake::FakeS3::default();
+            fake.gather(gather, std::time::Duration::from_secs(within));
+            let (report, lines) = upload_card_with(&fake, dir.path(), &root, |cfg| {
+                cfg.small_by_places = by_places;
+            })
+            .await;
+            assert_eq!(report.uploaded, 40, "{lines:?}");
+            for i in 0..40u8 {
+                let key = format!("p/f{i:02}");
+                assert_eq!(fake.object(&key).unwrap(), vec![i; 1000 + usize::from(i)]);
+            }
+            assert_eq!(fake.peak_in_flight(), peak, "small_by_places {by_places}");
+        }
+    }
+
     /// `tally upload ROOT s3://bkt/p/` through `fake` (5 MiB parts, SHA-256, the state under
     /// `state`): its report and every file's line.
     async fn upload_card(
@@ -683,6 +736,19 @@ mod tests {
         root: &std::path::Path,
         trust: bool,
     ) -> (TreeReport, Vec<FileLine>) {
+        upload_card_with(fake, state, root, |cfg| {
+            cfg.base.resume.trust_manifest = trust;
+        })
+        .await
+    }
+
+    /// [`upload_card`] at a concurrency of 4, its settings changed by `change`.
+    async fn upload_card_with(
+        fake: &crate::s3::fake::FakeS3,
+        state: &std::path::Path,
+        root: &std::path::Path,
+        change: impl FnOnce(&mut TreeConfig),
+    ) -> (TreeReport, Vec<FileLine>) {
         let mut base = UploadConfig::new(
             root.join("any"),
             "s3://bkt/p/x",
@@ -692,8 +758,7 @@ mod tests {
         )
         .unwrap();
         base.resume.state_dir = crate::state::StateDir::at(state.join("state"));
-        base.resume.trust_manifest = trust;
-        let cfg = TreeConfig {
+        let mut cfg = TreeConfig {
             root: root.to_owned(),
             prefix: ObjectUrl {
                 bucket: "bkt".into(),
@@ -702,7 +767,9 @@ mod tests {
             base,
             walk: WalkOptions::default(),
             mhl: false,
+            small_by_places: false,
         };
+        change(&mut cfg);
         let cancel = CancellationToken::new();
         let lines = std::sync::Mutex::new(Vec::<FileLine>::new());
         let on_line = |l: &FileLine| lines.lock().unwrap().push(l.clone());

@@ -33,7 +33,7 @@ use crate::vocab::{ChecksumType, ETag, ObjectUrl};
 
 /// Objects up to this size take the small path (the bytes are held in memory, under the engine's
 /// byte budget, until proven).
-pub(crate) const SMALL_MAX: u64 = 8 * 1024 * 1024;
+pub(crate) const SMALL_MAX: u64 = crate::engine::BY_PLACES_MAX;
 
 /// What the small path proved of an object it wrote.
 pub(crate) struct Written {
