@@ -398,7 +398,9 @@ impl<C: S3Api> Ctx<'_, C> {
             }
             // Skipped (proven identical or trusted): the check reads the file itself.
             Read::Not if line.action == Action::Skipped => {
-                mhl.check_reading(&entry, &expected).await
+                // Boxed, as the other steps most files never take: a file's future is held for
+                // every file in progress (128 small ones at defaults), so it keeps only its own path.
+                Box::pin(mhl.check_reading(&entry, &expected)).await
             }
             // The upload failed before its hashes were complete: nothing to judge.
             Read::Not => Checked::Unchecked,

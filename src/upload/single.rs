@@ -69,7 +69,7 @@ pub(crate) async fn put<C: S3Api>(run: &Run<'_, C>) -> Result<UploadReport, Erro
             url: cfg.target.to_string(),
         };
         let hashes = std::slice::from_ref(&sent.hash);
-        Some(super::read_back(run, cfg.checksum, hashes, None, unproven).await?)
+        Some(Box::pin(super::read_back(run, cfg.checksum, hashes, None, unproven)).await?)
     } else {
         None
     };
