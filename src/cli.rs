@@ -529,8 +529,8 @@ pub struct UploadArgs {
     #[arg(long, default_value = "auto", value_parser = parse_part_size)]
     pub part_size: u64,
     /// Requests in flight at most [default: 64]. Left out, a directory's small files (at most
-    /// 8 MiB, one PutObject each) go up to twice as many at once (128): each is a round trip with
-    /// little on the wire (docs/many-files.md).
+    /// 8 MiB, one PutObject each) also go beside those 64, up to 128 files in progress: each is a
+    /// round trip with little on the wire (docs/many-files.md).
     #[arg(long)]
     pub concurrency: Option<usize>,
     /// Per-part checksum that S3 verifies on receipt.

@@ -10,7 +10,8 @@
 //!   a prefix download's small objects (one GET each) and a tree upload's small files (one
 //!   PutObject each), at most [`BY_PLACES_MAX`] bytes, are bounded by their places among the
 //!   objects or files in progress instead (`DownloadOptions::small_by_places`,
-//!   `TreeConfig::small_by_places`).
+//!   `TreeConfig::small_by_places`). And a tree upload's read-back listing holds none: the run
+//!   may await it while the requests holding slots are not polled (`batch::upload::upload_tree`).
 //! - **bytes ahead**: before a part's bytes are touched (hashed from the memory map, or, for a
 //!   download, received), its length is reserved from a byte budget. A download's part holds it
 //!   until the part is written and recorded ([`Engine::parts`]); an upload's part only while it is
@@ -309,7 +310,8 @@ impl Engine {
 }
 
 /// An S3 client whose every request holds one of its engine's slots. Everything a command sends
-/// (parts, single PUTs, Create/Complete, ListParts, the read-back after an upload) goes through one.
+/// (parts, single PUTs, Create/Complete, ListParts, the read-back after an upload) goes through one;
+/// the exceptions are in the module doc (a small PutObject by places: [`Engine::small_puts_by_places`]).
 #[derive(Debug)]
 pub struct Limited<'a, C> {
     inner: &'a C,

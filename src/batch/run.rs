@@ -3,7 +3,7 @@
 //! error that stops everything cancels the rest (files in flight end as they do on Ctrl-C).
 //!
 //! A check made for many files at once ([`Settle`]: a tree upload's read-back by listing) holds
-//! the lines that wait for it, at most [`HELD`], outside the files in progress: a line counts
+//! the lines that wait for it outside the files in progress: a line counts
 //! and is handed on only once its check is done. A batch is checked beside the files, not instead
 //! of them (one batch at a time, the next filling meanwhile: at most twice [`HELD`] lines held).
 
@@ -18,8 +18,9 @@ use crate::error::Error;
 use crate::progress::Progress;
 use crate::tree::{FileEntry, Found};
 
-/// Lines held for a [`Settle`] check at most: the check runs when this many wait (a listing page
-/// holds 1,000 keys), and once more at the end.
+/// Lines in one [`Settle`] check at most: a check starts when this many wait (a listing page holds
+/// 1,000 keys) and none is running, and once more at the end; while one runs the next batch
+/// fills, so at most twice this many lines are held.
 pub(crate) const HELD: usize = 1000;
 
 /// A check of many finished files at once. `settle` gets every line that waits for it (those
@@ -385,5 +386,6 @@ mod tests {
             "every line checked once: {checks:?}"
         );
         assert!(checks.iter().all(|&n| n <= HELD), "{checks:?}");
+        assert!(checks.len() >= 3, "{checks:?}");
     }
 }

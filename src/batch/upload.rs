@@ -112,8 +112,11 @@ pub(crate) async fn upload_tree<C: S3Api>(
         mhl: mhl.as_ref(),
     };
     let ctx = &ctx;
+    // The read-back holds no request slot: the run may await it while the files that hold slots
+    // are not polled (a full next batch waits for it), and a slot held by an unpolled request is
+    // never given back. One check runs at a time: one listing request, or a few HEADs.
     let read_back = read_back::ByListing {
-        s3: &limited,
+        s3,
         bucket: &cfg.prefix.bucket,
         prefix: &cfg.prefix.key,
     };
@@ -684,6 +687,63 @@ mod tests {
             generation::chain_bytes(&chain).unwrap(),
         )
         .unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_read_back_never_waits_for_a_slot_a_big_files_part_holds() {
+        // At a concurrency of 1, by places: a big file's part holds the one request slot (the
+        // fake keeps it until two batches of small files' lines are out; the last, partial
+        // batch is read back when the run ends), while 2,100 small files go by places. Their read-back must not wait for that slot: the run stops polling the files
+        // while a full next batch waits for the check, so the part could never give it back.
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("card");
+        std::fs::create_dir(&root).unwrap();
+        let big = vec![5u8; 8 * 1024 * 1024 + 1];
+        std::fs::write(root.join("a-big"), &big).unwrap();
+        const SMALL: usize = 2100;
+        for i in 0..SMALL {
+            std::fs::write(root.join(format!("b{i:05}")), format!("{i}")).unwrap();
+        }
+        let fake = crate::s3::fake::FakeS3::default();
+        fake.hold_parts(true);
+        let small_done = std::sync::atomic::AtomicUsize::new(0);
+        let mut base = UploadConfig::new(
+            root.join("any"),
+            "s3://bkt/p/x",
+            5 * crate::vocab::MIB,
+            1,
+            crate::vocab::ChecksumAlgorithm::Sha256,
+        )
+        .unwrap();
+        base.resume.state_dir = crate::state::StateDir::at(dir.path().join("state"));
+        let cfg = TreeConfig {
+            root: root.clone(),
+            prefix: ObjectUrl::parse("s3://bkt/p/").unwrap(),
+            base,
+            walk: WalkOptions::default(),
+            mhl: false,
+            small_by_places: true,
+        };
+        let on_line = |l: &FileLine| {
+            if l.rel.starts_with('b')
+                && small_done.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1
+                    == 2 * crate::batch::run::HELD
+            {
+                fake.hold_parts(false);
+            }
+        };
+        let cancel = CancellationToken::new();
+        let run = upload_tree(&fake, &cfg, &crate::progress::Silent, &cancel, &on_line);
+        let report = tokio::time::timeout(std::time::Duration::from_secs(120), run)
+            .await
+            .unwrap_or_else(|_| {
+                let out = small_done.load(std::sync::atomic::Ordering::SeqCst);
+                panic!("the run hung with {out} small lines out: the read-back waits for a slot")
+            })
+            .unwrap();
+        assert_eq!(report.uploaded, SMALL as u64 + 1);
+        assert_eq!(fake.object("p/a-big").unwrap(), big);
+        assert_eq!(fake.object("p/b02099").unwrap(), b"2099");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

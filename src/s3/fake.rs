@@ -100,6 +100,8 @@ pub struct FakeS3 {
     gather: std::sync::atomic::AtomicUsize,
     gather_for: Mutex<std::time::Duration>,
     requests: std::sync::atomic::AtomicU32,
+    /// While true, every UploadPart waits at the fake ([`FakeS3::hold_parts`]).
+    parts_held: tokio::sync::watch::Sender<bool>,
 }
 
 /// One request in flight at the fake, counted until dropped.

@@ -84,7 +84,8 @@ const READ_PIECE: usize = 1024 * 1024;
 
 /// Files up to this size are sent from the bytes read for hashing: one read of each byte, and no
 /// blocking step for the send (the 4 KiB frames of `scripts/bench --many-files` go this way).
-/// At 64 files in flight that holds 16 MiB at most, counted in the engine's byte budget.
+/// At 128 files in flight (a tree's default) that holds 32 MiB at most, counted in the engine's
+/// byte budget.
 const SENT_FROM_MEMORY: u64 = 256 * 1024;
 
 /// The file read piece by piece and hashed: its part hash, the whole-file hashes, and the bytes

@@ -16,7 +16,8 @@ use crate::s3::{ListedObject, ObjectRead};
 
 /// The read-back of many uploaded files by one listing of the tree's prefix.
 pub(crate) struct ByListing<'a, C> {
-    /// The client (through the engine: the listing holds a request slot like any request).
+    /// The client, not through the engine's slots (see `upload_tree`): one check at a time, one
+    /// listing request or [`HEADS_AT_ONCE`] HEADs.
     pub(crate) s3: &'a C,
     pub(crate) bucket: &'a str,
     /// The tree's prefix: the listing never leaves it.

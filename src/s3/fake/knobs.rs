@@ -18,6 +18,12 @@ impl FakeS3 {
         self.gather.store(n, Ordering::SeqCst);
     }
 
+    /// While `held`, every UploadPart waits at the fake (in flight, its request slot taken)
+    /// until this is called again with `false`.
+    pub fn hold_parts(&self, held: bool) {
+        self.parts_held.send_replace(held);
+    }
+
     /// The most requests that were ever in flight at once.
     pub fn peak_in_flight(&self) -> usize {
         self.peak_in_flight.load(Ordering::SeqCst)

@@ -106,6 +106,7 @@ impl MultipartWrite for FakeS3 {
         hash: &PartHash,
     ) -> Result<WriteReply, S3Error> {
         let _in_flight = self.request().await;
+        let _ = self.parts_held.subscribe().wait_for(|held| !held).await;
         let checksum = Self::verify(alg, &body, hash)?;
         let (crash, etag, sse) = {
             let mut s = self.state.lock().unwrap();
