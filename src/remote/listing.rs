@@ -29,6 +29,20 @@ pub(crate) fn objects_after<'a, C: ObjectRead>(
     prefix: &'a str,
     start_after: Option<String>,
 ) -> impl Stream<Item = Result<ListedObject, Error>> + Send + 'a {
+    pages_after(s3, bucket, prefix, start_after)
+        .map_ok(|objects| futures::stream::iter(objects.into_iter().map(Ok)))
+        .try_flatten()
+}
+
+/// The objects of each page of the listing of `prefix` from the first key after `start_after`,
+/// a page fetched only when asked for: the one place that follows ListObjectsV2's tokens. Ends
+/// after the first error.
+fn pages_after<'a, C: ObjectRead>(
+    s3: &'a C,
+    bucket: &'a str,
+    prefix: &'a str,
+    start_after: Option<String>,
+) -> impl Stream<Item = Result<Vec<ListedObject>, Error>> + Send + 'a {
     // State: the token of the next page (None before the first), pages read, and whether done.
     futures::stream::try_unfold(
         (None::<String>, 0usize, false),
@@ -39,7 +53,11 @@ pub(crate) fn objects_after<'a, C: ObjectRead>(
                     return Ok(None);
                 }
                 if pages >= MAX_PAGES {
-                    return Err(endless());
+                    return Err(Error::s3("ListObjectsV2", None, None)(
+                        crate::s3::S3Error::transport(format!(
+                            "the listing did not end after {MAX_PAGES} pages"
+                        )),
+                    ));
                 }
                 let page = s3
                     .list_page(
@@ -53,19 +71,10 @@ pub(crate) fn objects_after<'a, C: ObjectRead>(
                 // A server that hands back the token it was given ends the listing, not a loop.
                 let next = page.next.filter(|n| token.as_ref() != Some(n));
                 let done = next.is_none();
-                let items = futures::stream::iter(page.objects.into_iter().map(Ok));
-                Ok(Some((items, (next, pages + 1, done))))
+                Ok(Some((page.objects, (next, pages + 1, done))))
             }
         },
     )
-    .try_flatten()
-}
-
-/// The error of a listing whose server never stops handing out tokens.
-fn endless() -> Error {
-    Error::s3("ListObjectsV2", None, None)(crate::s3::S3Error::transport(format!(
-        "the listing did not end after {MAX_PAGES} pages"
-    )))
 }
 
 /// [`objects`], read one page ahead: the stream, and the future that reads the pages. The next
@@ -84,32 +93,16 @@ pub(crate) fn read_ahead<'a, C: ObjectRead>(
     impl std::future::Future<Output = ()> + Send + 'a,
     impl Stream<Item = Result<ListedObject, Error>> + Send + 'a,
 ) {
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<crate::s3::ListPage, Error>>(1);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<ListedObject>, Error>>(1);
     let reader = async move {
-        let mut token: Option<String> = None;
-        for _ in 0..MAX_PAGES {
-            // A slot first: the page after the one waiting is asked for only once that one is
-            // taken. None: the consumer is gone.
-            let Ok(slot) = tx.reserve().await else {
-                return;
-            };
-            let page = s3
-                .list_page(bucket, prefix, token.as_deref(), None)
-                .await
-                .map_err(Error::s3("ListObjectsV2", None, None));
-            // A server that hands back the token it was given ends the listing, not a loop.
-            let next = match &page {
-                Ok(p) => p.next.clone().filter(|n| token.as_ref() != Some(n)),
-                Err(_) => None,
-            };
-            slot.send(page);
-            match next {
-                Some(n) => token = Some(n),
+        let mut pages = std::pin::pin!(pages_after(s3, bucket, prefix, None));
+        // A slot first: the page after the one waiting is asked for only once that one is
+        // taken. The slot refused: the consumer is gone.
+        while let Ok(slot) = tx.reserve().await {
+            match pages.next().await {
+                Some(page) => slot.send(page),
                 None => return,
             }
-        }
-        if let Ok(slot) = tx.reserve().await {
-            slot.send(Err(endless()));
         }
     };
     let pages = futures::stream::unfold(rx, |mut rx| async move {
@@ -117,12 +110,9 @@ pub(crate) fn read_ahead<'a, C: ObjectRead>(
         Some((page, rx))
     });
     let objects = pages
-        .map(|page| match page {
-            Ok(p) => futures::stream::iter(p.objects.into_iter().map(Ok)).left_stream(),
-            Err(e) => futures::stream::iter([Err(e)]).right_stream(),
-        })
-        // The reader sends nothing after an error: the listing ends there.
-        .flatten();
+        .map_ok(|objects| futures::stream::iter(objects.into_iter().map(Ok)))
+        // The pages end after an error: so does the listing.
+        .try_flatten();
     (reader, objects)
 }
 
