@@ -707,23 +707,9 @@ mod tests {
         let fake = crate::s3::fake::FakeS3::default();
         fake.hold_parts(true);
         let small_done = std::sync::atomic::AtomicUsize::new(0);
-        let mut base = UploadConfig::new(
-            root.join("any"),
-            "s3://bkt/p/x",
-            5 * crate::vocab::MIB,
-            1,
-            crate::vocab::ChecksumAlgorithm::Sha256,
-        )
-        .unwrap();
-        base.resume.state_dir = crate::state::StateDir::at(dir.path().join("state"));
-        let cfg = TreeConfig {
-            root: root.clone(),
-            prefix: ObjectUrl::parse("s3://bkt/p/").unwrap(),
-            base,
-            walk: WalkOptions::default(),
-            mhl: false,
-            small_by_places: true,
-        };
+        let mut cfg = card_config(dir.path(), &root);
+        cfg.base.concurrency = 1;
+        cfg.small_by_places = true;
         let on_line = |l: &FileLine| {
             if l.rel.starts_with('b')
                 && small_done.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1
@@ -804,13 +790,9 @@ mod tests {
         .await
     }
 
-    /// [`upload_card`] at a concurrency of 4, its settings changed by `change`.
-    async fn upload_card_with(
-        fake: &crate::s3::fake::FakeS3,
-        state: &std::path::Path,
-        root: &std::path::Path,
-        change: impl FnOnce(&mut TreeConfig),
-    ) -> (TreeReport, Vec<FileLine>) {
+    /// The settings of `tally upload ROOT s3://bkt/p/` (5 MiB parts, SHA-256, a concurrency of 4,
+    /// the state under `state`).
+    fn card_config(state: &std::path::Path, root: &std::path::Path) -> TreeConfig {
         let mut base = UploadConfig::new(
             root.join("any"),
             "s3://bkt/p/x",
@@ -820,7 +802,7 @@ mod tests {
         )
         .unwrap();
         base.resume.state_dir = crate::state::StateDir::at(state.join("state"));
-        let mut cfg = TreeConfig {
+        TreeConfig {
             root: root.to_owned(),
             prefix: ObjectUrl {
                 bucket: "bkt".into(),
@@ -830,7 +812,17 @@ mod tests {
             walk: WalkOptions::default(),
             mhl: false,
             small_by_places: false,
-        };
+        }
+    }
+
+    /// [`upload_card`] at a concurrency of 4, its settings changed by `change`.
+    async fn upload_card_with(
+        fake: &crate::s3::fake::FakeS3,
+        state: &std::path::Path,
+        root: &std::path::Path,
+        change: impl FnOnce(&mut TreeConfig),
+    ) -> (TreeReport, Vec<FileLine>) {
+        let mut cfg = card_config(state, root);
         change(&mut cfg);
         let cancel = CancellationToken::new();
         let lines = std::sync::Mutex::new(Vec::<FileLine>::new());
