@@ -1,8 +1,10 @@
 //! Where work runs: CPU work (hashing) on the rayon pool, blocking file work on tokio's blocking
-//! threads, never on the async threads that drive the network. Two exceptions, both on blocking
+//! threads, never on the async threads that drive the network. Three exceptions, all on blocking
 //! threads: a download hashes each MiB it receives on the blocking thread that writes it
 //! (`download::fetch`), which saves two handoffs per MiB; a small object of a prefix download is
-//! hashed, checked and written in one blocking step (`batch::download`).
+//! hashed, checked and written in one blocking step (`batch::download`); a small file to upload
+//! (`source::HELD_MAX`) is read whole and hashed in the one blocking step that opens it
+//! (`upload::Run::open`).
 
 /// Runs CPU work `f` on the rayon pool; the async task only waits.
 pub(crate) async fn on_pool<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {

@@ -124,7 +124,8 @@ pub fn hash_part_and_file(
 /// memory): each piece through its checksum with `alg` on one thread of the rayon pool, and on
 /// another through its MD5 (for Content-MD5) with the whole-file `formats` in the same pass (the
 /// body is the whole file); the same result as hashing the concatenation at once. With MD5 as the
-/// checksum the one MD5 serves both. CPU-bound: call it from the pool.
+/// checksum the one MD5 serves both. CPU-bound: call it from the pool (or, for a small file read
+/// whole, from the blocking step that read it: `upload::Run::open`).
 pub struct SingleHasher {
     /// `None` when the checksum is MD5: the whole-file MD5 serves both.
     checksum: Option<Hasher>,
@@ -156,6 +157,12 @@ impl SingleHasher {
         let whole = &mut self.whole;
         match &mut self.checksum {
             None => whole.update(data),
+            // A small piece on this thread alone: handing half of it to another costs more
+            // than it saves (a tree's 4 KiB files).
+            Some(h) if data.len() as u64 <= crate::source::HELD_MAX => {
+                h.update(data);
+                whole.update(data);
+            }
             Some(h) => {
                 rayon::join(
                     || crate::source::for_each_prefetched(data, STEP, |step| h.update(step)),

@@ -54,15 +54,15 @@ impl StateDir {
     /// The manifests folder, created (a state directory 0700) if missing; one clear line when
     /// the environment names no state directory.
     pub(crate) fn manifests(&self) -> Result<PathBuf, Error> {
-        let (dir, root) = match &self.0 {
-            Where::Unnamed => {
-                return Err(Error::Usage(
-                    "no state directory for manifests: set TALLY_STATE_DIR or HOME, or pass --manifest PATH"
-                        .into(),
-                ));
-            }
-            Where::Root(root) => (root.join("manifests"), Some(root)),
-            Where::Manifests(dir) => (dir.clone(), None),
+        let Some(dir) = self.manifests_named() else {
+            return Err(Error::Usage(
+                "no state directory for manifests: set TALLY_STATE_DIR or HOME, or pass --manifest PATH"
+                    .into(),
+            ));
+        };
+        let root = match &self.0 {
+            Where::Root(root) => Some(root),
+            Where::Unnamed | Where::Manifests(_) => None,
         };
         std::fs::create_dir_all(&dir).map_err(|e| Error::Manifest {
             path: dir.clone(),
@@ -72,6 +72,16 @@ impl StateDir {
             let _ = std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o700));
         }
         Ok(dir)
+    }
+
+    /// The manifests folder named (not created: for looking a manifest up, where a folder that
+    /// is not there means there is none); `None` when the environment names no state directory.
+    pub(crate) fn manifests_named(&self) -> Option<PathBuf> {
+        match &self.0 {
+            Where::Unnamed => None,
+            Where::Root(root) => Some(root.join("manifests")),
+            Where::Manifests(dir) => Some(dir.clone()),
+        }
     }
 }
 

@@ -31,10 +31,12 @@ use crate::config::UploadConfig;
 use crate::engine::{Engine, Limits};
 use crate::error::Error;
 use crate::exec::blocking;
+use crate::hash::WholeFile;
 use crate::plan::Plan;
 use crate::progress::Progress;
 use crate::s3::S3Api;
 use crate::source::Source;
+use crate::vocab::PartHash;
 
 pub use report::{Check, Checks, Method, UploadReport};
 
@@ -57,6 +59,12 @@ pub struct Run<'a, C> {
     /// A check on the whole file's digests, made before the object is completed (a tree's ASC MHL
     /// custody), if the caller gave one.
     pub(crate) check: Option<&'a dyn DigestCheck>,
+    /// Whether an earlier, interrupted multipart upload of this file to this key left its
+    /// manifest (looked for when the file was opened).
+    pub(crate) kept: bool,
+    /// A small file's hashes (read whole, [`Source::held`]), taken in the blocking step that read
+    /// it: its one PutObject's part hash (checksum and MD5) and the whole-file hashes.
+    pub(crate) hashed: Option<Box<(PartHash, WholeFile)>>,
 }
 
 /// A check of the whole file's digests that the caller of an upload asks for (`batch::custody`:
@@ -177,7 +185,7 @@ pub(crate) async fn upload_or_skip<C: S3Api>(
         why,
     };
     let no_overwrite = cfg.object.if_absent;
-    let why = if run.kept_manifest().await {
+    let why = if run.kept_manifest() {
         "an interrupted upload of it was resumed".to_owned()
     } else if listed == Listed::Absent {
         "new".to_owned()
@@ -256,7 +264,7 @@ async fn by_listed_etag<C: S3Api>(run: &Run<'_, C>, listed: &Listed) -> Option<S
         return None;
     }
     let crate::verify::Proof::Same { facts, how } =
-        crate::verify::by_listed_etag(&run.src, etag).await?
+        crate::verify::by_listed_etag(&run.src, etag, run.hashed.as_ref().map(|h| &h.0)).await?
     else {
         return None;
     };
@@ -278,7 +286,36 @@ impl<'a, C: S3Api> Run<'a, C> {
     ) -> Result<Run<'a, C>, Error> {
         let started = Instant::now();
         let path = cfg.source.clone();
-        let src = Arc::new(blocking(move || Source::open(&path)).await?);
+        let named = cfg.resume.manifest.clone();
+        let dir = cfg.resume.state_dir.manifests_named();
+        let (endpoint, target) = (s3.endpoint_label(), cfg.target.clone());
+        let (alg, formats) = (cfg.checksum, whole_file_formats(cfg, check));
+        // One blocking step for the file (a small one read whole, and hashed there as its one
+        // PutObject needs) and the manifest an earlier run may have kept: a tree's small files
+        // take no other, and no step on the pool (issue 30: each hand-off between threads cost
+        // more than hashing 4 KiB).
+        let (src, kept, hashed) = blocking(move || {
+            let src = Source::open(&path)?;
+            let hashed = src.held().map(|bytes| {
+                let mut h = crate::hash::SingleHasher::new(alg, &formats);
+                h.update(bytes);
+                Box::new(h.finish())
+            });
+            let manifest = named.or_else(|| {
+                let d = dir?;
+                let (b, k) = (&target.bucket, &target.key);
+                Some(crate::manifest::default_path(
+                    &d,
+                    src.path(),
+                    &endpoint,
+                    b,
+                    k,
+                ))
+            });
+            let kept = manifest.is_some_and(|p| p.exists());
+            Ok::<_, Error>((Arc::new(src), kept, hashed))
+        })
+        .await?;
         Ok(Run {
             s3,
             engine,
@@ -288,6 +325,8 @@ impl<'a, C: S3Api> Run<'a, C> {
             cancel,
             started,
             check,
+            kept,
+            hashed,
         })
     }
 
@@ -303,13 +342,10 @@ impl<'a, C: S3Api> Run<'a, C> {
         Ok(report)
     }
 
-    /// Whether an earlier, interrupted multipart upload of this file to this key is kept.
-    async fn kept_manifest(&self) -> bool {
-        match multipart::manifest_path(self).await {
-            Ok(p) => blocking(move || p.exists()).await,
-            // No state directory: no manifest of an earlier run can be found (or written).
-            Err(_) => false,
-        }
+    /// Whether an earlier, interrupted multipart upload of this file to this key is kept (no
+    /// state directory: none can be found, or written).
+    fn kept_manifest(&self) -> bool {
+        self.kept
     }
 }
 
@@ -318,11 +354,12 @@ impl<C: S3Api> Run<'_, C> {
     /// upload of it is kept (then that one is resumed, never bypassed, so it cannot be orphaned).
     async fn write(&self) -> Result<UploadReport, Error> {
         let plan = Plan::new(self.src.len(), self.cfg.part_size)?;
-        let manifest = multipart::manifest_path(self).await;
-        let kept = self.kept_manifest().await;
         match plan {
-            Plan::Single { .. } if !kept => single::put(self).await,
-            _ => Box::pin(multipart::upload(self, &manifest?)).await,
+            Plan::Single { .. } if !self.kept_manifest() => single::put(self).await,
+            _ => {
+                let manifest = multipart::manifest_path(self).await?;
+                Box::pin(multipart::upload(self, &manifest)).await
+            }
         }
     }
 }
@@ -401,9 +438,12 @@ async fn read_back<C: S3Api>(
 
 /// The whole-file formats an upload computes in its one read: `--file-hash`, and those its
 /// [`DigestCheck`] needs (a tree file's ASC MHL history's formats, or the new generation's).
-fn whole_file_formats<C>(run: &Run<'_, C>) -> Vec<crate::hash::FileHashFormat> {
-    let mut f = run.cfg.file_hashes.clone();
-    if let Some(check) = run.check {
+fn whole_file_formats(
+    cfg: &UploadConfig,
+    check: Option<&dyn DigestCheck>,
+) -> Vec<crate::hash::FileHashFormat> {
+    let mut f = cfg.file_hashes.clone();
+    if let Some(check) = check {
         f.extend(check.formats().iter().copied());
     }
     f.sort();
@@ -1017,6 +1057,25 @@ mod tests {
             6,
             "every PutObject in flight together under a budget of one file"
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_file_sent_in_one_put_leaves_nothing_in_the_state_directory() {
+        // Looking for a manifest an earlier run kept makes no folder: only a multipart upload's
+        // own manifest needs one. A small file (read whole) and a larger one (mapped).
+        let dir = tempfile::tempdir().unwrap();
+        for (name, len) in [("small.bin", 4096), ("larger.bin", 3 * MIB)] {
+            let file = dir.path().join(name);
+            let bytes = data(len, 5);
+            std::fs::write(&file, &bytes).unwrap();
+            let mut cfg = config(dir.path(), file, 1, false);
+            cfg.resume.manifest = None;
+            let fake = FakeS3::default();
+            let r = run(&fake, &cfg).await.unwrap().unwrap();
+            assert_eq!(r.method, Method::SinglePut, "{name}");
+            assert_eq!(fake.object("obj").as_deref(), Some(&bytes[..]), "{name}");
+        }
+        assert!(!dir.path().join("state").exists(), "no state folder made");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

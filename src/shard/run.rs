@@ -128,6 +128,9 @@ pub(crate) async fn run<C: S3Api>(
         cancel,
         started,
         check: None,
+        // A shard sends its slice of the plan's upload: its manifest is the plan, not this.
+        kept: false,
+        hashed: None,
     };
     let slice = plan.slice(index);
     let parts: Vec<_> = part_plan

@@ -133,7 +133,7 @@ async fn check_digests<C: S3Api>(
 /// formats in one pass; none if nothing is asked for.
 fn whole_file_hasher<C>(run: &Run<'_, C>) -> Option<hash::FileHasher> {
     let cfg = run.cfg;
-    let mut h = hash::FileHasher::new(&super::whole_file_formats(run));
+    let mut h = hash::FileHasher::new(&super::whole_file_formats(run.cfg, run.check));
     if cfg.md5_tag.is_some() || cfg.read_back.is_some() {
         h = h.with_md5();
     }
@@ -146,7 +146,7 @@ async fn finished_earlier<C: S3Api>(
     run: &Run<'_, C>,
     mut report: UploadReport,
 ) -> Result<UploadReport, Error> {
-    let formats = super::whole_file_formats(run);
+    let formats = super::whole_file_formats(run.cfg, run.check);
     if formats.iter().any(|f| report.file_hashes.get(*f).is_none()) {
         let src = run.src.clone();
         report.file_hashes = crate::exec::on_pool(move || {

@@ -21,9 +21,10 @@ pub(crate) async fn put<C: S3Api>(run: &Run<'_, C>) -> Result<UploadReport, Erro
         len: src.len(),
     };
     run.progress.start(part.len, 1);
-    // The file is read and hashed piece by piece into one buffer, counted in the engine's byte
-    // budget. A small file is sent from that buffer (held, and counted, until S3 answers); a
-    // larger one is read again as it is sent, piece by piece (`PutBody::File`), and holds nothing.
+    // A small file's bytes were read whole when it was opened (`source::HELD_MAX`): they are
+    // hashed and sent from there (held, and counted in the engine's byte budget, until S3
+    // answers). A larger one is read and hashed piece by piece into one buffer, counted, and read
+    // again as it is sent, piece by piece (`PutBody::File`), holding nothing.
     let held = run.engine.reserve(part.len.min(READ_PIECE as u64)).await;
     let (hash, whole, kept) = read_and_hash(run, &part).await?;
     // The caller's check (a tree's ASC MHL check), on the digests of this one read: a file that
@@ -82,28 +83,30 @@ pub(crate) async fn put<C: S3Api>(run: &Run<'_, C>) -> Result<UploadReport, Erro
 /// The bytes read and hashed at a time.
 const READ_PIECE: usize = 1024 * 1024;
 
-/// Files up to this size are sent from the bytes read for hashing: one read of each byte, and no
-/// blocking step for the send (the 4 KiB frames of `scripts/bench --many-files` go this way).
-/// At 128 files in flight (a tree's default) that holds 32 MiB at most, counted in the engine's
-/// byte budget.
-const SENT_FROM_MEMORY: u64 = 256 * 1024;
-
-/// The file read piece by piece and hashed: its part hash, the whole-file hashes, and the bytes
-/// when the file is no larger than [`SENT_FROM_MEMORY`].
+/// The file hashed: its part hash, the whole-file hashes, and, for a small file, the bytes to
+/// send (those read whole when it was opened, `source::HELD_MAX`: one read of each byte, and no
+/// blocking step for the send; the 4 KiB frames of `scripts/bench-many` go this way). A larger
+/// file is read piece by piece and hashed.
 ///
 /// One PutObject always carries Content-MD5: its ETag is then the MD5 `tally md5` can use.
-/// Checksum and MD5 run on two threads: there is no other part to hash beside this one. The
-/// whole-file hashes (`--file-hash`) ride with the MD5: the body is the whole file. The bytes are
-/// read (`pread`) into one buffer of [`READ_PIECE`], not taken from the mapping: a file truncated
-/// meanwhile is a short read ("file changed"), never a SIGBUS while hashing it. The send reads
-/// them again the same way.
+/// A larger file's checksum and MD5 run on two threads: there is no other part beside it. The
+/// whole-file hashes (`--file-hash`) ride with the MD5: the body is the whole file. A larger
+/// file's bytes are read (`pread`) into one buffer of [`READ_PIECE`], not taken from the mapping:
+/// a file truncated meanwhile is a short read ("file changed"), never a SIGBUS while hashing it.
+/// The send reads them again the same way.
 async fn read_and_hash<C: S3Api>(
     run: &Run<'_, C>,
     part: &Part,
 ) -> Result<(PartHash, WholeFile, Option<bytes::Bytes>), Error> {
+    // A small file was hashed in the step that read it whole (`Run::open`), and is sent from
+    // those bytes: they are the version of the file that was hashed.
+    if let Some(hashed) = &run.hashed {
+        let (hash, whole) = (**hashed).clone();
+        return Ok((hash, whole, Some(run.src.range(part.range()))));
+    }
     let checked = run.src.clone();
     let alg = run.cfg.checksum;
-    let formats = super::whole_file_formats(run);
+    let formats = super::whole_file_formats(run.cfg, run.check);
     let range = part.range();
     on_pool(move || {
         checked.check_unchanged()?;
@@ -118,8 +121,7 @@ async fn read_and_hash<C: S3Api>(
         }
         checked.check_unchanged()?;
         let (hash, whole) = h.finish();
-        let kept = (range.end - range.start <= SENT_FROM_MEMORY).then(|| bytes::Bytes::from(buf));
-        Ok::<_, Error>((hash, whole, kept))
+        Ok::<_, Error>((hash, whole, None))
     })
     .await
 }

@@ -104,21 +104,27 @@ pub async fn prove<C: S3Api>(
 /// Whether `src` is the single-part object a listing gave with `etag` (and the file's size): the
 /// ETag of an object written in one request is the MD5 of its bytes (unless SSE-KMS or SSE-C
 /// encrypts it, which the listing does not say: then it differs, and the caller asks the object
-/// with a HEAD as before). The file is hashed once (MD5, on the pool). `None` when the ETag is a
-/// multipart one or does not match: not proven here.
-pub(crate) async fn by_listed_etag(src: &Arc<Source>, etag: &crate::vocab::ETag) -> Option<Proof> {
+/// with a HEAD as before). The file is hashed once (MD5, on the pool), unless `hashed` (its hash
+/// as one part, taken already) gives its MD5. `None` when the ETag is a multipart one or does not
+/// match: not proven here.
+pub(crate) async fn by_listed_etag(
+    src: &Arc<Source>,
+    etag: &crate::vocab::ETag,
+    hashed: Option<&crate::vocab::PartHash>,
+) -> Option<Proof> {
     if etag.parts().is_some() || etag.as_str().len() != 32 {
         return None;
     }
-    let local = hash_local(
-        src.clone(),
-        std::iter::once(0..src.len()).collect(),
-        None,
-        true,
-        None,
-    )
-    .await;
-    let md5 = local.first()?.md5?;
+    let md5 = match hashed.and_then(|h| h.md5) {
+        Some(md5) => md5,
+        None => {
+            let ranges = std::iter::once(0..src.len()).collect();
+            hash_local(src.clone(), ranges, None, true, None)
+                .await
+                .first()?
+                .md5?
+        }
+    };
     let hex: String = md5.iter().map(|b| format!("{b:02x}")).collect();
     (hex == etag.as_str()).then(|| Proof::Same {
         facts: RemoteFacts {
