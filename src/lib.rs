@@ -62,3 +62,5 @@ pub mod upload;
 pub mod uploads;
 pub mod verify;
 pub mod vocab;
+
+pub use exec::limit_malloc_arenas;

@@ -1,6 +1,7 @@
-//! The `tally` binary: parse, run, map the outcome to an exit code.
+//! The `tally` binary: cap malloc's arenas, parse, run, map the outcome to an exit code.
 
 fn main() {
+    tally::limit_malloc_arenas();
     let cli = match <tally::cli::Cli as clap::Parser>::try_parse() {
         Ok(cli) => cli,
         Err(e) => std::process::exit(tally::cli::usage_error(e)),
