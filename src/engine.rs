@@ -112,6 +112,18 @@ pub struct Reservation {
     _permit: OwnedSemaphorePermit,
 }
 
+impl Reservation {
+    /// Gives back all but `len` bytes of this reservation (rounded up to the budget's KiB): for
+    /// bytes reserved before their exact size was known.
+    pub(crate) fn keep(&mut self, len: u64) {
+        let keep = usize::try_from(len.div_ceil(UNIT)).unwrap_or(usize::MAX);
+        let extra = self._permit.num_permits().saturating_sub(keep);
+        if extra > 0 {
+            drop(self._permit.split(extra));
+        }
+    }
+}
+
 impl Engine {
     /// An engine with these limits (a concurrency of 0 is taken as 1).
     pub fn new(limits: Limits) -> Engine {
@@ -508,6 +520,26 @@ mod tests {
     use super::*;
     use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
     use std::time::Duration;
+
+    #[tokio::test]
+    async fn a_reservation_gives_back_what_it_does_not_keep() {
+        use futures::FutureExt as _;
+        let engine = Engine::new(Limits {
+            concurrency: 1,
+            bytes_ahead: 512 * UNIT,
+        });
+        let mut held = engine.reserve(512 * UNIT).await;
+        assert!(
+            engine.reserve(413 * UNIT).now_or_never().is_none(),
+            "the whole budget is held"
+        );
+        held.keep(100 * UNIT - 1);
+        let other = engine.reserve(412 * UNIT).now_or_never();
+        assert!(other.is_some(), "all but 100 KiB came back");
+        assert!(engine.reserve(UNIT).now_or_never().is_none(), "and no more");
+        drop((held, other));
+        assert!(engine.reserve(512 * UNIT).now_or_never().is_some());
+    }
 
     #[cfg(feature = "fake")]
     #[tokio::test]

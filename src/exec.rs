@@ -34,23 +34,32 @@ pub(crate) fn hash_ahead() -> usize {
     rayon::current_num_threads().max(1) * 2
 }
 
-/// glibc's malloc arenas at most, unless `MALLOC_ARENA_MAX` says otherwise. glibc gives a thread
-/// that finds the arenas busy one of its own, up to 8 per core, and an arena keeps the memory its
-/// threads freed: a small file's bytes, read on one of 32 blocking threads and freed on the async
-/// thread, spread over up to 16 arenas on 2 cores. A re-run over 40,000 files of 4 KiB held 26.7-27.4
-/// MiB at its peak with glibc's default and 23.2-23.3 with 2 arenas (22.1-22.2 at 2,000 files with
-/// 2, 23.4-23.6 with the default), at the same speed (docs/many-files.md).
+/// glibc's malloc arenas at most, unless the environment sets them (`MALLOC_ARENA_MAX`, or
+/// `GLIBC_TUNABLES` with `glibc.malloc.arena_max`). glibc gives a thread that finds the arenas
+/// busy one of its own, up to 8 per core, and an arena keeps the memory its threads freed: a small
+/// file's bytes, read on one of 32 blocking threads and freed on the async thread, spread over up
+/// to 16 arenas on 2 cores. A re-run over 40,000 files of 4 KiB peaked at 26.7-27.4 MiB without
+/// the cap and 24.3-24.7 with it (23.0-23.3 at 2,000 files with it, 23.4-23.6 without), at the
+/// same speed; from 2,000 to 200,000 files its growth went from +27% to +7% (docs/many-files.md).
 pub(crate) const MALLOC_ARENAS: i32 = 2;
 
-/// Caps glibc's malloc arenas at [`MALLOC_ARENAS`]. Call it first in `main`, before any thread
-/// exists (glibc's `mallopt` must not race an allocation).
-pub fn limit_malloc_arenas() {
+/// Caps glibc's malloc arenas at [`MALLOC_ARENAS`] (see there).
+///
+/// # Safety
+///
+/// Call it first in `main`, before the process has any other thread: glibc's `mallopt` must
+/// not run beside an allocation on another thread, and glibc fixes its arena limit when it first
+/// needs it (a late call may be ignored).
+pub unsafe fn limit_malloc_arenas() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
-        // SAFETY: mallopt sets one of glibc's malloc tunables and touches no Rust memory; called
-        // before the process starts any thread, so no allocation races with the change.
-        unsafe {
-            libc::mallopt(libc::M_ARENA_MAX, MALLOC_ARENAS);
+    {
+        let tuned = std::env::var("GLIBC_TUNABLES").is_ok_and(|t| t.contains("arena_max"));
+        if std::env::var_os("MALLOC_ARENA_MAX").is_none() && !tuned {
+            // SAFETY: mallopt sets one of glibc's malloc tunables and touches no Rust memory;
+            // the caller runs this before any other thread exists (see the function's Safety).
+            unsafe {
+                libc::mallopt(libc::M_ARENA_MAX, MALLOC_ARENAS);
+            }
         }
     }
 }

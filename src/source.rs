@@ -7,8 +7,8 @@
 //! parts into the page cache before they are hashed. The pages stay in the kernel's page cache:
 //! nothing is read twice unless the kernel itself evicted them meanwhile.
 //!
-//! This module holds tally's only `unsafe` code: the mapping, releasing its pages, and the
-//! prefetch hints of [`for_each_prefetched`].
+//! This module holds tally's `unsafe` code but one call (glibc's `mallopt`, `exec`): the mapping,
+//! releasing its pages, and the prefetch hints of [`for_each_prefetched`].
 
 use std::fs::File;
 use std::ops::Range;
@@ -155,7 +155,8 @@ pub(crate) mod opens {
 
 impl Source {
     /// Opens and maps `path` (or reads it whole, if it is [`HELD_MAX`] or less). Refuses anything
-    /// but a readable regular file; a file written while it is read whole is "file changed".
+    /// but a readable regular file; a file written while it is read whole is refused ("changed
+    /// while it was read").
     pub fn open(path: &Path) -> Result<Source, Error> {
         let bad = |why: String| Error::Source {
             path: path.to_owned(),
@@ -380,12 +381,16 @@ impl Source {
     }
 }
 
-/// Reads all `before.len` bytes of a small `file` (one `pread`), and fails with "file changed" if
-/// it was cut short or written meanwhile (its fingerprint after the read is not the one before).
+/// Reads all `before.len` bytes of a small `file` (one `pread`), and fails if it was cut short or
+/// written meanwhile (its fingerprint after the read is not the one before). Said for every
+/// command that opens a file (upload, verify, hash), so not in an upload's words.
 fn read_whole(file: &File, path: &Path, before: &Fingerprint) -> Result<Bytes, Error> {
     use std::os::unix::fs::FileExt as _;
-    let changed = || Error::SourceChanged {
+    let changed = || {
+        Error::Source {
         path: path.to_owned(),
+        why: "changed while it was read (its size, times or inode moved): run again once nothing writes it".into(),
+    }
     };
     let failed = |e: std::io::Error| Error::Source {
         path: path.to_owned(),
@@ -537,10 +542,8 @@ mod tests {
             ..before
         };
         for moved in [longer, older] {
-            assert!(matches!(
-                super::read_whole(&file, f.path(), &moved),
-                Err(Error::SourceChanged { .. })
-            ));
+            let e = super::read_whole(&file, f.path(), &moved).unwrap_err();
+            assert!(e.to_string().contains("changed while it was read"), "{e}");
         }
     }
 

@@ -54,12 +54,7 @@ impl StateDir {
     /// The manifests folder, created (a state directory 0700) if missing; one clear line when
     /// the environment names no state directory.
     pub(crate) fn manifests(&self) -> Result<PathBuf, Error> {
-        let Some(dir) = self.manifests_named() else {
-            return Err(Error::Usage(
-                "no state directory for manifests: set TALLY_STATE_DIR or HOME, or pass --manifest PATH"
-                    .into(),
-            ));
-        };
+        let dir = self.manifests_named()?;
         let root = match &self.0 {
             Where::Root(root) => Some(root),
             Where::Unnamed | Where::Manifests(_) => None,
@@ -74,13 +69,17 @@ impl StateDir {
         Ok(dir)
     }
 
-    /// The manifests folder named (not created: for looking a manifest up, where a folder that
-    /// is not there means there is none); `None` when the environment names no state directory.
-    pub(crate) fn manifests_named(&self) -> Option<PathBuf> {
+    /// The manifests folder named, not created (for looking a manifest up, where a folder that
+    /// is not there means there is none); the same one line as [`StateDir::manifests`] when the
+    /// environment names no state directory.
+    pub(crate) fn manifests_named(&self) -> Result<PathBuf, Error> {
         match &self.0 {
-            Where::Unnamed => None,
-            Where::Root(root) => Some(root.join("manifests")),
-            Where::Manifests(dir) => Some(dir.clone()),
+            Where::Unnamed => Err(Error::Usage(
+                "no state directory for manifests: set TALLY_STATE_DIR or HOME, or pass --manifest PATH"
+                    .into(),
+            )),
+            Where::Root(root) => Ok(root.join("manifests")),
+            Where::Manifests(dir) => Ok(dir.clone()),
         }
     }
 }

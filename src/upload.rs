@@ -48,7 +48,7 @@ pub struct Run<'a, C> {
     pub engine: &'a Engine,
     /// What to upload where, and how.
     pub cfg: &'a UploadConfig,
-    /// The memory-mapped file.
+    /// The file: mapped, or read whole if it is small ([`crate::source::HELD_MAX`]).
     pub src: Arc<Source>,
     /// Where progress and notes go.
     pub progress: &'a dyn Progress,
@@ -65,6 +65,9 @@ pub struct Run<'a, C> {
     /// A small file's hashes (read whole, [`Source::held`]), taken in the blocking step that read
     /// it: its one PutObject's part hash (checksum and MD5) and the whole-file hashes.
     pub(crate) hashed: Option<Box<(PartHash, WholeFile)>>,
+    /// The engine's byte budget held for those bytes while the file's upload runs (taken before
+    /// they were read: [`source::HELD_MAX`](crate::source::HELD_MAX), then cut to their size).
+    pub(crate) budget: Option<crate::engine::Reservation>,
 }
 
 /// A check of the whole file's digests that the caller of an upload asks for (`batch::custody`:
@@ -275,7 +278,8 @@ async fn by_listed_etag<C: S3Api>(run: &Run<'_, C>, listed: &Listed) -> Option<S
 }
 
 impl<'a, C: S3Api> Run<'a, C> {
-    /// Opens (maps) the file of `cfg`.
+    /// Opens the file of `cfg` (a small one read whole and hashed for its one PutObject), with the
+    /// byte budget for its bytes, and looks for a manifest an earlier run kept.
     async fn open(
         s3: &'a C,
         engine: &'a Engine,
@@ -286,14 +290,15 @@ impl<'a, C: S3Api> Run<'a, C> {
     ) -> Result<Run<'a, C>, Error> {
         let started = Instant::now();
         let path = cfg.source.clone();
-        let named = cfg.resume.manifest.clone();
-        let dir = cfg.resume.state_dir.manifests_named();
+        let resume = cfg.resume.clone();
         let (endpoint, target) = (s3.endpoint_label(), cfg.target.clone());
         let (alg, formats) = (cfg.checksum, whole_file_formats(cfg, check));
         // One blocking step for the file (a small one read whole, and hashed there as its one
         // PutObject needs) and the manifest an earlier run may have kept: a tree's small files
         // take no other, and no step on the pool (issue 30: each hand-off between threads cost
-        // more than hashing 4 KiB).
+        // more than hashing 4 KiB). The bytes a small file may be read into are counted in the
+        // byte budget before they are read, as long as the file's upload runs.
+        let mut budget = engine.reserve(crate::source::HELD_MAX).await;
         let (src, kept, hashed) = blocking(move || {
             let src = Source::open(&path)?;
             let hashed = src.held().map(|bytes| {
@@ -301,21 +306,23 @@ impl<'a, C: S3Api> Run<'a, C> {
                 h.update(bytes);
                 Box::new(h.finish())
             });
-            let manifest = named.or_else(|| {
-                let d = dir?;
-                let (b, k) = (&target.bucket, &target.key);
-                Some(crate::manifest::default_path(
-                    &d,
-                    src.path(),
-                    &endpoint,
-                    b,
-                    k,
-                ))
-            });
-            let kept = manifest.is_some_and(|p| p.exists());
+            // No state directory: no manifest of an earlier run can be found.
+            let dir = || resume.state_dir.manifests_named();
+            let manifest = multipart::manifest_at(
+                resume.manifest.as_deref(),
+                dir,
+                src.path(),
+                &endpoint,
+                &target,
+            );
+            let kept = manifest.is_ok_and(|p| p.exists());
             Ok::<_, Error>((Arc::new(src), kept, hashed))
         })
         .await?;
+        let budget = src.held().map(|b| {
+            budget.keep(b.len() as u64);
+            budget
+        });
         Ok(Run {
             s3,
             engine,
@@ -327,6 +334,7 @@ impl<'a, C: S3Api> Run<'a, C> {
             check,
             kept,
             hashed,
+            budget,
         })
     }
 
@@ -903,6 +911,34 @@ mod tests {
         assert_eq!(fake.completes(), 1);
         assert_eq!(fake.uploads_in_progress(), 0, "nothing left billed");
         assert!(!dir.path().join("m.manifest").exists());
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_kept_upload_found_by_its_name_in_the_state_directory_is_resumed() {
+        // As above, with no --manifest: the manifest is written under the state directory's
+        // name for this file and key, and the run that would send one PutObject finds it there.
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("src.bin");
+        let bytes = data(18 * MIB, 6);
+        std::fs::write(&file, &bytes).unwrap();
+        let mut cfg = config(dir.path(), file.clone(), 1, false);
+        cfg.resume.manifest = None;
+        let fake = FakeS3::default();
+        fake.crash_after(2, true);
+        assert!(run(&fake, &cfg).await.is_none());
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        fake.disarm();
+        let manifests = dir.path().join("state");
+        let kept = || std::fs::read_dir(&manifests).map_or(0, |d| d.count());
+        assert!(kept() >= 1, "the interrupted run kept its manifest");
+        let mut again = cfg.clone();
+        again.part_size = 100 * MIB;
+        let r = run(&fake, &again).await.unwrap().unwrap();
+        assert_eq!(r.method, Method::Multipart, "resumed, not a single PUT");
+        assert!(r.resumed && r.parts_skipped >= 2, "{r:?}");
+        assert_eq!(fake.object("obj").as_deref(), Some(&bytes[..]));
+        assert_eq!(fake.uploads_in_progress(), 0, "nothing left billed");
+        assert_eq!(kept(), 0, "its manifest is gone");
     }
 
     #[tokio::test(flavor = "multi_thread")]

@@ -301,7 +301,8 @@ pub fn c4_id(sha512: &[u8]) -> String {
     id
 }
 
-/// The whole-file hashes of the file at `path` in `formats`, reading it once (memory-mapped).
+/// The whole-file hashes of the file at `path` in `formats`, reading it once (memory-mapped, or
+/// read whole if it is small).
 /// Blocking and CPU-bound: call it from a blocking thread or the rayon pool.
 pub fn file_hashes(
     path: &std::path::Path,

@@ -15,22 +15,41 @@ use super::resume::Begun;
 use super::session::{Session, abort, stopped};
 use super::{Run, UploadReport, complete, single};
 
-/// Where this upload's manifest lives: `--manifest`, or the state directory's name for this source
-/// and destination.
+/// Where this upload's manifest lives (the state directory's manifests folder created if
+/// needed): see [`manifest_at`].
 pub(crate) async fn manifest_path<C: S3Api>(run: &Run<'_, C>) -> Result<PathBuf, Error> {
-    if let Some(p) = &run.cfg.resume.manifest {
-        return Ok(p.clone());
-    }
     let (t, e) = (run.cfg.target.clone(), run.s3.endpoint_label());
     let abs = run.src.path().to_owned();
     let resume = run.cfg.resume.clone();
     blocking(move || {
-        resume
-            .state_dir
-            .manifests()
-            .map(|d| manifest::default_path(&d, &abs, &e, &t.bucket, &t.key))
+        let dir = || resume.state_dir.manifests();
+        manifest_at(resume.manifest.as_deref(), dir, &abs, &e, &t)
     })
     .await
+}
+
+/// The one rule for where the manifest of an upload of the file at `abs` (canonical) to `target`
+/// through `endpoint` is: `named` (`--manifest PATH`), else its name for this source and
+/// destination in the manifests folder `dir()` gives. The writer ([`manifest_path`]) and the
+/// lookup before a single PutObject (`Run::open`) both use it: were they to differ, a kept
+/// upload would be bypassed and orphaned.
+pub(crate) fn manifest_at(
+    named: Option<&Path>,
+    dir: impl FnOnce() -> Result<PathBuf, Error>,
+    abs: &Path,
+    endpoint: &str,
+    target: &ObjectUrl,
+) -> Result<PathBuf, Error> {
+    match named {
+        Some(p) => Ok(p.to_owned()),
+        None => Ok(manifest::default_path(
+            &dir()?,
+            abs,
+            endpoint,
+            &target.bucket,
+            &target.key,
+        )),
+    }
 }
 
 /// Drives the multipart upload whose manifest is (or will be) `manifest_path`, holding its lock.

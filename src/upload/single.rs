@@ -21,11 +21,15 @@ pub(crate) async fn put<C: S3Api>(run: &Run<'_, C>) -> Result<UploadReport, Erro
         len: src.len(),
     };
     run.progress.start(part.len, 1);
-    // A small file's bytes were read whole when it was opened (`source::HELD_MAX`): they are
-    // hashed and sent from there (held, and counted in the engine's byte budget, until S3
-    // answers). A larger one is read and hashed piece by piece into one buffer, counted, and read
-    // again as it is sent, piece by piece (`PutBody::File`), holding nothing.
-    let held = run.engine.reserve(part.len.min(READ_PIECE as u64)).await;
+    // A small file's bytes were read whole and hashed when it was opened (`source::HELD_MAX`),
+    // and are counted in the engine's byte budget as long as its upload runs (`Run::budget`):
+    // they are sent from there. A larger one is read and hashed piece by piece into one buffer,
+    // counted here, and read again as it is sent, piece by piece (`PutBody::File`), holding
+    // nothing.
+    let held = match run.budget {
+        Some(_) => None,
+        None => Some(run.engine.reserve(part.len.min(READ_PIECE as u64)).await),
+    };
     let (hash, whole, kept) = read_and_hash(run, &part).await?;
     // The caller's check (a tree's ASC MHL check), on the digests of this one read: a file that
     // fails it is not sent.
@@ -35,7 +39,7 @@ pub(crate) async fn put<C: S3Api>(run: &Run<'_, C>) -> Result<UploadReport, Erro
     let seconds_to_first_send = Some(run.started.elapsed().as_secs_f64());
     let settings = cfg.object.for_file(&cfg.source);
     let (body, _held) = match kept {
-        Some(bytes) => (PutBody::Memory(bytes), Some(held)),
+        Some(bytes) => (PutBody::Memory(bytes), held),
         None => {
             // Released before the send (an arm that does not move `held` would keep it alive
             // to the end of the function).
@@ -134,6 +138,8 @@ async fn send_one<C: S3Api>(
     settings: &ObjectSettings,
 ) -> Result<WriteReply, Error> {
     let cfg = run.cfg;
+    // A body sent from memory cannot be cut short by the file: its failure is S3's to explain.
+    let from_file = matches!(body, PutBody::File(_));
     let reply = tokio::select! {
         r = run.s3.put_object(&cfg.target, cfg.checksum, body, hash, settings) => r,
         () = run.cancel.cancelled() => return Err(Error::Interrupted),
@@ -142,7 +148,12 @@ async fn send_one<C: S3Api>(
         Ok(r) => Ok(r),
         // A file cut short under the mapping fails the send: say what really happened.
         Err(e) => {
-            let e = send::changed_or(&run.src, Error::s3("PutObject", None, None)(e)).await;
+            let e = Error::s3("PutObject", None, None)(e);
+            let e = if from_file {
+                send::changed_or(&run.src, e).await
+            } else {
+                e
+            };
             Err(super::complete::not_replaced(e, &cfg.target))
         }
     }
