@@ -109,7 +109,7 @@ enum Hold {
 /// Bytes of the budget held by one part; released when dropped.
 #[derive(Debug)]
 pub struct Reservation {
-    _permit: OwnedSemaphorePermit,
+    permit: OwnedSemaphorePermit,
 }
 
 impl Reservation {
@@ -117,9 +117,9 @@ impl Reservation {
     /// bytes reserved before their exact size was known.
     pub(crate) fn keep(&mut self, len: u64) {
         let keep = usize::try_from(len.div_ceil(UNIT)).unwrap_or(usize::MAX);
-        let extra = self._permit.num_permits().saturating_sub(keep);
+        let extra = self.permit.num_permits().saturating_sub(keep);
         if extra > 0 {
-            drop(self._permit.split(extra));
+            drop(self.permit.split(extra));
         }
     }
 }
@@ -169,7 +169,7 @@ impl Engine {
             .acquire_many_owned(units)
             .await
             .expect("the engine never closes its budget");
-        Reservation { _permit: permit }
+        Reservation { permit }
     }
 
     /// Runs one S3 request `fut` in one of the `concurrency` slots.

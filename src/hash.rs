@@ -122,11 +122,12 @@ pub fn hash_part_and_file(
 
 /// Hashes the body of one PutObject piece by piece (a larger file read in pieces, never whole in
 /// memory; a small one, read whole, in one piece): each piece through its checksum with `alg` on
-/// one thread of the rayon pool (a piece of at most `source::HELD_MAX` on the calling thread,
-/// both hashes), and on another through its MD5 (for Content-MD5) with the whole-file `formats` in the same pass (the
-/// body is the whole file); the same result as hashing the concatenation at once. With MD5 as the
-/// checksum the one MD5 serves both. CPU-bound: call it from the pool (or, for a small file read
-/// whole, from the blocking step that read it: `upload::Run::open`).
+/// one thread of the rayon pool, and on another through its MD5 (for Content-MD5) with the
+/// whole-file `formats` in the same pass (the body is the whole file); a piece of at most
+/// `source::HELD_MAX` through both on the calling thread. The same result as hashing the
+/// concatenation at once. With MD5 as the checksum the one MD5 serves both. CPU-bound: call it
+/// from the pool (or, for a small file read whole, from the blocking step that read it:
+/// `upload::Run::open`).
 pub struct SingleHasher {
     /// `None` when the checksum is MD5: the whole-file MD5 serves both.
     checksum: Option<Hasher>,

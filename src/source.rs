@@ -386,11 +386,13 @@ impl Source {
 /// command that opens a file (upload, verify, hash), so not in an upload's words.
 fn read_whole(file: &File, path: &Path, before: &Fingerprint) -> Result<Bytes, Error> {
     use std::os::unix::fs::FileExt as _;
-    let changed = || {
-        Error::Source {
+    const MOVED: &str = concat!(
+        "changed while it was read (its size, times or inode moved): ",
+        "run again once nothing writes it"
+    );
+    let changed = || Error::Source {
         path: path.to_owned(),
-        why: "changed while it was read (its size, times or inode moved): run again once nothing writes it".into(),
-    }
+        why: MOVED.into(),
     };
     let failed = |e: std::io::Error| Error::Source {
         path: path.to_owned(),

@@ -60,14 +60,21 @@ pub struct Run<'a, C> {
     /// custody), if the caller gave one.
     pub(crate) check: Option<&'a dyn DigestCheck>,
     /// Whether an earlier, interrupted multipart upload of this file to this key left its
-    /// manifest (looked for when the file was opened).
+    /// manifest (looked for when the file was opened; no state directory: none can be found).
     pub(crate) kept: bool,
-    /// A small file's hashes (read whole, [`Source::held`]), taken in the blocking step that read
-    /// it: its one PutObject's part hash (checksum and MD5) and the whole-file hashes.
-    pub(crate) hashed: Option<Box<(PartHash, WholeFile)>>,
-    /// The engine's byte budget held for those bytes while the file's upload runs (taken before
-    /// they were read: [`source::HELD_MAX`](crate::source::HELD_MAX), then cut to their size).
-    pub(crate) budget: Option<crate::engine::Reservation>,
+    /// A small file read whole ([`Source::held`]): what the step that read it hashed.
+    pub(crate) held: Option<Box<Held>>,
+}
+
+/// A small file read whole ([`Source::held`]) and hashed in the blocking step that read it.
+pub(crate) struct Held {
+    /// Its one PutObject's part hash (checksum and MD5).
+    pub(crate) part: PartHash,
+    /// Its whole-file hashes.
+    pub(crate) whole: WholeFile,
+    /// The engine's byte budget held for its bytes while the file's upload runs (taken before
+    /// they were read, [`crate::source::HELD_MAX`], then cut to their size).
+    _budget: crate::engine::Reservation,
 }
 
 /// A check of the whole file's digests that the caller of an upload asks for (`batch::custody`:
@@ -188,7 +195,7 @@ pub(crate) async fn upload_or_skip<C: S3Api>(
         why,
     };
     let no_overwrite = cfg.object.if_absent;
-    let why = if run.kept_manifest() {
+    let why = if run.kept {
         "an interrupted upload of it was resumed".to_owned()
     } else if listed == Listed::Absent {
         "new".to_owned()
@@ -267,7 +274,7 @@ async fn by_listed_etag<C: S3Api>(run: &Run<'_, C>, listed: &Listed) -> Option<S
         return None;
     }
     let crate::verify::Proof::Same { facts, how } =
-        crate::verify::by_listed_etag(&run.src, etag, run.hashed.as_ref().map(|h| &h.0)).await?
+        crate::verify::by_listed_etag(&run.src, etag, run.held.as_ref().map(|h| &h.part)).await?
     else {
         return None;
     };
@@ -304,7 +311,7 @@ impl<'a, C: S3Api> Run<'a, C> {
             let hashed = src.held().map(|bytes| {
                 let mut h = crate::hash::SingleHasher::new(alg, &formats);
                 h.update(bytes);
-                Box::new(h.finish())
+                h.finish()
             });
             // No state directory: no manifest of an earlier run can be found.
             let dir = || resume.state_dir.manifests_named();
@@ -319,9 +326,13 @@ impl<'a, C: S3Api> Run<'a, C> {
             Ok::<_, Error>((Arc::new(src), kept, hashed))
         })
         .await?;
-        let budget = src.held().map(|b| {
-            budget.keep(b.len() as u64);
-            budget
+        let held = hashed.map(|(part, whole)| {
+            budget.keep(src.len());
+            Box::new(Held {
+                part,
+                whole,
+                _budget: budget,
+            })
         });
         Ok(Run {
             s3,
@@ -333,8 +344,7 @@ impl<'a, C: S3Api> Run<'a, C> {
             started,
             check,
             kept,
-            hashed,
-            budget,
+            held,
         })
     }
 
@@ -349,12 +359,6 @@ impl<'a, C: S3Api> Run<'a, C> {
         report.mib_per_s = report.size as f64 / (1024.0 * 1024.0) / report.seconds.max(1e-9);
         Ok(report)
     }
-
-    /// Whether an earlier, interrupted multipart upload of this file to this key is kept (no
-    /// state directory: none can be found, or written).
-    fn kept_manifest(&self) -> bool {
-        self.kept
-    }
 }
 
 impl<C: S3Api> Run<'_, C> {
@@ -363,7 +367,7 @@ impl<C: S3Api> Run<'_, C> {
     async fn write(&self) -> Result<UploadReport, Error> {
         let plan = Plan::new(self.src.len(), self.cfg.part_size)?;
         match plan {
-            Plan::Single { .. } if !self.kept_manifest() => single::put(self).await,
+            Plan::Single { .. } if !self.kept => single::put(self).await,
             _ => {
                 let manifest = multipart::manifest_path(self).await?;
                 Box::pin(multipart::upload(self, &manifest)).await
@@ -887,20 +891,35 @@ mod tests {
         std::fs::write(manifest, kept).unwrap();
     }
 
-    #[tokio::test(flavor = "multi_thread")]
-    async fn a_kept_upload_is_resumed_even_when_the_file_now_fits_one_put() {
-        // Interrupted with 5 MiB parts; run again at the default part size, which would take the
-        // whole 18 MiB file in one PutObject and orphan the kept upload.
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("src.bin");
-        let bytes = data(18 * MIB, 3);
+    /// An upload of an 18 MiB file in 5 MiB parts (its manifest at `--manifest` when `named`,
+    /// else under the state directory) interrupted after two parts: its settings, the fake and
+    /// the bytes.
+    async fn interrupted_18_mib(
+        dir: &Path,
+        seed: u64,
+        named: bool,
+    ) -> (UploadConfig, FakeS3, Vec<u8>) {
+        let file = dir.join("src.bin");
+        let bytes = data(18 * MIB, seed);
         std::fs::write(&file, &bytes).unwrap();
-        let cfg = config(dir.path(), file.clone(), 1, false);
+        let mut cfg = config(dir, file, 1, false);
+        if !named {
+            cfg.resume.manifest = None;
+        }
         let fake = FakeS3::default();
         fake.crash_after(2, true);
         assert!(run(&fake, &cfg).await.is_none());
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         fake.disarm();
+        (cfg, fake, bytes)
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_kept_upload_is_resumed_even_when_the_file_now_fits_one_put() {
+        // Interrupted with 5 MiB parts; run again at the default part size, which would take the
+        // whole 18 MiB file in one PutObject and orphan the kept upload.
+        let dir = tempfile::tempdir().unwrap();
+        let (cfg, fake, bytes) = interrupted_18_mib(dir.path(), 3, true).await;
         let mut again = cfg.clone();
         again.part_size = 100 * MIB;
         let r = run(&fake, &again).await.unwrap().unwrap();
@@ -918,16 +937,7 @@ mod tests {
         // As above, with no --manifest: the manifest is written under the state directory's
         // name for this file and key, and the run that would send one PutObject finds it there.
         let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("src.bin");
-        let bytes = data(18 * MIB, 6);
-        std::fs::write(&file, &bytes).unwrap();
-        let mut cfg = config(dir.path(), file.clone(), 1, false);
-        cfg.resume.manifest = None;
-        let fake = FakeS3::default();
-        fake.crash_after(2, true);
-        assert!(run(&fake, &cfg).await.is_none());
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        fake.disarm();
+        let (cfg, fake, bytes) = interrupted_18_mib(dir.path(), 6, false).await;
         let manifests = dir.path().join("state");
         let kept = || std::fs::read_dir(&manifests).map_or(0, |d| d.count());
         assert!(kept() >= 1, "the interrupted run kept its manifest");

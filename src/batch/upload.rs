@@ -693,8 +693,9 @@ mod tests {
     async fn the_read_back_never_waits_for_a_slot_a_big_files_part_holds() {
         // At a concurrency of 1, by places: a big file's part holds the one request slot (the
         // fake keeps it until two batches of small files' lines are out; the last, partial
-        // batch is read back when the run ends), while 2,100 small files go by places. Their read-back must not wait for that slot: the run stops polling the files
-        // while a full next batch waits for the check, so the part could never give it back.
+        // batch is read back when the run ends), while 2,100 small files go by places. Their
+        // read-back must not wait for that slot: the run stops polling the files while a full
+        // next batch waits for the check, so the part could never give it back.
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("card");
         std::fs::create_dir(&root).unwrap();

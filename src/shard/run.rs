@@ -130,8 +130,7 @@ pub(crate) async fn run<C: S3Api>(
         check: None,
         // A shard sends its slice of the plan's upload: its manifest is the plan, not this.
         kept: false,
-        hashed: None,
-        budget: None,
+        held: None,
     };
     let slice = plan.slice(index);
     let parts: Vec<_> = part_plan

@@ -22,11 +22,11 @@ pub(crate) async fn put<C: S3Api>(run: &Run<'_, C>) -> Result<UploadReport, Erro
     };
     run.progress.start(part.len, 1);
     // A small file's bytes were read whole and hashed when it was opened (`source::HELD_MAX`),
-    // and are counted in the engine's byte budget as long as its upload runs (`Run::budget`):
+    // and are counted in the engine's byte budget as long as its upload runs (`upload::Held`):
     // they are sent from there. A larger one is read and hashed piece by piece into one buffer,
     // counted here, and read again as it is sent, piece by piece (`PutBody::File`), holding
     // nothing.
-    let held = match run.budget {
+    let held = match run.held {
         Some(_) => None,
         None => Some(run.engine.reserve(part.len.min(READ_PIECE as u64)).await),
     };
@@ -104,9 +104,9 @@ async fn read_and_hash<C: S3Api>(
 ) -> Result<(PartHash, WholeFile, Option<bytes::Bytes>), Error> {
     // A small file was hashed in the step that read it whole (`Run::open`), and is sent from
     // those bytes: they are the version of the file that was hashed.
-    if let Some(hashed) = &run.hashed {
-        let (hash, whole) = (**hashed).clone();
-        return Ok((hash, whole, Some(run.src.range(part.range()))));
+    if let Some(h) = &run.held {
+        let body = run.src.range(part.range());
+        return Ok((h.part.clone(), h.whole.clone(), Some(body)));
     }
     let checked = run.src.clone();
     let alg = run.cfg.checksum;
