@@ -492,6 +492,28 @@ impl<C: ObjectRead> ObjectRead for Limited<'_, C> {
         }));
         Ok(reply)
     }
+
+    /// Holds its slot until the body is read, as [`ObjectRead::get_stream`] does.
+    async fn get_whole(
+        &self,
+        obj: &ObjectUrl,
+        size: u64,
+        if_match: Option<&ETag>,
+    ) -> Result<RangeBody, S3Error> {
+        let slot = self
+            .engine
+            .requests
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the engine never closes its slots");
+        let mut reply = self.inner.get_whole(obj, size, if_match).await?;
+        reply.body = Box::pin(reply.body.map(move |piece| {
+            let _held = &slot;
+            piece
+        }));
+        Ok(reply)
+    }
 }
 
 impl<C: Tagging> Tagging for Limited<'_, C> {

@@ -281,6 +281,22 @@ pub trait ObjectRead: Send + Sync {
             })
         }
     }
+
+    /// GetObject of the whole object, `size` bytes as listed, with no `Range` header, with
+    /// checksum mode on, only if the object's ETag is still `if_match` (else PreconditionFailed).
+    /// Asked without a range, S3 (and Garage, LocalStack) send the object's own checksum with the
+    /// reply; with a `Range`, even one of every byte, they send none. The caller checks the length
+    /// of what arrives.
+    ///
+    /// The default reads `0..size` with [`ObjectRead::get_stream`] (test doubles).
+    fn get_whole(
+        &self,
+        obj: &ObjectUrl,
+        size: u64,
+        if_match: Option<&ETag>,
+    ) -> impl Future<Output = Result<RangeBody, S3Error>> + Send {
+        self.get_stream(obj, 0..size, None, if_match, None)
+    }
 }
 
 /// Writing objects: PutObject and the multipart upload life cycle.

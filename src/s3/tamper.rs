@@ -259,14 +259,32 @@ impl<C: ObjectRead> ObjectRead for Tamper<C> {
         if_match: Option<&ETag>,
         version_id: Option<&str>,
     ) -> Result<super::RangeBody, S3Error> {
-        let mut reply = self
+        let reply = self
             .inner
             .get_stream(obj, range.clone(), part, if_match, version_id)
             .await?;
+        Ok(self.received(reply, range.start))
+    }
+
+    async fn get_whole(
+        &self,
+        obj: &ObjectUrl,
+        size: u64,
+        if_match: Option<&ETag>,
+    ) -> Result<super::RangeBody, S3Error> {
+        let reply = self.inner.get_whole(obj, size, if_match).await?;
+        Ok(self.received(reply, 0))
+    }
+}
+
+impl<C> Tamper<C> {
+    /// `reply` (a GET's, its body starting at byte `start` of the object) as the test's
+    /// `body_received` hook changes it.
+    fn received(&self, mut reply: super::RangeBody, start: u64) -> super::RangeBody {
         if let Some(f) = &self.body_received {
             let n = self.gets.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
             let f = f.clone();
-            let mut at = range.start;
+            let mut at = start;
             reply.body = Box::pin(futures::StreamExt::map(reply.body, move |piece| {
                 piece.map(|b| {
                     let mut v = b.to_vec();
@@ -276,7 +294,7 @@ impl<C: ObjectRead> ObjectRead for Tamper<C> {
                 })
             }));
         }
-        Ok(reply)
+        reply
     }
 }
 

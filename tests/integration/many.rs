@@ -256,3 +256,40 @@ fn a_prefix_of_small_objects_downloads_with_one_get_each_and_no_head() {
         assert_eq!(n, want.len(), "{name}");
     }
 }
+
+/// A small object's GET asks for the whole object, not a `Range` of it, so the reply carries
+/// the object's own checksum (with a `Range`, even of every byte, these servers send none), and
+/// the bytes are checked against it as well as against the ETag.
+#[test]
+fn a_small_object_is_checked_against_the_checksum_its_whole_get_carries() {
+    for (name, s) in servers() {
+        let dir = s.temp_dir();
+        let root = dir.path().join("card");
+        let want = small_tree(&root, 3);
+        let prefix = unique(&format!("many-sum/{name}")) + "/";
+        let up = s.tally(["upload", root.to_str().unwrap(), &s.url(&prefix)]);
+        assert!(up.status.success(), "{name}: {}", stderr(&up));
+        let down = dir.path().join("down");
+        let out = s.tally([
+            "download",
+            &s.url(&prefix),
+            down.to_str().unwrap(),
+            "--json",
+        ]);
+        let (lines, summary) = json_lines(&out);
+        assert_eq!(summary["exit_code"], 0, "{name}: {}", stderr(&out));
+        assert_eq!(lines.len(), want.len(), "{name}: {}", stderr(&out));
+        for l in &lines {
+            let reason = l["reason"].as_str().unwrap();
+            assert!(
+                reason.contains("the object's SHA256 checksum (sent with the GET)")
+                    && reason.contains("the ETag, the MD5 of the object"),
+                "{name}: {l}"
+            );
+            assert_eq!(l["checksum"]["algorithm"], "SHA256", "{name}: {l}");
+        }
+        for (rel, sha) in &want {
+            assert_eq!(&file_sha256(&down.join(rel)), sha, "{name}: {rel}");
+        }
+    }
+}

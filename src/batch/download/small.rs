@@ -114,11 +114,12 @@ async fn get_whole<C: S3Api>(
     size: u64,
     etag: &ETag,
 ) -> Option<(BytesMut, Option<RemoteChecksum>)> {
+    // The whole object, not a range: the reply then carries the object's checksum.
     let get = if by_places {
-        s3.get_stream(obj, 0..size, None, Some(etag), None).await
+        s3.get_whole(obj, size, Some(etag)).await
     } else {
         let s3l = engine.limit(s3);
-        s3l.get_stream(obj, 0..size, None, Some(etag), None).await
+        s3l.get_whole(obj, size, Some(etag)).await
     };
     let reply = match get {
         Ok(r) => r,

@@ -52,19 +52,19 @@ impl SdkS3 {
 }
 
 impl SdkS3 {
+    /// One GetObject: of `span`, `len` bytes expected (for its attempt timeout).
     async fn get_stream_once(
         &self,
         obj: &ObjectUrl,
-        range: std::ops::Range<u64>,
-        part: Option<u32>,
+        (span, len): (Span, u64),
         if_match: Option<&ETag>,
         version_id: Option<&str>,
     ) -> Result<RangeBody, S3Error> {
-        let len = range.end - range.start;
         let req = self.client.get_object().bucket(&obj.bucket).key(&obj.key);
-        let req = match part {
-            Some(n) => req.part_number(n as i32),
-            None => req.range(format!("bytes={}-{}", range.start, range.end.max(1) - 1)),
+        let req = match span {
+            Span::Part(n) => req.part_number(n as i32),
+            Span::Range(r) => req.range(format!("bytes={}-{}", r.start, r.end.max(1) - 1)),
+            Span::Whole => req,
         };
         let out = req
             .set_if_match(if_match.map(ETag::quoted))
@@ -255,9 +255,37 @@ impl ObjectRead for SdkS3 {
                 body: Box::pin(futures::stream::empty()),
             });
         }
+        let len = range.end - range.start;
+        let span = match part {
+            Some(n) => Span::Part(n),
+            None => Span::Range(range),
+        };
         // The SDK retries a request that fails before its reply; a body cut short later is the
         // caller's to fetch again (it hashes as it goes, so it starts the range over).
-        self.get_stream_once(obj, range, part, if_match, version_id)
+        self.get_stream_once(obj, (span, len), if_match, version_id)
             .await
     }
+
+    async fn get_whole(
+        &self,
+        obj: &ObjectUrl,
+        size: u64,
+        if_match: Option<&ETag>,
+    ) -> Result<RangeBody, S3Error> {
+        if size == 0 {
+            return self.get_stream(obj, 0..0, None, if_match, None).await;
+        }
+        self.get_stream_once(obj, (Span::Whole, size), if_match, None)
+            .await
+    }
+}
+
+/// What one GetObject asks for.
+enum Span {
+    /// `?partNumber=N`: S3 sends the part's checksum.
+    Part(u32),
+    /// A `Range` header: S3 sends no checksum.
+    Range(std::ops::Range<u64>),
+    /// The whole object, no `Range`: S3 sends the object's checksum.
+    Whole,
 }
