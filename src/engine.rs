@@ -475,22 +475,12 @@ impl<C: ObjectRead> ObjectRead for Limited<'_, C> {
         if_match: Option<&ETag>,
         version_id: Option<&str>,
     ) -> Result<RangeBody, S3Error> {
-        let slot = self
-            .engine
-            .requests
-            .clone()
-            .acquire_owned()
-            .await
-            .expect("the engine never closes its slots");
-        let mut reply = self
+        let slot = self.slot().await;
+        let reply = self
             .inner
             .get_stream(obj, range, part, if_match, version_id)
             .await?;
-        reply.body = Box::pin(reply.body.map(move |piece| {
-            let _held = &slot;
-            piece
-        }));
-        Ok(reply)
+        Ok(held_until_read(reply, slot))
     }
 
     /// Holds its slot until the body is read, as [`ObjectRead::get_stream`] does.
@@ -500,20 +490,32 @@ impl<C: ObjectRead> ObjectRead for Limited<'_, C> {
         size: u64,
         if_match: Option<&ETag>,
     ) -> Result<RangeBody, S3Error> {
-        let slot = self
-            .engine
+        let slot = self.slot().await;
+        let reply = self.inner.get_whole(obj, size, if_match).await?;
+        Ok(held_until_read(reply, slot))
+    }
+}
+
+impl<C> Limited<'_, C> {
+    /// One of the engine's request slots, owned (to ride with a streamed body).
+    async fn slot(&self) -> OwnedSemaphorePermit {
+        self.engine
             .requests
             .clone()
             .acquire_owned()
             .await
-            .expect("the engine never closes its slots");
-        let mut reply = self.inner.get_whole(obj, size, if_match).await?;
-        reply.body = Box::pin(reply.body.map(move |piece| {
-            let _held = &slot;
-            piece
-        }));
-        Ok(reply)
+            .expect("the engine never closes its slots")
     }
+}
+
+/// `reply` with `slot` held until its body is read to its end or dropped: a streamed body is
+/// the request's transfer.
+fn held_until_read(mut reply: RangeBody, slot: OwnedSemaphorePermit) -> RangeBody {
+    reply.body = Box::pin(reply.body.map(move |piece| {
+        let _held = &slot;
+        piece
+    }));
+    reply
 }
 
 impl<C: Tagging> Tagging for Limited<'_, C> {
