@@ -483,7 +483,7 @@ impl<C: ObjectRead> ObjectRead for Limited<'_, C> {
         Ok(held_until_read(reply, slot))
     }
 
-    /// Holds its slot until the body is read, as [`ObjectRead::get_stream`] does.
+    /// Holds its slot until the body is read to its end or dropped, as `get_stream` above does.
     async fn get_whole(
         &self,
         obj: &ObjectUrl,

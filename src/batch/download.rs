@@ -454,6 +454,12 @@ mod tests {
             for i in 0..40u8 {
                 let key = format!("p/f{i:02}");
                 assert_eq!(lines[&key].action, Action::Downloaded, "{key}");
+                // One GET of the whole object, not a range: its checksum came with it.
+                let reason = lines[&key].reason.as_deref().unwrap_or_default();
+                assert!(
+                    reason.contains("checksum (sent with the GET)"),
+                    "{key}: {reason}"
+                );
                 assert_eq!(
                     std::fs::read(dir.path().join(&key[2..])).unwrap(),
                     vec![i; 1000 + usize::from(i)]

@@ -71,14 +71,23 @@ fn assert_round_trip(s: &Server, prefix: &str, want: &BTreeMap<String, String>) 
         &s.url(prefix),
         down.to_str().unwrap(),
     ]);
+    assert_tree(&down, want, prefix);
+}
+
+/// `down` (a tree of [`small_tree`]'s shape) holds exactly the files of `want`, byte for byte.
+fn assert_tree(down: &Path, want: &BTreeMap<String, String>, what: &str) {
     for (rel, sha) in want {
-        assert_eq!(&file_sha256(&down.join(rel)), sha, "{rel} byte-exact");
+        assert_eq!(
+            &file_sha256(&down.join(rel)),
+            sha,
+            "{what}: {rel} byte-exact"
+        );
     }
     let mut n = 0;
-    for d in std::fs::read_dir(&down).unwrap() {
+    for d in std::fs::read_dir(down).unwrap() {
         n += std::fs::read_dir(d.unwrap().path()).unwrap().count();
     }
-    assert_eq!(n, want.len(), "nothing else under the prefix");
+    assert_eq!(n, want.len(), "{what}: nothing else");
 }
 
 #[test]
@@ -234,15 +243,8 @@ fn a_prefix_of_small_objects_downloads_with_one_get_each_and_no_head() {
             (0, 1_100),
             "{name}: one GET per object, no HEAD"
         );
-        for (rel, sha) in &want {
-            assert_eq!(
-                &file_sha256(&down.join(rel)),
-                sha,
-                "{name}: {rel} byte-exact"
-            );
-        }
+        assert_tree(&down, &want, name);
         // Nothing but the files: no temporary, journal or lock left beside them.
-        let mut n = 0;
         for d in std::fs::read_dir(&down).unwrap() {
             for f in std::fs::read_dir(d.unwrap().path()).unwrap() {
                 let f = f.unwrap().file_name();
@@ -250,10 +252,8 @@ fn a_prefix_of_small_objects_downloads_with_one_get_each_and_no_head() {
                     !f.to_string_lossy().contains("\\tally-"),
                     "{name}: {f:?} left"
                 );
-                n += 1;
             }
         }
-        assert_eq!(n, want.len(), "{name}");
     }
 }
 
@@ -288,8 +288,6 @@ fn a_small_object_is_checked_against_the_checksum_its_whole_get_carries() {
             );
             assert_eq!(l["checksum"]["algorithm"], "SHA256", "{name}: {l}");
         }
-        for (rel, sha) in &want {
-            assert_eq!(&file_sha256(&down.join(rel)), sha, "{name}: {rel}");
-        }
+        assert_tree(&down, &want, name);
     }
 }

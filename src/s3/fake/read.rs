@@ -148,15 +148,40 @@ impl ObjectRead for FakeS3 {
         Ok(ListPage { objects, next })
     }
 
-    /// The range in pieces of [`FakeS3::STREAM_PIECE`] bytes; the object's checksum comes with a
-    /// read of the whole object, as S3 sends it.
+    /// The range in pieces of [`FakeS3::STREAM_PIECE`] bytes. As S3: the object's checksum comes
+    /// with a read of its one part by `?partNumber` that covers it whole, none with a `Range`.
     async fn get_stream(
         &self,
         obj: &ObjectUrl,
         range: std::ops::Range<u64>,
-        _part: Option<u32>,
+        part: Option<u32>,
         if_match: Option<&ETag>,
         _version_id: Option<&str>,
+    ) -> Result<RangeBody, S3Error> {
+        self.stream(obj, Some(range), part.is_some(), if_match)
+            .await
+    }
+
+    /// The whole object, whatever `size` says, with its checksum, as S3 sends it.
+    async fn get_whole(
+        &self,
+        obj: &ObjectUrl,
+        _size: u64,
+        if_match: Option<&ETag>,
+    ) -> Result<RangeBody, S3Error> {
+        self.stream(obj, None, true, if_match).await
+    }
+}
+
+impl FakeS3 {
+    /// A GET of `range` (`None`: the whole object) in pieces of [`FakeS3::STREAM_PIECE`] bytes,
+    /// with the object's checksum when `checksum` and the read covers the whole object.
+    async fn stream(
+        &self,
+        obj: &ObjectUrl,
+        range: Option<std::ops::Range<u64>>,
+        checksum: bool,
+        if_match: Option<&ETag>,
     ) -> Result<RangeBody, S3Error> {
         let _in_flight = self.request().await;
         let s = self.state.lock().unwrap();
@@ -167,11 +192,12 @@ impl ObjectRead for FakeS3 {
         if if_match.is_some_and(|want| reply.etag.as_ref() != Some(want)) {
             return Err(err("PreconditionFailed", 412));
         }
+        let range = range.unwrap_or(0..data.len() as u64);
         let whole = range.start == 0 && range.end == data.len() as u64;
         let checksum = reply
             .checksum
             .clone()
-            .filter(|_| whole)
+            .filter(|_| checksum && whole)
             .map(|value| RemoteChecksum {
                 algorithm: *alg,
                 kind: None,

@@ -52,11 +52,12 @@ impl SdkS3 {
 }
 
 impl SdkS3 {
-    /// One GetObject: of `span`, `len` bytes expected (for its attempt timeout).
+    /// One GetObject of `span`, `len` bytes expected (for its attempt timeout).
     async fn get_stream_once(
         &self,
         obj: &ObjectUrl,
-        (span, len): (Span, u64),
+        span: Span,
+        len: u64,
         if_match: Option<&ETag>,
         version_id: Option<&str>,
     ) -> Result<RangeBody, S3Error> {
@@ -262,7 +263,7 @@ impl ObjectRead for SdkS3 {
         };
         // The SDK retries a request that fails before its reply; a body cut short later is the
         // caller's to fetch again (it hashes as it goes, so it starts the range over).
-        self.get_stream_once(obj, (span, len), if_match, version_id)
+        self.get_stream_once(obj, span, len, if_match, version_id)
             .await
     }
 
@@ -275,7 +276,7 @@ impl ObjectRead for SdkS3 {
         if size == 0 {
             return self.get_stream(obj, 0..0, None, if_match, None).await;
         }
-        self.get_stream_once(obj, (Span::Whole, size), if_match, None)
+        self.get_stream_once(obj, Span::Whole, size, if_match, None)
             .await
     }
 }
